@@ -1,0 +1,314 @@
+/**
+ * Attaching and detaching the meter, and reporting what is attached.
+ *
+ * Our filters are identified exactly: the pref and handle we recorded, holding a program whose id
+ * is one of our meter set's. A filter someone else put there is never touched.
+ * Every input is checked before anything changes, and a failure midway undoes what this call did,
+ * so no half-attached state is left behind.
+ */
+import {FlowctlError, InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
+import {describeNetns, listLinks, netnsInode, netnsLabel, type Link, type NetnsName, assertNetnsExists} from '../sys/netns.js'
+import {attachBpfFilter, deleteClsact, deleteFilter, ensureClsact, listFilters, type TcFilter} from '../sys/tc.js'
+import {compileMeter, DEFAULT_CAPACITY, validateCapacity} from './compile.js'
+import {LAYOUT_VERSION, type DirectionName} from './layout.js'
+import {MeterSet, PROGRAM_NAMES} from './meter-set.js'
+import {sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
+
+export const DEFAULT_PREF = 1
+export const DEFAULT_HANDLE = 1
+
+export interface InterfaceTarget {
+  netns: NetnsName
+  /** An interface name, or '*' for every interface of the namespace but loopback. */
+  ifname: string
+}
+
+export interface AttachRequest {
+  targets: InterfaceTarget[]
+  directions: DirectionName[]
+  /** Flows per flow map; undefined keeps an existing meter set's, or the default for a new one. */
+  capacity?: number
+  pref: number
+  handle: number
+  force: boolean
+}
+
+export type AttachResult = 'attached' | 'unchanged' | 're-attached'
+
+export interface AttachOutcome {
+  netns: string
+  interface: string
+  direction: DirectionName
+  result: AttachResult
+  progId: number
+}
+
+export function requireRoot(action: string): void {
+  if (process.getuid?.() !== 0) {
+    throw new PermissionError(`${action} needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo`)
+  }
+}
+
+/** Parses the older tool's `-i NS:IFACE` (or `IFACE` for the root namespace). */
+export function parseLegacyInterface(spec: string): InterfaceTarget {
+  const parts = spec.split(':')
+  if (parts.length === 1 && parts[0]) return {netns: null, ifname: parts[0]}
+  if (parts.length === 2 && parts[0] && parts[1]) return {netns: parts[0], ifname: parts[1]}
+  throw new InvalidInputError(`invalid interface '${spec}': expected NETNS:IFACE, IFACE, or NETNS:*`)
+}
+
+interface ResolvedTarget {
+  netns: NetnsName
+  link: Link
+}
+
+async function resolveTargets(targets: InterfaceTarget[]): Promise<ResolvedTarget[]> {
+  const byNetns = new Map<NetnsName, Link[]>()
+  const out: ResolvedTarget[] = []
+  for (const t of targets) {
+    assertNetnsExists(t.netns)
+    if (!byNetns.has(t.netns)) byNetns.set(t.netns, await listLinks(t.netns))
+    const links = byNetns.get(t.netns)!
+    const chosen = t.ifname === '*' ? links.filter((l) => l.ifname !== 'lo') : links.filter((l) => l.ifname === t.ifname)
+    if (chosen.length === 0) {
+      if (t.ifname === '*') throw new NotFoundError(`${describeNetns(t.netns)} has no interface to meter besides lo`)
+      throw new NotFoundError(
+        `interface '${t.ifname}' does not exist in ${describeNetns(t.netns)} (it has: ${links.map((l) => l.ifname).join(', ')})`,
+      )
+    }
+    for (const link of chosen) {
+      if (!out.some((o) => sameNetns(o.netns, t.netns) && o.link.ifindex === link.ifindex)) out.push({netns: t.netns, link})
+    }
+  }
+  return out
+}
+
+function findAttachment(state: AttachState, netns: NetnsName, ifname: string, direction: DirectionName): Attachment | undefined {
+  return state.attachments.find((a) => sameNetns(a.netns, netns) && a.interface === ifname && a.direction === direction)
+}
+
+/** Whether a tc filter is one of ours: our program name, and a program id of our meter set. */
+function isOurFilter(filter: TcFilter | undefined, ourProgIds: number[]): boolean {
+  return !!filter && filter.kind === 'bpf' && filter.progId !== undefined && ourProgIds.includes(filter.progId)
+}
+
+function ourProgIds(set: MeterSet, att?: Attachment): number[] {
+  const ids: number[] = []
+  for (const d of ['ingress', 'egress'] as const) {
+    try {
+      ids.push(set.progId(d))
+    } catch {
+      // not pinned (any more)
+    }
+  }
+  if (att) ids.push(att.progId)
+  return ids
+}
+
+export async function attachMeters(request: AttachRequest): Promise<AttachOutcome[]> {
+  requireRoot('flowctl meter attach')
+  if (request.capacity !== undefined) validateCapacity(request.capacity)
+  if (request.directions.length === 0) throw new InvalidInputError('no direction to attach: use --direction ingress, egress or both')
+  const resolved = await resolveTargets(request.targets)
+
+  return withStateLock(async (state) => {
+    const undo: (() => Promise<void>)[] = []
+    const outcomes: AttachOutcome[] = []
+    try {
+      const netnsList = [...new Set(resolved.map((r) => r.netns))]
+      for (const netns of netnsList) {
+        const set = MeterSet.for(netns)
+        const record = state.meterSets.find((m) => sameNetns(m.netns, netns))
+        let capacity = request.capacity ?? DEFAULT_CAPACITY
+        let reloaded = false
+
+        if (set.exists()) {
+          set.verifyLayout()
+          const existing = set.capacity()
+          if (request.capacity !== undefined && request.capacity !== existing) {
+            throw new InvalidInputError(
+              `the meter of ${describeNetns(netns)} holds ${existing} flows per map; to use --capacity ${request.capacity}, detach all its interfaces first`,
+            )
+          }
+          capacity = existing
+        }
+        const compiled = await compileMeter({capacity})
+
+        if (!set.exists()) {
+          await set.create(compiled.objectPath)
+          undo.push(() => set.remove())
+          state.meterSets = state.meterSets.filter((m) => !sameNetns(m.netns, netns))
+          state.meterSets.push({
+            netns,
+            netnsInode: netnsInode(netns),
+            digest: compiled.digest,
+            capacity,
+            layoutVersion: LAYOUT_VERSION,
+            createdAt: new Date().toISOString(),
+          })
+        } else if (request.force && record?.digest !== compiled.digest) {
+          // A different program (new flowctl or clang): load it onto the same maps.
+          await set.reloadPrograms(compiled.objectPath)
+          reloaded = true
+          if (record) record.digest = compiled.digest
+        }
+        const digest = state.meterSets.find((m) => sameNetns(m.netns, netns))?.digest ?? compiled.digest
+
+        // With new programs, every filter of this namespace moves to them, not only the named ones.
+        const targets = resolved.filter((r) => sameNetns(r.netns, netns))
+        const todo: {ifname: string; direction: DirectionName}[] = targets.flatMap((t) => request.directions.map((direction) => ({ifname: t.link.ifname, direction})))
+        if (reloaded) {
+          for (const a of state.attachments) {
+            if (sameNetns(a.netns, netns) && !todo.some((t) => t.ifname === a.interface && t.direction === a.direction)) {
+              todo.push({ifname: a.interface, direction: a.direction})
+            }
+          }
+        }
+
+        const links = await listLinks(netns)
+        for (const {ifname, direction} of todo) {
+          const link = links.find((l) => l.ifname === ifname)
+          if (!link) continue
+          const att = findAttachment(state, netns, ifname, direction)
+          const pref = att?.pref ?? request.pref
+          const handle = att?.handle ?? request.handle
+          const progId = set.progId(direction)
+          const filters = await listFilters(netns, ifname, direction)
+          const here = filters.find((f) => f.pref === pref && f.handle === handle)
+          const ours = isOurFilter(here, ourProgIds(set, att))
+
+          if (att && ours && here!.progId === progId && !request.force) {
+            outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result: 'unchanged', progId})
+            continue
+          }
+          if (ours) {
+            await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction), true)
+            const now = new Date().toISOString()
+            if (att) Object.assign(att, {progId, digest, attachedAt: now, ifindex: link.ifindex})
+            else state.attachments.push({netns, interface: ifname, ifindex: link.ifindex, direction, pref, handle, progId, digest, attachedAt: now, qdiscCreated: false})
+            outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result: 're-attached', progId})
+            continue
+          }
+          // A filter of someone else at our place, or at the same pref with another kind.
+          const clash = filters.find((f) => f.pref === pref)
+          if (clash) {
+            throw new FlowctlError(
+              `pref ${pref} of ${ifname} ${direction} in ${describeNetns(netns)} is taken by another filter (${clash.kind}${clash.progName ? ` ${clash.progName}` : ''}): choose a free one with --pref`,
+            )
+          }
+          const qdiscCreated = await ensureClsact(netns, ifname)
+          if (qdiscCreated) undo.push(() => deleteClsact(netns, ifname).catch(() => {}))
+          await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction))
+          undo.push(() => deleteFilter(netns, ifname, direction, pref, handle).catch(() => {}))
+          const sharedQdisc = state.attachments.some((a) => sameNetns(a.netns, netns) && a.interface === ifname && a.qdiscCreated)
+          state.attachments = state.attachments.filter((a) => a !== att)
+          state.attachments.push({
+            netns,
+            interface: ifname,
+            ifindex: link.ifindex,
+            direction,
+            pref,
+            handle,
+            progId,
+            digest,
+            attachedAt: new Date().toISOString(),
+            qdiscCreated: qdiscCreated || sharedQdisc,
+          })
+          outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result: 'attached', progId})
+        }
+      }
+      return outcomes
+    } catch (error) {
+      for (const step of undo.reverse()) await step().catch(() => {})
+      throw error
+    }
+  })
+}
+
+export interface DetachRequest {
+  /** Interfaces to detach; with `all`, every attachment. */
+  targets: InterfaceTarget[]
+  all: boolean
+  directions: DirectionName[]
+}
+
+export interface DetachOutcome {
+  netns: string
+  interface: string
+  direction: DirectionName
+  result: 'detached' | 'gone' | 'not-ours'
+}
+
+export interface DetachReport {
+  outcomes: DetachOutcome[]
+  /** Meter sets removed because nothing was attached to them any more. */
+  removedMeterSets: string[]
+}
+
+export async function detachMeters(request: DetachRequest): Promise<DetachReport> {
+  requireRoot('flowctl meter detach')
+  return withStateLock(async (state) => {
+    const selected = state.attachments.filter(
+      (a) =>
+        request.directions.includes(a.direction) &&
+        (request.all || request.targets.some((t) => sameNetns(t.netns, a.netns) && (t.ifname === '*' || t.ifname === a.interface))),
+    )
+    if (!request.all) {
+      for (const t of request.targets) {
+        if (!selected.some((a) => sameNetns(a.netns, t.netns) && (t.ifname === '*' || a.interface === t.ifname))) {
+          throw new NotFoundError(`no meter is attached to ${t.ifname === '*' ? 'any interface' : `'${t.ifname}'`} in ${describeNetns(t.netns)} (see \`flowctl meter status\`)`)
+        }
+      }
+    }
+
+    const outcomes: DetachOutcome[] = []
+    for (const att of selected) {
+      const set = MeterSet.for(att.netns)
+      let result: DetachOutcome['result'] = 'detached'
+      const alive = await interfaceExists(att.netns, att.interface)
+      if (!alive) {
+        result = 'gone' // the filter went with the interface or the namespace
+      } else {
+        const filters = await listFilters(att.netns, att.interface, att.direction)
+        const here = filters.find((f) => f.pref === att.pref && f.handle === att.handle)
+        if (isOurFilter(here, ourProgIds(set, att))) {
+          await deleteFilter(att.netns, att.interface, att.direction, att.pref, att.handle)
+        } else {
+          result = here ? 'not-ours' : 'gone'
+        }
+      }
+      state.attachments = state.attachments.filter((a) => a !== att)
+      outcomes.push({netns: netnsLabel(att.netns), interface: att.interface, direction: att.direction, result})
+
+      // The qdisc goes only if we made it, no attachment of ours still uses it, and it is empty.
+      const stillUsed = state.attachments.some((a) => sameNetns(a.netns, att.netns) && a.interface === att.interface)
+      if (alive && att.qdiscCreated && !stillUsed) {
+        const [ing, eg] = await Promise.all([listFilters(att.netns, att.interface, 'ingress'), listFilters(att.netns, att.interface, 'egress')])
+        if (ing.length === 0 && eg.length === 0) await deleteClsact(att.netns, att.interface).catch(() => {})
+      }
+    }
+
+    // A meter set with nothing attached is removed with its maps.
+    const removedMeterSets: string[] = []
+    for (const set of MeterSet.list()) {
+      if (state.attachments.some((a) => sameNetns(a.netns, set.netns))) continue
+      if (!request.all && !selected.some((a) => sameNetns(a.netns, set.netns))) continue
+      await set.remove()
+      state.meterSets = state.meterSets.filter((m) => !sameNetns(m.netns, set.netns))
+      removedMeterSets.push(netnsLabel(set.netns))
+    }
+    return {outcomes, removedMeterSets}
+  })
+}
+
+async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolean> {
+  try {
+    assertNetnsExists(netns)
+    return (await listLinks(netns)).some((l) => l.ifname === ifname)
+  } catch (error) {
+    if (error instanceof NotFoundError) return false
+    throw error
+  }
+}
+
+export {PROGRAM_NAMES}

@@ -1,0 +1,104 @@
+/**
+ * Compiles the meter with clang, once per distinct source and options: the object is cached under
+ * its content hash (sources, flags and the compiler's own version), so attaching a hundred
+ * interfaces compiles once, and a new flowctl or clang compiles again.
+ */
+import {createHash} from 'node:crypto'
+import {existsSync} from 'node:fs'
+import {mkdir, readdir, readFile, rename, rm} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {InvalidInputError} from '../errors.js'
+import {bpfSourceDir, cacheDir} from '../paths.js'
+import {run} from '../sys/exec.js'
+
+export const DEFAULT_CAPACITY = 65_536
+export const MIN_CAPACITY = 16
+export const MAX_CAPACITY = 1 << 24
+
+export interface MeterBuildOptions {
+  /** Flows each flow map holds (per address family). */
+  capacity: number
+}
+
+export interface CompiledMeter {
+  objectPath: string
+  /** Hex sha256 of everything that went into the object. */
+  digest: string
+  /** Whether the object came from the cache. */
+  cached: boolean
+}
+
+/** Debian's multiarch directory that holds <asm/types.h>, which <linux/bpf.h> includes. */
+function multiarchInclude(): string | undefined {
+  const triplet = {x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu', arm: 'arm-linux-gnueabihf', ppc64: 'powerpc64le-linux-gnu', s390x: 's390x-linux-gnu', riscv64: 'riscv64-linux-gnu'}[
+    process.arch as string
+  ]
+  const dir = triplet && `/usr/include/${triplet}`
+  return dir && existsSync(dir) ? dir : undefined
+}
+
+export function validateCapacity(capacity: number): number {
+  if (!Number.isInteger(capacity) || capacity < MIN_CAPACITY || capacity > MAX_CAPACITY) {
+    throw new InvalidInputError(`invalid capacity ${capacity}: expected an integer from ${MIN_CAPACITY} to ${MAX_CAPACITY}`)
+  }
+  return capacity
+}
+
+export function clangArgs(source: string, output: string, options: MeterBuildOptions): string[] {
+  const include = multiarchInclude()
+  return [
+    '-O2',
+    '-g',
+    '-target',
+    'bpf',
+    '-Wall',
+    '-Wno-unused-function',
+    `-DFLOWCTL_CAPACITY=${options.capacity}`,
+    ...(include ? [`-I${include}`] : []),
+    '-c',
+    source,
+    '-o',
+    output,
+  ]
+}
+
+let clangVersion: string | undefined
+
+async function compilerIdentity(): Promise<string> {
+  clangVersion ??= (await run('clang', ['--version'])).stdout.split('\n')[0]
+  return clangVersion
+}
+
+/** The digest of the sources and options, without compiling. */
+export async function meterDigest(options: MeterBuildOptions): Promise<string> {
+  const dir = bpfSourceDir()
+  const files = (await readdir(dir)).filter((f) => /\.(c|h)$/.test(f)).sort()
+  const hash = createHash('sha256')
+  for (const f of files) {
+    hash.update(`${f}\0`)
+    hash.update(await readFile(join(dir, f)))
+  }
+  hash.update(clangArgs('meter.bpf.c', 'out.o', options).join(' '))
+  hash.update(await compilerIdentity())
+  return hash.digest('hex')
+}
+
+export async function compileMeter(options: MeterBuildOptions): Promise<CompiledMeter> {
+  validateCapacity(options.capacity)
+  const digest = await meterDigest(options)
+  const dir = cacheDir()
+  const objectPath = join(dir, `meter-${digest.slice(0, 16)}.o`)
+  if (existsSync(objectPath)) return {objectPath, digest, cached: true}
+
+  await mkdir(dir, {recursive: true})
+  // Compile beside the final name and rename: concurrent attaches never see half an object.
+  const tmp = `${objectPath}.${process.pid}.tmp`
+  try {
+    await run('clang', clangArgs(join(bpfSourceDir(), 'meter.bpf.c'), tmp, options))
+    await rename(tmp, objectPath)
+  } finally {
+    await rm(tmp, {force: true})
+  }
+  return {objectPath, digest, cached: false}
+}

@@ -1,0 +1,54 @@
+/**
+ * Splits a JSON array arriving in chunks into its elements, one JSON.parse per element, so that a
+ * map dump of any size (bpftool prints about 1 KB per flow: 1 GB for a million) is read with the
+ * memory of one element, never as one string.
+ */
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+const OPEN_BRACE = 0x7b
+const CLOSE_BRACE = 0x7d
+const OPEN_BRACKET = 0x5b
+const CLOSE_BRACKET = 0x5d
+
+export async function* jsonArrayElements(chunks: AsyncIterable<Buffer | Uint8Array | string>): AsyncGenerator<unknown> {
+  let depth = 0
+  let inString = false
+  let escaped = false
+  let parts: Buffer[] = []
+  let elementStart = -1
+
+  for await (const raw of chunks) {
+    const chunk = typeof raw === 'string' ? Buffer.from(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw)
+    for (let i = 0; i < chunk.length; i++) {
+      const c = chunk[i]
+      if (inString) {
+        if (escaped) escaped = false
+        else if (c === BACKSLASH) escaped = true
+        else if (c === QUOTE) inString = false
+        continue
+      }
+      if (c === QUOTE) {
+        inString = true
+      } else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
+        depth++
+        if (depth === 2) elementStart = i
+      } else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) {
+        depth--
+        if (depth === 1) {
+          parts.push(chunk.subarray(elementStart === -1 ? 0 : elementStart, i + 1))
+          yield JSON.parse(Buffer.concat(parts).toString('utf8'))
+          parts = []
+          elementStart = -1
+        } else if (depth < 0) {
+          throw new SyntaxError('unbalanced JSON: more closing than opening brackets')
+        }
+      }
+    }
+    // An element continues into the next chunk: keep its part of this one.
+    if (depth >= 2) {
+      parts.push(chunk.subarray(elementStart === -1 ? 0 : elementStart))
+      elementStart = -1
+    }
+  }
+  if (depth !== 0 || inString) throw new SyntaxError('truncated JSON array')
+}

@@ -1,0 +1,295 @@
+/**
+ * The kernel's bpf() map commands, through libbpf's thin syscall wrappers (libbpf.so.1, which
+ * iproute2 itself links against) called with koffi. Only what needs speed or atomicity lives
+ * here: batch reads and deletes of whole maps, the swap of the live flow map, map metadata.
+ * libbpf 1.x returns -errno from these calls.
+ */
+import koffi from 'koffi'
+
+import {BpfError, errnoName, ToolMissingError} from '../errors.js'
+
+interface Libbpf {
+  objGet(path: string): number
+  objPin(fd: number, path: string): number
+  objGetInfoByFd(fd: number, info: Buffer, len: Uint32Array): number
+  mapCreate(type: number, name: string | null, keySize: number, valueSize: number, maxEntries: number, opts: null): number
+  lookupElem(fd: number, key: Buffer, value: Buffer): number
+  updateElem(fd: number, key: Buffer, value: Buffer, flags: bigint): number
+  deleteElem(fd: number, key: Buffer): number
+  getNextKey(fd: number, key: Buffer | null, next: Buffer): number
+  lookupBatch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: null): number
+  lookupAndDeleteBatch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: null): number
+  deleteBatch(fd: number, keys: Buffer, count: Uint32Array, opts: null): number
+  updateBatch(fd: number, keys: Buffer, values: Buffer, count: Uint32Array, opts: null): number
+  numPossibleCpus(): number
+  close(fd: number): number
+}
+
+let cached: Libbpf | undefined
+
+function lib(): Libbpf {
+  if (cached) return cached
+  let bpf: koffi.IKoffiLib
+  let libc: koffi.IKoffiLib
+  try {
+    bpf = koffi.load('libbpf.so.1')
+    libc = koffi.load('libc.so.6')
+  } catch {
+    throw new ToolMissingError('libbpf.so.1', 'libbpf1')
+  }
+  cached = {
+    objGet: bpf.func('int bpf_obj_get(const char *pathname)'),
+    objPin: bpf.func('int bpf_obj_pin(int fd, const char *pathname)'),
+    objGetInfoByFd: bpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, void *info_len)'),
+    mapCreate: bpf.func(
+      'int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, void *opts)',
+    ),
+    lookupElem: bpf.func('int bpf_map_lookup_elem(int fd, void *key, void *value)'),
+    updateElem: bpf.func('int bpf_map_update_elem(int fd, void *key, void *value, uint64_t flags)'),
+    deleteElem: bpf.func('int bpf_map_delete_elem(int fd, void *key)'),
+    getNextKey: bpf.func('int bpf_map_get_next_key(int fd, void *key, void *next_key)'),
+    lookupBatch: bpf.func(
+      'int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, void *opts)',
+    ),
+    lookupAndDeleteBatch: bpf.func(
+      'int bpf_map_lookup_and_delete_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, void *opts)',
+    ),
+    deleteBatch: bpf.func('int bpf_map_delete_batch(int fd, void *keys, void *count, void *opts)'),
+    updateBatch: bpf.func('int bpf_map_update_batch(int fd, void *keys, void *values, void *count, void *opts)'),
+    numPossibleCpus: bpf.func('int libbpf_num_possible_cpus(void)'),
+    close: libc.func('int close(int fd)'),
+  }
+  return cached
+}
+
+const ENOENT = 2
+const EEXIST = 17
+const ENOSPC = 28
+
+export const BPF_ANY = 0n
+export const BPF_NOEXIST = 1n
+export const BPF_EXIST = 2n
+
+export const MAP_TYPE = {
+  hash: 1,
+  array: 2,
+  percpuHash: 5,
+  percpuArray: 6,
+  arrayOfMaps: 12,
+} as const
+
+export interface MapInfo {
+  type: number
+  id: number
+  keySize: number
+  valueSize: number
+  maxEntries: number
+  flags: number
+  name: string
+}
+
+let possibleCpus: number | undefined
+
+/** CPUs the kernel may run on: the number of slots in every per-CPU value. */
+export function numPossibleCpus(): number {
+  if (possibleCpus === undefined) {
+    const n = lib().numPossibleCpus()
+    if (n <= 0) throw new BpfError('reading the number of possible CPUs', -n)
+    possibleCpus = n
+  }
+  return possibleCpus
+}
+
+function check(rc: number, operation: string, hint?: string): number {
+  if (rc < 0) throw new BpfError(operation, -rc, hint)
+  return rc
+}
+
+/**
+ * An open bpf map, by file descriptor. Close it when done; fds are not collected.
+ */
+export class BpfMap {
+  readonly fd: number
+  readonly info: MapInfo
+  readonly path: string
+
+  private constructor(fd: number, info: MapInfo, path: string) {
+    this.fd = fd
+    this.info = info
+    this.path = path
+  }
+
+  static open(path: string): BpfMap {
+    const fd = lib().objGet(path)
+    if (fd < 0) {
+      const errno = -fd
+      throw new BpfError(`opening pinned map ${path}`, errno, errno === ENOENT ? 'not pinned: is the meter attached?' : undefined)
+    }
+    try {
+      return new BpfMap(fd, mapInfoByFd(fd, path), path)
+    } catch (error) {
+      lib().close(fd)
+      throw error
+    }
+  }
+
+  /** Creates an unpinned map (used by tests and benchmarks). */
+  static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number): BpfMap {
+    const fd = check(lib().mapCreate(type, name, keySize, valueSize, maxEntries, null), `creating map ${name}`)
+    return new BpfMap(fd, mapInfoByFd(fd, name), '')
+  }
+
+  pin(path: string): void {
+    check(lib().objPin(this.fd, path), `pinning map at ${path}`)
+  }
+
+  close(): void {
+    lib().close(this.fd)
+  }
+
+  get perCpu(): boolean {
+    return this.info.type === MAP_TYPE.percpuHash || this.info.type === MAP_TYPE.percpuArray
+  }
+
+  /** Bytes of one value as user space sees it (all CPUs' slots for a per-CPU map). */
+  get valueBytes(): number {
+    return this.perCpu ? Math.ceil(this.info.valueSize / 8) * 8 * numPossibleCpus() : this.info.valueSize
+  }
+
+  lookup(key: Buffer, value: Buffer = Buffer.alloc(this.valueBytes)): Buffer | undefined {
+    const rc = lib().lookupElem(this.fd, key, value)
+    if (rc === -ENOENT) return undefined
+    check(rc, `looking up a key in ${this.describe()}`)
+    return value
+  }
+
+  update(key: Buffer, value: Buffer, flags = BPF_ANY): void {
+    check(lib().updateElem(this.fd, key, value, flags), `updating ${this.describe()}`)
+  }
+
+  /** Returns whether the key was there. */
+  delete(key: Buffer): boolean {
+    const rc = lib().deleteElem(this.fd, key)
+    if (rc === -ENOENT) return false
+    check(rc, `deleting a key from ${this.describe()}`)
+    return true
+  }
+
+  /**
+   * Reads (and with `andDelete`, removes) every entry, `chunk` at a time, calling `onChunk` with
+   * the keys and values buffers and the number of entries in them. The buffers are reused
+   * between calls. With andDelete the map must not be written meanwhile (a quiescent flow map).
+   */
+  forEachBatch(
+    onChunk: (keys: Buffer, values: Buffer, count: number) => void,
+    options: {andDelete?: boolean; chunk?: number; keys?: Buffer; values?: Buffer} = {},
+  ): number {
+    let chunk = options.chunk ?? 4096
+    const keySize = this.info.keySize
+    let keys = options.keys ?? Buffer.allocUnsafe(chunk * keySize)
+    let values = options.values ?? Buffer.allocUnsafe(chunk * this.valueBytes)
+    const inBatch = Buffer.alloc(Math.max(8, keySize))
+    const outBatch = Buffer.alloc(Math.max(8, keySize))
+    const count = new Uint32Array(1)
+    const call = options.andDelete ? lib().lookupAndDeleteBatch : lib().lookupBatch
+    let first = true
+    let total = 0
+    for (;;) {
+      count[0] = chunk
+      const rc = call(this.fd, first ? null : inBatch, outBatch, keys, values, count, null)
+      if (rc < 0 && rc !== -ENOENT) {
+        // A hash bucket holds more entries than fit in one chunk: retry with room for them.
+        if (rc === -ENOSPC && chunk < 1 << 20) {
+          chunk *= 4
+          keys = Buffer.allocUnsafe(chunk * keySize)
+          values = Buffer.allocUnsafe(chunk * this.valueBytes)
+          continue
+        }
+        check(rc, `reading ${this.describe()} in batches`)
+      }
+      if (count[0] > 0) {
+        total += count[0]
+        onChunk(keys, values, count[0])
+      }
+      if (rc === -ENOENT) return total
+      outBatch.copy(inBatch)
+      first = false
+    }
+  }
+
+  /** Number of entries now in the map. */
+  count(): number {
+    return this.forEachBatch(() => {}, {chunk: 8192})
+  }
+
+  deleteBatch(keys: Buffer, n: number): void {
+    if (n === 0) return
+    const count = new Uint32Array([n])
+    const rc = lib().deleteBatch(this.fd, keys, count, null)
+    // ENOENT: some keys were already gone, which is what we wanted.
+    if (rc < 0 && rc !== -ENOENT) check(rc, `deleting from ${this.describe()} in a batch`)
+  }
+
+  updateBatch(keys: Buffer, values: Buffer, n: number, flags = BPF_ANY): void {
+    if (n === 0) return
+    if (flags !== BPF_ANY) throw new Error('updateBatch supports BPF_ANY only')
+    const count = new Uint32Array([n])
+    check(lib().updateBatch(this.fd, keys, values, count, null), `writing ${n} entries to ${this.describe()}`)
+  }
+
+  private describe(): string {
+    return this.path ? `map ${this.path}` : `map ${this.info.name}`
+  }
+}
+
+function mapInfoByFd(fd: number, what: string): MapInfo {
+  const info = Buffer.alloc(88)
+  const len = new Uint32Array([info.length])
+  check(lib().objGetInfoByFd(fd, info, len), `reading map info of ${what}`)
+  const nameEnd = info.indexOf(0, 24)
+  return {
+    type: info.readUInt32LE(0),
+    id: info.readUInt32LE(4),
+    keySize: info.readUInt32LE(8),
+    valueSize: info.readUInt32LE(12),
+    maxEntries: info.readUInt32LE(16),
+    flags: info.readUInt32LE(20),
+    name: info.toString('latin1', 24, nameEnd >= 24 && nameEnd < 40 ? nameEnd : 40),
+  }
+}
+
+/** Id and tag of a pinned program. */
+export function progInfo(path: string): {id: number; tag: string} {
+  const fd = lib().objGet(path)
+  if (fd < 0) throw new BpfError(`opening pinned program ${path}`, -fd)
+  try {
+    const info = Buffer.alloc(256)
+    const len = new Uint32Array([info.length])
+    check(lib().objGetInfoByFd(fd, info, len), `reading program info of ${path}`)
+    return {id: info.readUInt32LE(4), tag: info.toString('hex', 8, 16)}
+  } finally {
+    lib().close(fd)
+  }
+}
+
+/** The id of the map an ARRAY_OF_MAPS slot points at (user space reads ids, writes fds). */
+export function innerMapId(outer: BpfMap, slot = 0): number | undefined {
+  const key = Buffer.alloc(4)
+  key.writeUInt32LE(slot)
+  const value = outer.lookup(key, Buffer.alloc(4))
+  return value?.readUInt32LE(0)
+}
+
+/**
+ * Points an ARRAY_OF_MAPS slot at `inner`. The kernel returns only after synchronize_rcu():
+ * no program that could still see the previous map is running any more.
+ */
+export function setInnerMap(outer: BpfMap, inner: BpfMap, slot = 0): void {
+  const key = Buffer.alloc(4)
+  key.writeUInt32LE(slot)
+  const value = Buffer.alloc(4)
+  value.writeUInt32LE(inner.fd)
+  outer.update(key, value)
+}
+
+export {errnoName, EEXIST}

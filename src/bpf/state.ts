@@ -1,0 +1,130 @@
+/**
+ * What flowctl attached, kept in <run dir>/attachments.json: which filters are ours (namespace,
+ * interface, direction, pref, handle, program id), which clsact qdiscs we created, when. It lives
+ * on tmpfs like the kernel state it describes, so both vanish together at reboot. Every change
+ * happens under a lock file, so concurrent attaches and detaches do not lose each other's work.
+ */
+import {existsSync, readFileSync} from 'node:fs'
+import {mkdir, open, readFile, rename, rm, writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {FlowctlError, StateError} from '../errors.js'
+import {attachmentsFile, runDir} from '../paths.js'
+import type {NetnsName} from '../sys/netns.js'
+import type {DirectionName} from './layout.js'
+
+export interface MeterSetRecord {
+  netns: NetnsName
+  netnsInode: number
+  digest: string
+  capacity: number
+  layoutVersion: number
+  createdAt: string
+}
+
+export interface Attachment {
+  netns: NetnsName
+  interface: string
+  ifindex: number
+  direction: DirectionName
+  pref: number
+  handle: number
+  progId: number
+  digest: string
+  attachedAt: string
+  /** We added the clsact qdisc, so we remove it once no filter is left on it. */
+  qdiscCreated: boolean
+}
+
+export interface AttachState {
+  version: 1
+  meterSets: MeterSetRecord[]
+  attachments: Attachment[]
+}
+
+function emptyState(): AttachState {
+  return {version: 1, meterSets: [], attachments: []}
+}
+
+export function readState(): AttachState {
+  const file = attachmentsFile()
+  if (!existsSync(file)) return emptyState()
+  try {
+    const state = JSON.parse(readFileSync(file, 'utf8')) as AttachState
+    if (state.version !== 1 || !Array.isArray(state.attachments)) throw new Error(`unknown state version ${state.version}`)
+    return state
+  } catch (error) {
+    throw new StateError(`cannot read ${file} (${(error as Error).message}): remove it and attach again`, {cause: error})
+  }
+}
+
+async function writeState(state: AttachState): Promise<void> {
+  const file = attachmentsFile()
+  await mkdir(runDir(), {recursive: true})
+  const tmp = `${file}.${process.pid}.tmp`
+  await writeFile(tmp, `${JSON.stringify(state, null, 2)}\n`)
+  await rename(tmp, file)
+}
+
+const LOCK_WAIT_MS = 30_000
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** Runs `fn` holding the state lock, with the current state; `fn`'s changes are saved if it returns. */
+export async function withStateLock<T>(fn: (state: AttachState) => Promise<T>): Promise<T> {
+  await mkdir(runDir(), {recursive: true})
+  const lock = join(runDir(), 'state.lock')
+  const deadline = Date.now() + LOCK_WAIT_MS
+  for (;;) {
+    try {
+      const handle = await open(lock, 'wx')
+      await handle.writeFile(String(process.pid))
+      await handle.close()
+      break
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+      const holder = Number.parseInt(await readFile(lock, 'utf8').catch(() => ''), 10)
+      if (!holder || !pidAlive(holder)) {
+        await rm(lock, {force: true}) // left by a process that died
+        continue
+      }
+      if (Date.now() > deadline) {
+        throw new FlowctlError(`another flowctl (pid ${holder}) has been changing the meters for 30 s: wait for it, or remove ${lock} if it is stuck`)
+      }
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  try {
+    const state = readState()
+    const result = await fn(state)
+    await writeState(state)
+    return result
+  } finally {
+    await rm(lock, {force: true})
+  }
+}
+
+export function sameNetns(a: NetnsName, b: NetnsName): boolean {
+  return (a ?? null) === (b ?? null)
+}
+
+export function daemonPidFile(): string {
+  return join(runDir(), 'daemon.pid')
+}
+
+/** The pid of a running `flowctl daemon`, if one is running. */
+export function runningDaemonPid(): number | undefined {
+  try {
+    const pid = Number.parseInt(readFileSync(daemonPidFile(), 'utf8'), 10)
+    return pid && pid !== process.pid && pidAlive(pid) ? pid : undefined
+  } catch {
+    return undefined
+  }
+}

@@ -1,0 +1,122 @@
+/** What is attached, checked against the kernel: the library behind `flowctl meter status`. */
+import {existsSync} from 'node:fs'
+
+import {netnsLabel, listLinks, type NetnsName} from '../sys/netns.js'
+import {listFilters} from '../sys/tc.js'
+import {decodePerCpuOverflow, FAMILIES, K, type DirectionName} from './layout.js'
+import {MeterSet} from './meter-set.js'
+import {readState, sameNetns} from './state.js'
+
+export interface MeterStatus {
+  netns: string
+  interface: string
+  ifindex: number
+  direction: DirectionName
+  /** attached: our filter is in place; missing: the filter is gone (interface or namespace removed, or deleted by hand). */
+  state: 'attached' | 'missing'
+  progId: number
+  pref: number
+  handle: number
+  digest: string
+  attachedAt: string
+  mapPath: string
+  /** Flows of this interface and direction in the flow maps now. */
+  flows: number
+  /** Flows each flow map of the namespace holds (shared by its interfaces). */
+  capacity: number
+  /** Packets and bytes not metered because the flow map was full. */
+  overflowPackets: number
+  overflowBytes: number
+}
+
+function slot(ifindex: number, direction: number): string {
+  return `${ifindex}/${direction}`
+}
+
+/** Per interface-direction: distinct flows in the live and idle maps, and overflow counters. */
+function countFlows(set: MeterSet): {flows: Map<string, number>; overflow: Map<string, {packets: number; bytes: number}>} {
+  const flows = new Map<string, number>()
+  for (const family of FAMILIES) {
+    const maps = set.openFamily(family)
+    try {
+      const live = maps.live()
+      const idle = maps.idle()
+      const keySize = live.info.keySize
+      const idleKeys = new Set<string>()
+      const tally = (keys: Buffer, n: number, skip?: Set<string>) => {
+        for (let i = 0; i < n; i++) {
+          const off = i * keySize
+          if (skip?.has(keys.toString('hex', off, off + keySize))) continue
+          const s = slot(keys.readUInt32LE(off + K.ifindex), keys[off + K.direction])
+          flows.set(s, (flows.get(s) ?? 0) + 1)
+        }
+      }
+      idle.forEachBatch((keys, _v, n) => {
+        for (let i = 0; i < n; i++) idleKeys.add(keys.toString('hex', i * keySize, (i + 1) * keySize))
+        tally(keys, n)
+      })
+      live.forEachBatch((keys, _v, n) => tally(keys, n, idleKeys))
+    } finally {
+      maps.close()
+    }
+  }
+  const overflow = new Map<string, {packets: number; bytes: number}>()
+  const map = set.openMap('overflow')
+  try {
+    const stride = map.valueBytes
+    const cpus = stride / 16
+    map.forEachBatch((keys, values, n) => {
+      for (let i = 0; i < n; i++) {
+        overflow.set(slot(keys.readUInt32LE(i * 8), keys.readUInt32LE(i * 8 + 4)), decodePerCpuOverflow(values, i * stride, cpus))
+      }
+    })
+  } finally {
+    map.close()
+  }
+  return {flows, overflow}
+}
+
+export async function meterStatus(netns?: NetnsName): Promise<MeterStatus[]> {
+  const state = readState()
+  const out: MeterStatus[] = []
+  const sets = MeterSet.list().filter((s) => netns === undefined || sameNetns(s.netns, netns))
+  for (const set of sets) {
+    const atts = state.attachments.filter((a) => sameNetns(a.netns, set.netns))
+    if (!set.exists()) continue
+    const {flows, overflow} = countFlows(set)
+    const capacity = set.capacity()
+    let links: {ifname: string; ifindex: number}[] = []
+    try {
+      links = await listLinks(set.netns)
+    } catch {
+      // namespace gone: every attachment shows as missing
+    }
+    for (const a of atts) {
+      let present = false
+      if (links.some((l) => l.ifname === a.interface && l.ifindex === a.ifindex)) {
+        const filters = await listFilters(a.netns, a.interface, a.direction)
+        present = filters.some((f) => f.pref === a.pref && f.handle === a.handle && f.progId === a.progId)
+      }
+      const dir = a.direction === 'egress' ? 1 : 0
+      const o = overflow.get(slot(a.ifindex, dir)) ?? {packets: 0, bytes: 0}
+      out.push({
+        netns: netnsLabel(a.netns),
+        interface: a.interface,
+        ifindex: a.ifindex,
+        direction: a.direction,
+        state: present ? 'attached' : 'missing',
+        progId: a.progId,
+        pref: a.pref,
+        handle: a.handle,
+        digest: a.digest.slice(0, 16),
+        attachedAt: a.attachedAt,
+        mapPath: existsSync(set.mapDir) ? set.mapDir : '',
+        flows: flows.get(slot(a.ifindex, dir)) ?? 0,
+        capacity,
+        overflowPackets: o.packets,
+        overflowBytes: o.bytes,
+      })
+    }
+  }
+  return out
+}

@@ -1,0 +1,29 @@
+/**
+ * The base of every flowctl command: a FlowctlError becomes one line on stderr and its exit
+ * status; anything else is a bug and keeps oclif's full report.
+ */
+import {Command, Errors} from '@oclif/core'
+
+import {FlowctlError} from './errors.js'
+
+export abstract class FlowctlCommand extends Command {
+  protected override async catch(error: Error & {exitCode?: number}): Promise<unknown> {
+    if (error instanceof FlowctlError) {
+      process.stderr.write(`flowctl: ${error.message}\n`)
+      process.exitCode = error.exitCode
+      return undefined
+    }
+    // oclif's own usage errors (unknown flag, missing value) are also one line.
+    if (error instanceof Errors.CLIError && !(error instanceof Errors.ExitError)) {
+      process.stderr.write(`flowctl: ${error.message.split('\n')[0]}\n`)
+      process.exitCode = error.oclif?.exit ?? 2
+      return undefined
+    }
+    return super.catch(error)
+  }
+
+  /** Writes a value as one JSON document on stdout. */
+  protected printJson(value: unknown): void {
+    process.stdout.write(`${JSON.stringify(value, null, 2)}\n`)
+  }
+}

@@ -1,0 +1,39 @@
+import {Flags} from '@oclif/core'
+
+import {FlowctlCommand} from '../command.js'
+import {InvalidInputError} from '../errors.js'
+import {jsonFlag} from '../flags.js'
+import {flushFlows} from '../flow/query.js'
+import {scopeFromFlags, selectorFlags} from '../flow/selector-flags.js'
+import {isEmptySelector} from '../flow/selectors.js'
+
+export default class Flush extends FlowctlCommand {
+  static override summary = 'Delete flows from the kernel'
+  static override description = `Deletes one flow by its key, every flow matching the selectors, or --all. Deleting a flow that does
+not exist is not an error. Packets arriving meanwhile are never lost: each flow map is made idle
+before it is emptied. Refused while \`flowctl daemon\` is exporting from the maps.`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> -p tcp -s 198.18.0.1 -S 40000 -d 198.18.0.2 -D 80',
+    '<%= config.bin %> <%= command.id %> --netns ns1 -n veth0 --all',
+    '<%= config.bin %> <%= command.id %> --all',
+  ]
+
+  static override flags = {
+    ...selectorFlags,
+    all: Flags.boolean({description: 'delete every flow in scope'}),
+    json: jsonFlag,
+  }
+
+  async run(): Promise<void> {
+    const {flags} = await this.parse(Flush)
+    const scope = scopeFromFlags(flags)
+    const byKey = !isEmptySelector({...scope.selector, direction: undefined})
+    const narrowed = byKey || !!flags.ifname?.length || flags.direction !== 'both'
+    if (!flags.all && !narrowed) throw new InvalidInputError('nothing to flush: give selectors (-p -s -S -d -D, -n) or --all')
+    if (flags.all && byKey) throw new InvalidInputError('--all deletes every flow in scope: drop -p/-s/-S/-d/-D, or drop --all to delete only the matching flows')
+    const result = await flushFlows(scope)
+    if (flags.json) return this.printJson(result)
+    this.log(`${result.removed} flow${result.removed === 1 ? '' : 's'} removed`)
+  }
+}

@@ -1,0 +1,45 @@
+import {FlowctlCommand} from '../../command.js'
+import {meterStatus} from '../../bpf/status.js'
+import {jsonFlag, netnsFlag, netnsOf} from '../../flags.js'
+import {renderTable} from '../../flow/table.js'
+
+export default class MeterStatusCommand extends FlowctlCommand {
+  static override summary = 'Show every attached meter'
+  static override description = `For each metered interface and direction: its namespace, program id, object digest, attach time,
+map path, the flows now in its maps, the maps' capacity, and packets not metered because the map was full.`
+
+  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --netns ns1 --json']
+
+  static override flags = {
+    netns: netnsFlag,
+    json: jsonFlag,
+  }
+
+  async run(): Promise<void> {
+    const {flags} = await this.parse(MeterStatusCommand)
+    const rows = await meterStatus(flags.netns === undefined ? undefined : netnsOf(flags.netns))
+    if (flags.json) return this.printJson(rows)
+    if (rows.length === 0) {
+      this.log('no meter is attached (see `flowctl meter attach --help`)')
+      return
+    }
+    const table = renderTable(
+      ['NETNS', 'INTERFACE', 'DIR', 'STATE', 'PROG', 'DIGEST', 'ATTACHED', 'FLOWS', 'CAPACITY', 'NOT METERED', 'MAPS'],
+      rows.map((r) => [
+        r.netns,
+        r.interface,
+        r.direction,
+        r.state,
+        String(r.progId),
+        r.digest.slice(0, 12),
+        new Date(r.attachedAt).toLocaleString(),
+        String(r.flows),
+        String(r.capacity),
+        r.overflowPackets ? `${r.overflowPackets} pkts / ${r.overflowBytes} B` : '0',
+        r.mapPath,
+      ]),
+      {right: [7, 8]},
+    )
+    for (const line of table) this.log(line)
+  }
+}

@@ -1,0 +1,34 @@
+/** The flow selector flags of `dump` and `flush`, and the scope they describe. */
+import {Flags} from '@oclif/core'
+
+import {directionFlag, ifnameFlag, netnsFlag, netnsOf} from '../flags.js'
+import type {FlowScope} from './query.js'
+import {parseSelector} from './selectors.js'
+
+export const selectorFlags = {
+  netns: netnsFlag,
+  ifname: ifnameFlag,
+  direction: directionFlag,
+  proto: Flags.string({char: 'p', description: 'protocol: a name (tcp, udp, icmp, icmpv6, sctp) or number'}),
+  src: Flags.string({char: 's', description: 'source address'}),
+  sport: Flags.string({char: 'S', description: 'source port'}),
+  dst: Flags.string({char: 'd', description: 'destination address'}),
+  dport: Flags.string({char: 'D', description: 'destination port (for ICMP: type * 256 + code)'}),
+}
+
+export function scopeFromFlags(flags: {
+  netns?: string
+  ifname?: string[]
+  direction: string
+  proto?: string
+  src?: string
+  sport?: string
+  dst?: string
+  dport?: string
+}): FlowScope {
+  return {
+    netns: flags.netns === undefined ? undefined : netnsOf(flags.netns),
+    interfaces: flags.ifname,
+    selector: parseSelector(flags),
+  }
+}

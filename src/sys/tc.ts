@@ -1,0 +1,87 @@
+/** The clsact qdisc and tc bpf filters, through iproute2's tc. */
+import type {DirectionName} from '../bpf/layout.js'
+import {CommandFailedError} from '../errors.js'
+import {run} from './exec.js'
+import type {NetnsName} from './netns.js'
+
+export interface TcFilter {
+  pref: number
+  handle: number
+  kind: string
+  chain: number
+  progId?: number
+  progName?: string
+  directAction?: boolean
+}
+
+interface TcFilterJson {
+  pref: number
+  kind: string
+  chain?: number
+  options?: {
+    handle?: string
+    'direct-action'?: boolean
+    prog?: {id: number; name: string}
+  }
+}
+
+export async function hasClsact(netns: NetnsName, dev: string): Promise<boolean> {
+  const {stdout} = await run('tc', ['-j', 'qdisc', 'show', 'dev', dev], {netns})
+  const qdiscs = JSON.parse(stdout || '[]') as {kind: string}[]
+  return qdiscs.some((q) => q.kind === 'clsact')
+}
+
+/** Adds a clsact qdisc unless one is there; returns whether this call created it. */
+export async function ensureClsact(netns: NetnsName, dev: string): Promise<boolean> {
+  if (await hasClsact(netns, dev)) return false
+  try {
+    await run('tc', ['qdisc', 'add', 'dev', dev, 'clsact'], {netns})
+    return true
+  } catch (error) {
+    // Another process added it between our look and our add.
+    if (error instanceof CommandFailedError && /File exists/.test(error.stderr)) return false
+    throw error
+  }
+}
+
+export async function deleteClsact(netns: NetnsName, dev: string): Promise<void> {
+  await run('tc', ['qdisc', 'del', 'dev', dev, 'clsact'], {netns})
+}
+
+export async function listFilters(netns: NetnsName, dev: string, direction: DirectionName): Promise<TcFilter[]> {
+  const {stdout} = await run('tc', ['-j', 'filter', 'show', 'dev', dev, direction], {netns})
+  const entries = JSON.parse(stdout || '[]') as TcFilterJson[]
+  // tc prints a header entry per pref (no options) and then one entry per filter under it.
+  return entries
+    .filter((e) => e.options?.handle !== undefined)
+    .map((e) => ({
+      pref: e.pref,
+      handle: Number.parseInt(e.options!.handle!, 16),
+      kind: e.kind,
+      chain: e.chain ?? 0,
+      progId: e.options?.prog?.id,
+      progName: e.options?.prog?.name,
+      directAction: e.options?.['direct-action'],
+    }))
+}
+
+/** Attaches a pinned program; `replace` swaps the program of an existing filter atomically. */
+export async function attachBpfFilter(
+  netns: NetnsName,
+  dev: string,
+  direction: DirectionName,
+  pref: number,
+  handle: number,
+  pinnedProg: string,
+  replace = false,
+): Promise<void> {
+  await run(
+    'tc',
+    ['filter', replace ? 'replace' : 'add', 'dev', dev, direction, 'pref', String(pref), 'handle', `0x${handle.toString(16)}`, 'bpf', 'da', 'object-pinned', pinnedProg],
+    {netns},
+  )
+}
+
+export async function deleteFilter(netns: NetnsName, dev: string, direction: DirectionName, pref: number, handle: number): Promise<void> {
+  await run('tc', ['filter', 'del', 'dev', dev, direction, 'pref', String(pref), 'handle', `0x${handle.toString(16)}`, 'bpf'], {netns})
+}
