@@ -6,11 +6,15 @@
 import {createSocket} from 'node:dgram'
 import {createConnection, createServer} from 'node:net'
 
+import koffi from 'koffi'
+
 export type AgentSpec =
   | {mode: 'udp-sink'; host: string; port: number; expect?: number}
   | {mode: 'udp-send'; host: string; port: number; sport?: number; count: number; size: number; gapMs?: number; durationMs?: number}
   | {mode: 'tcp-sink'; host: string; port: number}
   | {mode: 'tcp-send'; host: string; port: number; sport?: number; bytes: number}
+  /** Raw Ethernet frames out of an interface (AF_PACKET), e.g. VLAN-tagged ones. */
+  | {mode: 'raw-send'; ifname: string; frameHex: string; count: number}
 
 function done(result: unknown): void {
   process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0))
@@ -92,7 +96,40 @@ async function main(spec: AgentSpec): Promise<void> {
       })
       return
     }
+    case 'raw-send': {
+      const frame = Buffer.from(spec.frameHex, 'hex')
+      done({packets: sendRaw(spec.ifname, frame, spec.count), bytes: frame.length * spec.count})
+      return
+    }
   }
+}
+
+const AF_PACKET = 17
+const SOCK_RAW = 3
+
+function sendRaw(ifname: string, frame: Buffer, count: number): number {
+  const libc = koffi.load('libc.so.6')
+  const socket = libc.func('int socket(int domain, int type, int protocol)')
+  const sendto = libc.func('long sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)')
+  const ifNameToIndex = libc.func('unsigned int if_nametoindex(const char *name)')
+  const close = libc.func('int close(int fd)')
+  const ifindex = ifNameToIndex(ifname) as number
+  if (!ifindex) throw new Error(`no interface ${ifname}`)
+  // Protocol 0: send only, receive nothing.
+  const fd = socket(AF_PACKET, SOCK_RAW, 0) as number
+  if (fd < 0) throw new Error('socket(AF_PACKET) failed')
+  const addr = Buffer.alloc(20) // struct sockaddr_ll
+  addr.writeUInt16LE(AF_PACKET, 0)
+  addr.writeInt32LE(ifindex, 4)
+  addr[11] = 6
+  frame.copy(addr, 12, 0, 6)
+  let sent = 0
+  for (let i = 0; i < count; i++) {
+    if ((sendto(fd, frame, frame.length, 0, addr, addr.length) as number) !== frame.length) throw new Error('sendto failed')
+    sent++
+  }
+  close(fd)
+  return sent
 }
 
 main(JSON.parse(process.argv[2]) as AgentSpec).catch(fail)

@@ -92,13 +92,6 @@ export class Lab {
     return pair
   }
 
-  /** An 802.1Q (or 802.1ad) sub-interface of `parent`. */
-  async vlan(netns: string, parent: string, id: number, name: string, address: string, protocol: '802.1Q' | '802.1ad' = '802.1Q'): Promise<void> {
-    await this.exec(netns, 'ip', ['link', 'add', 'link', parent, 'name', name, 'type', 'vlan', 'protocol', protocol, 'id', String(id)])
-    await this.exec(netns, 'ip', [address.includes(':') ? '-6' : '-4', 'addr', 'add', address, 'dev', name, ...(address.includes(':') ? ['nodad'] : [])])
-    await this.exec(netns, 'ip', ['link', 'set', name, 'up'])
-  }
-
   async linkStats(netns: string, ifname: string): Promise<{rxPackets: number; rxBytes: number; txPackets: number; txBytes: number}> {
     const out = await this.exec(netns, 'ip', ['-j', '-s', 'link', 'show', 'dev', ifname])
     const [link] = JSON.parse(out) as {stats64: {rx: {packets: number; bytes: number}; tx: {packets: number; bytes: number}}}[]

@@ -35,9 +35,9 @@ export function assertNetnsExists(netns: NetnsName): void {
   }
 }
 
-/** The namespace's inode: tells a namespace from a later one of the same name. */
+/** The namespace's inode: tells a namespace from a later one of the same name. (flowctl runs in the root namespace.) */
 export function netnsInode(netns: NetnsName): number {
-  return statSync(netns === null ? '/proc/1/ns/net' : netnsPath(netns)).ino
+  return statSync(netns === null ? '/proc/self/ns/net' : netnsPath(netns)).ino
 }
 
 export interface Link {

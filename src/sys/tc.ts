@@ -48,11 +48,15 @@ export async function deleteClsact(netns: NetnsName, dev: string): Promise<void>
   await run('tc', ['qdisc', 'del', 'dev', dev, 'clsact'], {netns})
 }
 
+/**
+ * The filters of one hook. tc prints a header entry per pref and then its filters; a pref whose
+ * filters have no handle to speak of (u32 hash tables, say) appears with handle -1, so that
+ * every pref in use shows up.
+ */
 export async function listFilters(netns: NetnsName, dev: string, direction: DirectionName): Promise<TcFilter[]> {
   const {stdout} = await run('tc', ['-j', 'filter', 'show', 'dev', dev, direction], {netns})
   const entries = JSON.parse(stdout || '[]') as TcFilterJson[]
-  // tc prints a header entry per pref (no options) and then one entry per filter under it.
-  return entries
+  const filters: TcFilter[] = entries
     .filter((e) => e.options?.handle !== undefined)
     .map((e) => ({
       pref: e.pref,
@@ -63,6 +67,10 @@ export async function listFilters(netns: NetnsName, dev: string, direction: Dire
       progName: e.options?.prog?.name,
       directAction: e.options?.['direct-action'],
     }))
+  for (const e of entries) {
+    if (!filters.some((f) => f.pref === e.pref)) filters.push({pref: e.pref, handle: -1, kind: e.kind, chain: e.chain ?? 0})
+  }
+  return filters
 }
 
 /** Attaches a pinned program; `replace` swaps the program of an existing filter atomically. */

@@ -1,0 +1,54 @@
+/**
+ * Shared by the end-to-end suites: the precondition check (in CI a missing precondition is a
+ * failure, never a skip), and running the CLI as a user would.
+ */
+import {existsSync} from 'node:fs'
+import {fileURLToPath} from 'node:url'
+
+import {execa} from 'execa'
+
+export const REPO = fileURLToPath(new URL('../../../', import.meta.url))
+export const CLI = `${REPO}bin/run.js`
+
+function missingPrecondition(): string | undefined {
+  if (process.getuid?.() !== 0) return 'end-to-end tests need root'
+  if (!existsSync('/sys/fs/bpf')) return 'no /sys/fs/bpf'
+  for (const tool of ['/usr/bin/clang', '/usr/sbin/bpftool', '/usr/sbin/tc', '/usr/bin/ping', '/usr/sbin/ethtool']) {
+    if (!existsSync(tool) && !existsSync(tool.replace('/usr/sbin/', '/sbin/'))) return `${tool} is not installed (run misc/setup.sh)`
+  }
+  return undefined
+}
+
+/** Skips the suite where it cannot run, except in CI, where that is a failure. */
+export function requireE2e(ctx: Mocha.Context): void {
+  const missing = missingPrecondition()
+  if (!missing) return
+  if (process.env.CI === 'true') throw new Error(`end-to-end precondition failed in CI: ${missing}`)
+  ctx.skip()
+}
+
+export interface CliResult {
+  stdout: string
+  stderr: string
+  exitCode: number
+}
+
+export async function cli(args: string[], options: {env?: Record<string, string>; uid?: number} = {}): Promise<CliResult> {
+  const r = await execa(process.execPath, [CLI, ...args], {reject: false, env: options.env, uid: options.uid, gid: options.uid, timeout: 120_000})
+  return {stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? -1}
+}
+
+/** Runs the CLI and fails with its stderr unless it exits 0. */
+export async function cliOk(args: string[], options: {env?: Record<string, string>} = {}): Promise<string> {
+  const r = await cli(args, options)
+  if (r.exitCode !== 0) throw new Error(`flowctl ${args.join(' ')} exited ${r.exitCode}: ${r.stderr || r.stdout}`)
+  return r.stdout
+}
+
+export async function cliJson<T>(args: string[]): Promise<T> {
+  return JSON.parse(await cliOk([...args, '--json'])) as T
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}
