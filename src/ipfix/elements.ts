@@ -1,0 +1,172 @@
+/**
+ * IPFIX Information Elements (RFC 7012): the IANA registry (generated into iana-elements.ts),
+ * looked up by name without regard to case, so that the older tool's `SourceIPv4Address` and the
+ * registry's `sourceIPv4Address` are the same element.
+ */
+import {IANA_ELEMENTS} from './iana-elements.js'
+
+/** RFC 7012 §3.1 abstract data types. */
+export type AbstractType =
+  | 'octetArray'
+  | 'unsigned8'
+  | 'unsigned16'
+  | 'unsigned32'
+  | 'unsigned64'
+  | 'signed8'
+  | 'signed16'
+  | 'signed32'
+  | 'signed64'
+  | 'float32'
+  | 'float64'
+  | 'boolean'
+  | 'macAddress'
+  | 'string'
+  | 'dateTimeSeconds'
+  | 'dateTimeMilliseconds'
+  | 'dateTimeMicroseconds'
+  | 'dateTimeNanoseconds'
+  | 'ipv4Address'
+  | 'ipv6Address'
+  | 'basicList'
+  | 'subTemplateList'
+  | 'subTemplateMultiList'
+
+export interface IanaElement {
+  id: number
+  name: string
+  type: AbstractType | string
+  semantics?: string
+  units?: string
+}
+
+export interface InformationElement {
+  id: number
+  name: string
+  type: AbstractType
+  semantics?: string
+  units?: string
+}
+
+/** The field length that announces variable-length encoding (RFC 7011 §7). */
+export const VARIABLE_LENGTH = 65535
+
+const NATURAL_LENGTH: Record<AbstractType, number> = {
+  octetArray: VARIABLE_LENGTH,
+  unsigned8: 1,
+  unsigned16: 2,
+  unsigned32: 4,
+  unsigned64: 8,
+  signed8: 1,
+  signed16: 2,
+  signed32: 4,
+  signed64: 8,
+  float32: 4,
+  float64: 8,
+  boolean: 1,
+  macAddress: 6,
+  string: VARIABLE_LENGTH,
+  dateTimeSeconds: 4,
+  dateTimeMilliseconds: 8,
+  dateTimeMicroseconds: 8,
+  dateTimeNanoseconds: 8,
+  ipv4Address: 4,
+  ipv6Address: 16,
+  basicList: VARIABLE_LENGTH,
+  subTemplateList: VARIABLE_LENGTH,
+  subTemplateMultiList: VARIABLE_LENGTH,
+}
+
+export const ABSTRACT_TYPES = Object.keys(NATURAL_LENGTH) as AbstractType[]
+
+export function naturalLength(type: AbstractType): number {
+  return NATURAL_LENGTH[type]
+}
+
+/**
+ * The lengths a field of this type may be given in a template: its natural length, or a reduced
+ * size (RFC 7011 §6.2: integers to fewer bytes, float64 to float32), or any fixed length or
+ * variable length for octetArray and string.
+ */
+export function allowedLengths(type: AbstractType): number[] | 'any' {
+  switch (type) {
+    case 'unsigned64':
+    case 'signed64':
+      return [1, 2, 3, 4, 5, 6, 7, 8]
+    case 'unsigned32':
+    case 'signed32':
+      return [1, 2, 3, 4]
+    case 'unsigned16':
+    case 'signed16':
+      return [1, 2]
+    case 'float64':
+      return [4, 8]
+    case 'octetArray':
+    case 'string':
+      return 'any'
+    default:
+      return [NATURAL_LENGTH[type]]
+  }
+}
+
+const byId = new Map<number, InformationElement>()
+const byLowerName = new Map<string, InformationElement>()
+for (const e of IANA_ELEMENTS) {
+  if (!(e.type in NATURAL_LENGTH)) continue
+  const element = e as InformationElement
+  byId.set(element.id, element)
+  byLowerName.set(element.name.toLowerCase(), element)
+}
+
+export function elementByName(name: string): InformationElement | undefined {
+  return byLowerName.get(name.trim().toLowerCase())
+}
+
+export function elementById(id: number): InformationElement | undefined {
+  return byId.get(id)
+}
+
+export function allElements(): InformationElement[] {
+  return [...byId.values()]
+}
+
+/** Registry names closest to `name`, for "did you mean" in error messages. */
+export function similarNames(name: string, max = 3): string[] {
+  const lower = name.toLowerCase()
+  const scored = [...byLowerName.values()].map((e) => ({name: e.name, d: editDistance(lower, e.name.toLowerCase())}))
+  scored.sort((a, b) => a.d - b.d)
+  return scored.filter((s) => s.d <= Math.max(2, Math.floor(lower.length / 4))).slice(0, max).map((s) => s.name)
+}
+
+function editDistance(a: string, b: string): number {
+  const prev = Array.from({length: b.length + 1}, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    let diag = prev[0]
+    prev[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = prev[j]
+      prev[j] = Math.min(prev[j] + 1, prev[j - 1] + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1))
+      diag = tmp
+    }
+  }
+  return prev[b.length]
+}
+
+// IEs flowctl uses by number, resolved through the registry so no ID is typed twice.
+function must(name: string): InformationElement {
+  const e = elementByName(name)
+  if (!e) throw new Error(`IANA registry lacks ${name}`)
+  return e
+}
+
+export const IE = {
+  octetDeltaCount: must('octetDeltaCount'),
+  packetDeltaCount: must('packetDeltaCount'),
+  exportedOctetTotalCount: must('exportedOctetTotalCount'),
+  exportedMessageTotalCount: must('exportedMessageTotalCount'),
+  exportedFlowRecordTotalCount: must('exportedFlowRecordTotalCount'),
+  ignoredPacketTotalCount: must('ignoredPacketTotalCount'),
+  ignoredOctetTotalCount: must('ignoredOctetTotalCount'),
+  observationDomainId: must('observationDomainId'),
+  observationTimeMilliseconds: must('observationTimeMilliseconds'),
+  flowEndReason: must('flowEndReason'),
+} as const
