@@ -49,11 +49,11 @@ export function requireRoot(action: string): void {
   }
 }
 
-/** Parses the older tool's `-i NS:IFACE` (or `IFACE` for the root namespace). */
+/** Parses the older tool's `-i NS:IFACE` (or `IFACE` for the root namespace; `root:IFACE` too). */
 export function parseLegacyInterface(spec: string): InterfaceTarget {
   const parts = spec.split(':')
   if (parts.length === 1 && parts[0]) return {netns: null, ifname: parts[0]}
-  if (parts.length === 2 && parts[0] && parts[1]) return {netns: parts[0], ifname: parts[1]}
+  if (parts.length === 2 && parts[0] && parts[1]) return {netns: parts[0] === 'root' ? null : parts[0], ifname: parts[1]}
   throw new InvalidInputError(`invalid interface '${spec}': expected NETNS:IFACE, IFACE, or NETNS:*`)
 }
 

@@ -16,6 +16,7 @@ export async function* jsonArrayElements(chunks: AsyncIterable<Buffer | Uint8Arr
   let escaped = false
   let parts: Buffer[] = []
   let elementStart = -1
+  let opened = false
 
   for await (const raw of chunks) {
     const chunk = typeof raw === 'string' ? Buffer.from(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw)
@@ -26,6 +27,12 @@ export async function* jsonArrayElements(chunks: AsyncIterable<Buffer | Uint8Arr
         else if (c === BACKSLASH) escaped = true
         else if (c === QUOTE) inString = false
         continue
+      }
+      if (!opened) {
+        // Only whitespace may come before the array (bpftool prints {"error": ...} on failure).
+        if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) continue
+        if (c !== OPEN_BRACKET) throw new SyntaxError('expected a JSON array')
+        opened = true
       }
       if (c === QUOTE) {
         inString = true
@@ -50,5 +57,5 @@ export async function* jsonArrayElements(chunks: AsyncIterable<Buffer | Uint8Arr
       elementStart = -1
     }
   }
-  if (depth !== 0 || inString) throw new SyntaxError('truncated JSON array')
+  if (!opened || depth !== 0 || inString) throw new SyntaxError(opened ? 'truncated JSON array' : 'expected a JSON array, got nothing')
 }

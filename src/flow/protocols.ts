@@ -20,9 +20,9 @@ const NAMES: Record<number, string> = {
   136: 'udplite',
 }
 
-const NUMBERS: Record<string, number> = Object.fromEntries(Object.entries(NAMES).map(([n, name]) => [name, Number(n)]))
-NUMBERS['ipv6-icmp'] = 58
-NUMBERS.icmp6 = 58
+const NUMBERS = new Map<string, number>(Object.entries(NAMES).map(([n, name]) => [name, Number(n)]))
+NUMBERS.set('ipv6-icmp', 58)
+NUMBERS.set('icmp6', 58)
 
 export function protocolName(proto: number): string {
   return NAMES[proto] ?? String(proto)
@@ -31,7 +31,7 @@ export function protocolName(proto: number): string {
 export function parseProtocol(text: string): number {
   const t = text.trim().toLowerCase()
   if (/^\d+$/.test(t) && Number(t) <= 255) return Number(t)
-  const n = NUMBERS[t]
+  const n = NUMBERS.get(t)
   if (n === undefined) throw new InvalidInputError(`invalid protocol '${text}': expected a number 0-255 or a name such as tcp, udp, icmp, icmpv6, sctp`)
   return n
 }
