@@ -1,0 +1,30 @@
+import {Flags} from '@oclif/core'
+
+import {FlowctlCommand} from '../command.js'
+import {loadConfig} from '../config/load.js'
+import {runDaemon} from '../daemon/run.js'
+
+export default class DaemonCommand extends FlowctlCommand {
+  static override summary = 'Export the metered flows as IPFIX to the collectors of a config'
+  static override description = `Drains every attached meter (or those the config names) each drainIntervalSeconds and sends the
+flows that ended as IPFIX (RFC 7011, UDP) to every collector, with the templates the config names
+(or IPv4/IPv6 defaults). Logs JSON lines on stderr. SIGTERM/SIGINT export every flow still held and
+exit 0; SIGHUP reloads the config, keeping the old one if the new one is bad. A restart, even
+after SIGKILL, loses no counts: flows wait in pinned maps for the next daemon.`
+
+  static override aliases = ['agent']
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> -c /etc/flowctl/config.yaml',
+    {description: 'The older tool\'s name for it', command: '<%= config.bin %> agent -c config.yaml'},
+  ]
+
+  static override flags = {
+    config: Flags.string({char: 'c', description: 'YAML config (see `flowctl config check`)', default: './config.yaml'}),
+  }
+
+  async run(): Promise<void> {
+    const {flags} = await this.parse(DaemonCommand)
+    await runDaemon(await loadConfig(flags.config))
+  }
+}

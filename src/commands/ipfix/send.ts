@@ -1,0 +1,41 @@
+import {Flags} from '@oclif/core'
+
+import {FlowctlCommand} from '../../command.js'
+import {loadConfig} from '../../config/load.js'
+import {statsTemplateId} from '../../daemon/daemon.js'
+import {CollectorExporter, compileTemplate} from '../../ipfix/exporter.js'
+import {loadFlowFile} from '../../ipfix/flow-file.js'
+
+export default class IpfixSend extends FlowctlCommand {
+  static override summary = 'Send flows written in YAML to the collectors of a config'
+  static override description = `Sends the config's templates, then the flows of FLOWS.yaml as data records, to every collector
+of the config (the older tool's \`flowctl ipfix file\`). For testing collectors and templates.`
+
+  static override examples = ['<%= config.bin %> <%= command.id %> -c config.yaml -f flows.yaml']
+
+  static override flags = {
+    config: Flags.string({char: 'c', description: 'YAML config with collectors and templates', default: './config.yaml'}),
+    flows: Flags.string({char: 'f', description: 'YAML file of flowsets', default: './flow.yaml'}),
+  }
+
+  async run(): Promise<void> {
+    const {flags} = await this.parse(IpfixSend)
+    const config = await loadConfig(flags.config)
+    const flowSets = await loadFlowFile(flags.flows, config)
+    const templates = config.templates.map((t) => compileTemplate(t.id, t.fields))
+    for (const c of config.collectors) {
+      const exporter = new CollectorExporter(c, templates, {
+        maxMessageSize: config.maxMessageSize,
+        templateRefreshMs: Infinity,
+        statsTemplateId: statsTemplateId(config.templates),
+      })
+      await exporter.open()
+      exporter.sendTemplates(config.observationDomainId)
+      for (const set of flowSets) exporter.exportRecords(set.templateId, set.records, config.observationDomainId)
+      await exporter.flushed()
+      exporter.close()
+      const {messages, records, octets, sendErrors} = exporter.stats
+      this.log(`${c.name}: ${records} records in ${messages} messages (${octets} bytes)${sendErrors ? `, ${sendErrors} send errors` : ''}`)
+    }
+  }
+}

@@ -1,0 +1,304 @@
+/**
+ * `flowctl daemon`: drains every attached meter (or those the config names) on an interval and
+ * exports what ended to every collector. Runs until SIGTERM/SIGINT, which export everything still
+ * held (forced end) and exit 0; SIGHUP reloads the config (a bad one is refused and the old one
+ * keeps running).
+ */
+import {existsSync, readFileSync, rmSync, writeFileSync, mkdirSync} from 'node:fs'
+import {dirname} from 'node:path'
+
+import {decodePerCpuOverflow} from '../bpf/layout.js'
+import {MeterSet} from '../bpf/meter-set.js'
+import {skipSockets, socketCookie, unskipSockets} from '../bpf/sockets.js'
+import {daemonPidFile, runningDaemonPid} from '../bpf/state.js'
+import type {Config} from '../config/config.js'
+import {FlowctlError} from '../errors.js'
+import type {FlowBatch} from '../flow/batch.js'
+import {CollectorExporter, compileTemplate, type ExportTemplate} from '../ipfix/exporter.js'
+import {netnsLabel} from '../sys/netns.js'
+import {MeterSetDrainer, type DrainPolicy} from './drain.js'
+import {createLogger, type Logger} from './log.js'
+import {DaemonStateFile} from './state-file.js'
+
+/** An output besides the collectors (flow logs): gets every exported batch. */
+export interface FlowOutput {
+  write(batch: FlowBatch): void
+  close?(): Promise<void> | void
+}
+
+export interface DaemonHooks {
+  /** Called after every drain (metrics). */
+  onDrain?(report: {netns: string; taken: number; exported: Record<number, number>; pending: number; ms: number}): void
+}
+
+/** The first template id from 65000 up that no data template uses: the statistics options template. */
+export function statsTemplateId(templates: readonly {id: number}[]): number {
+  for (let id = 65000; id <= 65535; id++) if (!templates.some((t) => t.id === id)) return id
+  for (let id = 256; ; id++) if (!templates.some((t) => t.id === id)) return id
+}
+
+export class Daemon {
+  private config: Config
+  private readonly log: Logger
+  private readonly state: DaemonStateFile
+  private exporters: CollectorExporter[] = []
+  private templates: ExportTemplate[] = []
+  private readonly drainers = new Map<string, MeterSetDrainer>()
+  private readonly outputs: FlowOutput[] = []
+  private timer?: NodeJS.Timeout
+  private stopping?: Promise<void>
+  private lastStatsAt = 0
+  private lastTemplateCheck = 0
+  private running = false
+  private readonly hooks: DaemonHooks
+
+  constructor(config: Config, options: {log?: Logger; outputs?: FlowOutput[]; hooks?: DaemonHooks} = {}) {
+    this.config = config
+    this.log = options.log ?? createLogger()
+    this.state = new DaemonStateFile(config.stateFile)
+    this.outputs.push(...(options.outputs ?? []))
+    this.hooks = options.hooks ?? {}
+  }
+
+  get policy(): DrainPolicy {
+    return {idleTimeoutNs: this.config.idleTimeoutSeconds * 1e9, activeTimeoutNs: this.config.activeTimeoutSeconds * 1e9}
+  }
+
+  get collectors(): readonly CollectorExporter[] {
+    return this.exporters
+  }
+
+  async start(): Promise<void> {
+    this.claimPidFile()
+    this.running = true
+    this.templates = this.config.templates.map((t) => compileTemplate(t.id, t.fields))
+    this.exporters = this.config.collectors.map((c) => this.newExporter(c))
+    await Promise.all(this.exporters.map((e) => this.openExporter(e)))
+    this.rescanMeters()
+    this.log.log('info', 'started', {
+      pid: process.pid,
+      collectors: this.exporters.map((e) => ({collector: e.config.name, localPort: e.localPort, templates: {ipv4: e.templateFor(4)?.template.id, ipv6: e.templateFor(6)?.template.id}})),
+      meters: [...this.drainers.keys()],
+      drainIntervalSeconds: this.config.drainIntervalSeconds,
+    })
+    for (const e of this.exporters) if (e.isOpen) e.sendTemplates(this.config.observationDomainId)
+    this.lastStatsAt = Date.now()
+    this.schedule()
+  }
+
+  private newExporter(c: Config['collectors'][number]): CollectorExporter {
+    return new CollectorExporter(c, this.templates, {
+      maxMessageSize: this.config.maxMessageSize,
+      templateRefreshMs: this.config.templateRefreshSeconds * 1000,
+      statsTemplateId: statsTemplateId(this.config.templates),
+      sequences: this.state,
+      onError: (error) => this.log.limited(`send:${c.name}:${(error as NodeJS.ErrnoException).code ?? error.message}`, 'warn', 'collector-error', {collector: c.name, error: error.message}),
+    })
+  }
+
+  /** Opens a collector's socket; a failure is logged and retried at the next drain. */
+  private async openExporter(e: CollectorExporter): Promise<void> {
+    if (e.isOpen) return
+    try {
+      await e.open()
+      const fd = e.fd
+      if (fd !== undefined) {
+        const cookie = socketCookie(fd)
+        this.cookies.set(e, cookie)
+        for (const d of this.drainers.values()) skipSockets(d.set, [cookie])
+      }
+      this.log.log('info', 'collector-open', {collector: e.config.name, localPort: e.localPort})
+    } catch (error) {
+      this.log.limited(`open:${e.config.name}`, 'warn', 'collector-unreachable', {collector: e.config.name, error: (error as Error).message})
+    }
+  }
+
+  private readonly cookies = new Map<CollectorExporter, bigint>()
+
+  private domainOf(netns: string | null): number {
+    return this.config.meters?.find((m) => m.netns === netns)?.observationDomainId ?? this.config.observationDomainId
+  }
+
+  /** Picks up meters attached since the last look; drains and lets go of those detached. */
+  private rescanMeters(): void {
+    const wanted = MeterSet.list().filter((s) => !this.config.meters || this.config.meters.some((m) => m.netns === s.netns))
+    for (const set of wanted) {
+      const label = netnsLabel(set.netns)
+      if (this.drainers.has(label) || !set.exists()) continue
+      try {
+        const drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b))
+        this.drainers.set(label, drainer)
+        skipSockets(set, [...this.cookies.values()])
+        this.log.log('info', 'meter-found', {netns: label, pending: drainer.pending})
+      } catch (error) {
+        this.log.limited(`meter:${label}`, 'error', 'meter-unreadable', {netns: label, error: (error as Error).message})
+      }
+    }
+    for (const [label, drainer] of this.drainers) {
+      if (drainer.set.exists()) continue
+      // Detached: its maps live on while we hold them; export what they hold, then let go.
+      const report = drainer.drain(this.policy, (b) => this.emit(b), true)
+      drainer.close()
+      this.drainers.delete(label)
+      this.log.log('info', 'meter-gone', {netns: label, exported: report.exported})
+    }
+  }
+
+  /** Sends a batch of ended flows to every collector and output. */
+  private emit(batch: FlowBatch): void {
+    for (const e of this.exporters) e.exportBatch(batch)
+    for (const o of this.outputs) o.write(batch)
+  }
+
+  private schedule(): void {
+    if (!this.running) return
+    this.timer = setTimeout(() => void this.tick(), this.config.drainIntervalSeconds * 1000)
+  }
+
+  /** One round: drain every meter, export, refresh templates and statistics when due. */
+  async tick(force = false): Promise<void> {
+    try {
+      await Promise.all(this.exporters.map((e) => this.openExporter(e)))
+      this.rescanMeters()
+      for (const [label, drainer] of this.drainers) {
+        const report = drainer.drain(this.policy, (b) => this.emit(b), force)
+        const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
+        if (report.taken || exported) {
+          this.log.log('info', 'drain', {netns: label, taken: report.taken, exported, byReason: report.exported, pending: report.pending, ms: Math.round(report.ms * 10) / 10})
+        }
+        this.hooks.onDrain?.({netns: label, ...report})
+      }
+      const now = Date.now()
+      if (now - this.lastTemplateCheck >= 1000) {
+        for (const e of this.exporters) e.refreshTemplates()
+        this.lastTemplateCheck = now
+      }
+      if (now - this.lastStatsAt >= this.config.statsIntervalSeconds * 1000) {
+        this.sendStats()
+        this.lastStatsAt = now
+      }
+      this.state.save()
+    } catch (error) {
+      this.log.log('error', 'drain-failed', {error: (error as Error).message})
+    } finally {
+      this.schedule()
+    }
+  }
+
+  /** Packets and bytes the meters could not record (full maps), per observation domain. */
+  ignoredByDomain(): Map<number, {packets: number; bytes: number}> {
+    const out = new Map<number, {packets: number; bytes: number}>()
+    for (const d of this.drainers.values()) {
+      const total = out.get(d.observationDomainId) ?? {packets: 0, bytes: 0}
+      const map = d.set.openMap('overflow')
+      try {
+        const stride = map.valueBytes
+        map.forEachBatch((_k, values, n) => {
+          for (let i = 0; i < n; i++) {
+            const o = decodePerCpuOverflow(values, i * stride, stride / 16)
+            total.packets += o.packets
+            total.bytes += o.bytes
+          }
+        })
+      } finally {
+        map.close()
+      }
+      out.set(d.observationDomainId, total)
+    }
+    return out
+  }
+
+  private sendStats(): void {
+    const ignored = this.ignoredByDomain()
+    if (!ignored.size) ignored.set(this.config.observationDomainId, {packets: 0, bytes: 0})
+    for (const e of this.exporters) for (const [domain, counts] of ignored) e.sendStats(domain, counts)
+  }
+
+  /** Applies a new config; refused (and logged) if it cannot be applied, the old one keeps running. */
+  async reload(next: Config): Promise<void> {
+    const templates = next.templates.map((t) => compileTemplate(t.id, t.fields))
+    const keep = (c: Config['collectors'][number]) => this.exporters.find((e) => e.config.name === c.name && JSON.stringify(e.config) === JSON.stringify(c))
+    const nextExporters = next.collectors.map((c) => {
+      const same = keep(c)
+      if (same) {
+        same.setTemplates(templates)
+        return same
+      }
+      return null
+    })
+    for (const e of this.exporters) {
+      if (!nextExporters.includes(e)) {
+        await e.flushed()
+        this.forgetCookie(e)
+        e.close()
+      }
+    }
+    this.config = next
+    this.templates = templates
+    this.exporters = nextExporters.map((e, i) => e ?? this.newExporter(next.collectors[i]))
+    await Promise.all(this.exporters.map((e) => this.openExporter(e)))
+    for (const d of this.drainers.values()) d.close()
+    this.drainers.clear()
+    this.rescanMeters()
+    this.log.log('info', 'reloaded', {file: next.file, collectors: next.collectors.map((c) => c.name), templates: next.templates.map((t) => t.id)})
+  }
+
+  private forgetCookie(e: CollectorExporter): void {
+    const cookie = this.cookies.get(e)
+    if (cookie === undefined) return
+    for (const d of this.drainers.values()) {
+      try {
+        unskipSockets(d.set, [cookie])
+      } catch {
+        // the meter went away
+      }
+    }
+    this.cookies.delete(e)
+  }
+
+  /** Exports everything still held (forced end), waits for it to leave, and stops. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop()
+    return this.stopping
+  }
+
+  private async doStop(): Promise<void> {
+    this.running = false
+    if (this.timer) clearTimeout(this.timer)
+    let exported = 0
+    for (const [label, drainer] of this.drainers) {
+      try {
+        const report = drainer.drain(this.policy, (b) => this.emit(b), true)
+        exported += Object.values(report.exported).reduce((a, b) => a + b, 0)
+        this.log.log('info', 'final-drain', {netns: label, taken: report.taken, byReason: report.exported})
+      } catch (error) {
+        this.log.log('error', 'final-drain-failed', {netns: label, error: (error as Error).message})
+      }
+    }
+    if (this.exporters.some((e) => e.isOpen)) this.sendStats()
+    await Promise.all(this.exporters.map((e) => e.flushed()))
+    this.state.save()
+    for (const e of this.exporters) {
+      this.forgetCookie(e)
+      e.close()
+    }
+    for (const d of this.drainers.values()) d.close()
+    this.drainers.clear()
+    for (const o of this.outputs) await o.close?.()
+    this.releasePidFile()
+    this.log.log('info', 'stopped', {exported, collectors: this.exporters.map((e) => ({collector: e.config.name, ...e.stats}))})
+  }
+
+  private claimPidFile(): void {
+    const other = runningDaemonPid()
+    if (other) throw new FlowctlError(`another flowctl daemon (pid ${other}) is running: stop it first (one daemon exports each meter)`)
+    const file = daemonPidFile()
+    mkdirSync(dirname(file), {recursive: true})
+    writeFileSync(file, `${process.pid}\n`)
+  }
+
+  private releasePidFile(): void {
+    const file = daemonPidFile()
+    if (existsSync(file) && readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file, {force: true})
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * Flows on their way to the collectors, column by column in typed arrays: the drain fills one,
+ * the encoder reads it, and no object is made per flow on the way.
+ */
+import type {Family} from '../bpf/layout.js'
+
+/** IPFIX flowEndReason (IE 136) values, RFC 7012 / RFC 5102. */
+export const END_REASON = {
+  idleTimeout: 1,
+  activeTimeout: 2,
+  endOfFlowDetected: 3,
+  forcedEnd: 4,
+  lackOfResources: 5,
+} as const
+
+export class FlowBatch {
+  readonly capacity: number
+  length = 0
+  readonly family: Family
+  /** The batch's flows come from this meter set (namespace label) and observation domain. */
+  netns = ''
+  observationDomainId = 0
+  readonly ifindex: Uint32Array
+  readonly direction: Uint8Array
+  readonly proto: Uint8Array
+  readonly vlanId: Uint16Array
+  readonly sport: Uint16Array
+  readonly dport: Uint16Array
+  /** Addresses, network order, `addrLen` bytes each. */
+  readonly src: Uint8Array
+  readonly dst: Uint8Array
+  readonly addrLen: number
+  readonly packets: Float64Array
+  readonly bytes: Float64Array
+  /** Epoch microseconds (with fraction) of the first and last packet. */
+  readonly startUs: Float64Array
+  readonly endUs: Float64Array
+  readonly tcpFlags: Uint8Array
+  readonly tos: Uint8Array
+  readonly endReason: Uint8Array
+
+  constructor(family: Family, capacity: number) {
+    this.family = family
+    this.capacity = capacity
+    this.addrLen = family === 4 ? 4 : 16
+    this.ifindex = new Uint32Array(capacity)
+    this.direction = new Uint8Array(capacity)
+    this.proto = new Uint8Array(capacity)
+    this.vlanId = new Uint16Array(capacity)
+    this.sport = new Uint16Array(capacity)
+    this.dport = new Uint16Array(capacity)
+    this.src = new Uint8Array(capacity * this.addrLen)
+    this.dst = new Uint8Array(capacity * this.addrLen)
+    this.packets = new Float64Array(capacity)
+    this.bytes = new Float64Array(capacity)
+    this.startUs = new Float64Array(capacity)
+    this.endUs = new Float64Array(capacity)
+    this.tcpFlags = new Uint8Array(capacity)
+    this.tos = new Uint8Array(capacity)
+    this.endReason = new Uint8Array(capacity)
+  }
+
+  get full(): boolean {
+    return this.length === this.capacity
+  }
+
+  clear(): void {
+    this.length = 0
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * Flows written in YAML, sent as IPFIX by `flowctl ipfix send` (the older tool's `ipfix file`):
+ *
+ *   flowsets:
+ *   - templateId: 1001
+ *     flows:
+ *     - SourceIPv4Address: 0x0a010001     # an IPv4 address as a number, or '10.1.0.1'
+ *       DestinationIPv4Address: 10.1.0.2
+ *       ProtocolIdentifier: 6
+ *       PacketDeltaCount: 100
+ *
+ * Element names match the registry without regard to case; a field of the template a flow does
+ * not give is sent as zero (as the older tool did).
+ */
+import {readFile} from 'node:fs/promises'
+
+import {parse} from 'yaml'
+
+import type {Config} from '../config/config.js'
+import {InvalidInputError} from '../errors.js'
+import {formatIPv4, parseAddress} from '../flow/address.js'
+import {fieldKeys, type FieldValue, type RecordFields} from './codec.js'
+import type {AbstractType} from './elements.js'
+import {compileTemplate, type ExportTemplate} from './exporter.js'
+
+export interface FlowSet {
+  templateId: number
+  records: RecordFields[]
+}
+
+function zero(type: AbstractType): FieldValue {
+  switch (type) {
+    case 'ipv4Address':
+      return '0.0.0.0'
+    case 'ipv6Address':
+      return '::'
+    case 'macAddress':
+      return '00:00:00:00:00:00'
+    case 'string':
+      return ''
+    case 'octetArray':
+      return Buffer.alloc(0)
+    case 'boolean':
+      return false
+    case 'dateTimeMicroseconds':
+    case 'dateTimeNanoseconds':
+    case 'unsigned64':
+    case 'signed64':
+      return 0n
+    default:
+      return 0
+  }
+}
+
+function convert(type: AbstractType, value: unknown, where: string): FieldValue {
+  const bad = () => new InvalidInputError(`${where}: ${JSON.stringify(value)} is not a valid ${type}`)
+  switch (type) {
+    case 'ipv4Address':
+      if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 0xffffffff) {
+        const b = Buffer.alloc(4)
+        b.writeUInt32BE(value)
+        return formatIPv4(b)
+      }
+      if (typeof value === 'string' && parseAddress(value, where).family === 4) return value
+      throw bad()
+    case 'ipv6Address':
+      if (typeof value === 'string' && parseAddress(value, where).family === 6) return value
+      throw bad()
+    case 'dateTimeMicroseconds':
+    case 'dateTimeNanoseconds':
+    case 'unsigned64':
+    case 'signed64':
+      if (typeof value === 'number' && Number.isInteger(value)) return BigInt(value)
+      if (typeof value === 'string' && /^-?\d+$/.test(value)) return BigInt(value)
+      throw bad()
+    case 'boolean':
+      if (typeof value === 'boolean') return value
+      throw bad()
+    case 'string':
+    case 'macAddress':
+      if (typeof value === 'string') return value
+      throw bad()
+    case 'octetArray':
+      if (typeof value === 'string' && /^([0-9a-f]{2})*$/i.test(value)) return Buffer.from(value, 'hex')
+      throw bad()
+    default:
+      if (typeof value === 'number' && Number.isFinite(value)) return value
+      throw bad()
+  }
+}
+
+export function parseFlowFile(text: string, file: string, config: Config): FlowSet[] {
+  let doc: unknown
+  try {
+    doc = parse(text, {intAsBigInt: false})
+  } catch (error) {
+    throw new InvalidInputError(`${file}: not valid YAML: ${(error as Error).message.split('\n')[0]}`)
+  }
+  const sets = (doc as {flowsets?: unknown})?.flowsets
+  if (!Array.isArray(sets)) throw new InvalidInputError(`${file}: expected a top-level 'flowsets:' list`)
+  const templates = new Map<number, ExportTemplate>(config.templates.map((t) => [t.id, compileTemplate(t.id, t.fields)]))
+  return sets.map((set, s) => {
+    const where = `${file}: flowsets[${s}]`
+    const {templateId, flows} = set as {templateId?: unknown; flows?: unknown}
+    const t = typeof templateId === 'number' ? templates.get(templateId) : undefined
+    if (!t) throw new InvalidInputError(`${where}.templateId: ${JSON.stringify(templateId)} is not a template of the config (it has ${[...templates.keys()].join(', ')})`)
+    if (!Array.isArray(flows)) throw new InvalidInputError(`${where}.flows: expected a list of flows`)
+    const keys = fieldKeys(t.template.fields)
+    const records = flows.map((flow, f) => {
+      const given = new Map(Object.entries((flow ?? {}) as Record<string, unknown>).map(([k, v]) => [k.toLowerCase(), {k, v}]))
+      const record: RecordFields = {}
+      t.template.fields.forEach((field, i) => {
+        const entry = given.get(keys[i].toLowerCase())
+        given.delete(keys[i].toLowerCase())
+        record[keys[i]] = entry ? convert(field.element.type, entry.v, `${where}.flows[${f}].${entry.k}`) : zero(field.element.type)
+      })
+      const extra = [...given.values()][0]
+      if (extra) throw new InvalidInputError(`${where}.flows[${f}].${extra.k}: template ${t.template.id} has no such field (it has ${keys.join(', ')})`)
+      return record
+    })
+    return {templateId: t.template.id, records}
+  })
+}
+
+export async function loadFlowFile(path: string, config: Config): Promise<FlowSet[]> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (error) {
+    throw new InvalidInputError(`cannot read flows file ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
+  }
+  return parseFlowFile(text, path, config)
+}

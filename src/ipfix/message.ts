@@ -1,0 +1,86 @@
+/**
+ * Builds IPFIX messages (RFC 7011 §3) into one buffer of the maximum message size: a 16-byte
+ * header, then sets, each with a 4-byte header and its records. The builder never lets a
+ * message outgrow the buffer; callers ask whether a record fits before writing it.
+ */
+export const IPFIX_VERSION = 10
+export const MESSAGE_HEADER_LENGTH = 16
+export const SET_HEADER_LENGTH = 4
+export const TEMPLATE_SET_ID = 2
+export const OPTIONS_TEMPLATE_SET_ID = 3
+
+export class MessageBuilder {
+  buf: Buffer
+  /** Next byte to write. */
+  pos = 0
+  /** Data records in the message (what the sequence number counts). */
+  dataRecords = 0
+  private setStart = -1
+  private readonly maxSize: number
+
+  constructor(maxSize: number) {
+    this.maxSize = maxSize
+    this.buf = Buffer.allocUnsafe(maxSize)
+  }
+
+  /**
+   * Starts a message in a fresh buffer (the previous one may still be queued in the socket).
+   * The sequence number is that of the first data record in it, as RFC 7011 §3.1 counts.
+   */
+  begin(exportTimeSeconds: number, sequenceNumber: number, observationDomainId: number): void {
+    this.buf = Buffer.allocUnsafe(this.maxSize)
+    this.buf.writeUInt16BE(IPFIX_VERSION, 0)
+    this.buf.writeUInt32BE(exportTimeSeconds >>> 0, 4)
+    this.buf.writeUInt32BE(sequenceNumber >>> 0, 8)
+    this.buf.writeUInt32BE(observationDomainId >>> 0, 12)
+    this.pos = MESSAGE_HEADER_LENGTH
+    this.dataRecords = 0
+    this.setStart = -1
+  }
+
+  get started(): boolean {
+    return this.pos > 0
+  }
+
+  /** Bytes still free in the message. */
+  get free(): number {
+    return this.maxSize - this.pos
+  }
+
+  /** Whether a new set with one record of `recordLength` bytes fits. */
+  fitsNewSet(recordLength: number): boolean {
+    return this.free >= SET_HEADER_LENGTH + recordLength
+  }
+
+  openSet(setId: number): void {
+    if (this.setStart >= 0) this.closeSet()
+    this.setStart = this.pos
+    this.buf.writeUInt16BE(setId, this.pos)
+    this.pos += SET_HEADER_LENGTH
+  }
+
+  get setOpen(): boolean {
+    return this.setStart >= 0
+  }
+
+  /** The id of the open set, or -1. */
+  get openSetId(): number {
+    return this.setStart >= 0 ? this.buf.readUInt16BE(this.setStart) : -1
+  }
+
+  closeSet(): void {
+    if (this.setStart < 0) return
+    // No padding: RFC 7011 §3.3.1 makes it optional, and every record here is whole bytes.
+    this.buf.writeUInt16BE(this.pos - this.setStart, this.setStart + 2)
+    this.setStart = -1
+  }
+
+  /** Closes the message and returns it (a view of this message's own buffer). */
+  finish(): Buffer {
+    this.closeSet()
+    this.buf.writeUInt16BE(this.pos, 2)
+    const message = this.buf.subarray(0, this.pos)
+    this.pos = 0
+    return message
+  }
+}
