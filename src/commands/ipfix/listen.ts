@@ -1,0 +1,67 @@
+import {Flags} from '@oclif/core'
+
+import {FlowctlCommand} from '../../command.js'
+import {InvalidInputError} from '../../errors.js'
+import {IPFIX_PORT, IpfixCollector, runUntil} from '../../ipfix/collector.js'
+import {ConformanceChecker} from '../../ipfix/conformance.js'
+import {formatRecordLine, renderRecordJson} from '../../ipfix/decoder.js'
+
+const durationFlag = Flags.custom<number>({
+  description: 'stop after this many seconds',
+  helpValue: 'SECONDS',
+  parse: async (input) => {
+    const n = Number(input)
+    if (!Number.isFinite(n) || n <= 0) throw new InvalidInputError(`invalid --duration '${input}': expected a number of seconds above 0`)
+    return n
+  },
+})()
+
+export default class IpfixListen extends FlowctlCommand {
+  static override summary = 'Receive IPFIX over UDP and print every record'
+  static override description = `An embedded IPFIX collector (RFC 7011 over UDP): decodes each message with the templates its
+exporter sent and prints one line per data record, options records included, as they arrive.
+A malformed message is reported on stderr and listening goes on. With --check, every message is
+also judged against RFC 7011 (sequence numbers, templates before data, set lengths and padding,
+message size, times near the export time, malformed messages); at exit the report goes to stderr
+and the exit status is 1 if the exporter failed. Stops on Ctrl-C (SIGINT), SIGTERM, --count or
+--duration.`
+
+  static override examples = [
+    {description: 'Print what arrives on the IPFIX port', command: '<%= config.bin %> <%= command.id %>'},
+    {description: 'One JSON object per record, for programs', command: '<%= config.bin %> <%= command.id %> --port 9995 --json'},
+    {description: 'Judge an exporter for a minute', command: '<%= config.bin %> <%= command.id %> --check --duration 60 --max-message-size 1400'},
+    {description: 'Wait for the first 10 records on 127.0.0.1 only', command: '<%= config.bin %> <%= command.id %> --host 127.0.0.1 --count 10'},
+  ]
+
+  static override flags = {
+    host: Flags.string({description: 'address to listen on (:: is every IPv6 and IPv4 address)', default: '::', helpValue: 'ADDRESS'}),
+    port: Flags.integer({description: 'UDP port (0: any free port, printed at start)', default: IPFIX_PORT, min: 0, max: 65535}),
+    json: Flags.boolean({description: 'print each record as one JSON object per line'}),
+    check: Flags.boolean({description: 'judge conformance to RFC 7011; print the report at exit and exit 1 on FAIL'}),
+    'max-message-size': Flags.integer({description: 'largest message --check accepts, in bytes', default: 1400, min: 16, max: 65535}),
+    count: Flags.integer({description: 'stop after this many records', min: 1, helpValue: 'N'}),
+    duration: durationFlag,
+  }
+
+  async run(): Promise<void> {
+    const {flags} = await this.parse(IpfixListen)
+    const checker = flags.check ? new ConformanceChecker({maxMessageSize: flags['max-message-size']}) : undefined
+    const collector = new IpfixCollector({host: flags.host, port: flags.port, checker})
+    collector.on('malformed', (error, info) => {
+      process.stderr.write(`flowctl: malformed IPFIX message from ${info.exporter} (${info.size} bytes): ${error.message}; still listening\n`)
+    })
+    const {host, port} = await collector.start()
+    process.stderr.write(`flowctl: listening for IPFIX on udp ${host.includes(':') ? `[${host}]` : host}:${port}\n`)
+    await runUntil(collector, {
+      count: flags.count,
+      durationSeconds: flags.duration,
+      onRecord: (record) => {
+        process.stdout.write(`${flags.json ? JSON.stringify(renderRecordJson(record)) : formatRecordLine(record)}\n`)
+      },
+    })
+    if (checker) {
+      for (const line of checker.formatReport()) process.stderr.write(`${line}\n`)
+      if (checker.report().verdict === 'FAIL') process.exitCode = 1
+    }
+  }
+}

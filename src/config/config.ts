@@ -1,0 +1,109 @@
+/**
+ * The daemon's configuration after loading: every default filled in, every name resolved against
+ * the IANA registry, every address split into host and port. `src/config/load.ts` turns a YAML
+ * file (the new keys or the older linux-flow-exporter's) into this; nothing else reads YAML.
+ */
+
+/** A UDP endpoint. */
+export interface Endpoint {
+  /** An IPv4 or IPv6 literal (without brackets; an IPv6 zone such as `%eth0` is kept) or a hostname. */
+  host: string
+  /** 1–65535 for a remote endpoint; 0–65535 for a source, where 0 means any port. */
+  port: number
+}
+
+/** One IPFIX collector flows are sent to over UDP. */
+export interface CollectorConfig {
+  /** The remote address as written in the config, e.g. '198.18.0.2:4739': the collector's name in logs and metrics (unique). */
+  name: string
+  /** Where to send. */
+  remote: Endpoint
+  /** The local address and port to send from (the older tool's `localAddress`); port 0 = any. Undefined = let the kernel choose. */
+  source?: Endpoint
+  /** Only these templates (and their records) go to this collector; undefined = all templates. */
+  templateIds?: number[]
+}
+
+/** One field of a template: an IANA information element and the length it is encoded in. */
+export interface TemplateFieldConfig {
+  /** The registry's spelling, e.g. 'sourceIPv4Address' (the config may use any case). */
+  name: string
+  /** The registry's element id. */
+  id: number
+  /** Bytes on the wire: the type's natural length, or a reduced size (RFC 7011 §6.2). */
+  length: number
+}
+
+/** An IPFIX template: its id (256–65535, unique) and at least one field. */
+export interface TemplateConfig {
+  id: number
+  fields: TemplateFieldConfig[]
+}
+
+/**
+ * A program a log output's records pass through (JSON array on stdin, JSON array on stdout), as
+ * the older tool's hooks did. `command` is an argv run without a shell; `shell` is a script run
+ * by /bin/sh, which the config has to ask for explicitly.
+ */
+export type HookConfig = {
+  /** A label for logs; the older tool's `name`. */
+  name?: string
+  /** How long the hook may run (config: `timeoutSeconds`, default 5). */
+  timeoutMs: number
+} & ({command: string[]} | {shell: string})
+
+/** Flow records written as JSON lines to a file, after the hooks. */
+export interface LogOutputConfig {
+  /** A path, or '-' for stdout. */
+  file: string
+  /** Run in order; empty when none. */
+  hooks: HookConfig[]
+}
+
+/** A meter (one network namespace) whose flows the daemon exports. */
+export interface MeterSelection {
+  /** The `ip netns` name, or null for the root namespace (written `root` in the config). */
+  netns: string | null
+  /** Overrides Config.observationDomainId for this meter's flows. */
+  observationDomainId?: number
+}
+
+/** The normalized daemon configuration. */
+export interface Config {
+  /** The file it was loaded from (as given); null for the embedded default or text without a file. */
+  file: string | null
+  /** IPFIX observation domain of exported messages, 0..2^32-1; default 1. */
+  observationDomainId: number
+  /** Largest IPFIX message (UDP payload) sent, 80..65507; default 1400. The older tool's `maxIpfixMessageLen`. */
+  maxMessageSize: number
+  /** How often templates are sent again over UDP; default 60. The older tool's `timerTemplateFlushSeconds`. */
+  templateRefreshSeconds: number
+  /** How often exporter statistics (options records) are sent; default 60. */
+  statsIntervalSeconds: number
+  /**
+   * How often flows are taken from the kernel; default 1. Finished (FIN/RST) flows leave at the
+   * first drain after they go quiet. The older tool's `timerFinishedDrainSeconds`.
+   */
+  drainIntervalSeconds: number
+  /** A flow quiet this long is exported and forgotten; default 15; at least drainIntervalSeconds. */
+  idleTimeoutSeconds: number
+  /**
+   * A flow that lasts longer is exported every interval, as deltas; default 60; at least
+   * drainIntervalSeconds. The older tool's `timerForceDrainSeconds`.
+   */
+  activeTimeoutSeconds: number
+  /** IPFIX collectors, in config order. */
+  collectors: CollectorConfig[]
+  /** The templates; DEFAULT_TEMPLATES (registry ids, natural lengths) when the file names none. */
+  templates: TemplateConfig[]
+  /** True when `templates` are the defaults because the file named none. */
+  templatesDefaulted: boolean
+  /** The meters to export; undefined = every attached meter. */
+  meters?: MeterSelection[]
+  /** JSON log outputs, in config order. */
+  logs: LogOutputConfig[]
+  /** Prometheus metrics endpoint: HOST:PORT to listen on, or null for none. Default '127.0.0.1:9999' (the older tool's port). */
+  metrics: {listen: string | null}
+  /** Where the daemon keeps its state between runs; default '/var/lib/flowctl/daemon-state.json'. */
+  stateFile: string
+}

@@ -1,0 +1,221 @@
+/**
+ * Template Records and Options Template Records (RFC 7011 §3.4.1, §3.4.2): their encoding, and the
+ * decoding of Template Sets and Options Template Sets, withdrawals included (§8.1).
+ *
+ * A field specifier (§3.2) is 2 octets of E bit and element id, 2 of field length, and, with the E
+ * bit, 4 of enterprise number. Fields of an id the IANA registry lacks, and all enterprise-specific
+ * fields, decode to a synthetic octetArray element named `ie<ID>` or `e<PEN>.ie<ID>`.
+ */
+import {CodecError, DecodeError, isValidLength, resolveElement} from './codec.js'
+import {VARIABLE_LENGTH, type InformationElement} from './elements.js'
+
+export {resolveElement}
+
+export interface TemplateField {
+  element: InformationElement
+  /** The field length in the template; VARIABLE_LENGTH (65535) for variable-length encoding. */
+  length: number
+  /** The enterprise number (PEN) of an enterprise-specific element; absent for IANA elements. */
+  enterpriseNumber?: number
+}
+
+export interface Template {
+  id: number
+  fields: TemplateField[]
+  /** 0 for a (data) Template; the number of leading scope fields (> 0) for an Options Template. */
+  scopeFieldCount: number
+}
+
+/** A Template Withdrawal (RFC 7011 §8.1): a record with field count 0. */
+export interface TemplateWithdrawal {
+  /** The template withdrawn; 2 (in a Template Set) or 3 (in an Options Template Set) for all of them. */
+  templateId: number
+  /** Whether it came in an Options Template Set. */
+  options: boolean
+  /** An All (Options) Templates Withdrawal (§8.1, Figures U and V). */
+  all: boolean
+  /** Byte offset of the withdrawal record. */
+  offset: number
+}
+
+export interface DecodedTemplateSet {
+  templates: Template[]
+  withdrawals: TemplateWithdrawal[]
+  /** Templates and withdrawals in the order they appear, the order they take effect in (§8.1). */
+  inOrder: (Template | TemplateWithdrawal)[]
+  /** Trailing bytes too short to be a record: padding (§3.3.1), which must be zero. */
+  padding: {offset: number; length: number; zero: boolean}
+}
+
+function fieldSpecSize(f: TemplateField): number {
+  return f.enterpriseNumber === undefined ? 4 : 8
+}
+
+/** The encoded size of a Template Record (or Options Template Record when scopeFieldCount > 0). */
+export function templateRecordSize(t: Template): number {
+  let n = t.scopeFieldCount > 0 ? 6 : 4
+  for (const f of t.fields) n += fieldSpecSize(f)
+  return n
+}
+
+/**
+ * Writes a Template Record, or an Options Template Record when `t.scopeFieldCount` > 0 (for an
+ * Options Template Set, set ID 3); returns the new offset.
+ */
+export function encodeTemplateRecord(t: Template, buf: Buffer, off: number): number {
+  if (!Number.isInteger(t.id) || t.id < 256 || t.id > 65535) throw new CodecError(`template ID ${t.id} is not in 256-65535`)
+  if (t.fields.length === 0) throw new CodecError(`template ${t.id} has no fields`)
+  if (t.fields.length > 65535) throw new CodecError(`template ${t.id} has more than 65535 fields`)
+  if (!Number.isInteger(t.scopeFieldCount) || t.scopeFieldCount < 0 || t.scopeFieldCount > t.fields.length) {
+    throw new CodecError(`template ${t.id}: scope field count ${t.scopeFieldCount} is not between 0 and its ${t.fields.length} fields`)
+  }
+  const size = templateRecordSize(t)
+  if (off < 0 || off + size > buf.length) throw new CodecError(`buffer too small for template ${t.id}: ${size} bytes at offset ${off} of ${buf.length}`)
+  buf.writeUInt16BE(t.id, off)
+  buf.writeUInt16BE(t.fields.length, off + 2)
+  let p = off + 4
+  if (t.scopeFieldCount > 0) {
+    buf.writeUInt16BE(t.scopeFieldCount, p)
+    p += 2
+  }
+  for (const f of t.fields) {
+    const {element, length, enterpriseNumber} = f
+    if (!Number.isInteger(element.id) || element.id < 0 || element.id > 0x7fff) throw new CodecError(`template ${t.id}: element id ${element.id} of ${element.name} is not in 0-32767`)
+    if (!isValidLength(element.type, length)) throw new CodecError(`template ${t.id}: ${element.name} cannot have field length ${length} (type ${element.type})`)
+    const enterprise = enterpriseNumber !== undefined
+    if (enterprise && (!Number.isInteger(enterpriseNumber) || enterpriseNumber < 0 || enterpriseNumber > 0xffffffff)) {
+      throw new CodecError(`template ${t.id}: enterprise number ${enterpriseNumber} of ${element.name} is not a 32-bit number`)
+    }
+    buf.writeUInt16BE(element.id | (enterprise ? 0x8000 : 0), p)
+    buf.writeUInt16BE(length, p + 2)
+    p += 4
+    if (enterprise) {
+      buf.writeUInt32BE(enterpriseNumber, p)
+      p += 4
+    }
+  }
+  return p
+}
+
+/** The shortest data record of the template: variable-length fields count as 1 byte. */
+export function minDataRecordLength(t: Template): number {
+  let n = 0
+  for (const f of t.fields) n += f.length === VARIABLE_LENGTH ? 1 : f.length
+  return n
+}
+
+/** The length of every data record of the template, or undefined if a field is variable-length. */
+export function fixedDataRecordLength(t: Template): number | undefined {
+  let n = 0
+  for (const f of t.fields) {
+    if (f.length === VARIABLE_LENGTH) return undefined
+    n += f.length
+  }
+  return n
+}
+
+/** Whether two templates describe the same records (same ID, scope and field specifiers). */
+export function sameTemplate(a: Template, b: Template): boolean {
+  return (
+    a.id === b.id &&
+    a.scopeFieldCount === b.scopeFieldCount &&
+    a.fields.length === b.fields.length &&
+    a.fields.every((f, i) => {
+      const g = b.fields[i]
+      return f.element.id === g.element.id && f.length === g.length && f.enterpriseNumber === g.enterpriseNumber
+    })
+  )
+}
+
+function readFields(buf: Buffer, p: number, end: number, id: number, count: number, what: string): {fields: TemplateField[]; next: number} {
+  const fields: TemplateField[] = []
+  for (let i = 0; i < count; i++) {
+    if (p + 4 > end) throw new DecodeError(`${what} ${id} is cut short: field specifier ${i + 1} of ${count} needs 4 bytes, ${end - p} left in the set`, p)
+    const raw = buf.readUInt16BE(p)
+    const length = buf.readUInt16BE(p + 2)
+    let enterpriseNumber: number | undefined
+    if (raw & 0x8000) {
+      if (p + 8 > end) throw new DecodeError(`${what} ${id} is cut short: the enterprise number of field ${i + 1} of ${count} runs past the set`, p)
+      enterpriseNumber = buf.readUInt32BE(p + 4)
+    }
+    const element = resolveElement(raw & 0x7fff, enterpriseNumber)
+    if (!isValidLength(element.type, length)) {
+      throw new DecodeError(`${what} ${id}, field ${i + 1} (${element.name}): field length ${length} is not valid for ${element.type}`, p)
+    }
+    fields.push(enterpriseNumber === undefined ? {element, length} : {element, length, enterpriseNumber})
+    p += enterpriseNumber === undefined ? 4 : 8
+  }
+  return {fields, next: p}
+}
+
+function paddingAt(buf: Buffer, p: number, end: number): DecodedTemplateSet['padding'] {
+  let zero = true
+  for (let i = p; i < end; i++) if (buf[i] !== 0) zero = false
+  return {offset: p, length: end - p, zero}
+}
+
+/**
+ * Decodes the records of a Template Set (set ID 2) from `start` (just after the set header) to
+ * `end` (the end of the set). Fewer than 4 trailing bytes are padding; anything else that is not a
+ * whole record is a DecodeError.
+ */
+export function decodeTemplateSet(buf: Buffer, start: number, end: number): DecodedTemplateSet {
+  const templates: Template[] = []
+  const withdrawals: TemplateWithdrawal[] = []
+  const inOrder: (Template | TemplateWithdrawal)[] = []
+  let p = start
+  while (end - p >= 4) {
+    const id = buf.readUInt16BE(p)
+    const count = buf.readUInt16BE(p + 2)
+    if (count === 0) {
+      if (id !== 2 && id < 256) throw new DecodeError(`template withdrawal names template ID ${id}: only 2 (all) or 256-65535 are valid`, p)
+      const w = {templateId: id, options: false, all: id === 2, offset: p}
+      withdrawals.push(w)
+      inOrder.push(w)
+      p += 4
+      continue
+    }
+    if (id < 256) throw new DecodeError(`template record has template ID ${id}: IDs 0-255 are reserved`, p)
+    const {fields, next} = readFields(buf, p + 4, end, id, count, 'template')
+    const t = {id, fields, scopeFieldCount: 0}
+    templates.push(t)
+    inOrder.push(t)
+    p = next
+  }
+  return {templates, withdrawals, inOrder, padding: paddingAt(buf, p, end)}
+}
+
+/**
+ * Decodes the records of an Options Template Set (set ID 3) from `start` (just after the set
+ * header) to `end`. A withdrawal is 4 bytes (template ID, field count 0); fewer than 4 trailing
+ * bytes are padding.
+ */
+export function decodeOptionsTemplateSet(buf: Buffer, start: number, end: number): DecodedTemplateSet {
+  const templates: Template[] = []
+  const withdrawals: TemplateWithdrawal[] = []
+  const inOrder: (Template | TemplateWithdrawal)[] = []
+  let p = start
+  while (end - p >= 4) {
+    const id = buf.readUInt16BE(p)
+    const count = buf.readUInt16BE(p + 2)
+    if (count === 0) {
+      if (id !== 3 && id < 256) throw new DecodeError(`options template withdrawal names template ID ${id}: only 3 (all) or 256-65535 are valid`, p)
+      const w = {templateId: id, options: true, all: id === 3, offset: p}
+      withdrawals.push(w)
+      inOrder.push(w)
+      p += 4
+      continue
+    }
+    if (id < 256) throw new DecodeError(`options template record has template ID ${id}: IDs 0-255 are reserved`, p)
+    if (end - p < 6) throw new DecodeError(`options template ${id} is cut short: its header needs 6 bytes, ${end - p} left in the set`, p)
+    const scope = buf.readUInt16BE(p + 4)
+    if (scope === 0) throw new DecodeError(`options template ${id} has scope field count 0 (RFC 7011 §3.4.2.2: it must not be zero)`, p + 4)
+    if (scope > count) throw new DecodeError(`options template ${id} has scope field count ${scope} but only ${count} fields`, p + 4)
+    const {fields, next} = readFields(buf, p + 6, end, id, count, 'options template')
+    const t = {id, fields, scopeFieldCount: scope}
+    templates.push(t)
+    inOrder.push(t)
+    p = next
+  }
+  return {templates, withdrawals, inOrder, padding: paddingAt(buf, p, end)}
+}

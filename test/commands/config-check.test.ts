@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict'
+import {mkdtemp, rm, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {execa} from 'execa'
+
+import {REPO_ROOT} from '../helpers/unit.js'
+
+const GOOD = `maxIpfixMessageLen: 100
+timerFinishedDrainSeconds: 1
+timerForceDrainSeconds: 30
+outputs:
+- collector:
+    remoteAddress: 35.194.97.218:2055
+    localAddress: 0.0.0.0:50101
+- log:
+    file: /tmp/flowlog.json
+    hooks:
+    - command: /usr/bin/cmd1
+templates:
+- id: 1001
+  template:
+  - name: SourceIPv4Address
+  - name: OctetDeltaCount
+  - {name: PacketDeltaCount, length: 4}
+`
+
+const BAD = `outputs:
+- collector:
+    remoteAddress: 35.194.97.218:2055
+templates:
+- id: 1001
+  template:
+  - name: SourceIPv4Adress
+`
+
+// execa strips the final newline of stdout and stderr.
+async function check(args: string[]): Promise<{stdout: string; stderr: string; exitCode: number | undefined}> {
+  const r = await execa(process.execPath, [`${REPO_ROOT}bin/run.js`, 'config', 'check', ...args], {reject: false, timeout: 60_000})
+  return {stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode}
+}
+
+describe('commands/config check', function () {
+  this.timeout(60_000)
+  let dir: string
+  before(async function () {
+    dir = await mkdtemp(join(tmpdir(), 'flowctl-config-check-'))
+    await writeFile(join(dir, 'good.yaml'), GOOD)
+    await writeFile(join(dir, 'bad.yaml'), BAD)
+  })
+  after(async function () {
+    await rm(dir, {recursive: true, force: true})
+  })
+
+  it('prints ok and a summary of the older tool\'s config', async function () {
+    const file = join(dir, 'good.yaml')
+    const r = await check(['-c', file])
+    assert.equal(r.exitCode, 0, r.stderr)
+    assert.deepEqual(r.stdout.split('\n'), [
+      `${file}: ok (1 collector, 1 template, 1 log output)`,
+      'settings: drain 1s, idle 15s, active 30s, template refresh 60s, stats 60s, max message 100 B, observation domain 1, metrics 127.0.0.1:9999',
+      'templates:',
+      '  1001 (IPv4, 16 B per record): sourceIPv4Address, octetDeltaCount, packetDeltaCount/4',
+      'collectors:',
+      '  35.194.97.218:2055 from 0.0.0.0:50101 (all templates)',
+      'logs:',
+      '  /tmp/flowlog.json (1 hook: /usr/bin/cmd1)',
+      'meters: every attached meter',
+    ])
+    assert.equal(r.stderr, '')
+  })
+
+  it('prints the normalized config with --json', async function () {
+    const file = join(dir, 'good.yaml')
+    const r = await check(['--config', file, '--json'])
+    assert.equal(r.exitCode, 0, r.stderr)
+    const config = JSON.parse(r.stdout) as {file: string; maxMessageSize: number; templates: unknown; logs: unknown}
+    assert.equal(config.file, file)
+    assert.equal(config.maxMessageSize, 100)
+    assert.deepEqual(config.templates, [
+      {
+        id: 1001,
+        fields: [
+          {name: 'sourceIPv4Address', id: 8, length: 4},
+          {name: 'octetDeltaCount', id: 1, length: 8},
+          {name: 'packetDeltaCount', id: 2, length: 4},
+        ],
+      },
+    ])
+    assert.deepEqual(config.logs, [{file: '/tmp/flowlog.json', hooks: [{timeoutMs: 5000, command: ['/usr/bin/cmd1']}]}])
+  })
+
+  it('prints the one-line error on stderr and exits 2 for a bad config', async function () {
+    const file = join(dir, 'bad.yaml')
+    const r = await check(['-c', file])
+    assert.equal(r.exitCode, 2)
+    assert.equal(r.stdout, '')
+    assert.equal(r.stderr, `flowctl: ${file}:7:11: templates[0].template[0].name: unknown information element 'SourceIPv4Adress'; did you mean sourceIPv4Address?`)
+  })
+
+  it('reads ./config.yaml by default and exits 2 when it is missing', async function () {
+    const r = await execa(process.execPath, [`${REPO_ROOT}bin/run.js`, 'config', 'check'], {reject: false, cwd: dir, timeout: 60_000})
+    assert.equal(r.exitCode, 2)
+    assert.equal(String(r.stderr), 'flowctl: ./config.yaml: no such file (name the config with -c FILE)')
+  })
+})
