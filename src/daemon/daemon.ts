@@ -16,7 +16,7 @@ import {FlowctlError} from '../errors.js'
 import type {FlowBatch} from '../flow/batch.js'
 import {CollectorExporter, compileTemplate, type ExportTemplate} from '../ipfix/exporter.js'
 import {netnsLabel} from '../sys/netns.js'
-import {MeterSetDrainer, type DrainPolicy} from './drain.js'
+import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
 import {createLogger, type Logger} from './log.js'
 import {DaemonStateFile} from './state-file.js'
 
@@ -24,11 +24,15 @@ import {DaemonStateFile} from './state-file.js'
 export interface FlowOutput {
   write(batch: FlowBatch): void
   close?(): Promise<void> | void
+  /** Reopens the output's file (SIGHUP, after log rotation). */
+  reopen?(): Promise<void> | void
 }
 
 export interface DaemonHooks {
   /** Called after every drain (metrics). */
-  onDrain?(report: {netns: string; taken: number; exported: Record<number, number>; pending: number; ms: number}): void
+  onDrain?(report: {netns: string} & DrainReport): void
+  /** Called with every batch of ended flows, before the outputs get it (metrics). */
+  onExport?(batch: FlowBatch): void
 }
 
 /** The first template id from 65000 up that no data template uses: the statistics options template. */
@@ -66,6 +70,16 @@ export class Daemon {
 
   get collectors(): readonly CollectorExporter[] {
     return this.exporters
+  }
+
+  /** The meters drained now, by namespace label (metrics read their maps' fill and overflow). */
+  get meters(): ReadonlyMap<string, MeterSetDrainer> {
+    return this.drainers
+  }
+
+  /** Replaces the flow outputs (config reload); the caller closes the ones it dropped. */
+  setOutputs(outputs: FlowOutput[]): void {
+    this.outputs.splice(0, this.outputs.length, ...outputs)
   }
 
   async start(): Promise<void> {
@@ -147,6 +161,7 @@ export class Daemon {
   /** Sends a batch of ended flows to every collector and output. */
   private emit(batch: FlowBatch): void {
     for (const e of this.exporters) e.exportBatch(batch)
+    this.hooks.onExport?.(batch)
     for (const o of this.outputs) o.write(batch)
   }
 
@@ -160,8 +175,12 @@ export class Daemon {
     try {
       await Promise.all(this.exporters.map((e) => this.openExporter(e)))
       this.rescanMeters()
-      for (const [label, drainer] of this.drainers) {
-        const report = drainer.drain(this.policy, (b) => this.emit(b), force)
+      const drained: {label: string; report: ReturnType<MeterSetDrainer['drain']>}[] = []
+      for (const [label, drainer] of this.drainers) drained.push({label, report: drainer.drain(this.policy, (b) => this.emit(b), force)})
+      // The sequence numbers just used are on disk before anything says they were: a SIGKILL
+      // after the log line still restarts the numbering where the collector saw it stop.
+      this.state.save()
+      for (const {label, report} of drained) {
         const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
         if (report.taken || exported) {
           this.log.log('info', 'drain', {netns: label, taken: report.taken, exported, byReason: report.exported, pending: report.pending, ms: Math.round(report.ms * 10) / 10})

@@ -103,6 +103,8 @@ export class CollectorExporter {
   private socket?: Socket
   private address?: string
   private readonly sequence = new Map<number, number>()
+  /** When a send last failed (ms): templates sent before then may not have arrived. */
+  private lastErrorAt = -Infinity
   private readonly templatesSentAt = new Map<number, number>()
   private inflight = 0
   private idle: (() => void)[] = []
@@ -221,8 +223,6 @@ export class CollectorExporter {
     socket.send(message, (error) => {
       if (error) {
         this.stats.sendErrors++
-        // The collector may have missed templates too: send them again before the next data.
-        this.templatesSentAt.clear()
         this.fail(error)
       }
       if (--this.inflight === 0) for (const resolve of this.idle.splice(0)) resolve()
@@ -230,6 +230,9 @@ export class CollectorExporter {
   }
 
   private fail(error: Error): void {
+    // The collector may have missed templates too (a down collector's ICMP error even fails the
+    // next send, whatever it is): templates go again at the next refresh check or data.
+    this.lastErrorAt = this.now()
     this.options.onError?.(error)
   }
 
@@ -264,7 +267,7 @@ export class CollectorExporter {
 
   private templatesDue(domain: number): boolean {
     const at = this.templatesSentAt.get(domain)
-    return at === undefined || this.now() - at >= this.options.templateRefreshMs
+    return at === undefined || this.now() - at >= this.options.templateRefreshMs || this.lastErrorAt >= at
   }
 
   /** Sends templates to every domain already in use whose refresh interval has passed. */

@@ -1,0 +1,540 @@
+/**
+ * The daemon end to end: namespaces joined by a metered veth, real traffic, `flowctl daemon` as a
+ * child process exporting to collectors, and what they decode compared with what was sent.
+ *
+ * Oracles: the traffic agents send known datagrams (UDP and ICMP counts are computed from what was
+ * sent, their wall-clock send times are reported), and the veth's own counters: the link carries
+ * nothing but IP (static neighbours, offloads off), so per direction the exported packets equal
+ * the link's packets and the exported bytes its bytes less 14 bytes of Ethernet header each.
+ *
+ * Each suite keeps its pins, run state and daemon state in private directories (FLOWCTL_*), so
+ * it never meets another run's meters or daemon.
+ */
+import assert from 'node:assert/strict'
+import {randomBytes} from 'node:crypto'
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {execa, type ResultPromise} from 'execa'
+
+import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
+import {IpfixCollector} from '../../src/ipfix/collector.js'
+import {ConformanceChecker} from '../../src/ipfix/conformance.js'
+import {renderFields, type DecodedRecord} from '../../src/ipfix/decoder.js'
+import {Lab} from '../../src/lab/lab.js'
+import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
+import {CLI, requireE2e, sleep} from '../helpers/e2e.js'
+
+const ETH = 14
+const END = {idle: 1, active: 2, endOfFlow: 3, forced: 4} as const
+
+type Fields = Record<string, unknown>
+
+interface Received {
+  templateId: number
+  options: boolean
+  fields: Fields
+}
+
+/** A collector in this process: every record and raw datagram, judged by a conformance checker. */
+class TestCollector {
+  readonly records: Received[] = []
+  readonly datagrams: Buffer[] = []
+  readonly checker = new ConformanceChecker({maxMessageSize: 1400, timeToleranceSeconds: 600})
+  private readonly collector: IpfixCollector
+  port = 0
+
+  constructor(wantedPort = 0) {
+    this.collector = new IpfixCollector({host: '127.0.0.1', port: wantedPort, checker: this.checker})
+  }
+
+  async start(): Promise<this> {
+    this.collector.on('message', (_m, raw) => this.datagrams.push(Buffer.from(raw)))
+    this.collector.on('record', (r: DecodedRecord) => this.records.push({templateId: r.templateId, options: r.options, fields: renderFields(r.fields)}))
+    this.port = (await this.collector.start()).port
+    return this
+  }
+
+  stop(): Promise<void> {
+    return this.collector.stop()
+  }
+
+  get flows(): Fields[] {
+    return this.records.filter((r) => !r.options).map((r) => r.fields)
+  }
+
+  /** Waits until `done(flows)` holds. */
+  async waitFor(what: string, done: (flows: Fields[]) => boolean, timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (!done(this.flows)) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; the collector has ${this.flows.length} flow records: ${JSON.stringify(this.flows.slice(-5))}`)
+      await sleep(100)
+    }
+  }
+}
+
+interface LogLine {
+  event: string
+  level: string
+  [key: string]: unknown
+}
+
+/** `flowctl daemon -c FILE` as a child, with its JSON log lines. */
+class DaemonProcess {
+  readonly log: LogLine[] = []
+  private readonly child: ResultPromise
+  private stderrTail = ''
+
+  constructor(configFile: string, netns?: string) {
+    const argv = [CLI, 'daemon', '-c', configFile]
+    this.child = netns
+      ? execa('nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, ...argv], {reject: false, env: process.env})
+      : execa(process.execPath, argv, {reject: false, env: process.env})
+    let partial = ''
+    this.child.stderr!.on('data', (d: Buffer) => {
+      partial += d.toString()
+      const lines = partial.split('\n')
+      partial = lines.pop()!
+      for (const line of lines) {
+        this.stderrTail = `${this.stderrTail}${line}\n`.slice(-4000)
+        try {
+          this.log.push(JSON.parse(line) as LogLine)
+        } catch {
+          // not a log line (an error message); kept in the tail
+        }
+      }
+    })
+  }
+
+  get pid(): number {
+    return this.child.pid!
+  }
+
+  async waitForLog(event: string, match: (l: LogLine) => boolean = () => true, timeoutMs = 20_000): Promise<LogLine> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const found = this.log.find((l) => l.event === event && match(l))
+      if (found) return found
+      if (this.child.exitCode !== null) throw new Error(`the daemon exited (${this.child.exitCode}) before logging ${event}: ${this.stderrTail}`)
+      if (Date.now() > deadline) throw new Error(`timed out waiting for the daemon to log ${event}: ${this.stderrTail}`)
+      await sleep(50)
+    }
+  }
+
+  count(event: string): number {
+    return this.log.filter((l) => l.event === event).length
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    this.child.kill(signal)
+  }
+
+  /** Sends `signal` and resolves with the exit code (or the signal that ended it). */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | string> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal)
+    const r = await this.child
+    return r.exitCode ?? r.signal ?? -1
+  }
+
+  get tail(): string {
+    return this.stderrTail
+  }
+}
+
+function sum(flows: Fields[], key: 'packetDeltaCount' | 'octetDeltaCount', match: (f: Fields) => boolean = () => true): number {
+  return flows.filter(match).reduce((a, f) => a + Number(f[key]), 0)
+}
+
+const egress = (f: Fields) => f.flowDirection === 1
+const ingress = (f: Fields) => f.flowDirection === 0
+
+function matching(flows: Fields[], match: Fields): Fields[] {
+  return flows.filter((f) => Object.entries(match).every(([k, v]) => f[k] === v))
+}
+
+describe('daemon end to end @e2e', function () {
+  this.timeout(240_000)
+  const id = randomBytes(3).toString('hex')
+  const dirs = {
+    FLOWCTL_PIN_ROOT: `/sys/fs/bpf/fct-${id}`,
+    FLOWCTL_RUN_DIR: `/run/fct-${id}`,
+    FLOWCTL_STATE_DIR: `/tmp/fct-${id}-state`,
+  }
+  const saved: Record<string, string | undefined> = {}
+  const lab = new Lab()
+  const tmp = mkdtempSync(join(tmpdir(), 'fct-daemon-'))
+  let client: string
+  let server: string
+  let ifindex: number
+  const daemons: DaemonProcess[] = []
+  const collectors: TestCollector[] = []
+  const agents: {stop(): void}[] = []
+
+  async function collector(port = 0): Promise<TestCollector> {
+    const c = await new TestCollector(port).start()
+    collectors.push(c)
+    return c
+  }
+
+  function daemon(configFile: string, netns?: string): DaemonProcess {
+    const d = new DaemonProcess(configFile, netns)
+    daemons.push(d)
+    return d
+  }
+
+  let configCount = 0
+  function writeConfig(yaml: string): string {
+    const file = join(tmp, `config-${++configCount}.yaml`)
+    writeFileSync(file, yaml)
+    return file
+  }
+
+  /** A config for one collector (plus `extra` YAML), metrics off (other runs may hold the port). */
+  function config(collectorsYaml: string, options: {activeTimeoutSeconds?: number} = {}): string {
+    return writeConfig(
+      `collectors:\n${collectorsYaml}\ndrainIntervalSeconds: 1\nidleTimeoutSeconds: 2\nactiveTimeoutSeconds: ${options.activeTimeoutSeconds ?? 60}\n` +
+        `metrics:\n  listen: ''\nstateFile: ${dirs.FLOWCTL_STATE_DIR}/daemon-state.json\n`,
+    )
+  }
+
+  async function link() {
+    return lab.linkStats(client, 'veth0')
+  }
+
+  before(async function () {
+    requireE2e(this)
+    for (const [k, v] of Object.entries(dirs)) {
+      saved[k] = process.env[k]
+      process.env[k] = v
+    }
+    client = await lab.namespace('client')
+    server = await lab.namespace('server')
+    await lab.veth(client, 'veth0', server, 'veth1', {
+      v4: ['198.18.0.1/24', '198.18.0.2/24'],
+      v6: ['fd00:f10::1/64', 'fd00:f10::2/64'],
+      quiet: true,
+    })
+    ifindex = (JSON.parse(await lab.exec(client, 'ip', ['-j', 'link', 'show', 'dev', 'veth0'])) as {ifindex: number}[])[0].ifindex
+    await attachMeters({targets: [{netns: client, ifname: 'veth0'}], directions: ['ingress', 'egress'], pref: 1, handle: 1, force: false})
+  })
+
+  afterEach(async function () {
+    for (const a of agents.splice(0)) a.stop()
+    for (const d of daemons.splice(0)) await d.stop('SIGKILL').catch(() => {})
+    for (const c of collectors.splice(0)) await c.stop()
+    // What a test left in the maps is not the next test's: a short-lived daemon takes it.
+    if (client) await drainAll()
+  })
+
+  async function drainAll(): Promise<void> {
+    const sink = await collector()
+    const d = daemon(config(`- address: 127.0.0.1:${sink.port}`))
+    await d.waitForLog('started')
+    assert.equal(await d.stop(), 0, d.tail)
+    daemons.splice(daemons.indexOf(d), 1)
+    collectors.splice(collectors.indexOf(sink), 1)
+    await sink.stop()
+  }
+
+  after(async function () {
+    for (const d of daemons) await d.stop('SIGKILL').catch(() => {})
+    if (client) await detachMeters({targets: [{netns: client, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
+    await lab.destroy()
+    for (const dir of Object.values(dirs)) rmSync(dir, {recursive: true, force: true})
+    rmSync(tmp, {recursive: true, force: true})
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k]
+      else process.env[k] = v
+    }
+  })
+
+  it('exports every field of IPv4 and IPv6 TCP, UDP and ICMP flows exactly, and tshark decodes the same', async function () {
+    const sink = await collector()
+    const before = await link()
+    const d = daemon(config(`- address: 127.0.0.1:${sink.port}`))
+    await d.waitForLog('started')
+
+    const udpSink = await startAgent(server, {mode: 'udp-sink', host: '::', port: 5001})
+    agents.push(udpSink)
+    const udp4 = await runAgent<{sport: number; firstMs: number; lastMs: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5001, count: 20, size: 100, gapMs: 20})
+    const udp6 = await runAgent<{sport: number; firstMs: number; lastMs: number}>(client, {mode: 'udp-send', host: 'fd00:f10::2', port: 5001, count: 10, size: 300})
+    const tcpSink = await startAgent(server, {mode: 'tcp-sink', host: '0.0.0.0', port: 8080})
+    const tcp = await runAgent<{localPort: number}>(client, {mode: 'tcp-send', host: '198.18.0.2', port: 8080, bytes: 50_000})
+    await tcpSink.result
+    await ping(client, '198.18.0.2', 3, 56, 0.05)
+    await ping(client, 'fd00:f10::2', 3, 56, 0.05)
+
+    // Idle timeout 2 s, drains every second: all of it leaves within a few seconds.
+    await sink.waitFor('every flow', (flows) => matching(flows, {protocolIdentifier: 58}).length >= 2 && matching(flows, {protocolIdentifier: 6}).length >= 2)
+    const after = await link()
+    assert.equal(await d.stop(), 0, d.tail)
+    const flows = sink.flows
+
+    const udp4Flow = matching(flows, {sourceIPv4Address: '198.18.0.1', sourceTransportPort: udp4.sport, protocolIdentifier: 17})
+    assert.equal(udp4Flow.length, 1, JSON.stringify(flows))
+    const u4 = udp4Flow[0]
+    assert.deepEqual(
+      {...u4, flowStartMilliseconds: undefined, flowEndMilliseconds: undefined},
+      {
+        sourceIPv4Address: '198.18.0.1',
+        destinationIPv4Address: '198.18.0.2',
+        sourceTransportPort: udp4.sport,
+        destinationTransportPort: 5001,
+        protocolIdentifier: 17,
+        tcpControlBits: 0,
+        octetDeltaCount: 20 * (20 + 8 + 100),
+        packetDeltaCount: 20,
+        flowStartMilliseconds: undefined,
+        flowEndMilliseconds: undefined,
+        ingressInterface: 0,
+        egressInterface: ifindex,
+        flowDirection: 1,
+        flowEndReason: END.idle,
+        ipClassOfService: 0,
+        vlanId: 0,
+      },
+    )
+    // Wall-clock times within 10 ms of when the packets really left.
+    assert.ok(Math.abs(Number(u4.flowStartMilliseconds) - udp4.firstMs) <= 10, `start ${u4.flowStartMilliseconds} vs sent ${udp4.firstMs}`)
+    assert.ok(Math.abs(Number(u4.flowEndMilliseconds) - udp4.lastMs) <= 10, `end ${u4.flowEndMilliseconds} vs sent ${udp4.lastMs}`)
+
+    const u6 = matching(flows, {sourceIPv6Address: 'fd00:f10::1', sourceTransportPort: udp6.sport})
+    assert.equal(u6.length, 1)
+    assert.deepEqual(
+      [u6[0].destinationIPv6Address, u6[0].destinationTransportPort, u6[0].protocolIdentifier, u6[0].packetDeltaCount, u6[0].octetDeltaCount, u6[0].flowDirection],
+      ['fd00:f10::2', 5001, 17, 10, 10 * (40 + 8 + 300), 1],
+    )
+    // An IPv4 flow never travels in the IPv6 template nor the reverse.
+    for (const r of sink.records.filter((x) => !x.options)) {
+      assert.equal(r.templateId, 'sourceIPv4Address' in r.fields ? 256 : 257)
+      assert.ok(!('sourceIPv4Address' in r.fields && 'sourceIPv6Address' in r.fields))
+    }
+
+    // TCP: both directions end with FIN; together they are exactly what crossed the link, with the ICMP.
+    const out = matching(flows, {protocolIdentifier: 6, sourceTransportPort: tcp.localPort})
+    const back = matching(flows, {protocolIdentifier: 6, destinationTransportPort: tcp.localPort})
+    assert.equal(out.length, 1)
+    assert.equal(back.length, 1)
+    assert.equal(out[0].flowEndReason, END.endOfFlow)
+    assert.equal(back[0].flowEndReason, END.endOfFlow)
+    assert.equal(Number(out[0].tcpControlBits) & 0x13, 0x13, 'SYN, ACK and FIN from the client') // FIN|SYN|ACK
+    assert.equal(Number(back[0].tcpControlBits) & 0x13, 0x13, 'SYN, ACK and FIN from the server')
+    assert.equal(back[0].ingressInterface, ifindex)
+    assert.equal(back[0].egressInterface, 0)
+    assert.equal(back[0].flowDirection, 0)
+
+    // ICMP: type and code in the destination port (type * 256 + code), as collectors expect.
+    const icmp = (proto: number, dport: number, dir: number) => matching(flows, {protocolIdentifier: proto, destinationTransportPort: dport, flowDirection: dir})
+    assert.deepEqual(icmp(1, 8 * 256, 1).map((f) => [f.packetDeltaCount, f.octetDeltaCount]), [[3, 3 * 84]])
+    assert.deepEqual(icmp(1, 0, 0).map((f) => [f.packetDeltaCount, f.octetDeltaCount]), [[3, 3 * 84]])
+    assert.deepEqual(icmp(58, 128 * 256, 1).map((f) => [f.packetDeltaCount, f.octetDeltaCount]), [[3, 3 * 104]])
+    assert.deepEqual(icmp(58, 129 * 256, 0).map((f) => [f.packetDeltaCount, f.octetDeltaCount]), [[3, 3 * 104]])
+
+    // Nothing else crossed the link: per direction, the exported sums are the link's counters.
+    const tx = {packets: after.txPackets - before.txPackets, bytes: after.txBytes - before.txBytes}
+    const rx = {packets: after.rxPackets - before.rxPackets, bytes: after.rxBytes - before.rxBytes}
+    assert.deepEqual([sum(flows, 'packetDeltaCount', egress), sum(flows, 'octetDeltaCount', egress)], [tx.packets, tx.bytes - ETH * tx.packets])
+    assert.deepEqual([sum(flows, 'packetDeltaCount', ingress), sum(flows, 'octetDeltaCount', ingress)], [rx.packets, rx.bytes - ETH * rx.packets])
+
+    // The collector's judgement of the stream.
+    assert.equal(sink.checker.report().verdict, 'PASS', sink.checker.formatReport().join('\n'))
+
+    // tshark, an independent decoder, reads the same datagrams to the same values.
+    const {tsharkDecodeIpfix} = await import('../helpers/tshark.js')
+    const fromTshark: Record<string, unknown>[] = await tsharkDecodeIpfix(sink.datagrams, sink.port)
+    const ours = sink.records.filter((r) => !r.options)
+    assert.equal(fromTshark.length, ours.length, 'tshark sees as many flow records')
+    const keys = ['sourceTransportPort', 'destinationTransportPort', 'protocolIdentifier', 'tcpControlBits', 'octetDeltaCount', 'packetDeltaCount', 'ingressInterface', 'egressInterface', 'flowDirection', 'flowEndReason', 'flowStartMilliseconds', 'flowEndMilliseconds', 'ipClassOfService', 'vlanId']
+    const addrKeys = ['sourceIPv4Address', 'destinationIPv4Address', 'sourceIPv6Address', 'destinationIPv6Address']
+    const project = (f: Record<string, unknown>) =>
+      JSON.stringify([...keys.map((k) => Number(f[k])), ...addrKeys.filter((k) => f[k] !== undefined).map((k) => String(f[k]))])
+    assert.deepEqual(fromTshark.map((f) => project(f)).sort(), ours.map((r) => project(r.fields)).sort())
+  })
+
+  it('loses no packet and no byte under continuous traffic, active timeouts and a final SIGTERM', async function () {
+    const sink = await collector()
+    const before = await link()
+    const d = daemon(config(`- address: 127.0.0.1:${sink.port}`))
+    await d.waitForLog('started')
+    const udpSink = await startAgent(server, {mode: 'udp-sink', host: '::', port: 5002})
+    agents.push(udpSink)
+    const tcpSink = await startAgent(server, {mode: 'tcp-sink', host: '0.0.0.0', port: 8081})
+    const senders: Promise<unknown>[] = []
+    for (let i = 0; i < 24; i++) {
+      const host = i % 3 === 0 ? 'fd00:f10::2' : '198.18.0.2'
+      senders.push(runAgent(client, {mode: 'udp-send', host, port: 5002, count: 1_000_000, size: 64 + i * 20, gapMs: 2, durationMs: 5000}))
+    }
+    senders.push(runAgent(client, {mode: 'tcp-send', host: '198.18.0.2', port: 8081, bytes: 5_000_000}))
+    await Promise.all(senders)
+    await tcpSink.result
+    // SIGTERM while flows are still held: they leave as forced ends.
+    assert.equal(await d.stop('SIGTERM'), 0, d.tail)
+    const after = await link()
+    const flows = sink.flows
+    assert.ok(matching(flows, {flowEndReason: END.forced}).length > 0, 'some flows were still held at SIGTERM')
+    const tx = {packets: after.txPackets - before.txPackets, bytes: after.txBytes - before.txBytes}
+    const rx = {packets: after.rxPackets - before.rxPackets, bytes: after.rxBytes - before.rxBytes}
+    assert.ok(tx.packets > 5000, `traffic flowed (${tx.packets} packets)`)
+    assert.deepEqual([sum(flows, 'packetDeltaCount', egress), sum(flows, 'octetDeltaCount', egress)], [tx.packets, tx.bytes - ETH * tx.packets])
+    assert.deepEqual([sum(flows, 'packetDeltaCount', ingress), sum(flows, 'octetDeltaCount', ingress)], [rx.packets, rx.bytes - ETH * rx.packets])
+    assert.equal(sink.checker.report().verdict, 'PASS', sink.checker.formatReport().join('\n'))
+    assert.ok(d.count('drain') >= 3, 'drained repeatedly')
+  })
+
+  it('exports long flows every active timeout as deltas that add up', async function () {
+    const sink = await collector()
+    const d = daemon(config(`- address: 127.0.0.1:${sink.port}`, {activeTimeoutSeconds: 2}))
+    await d.waitForLog('started')
+    const udpSink = await startAgent(server, {mode: 'udp-sink', host: '0.0.0.0', port: 5003})
+    agents.push(udpSink)
+    const sent = await runAgent<{sport: number; packets: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5003, count: 1_000_000, size: 100, gapMs: 5, durationMs: 5500})
+    assert.equal(await d.stop(), 0, d.tail)
+    const parts = matching(sink.flows, {sourceTransportPort: sent.sport, destinationTransportPort: 5003})
+    assert.ok(parts.length >= 2, `the flow was cut by the active timeout (${parts.length} records)`)
+    assert.ok(matching(parts, {flowEndReason: END.active}).length >= 1, JSON.stringify(parts.map((p) => p.flowEndReason)))
+    assert.equal(sum(parts, 'packetDeltaCount'), sent.packets)
+    assert.equal(sum(parts, 'octetDeltaCount'), sent.packets * 128)
+    // Consecutive deltas do not overlap in time.
+    const sorted = [...parts].sort((a, b) => Number(a.flowStartMilliseconds) - Number(b.flowStartMilliseconds))
+    for (let i = 1; i < sorted.length; i++) assert.ok(Number(sorted[i].flowStartMilliseconds) >= Number(sorted[i - 1].flowEndMilliseconds))
+  })
+
+  it('loses no count across a SIGKILL and continues the sequence numbers from a fixed source port', async function () {
+    const sink = await collector()
+    const sourcePort = 40000 + Math.floor(Math.random() * 20000)
+    // Long flows leave every 2 s, so the first daemon has exported some before it is killed.
+    const file = config(`- address: 127.0.0.1:${sink.port}\n  source: 127.0.0.1:${sourcePort}`, {activeTimeoutSeconds: 2})
+    const before = await link()
+    const first = daemon(file)
+    await first.waitForLog('started')
+    const udpSink = await startAgent(server, {mode: 'udp-sink', host: '0.0.0.0', port: 5004})
+    agents.push(udpSink)
+    const traffic = Promise.all(
+      [0, 1, 2, 3].map((i) => runAgent<{packets: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5004, count: 1_000_000, size: 200 + i, gapMs: 3, durationMs: 6000})),
+    )
+    await sink.waitFor('the first daemon\'s exports', (flows) => flows.length > 0)
+    // Killed right after a drain: the worst moment for the sequence numbers and the journal.
+    const drains = first.count('drain')
+    await first.waitForLog('drain', () => first.count('drain') > drains, 5000)
+    assert.equal(await first.stop('SIGKILL'), 'SIGKILL')
+    const recordsBeforeRestart = sink.flows.length
+    await sleep(1500) // traffic goes on into the pinned maps
+    const second = daemon(file)
+    await second.waitForLog('started')
+    await traffic
+    assert.equal(await second.stop('SIGTERM'), 0, second.tail)
+    const after = await link()
+    const flows = sink.flows
+    assert.ok(recordsBeforeRestart > 0 && flows.length > recordsBeforeRestart, 'both daemons exported')
+    const tx = {packets: after.txPackets - before.txPackets, bytes: after.txBytes - before.txBytes}
+    assert.deepEqual([sum(flows, 'packetDeltaCount', egress), sum(flows, 'octetDeltaCount', egress)], [tx.packets, tx.bytes - ETH * tx.packets])
+    // One transport session (same source port) whose sequence numbers never jump nor repeat.
+    const report = sink.checker.report()
+    assert.deepEqual(report.domains.map((r) => r.exporter), [`127.0.0.1:${sourcePort}`])
+    assert.equal(report.domains[0].sequence.gapCount, 0, sink.checker.formatReport().join('\n'))
+    assert.equal(report.verdict, 'PASS', sink.checker.formatReport().join('\n'))
+  })
+
+  it('keeps exporting to a collector that is up while another is down, and resumes the other when it is back', async function () {
+    const up = await collector()
+    // A port nothing listens on yet: the kernel answers with ICMP port unreachable.
+    const probe = await collector()
+    const downPort = probe.port
+    await probe.stop()
+    collectors.splice(collectors.indexOf(probe), 1)
+    const d = daemon(config(`- address: 127.0.0.1:${up.port}\n- address: 127.0.0.1:${downPort}`))
+    await d.waitForLog('started')
+    const udpSink = await startAgent(server, {mode: 'udp-sink', host: '0.0.0.0', port: 5005})
+    agents.push(udpSink)
+    const first = await runAgent<{sport: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5005, count: 5, size: 50})
+    await up.waitFor('the first flow', (flows) => matching(flows, {sourceTransportPort: first.sport}).length === 1)
+    await d.waitForLog('collector-error', (l) => l.collector === `127.0.0.1:${downPort}`, 10_000)
+
+    const back = await collector(downPort)
+    // The first message after it is back may still meet the kernel's pending 'port unreachable'
+    // (and data sent while it was down is gone for it): new flows until one arrives, at most 10 s.
+    const deadline = Date.now() + 10_000
+    let arrived: Fields | undefined
+    while (!arrived) {
+      assert.ok(Date.now() < deadline, `nothing decodable reached the collector that came back: ${JSON.stringify(back.checker.formatReport())}`)
+      const sent = await runAgent<{sport: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5005, count: 7, size: 50})
+      await up.waitFor('the flow at the collector that stayed up', (flows) => matching(flows, {sourceTransportPort: sent.sport}).length === 1)
+      await sleep(500)
+      arrived = matching(back.flows, {sourceTransportPort: sent.sport})[0]
+    }
+    assert.equal(arrived.packetDeltaCount, 7)
+    assert.equal(arrived.octetDeltaCount, 7 * 78)
+    assert.equal(await d.stop(), 0, d.tail)
+    assert.ok(d.count('stopped') === 1)
+  })
+
+  it('reloads its config on SIGHUP, and keeps the old one when the new one is bad', async function () {
+    const sink = await collector()
+    const file = config(`- address: 127.0.0.1:${sink.port}`)
+    const d = daemon(file)
+    await d.waitForLog('started')
+    const udpSink = await startAgent(server, {mode: 'udp-sink', host: '0.0.0.0', port: 5006})
+    agents.push(udpSink)
+
+    writeFileSync(file, `collectors:\n- address: 127.0.0.1:${sink.port}\nidleTimeoutSeconds: banana\n`)
+    d.signal('SIGHUP')
+    const refused = await d.waitForLog('reload-refused')
+    assert.match(String(refused.error), /idleTimeoutSeconds/)
+    const a = await runAgent<{sport: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5006, count: 3, size: 10})
+    await sink.waitFor('a flow under the old config', (flows) => matching(flows, {sourceTransportPort: a.sport}).length === 1)
+
+    writeFileSync(
+      file,
+      `collectors:\n- address: 127.0.0.1:${sink.port}\ndrainIntervalSeconds: 1\nidleTimeoutSeconds: 2\nmetrics:\n  listen: ''\nstateFile: ${dirs.FLOWCTL_STATE_DIR}/daemon-state.json\n` +
+        'templates:\n- id: 300\n  fields: [sourceIPv4Address, destinationIPv4Address, sourceTransportPort, packetDeltaCount, octetDeltaCount]\n',
+    )
+    d.signal('SIGHUP')
+    await d.waitForLog('reloaded')
+    const b = await runAgent<{sport: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5006, count: 4, size: 10})
+    await sink.waitFor('a flow under the new template', (flows) => matching(flows, {sourceTransportPort: b.sport}).length === 1)
+    const rec = sink.records.find((r) => r.fields.sourceTransportPort === b.sport)!
+    assert.equal(rec.templateId, 300)
+    assert.deepEqual(rec.fields, {sourceIPv4Address: '198.18.0.1', destinationIPv4Address: '198.18.0.2', sourceTransportPort: b.sport, packetDeltaCount: 4, octetDeltaCount: 4 * 38})
+    assert.equal(await d.stop(), 0, d.tail)
+  })
+
+  it('does not meter its own IPFIX datagrams crossing a metered interface', async function () {
+    // The daemon runs in the client namespace and exports over the metered veth to a collector
+    // in the server namespace: without its socket on the skip list it would count itself.
+    const listen = execa('nsenter', [`--net=/run/netns/${server}`, '--', process.execPath, CLI, 'ipfix', 'listen', '--host', '198.18.0.2', '--port', '4739', '--json'], {reject: false})
+    const lines: Fields[] = []
+    let ready = false
+    listen.stdout!.on('data', (d: Buffer) => {
+      for (const l of d.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Fields)
+    })
+    listen.stderr!.on('data', (d: Buffer) => {
+      if (d.toString().includes('listening')) ready = true
+    })
+    try {
+      while (!ready) await sleep(50)
+      const d = daemon(config('- address: 198.18.0.2:4739'), client)
+      await d.waitForLog('started')
+      const udpSink = await startAgent(server, {mode: 'udp-sink', host: '0.0.0.0', port: 5007})
+      agents.push(udpSink)
+      const sent = await runAgent<{sport: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5007, count: 6, size: 10})
+      const deadline = Date.now() + 15_000
+      while (!lines.some((l) => l.sourceTransportPort === sent.sport)) {
+        if (Date.now() > deadline) throw new Error(`the collector in ${server} got no flow: ${JSON.stringify(lines)}`)
+        await sleep(100)
+      }
+      await sleep(3000) // past the idle timeout: a flow of the daemon's own datagrams would have left by now
+      assert.equal(await d.stop(), 0, d.tail)
+      await sleep(300)
+      assert.ok(lines.length > 0)
+      assert.deepEqual(
+        lines.filter((l) => l.destinationTransportPort === 4739 || l.sourceTransportPort === 4739),
+        [],
+        'no flow of the export traffic',
+      )
+    } finally {
+      listen.kill('SIGTERM')
+      await listen
+    }
+  })
+})
