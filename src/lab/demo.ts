@@ -1,72 +1,236 @@
 /**
- * The embedded default: a small lab of two namespaces joined by a metered veth, some traffic of
- * every kind the meter parses, and the flows it counted. Everything it creates is removed at the
- * end, also when interrupted.
+ * The embedded default (`flowctl demo`, the README's first command): a small router lab, the
+ * meter on the router's two interfaces, the daemon exporting into the embedded collector, a few
+ * seconds of varied traffic, and what the collector decoded next to what was sent.
+ *
+ *   client 198.18.1.1 fd00:1::1 --veth-- [c0 router s0] --veth-- 198.18.2.1 fd00:2::1 server
+ *                                        (metered, both directions)
+ *
+ * It runs with its own pin root, run and state directories, so it neither meets nor disturbs a
+ * daemon or meters already running on this machine. Everything it creates is removed at the end,
+ * also when it fails or is interrupted.
  */
+import {randomBytes} from 'node:crypto'
+import {mkdtempSync, rmSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
 import {attachMeters, detachMeters} from '../bpf/attach.js'
-import type {Flow} from '../flow/flow.js'
-import {queryFlows} from '../flow/query.js'
+import {defaultConfig} from '../config/load.js'
+import {Daemon} from '../daemon/daemon.js'
+import {createLogger, type Logger} from '../daemon/log.js'
+import {IpfixCollector} from '../ipfix/collector.js'
+import {ConformanceChecker} from '../ipfix/conformance.js'
+import {renderFields} from '../ipfix/decoder.js'
 import {Lab} from './lab.js'
 import {ping, runAgent, startAgent} from './traffic.js'
 
+/** What the demo sent, with what the meter must count for it at each router interface. */
 export interface DemoTraffic {
   what: string
+  proto: number
+  src: string
+  dst: string
+  sport?: number
+  dport?: number
+  /** IP packets and bytes, when known exactly (TCP's depend on the kernel's segmentation). */
+  packets?: number
+  bytes?: number
+}
+
+/** One flow record as the embedded collector decoded it. */
+export interface DemoRecord {
+  interface: string
+  direction: 'ingress' | 'egress'
+  proto: number
+  src: string
+  sport: number
+  dst: string
+  dport: number
   packets: number
   bytes: number
+  tcpFlags: number
+  endReason: number
+  start: number
+  end: number
 }
 
-export interface MeterDemoResult {
-  flows: Flow[]
+export interface DemoResult {
   sent: DemoTraffic[]
+  records: DemoRecord[]
+  /** The collector's RFC 7011 judgement of the stream: 'PASS' or 'FAIL', with reasons. */
+  conformance: {verdict: string; reasons: string[]}
+  messages: number
 }
 
-export async function runMeterDemo(log: (line: string) => void): Promise<MeterDemoResult> {
-  const lab = new Lab()
+export interface DemoOptions {
+  /** Progress and status lines. */
+  log: (line: string) => void
+  /** A live progress line (rewritten in place on a terminal). */
+  progress?: (line: string) => void
+  /** Seconds of traffic (default 4). */
+  seconds?: number
+  /** Prometheus metrics address for the demo's daemon (default: none). */
+  metricsListen?: string | null
+  /** The daemon's log (default: none; its JSON lines would drown the demo). */
+  daemonLog?: Logger
+}
+
+const ENV_KEYS = ['FLOWCTL_PIN_ROOT', 'FLOWCTL_RUN_DIR', 'FLOWCTL_STATE_DIR'] as const
+
+export async function runDemo(options: DemoOptions): Promise<DemoResult> {
+  const {log} = options
+  const seconds = options.seconds ?? 4
+  const id = randomBytes(3).toString('hex')
+  const stateDir = mkdtempSync(join(tmpdir(), `fct-demo-${id}-`))
+  const saved = ENV_KEYS.map((k) => [k, process.env[k]] as const)
+  process.env.FLOWCTL_PIN_ROOT = `/sys/fs/bpf/fct-demo-${id}`
+  process.env.FLOWCTL_RUN_DIR = `/run/fct-demo-${id}`
+  process.env.FLOWCTL_STATE_DIR = stateDir
+
+  const lab = new Lab(id)
+  const collector = new IpfixCollector({host: '127.0.0.1', port: 0, checker: new ConformanceChecker({maxMessageSize: 1400})})
+  let daemon: Daemon | undefined
+  let router: string | undefined
+  const agents: {stop(): void}[] = []
+  let interrupted = false
   const onSignal = () => {
+    interrupted = true
     log('interrupted: removing the lab')
-    void lab.destroy().finally(() => process.exit(130))
   }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
-  let client: string | undefined
+  const checkInterrupt = () => {
+    if (interrupted) throw new Error('interrupted')
+  }
+
   try {
-    client = await lab.namespace('client')
+    const client = await lab.namespace('client')
+    router = await lab.namespace('router')
     const server = await lab.namespace('server')
-    await lab.veth(client, 'veth0', server, 'veth1', {
-      v4: ['198.18.0.1/24', '198.18.0.2/24'],
-      v6: ['fd00:f10::1/64', 'fd00:f10::2/64'],
-      quiet: true,
+    await lab.veth(client, 'eth0', router, 'c0', {v4: ['198.18.1.1/24', '198.18.1.254/24'], v6: ['fd00:1::1/64', 'fd00:1::fe/64'], quiet: true})
+    await lab.veth(router, 's0', server, 'eth0', {v4: ['198.18.2.254/24', '198.18.2.1/24'], v6: ['fd00:2::fe/64', 'fd00:2::1/64'], quiet: true})
+    await lab.sysctl(router, 'net.ipv4.ip_forward', '1')
+    await lab.sysctl(router, 'net.ipv6.conf.all.forwarding', '1')
+    for (const [ns, v4, v6] of [
+      [client, '198.18.1.254', 'fd00:1::fe'],
+      [server, '198.18.2.254', 'fd00:2::fe'],
+    ]) {
+      await lab.exec(ns, 'ip', ['route', 'add', 'default', 'via', v4])
+      await lab.exec(ns, 'ip', ['-6', 'route', 'add', 'default', 'via', v6])
+    }
+    log(`lab ${id}: client 198.18.1.1 fd00:1::1 <-> [c0 router s0] <-> server 198.18.2.1 fd00:2::1`)
+    checkInterrupt()
+
+    await attachMeters({targets: [{netns: router, ifname: 'c0'}, {netns: router, ifname: 's0'}], directions: ['ingress', 'egress'], pref: 1, handle: 1, force: false})
+    log('meter attached to the router\'s c0 and s0, both directions')
+    const names = await interfaceNames(lab, router)
+
+    const records: DemoRecord[] = []
+    let messages = 0
+    collector.on('message', () => messages++)
+    collector.on('record', (r) => {
+      if (r.options) return
+      const f = renderFields(r.fields)
+      const dir = Number(f.flowDirection) === 0 ? 'ingress' : 'egress'
+      const ifindex = Number(dir === 'ingress' ? f.ingressInterface : f.egressInterface)
+      records.push({
+        interface: names.get(ifindex) ?? String(ifindex),
+        direction: dir,
+        proto: Number(f.protocolIdentifier),
+        src: String(f.sourceIPv4Address ?? f.sourceIPv6Address),
+        sport: Number(f.sourceTransportPort),
+        dst: String(f.destinationIPv4Address ?? f.destinationIPv6Address),
+        dport: Number(f.destinationTransportPort),
+        packets: Number(f.packetDeltaCount),
+        bytes: Number(f.octetDeltaCount),
+        tcpFlags: Number(f.tcpControlBits),
+        endReason: Number(f.flowEndReason),
+        start: Number(f.flowStartMilliseconds),
+        end: Number(f.flowEndMilliseconds),
+      })
     })
-    log(`lab: ${client} (198.18.0.1, fd00:f10::1) <-> ${server} (198.18.0.2, fd00:f10::2)`)
-    await attachMeters({targets: [{netns: client, ifname: 'veth0'}], directions: ['ingress', 'egress'], pref: 1, handle: 1, force: false})
-    log(`meter attached to ${client}:veth0, both directions`)
+    const {port} = await collector.start()
+    const config = defaultConfig({
+      collectors: [{name: `127.0.0.1:${port}`, remote: {host: '127.0.0.1', port}}],
+      idleTimeoutSeconds: 2,
+      activeTimeoutSeconds: 60,
+      metrics: {listen: options.metricsListen ?? null},
+      stateFile: join(stateDir, 'daemon-state.json'),
+    })
+    daemon = new Daemon(config, {log: options.daemonLog ?? createLogger(() => {})})
+    await daemon.start()
+    log(`daemon exporting IPFIX to the embedded collector on udp 127.0.0.1:${port} (drain every second, idle timeout 2 s)`)
 
     const sent: DemoTraffic[] = []
-    const udp = await startAgent(server, {mode: 'udp-sink', host: '0.0.0.0', port: 5353})
-    const r1 = await runAgent(client, {mode: 'udp-send', host: '198.18.0.2', port: 5353, count: 50, size: 200})
-    sent.push({what: `udp 198.18.0.1:${r1.sport} -> 198.18.0.2:5353`, packets: 50, bytes: 50 * (20 + 8 + 200)})
-    udp.stop()
-    const udp6 = await startAgent(server, {mode: 'udp-sink', host: '::', port: 5353})
-    const r2 = await runAgent(client, {mode: 'udp-send', host: 'fd00:f10::2', port: 5353, count: 30, size: 400})
-    sent.push({what: `udp [fd00:f10::1]:${r2.sport} -> [fd00:f10::2]:5353`, packets: 30, bytes: 30 * (40 + 8 + 400)})
-    udp6.stop()
-    const tcp = await startAgent(server, {mode: 'tcp-sink', host: '0.0.0.0', port: 8080})
-    const r3 = await runAgent(client, {mode: 'tcp-send', host: '198.18.0.2', port: 8080, bytes: 1_000_000})
-    await tcp.result
-    sent.push({what: `tcp 198.18.0.1:${r3.localPort} -> 198.18.0.2:8080 (1 MB, then FIN)`, packets: Number.NaN, bytes: Number.NaN})
-    await ping(client, '198.18.0.2', 5)
-    sent.push({what: 'icmp echo 198.18.0.1 -> 198.18.0.2', packets: 5, bytes: 5 * (20 + 8 + 56)})
-    await ping(client, 'fd00:f10::2', 5)
-    sent.push({what: 'icmpv6 echo fd00:f10::1 -> fd00:f10::2', packets: 5, bytes: 5 * (40 + 8 + 56)})
-
-    const flows: Flow[] = []
-    for await (const f of queryFlows({netns: client, selector: {}})) flows.push(f)
-    return {flows, sent}
+    const started = Date.now()
+    const ticker = setInterval(() => {
+      const s = ((Date.now() - started) / 1000).toFixed(1)
+      options.progress?.(`${s} s: ${messages} IPFIX messages, ${records.length} flow records decoded`)
+    }, 200)
+    try {
+      const udp = await startAgent(server, {mode: 'udp-sink', host: '::', port: 5353})
+      agents.push(udp)
+      const tcp4 = await startAgent<{bytes: number; peerPort: number}>(server, {mode: 'tcp-sink', host: '0.0.0.0', port: 8080})
+      agents.push(tcp4)
+      const ms = seconds * 1000
+      const udpSends = [
+        {host: '198.18.2.1', size: 200, gapMs: 20, src: '198.18.1.1'},
+        {host: '198.18.2.1', size: 1000, gapMs: 50, src: '198.18.1.1'},
+        {host: 'fd00:2::1', size: 400, gapMs: 30, src: 'fd00:1::1'},
+      ]
+      const udpRuns = Promise.all(
+        udpSends.map((u) => runAgent<{packets: number; sport: number}>(client, {mode: 'udp-send', host: u.host, port: 5353, count: 1_000_000, size: u.size, gapMs: u.gapMs, durationMs: ms})),
+      )
+      const tcpRun = runAgent<{localPort: number}>(client, {mode: 'tcp-send', host: '198.18.2.1', port: 8080, bytes: 2_000_000})
+      await Promise.all([ping(client, '198.18.2.1', 5, 56, 0.2), ping(client, 'fd00:2::1', 5, 56, 0.2)])
+      const [u1, u2, u3] = await udpRuns
+      const t = await tcpRun
+      await tcp4.result
+      for (const [i, r] of [u1, u2, u3].entries()) {
+        const u = udpSends[i]
+        const header = u.host.includes(':') ? 48 : 28
+        sent.push({what: 'udp', proto: 17, src: u.src, dst: u.host, sport: r.sport, dport: 5353, packets: r.packets, bytes: r.packets * (u.size + header)})
+      }
+      sent.push({what: 'tcp, 2 MB then FIN', proto: 6, src: '198.18.1.1', dst: '198.18.2.1', sport: t.localPort, dport: 8080})
+      sent.push({what: 'icmp echo', proto: 1, src: '198.18.1.1', dst: '198.18.2.1', packets: 5, bytes: 5 * 84})
+      sent.push({what: 'icmpv6 echo', proto: 58, src: 'fd00:1::1', dst: 'fd00:2::1', packets: 5, bytes: 5 * 104})
+      checkInterrupt()
+      // Idle timeout (2 s) and a drain: the UDP flows leave as idle, the TCP ones ended with FIN.
+      await new Promise((r) => setTimeout(r, 3500))
+    } finally {
+      clearInterval(ticker)
+    }
+    await daemon.stop()
+    daemon = undefined
+    // The last datagrams are on loopback: let the collector read them.
+    await new Promise((r) => setTimeout(r, 300))
+    options.progress?.(`${((Date.now() - started) / 1000).toFixed(1)} s: ${messages} IPFIX messages, ${records.length} flow records decoded`)
+    const report = collector.checker!.report()
+    return {sent, records, conformance: {verdict: report.verdict, reasons: report.reasons}, messages}
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
-    if (client) await detachMeters({targets: [{netns: client, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
+    for (const a of agents) a.stop()
+    if (daemon) await daemon.stop().catch(() => {})
+    await collector.stop()
+    if (router) await detachMeters({targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
     await lab.destroy()
+    for (const dir of [process.env.FLOWCTL_PIN_ROOT!, process.env.FLOWCTL_RUN_DIR!, stateDir]) rmSync(dir, {recursive: true, force: true})
+    for (const [k, v] of saved) {
+      if (v === undefined) delete process.env[k]
+      else process.env[k] = v
+    }
     log('lab removed')
   }
+}
+
+async function interfaceNames(lab: Lab, netns: string): Promise<Map<number, string>> {
+  const links = JSON.parse(await lab.exec(netns, 'ip', ['-j', 'link', 'show'])) as {ifindex: number; ifname: string}[]
+  return new Map(links.map((l) => [l.ifindex, `router:${l.ifname}`]))
+}
+
+/** The records of one sent flow (either direction's records are matched by its 5-tuple as sent). */
+export function recordsOf(records: DemoRecord[], t: DemoTraffic): DemoRecord[] {
+  return records.filter((r) => r.proto === t.proto && r.src === t.src && r.dst === t.dst && (t.sport === undefined || r.sport === t.sport) && (t.dport === undefined || r.dport === t.dport))
 }
