@@ -25,6 +25,7 @@ import {renderFields, type DecodedRecord} from '../../src/ipfix/decoder.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {CLI, requireE2e, sleep} from '../helpers/e2e.js'
+import {tsharkDecodeIpfix} from '../helpers/tshark.js'
 
 const ETH = 14
 const END = {idle: 1, active: 2, endOfFlow: 3, forced: 4} as const
@@ -341,8 +342,7 @@ describe('daemon end to end @e2e', function () {
     assert.equal(sink.checker.report().verdict, 'PASS', sink.checker.formatReport().join('\n'))
 
     // tshark, an independent decoder, reads the same datagrams to the same values.
-    const {tsharkDecodeIpfix} = await import('../helpers/tshark.js')
-    const fromTshark: Record<string, unknown>[] = await tsharkDecodeIpfix(sink.datagrams, sink.port)
+    const fromTshark = await tsharkDecodeIpfix(sink.datagrams, sink.port)
     const ours = sink.records.filter((r) => !r.options)
     assert.equal(fromTshark.length, ours.length, 'tshark sees as many flow records')
     const keys = ['sourceTransportPort', 'destinationTransportPort', 'protocolIdentifier', 'tcpControlBits', 'octetDeltaCount', 'packetDeltaCount', 'ingressInterface', 'egressInterface', 'flowDirection', 'flowEndReason', 'flowStartMilliseconds', 'flowEndMilliseconds', 'ipClassOfService', 'vlanId']
