@@ -517,6 +517,18 @@ class Reader {
     if (templates) {
       config.templates = templates
       config.templatesDefaulted = false
+    } else if (size) {
+      // The default templates must fit too: one record of the largest, with the headers.
+      const largest = Math.max(...config.templates.map((t) => t.fields.reduce((sum, f) => sum + f.length, 0)))
+      const needed = largest + MESSAGE_AND_SET_HEADERS
+      if (needed > config.maxMessageSize) {
+        this.fail(
+          size.value,
+          size.key,
+          `${config.maxMessageSize} is too small for the default templates, whose largest record takes ${largest} bytes plus ${MESSAGE_AND_SET_HEADERS} of message and set headers`,
+          `at least ${needed}, or templates with fewer fields`,
+        )
+      }
     }
     const templateIds = config.templates.map((t) => t.id)
 

@@ -4,7 +4,8 @@
  *
  * - sequence: the header sequence number is the count, modulo 2^32, of the data records (options
  *   data records included) sent before in the domain (§3.1); each gap is reported with the
- *   number expected, the number received and the records missing (or duplicated/reordered). A
+ *   number expected, the number received and the records missing (or duplicated/reordered),
+ *   and whether the exporter seems to count messages instead of data records. A
  *   message with a data set of unknown template carries an unknown number of records: the check
  *   restarts from the next message.
  * - templates before data: a data set whose template had not been received (§8: the template
@@ -86,6 +87,11 @@ export interface DomainReport {
     duplicated: number
     /** Times the check restarted because a message carried records of unknown template. */
     restarts: number
+    /**
+     * Gaps where the number received was the previous message's plus one: the exporter seems to
+     * count messages, not data records.
+     */
+    countingMessages: number
   }
   checks: CheckResult[]
   verdict: 'PASS' | 'FAIL'
@@ -104,6 +110,8 @@ interface DomainState {
   report: DomainReport
   templateIds: Set<number>
   expected: number | undefined
+  /** The sequence number of the last well-formed message of the domain. */
+  lastSeq: number | undefined
   results: Map<CheckName, CheckResult>
 }
 
@@ -163,12 +171,13 @@ export class ConformanceChecker {
           dataRecords: 0,
           optionsRecords: 0,
           templateIds: [],
-          sequence: {gaps: [], gapCount: 0, missing: 0, duplicated: 0, restarts: 0},
+          sequence: {gaps: [], gapCount: 0, missing: 0, duplicated: 0, restarts: 0, countingMessages: 0},
           checks: [],
           verdict: 'PASS',
         },
         templateIds: new Set(),
         expected: undefined,
+        lastSeq: undefined,
         results: new Map(CHECKS.map((check) => [check, {check, title: CHECK_TITLES[check], count: 0, examples: []}])),
       }
       this.domains.set(key, d)
@@ -219,14 +228,20 @@ export class ConformanceChecker {
       d.report.sequence.missing += gap.missing
       d.report.sequence.duplicated += gap.duplicated
       if (d.report.sequence.gaps.length < this.maxExamples) d.report.sequence.gaps.push(gap)
+      // The classic mistake (NetFlow v9 counts packets): one more than the previous message's
+      // number although that message did not carry exactly one data record.
+      const countingMessages = d.lastSeq !== undefined && header.sequenceNumber === ((d.lastSeq + 1) >>> 0)
+      if (countingMessages) d.report.sequence.countingMessages++
       this.problem(
         d,
         'sequence',
-        gap.missing
+        (gap.missing
           ? `expected sequence number ${gap.expected}, got ${gap.got}: ${gap.missing} record${gap.missing === 1 ? '' : 's'} missing`
-          : `expected sequence number ${gap.expected}, got ${gap.got}: ${gap.duplicated} record${gap.duplicated === 1 ? '' : 's'} duplicated or out of order`,
+          : `expected sequence number ${gap.expected}, got ${gap.got}: ${gap.duplicated} record${gap.duplicated === 1 ? '' : 's'} duplicated or out of order`) +
+          (countingMessages ? ` (the previous message's number plus one: it counts messages, not data records)` : ''),
       )
     }
+    d.lastSeq = header.sequenceNumber
     if (m.unknownSets.length) {
       if (d.expected !== undefined) d.report.sequence.restarts++
       d.expected = undefined
@@ -243,7 +258,7 @@ export class ConformanceChecker {
       if (s.kind !== 'data' || !m.unknownSets.some((u) => u.offset === s.offset)) {
         if (s.records === 0) this.problem(d, 'setLength', `${at}: set ${s.id} at byte ${s.offset} (length ${s.length}) has no record`)
       }
-      if (s.padding > 0 && !s.paddingZero) this.problem(d, 'padding', `${at}: set ${s.id} at byte ${s.offset} has ${s.padding} padding byte${s.padding === 1 ? '' : 's'} that are not zero`)
+      if (s.padding > 0 && !s.paddingZero) this.problem(d, 'padding', `${at}: set ${s.id} at byte ${s.offset} has ${s.padding} padding ${s.padding === 1 ? 'byte that is' : 'bytes that are'} not zero`)
     }
 
     if (this.udp && m.withdrawals.length) {
@@ -327,8 +342,11 @@ function domainName(d: DomainReport): string {
 function reasonText(c: CheckResult, d: DomainReport, tolerance: number): string {
   const n = c.count
   switch (c.check) {
-    case 'sequence':
-      return `${n} sequence gap${n === 1 ? '' : 's'} (${d.sequence.missing} record${d.sequence.missing === 1 ? '' : 's'} missing, ${d.sequence.duplicated} duplicated or reordered)`
+    case 'sequence': {
+      const text = `${n} sequence gap${n === 1 ? '' : 's'} (${d.sequence.missing} record${d.sequence.missing === 1 ? '' : 's'} missing, ${d.sequence.duplicated} duplicated or reordered)`
+      const m = d.sequence.countingMessages
+      return m ? `${text}; ${m === n ? (n === 1 ? 'it looks' : 'all look') : `${m} look`} like a count of messages, not of data records (RFC 7011 §3.1)` : text
+    }
     case 'templateBeforeData':
       return `${n} data set${n === 1 ? '' : 's'} before ${n === 1 ? 'its' : 'their'} template`
     case 'setLength':

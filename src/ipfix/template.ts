@@ -155,6 +155,15 @@ function paddingAt(buf: Buffer, p: number, end: number): DecodedTemplateSet['pad
 }
 
 /**
+ * Zero bytes from `p` to the end of the set, 4 or more of them, are padding that is too long
+ * (RFC 7011 §3.3.1: shorter than any record) rather than a withdrawal of template 0: say so.
+ */
+function tooMuchPadding(buf: Buffer, p: number, end: number, what: string): void {
+  for (let i = p; i < end; i++) if (buf[i] !== 0) return
+  throw new DecodeError(`${what} set ends in ${end - p} zero bytes: too many for padding, which must be shorter than the smallest record (RFC 7011 §3.3.1)`, p)
+}
+
+/**
  * Decodes the records of a Template Set (set ID 2) from `start` (just after the set header) to
  * `end` (the end of the set). Fewer than 4 trailing bytes are padding; anything else that is not a
  * whole record is a DecodeError.
@@ -168,6 +177,7 @@ export function decodeTemplateSet(buf: Buffer, start: number, end: number): Deco
     const id = buf.readUInt16BE(p)
     const count = buf.readUInt16BE(p + 2)
     if (count === 0) {
+      tooMuchPadding(buf, p, end, 'template')
       if (id !== 2 && id < 256) throw new DecodeError(`template withdrawal names template ID ${id}: only 2 (all) or 256-65535 are valid`, p)
       const w = {templateId: id, options: false, all: id === 2, offset: p}
       withdrawals.push(w)
@@ -199,6 +209,7 @@ export function decodeOptionsTemplateSet(buf: Buffer, start: number, end: number
     const id = buf.readUInt16BE(p)
     const count = buf.readUInt16BE(p + 2)
     if (count === 0) {
+      tooMuchPadding(buf, p, end, 'options template')
       if (id !== 3 && id < 256) throw new DecodeError(`options template withdrawal names template ID ${id}: only 3 (all) or 256-65535 are valid`, p)
       const w = {templateId: id, options: true, all: id === 3, offset: p}
       withdrawals.push(w)

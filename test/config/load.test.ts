@@ -548,6 +548,11 @@ describe('config/load', function () {
       ],
       ['an observation domain beyond 32 bits', `${C}observationDomainId: 4294967296\n`, 'config.yaml:3:22: observationDomainId: 4294967296 is out of range; allowed: an integer from 0 to 4294967295'],
       ['a message size below 80', `${C}maxMessageSize: 79\n`, 'config.yaml:3:17: maxMessageSize: 79 is out of range; allowed: an integer from 80 to 65507 (bytes of UDP payload)'],
+      [
+        'a message size too small for the default templates',
+        `${C}maxMessageSize: 100\n`,
+        'config.yaml:3:17: maxMessageSize: 100 is too small for the default templates, whose largest record takes 83 bytes plus 20 of message and set headers; allowed: at least 103, or templates with fewer fields',
+      ],
       ['a fractional message size', `${C}maxMessageSize: 1400.5\n`, 'config.yaml:3:17: maxMessageSize: 1400.5 is not an integer; allowed: an integer from 80 to 65507 (bytes of UDP payload)'],
       [
         'an old message size of 0',

@@ -1,0 +1,360 @@
+/**
+ * CollectorExporter end to end over loopback UDP (no root): FlowBatches in, an IpfixCollector with
+ * a ConformanceChecker out. What comes back must be exactly what went in, in messages RFC 7011
+ * accepts: sequence numbers, sizes, templates first and refreshed, statistics, reduced-size
+ * counters, and a collector that is down.
+ */
+import assert from 'node:assert/strict'
+
+import {compileTemplate, type CollectorExporter} from '../../src/ipfix/exporter.js'
+import type {DecodedMessage} from '../../src/ipfix/decoder.js'
+import {batchOf, NOW_MS, defaultExportTemplates, expectedFields, exporterTo, randomFlows, sampleFlows, Sink, STATS_TEMPLATE_ID, type FlowInput} from './flows.js'
+
+const TEMPLATE_SET = 2
+const OPTIONS_TEMPLATE_SET = 3
+
+function dataSetIds(m: DecodedMessage): number[] {
+  return m.sets.filter((s) => s.kind === 'data').map((s) => s.id)
+}
+
+function templateIdsIn(m: DecodedMessage): number[] {
+  return m.templates.map((t) => t.id)
+}
+
+describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
+  this.timeout(10_000)
+  let sink: Sink
+  let exporter: CollectorExporter | undefined
+  const errors: Error[] = []
+
+  beforeEach(async function () {
+    errors.length = 0
+    sink = await Sink.start()
+  })
+  afterEach(async function () {
+    exporter?.close()
+    exporter = undefined
+    await sink.stop()
+  })
+
+  async function open(options: Parameters<typeof exporterTo>[1] = {}, templates = defaultExportTemplates()): Promise<CollectorExporter> {
+    exporter = exporterTo(sink.port, {onError: (e) => errors.push(e), ...options}, templates)
+    await exporter.open()
+    return exporter
+  }
+
+  function assertPass(): void {
+    assert.equal(sink.checker.report().verdict, 'PASS', sink.checker.formatReport().join('\n'))
+    assert.deepEqual(sink.malformed, [])
+  }
+
+  describe('every record decodes back to its input', function () {
+    it('IPv4 and IPv6 flows, all default template fields, each family in its own template, never mixed', async function () {
+      const e = await open()
+      const v4 = [...sampleFlows(4), ...randomFlows(4, 200, 1)]
+      const v6 = [...sampleFlows(6), ...randomFlows(6, 150, 2)]
+      e.exportBatch(batchOf(v4, 1))
+      e.exportBatch(batchOf(v6, 1))
+      await sink.settle(e)
+
+      const flows = sink.records.filter((r) => !r.options)
+      assert.deepEqual(flows.map((r) => r.templateId), [...v4.map(() => 256), ...v6.map(() => 257)])
+      assert.deepEqual(flows.map((r) => r.fields), [...v4, ...v6].map(expectedFields))
+      for (const {message} of sink.received) {
+        const ids = new Set(dataSetIds(message))
+        assert.ok(ids.size <= 1, `message seq ${message.header.sequenceNumber} mixes data sets of templates ${[...ids]}`)
+      }
+      // The templates announce exactly the default fields, in order.
+      const t256 = sink.collector.decoder.template(`127.0.0.1:${e.localPort}`, 1, 256)
+      assert.deepEqual(t256?.fields.map((f) => `${f.element.name}/${f.length}`), [
+        'sourceIPv4Address/4', 'destinationIPv4Address/4', 'sourceTransportPort/2', 'destinationTransportPort/2', 'protocolIdentifier/1', 'tcpControlBits/1',
+        'octetDeltaCount/8', 'packetDeltaCount/8', 'flowStartMilliseconds/8', 'flowEndMilliseconds/8', 'ingressInterface/4', 'egressInterface/4',
+        'flowDirection/1', 'flowEndReason/1', 'ipClassOfService/1', 'vlanId/2',
+      ])
+      assertPass()
+      assert.deepEqual(errors, [])
+      assert.equal(e.stats.records, v4.length + v6.length)
+    })
+
+    it('an empty batch sends nothing', async function () {
+      const e = await open()
+      e.exportBatch(batchOf([], 1))
+      await e.flushed()
+      assert.equal(e.stats.messages, 0)
+    })
+  })
+
+  describe('sequence numbers (RFC 7011 §3.1)', function () {
+    it('count the data records sent before, per domain, continuing across batches', async function () {
+      const e = await open()
+      const plan: [number, FlowInput[]][] = [
+        [1, randomFlows(4, 30, 3)],
+        [2, randomFlows(6, 20, 4)],
+        [1, randomFlows(6, 40, 5)],
+        [1, randomFlows(4, 1, 6)],
+        [2, randomFlows(4, 25, 7)],
+      ]
+      for (const [odid, flows] of plan) e.exportBatch(batchOf(flows, odid))
+      await sink.settle(e)
+
+      // Worked out from the messages themselves, independently of the checker.
+      const sent = new Map<number, number>()
+      for (const {message} of sink.received) {
+        const odid = message.header.observationDomainId
+        assert.equal(message.header.sequenceNumber, sent.get(odid) ?? 0, `domain ${odid}: message after ${sent.get(odid) ?? 0} records`)
+        sent.set(odid, (sent.get(odid) ?? 0) + message.records.length)
+      }
+      assert.deepEqual([...sent.entries()].sort(), [[1, 71], [2, 45]])
+      assertPass()
+    })
+
+    it('go on from a sequence store when the source port is fixed (a restart)', async function () {
+      const stored = new Map<string, number>()
+      const sequences = {get: (s: string, d: number) => stored.get(`${s}/${d}`), set: (s: string, d: number, n: number) => void stored.set(`${s}/${d}`, n)}
+      const first = exporterTo(sink.port, {sequences})
+      // A fixed source port makes a session whose numbering survives; pick a free one by binding 0 first.
+      ;(first.config as {source?: {host: string; port: number}}).source = {host: '127.0.0.1', port: 0}
+      await first.open()
+      const port = first.localPort!
+      first.close()
+      const a = exporterTo(sink.port, {sequences})
+      ;(a.config as {source?: {host: string; port: number}}).source = {host: '127.0.0.1', port}
+      await a.open()
+      a.exportBatch(batchOf(randomFlows(4, 10, 8), 1))
+      await a.flushed()
+      a.close()
+      const b = exporterTo(sink.port, {sequences})
+      ;(b.config as {source?: {host: string; port: number}}).source = {host: '127.0.0.1', port}
+      exporter = b
+      await b.open()
+      b.exportBatch(batchOf(randomFlows(4, 5, 9), 1))
+      await b.flushed()
+      await sink.until(() => sink.records.length === 15, '15 records')
+      const data = sink.received.filter((r) => r.message.records.length > 0)
+      assert.deepEqual(data.map((r) => r.message.header.sequenceNumber), [0, 10])
+      assertPass()
+    })
+  })
+
+  describe('message size', function () {
+    for (const max of [1400, 100]) {
+      it(`no message is larger than ${max} bytes, and each is as full as it can be`, async function () {
+        const e = await open({maxMessageSize: max})
+        const v4 = randomFlows(4, 120, 10 + max)
+        e.exportBatch(batchOf(v4, 1))
+        e.sendStats(1, {packets: 0, bytes: 0})
+        await sink.settle(e)
+        for (const {raw} of sink.received) assert.ok(raw.length <= max, `a ${raw.length}-byte message`)
+        // 16-byte header, 4-byte set header, 59-byte IPv4 records: all but the last message of the batch are full.
+        const perMessage = Math.floor((max - 20) / 59)
+        const counts = sink.received.filter((r) => r.message.records.length && !r.message.records[0].options).map((r) => r.message.records.length)
+        assert.deepEqual(counts.slice(0, -1), counts.slice(0, -1).map(() => perMessage))
+        assert.equal(counts.reduce((a, b) => a + b, 0), v4.length)
+        assert.deepEqual(sink.records.filter((r) => !r.options).map((r) => r.fields), v4.map(expectedFields))
+        const checker = new Sink({maxMessageSize: max}).checker
+        for (const {raw, message} of sink.received) checker.feed(raw, 'x', message)
+        assert.equal(checker.report().verdict, 'PASS', checker.formatReport().join('\n'))
+      })
+    }
+
+    it('a record that can never fit the message size is not sent, and nothing breaks (IPv6 in 100 bytes)', async function () {
+      // An IPv6 record of the default template is 83 bytes: with the 20 bytes of headers, 103 > 100.
+      const e = await open({maxMessageSize: 100})
+      const v6 = randomFlows(6, 3, 11)
+      assert.doesNotThrow(() => e.exportBatch(batchOf(v6, 1)))
+      const v4 = randomFlows(4, 2, 12)
+      e.exportBatch(batchOf(v4, 1))
+      await sink.settle(e)
+      for (const {raw} of sink.received) assert.ok(raw.length <= 100, `a ${raw.length}-byte message`)
+      assert.equal(e.stats.unexportable, v6.length)
+      assert.deepEqual(sink.records.map((r) => r.fields), v4.map(expectedFields))
+      assertPass()
+    })
+
+    it('a template that can never be announced in the message size is not used, and nothing breaks (80 bytes)', async function () {
+      // A default template record is 4 + 16 * 4 = 68 bytes: with the 20 bytes of headers, 88 > 80.
+      const e = await open({maxMessageSize: 80})
+      assert.doesNotThrow(() => e.exportBatch(batchOf(randomFlows(4, 3, 21), 1)))
+      e.sendStats(1, {packets: 0, bytes: 0})
+      await sink.settle(e)
+      assert.equal(e.stats.unexportable, 3)
+      // Only the statistics template and record: no empty message, nothing cut short.
+      assert.deepEqual(sink.received.map((r) => r.message.sets.map((s) => s.id)), [[OPTIONS_TEMPLATE_SET], [STATS_TEMPLATE_ID]])
+      for (const {raw} of sink.received) assert.ok(raw.length <= 80, `a ${raw.length}-byte message`)
+      assertPass()
+    })
+  })
+
+  describe('templates (RFC 7011 §8.4: over UDP, sent first and again periodically)', function () {
+    it('are sent first, data and options templates, before any data', async function () {
+      const e = await open()
+      e.exportBatch(batchOf(randomFlows(4, 3, 13), 1))
+      await sink.settle(e)
+      const [first, second] = sink.received.map((r) => r.message)
+      assert.deepEqual(first.sets.map((s) => s.id), [TEMPLATE_SET, OPTIONS_TEMPLATE_SET])
+      assert.deepEqual(templateIdsIn(first), [256, 257, STATS_TEMPLATE_ID])
+      assert.equal(first.templates[2].scopeFieldCount, 1)
+      assert.deepEqual(dataSetIds(second), [256])
+      assertPass()
+    })
+
+    it('are sent again once templateRefreshMs has passed, not before', async function () {
+      let now = NOW_MS
+      const e = await open({templateRefreshMs: 10_000, now: () => now})
+      const batch = () => e.exportBatch(batchOf(randomFlows(4, 2, now % 1000), 1))
+      batch() // templates, data
+      now += 9_999
+      batch() // data
+      now += 1
+      batch() // templates, data
+      e.refreshTemplates() // not due
+      now += 10_000
+      e.refreshTemplates() // due: templates
+      await sink.settle(e)
+      assert.deepEqual(
+        sink.received.map((r) => (r.message.templates.length ? 'T' : 'D')),
+        ['T', 'D', 'D', 'T', 'D', 'T'],
+      )
+      // The export time follows the clock given.
+      assert.equal(sink.received.at(-1)!.message.header.exportTime, Math.floor(now / 1000))
+    })
+
+    it('are sent to a new domain before its first data', async function () {
+      const e = await open()
+      e.exportBatch(batchOf(randomFlows(4, 2, 14), 1))
+      e.exportBatch(batchOf(randomFlows(4, 2, 15), 9))
+      await sink.settle(e)
+      assert.deepEqual(
+        sink.received.map((r) => [r.message.header.observationDomainId, r.message.templates.length ? 'T' : 'D']),
+        [[1, 'T'], [1, 'D'], [9, 'T'], [9, 'D']],
+      )
+      assertPass()
+    })
+
+    it('are sent before data of a template not yet sent (new templates on reload)', async function () {
+      const all = defaultExportTemplates()
+      const e = await open({}, all.filter((t) => t.template.id === 256))
+      assert.equal(e.templateFor(6), undefined)
+      e.exportBatch(batchOf(randomFlows(6, 2, 16), 1)) // no template for IPv6: not exportable
+      e.exportBatch(batchOf(randomFlows(4, 2, 17), 1))
+      e.setTemplates(all)
+      const v6 = randomFlows(6, 2, 18)
+      e.exportBatch(batchOf(v6, 1))
+      await sink.settle(e)
+      assert.equal(e.stats.unexportable, 2)
+      const kinds = sink.received.map((r) => (r.message.templates.length ? `T${templateIdsIn(r.message).join(',')}` : `D${dataSetIds(r.message).join(',')}`))
+      assert.deepEqual(kinds, [`T256,${STATS_TEMPLATE_ID}`, 'D256', `T256,257,${STATS_TEMPLATE_ID}`, 'D257'])
+      assert.deepEqual(sink.records.slice(-2).map((r) => r.fields), v6.map(expectedFields))
+      assertPass()
+    })
+
+    it('split across messages when they do not fit one', async function () {
+      const e = await open({maxMessageSize: 120})
+      e.sendTemplates(1)
+      await sink.settle(e)
+      // 68-byte template records: one per message with the 20 bytes of headers (88 + 68 > 120),
+      // and the 34-byte options template does not fit beside one either (88 + 4 + 34 > 120).
+      assert.deepEqual(sink.received.map((r) => templateIdsIn(r.message)), [[256], [257], [STATS_TEMPLATE_ID]])
+      for (const {raw} of sink.received) assert.ok(raw.length <= 120)
+    })
+  })
+
+  describe('statistics options record', function () {
+    it('carries the exporter\'s totals, this message included, and the ignored counts (IEs 40, 41, 42, 164, 165)', async function () {
+      let now = NOW_MS + 123_456
+      const e = await open({now: () => now})
+      e.exportBatch(batchOf(randomFlows(4, 50, 19), 4))
+      e.exportBatch(batchOf(randomFlows(6, 30, 20), 4))
+      now += 5
+      e.sendStats(4, {packets: 12_345, bytes: 9_876_543_210})
+      await sink.settle(e)
+      const stats = sink.records.filter((r) => r.options)
+      assert.equal(stats.length, 1)
+      const s = stats[0]
+      assert.equal(s.templateId, STATS_TEMPLATE_ID)
+      // Worked out from what the collector received, independently of the exporter's counters.
+      const dataRecords = sink.records.length // the statistics record itself included
+      assert.deepEqual(s.fields, {
+        observationDomainId: 4,
+        exportedMessageTotalCount: BigInt(sink.received.length),
+        exportedFlowRecordTotalCount: BigInt(dataRecords),
+        exportedOctetTotalCount: BigInt(sink.received.reduce((n, r) => n + r.raw.length, 0)),
+        ignoredPacketTotalCount: 12_345n,
+        ignoredOctetTotalCount: 9_876_543_210n,
+        observationTimeMilliseconds: now,
+      })
+      assert.equal(s.sequenceNumber, 80)
+      assertPass()
+    })
+  })
+
+  describe('reduced-size counters (RFC 7011 §6.2)', function () {
+    const fields = (octets: number, packets: number, ingress = 4) => [
+      {name: 'sourceIPv4Address', length: 4},
+      {name: 'octetDeltaCount', length: octets},
+      {name: 'packetDeltaCount', length: packets},
+      {name: 'ingressInterface', length: ingress},
+    ]
+
+    it('a counter too large for its field is split into records whose counts add up exactly', async function () {
+      const e = await open({}, [compileTemplate(300, fields(4, 2))])
+      const flows = sampleFlows(4).slice(0, 2)
+      flows[0] = {...flows[0], bytes: 10_000_000_000, packets: 70_000} // > 2^32 - 1 bytes, > 65535 packets
+      flows[1] = {...flows[1], bytes: 4_294_967_295, packets: 65_535} // exactly the maxima: one record
+      e.exportBatch(batchOf(flows, 1))
+      await sink.settle(e)
+      const recs = sink.records.map((r) => r.fields)
+      const first = recs.filter((r) => r.sourceIPv4Address === flows[0].src)
+      // ceil(10e9 / (2^32 - 1)) = 3 parts.
+      assert.equal(first.length, 3)
+      assert.equal(first.reduce((n, r) => n + (r.octetDeltaCount as bigint), 0n), 10_000_000_000n)
+      assert.equal(first.reduce((n, r) => n + (r.packetDeltaCount as bigint), 0n), 70_000n)
+      for (const r of first) {
+        assert.ok((r.octetDeltaCount as bigint) <= 0xffffffffn && (r.packetDeltaCount as bigint) <= 0xffffn)
+        assert.equal(r.ingressInterface, flows[0].ifindex)
+      }
+      assert.deepEqual(recs.filter((r) => r.sourceIPv4Address === flows[1].src), [{sourceIPv4Address: flows[1].src, octetDeltaCount: 4_294_967_295n, packetDeltaCount: 65_535n, ingressInterface: 0}])
+      // The split records are data records like any: the next sequence number counts them.
+      e.exportBatch(batchOf(flows.slice(1), 1))
+      await sink.settle(e)
+      assert.equal(sink.received.at(-1)!.message.header.sequenceNumber, 4)
+      assertPass()
+    })
+
+    it('another reduced-size field saturates at its maximum', async function () {
+      const e = await open({}, [compileTemplate(300, fields(8, 8, 2))])
+      const flow = {...sampleFlows(4)[0], ifindex: 70_000, direction: 0 as const}
+      e.exportBatch(batchOf([flow], 1))
+      await sink.settle(e)
+      assert.deepEqual(sink.records.map((r) => r.fields.ingressInterface), [65_535])
+    })
+  })
+
+  describe('a collector that is down', function () {
+    it('does not throw (ECONNREFUSED on the connected socket), and export resumes, templates first, when it is back', async function () {
+      const port = sink.port
+      await sink.stop()
+      const e = await open()
+      for (let i = 0; i < 5; i++) {
+        assert.doesNotThrow(() => e.exportBatch(batchOf(randomFlows(4, 3, 30 + i), 1)))
+        await e.flushed()
+        await new Promise((r) => setTimeout(r, 5))
+      }
+      assert.ok(errors.length > 0, 'the refused sends were reported to onError')
+      assert.ok(errors.every((err) => (err as NodeJS.ErrnoException).code === 'ECONNREFUSED'), errors.map((x) => x.message).join('; '))
+      assert.ok(e.stats.sendErrors > 0)
+
+      sink = await Sink.start({port})
+      const back = randomFlows(4, 4, 40)
+      e.exportBatch(batchOf(back, 1))
+      await e.flushed()
+      await sink.until(() => sink.records.length === back.length, `${back.length} records`)
+      // The templates come again before the data: a collector that missed them can decode it.
+      assert.ok(sink.received[0].message.templates.length > 0, 'templates first')
+      assert.deepEqual(sink.records.map((r) => r.fields), back.map(expectedFields))
+      // Numbering went on while it was down (15 records were sent into the void).
+      assert.equal(sink.records[0].sequenceNumber, 15)
+      assertPass()
+    })
+  })
+})

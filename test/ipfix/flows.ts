@@ -1,0 +1,216 @@
+/**
+ * Shared by the exporter, tshark and `ipfix listen` suites: flows as plain objects, the FlowBatch
+ * the exporter takes, the record each flow must come back as (worked out here from the input, not
+ * by the code under test), and a collector that keeps everything it receives.
+ */
+import {compileTemplate, CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/exporter.js'
+import {defaultConfig} from '../../src/config/load.js'
+import {parseAddress} from '../../src/flow/address.js'
+import {FlowBatch} from '../../src/flow/batch.js'
+import {IpfixCollector} from '../../src/ipfix/collector.js'
+import {ConformanceChecker, type ConformanceOptions} from '../../src/ipfix/conformance.js'
+import type {DecodedMessage, DecodedRecord} from '../../src/ipfix/decoder.js'
+import type {DecodeError} from '../../src/ipfix/codec.js'
+import {prng} from '../helpers/unit.js'
+
+export interface FlowInput {
+  family: 4 | 6
+  /** Canonical text (RFC 5952 for IPv6), as the decoder writes addresses. */
+  src: string
+  dst: string
+  sport: number
+  /** For ICMP, type << 8 | code, as the meter keeps it. */
+  dport: number
+  proto: number
+  tcpFlags: number
+  bytes: number
+  packets: number
+  /** Epoch microseconds. */
+  startUs: number
+  endUs: number
+  ifindex: number
+  /** 0 ingress, 1 egress (IPFIX flowDirection). */
+  direction: 0 | 1
+  endReason: number
+  tos: number
+  vlanId: number
+}
+
+/** The batch the drain would hand the exporter for these flows (all of one family). */
+export function batchOf(flows: readonly FlowInput[], observationDomainId = 1): FlowBatch {
+  const family = flows[0]?.family ?? 4
+  const b = new FlowBatch(family, Math.max(1, flows.length))
+  b.observationDomainId = observationDomainId
+  flows.forEach((f, i) => {
+    if (f.family !== family) throw new Error('batchOf: flows of one family only')
+    b.src.set(parseAddress(f.src).bytes, i * b.addrLen)
+    b.dst.set(parseAddress(f.dst).bytes, i * b.addrLen)
+    b.sport[i] = f.sport
+    b.dport[i] = f.dport
+    b.proto[i] = f.proto
+    b.tcpFlags[i] = f.tcpFlags
+    b.bytes[i] = f.bytes
+    b.packets[i] = f.packets
+    b.startUs[i] = f.startUs
+    b.endUs[i] = f.endUs
+    b.ifindex[i] = f.ifindex
+    b.direction[i] = f.direction
+    b.endReason[i] = f.endReason
+    b.tos[i] = f.tos
+    b.vlanId[i] = f.vlanId
+  })
+  b.length = flows.length
+  return b
+}
+
+/**
+ * The fields of the default template (256 for IPv4, 257 for IPv6) a flow must decode to, as
+ * IpfixDecoder returns them (64-bit counters as bigint). The interface goes to ingressInterface
+ * or egressInterface by the flow's direction; the other is 0.
+ */
+export function expectedFields(f: FlowInput): Record<string, string | number | bigint> {
+  const v = f.family === 4 ? 'IPv4' : 'IPv6'
+  return {
+    [`source${v}Address`]: f.src,
+    [`destination${v}Address`]: f.dst,
+    sourceTransportPort: f.sport,
+    destinationTransportPort: f.dport,
+    protocolIdentifier: f.proto,
+    tcpControlBits: f.tcpFlags,
+    octetDeltaCount: BigInt(f.bytes),
+    packetDeltaCount: BigInt(f.packets),
+    flowStartMilliseconds: Math.floor(f.startUs / 1000),
+    flowEndMilliseconds: Math.floor(f.endUs / 1000),
+    ingressInterface: f.direction === 0 ? f.ifindex : 0,
+    egressInterface: f.direction === 1 ? f.ifindex : 0,
+    flowDirection: f.direction,
+    flowEndReason: f.endReason,
+    ipClassOfService: f.tos,
+    vlanId: f.vlanId,
+  }
+}
+
+/** The same as JSON renders it (renderRecordJson, `ipfix listen --json`, tsharkDecodeIpfix): counters as numbers. */
+export function expectedJson(f: FlowInput): Record<string, string | number> {
+  const out: Record<string, string | number> = {}
+  for (const [k, v] of Object.entries(expectedFields(f))) out[k] = typeof v === 'bigint' ? Number(v) : v
+  return out
+}
+
+/** Flows end about now (whole seconds): the checker wants times within a day of the export time. */
+export const NOW_MS = Math.floor(Date.now() / 1000) * 1000
+const NOW_US = NOW_MS * 1000
+
+/** One TCP, UDP and ICMP flow of the family, every field set to a distinct, non-trivial value. */
+export function sampleFlows(family: 4 | 6): FlowInput[] {
+  const a = family === 4 ? ['198.18.0.1', '198.18.200.254', '10.1.2.3', '203.0.113.77'] : ['2001:db8::1', '2001:db8:ffff:1:2:3:4:5', 'fe80::aa:bb', 'fd00:1234::9']
+  const base = {family, tos: 0, vlanId: 0, direction: 0 as 0 | 1}
+  return [
+    // TCP: SYN|ACK|PSH|FIN|ECE|CWR, a counter beyond 2^32, DSCP EF, a VLAN, ended by FIN.
+    {...base, src: a[0], dst: a[1], sport: 49152, dport: 443, proto: 6, tcpFlags: 0xdb, bytes: 5_000_000_123, packets: 3_400_001, startUs: NOW_US - 61_234_567, endUs: NOW_US - 1_000, ifindex: 7, direction: 0, endReason: 3, tos: 0xb8, vlanId: 4094},
+    // UDP egress, active timeout.
+    {...base, src: a[2], dst: a[3], sport: 5353, dport: 53, proto: 17, tcpFlags: 0, bytes: 1_234, packets: 12, startUs: NOW_US - 2_000_999, endUs: NOW_US - 999, ifindex: 65_537, direction: 1, endReason: 2, tos: 0x02, vlanId: 1},
+    // ICMP echo request (type 8, or 128 for ICMPv6), idle timeout.
+    {...base, src: a[1], dst: a[0], sport: 0, dport: family === 4 ? 0x0800 : 0x8000, proto: family === 4 ? 1 : 58, tcpFlags: 0, bytes: 84, packets: 1, startUs: NOW_US - 15_000_000, endUs: NOW_US - 15_000_000, ifindex: 3, direction: 0, endReason: 1, tos: 0, vlanId: 0},
+  ]
+}
+
+/** `n` pseudo-random flows (seeded, so a failure reproduces) with canonical addresses. */
+export function randomFlows(family: 4 | 6, n: number, seed: number): FlowInput[] {
+  const r = prng(seed)
+  const int = (max: number) => Math.floor(r() * (max + 1))
+  const group = () => (1 + int(0xfffe)).toString(16)
+  const addr = () => (family === 4 ? `${1 + int(222)}.${int(255)}.${int(255)}.${1 + int(253)}` : `2001:db8:${group()}:${group()}:${group()}:${group()}:${group()}:${group()}`)
+  return Array.from({length: n}, () => {
+    const proto = [6, 17, family === 4 ? 1 : 58][int(2)]
+    const startUs = NOW_US - int(3_600_000_000)
+    return {
+      family,
+      src: addr(),
+      dst: addr(),
+      sport: proto === 6 || proto === 17 ? int(65535) : 0,
+      dport: int(65535),
+      proto,
+      tcpFlags: proto === 6 ? int(255) : 0,
+      bytes: int(2 ** 40),
+      packets: 1 + int(2 ** 30),
+      startUs,
+      endUs: startUs + int(60_000_000),
+      ifindex: 1 + int(2 ** 31),
+      direction: int(1) as 0 | 1,
+      endReason: 1 + int(4),
+      tos: int(255),
+      vlanId: int(4095),
+    }
+  })
+}
+
+/** The default templates (256 IPv4, 257 IPv6), compiled as the daemon compiles them. */
+export function defaultExportTemplates(): ExportTemplate[] {
+  return defaultConfig().templates.map((t) => compileTemplate(t.id, t.fields))
+}
+
+export const STATS_TEMPLATE_ID = 65000
+
+/** An exporter of the default templates to 127.0.0.1:port. */
+export function exporterTo(port: number, options: Partial<ExporterOptions> = {}, templates = defaultExportTemplates()): CollectorExporter {
+  return new CollectorExporter({name: `127.0.0.1:${port}`, remote: {host: '127.0.0.1', port}}, templates, {
+    maxMessageSize: 1400,
+    templateRefreshMs: 60_000,
+    statsTemplateId: STATS_TEMPLATE_ID,
+    ...options,
+  })
+}
+
+export interface Received {
+  message: DecodedMessage
+  raw: Buffer
+}
+
+/** A collector on 127.0.0.1 that keeps every message, record and malformed datagram, judged by a ConformanceChecker. */
+export class Sink {
+  readonly checker: ConformanceChecker
+  readonly collector: IpfixCollector
+  readonly received: Received[] = []
+  readonly records: DecodedRecord[] = []
+  readonly malformed: DecodeError[] = []
+  port = 0
+
+  constructor(options: ConformanceOptions & {port?: number} = {}) {
+    this.checker = new ConformanceChecker(options)
+    this.collector = new IpfixCollector({host: '127.0.0.1', port: options.port ?? 0, checker: this.checker})
+    this.collector.on('message', (message, raw) => this.received.push({message, raw: Buffer.from(raw)}))
+    this.collector.on('record', (r) => this.records.push(r))
+    this.collector.on('malformed', (e) => this.malformed.push(e))
+  }
+
+  static async start(options: ConformanceOptions & {port?: number} = {}): Promise<Sink> {
+    const s = new Sink(options)
+    s.port = (await s.collector.start()).port
+    return s
+  }
+
+  /** The raw datagrams, in arrival order. */
+  get datagrams(): Buffer[] {
+    return this.received.map((r) => r.raw)
+  }
+
+  /** Waits until `done()` holds (polling the event loop), or fails after `ms` saying what it waited for. */
+  async until(done: () => boolean, what: string, ms = 3000): Promise<void> {
+    const deadline = Date.now() + ms
+    while (!done()) {
+      if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what} (${this.received.length} messages, ${this.records.length} records so far)`)
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  }
+
+  /** Waits for the messages the exporter has handed to its socket (all of them: UDP on loopback). */
+  async settle(exporter: CollectorExporter): Promise<void> {
+    await exporter.flushed()
+    await this.until(() => this.received.length + this.malformed.length >= exporter.stats.messages, `${exporter.stats.messages} messages`)
+  }
+
+  async stop(): Promise<void> {
+    await this.collector.stop()
+  }
+}
