@@ -186,8 +186,9 @@ export class BpfMap {
   ): number {
     let chunk = options.chunk ?? 4096
     const keySize = this.info.keySize
-    let keys = options.keys ?? Buffer.allocUnsafe(chunk * keySize)
-    let values = options.values ?? Buffer.allocUnsafe(chunk * this.valueBytes)
+    // Whole allocations (never slices of Node's pool): aligned, so callers may view them as words.
+    let keys = options.keys ?? Buffer.allocUnsafeSlow(chunk * keySize)
+    let values = options.values ?? Buffer.allocUnsafeSlow(chunk * this.valueBytes)
     const inBatch = Buffer.alloc(Math.max(8, keySize))
     const outBatch = Buffer.alloc(Math.max(8, keySize))
     const count = new Uint32Array(1)
@@ -201,8 +202,8 @@ export class BpfMap {
         // A hash bucket holds more entries than fit in one chunk: retry with room for them.
         if (rc === -ENOSPC && chunk < 1 << 20) {
           chunk *= 4
-          keys = Buffer.allocUnsafe(chunk * keySize)
-          values = Buffer.allocUnsafe(chunk * this.valueBytes)
+          keys = Buffer.allocUnsafeSlow(chunk * keySize)
+          values = Buffer.allocUnsafeSlow(chunk * this.valueBytes)
           continue
         }
         check(rc, `reading ${this.describe()} in batches`)

@@ -122,7 +122,12 @@ export class CollectorExporter {
   /** Changes the templates (config reload): they are sent again before the next data. */
   setTemplates(templates: ExportTemplate[]): void {
     const ids = this.config.templateIds
-    this.templates = ids ? templates.filter((t) => ids.includes(t.template.id)) : templates
+    const wanted = ids ? templates.filter((t) => ids.includes(t.template.id)) : templates
+    // A template that cannot be announced, or whose record cannot fit, in one message with its
+    // headers can carry no flow (the builder would write past the message and send an empty
+    // one): it is left out, and its flows count as unexportable instead.
+    const room = this.options.maxMessageSize - MESSAGE_HEADER_LENGTH - SET_HEADER_LENGTH
+    this.templates = wanted.filter((t) => t.recordLength <= room && templateRecordSize(t.template) <= room)
     this.byFamily = {4: chooseTemplate(this.templates, 4), 6: chooseTemplate(this.templates, 6)}
     this.templatesSentAt.clear()
   }
@@ -318,6 +323,30 @@ export class CollectorExporter {
       seq++
     }
     startMessage()
+    if (maxPackets === Infinity && maxBytes === Infinity) {
+      // No counter to split: each message is filled field by field, a column of records at a
+      // time (the same bytes as record by record, without a call per field and record).
+      for (let i = 0; i < batch.length; ) {
+        if (b.free < recordLength) {
+          this.send(b.finish(), inMessage)
+          startMessage()
+        }
+        const count = Math.min(batch.length - i, Math.max(1, Math.floor(b.free / recordLength)))
+        const buf = b.buf
+        let off = b.pos
+        for (let f = 0; f < fields.length; f++) {
+          fields[f].writeColumn(batch, i, count, buf, off, recordLength)
+          off += fields[f].length
+        }
+        b.pos += count * recordLength
+        inMessage += count
+        seq += count
+        i += count
+      }
+      this.send(b.finish(), inMessage)
+      this.advanceSequence(domain, seq - this.nextSequence(domain))
+      return
+    }
     for (let i = 0; i < batch.length; i++) {
       const packets = batch.packets[i]
       const bytes = batch.bytes[i]

@@ -1,0 +1,139 @@
+/**
+ * The daemon's drain path in a process of its own (so that its peak RSS is the daemon's): a
+ * MeterSetDrainer and a CollectorExporter wired as src/daemon/daemon.ts wires them. On each
+ * {type:'run', flows} message it fills the live IPv4 flow map with that many idle flows (batch
+ * updates, 64 k a call), drains once with the daemon's policy, waits until the last datagram has
+ * left, and answers with the timings. {type:'exit'} answers with its peak RSS and exits.
+ *
+ * argv[2]: JSON {netns, sinkPort}; the meter set is created by the parent under FLOWCTL_PIN_ROOT.
+ */
+import {readFileSync} from 'node:fs'
+
+import {C, FLOW_COUNTERS, K} from '../../src/bpf/layout.js'
+import {numPossibleCpus} from '../../src/bpf/libbpf.js'
+import {MeterSet} from '../../src/bpf/meter-set.js'
+import {defaultConfig} from '../../src/config/load.js'
+import {MeterSetDrainer} from '../../src/daemon/drain.js'
+import {CollectorExporter, compileTemplate} from '../../src/ipfix/exporter.js'
+
+export interface DrainRun {
+  flows: number
+  fillMs: number
+  drainMs: number
+  /** drain() alone, before the socket's queue emptied. */
+  syncMs: number
+  exported: number
+  octets: number
+  messages: number
+  sendErrors: number
+}
+
+export interface DrainExit {
+  vmHwmKb: number
+  vmRssKb: number
+}
+
+const SECOND = 1e9
+const FILL_CHUNK = 65_536
+
+function status(field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/self/status', 'utf8'))
+  return m ? Number(m[1]) : 0
+}
+
+async function main(): Promise<void> {
+  const {netns, sinkPort} = JSON.parse(process.argv[2]) as {netns: string; sinkPort: number}
+  const config = defaultConfig()
+  const set = MeterSet.for(netns)
+  const templates = config.templates.map((t) => compileTemplate(t.id, t.fields))
+  const exporter = new CollectorExporter({name: `127.0.0.1:${sinkPort}`, remote: {host: '127.0.0.1', port: sinkPort}}, templates, {
+    maxMessageSize: config.maxMessageSize,
+    templateRefreshMs: config.templateRefreshSeconds * 1000,
+    statsTemplateId: 65000,
+  })
+  await exporter.open()
+  const drainer = MeterSetDrainer.open(set, netns, config.observationDomainId, (b) => exporter.exportBatch(b))
+  const policy = {idleTimeoutNs: config.idleTimeoutSeconds * SECOND, activeTimeoutNs: config.activeTimeoutSeconds * SECOND}
+  const cpus = numPossibleCpus()
+  const maps = set.openFamily(4)
+  const keySize = maps.a.info.keySize
+  const valueBytes = maps.a.valueBytes
+  const stride = valueBytes / cpus
+  const keys = Buffer.alloc(FILL_CHUNK * keySize)
+  const values = Buffer.alloc(FILL_CHUNK * valueBytes)
+  let base = 0
+
+  /** `n` distinct IPv4 TCP flows, last seen 20 s ago (past the idle timeout), on CPU 0. */
+  function fill(n: number): void {
+    const now = process.hrtime.bigint()
+    const live = maps.live()
+    for (let start = 0; start < n; start += FILL_CHUNK) {
+      const count = Math.min(FILL_CHUNK, n - start)
+      values.fill(0)
+      for (let j = 0; j < count; j++) {
+        const i = base + start + j
+        const k = j * keySize
+        keys.writeUInt32LE(3, k + K.ifindex)
+        keys[k + K.direction] = j & 1
+        keys[k + K.proto] = 6
+        keys.writeUInt16LE(0, k + K.vlanId)
+        keys.writeUInt16BE(1024 + ((i >>> 16) & 0x3fff), k + K.sport)
+        keys.writeUInt16BE(443, k + K.dport)
+        keys.writeUInt32BE((0xc6120000 | (i & 0xffff)) >>> 0, k + K.src) // 198.18.x.y
+        keys.writeUInt32BE(0xc6130001, k + K.src + 4) // 198.19.0.1
+        const v = j * valueBytes
+        values.writeBigUInt64LE(BigInt(10 + (i % 1000)), v + C.packets)
+        values.writeBigUInt64LE(BigInt(1500 * (10 + (i % 1000))), v + C.bytes)
+        values.writeBigUInt64LE(now - 30_000_000_000n, v + C.firstSeen)
+        values.writeBigUInt64LE(now - 20_000_000_000n, v + C.lastSeen)
+        values[v + C.tcpFlags] = 0x1a
+        values[v + C.ipTos] = 0
+        if (stride < FLOW_COUNTERS.size) throw new Error('unexpected per-CPU stride')
+      }
+      live.updateBatch(keys, values, count)
+    }
+    base += n
+  }
+
+  process.on('message', (m: {type: string; flows?: number}) => {
+    void (async () => {
+      if (m.type === 'run') {
+        const n = m.flows!
+        const t0 = performance.now()
+        fill(n)
+        const t1 = performance.now()
+        const before = {...exporter.stats}
+        const report = drainer.drain(policy, (b) => exporter.exportBatch(b))
+        const t2 = performance.now()
+        await exporter.flushed()
+        const t3 = performance.now()
+        const run: DrainRun = {
+          flows: n,
+          fillMs: t1 - t0,
+          drainMs: t3 - t1,
+          syncMs: t2 - t1,
+          exported: Object.values(report.exported).reduce((a, b) => a + b, 0),
+          octets: exporter.stats.octets - before.octets,
+          messages: exporter.stats.messages - before.messages,
+          sendErrors: exporter.stats.sendErrors - before.sendErrors,
+        }
+        process.send!(run)
+      } else if (m.type === 'exit') {
+        const exit: DrainExit = {vmHwmKb: status('VmHWM'), vmRssKb: status('VmRSS')}
+        maps.close()
+        drainer.close()
+        exporter.close()
+        process.send!(exit, () => process.exit(0))
+      }
+    })().catch((error: Error) => {
+      process.send!({error: error.stack ?? error.message})
+    })
+  })
+  process.on('disconnect', () => process.exit(0))
+  process.send!({ready: true})
+}
+
+main().catch((error: Error) => {
+  process.stderr.write(`${error.stack ?? error.message}\n`)
+  process.exit(1)
+})

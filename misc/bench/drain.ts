@@ -1,0 +1,135 @@
+/**
+ * Figures 2 and 5: a full drain of 10 k, 100 k and 1 M flows to IPFIX on loopback, through the
+ * daemon's own code (misc/bench/drain-child.ts), counted by a sink in another process
+ * (misc/bench/sink.ts); and the drain process's peak RSS.
+ */
+import {fork, type ChildProcess} from 'node:child_process'
+import {fileURLToPath} from 'node:url'
+
+import {compileMeter} from '../../src/bpf/compile.js'
+import {MeterSet} from '../../src/bpf/meter-set.js'
+import type {DrainExit, DrainRun} from './drain-child.js'
+import type {SinkCounts} from './sink.js'
+import {cleanup, fixed, log, median, ratio, si, sleep, type BenchOptions, type Row} from './util.js'
+
+const here = (file: string) => fileURLToPath(new URL(file, import.meta.url))
+
+/** Capacity of the benchmark's flow maps: the largest drain must fit. */
+const CAPACITY = 1 << 20
+
+function request<T>(child: ChildProcess, message: object, timeoutMs = 120_000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer to ${JSON.stringify(message)} in ${timeoutMs} ms`)), timeoutMs)
+    const onMessage = (m: T & {error?: string}) => {
+      clearTimeout(timer)
+      child.off('exit', onExit)
+      if (m.error) reject(new Error(m.error))
+      else resolve(m)
+    }
+    const onExit = (code: number | null) => {
+      clearTimeout(timer)
+      child.off('message', onMessage)
+      reject(new Error(`child exited (${code}) before answering ${JSON.stringify(message)}`))
+    }
+    child.once('message', onMessage)
+    child.once('exit', onExit)
+    if (Object.keys(message).length) child.send(message)
+  })
+}
+
+function spawnChild(file: string, args: string[], execArgv: string[] = []): ChildProcess {
+  const child = fork(here(file), args, {stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv})
+  cleanup.push(`stopping ${file}`, () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  return child
+}
+
+/** Waits until the sink has counted `expected` records or its count stops moving. */
+async function sinkSettled(sink: ChildProcess, expected: number): Promise<SinkCounts> {
+  let last = -1
+  for (let quiet = 0; ; ) {
+    const c = await request<SinkCounts>(sink, {type: 'count'})
+    if (c.records >= expected) return c
+    if (c.records === last) {
+      if (++quiet >= 10) return c
+    } else quiet = 0
+    last = c.records
+    await sleep(50)
+  }
+}
+
+export async function benchDrain(options: BenchOptions, profile?: string): Promise<Row[]> {
+  const sizes = options.quick ? [10_000, 100_000, 1_000_000] : [10_000, 100_000, 1_000_000]
+  const repeats = options.repeats
+  const netns = 'fct-bench-drain'
+  const set = MeterSet.for(netns)
+  log(`drain: loading a meter set with ${CAPACITY} flows per map`)
+  await set.create((await compileMeter({capacity: CAPACITY})).objectPath)
+  cleanup.push('removing the drain meter set', () => set.remove())
+
+  const sink = spawnChild('./sink.js', [])
+  const {port} = await request<{port: number}>(sink, {})
+  const execArgv = profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []
+  const child = spawnChild('./drain-child.js', [JSON.stringify({netns, sinkPort: port})], execArgv)
+  await request<{ready: boolean}>(child, {})
+
+  const rows: Row[] = []
+  let expected = 0
+  let lost = 0
+  let sendErrors = 0
+  for (const n of sizes) {
+    const runs: DrainRun[] = []
+    for (let r = 0; r < repeats; r++) {
+      const run = await request<DrainRun>(child, {type: 'run', flows: n})
+      if (run.exported !== n) throw new Error(`drain of ${n} flows exported ${run.exported}`)
+      expected += n
+      const counts = await sinkSettled(sink, expected)
+      if (counts.records < expected) {
+        lost += expected - counts.records
+        expected = counts.records
+      }
+      sendErrors += run.sendErrors
+      runs.push(run)
+      if (options.verbose) log(`drain ${n}: fill ${fixed(run.fillMs, 0)} ms, drain ${fixed(run.drainMs, 0)} ms (sync ${fixed(run.syncMs, 0)} ms), ${run.messages} messages`)
+    }
+    const ms = median(runs.map((x) => x.drainMs))
+    const flowsPerS = n / (ms / 1000)
+    const bytesPerS = median(runs.map((x) => x.octets / (x.drainMs / 1000)))
+    const fillMs = median(runs.map((x) => x.fillMs))
+    const target = n === 1_000_000 ? 1_000_000 : undefined
+    rows.push({
+      figure: `drain->IPFIX ${si(n)} flows: flows/s`,
+      ours: `${si(flowsPerS)}/s (${fixed(ms, 0)} ms)`,
+      reference: 'older tool 34-56 k/s',
+      ratio: ratio(flowsPerS / 56_000),
+      target: target ? `>= ${si(target)}/s` : '',
+      pass: target ? flowsPerS >= target : undefined,
+    })
+    rows.push({figure: `drain->IPFIX ${si(n)} flows: bytes/s`, ours: `${si(bytesPerS, 'B')}/s`, reference: `fill ${fixed(fillMs, 0)} ms`, ratio: '', target: ''})
+  }
+  const counts = await request<SinkCounts>(sink, {type: 'count'})
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  const exit = await request<DrainExit>(child, {type: 'exit'})
+  await exited // (with --profile, the child writes its profile as it exits)
+  rows.push({
+    figure: 'drain: records lost on the way',
+    ours: `${lost} (sink counted ${si(counts.records)}, seq gaps ${counts.sequenceGaps}, socket drops ${counts.drops}, send errors ${sendErrors})`,
+    reference: `rcvbuf ${si(counts.rcvbuf, 'B')}`,
+    ratio: '',
+    target: '0',
+    pass: lost === 0 && counts.sequenceGaps === 0 && counts.drops === 0 && sendErrors === 0,
+  })
+  const peakMb = exit.vmHwmKb / 1024
+  rows.push({
+    figure: 'daemon peak RSS draining 1 M flows',
+    ours: `${fixed(peakMb, 0)} MB`,
+    reference: 'VmHWM of the drain process',
+    ratio: '',
+    target: '<= 200 MB',
+    pass: peakMb <= 200,
+  })
+  sink.send({type: 'stop'})
+  await set.remove()
+  return rows
+}
