@@ -1,26 +1,48 @@
-# flowctl in a container. Run it with the host's network, bpffs and namespaces:
-#   docker run --privileged --net=host -v /sys/fs/bpf:/sys/fs/bpf -v /run/netns:/run/netns \
-#     -v /etc/flowctl:/etc/flowctl flowctl daemon -c /etc/flowctl/config.yaml
+# flowctl in a container: the CLI and the daemon, with the meter's toolchain (clang compiles the
+# tc-eBPF program at `meter attach`, bpftool loads it, iproute2 attaches it, nsenter enters
+# namespaces). It needs the host's network, bpffs and named namespaces, and the privileges to use
+# them:
+#
+#   docker build -t flowctl .
+#   docker run --rm --privileged --net=host -v /sys/fs/bpf:/sys/fs/bpf -v /run/netns:/run/netns \
+#     flowctl meter attach -n eth0
+#   docker run -d --name flowctl --restart=on-failure --privileged --net=host \
+#     -v /sys/fs/bpf:/sys/fs/bpf -v /run/netns:/run/netns:rslave -v /run/flowctl:/run/flowctl \
+#     -v /var/lib/flowctl:/var/lib/flowctl -v /etc/flowctl:/etc/flowctl:ro \
+#     flowctl daemon -c /etc/flowctl/config.yaml
+#
+# /run/flowctl (what is attached) and /var/lib/flowctl (IPFIX sequence numbers) are shared with the
+# host so that the CLI on either side and a restarted container see the same state. `rslave` on
+# /run/netns lets the daemon see namespaces made after it started (each is a mount of its own).
+
+# --- build: compile the TypeScript, then keep only the runtime dependencies -------------------
 FROM node:20-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.json ./
-RUN npm ci --no-audit --no-fund
+# No dependency needs its install script (package.json allowScripts approves none).
+RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY src ./src
 COPY bpf ./bpf
 COPY bin ./bin
 COPY misc ./misc
-RUN npm run build && npm prune --omit=dev
+COPY README.md ./
+RUN npx tsc -p tsconfig.json && npm prune --omit=dev --ignore-scripts
 
+# --- runtime: node and the meter's toolchain, and what the package ships -----------------------
 FROM node:20-bookworm-slim
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends clang llvm libbpf-dev bpftool iproute2 util-linux \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      clang llvm libbpf-dev bpftool iproute2 util-linux \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/flowctl
-COPY --from=build /src/package.json ./
-COPY --from=build /src/node_modules ./node_modules
-COPY --from=build /src/dist ./dist
+# The same files `npm pack` puts in the package (test/misc/dockerfile.test.ts checks it).
+COPY --from=build /src/package.json /src/README.md ./
 COPY --from=build /src/bin ./bin
+COPY --from=build /src/dist/src ./dist/src
 COPY --from=build /src/bpf ./bpf
-RUN ln -s /opt/flowctl/bin/run.js /usr/local/bin/flowctl
+COPY --from=build /src/misc ./misc
+COPY --from=build /src/node_modules ./node_modules
+RUN ln -s /opt/flowctl/bin/run.js /usr/local/bin/flowctl \
+ && flowctl --version
 ENTRYPOINT ["flowctl"]
 CMD ["--help"]

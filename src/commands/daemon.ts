@@ -8,15 +8,19 @@ export default class DaemonCommand extends FlowctlCommand {
   static override summary = 'Export the metered flows as IPFIX to the collectors of a config'
   static override description = `Drains every attached meter (or those the config names) each drainIntervalSeconds and sends the
 flows that ended as IPFIX (RFC 7011, UDP) to every collector, with the templates the config names
-(or IPv4/IPv6 defaults). Logs JSON lines on stderr. SIGTERM/SIGINT export every flow still held and
-exit 0; SIGHUP reloads the config, keeping the old one if the new one is bad. A restart, even
-after SIGKILL, loses no counts: flows wait in pinned maps for the next daemon.`
+(or IPv4/IPv6 defaults), and writes them as JSON lines to the config's flow logs (through their
+hooks). Serves Prometheus metrics on metrics.listen (default 127.0.0.1:9999; "" = off). Logs JSON
+lines on stderr. SIGTERM/SIGINT export every flow still held and exit 0; SIGHUP reopens the flow
+log files (log rotation) and reloads the config, keeping the old one if the new one is bad. A
+restart, even after SIGKILL, loses no counts: flows wait in pinned maps for the next daemon.`
 
   static override aliases = ['agent']
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> -c /etc/flowctl/config.yaml',
     {description: 'The older tool\'s name for it', command: '<%= config.bin %> agent -c config.yaml'},
+    {description: 'Reload the config and reopen the flow logs of a running daemon', command: 'kill -HUP "$(cat /run/flowctl/daemon.pid)"'},
+    {description: 'Its metrics', command: 'curl -s http://127.0.0.1:9999/metrics | grep ^flowctl_'},
   ]
 
   static override flags = {

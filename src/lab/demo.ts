@@ -19,6 +19,7 @@ import {attachMeters, detachMeters} from '../bpf/attach.js'
 import {defaultConfig} from '../config/load.js'
 import {Daemon} from '../daemon/daemon.js'
 import {createLogger, type Logger} from '../daemon/log.js'
+import {DaemonMetrics} from '../daemon/metrics.js'
 import {IpfixCollector} from '../ipfix/collector.js'
 import {ConformanceChecker} from '../ipfix/conformance.js'
 import {renderFields} from '../ipfix/decoder.js'
@@ -91,6 +92,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const lab = new Lab(id)
   const collector = new IpfixCollector({host: '127.0.0.1', port: 0, checker: new ConformanceChecker({maxMessageSize: 1400})})
   let daemon: Daemon | undefined
+  let metrics: DaemonMetrics | undefined
   let router: string | undefined
   const agents: {stop(): void}[] = []
   let interrupted = false
@@ -158,7 +160,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       metrics: {listen: options.metricsListen ?? null},
       stateFile: join(stateDir, 'daemon-state.json'),
     })
-    daemon = new Daemon(config, {log: options.daemonLog ?? createLogger(() => {})})
+    const daemonLog = options.daemonLog ?? createLogger(() => {})
+    if (options.metricsListen) {
+      metrics = new DaemonMetrics({log: daemonLog})
+      await metrics.listen(options.metricsListen)
+      log(`daemon metrics on http://${options.metricsListen}/metrics`)
+    }
+    daemon = new Daemon(config, {log: daemonLog, hooks: metrics?.hooks})
+    metrics?.watch(daemon)
     await daemon.start()
     log(`daemon exporting IPFIX to the embedded collector on udp 127.0.0.1:${port} (drain every second, idle timeout 2 s)`)
 
@@ -213,6 +222,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     process.off('SIGTERM', onSignal)
     for (const a of agents) a.stop()
     if (daemon) await daemon.stop().catch(() => {})
+    await metrics?.close()
     await collector.stop()
     if (router) await detachMeters({targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
     await lab.destroy()

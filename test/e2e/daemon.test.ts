@@ -16,7 +16,7 @@ import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import {execa, type ResultPromise} from 'execa'
+import {execa} from 'execa'
 
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
 import {IpfixCollector} from '../../src/ipfix/collector.js'
@@ -24,6 +24,7 @@ import {ConformanceChecker} from '../../src/ipfix/conformance.js'
 import {renderFields, type DecodedRecord} from '../../src/ipfix/decoder.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
+import {DaemonProcess} from '../helpers/daemon.js'
 import {CLI, requireE2e, sleep} from '../helpers/e2e.js'
 import {tsharkDecodeIpfix} from '../helpers/tshark.js'
 
@@ -75,74 +76,6 @@ class TestCollector {
   }
 }
 
-interface LogLine {
-  event: string
-  level: string
-  [key: string]: unknown
-}
-
-/** `flowctl daemon -c FILE` as a child, with its JSON log lines. */
-class DaemonProcess {
-  readonly log: LogLine[] = []
-  private readonly child: ResultPromise
-  private stderrTail = ''
-
-  constructor(configFile: string, netns?: string) {
-    const argv = [CLI, 'daemon', '-c', configFile]
-    this.child = netns
-      ? execa('nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, ...argv], {reject: false, env: process.env})
-      : execa(process.execPath, argv, {reject: false, env: process.env})
-    let partial = ''
-    this.child.stderr!.on('data', (d: Buffer) => {
-      partial += d.toString()
-      const lines = partial.split('\n')
-      partial = lines.pop()!
-      for (const line of lines) {
-        this.stderrTail = `${this.stderrTail}${line}\n`.slice(-4000)
-        try {
-          this.log.push(JSON.parse(line) as LogLine)
-        } catch {
-          // not a log line (an error message); kept in the tail
-        }
-      }
-    })
-  }
-
-  get pid(): number {
-    return this.child.pid!
-  }
-
-  async waitForLog(event: string, match: (l: LogLine) => boolean = () => true, timeoutMs = 20_000): Promise<LogLine> {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const found = this.log.find((l) => l.event === event && match(l))
-      if (found) return found
-      if (this.child.exitCode !== null) throw new Error(`the daemon exited (${this.child.exitCode}) before logging ${event}: ${this.stderrTail}`)
-      if (Date.now() > deadline) throw new Error(`timed out waiting for the daemon to log ${event}: ${this.stderrTail}`)
-      await sleep(50)
-    }
-  }
-
-  count(event: string): number {
-    return this.log.filter((l) => l.event === event).length
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    this.child.kill(signal)
-  }
-
-  /** Sends `signal` and resolves with the exit code (or the signal that ended it). */
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | string> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal)
-    const r = await this.child
-    return r.exitCode ?? r.signal ?? -1
-  }
-
-  get tail(): string {
-    return this.stderrTail
-  }
-}
-
 function sum(flows: Fields[], key: 'packetDeltaCount' | 'octetDeltaCount', match: (f: Fields) => boolean = () => true): number {
   return flows.filter(match).reduce((a, f) => a + Number(f[key]), 0)
 }
@@ -164,7 +97,7 @@ describe('daemon end to end @e2e', function () {
   }
   const saved: Record<string, string | undefined> = {}
   const lab = new Lab()
-  const tmp = mkdtempSync(join(tmpdir(), 'fct-daemon-'))
+  let tmp = ''
   let client: string
   let server: string
   let ifindex: number
@@ -205,6 +138,7 @@ describe('daemon end to end @e2e', function () {
 
   before(async function () {
     requireE2e(this)
+    tmp = mkdtempSync(join(tmpdir(), 'fct-daemon-'))
     for (const [k, v] of Object.entries(dirs)) {
       saved[k] = process.env[k]
       process.env[k] = v
@@ -243,7 +177,7 @@ describe('daemon end to end @e2e', function () {
     if (client) await detachMeters({targets: [{netns: client, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
     await lab.destroy()
     for (const dir of Object.values(dirs)) rmSync(dir, {recursive: true, force: true})
-    rmSync(tmp, {recursive: true, force: true})
+    if (tmp) rmSync(tmp, {recursive: true, force: true})
     for (const [k, v] of Object.entries(saved)) {
       if (v === undefined) delete process.env[k]
       else process.env[k] = v

@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {FlowctlCommand} from '../../command.js'
+import {jsonFlag} from '../../flags.js'
 import {loadConfig} from '../../config/load.js'
 import {statsTemplateId} from '../../daemon/daemon.js'
 import {CollectorExporter, compileTemplate} from '../../ipfix/exporter.js'
@@ -11,11 +12,15 @@ export default class IpfixSend extends FlowctlCommand {
   static override description = `Sends the config's templates, then the flows of FLOWS.yaml as data records, to every collector
 of the config (the older tool's \`flowctl ipfix file\`). For testing collectors and templates.`
 
-  static override examples = ['<%= config.bin %> <%= command.id %> -c config.yaml -f flows.yaml']
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> -c config.yaml -f flows.yaml',
+    {description: 'What was sent to each collector, as JSON', command: '<%= config.bin %> <%= command.id %> -c config.yaml -f flows.yaml --json'},
+  ]
 
   static override flags = {
     config: Flags.string({char: 'c', description: 'YAML config with collectors and templates', default: './config.yaml'}),
     flows: Flags.string({char: 'f', description: 'YAML file of flowsets', default: './flow.yaml'}),
+    json: jsonFlag,
   }
 
   async run(): Promise<void> {
@@ -23,6 +28,7 @@ of the config (the older tool's \`flowctl ipfix file\`). For testing collectors 
     const config = await loadConfig(flags.config)
     const flowSets = await loadFlowFile(flags.flows, config)
     const templates = config.templates.map((t) => compileTemplate(t.id, t.fields))
+    const sent: {collector: string; records: number; messages: number; octets: number; sendErrors: number}[] = []
     for (const c of config.collectors) {
       const exporter = new CollectorExporter(c, templates, {
         maxMessageSize: config.maxMessageSize,
@@ -35,7 +41,9 @@ of the config (the older tool's \`flowctl ipfix file\`). For testing collectors 
       await exporter.flushed()
       exporter.close()
       const {messages, records, octets, sendErrors} = exporter.stats
-      this.log(`${c.name}: ${records} records in ${messages} messages (${octets} bytes)${sendErrors ? `, ${sendErrors} send errors` : ''}`)
+      sent.push({collector: c.name, records, messages, octets, sendErrors})
+      if (!flags.json) this.log(`${c.name}: ${records} records in ${messages} messages (${octets} bytes)${sendErrors ? `, ${sendErrors} send errors` : ''}`)
     }
+    if (flags.json) this.printJson(sent)
   }
 }

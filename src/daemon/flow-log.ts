@@ -1,0 +1,309 @@
+/**
+ * Flow logs: every exported flow as one JSON line, in a file or on stdout ('-'), after the output's
+ * hooks (see hooks.ts). The keys are the older linux-flow-exporter's (src, dst, proto, sport,
+ * dport, ingressIfindex, egressIfindex, pkts, bytes, start, end, finished) and richer ones
+ * (netns, interface, direction, ipVersion, vlanId, tos, tcpFlags, endReason, ...).
+ *
+ * Export never waits for a hook: a batch with hooks goes into a queue that a worker empties, one
+ * batch at a time. The queue is bounded (maxQueuedRecords): a batch that does not fit skips the
+ * hooks and is written at once, unenriched (counted as `queue_full`). A hook that fails, hangs or
+ * prints garbage is logged (rate-limited) and counted, and the records are written as they were.
+ *
+ * Log rotation: `reopen()` (SIGHUP) opens the file by its name again and sends the next lines
+ * there; the lines written before go on to the old file (renamed by logrotate) until it is closed,
+ * so no line is lost. Use logrotate's default (rename, then `postrotate kill -HUP`), not
+ * `copytruncate`, which loses what is written between the copy and the truncation.
+ */
+import {open} from 'node:fs/promises'
+import type {WriteStream} from 'node:fs'
+
+import type {LogOutputConfig} from '../config/config.js'
+import {FlowctlError} from '../errors.js'
+import {END_REASON, type FlowBatch} from '../flow/batch.js'
+import {formatAddress} from '../flow/address.js'
+import {isIcmp, protocolName, TCP_FIN, TCP_RST, tcpFlagsText} from '../flow/protocols.js'
+import type {FlowOutput} from './daemon.js'
+import {applyHooks, hookLabel, type FlowRecord} from './hooks.js'
+import {InterfaceNames} from './interfaces.js'
+import type {Logger} from './log.js'
+import type {FlowLogObserver} from './metrics.js'
+
+const END_REASON_NAME: Record<number, string> = Object.fromEntries(Object.entries(END_REASON).map(([name, value]) => [value, name]))
+
+/** Records waiting for hooks, per output, before batches skip the hooks. */
+export const DEFAULT_MAX_QUEUED_RECORDS = 100_000
+
+/** The flows of a batch as log records. */
+export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRecord[] {
+  const records: FlowRecord[] = new Array(batch.length)
+  const len = batch.addrLen
+  for (let i = 0; i < batch.length; i++) {
+    const ifindex = batch.ifindex[i]
+    const egress = batch.direction[i] === 1
+    const proto = batch.proto[i]
+    const flags = batch.tcpFlags[i]
+    const record: FlowRecord = {
+      src: formatAddress(batch.family, batch.src, i * len),
+      dst: formatAddress(batch.family, batch.dst, i * len),
+      proto,
+      sport: batch.sport[i],
+      dport: batch.dport[i],
+      // The older tool keyed flows by both interfaces; flowctl meters one interface and direction.
+      ingressIfindex: egress ? 0 : ifindex,
+      egressIfindex: egress ? ifindex : 0,
+      pkts: batch.packets[i],
+      bytes: batch.bytes[i],
+      start: Math.round(batch.startUs[i] / 1000),
+      end: Math.round(batch.endUs[i] / 1000),
+      finished: flags & (TCP_FIN | TCP_RST) ? 1 : 0,
+      netns: batch.netns,
+      interface: names.name(batch.netns, ifindex),
+      direction: egress ? 'egress' : 'ingress',
+      ipVersion: batch.family,
+      protoName: protocolName(proto),
+      vlanId: batch.vlanId[i],
+      tos: batch.tos[i],
+      tcpFlags: flags,
+      tcpFlagsText: tcpFlagsText(flags),
+      endReason: END_REASON_NAME[batch.endReason[i]] ?? String(batch.endReason[i]),
+      observationDomainId: batch.observationDomainId,
+    }
+    if (isIcmp(proto)) {
+      record.icmpType = batch.dport[i] >> 8
+      record.icmpCode = batch.dport[i] & 0xff
+    }
+    records[i] = record
+  }
+  return records
+}
+
+/** The name an output goes by in logs and metrics. */
+export function outputName(config: LogOutputConfig): string {
+  return config.file === '-' ? 'stdout' : config.file
+}
+
+const NO_OBSERVER: FlowLogObserver = {written() {}, hookFailed() {}, queued() {}}
+
+export interface FlowLogOptions {
+  log: Logger
+  observer?: FlowLogObserver
+  names?: InterfaceNames
+  maxQueuedRecords?: number
+  /** Where '-' writes (process.stdout). */
+  stdout?: NodeJS.WritableStream
+}
+
+async function openAppend(file: string): Promise<WriteStream> {
+  const handle = await open(file, 'a')
+  return handle.createWriteStream({encoding: 'utf8'})
+}
+
+function endStream(stream: WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.destroyed) return resolve()
+    stream.end(() => resolve())
+    stream.once('error', () => resolve())
+  })
+}
+
+export class FlowLogOutput implements FlowOutput {
+  readonly config: LogOutputConfig
+  readonly name: string
+  private readonly log: Logger
+  private readonly observer: FlowLogObserver
+  private readonly names: InterfaceNames
+  private readonly maxQueued: number
+  private readonly stdout: NodeJS.WritableStream
+  private stream?: WriteStream
+  private readonly queue: FlowRecord[][] = []
+  private queuedRecords = 0
+  private worker?: Promise<void>
+  private closed = false
+
+  private constructor(config: LogOutputConfig, options: FlowLogOptions) {
+    this.config = config
+    this.name = outputName(config)
+    this.log = options.log
+    this.observer = options.observer ?? NO_OBSERVER
+    this.names = options.names ?? new InterfaceNames()
+    this.maxQueued = options.maxQueuedRecords ?? DEFAULT_MAX_QUEUED_RECORDS
+    this.stdout = options.stdout ?? process.stdout
+  }
+
+  /** Opens the output (creating its file, appending to it if it exists). */
+  static async open(config: LogOutputConfig, options: FlowLogOptions, key = 'logs[].file'): Promise<FlowLogOutput> {
+    const output = new FlowLogOutput(config, options)
+    if (config.file !== '-') {
+      try {
+        output.stream = await output.openFile()
+      } catch (error) {
+        const e = error as NodeJS.ErrnoException
+        throw new FlowctlError(`${key}: cannot open ${config.file} for appending: ${e.code ?? e.message}${e.code === 'ENOENT' ? ' (its directory does not exist)' : ''}`, {cause: error})
+      }
+    }
+    return output
+  }
+
+  private async openFile(): Promise<WriteStream> {
+    const stream = await openAppend(this.config.file)
+    stream.on('error', (error) => this.log.limited(`flow-log-write:${this.name}`, 'error', 'flow-log-write-failed', {output: this.name, error: error.message}))
+    return stream
+  }
+
+  /** Records waiting for the hooks. */
+  get queued(): number {
+    return this.queuedRecords
+  }
+
+  write(batch: FlowBatch): void {
+    if (batch.length === 0 || this.closed) return
+    // The batch is reused once this returns: the records are made now.
+    const records = batchToRecords(batch, this.names)
+    if (this.config.hooks.length === 0) return this.writeRecords(records)
+    if (this.queuedRecords > 0 && this.queuedRecords + records.length > this.maxQueued) {
+      for (const hook of this.config.hooks) this.observer.hookFailed(this.name, hookLabel(hook), 'queue_full')
+      this.log.limited(`hook-queue:${this.name}`, 'warn', 'hook-queue-full', {
+        output: this.name,
+        queued: this.queuedRecords,
+        skipped: records.length,
+        detail: 'the hooks are slower than the flows: records written without them',
+      })
+      return this.writeRecords(records)
+    }
+    this.queue.push(records)
+    this.queuedRecords += records.length
+    this.observer.queued(this.name, this.queuedRecords)
+    this.worker ??= this.work().finally(() => (this.worker = undefined))
+  }
+
+  private async work(): Promise<void> {
+    while (this.queue.length > 0) {
+      const records = this.queue[0]
+      const out = await applyHooks(this.config.hooks, records, (hook, failure) => {
+        const label = hookLabel(hook)
+        this.observer.hookFailed(this.name, label, failure.reason)
+        this.log.limited(`hook:${this.name}:${label}:${failure.reason}`, 'warn', 'hook-failed', {output: this.name, hook: label, reason: failure.reason, error: failure.message})
+      })
+      this.writeRecords(out)
+      this.queue.shift()
+      this.queuedRecords -= records.length
+      this.observer.queued(this.name, this.queuedRecords)
+    }
+  }
+
+  private writeRecords(records: FlowRecord[]): void {
+    if (records.length === 0) return
+    let text = ''
+    for (const r of records) text += `${JSON.stringify(r)}\n`
+    if (this.config.file === '-') this.stdout.write(text)
+    else this.stream?.write(text)
+    this.observer.written(this.name, records.length)
+  }
+
+  /** Resolves once every record handed over so far went through its hooks and was written. */
+  async idle(): Promise<void> {
+    while (this.worker) await this.worker
+  }
+
+  /**
+   * Opens the file by its name again (after logrotate renamed it). Lines written until the new
+   * file is open go to the old one, which is then flushed and closed: no line is lost. If the file
+   * cannot be opened, the old one stays in use.
+   */
+  async reopen(): Promise<void> {
+    if (this.config.file === '-' || this.closed) return
+    let next: WriteStream
+    try {
+      next = await this.openFile()
+    } catch (error) {
+      this.log.log('error', 'flow-log-reopen-failed', {output: this.name, error: (error as Error).message, detail: 'still writing to the file it had open'})
+      return
+    }
+    const old = this.stream
+    this.stream = next
+    if (old) await endStream(old)
+    this.log.log('info', 'flow-log-reopened', {output: this.name})
+  }
+
+  /** Waits for the hooks of what is queued (each bounded by its timeout), then flushes and closes. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    await this.idle()
+    this.closed = true
+    const stream = this.stream
+    this.stream = undefined
+    if (stream) await endStream(stream)
+  }
+}
+
+/** The flow log outputs of a config, kept across reloads. */
+export class FlowLogs {
+  private current: FlowLogOutput[]
+
+  private constructor(
+    outputs: FlowLogOutput[],
+    private readonly options: FlowLogOptions,
+  ) {
+    this.current = outputs
+  }
+
+  static async open(configs: readonly LogOutputConfig[], options: FlowLogOptions): Promise<FlowLogs> {
+    const logs = new FlowLogs([], options)
+    logs.current = await logs.openAll(configs, [])
+    return logs
+  }
+
+  get outputs(): readonly FlowLogOutput[] {
+    return this.current
+  }
+
+  private async openAll(configs: readonly LogOutputConfig[], keep: FlowLogOutput[]): Promise<FlowLogOutput[]> {
+    const opened: FlowLogOutput[] = []
+    const out: FlowLogOutput[] = []
+    try {
+      for (const [i, config] of configs.entries()) {
+        const same = keep.find((o) => JSON.stringify(o.config) === JSON.stringify(config))
+        if (same) {
+          out.push(same)
+          continue
+        }
+        const output = await FlowLogOutput.open(config, this.options, `logs[${i}].file`)
+        opened.push(output)
+        out.push(output)
+        this.options.observer?.declareOutput?.(output.name, config.hooks.map(hookLabel))
+      }
+    } catch (error) {
+      for (const o of opened) await o.close()
+      throw error
+    }
+    return out
+  }
+
+  /**
+   * Prepares the outputs of a new config: unchanged ones are kept, new ones opened (a failure
+   * throws and changes nothing). `commit()` makes them current and closes the ones dropped.
+   */
+  async prepare(configs: readonly LogOutputConfig[]): Promise<{outputs: FlowLogOutput[]; commit(): Promise<void>; discard(): Promise<void>}> {
+    const outputs = await this.openAll(configs, this.current)
+    let committed = false
+    return {
+      outputs,
+      commit: async () => {
+        committed = true
+        const dropped = this.current.filter((o) => !outputs.includes(o))
+        this.current = outputs
+        for (const o of dropped) await o.close()
+      },
+      /** Closes the outputs prepare() opened (the reload was refused). */
+      discard: async () => {
+        if (committed) return
+        for (const o of outputs) if (!this.current.includes(o)) await o.close()
+      },
+    }
+  }
+
+  /** Reopens every file (SIGHUP). */
+  async reopen(): Promise<void> {
+    await Promise.all(this.current.map((o) => o.reopen()))
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * The annotated example config (misc/config.example.yaml, and the same text in the README) is one
+ * an operator can start from: `flowctl config check` accepts it, and it names every key.
+ */
+import assert from 'node:assert/strict'
+import {readFileSync} from 'node:fs'
+import {join} from 'node:path'
+
+import {loadConfig} from '../../src/config/load.js'
+import {cli} from '../helpers/e2e.js'
+import {REPO_ROOT} from '../helpers/unit.js'
+
+const EXAMPLE = join(REPO_ROOT, 'misc', 'config.example.yaml')
+
+describe('example config', function () {
+  it('passes `flowctl config check`', async function () {
+    const r = await cli(['config', 'check', '-c', EXAMPLE])
+    assert.equal(r.exitCode, 0, r.stderr)
+    assert.match(r.stdout, /: ok \(2 collectors, 2 templates, 1 log output\)/)
+  })
+
+  it('sets every top-level key, a hook of each kind, and loads as documented', async function () {
+    const config = await loadConfig(EXAMPLE)
+    assert.equal(config.templatesDefaulted, false)
+    assert.deepEqual(
+      config.collectors.map((c) => c.name),
+      ['127.0.0.1:4739', '[fd00::10]:4739'],
+    )
+    assert.deepEqual(config.meters, [{netns: null}, {netns: 'customer-a', observationDomainId: 2}])
+    assert.equal(config.metrics.listen, '127.0.0.1:9999')
+    const hooks = config.logs[0].hooks
+    assert.ok('command' in hooks[0] && hooks[0].command[0] === 'jq')
+    assert.ok('shell' in hooks[1])
+    const text = readFileSync(EXAMPLE, 'utf8')
+    for (const key of ['observationDomainId', 'maxMessageSize', 'drainIntervalSeconds', 'idleTimeoutSeconds', 'activeTimeoutSeconds', 'templateRefreshSeconds', 'statsIntervalSeconds', 'collectors', 'templates', 'meters', 'logs', 'metrics', 'stateFile']) {
+      assert.match(text, new RegExp(`^${key}:`, 'm'), key)
+    }
+  })
+
+  it('is the config the README shows, word for word', function () {
+    const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8')
+    const example = readFileSync(EXAMPLE, 'utf8')
+    assert.ok(readme.includes(`\`\`\`yaml\n${example}\`\`\``), 'README.md has misc/config.example.yaml in a ```yaml block')
+  })
+})
