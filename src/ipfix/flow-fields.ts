@@ -29,6 +29,23 @@ export interface BoundField {
 const NTP_EPOCH_OFFSET_S = 2_208_988_800 // 1900-01-01 to 1970-01-01
 const TWO_32 = 4_294_967_296
 
+/**
+ * A non-negative integer below 2^53 as 8 big-endian bytes, byte by byte: the hot path avoids
+ * Buffer's bounds-checked writers (small enough for V8 to inline).
+ */
+function putU64(buf: Buffer, off: number, v: number): void {
+  const hi = Math.floor(v / TWO_32) >>> 0
+  const lo = v % TWO_32
+  buf[off] = hi >>> 24
+  buf[off + 1] = hi >>> 16
+  buf[off + 2] = hi >>> 8
+  buf[off + 3] = hi
+  buf[off + 4] = lo >>> 24
+  buf[off + 5] = lo >>> 16
+  buf[off + 6] = lo >>> 8
+  buf[off + 7] = lo
+}
+
 /** Big-endian unsigned integer in `len` bytes; a value too large for a reduced size is sent as the maximum. */
 export function putUint(buf: Buffer, off: number, len: number, value: number): void {
   if (len === 8) {
@@ -109,16 +126,7 @@ function unsignedColumn(source: ColumnSource, len: number, write: FieldWriter): 
       let v = divisor === 1 ? col[i] : Math.floor(col[i] / divisor)
       if (direction >= 0 && dir[i] !== direction) v = 0
       if (len === 8) {
-        const hi = Math.floor(v / TWO_32) >>> 0
-        const lo = v % TWO_32
-        buf[p] = hi >>> 24
-        buf[p + 1] = hi >>> 16
-        buf[p + 2] = hi >>> 8
-        buf[p + 3] = hi
-        buf[p + 4] = lo >>> 24
-        buf[p + 5] = lo >>> 16
-        buf[p + 6] = lo >>> 8
-        buf[p + 7] = lo
+        putU64(buf, p, v)
         continue
       }
       if (v > max) v = max
@@ -174,19 +182,7 @@ function unsigned(valueOf: ValueOf, len: number): FieldWriter {
         buf[off + 3] = c
       }
     case 8:
-      return (b, i, buf, off) => {
-        const v = valueOf(b, i)
-        const hi = Math.floor(v / TWO_32) >>> 0
-        const lo = v % TWO_32 // v >>> 0, for the non-negative integers counters are
-        buf[off] = hi >>> 24
-        buf[off + 1] = hi >>> 16
-        buf[off + 2] = hi >>> 8
-        buf[off + 3] = hi
-        buf[off + 4] = lo >>> 24
-        buf[off + 5] = lo >>> 16
-        buf[off + 6] = lo >>> 8
-        buf[off + 7] = lo
-      }
+      return (b, i, buf, off) => putU64(buf, off, valueOf(b, i))
     default:
       return (b, i, buf, off) => putUint(buf, off, len, valueOf(b, i))
   }

@@ -25,7 +25,7 @@ import {renderFields, type DecodedRecord} from '../../src/ipfix/decoder.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'
-import {CLI, requireE2e, sleep} from '../helpers/e2e.js'
+import {CLI, requireE2e, sleep, PrivateDirs} from '../helpers/e2e.js'
 import {tsharkDecodeIpfix} from '../helpers/tshark.js'
 
 const ETH = 14
@@ -90,12 +90,8 @@ function matching(flows: Fields[], match: Fields): Fields[] {
 describe('daemon end to end @e2e', function () {
   this.timeout(240_000)
   const id = randomBytes(3).toString('hex')
-  const dirs = {
-    FLOWCTL_PIN_ROOT: `/sys/fs/bpf/fct-${id}`,
-    FLOWCTL_RUN_DIR: `/run/fct-${id}`,
-    FLOWCTL_STATE_DIR: `/tmp/fct-${id}-state`,
-  }
-  const saved: Record<string, string | undefined> = {}
+  const privateDirs = new PrivateDirs(id)
+  const dirs = privateDirs.env
   const lab = new Lab()
   let tmp = ''
   let client: string
@@ -139,10 +135,7 @@ describe('daemon end to end @e2e', function () {
   before(async function () {
     requireE2e(this)
     tmp = mkdtempSync(join(tmpdir(), 'fct-daemon-'))
-    for (const [k, v] of Object.entries(dirs)) {
-      saved[k] = process.env[k]
-      process.env[k] = v
-    }
+    privateDirs.apply()
     client = await lab.namespace('client')
     server = await lab.namespace('server')
     await lab.veth(client, 'veth0', server, 'veth1', {
@@ -176,12 +169,8 @@ describe('daemon end to end @e2e', function () {
     for (const d of daemons) await d.stop('SIGKILL').catch(() => {})
     if (client) await detachMeters({targets: [{netns: client, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
     await lab.destroy()
-    for (const dir of Object.values(dirs)) rmSync(dir, {recursive: true, force: true})
     if (tmp) rmSync(tmp, {recursive: true, force: true})
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k]
-      else process.env[k] = v
-    }
+    privateDirs.remove()
   })
 
   it('exports every field of IPv4 and IPv6 TCP, UDP and ICMP flows exactly, and tshark decodes the same', async function () {

@@ -22,7 +22,7 @@ import {dataRecordCount, IpfixDecoder} from '../../src/ipfix/decoder.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'
-import {cli, cliOk, requireE2e, sleep} from '../helpers/e2e.js'
+import {cli, cliOk, requireE2e, sleep, PrivateDirs} from '../helpers/e2e.js'
 import {sample} from '../helpers/prom.js'
 
 const ETH = 14
@@ -55,12 +55,8 @@ class Sink {
 describe('daemon metrics and flow logs end to end @e2e', function () {
   this.timeout(240_000)
   const id = randomBytes(3).toString('hex')
-  const dirs = {
-    FLOWCTL_PIN_ROOT: `/sys/fs/bpf/fct-${id}`,
-    FLOWCTL_RUN_DIR: `/run/fct-${id}`,
-    FLOWCTL_STATE_DIR: `/tmp/fct-${id}-state`,
-  }
-  const saved: Record<string, string | undefined> = {}
+  const privateDirs = new PrivateDirs(id)
+  const dirs = privateDirs.env
   const lab = new Lab(id)
   let tmp = ''
   let flowLog = ''
@@ -100,10 +96,7 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     tmp = mkdtempSync(join(tmpdir(), 'fct-metrics-'))
     flowLog = join(tmp, 'flows.log')
     configFile = join(tmp, 'config.yaml')
-    for (const [k, v] of Object.entries(dirs)) {
-      saved[k] = process.env[k]
-      process.env[k] = v
-    }
+    privateDirs.apply()
     a = await lab.namespace('a')
     b = await lab.namespace('b')
     await lab.veth(a, 'a0', b, 'b0', {v4: ['198.18.20.1/24', '198.18.20.2/24'], quiet: true})
@@ -155,12 +148,8 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     if (daemon) await daemon.stop('SIGKILL').catch(() => {})
     if (a) await cli(['meter', 'detach', '--netns', a]).catch(() => {})
     await lab.destroy()
-    for (const dir of Object.values(dirs)) rmSync(dir, {recursive: true, force: true})
     if (tmp) rmSync(tmp, {recursive: true, force: true})
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k]
-      else process.env[k] = v
-    }
+    privateDirs.remove()
   })
 
   it('counts the packets and IP bytes of the exported flows exactly, per interface, direction and protocol', async function () {

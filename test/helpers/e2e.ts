@@ -2,7 +2,7 @@
  * Shared by the end-to-end suites: the precondition check (in CI a missing precondition is a
  * failure, never a skip), and running the CLI as a user would.
  */
-import {existsSync} from 'node:fs'
+import {existsSync, rmSync} from 'node:fs'
 import {fileURLToPath} from 'node:url'
 
 import {execa} from 'execa'
@@ -51,4 +51,33 @@ export async function cliJson<T>(args: string[]): Promise<T> {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms))
+}
+
+/**
+ * Private pin, run and state directories (FLOWCTL_*) for one suite and the processes it starts,
+ * so it never meets another run's meters or daemon. `apply()` in before(), `remove()` in after().
+ */
+export class PrivateDirs {
+  readonly env: {FLOWCTL_PIN_ROOT: string; FLOWCTL_RUN_DIR: string; FLOWCTL_STATE_DIR: string}
+  private readonly saved: Record<string, string | undefined> = {}
+
+  constructor(id: string) {
+    this.env = {FLOWCTL_PIN_ROOT: `/sys/fs/bpf/fct-${id}`, FLOWCTL_RUN_DIR: `/run/fct-${id}`, FLOWCTL_STATE_DIR: `/tmp/fct-${id}-state`}
+  }
+
+  apply(): void {
+    for (const [k, v] of Object.entries(this.env)) {
+      this.saved[k] = process.env[k]
+      process.env[k] = v
+    }
+  }
+
+  /** Removes the directories and puts the environment back. */
+  remove(): void {
+    for (const dir of Object.values(this.env)) rmSync(dir, {recursive: true, force: true})
+    for (const [k, v] of Object.entries(this.saved)) {
+      if (v === undefined) delete process.env[k]
+      else process.env[k] = v
+    }
+  }
 }
