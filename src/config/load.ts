@@ -11,7 +11,7 @@ import {isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Docume
 
 import {InvalidInputError} from '../errors.js'
 import {canonicalAddress} from '../flow/address.js'
-import {allowedLengths, elementByName, naturalLength, similarNames, VARIABLE_LENGTH} from '../ipfix/elements.js'
+import {allowedLengths, elementByName, naturalLength, similarNames, VARIABLE_LENGTH, editDistance} from '../ipfix/elements.js'
 import {DEFAULT_TEMPLATES, EXPORTABLE_ELEMENTS, exportableElement} from '../ipfix/exportable.js'
 import {validateNetnsName} from '../sys/netns.js'
 import type {CollectorConfig, Config, Endpoint, HookConfig, LogOutputConfig, MeterSelection, TemplateConfig, TemplateFieldConfig} from './config.js'
@@ -208,19 +208,6 @@ function join(names: readonly string[], last = 'or'): string {
   return `${names.slice(0, -1).join(', ')} ${last} ${names[names.length - 1]}`
 }
 
-function editDistance(a: string, b: string): number {
-  const prev = Array.from({length: b.length + 1}, (_, i) => i)
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]
-    prev[0] = i
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = prev[j]
-      prev[j] = Math.min(prev[j] + 1, prev[j - 1] + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1))
-      diag = tmp
-    }
-  }
-  return prev[b.length]
-}
 
 /** The allowed key closest to an unknown one, if it is close enough to be a typo. */
 function closestKey(key: string, allowed: readonly string[]): string | undefined {

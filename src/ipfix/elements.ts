@@ -137,7 +137,8 @@ export function similarNames(name: string, max = 3): string[] {
   return scored.filter((s) => s.d <= Math.max(2, Math.floor(lower.length / 4))).slice(0, max).map((s) => s.name)
 }
 
-function editDistance(a: string, b: string): number {
+/** Levenshtein distance: how many single-character edits turn `a` into `b` (for "did you mean"). */
+export function editDistance(a: string, b: string): number {
   const prev = Array.from({length: b.length + 1}, (_, i) => i)
   for (let i = 1; i <= a.length; i++) {
     let diag = prev[0]
