@@ -169,30 +169,7 @@ function tooMuchPadding(buf: Buffer, p: number, end: number, what: string): void
  * whole record is a DecodeError.
  */
 export function decodeTemplateSet(buf: Buffer, start: number, end: number): DecodedTemplateSet {
-  const templates: Template[] = []
-  const withdrawals: TemplateWithdrawal[] = []
-  const inOrder: (Template | TemplateWithdrawal)[] = []
-  let p = start
-  while (end - p >= 4) {
-    const id = buf.readUInt16BE(p)
-    const count = buf.readUInt16BE(p + 2)
-    if (count === 0) {
-      tooMuchPadding(buf, p, end, 'template')
-      if (id !== 2 && id < 256) throw new DecodeError(`template withdrawal names template ID ${id}: only 2 (all) or 256-65535 are valid`, p)
-      const w = {templateId: id, options: false, all: id === 2, offset: p}
-      withdrawals.push(w)
-      inOrder.push(w)
-      p += 4
-      continue
-    }
-    if (id < 256) throw new DecodeError(`template record has template ID ${id}: IDs 0-255 are reserved`, p)
-    const {fields, next} = readFields(buf, p + 4, end, id, count, 'template')
-    const t = {id, fields, scopeFieldCount: 0}
-    templates.push(t)
-    inOrder.push(t)
-    p = next
-  }
-  return {templates, withdrawals, inOrder, padding: paddingAt(buf, p, end)}
+  return decodeTemplateRecords(buf, start, end, false)
 }
 
 /**
@@ -201,6 +178,17 @@ export function decodeTemplateSet(buf: Buffer, start: number, end: number): Deco
  * bytes are padding.
  */
 export function decodeOptionsTemplateSet(buf: Buffer, start: number, end: number): DecodedTemplateSet {
+  return decodeTemplateRecords(buf, start, end, true)
+}
+
+/**
+ * The walk both set kinds share: withdrawals (field count 0) and template records, until fewer
+ * than 4 bytes are left. An options template record has one more header field, its scope count;
+ * a withdrawal of all templates names the set's own ID (2 or 3).
+ */
+function decodeTemplateRecords(buf: Buffer, start: number, end: number, options: boolean): DecodedTemplateSet {
+  const what = options ? 'options template' : 'template'
+  const setId = options ? 3 : 2
   const templates: Template[] = []
   const withdrawals: TemplateWithdrawal[] = []
   const inOrder: (Template | TemplateWithdrawal)[] = []
@@ -209,21 +197,26 @@ export function decodeOptionsTemplateSet(buf: Buffer, start: number, end: number
     const id = buf.readUInt16BE(p)
     const count = buf.readUInt16BE(p + 2)
     if (count === 0) {
-      tooMuchPadding(buf, p, end, 'options template')
-      if (id !== 3 && id < 256) throw new DecodeError(`options template withdrawal names template ID ${id}: only 3 (all) or 256-65535 are valid`, p)
-      const w = {templateId: id, options: true, all: id === 3, offset: p}
+      tooMuchPadding(buf, p, end, what)
+      if (id !== setId && id < 256) throw new DecodeError(`${what} withdrawal names template ID ${id}: only ${setId} (all) or 256-65535 are valid`, p)
+      const w = {templateId: id, options, all: id === setId, offset: p}
       withdrawals.push(w)
       inOrder.push(w)
       p += 4
       continue
     }
-    if (id < 256) throw new DecodeError(`options template record has template ID ${id}: IDs 0-255 are reserved`, p)
-    if (end - p < 6) throw new DecodeError(`options template ${id} is cut short: its header needs 6 bytes, ${end - p} left in the set`, p)
-    const scope = buf.readUInt16BE(p + 4)
-    if (scope === 0) throw new DecodeError(`options template ${id} has scope field count 0 (RFC 7011 §3.4.2.2: it must not be zero)`, p + 4)
-    if (scope > count) throw new DecodeError(`options template ${id} has scope field count ${scope} but only ${count} fields`, p + 4)
-    const {fields, next} = readFields(buf, p + 6, end, id, count, 'options template')
-    const t = {id, fields, scopeFieldCount: scope}
+    if (id < 256) throw new DecodeError(`${what} record has template ID ${id}: IDs 0-255 are reserved`, p)
+    let scopeFieldCount = 0
+    let header = 4
+    if (options) {
+      if (end - p < 6) throw new DecodeError(`options template ${id} is cut short: its header needs 6 bytes, ${end - p} left in the set`, p)
+      scopeFieldCount = buf.readUInt16BE(p + 4)
+      if (scopeFieldCount === 0) throw new DecodeError(`options template ${id} has scope field count 0 (RFC 7011 §3.4.2.2: it must not be zero)`, p + 4)
+      if (scopeFieldCount > count) throw new DecodeError(`options template ${id} has scope field count ${scopeFieldCount} but only ${count} fields`, p + 4)
+      header = 6
+    }
+    const {fields, next} = readFields(buf, p + header, end, id, count, what)
+    const t = {id, fields, scopeFieldCount}
     templates.push(t)
     inOrder.push(t)
     p = next
