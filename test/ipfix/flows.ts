@@ -9,7 +9,7 @@ import {parseAddress} from '../../src/flow/address.js'
 import {FlowBatch} from '../../src/flow/batch.js'
 import {IpfixCollector} from '../../src/ipfix/collector.js'
 import {ConformanceChecker, type ConformanceOptions} from '../../src/ipfix/conformance.js'
-import type {DecodedMessage, DecodedRecord} from '../../src/ipfix/decoder.js'
+import {renderFields, type DecodedMessage, type DecodedRecord} from '../../src/ipfix/decoder.js'
 import type {DecodeError} from '../../src/ipfix/codec.js'
 import {prng} from '../helpers/unit.js'
 
@@ -174,13 +174,18 @@ export class Sink {
   readonly received: Received[] = []
   readonly records: DecodedRecord[] = []
   readonly malformed: DecodeError[] = []
+  /** The flow (non-options) records' fields as `ipfix listen --json` renders them, in arrival order. */
+  readonly flows: Record<string, unknown>[] = []
   port = 0
 
   constructor(options: ConformanceOptions & {port?: number} = {}) {
     this.checker = new ConformanceChecker(options)
     this.collector = new IpfixCollector({host: '127.0.0.1', port: options.port ?? 0, checker: this.checker})
     this.collector.on('message', (message, raw) => this.received.push({message, raw: Buffer.from(raw)}))
-    this.collector.on('record', (r) => this.records.push(r))
+    this.collector.on('record', (r) => {
+      this.records.push(r)
+      if (!r.options) this.flows.push(renderFields(r.fields))
+    })
     this.collector.on('malformed', (e) => this.malformed.push(e))
   }
 
