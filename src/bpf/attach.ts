@@ -6,11 +6,13 @@
  * Every input is checked before anything changes, and a failure midway undoes what this call did,
  * so no half-attached state is left behind.
  */
-import {FlowctlError, InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
+import {FlowctlError, InvalidInputError, NotFoundError} from '../errors.js'
+import {requireRoot} from '../sys/privileges.js'
 import {describeNetns, listLinks, netnsInode, netnsLabel, type Link, type NetnsName, assertNetnsExists} from '../sys/netns.js'
 import {attachBpfFilter, deleteClsact, deleteFilter, ensureClsact, listFilters, type TcFilter} from '../sys/tc.js'
 import {compileMeter, DEFAULT_CAPACITY, validateCapacity} from './compile.js'
-import {LAYOUT_VERSION, type DirectionName} from './layout.js'
+import type {DirectionName} from '../flow/record.js'
+import {LAYOUT_VERSION} from './layout.js'
 import {MeterSet, PROGRAM_NAMES} from './meter-set.js'
 import {sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
 
@@ -41,12 +43,6 @@ export interface AttachOutcome {
   direction: DirectionName
   result: AttachResult
   progId: number
-}
-
-export function requireRoot(action: string): void {
-  if (process.getuid?.() !== 0) {
-    throw new PermissionError(`${action} needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo`)
-  }
 }
 
 /** Parses the older tool's `-i NS:IFACE` (or `IFACE` for the root namespace; `root:IFACE` too). */

@@ -7,16 +7,8 @@
  * large table); the live map, which can be full, is streamed and never held.
  */
 import {dumpMap} from './bpftool.js'
-import {
-  decodeFlowKey,
-  decodeFlowRecord,
-  decodePerCpuCounters,
-  FAMILIES,
-  mergeCounters,
-  type Family,
-  type FlowCounters,
-  type FlowKey,
-} from './layout.js'
+import {decodeFlowKey, decodeFlowRecord, decodePerCpuCounters} from './layout.js'
+import {FAMILIES, mergeCounters, type Family, type FlowCounters, type FlowKey} from '../flow/record.js'
 import {type FamilyMaps, MeterSet} from './meter-set.js'
 
 export interface KernelFlow {

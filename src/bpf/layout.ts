@@ -4,7 +4,8 @@
  * and the batch syscall path (daemon) both decode here. test/bpf/layout.test.ts compares these
  * offsets with the BTF of the compiled object and fails if the two drift.
  */
-import {formatAddress} from '../flow/address.js'
+import {addressLength, directionName, emptyCounters, mergeCounters, type Family, type FlowCounters, type FlowKey} from '../flow/record.js'
+import {formatAddress} from '../util/address.js'
 
 /** Must equal FLOWCTL_LAYOUT_VERSION in bpf/flowctl.h. */
 export const LAYOUT_VERSION = 1
@@ -81,15 +82,8 @@ export const K = {ifindex: 0, direction: 4, proto: 5, vlanId: 6, sport: 8, dport
 export const C = {packets: 0, bytes: 8, firstSeen: 16, lastSeen: 24, tcpFlags: 32, ipTos: 33} as const
 export const R = {packets: 0, bytes: 8, firstSeen: 16, lastSeen: 24, drainGen: 32, tcpFlags: 40, ipTos: 41} as const
 
-export type Family = 4 | 6
-export const FAMILIES: readonly Family[] = [4, 6]
-
 export function keySpec(family: Family): StructSpec {
   return family === 4 ? FLOW_KEY4 : FLOW_KEY6
-}
-
-export function addressLength(family: Family): number {
-  return family === 4 ? 4 : 16
 }
 
 /** Offset of the destination address in a key of this family. */
@@ -100,28 +94,6 @@ export function dstOffset(family: Family): number {
 /** The kernel pads each CPU's slot of a per-CPU value to 8 bytes. */
 export function perCpuStride(valueSize: number): number {
   return Math.ceil(valueSize / 8) * 8
-}
-
-export const DIRECTION_INGRESS = 0
-export const DIRECTION_EGRESS = 1
-export type DirectionName = 'ingress' | 'egress'
-
-export function directionName(d: number): DirectionName {
-  return d === DIRECTION_EGRESS ? 'egress' : 'ingress'
-}
-
-export interface FlowKey {
-  family: Family
-  ifindex: number
-  direction: DirectionName
-  proto: number
-  vlanId: number
-  /** Host-order port; 0 for protocols without ports and for ICMP. */
-  sport: number
-  /** Host-order port; for ICMP and ICMPv6, type * 256 + code. */
-  dport: number
-  src: string
-  dst: string
 }
 
 export function decodeFlowKey(family: Family, buf: Buffer, off = 0): FlowKey {
@@ -153,34 +125,6 @@ export function encodeFlowKey(
   buf.set(fields.src, K.src)
   buf.set(fields.dst, dstOffset(family))
   return buf
-}
-
-/** A flow's counters, summed over CPUs (or read from a pending record). */
-export interface FlowCounters {
-  packets: number
-  bytes: number
-  /** CLOCK_MONOTONIC ns; 0n when unknown. */
-  firstSeenNs: bigint
-  lastSeenNs: bigint
-  tcpFlags: number
-  ipTos: number
-}
-
-export function emptyCounters(): FlowCounters {
-  return {packets: 0, bytes: 0, firstSeenNs: 0n, lastSeenNs: 0n, tcpFlags: 0, ipTos: 0}
-}
-
-/** Adds `from` into `into`: sums, earliest first-seen, latest last-seen, OR of flags. */
-export function mergeCounters(into: FlowCounters, from: FlowCounters): FlowCounters {
-  into.packets += from.packets
-  into.bytes += from.bytes
-  if (from.firstSeenNs && (!into.firstSeenNs || from.firstSeenNs < into.firstSeenNs)) {
-    into.firstSeenNs = from.firstSeenNs
-    into.ipTos = from.ipTos
-  }
-  if (from.lastSeenNs > into.lastSeenNs) into.lastSeenNs = from.lastSeenNs
-  into.tcpFlags |= from.tcpFlags
-  return into
 }
 
 /** Sums the per-CPU slots of one flow_counters value (`cpus` slots of `stride` bytes at `off`). */

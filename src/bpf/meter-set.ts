@@ -13,17 +13,8 @@ import {pinRoot} from '../paths.js'
 import type {NetnsName} from '../sys/netns.js'
 import {describeNetns} from '../sys/netns.js'
 import {loadAll} from './bpftool.js'
-import {
-  DRAIN_STATE,
-  FLOW_COUNTERS,
-  FLOW_KEY4,
-  FLOW_KEY6,
-  FLOW_RECORD,
-  OVERFLOW_COUNTERS,
-  OVERFLOW_KEY,
-  type DirectionName,
-  type Family,
-} from './layout.js'
+import {DRAIN_STATE, FLOW_COUNTERS, FLOW_KEY4, FLOW_KEY6, FLOW_RECORD, OVERFLOW_COUNTERS, OVERFLOW_KEY} from './layout.js'
+import {type DirectionName, type Family} from '../flow/record.js'
 import {BpfMap, innerMapId, MAP_TYPE, progInfo, setInnerMap} from './libbpf.js'
 
 export const PROGRAM_NAMES: Record<DirectionName, string> = {ingress: 'flowctl_ingress', egress: 'flowctl_egress'}

@@ -11,7 +11,7 @@ import {join} from 'node:path'
 import {FlowctlError, StateError} from '../errors.js'
 import {attachmentsFile, runDir} from '../paths.js'
 import type {NetnsName} from '../sys/netns.js'
-import type {DirectionName} from './layout.js'
+import type {DirectionName} from '../flow/record.js'
 
 export interface MeterSetRecord {
   netns: NetnsName

@@ -3,7 +3,8 @@ import {existsSync} from 'node:fs'
 
 import {netnsLabel, listLinks, type NetnsName} from '../sys/netns.js'
 import {listFilters} from '../sys/tc.js'
-import {decodePerCpuOverflow, FAMILIES, K, type DirectionName} from './layout.js'
+import {decodePerCpuOverflow, K} from './layout.js'
+import {FAMILIES, type DirectionName} from '../flow/record.js'
 import {MeterSet} from './meter-set.js'
 import {readState, sameNetns} from './state.js'
 

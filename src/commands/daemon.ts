@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 
-import {FlowctlCommand} from '../command.js'
+import {FlowctlCommand} from '../cli/command.js'
 import {loadConfig} from '../config/load.js'
 import {runDaemon} from '../daemon/run.js'
 

@@ -1,10 +1,10 @@
 import {Flags} from '@oclif/core'
 
-import {requireRoot} from '../bpf/attach.js'
-import {FlowctlCommand} from '../command.js'
-import {jsonFlag} from '../flags.js'
+import {requireRoot} from '../sys/privileges.js'
+import {FlowctlCommand} from '../cli/command.js'
+import {jsonFlag} from '../cli/flags.js'
 import {isIcmp, protocolName, tcpFlagsText} from '../flow/protocols.js'
-import {renderTable} from '../flow/table.js'
+import {renderTable} from '../view/table.js'
 import {recordsOf, runDemo, type DemoRecord, type DemoResult} from '../lab/demo.js'
 
 const END_REASONS: Record<number, string> = {1: 'idle', 2: 'active', 3: 'end of flow', 4: 'forced', 5: 'map full'}

@@ -1,6 +1,6 @@
-import {FlowctlCommand} from '../command.js'
-import {jsonFlag} from '../flags.js'
-import {renderTable} from '../flow/table.js'
+import {FlowctlCommand} from '../cli/command.js'
+import {jsonFlag} from '../cli/flags.js'
+import {renderTable} from '../view/table.js'
 import {checkDependencies} from '../sys/dependencies.js'
 
 export default class DependencyCheck extends FlowctlCommand {

@@ -1,8 +1,8 @@
-import {FlowctlCommand} from '../command.js'
-import {jsonFlag} from '../flags.js'
-import {queryFlows} from '../flow/query.js'
-import {writeFlowJson, writeFlowTable} from '../flow/render.js'
-import {scopeFromFlags, selectorFlags} from '../flow/selector-flags.js'
+import {FlowctlCommand} from '../cli/command.js'
+import {jsonFlag} from '../cli/flags.js'
+import {queryFlows} from '../view/query.js'
+import {writeFlowJson, writeFlowTable} from '../view/render.js'
+import {scopeFromFlags, selectorFlags} from '../cli/selector-flags.js'
 
 export default class Dump extends FlowctlCommand {
   static override summary = 'Print the flows now in the kernel'

@@ -1,11 +1,11 @@
 import {Flags} from '@oclif/core'
 
-import {FlowctlCommand} from '../command.js'
+import {FlowctlCommand} from '../cli/command.js'
 import {InvalidInputError} from '../errors.js'
-import {jsonFlag} from '../flags.js'
-import {flushFlows} from '../flow/query.js'
-import {scopeFromFlags, selectorFlags} from '../flow/selector-flags.js'
-import {isEmptySelector} from '../flow/selectors.js'
+import {jsonFlag} from '../cli/flags.js'
+import {flushFlows} from '../view/query.js'
+import {scopeFromFlags, selectorFlags} from '../cli/selector-flags.js'
+import {isEmptySelector} from '../view/selectors.js'
 
 export default class Flush extends FlowctlCommand {
   static override summary = 'Delete flows from the kernel'

@@ -4,25 +4,12 @@
  * file (the new keys or the older linux-flow-exporter's) into this; nothing else reads YAML.
  */
 
-/** A UDP endpoint. */
-export interface Endpoint {
-  /** An IPv4 or IPv6 literal (without brackets; an IPv6 zone such as `%eth0` is kept) or a hostname. */
-  host: string
-  /** 1–65535 for a remote endpoint; 0–65535 for a source, where 0 means any port. */
-  port: number
-}
+import type {CollectorTarget, Endpoint} from '../ipfix/target.js'
 
-/** One IPFIX collector flows are sent to over UDP. */
-export interface CollectorConfig {
-  /** The remote address as written in the config, e.g. '198.18.0.2:4739': the collector's name in logs and metrics (unique). */
-  name: string
-  /** Where to send. */
-  remote: Endpoint
-  /** The local address and port to send from (the older tool's `localAddress`); port 0 = any. Undefined = let the kernel choose. */
-  source?: Endpoint
-  /** Only these templates (and their records) go to this collector; undefined = all templates. */
-  templateIds?: number[]
-}
+export type {Endpoint}
+
+/** One IPFIX collector flows are sent to over UDP (the exporter's own CollectorTarget). */
+export type CollectorConfig = CollectorTarget
 
 /** One field of a template: an IANA information element and the length it is encoded in. */
 export interface TemplateFieldConfig {

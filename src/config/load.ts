@@ -10,7 +10,7 @@ import {isIPv4, isIPv6} from 'node:net'
 import {isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Scalar, type YAMLError, type YAMLMap} from 'yaml'
 
 import {InvalidInputError} from '../errors.js'
-import {canonicalAddress} from '../flow/address.js'
+import {canonicalAddress} from '../util/address.js'
 import {allowedLengths, elementByName, naturalLength, similarNames, VARIABLE_LENGTH, editDistance} from '../ipfix/elements.js'
 import {DEFAULT_TEMPLATES, EXPORTABLE_ELEMENTS, exportableElement} from '../ipfix/exportable.js'
 import {validateNetnsName} from '../sys/netns.js'

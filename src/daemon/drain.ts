@@ -20,7 +20,8 @@
  *   lack of resources (5): the cache (and the pending map behind it) is full: a new flow is
  *     exported at once instead of being held.
  */
-import {C, DRAIN_STATE, FAMILIES, FLOW_RECORD, K, R, type Family} from '../bpf/layout.js'
+import {C, DRAIN_STATE, FLOW_RECORD, K, R} from '../bpf/layout.js'
+import {FAMILIES, type Family} from '../flow/record.js'
 import {type BpfMap, numPossibleCpus} from '../bpf/libbpf.js'
 import {type FamilyMaps, type MeterSet} from '../bpf/meter-set.js'
 import {FlowBatch, END_REASON} from '../flow/batch.js'

@@ -34,7 +34,8 @@ import type {AddressInfo} from 'node:net'
 
 import {Counter, Gauge, Histogram, Registry, collectDefaultMetrics} from 'prom-client'
 
-import {decodePerCpuOverflow, directionName} from '../bpf/layout.js'
+import {decodePerCpuOverflow} from '../bpf/layout.js'
+import {directionName} from '../flow/record.js'
 import {runningDaemonPid} from '../bpf/state.js'
 import {FlowctlError} from '../errors.js'
 import {END_REASON, type FlowBatch} from '../flow/batch.js'

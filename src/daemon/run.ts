@@ -1,5 +1,5 @@
 /** Runs the daemon until a signal ends it: the library behind `flowctl daemon`. */
-import {requireRoot} from '../bpf/attach.js'
+import {requireRoot} from '../sys/privileges.js'
 import {loadConfig} from '../config/load.js'
 import type {Config} from '../config/config.js'
 import {Daemon, type FlowOutput} from './daemon.js'

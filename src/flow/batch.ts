@@ -2,7 +2,7 @@
  * Flows on their way to the collectors, column by column in typed arrays: the drain fills one,
  * the encoder reads it, and no object is made per flow on the way.
  */
-import type {Family} from '../bpf/layout.js'
+import type {Family} from './record.js'
 
 /** IPFIX flowEndReason (IE 136) values, RFC 7012 / RFC 5102. */
 export const END_REASON = {

@@ -29,31 +29,10 @@
  * (< 255) or by 255 and two octets of length. Encoding uses the short form whenever it can;
  * decoding accepts both. Lists are encoded the same way.
  */
-import {FlowctlError} from '../errors.js'
-import {formatAddress, parseAddress} from '../flow/address.js'
-import {allowedLengths, elementById, VARIABLE_LENGTH, type AbstractType, type InformationElement} from './elements.js'
+import {formatAddress, parseAddress} from '../util/address.js'
+import {allowedLengths, isListType, isValidLength, isVariableType, resolveElement, VARIABLE_LENGTH, type AbstractType} from './elements.js'
+import {CodecError, DecodeError} from './errors.js'
 import type {Template, TemplateField} from './template.js'
-
-/** A value that cannot be encoded as asked (wrong type, does not fit, buffer too small). */
-export class CodecError extends FlowctlError {
-  constructor(message: string, options: {cause?: unknown} = {}) {
-    super(message, {...options, code: 'E_IPFIX_ENCODE'})
-  }
-}
-
-/** Input that is not well-formed IPFIX: says what is wrong and at which byte offset. */
-export class DecodeError extends FlowctlError {
-  /** What is wrong, without the offset. */
-  readonly what: string
-  /** Byte offset into the buffer being decoded (the message, for the decoder). */
-  readonly offset: number
-
-  constructor(what: string, offset: number, options: {cause?: unknown} = {}) {
-    super(`${what} (at byte ${offset})`, {...options, code: 'E_IPFIX_DECODE'})
-    this.what = what
-    this.offset = offset
-  }
-}
 
 /** RFC 6313 §4.4 list semantics. */
 export const ListSemantic = {
@@ -121,43 +100,6 @@ const LIMITS = [1, 2 ** 8, 2 ** 16, 2 ** 24, 2 ** 32, 2 ** 40, 2 ** 48, 2 ** 56,
 
 // -------------------------------------------------------------------------------------------------
 // Elements
-
-const synthetic = new Map<string, InformationElement>()
-
-/**
- * The element a field specifier names: the IANA registry's for enterprise bit 0, otherwise (or for
- * an id the registry lacks) a synthetic octetArray element named `ie<ID>` or `e<PEN>.ie<ID>`.
- */
-export function resolveElement(id: number, enterpriseNumber?: number): InformationElement {
-  if (enterpriseNumber === undefined) {
-    const known = elementById(id)
-    if (known) return known
-  }
-  const name = enterpriseNumber === undefined ? `ie${id}` : `e${enterpriseNumber}.ie${id}`
-  let e = synthetic.get(name)
-  if (!e) {
-    e = {id, name, type: 'octetArray'}
-    synthetic.set(name, e)
-  }
-  return e
-}
-
-function isVariableType(type: AbstractType): boolean {
-  return type === 'octetArray' || type === 'string' || isListType(type)
-}
-
-function isListType(type: AbstractType): boolean {
-  return type === 'basicList' || type === 'subTemplateList' || type === 'subTemplateMultiList'
-}
-
-/** Whether a template may give a field of this type this length (RFC 7011 §6.2, §7; RFC 6313 §4.5). */
-export function isValidLength(type: AbstractType, length: number): boolean {
-  if (!Number.isInteger(length) || length < 0 || length > VARIABLE_LENGTH) return false
-  if (length === VARIABLE_LENGTH) return isVariableType(type)
-  if (isListType(type)) return true // a list of constant encoded size may be given a fixed length
-  const allowed = allowedLengths(type)
-  return allowed === 'any' || allowed.includes(length)
-}
 
 function lengthProblem(type: AbstractType, length: number): string {
   if (length === VARIABLE_LENGTH) return `variable length (65535) is not valid for ${type}`

@@ -18,7 +18,7 @@ import {EventEmitter} from 'node:events'
 import {isIP} from 'node:net'
 
 import {FlowctlError, PermissionError} from '../errors.js'
-import {DecodeError} from './codec.js'
+import {DecodeError} from './errors.js'
 import type {ConformanceChecker} from './conformance.js'
 import {IpfixDecoder, type DecodedMessage, type DecodedRecord} from './decoder.js'
 

@@ -20,7 +20,8 @@
  *
  * The verdict is FAIL when any check found a problem, or when no message arrived at all.
  */
-import {DecodeError, keyElementName, type FieldValue, type RecordFields} from './codec.js'
+import {keyElementName, type FieldValue, type RecordFields} from './codec.js'
+import {DecodeError} from './errors.js'
 import type {DecodedMessage} from './decoder.js'
 import {elementByName, type AbstractType} from './elements.js'
 

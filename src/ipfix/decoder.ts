@@ -7,7 +7,8 @@
  * Data sets whose template is unknown are listed in `unknownSets`, not an error (over UDP a
  * template may be lost or the collector may start after the exporter).
  */
-import {DecodeError, decodeRecord, keyElementName, semanticName, type FieldValue, type RecordFields} from './codec.js'
+import {decodeRecord, keyElementName, semanticName, type FieldValue, type RecordFields} from './codec.js'
+import {DecodeError} from './errors.js'
 import {elementByName, type AbstractType} from './elements.js'
 import {decodeOptionsTemplateSet, decodeTemplateSet, minDataRecordLength, type Template, type TemplateWithdrawal} from './template.js'
 

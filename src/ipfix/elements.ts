@@ -3,49 +3,10 @@
  * looked up by name without regard to case, so that the older tool's `SourceIPv4Address` and the
  * registry's `sourceIPv4Address` are the same element.
  */
+import type {AbstractType, InformationElement} from './element-types.js'
 import {IANA_ELEMENTS} from './iana-elements.js'
 
-/** RFC 7012 §3.1 abstract data types. */
-export type AbstractType =
-  | 'octetArray'
-  | 'unsigned8'
-  | 'unsigned16'
-  | 'unsigned32'
-  | 'unsigned64'
-  | 'signed8'
-  | 'signed16'
-  | 'signed32'
-  | 'signed64'
-  | 'float32'
-  | 'float64'
-  | 'boolean'
-  | 'macAddress'
-  | 'string'
-  | 'dateTimeSeconds'
-  | 'dateTimeMilliseconds'
-  | 'dateTimeMicroseconds'
-  | 'dateTimeNanoseconds'
-  | 'ipv4Address'
-  | 'ipv6Address'
-  | 'basicList'
-  | 'subTemplateList'
-  | 'subTemplateMultiList'
-
-export interface IanaElement {
-  id: number
-  name: string
-  type: AbstractType | string
-  semantics?: string
-  units?: string
-}
-
-export interface InformationElement {
-  id: number
-  name: string
-  type: AbstractType
-  semantics?: string
-  units?: string
-}
+export type {AbstractType, IanaElement, InformationElement} from './element-types.js'
 
 /** The field length that announces variable-length encoding (RFC 7011 §7). */
 export const VARIABLE_LENGTH = 65535
@@ -171,3 +132,40 @@ export const IE = {
   observationTimeMilliseconds: must('observationTimeMilliseconds'),
   flowEndReason: must('flowEndReason'),
 } as const
+
+const synthetic = new Map<string, InformationElement>()
+
+/**
+ * The element a field specifier names: the IANA registry's for enterprise bit 0, otherwise (or for
+ * an id the registry lacks) a synthetic octetArray element named `ie<ID>` or `e<PEN>.ie<ID>`.
+ */
+export function resolveElement(id: number, enterpriseNumber?: number): InformationElement {
+  if (enterpriseNumber === undefined) {
+    const known = elementById(id)
+    if (known) return known
+  }
+  const name = enterpriseNumber === undefined ? `ie${id}` : `e${enterpriseNumber}.ie${id}`
+  let e = synthetic.get(name)
+  if (!e) {
+    e = {id, name, type: 'octetArray'}
+    synthetic.set(name, e)
+  }
+  return e
+}
+
+export function isVariableType(type: AbstractType): boolean {
+  return type === 'octetArray' || type === 'string' || isListType(type)
+}
+
+export function isListType(type: AbstractType): boolean {
+  return type === 'basicList' || type === 'subTemplateList' || type === 'subTemplateMultiList'
+}
+
+/** Whether a template may give a field of this type this length (RFC 7011 §6.2, §7; RFC 6313 §4.5). */
+export function isValidLength(type: AbstractType, length: number): boolean {
+  if (!Number.isInteger(length) || length < 0 || length > VARIABLE_LENGTH) return false
+  if (length === VARIABLE_LENGTH) return isVariableType(type)
+  if (isListType(type)) return true // a list of constant encoded size may be given a fixed length
+  const allowed = allowedLengths(type)
+  return allowed === 'any' || allowed.includes(length)
+}

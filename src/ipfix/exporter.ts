@@ -9,12 +9,12 @@ import {createSocket, type Socket} from 'node:dgram'
 import {lookup} from 'node:dns/promises'
 import {isIP} from 'node:net'
 
-import type {CollectorConfig} from '../config/config.js'
 import type {FlowBatch} from '../flow/batch.js'
 import {IE, naturalLength} from './elements.js'
 import {bindField, putUint, templateFamily, type BoundField} from './flow-fields.js'
 import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID} from './message.js'
 import {encodeRecord, recordSize, type RecordFields} from './codec.js'
+import type {CollectorTarget} from './target.js'
 import {encodeTemplateRecord, templateRecordSize, type Template} from './template.js'
 
 /** A data template ready to encode flows: its fields bound to the FlowBatch columns. */
@@ -26,7 +26,7 @@ export interface ExportTemplate {
   family?: 4 | 6
 }
 
-export function compileTemplate(id: number, fields: {name: string; length: number}[]): ExportTemplate {
+export function compileTemplate(id: number, fields: readonly {name: string; length: number}[]): ExportTemplate {
   const bound = fields.map((f) => bindField(f.name, f.length))
   return {
     template: {id, fields: bound.map((b) => ({element: b.element, length: b.length})), scopeFieldCount: 0},
@@ -94,7 +94,7 @@ export interface ExporterOptions {
 }
 
 export class CollectorExporter {
-  readonly config: CollectorConfig
+  readonly config: CollectorTarget
   readonly stats: ExporterStats = {messages: 0, records: 0, octets: 0, sendErrors: 0, templateSends: 0, unexportable: 0}
   private templates: ExportTemplate[]
   private byFamily: {4?: ExportTemplate; 6?: ExportTemplate}
@@ -110,7 +110,7 @@ export class CollectorExporter {
   private idle: (() => void)[] = []
   private opening?: Promise<void>
 
-  constructor(config: CollectorConfig, templates: ExportTemplate[], options: ExporterOptions) {
+  constructor(config: CollectorTarget, templates: ExportTemplate[], options: ExporterOptions) {
     this.config = config
     this.options = options
     this.builder = new MessageBuilder(options.maxMessageSize)

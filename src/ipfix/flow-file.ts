@@ -16,12 +16,12 @@ import {readFile} from 'node:fs/promises'
 
 import {parse} from 'yaml'
 
-import type {Config} from '../config/config.js'
 import {InvalidInputError} from '../errors.js'
-import {formatIPv4, parseAddress} from '../flow/address.js'
+import {formatIPv4, parseAddress} from '../util/address.js'
 import {fieldKeys, type FieldValue, type RecordFields} from './codec.js'
 import type {AbstractType} from './elements.js'
 import {compileTemplate, type ExportTemplate} from './exporter.js'
+import type {TemplateSpec} from './target.js'
 
 export interface FlowSet {
   templateId: number
@@ -89,7 +89,7 @@ function convert(type: AbstractType, value: unknown, where: string): FieldValue 
   }
 }
 
-export function parseFlowFile(text: string, file: string, config: Config): FlowSet[] {
+export function parseFlowFile(text: string, file: string, templateSpecs: readonly TemplateSpec[]): FlowSet[] {
   let doc: unknown
   try {
     doc = parse(text, {intAsBigInt: false})
@@ -98,7 +98,7 @@ export function parseFlowFile(text: string, file: string, config: Config): FlowS
   }
   const sets = (doc as {flowsets?: unknown})?.flowsets
   if (!Array.isArray(sets)) throw new InvalidInputError(`${file}: expected a top-level 'flowsets:' list`)
-  const templates = new Map<number, ExportTemplate>(config.templates.map((t) => [t.id, compileTemplate(t.id, t.fields)]))
+  const templates = new Map<number, ExportTemplate>(templateSpecs.map((t) => [t.id, compileTemplate(t.id, t.fields)]))
   return sets.map((set, s) => {
     const where = `${file}: flowsets[${s}]`
     const {templateId, flows} = set as {templateId?: unknown; flows?: unknown}
@@ -122,12 +122,12 @@ export function parseFlowFile(text: string, file: string, config: Config): FlowS
   })
 }
 
-export async function loadFlowFile(path: string, config: Config): Promise<FlowSet[]> {
+export async function loadFlowFile(path: string, templateSpecs: readonly TemplateSpec[]): Promise<FlowSet[]> {
   let text: string
   try {
     text = await readFile(path, 'utf8')
   } catch (error) {
     throw new InvalidInputError(`cannot read flows file ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
   }
-  return parseFlowFile(text, path, config)
+  return parseFlowFile(text, path, templateSpecs)
 }

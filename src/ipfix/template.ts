@@ -6,10 +6,9 @@
  * bit, 4 of enterprise number. Fields of an id the IANA registry lacks, and all enterprise-specific
  * fields, decode to a synthetic octetArray element named `ie<ID>` or `e<PEN>.ie<ID>`.
  */
-import {CodecError, DecodeError, isValidLength, resolveElement} from './codec.js'
-import {VARIABLE_LENGTH, type InformationElement} from './elements.js'
+import {isValidLength, resolveElement, VARIABLE_LENGTH, type InformationElement} from './elements.js'
+import {CodecError, DecodeError} from './errors.js'
 
-export {resolveElement}
 
 export interface TemplateField {
   element: InformationElement

@@ -1,5 +1,6 @@
 /** The clsact qdisc and tc bpf filters, through iproute2's tc. */
-import type {DirectionName} from '../bpf/layout.js'
+/** The tc hook a filter sits on. */
+export type TcDirection = 'ingress' | 'egress'
 import {CommandFailedError} from '../errors.js'
 import {run} from './exec.js'
 import type {NetnsName} from './netns.js'
@@ -53,7 +54,7 @@ export async function deleteClsact(netns: NetnsName, dev: string): Promise<void>
  * filters have no handle to speak of (u32 hash tables, say) appears with handle -1, so that
  * every pref in use shows up.
  */
-export async function listFilters(netns: NetnsName, dev: string, direction: DirectionName): Promise<TcFilter[]> {
+export async function listFilters(netns: NetnsName, dev: string, direction: TcDirection): Promise<TcFilter[]> {
   const {stdout} = await run('tc', ['-j', 'filter', 'show', 'dev', dev, direction], {netns})
   const entries = JSON.parse(stdout || '[]') as TcFilterJson[]
   const filters: TcFilter[] = entries
@@ -77,7 +78,7 @@ export async function listFilters(netns: NetnsName, dev: string, direction: Dire
 export async function attachBpfFilter(
   netns: NetnsName,
   dev: string,
-  direction: DirectionName,
+  direction: TcDirection,
   pref: number,
   handle: number,
   pinnedProg: string,
@@ -90,6 +91,6 @@ export async function attachBpfFilter(
   )
 }
 
-export async function deleteFilter(netns: NetnsName, dev: string, direction: DirectionName, pref: number, handle: number): Promise<void> {
+export async function deleteFilter(netns: NetnsName, dev: string, direction: TcDirection, pref: number, handle: number): Promise<void> {
   await run('tc', ['filter', 'del', 'dev', dev, direction, 'pref', String(pref), 'handle', `0x${handle.toString(16)}`, 'bpf'], {netns})
 }

@@ -11,26 +11,8 @@ import {join} from 'node:path'
 import {promisify} from 'node:util'
 
 import {clangArgs} from '../../src/bpf/compile.js'
-import {
-  ALL_STRUCTS,
-  C,
-  K,
-  LAYOUT_VERSION,
-  R,
-  addressLength,
-  decodeFlowKey,
-  decodeFlowRecord,
-  decodePerCpuCounters,
-  decodePerCpuOverflow,
-  dstOffset,
-  emptyCounters,
-  encodeFlowKey,
-  encodeFlowRecord,
-  keySpec,
-  mergeCounters,
-  perCpuStride,
-  type StructSpec,
-} from '../../src/bpf/layout.js'
+import {ALL_STRUCTS, C, K, LAYOUT_VERSION, R, decodeFlowKey, decodeFlowRecord, decodePerCpuCounters, decodePerCpuOverflow, dstOffset, encodeFlowKey, encodeFlowRecord, keySpec, perCpuStride, type StructSpec} from '../../src/bpf/layout.js'
+import {addressLength, emptyCounters, mergeCounters} from '../../src/flow/record.js'
 import {REPO_ROOT} from '../helpers/unit.js'
 
 const execFileP = promisify(execFile)

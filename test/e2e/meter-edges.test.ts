@@ -10,7 +10,7 @@ import {join} from 'node:path'
 
 import {execa} from 'execa'
 
-import type {Flow} from '../../src/flow/flow.js'
+import type {Flow} from '../../src/view/flow.js'
 import {FLOW_COUNTERS, K} from '../../src/bpf/layout.js'
 import {BpfMap, numPossibleCpus} from '../../src/bpf/libbpf.js'
 import {Lab} from '../../src/lab/lab.js'

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict'
 import {existsSync, readFileSync} from 'node:fs'
 
-import type {Flow} from '../../src/flow/flow.js'
+import type {Flow} from '../../src/view/flow.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {cli, cliJson, cliOk, requireE2e} from '../helpers/e2e.js'

@@ -3,7 +3,7 @@
  * IEEE 802.1Q), for feeding the meter through BPF_PROG_TEST_RUN. Checksums are left zero: the
  * meter never looks at them.
  */
-import {parseAddress} from '../../src/flow/address.js'
+import {parseAddress} from '../../src/util/address.js'
 
 const MAC_A = [0x02, 0, 0, 0, 0, 1]
 const MAC_B = [0x02, 0, 0, 0, 0, 2]

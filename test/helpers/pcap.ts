@@ -5,7 +5,7 @@
  * IP header. The IPv4 header checksum is computed (tshark flags a bad one when asked to check);
  * the UDP checksum is 0, which RFC 768 allows over IPv4 as "no checksum".
  */
-import {parseAddress} from '../../src/flow/address.js'
+import {parseAddress} from '../../src/util/address.js'
 
 export const LINKTYPE_ETHERNET = 1
 export const LINKTYPE_RAW = 101

@@ -1,27 +1,8 @@
 import assert from 'node:assert/strict'
 
-import {
-  CodecError,
-  DecodeError,
-  decodeRecord,
-  encodeRecord,
-  epochNsToNtp,
-  fieldKeys,
-  ListSemantic,
-  ntpToEpochNs,
-  readValue,
-  recordSize,
-  resolveElement,
-  valueSize,
-  writeNtpTimestamp,
-  writeUintBE,
-  writeValue,
-  type BasicList,
-  type FieldValue,
-  type SubTemplateList,
-  type SubTemplateMultiList,
-  type TemplateLookup,
-} from '../../src/ipfix/codec.js'
+import {decodeRecord, encodeRecord, epochNsToNtp, fieldKeys, ListSemantic, ntpToEpochNs, readValue, recordSize, valueSize, writeNtpTimestamp, writeUintBE, writeValue, type BasicList, type FieldValue, type SubTemplateList, type SubTemplateMultiList, type TemplateLookup} from '../../src/ipfix/codec.js'
+import {CodecError, DecodeError} from '../../src/ipfix/errors.js'
+import {resolveElement} from '../../src/ipfix/elements.js'
 import {ABSTRACT_TYPES, elementByName, VARIABLE_LENGTH, type AbstractType, type InformationElement} from '../../src/ipfix/elements.js'
 import type {Template} from '../../src/ipfix/template.js'
 import {hex} from './messages.js'

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 
-import {DecodeError} from '../../src/ipfix/codec.js'
+import {DecodeError} from '../../src/ipfix/errors.js'
 import {IpfixCollector} from '../../src/ipfix/collector.js'
 import {dataRecordCount, formatRecordLine, IpfixDecoder, readHeader, renderRecordJson, type DecodedMessage} from '../../src/ipfix/decoder.js'
 import {hex, ID, message, optionsTemplateRecord, set, spec, templateRecord, u16, u32, u8} from './messages.js'

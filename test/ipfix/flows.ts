@@ -5,12 +5,12 @@
  */
 import {compileTemplate, CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/exporter.js'
 import {defaultConfig} from '../../src/config/load.js'
-import {parseAddress} from '../../src/flow/address.js'
+import {parseAddress} from '../../src/util/address.js'
 import {FlowBatch} from '../../src/flow/batch.js'
 import {IpfixCollector} from '../../src/ipfix/collector.js'
 import {ConformanceChecker, type ConformanceOptions} from '../../src/ipfix/conformance.js'
 import {renderFields, type DecodedMessage, type DecodedRecord} from '../../src/ipfix/decoder.js'
-import type {DecodeError} from '../../src/ipfix/codec.js'
+import type {DecodeError} from '../../src/ipfix/errors.js'
 import {prng} from '../helpers/unit.js'
 
 export interface FlowInput {

@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict'
 
-import {CodecError, DecodeError} from '../../src/ipfix/codec.js'
-import {elementByName, VARIABLE_LENGTH, type InformationElement} from '../../src/ipfix/elements.js'
+import {CodecError, DecodeError} from '../../src/ipfix/errors.js'
+import {elementByName, resolveElement, VARIABLE_LENGTH, type InformationElement} from '../../src/ipfix/elements.js'
 import {
   decodeOptionsTemplateSet,
   decodeTemplateSet,
   encodeTemplateRecord,
   fixedDataRecordLength,
   minDataRecordLength,
-  resolveElement,
   sameTemplate,
   templateRecordSize,
   type Template,

@@ -1,11 +1,11 @@
 import {Flags} from '@oclif/core'
 
-import {FlowctlCommand} from '../../command.js'
+import {FlowctlCommand} from '../../cli/command.js'
 import type {Config, TemplateConfig} from '../../config/config.js'
 import {loadConfig} from '../../config/load.js'
 import {elementByName, naturalLength} from '../../ipfix/elements.js'
 import {exportableElement} from '../../ipfix/exportable.js'
-import {jsonFlag} from '../../flags.js'
+import {jsonFlag} from '../../cli/flags.js'
 
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`

@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 
-import {FlowctlCommand} from '../../command.js'
+import {FlowctlCommand} from '../../cli/command.js'
 import {InvalidInputError} from '../../errors.js'
 import {IPFIX_PORT, IpfixCollector, runUntil} from '../../ipfix/collector.js'
 import {ConformanceChecker} from '../../ipfix/conformance.js'

@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
-import {FlowctlCommand} from '../../command.js'
-import {jsonFlag} from '../../flags.js'
+import {FlowctlCommand} from '../../cli/command.js'
+import {jsonFlag} from '../../cli/flags.js'
 import {loadConfig} from '../../config/load.js'
 import {statsTemplateId} from '../../daemon/daemon.js'
 import {CollectorExporter, compileTemplate} from '../../ipfix/exporter.js'
@@ -26,7 +26,7 @@ of the config (the older tool's \`flowctl ipfix file\`). For testing collectors 
   async run(): Promise<void> {
     const {flags} = await this.parse(IpfixSend)
     const config = await loadConfig(flags.config)
-    const flowSets = await loadFlowFile(flags.flows, config)
+    const flowSets = await loadFlowFile(flags.flows, config.templates)
     const templates = config.templates.map((t) => compileTemplate(t.id, t.fields))
     const sent: {collector: string; records: number; messages: number; octets: number; sendErrors: number}[] = []
     for (const c of config.collectors) {

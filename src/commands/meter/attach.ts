@@ -1,8 +1,8 @@
 import {Flags} from '@oclif/core'
 
 import {attachMeters, DEFAULT_HANDLE, DEFAULT_PREF} from '../../bpf/attach.js'
-import {FlowctlCommand} from '../../command.js'
-import {directionFlag, directions, ifnameFlag, interfaceTargets, jsonFlag, legacyInterfaceFlag, netnsFlag, requireTargets} from '../../flags.js'
+import {FlowctlCommand} from '../../cli/command.js'
+import {directionFlag, directions, ifnameFlag, interfaceTargets, jsonFlag, legacyInterfaceFlag, netnsFlag, requireTargets} from '../../cli/flags.js'
 
 export default class MeterAttach extends FlowctlCommand {
   static override summary = 'Compile the flow meter and attach it to interfaces'

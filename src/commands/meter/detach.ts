@@ -1,9 +1,9 @@
 import {Flags} from '@oclif/core'
 
 import {detachMeters} from '../../bpf/attach.js'
-import {FlowctlCommand} from '../../command.js'
+import {FlowctlCommand} from '../../cli/command.js'
 import {InvalidInputError} from '../../errors.js'
-import {directionFlag, directions, ifnameFlag, interfaceTargets, jsonFlag, legacyInterfaceFlag, netnsFlag, netnsOf} from '../../flags.js'
+import {directionFlag, directions, ifnameFlag, interfaceTargets, jsonFlag, legacyInterfaceFlag, netnsFlag, netnsOf} from '../../cli/flags.js'
 
 export default class MeterDetach extends FlowctlCommand {
   static override summary = 'Detach the flow meter'

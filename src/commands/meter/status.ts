@@ -1,7 +1,7 @@
-import {FlowctlCommand} from '../../command.js'
+import {FlowctlCommand} from '../../cli/command.js'
 import {meterStatus} from '../../bpf/status.js'
-import {jsonFlag, netnsFlag, netnsOf} from '../../flags.js'
-import {renderTable} from '../../flow/table.js'
+import {jsonFlag, netnsFlag, netnsOf} from '../../cli/flags.js'
+import {renderTable} from '../../view/table.js'
 
 export default class MeterStatusCommand extends FlowctlCommand {
   static override summary = 'Show every attached meter'

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 
-import type {Flow} from '../../src/flow/flow.js'
-import {writeFlowJson, writeFlowTable} from '../../src/flow/render.js'
+import type {Flow} from '../../src/view/flow.js'
+import {writeFlowJson, writeFlowTable} from '../../src/view/render.js'
 import {collector, fromArray} from '../helpers/unit.js'
 
 const HEADER = ['NETNS', 'INTERFACE', 'DIR', 'PROTO', 'SRC', 'DST', 'PACKETS', 'BYTES', 'TCP FLAGS', 'START', 'END']

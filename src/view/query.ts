@@ -3,7 +3,7 @@
  * `dump` and `flush`.
  */
 import {readMeterSetFlows} from '../bpf/flows.js'
-import {FAMILIES} from '../bpf/layout.js'
+import {FAMILIES} from '../flow/record.js'
 import type {BpfMap} from '../bpf/libbpf.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import {runningDaemonPid} from '../bpf/state.js'

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 
-import {InvalidInputError} from '../src/errors.js'
-import {directions, interfaceTargets, netnsOf, requireTargets} from '../src/flags.js'
+import {InvalidInputError} from '../../src/errors.js'
+import {directions, interfaceTargets, netnsOf, requireTargets} from '../../src/cli/flags.js'
 
 describe('flags', function () {
   describe('netnsOf', function () {

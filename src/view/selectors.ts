@@ -3,9 +3,9 @@
  * once, then matched against flows.
  */
 import {InvalidInputError} from '../errors.js'
-import type {FlowKey} from '../bpf/layout.js'
-import {canonicalAddress} from './address.js'
-import {parseProtocol} from './protocols.js'
+import type {FlowKey} from '../flow/record.js'
+import {canonicalAddress} from '../util/address.js'
+import {parseProtocol} from '../flow/protocols.js'
 
 export interface FlowSelector {
   proto?: number

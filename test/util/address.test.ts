@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 
 import {InvalidInputError} from '../../src/errors.js'
-import {canonicalAddress, formatAddress, formatIPv4, formatIPv6, parseAddress} from '../../src/flow/address.js'
+import {canonicalAddress, formatAddress, formatIPv4, formatIPv6, parseAddress} from '../../src/util/address.js'
 import {prng} from '../helpers/unit.js'
 
 /** 16 bytes from 8 16-bit groups. */

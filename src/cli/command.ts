@@ -4,7 +4,7 @@
  */
 import {Command, Errors} from '@oclif/core'
 
-import {FlowctlError} from './errors.js'
+import {FlowctlError} from '../errors.js'
 
 export abstract class FlowctlCommand extends Command {
   protected override async catch(error: Error & {exitCode?: number}): Promise<unknown> {

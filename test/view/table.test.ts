@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 
-import {renderTable} from '../../src/flow/table.js'
+import {renderTable} from '../../src/view/table.js'
 
 describe('flow/table renderTable', function () {
   it('left-aligns columns two spaces apart and does not pad the last column', function () {

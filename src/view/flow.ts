@@ -2,9 +2,9 @@
  * A flow as flowctl shows it to people and programs: namespace and interface by name, addresses
  * as text, times as epoch milliseconds.
  */
-import type {FlowCounters, FlowKey} from '../bpf/layout.js'
+import type {FlowCounters, FlowKey} from '../flow/record.js'
 import {monotonicToEpochMs} from '../sys/clock.js'
-import {isIcmp, protocolName, tcpFlagsText} from './protocols.js'
+import {isIcmp, protocolName, tcpFlagsText} from '../flow/protocols.js'
 
 export interface Flow {
   netns: string

@@ -1,10 +1,10 @@
 /** Flags shared by several commands, so they read the same everywhere. */
 import {Flags} from '@oclif/core'
 
-import {parseLegacyInterface, type InterfaceTarget} from './bpf/attach.js'
-import type {DirectionName} from './bpf/layout.js'
-import {InvalidInputError} from './errors.js'
-import {validateNetnsName, type NetnsName} from './sys/netns.js'
+import {parseLegacyInterface, type InterfaceTarget} from '../bpf/attach.js'
+import type {DirectionName} from '../flow/record.js'
+import {InvalidInputError} from '../errors.js'
+import {validateNetnsName, type NetnsName} from '../sys/netns.js'
 
 export const netnsFlag = Flags.string({description: 'network namespace (as in `ip netns list`); the root namespace when omitted', helpValue: 'NS'})
 

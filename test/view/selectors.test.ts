@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 
-import type {FlowKey} from '../../src/bpf/layout.js'
+import type {FlowKey} from '../../src/flow/record.js'
 import {InvalidInputError} from '../../src/errors.js'
-import {isEmptySelector, matchesSelector, parsePort, parseSelector, type FlowSelector} from '../../src/flow/selectors.js'
+import {isEmptySelector, matchesSelector, parsePort, parseSelector, type FlowSelector} from '../../src/view/selectors.js'
 
 function invalid(pattern: RegExp) {
   return (e: unknown) => e instanceof InvalidInputError && pattern.test(e.message)

@@ -1,9 +1,9 @@
 /** The flow selector flags of `dump` and `flush`, and the scope they describe. */
 import {Flags} from '@oclif/core'
 
-import {directionFlag, ifnameFlag, netnsFlag, netnsOf} from '../flags.js'
-import type {FlowScope} from './query.js'
-import {parseSelector} from './selectors.js'
+import {directionFlag, ifnameFlag, netnsFlag, netnsOf} from './flags.js'
+import type {FlowScope} from '../view/query.js'
+import {parseSelector} from '../view/selectors.js'
 
 export const selectorFlags = {
   netns: netnsFlag,

@@ -1,0 +1,31 @@
+/**
+ * What the IPFIX exporter is told to do, in its own terms: where a collector is and which
+ * templates (by element name) to send. `src/config` builds these from the YAML file; nothing in
+ * `src/ipfix` knows about the file.
+ */
+
+/** A UDP endpoint. */
+export interface Endpoint {
+  /** An IPv4 or IPv6 literal (without brackets; an IPv6 zone such as `%eth0` is kept) or a hostname. */
+  host: string
+  /** 1–65535 for a remote endpoint; 0–65535 for a source, where 0 means any port. */
+  port: number
+}
+
+/** One IPFIX collector flows are sent to over UDP. */
+export interface CollectorTarget {
+  /** The remote address as written in the config, e.g. '198.18.0.2:4739': the collector's name in logs and metrics (unique). */
+  name: string
+  /** Where to send. */
+  remote: Endpoint
+  /** The local address and port to send from (the older tool's `localAddress`); port 0 = any. Undefined = let the kernel choose. */
+  source?: Endpoint
+  /** Only these templates (and their records) go to this collector; undefined = all templates. */
+  templateIds?: number[]
+}
+
+/** A template as named fields: the information element's registry name and its length on the wire. */
+export interface TemplateSpec {
+  id: number
+  fields: readonly {name: string; length: number}[]
+}
