@@ -5,6 +5,7 @@
  *
  * argv[2]: JSON {netns, sinkPort, stateFile}.
  */
+import {pathsFromEnv} from '../../src/paths.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {Daemon} from '../../src/daemon/daemon.js'
 import {createLogger} from '../../src/daemon/log.js'
@@ -17,7 +18,7 @@ async function main(): Promise<void> {
     metrics: {listen: null},
     stateFile,
   })
-  const daemon = new Daemon(config, {log: createLogger(undefined, 'warn')})
+  const daemon = new Daemon(pathsFromEnv(), config, {log: createLogger(undefined, 'warn')})
   await daemon.start()
   const stop = () => void daemon.stop().then(() => process.exit(0))
   process.on('SIGTERM', stop)

@@ -9,6 +9,7 @@
  */
 import {readFileSync} from 'node:fs'
 
+import {pathsFromEnv} from '../../src/paths.js'
 import {C, FLOW_COUNTERS, K} from '../../src/bpf/layout.js'
 import {numPossibleCpus} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
@@ -44,7 +45,7 @@ function status(field: string): number {
 async function main(): Promise<void> {
   const {netns, sinkPort} = JSON.parse(process.argv[2]) as {netns: string; sinkPort: number}
   const config = defaultConfig()
-  const set = MeterSet.for(netns)
+  const set = MeterSet.for(pathsFromEnv(), netns)
   const templates = config.templates.map((t) => compileTemplate(t.id, t.fields))
   const exporter = new CollectorExporter({name: `127.0.0.1:${sinkPort}`, remote: {host: '127.0.0.1', port: sinkPort}}, templates, {
     maxMessageSize: config.maxMessageSize,

@@ -6,6 +6,7 @@
 import {fork, type ChildProcess} from 'node:child_process'
 import {fileURLToPath} from 'node:url'
 
+import {pathsFromEnv} from '../../src/paths.js'
 import {compileMeter} from '../../src/bpf/compile.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import type {DrainExit, DrainRun} from './drain-child.js'
@@ -63,9 +64,9 @@ export async function benchDrain(options: BenchOptions, profile?: string): Promi
   const sizes = options.quick ? [10_000, 100_000, 1_000_000] : [10_000, 100_000, 1_000_000]
   const repeats = options.repeats
   const netns = 'fct-bench-drain'
-  const set = MeterSet.for(netns)
+  const set = MeterSet.for(pathsFromEnv(), netns)
   log(`drain: loading a meter set with ${CAPACITY} flows per map`)
-  await set.create((await compileMeter({capacity: CAPACITY})).objectPath)
+  await set.create((await compileMeter({capacity: CAPACITY}, pathsFromEnv().cacheDir)).objectPath)
   cleanup.push('removing the drain meter set', () => set.remove())
 
   const sink = spawnChild('./sink.js', [])

@@ -13,7 +13,7 @@ import koffi from 'koffi'
 
 import {compileMeter} from '../../src/bpf/compile.js'
 import {BpfMap} from '../../src/bpf/libbpf.js'
-import {cacheDir, pinRoot} from '../../src/paths.js'
+import {pathsFromEnv} from '../../src/paths.js'
 import * as P from '../../test/helpers/packets.js'
 import {cleanup, fixed, log, median, ratio, type BenchOptions, type Row} from './util.js'
 
@@ -33,7 +33,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /** Compiles the empty program into the cache dir; returns the object's path. */
 export async function compileEmptyProgram(): Promise<string> {
-  const dir = cacheDir()
+  const dir = pathsFromEnv().cacheDir
   mkdirSync(dir, {recursive: true})
   const source = join(dir, 'empty.bpf.c')
   const object = join(dir, 'empty.bpf.o')
@@ -131,10 +131,10 @@ async function bpftoolRun(prog: string, frameFile: string, repeat: number, cpu: 
 }
 
 export async function benchKernel(options: BenchOptions): Promise<Row[]> {
-  const dir = join(pinRoot(), 'kernel')
+  const dir = join(pathsFromEnv().pinRoot, 'kernel')
   mkdirSync(dir, {recursive: true}) // bpftool pins into an existing directory
   cleanup.push('removing the kernel bench pins', async () => (await import('node:fs')).rmSync(dir, {recursive: true, force: true}))
-  const {objectPath} = await compileMeter({capacity: 65_536})
+  const {objectPath} = await compileMeter({capacity: 65_536}, pathsFromEnv().cacheDir)
   await execa('bpftool', ['prog', 'loadall', objectPath, `${dir}/meter`, 'type', 'classifier', 'pinmaps', `${dir}/maps`])
   await execa('bpftool', ['prog', 'loadall', await compileEmptyProgram(), `${dir}/empty`, 'type', 'classifier'])
   const meterProg = `${dir}/meter/flowctl_ingress`
@@ -206,7 +206,7 @@ export async function benchKernel(options: BenchOptions): Promise<Row[]> {
     })
 
     // The same flow from both CPUs at once (per-CPU values: no shared cache line).
-    const frameFile = join(cacheDir(), 'frame-v4-tcp.bin')
+    const frameFile = join(pathsFromEnv().cacheDir, 'frame-v4-tcp.bin')
     writeFileSync(frameFile, cases['IPv4 TCP, existing flow'])
     const long = options.quick ? 5_000_000 : 20_000_000
     const alone: number[] = []

@@ -23,7 +23,7 @@ import {execa, type ResultPromise} from 'execa'
 import {compileMeter} from '../../src/bpf/compile.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {Lab} from '../../src/lab/lab.js'
-import {pinRoot, runDir, stateDir} from '../../src/paths.js'
+import {pathsFromEnv} from '../../src/paths.js'
 import {run} from '../../src/sys/exec.js'
 import {compileEmptyProgram} from './kernel.js'
 import {cleanup, fixed, log, median, ratio, si, sleep, type BenchOptions, type Row} from './util.js'
@@ -55,10 +55,10 @@ async function buildRig(): Promise<Rig> {
   await lab.veth(a, IF_A, b, IF_B, {v4: [`${A_ADDR}/24`, `${B_ADDR}/24`], quiet: true})
   await run('tc', ['qdisc', 'add', 'dev', IF_A, 'clsact'], {netns: a})
 
-  const set = MeterSet.for(a)
-  await set.create((await compileMeter({capacity: 65_536})).objectPath)
+  const set = MeterSet.for(pathsFromEnv(), a)
+  await set.create((await compileMeter({capacity: 65_536}, pathsFromEnv().cacheDir)).objectPath)
   undo.push(() => set.remove())
-  const emptyDir = join(pinRoot(), `empty-${lab.id}`)
+  const emptyDir = join(pathsFromEnv().pinRoot, `empty-${lab.id}`)
   mkdirSync(emptyDir, {recursive: true})
   undo.push(() => rmSync(emptyDir, {recursive: true, force: true}))
   await execa('bpftool', ['prog', 'loadall', await compileEmptyProgram(), `${emptyDir}/prog`, 'type', 'classifier'])
@@ -223,7 +223,7 @@ export async function benchSoftflowd(options: BenchOptions): Promise<Row[]> {
   const rig = await buildRig()
   const here = (file: string) => fileURLToPath(new URL(file, import.meta.url))
   const sink = fork(here('./sink.js'), [], {stdio: ['ignore', 'inherit', 'inherit', 'ipc']})
-  const daemonStateFile = join(stateDir(), 'bench-daemon-state.json')
+  const daemonStateFile = join(pathsFromEnv().stateDir, 'bench-daemon-state.json')
   let daemon: ReturnType<typeof fork> | undefined
   const stopChildren = async () => {
     if (daemon && daemon.exitCode === null) {
@@ -244,7 +244,7 @@ export async function benchSoftflowd(options: BenchOptions): Promise<Row[]> {
     })
 
     const attached = {now: false}
-    const softflowdDir = join(runDir(), `softflowd-${rig.lab.id}`)
+    const softflowdDir = join(pathsFromEnv().runDir, `softflowd-${rig.lab.id}`)
     mkdirSync(softflowdDir, {recursive: true})
     let softflowd: ResultPromise | undefined
     const variants: Variant[] = [

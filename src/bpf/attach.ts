@@ -7,6 +7,7 @@
  * so no half-attached state is left behind.
  */
 import {FlowctlError, InvalidInputError, NotFoundError} from '../errors.js'
+import type {Paths} from '../paths.js'
 import {requireRoot} from '../sys/privileges.js'
 import {describeNetns, listLinks, netnsInode, netnsLabel, type Link, type NetnsName, assertNetnsExists} from '../sys/netns.js'
 import {attachBpfFilter, deleteClsact, deleteFilter, ensureClsact, listFilters, type TcFilter} from '../sys/tc.js'
@@ -101,19 +102,19 @@ function ourProgIds(set: MeterSet, att?: Attachment): number[] {
   return ids
 }
 
-export async function attachMeters(request: AttachRequest): Promise<AttachOutcome[]> {
+export async function attachMeters(paths: Paths, request: AttachRequest): Promise<AttachOutcome[]> {
   requireRoot('flowctl meter attach')
   if (request.capacity !== undefined) validateCapacity(request.capacity)
   if (request.directions.length === 0) throw new InvalidInputError('no direction to attach: use --direction ingress, egress or both')
   const resolved = await resolveTargets(request.targets)
 
-  return withStateLock(async (state) => {
+  return withStateLock(paths, async (state) => {
     const undo: (() => Promise<void>)[] = []
     const outcomes: AttachOutcome[] = []
     try {
       const netnsList = [...new Set(resolved.map((r) => r.netns))]
       for (const netns of netnsList) {
-        const set = MeterSet.for(netns)
+        const set = MeterSet.for(paths, netns)
         const record = state.meterSets.find((m) => sameNetns(m.netns, netns))
         let capacity = request.capacity ?? DEFAULT_CAPACITY
         let reloaded = false
@@ -128,7 +129,7 @@ export async function attachMeters(request: AttachRequest): Promise<AttachOutcom
           }
           capacity = existing
         }
-        const compiled = await compileMeter({capacity})
+        const compiled = await compileMeter({capacity}, paths.cacheDir)
 
         if (!set.exists()) {
           await set.create(compiled.objectPath)
@@ -241,9 +242,9 @@ export interface DetachReport {
   removedMeterSets: string[]
 }
 
-export async function detachMeters(request: DetachRequest): Promise<DetachReport> {
+export async function detachMeters(paths: Paths, request: DetachRequest): Promise<DetachReport> {
   requireRoot('flowctl meter detach')
-  return withStateLock(async (state) => {
+  return withStateLock(paths, async (state) => {
     const selected = state.attachments.filter(
       (a) =>
         request.directions.includes(a.direction) &&
@@ -259,7 +260,7 @@ export async function detachMeters(request: DetachRequest): Promise<DetachReport
 
     const outcomes: DetachOutcome[] = []
     for (const att of selected) {
-      const set = MeterSet.for(att.netns)
+      const set = MeterSet.for(paths, att.netns)
       let result: DetachOutcome['result'] = 'detached'
       const alive = await interfaceExists(att.netns, att.interface)
       if (!alive) {
@@ -286,7 +287,7 @@ export async function detachMeters(request: DetachRequest): Promise<DetachReport
 
     // A meter set with nothing attached is removed with its maps.
     const removedMeterSets: string[] = []
-    for (const set of MeterSet.list()) {
+    for (const set of MeterSet.list(paths)) {
       if (state.attachments.some((a) => sameNetns(a.netns, set.netns))) continue
       if (!request.all && !selected.some((a) => sameNetns(a.netns, set.netns))) continue
       await set.remove()

@@ -9,7 +9,7 @@ import {mkdir, readdir, readFile, rename, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {InvalidInputError} from '../errors.js'
-import {bpfSourceDir, cacheDir} from '../paths.js'
+import {bpfSourceDir} from '../paths.js'
 import {run} from '../sys/exec.js'
 
 export const DEFAULT_CAPACITY = 65_536
@@ -84,10 +84,11 @@ export async function meterDigest(options: MeterBuildOptions): Promise<string> {
   return hash.digest('hex')
 }
 
-export async function compileMeter(options: MeterBuildOptions): Promise<CompiledMeter> {
+/** Compiles the meter into `cacheDir` (or finds it there). */
+export async function compileMeter(options: MeterBuildOptions, cacheDir: string): Promise<CompiledMeter> {
   validateCapacity(options.capacity)
   const digest = await meterDigest(options)
-  const dir = cacheDir()
+  const dir = cacheDir
   const objectPath = join(dir, `meter-${digest.slice(0, 16)}.o`)
   if (existsSync(objectPath)) return {objectPath, digest, cached: true}
 

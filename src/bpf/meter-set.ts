@@ -9,7 +9,7 @@ import {mkdir, rename, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {StateError} from '../errors.js'
-import {pinRoot} from '../paths.js'
+import type {Paths} from '../paths.js'
 import type {NetnsName} from '../sys/netns.js'
 import {describeNetns} from '../sys/netns.js'
 import {loadAll} from './bpftool.js'
@@ -39,22 +39,25 @@ export const MAP_NAMES = Object.keys(EXPECTED_MAPS)
 export class MeterSet {
   readonly netns: NetnsName
   readonly dir: string
+  /** The pin root it lives under. */
+  readonly root: string
 
-  private constructor(netns: NetnsName, dir: string) {
+  private constructor(netns: NetnsName, root: string) {
     this.netns = netns
-    this.dir = dir
+    this.root = root
+    this.dir = netns === null ? join(root, 'root') : join(root, 'netns', netns)
   }
 
-  static for(netns: NetnsName): MeterSet {
-    return new MeterSet(netns, netns === null ? join(pinRoot(), 'root') : join(pinRoot(), 'netns', netns))
+  static for(paths: Paths, netns: NetnsName): MeterSet {
+    return new MeterSet(netns, paths.pinRoot)
   }
 
   /** Every meter set pinned now. */
-  static list(): MeterSet[] {
+  static list(paths: Paths): MeterSet[] {
     const sets: MeterSet[] = []
-    if (existsSync(join(pinRoot(), 'root'))) sets.push(MeterSet.for(null))
-    const nsDir = join(pinRoot(), 'netns')
-    if (existsSync(nsDir)) for (const name of readdirSync(nsDir).sort()) sets.push(MeterSet.for(name))
+    if (existsSync(join(paths.pinRoot, 'root'))) sets.push(MeterSet.for(paths, null))
+    const nsDir = join(paths.pinRoot, 'netns')
+    if (existsSync(nsDir)) for (const name of readdirSync(nsDir).sort()) sets.push(MeterSet.for(paths, name))
     return sets
   }
 
@@ -109,7 +112,7 @@ export class MeterSet {
   async remove(): Promise<void> {
     await rm(this.dir, {recursive: true, force: true})
     // Leave no empty parents behind.
-    for (const parent of [join(pinRoot(), 'netns'), pinRoot()]) {
+    for (const parent of [join(this.root, 'netns'), this.root]) {
       try {
         if (existsSync(parent) && readdirSync(parent).length === 0) await rm(parent, {recursive: true})
       } catch {

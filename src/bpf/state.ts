@@ -9,7 +9,7 @@ import {mkdir, open, readFile, rename, rm, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {FlowctlError, StateError} from '../errors.js'
-import {attachmentsFile, runDir} from '../paths.js'
+import type {Paths} from '../paths.js'
 import type {NetnsName} from '../sys/netns.js'
 import type {DirectionName} from '../flow/record.js'
 
@@ -46,8 +46,12 @@ function emptyState(): AttachState {
   return {version: 1, meterSets: [], attachments: []}
 }
 
-export function readState(): AttachState {
-  const file = attachmentsFile()
+export function attachmentsFile(paths: Paths): string {
+  return join(paths.runDir, 'attachments.json')
+}
+
+export function readState(paths: Paths): AttachState {
+  const file = attachmentsFile(paths)
   if (!existsSync(file)) return emptyState()
   try {
     const state = JSON.parse(readFileSync(file, 'utf8')) as AttachState
@@ -58,9 +62,9 @@ export function readState(): AttachState {
   }
 }
 
-async function writeState(state: AttachState): Promise<void> {
-  const file = attachmentsFile()
-  await mkdir(runDir(), {recursive: true})
+async function writeState(paths: Paths, state: AttachState): Promise<void> {
+  const file = attachmentsFile(paths)
+  await mkdir(paths.runDir, {recursive: true})
   const tmp = `${file}.${process.pid}.tmp`
   await writeFile(tmp, `${JSON.stringify(state, null, 2)}\n`)
   await rename(tmp, file)
@@ -78,9 +82,9 @@ function pidAlive(pid: number): boolean {
 }
 
 /** Runs `fn` holding the state lock, with the current state; `fn`'s changes are saved if it returns. */
-export async function withStateLock<T>(fn: (state: AttachState) => Promise<T>): Promise<T> {
-  await mkdir(runDir(), {recursive: true})
-  const lock = join(runDir(), 'state.lock')
+export async function withStateLock<T>(paths: Paths, fn: (state: AttachState) => Promise<T>): Promise<T> {
+  await mkdir(paths.runDir, {recursive: true})
+  const lock = join(paths.runDir, 'state.lock')
   const deadline = Date.now() + LOCK_WAIT_MS
   for (;;) {
     try {
@@ -102,9 +106,9 @@ export async function withStateLock<T>(fn: (state: AttachState) => Promise<T>): 
     }
   }
   try {
-    const state = readState()
+    const state = readState(paths)
     const result = await fn(state)
-    await writeState(state)
+    await writeState(paths, state)
     return result
   } finally {
     await rm(lock, {force: true})
@@ -115,14 +119,14 @@ export function sameNetns(a: NetnsName, b: NetnsName): boolean {
   return (a ?? null) === (b ?? null)
 }
 
-export function daemonPidFile(): string {
-  return join(runDir(), 'daemon.pid')
+export function daemonPidFile(paths: Paths): string {
+  return join(paths.runDir, 'daemon.pid')
 }
 
 /** The pid of a running `flowctl daemon`, if one is running. */
-export function runningDaemonPid(): number | undefined {
+export function runningDaemonPid(paths: Paths): number | undefined {
   try {
-    const pid = Number.parseInt(readFileSync(daemonPidFile(), 'utf8'), 10)
+    const pid = Number.parseInt(readFileSync(daemonPidFile(paths), 'utf8'), 10)
     return pid && pid !== process.pid && pidAlive(pid) ? pid : undefined
   } catch {
     return undefined

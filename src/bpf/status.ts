@@ -1,6 +1,7 @@
 /** What is attached, checked against the kernel: the library behind `flowctl meter status`. */
 import {existsSync} from 'node:fs'
 
+import type {Paths} from '../paths.js'
 import {netnsLabel, listLinks, type NetnsName} from '../sys/netns.js'
 import {listFilters} from '../sys/tc.js'
 import {decodePerCpuOverflow, K} from './layout.js'
@@ -77,10 +78,10 @@ function countFlows(set: MeterSet): {flows: Map<string, number>; overflow: Map<s
   return {flows, overflow}
 }
 
-export async function meterStatus(netns?: NetnsName): Promise<MeterStatus[]> {
-  const state = readState()
+export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<MeterStatus[]> {
+  const state = readState(paths)
   const out: MeterStatus[] = []
-  const sets = MeterSet.list().filter((s) => netns === undefined || sameNetns(s.netns, netns))
+  const sets = MeterSet.list(paths).filter((s) => netns === undefined || sameNetns(s.netns, netns))
   for (const set of sets) {
     const atts = state.attachments.filter((a) => sameNetns(a.netns, set.netns))
     if (!set.exists()) continue

@@ -5,8 +5,12 @@
 import {Command, Errors} from '@oclif/core'
 
 import {FlowctlError} from '../errors.js'
+import {pathsFromEnv, type Paths} from '../paths.js'
 
 export abstract class FlowctlCommand extends Command {
+  /** Where flowctl keeps things: the FLOWCTL_* variables, read once here at the edge. */
+  protected readonly paths: Paths = pathsFromEnv()
+
   protected override async catch(error: Error & {exitCode?: number}): Promise<unknown> {
     if (error instanceof FlowctlError) {
       process.stderr.write(`flowctl: ${error.message}\n`)

@@ -29,6 +29,6 @@ restart, even after SIGKILL, loses no counts: flows wait in pinned maps for the 
 
   async run(): Promise<void> {
     const {flags} = await this.parse(DaemonCommand)
-    await runDaemon(await loadConfig(flags.config))
+    await runDaemon(this.paths, await loadConfig(flags.config))
   }
 }

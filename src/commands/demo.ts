@@ -37,6 +37,7 @@ interrupted. Nothing it does touches meters or a daemon already running on this 
     const say = (line: string) => process.stderr.write(`${tty ? '\r\x1b[K' : ''}${line}\n`)
     let lastProgress = 0
     const result = await runDemo({
+      cacheDir: this.paths.cacheDir,
       log: say,
       seconds: flags.seconds,
       metricsListen: flags.metrics ?? null,

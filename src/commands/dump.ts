@@ -21,7 +21,7 @@ in the table and epoch milliseconds in JSON.`
 
   async run(): Promise<void> {
     const {flags} = await this.parse(Dump)
-    const flows = queryFlows(scopeFromFlags(flags))
+    const flows = queryFlows(this.paths, scopeFromFlags(flags))
     if (flags.json) await writeFlowJson(flows, process.stdout)
     else if ((await writeFlowTable(flows, process.stdout)) === 0) this.log('no flows')
   }

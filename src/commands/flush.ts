@@ -32,7 +32,7 @@ before it is emptied. Refused while \`flowctl daemon\` is exporting from the map
     const narrowed = byKey || !!flags.ifname?.length || flags.direction !== 'both'
     if (!flags.all && !narrowed) throw new InvalidInputError('nothing to flush: give selectors (-p -s -S -d -D, -n) or --all')
     if (flags.all && byKey) throw new InvalidInputError('--all deletes every flow in scope: drop -p/-s/-S/-d/-D, or drop --all to delete only the matching flows')
-    const result = await flushFlows(scope)
+    const result = await flushFlows(this.paths, scope)
     if (flags.json) return this.printJson(result)
     this.log(`${result.removed} flow${result.removed === 1 ? '' : 's'} removed`)
   }

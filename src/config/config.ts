@@ -91,6 +91,6 @@ export interface Config {
   logs: LogOutputConfig[]
   /** Prometheus metrics endpoint: HOST:PORT to listen on, or null for none. Default '127.0.0.1:9999' (the older tool's port). */
   metrics: {listen: string | null}
-  /** Where the daemon keeps its state between runs; default '/var/lib/flowctl/daemon-state.json'. */
-  stateFile: string
+  /** Where the daemon keeps its state between runs; null: daemon-state.json in the state directory (/var/lib/flowctl). */
+  stateFile: string | null
 }

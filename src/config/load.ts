@@ -66,7 +66,6 @@ const MAX_MESSAGE_SIZE = 65_507
 const MESSAGE_AND_SET_HEADERS = 20
 const DEFAULT_COLLECTOR = '127.0.0.1:4739'
 const DEFAULT_METRICS_LISTEN = '127.0.0.1:9999'
-const DEFAULT_STATE_FILE = '/var/lib/flowctl/daemon-state.json'
 const DEFAULT_HOOK_TIMEOUT_SECONDS = 5
 
 const TOP_KEYS = [
@@ -126,7 +125,7 @@ export function defaultConfig(overrides: Partial<Config> = {}): Config {
     templatesDefaulted: true,
     logs: [],
     metrics: {listen: DEFAULT_METRICS_LISTEN},
-    stateFile: DEFAULT_STATE_FILE,
+    stateFile: null,
     ...overrides,
   }
 }

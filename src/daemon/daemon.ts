@@ -13,6 +13,7 @@ import {skipSockets, socketCookie, unskipSockets} from '../bpf/sockets.js'
 import {daemonPidFile, runningDaemonPid} from '../bpf/state.js'
 import type {Config} from '../config/config.js'
 import {FlowctlError} from '../errors.js'
+import {defaultStateFile, type Paths} from '../paths.js'
 import type {FlowBatch} from '../flow/batch.js'
 import {CollectorExporter, compileTemplate, type ExportTemplate} from '../ipfix/exporter.js'
 import {netnsLabel} from '../sys/netns.js'
@@ -56,10 +57,13 @@ export class Daemon {
   private running = false
   private readonly hooks: DaemonHooks
 
-  constructor(config: Config, options: {log?: Logger; outputs?: FlowOutput[]; hooks?: DaemonHooks} = {}) {
+  readonly paths: Paths
+
+  constructor(paths: Paths, config: Config, options: {log?: Logger; outputs?: FlowOutput[]; hooks?: DaemonHooks} = {}) {
+    this.paths = paths
     this.config = config
     this.log = options.log ?? createLogger()
-    this.state = new DaemonStateFile(config.stateFile)
+    this.state = new DaemonStateFile(config.stateFile ?? defaultStateFile(paths))
     this.outputs.push(...(options.outputs ?? []))
     this.hooks = options.hooks ?? {}
   }
@@ -135,7 +139,7 @@ export class Daemon {
 
   /** Picks up meters attached since the last look; drains and lets go of those detached. */
   private rescanMeters(): void {
-    const wanted = MeterSet.list().filter((s) => !this.config.meters || this.config.meters.some((m) => m.netns === s.netns))
+    const wanted = MeterSet.list(this.paths).filter((s) => !this.config.meters || this.config.meters.some((m) => m.netns === s.netns))
     for (const set of wanted) {
       const label = netnsLabel(set.netns)
       if (this.drainers.has(label) || !set.exists()) continue
@@ -309,15 +313,15 @@ export class Daemon {
   }
 
   private claimPidFile(): void {
-    const other = runningDaemonPid()
+    const other = runningDaemonPid(this.paths)
     if (other) throw new FlowctlError(`another flowctl daemon (pid ${other}) is running: stop it first (one daemon exports each meter)`)
-    const file = daemonPidFile()
+    const file = daemonPidFile(this.paths)
     mkdirSync(dirname(file), {recursive: true})
     writeFileSync(file, `${process.pid}\n`)
   }
 
   private releasePidFile(): void {
-    const file = daemonPidFile()
+    const file = daemonPidFile(this.paths)
     if (existsSync(file) && readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file, {force: true})
   }
 }

@@ -87,7 +87,7 @@ const NO_OBSERVER: FlowLogObserver = {written() {}, hookFailed() {}, queued() {}
 export interface FlowLogOptions {
   log: Logger
   observer?: FlowLogObserver
-  names?: InterfaceNames
+  names: InterfaceNames
   maxQueuedRecords?: number
   /** Where '-' writes (process.stdout). */
   stdout?: NodeJS.WritableStream
@@ -125,7 +125,7 @@ export class FlowLogOutput implements FlowOutput {
     this.name = outputName(config)
     this.log = options.log
     this.observer = options.observer ?? NO_OBSERVER
-    this.names = options.names ?? new InterfaceNames()
+    this.names = options.names
     this.maxQueued = options.maxQueuedRecords ?? DEFAULT_MAX_QUEUED_RECORDS
     this.stdout = options.stdout ?? process.stdout
   }

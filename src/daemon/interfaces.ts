@@ -5,6 +5,7 @@
  * a detached interface still carry it.
  */
 import {readState, type Attachment} from '../bpf/state.js'
+import type {Paths} from '../paths.js'
 import {netnsLabel} from '../sys/netns.js'
 
 export class InterfaceNames {
@@ -12,7 +13,10 @@ export class InterfaceNames {
   private attachments: Attachment[] = []
   private loadedAt = -Infinity
 
-  constructor(private readonly minIntervalMs = 1000) {}
+  constructor(
+    private readonly paths: Paths,
+    private readonly minIntervalMs = 1000,
+  ) {}
 
   /** Reads the attachments again (at most once per interval unless forced). */
   refresh(force = false): void {
@@ -20,7 +24,7 @@ export class InterfaceNames {
     if (!force && now - this.loadedAt < this.minIntervalMs) return
     this.loadedAt = now
     try {
-      this.attachments = readState().attachments
+      this.attachments = readState(this.paths).attachments
     } catch {
       return // a state file being rewritten or broken: keep what we know
     }

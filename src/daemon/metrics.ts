@@ -38,6 +38,7 @@ import {decodePerCpuOverflow} from '../bpf/layout.js'
 import {directionName} from '../flow/record.js'
 import {runningDaemonPid} from '../bpf/state.js'
 import {FlowctlError} from '../errors.js'
+import type {Paths} from '../paths.js'
 import {END_REASON, type FlowBatch} from '../flow/batch.js'
 import {protocolName} from '../flow/protocols.js'
 import type {CollectorExporter, ExporterStats} from '../ipfix/exporter.js'
@@ -136,6 +137,7 @@ interface AccuracyState {
 }
 
 export interface DaemonMetricsOptions {
+  paths: Paths
   log: Logger
   names?: InterfaceNames
   /** Node.js process metrics (flowctl_process_*, flowctl_nodejs_*); default true. */
@@ -149,6 +151,7 @@ export class DaemonMetrics implements FlowLogObserver {
   readonly registry = new Registry()
   readonly names: InterfaceNames
   private readonly log: Logger
+  private readonly paths: Paths
   private readonly readLinks: LinkReader
   private readonly sampleIntervalMs: number
   private daemon?: Daemon
@@ -191,7 +194,8 @@ export class DaemonMetrics implements FlowLogObserver {
 
   constructor(options: DaemonMetricsOptions) {
     this.log = options.log
-    this.names = options.names ?? new InterfaceNames()
+    this.paths = options.paths
+    this.names = options.names ?? new InterfaceNames(options.paths)
     this.readLinks = options.readLinks ?? readLinkCounters
     this.sampleIntervalMs = options.sampleIntervalMs ?? ACCURACY_SAMPLE_MS
     const registers = [this.registry]
@@ -537,7 +541,7 @@ export class DaemonMetrics implements FlowLogObserver {
         })
       })
     } catch (error) {
-      throw metricsListenError(listen, configFile, error as NodeJS.ErrnoException)
+      throw metricsListenError(listen, configFile, error as NodeJS.ErrnoException, runningDaemonPid(this.paths))
     }
     server.on('error', (error) => this.log.limited('metrics-server', 'error', 'metrics-server-error', {error: error.message}))
     await this.closeServer()
@@ -570,13 +574,13 @@ export function splitHostPort(text: string): {host: string; port: number} {
 }
 
 /** The one-line error for a metrics port that cannot be bound, naming the config key. */
-export function metricsListenError(listen: string, configFile: string | null, error: NodeJS.ErrnoException): FlowctlError {
+export function metricsListenError(listen: string, configFile: string | null, error: NodeJS.ErrnoException, otherDaemonPid?: number): FlowctlError {
   const where = configFile ? ` (${configFile})` : ''
   const fix = `set another metrics.listen${where}, or metrics.listen: "" to serve no metrics`
   let problem: string
   switch (error.code) {
     case 'EADDRINUSE': {
-      const other = runningDaemonPid()
+      const other = otherDaemonPid
       problem = `the port is in use${other ? ` (another flowctl daemon, pid ${other}, is running)` : ' by another program (`ss -ltnp` shows which)'}`
       break
     }

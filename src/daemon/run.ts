@@ -1,4 +1,5 @@
 /** Runs the daemon until a signal ends it: the library behind `flowctl daemon`. */
+import type {Paths} from '../paths.js'
 import {requireRoot} from '../sys/privileges.js'
 import {loadConfig} from '../config/load.js'
 import type {Config} from '../config/config.js'
@@ -8,7 +9,7 @@ import {InterfaceNames} from './interfaces.js'
 import {createLogger, type Logger} from './log.js'
 import {DaemonMetrics} from './metrics.js'
 
-export async function runDaemon(config: Config, options: {log?: Logger; outputs?: FlowOutput[]} = {}): Promise<void> {
+export async function runDaemon(paths: Paths, config: Config, options: {log?: Logger; outputs?: FlowOutput[]} = {}): Promise<void> {
   requireRoot('flowctl daemon')
   const log = options.log ?? createLogger()
   // The signals are ours from the start, until the daemon has stopped: a SIGTERM or SIGINT while it
@@ -27,7 +28,7 @@ export async function runDaemon(config: Config, options: {log?: Logger; outputs?
   process.on('SIGINT', onInt)
   process.on('SIGHUP', onHup)
   try {
-    await serve(config, log, options.outputs ?? [], {
+    await serve(paths, config, log, options.outputs ?? [], {
       stopRequested: () => signalled,
       onStop: (handler) => (onStop = handler),
       onReload: (handler) => (onReload = handler),
@@ -46,16 +47,16 @@ interface Signals {
   onReload(handler: () => void): void
 }
 
-async function serve(config: Config, log: Logger, extraOutputs: FlowOutput[], signals: Signals): Promise<void> {
-  const names = new InterfaceNames()
+async function serve(paths: Paths, config: Config, log: Logger, extraOutputs: FlowOutput[], signals: Signals): Promise<void> {
+  const names = new InterfaceNames(paths)
   // Metrics and flow logs first: a port or file we cannot have stops us before anything starts.
-  const metrics = new DaemonMetrics({log, names})
+  const metrics = new DaemonMetrics({paths, log, names})
   await metrics.listen(config.metrics.listen, config.file)
   const logs = await FlowLogs.open(config.logs, {log, observer: metrics, names}).catch(async (error: unknown) => {
     await metrics.close()
     throw error
   })
-  const daemon = new Daemon(config, {log, outputs: [...extraOutputs, ...logs.outputs], hooks: metrics.hooks})
+  const daemon = new Daemon(paths, config, {log, outputs: [...extraOutputs, ...logs.outputs], hooks: metrics.hooks})
   metrics.watch(daemon)
   try {
     await daemon.start()

@@ -23,6 +23,7 @@ import {DaemonMetrics} from '../daemon/metrics.js'
 import {IpfixCollector} from '../ipfix/collector.js'
 import {ConformanceChecker} from '../ipfix/conformance.js'
 import {renderFields} from '../ipfix/decoder.js'
+import type {Paths} from '../paths.js'
 import {Lab} from './lab.js'
 import {ping, runAgent, startAgent} from './traffic.js'
 
@@ -69,6 +70,8 @@ export interface DemoOptions {
   log: (line: string) => void
   /** A live progress line (rewritten in place on a terminal). */
   progress?: (line: string) => void
+  /** Where compiled meters are cached (the machine's own cache: compiling is the same for every caller). */
+  cacheDir: string
   /** Seconds of traffic (default 4). */
   seconds?: number
   /** Prometheus metrics address for the demo's daemon (default: none). */
@@ -77,17 +80,13 @@ export interface DemoOptions {
   daemonLog?: Logger
 }
 
-const ENV_KEYS = ['FLOWCTL_PIN_ROOT', 'FLOWCTL_RUN_DIR', 'FLOWCTL_STATE_DIR'] as const
-
 export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const {log} = options
   const seconds = options.seconds ?? 4
   const id = randomBytes(3).toString('hex')
   const stateDir = mkdtempSync(join(tmpdir(), `fct-demo-${id}-`))
-  const saved = ENV_KEYS.map((k) => [k, process.env[k]] as const)
-  process.env.FLOWCTL_PIN_ROOT = `/sys/fs/bpf/fct-demo-${id}`
-  process.env.FLOWCTL_RUN_DIR = `/run/fct-demo-${id}`
-  process.env.FLOWCTL_STATE_DIR = stateDir
+  // Private roots: the demo never meets the meters, daemon or state of this machine.
+  const paths: Paths = {pinRoot: `/sys/fs/bpf/fct-demo-${id}`, runDir: `/run/fct-demo-${id}`, stateDir, cacheDir: options.cacheDir}
 
   const lab = new Lab(id)
   const collector = new IpfixCollector({host: '127.0.0.1', port: 0, checker: new ConformanceChecker({maxMessageSize: 1400})})
@@ -124,7 +123,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     log(`lab ${id}: client 198.18.1.1 fd00:1::1 <-> [c0 router s0] <-> server 198.18.2.1 fd00:2::1`)
     checkInterrupt()
 
-    await attachMeters({targets: [{netns: router, ifname: 'c0'}, {netns: router, ifname: 's0'}], directions: ['ingress', 'egress'], pref: 1, handle: 1, force: false})
+    await attachMeters(paths, {targets: [{netns: router, ifname: 'c0'}, {netns: router, ifname: 's0'}], directions: ['ingress', 'egress'], pref: 1, handle: 1, force: false})
     log('meter attached to the router\'s c0 and s0, both directions')
     const names = await interfaceNames(lab, router)
 
@@ -162,11 +161,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     })
     const daemonLog = options.daemonLog ?? createLogger(() => {})
     if (options.metricsListen) {
-      metrics = new DaemonMetrics({log: daemonLog})
+      metrics = new DaemonMetrics({paths, log: daemonLog})
       await metrics.listen(options.metricsListen)
       log(`daemon metrics on http://${options.metricsListen}/metrics`)
     }
-    daemon = new Daemon(config, {log: daemonLog, hooks: metrics?.hooks})
+    daemon = new Daemon(paths, config, {log: daemonLog, hooks: metrics?.hooks})
     metrics?.watch(daemon)
     await daemon.start()
     log(`daemon exporting IPFIX to the embedded collector on udp 127.0.0.1:${port} (drain every second, idle timeout 2 s)`)
@@ -224,13 +223,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     if (daemon) await daemon.stop().catch(() => {})
     await metrics?.close()
     await collector.stop()
-    if (router) await detachMeters({targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
+    if (router) await detachMeters(paths, {targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
     await lab.destroy()
-    for (const dir of [process.env.FLOWCTL_PIN_ROOT!, process.env.FLOWCTL_RUN_DIR!, stateDir]) rmSync(dir, {recursive: true, force: true})
-    for (const [k, v] of saved) {
-      if (v === undefined) delete process.env[k]
-      else process.env[k] = v
-    }
+    for (const dir of [paths.pinRoot, paths.runDir, stateDir]) rmSync(dir, {recursive: true, force: true})
     log('lab removed')
   }
 }

@@ -10,6 +10,7 @@ import {runningDaemonPid} from '../bpf/state.js'
 import {dumpMap} from '../bpf/bpftool.js'
 import {decodeFlowKey} from '../bpf/layout.js'
 import {FlowctlError, NotFoundError} from '../errors.js'
+import type {Paths} from '../paths.js'
 import {clockOffsetNs} from '../sys/clock.js'
 import {assertNetnsExists, describeNetns, listLinks, netnsLabel, type NetnsName} from '../sys/netns.js'
 import {toFlow, type Flow} from './flow.js'
@@ -29,8 +30,8 @@ interface ScopedSet {
   selector: FlowSelector
 }
 
-async function resolveScope(scope: FlowScope): Promise<ScopedSet[]> {
-  let sets = MeterSet.list()
+async function resolveScope(paths: Paths, scope: FlowScope): Promise<ScopedSet[]> {
+  let sets = MeterSet.list(paths)
   if (scope.netns !== undefined) {
     assertNetnsExists(scope.netns)
     sets = sets.filter((s) => s.netns === scope.netns)
@@ -61,9 +62,9 @@ async function resolveScope(scope: FlowScope): Promise<ScopedSet[]> {
 }
 
 /** The flows the kernel holds now, in scope, one per flow. */
-export async function* queryFlows(scope: FlowScope): AsyncGenerator<Flow> {
+export async function* queryFlows(paths: Paths, scope: FlowScope): AsyncGenerator<Flow> {
   const offset = clockOffsetNs()
-  for (const {set, names, selector} of await resolveScope(scope)) {
+  for (const {set, names, selector} of await resolveScope(paths, scope)) {
     const label = netnsLabel(set.netns)
     for await (const f of readMeterSetFlows(set)) {
       if (matchesSelector(selector, f.key)) yield toFlow(label, names.get(f.key.ifindex), f.key, f.counters, offset)
@@ -80,13 +81,13 @@ export interface FlushResult {
  * map is first made idle by a swap, then emptied, twice, so that both maps are covered. Packets
  * that arrive during the flush are new flows and stay.
  */
-export async function flushFlows(scope: FlowScope): Promise<FlushResult> {
-  const daemon = runningDaemonPid()
+export async function flushFlows(paths: Paths, scope: FlowScope): Promise<FlushResult> {
+  const daemon = runningDaemonPid(paths)
   if (daemon) {
     throw new FlowctlError(`flowctl daemon (pid ${daemon}) is exporting these flows: stop it before flushing, or let it export them`)
   }
   const removed = new Set<string>()
-  for (const {set, selector} of await resolveScope(scope)) {
+  for (const {set, selector} of await resolveScope(paths, scope)) {
     const all = isEmptySelector(selector)
     for (const family of FAMILIES) {
       const maps = set.openFamily(family)

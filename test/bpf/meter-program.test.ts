@@ -11,6 +11,7 @@ import {join} from 'node:path'
 import {execa} from 'execa'
 
 import {compileMeter} from '../../src/bpf/compile.js'
+import {pathsFromEnv} from '../../src/paths.js'
 import {decodeFlowKey, decodePerCpuCounters} from '../../src/bpf/layout.js'
 import {type Family, type FlowCounters, type FlowKey} from '../../src/flow/record.js'
 import {BpfMap} from '../../src/bpf/libbpf.js'
@@ -31,7 +32,7 @@ describe('meter program on crafted packets @e2e', function () {
 
   before(async function () {
     requireE2e(this)
-    const {objectPath} = await compileMeter({capacity: 1024})
+    const {objectPath} = await compileMeter({capacity: 1024}, pathsFromEnv().cacheDir)
     pinDir = `/sys/fs/bpf/fct-test-${randomBytes(3).toString('hex')}`
     tmp = mkdtempSync(join(tmpdir(), 'fct-prog-'))
     mkdirSync(pinDir) // bpftool pins into an existing directory

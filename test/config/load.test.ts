@@ -105,7 +105,7 @@ const DEFAULTS = {
   idleTimeoutSeconds: 15,
   activeTimeoutSeconds: 60,
   metrics: {listen: '127.0.0.1:9999'},
-  stateFile: '/var/lib/flowctl/daemon-state.json',
+  stateFile: null,
 }
 
 function pick(config: Config, keys: (keyof typeof DEFAULTS)[]): Record<string, unknown> {
@@ -152,7 +152,7 @@ describe('config/load', function () {
           },
         ],
         metrics: {listen: '127.0.0.1:9999'},
-        stateFile: '/var/lib/flowctl/daemon-state.json',
+        stateFile: null,
       })
     })
 

@@ -7,6 +7,7 @@ import {randomBytes} from 'node:crypto'
 import {rmSync} from 'node:fs'
 
 import {compileMeter} from '../../src/bpf/compile.js'
+import {pathsFromEnv} from '../../src/paths.js'
 import {C, FLOW_COUNTERS, FLOW_RECORD, K, R} from '../../src/bpf/layout.js'
 import {BpfMap, numPossibleCpus} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
@@ -34,7 +35,6 @@ function nowNs(): number {
 
 describe('drain engine @e2e', function () {
   const pinRoot = `/sys/fs/bpf/fct-test-${randomBytes(3).toString('hex')}`
-  let savedRoot: string | undefined
   let set: MeterSet
   let drainer: MeterSetDrainer | undefined
   let exported: Exported[]
@@ -109,10 +109,9 @@ describe('drain engine @e2e', function () {
 
   before(async function () {
     requireE2e(this)
-    savedRoot = process.env.FLOWCTL_PIN_ROOT
-    process.env.FLOWCTL_PIN_ROOT = pinRoot
-    set = MeterSet.for('fct-drain')
-    await set.create((await compileMeter({capacity: 16})).objectPath)
+    const paths = {...pathsFromEnv(), pinRoot}
+    set = MeterSet.for(paths, 'fct-drain')
+    await set.create((await compileMeter({capacity: 16}, paths.cacheDir)).objectPath)
   })
 
   beforeEach(function () {
@@ -122,8 +121,6 @@ describe('drain engine @e2e', function () {
   after(function () {
     drainer?.close()
     rmSync(pinRoot, {recursive: true, force: true})
-    if (savedRoot === undefined) delete process.env.FLOWCTL_PIN_ROOT
-    else process.env.FLOWCTL_PIN_ROOT = savedRoot
   })
 
   it('holds new flows in the pending map and empties the flow maps', function () {

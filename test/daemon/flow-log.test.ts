@@ -12,6 +12,7 @@ import {FlowctlError} from '../../src/errors.js'
 import {END_REASON, FlowBatch} from '../../src/flow/batch.js'
 import {FlowLogOutput, FlowLogs, batchToRecords} from '../../src/daemon/flow-log.js'
 import {applyHooks, HookFailure, runHook, type FlowRecord} from '../../src/daemon/hooks.js'
+import {pathsFromEnv} from '../../src/paths.js'
 import {InterfaceNames} from '../../src/daemon/interfaces.js'
 import {createLogger} from '../../src/daemon/log.js'
 import {collector} from '../helpers/unit.js'
@@ -62,7 +63,7 @@ describe('flow log output and hooks', function () {
     hookFailed: (_o: string, hook: string, reason: string) => seen.failures.push({hook, reason}),
     queued: (_o: string, n: number) => (seen.queued = Math.max(seen.queued, n)),
   }
-  const names = new InterfaceNames()
+  const names = new InterfaceNames(pathsFromEnv({}))
 
   beforeEach(function () {
     dir = mkdtempSync(join(tmpdir(), 'fct-flowlog-'))

@@ -13,6 +13,7 @@ import {FlowctlError} from '../../src/errors.js'
 import {END_REASON, FlowBatch} from '../../src/flow/batch.js'
 import type {DrainReport} from '../../src/daemon/drain.js'
 import {createLogger} from '../../src/daemon/log.js'
+import {pathsFromEnv, type Paths} from '../../src/paths.js'
 import {DaemonMetrics, splitHostPort, type LinkCounters} from '../../src/daemon/metrics.js'
 import {sample} from '../helpers/prom.js'
 
@@ -30,26 +31,23 @@ function report(netns: string, seen: [number, number, number][], taken = 0): {ne
 
 describe('daemon metrics', function () {
   let runDir: string
-  let saved: string | undefined
+  let paths: Paths
   const logged: string[] = []
   const log = createLogger((l) => logged.push(l))
 
   before(function () {
-    saved = process.env.FLOWCTL_RUN_DIR
     runDir = mkdtempSync(join(tmpdir(), 'fct-metrics-'))
-    process.env.FLOWCTL_RUN_DIR = runDir
+    paths = {...pathsFromEnv({}), runDir}
     const attachment = (direction: string) => ({netns: 'fct-m', interface: 'eth9', ifindex: 9, direction, pref: 1, handle: 1, progId: 1, digest: 'x', attachedAt: '', qdiscCreated: false})
     writeFileSync(join(runDir, 'attachments.json'), JSON.stringify({version: 1, meterSets: [], attachments: [attachment('ingress'), attachment('egress')]}))
   })
 
   after(function () {
-    if (saved === undefined) delete process.env.FLOWCTL_RUN_DIR
-    else process.env.FLOWCTL_RUN_DIR = saved
     rmSync(runDir, {recursive: true, force: true})
   })
 
   it('counts packets and bytes of exported flows per interface, direction and protocol, and flows by end reason', async function () {
-    const metrics = new DaemonMetrics({log, processMetrics: false})
+    const metrics = new DaemonMetrics({paths, log, processMetrics: false})
     const b = new FlowBatch(4, 4)
     b.netns = 'fct-m'
     const flows = [
@@ -82,7 +80,7 @@ describe('daemon metrics', function () {
 
   it('counts drains, their duration and fill, and pairs what the meter saw with the kernel counters', async function () {
     let kernel: LinkCounters = {rxPackets: 100, rxBytes: 10_000, txPackets: 200, txBytes: 20_000}
-    const metrics = new DaemonMetrics({log, processMetrics: false, sampleIntervalMs: 0, readLinks: async () => new Map([[9, {...kernel}]])})
+    const metrics = new DaemonMetrics({paths, log, processMetrics: false, sampleIntervalMs: 0, readLinks: async () => new Map([[9, {...kernel}]])})
     // The first drain holds what was counted before the daemon: a baseline only.
     metrics.countDrain(report('fct-m', [[19, 1000, 1_000_000]], 12))
     await metrics.settled()
@@ -118,6 +116,7 @@ describe('daemon metrics', function () {
     let fail = false
     let tx = 0
     const metrics = new DaemonMetrics({
+      paths,
       log,
       processMetrics: false,
       sampleIntervalMs: 0,
@@ -143,7 +142,7 @@ describe('daemon metrics', function () {
   })
 
   it('serves /metrics over HTTP, moves to a new address on reload, and says which key when the port is taken', async function () {
-    const metrics = new DaemonMetrics({log})
+    const metrics = new DaemonMetrics({paths, log})
     await metrics.listen('127.0.0.1:0')
     const port = metrics.address!.port
     const res = await fetch(`http://127.0.0.1:${port}/metrics`)
@@ -160,7 +159,7 @@ describe('daemon metrics', function () {
     await new Promise<void>((r) => other.listen(0, '127.0.0.1', r))
     const taken = (other.address() as AddressInfo).port
     try {
-      const second = new DaemonMetrics({log, processMetrics: false})
+      const second = new DaemonMetrics({paths, log, processMetrics: false})
       await assert.rejects(second.listen(`127.0.0.1:${taken}`, '/etc/flowctl/config.yaml'), (error: unknown) => {
         assert.ok(error instanceof FlowctlError)
         assert.match(error.message, new RegExp(`^metrics\\.listen: cannot listen on 127\\.0\\.0\\.1:${taken}: the port is in use .*\\(EADDRINUSE\\); set another metrics\\.listen \\(/etc/flowctl/config\\.yaml\\)`))

@@ -101,7 +101,7 @@ describe('daemon end to end @e2e', function () {
       quiet: true,
     })
     ifindex = (JSON.parse(await lab.exec(client, 'ip', ['-j', 'link', 'show', 'dev', 'veth0'])) as {ifindex: number}[])[0].ifindex
-    await attachMeters({targets: [{netns: client, ifname: 'veth0'}], directions: ['ingress', 'egress'], pref: 1, handle: 1, force: false})
+    await attachMeters(privateDirs.paths, {targets: [{netns: client, ifname: 'veth0'}], directions: ['ingress', 'egress'], pref: 1, handle: 1, force: false})
   })
 
   afterEach(async function () {
@@ -124,7 +124,7 @@ describe('daemon end to end @e2e', function () {
 
   after(async function () {
     for (const d of daemons) await d.stop('SIGKILL').catch(() => {})
-    if (client) await detachMeters({targets: [{netns: client, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
+    if (client) await detachMeters(privateDirs.paths, {targets: [{netns: client, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
     await lab.destroy()
     if (tmp) rmSync(tmp, {recursive: true, force: true})
     privateDirs.remove()

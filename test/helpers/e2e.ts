@@ -7,6 +7,8 @@ import {fileURLToPath} from 'node:url'
 
 import {execa} from 'execa'
 
+import {pathsFromEnv, type Paths} from '../../src/paths.js'
+
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url))
 export const CLI = `${REPO}bin/run.js`
 
@@ -61,8 +63,12 @@ export class PrivateDirs {
   readonly env: {FLOWCTL_PIN_ROOT: string; FLOWCTL_RUN_DIR: string; FLOWCTL_STATE_DIR: string}
   private readonly saved: Record<string, string | undefined> = {}
 
+  /** The same directories as a Paths value, for the library calls a suite makes in-process. */
+  readonly paths: Paths
+
   constructor(id: string) {
     this.env = {FLOWCTL_PIN_ROOT: `/sys/fs/bpf/fct-${id}`, FLOWCTL_RUN_DIR: `/run/fct-${id}`, FLOWCTL_STATE_DIR: `/tmp/fct-${id}-state`}
+    this.paths = pathsFromEnv({...process.env, ...this.env})
   }
 
   apply(): void {

@@ -33,7 +33,7 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
     const {flags} = await this.parse(MeterAttach)
     const targets = interfaceTargets(flags)
     requireTargets(targets, 'nothing to attach')
-    const outcomes = await attachMeters({
+    const outcomes = await attachMeters(this.paths, {
       targets,
       directions: directions(flags.direction),
       capacity: flags.capacity,

@@ -33,7 +33,7 @@ nothing is attached there. Flows not yet exported are discarded with the maps.`
     // "--netns ns1" alone means every interface of ns1.
     if (targets.length === 0 && flags.netns !== undefined) targets = [{netns: netnsOf(flags.netns), ifname: '*'}]
     if (!flags.all && targets.length === 0) throw new InvalidInputError('nothing to detach: name interfaces (-n IFACE, -i NS:IFACE), a namespace (--netns NS), or --all')
-    const report = await detachMeters({targets, all: flags.all, directions: directions(flags.direction)})
+    const report = await detachMeters(this.paths, {targets, all: flags.all, directions: directions(flags.direction)})
     if (flags.json) return this.printJson(report)
     for (const o of report.outcomes) {
       const note = o.result === 'not-ours' ? 'left alone: the filter there is not ours any more' : o.result === 'gone' ? 'already gone' : 'detached'

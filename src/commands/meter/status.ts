@@ -17,7 +17,7 @@ map path, the flows now in its maps, the maps' capacity, and packets not metered
 
   async run(): Promise<void> {
     const {flags} = await this.parse(MeterStatusCommand)
-    const rows = await meterStatus(flags.netns === undefined ? undefined : netnsOf(flags.netns))
+    const rows = await meterStatus(this.paths, flags.netns === undefined ? undefined : netnsOf(flags.netns))
     if (flags.json) return this.printJson(rows)
     if (rows.length === 0) {
       this.log('no meter is attached (see `flowctl meter attach --help`)')
