@@ -6,6 +6,8 @@
  * Every input is checked before anything changes, and a failure midway undoes what this call did,
  * so no half-attached state is left behind.
  */
+import {totalmem} from 'node:os'
+
 import {FlowctlError, InvalidInputError, NotFoundError} from '../errors.js'
 import type {Paths} from '../paths.js'
 import {requireRoot} from '../sys/privileges.js'
@@ -14,7 +16,7 @@ import {attachBpfFilter, deleteClsact, deleteFilter, ensureClsact, listFilters, 
 import {compileMeter, DEFAULT_CAPACITY, validateCapacity} from './compile.js'
 import type {DirectionName} from '../flow/record.js'
 import {LAYOUT_VERSION} from './layout.js'
-import {MeterSet, PROGRAM_NAMES} from './meter-set.js'
+import {flowMemoryAtMost, MeterSet, PROGRAM_NAMES} from './meter-set.js'
 import {sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
 
 export const DEFAULT_PREF = 1
@@ -104,7 +106,15 @@ function ourProgIds(set: MeterSet, att?: Attachment): number[] {
 
 export async function attachMeters(paths: Paths, request: AttachRequest): Promise<AttachOutcome[]> {
   requireRoot('flowctl meter attach')
-  if (request.capacity !== undefined) validateCapacity(request.capacity)
+  if (request.capacity !== undefined) {
+    validateCapacity(request.capacity)
+    const needed = flowMemoryAtMost(request.capacity)
+    if (needed > totalmem()) {
+      throw new InvalidInputError(
+        `--capacity ${request.capacity} can take up to ${(needed / 2 ** 30).toFixed(1)} GiB of kernel memory when full, more than this machine's ${(totalmem() / 2 ** 30).toFixed(1)} GiB: choose a smaller --capacity`,
+      )
+    }
+  }
   if (request.directions.length === 0) throw new InvalidInputError('no direction to attach: use --direction ingress, egress or both')
   const resolved = await resolveTargets(request.targets)
 
@@ -132,7 +142,7 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
         const compiled = await compileMeter({capacity}, paths.cacheDir)
 
         if (!set.exists()) {
-          await set.create(compiled.objectPath)
+          await set.create(compiled.objectPath, capacity)
           undo.push(() => set.remove())
           state.meterSets = state.meterSets.filter((m) => !sameNetns(m.netns, netns))
           state.meterSets.push({

@@ -34,7 +34,7 @@ import type {AddressInfo} from 'node:net'
 
 import {Counter, Gauge, Histogram, Registry, collectDefaultMetrics} from 'prom-client'
 
-import {decodePerCpuOverflow} from '../bpf/layout.js'
+import {readOverflow} from '../bpf/layout.js'
 import {directionName} from '../flow/record.js'
 import {runningDaemonPid} from '../bpf/state.js'
 import {FlowctlError} from '../errors.js'
@@ -373,18 +373,13 @@ export class DaemonMetrics implements FlowLogObserver {
         continue // detached meanwhile
       }
       try {
-        const stride = map.valueBytes
-        map.forEachBatch((keys, values, n) => {
-          for (let i = 0; i < n; i++) {
-            const ifindex = keys.readUInt32LE(i * 8)
-            const direction = directionName(keys.readUInt32LE(i * 8 + 4))
-            const o = decodePerCpuOverflow(values, i * stride, stride / 16)
-            const labels = {netns, interface: this.names.name(netns, ifindex), direction}
-            const key = `${netns}/${ifindex}/${direction}`
-            this.notMeteredPackets.set(labels, o.packets, key)
-            this.notMeteredBytes.set(labels, o.bytes, key)
-          }
-        })
+        for (const o of readOverflow(map)) {
+          const direction = directionName(o.direction)
+          const labels = {netns, interface: this.names.name(netns, o.ifindex), direction}
+          const key = `${netns}/${o.ifindex}/${direction}`
+          this.notMeteredPackets.set(labels, o.packets, key)
+          this.notMeteredBytes.set(labels, o.bytes, key)
+        }
       } catch (error) {
         this.log.limited(`metrics-overflow:${netns}`, 'warn', 'metrics-read-failed', {netns, map: 'overflow', error: (error as Error).message})
       } finally {
