@@ -17,6 +17,8 @@ import {compileMeter, DEFAULT_CAPACITY, validateCapacity} from './compile.js'
 import type {DirectionName} from '../flow/record.js'
 import {LAYOUT_VERSION} from './layout.js'
 import {flowMemoryAtMost, MeterSet, PROGRAM_NAMES} from './meter-set.js'
+import {carryOverLegacy, moveLegacyAside} from './migrate.js'
+import {BpfMap} from './libbpf.js'
 import {sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
 
 export const DEFAULT_PREF = 1
@@ -129,6 +131,13 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
         let capacity = request.capacity ?? DEFAULT_CAPACITY
         let reloaded = false
 
+        let migrating = false
+        if (set.exists() && request.force && set.layoutVersion() === 1) {
+          // Layout 1: its flows are carried over into a new meter set once the filters run the new programs.
+          capacity = Math.max(request.capacity ?? DEFAULT_CAPACITY, legacyCapacity(set))
+          await moveLegacyAside(set)
+          migrating = true
+        }
         if (set.exists()) {
           set.verifyLayout()
           const existing = set.capacity()
@@ -153,6 +162,7 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
             layoutVersion: LAYOUT_VERSION,
             createdAt: new Date().toISOString(),
           })
+          if (migrating) reloaded = true
         } else if (request.force && record?.digest !== compiled.digest) {
           // A different program (new flowctl or clang): load it onto the same maps.
           await set.reloadPrograms(compiled.objectPath)
@@ -223,6 +233,9 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
           })
           outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result: 'attached', progId})
         }
+        // A layout-1 meter set moved aside (now, or by an attach cut short): its filters run the
+        // new programs by now, so its flows can be carried over.
+        await carryOverLegacy(set)
       }
       return outcomes
     } catch (error) {
@@ -319,3 +332,10 @@ async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolea
 }
 
 export {PROGRAM_NAMES}
+
+/** The flows per map of a layout-1 meter set (its per-CPU flow maps were sized by it). */
+function legacyCapacity(set: MeterSet): number {
+  const map = BpfMap.open(set.mapPath('flows4_a'))
+  map.close()
+  return map.info.maxEntries
+}
