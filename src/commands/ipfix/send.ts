@@ -10,7 +10,9 @@ import {loadFlowFile} from '../../ipfix/flow-file.js'
 export default class IpfixSend extends FlowctlCommand {
   static override summary = 'Send flows written in YAML to the collectors of a config'
   static override description = `Sends the config's templates, then the flows of FLOWS.yaml as data records, to every collector
-of the config (the older tool's \`flowctl ipfix file\`). For testing collectors and templates.`
+of the config. For testing collectors and templates. \`flowctl ipfix file\` (the older tool's name) is the same command.`
+
+  static override aliases = ['ipfix:file']
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> -c config.yaml -f flows.yaml',
