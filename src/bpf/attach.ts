@@ -15,7 +15,8 @@ import {compileMeter, DEFAULT_CAPACITY, validateCapacity} from './compile.js'
 import type {DirectionName} from '../flow/record.js'
 import {LAYOUT_VERSION} from './layout.js'
 import {MeterSet, PROGRAM_NAMES} from './meter-set.js'
-import {sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
+import {readState, sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
+import {requirePinRootOnBpffs} from './bpffs.js'
 
 export const DEFAULT_PREF = 1
 export const DEFAULT_HANDLE = 1
@@ -33,7 +34,11 @@ export interface AttachRequest {
   capacity?: number
   pref: number
   handle: number
+  /** The tc chain (0, tc's default, unless the older tool's --chain says otherwise). */
+  chain?: number
   force: boolean
+  /** Check the request and report what would be done, changing nothing (no compile, no load, no tc). */
+  dry?: boolean
 }
 
 export type AttachResult = 'attached' | 'unchanged' | 're-attached'
@@ -107,6 +112,9 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
   if (request.capacity !== undefined) validateCapacity(request.capacity)
   if (request.directions.length === 0) throw new InvalidInputError('no direction to attach: use --direction ingress, egress or both')
   const resolved = await resolveTargets(request.targets)
+  if (request.dry) return planAttach(paths, request, resolved)
+  await requirePinRootOnBpffs(paths)
+  const chain = request.chain ?? 0
 
   return withStateLock(paths, async (state) => {
     const undo: (() => Promise<void>)[] = []
@@ -169,9 +177,10 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
           const att = findAttachment(state, netns, ifname, direction)
           const pref = att?.pref ?? request.pref
           const handle = att?.handle ?? request.handle
+          const filterChain = att ? (att.chain ?? 0) : chain
           const progId = set.progId(direction)
           const filters = await listFilters(netns, ifname, direction)
-          const here = filters.find((f) => f.pref === pref && f.handle === handle)
+          const here = filters.find((f) => f.pref === pref && f.handle === handle && f.chain === filterChain)
           const ours = isOurFilter(here, ourProgIds(set, att))
 
           if (att && ours && here!.progId === progId && !request.force) {
@@ -179,15 +188,15 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
             continue
           }
           if (ours) {
-            await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction), true)
+            await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction), true, filterChain)
             const now = new Date().toISOString()
             if (att) Object.assign(att, {progId, digest, attachedAt: now, ifindex: link.ifindex})
-            else state.attachments.push({netns, interface: ifname, ifindex: link.ifindex, direction, pref, handle, progId, digest, attachedAt: now, qdiscCreated: false})
+            else state.attachments.push({netns, interface: ifname, ifindex: link.ifindex, direction, pref, handle, chain: filterChain, progId, digest, attachedAt: now, qdiscCreated: false})
             outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result: 're-attached', progId})
             continue
           }
           // A filter of someone else at our place, or at the same pref with another kind.
-          const clash = filters.find((f) => f.pref === pref)
+          const clash = filters.find((f) => f.pref === pref && f.chain === filterChain)
           if (clash) {
             throw new FlowctlError(
               `pref ${pref} of ${ifname} ${direction} in ${describeNetns(netns)} is taken by another filter (${clash.kind}${clash.progName ? ` ${clash.progName}` : ''}): choose a free one with --pref`,
@@ -195,8 +204,8 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
           }
           const qdiscCreated = await ensureClsact(netns, ifname)
           if (qdiscCreated) undo.push(() => deleteClsact(netns, ifname).catch(() => {}))
-          await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction))
-          undo.push(() => deleteFilter(netns, ifname, direction, pref, handle).catch(() => {}))
+          await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction), false, filterChain)
+          undo.push(() => deleteFilter(netns, ifname, direction, pref, handle, filterChain).catch(() => {}))
           const sharedQdisc = state.attachments.some((a) => sameNetns(a.netns, netns) && a.interface === ifname && a.qdiscCreated)
           state.attachments = state.attachments.filter((a) => a !== att)
           state.attachments.push({
@@ -206,6 +215,7 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
             direction,
             pref,
             handle,
+            chain: filterChain,
             progId,
             digest,
             attachedAt: new Date().toISOString(),
@@ -227,6 +237,12 @@ export interface DetachRequest {
   targets: InterfaceTarget[]
   all: boolean
   directions: DirectionName[]
+  /** Only filters at this tc pref / handle / chain (the older tool's flags); any when undefined. */
+  pref?: number
+  handle?: number
+  chain?: number
+  /** Report what would be detached, changing nothing. */
+  dry?: boolean
 }
 
 export interface DetachOutcome {
@@ -245,16 +261,33 @@ export interface DetachReport {
 export async function detachMeters(paths: Paths, request: DetachRequest): Promise<DetachReport> {
   requireRoot('flowctl meter detach')
   return withStateLock(paths, async (state) => {
+    const at = (a: Attachment) =>
+      (request.pref === undefined || a.pref === request.pref) &&
+      (request.handle === undefined || a.handle === request.handle) &&
+      (request.chain === undefined || (a.chain ?? 0) === request.chain)
+    const where = [request.pref !== undefined && `pref ${request.pref}`, request.handle !== undefined && `handle ${request.handle}`, request.chain !== undefined && `chain ${request.chain}`].filter(Boolean).join(', ')
     const selected = state.attachments.filter(
       (a) =>
         request.directions.includes(a.direction) &&
+        at(a) &&
         (request.all || request.targets.some((t) => sameNetns(t.netns, a.netns) && (t.ifname === '*' || t.ifname === a.interface))),
     )
     if (!request.all) {
       for (const t of request.targets) {
         if (!selected.some((a) => sameNetns(a.netns, t.netns) && (t.ifname === '*' || a.interface === t.ifname))) {
-          throw new NotFoundError(`no meter is attached to ${t.ifname === '*' ? 'any interface' : `'${t.ifname}'`} in ${describeNetns(t.netns)} (see \`flowctl meter status\`)`)
+          throw new NotFoundError(
+            `no meter is attached to ${t.ifname === '*' ? 'any interface' : `'${t.ifname}'`} in ${describeNetns(t.netns)}${where ? ` at ${where}` : ''} (see \`flowctl meter status\`)`,
+          )
         }
+      }
+    }
+    if (request.dry) {
+      const remaining = state.attachments.filter((a) => !selected.includes(a))
+      return {
+        outcomes: selected.map((a) => ({netns: netnsLabel(a.netns), interface: a.interface, direction: a.direction, result: 'detached' as const})),
+        removedMeterSets: MeterSet.list(paths)
+          .filter((set) => !remaining.some((a) => sameNetns(a.netns, set.netns)) && (request.all || selected.some((a) => sameNetns(a.netns, set.netns))))
+          .map((set) => netnsLabel(set.netns)),
       }
     }
 
@@ -267,9 +300,9 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
         result = 'gone' // the filter went with the interface or the namespace
       } else {
         const filters = await listFilters(att.netns, att.interface, att.direction)
-        const here = filters.find((f) => f.pref === att.pref && f.handle === att.handle)
+        const here = filters.find((f) => f.pref === att.pref && f.handle === att.handle && f.chain === (att.chain ?? 0))
         if (isOurFilter(here, ourProgIds(set, att))) {
-          await deleteFilter(att.netns, att.interface, att.direction, att.pref, att.handle)
+          await deleteFilter(att.netns, att.interface, att.direction, att.pref, att.handle, att.chain ?? 0)
         } else {
           result = here ? 'not-ours' : 'gone'
         }
@@ -296,6 +329,23 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
     }
     return {outcomes, removedMeterSets}
   })
+}
+
+/**
+ * What attaching would do, from the recorded state alone: nothing is compiled, loaded or attached
+ * (the older tool's --dry). A filter recorded as ours is taken to be there.
+ */
+function planAttach(paths: Paths, request: AttachRequest, resolved: ResolvedTarget[]): AttachOutcome[] {
+  const state = readState(paths)
+  const outcomes: AttachOutcome[] = []
+  for (const {netns, link} of resolved) {
+    for (const direction of request.directions) {
+      const att = findAttachment(state, netns, link.ifname, direction)
+      const result: AttachResult = !att ? 'attached' : request.force ? 're-attached' : 'unchanged'
+      outcomes.push({netns: netnsLabel(netns), interface: link.ifname, direction, result, progId: att?.progId ?? 0})
+    }
+  }
+  return outcomes
 }
 
 async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolean> {

@@ -6,7 +6,7 @@
  * The idle and pending maps are indexed in memory (they are small unless a daemon is exporting a
  * large table); the live map, which can be full, is streamed and never held.
  */
-import {dumpMap} from './bpftool.js'
+import {dumpMap, type DumpStats} from './bpftool.js'
 import {decodeFlowKey, decodeFlowRecord, decodePerCpuCounters} from './layout.js'
 import {FAMILIES, mergeCounters, type Family, type FlowCounters, type FlowKey} from '../flow/record.js'
 import {type FamilyMaps, MeterSet} from './meter-set.js'
@@ -18,8 +18,8 @@ export interface KernelFlow {
   counters: FlowCounters
 }
 
-async function indexEntries(index: Map<string, KernelFlow>, family: Family, path: string, kind: 'perCpu' | 'record'): Promise<void> {
-  for await (const e of dumpMap(path)) {
+async function indexEntries(index: Map<string, KernelFlow>, family: Family, path: string, kind: 'perCpu' | 'record', stats?: DumpStats): Promise<void> {
+  for await (const e of dumpMap(path, undefined, stats)) {
     const counters = kind === 'record' ? decodeFlowRecord(e.value) : decodePerCpuCounters(e.value, 0, e.cpus, e.value.length / e.cpus)
     const id = e.key.toString('hex')
     const known = index.get(id)
@@ -28,13 +28,13 @@ async function indexEntries(index: Map<string, KernelFlow>, family: Family, path
   }
 }
 
-async function* familyFlows(set: MeterSet, maps: FamilyMaps): AsyncGenerator<KernelFlow> {
+async function* familyFlows(set: MeterSet, maps: FamilyMaps, stats?: DumpStats): AsyncGenerator<KernelFlow> {
   const live = maps.live()
   const idle = maps.idle()
   const index = new Map<string, KernelFlow>()
-  await indexEntries(index, maps.family, idle.path, 'perCpu')
-  await indexEntries(index, maps.family, maps.pending.path, 'record')
-  for await (const e of dumpMap(live.path)) {
+  await indexEntries(index, maps.family, idle.path, 'perCpu', stats)
+  await indexEntries(index, maps.family, maps.pending.path, 'record', stats)
+  for await (const e of dumpMap(live.path, undefined, stats)) {
     const counters = decodePerCpuCounters(e.value, 0, e.cpus, e.value.length / e.cpus)
     const id = e.key.toString('hex')
     const known = index.get(id)
@@ -47,12 +47,15 @@ async function* familyFlows(set: MeterSet, maps: FamilyMaps): AsyncGenerator<Ker
   yield* index.values()
 }
 
-/** Every flow of a meter set, each once, counters merged over the maps that hold it. */
-export async function* readMeterSetFlows(set: MeterSet, families: readonly Family[] = FAMILIES): AsyncGenerator<KernelFlow> {
+/**
+ * Every flow of a meter set, each once, counters merged over the maps that hold it. Entries deleted
+ * while being read are passed over and counted in `stats`.
+ */
+export async function* readMeterSetFlows(set: MeterSet, families: readonly Family[] = FAMILIES, stats?: DumpStats): AsyncGenerator<KernelFlow> {
   for (const family of families) {
     const maps = set.openFamily(family)
     try {
-      yield* familyFlows(set, maps)
+      yield* familyFlows(set, maps, stats)
     } finally {
       maps.close()
     }
