@@ -59,6 +59,21 @@ export function parseLegacyInterface(spec: string): InterfaceTarget {
   throw new InvalidInputError(`invalid interface '${spec}': expected NETNS:IFACE, IFACE, or NETNS:*`)
 }
 
+/**
+ * The interfaces the older tool's `-i NS:DEVREGEX` would have taken for `pattern`: it matched
+ * names by unanchored regular expression, so `eth` took eth0 and eth1, and `.` took everything.
+ * flowctl keeps exact names (safer: no surprise interfaces); this only explains a name that is not there.
+ */
+export function legacyRegexMatches(pattern: string, links: readonly {ifname: string}[]): string[] {
+  let re: RegExp
+  try {
+    re = new RegExp(pattern)
+  } catch {
+    return []
+  }
+  return links.map((l) => l.ifname).filter((name) => re.test(name))
+}
+
 interface ResolvedTarget {
   netns: NetnsName
   link: Link
@@ -74,8 +89,12 @@ async function resolveTargets(targets: InterfaceTarget[]): Promise<ResolvedTarge
     const chosen = t.ifname === '*' ? links.filter((l) => l.ifname !== 'lo') : links.filter((l) => l.ifname === t.ifname)
     if (chosen.length === 0) {
       if (t.ifname === '*') throw new NotFoundError(`${describeNetns(t.netns)} has no interface to meter besides lo`)
+      const olderMatches = legacyRegexMatches(t.ifname, links)
+      const hint = olderMatches.length
+        ? `; the older tool read '${t.ifname}' as a regular expression matching anywhere in a name, which takes ${olderMatches.join(', ')}: flowctl takes exact names, so name those (-i NS:IFACE for each) or use NS:* for all`
+        : ''
       throw new NotFoundError(
-        `interface '${t.ifname}' does not exist in ${describeNetns(t.netns)} (it has: ${links.map((l) => l.ifname).join(', ')})`,
+        `interface '${t.ifname}' does not exist in ${describeNetns(t.netns)} (it has: ${links.map((l) => l.ifname).join(', ')})${hint}`,
       )
     }
     for (const link of chosen) {
