@@ -34,7 +34,8 @@ export abstract class FlowctlCommand extends Command {
 
 /**
  * oclif's usage error as one line that keeps its reason: a flag that fails to parse comes as
- * "Parsing --capacity" with the reason on the next line ("Expected an integer but received: abc").
+ * "Parsing --capacity" with the reason on the next line ("Expected an integer but received: abc"),
+ * and flags that do not go together as "The following error occurred:" with the reason below.
  */
 export function usageErrorLine(message: string): string {
   const lines = message
@@ -42,5 +43,8 @@ export function usageErrorLine(message: string): string {
     .map((l) => l.trim())
     .filter((l) => l && !/^See more help with/.test(l))
   if (lines.length === 0) return message.trim()
-  return /^Parsing --?\S+$/.test(lines[0]) && lines.length > 1 ? `${lines[0]}: ${lines.slice(1).join(' ')}` : lines[0]
+  if (lines.length > 1 && /^Parsing --?\S+$/.test(lines[0])) return `${lines[0]}: ${lines.slice(1).join(' ')}`
+  // "The following error(s) occurred:" then one line per problem.
+  if (lines.length > 1 && /^The following errors? occurred:$/.test(lines[0])) return lines.slice(1).join('; ')
+  return lines[0]
 }
