@@ -19,7 +19,8 @@ import {LAYOUT_VERSION} from './layout.js'
 import {flowMemoryAtMost, MeterSet, PROGRAM_NAMES} from './meter-set.js'
 import {carryOverLegacy, moveLegacyAside} from './migrate.js'
 import {BpfMap} from './libbpf.js'
-import {sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
+import {readState, sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
+import {requirePinRootOnBpffs} from './bpffs.js'
 
 export const DEFAULT_PREF = 1
 export const DEFAULT_HANDLE = 1
@@ -37,7 +38,11 @@ export interface AttachRequest {
   capacity?: number
   pref: number
   handle: number
+  /** The tc chain (0, tc's default, unless the older tool's --chain says otherwise). */
+  chain?: number
   force: boolean
+  /** Check the request and report what would be done, changing nothing (no compile, no load, no tc). */
+  dry?: boolean
 }
 
 export type AttachResult = 'attached' | 'unchanged' | 're-attached'
@@ -58,6 +63,21 @@ export function parseLegacyInterface(spec: string): InterfaceTarget {
   throw new InvalidInputError(`invalid interface '${spec}': expected NETNS:IFACE, IFACE, or NETNS:*`)
 }
 
+/**
+ * The interfaces the older tool's `-i NS:DEVREGEX` would have taken for `pattern`: it matched
+ * names by unanchored regular expression, so `eth` took eth0 and eth1, and `.` took everything.
+ * flowctl keeps exact names (safer: no surprise interfaces); this only explains a name that is not there.
+ */
+export function legacyRegexMatches(pattern: string, links: readonly {ifname: string}[]): string[] {
+  let re: RegExp
+  try {
+    re = new RegExp(pattern)
+  } catch {
+    return []
+  }
+  return links.map((l) => l.ifname).filter((name) => re.test(name))
+}
+
 interface ResolvedTarget {
   netns: NetnsName
   link: Link
@@ -73,8 +93,12 @@ async function resolveTargets(targets: InterfaceTarget[]): Promise<ResolvedTarge
     const chosen = t.ifname === '*' ? links.filter((l) => l.ifname !== 'lo') : links.filter((l) => l.ifname === t.ifname)
     if (chosen.length === 0) {
       if (t.ifname === '*') throw new NotFoundError(`${describeNetns(t.netns)} has no interface to meter besides lo`)
+      const olderMatches = legacyRegexMatches(t.ifname, links)
+      const hint = olderMatches.length
+        ? `; the older tool read '${t.ifname}' as a regular expression matching anywhere in a name, which takes ${olderMatches.join(', ')}: flowctl takes exact names, so name those (-i NS:IFACE for each) or use NS:* for all`
+        : ''
       throw new NotFoundError(
-        `interface '${t.ifname}' does not exist in ${describeNetns(t.netns)} (it has: ${links.map((l) => l.ifname).join(', ')})`,
+        `interface '${t.ifname}' does not exist in ${describeNetns(t.netns)} (it has: ${links.map((l) => l.ifname).join(', ')})${hint}`,
       )
     }
     for (const link of chosen) {
@@ -119,6 +143,9 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
   }
   if (request.directions.length === 0) throw new InvalidInputError('no direction to attach: use --direction ingress, egress or both')
   const resolved = await resolveTargets(request.targets)
+  if (request.dry) return planAttach(paths, request, resolved)
+  await requirePinRootOnBpffs(paths)
+  const chain = request.chain ?? 0
 
   return withStateLock(paths, async (state) => {
     const undo: (() => Promise<void>)[] = []
@@ -189,9 +216,10 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
           const att = findAttachment(state, netns, ifname, direction)
           const pref = att?.pref ?? request.pref
           const handle = att?.handle ?? request.handle
+          const filterChain = att ? (att.chain ?? 0) : chain
           const progId = set.progId(direction)
           const filters = await listFilters(netns, ifname, direction)
-          const here = filters.find((f) => f.pref === pref && f.handle === handle)
+          const here = filters.find((f) => f.pref === pref && f.handle === handle && f.chain === filterChain)
           const ours = isOurFilter(here, ourProgIds(set, att))
 
           if (att && ours && here!.progId === progId && !request.force) {
@@ -199,15 +227,15 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
             continue
           }
           if (ours) {
-            await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction), true)
+            await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction), true, filterChain)
             const now = new Date().toISOString()
             if (att) Object.assign(att, {progId, digest, attachedAt: now, ifindex: link.ifindex})
-            else state.attachments.push({netns, interface: ifname, ifindex: link.ifindex, direction, pref, handle, progId, digest, attachedAt: now, qdiscCreated: false})
+            else state.attachments.push({netns, interface: ifname, ifindex: link.ifindex, direction, pref, handle, chain: filterChain, progId, digest, attachedAt: now, qdiscCreated: false})
             outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result: 're-attached', progId})
             continue
           }
           // A filter of someone else at our place, or at the same pref with another kind.
-          const clash = filters.find((f) => f.pref === pref)
+          const clash = filters.find((f) => f.pref === pref && f.chain === filterChain)
           if (clash) {
             throw new FlowctlError(
               `pref ${pref} of ${ifname} ${direction} in ${describeNetns(netns)} is taken by another filter (${clash.kind}${clash.progName ? ` ${clash.progName}` : ''}): choose a free one with --pref`,
@@ -215,8 +243,8 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
           }
           const qdiscCreated = await ensureClsact(netns, ifname)
           if (qdiscCreated) undo.push(() => deleteClsact(netns, ifname).catch(() => {}))
-          await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction))
-          undo.push(() => deleteFilter(netns, ifname, direction, pref, handle).catch(() => {}))
+          await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction), false, filterChain)
+          undo.push(() => deleteFilter(netns, ifname, direction, pref, handle, filterChain).catch(() => {}))
           const sharedQdisc = state.attachments.some((a) => sameNetns(a.netns, netns) && a.interface === ifname && a.qdiscCreated)
           state.attachments = state.attachments.filter((a) => a !== att)
           state.attachments.push({
@@ -226,6 +254,7 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
             direction,
             pref,
             handle,
+            chain: filterChain,
             progId,
             digest,
             attachedAt: new Date().toISOString(),
@@ -250,6 +279,12 @@ export interface DetachRequest {
   targets: InterfaceTarget[]
   all: boolean
   directions: DirectionName[]
+  /** Only filters at this tc pref / handle / chain (the older tool's flags); any when undefined. */
+  pref?: number
+  handle?: number
+  chain?: number
+  /** Report what would be detached, changing nothing. */
+  dry?: boolean
 }
 
 export interface DetachOutcome {
@@ -268,16 +303,33 @@ export interface DetachReport {
 export async function detachMeters(paths: Paths, request: DetachRequest): Promise<DetachReport> {
   requireRoot('flowctl meter detach')
   return withStateLock(paths, async (state) => {
+    const at = (a: Attachment) =>
+      (request.pref === undefined || a.pref === request.pref) &&
+      (request.handle === undefined || a.handle === request.handle) &&
+      (request.chain === undefined || (a.chain ?? 0) === request.chain)
+    const where = [request.pref !== undefined && `pref ${request.pref}`, request.handle !== undefined && `handle ${request.handle}`, request.chain !== undefined && `chain ${request.chain}`].filter(Boolean).join(', ')
     const selected = state.attachments.filter(
       (a) =>
         request.directions.includes(a.direction) &&
+        at(a) &&
         (request.all || request.targets.some((t) => sameNetns(t.netns, a.netns) && (t.ifname === '*' || t.ifname === a.interface))),
     )
     if (!request.all) {
       for (const t of request.targets) {
         if (!selected.some((a) => sameNetns(a.netns, t.netns) && (t.ifname === '*' || a.interface === t.ifname))) {
-          throw new NotFoundError(`no meter is attached to ${t.ifname === '*' ? 'any interface' : `'${t.ifname}'`} in ${describeNetns(t.netns)} (see \`flowctl meter status\`)`)
+          throw new NotFoundError(
+            `no meter is attached to ${t.ifname === '*' ? 'any interface' : `'${t.ifname}'`} in ${describeNetns(t.netns)}${where ? ` at ${where}` : ''} (see \`flowctl meter status\`)`,
+          )
         }
+      }
+    }
+    if (request.dry) {
+      const remaining = state.attachments.filter((a) => !selected.includes(a))
+      return {
+        outcomes: selected.map((a) => ({netns: netnsLabel(a.netns), interface: a.interface, direction: a.direction, result: 'detached' as const})),
+        removedMeterSets: MeterSet.list(paths)
+          .filter((set) => !remaining.some((a) => sameNetns(a.netns, set.netns)) && (request.all || selected.some((a) => sameNetns(a.netns, set.netns))))
+          .map((set) => netnsLabel(set.netns)),
       }
     }
 
@@ -290,9 +342,9 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
         result = 'gone' // the filter went with the interface or the namespace
       } else {
         const filters = await listFilters(att.netns, att.interface, att.direction)
-        const here = filters.find((f) => f.pref === att.pref && f.handle === att.handle)
+        const here = filters.find((f) => f.pref === att.pref && f.handle === att.handle && f.chain === (att.chain ?? 0))
         if (isOurFilter(here, ourProgIds(set, att))) {
-          await deleteFilter(att.netns, att.interface, att.direction, att.pref, att.handle)
+          await deleteFilter(att.netns, att.interface, att.direction, att.pref, att.handle, att.chain ?? 0)
         } else {
           result = here ? 'not-ours' : 'gone'
         }
@@ -319,6 +371,23 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
     }
     return {outcomes, removedMeterSets}
   })
+}
+
+/**
+ * What attaching would do, from the recorded state alone: nothing is compiled, loaded or attached
+ * (the older tool's --dry). A filter recorded as ours is taken to be there.
+ */
+function planAttach(paths: Paths, request: AttachRequest, resolved: ResolvedTarget[]): AttachOutcome[] {
+  const state = readState(paths)
+  const outcomes: AttachOutcome[] = []
+  for (const {netns, link} of resolved) {
+    for (const direction of request.directions) {
+      const att = findAttachment(state, netns, link.ifname, direction)
+      const result: AttachResult = !att ? 'attached' : request.force ? 're-attached' : 'unchanged'
+      outcomes.push({netns: netnsLabel(netns), interface: link.ifname, direction, result, progId: att?.progId ?? 0})
+    }
+  }
+  return outcomes
 }
 
 async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolean> {

@@ -39,10 +39,18 @@ export interface RawEntry {
   cpus: number
 }
 
-interface DumpElement {
+/** One element of `bpftool map dump -j`. */
+export interface DumpElement {
   key: string[]
-  value?: string[]
-  values?: {cpu: number; value: string[]}[]
+  /** The bytes; or, when the entry was deleted between bpftool's key walk and its lookup, {error: "..."}. */
+  value?: string[] | {error?: string}
+  values?: {cpu: number; value: string[]}[] | {error?: string}
+}
+
+/** Entries a dump passed over, counted for the caller to report. */
+export interface DumpStats {
+  /** Entries that vanished (deleted by a flush or a drain) between bpftool's key walk and its lookup. */
+  vanished: number
 }
 
 function hexBytes(bytes: string[]): Buffer {
@@ -52,33 +60,44 @@ function hexBytes(bytes: string[]): Buffer {
 }
 
 /**
+ * One element of a dump as raw bytes, or undefined for an entry that has no value to read: it was
+ * deleted after bpftool listed its key (a flush or a drain running beside the dump), and bpftool
+ * printed {"error": ...} in place of the value.
+ */
+export function decodeDumpElement(e: DumpElement, stride?: number): RawEntry | undefined {
+  const key = hexBytes(e.key)
+  if (e.values !== undefined) {
+    if (!Array.isArray(e.values) || e.values.length === 0) return undefined
+    const slot = stride ?? Math.ceil(e.values[0].value.length / 8) * 8
+    const value = Buffer.alloc(slot * e.values.length)
+    for (const v of e.values) value.set(hexBytes(v.value), v.cpu * slot)
+    return {key, value, cpus: e.values.length}
+  }
+  if (e.value !== undefined && !Array.isArray(e.value)) return undefined
+  return {key, value: hexBytes(e.value ?? []), cpus: 1}
+}
+
+/**
  * Streams the entries of a pinned map from `bpftool map dump -j`, decoded to raw bytes as they
  * arrive. A per-CPU value's slots are laid out `stride` bytes apart, as the batch syscalls do.
  */
-export async function* dumpMap(pinnedPath: string, stride?: number): AsyncGenerator<RawEntry> {
-  yield* dumpEntries(['pinned', pinnedPath], stride)
+export async function* dumpMap(pinnedPath: string, stride?: number, stats?: DumpStats): AsyncGenerator<RawEntry> {
+  yield* dumpEntries(['pinned', pinnedPath], stride, stats)
 }
 
 /** As dumpMap, for a map known by id (the live flow maps are not pinned). */
-export async function* dumpMapById(id: number): AsyncGenerator<RawEntry> {
-  yield* dumpEntries(['id', String(id)])
+export async function* dumpMapById(id: number, stats?: DumpStats): AsyncGenerator<RawEntry> {
+  yield* dumpEntries(['id', String(id)], undefined, stats)
 }
 
-async function* dumpEntries(which: string[], stride?: number): AsyncGenerator<RawEntry> {
+async function* dumpEntries(which: string[], stride?: number, stats?: DumpStats): AsyncGenerator<RawEntry> {
   const child = spawnStreaming('bpftool', ['map', 'dump', ...which, '-j'])
   let finished = false
   try {
     for await (const element of jsonArrayElements(child.stdout)) {
-      const e = element as DumpElement
-      const key = hexBytes(e.key)
-      if (e.values) {
-        const slot = stride ?? Math.ceil(e.values[0].value.length / 8) * 8
-        const value = Buffer.alloc(slot * e.values.length)
-        for (const v of e.values) value.set(hexBytes(v.value), v.cpu * slot)
-        yield {key, value, cpus: e.values.length}
-      } else {
-        yield {key, value: hexBytes(e.value ?? []), cpus: 1}
-      }
+      const entry = decodeDumpElement(element as DumpElement, stride)
+      if (entry) yield entry
+      else if (stats) stats.vanished++
     }
     finished = true
   } finally {

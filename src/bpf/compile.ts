@@ -73,14 +73,19 @@ async function compilerIdentity(): Promise<string> {
   return clangVersion
 }
 
+/** The C sources the meter is built from (bpf/*.c and *.h), by file name, in name order. */
+export async function meterSources(): Promise<{name: string; text: Buffer}[]> {
+  const dir = bpfSourceDir()
+  const names = (await readdir(dir)).filter((f) => /\.(c|h)$/.test(f)).sort()
+  return Promise.all(names.map(async (name) => ({name, text: await readFile(join(dir, name))})))
+}
+
 /** The digest of the sources and options, without compiling. */
 export async function meterDigest(options: MeterBuildOptions): Promise<string> {
-  const dir = bpfSourceDir()
-  const files = (await readdir(dir)).filter((f) => /\.(c|h)$/.test(f)).sort()
   const hash = createHash('sha256')
-  for (const f of files) {
-    hash.update(`${f}\0`)
-    hash.update(await readFile(join(dir, f)))
+  for (const {name, text} of await meterSources()) {
+    hash.update(`${name}\0`)
+    hash.update(text)
   }
   hash.update(clangArgs('meter.bpf.c', 'out.o', options).join(' '))
   hash.update(await compilerIdentity())

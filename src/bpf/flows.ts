@@ -5,7 +5,7 @@
  * The snapshot and drained maps are indexed in memory; the live map, which can be full, is
  * streamed and never held.
  */
-import {dumpMap, dumpMapById} from './bpftool.js'
+import {dumpMap, dumpMapById, type DumpStats} from './bpftool.js'
 import {FlowStore} from './flow-store.js'
 import {decodeFlowKey, decodeFlowValue, pendingFlowLayout} from './layout.js'
 import {FAMILIES, mergeCounters, type Family, type FlowCounters, type FlowKey} from '../flow/record.js'
@@ -25,8 +25,11 @@ function add(index: Map<string, KernelFlow>, family: Family, key: Buffer, counte
   else index.set(id, {key: decodeFlowKey(family, key), rawKey: key, counters})
 }
 
-/** Every flow of a meter set, each once, counters merged over the places that hold it. */
-export async function* readMeterSetFlows(set: MeterSet, families: readonly Family[] = FAMILIES): AsyncGenerator<KernelFlow> {
+/**
+ * Every flow of a meter set, each once, counters merged over the places that hold it. Entries
+ * deleted while being read are passed over and counted in `stats`.
+ */
+export async function* readMeterSetFlows(set: MeterSet, families: readonly Family[] = FAMILIES, stats?: DumpStats): AsyncGenerator<KernelFlow> {
   const store = FlowStore.open(set)
   try {
     const held: Record<Family, Map<string, KernelFlow>> = {4: new Map(), 6: new Map()}
@@ -36,11 +39,11 @@ export async function* readMeterSetFlows(set: MeterSet, families: readonly Famil
       add(held[family], family, key, decodeFlowValue(family, buf, valueAt))
     })
     for (const d of set.drainMaps()) {
-      for await (const e of dumpMap(d.path)) add(held[d.family], d.family, e.key, decodeFlowValue(d.family, e.value))
+      for await (const e of dumpMap(d.path, undefined, stats)) add(held[d.family], d.family, e.key, decodeFlowValue(d.family, e.value))
     }
     for (const family of families) {
       const index = held[family]
-      for await (const e of dumpMapById(store.families[family].liveId())) {
+      for await (const e of dumpMapById(store.families[family].liveId(), stats)) {
         const counters = decodeFlowValue(family, e.value)
         const id = e.key.toString('hex')
         const known = index.get(id)

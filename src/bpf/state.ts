@@ -29,6 +29,8 @@ export interface Attachment {
   direction: DirectionName
   pref: number
   handle: number
+  /** The tc chain of the filter; absent (0) in states written before chains could be chosen. */
+  chain?: number
   progId: number
   digest: string
   attachedAt: string

@@ -19,7 +19,7 @@ export abstract class FlowctlCommand extends Command {
     }
     // oclif's own usage errors (unknown flag, missing value) are also one line.
     if (error instanceof Errors.CLIError && !(error instanceof Errors.ExitError)) {
-      process.stderr.write(`flowctl: ${error.message.split('\n')[0]}\n`)
+      process.stderr.write(`flowctl: ${usageErrorLine(error.message)}\n`)
       process.exitCode = error.oclif?.exit ?? 2
       return undefined
     }
@@ -30,4 +30,21 @@ export abstract class FlowctlCommand extends Command {
   protected printJson(value: unknown): void {
     process.stdout.write(`${JSON.stringify(value, null, 2)}\n`)
   }
+}
+
+/**
+ * oclif's usage error as one line that keeps its reason: a flag that fails to parse comes as
+ * "Parsing --capacity" with the reason on the next line ("Expected an integer but received: abc"),
+ * and flags that do not go together as "The following error occurred:" with the reason below.
+ */
+export function usageErrorLine(message: string): string {
+  const lines = message
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !/^See more help with/.test(l))
+  if (lines.length === 0) return message.trim()
+  if (lines.length > 1 && /^Parsing --?\S+$/.test(lines[0])) return `${lines[0]}: ${lines.slice(1).join(' ')}`
+  // "The following error(s) occurred:" then one line per problem.
+  if (lines.length > 1 && /^The following errors? occurred:$/.test(lines[0])) return lines.slice(1).join('; ')
+  return lines[0]
 }

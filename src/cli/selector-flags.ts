@@ -10,15 +10,17 @@ export const selectorFlags = {
   ifname: ifnameFlag,
   direction: directionFlag,
   proto: Flags.string({char: 'p', description: 'protocol: a name (tcp, udp, icmp, icmpv6, sctp) or number'}),
-  src: Flags.string({char: 's', description: 'source address'}),
+  ifindex: Flags.integer({char: 'i', description: 'interface index, as `dump -o wide` shows it (the older tool\'s flush -i)', min: 1, max: 0xffffffff}),
+  src: Flags.string({char: 's', description: 'source address', aliases: ['saddr']}),
   sport: Flags.string({char: 'S', description: 'source port'}),
-  dst: Flags.string({char: 'd', description: 'destination address'}),
+  dst: Flags.string({char: 'd', description: 'destination address', aliases: ['daddr']}),
   dport: Flags.string({char: 'D', description: 'destination port (for ICMP: type * 256 + code)'}),
 }
 
 export function scopeFromFlags(flags: {
   netns?: string
   ifname?: string[]
+  ifindex?: number
   direction: string
   proto?: string
   src?: string
@@ -29,6 +31,6 @@ export function scopeFromFlags(flags: {
   return {
     netns: flags.netns === undefined ? undefined : netnsOf(flags.netns),
     interfaces: flags.ifname,
-    selector: parseSelector(flags),
+    selector: {...parseSelector(flags), ...(flags.ifindex === undefined ? {} : {ifindexes: [flags.ifindex]})},
   }
 }

@@ -5,7 +5,8 @@ import {FlowctlCommand} from '../cli/command.js'
 import {jsonFlag} from '../cli/flags.js'
 import {isIcmp, protocolName, tcpFlagsText} from '../flow/protocols.js'
 import {renderTable} from '../view/table.js'
-import {recordsOf, runDemo, type DemoRecord, type DemoResult} from '../lab/demo.js'
+import {recordsOf, runDemo, type DemoResult} from '../lab/demo.js'
+import {countsByInterface, demoMismatches} from '../lab/demo-check.js'
 
 const END_REASONS: Record<number, string> = {1: 'idle', 2: 'active', 3: 'end of flow', 4: 'forced', 5: 'map full'}
 
@@ -50,7 +51,7 @@ interrupted. Nothing it does touches meters or a daemon already running on this 
       },
     })
     if (tty) process.stderr.write('\n')
-    const mismatches = compare(result)
+    const mismatches = demoMismatches(result)
     if (flags.json) this.printJson({...result, mismatches})
     else this.render(result, mismatches)
     if (mismatches.length || result.conformance.verdict !== 'PASS') process.exitCode = 1
@@ -62,7 +63,7 @@ interrupted. Nothing it does touches meters or a daemon already running on this 
       const flow = `${endpoint(t.src, t.sport ?? 0, t.proto, 'src')} -> ${t.sport === undefined ? t.dst : endpoint(t.dst, t.dport ?? 0, t.proto, 'dst')}`
       const expected = t.packets === undefined ? '' : `: ${t.packets} packets, ${t.bytes} bytes`
       this.log(`  ${t.what} ${flow}${expected}`)
-      for (const [where, got] of byInterface(recordsOf(result.records, t))) {
+      for (const [where, got] of countsByInterface(recordsOf(result.records, t))) {
         const ok = t.packets === undefined ? '' : got.packets === t.packets && got.bytes === t.bytes ? '  exact' : '  DIFFERS'
         this.log(`      ${where}: ${got.packets} packets, ${got.bytes} bytes${ok}`)
       }
@@ -87,34 +88,6 @@ interrupted. Nothing it does touches meters or a daemon already running on this 
     for (const r of result.conformance.reasons) this.log(`  ${r}`)
     this.log(mismatches.length ? `\ncounts that differ:\n${mismatches.map((m) => `  ${m}`).join('\n')}` : '\nevery count matches what was sent.')
   }
-}
-
-function byInterface(records: DemoRecord[]): Map<string, {packets: number; bytes: number}> {
-  const out = new Map<string, {packets: number; bytes: number}>()
-  for (const r of records) {
-    const key = `${r.interface} ${r.direction}`
-    const got = out.get(key) ?? {packets: 0, bytes: 0}
-    got.packets += r.packets
-    got.bytes += r.bytes
-    out.set(key, got)
-  }
-  return out
-}
-
-/** Each flow sent crosses the router: metered entering c0 and leaving s0, with the same counts. */
-function compare(result: DemoResult): string[] {
-  const problems: string[] = []
-  for (const t of result.sent) {
-    const seen = byInterface(recordsOf(result.records, t))
-    for (const where of ['router:c0 ingress', 'router:s0 egress']) {
-      const got = seen.get(where)
-      if (!got) problems.push(`${t.what} ${t.src} -> ${t.dst}: no record at ${where}`)
-      else if (t.packets !== undefined && (got.packets !== t.packets || got.bytes !== t.bytes)) {
-        problems.push(`${t.what} ${t.src} -> ${t.dst} at ${where}: ${got.packets} packets, ${got.bytes} bytes; sent ${t.packets}, ${t.bytes}`)
-      }
-    }
-  }
-  return problems
 }
 
 function endpoint(address: string, port: number, proto: number, side: 'src' | 'dst'): string {

@@ -1,3 +1,6 @@
+import {Flags} from '@oclif/core'
+
+import type {DumpStats} from '../bpf/bpftool.js'
 import {FlowctlCommand} from '../cli/command.js'
 import {jsonFlag} from '../cli/flags.js'
 import {queryFlows} from '../view/query.js'
@@ -9,21 +12,32 @@ export default class Dump extends FlowctlCommand {
   static override description = `Reads the meter's maps through \`bpftool map dump -j\`, streaming: a full map of any size is
 printed with bounded memory. A flow is shown once, its counts merged over the maps that hold it
 (the live flow map, a drained map the daemon has not committed yet, and the daemon's snapshot
-of the flows it holds until they end). Times are local wall-clock time
-in the table and epoch milliseconds in JSON.`
+of the flows it holds until they end). Times are local wall-clock time in the table and epoch
+milliseconds in JSON. \`-o wide\` adds the ifindex, VLAN, TOS and raw times; \`-o json\` is --json
+(the older tool's flag). An entry deleted while it was being read (a flush running beside the dump)
+is skipped, and the count of those is said on stderr.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --netns ns1 -n veth0 -p tcp --json',
     '<%= config.bin %> <%= command.id %> -d 198.18.0.2 -D 53',
+    '<%= config.bin %> <%= command.id %> -o wide',
   ]
 
-  static override flags = {...selectorFlags, json: jsonFlag}
+  static override flags = {
+    ...selectorFlags,
+    json: jsonFlag,
+    output: Flags.string({char: 'o', description: 'output format (the older tool\'s flag)', options: ['normal', 'wide', 'json'], default: 'normal'}),
+  }
 
   async run(): Promise<void> {
     const {flags} = await this.parse(Dump)
-    const flows = queryFlows(this.paths, scopeFromFlags(flags))
-    if (flags.json) await writeFlowJson(flows, process.stdout)
-    else if ((await writeFlowTable(flows, process.stdout)) === 0) this.log('no flows')
+    const stats: DumpStats = {vanished: 0}
+    const flows = queryFlows(this.paths, scopeFromFlags(flags), stats)
+    if (flags.json || flags.output === 'json') await writeFlowJson(flows, process.stdout)
+    else if ((await writeFlowTable(flows, process.stdout, {wide: flags.output === 'wide'})) === 0) this.log('no flows')
+    if (stats.vanished > 0) {
+      process.stderr.write(`flowctl: skipped ${stats.vanished} entr${stats.vanished === 1 ? 'y' : 'ies'} deleted while the dump read them (a flush or drain ran beside it)\n`)
+    }
   }
 }

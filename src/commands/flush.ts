@@ -17,11 +17,12 @@ before it is emptied. Refused while \`flowctl daemon\` is exporting from the map
     '<%= config.bin %> <%= command.id %> -p tcp -s 198.18.0.1 -S 40000 -d 198.18.0.2 -D 80',
     '<%= config.bin %> <%= command.id %> --netns ns1 -n veth0 --all',
     '<%= config.bin %> <%= command.id %> --all',
+    {description: 'The older tool\'s form: one flow by ifindex and key', command: '<%= config.bin %> <%= command.id %> -i 98 -p 6 -s 172.17.0.7 -S 37869 -d 104.21.25.104 -D 80'},
   ]
 
   static override flags = {
     ...selectorFlags,
-    all: Flags.boolean({description: 'delete every flow in scope'}),
+    all: Flags.boolean({char: 'A', description: 'delete every flow in scope'}),
     json: jsonFlag,
   }
 
@@ -30,8 +31,8 @@ before it is emptied. Refused while \`flowctl daemon\` is exporting from the map
     const scope = scopeFromFlags(flags)
     const byKey = !isEmptySelector({...scope.selector, direction: undefined})
     const narrowed = byKey || !!flags.ifname?.length || flags.direction !== 'both'
-    if (!flags.all && !narrowed) throw new InvalidInputError('nothing to flush: give selectors (-p -s -S -d -D, -n) or --all')
-    if (flags.all && byKey) throw new InvalidInputError('--all deletes every flow in scope: drop -p/-s/-S/-d/-D, or drop --all to delete only the matching flows')
+    if (!flags.all && !narrowed) throw new InvalidInputError('nothing to flush: give selectors (-p -s -S -d -D, -i IFINDEX, -n) or --all')
+    if (flags.all && byKey) throw new InvalidInputError('--all deletes every flow in scope: drop -p/-s/-S/-d/-D/-i, or drop --all to delete only the matching flows')
     const result = await flushFlows(this.paths, scope)
     if (flags.json) return this.printJson(result)
     this.log(`${result.removed} flow${result.removed === 1 ? '' : 's'} removed`)

@@ -11,8 +11,8 @@ import {isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Docume
 
 import {InvalidInputError} from '../errors.js'
 import {canonicalAddress} from '../util/address.js'
-import {allowedLengths, elementByName, naturalLength, similarNames, VARIABLE_LENGTH, editDistance} from '../ipfix/elements.js'
-import {DEFAULT_TEMPLATES, EXPORTABLE_ELEMENTS, exportableElement} from '../ipfix/exportable.js'
+import {allowedLengths, defaultLength, elementByName, naturalLength, similarNames, VARIABLE_LENGTH, editDistance} from '../ipfix/elements.js'
+import {DEFAULT_TEMPLATES, EXPORTABLE_ELEMENTS, exportableElement, unfillableReason} from '../ipfix/exportable.js'
 import {validateNetnsName} from '../sys/netns.js'
 import type {CollectorConfig, Config, Endpoint, HookConfig, LogOutputConfig, MeterSelection, TemplateConfig, TemplateFieldConfig} from './config.js'
 
@@ -130,8 +130,16 @@ export function defaultConfig(overrides: Partial<Config> = {}): Config {
   }
 }
 
+/**
+ * How a config is read. `forFlowFiles`: for `ipfix send`, whose records come from a flow file, so a
+ * template may name elements the meter cannot fill (their values are the file's).
+ */
+export interface LoadOptions {
+  forFlowFiles?: boolean
+}
+
 /** Reads and parses a config file; a missing or unreadable file is a ConfigError too. */
-export async function loadConfig(path: string): Promise<Config> {
+export async function loadConfig(path: string, options: LoadOptions = {}): Promise<Config> {
   let text: string
   try {
     text = await readFile(path, 'utf8')
@@ -147,14 +155,14 @@ export async function loadConfig(path: string): Promise<Config> {
             : `cannot read the file: ${(error as Error).message}`
     throw new ConfigError(problem, {file: path}, {cause: error})
   }
-  return parseConfig(text, path)
+  return parseConfig(text, path, options)
 }
 
 /** Parses config text; `file` names it in messages and in Config.file. */
-export function parseConfig(text: string, file: string | null): Config {
+export function parseConfig(text: string, file: string | null, options: LoadOptions = {}): Config {
   const lineCounter = new LineCounter()
   const doc = parseDocument(text, {lineCounter, prettyErrors: false})
-  const reader = new Reader(file, lineCounter, doc, text)
+  const reader = new Reader(file, lineCounter, doc, text, options)
   if (doc.errors.length > 0) reader.syntaxError(doc.errors[0])
   const config = reader.config()
   return config
@@ -266,6 +274,7 @@ class Reader {
     private readonly lineCounter: LineCounter,
     private readonly doc: Document,
     private readonly text: string,
+    private readonly options: LoadOptions = {},
   ) {}
 
   // --- positions and errors --------------------------------------------------------------------
@@ -683,16 +692,16 @@ class Reader {
       if (suggestions.length > 0) this.fail(nameEntry.value, nameEntry.path, `unknown information element '${name}'; did you mean ${join(suggestions)}?`)
       this.fail(nameEntry.value, nameEntry.path, `unknown information element '${name}'`, `an element flowctl can export: ${Object.keys(EXPORTABLE_ELEMENTS).join(', ')}`)
     }
-    const exportable = exportableElement(element.name)
+    const exportable = exportableElement(element.name) ?? (this.options.forFlowFiles && unfillableReason(element.name) ? ({} as {family?: 4 | 6}) : undefined)
     if (!exportable) {
       this.fail(
         nameEntry.value,
         nameEntry.path,
-        `flowctl has no value for information element ${element.name} (${element.id})`,
+        `flowctl has no value for information element ${element.name} (${element.id})${unfillableReason(element.name) ? `: ${unfillableReason(element.name)}` : ''}`,
         `an element flowctl can export: ${Object.keys(EXPORTABLE_ELEMENTS).join(', ')}`,
       )
     }
-    let length = naturalLength(element.type)
+    let length = defaultLength(element)
     if (lengthEntry) {
       const allowed = allowedLengths(element.type)
       const allowedText =

@@ -32,6 +32,8 @@ export interface IanaElement {
   type: AbstractType | string
   semantics?: string
   units?: string
+  /** The length a template gives the element when it names none, where its RFC asks for other than the type's natural one. */
+  defaultLength?: number
 }
 
 export interface InformationElement {
@@ -40,4 +42,5 @@ export interface InformationElement {
   type: AbstractType
   semantics?: string
   units?: string
+  defaultLength?: number
 }

@@ -44,6 +44,14 @@ export function naturalLength(type: AbstractType): number {
 }
 
 /**
+ * The length a template field of this element gets when none is given: its type's natural length,
+ * unless the RFC defining the element asks for a reduced size (forwardingStatus: 1, RFC 7270).
+ */
+export function defaultLength(element: InformationElement): number {
+  return element.defaultLength ?? NATURAL_LENGTH[element.type]
+}
+
+/**
  * The lengths a field of this type may be given in a template: its natural length, or a reduced
  * size (RFC 7011 §6.2: integers to fewer bytes, float64 to float32), or any fixed length or
  * variable length for octetArray and string.

@@ -10,7 +10,10 @@
  *       PacketDeltaCount: 100
  *
  * Element names match the registry without regard to case; a field of the template a flow does
- * not give is sent as zero (as the older tool did).
+ * not give is sent as zero, and a field a flow gives that its template lacks is left out (both as
+ * the older tool did; the caller says which were left out). Any registry element may be given,
+ * including those the meter cannot fill (BGP AS numbers, prefix lengths...): a flow file says
+ * what to send, and `ipfix send` sends it in a template that names the element.
  */
 import {readFile} from 'node:fs/promises'
 
@@ -20,12 +23,42 @@ import {InvalidInputError} from '../errors.js'
 import {formatIPv4, parseAddress} from '../util/address.js'
 import {fieldKeys, type FieldValue, type RecordFields} from './codec.js'
 import type {AbstractType} from './elements.js'
+import {defaultLength, elementByName, similarNames} from './elements.js'
 import {compileTemplate, type ExportTemplate} from './exporter.js'
+import {bindField, type BoundField} from './flow-fields.js'
+import {exportableElement} from './exportable.js'
 import type {TemplateSpec} from './target.js'
 
 export interface FlowSet {
   templateId: number
   records: RecordFields[]
+  /** Elements some flow of the set gave that its template lacks: not sent. */
+  ignored: string[]
+}
+
+/**
+ * A template for records written out by name (a flow file): the elements the meter fills are bound
+ * as for the daemon; any other registry element is carried with the value the file gives, never
+ * from a flow of the kernel (its column writer refuses).
+ */
+export function flowFileTemplate(id: number, fields: readonly {name: string; length: number}[]): ExportTemplate {
+  if (fields.every((f) => exportableElement(f.name))) return compileTemplate(id, fields)
+  const bound: BoundField[] = fields.map((f) => {
+    if (exportableElement(f.name)) return bindField(f.name, f.length)
+    const element = elementByName(f.name)
+    if (!element) throw new InvalidInputError(`template ${id}: unknown information element '${f.name}'`)
+    const refuse = (): never => {
+      throw new Error(`template ${id}: flowctl has no value for ${element.name} in a flow of the kernel`)
+    }
+    return {element, length: f.length ?? defaultLength(element), write: refuse, writeColumn: refuse}
+  })
+  const exportable = compileTemplate(id, fields.filter((f) => exportableElement(f.name)))
+  return {
+    template: {id, fields: bound.map((b) => ({element: b.element, length: b.length})), scopeFieldCount: 0},
+    fields: bound,
+    recordLength: bound.reduce((n, b) => n + b.length, 0),
+    family: exportable.family,
+  }
 }
 
 function zero(type: AbstractType): FieldValue {
@@ -98,7 +131,7 @@ export function parseFlowFile(text: string, file: string, templateSpecs: readonl
   }
   const sets = (doc as {flowsets?: unknown})?.flowsets
   if (!Array.isArray(sets)) throw new InvalidInputError(`${file}: expected a top-level 'flowsets:' list`)
-  const templates = new Map<number, ExportTemplate>(templateSpecs.map((t) => [t.id, compileTemplate(t.id, t.fields)]))
+  const templates = new Map<number, ExportTemplate>(templateSpecs.map((t) => [t.id, flowFileTemplate(t.id, t.fields)]))
   return sets.map((set, s) => {
     const where = `${file}: flowsets[${s}]`
     const {templateId, flows} = set as {templateId?: unknown; flows?: unknown}
@@ -106,6 +139,7 @@ export function parseFlowFile(text: string, file: string, templateSpecs: readonl
     if (!t) throw new InvalidInputError(`${where}.templateId: ${JSON.stringify(templateId)} is not a template of the config (it has ${[...templates.keys()].join(', ')})`)
     if (!Array.isArray(flows)) throw new InvalidInputError(`${where}.flows: expected a list of flows`)
     const keys = fieldKeys(t.template.fields)
+    const ignored = new Set<string>()
     const records = flows.map((flow, f) => {
       const given = new Map(Object.entries((flow ?? {}) as Record<string, unknown>).map(([k, v]) => [k.toLowerCase(), {k, v}]))
       const record: RecordFields = {}
@@ -114,11 +148,17 @@ export function parseFlowFile(text: string, file: string, templateSpecs: readonl
         given.delete(keys[i].toLowerCase())
         record[keys[i]] = entry ? convert(field.element.type, entry.v, `${where}.flows[${f}].${entry.k}`) : zero(field.element.type)
       })
-      const extra = [...given.values()][0]
-      if (extra) throw new InvalidInputError(`${where}.flows[${f}].${extra.k}: template ${t.template.id} has no such field (it has ${keys.join(', ')})`)
+      for (const extra of given.values()) {
+        const element = elementByName(extra.k)
+        if (!element) {
+          const near = similarNames(extra.k, 1)
+          throw new InvalidInputError(`${where}.flows[${f}].${extra.k}: unknown information element${near.length ? `; did you mean ${near[0]}?` : ''}`)
+        }
+        ignored.add(element.name)
+      }
       return record
     })
-    return {templateId: t.template.id, records}
+    return {templateId: t.template.id, records, ignored: [...ignored]}
   })
 }
 

@@ -83,14 +83,20 @@ export async function attachBpfFilter(
   handle: number,
   pinnedProg: string,
   replace = false,
+  chain = 0,
 ): Promise<void> {
   await run(
     'tc',
-    ['filter', replace ? 'replace' : 'add', 'dev', dev, direction, 'pref', String(pref), 'handle', `0x${handle.toString(16)}`, 'bpf', 'da', 'object-pinned', pinnedProg],
+    ['filter', replace ? 'replace' : 'add', 'dev', dev, direction, ...chainArgs(chain), 'pref', String(pref), 'handle', `0x${handle.toString(16)}`, 'bpf', 'da', 'object-pinned', pinnedProg],
     {netns},
   )
 }
 
-export async function deleteFilter(netns: NetnsName, dev: string, direction: TcDirection, pref: number, handle: number): Promise<void> {
-  await run('tc', ['filter', 'del', 'dev', dev, direction, 'pref', String(pref), 'handle', `0x${handle.toString(16)}`, 'bpf'], {netns})
+export async function deleteFilter(netns: NetnsName, dev: string, direction: TcDirection, pref: number, handle: number, chain = 0): Promise<void> {
+  await run('tc', ['filter', 'del', 'dev', dev, direction, ...chainArgs(chain), 'pref', String(pref), 'handle', `0x${handle.toString(16)}`, 'bpf'], {netns})
+}
+
+/** Chain 0 is tc's default: named only when another is meant, so the commands stay as before. */
+function chainArgs(chain: number): string[] {
+  return chain === 0 ? [] : ['chain', String(chain)]
 }

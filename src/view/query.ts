@@ -6,6 +6,8 @@ import {readMeterSetFlows} from '../bpf/flows.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import {runningDaemonPid} from '../bpf/state.js'
 import {FlowStore} from '../bpf/flow-store.js'
+import type {DumpStats} from '../bpf/bpftool.js'
+import {requireRoot} from '../sys/privileges.js'
 import {decodeFlowKey} from '../bpf/layout.js'
 import {FlowctlError, NotFoundError} from '../errors.js'
 import type {Paths} from '../paths.js'
@@ -52,20 +54,25 @@ export async function resolveScope(paths: Paths, scope: FlowScope): Promise<Scop
         const missing = scope.interfaces.filter((n) => !links.some((l) => l.ifname === n))
         if (missing.length) throw new NotFoundError(`interface '${missing[0]}' does not exist in ${describeNetns(set.netns)}`)
       }
-      if (ifindexes.length === 0) continue
-      selector.ifindexes = ifindexes
+      // With -i IFINDEX too, a flow must be on both.
+      selector.ifindexes = selector.ifindexes ? ifindexes.filter((i) => selector.ifindexes!.includes(i)) : ifindexes
+      if (selector.ifindexes.length === 0) continue
     }
     out.push({set, names, selector})
   }
   return out
 }
 
-/** The flows the kernel holds now, in scope, one per flow. */
-export async function* queryFlows(paths: Paths, scope: FlowScope): AsyncGenerator<Flow> {
+/**
+ * The flows the kernel holds now, in scope, one per flow. Entries deleted while they were being
+ * read (a flush beside the dump) are skipped and counted in `stats.vanished`.
+ */
+export async function* queryFlows(paths: Paths, scope: FlowScope, stats?: DumpStats): AsyncGenerator<Flow> {
+  requireRoot('flowctl dump')
   const offset = clockOffsetNs()
   for (const {set, names, selector} of await resolveScope(paths, scope)) {
     const label = netnsLabel(set.netns)
-    for await (const f of readMeterSetFlows(set)) {
+    for await (const f of readMeterSetFlows(set, undefined, stats)) {
       if (matchesSelector(selector, f.key)) yield toFlow(label, names.get(f.key.ifindex), f.key, f.counters, offset)
     }
   }
@@ -81,6 +88,7 @@ export interface FlushResult {
  * that arrive during the flush are new flows and stay.
  */
 export async function flushFlows(paths: Paths, scope: FlowScope): Promise<FlushResult> {
+  requireRoot('flowctl flush')
   const daemon = runningDaemonPid(paths)
   if (daemon) {
     throw new FlowctlError(`flowctl daemon (pid ${daemon}) is exporting these flows: stop it before flushing, or let it export them`)

@@ -7,8 +7,11 @@ import type {Writable} from 'node:stream'
 import {endpoint, type Flow} from './flow.js'
 import {renderTable} from './table.js'
 
-const HEADER = ['NETNS', 'INTERFACE', 'DIR', 'PROTO', 'SRC', 'DST', 'PACKETS', 'BYTES', 'TCP FLAGS', 'START', 'END']
-const RIGHT = [6, 7]
+const NARROW_HEADER = ['NETNS', 'INTERFACE', 'DIR', 'PROTO', 'SRC', 'DST', 'PACKETS', 'BYTES', 'TCP FLAGS', 'START', 'END']
+/** `dump -o wide` (the older tool's wide output) adds what the key holds besides, and the raw times. */
+const WIDE_HEADER = [...NARROW_HEADER, 'IFINDEX', 'VLAN', 'TOS', 'START MS', 'END MS']
+const NARROW_RIGHT = [6, 7]
+const WIDE_RIGHT = [...NARROW_RIGHT, 11, 12, 13, 14, 15]
 const SIZING_ROWS = 1000
 
 function localTime(ms: number): string {
@@ -18,7 +21,7 @@ function localTime(ms: number): string {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`
 }
 
-function row(f: Flow): string[] {
+function narrowRow(f: Flow): string[] {
   return [
     f.netns,
     f.interface,
@@ -34,12 +37,17 @@ function row(f: Flow): string[] {
   ]
 }
 
+function wideRow(f: Flow): string[] {
+  return [...narrowRow(f), String(f.ifindex), f.vlanId ? String(f.vlanId) : '-', `0x${f.tos.toString(16).padStart(2, '0')}`, String(f.start), String(f.end)]
+}
+
 function write(out: Writable, text: string): Promise<void> | undefined {
   if (out.write(text)) return undefined
   return new Promise((resolve) => out.once('drain', resolve))
 }
 
-export async function writeFlowTable(flows: AsyncIterable<Flow>, out: Writable): Promise<number> {
+export async function writeFlowTable(flows: AsyncIterable<Flow>, out: Writable, options: {wide?: boolean} = {}): Promise<number> {
+  const [HEADER, RIGHT, row] = options.wide ? [WIDE_HEADER, WIDE_RIGHT, wideRow] : [NARROW_HEADER, NARROW_RIGHT, narrowRow]
   const first: string[][] = []
   let widths: number[] | undefined
   let count = 0

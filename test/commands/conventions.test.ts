@@ -8,8 +8,11 @@ import {join, relative} from 'node:path'
 import {fileURLToPath, pathToFileURL} from 'node:url'
 
 const COMMANDS = fileURLToPath(new URL('../../src/commands/', import.meta.url))
-/** Commands that print no data: the daemon logs JSON lines on stderr. */
-const NO_DATA = new Set(['daemon'])
+/**
+ * Commands that print no data: the daemon logs JSON lines on stderr; code-dump prints C source and
+ * completion a shell script, each meant to be read or sourced as it is.
+ */
+const NO_DATA = new Set(['daemon', 'ebpf code-dump', 'completion bash', 'completion zsh'])
 
 function commandFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {

@@ -467,7 +467,7 @@ describe('config/load', function () {
       [
         'an element flowctl cannot export',
         `${C}templates:\n- id: 300\n  fields:\n  - name: bgpSourceAsNumber\n`,
-        `config.yaml:6:11: templates[0].fields[0].name: flowctl has no value for information element bgpSourceAsNumber (16); allowed: an element flowctl can export: ${EXPORTABLE}`,
+        `config.yaml:6:11: templates[0].fields[0].name: flowctl has no value for information element bgpSourceAsNumber (16): BGP attributes live in a routing daemon's table; the meter counts packets at tc and is not told which AS or BGP next hop a route came from; allowed: an element flowctl can export: ${EXPORTABLE}`,
       ],
       ['an element id instead of a name', `${C}templates:\n- id: 300\n  fields: [8]\n`, 'config.yaml:5:12: templates[0].fields[0]: expected a string, got the number 8; allowed: an information element name'],
       [

@@ -4,13 +4,18 @@ import {FlowctlCommand} from '../../cli/command.js'
 import {jsonFlag} from '../../cli/flags.js'
 import {loadConfig} from '../../config/load.js'
 import {statsTemplateId} from '../../daemon/daemon.js'
-import {CollectorExporter, compileTemplate} from '../../ipfix/exporter.js'
-import {loadFlowFile} from '../../ipfix/flow-file.js'
+import {CollectorExporter} from '../../ipfix/exporter.js'
+import {flowFileTemplate, loadFlowFile} from '../../ipfix/flow-file.js'
 
 export default class IpfixSend extends FlowctlCommand {
   static override summary = 'Send flows written in YAML to the collectors of a config'
   static override description = `Sends the config's templates, then the flows of FLOWS.yaml as data records, to every collector
-of the config (the older tool's \`flowctl ipfix file\`). For testing collectors and templates.`
+of the config. For testing collectors and templates. A template may name any registry element,
+also those the meter cannot fill (BGP AS numbers, prefix lengths...): the flow file gives their
+values. A field a flow gives that its template lacks is not sent (as the older tool did); which
+ones is said once on stderr. \`flowctl ipfix file\` (the older tool's name) is the same command.`
+
+  static override aliases = ['ipfix:file']
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> -c config.yaml -f flows.yaml',
@@ -25,9 +30,11 @@ of the config (the older tool's \`flowctl ipfix file\`). For testing collectors 
 
   async run(): Promise<void> {
     const {flags} = await this.parse(IpfixSend)
-    const config = await loadConfig(flags.config)
+    const config = await loadConfig(flags.config, {forFlowFiles: true})
     const flowSets = await loadFlowFile(flags.flows, config.templates)
-    const templates = config.templates.map((t) => compileTemplate(t.id, t.fields))
+    const ignored = flowSets.filter((s) => s.ignored.length > 0).map((s) => `${s.ignored.join(', ')} (template ${s.templateId})`)
+    if (ignored.length > 0) process.stderr.write(`flowctl: ${flags.flows}: not sent, as their template lacks them: ${ignored.join('; ')}\n`)
+    const templates = config.templates.map((t) => flowFileTemplate(t.id, t.fields))
     const sent: {collector: string; records: number; messages: number; octets: number; sendErrors: number}[] = []
     for (const c of config.collectors) {
       const exporter = new CollectorExporter(c, templates, {

@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {attachMeters, DEFAULT_HANDLE, DEFAULT_PREF} from '../../bpf/attach.js'
+import {MIN_CAPACITY} from '../../bpf/compile.js'
 import {FlowctlCommand} from '../../cli/command.js'
 import {directionFlag, directions, ifnameFlag, interfaceTargets, jsonFlag, legacyInterfaceFlag, netnsFlag, requireTargets} from '../../cli/flags.js'
 
@@ -15,6 +16,7 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
     {description: 'Meter eth0 and eth1 of the root namespace, both directions', command: '<%= config.bin %> <%= command.id %> -n eth0 -n eth1'},
     {description: 'Meter veth0 in namespace ns1, ingress only, for up to a million flows', command: '<%= config.bin %> <%= command.id %> --netns ns1 -n veth0 --direction ingress --capacity 1000000'},
     {description: 'The older tool\'s form', command: '<%= config.bin %> <%= command.id %> -i ns1:veth0'},
+    {description: 'What would be attached, changing nothing', command: '<%= config.bin %> <%= command.id %> -i ns1:veth0 --dry'},
   ]
 
   static override flags = {
@@ -22,10 +24,18 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
     ifname: ifnameFlag,
     interface: legacyInterfaceFlag,
     direction: directionFlag,
-    capacity: Flags.integer({description: 'flows each flow map holds, per namespace and address family (default 1048576; memory is taken per flow as flows arrive; fixed once attached)', aliases: ['interface-max-flow-limit']}),
+    capacity: Flags.integer({description: `flows each flow map holds, per namespace and address family (default 1048576, at least ${MIN_CAPACITY}; memory is taken per flow as flows arrive; fixed once attached)`}),
+    'interface-max-flow-limit': Flags.integer({
+      char: 'l',
+      description: `the older tool's map size; flowctl's maps are per namespace, so this sets --capacity, raised to ${MIN_CAPACITY} if smaller (said on stderr)`,
+      exclusive: ['capacity'],
+      min: 1,
+    }),
     pref: Flags.integer({description: 'tc filter preference (lower runs first)', default: DEFAULT_PREF, min: 1, max: 65535}),
     handle: Flags.integer({description: 'tc filter handle', default: DEFAULT_HANDLE, min: 1}),
+    chain: Flags.integer({description: 'tc filter chain; tc runs only chain 0 unless a filter there jumps to another (goto chain)', default: 0, min: 0, max: 0xffffffff}),
     force: Flags.boolean({char: 'f', description: 're-attach even when the same program is attached'}),
+    dry: Flags.boolean({description: 'check the request and print what would be attached; change nothing'}),
     json: jsonFlag,
   }
 
@@ -33,15 +43,30 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
     const {flags} = await this.parse(MeterAttach)
     const targets = interfaceTargets(flags)
     requireTargets(targets, 'nothing to attach')
+    let capacity = flags.capacity
+    const limit = flags['interface-max-flow-limit']
+    if (limit !== undefined) {
+      capacity = Math.max(limit, MIN_CAPACITY)
+      const raised = capacity === limit ? '' : ` (${limit} is below the smallest map flowctl builds)`
+      process.stderr.write(`flowctl: --interface-max-flow-limit ${limit}: using a capacity of ${capacity} flows per map, per namespace and address family${raised}\n`)
+    }
+    if (flags.chain !== 0) {
+      process.stderr.write(`flowctl: chain ${flags.chain}: the meter sees packets only if a filter of chain 0 jumps there (action goto chain ${flags.chain})\n`)
+    }
     const outcomes = await attachMeters(this.paths, {
       targets,
       directions: directions(flags.direction),
-      capacity: flags.capacity,
+      capacity,
       pref: flags.pref,
       handle: flags.handle,
+      chain: flags.chain,
       force: flags.force,
+      dry: flags.dry,
     })
-    if (flags.json) return this.printJson(outcomes)
-    for (const o of outcomes) this.log(`${o.netns}:${o.interface}:${o.direction} ${o.result} (program ${o.progId})`)
+    if (flags.json) return this.printJson(flags.dry ? outcomes.map((o) => ({...o, dry: true})) : outcomes)
+    for (const o of outcomes) {
+      if (flags.dry) this.log(`${o.netns}:${o.interface}:${o.direction} would be ${o.result} (dry run: nothing changed)`)
+      else this.log(`${o.netns}:${o.interface}:${o.direction} ${o.result} (program ${o.progId})`)
+    }
   }
 }

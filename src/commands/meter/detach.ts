@@ -23,23 +23,39 @@ nothing is attached there. Flows not yet exported are discarded with the maps.`
     ifname: ifnameFlag,
     interface: legacyInterfaceFlag,
     direction: directionFlag,
-    all: Flags.boolean({description: 'detach every meter flowctl attached'}),
+    all: Flags.boolean({description: 'detach every meter flowctl attached, in every namespace'}),
+    pref: Flags.integer({description: 'only the filters at this tc pref', min: 1, max: 65535}),
+    handle: Flags.integer({description: 'only the filters with this tc handle', min: 1}),
+    chain: Flags.integer({description: 'only the filters in this tc chain', min: 0, max: 0xffffffff}),
+    dry: Flags.boolean({description: 'print what would be detached; change nothing'}),
     json: jsonFlag,
   }
 
   async run(): Promise<void> {
     const {flags} = await this.parse(MeterDetach)
+    if (flags.all && (flags.netns !== undefined || flags.ifname?.length || flags.interface?.length)) {
+      throw new InvalidInputError('--all detaches every meter of every namespace: drop --all to detach only the named namespace or interfaces, or drop --netns/-n/-i')
+    }
     let targets = interfaceTargets(flags)
     // "--netns ns1" alone means every interface of ns1.
     if (targets.length === 0 && flags.netns !== undefined) targets = [{netns: netnsOf(flags.netns), ifname: '*'}]
     if (!flags.all && targets.length === 0) throw new InvalidInputError('nothing to detach: name interfaces (-n IFACE, -i NS:IFACE), a namespace (--netns NS), or --all')
-    const report = await detachMeters(this.paths, {targets, all: flags.all, directions: directions(flags.direction)})
-    if (flags.json) return this.printJson(report)
+    const report = await detachMeters(this.paths, {
+      targets,
+      all: flags.all,
+      directions: directions(flags.direction),
+      pref: flags.pref,
+      handle: flags.handle,
+      chain: flags.chain,
+      dry: flags.dry,
+    })
+    if (flags.json) return this.printJson(flags.dry ? {...report, dry: true} : report)
+    const dry = flags.dry ? ' (dry run: nothing changed)' : ''
     for (const o of report.outcomes) {
-      const note = o.result === 'not-ours' ? 'left alone: the filter there is not ours any more' : o.result === 'gone' ? 'already gone' : 'detached'
-      this.log(`${o.netns}:${o.interface}:${o.direction} ${note}`)
+      const note = flags.dry ? 'would be detached' : o.result === 'not-ours' ? 'left alone: the filter there is not ours any more' : o.result === 'gone' ? 'already gone' : 'detached'
+      this.log(`${o.netns}:${o.interface}:${o.direction} ${note}${dry}`)
     }
-    for (const ns of report.removedMeterSets) this.log(`${ns}: maps removed`)
+    for (const ns of report.removedMeterSets) this.log(`${ns}: maps ${flags.dry ? 'would be ' : ''}removed${dry}`)
     if (report.outcomes.length === 0) this.log('nothing was attached')
   }
 }
