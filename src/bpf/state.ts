@@ -5,7 +5,7 @@
  * happens under a lock (flock on <run dir>/state.lock, which the kernel drops when its holder
  * exits), so concurrent attaches and detaches do not lose each other's work.
  */
-import {existsSync, readFileSync} from 'node:fs'
+import {existsSync, mkdirSync, readFileSync} from 'node:fs'
 import {mkdir} from 'node:fs/promises'
 import {join} from 'node:path'
 
@@ -13,7 +13,7 @@ import writeFileAtomic from 'write-file-atomic'
 
 import {FlowctlError, StateError} from '../errors.js'
 import type {Paths} from '../paths.js'
-import {lockHolder, waitLock} from '../sys/flock.js'
+import {lockHolder, tryLock, waitLock, type HeldLock} from '../sys/flock.js'
 import type {NetnsName} from '../sys/netns.js'
 import type {DirectionName} from '../flow/record.js'
 
@@ -117,4 +117,22 @@ export function runningDaemonPid(paths: Paths): number | undefined {
   } catch {
     return undefined
   }
+}
+
+/**
+ * The one-daemon lock: an flock on the pin root directory in bpffs, held while a daemon runs.
+ * It lives beside the maps, so every daemon that can see them sees it, whatever its run
+ * directory (bpffs holds no regular files, but a directory can be locked); the kernel drops it
+ * when the daemon dies. Throws, naming the holder, when another daemon has it.
+ */
+export function claimMeterRoot(paths: Paths): HeldLock {
+  try {
+    mkdirSync(paths.pinRoot, {recursive: true})
+  } catch (error) {
+    throw new FlowctlError(`cannot create ${paths.pinRoot} (${(error as Error).message}): is bpffs mounted on /sys/fs/bpf?`, {cause: error})
+  }
+  const lock = tryLock(paths.pinRoot, {directory: true})
+  if (lock) return lock
+  const holder = lockHolder(paths.pinRoot)
+  throw new FlowctlError(`another flowctl daemon${holder ? ` (pid ${holder})` : ''} drains the meters pinned under ${paths.pinRoot}: stop it first (one daemon exports each meter)`)
 }

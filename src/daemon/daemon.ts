@@ -10,7 +10,8 @@ import {dirname} from 'node:path'
 import {decodePerCpuOverflow} from '../bpf/layout.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import {skipSockets, socketCookie, unskipSockets} from '../bpf/sockets.js'
-import {daemonPidFile, runningDaemonPid} from '../bpf/state.js'
+import {claimMeterRoot, daemonPidFile, runningDaemonPid} from '../bpf/state.js'
+import type {HeldLock} from '../sys/flock.js'
 import type {Config} from '../config/config.js'
 import {FlowctlError} from '../errors.js'
 import {defaultStateFile, type Paths} from '../paths.js'
@@ -138,6 +139,8 @@ export class Daemon {
   }
 
   private readonly cookies = new Map<CollectorExporter, bigint>()
+  /** Held while running: no second daemon drains the same pinned maps. */
+  private meterRootLock?: HeldLock
 
   private domainOf(netns: string | null): number {
     return this.config.meters?.find((m) => m.netns === netns)?.observationDomainId ?? this.config.observationDomainId
@@ -335,14 +338,19 @@ export class Daemon {
   }
 
   private claimPidFile(): void {
+    this.meterRootLock = claimMeterRoot(this.paths)
     const other = runningDaemonPid(this.paths)
-    if (other) throw new FlowctlError(`another flowctl daemon (pid ${other}) is running: stop it first (one daemon exports each meter)`)
+    if (other) {
+      this.meterRootLock.release()
+      throw new FlowctlError(`another flowctl daemon (pid ${other}) is running: stop it first (one daemon exports each meter)`)
+    }
     const file = daemonPidFile(this.paths)
     mkdirSync(dirname(file), {recursive: true})
     writeFileSync(file, `${process.pid}\n`)
   }
 
   private releasePidFile(): void {
+    this.meterRootLock?.release()
     const file = daemonPidFile(this.paths)
     if (existsSync(file) && readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file, {force: true})
   }
