@@ -2,6 +2,8 @@
  * Every failure a person can act on is a FlowctlError: one line that says what is wrong and what
  * to do, and the exit status. Commands print the message and exit; nothing else prints stacks.
  */
+import {getSystemErrorName} from 'node:util'
+
 export class FlowctlError extends Error {
   readonly code: string
   readonly exitCode: number
@@ -78,21 +80,26 @@ export class BpfError extends FlowctlError {
   }
 }
 
-const ERRNO_NAMES: Record<number, string> = {
-  1: 'EPERM (operation not permitted; run as root)',
-  2: 'ENOENT (no such entry)',
-  7: 'E2BIG (map is full)',
-  9: 'EBADF',
-  12: 'ENOMEM (out of memory)',
-  13: 'EACCES (permission denied)',
-  14: 'EFAULT',
-  16: 'EBUSY',
-  17: 'EEXIST',
-  22: 'EINVAL (invalid argument)',
-  28: 'ENOSPC',
-  95: 'EOPNOTSUPP (not supported by this kernel)',
+/** What an errno means where its bare name does not say what to do. */
+const ERRNO_HINTS: Record<string, string> = {
+  EPERM: 'operation not permitted; run as root',
+  ENOENT: 'no such entry',
+  E2BIG: 'map is full',
+  ENOMEM: 'out of memory',
+  EACCES: 'permission denied',
+  EINVAL: 'invalid argument',
+  ENOTSUP: 'not supported by this kernel',
 }
 
+/** An errno (positive: the kernel's -errno negated) by its name, e.g. 'ENOENT (no such entry)'. */
 export function errnoName(errno: number): string {
-  return ERRNO_NAMES[errno] ?? `errno ${errno}`
+  let name: string
+  try {
+    name = getSystemErrorName(-errno)
+  } catch {
+    return `errno ${errno}`
+  }
+  if (name.startsWith('Unknown system error')) return `errno ${errno}`
+  const hint = ERRNO_HINTS[name]
+  return hint ? `${name} (${hint})` : name
 }

@@ -2,14 +2,18 @@
  * What flowctl attached, kept in <run dir>/attachments.json: which filters are ours (namespace,
  * interface, direction, pref, handle, program id), which clsact qdiscs we created, when. It lives
  * on tmpfs like the kernel state it describes, so both vanish together at reboot. Every change
- * happens under a lock file, so concurrent attaches and detaches do not lose each other's work.
+ * happens under a lock (flock on <run dir>/state.lock, which the kernel drops when its holder
+ * exits), so concurrent attaches and detaches do not lose each other's work.
  */
-import {existsSync, readFileSync} from 'node:fs'
-import {mkdir, open, readFile, rename, rm, writeFile} from 'node:fs/promises'
+import {existsSync, mkdirSync, readFileSync} from 'node:fs'
+import {mkdir} from 'node:fs/promises'
 import {join} from 'node:path'
+
+import writeFileAtomic from 'write-file-atomic'
 
 import {FlowctlError, StateError} from '../errors.js'
 import type {Paths} from '../paths.js'
+import {lockHolder, tryLock, waitLock, type HeldLock} from '../sys/flock.js'
 import type {NetnsName} from '../sys/netns.js'
 import type {DirectionName} from '../flow/record.js'
 
@@ -65,11 +69,8 @@ export function readState(paths: Paths): AttachState {
 }
 
 async function writeState(paths: Paths, state: AttachState): Promise<void> {
-  const file = attachmentsFile(paths)
   await mkdir(paths.runDir, {recursive: true})
-  const tmp = `${file}.${process.pid}.tmp`
-  await writeFile(tmp, `${JSON.stringify(state, null, 2)}\n`)
-  await rename(tmp, file)
+  await writeFileAtomic(attachmentsFile(paths), `${JSON.stringify(state, null, 2)}\n`)
 }
 
 const LOCK_WAIT_MS = 30_000
@@ -86,26 +87,11 @@ function pidAlive(pid: number): boolean {
 /** Runs `fn` holding the state lock, with the current state; `fn`'s changes are saved if it returns. */
 export async function withStateLock<T>(paths: Paths, fn: (state: AttachState) => Promise<T>): Promise<T> {
   await mkdir(paths.runDir, {recursive: true})
-  const lock = join(paths.runDir, 'state.lock')
-  const deadline = Date.now() + LOCK_WAIT_MS
-  for (;;) {
-    try {
-      const handle = await open(lock, 'wx')
-      await handle.writeFile(String(process.pid))
-      await handle.close()
-      break
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-      const holder = Number.parseInt(await readFile(lock, 'utf8').catch(() => ''), 10)
-      if (!holder || !pidAlive(holder)) {
-        await rm(lock, {force: true}) // left by a process that died
-        continue
-      }
-      if (Date.now() > deadline) {
-        throw new FlowctlError(`another flowctl (pid ${holder}) has been changing the meters for 30 s: wait for it, or remove ${lock} if it is stuck`)
-      }
-      await new Promise((r) => setTimeout(r, 50))
-    }
+  const file = join(paths.runDir, 'state.lock')
+  const lock = await waitLock(file, LOCK_WAIT_MS)
+  if (!lock) {
+    const holder = lockHolder(file)
+    throw new FlowctlError(`another flowctl${holder ? ` (pid ${holder})` : ''} has been changing the meters for 30 s: wait for it, or stop it if it is stuck`)
   }
   try {
     const state = readState(paths)
@@ -113,7 +99,7 @@ export async function withStateLock<T>(paths: Paths, fn: (state: AttachState) =>
     await writeState(paths, state)
     return result
   } finally {
-    await rm(lock, {force: true})
+    lock.release()
   }
 }
 
@@ -133,4 +119,22 @@ export function runningDaemonPid(paths: Paths): number | undefined {
   } catch {
     return undefined
   }
+}
+
+/**
+ * The one-daemon lock: an flock on the pin root directory in bpffs, held while a daemon runs.
+ * It lives beside the maps, so every daemon that can see them sees it, whatever its run
+ * directory (bpffs holds no regular files, but a directory can be locked); the kernel drops it
+ * when the daemon dies. Throws, naming the holder, when another daemon has it.
+ */
+export function claimMeterRoot(paths: Paths): HeldLock {
+  try {
+    mkdirSync(paths.pinRoot, {recursive: true})
+  } catch (error) {
+    throw new FlowctlError(`cannot create ${paths.pinRoot} (${(error as Error).message}): is bpffs mounted on /sys/fs/bpf?`, {cause: error})
+  }
+  const lock = tryLock(paths.pinRoot, {directory: true})
+  if (lock) return lock
+  const holder = lockHolder(paths.pinRoot)
+  throw new FlowctlError(`another flowctl daemon${holder ? ` (pid ${holder})` : ''} drains the meters pinned under ${paths.pinRoot}: stop it first (one daemon exports each meter)`)
 }

@@ -10,7 +10,8 @@ import {dirname} from 'node:path'
 import {readOverflow} from '../bpf/layout.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import {skipSockets, socketCookie, unskipSockets} from '../bpf/sockets.js'
-import {daemonPidFile, runningDaemonPid} from '../bpf/state.js'
+import {claimMeterRoot, daemonPidFile, runningDaemonPid} from '../bpf/state.js'
+import type {HeldLock} from '../sys/flock.js'
 import type {Config} from '../config/config.js'
 import {FlowctlError} from '../errors.js'
 import {defaultStateFile, type Paths} from '../paths.js'
@@ -34,7 +35,12 @@ export interface DaemonHooks {
   onDrain?(report: {netns: string} & DrainReport): void
   /** Called with every batch of ended flows, before the outputs get it (metrics). */
   onExport?(batch: FlowBatch): void
+  /** Called each time the state file could not be written (metrics). */
+  onStateFileError?(error: Error): void
 }
+
+/** A state file that cannot be written is logged at most this often (it is retried every drain). */
+export const STATE_FILE_ERROR_LOG_MS = 60_000
 
 /** The first template id from 65000 up that no data template uses: the statistics options template. */
 export function statsTemplateId(templates: readonly {id: number}[]): number {
@@ -88,6 +94,7 @@ export class Daemon {
 
   async start(): Promise<void> {
     this.claimPidFile()
+    if (this.state.problem) this.log.log('warn', 'state-file-invalid', {file: this.state.path, problem: this.state.problem, effect: 'sequence numbers restart at 0 (collectors see one gap); the file is rewritten'})
     this.running = true
     this.templates = this.config.templates.map((t) => compileTemplate(t.id, t.fields))
     this.exporters = this.config.collectors.map((c) => this.newExporter(c))
@@ -132,6 +139,8 @@ export class Daemon {
   }
 
   private readonly cookies = new Map<CollectorExporter, bigint>()
+  /** Held while running: no second daemon drains the same pinned maps. */
+  private meterRootLock?: HeldLock
 
   private domainOf(netns: string | null): number {
     return this.config.meters?.find((m) => m.netns === netns)?.observationDomainId ?? this.config.observationDomainId
@@ -183,7 +192,7 @@ export class Daemon {
       for (const [label, drainer] of this.drainers) drained.push({label, report: drainer.drain(this.policy, (b) => this.emit(b), force)})
       // The sequence numbers just used are on disk before anything says they were: a SIGKILL
       // after the log line still restarts the numbering where the collector saw it stop.
-      this.state.save()
+      this.saveState()
       for (const {label, report} of drained) {
         const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
         if (report.taken || exported) {
@@ -200,7 +209,7 @@ export class Daemon {
         this.sendStats()
         this.lastStatsAt = now
       }
-      this.state.save()
+      this.saveState()
     } catch (error) {
       this.log.log('error', 'drain-failed', {error: (error as Error).message})
     } finally {
@@ -285,38 +294,59 @@ export class Daemon {
     this.running = false
     if (this.timer) clearTimeout(this.timer)
     let exported = 0
-    for (const [label, drainer] of this.drainers) {
+    // Whatever fails on the way, the sockets close and the pid file goes: a daemon that was
+    // told to stop always does.
+    try {
+      for (const [label, drainer] of this.drainers) {
+        try {
+          const report = drainer.drain(this.policy, (b) => this.emit(b), true)
+          exported += Object.values(report.exported).reduce((a, b) => a + b, 0)
+          this.log.log('info', 'final-drain', {netns: label, taken: report.taken, byReason: report.exported})
+        } catch (error) {
+          this.log.log('error', 'final-drain-failed', {netns: label, error: (error as Error).message})
+        }
+      }
+      if (this.exporters.some((e) => e.isOpen)) this.sendStats()
+      await Promise.all(this.exporters.map((e) => e.flushed()))
+      this.saveState()
+    } finally {
+      for (const e of this.exporters) {
+        this.forgetCookie(e)
+        e.close()
+      }
+      for (const d of this.drainers.values()) d.close()
+      this.drainers.clear()
       try {
-        const report = drainer.drain(this.policy, (b) => this.emit(b), true)
-        exported += Object.values(report.exported).reduce((a, b) => a + b, 0)
-        this.log.log('info', 'final-drain', {netns: label, taken: report.taken, byReason: report.exported})
-      } catch (error) {
-        this.log.log('error', 'final-drain-failed', {netns: label, error: (error as Error).message})
+        for (const o of this.outputs) await o.close?.()
+      } finally {
+        this.releasePidFile()
       }
     }
-    if (this.exporters.some((e) => e.isOpen)) this.sendStats()
-    await Promise.all(this.exporters.map((e) => e.flushed()))
-    this.state.save()
-    for (const e of this.exporters) {
-      this.forgetCookie(e)
-      e.close()
-    }
-    for (const d of this.drainers.values()) d.close()
-    this.drainers.clear()
-    for (const o of this.outputs) await o.close?.()
-    this.releasePidFile()
     this.log.log('info', 'stopped', {exported, collectors: this.exporters.map((e) => ({collector: e.config.name, ...e.stats}))})
   }
 
+  /** Export never waits on the state file: a write that fails is counted, logged once a minute, and retried next time. */
+  private saveState(): void {
+    const error = this.state.save()
+    if (!error) return
+    this.hooks.onStateFileError?.(error)
+    this.log.limited('state-file', 'error', 'state-file-unwritable', {file: this.state.path, error: error.message, effect: 'exporting goes on; the sequence numbers are kept in memory'}, STATE_FILE_ERROR_LOG_MS)
+  }
+
   private claimPidFile(): void {
+    this.meterRootLock = claimMeterRoot(this.paths)
     const other = runningDaemonPid(this.paths)
-    if (other) throw new FlowctlError(`another flowctl daemon (pid ${other}) is running: stop it first (one daemon exports each meter)`)
+    if (other) {
+      this.meterRootLock.release()
+      throw new FlowctlError(`another flowctl daemon (pid ${other}) is running: stop it first (one daemon exports each meter)`)
+    }
     const file = daemonPidFile(this.paths)
     mkdirSync(dirname(file), {recursive: true})
     writeFileSync(file, `${process.pid}\n`)
   }
 
   private releasePidFile(): void {
+    this.meterRootLock?.release()
     const file = daemonPidFile(this.paths)
     if (existsSync(file) && readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file, {force: true})
   }

@@ -4,14 +4,16 @@
  * (enriched, filtered, rewritten) records as one JSON array on stdout.
  *
  * `command` is an argv run without a shell; `shell` is a script run by `/bin/sh -c`, which the
- * config has to ask for by that key. A hook runs in its own process group: at its timeout the
- * whole group is killed (SIGKILL), so a hook that left a child holding its stdout cannot hang the
- * log. A failure is a HookFailure with a reason for logs and metrics; the caller writes the
+ * config has to ask for by that key. A hook runs in its own process group, with a tag in its
+ * environment: at its timeout the group and every process carrying the tag are killed (SIGKILL),
+ * so a child that escaped the group (`setsid cmd &`) and holds its stdout cannot hang the log,
+ * and the log moves on at the timeout whatever is left. A failure is a HookFailure with a reason for logs and metrics; the caller writes the
  * records as they were before the hook.
  */
 import {execa} from 'execa'
 
 import type {HookConfig} from '../config/config.js'
+import {killTagged, newRunTag} from '../sys/proc.js'
 
 export type HookFailureReason = 'spawn' | 'exit' | 'timeout' | 'garbage'
 
@@ -33,6 +35,9 @@ export function hookLabel(hook: HookConfig): string {
   return 'command' in hook ? hook.command[0] : 'shell'
 }
 
+/** How long after its timeout a hook's pipes are read at most (what we killed closes them sooner). */
+const GIVE_UP_AFTER_TIMEOUT_MS = 500
+
 /** The most a hook may print (a runaway one is cut off and counted as garbage). */
 const MAX_OUTPUT_BYTES = 256 << 20
 
@@ -44,6 +49,7 @@ function firstLine(text: string): string {
 /** Runs one hook on the records; resolves with what it printed, or rejects with a HookFailure. */
 export async function runHook(hook: HookConfig, records: readonly FlowRecord[]): Promise<FlowRecord[]> {
   const [file, args] = 'command' in hook ? [hook.command[0], hook.command.slice(1)] : ['/bin/sh', ['-c', hook.shell]]
+  const tag = newRunTag()
   const child = execa(file, args, {
     input: JSON.stringify(records),
     reject: false,
@@ -51,8 +57,10 @@ export async function runHook(hook: HookConfig, records: readonly FlowRecord[]):
     stripFinalNewline: false,
     maxBuffer: MAX_OUTPUT_BYTES,
     cleanup: true,
+    env: {[tag.name]: tag.value},
   })
   let timedOut = false
+  let giveUp: NodeJS.Timeout | undefined
   const timer = setTimeout(() => {
     timedOut = true
     try {
@@ -60,14 +68,31 @@ export async function runHook(hook: HookConfig, records: readonly FlowRecord[]):
     } catch {
       child.kill('SIGKILL')
     }
+    // And what left the group (setsid, double fork): found by the tag in its environment.
+    killTagged(tag)
   }, hook.timeoutMs)
   let result
   try {
-    result = await child
+    result = await Promise.race([
+      child,
+      // Something we could not kill (it cleared its environment) may still hold the pipes: stop
+      // reading them shortly after the timeout, so the log moves on.
+      new Promise<undefined>((resolve) => {
+        giveUp = setTimeout(() => {
+          child.stdout?.destroy()
+          child.stderr?.destroy()
+          resolve(undefined)
+        }, hook.timeoutMs + GIVE_UP_AFTER_TIMEOUT_MS)
+      }),
+    ])
   } finally {
     clearTimeout(timer)
+    clearTimeout(giveUp)
   }
-  if (timedOut) throw new HookFailure('timeout', `did not finish within ${hook.timeoutMs / 1000}s (killed)`)
+  if (timedOut || !result) {
+    killTagged(tag)
+    throw new HookFailure('timeout', `did not finish within ${hook.timeoutMs / 1000}s (killed with everything it started)`)
+  }
   const code = (result as {code?: string}).code
   if (result.exitCode === undefined && code === 'ENOENT') throw new HookFailure('spawn', `${file}: no such program`)
   if (result.exitCode === undefined && result.failed && !result.signal) throw new HookFailure('spawn', `${file}: ${result.shortMessage ?? code ?? 'cannot run'}`)

@@ -185,6 +185,7 @@ export class DaemonMetrics implements FlowLogObserver {
   private readonly ifKernelPackets: Counter<'netns' | 'interface' | 'direction'>
   private readonly ifKernelBytes: Counter<'netns' | 'interface' | 'direction'>
   private readonly ifAccuracy: Gauge<'netns' | 'interface' | 'direction'>
+  private readonly stateFileWriteErrors: Counter
 
   private readonly exporterSeen = new WeakMap<CollectorExporter, ExporterStats>()
   private readonly capacities = new WeakMap<MeterSetDrainer, number>()
@@ -242,6 +243,8 @@ export class DaemonMetrics implements FlowLogObserver {
       '(meter bytes + 14 x meter packets) / kernel bytes over the last 5 minutes: 1 = the meter saw every byte the interface carried.',
       ifLabels,
     )
+    this.stateFileWriteErrors = counter('flowctl_state_file_write_errors_total', 'Times the state file (IPFIX sequence numbers) could not be written; exporting goes on without it.', [])
+    this.stateFileWriteErrors.inc(0)
     for (const result of ['ok', 'refused']) this.reloads.inc({result}, 0)
     if (options.processMetrics ?? true) collectDefaultMetrics({register: this.registry, prefix: 'flowctl_'})
   }
@@ -254,6 +257,9 @@ export class DaemonMetrics implements FlowLogObserver {
       },
       onDrain: (report) => {
         if (this.server) this.countDrain(report)
+      },
+      onStateFileError: () => {
+        if (this.server) this.stateFileWriteErrors.inc()
       },
     }
   }

@@ -49,7 +49,18 @@ export interface ConformanceOptions {
   udp?: boolean
   /** Examples kept per check and domain (default 10); every problem is counted. */
   maxExamples?: number
+  /**
+   * Exporter and domain pairs judged one by one (default 256): past it, the one heard from
+   * longest ago is dropped from the report, and only whether it had failed is kept (in the
+   * verdict). Bounds the checker's memory and the report's length whatever arrives.
+   */
+  maxDomains?: number
 }
+
+/** Template IDs a domain's report lists at most (the rest are counted). */
+const MAX_TEMPLATE_IDS = 1024
+/** Template IDs printed per domain in the report for people. */
+const PRINTED_TEMPLATE_IDS = 32
 
 export interface SequenceGap {
   expected: number
@@ -94,6 +105,8 @@ export interface DomainReport {
      */
     countingMessages: number
   }
+  /** Template IDs received beyond the MAX_TEMPLATE_IDS listed. */
+  moreTemplateIds: number
   checks: CheckResult[]
   verdict: 'PASS' | 'FAIL'
 }
@@ -105,6 +118,8 @@ export interface ConformanceReport {
   messages: number
   malformedMessages: number
   domains: DomainReport[]
+  /** Domains dropped from the report (over maxDomains), and how many of them had failed. */
+  dropped: {domains: number; failed: number}
 }
 
 interface DomainState {
@@ -147,7 +162,10 @@ export class ConformanceChecker {
   private readonly tolerance: number
   private readonly udp: boolean
   private readonly maxExamples: number
+  private readonly maxDomains: number
+  /** Least recently heard from first. */
   private readonly domains = new Map<string, DomainState>()
+  private readonly dropped = {domains: 0, failed: 0}
   private messages = 0
   private malformed = 0
 
@@ -156,12 +174,22 @@ export class ConformanceChecker {
     this.tolerance = options.timeToleranceSeconds ?? 86400
     this.udp = options.udp ?? true
     this.maxExamples = options.maxExamples ?? 10
+    this.maxDomains = options.maxDomains ?? 256
   }
 
   private domain(exporter: string, observationDomainId: number | null): DomainState {
     const key = `${exporter}|${observationDomainId ?? '-'}`
     let d = this.domains.get(key)
-    if (!d) {
+    if (d) {
+      this.domains.delete(key)
+      this.domains.set(key, d)
+    } else {
+      if (this.domains.size >= this.maxDomains) {
+        const [oldestKey, oldest] = this.domains.entries().next().value!
+        this.domains.delete(oldestKey)
+        this.dropped.domains++
+        if ([...oldest.results.values()].some((r) => r.count > 0)) this.dropped.failed++
+      }
       d = {
         report: {
           exporter,
@@ -172,6 +200,7 @@ export class ConformanceChecker {
           dataRecords: 0,
           optionsRecords: 0,
           templateIds: [],
+          moreTemplateIds: 0,
           sequence: {gaps: [], gapCount: 0, missing: 0, duplicated: 0, restarts: 0, countingMessages: 0},
           checks: [],
           verdict: 'PASS',
@@ -250,7 +279,10 @@ export class ConformanceChecker {
       d.expected = (header.sequenceNumber + m.records.length) >>> 0
     }
 
-    for (const t of m.templates) d.templateIds.add(t.id)
+    for (const t of m.templates) {
+      if (d.templateIds.size < MAX_TEMPLATE_IDS || d.templateIds.has(t.id)) d.templateIds.add(t.id)
+      else d.report.moreTemplateIds++
+    }
     for (const u of m.unknownSets) {
       this.problem(d, 'templateBeforeData', `${at}: data set of template ${u.templateId} at byte ${u.offset} (${u.length} bytes) came before its template`)
     }
@@ -309,8 +341,11 @@ export class ConformanceChecker {
       const where = domainName(report)
       for (const c of failed) reasons.push(`${where}: ${reasonText(c, report, this.tolerance)}`)
     }
+    if (this.dropped.failed) {
+      reasons.push(`${this.dropped.failed} of the ${this.dropped.domains} exporter domains dropped from this report (more than ${this.maxDomains} were heard from) had failed`)
+    }
     if (this.messages === 0) reasons.push('no IPFIX message was received')
-    return {verdict: reasons.length ? 'FAIL' : 'PASS', reasons, messages: this.messages, malformedMessages: this.malformed, domains}
+    return {verdict: reasons.length ? 'FAIL' : 'PASS', reasons, messages: this.messages, malformedMessages: this.malformed, domains, dropped: {...this.dropped}}
   }
 
   /** The report as lines for people. */
@@ -320,7 +355,7 @@ export class ConformanceChecker {
     for (const d of r.domains) {
       lines.push(
         `${domainName(d)}: ${d.messages} message${d.messages === 1 ? '' : 's'}, ${d.bytes} bytes, ${d.dataRecords} data record${d.dataRecords === 1 ? '' : 's'}, ` +
-          `${d.optionsRecords} options record${d.optionsRecords === 1 ? '' : 's'}, templates ${d.templateIds.length ? d.templateIds.join(' ') : 'none'}: ${d.verdict}`,
+          `${d.optionsRecords} options record${d.optionsRecords === 1 ? '' : 's'}, templates ${templateList(d)}: ${d.verdict}`,
       )
       for (const c of d.checks) {
         lines.push(`  ${c.title}: ${c.count === 0 ? 'ok' : reasonText(c, d, this.tolerance)}`)
@@ -328,12 +363,22 @@ export class ConformanceChecker {
         if (c.count > c.examples.length) lines.push(`    ... and ${c.count - c.examples.length} more`)
       }
     }
+    if (r.dropped.domains) {
+      lines.push(`${r.dropped.domains} more exporter domain${r.dropped.domains === 1 ? '' : 's'} not shown (only the ${this.maxDomains} heard from last are kept; the message counts above include them)`)
+    }
     if (r.verdict === 'FAIL') {
       lines.push('FAIL because:')
       for (const reason of r.reasons) lines.push(`  - ${reason}`)
     }
     return lines
   }
+}
+
+function templateList(d: DomainReport): string {
+  if (!d.templateIds.length) return 'none'
+  const all = d.templateIds.length + d.moreTemplateIds
+  const shown = d.templateIds.slice(0, PRINTED_TEMPLATE_IDS).join(' ')
+  return all > PRINTED_TEMPLATE_IDS ? `${shown} ... (${all} in all)` : shown
 }
 
 function domainName(d: DomainReport): string {

@@ -74,6 +74,41 @@ export interface DecoderOptions {
    * withdrawals MUST be ignored over UDP.
    */
   applyWithdrawals?: boolean
+  /** How much the decoder remembers; see DEFAULT_DECODER_LIMITS. */
+  limits?: Partial<DecoderLimits>
+}
+
+/**
+ * What a decoder keeps, so that no sender (a spoofed source address costs nothing over UDP) can
+ * make it grow without bound. What goes first is what was used least recently: the template
+ * defined longest ago in a domain, the domain or exporter heard from longest ago. A forgotten
+ * template is sent again by its exporter at its next refresh (RFC 7011 §8.4); meanwhile its data
+ * sets are listed as of unknown template, as at a collector's start.
+ */
+export interface DecoderLimits {
+  /** Templates per exporter and Observation Domain (an exporter has a handful; the ID space holds 65280). */
+  templatesPerDomain: number
+  /** Templates in all: the memory bound (a 60-field template takes a few kB). */
+  templates: number
+  /** (exporter, Observation Domain) pairs. */
+  domains: number
+  /** Exporters (source address and port). */
+  exporters: number
+}
+
+export const DEFAULT_DECODER_LIMITS: Readonly<DecoderLimits> = Object.freeze({templatesPerDomain: 1024, templates: 16_384, domains: 4096, exporters: 1024})
+
+/** What the decoder holds now and what it had to forget to stay within its limits. */
+export interface DecoderStats {
+  exporters: number
+  domains: number
+  templates: number
+  evicted: {templates: number; domains: number; exporters: number}
+}
+
+interface DomainTemplates {
+  exporter: string
+  templates: Map<number, Template>
 }
 
 /** A hint for a wrong version number: what is likely being sent instead. */
@@ -84,11 +119,18 @@ function versionHint(version: number): string {
 }
 
 export class IpfixDecoder {
-  private readonly domains = new Map<string, Map<number, Template>>()
+  /** By `exporter|domain`, least recently used first. */
+  private readonly domains = new Map<string, DomainTemplates>()
+  /** The domain keys of each exporter, least recently heard from first. */
+  private readonly exporters = new Map<string, Set<string>>()
+  private templateCount = 0
+  private readonly evicted = {templates: 0, domains: 0, exporters: 0}
   private readonly applyWithdrawals: boolean
+  readonly limits: Readonly<DecoderLimits>
 
   constructor(options: DecoderOptions = {}) {
     this.applyWithdrawals = options.applyWithdrawals ?? true
+    this.limits = {...DEFAULT_DECODER_LIMITS, ...options.limits}
   }
 
   private static key(exporter: string, observationDomainId: number): string {
@@ -97,28 +139,76 @@ export class IpfixDecoder {
 
   /** The templates now known for an exporter and Observation Domain. */
   templates(exporter: string, observationDomainId: number): Template[] {
-    return [...(this.domains.get(IpfixDecoder.key(exporter, observationDomainId))?.values() ?? [])]
+    return [...(this.domains.get(IpfixDecoder.key(exporter, observationDomainId))?.templates.values() ?? [])]
   }
 
   template(exporter: string, observationDomainId: number, templateId: number): Template | undefined {
-    return this.domains.get(IpfixDecoder.key(exporter, observationDomainId))?.get(templateId)
+    return this.domains.get(IpfixDecoder.key(exporter, observationDomainId))?.templates.get(templateId)
+  }
+
+  stats(): DecoderStats {
+    return {exporters: this.exporters.size, domains: this.domains.size, templates: this.templateCount, evicted: {...this.evicted}}
   }
 
   /** Forgets the templates of one exporter (all its domains), or of every exporter. */
   reset(exporter?: string): void {
     if (exporter === undefined) {
       this.domains.clear()
+      this.exporters.clear()
+      this.templateCount = 0
       return
     }
-    for (const key of [...this.domains.keys()]) if (key.startsWith(`${exporter}|`)) this.domains.delete(key)
+    for (const key of this.exporters.get(exporter) ?? []) this.dropDomain(key)
+    this.exporters.delete(exporter)
+  }
+
+  private dropDomain(key: string): void {
+    const d = this.domains.get(key)
+    if (!d) return
+    this.templateCount -= d.templates.size
+    this.domains.delete(key)
+    const keys = this.exporters.get(d.exporter)
+    keys?.delete(key)
+    if (keys && !keys.size) this.exporters.delete(d.exporter)
+  }
+
+  /** Keeps a decoded message's templates (most recently used now), then forgets what is over a limit. */
+  private commit(key: string, exporter: string, working: Map<number, Template>): void {
+    while (working.size > this.limits.templatesPerDomain) {
+      working.delete(working.keys().next().value!)
+      this.evicted.templates++
+    }
+    const known = this.domains.get(key)
+    if (known) {
+      this.templateCount -= known.templates.size
+      this.domains.delete(key)
+    } else if (!working.size) {
+      return // nothing to remember: no entry for a domain that defined no template
+    }
+    this.domains.set(key, {exporter, templates: working})
+    this.templateCount += working.size
+    const keys = this.exporters.get(exporter) ?? new Set<string>()
+    this.exporters.delete(exporter)
+    this.exporters.set(exporter, keys.add(key))
+    while (this.exporters.size > this.limits.exporters) {
+      const [oldest, oldestKeys] = this.exporters.entries().next().value!
+      for (const k of oldestKeys) this.dropDomain(k)
+      this.exporters.delete(oldest)
+      this.evicted.exporters++
+    }
+    while (this.domains.size > this.limits.domains || this.templateCount > this.limits.templates) {
+      const oldest = this.domains.keys().next().value!
+      if (oldest === key) break // the domain just used stays (its own size is bounded above)
+      this.dropDomain(oldest)
+      this.evicted.domains++
+    }
   }
 
   /** Decodes one message from `exporter` (e.g. '198.18.0.1:50101'); throws DecodeError if it is malformed. */
   decode(message: Buffer, exporter: string): DecodedMessage {
     const header = readHeader(message)
     const key = IpfixDecoder.key(exporter, header.observationDomainId)
-    const known = this.domains.get(key)
-    const working = new Map(known ?? [])
+    const working = new Map(this.domains.get(key)?.templates ?? [])
     const lookup = (id: number): Template | undefined => working.get(id)
     const result: DecodedMessage = {exporter, header, sets: [], templates: [], withdrawals: [], records: [], unknownSets: []}
 
@@ -139,6 +229,7 @@ export class IpfixDecoder {
         // Templates and withdrawals take effect in the order they appear (RFC 7011 §8.1).
         for (const item of decoded.inOrder) {
           if ('fields' in item) {
+            working.delete(item.id) // a redefined template is the most recent one
             working.set(item.id, item)
           } else if (!this.applyWithdrawals) {
             continue
@@ -191,7 +282,7 @@ export class IpfixDecoder {
       p = end
     }
 
-    this.domains.set(key, working)
+    this.commit(key, exporter, working)
     return result
   }
 }

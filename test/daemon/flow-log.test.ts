@@ -183,6 +183,34 @@ describe('flow log output and hooks', function () {
     assert.deepEqual(seen.failures, [{hook: 'hangs', reason: 'timeout'}])
   })
 
+  it('at the timeout kills what escaped the process group (setsid), and moves on even from what it cannot kill', async function () {
+    const pidFile = join(dir, 'escaped.pid')
+    const alive = (pid: number): boolean => {
+      try {
+        return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')) // a zombie is dead
+      } catch {
+        return false
+      }
+    }
+    const escapes = async (shell: string): Promise<{elapsed: number; pid: number}> => {
+      rmSync(pidFile, {force: true})
+      const started = Date.now()
+      await assert.rejects(runHook({shell, timeoutMs: 500}, [{a: 1}]), (error: unknown) => error instanceof HookFailure && error.reason === 'timeout')
+      return {elapsed: Date.now() - started, pid: Number(readFileSync(pidFile, 'utf8'))}
+    }
+    // A child in a session of its own holds stdout for 25 s: found by its tag and killed.
+    const tagged = await escapes(`cat >/dev/null; setsid sh -c 'echo $$ > ${pidFile}; exec sleep 25' & sleep 0.1; echo "[]"`)
+    assert.ok(tagged.elapsed < 2000, `moved on after ${tagged.elapsed} ms`)
+    assert.equal(alive(tagged.pid), false, 'the escaped child is dead')
+    // One that also cleared its environment cannot be found; the log still moves on just after the timeout.
+    const hidden = await escapes(`cat >/dev/null; setsid env -i sh -c 'echo $$ > ${pidFile}; exec sleep 25' & sleep 0.1; echo "[]"`)
+    try {
+      assert.ok(hidden.elapsed < 2000, `moved on after ${hidden.elapsed} ms`)
+    } finally {
+      process.kill(hidden.pid, 'SIGKILL')
+    }
+  })
+
   it('treats output that is not a JSON array of objects as garbage', async function () {
     for (const [script, detail] of [
       ['echo garbage', /no JSON array/],

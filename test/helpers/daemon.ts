@@ -19,11 +19,13 @@ export class DaemonProcess {
   readonly child: ResultPromise
   private stderrTail = ''
 
-  constructor(configFile: string, netns?: string) {
+  /** `env` replaces variables of this process's environment (e.g. another FLOWCTL_RUN_DIR). */
+  constructor(configFile: string, netns?: string, env: Record<string, string> = {}) {
     const argv = [CLI, 'daemon', '-c', configFile]
+    const childEnv = {...process.env, ...env}
     this.child = netns
-      ? execa('nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, ...argv], {reject: false, env: process.env})
-      : execa(process.execPath, argv, {reject: false, env: process.env})
+      ? execa('nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, ...argv], {reject: false, env: childEnv})
+      : execa(process.execPath, argv, {reject: false, env: childEnv})
     let partial = ''
     this.child.stderr!.on('data', (d: Buffer) => {
       partial += d.toString()

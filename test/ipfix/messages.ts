@@ -85,3 +85,19 @@ export const ID = {
   subTemplateList: 292,
   subTemplateMultiList: 293,
 } as const
+
+/**
+ * The memory attack of issue 13: one message defining `templates` templates of `fields`
+ * enterprise-specific fields each (4-byte values, PEN 32473), in Observation Domain `odid`.
+ */
+export function templateFlood(odid: number, options: {templates?: number; fields?: number; firstId?: number} = {}): Buffer {
+  const count = options.templates ?? 4
+  const fields = options.fields ?? 60
+  const records: Buffer[] = []
+  for (let t = 0; t < count; t++) {
+    const specs: Buffer[] = []
+    for (let f = 0; f < fields; f++) specs.push(spec(1 + f, 4, 32473))
+    records.push(templateRecord((options.firstId ?? 256) + t, ...specs))
+  }
+  return message({odid}, set(2, ...records))
+}

@@ -4,7 +4,7 @@ import {FlowctlCommand} from '../../cli/command.js'
 import {InvalidInputError} from '../../errors.js'
 import {IPFIX_PORT, IpfixCollector, runUntil} from '../../ipfix/collector.js'
 import {ConformanceChecker} from '../../ipfix/conformance.js'
-import {formatRecordLine, renderRecordJson} from '../../ipfix/decoder.js'
+import {DEFAULT_DECODER_LIMITS, formatRecordLine, renderRecordJson} from '../../ipfix/decoder.js'
 
 const durationFlag = Flags.custom<number>({
   description: 'stop after this many seconds',
@@ -24,7 +24,13 @@ A malformed message is reported on stderr and listening goes on. With --check, e
 also judged against RFC 7011 (sequence numbers, templates before data, set lengths and padding,
 message size, times near the export time, malformed messages); at exit the report goes to stderr
 and the exit status is 1 if the exporter failed. Stops on Ctrl-C (SIGINT), SIGTERM, --count or
---duration.`
+--duration.
+
+By default it listens on every address of this host (::, IPv6 and IPv4), as a collector must;
+--host 127.0.0.1 keeps it to this host. Memory stays bounded whatever arrives: it keeps at most
+${DEFAULT_DECODER_LIMITS.templatesPerDomain} templates per exporter and observation domain, ${DEFAULT_DECODER_LIMITS.templates} in all, ${DEFAULT_DECODER_LIMITS.domains} domains and ${DEFAULT_DECODER_LIMITS.exporters} exporters,
+forgetting the least recently used (counted at exit); --check judges the last 256 domains heard
+from one by one.`
 
   static override examples = [
     {description: 'Print what arrives on the IPFIX port', command: '<%= config.bin %> <%= command.id %>'},
@@ -34,7 +40,7 @@ and the exit status is 1 if the exporter failed. Stops on Ctrl-C (SIGINT), SIGTE
   ]
 
   static override flags = {
-    host: Flags.string({description: 'address to listen on (:: is every IPv6 and IPv4 address)', default: '::', helpValue: 'ADDRESS'}),
+    host: Flags.string({description: 'address to listen on (:: is every IPv6 and IPv4 address of this host)', default: '::', helpValue: 'ADDRESS'}),
     port: Flags.integer({description: 'UDP port (0: any free port, printed at start)', default: IPFIX_PORT, min: 0, max: 65535}),
     json: Flags.boolean({description: 'print each record as one JSON object per line'}),
     check: Flags.boolean({description: 'judge conformance to RFC 7011; print the report at exit and exit 1 on FAIL'}),
@@ -59,6 +65,10 @@ and the exit status is 1 if the exporter failed. Stops on Ctrl-C (SIGINT), SIGTE
         process.stdout.write(`${flags.json ? JSON.stringify(renderRecordJson(record)) : formatRecordLine(record)}\n`)
       },
     })
+    const {evicted} = collector.decoder.stats()
+    if (evicted.templates || evicted.domains || evicted.exporters) {
+      process.stderr.write(`flowctl: forgot ${evicted.templates} templates, ${evicted.domains} observation domains and ${evicted.exporters} exporters to stay within the limits (least recently used first)\n`)
+    }
     if (checker) {
       for (const line of checker.formatReport()) process.stderr.write(`${line}\n`)
       if (checker.report().verdict === 'FAIL') process.exitCode = 1
