@@ -282,6 +282,13 @@ describe('config/load', function () {
       })
     })
 
+    it('accepts each floor itself: drain 0.1 s, template refresh 1 s, hook timeout 0.1 s', function () {
+      const config = parseConfig('logs: [{file: /tmp/x, hooks: [{shell: cat, timeoutSeconds: 0.1}]}]\ndrainIntervalSeconds: 0.1\ntemplateRefreshSeconds: 1\n', null)
+      assert.equal(config.drainIntervalSeconds, 0.1)
+      assert.equal(config.templateRefreshSeconds, 1)
+      assert.equal(config.logs[0].hooks[0].timeoutMs, 100)
+    })
+
     it('turns metrics off with an empty or null listen', function () {
       for (const listen of ["''", 'null', '']) {
         const config = parseConfig(`collectors: [{address: 192.0.2.1:4739}]\nmetrics:\n  listen: ${listen}\n`, null)
@@ -613,6 +620,29 @@ describe('config/load', function () {
         'a drain interval longer than the default idle timeout',
         `${C}timerFinishedDrainSeconds: 100\n`,
         'config.yaml:3:28: timerFinishedDrainSeconds: 100 is more than idleTimeoutSeconds (15, the default); allowed: at most 15, or set idleTimeoutSeconds too',
+      ],
+      [
+        'a drain interval below its floor',
+        `${C}drainIntervalSeconds: 0.001\n`,
+        'config.yaml:3:23: drainIntervalSeconds: 0.001 is less than 0.1: every drain walks the kernel maps, so draining more often costs CPU while idle and exports nothing sooner; ' +
+          `allowed: ${DRAIN_SECONDS}`,
+      ],
+      [
+        "the older tool's drain interval below the floor",
+        `${C}timerFinishedDrainSeconds: 0.05\n`,
+        'config.yaml:3:28: timerFinishedDrainSeconds: 0.05 is less than 0.1: every drain walks the kernel maps, so draining more often costs CPU while idle and exports nothing sooner; ' +
+          `allowed: ${DRAIN_SECONDS}`,
+      ],
+      [
+        'a template refresh below its floor',
+        `${C}templateRefreshSeconds: 0.5\n`,
+        `config.yaml:3:25: templateRefreshSeconds: 0.5 is less than 1: templates are sent again to every collector that often, which more often only floods the collectors; allowed: ${REFRESH_SECONDS}`,
+      ],
+      [
+        'a hook timeout below its floor',
+        'logs:\n- file: /tmp/x\n  hooks:\n  - shell: cat\n    timeoutSeconds: 0.05\n',
+        'config.yaml:5:21: logs[0].hooks[0].timeoutSeconds: 0.05 is less than 0.1: starting a hook takes that long already, so a shorter timeout would kill every hook before it ran; ' +
+          `allowed: ${HOOK_SECONDS}`,
       ],
       ['an observation domain beyond 32 bits', `${C}observationDomainId: 4294967296\n`, 'config.yaml:3:22: observationDomainId: 4294967296 is out of range; allowed: an integer from 0 to 4294967295'],
       ['a message size below 80', `${C}maxMessageSize: 79\n`, 'config.yaml:3:17: maxMessageSize: 79 is out of range; allowed: an integer from 80 to 65507 (bytes of UDP payload)'],
