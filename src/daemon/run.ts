@@ -2,6 +2,7 @@
 import type {Paths} from '../paths.js'
 import {requireRoot} from '../sys/privileges.js'
 import {loadConfig} from '../config/load.js'
+import {checkConfigOnMachine} from '../config/machine.js'
 import type {Config} from '../config/config.js'
 import {Daemon, type FlowOutput} from './daemon.js'
 import {FlowLogs} from './flow-log.js'
@@ -48,6 +49,7 @@ interface Signals {
 }
 
 async function serve(paths: Paths, config: Config, log: Logger, extraOutputs: FlowOutput[], signals: Signals): Promise<void> {
+  await checkConfigOnMachine(config)
   const names = new InterfaceNames(paths)
   // Metrics and flow logs first: a port or file we cannot have stops us before anything starts.
   const metrics = new DaemonMetrics({paths, log, names})
@@ -78,6 +80,7 @@ async function serve(paths: Paths, config: Config, log: Logger, extraOutputs: Fl
     let prepared: Awaited<ReturnType<FlowLogs['prepare']>> | undefined
     try {
       const next = await loadConfig(config.file)
+      await checkConfigOnMachine(next)
       prepared = await logs.prepare(next.logs)
       await metrics.listen(next.metrics.listen, next.file)
       await daemon.reload(next)

@@ -10,10 +10,8 @@
 import {decodeRecord, keyElementName, semanticName, type FieldValue, type RecordFields} from './codec.js'
 import {DecodeError} from './errors.js'
 import {elementByName, type AbstractType} from './elements.js'
+import {IPFIX_VERSION, MESSAGE_HEADER_LENGTH, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID} from './message.js'
 import {decodeOptionsTemplateSet, decodeTemplateSet, minDataRecordLength, type Template, type TemplateWithdrawal} from './template.js'
-
-export const IPFIX_VERSION = 10
-export const MESSAGE_HEADER_LENGTH = 16
 
 export interface MessageHeader {
   version: number
@@ -214,18 +212,18 @@ export class IpfixDecoder {
 
     let p = MESSAGE_HEADER_LENGTH
     while (p < message.length) {
-      if (message.length - p < 4) throw new DecodeError(`${message.length - p} bytes after the last set are too short for a set header`, p)
+      if (message.length - p < SET_HEADER_LENGTH) throw new DecodeError(`${message.length - p} bytes after the last set are too short for a set header`, p)
       const id = message.readUInt16BE(p)
       const length = message.readUInt16BE(p + 2)
-      if (length < 4) throw new DecodeError(`set ${id} has length ${length}, shorter than its 4-byte header`, p + 2)
+      if (length < SET_HEADER_LENGTH) throw new DecodeError(`set ${id} has length ${length}, shorter than its ${SET_HEADER_LENGTH}-byte header`, p + 2)
       if (p + length > message.length) throw new DecodeError(`set ${id} of ${length} bytes runs past the end of the message (${message.length - p} bytes left)`, p + 2)
-      const start = p + 4
+      const start = p + SET_HEADER_LENGTH
       const end = p + length
       if (id === 0 || id === 1) throw new DecodeError(`set ID ${id} is not used in IPFIX (RFC 7011 §3.3.2)`, p)
-      if (id >= 4 && id <= 255) throw new DecodeError(`set ID ${id} is reserved (RFC 7011 §3.3.2)`, p)
+      if (id > OPTIONS_TEMPLATE_SET_ID && id <= 255) throw new DecodeError(`set ID ${id} is reserved (RFC 7011 §3.3.2)`, p)
 
-      if (id === 2 || id === 3) {
-        const decoded = id === 2 ? decodeTemplateSet(message, start, end) : decodeOptionsTemplateSet(message, start, end)
+      if (id === TEMPLATE_SET_ID || id === OPTIONS_TEMPLATE_SET_ID) {
+        const decoded = id === TEMPLATE_SET_ID ? decodeTemplateSet(message, start, end) : decodeOptionsTemplateSet(message, start, end)
         // Templates and withdrawals take effect in the order they appear (RFC 7011 §8.1).
         for (const item of decoded.inOrder) {
           if ('fields' in item) {
@@ -243,7 +241,7 @@ export class IpfixDecoder {
         result.withdrawals.push(...decoded.withdrawals)
         result.sets.push({
           id,
-          kind: id === 2 ? 'template' : 'optionsTemplate',
+          kind: id === TEMPLATE_SET_ID ? 'template' : 'optionsTemplate',
           offset: p,
           length,
           records: decoded.templates.length + decoded.withdrawals.length,
@@ -289,9 +287,9 @@ export class IpfixDecoder {
 
 /** Reads and checks a message header (version 10, length equal to the buffer's). */
 export function readHeader(message: Buffer): MessageHeader {
-  if (message.length < MESSAGE_HEADER_LENGTH) throw new DecodeError(`message of ${message.length} bytes is shorter than the 16-byte IPFIX message header`, 0)
+  if (message.length < MESSAGE_HEADER_LENGTH) throw new DecodeError(`message of ${message.length} bytes is shorter than the ${MESSAGE_HEADER_LENGTH}-byte IPFIX message header`, 0)
   const version = message.readUInt16BE(0)
-  if (version !== IPFIX_VERSION) throw new DecodeError(`version ${version} is not IPFIX (10)${versionHint(version)}`, 0)
+  if (version !== IPFIX_VERSION) throw new DecodeError(`version ${version} is not IPFIX (${IPFIX_VERSION})${versionHint(version)}`, 0)
   const length = message.readUInt16BE(2)
   if (length !== message.length) throw new DecodeError(`message length field says ${length} bytes but the datagram has ${message.length}`, 2)
   return {

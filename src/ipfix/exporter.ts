@@ -12,7 +12,7 @@ import {isIP} from 'node:net'
 import type {FlowBatch} from '../flow/batch.js'
 import {IE, naturalLength} from './elements.js'
 import {bindField, putUint, templateFamily, type BoundField} from './flow-fields.js'
-import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID} from './message.js'
+import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID, templateFits} from './message.js'
 import {encodeRecord, recordSize, type RecordFields} from './codec.js'
 import type {CollectorTarget} from './target.js'
 import {encodeTemplateRecord, templateRecordSize, type Template} from './template.js'
@@ -126,8 +126,7 @@ export class CollectorExporter {
     // A template that cannot be announced, or whose record cannot fit, in one message with its
     // headers can carry no flow (the builder would write past the message and send an empty
     // one): it is left out, and its flows count as unexportable instead.
-    const room = this.options.maxMessageSize - MESSAGE_HEADER_LENGTH - SET_HEADER_LENGTH
-    this.templates = wanted.filter((t) => t.recordLength <= room && templateRecordSize(t.template) <= room)
+    this.templates = wanted.filter((t) => templateFits(t.template.fields, this.options.maxMessageSize).fits)
     this.byFamily = {4: chooseTemplate(this.templates, 4), 6: chooseTemplate(this.templates, 6)}
     this.templatesSentAt.clear()
   }

@@ -2,12 +2,54 @@
  * Builds IPFIX messages (RFC 7011 §3) into one buffer of the maximum message size: a 16-byte
  * header, then sets, each with a 4-byte header and its records. The builder never lets a
  * message outgrow the buffer; callers ask whether a record fits before writing it.
+ *
+ * The wire sizes live here once: the headers, and `templateFits()`, which the config, the
+ * exporter and anything else that must know whether a template can ever be sent all ask.
  */
+import {FIELD_SPECIFIER_LENGTH, minDataRecordLength, TEMPLATE_RECORD_HEADER_LENGTH, templateRecordSize} from './template.js'
+
 export const IPFIX_VERSION = 10
 export const MESSAGE_HEADER_LENGTH = 16
 export const SET_HEADER_LENGTH = 4
 export const TEMPLATE_SET_ID = 2
 export const OPTIONS_TEMPLATE_SET_ID = 3
+/** What a message with one set adds around that set's records. */
+export const MESSAGE_AND_SET_HEADERS_LENGTH = MESSAGE_HEADER_LENGTH + SET_HEADER_LENGTH
+
+/** A template's field as far as its wire size goes: its length, and an enterprise number if any. */
+export interface WireField {
+  /** The field length; VARIABLE_LENGTH (65535) counts as its shortest, 1 byte. */
+  length: number
+  enterpriseNumber?: number
+}
+
+/** Whether a data template can be used in messages of a size, and the sizes that decide it. */
+export interface TemplateFit {
+  fits: boolean
+  /** Bytes of its Template Record: 4 of header and 4 per field (8 per enterprise field). */
+  templateRecordBytes: number
+  /** Bytes of its shortest data record. */
+  dataRecordBytes: number
+  /** Bytes a message of that size has for one set's records: the size less MESSAGE_AND_SET_HEADERS_LENGTH. */
+  room: number
+}
+
+/**
+ * Whether a data template of `fields` can be announced, and one of its records sent, in a message
+ * of at most `maxMessageSize` bytes: each goes in a message of its own at worst, so each must fit
+ * there with the message and set headers. A template that does not can never carry a flow.
+ */
+export function templateFits(fields: readonly WireField[], maxMessageSize: number): TemplateFit {
+  const templateRecordBytes = templateRecordSize({fields})
+  const dataRecordBytes = minDataRecordLength({fields})
+  const room = maxMessageSize - MESSAGE_AND_SET_HEADERS_LENGTH
+  return {fits: templateRecordBytes <= room && dataRecordBytes <= room, templateRecordBytes, dataRecordBytes, room}
+}
+
+/** The most IANA fields a template can have and still be announced in a message of `maxMessageSize`. */
+export function maxTemplateFields(maxMessageSize: number): number {
+  return Math.max(0, Math.floor((maxMessageSize - MESSAGE_AND_SET_HEADERS_LENGTH - TEMPLATE_RECORD_HEADER_LENGTH) / FIELD_SPECIFIER_LENGTH))
+}
 
 export class MessageBuilder {
   buf: Buffer

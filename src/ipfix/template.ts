@@ -46,13 +46,22 @@ export interface DecodedTemplateSet {
   padding: {offset: number; length: number; zero: boolean}
 }
 
-function fieldSpecSize(f: TemplateField): number {
-  return f.enterpriseNumber === undefined ? 4 : 8
+/** A Template Record's header: template id and field count (RFC 7011 §3.4.1). */
+export const TEMPLATE_RECORD_HEADER_LENGTH = 4
+/** An Options Template Record's header: template id, field count and scope field count (§3.4.2). */
+export const OPTIONS_TEMPLATE_RECORD_HEADER_LENGTH = 6
+/** A field specifier of an IANA element: element id and field length (§3.2). */
+export const FIELD_SPECIFIER_LENGTH = 4
+/** A field specifier of an enterprise-specific element: 4 more bytes of enterprise number. */
+export const ENTERPRISE_FIELD_SPECIFIER_LENGTH = 8
+
+function fieldSpecSize(f: {enterpriseNumber?: number}): number {
+  return f.enterpriseNumber === undefined ? FIELD_SPECIFIER_LENGTH : ENTERPRISE_FIELD_SPECIFIER_LENGTH
 }
 
 /** The encoded size of a Template Record (or Options Template Record when scopeFieldCount > 0). */
-export function templateRecordSize(t: Template): number {
-  let n = t.scopeFieldCount > 0 ? 6 : 4
+export function templateRecordSize(t: {scopeFieldCount?: number; fields: readonly {enterpriseNumber?: number}[]}): number {
+  let n = (t.scopeFieldCount ?? 0) > 0 ? OPTIONS_TEMPLATE_RECORD_HEADER_LENGTH : TEMPLATE_RECORD_HEADER_LENGTH
   for (const f of t.fields) n += fieldSpecSize(f)
   return n
 }
@@ -97,7 +106,7 @@ export function encodeTemplateRecord(t: Template, buf: Buffer, off: number): num
 }
 
 /** The shortest data record of the template: variable-length fields count as 1 byte. */
-export function minDataRecordLength(t: Template): number {
+export function minDataRecordLength(t: {fields: readonly {length: number}[]}): number {
   let n = 0
   for (const f of t.fields) n += f.length === VARIABLE_LENGTH ? 1 : f.length
   return n

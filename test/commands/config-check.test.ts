@@ -99,6 +99,27 @@ describe('commands/config check', function () {
     assert.equal(r.stderr, `flowctl: ${file}:7:11: templates[0].template[0].name: unknown information element 'SourceIPv4Adress'; did you mean sourceIPv4Address?`)
   })
 
+  it("accepts the older tool's examples/agent_output_hook/config.yaml verbatim, the machine checks included", async function () {
+    // Its log is /tmp/flowlog.json; it names hooks, and the fixture is not writable by others.
+    const file = join(REPO_ROOT, 'test', 'fixtures', 'lfe', 'examples', 'agent_output_hook', 'config.yaml')
+    const r = await check(['-c', file])
+    assert.equal(r.exitCode, 0, r.stderr)
+    assert.equal(r.stdout.split('\n')[0], `${file}: ok (0 collectors, 2 templates, default templates, 1 log output)`)
+    assert.match(r.stdout, /\/tmp\/flowlog\.json \(3 hooks: hostname addition, shell to resolve hostname, shell to resolve ifname from ifindex\)/)
+  })
+
+  it('refuses what the daemon would on this machine, unless --no-machine', async function () {
+    const file = join(dir, 'machine.yaml')
+    await writeFile(file, `logs:\n- file: ${dir}/gone/flows.log\n`)
+    const r = await check(['-c', file])
+    assert.equal(r.exitCode, 2)
+    assert.equal(r.stdout, '')
+    assert.equal(r.stderr, `flowctl: ${file}: logs[0].file: the directory ${dir}/gone does not exist; allowed: a file in an existing directory (create it: mkdir -p ${dir}/gone)`)
+    const skipped = await check(['-c', file, '--no-machine'])
+    assert.equal(skipped.exitCode, 0, skipped.stderr)
+    assert.match(skipped.stdout, /: ok \(0 collectors, 2 templates, default templates, 1 log output\)/)
+  })
+
   it('reads ./config.yaml by default and exits 2 when it is missing', async function () {
     const r = await execa(process.execPath, [`${REPO_ROOT}bin/run.js`, 'config', 'check'], {reject: false, cwd: dir, timeout: 60_000})
     assert.equal(r.exitCode, 2)

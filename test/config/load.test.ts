@@ -7,6 +7,10 @@ import type {Config} from '../../src/config/config.js'
 import {ConfigError, defaultConfig, loadConfig, parseConfig} from '../../src/config/load.js'
 import {InvalidInputError} from '../../src/errors.js'
 import {EXPORTABLE_ELEMENTS} from '../../src/ipfix/exportable.js'
+import {REPO_ROOT} from '../helpers/unit.js'
+
+/** The older tool's example files, verbatim (see test/fixtures/lfe/NOTICE). */
+const LFE_EXAMPLES = join(REPO_ROOT, 'test', 'fixtures', 'lfe', 'examples')
 
 /** The older tool's config.yaml (linux-flow-exporter's agent). */
 const OLD_CONFIG_YAML = `maxIpfixMessageLen: 100
@@ -162,6 +166,31 @@ describe('config/load', function () {
       assert.equal(big.maxMessageSize, 1400)
     })
 
+    it('loads its examples/agent_output_hook/config.yaml verbatim: a log output alone, maxIpfixMessageLen 100', async function () {
+      for (const name of ['config.yaml', 'config.016ca27.yaml']) {
+        const file = join(LFE_EXAMPLES, 'agent_output_hook', name)
+        const config = await loadConfig(file)
+        assert.equal(config.maxMessageSize, 100, name)
+        assert.deepEqual(config.collectors, [], name)
+        assert.equal(config.logs.length, 1, name)
+        assert.equal(config.logs[0].file, '/tmp/flowlog.json', name)
+        assert.ok(config.logs[0].hooks.length >= 1, name)
+        // The default templates do not fit 100 bytes, but no collector gets them: nothing is sent.
+        assert.equal(config.templatesDefaulted, true, name)
+      }
+      const config = await loadConfig(join(LFE_EXAMPLES, 'agent_output_hook', 'config.yaml'))
+      assert.deepEqual(
+        config.logs[0].hooks.map((h) => [h.name, 'command' in h ? h.command : 'shell']),
+        [
+          ['hostname addition', ['./misc/hook_command_example_dummy.sh']],
+          ['shell to resolve hostname', 'shell'],
+          ['shell to resolve ifname from ifindex', 'shell'],
+        ],
+      )
+      assert.deepEqual(pick(config, ['drainIntervalSeconds', 'templateRefreshSeconds']), {drainIntervalSeconds: 1, templateRefreshSeconds: 60})
+      assert.equal(config.activeTimeoutSeconds, 30)
+    })
+
     it('loads its README form: collectors with address, templates of plain names', function () {
       const config = parseConfig(OLD_README_YAML, 'config.yaml')
       assert.deepEqual(config.collectors, [{name: '10.146.0.6:2100', remote: {host: '10.146.0.6', port: 2100}}])
@@ -253,6 +282,13 @@ describe('config/load', function () {
       })
     })
 
+    it('accepts each floor itself: drain 0.1 s, template refresh 1 s, hook timeout 0.1 s', function () {
+      const config = parseConfig('logs: [{file: /tmp/x, hooks: [{shell: cat, timeoutSeconds: 0.1}]}]\ndrainIntervalSeconds: 0.1\ntemplateRefreshSeconds: 1\n', null)
+      assert.equal(config.drainIntervalSeconds, 0.1)
+      assert.equal(config.templateRefreshSeconds, 1)
+      assert.equal(config.logs[0].hooks[0].timeoutMs, 100)
+    })
+
     it('turns metrics off with an empty or null listen', function () {
       for (const listen of ["''", 'null', '']) {
         const config = parseConfig(`collectors: [{address: 192.0.2.1:4739}]\nmetrics:\n  listen: ${listen}\n`, null)
@@ -276,6 +312,31 @@ describe('config/load', function () {
         aliased.collectors.map((c) => c.templateIds),
         [[257], [257]],
       )
+    })
+  })
+
+  describe('templates and maxMessageSize', function () {
+    const BIG = 'templates:\n- id: 300\n  fields: [sourceIPv6Address, destinationIPv6Address, octetDeltaCount, packetDeltaCount, flowStartMilliseconds, flowEndMilliseconds]\n'
+    const SMALL = '- id: 301\n  fields: [sourceIPv4Address, octetDeltaCount]\n'
+
+    it('checks only the templates some collector gets: with no collector, no template is sent', function () {
+      assert.equal(parseConfig('logs: [{file: /tmp/a}]\nmaxMessageSize: 80\n', null).maxMessageSize, 80)
+      assert.equal(parseConfig(`logs: [{file: /tmp/a}]\nmaxMessageSize: 80\n${BIG}`, null).templates[0].id, 300)
+      // 300 (64 bytes a record) does not fit 80 bytes; a collector that gets only 301 is fine.
+      const config = parseConfig(`collectors: [{address: 192.0.2.1:4739, templates: [301]}]\nmaxMessageSize: 80\n${BIG}${SMALL}`, null)
+      assert.deepEqual(config.collectors[0].templateIds, [301])
+      assert.throws(() => parseConfig(`collectors: [{address: 192.0.2.1:4739, templates: [301, 300]}]\nmaxMessageSize: 80\n${BIG}${SMALL}`, null), {
+        message: /^<config>:4:3: templates\[0\]: a record of this template takes 64 bytes/,
+      })
+      assert.throws(() => parseConfig(`collectors: [{address: 192.0.2.1:4739}]\nmaxMessageSize: 80\n${BIG}${SMALL}`, null), {message: /^<config>:4:3: templates\[0\]: /})
+    })
+
+    it('accepts a template whose record fills maxMessageSize exactly, and not one byte less', function () {
+      // 16 + 16 + 8 + 8 + 8 + 8 = 64 bytes a record, 20 of headers.
+      assert.equal(parseConfig(`collectors: [{address: 192.0.2.1:4739}]\nmaxMessageSize: 84\n${BIG}`, null).maxMessageSize, 84)
+      assert.throws(() => parseConfig(`collectors: [{address: 192.0.2.1:4739}]\nmaxMessageSize: 83\n${BIG}`, null), {
+        message: /takes 64 bytes, which with the 20 bytes of message and set headers is more than maxMessageSize \(83\)/,
+      })
     })
   })
 
@@ -394,12 +455,20 @@ describe('config/load', function () {
     const EXPORTABLE = Object.keys(EXPORTABLE_ELEMENTS).join(', ')
     const REMOTE = 'HOST:PORT, IPV4:PORT or [IPV6]:PORT with a port from 1 to 65535'
     const SECONDS = 'a number of seconds greater than 0 and at most 2147483'
+    const DRAIN_SECONDS = 'a number of seconds from 0.1 to 2147483'
+    const REFRESH_SECONDS = 'a number of seconds from 1 to 2147483'
+    const HOOK_SECONDS = 'a number of seconds from 0.1 to 2147483'
     const NO_OUTPUT =
       "at least one collector or log is required; allowed: collectors: [{address: HOST:PORT}], logs: [{file: PATH}], or the older tool's outputs: [{collector: {remoteAddress: HOST:PORT}}]"
     const HOOK = 'command: PROGRAM (or [PROGRAM, ARG, ...]) or shell: SCRIPT, one per hook'
     const LONG_TEMPLATE =
       '[sourceIPv6Address, destinationIPv6Address, flowStartMilliseconds, flowEndMilliseconds, flowStartMicroseconds, flowEndMicroseconds, ' +
       'flowStartNanoseconds, flowEndNanoseconds, octetDeltaCount, packetDeltaCount, flowStartSeconds, flowEndSeconds, flowDurationMilliseconds, flowDurationMicroseconds]'
+
+    const ONE_BYTE_FIELDS = `[${[
+      'octetDeltaCount', 'packetDeltaCount', 'sourceTransportPort', 'destinationTransportPort', 'protocolIdentifier', 'tcpControlBits', 'flowDirection', 'flowEndReason',
+      'ipClassOfService', 'ipVersion', 'ingressInterface', 'egressInterface', 'vlanId', 'observationDomainId', 'flowDurationMilliseconds',
+    ].map((name) => `{name: ${name}, length: 1}`).join(', ')}]`
 
     const cases: [string, string, string][] = [
       // YAML itself
@@ -521,16 +590,22 @@ describe('config/load', function () {
           'so it could never be sent; allowed: records of at most 108 bytes (drop fields, give shorter lengths, or raise maxMessageSize)',
       ],
       [
+        'a template with too many fields to announce',
+        `maxMessageSize: 80\n${C}templates:\n- id: 300\n  fields: ${ONE_BYTE_FIELDS}\n`,
+        'config.yaml:5:3: templates[0]: announcing this template takes 64 bytes (4 + 4 per field), which with the 20 bytes of message and set headers is more than maxMessageSize (80), ' +
+          'so it could never be sent; allowed: at most 14 fields (or raise maxMessageSize)',
+      ],
+      [
         'a collector naming a template that does not exist',
         'collectors:\n- address: 192.0.2.1:4739\n  templates: [256, 999]\n',
         'config.yaml:3:20: collectors[0].templates[1]: no template has the id 999; allowed: a list of template ids: 256, 257',
       ],
       // numbers
-      ['a negative interval', `${C}drainIntervalSeconds: -1\n`, `config.yaml:3:23: drainIntervalSeconds: -1 is out of range; allowed: ${SECONDS}`],
+      ['a negative interval', `${C}drainIntervalSeconds: -1\n`, `config.yaml:3:23: drainIntervalSeconds: -1 is out of range; allowed: ${DRAIN_SECONDS}`],
       ['a zero timeout', `${C}idleTimeoutSeconds: 0\n`, `config.yaml:3:21: idleTimeoutSeconds: 0 is out of range; allowed: ${SECONDS}`],
       ['seconds with a unit', `${C}activeTimeoutSeconds: 60s\n`, `config.yaml:3:23: activeTimeoutSeconds: expected a number of seconds, got the string '60s'; allowed: ${SECONDS}`],
       ['quoted seconds', `${C}statsIntervalSeconds: '60'\n`, `config.yaml:3:23: statsIntervalSeconds: expected a number of seconds, got the string '60' (write it without quotes); allowed: ${SECONDS}`],
-      ['a boolean interval', `${C}timerTemplateFlushSeconds: true\n`, `config.yaml:3:28: timerTemplateFlushSeconds: expected a number of seconds, got the boolean true; allowed: ${SECONDS}`],
+      ['a boolean interval', `${C}timerTemplateFlushSeconds: true\n`, `config.yaml:3:28: timerTemplateFlushSeconds: expected a number of seconds, got the boolean true; allowed: ${REFRESH_SECONDS}`],
       [
         'an idle timeout shorter than the drain interval',
         `${C}drainIntervalSeconds: 5\nidleTimeoutSeconds: 2\n`,
@@ -545,6 +620,29 @@ describe('config/load', function () {
         'a drain interval longer than the default idle timeout',
         `${C}timerFinishedDrainSeconds: 100\n`,
         'config.yaml:3:28: timerFinishedDrainSeconds: 100 is more than idleTimeoutSeconds (15, the default); allowed: at most 15, or set idleTimeoutSeconds too',
+      ],
+      [
+        'a drain interval below its floor',
+        `${C}drainIntervalSeconds: 0.001\n`,
+        'config.yaml:3:23: drainIntervalSeconds: 0.001 is less than 0.1: every drain walks the kernel maps, so draining more often costs CPU while idle and exports nothing sooner; ' +
+          `allowed: ${DRAIN_SECONDS}`,
+      ],
+      [
+        "the older tool's drain interval below the floor",
+        `${C}timerFinishedDrainSeconds: 0.05\n`,
+        'config.yaml:3:28: timerFinishedDrainSeconds: 0.05 is less than 0.1: every drain walks the kernel maps, so draining more often costs CPU while idle and exports nothing sooner; ' +
+          `allowed: ${DRAIN_SECONDS}`,
+      ],
+      [
+        'a template refresh below its floor',
+        `${C}templateRefreshSeconds: 0.5\n`,
+        `config.yaml:3:25: templateRefreshSeconds: 0.5 is less than 1: templates are sent again to every collector that often, which more often only floods the collectors; allowed: ${REFRESH_SECONDS}`,
+      ],
+      [
+        'a hook timeout below its floor',
+        'logs:\n- file: /tmp/x\n  hooks:\n  - shell: cat\n    timeoutSeconds: 0.05\n',
+        'config.yaml:5:21: logs[0].hooks[0].timeoutSeconds: 0.05 is less than 0.1: starting a hook takes that long already, so a shorter timeout would kill every hook before it ran; ' +
+          `allowed: ${HOOK_SECONDS}`,
       ],
       ['an observation domain beyond 32 bits', `${C}observationDomainId: 4294967296\n`, 'config.yaml:3:22: observationDomainId: 4294967296 is out of range; allowed: an integer from 0 to 4294967295'],
       ['a message size below 80', `${C}maxMessageSize: 79\n`, 'config.yaml:3:17: maxMessageSize: 79 is out of range; allowed: an integer from 80 to 65507 (bytes of UDP payload)'],
@@ -604,7 +702,7 @@ describe('config/load', function () {
       ['a hook with a command and a shell', 'logs:\n- file: /tmp/x\n  hooks:\n  - command: /bin/cat\n    shell: cat\n', `config.yaml:5:5: logs[0].hooks[0].shell: a hook runs a command or a shell script, not both; allowed: ${HOOK}`],
       ['a hook with neither', 'logs:\n- file: /tmp/x\n  hooks:\n  - name: nothing\n', `config.yaml:4:5: logs[0].hooks[0].command: missing: a hook needs a command or a shell script; allowed: ${HOOK}`],
       ['a hook with an empty argv', 'logs:\n- file: /tmp/x\n  hooks:\n  - command: []\n', 'config.yaml:4:14: logs[0].hooks[0].command: the list is empty; allowed: a list [PROGRAM, ARG, ...]'],
-      ['a hook timeout of 0', 'logs:\n- file: /tmp/x\n  hooks:\n  - shell: cat\n    timeoutSeconds: 0\n', `config.yaml:5:21: logs[0].hooks[0].timeoutSeconds: 0 is out of range; allowed: ${SECONDS}`],
+      ['a hook timeout of 0', 'logs:\n- file: /tmp/x\n  hooks:\n  - shell: cat\n    timeoutSeconds: 0\n', `config.yaml:5:21: logs[0].hooks[0].timeoutSeconds: 0 is out of range; allowed: ${HOOK_SECONDS}`],
       // meters
       ['a namespace name with a slash', `${C}meters:\n- netns: a/b\n`, "config.yaml:4:10: meters[0].netns: 'a/b' is not a namespace name; allowed: a namespace name from `ip netns list` (no /), or root"],
       ['a namespace twice', `${C}meters:\n- netns: root\n- netns: lab\n- netns: root\n`, 'config.yaml:6:10: meters[2].netns: root is already meters[0]; allowed: each namespace once'],

@@ -3,6 +3,7 @@ import {Flags} from '@oclif/core'
 import {FlowctlCommand} from '../../cli/command.js'
 import type {Config, TemplateConfig} from '../../config/config.js'
 import {loadConfig} from '../../config/load.js'
+import {checkConfigOnMachine} from '../../config/machine.js'
 import {elementByName, naturalLength} from '../../ipfix/elements.js'
 import {exportableElement} from '../../ipfix/exportable.js'
 import {jsonFlag} from '../../cli/flags.js'
@@ -59,6 +60,8 @@ export default class ConfigCheckCommand extends FlowctlCommand {
   static override summary = 'Check a daemon configuration without starting anything'
   static override description = `Loads the config file as the daemon would, the older linux-flow-exporter's keys included, and prints a summary of its templates and outputs, or the first problem as FILE:LINE:COL: KEY: PROBLEM (exit 2).
 
+Then checks, as the daemon does at start and reload, what the config needs of this machine: the directory of each log file exists, the metrics host resolves, and a config that names hooks (which run as the daemon's user, root) is writable by its owner only. --no-machine skips that, e.g. for a config meant for another machine.
+
 With --json, prints the normalized configuration instead of the summary.`
 
   static override examples = [
@@ -70,11 +73,17 @@ With --json, prints the normalized configuration instead of the summary.`
   static override flags = {
     config: Flags.string({char: 'c', description: 'the config file', default: './config.yaml', helpValue: 'FILE'}),
     json: jsonFlag,
+    machine: Flags.boolean({
+      description: "check what the config needs of this machine too (log directories, the metrics host, the file's mode when it names hooks)",
+      default: true,
+      allowNo: true,
+    }),
   }
 
   async run(): Promise<void> {
     const {flags} = await this.parse(ConfigCheckCommand)
     const config = await loadConfig(flags.config)
+    if (flags.machine) await checkConfigOnMachine(config)
     if (flags.json) return this.printJson(config)
     const parts = [plural(config.collectors.length, 'collector'), plural(config.templates.length, 'template')]
     if (config.templatesDefaulted) parts.push('default templates')
