@@ -19,11 +19,11 @@ export class DaemonProcess {
   readonly child: ResultPromise
   private stderrTail = ''
 
-  constructor(configFile: string, netns?: string) {
+  /** `env` adds to this process's environment (e.g. a router's own FLOWCTL_* directories). */
+  constructor(configFile: string, netns?: string, env: Record<string, string> = {}) {
     const argv = [CLI, 'daemon', '-c', configFile]
-    this.child = netns
-      ? execa('nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, ...argv], {reject: false, env: process.env})
-      : execa(process.execPath, argv, {reject: false, env: process.env})
+    const options = {reject: false, env: {...process.env, ...env}}
+    this.child = netns ? execa('nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, ...argv], options) : execa(process.execPath, argv, options)
     let partial = ''
     this.child.stderr!.on('data', (d: Buffer) => {
       partial += d.toString()
