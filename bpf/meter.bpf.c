@@ -6,18 +6,14 @@
  * mode means "no verdict": the packet goes on to the next filter of the chain and then on its way,
  * exactly as if the meter were not there. Malformed packets are simply not counted.
  *
- * Maps (pinned by user space under /sys/fs/bpf/flowctl/<namespace>/maps/), for each address
- * family F (4 and 6):
- *   flowsF         ARRAY_OF_MAPS[1]: the flow map the program writes now (flowsF_a or flowsF_b).
- *   flowsF_a, _b   the two per-CPU flow maps. User space takes flows out by pointing flowsF at the
- *                  other one: that update returns only after every program that might still hold
- *                  the old map has finished (synchronize_rcu), so the old map can then be read and
- *                  emptied without losing a packet counted meanwhile.
- *   pendingF       the daemon's, not touched here (see flowctl.h).
- * and once:
- *   overflow       packets and bytes that found the flow map full, per interface and direction.
- *   skip_socks     socket cookies whose packets are not metered (the daemon's own IPFIX sockets).
- *   drain_state    the daemon's journal (see flowctl.h).
+ * Maps (pinned by user space under <pin root>/<namespace>/maps/; layouts in flowctl.h):
+ *   flows4, flows6  ARRAY_OF_MAPS[1]: the flow hash the program writes now, per address family
+ *                   (see FLOW_MAPS below for how flows are taken out).
+ *   overflow        packets and bytes that found the flow map full, per interface and direction.
+ *   skip_socks      socket cookies whose packets are not metered (the daemon's own IPFIX sockets).
+ *   frags           the ports of datagrams in fragments, from their first fragment.
+ *   pending, drain_state   the daemon's snapshot and journal, never touched here.
+ *   meta            the layout version and capacity of the meter set.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -30,16 +26,20 @@
 #include "flowctl.h"
 
 #ifndef FLOWCTL_CAPACITY
-#define FLOWCTL_CAPACITY 65536
+#define FLOWCTL_CAPACITY 1048576
 #endif
-#ifndef FLOWCTL_PENDING_CAPACITY
-#define FLOWCTL_PENDING_CAPACITY (2 * FLOWCTL_CAPACITY)
-#endif
+/* The daemon holds at most twice the capacity per family (see src/daemon/drain.ts); its snapshot
+ * takes this many chunks per slot, and the pending map has room for two slots. */
+#define RECORDS_PER_CHUNK(rec) ((PENDING_CHUNK_BYTES - sizeof(struct pending_chunk_header)) / sizeof(rec))
+#define CHUNKS_FOR(rec) ((2ULL * FLOWCTL_CAPACITY + RECORDS_PER_CHUNK(rec) - 1) / RECORDS_PER_CHUNK(rec))
+#define PENDING_CHUNKS (2 * (CHUNKS_FOR(struct pending_flow4) + CHUNKS_FOR(struct pending_flow6)))
 
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_8021AD_ 0x88A8
 #define ETH_P_IP_ 0x0800
 #define ETH_P_IPV6_ 0x86DD
+#define AF_INET_ 2
+#define AF_INET6_ 10
 
 #define IPPROTO_ICMPV6_ 58
 #define IPPROTO_SCTP_ 132
@@ -59,40 +59,41 @@
 /* How much of a packet a pull brings into the linear part: every header we read, with room. */
 #define MAX_PULL 256
 
-/* The flow maps of one address family: two per-CPU hashes and the one-slot map that selects
- * the hash the program writes now. */
-#define FLOW_MAPS(fam, key_type)                                          \
+/*
+ * The flow maps of one address family. `flows<F>` is a one-slot ARRAY_OF_MAPS holding the hash
+ * the program writes now. User space takes flows out by putting a fresh, empty hash in the slot:
+ * that update returns only after every program that might still hold the old one has finished
+ * (synchronize_rcu), so the old hash can then be read at leisure and dropped whole, without losing
+ * a packet and without deleting entries one by one. The hashes are allocated per flow
+ * (BPF_F_NO_PREALLOC) and shared by every CPU: memory follows the flows present, not capacity x CPUs.
+ */
+#define FLOW_MAPS(fam)                                                    \
 	struct flow_map##fam {                                            \
-		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                   \
+		__uint(type, BPF_MAP_TYPE_HASH);                          \
 		__uint(max_entries, FLOWCTL_CAPACITY);                    \
-		__type(key, key_type);                                    \
-		__type(value, struct flow_counters);                      \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                     \
+		__type(key, struct flow_key##fam);                        \
+		__type(value, struct flow_value##fam);                    \
 	};                                                                \
-	struct flow_map##fam flows##fam##_a SEC(".maps");                 \
-	struct flow_map##fam flows##fam##_b SEC(".maps");                 \
+	struct flow_map##fam flows##fam##_live SEC(".maps");              \
 	struct {                                                          \
 		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                 \
 		__uint(max_entries, 1);                                   \
 		__type(key, __u32);                                       \
 		__array(values, struct flow_map##fam);                    \
 	} flows##fam SEC(".maps") = {                                     \
-		.values = { [0] = &flows##fam##_a },                      \
-	};                                                                \
-	struct {                                                          \
-		__uint(type, BPF_MAP_TYPE_HASH);                          \
-		__uint(max_entries, FLOWCTL_PENDING_CAPACITY);            \
-		__type(key, key_type);                                    \
-		__type(value, struct flow_record);                        \
-	} pending##fam SEC(".maps");
+		.values = { [0] = &flows##fam##_live },                   \
+	};
 
-FLOW_MAPS(4, struct flow_key4)
-FLOW_MAPS(6, struct flow_key6)
+FLOW_MAPS(4)
+FLOW_MAPS(6)
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096); /* interface-directions per namespace */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct overflow_key);
-	__type(value, struct overflow_counters);
+	__type(value, struct overflow_value);
 } overflow SEC(".maps");
 
 struct {
@@ -102,12 +103,36 @@ struct {
 	__type(value, __u8);
 } skip_socks SEC(".maps");
 
+/* Least recently used goes first: a datagram whose last fragment never came is forgotten. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FRAG_MAP_ENTRIES);
+	__type(key, struct frag_key);
+	__type(value, struct frag_ports);
+} frags SEC(".maps");
+
+/* The daemon's: never touched by the program (see flowctl.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PENDING_CHUNKS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u8[PENDING_CHUNK_BYTES]);
+} pending SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct drain_state);
 } drain_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct meter_meta);
+} meta SEC(".maps");
 
 struct ethhdr_ {
 	__u8 dst[6];
@@ -146,7 +171,7 @@ struct ipv6_opt_ {
 	__u8 nexthdr;
 	__u8 hdrlen;
 	__be16 frag_off; /* fragment header only: offset << 3 | flags */
-	__be32 _rest;
+	__be32 frag_id;  /* fragment header only: the datagram's identification */
 };
 
 /* Ports of TCP, UDP, UDP-Lite and SCTP; type and code of ICMP in the first two bytes. */
@@ -169,10 +194,10 @@ struct tcphdr_ {
 static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 packets, __u64 bytes)
 {
 	struct overflow_key key = { .ifindex = ifindex, .direction = direction };
-	struct overflow_counters *o = bpf_map_lookup_elem(&overflow, &key);
+	struct overflow_value *o = bpf_map_lookup_elem(&overflow, &key);
 
 	if (!o) {
-		struct overflow_counters init = { .packets = packets, .bytes = bytes };
+		struct overflow_value init = { .packets = packets, .bytes = bytes };
 
 		if (!bpf_map_update_elem(&overflow, &key, &init, BPF_NOEXIST))
 			return;
@@ -180,8 +205,8 @@ static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 
 		if (!o)
 			return;
 	}
-	o->packets += packets;
-	o->bytes += bytes;
+	__sync_fetch_and_add(&o->packets, packets);
+	__sync_fetch_and_add(&o->bytes, bytes);
 }
 
 /* What the parser learned beyond the key. */
@@ -190,10 +215,15 @@ struct packet_info {
 	__u32 l4_off;
 	__u32 l4_hdr_len;
 	__u32 ip_len;
+	__u32 frag_id;
 	__u8 ip_version;
 	__u8 tos;
+	__u8 ttl;
 	__u8 tcp_flags;
+	__u8 frag;	/* FRAG_FIRST or FRAG_LATER for a fragment of a larger datagram, else 0 */
 };
+
+enum { FRAG_FIRST = 1, FRAG_LATER = 2 };
 
 enum parse_result {
 	PARSE_OK,
@@ -226,20 +256,27 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow_key6 *key,
 	__u32 off = sizeof(struct ethhdr_);
 	__u16 proto;
 	int have_l4 = 1;
+	int tags = 0;
 
 	HEADER(struct ethhdr_, eth, 0, return PARSE_NOT_IP);
 	proto = bpf_ntohs(eth->proto);
 
-	/* An offloaded tag is outside the packet, in skb->vlan_tci; it is the outermost one. */
-	if (skb->vlan_present)
+	/* An offloaded tag is outside the packet, in skb->vlan_tci; it is the outermost one. The
+	 * next tag (in the packet) is QinQ's inner, customer tag. */
+	if (skb->vlan_present) {
 		key->vlan_id = skb->vlan_tci & 0x0fff;
+		tags = 1;
+	}
 #pragma unroll
 	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
 		if (proto != ETH_P_8021Q_ && proto != ETH_P_8021AD_)
 			break;
 		HEADER(struct vlanhdr_, vlan, off, return PARSE_NOT_IP);
-		if (!key->vlan_id)
+		if (tags == 0)
 			key->vlan_id = bpf_ntohs(vlan->tci) & 0x0fff;
+		else if (tags == 1)
+			key->inner_vlan_id = bpf_ntohs(vlan->tci) & 0x0fff;
+		tags++;
 		proto = bpf_ntohs(vlan->proto);
 		off += sizeof(*vlan);
 	}
@@ -248,6 +285,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow_key6 *key,
 	if (proto == ETH_P_IP_) {
 		HEADER(struct iphdr_, ip, off, return PARSE_NOT_IP);
 		__u32 ihl = (ip->ver_ihl & 0x0f) * 4;
+		__u16 frag_off = bpf_ntohs(ip->frag_off);
 
 		if ((ip->ver_ihl >> 4) != 4 || ihl < sizeof(*ip))
 			return PARSE_NOT_IP;
@@ -256,11 +294,17 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow_key6 *key,
 		*(__u32 *)key->src = *(__u32 *)ip->saddr;
 		*(__u32 *)key->dst = *(__u32 *)ip->daddr;
 		pi->tos = ip->tos;
+		pi->ttl = ip->ttl;
 		pi->ip_len = bpf_ntohs(ip->tot_len);
-		/* A fragment other than the first carries no transport header: what stands
-		 * where the ports would be is payload. */
-		if (bpf_ntohs(ip->frag_off) & 0x1fff)
+		/* A fragment other than the first carries no transport header: what stands where
+		 * the ports would be is payload. The first one (offset 0, more fragments) has it. */
+		if (frag_off & 0x1fff) {
 			have_l4 = 0;
+			pi->frag = FRAG_LATER;
+		} else if (frag_off & 0x2000) {
+			pi->frag = FRAG_FIRST;
+		}
+		pi->frag_id = bpf_ntohs(ip->id);
 		off += ihl;
 	} else if (proto == ETH_P_IPV6_) {
 		HEADER(struct ipv6hdr_, ip6, off, return PARSE_NOT_IP);
@@ -273,6 +317,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow_key6 *key,
 		__builtin_memcpy(key->src, ip6->saddr, 16);
 		__builtin_memcpy(key->dst, ip6->daddr, 16);
 		pi->tos = (vtf >> 20) & 0xff;
+		pi->ttl = ip6->hop_limit;
 		pi->ip_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
 		off += sizeof(*ip6);
 
@@ -286,8 +331,15 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow_key6 *key,
 				break;
 			HEADER(struct ipv6_opt_, opt, off, { have_l4 = 0; break; });
 			if (nexthdr == NEXTHDR_FRAGMENT) {
-				if (bpf_ntohs(opt->frag_off) & 0xfff8)
+				__u16 fo = bpf_ntohs(opt->frag_off);
+
+				if (fo & 0xfff8) {
 					have_l4 = 0; /* not the first fragment */
+					pi->frag = FRAG_LATER;
+				} else if (fo & 1) {
+					pi->frag = FRAG_FIRST;
+				}
+				pi->frag_id = bpf_ntohl(opt->frag_id);
 				off += 8;
 			} else if (nexthdr == NEXTHDR_AUTH) {
 				off += (opt->hdrlen + 2) * 4;
@@ -334,47 +386,164 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow_key6 *key,
 	return PARSE_OK;
 }
 
-/* Adds one packet (or one GSO super-packet's segments) to its flow in the live map of `outer`. */
-static __always_inline void count(void *outer, const void *key, __u32 ifindex, __u8 direction,
-				  const struct packet_info *pi, __u64 packets, __u64 bytes)
+/*
+ * The ports of fragmented datagrams: the first fragment leaves them here, the later ones (no
+ * transport header) take them, so a datagram counts under one flow. A later fragment that
+ * arrives first, or whose first fragment was lost, keeps ports 0.
+ */
+static __always_inline void fragment_ports(struct flow_key6 *key, const struct packet_info *pi)
+{
+	struct frag_key fk = {};
+
+	__builtin_memcpy(fk.src, key->src, 16);
+	__builtin_memcpy(fk.dst, key->dst, 16);
+	fk.id = pi->frag_id;
+	fk.proto = key->proto;
+	fk.family = pi->ip_version;
+	if (pi->frag == FRAG_FIRST) {
+		struct frag_ports ports = { .sport = key->sport, .dport = key->dport };
+
+		bpf_map_update_elem(&frags, &fk, &ports, BPF_ANY);
+		return;
+	}
+	struct frag_ports *known = bpf_map_lookup_elem(&frags, &fk);
+
+	if (known) {
+		key->sport = known->sport;
+		key->dport = known->dport;
+	}
+}
+
+/*
+ * Where the flow goes on from here, asked of the kernel's routing table once, when the flow is
+ * created (never per packet). At ingress: the interface it leaves by, the gateway, and whether
+ * it is forwarded at all. At egress: the gateway; the interface it came in by is the skb's.
+ */
+static __always_inline void route(struct __sk_buff *skb, const struct flow_key6 *key,
+				  const struct packet_info *pi, __u8 direction,
+				  struct flow_value6 *v)
+{
+	struct bpf_fib_lookup fib = {};
+	int rc;
+
+	fib.family = pi->ip_version == 4 ? AF_INET_ : AF_INET6_;
+	fib.l4_protocol = key->proto;
+	fib.sport = key->sport;
+	fib.dport = key->dport;
+	fib.ifindex = key->ifindex; /* tot_len 0: no MTU check */
+	if (pi->ip_version == 4) {
+		fib.tos = pi->tos;
+		__builtin_memcpy(&fib.ipv4_src, key->src, 4);
+		__builtin_memcpy(&fib.ipv4_dst, key->dst, 4);
+	} else {
+		__builtin_memcpy(fib.ipv6_src, key->src, 16);
+		__builtin_memcpy(fib.ipv6_dst, key->dst, 16);
+	}
+
+	if (direction == FLOW_DIR_EGRESS) {
+		v->peer_ifindex = skb->ingress_ifindex; /* 0: sent by this host */
+		v->fwd_status = v->peer_ifindex ? FWD_STATUS_FORWARDED : FWD_STATUS_UNKNOWN;
+		rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	} else {
+		rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+		/* With forwarding off on this interface the kernel answers before looking at
+		 * routes: ask again as output, which tells traffic for this host from the rest. */
+		if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED) {
+			fib.ifindex = key->ifindex;
+			rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+			v->fwd_status = rc == BPF_FIB_LKUP_RET_NOT_FWDED ? FWD_STATUS_FOR_US : FWD_STATUS_DROPPED;
+			return;
+		}
+		switch (rc) {
+		case BPF_FIB_LKUP_RET_SUCCESS:
+		case BPF_FIB_LKUP_RET_NO_NEIGH:
+			v->peer_ifindex = fib.ifindex;
+			v->fwd_status = FWD_STATUS_FORWARDED;
+			break;
+		case BPF_FIB_LKUP_RET_NOT_FWDED:
+			v->fwd_status = FWD_STATUS_FOR_US; /* local, broadcast or multicast */
+			return;
+		case BPF_FIB_LKUP_RET_BLACKHOLE:
+		case BPF_FIB_LKUP_RET_UNREACHABLE:
+		case BPF_FIB_LKUP_RET_PROHIBIT:
+			v->fwd_status = FWD_STATUS_DROP_UNROUTABLE;
+			return;
+		default:
+			return;
+		}
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return;
+	/* The lookup leaves the destination in place for a directly connected one and puts the
+	 * gateway there otherwise. */
+	__u32 dst[4];
+
+	__builtin_memcpy(dst, key->dst, 16);
+	if (pi->ip_version == 4) {
+		if (fib.ipv4_dst != dst[0])
+			__builtin_memcpy(v->next_hop, &fib.ipv4_dst, 4);
+	} else if (fib.ipv6_dst[0] != dst[0] || fib.ipv6_dst[1] != dst[1] ||
+		   fib.ipv6_dst[2] != dst[2] || fib.ipv6_dst[3] != dst[3]) {
+		__builtin_memcpy(v->next_hop, fib.ipv6_dst, 16);
+	}
+}
+
+/*
+ * Adds one packet (or one GSO super-packet's segments) to its flow in the live map of `outer`.
+ * The value is one per flow, shared by every CPU: packets and bytes are added atomically; the
+ * rest is written only when it changes, so two CPUs counting one flow rarely write the same cache
+ * line (measured: 1.5x the cost of a lone CPU, against 3.4x writing every field each time).
+ */
+static __always_inline void count(struct __sk_buff *skb, void *outer, const void *key,
+				  const struct flow_key6 *key6, const struct packet_info *pi,
+				  __u8 direction, __u64 packets, __u64 bytes)
 {
 	__u32 zero = 0;
 	void *flow_map = bpf_map_lookup_elem(outer, &zero);
 
 	if (!flow_map)
 		return;
+	/* flow_value4 is flow_value6 with a shorter next_hop: the fields read here coincide. */
+	struct flow_value6 *v = bpf_map_lookup_elem(flow_map, key);
 
-	/* Coarse time: 1 ns instead of 20 per call, at the resolution of a jiffy (4 ms). */
-	__u64 now = bpf_ktime_get_coarse_ns();
-	struct flow_counters *c = bpf_map_lookup_elem(flow_map, key);
-
-	if (!c) {
-		struct flow_counters init = {
+	if (!v) {
+		/* The precise clock, once per flow: flowStart is exact, and it costs ~20 ns. */
+		__u64 now = bpf_ktime_get_ns();
+		struct flow_value6 init = {
 			.packets = packets,
 			.bytes = bytes,
 			.first_seen_ns = now,
 			.last_seen_ns = now,
 			.tcp_flags = pi->tcp_flags,
-			.ip_tos = pi->tos,
+			.tos = pi->tos,
+			.min_ttl = pi->ttl,
+			.max_ttl = pi->ttl,
 		};
 
+		route(skb, key6, pi, direction, &init);
 		if (!bpf_map_update_elem(flow_map, key, &init, BPF_NOEXIST))
 			return;
-		/* Another CPU created it first: count into this CPU's (zeroed) slot of it. */
-		c = bpf_map_lookup_elem(flow_map, key);
-		if (!c) {
-			count_overflow(ifindex, direction, packets, bytes); /* the map is full */
+		/* Another CPU created it first (count into it), or the map is full. */
+		v = bpf_map_lookup_elem(flow_map, key);
+		if (!v) {
+			count_overflow(key6->ifindex, direction, packets, bytes);
 			return;
 		}
 	}
-	if (!c->first_seen_ns) {
-		c->first_seen_ns = now;
-		c->ip_tos = pi->tos;
-	}
-	c->packets += packets;
-	c->bytes += bytes;
-	c->last_seen_ns = now;
-	c->tcp_flags |= pi->tcp_flags;
+	__sync_fetch_and_add(&v->packets, packets);
+	__sync_fetch_and_add(&v->bytes, bytes);
+	/* The coarse clock (1 ns instead of 20, one jiffy of resolution); it may lag first_seen,
+	 * which came from the precise one, so it only ever moves last_seen forward. */
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (now > v->last_seen_ns)
+		v->last_seen_ns = now;
+	if ((v->tcp_flags | pi->tcp_flags) != v->tcp_flags)
+		__sync_fetch_and_or(&v->tcp_flags, (__u32)pi->tcp_flags);
+	if (pi->ttl < v->min_ttl)
+		v->min_ttl = pi->ttl;
+	if (pi->ttl > v->max_ttl)
+		v->max_ttl = pi->ttl;
 }
 
 static __always_inline void meter(struct __sk_buff *skb, __u8 direction)
@@ -410,6 +579,8 @@ static __always_inline void meter(struct __sk_buff *skb, __u8 direction)
 		if (bpf_map_lookup_elem(&skip_socks, &cookie))
 			return;
 	}
+	if (pi.frag)
+		fragment_ports(&key, &pi);
 
 	/*
 	 * A GSO/GRO super-packet stands for gso_segs packets on the wire, each with its own copy of
@@ -433,9 +604,9 @@ static __always_inline void meter(struct __sk_buff *skb, __u8 direction)
 		__builtin_memcpy(&key4, &key, offsetof(struct flow_key4, src));
 		__builtin_memcpy(key4.src, key.src, 4);
 		__builtin_memcpy(key4.dst, key.dst, 4);
-		count(&flows4, &key4, key.ifindex, direction, &pi, packets, bytes);
+		count(skb, &flows4, &key4, &key, &pi, direction, packets, bytes);
 	} else {
-		count(&flows6, &key, key.ifindex, direction, &pi, packets, bytes);
+		count(skb, &flows6, &key, &key, &pi, direction, packets, bytes);
 	}
 }
 

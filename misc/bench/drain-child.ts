@@ -10,7 +10,7 @@
 import {readFileSync} from 'node:fs'
 
 import {pathsFromEnv} from '../../src/paths.js'
-import {C, FLOW_COUNTERS, K} from '../../src/bpf/layout.js'
+import {FLOW_KEY4, FLOW_VALUE4, KEY, VALUE} from '../../src/bpf/layout.js'
 import {numPossibleCpus} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {defaultConfig} from '../../src/config/load.js'
@@ -55,44 +55,43 @@ async function main(): Promise<void> {
   await exporter.open()
   const drainer = MeterSetDrainer.open(set, netns, config.observationDomainId, (b) => exporter.exportBatch(b))
   const policy = {idleTimeoutNs: config.idleTimeoutSeconds * SECOND, activeTimeoutNs: config.activeTimeoutSeconds * SECOND}
-  const cpus = numPossibleCpus()
   const maps = set.openFamily(4)
-  const keySize = maps.a.info.keySize
-  const valueBytes = maps.a.valueBytes
-  const stride = valueBytes / cpus
+  const keySize = FLOW_KEY4.size
+  const valueBytes = FLOW_VALUE4.size
   const keys = Buffer.alloc(FILL_CHUNK * keySize)
   const values = Buffer.alloc(FILL_CHUNK * valueBytes)
   let base = 0
 
-  /** `n` distinct IPv4 TCP flows, last seen 20 s ago (past the idle timeout), on CPU 0. */
+  /** `n` distinct IPv4 TCP flows in the live map, last seen 20 s ago (past the idle timeout). */
   function fill(n: number): void {
     const now = process.hrtime.bigint()
-    const live = maps.live()
+    const live = maps.openLive()
     for (let start = 0; start < n; start += FILL_CHUNK) {
       const count = Math.min(FILL_CHUNK, n - start)
       values.fill(0)
       for (let j = 0; j < count; j++) {
         const i = base + start + j
         const k = j * keySize
-        keys.writeUInt32LE(3, k + K.ifindex)
-        keys[k + K.direction] = j & 1
-        keys[k + K.proto] = 6
-        keys.writeUInt16LE(0, k + K.vlanId)
-        keys.writeUInt16BE(1024 + ((i >>> 16) & 0x3fff), k + K.sport)
-        keys.writeUInt16BE(443, k + K.dport)
-        keys.writeUInt32BE((0xc6120000 | (i & 0xffff)) >>> 0, k + K.src) // 198.18.x.y
-        keys.writeUInt32BE(0xc6130001, k + K.src + 4) // 198.19.0.1
+        keys.fill(0, k, k + keySize)
+        keys.writeUInt32LE(3, k + KEY.ifindex.offset)
+        keys[k + KEY.direction.offset] = j & 1
+        keys[k + KEY.proto.offset] = 6
+        keys.writeUInt16BE(1024 + ((i >>> 16) & 0x3fff), k + KEY.sport.offset)
+        keys.writeUInt16BE(443, k + KEY.dport.offset)
+        keys.writeUInt32BE((0xc6120000 | (i & 0xffff)) >>> 0, k + FLOW_KEY4.fields.src.offset) // 198.18.x.y
+        keys.writeUInt32BE(0xc6130001, k + FLOW_KEY4.fields.dst.offset) // 198.19.0.1
         const v = j * valueBytes
-        values.writeBigUInt64LE(BigInt(10 + (i % 1000)), v + C.packets)
-        values.writeBigUInt64LE(BigInt(1500 * (10 + (i % 1000))), v + C.bytes)
-        values.writeBigUInt64LE(now - 30_000_000_000n, v + C.firstSeen)
-        values.writeBigUInt64LE(now - 20_000_000_000n, v + C.lastSeen)
-        values[v + C.tcpFlags] = 0x1a
-        values[v + C.ipTos] = 0
-        if (stride < FLOW_COUNTERS.size) throw new Error('unexpected per-CPU stride')
+        values.writeBigUInt64LE(BigInt(10 + (i % 1000)), v + VALUE.packets.offset)
+        values.writeBigUInt64LE(BigInt(1500 * (10 + (i % 1000))), v + VALUE.bytes.offset)
+        values.writeBigUInt64LE(now - 30_000_000_000n, v + VALUE.firstSeenNs.offset)
+        values.writeBigUInt64LE(now - 20_000_000_000n, v + VALUE.lastSeenNs.offset)
+        values[v + VALUE.tcpFlags.offset] = 0x1a
+        values[v + VALUE.minTtl.offset] = 63
+        values[v + VALUE.maxTtl.offset] = 64
       }
       live.updateBatch(keys, values, count)
     }
+    live.close()
     base += n
   }
 

@@ -66,7 +66,7 @@ export async function benchDrain(options: BenchOptions, profile?: string): Promi
   const netns = 'fct-bench-drain'
   const set = MeterSet.for(pathsFromEnv(), netns)
   log(`drain: loading a meter set with ${CAPACITY} flows per map`)
-  await set.create((await compileMeter({capacity: CAPACITY}, pathsFromEnv().cacheDir)).objectPath)
+  await set.create((await compileMeter({capacity: CAPACITY}, pathsFromEnv().cacheDir)).objectPath, CAPACITY)
   cleanup.push('removing the drain meter set', () => set.remove())
 
   const sink = spawnChild('./sink.js', [])

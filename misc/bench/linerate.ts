@@ -56,7 +56,7 @@ async function buildRig(): Promise<Rig> {
   await run('tc', ['qdisc', 'add', 'dev', IF_A, 'clsact'], {netns: a})
 
   const set = MeterSet.for(pathsFromEnv(), a)
-  await set.create((await compileMeter({capacity: 65_536}, pathsFromEnv().cacheDir)).objectPath)
+  await set.create((await compileMeter({capacity: 65_536}, pathsFromEnv().cacheDir)).objectPath, 65_536)
   undo.push(() => set.remove())
   const emptyDir = join(pathsFromEnv().pinRoot, `empty-${lab.id}`)
   mkdirSync(emptyDir, {recursive: true})

@@ -6,6 +6,8 @@
  * Every input is checked before anything changes, and a failure midway undoes what this call did,
  * so no half-attached state is left behind.
  */
+import {totalmem} from 'node:os'
+
 import {FlowctlError, InvalidInputError, NotFoundError} from '../errors.js'
 import type {Paths} from '../paths.js'
 import {requireRoot} from '../sys/privileges.js'
@@ -14,7 +16,9 @@ import {attachBpfFilter, deleteClsact, deleteFilter, ensureClsact, listFilters, 
 import {compileMeter, DEFAULT_CAPACITY, validateCapacity} from './compile.js'
 import type {DirectionName} from '../flow/record.js'
 import {LAYOUT_VERSION} from './layout.js'
-import {MeterSet, PROGRAM_NAMES} from './meter-set.js'
+import {flowMemoryAtMost, MeterSet, PROGRAM_NAMES} from './meter-set.js'
+import {carryOverLegacy, moveLegacyAside} from './migrate.js'
+import {BpfMap} from './libbpf.js'
 import {sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
 
 export const DEFAULT_PREF = 1
@@ -104,7 +108,15 @@ function ourProgIds(set: MeterSet, att?: Attachment): number[] {
 
 export async function attachMeters(paths: Paths, request: AttachRequest): Promise<AttachOutcome[]> {
   requireRoot('flowctl meter attach')
-  if (request.capacity !== undefined) validateCapacity(request.capacity)
+  if (request.capacity !== undefined) {
+    validateCapacity(request.capacity)
+    const needed = flowMemoryAtMost(request.capacity)
+    if (needed > totalmem()) {
+      throw new InvalidInputError(
+        `--capacity ${request.capacity} can take up to ${(needed / 2 ** 30).toFixed(1)} GiB of kernel memory when full, more than this machine's ${(totalmem() / 2 ** 30).toFixed(1)} GiB: choose a smaller --capacity`,
+      )
+    }
+  }
   if (request.directions.length === 0) throw new InvalidInputError('no direction to attach: use --direction ingress, egress or both')
   const resolved = await resolveTargets(request.targets)
 
@@ -119,6 +131,13 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
         let capacity = request.capacity ?? DEFAULT_CAPACITY
         let reloaded = false
 
+        let migrating = false
+        if (set.exists() && request.force && set.layoutVersion() === 1) {
+          // Layout 1: its flows are carried over into a new meter set once the filters run the new programs.
+          capacity = Math.max(request.capacity ?? DEFAULT_CAPACITY, legacyCapacity(set))
+          await moveLegacyAside(set)
+          migrating = true
+        }
         if (set.exists()) {
           set.verifyLayout()
           const existing = set.capacity()
@@ -132,7 +151,7 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
         const compiled = await compileMeter({capacity}, paths.cacheDir)
 
         if (!set.exists()) {
-          await set.create(compiled.objectPath)
+          await set.create(compiled.objectPath, capacity)
           undo.push(() => set.remove())
           state.meterSets = state.meterSets.filter((m) => !sameNetns(m.netns, netns))
           state.meterSets.push({
@@ -143,6 +162,7 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
             layoutVersion: LAYOUT_VERSION,
             createdAt: new Date().toISOString(),
           })
+          if (migrating) reloaded = true
         } else if (request.force && record?.digest !== compiled.digest) {
           // A different program (new flowctl or clang): load it onto the same maps.
           await set.reloadPrograms(compiled.objectPath)
@@ -213,6 +233,9 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
           })
           outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result: 'attached', progId})
         }
+        // A layout-1 meter set moved aside (now, or by an attach cut short): its filters run the
+        // new programs by now, so its flows can be carried over.
+        await carryOverLegacy(set)
       }
       return outcomes
     } catch (error) {
@@ -309,3 +332,10 @@ async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolea
 }
 
 export {PROGRAM_NAMES}
+
+/** The flows per map of a layout-1 meter set (its per-CPU flow maps were sized by it). */
+function legacyCapacity(set: MeterSet): number {
+  const map = BpfMap.open(set.mapPath('flows4_a'))
+  map.close()
+  return map.info.maxEntries
+}

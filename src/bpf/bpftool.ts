@@ -56,7 +56,16 @@ function hexBytes(bytes: string[]): Buffer {
  * arrive. A per-CPU value's slots are laid out `stride` bytes apart, as the batch syscalls do.
  */
 export async function* dumpMap(pinnedPath: string, stride?: number): AsyncGenerator<RawEntry> {
-  const child = spawnStreaming('bpftool', ['map', 'dump', 'pinned', pinnedPath, '-j'])
+  yield* dumpEntries(['pinned', pinnedPath], stride)
+}
+
+/** As dumpMap, for a map known by id (the live flow maps are not pinned). */
+export async function* dumpMapById(id: number): AsyncGenerator<RawEntry> {
+  yield* dumpEntries(['id', String(id)])
+}
+
+async function* dumpEntries(which: string[], stride?: number): AsyncGenerator<RawEntry> {
+  const child = spawnStreaming('bpftool', ['map', 'dump', ...which, '-j'])
   let finished = false
   try {
     for await (const element of jsonArrayElements(child.stdout)) {

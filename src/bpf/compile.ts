@@ -12,7 +12,8 @@ import {InvalidInputError} from '../errors.js'
 import {bpfSourceDir} from '../paths.js'
 import {run} from '../sys/exec.js'
 
-export const DEFAULT_CAPACITY = 65_536
+/** Flows per family a meter set holds between two drains; memory is taken only as flows arrive. */
+export const DEFAULT_CAPACITY = 1_048_576
 export const MIN_CAPACITY = 16
 export const MAX_CAPACITY = 1 << 24
 
@@ -52,6 +53,8 @@ export function clangArgs(source: string, output: string, options: MeterBuildOpt
     '-g',
     '-target',
     'bpf',
+    // v3: 32-bit jumps and the atomic fetch-and-add/or the shared flow counters need (kernel 5.12).
+    '-mcpu=v3',
     '-Wall',
     '-Wno-unused-function',
     `-DFLOWCTL_CAPACITY=${options.capacity}`,

@@ -1,182 +1,274 @@
 /**
- * The TypeScript mirror of bpf/flowctl.h: the byte layout of every key and value flowctl keeps in
- * the kernel, and the one place that turns those bytes into flows. The bpftool JSON path (dump)
- * and the batch syscall path (daemon) both decode here. test/bpf/layout.test.ts compares these
- * offsets with the BTF of the compiled object and fails if the two drift.
+ * The one place TypeScript reads and writes flowctl's kernel bytes. Every offset comes from
+ * layout.generated.ts, which misc/gen-layout.ts generates from bpf/flowctl.h (the header is the
+ * single definition); the drain, dump, status, the daemon and its metrics all go through here.
  */
-import {addressLength, directionName, emptyCounters, mergeCounters, type Family, type FlowCounters, type FlowKey} from '../flow/record.js'
+import {addressLength, directionName, type Family, type FlowCounters, type FlowKey} from '../flow/record.js'
+import type {FlowSample} from '../flow/flow-cache.js'
 import {formatAddress} from '../util/address.js'
+import type {FieldLayout, StructLayout} from './layout-types.js'
+import {
+  DRAIN_STATE,
+  FLOWCTL_LAYOUT_VERSION,
+  FLOW_KEY4,
+  FLOW_KEY6,
+  FLOW_VALUE4,
+  FLOW_VALUE6,
+  METER_META,
+  OVERFLOW_KEY,
+  OVERFLOW_VALUE,
+  PENDING_CHUNK_BYTES,
+  PENDING_CHUNK_HEADER,
+  PENDING_FLOW4,
+  PENDING_FLOW6,
+} from './layout.generated.js'
+import type {BpfMap} from './libbpf.js'
 
-/** Must equal FLOWCTL_LAYOUT_VERSION in bpf/flowctl.h. */
-export const LAYOUT_VERSION = 1
+export {DRAIN_STATE, FLOW_KEY4, FLOW_KEY6, FLOW_VALUE4, FLOW_VALUE6, METER_META, OVERFLOW_KEY, OVERFLOW_VALUE, PENDING_CHUNK_BYTES}
 
-export interface FieldSpec {
-  readonly name: string
-  readonly offset: number
-  readonly size: number
+export const LAYOUT_VERSION = FLOWCTL_LAYOUT_VERSION
+
+/**
+ * The members both families' structs share at the same offsets (the keys up to `src`, the values
+ * up to `nextHop`): checked here once, so the hot paths may use one table for both.
+ */
+function sharedPrefix<A extends StructLayout, B extends StructLayout>(a: A, b: B, upTo: string): A['fields'] {
+  for (const [name, f] of Object.entries(a.fields) as [string, FieldLayout][]) {
+    if (name === upTo) break
+    const g = b.fields[name]
+    if (!g || g.offset !== f.offset || g.size !== f.size) throw new Error(`bpf/flowctl.h: ${a.name}.${name} and ${b.name}.${name} differ`)
+  }
+  return a.fields
 }
 
-export interface StructSpec {
-  readonly name: string
-  readonly size: number
-  readonly fields: readonly FieldSpec[]
-}
+/** Offsets in a flow key of either family (src and dst: see srcOffset, dstOffset). */
+export const KEY = sharedPrefix(FLOW_KEY4, FLOW_KEY6, 'src')
+/** Offsets in a flow value of either family (nextHop: same offset, family-sized). */
+export const VALUE = sharedPrefix(FLOW_VALUE4, FLOW_VALUE6, 'nextHop')
+if (FLOW_VALUE4.fields.nextHop.offset !== FLOW_VALUE6.fields.nextHop.offset) throw new Error('bpf/flowctl.h: next_hop offsets differ')
 
-function struct(name: string, size: number, fields: [string, number, number][]): StructSpec {
-  return {name, size, fields: fields.map(([n, offset, s]) => ({name: n, offset, size: s}))}
-}
-
-const KEY_HEAD: [string, number, number][] = [
-  ['ifindex', 0, 4],
-  ['direction', 4, 1],
-  ['proto', 5, 1],
-  ['vlan_id', 6, 2],
-  ['sport', 8, 2],
-  ['dport', 10, 2],
-]
-
-export const FLOW_KEY4 = struct('flow_key4', 20, [...KEY_HEAD, ['src', 12, 4], ['dst', 16, 4]])
-export const FLOW_KEY6 = struct('flow_key6', 44, [...KEY_HEAD, ['src', 12, 16], ['dst', 28, 16]])
-
-export const FLOW_COUNTERS = struct('flow_counters', 40, [
-  ['packets', 0, 8],
-  ['bytes', 8, 8],
-  ['first_seen_ns', 16, 8],
-  ['last_seen_ns', 24, 8],
-  ['tcp_flags', 32, 1],
-  ['ip_tos', 33, 1],
-  ['_pad', 34, 6],
-])
-
-export const FLOW_RECORD = struct('flow_record', 48, [
-  ['packets', 0, 8],
-  ['bytes', 8, 8],
-  ['first_seen_ns', 16, 8],
-  ['last_seen_ns', 24, 8],
-  ['drain_gen', 32, 8],
-  ['tcp_flags', 40, 1],
-  ['ip_tos', 41, 1],
-  ['_pad', 42, 6],
-])
-
-export const OVERFLOW_KEY = struct('overflow_key', 8, [
-  ['ifindex', 0, 4],
-  ['direction', 4, 4],
-])
-
-export const OVERFLOW_COUNTERS = struct('overflow_counters', 16, [
-  ['packets', 0, 8],
-  ['bytes', 8, 8],
-])
-
-export const DRAIN_STATE = struct('drain_state', 16, [
-  ['gen', 0, 8],
-  ['in_progress', 8, 4],
-  ['_pad', 12, 4],
-])
-
-export const ALL_STRUCTS = [FLOW_KEY4, FLOW_KEY6, FLOW_COUNTERS, FLOW_RECORD, OVERFLOW_KEY, OVERFLOW_COUNTERS, DRAIN_STATE]
-
-/** Byte offsets, named for the hot paths that read fields without building objects. */
-export const K = {ifindex: 0, direction: 4, proto: 5, vlanId: 6, sport: 8, dport: 10, src: 12} as const
-export const C = {packets: 0, bytes: 8, firstSeen: 16, lastSeen: 24, tcpFlags: 32, ipTos: 33} as const
-export const R = {packets: 0, bytes: 8, firstSeen: 16, lastSeen: 24, drainGen: 32, tcpFlags: 40, ipTos: 41} as const
-
-export function keySpec(family: Family): StructSpec {
+export function keyLayout(family: Family): typeof FLOW_KEY4 | typeof FLOW_KEY6 {
   return family === 4 ? FLOW_KEY4 : FLOW_KEY6
 }
 
-/** Offset of the destination address in a key of this family. */
-export function dstOffset(family: Family): number {
-  return K.src + addressLength(family)
+export function valueLayout(family: Family): typeof FLOW_VALUE4 | typeof FLOW_VALUE6 {
+  return family === 4 ? FLOW_VALUE4 : FLOW_VALUE6
 }
 
-/** The kernel pads each CPU's slot of a per-CPU value to 8 bytes. */
-export function perCpuStride(valueSize: number): number {
-  return Math.ceil(valueSize / 8) * 8
+export function srcOffset(family: Family): number {
+  return keyLayout(family).fields.src.offset
+}
+
+export function dstOffset(family: Family): number {
+  return keyLayout(family).fields.dst.offset
+}
+
+const TWO_32 = 4_294_967_296
+
+/** A u64 the kernel wrote (host order: little-endian on every target we load on), as a double. */
+export function readU64(buf: Uint8Array, off: number): number {
+  return (buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16)) + buf[off + 3] * 16777216 + ((buf[off + 4] | (buf[off + 5] << 8) | (buf[off + 6] << 16)) + buf[off + 7] * 16777216) * TWO_32
+}
+
+export function readU32(buf: Uint8Array, off: number): number {
+  return (buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16)) + buf[off + 3] * 16777216
+}
+
+export function writeU64(buf: Uint8Array, off: number, value: number): void {
+  const lo = value % TWO_32
+  const hi = Math.floor(value / TWO_32)
+  writeU32(buf, off, lo)
+  writeU32(buf, off + 4, hi)
+}
+
+export function writeU32(buf: Uint8Array, off: number, value: number): void {
+  buf[off] = value
+  buf[off + 1] = value >>> 8
+  buf[off + 2] = value >>> 16
+  buf[off + 3] = value >>> 24
+}
+
+/** The key's (ifindex, direction) as one number: ifindex * 2 + direction. */
+export function interfaceSlot(key: Uint8Array, off: number): number {
+  return readU32(key, off + KEY.ifindex.offset) * 2 + key[off + KEY.direction.offset]
 }
 
 export function decodeFlowKey(family: Family, buf: Buffer, off = 0): FlowKey {
   return {
     family,
-    ifindex: buf.readUInt32LE(off + K.ifindex),
-    direction: directionName(buf[off + K.direction]),
-    proto: buf[off + K.proto],
-    vlanId: buf.readUInt16LE(off + K.vlanId),
-    sport: buf.readUInt16BE(off + K.sport),
-    dport: buf.readUInt16BE(off + K.dport),
-    src: formatAddress(family, buf, off + K.src),
+    ifindex: buf.readUInt32LE(off + KEY.ifindex.offset),
+    direction: directionName(buf[off + KEY.direction.offset]),
+    proto: buf[off + KEY.proto.offset],
+    vlanId: buf.readUInt16LE(off + KEY.vlanId.offset),
+    innerVlanId: buf.readUInt16LE(off + KEY.innerVlanId.offset),
+    sport: buf.readUInt16BE(off + KEY.sport.offset),
+    dport: buf.readUInt16BE(off + KEY.dport.offset),
+    src: formatAddress(family, buf, off + srcOffset(family)),
     dst: formatAddress(family, buf, off + dstOffset(family)),
   }
 }
 
-/** The key bytes of a flow, for deleting it by key. Addresses must already be family-sized bytes. */
-export function encodeFlowKey(
-  family: Family,
-  fields: {ifindex: number; direction: number; proto: number; vlanId: number; sport: number; dport: number; src: Uint8Array; dst: Uint8Array},
-): Buffer {
-  const buf = Buffer.alloc(keySpec(family).size)
-  buf.writeUInt32LE(fields.ifindex, K.ifindex)
-  buf[K.direction] = fields.direction
-  buf[K.proto] = fields.proto
-  buf.writeUInt16LE(fields.vlanId, K.vlanId)
-  buf.writeUInt16BE(fields.sport, K.sport)
-  buf.writeUInt16BE(fields.dport, K.dport)
-  buf.set(fields.src, K.src)
-  buf.set(fields.dst, dstOffset(family))
-  return buf
+/**
+ * One flow value as a FlowSample, reusing `into` (the drain's hot path makes no object per flow).
+ * `buf` holds the value at `off`.
+ */
+export function readFlowSample(buf: Uint8Array, off: number, into: FlowSample): FlowSample {
+  into.packets = readU64(buf, off + VALUE.packets.offset)
+  into.bytes = readU64(buf, off + VALUE.bytes.offset)
+  into.firstNs = readU64(buf, off + VALUE.firstSeenNs.offset)
+  into.lastNs = readU64(buf, off + VALUE.lastSeenNs.offset)
+  into.tcpFlags = buf[off + VALUE.tcpFlags.offset]
+  into.peerIfindex = readU32(buf, off + VALUE.peerIfindex.offset)
+  into.tos = buf[off + VALUE.tos.offset]
+  into.minTtl = buf[off + VALUE.minTtl.offset]
+  into.maxTtl = buf[off + VALUE.maxTtl.offset]
+  into.fwdStatus = buf[off + VALUE.fwdStatus.offset]
+  into.nextHopBytes = buf
+  into.nextHopOffset = off + VALUE.nextHop.offset
+  return into
 }
 
-/** Sums the per-CPU slots of one flow_counters value (`cpus` slots of `stride` bytes at `off`). */
-export function decodePerCpuCounters(buf: Buffer, off: number, cpus: number, stride = perCpuStride(FLOW_COUNTERS.size)): FlowCounters {
-  const total = emptyCounters()
-  for (let cpu = 0; cpu < cpus; cpu++) {
-    const o = off + cpu * stride
-    const first = buf.readBigUInt64LE(o + C.firstSeen)
-    if (!first) continue // this CPU never saw the flow
-    mergeCounters(total, {
-      packets: Number(buf.readBigUInt64LE(o + C.packets)),
-      bytes: Number(buf.readBigUInt64LE(o + C.bytes)),
-      firstSeenNs: first,
-      lastSeenNs: buf.readBigUInt64LE(o + C.lastSeen),
-      tcpFlags: buf[o + C.tcpFlags],
-      ipTos: buf[o + C.ipTos],
-    })
-  }
-  return total
+export function emptySample(): FlowSample {
+  return {packets: 0, bytes: 0, firstNs: 0, lastNs: 0, tcpFlags: 0, tos: 0, peerIfindex: 0, minTtl: 0, maxTtl: 0, fwdStatus: 0, nextHopBytes: new Uint8Array(16), nextHopOffset: 0}
 }
 
-export function decodeFlowRecord(buf: Buffer, off = 0): FlowCounters & {drainGen: bigint} {
+/** A flow value as FlowCounters, for people-facing commands. */
+export function decodeFlowValue(family: Family, buf: Buffer, off = 0): FlowCounters {
+  const s = readFlowSample(buf, off, emptySample())
+  const hop = Buffer.from(buf.subarray(s.nextHopOffset, s.nextHopOffset + addressLength(family)))
   return {
-    packets: Number(buf.readBigUInt64LE(off + R.packets)),
-    bytes: Number(buf.readBigUInt64LE(off + R.bytes)),
-    firstSeenNs: buf.readBigUInt64LE(off + R.firstSeen),
-    lastSeenNs: buf.readBigUInt64LE(off + R.lastSeen),
-    drainGen: buf.readBigUInt64LE(off + R.drainGen),
-    tcpFlags: buf[off + R.tcpFlags],
-    ipTos: buf[off + R.ipTos],
+    packets: s.packets,
+    bytes: s.bytes,
+    firstSeenNs: buf.readBigUInt64LE(off + VALUE.firstSeenNs.offset),
+    lastSeenNs: buf.readBigUInt64LE(off + VALUE.lastSeenNs.offset),
+    tcpFlags: s.tcpFlags,
+    ipTos: s.tos,
+    peerIfindex: s.peerIfindex,
+    fwdStatus: s.fwdStatus,
+    nextHop: hop.every((b) => b === 0) ? '' : formatAddress(family, hop, 0),
+    minTtl: s.minTtl,
+    maxTtl: s.maxTtl,
   }
 }
 
-export function encodeFlowRecord(c: FlowCounters, drainGen: bigint, buf = Buffer.alloc(FLOW_RECORD.size), off = 0): Buffer {
-  buf.writeBigUInt64LE(BigInt(c.packets), off + R.packets)
-  buf.writeBigUInt64LE(BigInt(c.bytes), off + R.bytes)
-  buf.writeBigUInt64LE(c.firstSeenNs, off + R.firstSeen)
-  buf.writeBigUInt64LE(c.lastSeenNs, off + R.lastSeen)
-  buf.writeBigUInt64LE(drainGen, off + R.drainGen)
-  buf[off + R.tcpFlags] = c.tcpFlags
-  buf[off + R.ipTos] = c.ipTos
-  buf.fill(0, off + R.ipTos + 1, off + FLOW_RECORD.size)
-  return buf
+/** Writes entry `idx` of a flow cache's columns as a kernel flow value at `off`. */
+export function writeFlowValue(
+  buf: Uint8Array,
+  off: number,
+  c: {packets: Float64Array; bytes: Float64Array; firstNs: Float64Array; lastNs: Float64Array; tcpFlags: Uint8Array; tos: Uint8Array; peerIfindex: Uint32Array; minTtl: Uint8Array; maxTtl: Uint8Array; fwdStatus: Uint8Array; nextHop: Uint8Array; addrLen: number},
+  idx: number,
+  valueSize: number,
+): void {
+  buf.fill(0, off, off + valueSize)
+  writeU64(buf, off + VALUE.packets.offset, c.packets[idx])
+  writeU64(buf, off + VALUE.bytes.offset, c.bytes[idx])
+  writeU64(buf, off + VALUE.firstSeenNs.offset, c.firstNs[idx])
+  writeU64(buf, off + VALUE.lastSeenNs.offset, c.lastNs[idx])
+  writeU32(buf, off + VALUE.tcpFlags.offset, c.tcpFlags[idx])
+  writeU32(buf, off + VALUE.peerIfindex.offset, c.peerIfindex[idx])
+  buf[off + VALUE.tos.offset] = c.tos[idx]
+  buf[off + VALUE.minTtl.offset] = c.minTtl[idx]
+  buf[off + VALUE.maxTtl.offset] = c.maxTtl[idx]
+  buf[off + VALUE.fwdStatus.offset] = c.fwdStatus[idx]
+  buf.set(c.nextHop.subarray(idx * c.addrLen, (idx + 1) * c.addrLen), off + VALUE.nextHop.offset)
 }
 
-export function decodePerCpuOverflow(buf: Buffer, off: number, cpus: number): {packets: number; bytes: number} {
-  const stride = perCpuStride(OVERFLOW_COUNTERS.size)
-  let packets = 0
-  let bytes = 0
-  for (let cpu = 0; cpu < cpus; cpu++) {
-    packets += Number(buf.readBigUInt64LE(off + cpu * stride))
-    bytes += Number(buf.readBigUInt64LE(off + cpu * stride + 8))
-  }
-  return {packets, bytes}
+/** Packets and bytes the meter could not record (full flow map), per interface and direction. */
+export interface OverflowCount {
+  ifindex: number
+  direction: number
+  packets: number
+  bytes: number
+}
+
+/** Every entry of a meter set's overflow map. */
+export function readOverflow(map: BpfMap): OverflowCount[] {
+  const out: OverflowCount[] = []
+  map.forEachBatch((keys, values, n) => {
+    for (let i = 0; i < n; i++) {
+      const k = i * OVERFLOW_KEY.size
+      const v = i * OVERFLOW_VALUE.size
+      out.push({
+        ifindex: readU32(keys, k + OVERFLOW_KEY.fields.ifindex.offset),
+        direction: readU32(keys, k + OVERFLOW_KEY.fields.direction.offset),
+        packets: readU64(values, v + OVERFLOW_VALUE.fields.packets.offset),
+        bytes: readU64(values, v + OVERFLOW_VALUE.fields.bytes.offset),
+      })
+    }
+  })
+  return out
+}
+
+/** The daemon's journal (struct drain_state). */
+export interface DrainState {
+  /** Drains committed. */
+  gen: number
+  /** Which half of the pending map holds the snapshot of drain `gen`. */
+  slot: number
+  /** Chunks of that snapshot. */
+  chunks: number
+  flows4: number
+  flows6: number
+}
+
+const ZERO_KEY = Buffer.alloc(4)
+
+export function readDrainState(map: BpfMap): DrainState {
+  const v = map.lookup(ZERO_KEY, Buffer.alloc(DRAIN_STATE.size))!
+  const f = DRAIN_STATE.fields
+  return {gen: readU64(v, f.gen.offset), slot: readU32(v, f.slot.offset), chunks: readU32(v, f.chunks.offset), flows4: readU64(v, f.flows4.offset), flows6: readU64(v, f.flows6.offset)}
+}
+
+/** One update of one array element: the commit point of a drain. */
+export function writeDrainState(map: BpfMap, s: DrainState): void {
+  const v = Buffer.alloc(DRAIN_STATE.size)
+  const f = DRAIN_STATE.fields
+  writeU64(v, f.gen.offset, s.gen)
+  writeU32(v, f.slot.offset, s.slot)
+  writeU32(v, f.chunks.offset, s.chunks)
+  writeU64(v, f.flows4.offset, s.flows4)
+  writeU64(v, f.flows6.offset, s.flows6)
+  map.update(ZERO_KEY, v)
+}
+
+export interface MeterMeta {
+  layoutVersion: number
+  capacity: number
+}
+
+export function readMeterMeta(map: BpfMap): MeterMeta {
+  const v = map.lookup(ZERO_KEY, Buffer.alloc(METER_META.size))!
+  return {layoutVersion: readU32(v, METER_META.fields.layoutVersion.offset), capacity: readU32(v, METER_META.fields.capacity.offset)}
+}
+
+export function writeMeterMeta(map: BpfMap, meta: MeterMeta): void {
+  const v = Buffer.alloc(METER_META.size)
+  writeU32(v, METER_META.fields.layoutVersion.offset, meta.layoutVersion)
+  writeU32(v, METER_META.fields.capacity.offset, meta.capacity)
+  map.update(ZERO_KEY, v)
+}
+
+/*
+ * The pending map holds the daemon's snapshot in chunks of PENDING_CHUNK_BYTES: a header (family,
+ * records) and that many pending_flow<F> records (key, then value).
+ */
+export const CHUNK_HEADER = PENDING_CHUNK_HEADER
+
+export function pendingFlowLayout(family: Family): typeof PENDING_FLOW4 | typeof PENDING_FLOW6 {
+  return family === 4 ? PENDING_FLOW4 : PENDING_FLOW6
+}
+
+export function recordsPerChunk(family: Family): number {
+  return Math.floor((PENDING_CHUNK_BYTES - PENDING_CHUNK_HEADER.size) / pendingFlowLayout(family).size)
+}
+
+/** The pending map key of chunk `index` of snapshot slot `slot` (0 or 1). */
+export function chunkKey(slot: number, index: number): number {
+  return ((slot << 24) | index) >>> 0
+}
+
+/** Chunks the pending map must hold: two snapshots of up to twice the capacity of each family. */
+export function pendingChunks(capacity: number): number {
+  const per = (family: Family) => Math.ceil((2 * capacity) / recordsPerChunk(family))
+  return 2 * (per(4) + per(6))
 }

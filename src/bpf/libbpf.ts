@@ -4,15 +4,18 @@
  * here: batch reads and deletes of whole maps, the swap of the live flow map, map metadata.
  * libbpf 1.x returns -errno from these calls.
  */
+import {readFileSync} from 'node:fs'
+
 import koffi from 'koffi'
 
 import {BpfError, errnoName, ToolMissingError} from '../errors.js'
 
 interface Libbpf {
   objGet(path: string): number
+  mapGetFdById(id: number): number
   objPin(fd: number, path: string): number
   objGetInfoByFd(fd: number, info: Buffer, len: Uint32Array): number
-  mapCreate(type: number, name: string | null, keySize: number, valueSize: number, maxEntries: number, opts: null): number
+  mapCreate(type: number, name: string | null, keySize: number, valueSize: number, maxEntries: number, opts: Buffer | null): number
   lookupElem(fd: number, key: Buffer, value: Buffer): number
   updateElem(fd: number, key: Buffer, value: Buffer, flags: bigint): number
   deleteElem(fd: number, key: Buffer): number
@@ -39,6 +42,7 @@ function lib(): Libbpf {
   }
   cached = {
     objGet: bpf.func('int bpf_obj_get(const char *pathname)'),
+    mapGetFdById: bpf.func('int bpf_map_get_fd_by_id(uint32_t id)'),
     objPin: bpf.func('int bpf_obj_pin(int fd, const char *pathname)'),
     objGetInfoByFd: bpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, void *info_len)'),
     mapCreate: bpf.func(
@@ -65,10 +69,14 @@ function lib(): Libbpf {
 const ENOENT = 2
 const EEXIST = 17
 const ENOSPC = 28
+const ENOMEM = 12
 
 export const BPF_ANY = 0n
 export const BPF_NOEXIST = 1n
 export const BPF_EXIST = 2n
+
+/** BPF_F_NO_PREALLOC: a hash that allocates each element when it is inserted. */
+export const BPF_F_NO_PREALLOC = 1
 
 export const MAP_TYPE = {
   hash: 1,
@@ -76,6 +84,7 @@ export const MAP_TYPE = {
   percpuHash: 5,
   percpuArray: 6,
   arrayOfMaps: 12,
+  lruHash: 9,
 } as const
 
 export interface MapInfo {
@@ -134,9 +143,37 @@ export class BpfMap {
   }
 
   /** Creates an unpinned map (used by tests and benchmarks). */
-  static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number): BpfMap {
-    const fd = check(lib().mapCreate(type, name, keySize, valueSize, maxEntries, null), `creating map ${name}`)
+  static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags = 0): BpfMap {
+    const rc = lib().mapCreate(type, name, keySize, valueSize, maxEntries, flags ? mapCreateOpts(flags) : null)
+    const fd = check(rc, `creating map ${name}`, rc === -ENOMEM ? `memory for a map of ${maxEntries} entries is short (or the memlock limit is)` : undefined)
     return new BpfMap(fd, mapInfoByFd(fd, name), '')
+  }
+
+  /** A new, empty, unpinned map shaped exactly like `info` (type, sizes, capacity, flags, name). */
+  static createLike(info: MapInfo): BpfMap {
+    return BpfMap.create(info.type, info.name, info.keySize, info.valueSize, info.maxEntries, info.flags)
+  }
+
+  /** Opens a map by its kernel id (one that is not pinned, such as the live flow map). */
+  static openById(id: number, describe = `map id ${id}`): BpfMap {
+    const fd = lib().mapGetFdById(id)
+    if (fd < 0) throw new BpfError(`opening ${describe}`, -fd, -fd === ENOENT ? 'it no longer exists' : undefined)
+    try {
+      return new BpfMap(fd, mapInfoByFd(fd, describe), '')
+    } catch (error) {
+      lib().close(fd)
+      throw error
+    }
+  }
+
+  /**
+   * Kernel memory the map takes now, in bytes, as the kernel accounts it (`memlock` in its fdinfo;
+   * for a map allocated per element this grows with the entries).
+   */
+  memlock(): number {
+    const text = readFileSync(`/proc/self/fdinfo/${this.fd}`, 'latin1')
+    const m = /^memlock:\s*(\d+)/m.exec(text)
+    return m ? Number(m[1]) : 0
   }
 
   pin(path: string): void {
@@ -241,6 +278,18 @@ export class BpfMap {
   private describe(): string {
     return this.path ? `map ${this.path}` : `map ${this.info.name}`
   }
+}
+
+/**
+ * struct bpf_map_create_opts as libbpf 1.x reads it: sz, btf_fd, btf_key_type_id,
+ * btf_value_type_id, btf_vmlinux_value_type_id, inner_map_fd, map_flags (offset 28), map_extra,
+ * numa_node, map_ifindex. libbpf checks `sz` and accepts a smaller (older) struct.
+ */
+function mapCreateOpts(flags: number): Buffer {
+  const opts = Buffer.alloc(48)
+  opts.writeBigUInt64LE(48n, 0)
+  opts.writeUInt32LE(flags, 28)
+  return opts
 }
 
 function mapInfoByFd(fd: number, what: string): MapInfo {

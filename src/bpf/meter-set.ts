@@ -4,7 +4,7 @@
  * the same two programs (ingress, egress) and writes the same maps, keyed by ifindex; flows of
  * different namespaces live in different maps and never merge.
  */
-import {existsSync, readdirSync} from 'node:fs'
+import {existsSync, readdirSync, unlinkSync} from 'node:fs'
 import {mkdir, rename, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
@@ -13,8 +13,8 @@ import type {Paths} from '../paths.js'
 import type {NetnsName} from '../sys/netns.js'
 import {describeNetns} from '../sys/netns.js'
 import {loadAll} from './bpftool.js'
-import {DRAIN_STATE, FLOW_COUNTERS, FLOW_KEY4, FLOW_KEY6, FLOW_RECORD, OVERFLOW_COUNTERS, OVERFLOW_KEY} from './layout.js'
-import {type DirectionName, type Family} from '../flow/record.js'
+import {DRAIN_STATE, FLOW_KEY4, FLOW_KEY6, FLOW_VALUE4, FLOW_VALUE6, LAYOUT_VERSION, METER_META, OVERFLOW_KEY, OVERFLOW_VALUE, PENDING_CHUNK_BYTES, readMeterMeta, writeMeterMeta} from './layout.js'
+import {FAMILIES, type DirectionName, type Family} from '../flow/record.js'
 import {BpfMap, innerMapId, MAP_TYPE, progInfo, setInnerMap} from './libbpf.js'
 
 export const PROGRAM_NAMES: Record<DirectionName, string> = {ingress: 'flowctl_ingress', egress: 'flowctl_egress'}
@@ -22,19 +22,44 @@ export const PROGRAM_NAMES: Record<DirectionName, string> = {ingress: 'flowctl_i
 /** What each pinned map must look like for this flowctl to use it. */
 const EXPECTED_MAPS: Record<string, {type: number; keySize: number; valueSize: number}> = {
   flows4: {type: MAP_TYPE.arrayOfMaps, keySize: 4, valueSize: 4},
-  flows4_a: {type: MAP_TYPE.percpuHash, keySize: FLOW_KEY4.size, valueSize: FLOW_COUNTERS.size},
-  flows4_b: {type: MAP_TYPE.percpuHash, keySize: FLOW_KEY4.size, valueSize: FLOW_COUNTERS.size},
-  pending4: {type: MAP_TYPE.hash, keySize: FLOW_KEY4.size, valueSize: FLOW_RECORD.size},
   flows6: {type: MAP_TYPE.arrayOfMaps, keySize: 4, valueSize: 4},
-  flows6_a: {type: MAP_TYPE.percpuHash, keySize: FLOW_KEY6.size, valueSize: FLOW_COUNTERS.size},
-  flows6_b: {type: MAP_TYPE.percpuHash, keySize: FLOW_KEY6.size, valueSize: FLOW_COUNTERS.size},
-  pending6: {type: MAP_TYPE.hash, keySize: FLOW_KEY6.size, valueSize: FLOW_RECORD.size},
-  overflow: {type: MAP_TYPE.percpuHash, keySize: OVERFLOW_KEY.size, valueSize: OVERFLOW_COUNTERS.size},
+  overflow: {type: MAP_TYPE.hash, keySize: OVERFLOW_KEY.size, valueSize: OVERFLOW_VALUE.size},
   skip_socks: {type: MAP_TYPE.hash, keySize: 8, valueSize: 1},
+  frags: {type: MAP_TYPE.lruHash, keySize: 40, valueSize: 4},
+  pending: {type: MAP_TYPE.hash, keySize: 4, valueSize: PENDING_CHUNK_BYTES},
   drain_state: {type: MAP_TYPE.array, keySize: 4, valueSize: DRAIN_STATE.size},
+  meta: {type: MAP_TYPE.array, keySize: 4, valueSize: METER_META.size},
 }
 
+/** The maps a reloaded program takes over as they are (the live flow maps hang off flows4/6). */
 export const MAP_NAMES = Object.keys(EXPECTED_MAPS)
+
+/** The live flow maps' pins, which exist only between loading and the end of `create`. */
+const LIVE_PIN = (family: Family) => `flows${family}_live`
+
+/** A drained flow map stays pinned as drain<F>_<gen> until the snapshot that holds it is committed. */
+// bpffs refuses dots in names (EPERM: reserved), hence the underscore.
+const DRAIN_PIN = /^drain([46])_(\d+)$/
+
+/** The shape of each family's flow map. */
+export const FLOW_MAP_SHAPE: Record<Family, {keySize: number; valueSize: number}> = {
+  4: {keySize: FLOW_KEY4.size, valueSize: FLOW_VALUE4.size},
+  6: {keySize: FLOW_KEY6.size, valueSize: FLOW_VALUE6.size},
+}
+
+export interface PinnedDrainMap {
+  family: Family
+  gen: number
+  path: string
+}
+
+/** Kernel memory of a meter set, in bytes. */
+export interface MeterSetMemory {
+  /** What its maps take now (the kernel's own accounting, memlock). */
+  now: number
+  /** With both flow maps full, and the daemon's snapshot at its largest. */
+  atMost: number
+}
 
 export class MeterSet {
   readonly netns: NetnsName
@@ -81,11 +106,19 @@ export class MeterSet {
     return existsSync(this.mapPath('flows4'))
   }
 
-  /** Loads the object and pins its programs and (new, empty) maps. */
-  async create(objectPath: string): Promise<void> {
+  /** Loads the object and pins its programs and (new, empty) maps, and records what it is. */
+  async create(objectPath: string, capacity: number): Promise<void> {
     await mkdir(this.dir, {recursive: true})
     try {
       await loadAll(objectPath, this.progDir, {mapDir: this.mapDir})
+      const meta = this.openMap('meta')
+      try {
+        writeMeterMeta(meta, {layoutVersion: LAYOUT_VERSION, capacity})
+      } finally {
+        meta.close()
+      }
+      // The outer maps hold the live flow maps; their own pins would only go stale at the first drain.
+      for (const family of FAMILIES) unlinkSync(this.mapPath(LIVE_PIN(family)))
     } catch (error) {
       await this.remove()
       throw error
@@ -121,21 +154,38 @@ export class MeterSet {
     }
   }
 
-  /** Fails with a clear message if the pinned maps were made by an incompatible flowctl. */
+  /** The layout version of the pinned maps: 1 for a meter set made before the meta map existed. */
+  layoutVersion(): number {
+    if (!existsSync(this.mapPath('meta'))) return existsSync(this.mapPath('flows4_a')) ? 1 : 0
+    const meta = this.openMap('meta')
+    try {
+      return readMeterMeta(meta).layoutVersion
+    } finally {
+      meta.close()
+    }
+  }
+
+  /** Fails with one line saying what to do if the pinned maps were made by an incompatible flowctl. */
   verifyLayout(): void {
+    const version = this.layoutVersion()
+    if (version !== LAYOUT_VERSION) {
+      const ns = this.netns === null ? '' : ` --netns ${this.netns}`
+      throw new StateError(
+        `the meter of ${describeNetns(this.netns)} has kernel layout ${version || 'unknown'}, this flowctl reads layout ${LAYOUT_VERSION}: ` +
+          (version === 1
+            ? `carry its flows over with \`flowctl meter attach${ns} --force -n IFACE...\` (nothing is lost), or detach and attach it again`
+            : `detach it with the flowctl that made it, or remove ${this.dir}`),
+      )
+    }
     for (const [name, expected] of Object.entries(EXPECTED_MAPS)) {
       const path = this.mapPath(name)
-      if (!existsSync(path)) {
-        throw new StateError(
-          `the meter of ${describeNetns(this.netns)} at ${this.dir} lacks map '${name}': it was made by another flowctl version; detach it with that version, or remove ${this.dir}`,
-        )
-      }
+      if (!existsSync(path)) throw new StateError(`the meter of ${describeNetns(this.netns)} at ${this.dir} lacks map '${name}': remove ${this.dir} and attach again`)
       const map = BpfMap.open(path)
       const {info} = map
       map.close()
       if (info.type !== expected.type || info.keySize !== expected.keySize || info.valueSize !== expected.valueSize) {
         throw new StateError(
-          `map ${path} has type ${info.type}, key ${info.keySize} B, value ${info.valueSize} B where this flowctl expects type ${expected.type}, key ${expected.keySize} B, value ${expected.valueSize} B: it was made by another flowctl version; detach it with that version, or remove ${this.dir}`,
+          `map ${path} has type ${info.type}, key ${info.keySize} B, value ${info.valueSize} B where this flowctl expects type ${expected.type}, key ${expected.keySize} B, value ${expected.valueSize} B: remove ${this.dir} and attach again`,
         )
       }
     }
@@ -143,9 +193,12 @@ export class MeterSet {
 
   /** Flows each flow map holds. */
   capacity(): number {
-    const map = BpfMap.open(this.mapPath('flows4_a'))
-    map.close()
-    return map.info.maxEntries
+    const meta = this.openMap('meta')
+    try {
+      return readMeterMeta(meta).capacity
+    } finally {
+      meta.close()
+    }
   }
 
   progId(direction: DirectionName): number {
@@ -159,62 +212,117 @@ export class MeterSet {
   openMap(name: string): BpfMap {
     return BpfMap.open(this.mapPath(name))
   }
+
+  /** Drained flow maps still pinned, oldest first. */
+  drainMaps(): PinnedDrainMap[] {
+    if (!existsSync(this.mapDir)) return []
+    const out: PinnedDrainMap[] = []
+    for (const name of readdirSync(this.mapDir)) {
+      const m = DRAIN_PIN.exec(name)
+      if (m) out.push({family: Number(m[1]) as Family, gen: Number(m[2]), path: this.mapPath(name)})
+    }
+    return out.sort((a, b) => a.gen - b.gen || a.family - b.family)
+  }
+
+  drainMapPath(family: Family, gen: number): string {
+    return this.mapPath(`drain${family}_${gen}`)
+  }
+
+  /** Kernel memory now and at most (see MeterSetMemory). */
+  memory(): MeterSetMemory {
+    let now = 0
+    const opened: BpfMap[] = []
+    try {
+      for (const name of MAP_NAMES) opened.push(this.openMap(name))
+      for (const family of FAMILIES) {
+        const outer = opened[MAP_NAMES.indexOf(`flows${family}`)]
+        const id = innerMapId(outer)
+        if (id) opened.push(BpfMap.openById(id))
+      }
+      for (const d of this.drainMaps()) opened.push(BpfMap.open(d.path))
+      for (const m of opened) now += m.memlock()
+    } finally {
+      for (const m of opened) m.close()
+    }
+    return {now, atMost: now + flowMemoryAtMost(this.capacity())}
+  }
 }
 
 /**
- * The flow maps of one address family: the two per-CPU hashes (one live, written by the program,
- * one idle) and the pending map. Only the idle map may be emptied: deleting from the live map
- * could let an in-flight packet's update land in a recycled element of another flow.
+ * Kernel memory the flows of a meter set of `capacity` can take beyond its empty maps: per family,
+ * one element per flow in a full live map (htab_elem header, key and value rounded to 8 bytes)
+ * and in the map being drained, and the daemon's snapshot of up to twice the capacity.
+ */
+export function flowMemoryAtMost(capacity: number): number {
+  let bytes = 0
+  for (const family of FAMILIES) {
+    const shape = FLOW_MAP_SHAPE[family]
+    bytes += 2 * capacity * (HTAB_ELEM_HEADER + round8(shape.keySize) + round8(shape.valueSize))
+    bytes += 2 * capacity * (shape.keySize + shape.valueSize)
+  }
+  return bytes
+}
+
+/** struct htab_elem before its key, on 64-bit kernels (kernel/bpf/hashtab.c). */
+const HTAB_ELEM_HEADER = 48
+
+function round8(n: number): number {
+  return Math.ceil(n / 8) * 8
+}
+
+/**
+ * The flow maps of one address family: `flows<F>`, a one-slot ARRAY_OF_MAPS holding the hash the
+ * program writes now (the live map, known by id, never pinned).
  */
 export class FamilyMaps {
   readonly family: Family
   readonly outer: BpfMap
-  readonly a: BpfMap
-  readonly b: BpfMap
-  readonly pending: BpfMap
+  private readonly set: MeterSet
 
-  private constructor(family: Family, outer: BpfMap, a: BpfMap, b: BpfMap, pending: BpfMap) {
+  private constructor(set: MeterSet, family: Family, outer: BpfMap) {
+    this.set = set
     this.family = family
     this.outer = outer
-    this.a = a
-    this.b = b
-    this.pending = pending
   }
 
   static open(set: MeterSet, family: Family): FamilyMaps {
-    const opened: BpfMap[] = []
-    try {
-      for (const name of [`flows${family}`, `flows${family}_a`, `flows${family}_b`, `pending${family}`]) {
-        opened.push(set.openMap(name))
-      }
-    } catch (error) {
-      for (const m of opened) m.close()
-      throw error
-    }
-    const [outer, a, b, pending] = opened
-    return new FamilyMaps(family, outer, a, b, pending)
+    return new FamilyMaps(set, family, set.openMap(`flows${family}`))
+  }
+
+  liveId(): number {
+    const id = innerMapId(this.outer)
+    if (!id) throw new StateError(`the flow map slot of ${this.set.mapPath(`flows${this.family}`)} is empty: remove ${this.set.dir} and attach again`)
+    return id
   }
 
   /** The map the program writes now. */
-  live(): BpfMap {
-    return innerMapId(this.outer) === this.b.info.id ? this.b : this.a
-  }
-
-  idle(): BpfMap {
-    return this.live() === this.a ? this.b : this.a
+  openLive(): BpfMap {
+    return BpfMap.openById(this.liveId(), `the live IPv${this.family} flow map of ${this.set.dir}`)
   }
 
   /**
-   * Makes the idle map live and returns the previously live one, which no program writes any
-   * more once this returns (the kernel waits for running programs before the update returns).
+   * Puts a fresh, empty map in the slot and returns the one the program wrote until now, which no
+   * program writes any more once this returns (the kernel waits for running programs before the
+   * update returns). With `pinAs`, the old map is pinned there first, so that a crash at any
+   * moment leaves it reachable.
    */
-  swap(): BpfMap {
-    const wasLive = this.live()
-    setInnerMap(this.outer, wasLive === this.a ? this.b : this.a)
-    return wasLive
+  swapOut(pinAs?: string): BpfMap {
+    const live = this.openLive()
+    let fresh: BpfMap | undefined
+    try {
+      fresh = BpfMap.createLike(live.info)
+      if (pinAs) live.pin(pinAs)
+      setInnerMap(this.outer, fresh)
+      return live
+    } catch (error) {
+      live.close()
+      throw error
+    } finally {
+      fresh?.close() // the slot holds it now
+    }
   }
 
   close(): void {
-    for (const m of [this.outer, this.a, this.b, this.pending]) m.close()
+    this.outer.close()
   }
 }

@@ -4,7 +4,8 @@ import {existsSync} from 'node:fs'
 import type {Paths} from '../paths.js'
 import {netnsLabel, listLinks, type NetnsName} from '../sys/netns.js'
 import {listFilters} from '../sys/tc.js'
-import {decodePerCpuOverflow, K} from './layout.js'
+import {KEY, readOverflow} from './layout.js'
+import {BpfMap} from './libbpf.js'
 import {FAMILIES, type DirectionName} from '../flow/record.js'
 import {MeterSet} from './meter-set.js'
 import {readState, sameNetns} from './state.js'
@@ -29,49 +30,48 @@ export interface MeterStatus {
   /** Packets and bytes not metered because the flow map was full. */
   overflowPackets: number
   overflowBytes: number
+  /** Kernel memory of the namespace's meter set (shared by its interfaces), now and at most, in bytes. */
+  memoryBytes: number
+  memoryMaxBytes: number
 }
 
 function slot(ifindex: number, direction: number): string {
   return `${ifindex}/${direction}`
 }
 
-/** Per interface-direction: distinct flows in the live and idle maps, and overflow counters. */
+/** Per interface-direction: distinct flows in the live and drained maps, and overflow counters. */
 function countFlows(set: MeterSet): {flows: Map<string, number>; overflow: Map<string, {packets: number; bytes: number}>} {
   const flows = new Map<string, number>()
+  const drained = set.drainMaps()
   for (const family of FAMILIES) {
     const maps = set.openFamily(family)
+    const opened: BpfMap[] = []
     try {
-      const live = maps.live()
-      const idle = maps.idle()
-      const keySize = live.info.keySize
-      const idleKeys = new Set<string>()
-      const tally = (keys: Buffer, n: number, skip?: Set<string>) => {
-        for (let i = 0; i < n; i++) {
-          const off = i * keySize
-          if (skip?.has(keys.toString('hex', off, off + keySize))) continue
-          const s = slot(keys.readUInt32LE(off + K.ifindex), keys[off + K.direction])
-          flows.set(s, (flows.get(s) ?? 0) + 1)
-        }
+      opened.push(maps.openLive())
+      for (const d of drained) if (d.family === family) opened.push(BpfMap.open(d.path))
+      const keySize = opened[0].info.keySize
+      const seen = new Set<string>()
+      for (const map of opened) {
+        map.forEachBatch((keys, _v, n) => {
+          for (let i = 0; i < n; i++) {
+            const off = i * keySize
+            const id = keys.toString('hex', off, off + keySize)
+            if (seen.has(id)) continue
+            seen.add(id)
+            const s = slot(keys.readUInt32LE(off + KEY.ifindex.offset), keys[off + KEY.direction.offset])
+            flows.set(s, (flows.get(s) ?? 0) + 1)
+          }
+        })
       }
-      idle.forEachBatch((keys, _v, n) => {
-        for (let i = 0; i < n; i++) idleKeys.add(keys.toString('hex', i * keySize, (i + 1) * keySize))
-        tally(keys, n)
-      })
-      live.forEachBatch((keys, _v, n) => tally(keys, n, idleKeys))
     } finally {
+      for (const m of opened) m.close()
       maps.close()
     }
   }
   const overflow = new Map<string, {packets: number; bytes: number}>()
   const map = set.openMap('overflow')
   try {
-    const stride = map.valueBytes
-    const cpus = stride / 16
-    map.forEachBatch((keys, values, n) => {
-      for (let i = 0; i < n; i++) {
-        overflow.set(slot(keys.readUInt32LE(i * 8), keys.readUInt32LE(i * 8 + 4)), decodePerCpuOverflow(values, i * stride, cpus))
-      }
-    })
+    for (const o of readOverflow(map)) overflow.set(slot(o.ifindex, o.direction), {packets: o.packets, bytes: o.bytes})
   } finally {
     map.close()
   }
@@ -87,6 +87,7 @@ export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<Mete
     if (!set.exists()) continue
     const {flows, overflow} = countFlows(set)
     const capacity = set.capacity()
+    const memory = set.memory()
     let links: {ifname: string; ifindex: number}[] = []
     try {
       links = await listLinks(set.netns)
@@ -117,6 +118,8 @@ export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<Mete
         capacity,
         overflowPackets: o.packets,
         overflowBytes: o.bytes,
+        memoryBytes: memory.now,
+        memoryMaxBytes: memory.atMost,
       })
     }
   }

@@ -8,7 +8,8 @@ export default class Dump extends FlowctlCommand {
   static override summary = 'Print the flows now in the kernel'
   static override description = `Reads the meter's maps through \`bpftool map dump -j\`, streaming: a full map of any size is
 printed with bounded memory. A flow is shown once, its counts merged over the maps that hold it
-(the live flow map, the idle one, and the daemon's pending map). Times are local wall-clock time
+(the live flow map, a drained map the daemon has not committed yet, and the daemon's snapshot
+of the flows it holds until they end). Times are local wall-clock time
 in the table and epoch milliseconds in JSON.`
 
   static override examples = [

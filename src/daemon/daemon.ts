@@ -7,7 +7,7 @@
 import {existsSync, readFileSync, rmSync, writeFileSync, mkdirSync} from 'node:fs'
 import {dirname} from 'node:path'
 
-import {decodePerCpuOverflow} from '../bpf/layout.js'
+import {readOverflow} from '../bpf/layout.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import {skipSockets, socketCookie, unskipSockets} from '../bpf/sockets.js'
 import {daemonPidFile, runningDaemonPid} from '../bpf/state.js'
@@ -226,14 +226,10 @@ export class Daemon {
       const total = out.get(d.observationDomainId) ?? {packets: 0, bytes: 0}
       const map = d.set.openMap('overflow')
       try {
-        const stride = map.valueBytes
-        map.forEachBatch((_k, values, n) => {
-          for (let i = 0; i < n; i++) {
-            const o = decodePerCpuOverflow(values, i * stride, stride / 16)
-            total.packets += o.packets
-            total.bytes += o.bytes
-          }
-        })
+        for (const o of readOverflow(map)) {
+          total.packets += o.packets
+          total.bytes += o.bytes
+        }
       } finally {
         map.close()
       }

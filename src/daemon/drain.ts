@@ -1,15 +1,12 @@
 /**
  * Taking flows out of one meter set and deciding when each is exported.
  *
- * A drain, per address family: the idle flow map is processed (normally empty; it holds flows
- * after a crash or a flush), then the live map is swapped out and processed. Processing a map
- * reads it in chunks; each chunk is merged into the flow cache and written to the kernel's
- * pending map before it is deleted from the flow map, so that at every instant each count is in
- * the kernel at least once. Each pass is journaled (drain_state: its generation, in progress)
- * and stamps the pending records it writes with that generation; a daemon that finds a pass in
- * progress at start resumes it, skipping the entries it had already merged. Exporting happens
- * after the pass, and a flow leaves the pending map only after it was sent: a SIGKILL at the
- * wrong moment can make a flow be sent twice, never lost.
+ * A drain takes each family's live flow map out whole (src/bpf/flow-store.ts: a fresh map goes
+ * into the program's slot; the old one stays pinned until the drain commits), merges its entries
+ * into the flow cache, exports the flows that ended, and commits: the cache goes back to the
+ * kernel as a snapshot, and one update of drain_state makes it the current one. A daemon that
+ * starts loads the snapshot and merges any drained map a cut-short drain left behind: a SIGKILL
+ * at any moment can make a flow be sent twice, never lost.
  *
  * Expiry per flow, with IPFIX flowEndReason (IE 136):
  *   idle timeout (1): no packet for idleTimeout;
@@ -17,20 +14,20 @@
  *     start a new record (so a long flow goes out every interval, as deltas);
  *   end of flow (3): FIN or RST seen, and no packet in the latest drain;
  *   forced end (4): shutdown, or the meter is detached;
- *   lack of resources (5): the cache (and the pending map behind it) is full: a new flow is
+ *   lack of resources (5): the cache is full (twice a flow map's capacity): a new flow is
  *     exported at once instead of being held.
  */
-import {C, DRAIN_STATE, FLOW_RECORD, K, R} from '../bpf/layout.js'
-import {FAMILIES, type Family} from '../flow/record.js'
-import {type BpfMap, numPossibleCpus} from '../bpf/libbpf.js'
-import {type FamilyMaps, type MeterSet} from '../bpf/meter-set.js'
+import type {FlowStore as FlowStoreType, FamilyCaches} from '../bpf/flow-store.js'
+import {FlowStore, forEachFlow} from '../bpf/flow-store.js'
+import {interfaceSlot, KEY, readU32, srcOffset} from '../bpf/layout.js'
+import type {BpfMap} from '../bpf/libbpf.js'
+import type {MeterSet} from '../bpf/meter-set.js'
 import {FlowBatch, END_REASON} from '../flow/batch.js'
-import {FlowCache} from '../flow/flow-cache.js'
 import {TCP_FIN, TCP_RST} from '../flow/protocols.js'
+import {FAMILIES, type Family} from '../flow/record.js'
 import {clockOffsetNs, monotonicNowNs} from '../sys/clock.js'
 
 export const CHUNK = 8192
-const TWO_32 = 4_294_967_296
 
 export interface DrainPolicy {
   idleTimeoutNs: number
@@ -58,149 +55,74 @@ export interface DrainReport {
 /** Sends a batch of ended flows to every output; called synchronously during the drain. */
 export type ExportSink = (batch: FlowBatch) => void
 
-interface FamilyState {
-  family: Family
-  maps: FamilyMaps
-  cache: FlowCache
-  batch: FlowBatch
-  keySize: number
-  /** Keys of the flows in `batch` that are in the pending map, to delete once sent. */
-  pendingKeys: Buffer
-  pendingCount: number
-  /** Buffers for writing a chunk to the pending map. */
-  recordKeys: Buffer
-  recordValues: Buffer
-}
-
-function u64(buf: Buffer, off: number): number {
-  return buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * TWO_32
-}
-
-/** The u64 at byte `off` of a batch buffer seen as host-order 32-bit words (see `words`). */
-function u64w(w: Uint32Array, off: number): number {
-  return w[off >>> 2] + w[(off >>> 2) + 1] * TWO_32
-}
-
-/**
- * A batch buffer as host-order 32-bit words, for reading counters without Buffer's bounds-checked
- * methods. The batch buffers are whole allocations, so aligned; the values are in the kernel's
- * (host) byte order.
- */
-function words(buf: Buffer): Uint32Array {
-  if (buf.byteOffset % 4) throw new Error('batch buffer not aligned')
-  return new Uint32Array(buf.buffer, buf.byteOffset, buf.length >>> 2)
-}
-
-function putU64(buf: Buffer, off: number, value: number): void {
-  buf.writeUInt32LE(value >>> 0, off)
-  buf.writeUInt32LE(Math.floor(value / TWO_32), off + 4)
-}
-
 export class MeterSetDrainer {
   readonly set: MeterSet
   readonly observationDomainId: number
   readonly netns: string
-  private readonly families: FamilyState[]
-  private readonly drainState: BpfMap
-  private readonly cpus = numPossibleCpus()
+  private readonly store: FlowStoreType
+  private readonly caches: FamilyCaches
+  private readonly batches: Record<Family, FlowBatch>
+  /** The drain running now (or the last one): entries merged by it carry it in `gen`. */
   private gen = 0
   private offsetNs = 0
-  /** Set while a pass runs: entries already stamped with it are not merged again. */
-  private passGen = 0
-  /** The drain in progress: its policy, clock, and what it exported. */
   private policy: DrainPolicy = {idleTimeoutNs: Infinity, activeTimeoutNs: Infinity}
   private nowNs = 0
   private exported: Record<number, number> = {}
   private seen = new Map<number, {packets: number; bytes: number}>()
 
-  private constructor(set: MeterSet, netns: string, domain: number, families: FamilyState[], drainState: BpfMap) {
+  private constructor(set: MeterSet, netns: string, domain: number, store: FlowStoreType) {
     this.set = set
     this.netns = netns
     this.observationDomainId = domain
-    this.families = families
-    this.drainState = drainState
+    this.store = store
+    this.caches = store.newCaches()
+    const batch = (family: Family) => {
+      const b = new FlowBatch(family, CHUNK)
+      b.netns = netns
+      b.observationDomainId = domain
+      return b
+    }
+    this.batches = {4: batch(4), 6: batch(6)}
+    this.gen = store.gen
   }
 
-  /** Opens the meter set's maps, reads back held flows, and finishes a pass a crash interrupted. */
+  /** Opens the meter set's maps, loads the flows held for it, and finishes a drain a crash cut short. */
   static open(set: MeterSet, netns: string, observationDomainId: number, sink: ExportSink): MeterSetDrainer {
-    const families: FamilyState[] = []
-    let drainState: BpfMap | undefined
+    const store = FlowStore.open(set)
     try {
-      for (const family of FAMILIES) {
-        const maps = set.openFamily(family)
-        const keySize = maps.pending.info.keySize
-        const batch = new FlowBatch(family, CHUNK)
-        batch.netns = netns
-        batch.observationDomainId = observationDomainId
-        families.push({
-          family,
-          maps,
-          keySize,
-          cache: new FlowCache(keySize, maps.pending.info.maxEntries),
-          batch,
-          pendingKeys: Buffer.alloc(CHUNK * keySize),
-          pendingCount: 0,
-          recordKeys: Buffer.alloc(CHUNK * keySize),
-          recordValues: Buffer.alloc(CHUNK * FLOW_RECORD.size),
-        })
-      }
-      drainState = set.openMap('drain_state')
+      const drainer = new MeterSetDrainer(set, netns, observationDomainId, store)
+      drainer.recover(sink)
+      return drainer
     } catch (error) {
-      for (const f of families) f.maps.close()
+      store.close()
       throw error
     }
-    const drainer = new MeterSetDrainer(set, netns, observationDomainId, families, drainState)
-    drainer.recover(sink)
-    return drainer
   }
 
   /** Flows held in the cache now. */
   get pending(): number {
-    return this.families.reduce((n, f) => n + f.cache.size, 0)
+    return this.caches[4].size + this.caches[6].size
   }
 
   close(): void {
-    for (const f of this.families) f.maps.close()
-    this.drainState.close()
-  }
-
-  private readJournal(): {gen: number; inProgress: boolean} {
-    const value = this.drainState.lookup(Buffer.alloc(4))!
-    return {gen: u64(value, 0), inProgress: value.readUInt32LE(8) !== 0}
-  }
-
-  private writeJournal(gen: number, inProgress: boolean): void {
-    const value = Buffer.alloc(DRAIN_STATE.size)
-    putU64(value, 0, gen)
-    value.writeUInt32LE(inProgress ? 1 : 0, 8)
-    this.drainState.update(Buffer.alloc(4), value)
+    this.store.close()
   }
 
   private recover(sink: ExportSink): void {
-    for (const f of this.families) {
-      f.maps.pending.forEachBatch((keys, values, n) => {
-        for (let i = 0; i < n; i++) {
-          const idx = f.cache.insert(keys, i * f.keySize)
-          const o = i * FLOW_RECORD.size
-          f.cache.packets[idx] = u64(values, o + R.packets)
-          f.cache.bytes[idx] = u64(values, o + R.bytes)
-          f.cache.firstNs[idx] = u64(values, o + R.firstSeen)
-          f.cache.lastNs[idx] = u64(values, o + R.lastSeen)
-          f.cache.gen[idx] = u64(values, o + R.drainGen)
-          f.cache.tcpFlags[idx] = values[o + R.tcpFlags]
-          f.cache.tos[idx] = values[o + R.ipTos]
-        }
-      })
-    }
-    const journal = this.readJournal()
-    this.gen = journal.gen
-    if (journal.inProgress) {
-      // Resume the interrupted pass: the map it was reading is the idle one now.
-      this.startClock()
-      this.passGen = journal.gen
-      for (const f of this.families) this.processMap(f, f.maps.idle(), false, sink)
-      this.flushLackOfResources(sink)
-      this.writeJournal(this.gen, false)
+    this.store.loadSnapshot(this.caches)
+    this.store.removeStrayChunks()
+    const leftovers = this.store.leftovers()
+    if (leftovers.length === 0) return
+    this.startClock()
+    try {
+      for (const l of leftovers) {
+        this.gen = Math.max(this.gen, l.gen)
+        this.merge(l.family, l.map, false, sink)
+      }
+      this.flushBatches(sink)
+      this.store.commit(this.gen, this.caches)
+    } finally {
+      for (const l of leftovers) l.map.close()
     }
   }
 
@@ -212,17 +134,26 @@ export class MeterSetDrainer {
     const started = performance.now()
     this.policy = policy
     this.startClock()
+    const gen = this.gen + 1
+    this.gen = gen
     let taken = 0
     const takenByFamily: Record<Family, number> = {4: 0, 6: 0}
-    const passesStart = this.gen + 1
-    for (const f of this.families) {
-      const n = this.pass(f, () => f.maps.idle(), force, sink) + this.pass(f, () => f.maps.swap(), force, sink)
-      takenByFamily[f.family] = n
-      taken += n
+    const drained: BpfMap[] = []
+    try {
+      for (const family of FAMILIES) {
+        const map = this.store.swapOut(family, gen)
+        drained.push(map)
+        const n = this.merge(family, map, force, sink)
+        takenByFamily[family] = n
+        taken += n
+      }
+      this.flushBatches(sink)
+      this.nowNs = Number(monotonicNowNs())
+      for (const family of FAMILIES) this.expire(family, force, gen, sink)
+      this.store.commit(gen, this.caches)
+    } finally {
+      for (const m of drained) m.close()
     }
-    this.writeJournal(this.gen, false)
-    this.nowNs = Number(monotonicNowNs())
-    for (const f of this.families) this.expire(f, force, passesStart, sink)
     return {taken, exported: this.exported, pending: this.pending, ms: performance.now() - started, seen: this.seen, takenByFamily}
   }
 
@@ -246,171 +177,119 @@ export class MeterSetDrainer {
     return force ? END_REASON.forcedEnd : 0
   }
 
-  /** Journals a new pass, then processes the map `open` yields (the swap happens after the journal entry). */
-  private pass(f: FamilyState, open: () => BpfMap, force: boolean, sink: ExportSink): number {
-    this.gen++
-    this.passGen = this.gen
-    this.writeJournal(this.gen, true)
-    const taken = this.processMap(f, open(), force, sink)
-    this.flushLackOfResources(sink)
-    return taken
-  }
-
   /**
-   * Merges every entry of a quiescent flow map into the cache (and the pending map), chunk by
-   * chunk, deleting each chunk from the flow map once it is safe elsewhere. A flow not held in
-   * the cache that has already ended when read (every flow with `direct`, i.e. forced drains;
-   * otherwise one read after its idle or active timeout, as after a daemon restart) skips the
-   * pending map and is exported as it is read, before its chunk is deleted: the same flows leave
-   * with the same reasons as through the cache, with two map writes fewer each.
+   * Merges every entry of a drained flow map into the cache. A flow not held in the cache that
+   * has already ended when read (every flow with `direct`, i.e. forced drains; otherwise one read
+   * after its idle or active timeout, as after a daemon restart), or that finds the cache full, is
+   * exported as it is read.
    */
-  private processMap(f: FamilyState, map: BpfMap, direct: boolean, sink: ExportSink): number {
-    const {cache, keySize, batch} = f
-    const stride = map.valueBytes / this.cpus
-    const cpus = this.cpus
+  private merge(family: Family, map: BpfMap, direct: boolean, sink: ExportSink): number {
+    const cache = this.caches[family]
+    const batch = this.batches[family]
     const seen = this.seen
-    return map.forEachBatch(
-      (keys, values, n) => {
-        let records = 0
-        const w = words(values)
-        for (let i = 0; i < n; i++) {
-          const ko = i * keySize
-          // Sum the CPUs' slots.
-          let packets = 0
-          let bytes = 0
-          let first = 0
-          let last = 0
-          let flags = 0
-          let tos = 0
-          for (let cpu = 0; cpu < cpus; cpu++) {
-            const o = i * cpus * stride + cpu * stride
-            const f0 = u64w(w, o + C.firstSeen)
-            if (f0 === 0) continue
-            packets += u64w(w, o + C.packets)
-            bytes += u64w(w, o + C.bytes)
-            if (first === 0 || f0 < first) {
-              first = f0
-              tos = values[o + C.ipTos]
-            }
-            const l0 = u64w(w, o + C.lastSeen)
-            if (l0 > last) last = l0
-            flags |= values[o + C.tcpFlags]
-          }
-          let idx = cache.find(keys, ko)
-          if (idx >= 0 && cache.gen[idx] === this.passGen) continue // merged before a crash
-          const slot = ((keys[ko + K.ifindex] | (keys[ko + K.ifindex + 1] << 8) | (keys[ko + K.ifindex + 2] << 16)) + keys[ko + K.ifindex + 3] * 16777216) * 2 + keys[ko + K.direction]
-          const tally = seen.get(slot)
-          if (tally) {
-            tally.packets += packets
-            tally.bytes += bytes
-          } else seen.set(slot, {packets, bytes})
-          if (idx < 0) {
-            const ended = this.endReason(first, last, flags, false, direct)
-            if (ended || cache.full) {
-              // Not held: out now (it has ended, or there is no room to hold it).
-              if (batch.full) this.flushBatch(f, sink)
-              const reason = ended || END_REASON.lackOfResources
-              this.fillFromKey(batch, batch.length, keys, ko)
-              this.fillCounters(batch, batch.length, packets, bytes, first, last, flags, tos, reason)
-              batch.length++
-              this.exported[reason] = (this.exported[reason] ?? 0) + 1
-              continue
-            }
-            idx = cache.insert(keys, ko)
-            cache.firstNs[idx] = first
-            cache.tos[idx] = tos
-          } else if (first && (!cache.firstNs[idx] || first < cache.firstNs[idx])) {
-            cache.firstNs[idx] = first
-            cache.tos[idx] = tos
-          }
-          cache.packets[idx] += packets
-          cache.bytes[idx] += bytes
-          if (last > cache.lastNs[idx]) cache.lastNs[idx] = last
-          cache.tcpFlags[idx] |= flags
-          cache.gen[idx] = this.passGen
-          if (!direct) records = this.stageRecord(f, idx, records)
+    const gen = this.gen
+    return forEachFlow(map, (keys, ko, sample) => {
+      const slot = interfaceSlot(keys, ko)
+      const tally = seen.get(slot)
+      if (tally) {
+        tally.packets += sample.packets
+        tally.bytes += sample.bytes
+      } else seen.set(slot, {packets: sample.packets, bytes: sample.bytes})
+      let idx = cache.find(keys, ko)
+      if (idx < 0) {
+        const ended = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, false, direct)
+        if (ended || cache.full) {
+          if (batch.full) this.flushBatch(batch, sink)
+          const reason = ended || END_REASON.lackOfResources
+          const j = batch.length++
+          fillKey(batch, j, keys, ko)
+          fillCounters(batch, j, sample.packets, sample.bytes, sample.firstNs, sample.lastNs, sample.tcpFlags, sample.tos, sample.peerIfindex, sample.minTtl, sample.maxTtl, sample.fwdStatus, sample.nextHopBytes, sample.nextHopOffset, reason, this.offsetNs)
+          this.exported[reason] = (this.exported[reason] ?? 0) + 1
+          return
         }
-        if (records) f.maps.pending.updateBatch(f.recordKeys, f.recordValues, records)
-        if (batch.length) this.flushBatch(f, sink)
-        map.deleteBatch(keys, n)
-      },
-      {chunk: CHUNK},
-    )
+        idx = cache.insert(keys, ko)
+      }
+      cache.merge(idx, sample)
+      cache.gen[idx] = gen
+    }, CHUNK)
   }
 
-  private stageRecord(f: FamilyState, idx: number, records: number): number {
-    const {cache, keySize} = f
-    const keys = cache.keys
-    const from = idx * keySize
-    const to = records * keySize
-    for (let k = 0; k < keySize; k++) f.recordKeys[to + k] = keys[from + k]
-    const o = records * FLOW_RECORD.size
-    const v = f.recordValues
-    putU64(v, o + R.packets, cache.packets[idx])
-    putU64(v, o + R.bytes, cache.bytes[idx])
-    putU64(v, o + R.firstSeen, cache.firstNs[idx])
-    putU64(v, o + R.lastSeen, cache.lastNs[idx])
-    putU64(v, o + R.drainGen, cache.gen[idx])
-    v[o + R.tcpFlags] = cache.tcpFlags[idx]
-    v[o + R.ipTos] = cache.tos[idx]
-    v.fill(0, o + R.ipTos + 1, o + FLOW_RECORD.size)
-    return records + 1
+  private flushBatches(sink: ExportSink): void {
+    for (const family of FAMILIES) if (this.batches[family].length) this.flushBatch(this.batches[family], sink)
   }
 
-  private flushLackOfResources(sink: ExportSink): void {
-    for (const f of this.families) if (f.batch.length) this.flushBatch(f, sink)
+  private flushBatch(batch: FlowBatch, sink: ExportSink): void {
+    sink(batch)
+    batch.clear()
   }
 
-  /** Sends the batch, then forgets the pending records of the flows in it. */
-  private flushBatch(f: FamilyState, sink: ExportSink): void {
-    sink(f.batch)
-    if (f.pendingCount) f.maps.pending.deleteBatch(f.pendingKeys, f.pendingCount)
-    f.batch.clear()
-    f.pendingCount = 0
-  }
-
-  private expire(f: FamilyState, force: boolean, passesStart: number, sink: ExportSink): void {
-    const {cache, batch, keySize} = f
+  private expire(family: Family, force: boolean, gen: number, sink: ExportSink): void {
+    const cache = this.caches[family]
+    const batch = this.batches[family]
+    const keySize = cache.keySize
+    const len = cache.addrLen
     for (let idx = cache.size - 1; idx >= 0; idx--) {
-      const reason = this.endReason(cache.firstNs[idx], cache.lastNs[idx], cache.tcpFlags[idx], cache.gen[idx] < passesStart, force)
+      const reason = this.endReason(cache.firstNs[idx], cache.lastNs[idx], cache.tcpFlags[idx], cache.gen[idx] < gen, force)
       if (!reason) continue
-      if (batch.full) this.flushBatch(f, sink)
+      if (batch.full) this.flushBatch(batch, sink)
       const j = batch.length++
-      this.fillFromKey(batch, j, cache.keys, idx * keySize)
-      this.fillCounters(batch, j, cache.packets[idx], cache.bytes[idx], cache.firstNs[idx], cache.lastNs[idx], cache.tcpFlags[idx], cache.tos[idx], reason)
-      const from = idx * keySize
-      const to = f.pendingCount * keySize
-      for (let k = 0; k < keySize; k++) f.pendingKeys[to + k] = cache.keys[from + k]
-      f.pendingCount++
+      fillKey(batch, j, cache.keys, idx * keySize)
+      fillCounters(batch, j, cache.packets[idx], cache.bytes[idx], cache.firstNs[idx], cache.lastNs[idx], cache.tcpFlags[idx], cache.tos[idx], cache.peerIfindex[idx], cache.minTtl[idx], cache.maxTtl[idx], cache.fwdStatus[idx], cache.nextHop, idx * len, reason, this.offsetNs)
       this.exported[reason] = (this.exported[reason] ?? 0) + 1
       cache.remove(idx)
     }
-    if (batch.length) this.flushBatch(f, sink)
+    if (batch.length) this.flushBatch(batch, sink)
   }
+}
 
-  private fillFromKey(batch: FlowBatch, j: number, keys: Uint8Array, ko: number): void {
-    batch.ifindex[j] = keys[ko + K.ifindex] | (keys[ko + K.ifindex + 1] << 8) | (keys[ko + K.ifindex + 2] << 16) | (keys[ko + K.ifindex + 3] * 16777216)
-    batch.direction[j] = keys[ko + K.direction]
-    batch.proto[j] = keys[ko + K.proto]
-    batch.vlanId[j] = keys[ko + K.vlanId] | (keys[ko + K.vlanId + 1] << 8)
-    batch.sport[j] = (keys[ko + K.sport] << 8) | keys[ko + K.sport + 1]
-    batch.dport[j] = (keys[ko + K.dport] << 8) | keys[ko + K.dport + 1]
-    const len = batch.addrLen
-    const src = batch.src
-    const dst = batch.dst
-    for (let k = 0, at = j * len, from = ko + K.src; k < len; k++) {
-      src[at + k] = keys[from + k]
-      dst[at + k] = keys[from + len + k]
-    }
+/** The key columns of batch row `j` from kernel key bytes at `ko`. */
+function fillKey(batch: FlowBatch, j: number, keys: Uint8Array, ko: number): void {
+  batch.ifindex[j] = readU32(keys, ko + KEY.ifindex.offset)
+  batch.direction[j] = keys[ko + KEY.direction.offset]
+  batch.proto[j] = keys[ko + KEY.proto.offset]
+  batch.vlanId[j] = keys[ko + KEY.vlanId.offset] | (keys[ko + KEY.vlanId.offset + 1] << 8)
+  batch.innerVlanId[j] = keys[ko + KEY.innerVlanId.offset] | (keys[ko + KEY.innerVlanId.offset + 1] << 8)
+  batch.sport[j] = (keys[ko + KEY.sport.offset] << 8) | keys[ko + KEY.sport.offset + 1]
+  batch.dport[j] = (keys[ko + KEY.dport.offset] << 8) | keys[ko + KEY.dport.offset + 1]
+  const len = batch.addrLen
+  const src = batch.src
+  const dst = batch.dst
+  for (let k = 0, at = j * len, from = ko + srcOffset(batch.family); k < len; k++) {
+    src[at + k] = keys[from + k]
+    dst[at + k] = keys[from + len + k]
   }
+}
 
-  private fillCounters(batch: FlowBatch, j: number, packets: number, bytes: number, first: number, last: number, flags: number, tos: number, reason: number): void {
-    batch.packets[j] = packets
-    batch.bytes[j] = bytes
-    batch.startUs[j] = (first + this.offsetNs) / 1000
-    batch.endUs[j] = (last + this.offsetNs) / 1000
-    batch.tcpFlags[j] = flags
-    batch.tos[j] = tos
-    batch.endReason[j] = reason
-  }
+/** The counter columns of batch row `j` (times turned from CLOCK_MONOTONIC ns into epoch µs). */
+function fillCounters(
+  batch: FlowBatch,
+  j: number,
+  packets: number,
+  bytes: number,
+  first: number,
+  last: number,
+  flags: number,
+  tos: number,
+  peerIfindex: number,
+  minTtl: number,
+  maxTtl: number,
+  fwdStatus: number,
+  nextHop: Uint8Array,
+  nextHopAt: number,
+  reason: number,
+  offsetNs: number,
+): void {
+  batch.packets[j] = packets
+  batch.bytes[j] = bytes
+  batch.startUs[j] = (first + offsetNs) / 1000
+  batch.endUs[j] = (last + offsetNs) / 1000
+  batch.tcpFlags[j] = flags
+  batch.tos[j] = tos
+  batch.peerIfindex[j] = peerIfindex
+  batch.minTtl[j] = minTtl
+  batch.maxTtl[j] = maxTtl
+  batch.fwdStatus[j] = fwdStatus
+  const len = batch.addrLen
+  for (let k = 0; k < len; k++) batch.nextHop[j * len + k] = nextHop[nextHopAt + k]
+  batch.endReason[j] = reason
 }

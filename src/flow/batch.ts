@@ -24,6 +24,8 @@ export class FlowBatch {
   readonly direction: Uint8Array
   readonly proto: Uint8Array
   readonly vlanId: Uint16Array
+  /** QinQ: the inner (customer) tag; 0 when there is none. */
+  readonly innerVlanId: Uint16Array
   readonly sport: Uint16Array
   readonly dport: Uint16Array
   /** Addresses, network order, `addrLen` bytes each. */
@@ -38,6 +40,18 @@ export class FlowBatch {
   readonly tcpFlags: Uint8Array
   readonly tos: Uint8Array
   readonly endReason: Uint8Array
+  /**
+   * The flow's other interface: where an ingress flow leaves the router, where an egress flow came
+   * in; 0 where there is none (traffic for or from this host) or it is unknown.
+   */
+  readonly peerIfindex: Uint32Array
+  /** Lowest and highest IPv4 TTL / IPv6 hop limit seen. */
+  readonly minTtl: Uint8Array
+  readonly maxTtl: Uint8Array
+  /** IPFIX forwardingStatus (IE 89, RFC 7270) as the meter found it when the flow began. */
+  readonly fwdStatus: Uint8Array
+  /** The gateway towards dst, network order, `addrLen` bytes each; zeros when directly connected. */
+  readonly nextHop: Uint8Array
 
   constructor(family: Family, capacity: number) {
     this.family = family
@@ -47,6 +61,7 @@ export class FlowBatch {
     this.direction = new Uint8Array(capacity)
     this.proto = new Uint8Array(capacity)
     this.vlanId = new Uint16Array(capacity)
+    this.innerVlanId = new Uint16Array(capacity)
     this.sport = new Uint16Array(capacity)
     this.dport = new Uint16Array(capacity)
     this.src = new Uint8Array(capacity * this.addrLen)
@@ -58,6 +73,11 @@ export class FlowBatch {
     this.tcpFlags = new Uint8Array(capacity)
     this.tos = new Uint8Array(capacity)
     this.endReason = new Uint8Array(capacity)
+    this.peerIfindex = new Uint32Array(capacity)
+    this.minTtl = new Uint8Array(capacity)
+    this.maxTtl = new Uint8Array(capacity)
+    this.fwdStatus = new Uint8Array(capacity)
+    this.nextHop = new Uint8Array(capacity * this.addrLen)
   }
 
   get full(): boolean {

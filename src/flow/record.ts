@@ -27,6 +27,8 @@ export interface FlowKey {
   direction: DirectionName
   proto: number
   vlanId: number
+  /** QinQ: the inner (customer) VLAN tag; 0 when there is none. */
+  innerVlanId: number
   /** Host-order port; 0 for protocols without ports and for ICMP. */
   sport: number
   /** Host-order port; for ICMP and ICMPv6, type * 256 + code. */
@@ -43,25 +45,56 @@ export interface FlowCounters {
   firstSeenNs: bigint
   lastSeenNs: bigint
   tcpFlags: number
+  /** The fields below are the first packet's (see firstPacketWins). */
   ipTos: number
+  /** The other interface: out for an ingress flow, in for an egress flow; 0 when none. */
+  peerIfindex: number
+  /** IPFIX forwardingStatus (RFC 7270) as the meter found it when the flow began. */
+  fwdStatus: number
+  /** The gateway towards the destination, as text; '' when directly connected or unknown. */
+  nextHop: string
+  /** Lowest and highest TTL / hop limit of any packet. */
+  minTtl: number
+  maxTtl: number
 }
 
 export function emptyCounters(): FlowCounters {
-  return {packets: 0, bytes: 0, firstSeenNs: 0n, lastSeenNs: 0n, tcpFlags: 0, ipTos: 0}
+  return {packets: 0, bytes: 0, firstSeenNs: 0n, lastSeenNs: 0n, tcpFlags: 0, ipTos: 0, peerIfindex: 0, fwdStatus: 0, nextHop: '', minTtl: 0, maxTtl: 0}
 }
 
 /**
- * Adds `from` into `into`: sums, earliest first-seen, latest last-seen, OR of flags. The TOS is
- * the first packet's: it goes with the earliest first-seen.
+ * Whether counts of a flow first seen at `fromFirst` carry the merged flow's first-packet fields
+ * (TOS, interfaces, next hop, forwarding status) over what it holds from `intoFirst`: the
+ * earliest first-seen wins; 0 is unknown. The one rule for every merge (FlowCache, the flow
+ * objects of dump, the snapshot).
+ */
+export function firstPacketWins(intoFirst: number | bigint, fromFirst: number | bigint): boolean {
+  return fromFirst !== 0 && fromFirst !== 0n && (intoFirst === 0 || intoFirst === 0n || fromFirst < intoFirst)
+}
+
+/** Merges two TTL ranges where 0/0 means "no packet yet". */
+export function mergeTtl(intoMin: number, intoMax: number, fromMin: number, fromMax: number): [number, number] {
+  if (fromMax === 0 && fromMin === 0) return [intoMin, intoMax]
+  if (intoMax === 0 && intoMin === 0) return [fromMin, fromMax]
+  return [Math.min(intoMin, fromMin), Math.max(intoMax, fromMax)]
+}
+
+/**
+ * Adds `from` into `into`: sums, latest last-seen, OR of flags, the TTL range, and the first
+ * packet's fields from whichever was first seen earlier.
  */
 export function mergeCounters(into: FlowCounters, from: FlowCounters): FlowCounters {
   into.packets += from.packets
   into.bytes += from.bytes
-  if (from.firstSeenNs && (!into.firstSeenNs || from.firstSeenNs < into.firstSeenNs)) {
+  if (firstPacketWins(into.firstSeenNs, from.firstSeenNs)) {
     into.firstSeenNs = from.firstSeenNs
     into.ipTos = from.ipTos
+    into.peerIfindex = from.peerIfindex
+    into.fwdStatus = from.fwdStatus
+    into.nextHop = from.nextHop
   }
   if (from.lastSeenNs > into.lastSeenNs) into.lastSeenNs = from.lastSeenNs
   into.tcpFlags |= from.tcpFlags
+  ;[into.minTtl, into.maxTtl] = mergeTtl(into.minTtl, into.maxTtl, from.minTtl, from.maxTtl)
   return into
 }

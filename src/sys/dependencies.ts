@@ -25,7 +25,7 @@ export interface DependencyCheck {
 /**
  * Minimums, and why:
  * - clang 11: BTF-defined maps with map-in-map initialisers and bounded loops compile reliably.
- * - kernel 5.11: bpf_ktime_get_coarse_ns (5.11), batch map ops on per-CPU hashes (5.6),
+ * - kernel 5.12: atomic fetch-and-add/or on shared counters (BPF atomics, 5.12), bpf_ktime_get_coarse_ns (5.11), batch map ops (5.6),
  *   __sk_buff gso_segs/gso_size/sk (5.1-5.7).
  * - iproute2 5.11 linked with libbpf 0.3+: tc loads BTF-style SEC(".maps") objects through libbpf.
  * - bpftool 5.10: `prog loadall ... pinmaps` and `map name NAME pinned` reuse, JSON with BTF.
@@ -33,7 +33,7 @@ export interface DependencyCheck {
  */
 export const MINIMUMS = {
   clang: '11.0.0',
-  kernel: '5.11.0',
+  kernel: '5.12.0',
   iproute2: '5.11.0',
   iproute2Libbpf: '0.3.0',
   bpftool: '5.10.0',
@@ -120,7 +120,7 @@ export async function checkDependencies(): Promise<DependencyCheck[]> {
   const ip = ipOut ? parseIpVersion(ipOut) : {iproute2: null, libbpf: null}
   const checks: DependencyCheck[] = [
     judge('clang', clangOut ? parseClangVersion(clangOut) : null, MINIMUMS.clang, 'apt-get install -y clang llvm'),
-    judge('kernel', coerce(release()), MINIMUMS.kernel, 'a kernel of 5.11 or later is needed (Debian 12 has 6.1)'),
+    judge('kernel', coerce(release()), MINIMUMS.kernel, 'a kernel of 5.12 or later is needed (Debian 12 has 6.1)'),
     judge('iproute2', ip.iproute2, MINIMUMS.iproute2, 'apt-get install -y iproute2'),
   ]
   const libbpfOfIp = judge('iproute2 libbpf', ip.libbpf, MINIMUMS.iproute2Libbpf, 'this iproute2 is built without libbpf and cannot load BTF-style maps: install Debian\'s iproute2 (bookworm or later)')

@@ -21,7 +21,17 @@ export interface Flow {
   icmpType?: number
   icmpCode?: number
   vlanId: number
+  /** QinQ: the inner (customer) tag; 0 when none. */
+  innerVlanId: number
   tos: number
+  /** The other interface of the flow (out for ingress, in for egress); 0 when none. */
+  peerIfindex: number
+  /** The gateway towards dst; '' when directly connected. */
+  nextHop: string
+  /** IPFIX forwardingStatus (RFC 7270). */
+  forwardingStatus: number
+  minTtl: number
+  maxTtl: number
   packets: number
   bytes: number
   tcpFlags: number
@@ -45,7 +55,13 @@ export function toFlow(netns: string, ifname: string | undefined, key: FlowKey, 
     proto: key.proto,
     protoName: protocolName(key.proto),
     vlanId: key.vlanId,
+    innerVlanId: key.innerVlanId,
     tos: c.ipTos,
+    peerIfindex: c.peerIfindex,
+    nextHop: c.nextHop,
+    forwardingStatus: c.fwdStatus,
+    minTtl: c.minTtl,
+    maxTtl: c.maxTtl,
     packets: c.packets,
     bytes: c.bytes,
     tcpFlags: c.tcpFlags,

@@ -3,11 +3,9 @@
  * `dump` and `flush`.
  */
 import {readMeterSetFlows} from '../bpf/flows.js'
-import {FAMILIES} from '../flow/record.js'
-import type {BpfMap} from '../bpf/libbpf.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import {runningDaemonPid} from '../bpf/state.js'
-import {dumpMap} from '../bpf/bpftool.js'
+import {FlowStore} from '../bpf/flow-store.js'
 import {decodeFlowKey} from '../bpf/layout.js'
 import {FlowctlError, NotFoundError} from '../errors.js'
 import type {Paths} from '../paths.js'
@@ -30,7 +28,8 @@ interface ScopedSet {
   selector: FlowSelector
 }
 
-async function resolveScope(paths: Paths, scope: FlowScope): Promise<ScopedSet[]> {
+/** The meter sets a scope covers, with their interface names and the selector narrowed to its interfaces. */
+export async function resolveScope(paths: Paths, scope: FlowScope): Promise<ScopedSet[]> {
   let sets = MeterSet.list(paths)
   if (scope.netns !== undefined) {
     assertNetnsExists(scope.netns)
@@ -77,8 +76,8 @@ export interface FlushResult {
 }
 
 /**
- * Deletes the flows in scope: every flow of the scoped meter sets when the selector is empty. A live flow map is never written: each
- * map is first made idle by a swap, then emptied, twice, so that both maps are covered. Packets
+ * Deletes the flows in scope: every flow of the scoped meter sets when the selector is empty. The
+ * live flow maps are swapped out first (a map a program writes is never deleted from); packets
  * that arrive during the flush are new flows and stay.
  */
 export async function flushFlows(paths: Paths, scope: FlowScope): Promise<FlushResult> {
@@ -86,40 +85,15 @@ export async function flushFlows(paths: Paths, scope: FlowScope): Promise<FlushR
   if (daemon) {
     throw new FlowctlError(`flowctl daemon (pid ${daemon}) is exporting these flows: stop it before flushing, or let it export them`)
   }
-  const removed = new Set<string>()
+  let removed = 0
   for (const {set, selector} of await resolveScope(paths, scope)) {
-    const all = isEmptySelector(selector)
-    for (const family of FAMILIES) {
-      const maps = set.openFamily(family)
-      try {
-        const ns = netnsLabel(set.netns)
-        for (let pass = 0; pass < 2; pass++) await removeFrom(maps.swap(), all, selector, family, `${ns}/${family}`, removed)
-        await removeFrom(maps.pending, all, selector, family, `${ns}/${family}`, removed)
-      } finally {
-        maps.close()
-      }
+    const store = FlowStore.open(set)
+    try {
+      const all = isEmptySelector(selector)
+      removed += store.flush(all ? null : (family, keys, at) => matchesSelector(selector, decodeFlowKey(family, Buffer.from(keys.buffer, keys.byteOffset + at, keys.length - at))))
+    } finally {
+      store.close()
     }
   }
-  return {removed: removed.size}
-}
-
-async function removeFrom(map: BpfMap, all: boolean, selector: FlowSelector, family: 4 | 6, tag: string, removed: Set<string>): Promise<void> {
-  if (all) {
-    const keySize = map.info.keySize
-    map.forEachBatch(
-      (keys, _values, n) => {
-        for (let i = 0; i < n; i++) removed.add(`${tag}/${keys.toString('hex', i * keySize, (i + 1) * keySize)}`)
-      },
-      {andDelete: true},
-    )
-    return
-  }
-  const doomed: Buffer[] = []
-  for await (const e of dumpMap(map.path)) {
-    if (matchesSelector(selector, decodeFlowKey(family, e.key))) doomed.push(e.key)
-  }
-  for (const key of doomed) {
-    map.delete(key)
-    removed.add(`${tag}/${key.toString('hex')}`)
-  }
+  return {removed}
 }

@@ -12,7 +12,7 @@ import {execa} from 'execa'
 
 import {compileMeter} from '../../src/bpf/compile.js'
 import {pathsFromEnv} from '../../src/paths.js'
-import {decodeFlowKey, decodePerCpuCounters} from '../../src/bpf/layout.js'
+import {decodeFlowKey, decodeFlowValue} from '../../src/bpf/layout.js'
 import {type Family, type FlowCounters, type FlowKey} from '../../src/flow/record.js'
 import {BpfMap} from '../../src/bpf/libbpf.js'
 import {requireE2e} from '../helpers/e2e.js'
@@ -38,7 +38,7 @@ describe('meter program on crafted packets @e2e', function () {
     mkdirSync(pinDir) // bpftool pins into an existing directory
     await execa('bpftool', ['prog', 'loadall', objectPath, `${pinDir}/prog`, 'type', 'classifier', 'pinmaps', `${pinDir}/maps`])
     maps = {}
-    for (const name of ['flows4_a', 'flows6_a', 'overflow']) maps[name] = BpfMap.open(`${pinDir}/maps/${name}`)
+    for (const name of ['flows4_live', 'flows6_live', 'overflow', 'frags']) maps[name] = BpfMap.open(`${pinDir}/maps/${name}`)
   })
 
   after(async function () {
@@ -69,13 +69,13 @@ describe('meter program on crafted packets @e2e', function () {
   }
 
   function counted(family: Family): Counted[] {
-    const map = maps[`flows${family}_a`]
+    const map = maps[`flows${family}_live`]
     const out: Counted[] = []
     const keySize = map.info.keySize
-    const stride = map.valueBytes
+    const valueSize = map.info.valueSize
     map.forEachBatch((keys, values, n) => {
       for (let i = 0; i < n; i++) {
-        out.push({key: decodeFlowKey(family, keys, i * keySize), counters: decodePerCpuCounters(values, i * stride, stride / 40)})
+        out.push({key: decodeFlowKey(family, keys, i * keySize), counters: decodeFlowValue(family, values, i * valueSize)})
       }
     })
     return out

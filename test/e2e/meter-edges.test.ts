@@ -11,8 +11,10 @@ import {join} from 'node:path'
 import {execa} from 'execa'
 
 import type {Flow} from '../../src/view/flow.js'
-import {FLOW_COUNTERS, K} from '../../src/bpf/layout.js'
-import {BpfMap, numPossibleCpus} from '../../src/bpf/libbpf.js'
+import {FLOW_KEY4, FLOW_VALUE4, KEY} from '../../src/bpf/layout.js'
+import {MeterSet} from '../../src/bpf/meter-set.js'
+import {BpfMap} from '../../src/bpf/libbpf.js'
+import {pathsFromEnv} from '../../src/paths.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {CLI, cli, cliJson, cliOk, requireE2e, sleep} from '../helpers/e2e.js'
@@ -68,7 +70,7 @@ describe('meter edges @e2e', function () {
     await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'ingress'])
     const r = await cli(['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'egress', '--capacity', '1024'])
     assert.equal(r.exitCode, 2)
-    assert.match(r.stderr, /^flowctl: the meter of namespace '.*' holds 65536 flows per map; to use --capacity 1024, detach all its interfaces first$/)
+    assert.match(r.stderr, /^flowctl: the meter of namespace '.*' holds 1048576 flows per map; to use --capacity 1024, detach all its interfaces first$/)
   })
 
   it('lets the filters after it run, and leaves them alone when detaching', async function () {
@@ -133,7 +135,7 @@ describe('meter edges @e2e', function () {
     try {
       const r = await cli(['meter', 'attach', '--netns', a, '-n', 'a0'])
       assert.equal(r.exitCode, 1)
-      assert.match(r.stderr, /^flowctl: .*made by another flowctl version; detach it with that version, or remove \/sys\/fs\/bpf\/flowctl\/netns\/.*$/)
+      assert.match(r.stderr, /^flowctl: the meter of namespace '.*' has kernel layout unknown, this flowctl reads layout 2: detach it with the flowctl that made it, or remove \/sys\/fs\/bpf\/flowctl\/netns\/.*$/)
       assert.equal(await lab.exec(a, 'tc', ['qdisc', 'show', 'dev', 'a0']).then((q) => q.includes('clsact')), false)
     } finally {
       rmSync(`/sys/fs/bpf/flowctl/netns/${a}`, {recursive: true, force: true})
@@ -221,7 +223,7 @@ describe('meter edges @e2e', function () {
   it('loses no packet of other flows when flushing under traffic', async function () {
     await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'egress'])
     const sink = await startAgent(b, {mode: 'udp-sink', host: '0.0.0.0', port: 9200})
-    const senders = [61001, 61002, 61003].map((sport) => runAgent(a, {mode: 'udp-send', host: '198.18.30.2', port: 9200, sport, count: 3000, size: 32, gapMs: 1}))
+    const senders = [61001, 61002, 61003].map((sport) => runAgent(a, {mode: 'udp-send', host: '198.18.30.2', port: 9200, sport, count: 6000, size: 32, gapMs: 1}))
     let flushes = 0
     let running = true
     void Promise.all(senders).finally(() => (running = false))
@@ -235,11 +237,11 @@ describe('meter edges @e2e', function () {
     const flows = await cliJson<Flow[]>(['dump', '--netns', a, '-p', 'udp', '-D', '9200'])
     for (const sport of [61001, 61002]) {
       const f = flows.find((x) => x.sport === sport)
-      assert.equal(f?.packets, 3000, `flow ${sport}`)
-      assert.equal(f?.bytes, 3000 * 60)
+      assert.equal(f?.packets, 6000, `flow ${sport}`)
+      assert.equal(f?.bytes, 6000 * 60)
     }
     const flushed = flows.find((x) => x.sport === 61003)
-    assert.ok(!flushed || flushed.packets < 3000, 'the flushed flow lost what was flushed')
+    assert.ok(!flushed || flushed.packets < 6000, 'the flushed flow lost what was flushed')
   })
 
   it('counts a GSO super-packet as the segments it becomes on the wire', async function () {
@@ -274,24 +276,26 @@ describe('meter edges @e2e', function () {
     const flowsWanted = 150_000
     await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'ingress', '--capacity', '262144'])
     // Fill the live map directly, in batches: this test is about reading, not counting.
-    const live = BpfMap.open(`/sys/fs/bpf/flowctl/netns/${a}/maps/flows4_a`)
+    const maps = MeterSet.for({...pathsFromEnv(), pinRoot: '/sys/fs/bpf/flowctl'}, a).openFamily(4)
+    const live = maps.openLive()
+    maps.close()
     try {
-      const cpus = numPossibleCpus()
       const chunk = 10_000
-      const keys = Buffer.alloc(chunk * 20)
-      const values = Buffer.alloc(chunk * FLOW_COUNTERS.size * cpus)
+      const ks = FLOW_KEY4.size
+      const keys = Buffer.alloc(chunk * ks)
+      const values = Buffer.alloc(chunk * FLOW_VALUE4.size)
       for (let start = 0; start < flowsWanted; start += chunk) {
         keys.fill(0)
         values.fill(0)
         for (let i = 0; i < chunk; i++) {
           const n = start + i
-          keys.writeUInt32LE(2, i * 20 + K.ifindex)
-          keys[i * 20 + K.proto] = 17
-          keys.writeUInt16BE(n & 0xffff, i * 20 + K.sport)
-          keys.writeUInt16BE(53, i * 20 + K.dport)
-          keys.set([198, 18, 40 + (n >> 16), 1], i * 20 + K.src)
-          keys.set([198, 18, 30, 1], i * 20 + 16)
-          const v = i * FLOW_COUNTERS.size * cpus
+          keys.writeUInt32LE(2, i * ks + KEY.ifindex.offset)
+          keys[i * ks + KEY.proto.offset] = 17
+          keys.writeUInt16BE(n & 0xffff, i * ks + KEY.sport.offset)
+          keys.writeUInt16BE(53, i * ks + KEY.dport.offset)
+          keys.set([198, 18, 40 + (n >> 16), 1], i * ks + FLOW_KEY4.fields.src.offset)
+          keys.set([198, 18, 30, 1], i * ks + FLOW_KEY4.fields.dst.offset)
+          const v = i * FLOW_VALUE4.size
           values.writeBigUInt64LE(1n, v) // packets
           values.writeBigUInt64LE(100n, v + 8) // bytes
           values.writeBigUInt64LE(1n, v + 16) // first seen

@@ -161,7 +161,7 @@ describe('meter end to end @e2e', function () {
     assert.equal(status.length, 4)
     for (const s of status) {
       assert.equal(s.state, 'attached')
-      assert.equal(s.capacity, 65536)
+      assert.equal(s.capacity, 1048576)
       assert.equal(s.overflowPackets, 0)
       assert.equal(s.mapPath, `/sys/fs/bpf/flowctl/netns/${a}/maps`)
       assert.equal(s.flows, find(flows, {interface: s.interface, direction: s.direction as 'ingress'}).length)

@@ -181,7 +181,7 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     assert.equal(sample(text, 'flowctl_drain_duration_seconds_bucket', {netns: a, le: '+Inf'}), count)
     assert.ok(sample(text, 'flowctl_drain_entries_total', {netns: a})! >= 7)
     for (const family of ['ipv4', 'ipv6']) {
-      assert.equal(sample(text, 'flowctl_meter_map_capacity_flows', {netns: a, family}), 65536)
+      assert.equal(sample(text, 'flowctl_meter_map_capacity_flows', {netns: a, family}), 1048576)
       assert.ok(sample(text, 'flowctl_meter_map_fill_ratio', {netns: a, family})! < 0.01)
     }
     for (const iface of ['a0', 'a1']) {

@@ -11,7 +11,7 @@ function key(n: number, size = 20): Uint8Array {
 
 describe('flow/flow-cache', function () {
   it('finds what it holds and nothing else', function () {
-    const cache = new FlowCache(20, 100)
+    const cache = new FlowCache(20, 4, 100)
     for (let n = 0; n < 100; n++) {
       const idx = cache.insert(key(n))
       cache.packets[idx] = n
@@ -24,7 +24,7 @@ describe('flow/flow-cache', function () {
   })
 
   it('finds a key inside a larger buffer at an offset', function () {
-    const cache = new FlowCache(20, 4)
+    const cache = new FlowCache(20, 4, 4)
     const buf = new Uint8Array(60)
     buf.set(key(7), 20)
     const idx = cache.insert(buf, 20)
@@ -34,7 +34,7 @@ describe('flow/flow-cache', function () {
 
   it('keeps every other entry findable, with its columns, through random removals', function () {
     // Against a Map as the reference: removals move the last entry and shift probe runs back.
-    const cache = new FlowCache(44, 2000)
+    const cache = new FlowCache(44, 4, 2000)
     const reference = new Map<number, number>()
     let next = 0
     let seed = 12345
@@ -67,7 +67,7 @@ describe('flow/flow-cache', function () {
   })
 
   it('visits each entry once when removing while iterating downwards', function () {
-    const cache = new FlowCache(20, 50)
+    const cache = new FlowCache(20, 4, 50)
     for (let n = 0; n < 50; n++) cache.packets[cache.insert(key(n))] = n
     const seen: number[] = []
     for (let idx = cache.size - 1; idx >= 0; idx--) {

@@ -3,12 +3,12 @@ import assert from 'node:assert/strict'
 import type {FlowCounters, FlowKey} from '../../src/flow/record.js'
 import {endpoint, toFlow, type Flow} from '../../src/view/flow.js'
 
-const COUNTERS: FlowCounters = {packets: 5, bytes: 420, firstSeenNs: 1_000_000_000n, lastSeenNs: 3_500_000_000n, tcpFlags: 0x1b, ipTos: 0x10}
+const COUNTERS: FlowCounters = {packets: 5, bytes: 420, firstSeenNs: 1_000_000_000n, lastSeenNs: 3_500_000_000n, tcpFlags: 0x1b, ipTos: 0x10, peerIfindex: 0, fwdStatus: 0, nextHop: '', minTtl: 64, maxTtl: 64}
 // 2023-11-14T22:13:20Z in epoch ns, minus the monotonic origin of this fictitious boot.
 const OFFSET = 1_700_000_000_000_000_000n
 
 function key(over: Partial<FlowKey>): FlowKey {
-  return {family: 4, ifindex: 3, direction: 'ingress', proto: 6, vlanId: 0, sport: 40000, dport: 80, src: '10.0.0.1', dst: '10.0.0.2', ...over}
+  return {family: 4, ifindex: 3, direction: 'ingress', proto: 6, vlanId: 0, innerVlanId: 0, sport: 40000, dport: 80, src: '10.0.0.1', dst: '10.0.0.2', ...over}
 }
 
 describe('flow/flow', function () {
@@ -28,7 +28,13 @@ describe('flow/flow', function () {
         proto: 6,
         protoName: 'tcp',
         vlanId: 10,
+        innerVlanId: 0,
         tos: 0x10,
+        peerIfindex: 0,
+        nextHop: '',
+        forwardingStatus: 0,
+        minTtl: 64,
+        maxTtl: 64,
         packets: 5,
         bytes: 420,
         tcpFlags: 0x1b,

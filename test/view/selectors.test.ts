@@ -13,6 +13,7 @@ const KEY: FlowKey = {
   ifindex: 7,
   direction: 'egress',
   proto: 6,
+  innerVlanId: 0,
   vlanId: 0,
   sport: 40000,
   dport: 443,

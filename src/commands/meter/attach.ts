@@ -22,7 +22,7 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
     ifname: ifnameFlag,
     interface: legacyInterfaceFlag,
     direction: directionFlag,
-    capacity: Flags.integer({description: 'flows each flow map holds, per namespace and address family (default 65536; fixed once attached)', aliases: ['interface-max-flow-limit']}),
+    capacity: Flags.integer({description: 'flows each flow map holds, per namespace and address family (default 1048576; memory is taken per flow as flows arrive; fixed once attached)', aliases: ['interface-max-flow-limit']}),
     pref: Flags.integer({description: 'tc filter preference (lower runs first)', default: DEFAULT_PREF, min: 1, max: 65535}),
     handle: Flags.integer({description: 'tc filter handle', default: DEFAULT_HANDLE, min: 1}),
     force: Flags.boolean({char: 'f', description: 're-attach even when the same program is attached'}),

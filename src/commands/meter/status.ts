@@ -6,7 +6,8 @@ import {renderTable} from '../../view/table.js'
 export default class MeterStatusCommand extends FlowctlCommand {
   static override summary = 'Show every attached meter'
   static override description = `For each metered interface and direction: its namespace, program id, object digest, attach time,
-map path, the flows now in its maps, the maps' capacity, and packets not metered because the map was full.`
+map path, the flows now in its maps, the maps' capacity, the kernel memory its namespace's meter set takes now and at
+most (with full flow maps), and packets not metered because the map was full.`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --netns ns1 --json']
 
@@ -24,7 +25,7 @@ map path, the flows now in its maps, the maps' capacity, and packets not metered
       return
     }
     const table = renderTable(
-      ['NETNS', 'INTERFACE', 'DIR', 'STATE', 'PROG', 'DIGEST', 'ATTACHED', 'FLOWS', 'CAPACITY', 'NOT METERED', 'MAPS'],
+      ['NETNS', 'INTERFACE', 'DIR', 'STATE', 'PROG', 'DIGEST', 'ATTACHED', 'FLOWS', 'CAPACITY', 'MEMORY NOW/MAX', 'NOT METERED', 'MAPS'],
       rows.map((r) => [
         r.netns,
         r.interface,
@@ -35,11 +36,16 @@ map path, the flows now in its maps, the maps' capacity, and packets not metered
         new Date(r.attachedAt).toLocaleString(),
         String(r.flows),
         String(r.capacity),
+        `${mib(r.memoryBytes)} / ${mib(r.memoryMaxBytes)}`,
         r.overflowPackets ? `${r.overflowPackets} pkts / ${r.overflowBytes} B` : '0',
         r.mapPath,
       ]),
-      {right: [7, 8]},
+      {right: [7, 8, 9]},
     )
     for (const line of table) this.log(line)
   }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`
 }

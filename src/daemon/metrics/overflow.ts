@@ -1,9 +1,8 @@
 /**
  * The overflow map as the metrics read it: packets and bytes the meter could not record (flow map
- * full), per interface and direction. One call, so that the kernel layout behind it can change
- * (a generated accessor in src/bpf) without touching the metrics.
+ * full), per interface and direction, through the layout's accessor (src/bpf/layout.ts).
  */
-import {decodePerCpuOverflow} from '../../bpf/layout.js'
+import {readOverflow} from '../../bpf/layout.js'
 import type {MeterSet} from '../../bpf/meter-set.js'
 import {directionName, type DirectionName} from '../../flow/record.js'
 
@@ -15,7 +14,7 @@ export interface NotMetered {
 }
 
 /**
- * The overflow counters of a meter set (summed over CPUs), or null when its map cannot be opened
+ * The overflow counters of a meter set, or null when its map cannot be opened
  * (the meter was detached meanwhile). A failed read throws.
  */
 export function readNotMetered(set: MeterSet): NotMetered[] | null {
@@ -26,15 +25,7 @@ export function readNotMetered(set: MeterSet): NotMetered[] | null {
     return null
   }
   try {
-    const out: NotMetered[] = []
-    const stride = map.valueBytes
-    map.forEachBatch((keys, values, n) => {
-      for (let i = 0; i < n; i++) {
-        const o = decodePerCpuOverflow(values, i * stride, stride / 16)
-        out.push({ifindex: keys.readUInt32LE(i * 8), direction: directionName(keys.readUInt32LE(i * 8 + 4)), ...o})
-      }
-    })
-    return out
+    return readOverflow(map).map((o) => ({ifindex: o.ifindex, direction: directionName(o.direction), packets: o.packets, bytes: o.bytes}))
   } finally {
     map.close()
   }

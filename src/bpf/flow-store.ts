@@ -1,0 +1,312 @@
+/**
+ * Where a meter set's flows are between the program and the collectors, and how taking them out
+ * stays safe when the daemon is killed at any moment.
+ *
+ *  - The live flow map of each family (written by the program) is taken out whole: a fresh map
+ *    goes into its slot, and the old one, pinned first as drain<F>_<gen>, is read at leisure and
+ *    then dropped whole (no entry is ever deleted from a map a program may write).
+ *  - What the daemon holds and has not exported (its flow cache) is written back to the kernel
+ *    after every drain as a snapshot: the `pending` map, in chunks, in one of two slots.
+ *  - drain_state says which slot holds the snapshot of which drain; one update of it commits a
+ *    drain. Only after that are the drained maps unpinned and the previous slot emptied.
+ *
+ * A daemon that starts (or `flush`) loads the committed snapshot and merges every drained map of
+ * a later drain that is still pinned: each count is in the kernel at least once at every instant.
+ * A flow exported by a drain that was cut short before its commit goes out again (at least once,
+ * never lost).
+ */
+import {unlinkSync} from 'node:fs'
+
+import {FAMILIES, addressLength, type Family} from '../flow/record.js'
+import {FlowCache, type FlowSample} from '../flow/flow-cache.js'
+import {
+  CHUNK_HEADER,
+  PENDING_CHUNK_BYTES,
+  chunkKey,
+  emptySample,
+  pendingFlowLayout,
+  readDrainState,
+  readFlowSample,
+  readU32,
+  recordsPerChunk,
+  writeDrainState,
+  writeFlowValue,
+  writeU32,
+  type DrainState,
+} from './layout.js'
+import {BpfMap} from './libbpf.js'
+import {FLOW_MAP_SHAPE, FamilyMaps, type MeterSet} from './meter-set.js'
+
+/** Chunks written or deleted per batch syscall (8 MiB of values). */
+const CHUNKS_PER_CALL = 256
+
+export type FamilyCaches = Record<Family, FlowCache>
+
+/** A drained map left pinned by a drain that did not commit: to merge, then unpin at the next commit. */
+export interface Leftover {
+  family: Family
+  gen: number
+  map: BpfMap
+}
+
+export class FlowStore {
+  readonly set: MeterSet
+  readonly families: Record<Family, FamilyMaps>
+  private readonly pending: BpfMap
+  private readonly drainStateMap: BpfMap
+  private state: DrainState
+
+  private constructor(set: MeterSet, families: Record<Family, FamilyMaps>, pending: BpfMap, drainState: BpfMap) {
+    this.set = set
+    this.families = families
+    this.pending = pending
+    this.drainStateMap = drainState
+    this.state = readDrainState(drainState)
+  }
+
+  /** Opens a meter set's maps (after checking their layout). */
+  static open(set: MeterSet): FlowStore {
+    set.verifyLayout()
+    const opened: {close(): void}[] = []
+    try {
+      const f4 = FamilyMaps.open(set, 4)
+      opened.push(f4)
+      const f6 = FamilyMaps.open(set, 6)
+      opened.push(f6)
+      const pending = set.openMap('pending')
+      opened.push(pending)
+      const drainState = set.openMap('drain_state')
+      return new FlowStore(set, {4: f4, 6: f6}, pending, drainState)
+    } catch (error) {
+      for (const m of opened) m.close()
+      throw error
+    }
+  }
+
+  /** Drains committed so far. */
+  get gen(): number {
+    return this.state.gen
+  }
+
+  /** Empty caches sized for this meter set: the daemon holds up to twice a flow map's capacity. */
+  newCaches(): FamilyCaches {
+    const max = 2 * this.set.capacity()
+    const cache = (family: Family) => new FlowCache(FLOW_MAP_SHAPE[family].keySize, addressLength(family), max)
+    return {4: cache(4), 6: cache(6)}
+  }
+
+  /**
+   * Loads the committed snapshot into `caches` (entries merge into what is there), stamping each
+   * entry with the snapshot's drain. Returns the flows loaded.
+   */
+  loadSnapshot(caches: FamilyCaches): number {
+    const sample = emptySample()
+    const gen = this.state.gen
+    let loaded = 0
+    this.forEachSnapshotRecord((family, buf, keyAt, valueAt) => {
+      const cache = caches[family]
+      let idx = cache.find(buf, keyAt)
+      if (idx < 0) {
+        if (cache.full) return // cannot happen: the snapshot came from a cache of this size
+        idx = cache.insert(buf, keyAt)
+      }
+      cache.merge(idx, readFlowSample(buf, valueAt, sample))
+      cache.gen[idx] = gen
+      loaded++
+    })
+    return loaded
+  }
+
+  /** Calls `onRecord` with each record of the committed snapshot: its key and value offsets in `buf`. */
+  forEachSnapshotRecord(onRecord: (family: Family, buf: Buffer, keyAt: number, valueAt: number) => void): void {
+    const {slot, chunks} = this.state
+    const key = Buffer.alloc(4)
+    const chunk = Buffer.alloc(PENDING_CHUNK_BYTES)
+    for (let i = 0; i < chunks; i++) {
+      key.writeUInt32LE(chunkKey(slot, i))
+      if (!this.pending.lookup(key, chunk)) throw new Error(`the daemon's snapshot in ${this.set.mapPath('pending')} lacks chunk ${i} of ${chunks}`)
+      const family = readU32(chunk, CHUNK_HEADER.fields.family.offset) as Family
+      const records = readU32(chunk, CHUNK_HEADER.fields.records.offset)
+      const layout = pendingFlowLayout(family)
+      for (let r = 0; r < records; r++) {
+        const at = CHUNK_HEADER.size + r * layout.size
+        onRecord(family, chunk, at + layout.fields.key.offset, at + layout.fields.value.offset)
+      }
+    }
+  }
+
+  /**
+   * Drained maps a drain left pinned without committing, opened, to merge now. Those its commit
+   * covers are unpinned; one that is still live (a crash between its pin and the swap) is only
+   * unpinned.
+   */
+  leftovers(): Leftover[] {
+    const out: Leftover[] = []
+    for (const d of this.set.drainMaps()) {
+      if (d.gen <= this.state.gen) {
+        unlinkQuietly(d.path)
+        continue
+      }
+      const map = BpfMap.open(d.path)
+      if (map.info.id === this.families[d.family].liveId()) {
+        map.close()
+        unlinkQuietly(d.path)
+        continue
+      }
+      out.push({family: d.family, gen: d.gen, map})
+    }
+    return out
+  }
+
+  /** Takes the live flow map of `family` out (pinned as drained by drain `gen`) and returns it. */
+  swapOut(family: Family, gen: number): BpfMap {
+    return this.families[family].swapOut(this.set.drainMapPath(family, gen))
+  }
+
+  /**
+   * Commits drain `gen`: writes what the caches hold as the snapshot in the other slot, then
+   * drain_state (the commit), then empties the previous slot and unpins the drained maps.
+   */
+  commit(gen: number, caches: FamilyCaches): void {
+    const previous = this.state
+    const slot = previous.slot ^ 1
+    const chunks = this.writeSnapshot(slot, caches)
+    const next: DrainState = {gen, slot, chunks, flows4: caches[4].size, flows6: caches[6].size}
+    writeDrainState(this.drainStateMap, next)
+    this.state = next
+    this.deleteChunks(previous.slot, previous.chunks)
+    for (const d of this.set.drainMaps()) if (d.gen <= gen) unlinkQuietly(d.path)
+  }
+
+  /**
+   * Deletes flows (with no daemon running): those `matches` selects, or every flow when it is
+   * null. Everything the meter set holds (snapshot, drained maps, the live maps, which are
+   * swapped out first) is merged, the chosen flows dropped, and the rest committed as the new
+   * snapshot. Returns the flows deleted.
+   */
+  flush(matches: ((family: Family, keys: Uint8Array, keyAt: number) => boolean) | null): number {
+    const gen = this.state.gen + 1
+    const caches = this.newCaches()
+    this.loadSnapshot(caches)
+    const mergeInto = (family: Family, map: BpfMap) => {
+      const cache = caches[family]
+      forEachFlow(map, (keys, ko, sample) => {
+        let idx = cache.find(keys, ko)
+        if (idx < 0) idx = cache.full ? -1 : cache.insert(keys, ko)
+        if (idx >= 0) cache.merge(idx, sample)
+      })
+      map.close()
+    }
+    for (const l of this.leftovers()) mergeInto(l.family, l.map)
+    for (const family of FAMILIES) mergeInto(family, this.swapOut(family, gen))
+    let removed = 0
+    for (const family of FAMILIES) {
+      const cache = caches[family]
+      for (let idx = cache.size - 1; idx >= 0; idx--) {
+        if (matches && !matches(family, cache.keys, idx * cache.keySize)) continue
+        cache.remove(idx)
+        removed++
+      }
+    }
+    this.commit(gen, caches)
+    return removed
+  }
+
+  /**
+   * Removes every pending chunk the committed snapshot does not use (left by a daemon killed
+   * between a commit and its clean-up).
+   */
+  removeStrayChunks(): void {
+    const stray: number[] = []
+    this.pending.forEachBatch(
+      (keys, _v, n) => {
+        for (let i = 0; i < n; i++) {
+          const k = keys.readUInt32LE(i * 4)
+          if (k >>> 24 !== this.state.slot || (k & 0xffffff) >= this.state.chunks) stray.push(k)
+        }
+      },
+      {chunk: 64},
+    )
+    for (const k of stray) {
+      const key = Buffer.alloc(4)
+      key.writeUInt32LE(k)
+      this.pending.delete(key)
+    }
+  }
+
+  private writeSnapshot(slot: number, caches: FamilyCaches): number {
+    const keys = Buffer.alloc(CHUNKS_PER_CALL * 4)
+    const values = Buffer.allocUnsafeSlow(CHUNKS_PER_CALL * PENDING_CHUNK_BYTES)
+    let inCall = 0
+    let written = 0
+    const flush = () => {
+      this.pending.updateBatch(keys, values, inCall)
+      inCall = 0
+    }
+    for (const family of FAMILIES) {
+      const cache = caches[family]
+      const layout = pendingFlowLayout(family)
+      const keySize = cache.keySize
+      const per = recordsPerChunk(family)
+      for (let from = 0; from < cache.size; from += per) {
+        const records = Math.min(per, cache.size - from)
+        const base = inCall * PENDING_CHUNK_BYTES
+        values.fill(0, base, base + PENDING_CHUNK_BYTES)
+        writeU32(values, base + CHUNK_HEADER.fields.family.offset, family)
+        writeU32(values, base + CHUNK_HEADER.fields.records.offset, records)
+        for (let r = 0; r < records; r++) {
+          const idx = from + r
+          const at = base + CHUNK_HEADER.size + r * layout.size
+          values.set(cache.keys.subarray(idx * keySize, (idx + 1) * keySize), at + layout.fields.key.offset)
+          writeFlowValue(values, at + layout.fields.value.offset, cache, idx, layout.fields.value.size)
+        }
+        keys.writeUInt32LE(chunkKey(slot, written), inCall * 4)
+        inCall++
+        written++
+        if (inCall === CHUNKS_PER_CALL) flush()
+      }
+    }
+    if (inCall) flush()
+    return written
+  }
+
+  private deleteChunks(slot: number, chunks: number): void {
+    const keys = Buffer.alloc(CHUNKS_PER_CALL * 4)
+    for (let from = 0; from < chunks; from += CHUNKS_PER_CALL) {
+      const n = Math.min(CHUNKS_PER_CALL, chunks - from)
+      for (let i = 0; i < n; i++) keys.writeUInt32LE(chunkKey(slot, from + i), i * 4)
+      this.pending.deleteBatch(keys, n)
+    }
+  }
+
+  close(): void {
+    this.families[4].close()
+    this.families[6].close()
+    this.pending.close()
+    this.drainStateMap.close()
+  }
+}
+
+/**
+ * Reads every entry of a flow map (one no program writes any more), calling `onFlow` with the
+ * key's offset in `keys` and its value as a FlowSample (reused: copy what you keep).
+ */
+export function forEachFlow(map: BpfMap, onFlow: (keys: Buffer, keyAt: number, sample: FlowSample) => void, chunk = 8192): number {
+  const keySize = map.info.keySize
+  const valueSize = map.info.valueSize
+  const sample = emptySample()
+  return map.forEachBatch(
+    (keys, values, n) => {
+      for (let i = 0; i < n; i++) onFlow(keys, i * keySize, readFlowSample(values, i * valueSize, sample))
+    },
+    {chunk},
+  )
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+  }
+}

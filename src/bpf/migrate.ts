@@ -1,0 +1,160 @@
+/**
+ * Carrying a meter set of layout 1 (flowctl 0.1: per-CPU preallocated flow maps, a pending map
+ * of records) over to the current layout without losing a count, for `meter attach --force`.
+ *
+ * The old maps are moved aside (their pin directory renamed to <dir>-v1; the programs the
+ * filters run keep them alive), a new meter set is made in their place and the filters are
+ * moved to its programs. Once no old program can run any more, everything the old maps hold is
+ * read (both flow maps of each family, summed over CPUs, and the old daemon's pending records)
+ * and merged into the new meter set's snapshot, where the next daemon finds it. A migration cut
+ * short leaves <dir>-v1 in place, and the next `meter attach` finishes it.
+ */
+import {existsSync} from 'node:fs'
+import {rename, rm} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {FAMILIES, firstPacketWins, type Family} from '../flow/record.js'
+import {FlowStore} from './flow-store.js'
+import {FLOW_KEY4, FLOW_KEY6, readU64} from './layout.js'
+import * as V1 from './layout-v1.generated.js'
+import {BpfMap, numPossibleCpus, setInnerMap} from './libbpf.js'
+import type {MeterSet} from './meter-set.js'
+
+/** Where a layout-1 meter set waits while its flows are carried over. */
+export function legacyDir(set: MeterSet): string {
+  return `${set.dir}-v1`
+}
+
+/** Moves a layout-1 meter set's pins aside, so that a new meter set can be made in their place. */
+export async function moveLegacyAside(set: MeterSet): Promise<void> {
+  const aside = legacyDir(set)
+  if (existsSync(aside)) throw new Error(`${aside} exists: a migration is already under way; run \`flowctl meter attach\` again to finish it`)
+  await rename(set.dir, aside)
+}
+
+/**
+ * Merges every flow the layout-1 maps under legacyDir(set) hold into `set`'s snapshot, then
+ * removes them. Call it once no filter runs the old programs. Returns the flows carried over.
+ */
+export async function carryOverLegacy(set: MeterSet): Promise<number> {
+  const aside = legacyDir(set)
+  if (!existsSync(aside)) return 0
+  const store = FlowStore.open(set)
+  try {
+    // An update of a map-in-map slot returns only after synchronize_rcu(): no program that
+    // started before it (an old one, on a filter replaced just now) is still running.
+    const live = store.families[4].openLive()
+    try {
+      setInnerMap(store.families[4].outer, live)
+    } finally {
+      live.close()
+    }
+    const caches = store.newCaches()
+    store.loadSnapshot(caches)
+    let carried = 0
+    for (const family of FAMILIES) {
+      const cache = caches[family]
+      const sample = {packets: 0, bytes: 0, firstNs: 0, lastNs: 0, tcpFlags: 0, tos: 0, peerIfindex: 0, minTtl: 0, maxTtl: 0, fwdStatus: 0, nextHopBytes: new Uint8Array(16), nextHopOffset: 0}
+      const add = (keys: Buffer, ko: number) => {
+        let idx = cache.find(keys, ko)
+        if (idx < 0) {
+          if (cache.full) return
+          idx = cache.insert(keys, ko)
+        }
+        cache.merge(idx, sample)
+        carried++
+      }
+      const mapsDir = join(aside, 'maps')
+      const keySize = (family === 4 ? V1.FLOW_KEY4 : V1.FLOW_KEY6).size
+      const keys = Buffer.alloc(FLOW_KEY6.size)
+      for (const name of [`flows${family}_a`, `flows${family}_b`]) {
+        const path = join(mapsDir, name)
+        if (!existsSync(path)) continue
+        const map = BpfMap.open(path)
+        try {
+          const stride = map.valueBytes / numPossibleCpus()
+          map.forEachBatch((k, values, n) => {
+            for (let i = 0; i < n; i++) {
+              sumPerCpu(values, i * map.valueBytes, stride, sample)
+              if (sample.packets === 0 && sample.bytes === 0) continue
+              add(convertKey(family, k, i * keySize, keys), 0)
+            }
+          })
+        } finally {
+          map.close()
+        }
+      }
+      const pendingPath = join(mapsDir, `pending${family}`)
+      if (existsSync(pendingPath)) {
+        const pending = BpfMap.open(pendingPath)
+        try {
+          pending.forEachBatch((k, values, n) => {
+            for (let i = 0; i < n; i++) {
+              readRecord(values, i * V1.FLOW_RECORD.size, sample)
+              add(convertKey(family, k, i * keySize, keys), 0)
+            }
+          })
+        } finally {
+          pending.close()
+        }
+      }
+    }
+    store.commit(store.gen + 1, caches)
+    await rm(aside, {recursive: true, force: true})
+    return carried
+  } finally {
+    store.close()
+  }
+}
+
+/** A layout-1 key as a layout-2 key (the same fields; layout 2 adds the inner VLAN before the addresses). */
+function convertKey(family: Family, from: Buffer, at: number, into: Buffer): Buffer {
+  const v1 = family === 4 ? V1.FLOW_KEY4 : V1.FLOW_KEY6
+  const v2 = family === 4 ? FLOW_KEY4 : FLOW_KEY6
+  const out = into.subarray(0, v2.size)
+  out.fill(0)
+  from.copy(out, 0, at, at + v1.fields.src.offset) // ifindex .. dport: same offsets in both
+  from.copy(out, v2.fields.src.offset, at + v1.fields.src.offset, at + v1.fields.src.offset + v1.fields.src.size + v1.fields.dst.size)
+  return out
+}
+
+interface V1Sample {
+  packets: number
+  bytes: number
+  firstNs: number
+  lastNs: number
+  tcpFlags: number
+  tos: number
+}
+
+function sumPerCpu(values: Buffer, off: number, stride: number, into: V1Sample): void {
+  const f = V1.FLOW_COUNTERS.fields
+  into.packets = 0
+  into.bytes = 0
+  into.firstNs = 0
+  into.lastNs = 0
+  into.tcpFlags = 0
+  into.tos = 0
+  for (let o = off; o < off + numPossibleCpus() * stride; o += stride) {
+    const first = readU64(values, o + f.firstSeenNs.offset)
+    if (!first) continue
+    into.packets += readU64(values, o + f.packets.offset)
+    into.bytes += readU64(values, o + f.bytes.offset)
+    if (firstPacketWins(into.firstNs, first)) {
+      into.firstNs = first
+      into.tos = values[o + f.ipTos.offset]
+    }
+    into.lastNs = Math.max(into.lastNs, readU64(values, o + f.lastSeenNs.offset))
+    into.tcpFlags |= values[o + f.tcpFlags.offset]
+  }
+}
+
+function readRecord(values: Buffer, off: number, into: V1Sample): void {
+  const f = V1.FLOW_RECORD.fields
+  into.packets = readU64(values, off + f.packets.offset)
+  into.bytes = readU64(values, off + f.bytes.offset)
+  into.firstNs = readU64(values, off + f.firstSeenNs.offset)
+  into.lastNs = readU64(values, off + f.lastSeenNs.offset)
+  into.tcpFlags = values[off + f.tcpFlags.offset]
+  into.tos = values[off + f.ipTos.offset]
+}

@@ -1,0 +1,99 @@
+import {Flags} from '@oclif/core'
+
+import {FlowctlCommand} from '../cli/command.js'
+import {jsonFlag} from '../cli/flags.js'
+import {scopeFromFlags, selectorFlags} from '../cli/selector-flags.js'
+import {renderTable} from '../view/table.js'
+import {TOP_GROUPINGS, TopSampler, type TopGrouping, type TopSample} from '../view/top.js'
+
+export default class Top extends FlowctlCommand {
+  static override summary = 'Show the busiest flows or talkers now, as rates, refreshed every second'
+  static override description = `Reads the live flow maps in the kernel (never the daemon's snapshot) and shows, per flow or
+aggregated by source, destination, port, protocol or interface, the packets and bytes per second over the last
+interval, busiest first. It works beside a running daemon: the daemon swaps each live map out at every drain,
+and top follows the swap (it reads the map it held one last time), so rates are not reset by drains. Press q to
+quit. With --once it samples twice, one interval apart, prints and exits (--json for scripts).`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %>',
+    '<%= config.bin %> <%= command.id %> --by src --sort packets',
+    '<%= config.bin %> <%= command.id %> --netns ns1 -p udp --once --json',
+  ]
+
+  static override flags = {
+    ...selectorFlags,
+    by: Flags.string({description: 'what a row is', options: [...TOP_GROUPINGS], default: 'flow'}),
+    sort: Flags.string({description: 'busiest by', options: ['bytes', 'packets'], default: 'bytes'}),
+    interval: Flags.integer({description: 'seconds between samples', default: 1, min: 1, max: 60}),
+    limit: Flags.integer({description: 'rows shown', default: 20, min: 1}),
+    once: Flags.boolean({description: 'sample once over one interval, print, exit'}),
+    json: jsonFlag,
+  }
+
+  async run(): Promise<void> {
+    const {flags} = await this.parse(Top)
+    const by = flags.by as TopGrouping
+    const sort = flags.sort as 'bytes' | 'packets'
+    const sampler = await TopSampler.open(this.paths, scopeFromFlags(flags))
+    try {
+      sampler.prime()
+      if (flags.once) {
+        await sleep(flags.interval * 1000)
+        const sample = sampler.sample(by, sort, flags.limit)
+        if (flags.json) this.printJson(sample)
+        else for (const line of render(sample, by)) this.log(line)
+        return
+      }
+      await this.live(sampler, by, sort, flags.interval, flags.limit)
+    } finally {
+      sampler.close()
+    }
+  }
+
+  /** Redraws every interval until q (or Ctrl-C). */
+  private async live(sampler: TopSampler, by: TopGrouping, sort: 'bytes' | 'packets', interval: number, limit: number): Promise<void> {
+    let quit = false
+    const onKey = (data: Buffer) => {
+      const k = data.toString()
+      if (k === 'q' || k === 'Q' || k === '\u0003') quit = true
+    }
+    const stdin = process.stdin
+    if (stdin.isTTY) stdin.setRawMode(true)
+    stdin.on('data', onKey)
+    stdin.resume()
+    try {
+      while (!quit) {
+        for (let waited = 0; waited < interval * 1000 && !quit; waited += 100) await sleep(100)
+        if (quit) break
+        const sample = sampler.sample(by, sort, limit)
+        process.stdout.write(`\u001b[H\u001b[2J${render(sample, by).join('\n')}\n`)
+      }
+    } finally {
+      stdin.off('data', onKey)
+      if (stdin.isTTY) stdin.setRawMode(false)
+      stdin.pause()
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+function rate(n: number, unit: string): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} G${unit}`
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M${unit}`
+  if (n >= 1e3) return `${(n / 1e3).toFixed(2)} k${unit}`
+  return `${n.toFixed(n < 10 ? 1 : 0)} ${unit}`
+}
+
+function render(sample: TopSample, by: TopGrouping): string[] {
+  const title = `flowctl top: rates over the last ${sample.intervalSeconds.toFixed(1)} s from the live flow maps, by ${by} (q quits)`
+  if (sample.rows.length === 0) return [title, '', 'no traffic in the interval']
+  const table = renderTable(
+    ['NETNS', by.toUpperCase(), 'BITS/S', 'PACKETS/S', 'FLOWS'],
+    sample.rows.map((r) => [r.netns, r.label, rate(r.bytesPerSecond * 8, 'b/s'), rate(r.packetsPerSecond, 'p/s'), String(r.flows)]),
+    {right: [2, 3, 4]},
+  )
+  return [title, '', ...table]
+}
