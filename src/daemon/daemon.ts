@@ -106,7 +106,7 @@ export class Daemon {
       meters: [...this.drainers.keys()],
       drainIntervalSeconds: this.config.drainIntervalSeconds,
     })
-    for (const e of this.exporters) if (e.isOpen) e.sendTemplates(this.config.observationDomainId)
+    for (const e of this.exporters) if (e.isOpen) for (const domain of this.domainsInUse()) e.sendTemplates(domain)
     this.lastStatsAt = Date.now()
     this.schedule()
   }
@@ -144,6 +144,17 @@ export class Daemon {
 
   private domainOf(netns: string | null): number {
     return this.config.meters?.find((m) => m.netns === netns)?.observationDomainId ?? this.config.observationDomainId
+  }
+
+  /**
+   * The Observation Domains this daemon speaks for: its meters' (per-namespace domains included),
+   * or, before any meter is found, those the config gives them. A router whose namespaces all have
+   * their own domain says nothing under the top-level one: a collector sees only its real domains.
+   */
+  private domainsInUse(): number[] {
+    if (this.drainers.size > 0) return [...new Set([...this.drainers.values()].map((d) => d.observationDomainId))]
+    if (this.config.meters?.length) return [...new Set(this.config.meters.map((m) => this.domainOf(m.netns)))]
+    return [this.config.observationDomainId]
   }
 
   /** Picks up meters attached since the last look; drains and lets go of those detached. */
@@ -238,7 +249,7 @@ export class Daemon {
 
   private sendStats(): void {
     const ignored = this.ignoredByDomain()
-    if (!ignored.size) ignored.set(this.config.observationDomainId, {packets: 0, bytes: 0})
+    if (!ignored.size) for (const domain of this.domainsInUse()) ignored.set(domain, {packets: 0, bytes: 0})
     for (const e of this.exporters) for (const [domain, counts] of ignored) e.sendStats(domain, counts)
   }
 

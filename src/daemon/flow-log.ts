@@ -26,7 +26,7 @@ import type {FlowOutput} from './daemon.js'
 import {applyHooks, hookLabel, type FlowRecord} from './hooks.js'
 import {InterfaceNames} from './interfaces.js'
 import type {Logger} from './log.js'
-import type {FlowLogObserver} from './metrics.js'
+import type {FlowLogObserver} from './metrics/daemon-metrics.js'
 
 const END_REASON_NAME: Record<number, string> = Object.fromEntries(Object.entries(END_REASON).map(([name, value]) => [value, name]))
 

@@ -8,7 +8,7 @@ import {Daemon, type FlowOutput} from './daemon.js'
 import {FlowLogs} from './flow-log.js'
 import {InterfaceNames} from './interfaces.js'
 import {createLogger, type Logger} from './log.js'
-import {DaemonMetrics} from './metrics.js'
+import {DaemonMetrics} from './metrics/daemon-metrics.js'
 
 export async function runDaemon(paths: Paths, config: Config, options: {log?: Logger; outputs?: FlowOutput[]} = {}): Promise<void> {
   requireRoot('flowctl daemon')

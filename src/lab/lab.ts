@@ -7,6 +7,7 @@ import {randomBytes} from 'node:crypto'
 import {existsSync} from 'node:fs'
 
 import {run} from '../sys/exec.js'
+import {linkCounters, type LinkCounters} from '../sys/netns.js'
 
 export interface VethOptions {
   /** IPv4 addresses with prefix length, e.g. ['198.18.1.1/24', '198.18.1.2/24']. */
@@ -92,10 +93,9 @@ export class Lab {
     return pair
   }
 
-  async linkStats(netns: string, ifname: string): Promise<{rxPackets: number; rxBytes: number; txPackets: number; txBytes: number}> {
-    const out = await this.exec(netns, 'ip', ['-j', '-s', 'link', 'show', 'dev', ifname])
-    const [link] = JSON.parse(out) as {stats64: {rx: {packets: number; bytes: number}; tx: {packets: number; bytes: number}}}[]
-    return {rxPackets: link.stats64.rx.packets, rxBytes: link.stats64.rx.bytes, txPackets: link.stats64.tx.packets, txBytes: link.stats64.tx.bytes}
+  /** The kernel's own counters of an interface (the one `ip -s -j link` reader in src/sys). */
+  linkStats(netns: string, ifname: string): Promise<LinkCounters> {
+    return linkCounters(netns, ifname)
   }
 
   /** Removes every namespace (and with them their interfaces). Safe to call twice. */

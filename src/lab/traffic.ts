@@ -25,7 +25,10 @@ export interface RunningAgent<T> {
   stop(): void
 }
 
-/** Starts a listening agent and resolves once it is ready. */
+/**
+ * Starts an agent in the background: a listening one resolves once it is ready; a sender (which
+ * prints no "ready") at once, to be stopped when its traffic is no longer wanted.
+ */
 export async function startAgent<T = Record<string, number>>(netns: string, spec: AgentSpec): Promise<RunningAgent<T>> {
   const [file, args] = agentArgv(netns, spec)
   const child: ResultPromise = execa(file, args, {timeout: 300_000})
@@ -35,7 +38,8 @@ export async function startAgent<T = Record<string, number>>(netns: string, spec
     })
     child.catch(reject)
   })
-  await ready
+  if (spec.mode.endsWith('-sink')) await ready
+  else ready.catch(() => {})
   const result = child.then((r) => {
     const lines = String(r.stdout).trim().split('\n')
     return JSON.parse(lines[lines.length - 1]) as T

@@ -79,14 +79,44 @@ export async function resolveLink(netns: NetnsName, ifname: string, links?: Link
   return link
 }
 
-/** The kernel's own counters of an interface, for comparing with what the meter saw. */
-export async function linkStats(netns: NetnsName, ifname: string): Promise<{rxPackets: number; rxBytes: number; txPackets: number; txBytes: number}> {
-  const {stdout} = await run('ip', ['-j', '-s', 'link', 'show', 'dev', ifname], {netns})
-  const [link] = JSON.parse(stdout) as {stats64: {rx: {packets: number; bytes: number}; tx: {packets: number; bytes: number}}}[]
-  return {
-    rxPackets: link.stats64.rx.packets,
-    rxBytes: link.stats64.rx.bytes,
-    txPackets: link.stats64.tx.packets,
-    txBytes: link.stats64.tx.bytes,
+/** An interface's counters as the kernel keeps them (bytes at L2: the Ethernet header included). */
+export interface LinkCounters {
+  rxPackets: number
+  rxBytes: number
+  txPackets: number
+  txBytes: number
+}
+
+interface IpLinkStatsJson {
+  ifindex: number
+  ifname: string
+  stats64?: {rx: {packets: number; bytes: number}; tx: {packets: number; bytes: number}}
+}
+
+/**
+ * The one reader of `ip -s -j link show` output: each interface's counters by ifindex (an
+ * interface without stats64, which iproute2 prints for none we meter, is left out).
+ */
+export function parseLinkCounters(json: string): Map<number, LinkCounters & {ifname: string}> {
+  const out = new Map<number, LinkCounters & {ifname: string}>()
+  for (const l of JSON.parse(json || '[]') as IpLinkStatsJson[]) {
+    if (!l.stats64) continue
+    const {rx, tx} = l.stats64
+    out.set(l.ifindex, {ifname: l.ifname, rxPackets: rx.packets, rxBytes: rx.bytes, txPackets: tx.packets, txBytes: tx.bytes})
   }
+  return out
+}
+
+/** The kernel's own counters of every interface in a namespace, by ifindex. */
+export async function readLinkCounters(netns: NetnsName): Promise<Map<number, LinkCounters & {ifname: string}>> {
+  const {stdout} = await run('ip', ['-s', '-j', 'link', 'show'], {netns, timeoutMs: 10_000})
+  return parseLinkCounters(stdout)
+}
+
+/** The kernel's own counters of one interface, for comparing with what the meter saw. */
+export async function linkCounters(netns: NetnsName, ifname: string): Promise<LinkCounters> {
+  const {stdout} = await run('ip', ['-s', '-j', 'link', 'show', 'dev', ifname], {netns, timeoutMs: 10_000})
+  const [counters] = parseLinkCounters(stdout).values()
+  if (!counters) throw new NotFoundError(`interface '${ifname}' in ${describeNetns(netns)} has no counters`)
+  return {rxPackets: counters.rxPackets, rxBytes: counters.rxBytes, txPackets: counters.txPackets, txBytes: counters.txBytes}
 }

@@ -14,7 +14,9 @@ import {END_REASON, FlowBatch} from '../../src/flow/batch.js'
 import type {DrainReport} from '../../src/daemon/drain.js'
 import {createLogger} from '../../src/daemon/log.js'
 import {pathsFromEnv, type Paths} from '../../src/paths.js'
-import {DaemonMetrics, splitHostPort, type LinkCounters} from '../../src/daemon/metrics.js'
+import {DaemonMetrics} from '../../src/daemon/metrics/daemon-metrics.js'
+import {splitHostPort} from '../../src/daemon/metrics/server.js'
+import type {LinkCounters} from '../../src/sys/netns.js'
 import {sample} from '../helpers/prom.js'
 
 function report(netns: string, seen: [number, number, number][], taken = 0): {netns: string} & DrainReport {

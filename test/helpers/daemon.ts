@@ -19,13 +19,11 @@ export class DaemonProcess {
   readonly child: ResultPromise
   private stderrTail = ''
 
-  /** `env` replaces variables of this process's environment (e.g. another FLOWCTL_RUN_DIR). */
+  /** `env` adds to this process's environment (e.g. a router's own FLOWCTL_* directories). */
   constructor(configFile: string, netns?: string, env: Record<string, string> = {}) {
     const argv = [CLI, 'daemon', '-c', configFile]
-    const childEnv = {...process.env, ...env}
-    this.child = netns
-      ? execa('nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, ...argv], {reject: false, env: childEnv})
-      : execa(process.execPath, argv, {reject: false, env: childEnv})
+    const options = {reject: false, env: {...process.env, ...env}}
+    this.child = netns ? execa('nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, ...argv], options) : execa(process.execPath, argv, options)
     let partial = ''
     this.child.stderr!.on('data', (d: Buffer) => {
       partial += d.toString()

@@ -88,7 +88,7 @@ describe('Dockerfile', function () {
   it('takes from the build stage what `npm pack` ships (package.json "files"), plus node_modules', function () {
     const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {files: string[]; bin: Record<string, string>}
     for (const entry of ['bin', 'dist/src', 'bpf']) assert.ok(pkg.files.includes(entry), `package.json files has ${entry}`)
-    for (const file of ['package.json', 'README.md', 'bin/run.js', 'dist/src/commands/daemon.js', 'dist/src/daemon/metrics.js', 'bpf/meter.bpf.c', 'bpf/flowctl.h', 'misc/flowctl.service', 'misc/config.example.yaml']) {
+    for (const file of ['package.json', 'README.md', 'bin/run.js', 'dist/src/commands/daemon.js', 'dist/src/daemon/metrics/daemon-metrics.js', 'bpf/meter.bpf.c', 'bpf/flowctl.h', 'misc/flowctl.service', 'misc/config.example.yaml']) {
       assert.ok(packed.includes(file), `npm pack ships ${file}`)
     }
     assert.ok(!packed.some((f) => f.startsWith('dist/test/')), 'no compiled tests in the package')
