@@ -13,6 +13,7 @@ import {existsSync} from 'node:fs'
 import {rename, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
+import type {FlowSample} from '../flow/flow-cache.js'
 import {FAMILIES, firstPacketWins, type Family} from '../flow/record.js'
 import {FlowStore} from './flow-store.js'
 import {FLOW_KEY4, FLOW_KEY6, readU64} from './layout.js'
@@ -118,14 +119,8 @@ function convertKey(family: Family, from: Buffer, at: number, into: Buffer): Buf
   return out
 }
 
-interface V1Sample {
-  packets: number
-  bytes: number
-  firstNs: number
-  lastNs: number
-  tcpFlags: number
-  tos: number
-}
+/** What layout 1 counted of a flow: the fields of a FlowSample it had. */
+type V1Sample = Pick<FlowSample, 'packets' | 'bytes' | 'firstNs' | 'lastNs' | 'tcpFlags' | 'tos'>
 
 function sumPerCpu(values: Buffer, off: number, stride: number, into: V1Sample): void {
   const f = V1.FLOW_COUNTERS.fields
