@@ -65,6 +65,10 @@ export const EXPORTABLE_ELEMENTS: Readonly<Record<string, ExportableElement>> = 
   destinationIPv4Address: {family: 4, value: {address: 'dst'}},
   sourceIPv6Address: {family: 6, value: {address: 'src'}},
   destinationIPv6Address: {family: 6, value: {address: 'dst'}},
+  // The gateway the router sends the flow to, looked up when the flow began; zeros (0.0.0.0, ::)
+  // for a directly connected destination or traffic for this host.
+  ipNextHopIPv4Address: {family: 4, value: {address: 'nextHop'}},
+  ipNextHopIPv6Address: {family: 6, value: {address: 'nextHop'}},
   icmpTypeCodeIPv4: icmpOnly(4, (t) => t),
   icmpTypeIPv4: icmpOnly(4, (t) => t >> 8),
   icmpCodeIPv4: icmpOnly(4, (t) => t & 0xff),
@@ -98,6 +102,14 @@ export const EXPORTABLE_ELEMENTS: Readonly<Record<string, ExportableElement>> = 
   ipPrecedence: {value: {column: 'tos', divisor: 32}}, // its upper 3 bits
   vlanId: {value: {column: 'vlanId'}}, // the outer tag
   dot1qVlanId: {value: {column: 'vlanId'}},
+  dot1qCustomerVlanId: {value: {column: 'innerVlanId'}}, // QinQ: the inner tag
+  minimumTTL: {value: {column: 'minTtl'}}, // IPv4 TTL or IPv6 hop limit
+  maximumTTL: {value: {column: 'maxTtl'}},
+  // RFC 7270: unsigned32 in the registry, but its value is laid out as one byte (the status in
+  // the upper two bits, a reason code below them), the byte NetFlow v9 exporters send: one byte
+  // unless a template says otherwise. Not in the 2013 registry snapshot: bound by name, it is
+  // exportable once the registry knows it.
+  forwardingStatus: {value: {column: 'fwdStatus'}, defaultLength: 1},
   ipVersion: {value: {compute: (b) => b.family}},
   observationDomainId: {value: {compute: (b) => b.observationDomainId}},
 }
@@ -113,7 +125,9 @@ export function exportableElement(name: string): (ExportableElement & {name: str
  * Default templates for a config that names none: an IPv4 template and its IPv6 twin with what
  * kflow/goflow-style collectors read (addresses, ports, protocol, TCP flags, octet and packet
  * deltas), times as flowStart/EndMilliseconds (goflow2 reads times only from IEs 150-157),
- * interfaces, direction, end reason, class of service and VLAN.
+ * interfaces, direction, end reason, class of service and VLAN; then what a router's record
+ * carries besides: the next hop and the TTL range (appended, so that the fields before keep
+ * their places).
  */
 const COMMON_TAIL = [
   'sourceTransportPort',
@@ -133,6 +147,6 @@ const COMMON_TAIL = [
 ]
 
 export const DEFAULT_TEMPLATES: readonly {id: number; fields: readonly string[]}[] = [
-  {id: 256, fields: ['sourceIPv4Address', 'destinationIPv4Address', ...COMMON_TAIL]},
-  {id: 257, fields: ['sourceIPv6Address', 'destinationIPv6Address', ...COMMON_TAIL]},
+  {id: 256, fields: ['sourceIPv4Address', 'destinationIPv4Address', ...COMMON_TAIL, 'ipNextHopIPv4Address', 'minimumTTL', 'maximumTTL']},
+  {id: 257, fields: ['sourceIPv6Address', 'destinationIPv6Address', ...COMMON_TAIL, 'ipNextHopIPv6Address', 'minimumTTL', 'maximumTTL']},
 ]
