@@ -1,25 +1,25 @@
 /**
- * How each exportable information element is read from a FlowBatch and written into a record.
+ * How each exportable information element is written into a record: the writers are derived
+ * from its declaration in EXPORTABLE_ELEMENTS (exportable.ts), nothing here is per element.
  * Times come from epoch microseconds; NTP-format times (RFC 7011 §6.1.9-10) count from 1900.
  */
 import type {FlowBatch} from '../flow/batch.js'
-import {isIcmp} from '../flow/protocols.js'
 import {elementByName, naturalLength, type InformationElement} from './elements.js'
-import {exportableElement} from './exportable.js'
+import {exportableElement, type AddressColumn, type NumberColumn, type ValueSource} from './exportable.js'
 
 export type FieldWriter = (b: FlowBatch, i: number, buf: Buffer, off: number) => void
 
 /**
  * Writes the field of `count` consecutive flows from `from`, the first at `off` and each next
  * one `stride` bytes (a record) further: the encoder calls it once per field and message, and
- * its loop reads one typed column, so no call is made per field and record. The bytes are
- * exactly what `write` would put there.
+ * its loop reads one typed column, so no call is made per field and record.
  */
 export type ColumnWriter = (b: FlowBatch, from: number, count: number, buf: Buffer, off: number, stride: number) => void
 
 export interface BoundField {
   element: InformationElement
   length: number
+  /** One flow's field: the same bytes as `writeColumn` puts there. */
   write: FieldWriter
   writeColumn: ColumnWriter
   /** The largest value a reduced-size counter field can hold (packet and octet deltas only). */
@@ -72,7 +72,46 @@ function putNtp(buf: Buffer, off: number, epochUs: number, micro: boolean): void
   buf.writeUInt32BE(fraction >>> 0, off + 4)
 }
 
-type ValueOf = (b: FlowBatch, i: number) => number
+/** `v` in `len` (1, 2, 4 or 8) bytes, clamped as putUint does: the encoder's hot path, inlined. */
+function putFixed(buf: Buffer, p: number, len: number, max: number, v: number): void {
+  if (len === 8) return putU64(buf, p, v)
+  if (v > max) v = max
+  if (len === 4) {
+    buf[p] = v >>> 24
+    buf[p + 1] = v >>> 16
+    buf[p + 2] = v >>> 8
+    buf[p + 3] = v
+  } else if (len === 2) {
+    buf[p] = v >>> 8
+    buf[p + 1] = v
+  } else buf[p] = v
+}
+
+/** A number column in `len` (1, 2, 4 or 8) bytes: each flow's value, divided and floored when the divisor is not 1. */
+function numberColumn(column: NumberColumn, divisor: number, len: number): ColumnWriter {
+  const max = 2 ** (8 * len) - 1
+  return (b, from, count, buf, off, stride) => {
+    const col = b[column]
+    for (let r = 0, p = off; r < count; r++, p += stride) {
+      const i = from + r
+      putFixed(buf, p, len, max, divisor === 1 ? col[i] : Math.floor(col[i] / divisor))
+    }
+  }
+}
+
+/** One number column for ingress flows, another for egress flows, in `len` (1, 2, 4 or 8) bytes. */
+function directionColumn(ingress: NumberColumn, egress: NumberColumn, len: number): ColumnWriter {
+  const max = 2 ** (8 * len) - 1
+  return (b, from, count, buf, off, stride) => {
+    const inCol = b[ingress]
+    const egCol = b[egress]
+    const dir = b.direction
+    for (let r = 0, p = off; r < count; r++, p += stride) {
+      const i = from + r
+      putFixed(buf, p, len, max, dir[i] === 0 ? inCol[i] : egCol[i])
+    }
+  }
+}
 
 /** A column writer that calls `write` for each flow: for the fields without a loop of their own. */
 function eachRecord(write: FieldWriter): ColumnWriter {
@@ -81,82 +120,78 @@ function eachRecord(write: FieldWriter): ColumnWriter {
   }
 }
 
-/**
- * The elements whose value is a FlowBatch column, divided (and floored) by `divisor` when it is
- * not 1, or, with `direction`, the column where the flow has that direction and 0 elsewhere.
- * Each must equal its NUMERIC entry.
- */
-interface ColumnSource {
-  column: (b: FlowBatch) => ArrayLike<number>
-  divisor: number
-  direction?: number
-}
-
-const COLUMN: Record<string, ColumnSource> = {
-  sourceTransportPort: {column: (b) => b.sport, divisor: 1},
-  destinationTransportPort: {column: (b) => b.dport, divisor: 1},
-  protocolIdentifier: {column: (b) => b.proto, divisor: 1},
-  tcpControlBits: {column: (b) => b.tcpFlags, divisor: 1},
-  octetDeltaCount: {column: (b) => b.bytes, divisor: 1},
-  packetDeltaCount: {column: (b) => b.packets, divisor: 1},
-  flowStartSeconds: {column: (b) => b.startUs, divisor: 1e6},
-  flowEndSeconds: {column: (b) => b.endUs, divisor: 1e6},
-  flowStartMilliseconds: {column: (b) => b.startUs, divisor: 1e3},
-  flowEndMilliseconds: {column: (b) => b.endUs, divisor: 1e3},
-  ingressInterface: {column: (b) => b.ifindex, divisor: 1, direction: 0},
-  egressInterface: {column: (b) => b.ifindex, divisor: 1, direction: 1},
-  flowDirection: {column: (b) => b.direction, divisor: 1},
-  flowEndReason: {column: (b) => b.endReason, divisor: 1},
-  ipClassOfService: {column: (b) => b.tos, divisor: 1},
-  vlanId: {column: (b) => b.vlanId, divisor: 1},
-  dot1qVlanId: {column: (b) => b.vlanId, divisor: 1},
-}
-
-/** The column writer of a ColumnSource in `len` bytes, clamped and stored as `unsigned` does. */
-function unsignedColumn(source: ColumnSource, len: number, write: FieldWriter): ColumnWriter {
-  if (len !== 1 && len !== 2 && len !== 4 && len !== 8) return eachRecord(write)
-  const max = 2 ** (8 * len) - 1
-  const {divisor} = source
-  const direction = source.direction ?? -1
-  return (b, from, count, buf, off, stride) => {
-    const col = source.column(b)
-    const dir = b.direction
-    for (let r = 0, p = off; r < count; r++, p += stride) {
-      const i = from + r
-      let v = divisor === 1 ? col[i] : Math.floor(col[i] / divisor)
-      if (direction >= 0 && dir[i] !== direction) v = 0
-      if (len === 8) {
-        putU64(buf, p, v)
-        continue
-      }
-      if (v > max) v = max
-      if (len === 4) {
-        buf[p] = v >>> 24
-        buf[p + 1] = v >>> 16
-        buf[p + 2] = v >>> 8
-        buf[p + 3] = v
-      } else if (len === 2) {
-        buf[p] = v >>> 8
-        buf[p + 1] = v
-      } else buf[p] = v
-    }
-  }
-}
-
-function addressColumn(column: 'src' | 'dst'): ColumnWriter {
+/** Copies each flow's address from its FlowBatch column (no subarray made per record). */
+function addressColumn(column: AddressColumn): ColumnWriter {
   return (b, from, count, buf, off, stride) => {
     const len = b.addrLen
-    const col = column === 'src' ? b.src : b.dst
+    const col = b[column]
     for (let r = 0, p = off, at = from * len; r < count; r++, p += stride, at += len) {
       for (let k = 0; k < len; k++) buf[p + k] = col[at + k]
     }
   }
 }
 
+function ntpColumn(column: 'startUs' | 'endUs', micro: boolean): ColumnWriter {
+  return (b, from, count, buf, off, stride) => {
+    const col = b[column]
+    for (let r = 0, p = off; r < count; r++, p += stride) putNtp(buf, p, col[from + r], micro)
+  }
+}
+
+/** The column writer of an element's value source in `len` bytes. */
+export function columnWriter(value: ValueSource, len: number): ColumnWriter {
+  if ('address' in value) return addressColumn(value.address)
+  if ('ntpTime' in value) return ntpColumn(value.ntpTime, value.micro)
+  // Computed values, and the odd lengths of reduced-size encoding (3, 5, 6, 7), are rare.
+  if ('compute' in value || (len !== 1 && len !== 2 && len !== 4 && len !== 8)) return eachRecord(recordWriter(value, len))
+  if ('ingress' in value) return directionColumn(value.ingress, value.egress, len)
+  return numberColumn(value.column, value.divisor ?? 1, len)
+}
+
+type ValueOf = (b: FlowBatch, i: number) => number
+
+/**
+ * Each number column read by name: a per-record writer calling one of these is several times
+ * faster than one indexing the batch by a column name it holds (a megamorphic keyed load).
+ */
+const READ: {readonly [C in NumberColumn]: ValueOf} = {
+  ifindex: (b, i) => b.ifindex[i],
+  peerIfindex: (b, i) => b.peerIfindex[i],
+  direction: (b, i) => b.direction[i],
+  proto: (b, i) => b.proto[i],
+  vlanId: (b, i) => b.vlanId[i],
+  innerVlanId: (b, i) => b.innerVlanId[i],
+  sport: (b, i) => b.sport[i],
+  dport: (b, i) => b.dport[i],
+  packets: (b, i) => b.packets[i],
+  bytes: (b, i) => b.bytes[i],
+  startUs: (b, i) => b.startUs[i],
+  endUs: (b, i) => b.endUs[i],
+  tcpFlags: (b, i) => b.tcpFlags[i],
+  tos: (b, i) => b.tos[i],
+  endReason: (b, i) => b.endReason[i],
+  minTtl: (b, i) => b.minTtl[i],
+  maxTtl: (b, i) => b.maxTtl[i],
+  fwdStatus: (b, i) => b.fwdStatus[i],
+}
+
+/** One flow's number from a value source that is not an address or a time. */
+function valueReader(value: Exclude<ValueSource, {address: unknown} | {ntpTime: unknown}>): ValueOf {
+  if ('compute' in value) return value.compute
+  if ('ingress' in value) {
+    const ingress = READ[value.ingress]
+    const egress = READ[value.egress]
+    return (b, i) => (b.direction[i] === 0 ? ingress(b, i) : egress(b, i))
+  }
+  const read = READ[value.column]
+  const divisor = value.divisor ?? 1
+  return divisor === 1 ? read : (b, i) => Math.floor(read(b, i) / divisor)
+}
+
 /**
  * A field of `len` bytes holding valueOf's number, as putUint writes it. The common lengths
- * store bytes directly (a Uint8Array store keeps the low 8 bits), which is several times faster
- * than Buffer's checked writers on the encoder's hot path.
+ * store bytes directly (a Uint8Array store keeps the low 8 bits), several times faster than
+ * Buffer's checked writers.
  */
 function unsigned(valueOf: ValueOf, len: number): FieldWriter {
   switch (len) {
@@ -188,62 +223,37 @@ function unsigned(valueOf: ValueOf, len: number): FieldWriter {
   }
 }
 
-function copyAddress(from: Uint8Array, len: number, i: number, buf: Buffer, off: number): void {
-  for (let k = 0, at = i * len; k < len; k++) buf[off + k] = from[at + k]
+/**
+ * The writer of one flow's field, the same bytes as columnWriter's: for the records the encoder
+ * writes one at a time (a counter split over several records), where a column loop of one
+ * record would cost more than the field.
+ */
+export function recordWriter(value: ValueSource, len: number): FieldWriter {
+  if ('address' in value) {
+    const column = value.address
+    return (b, i, buf, off) => {
+      const len = b.addrLen
+      const col = b[column]
+      for (let k = 0, at = i * len; k < len; k++) buf[off + k] = col[at + k]
+    }
+  }
+  if ('ntpTime' in value) {
+    const {ntpTime: column, micro} = value
+    return (b, i, buf, off) => putNtp(buf, off, b[column][i], micro)
+  }
+  return unsigned(valueReader(value), len)
 }
 
-/** Copies a flow's address from its FlowBatch column (no subarray made per record). */
-function addressWriter(column: 'src' | 'dst'): FieldWriter {
-  return column === 'src' ? (b, i, buf, off) => copyAddress(b.src, b.addrLen, i, buf, off) : (b, i, buf, off) => copyAddress(b.dst, b.addrLen, i, buf, off)
-}
-
-const icmpOnly = (family: 4 | 6, pick: (dport: number) => number): ValueOf => (b, i) =>
-  b.family === family && isIcmp(b.proto[i]) ? pick(b.dport[i]) : 0
-
-const NUMERIC: Record<string, ValueOf> = {
-  sourceTransportPort: (b, i) => b.sport[i],
-  destinationTransportPort: (b, i) => b.dport[i],
-  protocolIdentifier: (b, i) => b.proto[i],
-  tcpControlBits: (b, i) => b.tcpFlags[i],
-  octetDeltaCount: (b, i) => b.bytes[i],
-  packetDeltaCount: (b, i) => b.packets[i],
-  flowStartSeconds: (b, i) => Math.floor(b.startUs[i] / 1e6),
-  flowEndSeconds: (b, i) => Math.floor(b.endUs[i] / 1e6),
-  flowStartMilliseconds: (b, i) => Math.floor(b.startUs[i] / 1e3),
-  flowEndMilliseconds: (b, i) => Math.floor(b.endUs[i] / 1e3),
-  flowDurationMilliseconds: (b, i) => Math.floor((b.endUs[i] - b.startUs[i]) / 1e3),
-  flowDurationMicroseconds: (b, i) => Math.floor(b.endUs[i] - b.startUs[i]),
-  ingressInterface: (b, i) => (b.direction[i] === 0 ? b.ifindex[i] : 0),
-  egressInterface: (b, i) => (b.direction[i] === 1 ? b.ifindex[i] : 0),
-  flowDirection: (b, i) => b.direction[i],
-  flowEndReason: (b, i) => b.endReason[i],
-  ipClassOfService: (b, i) => b.tos[i],
-  ipDiffServCodePoint: (b, i) => b.tos[i] >> 2,
-  ipPrecedence: (b, i) => b.tos[i] >> 5,
-  vlanId: (b, i) => b.vlanId[i],
-  dot1qVlanId: (b, i) => b.vlanId[i],
-  ipVersion: (b) => b.family,
-  observationDomainId: (b) => b.observationDomainId,
-  icmpTypeCodeIPv4: icmpOnly(4, (d) => d),
-  icmpTypeIPv4: icmpOnly(4, (d) => d >> 8),
-  icmpCodeIPv4: icmpOnly(4, (d) => d & 0xff),
-  icmpTypeCodeIPv6: icmpOnly(6, (d) => d),
-  icmpTypeIPv6: icmpOnly(6, (d) => d >> 8),
-  icmpCodeIPv6: icmpOnly(6, (d) => d & 0xff),
-}
-
-const ADDRESS: Record<string, 'src' | 'dst'> = {
-  sourceIPv4Address: 'src',
-  destinationIPv4Address: 'dst',
-  sourceIPv6Address: 'src',
-  destinationIPv6Address: 'dst',
-}
-
-const NTP_TIME: Record<string, {column: 'startUs' | 'endUs'; micro: boolean}> = {
-  flowStartMicroseconds: {column: 'startUs', micro: true},
-  flowEndMicroseconds: {column: 'endUs', micro: true},
-  flowStartNanoseconds: {column: 'startUs', micro: false},
-  flowEndNanoseconds: {column: 'endUs', micro: false},
+/**
+ * The length a field of this exportable element gets when its template names none: the
+ * declared default, else the registry type's natural length; undefined for an element the
+ * registry or flowctl does not know.
+ */
+export function defaultFieldLength(name: string): number | undefined {
+  const exportable = exportableElement(name)
+  const element = elementByName(name)
+  if (!exportable || !element) return undefined
+  return exportable.defaultLength ?? naturalLength(element.type)
 }
 
 /** The writer of one template field; the element must be exportable and the length valid. */
@@ -251,24 +261,12 @@ export function bindField(name: string, length?: number): BoundField {
   const exportable = exportableElement(name)
   const element = elementByName(name)
   if (!exportable || !element) throw new Error(`flowctl cannot export information element '${name}'`)
-  const len = length ?? naturalLength(element.type)
-  const canonical = exportable.name
-  const address = ADDRESS[canonical]
-  if (address) {
-    return {element, length: len, write: addressWriter(address), writeColumn: addressColumn(address)}
-  }
-  const ntp = NTP_TIME[canonical]
-  if (ntp) {
-    const write: FieldWriter = (b, i, buf, off) => putNtp(buf, off, b[ntp.column][i], ntp.micro)
-    return {element, length: len, write, writeColumn: eachRecord(write)}
-  }
-  const valueOf = NUMERIC[canonical]
-  if (!valueOf) throw new Error(`no writer for ${canonical}`)
-  const write = unsigned(valueOf, len)
-  const column = COLUMN[canonical]
-  const field: BoundField = {element, length: len, write, writeColumn: column ? unsignedColumn(column, len, write) : eachRecord(write)}
-  if (len < 8 && (canonical === 'octetDeltaCount' || canonical === 'packetDeltaCount')) {
-    field.counterMax = {[canonical === 'octetDeltaCount' ? 'bytes' : 'packets']: 2 ** (8 * len) - 1}
+  const len = length ?? exportable.defaultLength ?? naturalLength(element.type)
+  const field: BoundField = {element, length: len, write: recordWriter(exportable.value, len), writeColumn: columnWriter(exportable.value, len)}
+  // A counter column in fewer than 8 bytes: the exporter splits a flow whose count it cannot hold.
+  const value = exportable.value
+  if (len < 8 && 'column' in value && (value.column === 'bytes' || value.column === 'packets') && value.divisor === undefined) {
+    field.counterMax = {[value.column]: 2 ** (8 * len) - 1}
   }
   return field
 }

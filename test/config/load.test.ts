@@ -361,8 +361,18 @@ describe('config/load', function () {
         {name: 'sourceIPv6Address', id: 27, length: 16},
         {name: 'destinationIPv6Address', id: 28, length: 16},
       ])
-      assert.deepEqual(v6.fields.at(-1), {name: 'vlanId', id: 58, length: 2})
-      assert.equal(v4.fields.length, 16)
+      // The router's fields come last: the next hop of the family and the TTL range.
+      assert.deepEqual(v4.fields.slice(-3), [
+        {name: 'ipNextHopIPv4Address', id: 15, length: 4},
+        {name: 'minimumTTL', id: 52, length: 1},
+        {name: 'maximumTTL', id: 53, length: 1},
+      ])
+      assert.deepEqual(v6.fields.slice(-3), [
+        {name: 'ipNextHopIPv6Address', id: 62, length: 16},
+        {name: 'minimumTTL', id: 52, length: 1},
+        {name: 'maximumTTL', id: 53, length: 1},
+      ])
+      assert.equal(v4.fields.length, 19)
     })
 
     it('defaultConfig is one collector at 127.0.0.1:4739 with the default templates', function () {
@@ -380,7 +390,7 @@ describe('config/load', function () {
       assert.equal(config.file, 'x.yaml')
       config.templates[0].fields.pop()
       config.collectors.pop()
-      assert.equal(defaultConfig().templates[0].fields.length, 16)
+      assert.equal(defaultConfig().templates[0].fields.length, 19)
       assert.equal(defaultConfig().collectors.length, 1)
     })
   })
@@ -649,7 +659,7 @@ describe('config/load', function () {
       [
         'a message size too small for the default templates',
         `${C}maxMessageSize: 100\n`,
-        'config.yaml:3:17: maxMessageSize: 100 is too small for the default templates, whose largest record takes 83 bytes plus 20 of message and set headers; allowed: at least 103, or templates with fewer fields',
+        'config.yaml:3:17: maxMessageSize: 100 is too small for the default templates, whose largest record takes 101 bytes plus 20 of message and set headers; allowed: at least 121, or templates with fewer fields',
       ],
       ['a fractional message size', `${C}maxMessageSize: 1400.5\n`, 'config.yaml:3:17: maxMessageSize: 1400.5 is not an integer; allowed: an integer from 80 to 65507 (bytes of UDP payload)'],
       [

@@ -99,7 +99,7 @@ export class TsharkProblemError extends Error {
   }
 }
 
-type Kind = 'uint' | 'text' | 'seconds' | 'milliseconds' | 'microseconds' | 'nanoseconds' | 'durationMs' | 'durationUs' | 'icmp6Type' | 'icmp6Code'
+type Kind = 'uint' | 'text' | 'seconds' | 'milliseconds' | 'microseconds' | 'nanoseconds' | 'durationMs' | 'durationUs' | PartKind
 
 interface Candidate {
   id: number
@@ -108,6 +108,23 @@ interface Candidate {
 }
 
 const c = (id: number, name: string, kind: Kind = 'uint'): Candidate => ({id, name, kind})
+
+/**
+ * Elements tshark shows as two fields, the upper and lower bits of one value: icmpTypeCodeIPv6
+ * as a type and a code, forwardingStatus (RFC 7270) as a status (2 bits) and a reason (6 bits)
+ * whose field name depends on the status.
+ */
+const PARTS = {
+  icmp6Type: {whole: 'icmpTypeCodeIPv6', shift: 8, upper: true},
+  icmp6Code: {whole: 'icmpTypeCodeIPv6', shift: 8, upper: false},
+  fwdStatus: {whole: 'forwardingStatus', shift: 6, upper: true},
+  fwdReason: {whole: 'forwardingStatus', shift: 6, upper: false},
+} as const
+type PartKind = keyof typeof PARTS
+
+function isPart(kind: Kind): kind is PartKind {
+  return kind in PARTS
+}
 
 /**
  * tshark 4.0 cflow field names and the IANA elements each may stand for (found by decoding a
@@ -138,6 +155,16 @@ export const TSHARK_FIELDS: Readonly<Record<string, readonly Candidate[]>> = {
   'cflow.ip_precedence': [c(196, 'ipPrecedence')],
   'cflow.vlanid': [c(58, 'vlanId')],
   'cflow.dot1q_vlan_id': [c(243, 'dot1qVlanId')],
+  'cflow.dot1q_customer_vlan_id': [c(245, 'dot1qCustomerVlanId')],
+  'cflow.nexthop': [c(15, 'ipNextHopIPv4Address', 'text')],
+  'cflow.nexthopv6': [c(62, 'ipNextHopIPv6Address', 'text')],
+  'cflow.ttl_min': [c(52, 'minimumTTL')],
+  'cflow.ttl_max': [c(53, 'maximumTTL')],
+  'cflow.forwarding_status': [c(89, 'forwardingStatus', 'fwdStatus')],
+  'cflow.forwarding_status_unknown_code': [c(89, 'forwardingStatus', 'fwdReason')],
+  'cflow.forwarding_status_forward_code': [c(89, 'forwardingStatus', 'fwdReason')],
+  'cflow.forwarding_status_drop_code': [c(89, 'forwardingStatus', 'fwdReason')],
+  'cflow.forwarding_status_consume_code': [c(89, 'forwardingStatus', 'fwdReason')],
   'cflow.ip_version': [c(60, 'ipVersion')],
   'cflow.ipv6flowlabel': [c(31, 'flowLabelIPv6')],
   'cflow.icmp_type_code_ipv4': [c(32, 'icmpTypeCodeIPv4')],
@@ -198,6 +225,8 @@ function convert(kind: Kind, text: string): number | string {
     case 'uint':
     case 'icmp6Type':
     case 'icmp6Code':
+    case 'fwdStatus':
+    case 'fwdReason':
       return uintValue(text)
     case 'text':
       return text
@@ -277,8 +306,9 @@ function findProblems(o: Json, frame: number, out: string[]): void {
 /** Maps one record's tshark fields to IANA names with the template tshark decoded it with. */
 function mapFields(raw: Record<string, string[]>, templateIds: readonly number[]): TsharkRecord {
   const fields: TsharkRecord = {}
-  // The type and code halves of each icmpTypeCodeIPv6, in template order; joined at the end.
-  const icmp6: {type?: number; code?: number}[] = []
+  // The upper and lower parts of each two-part element (PARTS), in template order; joined at the end.
+  const parts = new Map<string, {shift: number; upper?: number; lower?: number}[]>()
+  const halves = new Map<string, number>()
   for (const [name, values] of Object.entries(raw)) {
     const candidates = TSHARK_FIELDS[name]
     if (!candidates) continue
@@ -287,12 +317,17 @@ function mapFields(raw: Record<string, string[]>, templateIds: readonly number[]
     const present = templateIds.map((id) => candidates.find((x) => x.id === id)).filter((x): x is Candidate => x !== undefined)
     // A repeated element is keyed 'name', 'name#2'... as the decoder keys it (codec fieldKeys).
     const seen = new Map<string, number>()
-    let half = 0
     present.forEach((cand, i) => {
       if (values[i] === undefined) return
-      if (cand.kind === 'icmp6Type' || cand.kind === 'icmp6Code') {
-        icmp6[half] ??= {}
-        icmp6[half++][cand.kind === 'icmp6Type' ? 'type' : 'code'] = uintValue(values[i]) as number
+      if (isPart(cand.kind)) {
+        const {whole, upper} = PARTS[cand.kind]
+        const side = `${whole}/${upper}`
+        const n = halves.get(side) ?? 0
+        halves.set(side, n + 1)
+        const list = parts.get(whole) ?? []
+        parts.set(whole, list)
+        list[n] ??= {shift: PARTS[cand.kind].shift}
+        list[n][upper ? 'upper' : 'lower'] = uintValue(values[i]) as number
         return
       }
       const n = (seen.get(cand.name) ?? 0) + 1
@@ -300,9 +335,11 @@ function mapFields(raw: Record<string, string[]>, templateIds: readonly number[]
       fields[n === 1 ? cand.name : `${cand.name}#${n}`] = convert(cand.kind, values[i])
     })
   }
-  icmp6.forEach((h, i) => {
-    if (h.type !== undefined && h.code !== undefined) fields[i === 0 ? 'icmpTypeCodeIPv6' : `icmpTypeCodeIPv6#${i + 1}`] = (h.type << 8) | h.code
-  })
+  for (const [whole, list] of parts) {
+    list.forEach((h, i) => {
+      if (h.upper !== undefined && h.lower !== undefined) fields[i === 0 ? whole : `${whole}#${i + 1}`] = (h.upper << h.shift) | h.lower
+    })
+  }
   return fields
 }
 

@@ -69,7 +69,7 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       assert.deepEqual(t256?.fields.map((f) => `${f.element.name}/${f.length}`), [
         'sourceIPv4Address/4', 'destinationIPv4Address/4', 'sourceTransportPort/2', 'destinationTransportPort/2', 'protocolIdentifier/1', 'tcpControlBits/1',
         'octetDeltaCount/8', 'packetDeltaCount/8', 'flowStartMilliseconds/8', 'flowEndMilliseconds/8', 'ingressInterface/4', 'egressInterface/4',
-        'flowDirection/1', 'flowEndReason/1', 'ipClassOfService/1', 'vlanId/2',
+        'flowDirection/1', 'flowEndReason/1', 'ipClassOfService/1', 'vlanId/2', 'ipNextHopIPv4Address/4', 'minimumTTL/1', 'maximumTTL/1',
       ])
       assertPass()
       assert.deepEqual(errors, [])
@@ -145,8 +145,8 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
         e.sendStats(1, {packets: 0, bytes: 0})
         await sink.settle(e)
         for (const {raw} of sink.received) assert.ok(raw.length <= max, `a ${raw.length}-byte message`)
-        // 16-byte header, 4-byte set header, 59-byte IPv4 records: all but the last message of the batch are full.
-        const perMessage = Math.floor((max - 20) / 59)
+        // 16-byte header, 4-byte set header, 65-byte IPv4 records: all but the last message of the batch are full.
+        const perMessage = Math.floor((max - 20) / 65)
         const counts = sink.received.filter((r) => r.message.records.length && !r.message.records[0].options).map((r) => r.message.records.length)
         assert.deepEqual(counts.slice(0, -1), counts.slice(0, -1).map(() => perMessage))
         assert.equal(counts.reduce((a, b) => a + b, 0), v4.length)
@@ -158,7 +158,7 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
     }
 
     it('a record that can never fit the message size is not sent, and nothing breaks (IPv6 in 100 bytes)', async function () {
-      // An IPv6 record of the default template is 83 bytes: with the 20 bytes of headers, 103 > 100.
+      // An IPv6 record of the default template is 101 bytes: with the 20 bytes of headers, 121 > 100.
       const e = await open({maxMessageSize: 100})
       const v6 = randomFlows(6, 3, 11)
       assert.doesNotThrow(() => e.exportBatch(batchOf(v6, 1)))
@@ -249,13 +249,14 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
     })
 
     it('split across messages when they do not fit one', async function () {
-      const e = await open({maxMessageSize: 120})
+      // 130 bytes: room for one record of either template (IPv6: 20 + 101).
+      const e = await open({maxMessageSize: 130})
       e.sendTemplates(1)
       await sink.settle(e)
-      // 68-byte template records: one per message with the 20 bytes of headers (88 + 68 > 120),
-      // and the 34-byte options template does not fit beside one either (88 + 4 + 34 > 120).
+      // 84-byte template records: one per message with the 20 bytes of headers (104 + 84 > 130),
+      // and the 34-byte options template does not fit beside one either (104 + 4 + 34 > 130).
       assert.deepEqual(sink.received.map((r) => templateIdsIn(r.message)), [[256], [257], [STATS_TEMPLATE_ID]])
-      for (const {raw} of sink.received) assert.ok(raw.length <= 120)
+      for (const {raw} of sink.received) assert.ok(raw.length <= 130)
     })
   })
 
@@ -313,7 +314,8 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
         assert.ok((r.octetDeltaCount as bigint) <= 0xffffffffn && (r.packetDeltaCount as bigint) <= 0xffffn)
         assert.equal(r.ingressInterface, flows[0].ifindex)
       }
-      assert.deepEqual(recs.filter((r) => r.sourceIPv4Address === flows[1].src), [{sourceIPv4Address: flows[1].src, octetDeltaCount: 4_294_967_295n, packetDeltaCount: 65_535n, ingressInterface: 0}])
+      // flows[1] is an egress flow: its ingress interface is the one it came in by.
+      assert.deepEqual(recs.filter((r) => r.sourceIPv4Address === flows[1].src), [{sourceIPv4Address: flows[1].src, octetDeltaCount: 4_294_967_295n, packetDeltaCount: 65_535n, ingressInterface: flows[1].peerIfindex}])
       // The split records are data records like any: the next sequence number counts them.
       e.exportBatch(batchOf(flows.slice(1), 1))
       await sink.settle(e)

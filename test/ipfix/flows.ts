@@ -4,6 +4,9 @@
  * by the code under test), and a collector that keeps everything it receives.
  */
 import {compileTemplate, CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/exporter.js'
+import {elementByName, naturalLength, type InformationElement} from '../../src/ipfix/elements.js'
+import {exportableElement} from '../../src/ipfix/exportable.js'
+import {bindField, columnWriter, recordWriter, templateFamily, type BoundField} from '../../src/ipfix/flow-fields.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {parseAddress} from '../../src/util/address.js'
 import {FlowBatch} from '../../src/flow/batch.js'
@@ -34,6 +37,16 @@ export interface FlowInput {
   endReason: number
   tos: number
   vlanId: number
+  /** QinQ inner tag (0: none). */
+  innerVlanId: number
+  /** The flow's other interface (an ingress flow's way out, an egress flow's way in); 0: none. */
+  peerIfindex: number
+  minTtl: number
+  maxTtl: number
+  /** forwardingStatus (RFC 7270): 64 forwarded, 128 dropped, 131 unroutable, 195 for us, 0 unknown. */
+  fwdStatus: number
+  /** The gateway, canonical text; '0.0.0.0' / '::' when directly connected. */
+  nextHop: string
 }
 
 /** The batch the drain would hand the exporter for these flows (all of one family). */
@@ -58,6 +71,12 @@ export function batchOf(flows: readonly FlowInput[], observationDomainId = 1): F
     b.endReason[i] = f.endReason
     b.tos[i] = f.tos
     b.vlanId[i] = f.vlanId
+    b.innerVlanId[i] = f.innerVlanId
+    b.peerIfindex[i] = f.peerIfindex
+    b.minTtl[i] = f.minTtl
+    b.maxTtl[i] = f.maxTtl
+    b.fwdStatus[i] = f.fwdStatus
+    b.nextHop.set(parseAddress(f.nextHop).bytes, i * b.addrLen)
   })
   b.length = flows.length
   return b
@@ -65,8 +84,9 @@ export function batchOf(flows: readonly FlowInput[], observationDomainId = 1): F
 
 /**
  * The fields of the default template (256 for IPv4, 257 for IPv6) a flow must decode to, as
- * IpfixDecoder returns them (64-bit counters as bigint). The interface goes to ingressInterface
- * or egressInterface by the flow's direction; the other is 0.
+ * IpfixDecoder returns them (64-bit counters as bigint). The metered interface is the
+ * ingressInterface of an ingress flow and the egressInterface of an egress flow; the other one is
+ * the flow's peer interface.
  */
 export function expectedFields(f: FlowInput): Record<string, string | number | bigint> {
   const v = f.family === 4 ? 'IPv4' : 'IPv6'
@@ -81,12 +101,15 @@ export function expectedFields(f: FlowInput): Record<string, string | number | b
     packetDeltaCount: BigInt(f.packets),
     flowStartMilliseconds: Math.floor(f.startUs / 1000),
     flowEndMilliseconds: Math.floor(f.endUs / 1000),
-    ingressInterface: f.direction === 0 ? f.ifindex : 0,
-    egressInterface: f.direction === 1 ? f.ifindex : 0,
+    ingressInterface: f.direction === 0 ? f.ifindex : f.peerIfindex,
+    egressInterface: f.direction === 1 ? f.ifindex : f.peerIfindex,
     flowDirection: f.direction,
     flowEndReason: f.endReason,
     ipClassOfService: f.tos,
     vlanId: f.vlanId,
+    [`ipNextHop${v}Address`]: f.nextHop,
+    minimumTTL: f.minTtl,
+    maximumTTL: f.maxTtl,
   }
 }
 
@@ -104,14 +127,17 @@ const NOW_US = NOW_MS * 1000
 /** One TCP, UDP and ICMP flow of the family, every field set to a distinct, non-trivial value. */
 export function sampleFlows(family: 4 | 6): FlowInput[] {
   const a = family === 4 ? ['198.18.0.1', '198.18.200.254', '10.1.2.3', '203.0.113.77'] : ['2001:db8::1', '2001:db8:ffff:1:2:3:4:5', 'fe80::aa:bb', 'fd00:1234::9']
-  const base = {family, tos: 0, vlanId: 0, direction: 0 as 0 | 1}
+  const gateway = family === 4 ? '198.19.255.1' : 'fe80::1:2ff:fe03:405'
+  const none = family === 4 ? '0.0.0.0' : '::'
+  const base = {family, tos: 0, vlanId: 0, innerVlanId: 0, direction: 0 as 0 | 1}
   return [
-    // TCP: SYN|ACK|PSH|FIN|ECE|CWR, a counter beyond 2^32, DSCP EF, a VLAN, ended by FIN.
-    {...base, src: a[0], dst: a[1], sport: 49152, dport: 443, proto: 6, tcpFlags: 0xdb, bytes: 5_000_000_123, packets: 3_400_001, startUs: NOW_US - 61_234_567, endUs: NOW_US - 1_000, ifindex: 7, direction: 0, endReason: 3, tos: 0xb8, vlanId: 4094},
-    // UDP egress, active timeout.
-    {...base, src: a[2], dst: a[3], sport: 5353, dport: 53, proto: 17, tcpFlags: 0, bytes: 1_234, packets: 12, startUs: NOW_US - 2_000_999, endUs: NOW_US - 999, ifindex: 65_537, direction: 1, endReason: 2, tos: 0x02, vlanId: 1},
-    // ICMP echo request (type 8, or 128 for ICMPv6), idle timeout.
-    {...base, src: a[1], dst: a[0], sport: 0, dport: family === 4 ? 0x0800 : 0x8000, proto: family === 4 ? 1 : 58, tcpFlags: 0, bytes: 84, packets: 1, startUs: NOW_US - 15_000_000, endUs: NOW_US - 15_000_000, ifindex: 3, direction: 0, endReason: 1, tos: 0, vlanId: 0},
+    // TCP forwarded: SYN|ACK|PSH|FIN|ECE|CWR, a counter beyond 2^32, DSCP EF, QinQ, ended by FIN,
+    // leaving by interface 9 through a gateway.
+    {...base, src: a[0], dst: a[1], sport: 49152, dport: 443, proto: 6, tcpFlags: 0xdb, bytes: 5_000_000_123, packets: 3_400_001, startUs: NOW_US - 61_234_567, endUs: NOW_US - 1_000, ifindex: 7, direction: 0, endReason: 3, tos: 0xb8, vlanId: 4094, innerVlanId: 100, peerIfindex: 9, minTtl: 61, maxTtl: 64, fwdStatus: 64, nextHop: gateway},
+    // UDP egress that came in by interface 4_000_000_000, directly connected, active timeout.
+    {...base, src: a[2], dst: a[3], sport: 5353, dport: 53, proto: 17, tcpFlags: 0, bytes: 1_234, packets: 12, startUs: NOW_US - 2_000_999, endUs: NOW_US - 999, ifindex: 65_537, direction: 1, endReason: 2, tos: 0x02, vlanId: 1, innerVlanId: 4095, peerIfindex: 4_000_000_000, minTtl: 1, maxTtl: 255, fwdStatus: 64, nextHop: none},
+    // ICMP echo request (type 8, or 128 for ICMPv6) for this host, idle timeout.
+    {...base, src: a[1], dst: a[0], sport: 0, dport: family === 4 ? 0x0800 : 0x8000, proto: family === 4 ? 1 : 58, tcpFlags: 0, bytes: 84, packets: 1, startUs: NOW_US - 15_000_000, endUs: NOW_US - 15_000_000, ifindex: 3, direction: 0, endReason: 1, tos: 0, vlanId: 0, peerIfindex: 0, minTtl: 64, maxTtl: 64, fwdStatus: 195, nextHop: none},
   ]
 }
 
@@ -124,6 +150,7 @@ export function randomFlows(family: 4 | 6, n: number, seed: number): FlowInput[]
   return Array.from({length: n}, () => {
     const proto = [6, 17, family === 4 ? 1 : 58][int(2)]
     const startUs = NOW_US - int(3_600_000_000)
+    const minTtl = int(255)
     return {
       family,
       src: addr(),
@@ -141,8 +168,42 @@ export function randomFlows(family: 4 | 6, n: number, seed: number): FlowInput[]
       endReason: 1 + int(4),
       tos: int(255),
       vlanId: int(4095),
+      innerVlanId: int(4095),
+      peerIfindex: int(1) ? 1 + int(2 ** 31) : 0,
+      minTtl,
+      maxTtl: minTtl + int(255 - minTtl),
+      fwdStatus: [0, 64, 128, 131, 195][int(4)],
+      nextHop: int(1) ? addr() : family === 4 ? '0.0.0.0' : '::',
     }
   })
+}
+
+/** Whether the registry table knows forwardingStatus (IE 89): the 2013 snapshot does not. */
+export const REGISTRY_KNOWS_FORWARDING_STATUS = elementByName('forwardingStatus') !== undefined
+
+/**
+ * forwardingStatus as the registry has it, or while it does not, a test-local element of the
+ * number and type RFC 7270 gives it, so that its tests run before and after the registry knows it.
+ */
+export const FORWARDING_STATUS: InformationElement = elementByName('forwardingStatus') ?? {id: 89, name: 'forwardingStatus', type: 'unsigned32', semantics: 'identifier'}
+
+/** bindField, except that forwardingStatus binds to FORWARDING_STATUS while the registry lacks it. */
+export function bindTestField(name: string, length?: number): BoundField {
+  const exportable = exportableElement(name)
+  if (elementByName(name) || exportable?.name !== FORWARDING_STATUS.name) return bindField(name, length)
+  const len = length ?? exportable.defaultLength ?? naturalLength(FORWARDING_STATUS.type)
+  return {element: FORWARDING_STATUS, length: len, write: recordWriter(exportable.value, len), writeColumn: columnWriter(exportable.value, len)}
+}
+
+/** compileTemplate with bindTestField: fields without a length get their default length. */
+export function testTemplate(id: number, fields: readonly (string | {name: string; length: number})[]): ExportTemplate {
+  const bound = fields.map((f) => (typeof f === 'string' ? bindTestField(f) : bindTestField(f.name, f.length)))
+  return {
+    template: {id, fields: bound.map((b) => ({element: b.element, length: b.length})), scopeFieldCount: 0},
+    fields: bound,
+    recordLength: bound.reduce((n, b) => n + b.length, 0),
+    family: templateFamily(fields.map((f) => (typeof f === 'string' ? f : f.name))),
+  }
 }
 
 /** The default templates (256 IPv4, 257 IPv6), compiled as the daemon compiles them. */
