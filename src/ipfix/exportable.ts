@@ -142,13 +142,7 @@ const UNFILLABLE: Readonly<Record<string, string>> = {
   destinationIPv4PrefixLength: PREFIX,
   sourceIPv6PrefixLength: PREFIX,
   destinationIPv6PrefixLength: PREFIX,
-  ipNextHopIPv4Address: 'the meter does not look up the route of a flow, so it has no next hop for it',
-  ipNextHopIPv6Address: 'the meter does not look up the route of a flow, so it has no next hop for it',
-  minimumTTL: 'the meter does not keep the TTL or hop limit of the packets it counts',
-  maximumTTL: 'the meter does not keep the TTL or hop limit of the packets it counts',
   fragmentIdentification: 'a flow spans many datagrams, each with its own fragment identification: no one value describes the flow',
-  dot1qCustomerVlanId: 'the meter keeps only the outer VLAN tag of a QinQ frame (as vlanId), not the inner customer tag',
-  forwardingStatus: `${NOT_SEEN_AT_TC} whether the kernel then forwards, drops or consumes a packet (that is decided after tc ingress)`,
 }
 
 const unfillableByLower = new Map(Object.entries(UNFILLABLE).map(([name, reason]) => [name.toLowerCase(), reason]))

@@ -48,19 +48,26 @@ async function main(spec: AgentSpec): Promise<void> {
       const sport = socket.address().port
       const payload = Buffer.alloc(spec.size, 0x61)
       let sent = 0
-      // Wall-clock times of the first and last datagram handed to the kernel, for checking exported flow times.
+      // Wall-clock times just before and just after the first and the last datagram was handed to
+      // the kernel: the packet left between the two, which is what exported flow times are checked against.
+      let firstBeforeMs = 0
       let firstMs = 0
+      let lastBeforeMs = 0
       let lastMs = 0
       const deadline = spec.durationMs ? Date.now() + spec.durationMs : Infinity
       while (sent < spec.count && Date.now() < deadline) {
+        lastBeforeMs = Date.now()
         await new Promise<void>((resolve, reject) => socket.send(payload, spec.port, spec.host, (e) => (e ? reject(e) : resolve())))
         lastMs = Date.now()
-        if (sent === 0) firstMs = lastMs
+        if (sent === 0) {
+          firstBeforeMs = lastBeforeMs
+          firstMs = lastMs
+        }
         sent++
         if (spec.gapMs) await new Promise((r) => setTimeout(r, spec.gapMs))
       }
       socket.close()
-      done({packets: sent, bytes: sent * spec.size, sport, firstMs, lastMs})
+      done({packets: sent, bytes: sent * spec.size, sport, firstBeforeMs, firstMs, lastBeforeMs, lastMs})
       return
     }
     case 'tcp-sink': {
