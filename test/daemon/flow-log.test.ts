@@ -173,12 +173,9 @@ describe('flow log output and hooks', function () {
   it('kills a hook that hangs at its timeout (its children too) and writes the records', async function () {
     // The shell's child keeps stdout open: only killing the process group ends it.
     const out = await open([{name: 'hangs', shell: 'sleep 30; echo "[]"', timeoutMs: 300}])
-    const started = Date.now()
     out.write(batch(2))
-    assert.ok(Date.now() - started < 100, 'write() does not wait for the hook')
+    assert.equal(out.queued, 2, 'write() returned with the batch waiting for the hook')
     await out.close()
-    const elapsed = Date.now() - started
-    assert.ok(elapsed < 5000, `done in ${elapsed} ms`)
     assert.equal(lines(join(dir, 'flows.log')).length, 2)
     assert.deepEqual(seen.failures, [{hook: 'hangs', reason: 'timeout'}])
   })
@@ -200,12 +197,12 @@ describe('flow log output and hooks', function () {
     }
     // A child in a session of its own holds stdout for 25 s: found by its tag and killed.
     const tagged = await escapes(`cat >/dev/null; setsid sh -c 'echo $$ > ${pidFile}; exec sleep 25' & sleep 0.1; echo "[]"`)
-    assert.ok(tagged.elapsed < 2000, `moved on after ${tagged.elapsed} ms`)
+    assert.ok(tagged.elapsed < 10_000, `moved on after ${tagged.elapsed} ms, not after the child's 25 s`)
     assert.equal(alive(tagged.pid), false, 'the escaped child is dead')
     // One that also cleared its environment cannot be found; the log still moves on just after the timeout.
     const hidden = await escapes(`cat >/dev/null; setsid env -i sh -c 'echo $$ > ${pidFile}; exec sleep 25' & sleep 0.1; echo "[]"`)
     try {
-      assert.ok(hidden.elapsed < 2000, `moved on after ${hidden.elapsed} ms`)
+      assert.ok(hidden.elapsed < 10_000, `moved on after ${hidden.elapsed} ms, not after the child's 25 s`)
     } finally {
       process.kill(hidden.pid, 'SIGKILL')
     }
@@ -252,15 +249,14 @@ describe('flow log output and hooks', function () {
 
   it('never blocks the caller: a full hook queue writes the batch at once, without hooks, in order of arrival', async function () {
     const out = await open([{name: 'slow', shell: 'sleep 0.5; cat', timeoutMs: 10_000}], {maxQueuedRecords: 5})
-    const started = Date.now()
     out.write(batch(4, 'fct-test', 0)) // queued
     out.write(batch(4, 'fct-test', 100)) // would make 8 > 5: written now
-    assert.ok(Date.now() - started < 100)
-    assert.equal(out.queued, 4)
-    await new Promise((r) => setTimeout(r, 50))
+    assert.equal(out.queued, 4, 'only the first batch waits for the hook')
+    for (let i = 0; i < 100 && lines(join(dir, 'flows.log')).length < 4; i++) await new Promise((r) => setTimeout(r, 50))
     assert.deepEqual(
-      lines(join(dir, 'flows.log')).map((r) => r.sport),
+      lines(join(dir, 'flows.log')).slice(0, 4).map((r) => r.sport),
       [1100, 1101, 1102, 1103],
+      'the batch that found the queue full is written first',
     )
     await out.close()
     assert.equal(lines(join(dir, 'flows.log')).length, 8)
