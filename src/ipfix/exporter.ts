@@ -162,9 +162,13 @@ export class CollectorExporter {
     })
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject)
-      socket.connect(remote.port, address, () => {
+      // A failed connect (no route: ENETUNREACH) comes to this callback, not as an 'error' event.
+      socket.connect(remote.port, address, (error?: Error) => {
         socket.off('error', reject)
-        resolve()
+        if (error) {
+          socket.close()
+          reject(error)
+        } else resolve()
       })
     })
     try {

@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {FlowctlCommand} from '../../cli/command.js'
+import {FlowctlError} from '../../errors.js'
 import {jsonFlag} from '../../cli/flags.js'
 import {loadConfig} from '../../config/load.js'
 import {statsTemplateId} from '../../daemon/daemon.js'
@@ -42,7 +43,11 @@ ones is said once on stderr. \`flowctl ipfix file\` (the older tool's name) is t
         templateRefreshMs: Infinity,
         statsTemplateId: statsTemplateId(config.templates),
       })
-      await exporter.open()
+      try {
+        await exporter.open()
+      } catch (error) {
+        throw new FlowctlError(`${c.name}: cannot send to the collector: ${(error as Error).message}`, {cause: error})
+      }
       exporter.sendTemplates(config.observationDomainId)
       for (const set of flowSets) exporter.exportRecords(set.templateId, set.records, config.observationDomainId)
       await exporter.flushed()
