@@ -74,6 +74,26 @@ describe('commands/ipfix listen', function () {
     assert.match(r.stdout, new RegExp(`^127\\.0\\.0\\.1:${from} od=0 tpl=300 seq=0 sourceIPv4Address=10\\.0\\.0\\.1 packetDeltaCount=7\\n$`))
   })
 
+  it('prints the router fields of the default templates in lines: next hops as addresses, both interfaces, TTLs', async function () {
+    const l = await listen(['--count', '6'])
+    await exportSamples(l.port)
+    const r = await l.done
+    assert.equal(r.code, 0, r.stderr)
+    const lines = r.stdout.trim().split('\n')
+    const flows = [...sampleFlows(4), ...sampleFlows(6)]
+    assert.equal(lines.length, flows.length, r.stdout)
+    lines.forEach((line, i) => {
+      const f = flows[i]
+      const [ingress, egress] = f.direction === 0 ? [f.ifindex, f.peerIfindex] : [f.peerIfindex, f.ifindex]
+      const v = f.family === 4 ? 'IPv4' : 'IPv6'
+      assert.ok(line.includes(` ingressInterface=${ingress} egressInterface=${egress} `), line)
+      assert.ok(line.endsWith(` ipNextHop${v}Address=${f.nextHop} minimumTTL=${f.minTtl} maximumTTL=${f.maxTtl}`), line)
+    })
+    // Directly connected: the zero address, as an address.
+    assert.match(lines[1], / ipNextHopIPv4Address=0\.0\.0\.0 /)
+    assert.match(lines[4], / ipNextHopIPv6Address=:: /)
+  })
+
   it('reports a malformed datagram in one stderr line and goes on listening', async function () {
     const l = await listen(['--json', '--count', '2'])
     const bad = message({}, u16(300, 2))

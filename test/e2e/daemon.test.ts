@@ -174,6 +174,11 @@ describe('daemon end to end @e2e', function () {
         flowEndReason: END.idle,
         ipClassOfService: 0,
         vlanId: 0,
+        // Sent by this host (no ingress interface) to a directly connected server, with Linux's
+        // default TTL of 64.
+        ipNextHopIPv4Address: '0.0.0.0',
+        minimumTTL: 64,
+        maximumTTL: 64,
       },
     )
     // Wall-clock times of when the packets really left (between the sender's clock reads around

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import {DecodeError} from '../../src/ipfix/errors.js'
 import {IpfixCollector} from '../../src/ipfix/collector.js'
 import {dataRecordCount, formatRecordLine, IpfixDecoder, readHeader, renderRecordJson, type DecodedMessage} from '../../src/ipfix/decoder.js'
+import {REGISTRY_KNOWS_FORWARDING_STATUS} from './flows.js'
 import {hex, ID, message, optionsTemplateRecord, set, spec, templateRecord, u16, u32, u8} from './messages.js'
 
 const A = '198.18.0.1:50101'
@@ -286,6 +287,38 @@ describe('ipfix/decoder', function () {
       const [data, options] = decoded().records
       assert.equal(formatRecordLine(data), `${A} od=9 tpl=256 seq=4 sourceIPv4Address=10.0.0.1 destinationIPv4Address=10.0.0.2 sourceTransportPort=80 octetDeltaCount=7 packetDeltaCount=18446744073709551615`)
       assert.equal(formatRecordLine(options), `${A} od=9 tpl=300 seq=4 options observationDomainId=9 flowStartMicroseconds=1700000000500`)
+    })
+
+    it('the router fields: next hops as addresses (0.0.0.0 and :: when directly connected), interfaces, TTLs, inner tag, forwarding status', function () {
+      const d = new IpfixDecoder()
+      // ingressInterface 10, egressInterface 14, ipNextHopIPv4Address 15, ipNextHopIPv6Address 62,
+      // minimumTTL 52, maximumTTL 53, dot1qCustomerVlanId 245, forwardingStatus 89 (one byte).
+      const T = set(2, templateRecord(310, spec(10, 4), spec(14, 4), spec(15, 4), spec(62, 16), spec(52, 1), spec(53, 1), spec(245, 2), spec(89, 1)))
+      const routed = Buffer.concat([u32(7, 9), u8(198, 19, 255, 1), hex('fe80 0000 0000 0000 0001 02ff fe03 0405'), u8(61, 64), u16(100), u8(64)])
+      const local = Buffer.concat([u32(3, 0), u8(0, 0, 0, 0), Buffer.alloc(16), u8(64, 64), u16(0), u8(195)])
+      const [a, b] = d.decode(message({odid: 1}, T, set(310, routed, local)), A).records
+      // forwardingStatus by name once the registry knows IE 89; until then as ie89, its bytes in hex.
+      const status = (v: number): Record<string, unknown> => (REGISTRY_KNOWS_FORWARDING_STATUS ? {forwardingStatus: v} : {ie89: v.toString(16)})
+      const fields = (r: typeof a) => {
+        const {exporter, observationDomainId, templateId, sequenceNumber, exportTime, ...rest} = renderRecordJson(r)
+        return rest
+      }
+      assert.deepEqual(fields(a), {
+        ingressInterface: 7,
+        egressInterface: 9,
+        ipNextHopIPv4Address: '198.19.255.1',
+        ipNextHopIPv6Address: 'fe80::1:2ff:fe03:405',
+        minimumTTL: 61,
+        maximumTTL: 64,
+        dot1qCustomerVlanId: 100,
+        ...status(64),
+      })
+      assert.deepEqual(fields(b), {ingressInterface: 3, egressInterface: 0, ipNextHopIPv4Address: '0.0.0.0', ipNextHopIPv6Address: '::', minimumTTL: 64, maximumTTL: 64, dot1qCustomerVlanId: 0, ...status(195)})
+      const statusText = REGISTRY_KNOWS_FORWARDING_STATUS ? 'forwardingStatus=195' : 'ie89=c3'
+      assert.equal(
+        formatRecordLine(b),
+        `${A} od=1 tpl=310 seq=0 ingressInterface=3 egressInterface=0 ipNextHopIPv4Address=0.0.0.0 ipNextHopIPv6Address=:: minimumTTL=64 maximumTTL=64 dot1qCustomerVlanId=0 ${statusText}`,
+      )
     })
   })
 })
