@@ -15,7 +15,8 @@ import type {Config} from '../config/config.js'
 import {FlowctlError} from '../errors.js'
 import {defaultStateFile, type Paths} from '../paths.js'
 import type {FlowBatch} from '../flow/batch.js'
-import {CollectorExporter, compileTemplate, type ExportTemplate} from '../ipfix/exporter.js'
+import {compileTemplates, exporterFor} from '../config/exporters.js'
+import type {CollectorExporter, ExportTemplate} from '../ipfix/exporter.js'
 import {netnsLabel} from '../sys/netns.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
 import {createLogger, type Logger} from './log.js'
@@ -34,12 +35,6 @@ export interface DaemonHooks {
   onDrain?(report: {netns: string} & DrainReport): void
   /** Called with every batch of ended flows, before the outputs get it (metrics). */
   onExport?(batch: FlowBatch): void
-}
-
-/** The first template id from 65000 up that no data template uses: the statistics options template. */
-export function statsTemplateId(templates: readonly {id: number}[]): number {
-  for (let id = 65000; id <= 65535; id++) if (!templates.some((t) => t.id === id)) return id
-  for (let id = 256; ; id++) if (!templates.some((t) => t.id === id)) return id
 }
 
 export class Daemon {
@@ -89,7 +84,7 @@ export class Daemon {
   async start(): Promise<void> {
     this.claimPidFile()
     this.running = true
-    this.templates = this.config.templates.map((t) => compileTemplate(t.id, t.fields))
+    this.templates = compileTemplates(this.config)
     this.exporters = this.config.collectors.map((c) => this.newExporter(c))
     await Promise.all(this.exporters.map((e) => this.openExporter(e)))
     this.rescanMeters()
@@ -105,10 +100,7 @@ export class Daemon {
   }
 
   private newExporter(c: Config['collectors'][number]): CollectorExporter {
-    return new CollectorExporter(c, this.templates, {
-      maxMessageSize: this.config.maxMessageSize,
-      templateRefreshMs: this.config.templateRefreshSeconds * 1000,
-      statsTemplateId: statsTemplateId(this.config.templates),
+    return exporterFor(this.config, c, this.templates, {
       sequences: this.state,
       onError: (error) => this.log.limited(`send:${c.name}:${(error as NodeJS.ErrnoException).code ?? error.message}`, 'warn', 'collector-error', {collector: c.name, error: error.message}),
     })
@@ -239,7 +231,7 @@ export class Daemon {
 
   /** Applies a new config; refused (and logged) if it cannot be applied, the old one keeps running. */
   async reload(next: Config): Promise<void> {
-    const templates = next.templates.map((t) => compileTemplate(t.id, t.fields))
+    const templates = compileTemplates(next)
     const keep = (c: Config['collectors'][number]) => this.exporters.find((e) => e.config.name === c.name && JSON.stringify(e.config) === JSON.stringify(c))
     const nextExporters = next.collectors.map((c) => {
       const same = keep(c)

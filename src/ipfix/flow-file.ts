@@ -20,7 +20,7 @@ import {InvalidInputError} from '../errors.js'
 import {formatIPv4, parseAddress} from '../util/address.js'
 import {fieldKeys, type FieldValue, type RecordFields} from './codec.js'
 import type {AbstractType} from './elements.js'
-import {compileTemplate, type ExportTemplate} from './exporter.js'
+import {compileTemplate, type ExportTemplate} from './export-template.js'
 import type {TemplateSpec} from './target.js'
 
 export interface FlowSet {

@@ -3,7 +3,7 @@
  * the exporter takes, the record each flow must come back as (worked out here from the input, not
  * by the code under test), and a collector that keeps everything it receives.
  */
-import {compileTemplate, CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/exporter.js'
+import {compileTemplate, createExporter, type CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/exporter.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {parseAddress} from '../../src/util/address.js'
 import {FlowBatch} from '../../src/flow/batch.js'
@@ -154,7 +154,7 @@ export const STATS_TEMPLATE_ID = 65000
 
 /** An exporter of the default templates to 127.0.0.1:port. */
 export function exporterTo(port: number, options: Partial<ExporterOptions> = {}, templates = defaultExportTemplates()): CollectorExporter {
-  return new CollectorExporter({name: `127.0.0.1:${port}`, remote: {host: '127.0.0.1', port}}, templates, {
+  return createExporter({name: `127.0.0.1:${port}`, remote: {host: '127.0.0.1', port}}, templates, {
     maxMessageSize: 1400,
     templateRefreshMs: 60_000,
     statsTemplateId: STATS_TEMPLATE_ID,

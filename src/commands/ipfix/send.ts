@@ -3,8 +3,7 @@ import {Flags} from '@oclif/core'
 import {FlowctlCommand} from '../../cli/command.js'
 import {jsonFlag} from '../../cli/flags.js'
 import {loadConfig} from '../../config/load.js'
-import {statsTemplateId} from '../../daemon/daemon.js'
-import {CollectorExporter, compileTemplate} from '../../ipfix/exporter.js'
+import {compileTemplates, exporterFor} from '../../config/exporters.js'
 import {loadFlowFile} from '../../ipfix/flow-file.js'
 
 export default class IpfixSend extends FlowctlCommand {
@@ -27,14 +26,10 @@ of the config (the older tool's \`flowctl ipfix file\`). For testing collectors 
     const {flags} = await this.parse(IpfixSend)
     const config = await loadConfig(flags.config)
     const flowSets = await loadFlowFile(flags.flows, config.templates)
-    const templates = config.templates.map((t) => compileTemplate(t.id, t.fields))
+    const templates = compileTemplates(config)
     const sent: {collector: string; records: number; messages: number; octets: number; sendErrors: number}[] = []
     for (const c of config.collectors) {
-      const exporter = new CollectorExporter(c, templates, {
-        maxMessageSize: config.maxMessageSize,
-        templateRefreshMs: Infinity,
-        statsTemplateId: statsTemplateId(config.templates),
-      })
+      const exporter = exporterFor(config, c, templates, {templateRefreshMs: Infinity})
       await exporter.open()
       exporter.sendTemplates(config.observationDomainId)
       for (const set of flowSets) exporter.exportRecords(set.templateId, set.records, config.observationDomainId)
