@@ -48,6 +48,7 @@ function countingExporter(): {exporter: CollectorExporter; sent: {messages: numb
       sent.messages++
       sent.bytes += message.length
     },
+    flush() {},
     open: () => Promise.resolve(),
     flushed: () => Promise.resolve(),
     close() {},

@@ -9,7 +9,7 @@ import {dirname} from 'node:path'
 
 import {decodePerCpuOverflow} from '../bpf/layout.js'
 import {MeterSet} from '../bpf/meter-set.js'
-import {skipSockets, socketCookie, unskipSockets} from '../bpf/sockets.js'
+import {skipSockets, unskipSockets} from '../bpf/sockets.js'
 import {daemonPidFile, runningDaemonPid} from '../bpf/state.js'
 import type {Config} from '../config/config.js'
 import {FlowctlError} from '../errors.js'
@@ -111,9 +111,8 @@ export class Daemon {
     if (e.isOpen) return
     try {
       await e.open()
-      const fd = e.fd
-      if (fd !== undefined) {
-        const cookie = socketCookie(fd)
+      const cookie = e.cookie()
+      if (cookie !== undefined) {
         this.cookies.set(e, cookie)
         for (const d of this.drainers.values()) skipSockets(d.set, [cookie])
       }

@@ -33,13 +33,16 @@ export interface SequenceStore {
 export interface MessageTransport {
   readonly isOpen: boolean
   readonly sendErrors: number
+  /** Queues a message. */
   send(message: Buffer): void
+  /** Sends what is queued. */
+  flush(): void
   open(): Promise<void>
   flushed(): Promise<void>
   close(): void
   readonly localPort: number | undefined
-  /** The socket's file descriptor, for its cookie (the meter skips our own datagrams). */
-  readonly fd?: number
+  /** The socket's cookie (the meter skips our own datagrams). */
+  cookie?(): bigint | undefined
 }
 
 export interface SessionOptions {
@@ -224,8 +227,9 @@ export class ExportSession {
     return this.transport.localPort
   }
 
-  get fd(): number | undefined {
-    return this.transport.fd
+  /** The socket's cookie, once open (the meter skips our own datagrams). */
+  cookie(): bigint | undefined {
+    return this.transport.cookie?.()
   }
 
   /** Resolves when every message handed to the transport has left. */
@@ -275,6 +279,7 @@ export class ExportSession {
   private pack(run: RecordRun, domain: number): void {
     const written = packRecords(this.builder, run, {exportTimeSeconds: Math.floor(this.now() / 1000), sequence: this.nextSequence(domain), domain}, this.emit)
     this.advanceSequence(domain, written)
+    this.transport.flush()
   }
 
   /** Sends this collector's templates and the statistics options template, in as many messages as they need. */

@@ -1,12 +1,14 @@
 /**
  * One collector's UDP transport: one connected socket for the daemon's life (templates, options
  * and data share one transport session and a stable source port, RFC 7011 §10.3), resolved and
- * opened on demand, that takes finished messages and reports send errors.
+ * opened on demand. Messages handed to it are queued and leave together, in as few sendmmsg
+ * calls as they need, when the session flushes (once per batch of flows); a full send buffer
+ * (EAGAIN) keeps the rest queued and retries shortly.
  */
-import {createSocket, type Socket} from 'node:dgram'
 import {lookup} from 'node:dns/promises'
 import {isIP} from 'node:net'
 
+import {EAGAIN, EINTR, ENOBUFS, socketError, UdpSocket} from '../sys/udp-socket.js'
 import type {CollectorTarget} from './target.js'
 
 export interface TransportEvents {
@@ -14,12 +16,22 @@ export interface TransportEvents {
   onError?: (error: Error) => void
 }
 
+const SEND_BUFFER_BYTES = 4 << 20
+/** How soon a send the socket's buffer could not take is tried again. */
+const RETRY_MS = 1
+
+function anyAddress(host: string | undefined): boolean {
+  return !host || host === '0.0.0.0' || host === '::'
+}
+
 export class UdpTransport {
   readonly target: CollectorTarget
   private readonly events: TransportEvents
-  private socket?: Socket
+  private socket?: UdpSocket
   private opening?: Promise<void>
-  private inflight = 0
+  private queue: Buffer[] = []
+  private head = 0
+  private retry?: NodeJS.Timeout
   private idle: (() => void)[] = []
   sendErrors = 0
 
@@ -37,77 +49,72 @@ export class UdpTransport {
 
   private async doOpen(): Promise<void> {
     const {remote, source} = this.target
-    const address = isIP(remote.host) ? remote.host : (await lookup(remote.host)).address
-    const socket = createSocket({type: isIP(address) === 6 ? 'udp6' : 'udp4', reuseAddr: false})
-    socket.on('error', (error) => this.fail(error))
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject)
-      socket.bind({address: source?.host && source.host !== '0.0.0.0' && source.host !== '::' ? source.host : undefined, port: source?.port ?? 0}, () => {
-        socket.off('error', reject)
-        resolve()
-      })
-    })
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject)
-      socket.connect(remote.port, address, () => {
-        socket.off('error', reject)
-        resolve()
-      })
-    })
-    try {
-      socket.setSendBufferSize(4 << 20)
-    } catch {
-      // the kernel caps it at net.core.wmem_max; what we get is fine
-    }
-    this.socket = socket
+    const address = isIP(remote.host.split('%')[0]) ? remote.host : (await lookup(remote.host)).address
+    const wildcard = anyAddress(source?.host)
+    // A source of "any address, any port" is no source at all; "any address" on a fixed port
+    // binds the remote's family's wildcard.
+    const from = source && (!wildcard || source.port) ? {address: wildcard ? (isIP(address.split('%')[0]) === 6 ? '::' : '0.0.0.0') : source.host, port: source.port} : undefined
+    this.socket = UdpSocket.connect({address, port: remote.port}, from, {sendBufferBytes: SEND_BUFFER_BYTES})
   }
 
   get isOpen(): boolean {
     return !!this.socket
   }
 
-  /**
-   * The socket's file descriptor, for its socket cookie (the meter skips our own datagrams).
-   * Node keeps the libuv handle under a symbol of dgram's (`_handle` is its deprecated alias).
-   */
-  get fd(): number | undefined {
-    const socket = this.socket as unknown as Record<symbol, {handle?: {fd?: number}}> | undefined
-    if (!socket) return undefined
-    const state = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol')
-    const fd = state ? socket[state]?.handle?.fd : undefined
-    return typeof fd === 'number' && fd >= 0 ? fd : undefined
+  /** The socket's cookie, for the meter's skip list (the meter does not count our own datagrams). */
+  cookie(): bigint | undefined {
+    return this.socket?.cookie()
   }
 
   get localPort(): number | undefined {
-    return this.socket?.address().port
+    return this.socket?.localPort
   }
 
-  /** Hands one finished message to the socket. */
+  /** Queues one finished message; it leaves at the next flush. */
   send(message: Buffer): void {
+    if (this.socket) this.queue.push(message)
+  }
+
+  /** Sends everything queued, in order. */
+  flush(): void {
     const socket = this.socket
     if (!socket) return
-    this.inflight++
-    socket.send(message, (error) => {
-      if (error) {
-        this.sendErrors++
-        this.fail(error)
+    while (this.head < this.queue.length) {
+      const {sent, errno} = socket.sendMany(this.queue, this.head, this.queue.length)
+      this.head += sent
+      if (!errno) continue
+      if (errno === EAGAIN || errno === ENOBUFS || errno === EINTR) {
+        this.retry ??= setTimeout(() => {
+          this.retry = undefined
+          this.flush()
+        }, RETRY_MS)
+        return
       }
-      if (--this.inflight === 0) for (const resolve of this.idle.splice(0)) resolve()
-    })
+      // The message the error came back on did not leave (ECONNREFUSED: an earlier datagram
+      // met a closed port): it is counted and given up.
+      this.head++
+      this.sendErrors++
+      this.events.onError?.(socketError(errno, 'send'))
+    }
+    this.queue = []
+    this.head = 0
+    for (const resolve of this.idle.splice(0)) resolve()
   }
 
-  private fail(error: Error): void {
-    this.events.onError?.(error)
-  }
-
-  /** Resolves when every message handed to the socket has left. */
+  /** Resolves when every message handed to the transport has left. */
   flushed(): Promise<void> {
-    if (this.inflight === 0) return Promise.resolve()
+    this.flush()
+    if (this.head >= this.queue.length) return Promise.resolve()
     return new Promise((resolve) => this.idle.push(resolve))
   }
 
   close(): void {
+    if (this.retry) clearTimeout(this.retry)
+    this.retry = undefined
     this.socket?.close()
     this.socket = undefined
+    this.queue = []
+    this.head = 0
+    for (const resolve of this.idle.splice(0)) resolve()
   }
 }
