@@ -16,6 +16,7 @@ export function exporterOptions(config: Config, extra: Partial<ExporterOptions> 
     maxMessageSize: config.maxMessageSize,
     templateRefreshMs: config.templateRefreshSeconds * 1000,
     statsTemplateId: statsTemplateId(config.templates),
+    spoolBytes: config.spoolBytes,
     ...extra,
   }
 }

@@ -59,7 +59,7 @@ const NO_FILE = '<config>'
 
 /** setTimeout's longest delay (2^31-1 ms): a longer interval would fire at once. */
 const MAX_SECONDS = 2_147_483
-/** Room for the statistics options record flowctl sends (16 + 4 + 52 bytes), with a little to spare. */
+/** Room for the statistics options record flowctl sends (16 + 4 + 60 bytes). */
 const MIN_MESSAGE_SIZE = 80
 const MAX_MESSAGE_SIZE = 65_507
 /** IPFIX message header (16) and set header (4), RFC 7011 §3.1 and §3.3.2. */
@@ -75,6 +75,7 @@ const TOP_KEYS = [
   'templateRefreshSeconds',
   'timerTemplateFlushSeconds',
   'statsIntervalSeconds',
+  'spoolBytes',
   'drainIntervalSeconds',
   'timerFinishedDrainSeconds',
   'idleTimeoutSeconds',
@@ -117,6 +118,7 @@ export function defaultConfig(overrides: Partial<Config> = {}): Config {
     maxMessageSize: 1400,
     templateRefreshSeconds: 60,
     statsIntervalSeconds: 60,
+    spoolBytes: 32 << 20,
     drainIntervalSeconds: 1,
     idleTimeoutSeconds: 15,
     activeTimeoutSeconds: 60,
@@ -480,6 +482,8 @@ class Reader {
     if (refresh) config.templateRefreshSeconds = this.seconds(refresh)
     const stats = this.opt(root, 'statsIntervalSeconds')
     if (stats) config.statsIntervalSeconds = this.seconds(stats)
+    const spool = this.opt(root, 'spoolBytes')
+    if (spool) config.spoolBytes = this.integer(spool, 0, 2 ** 40, 'an integer from 0 (no spool) to 2^40 (bytes held per collector while it is down)')
     const drain = this.either(root, 'drainIntervalSeconds', 'timerFinishedDrainSeconds')
     if (drain) config.drainIntervalSeconds = this.seconds(drain)
     const idle = this.opt(root, 'idleTimeoutSeconds')

@@ -37,6 +37,9 @@ export interface DaemonHooks {
   onExport?(batch: FlowBatch): void
 }
 
+/** How long a stopping daemon keeps trying to hand a down collector its spool. */
+const STOP_SPOOL_MS = 3000
+
 export class Daemon {
   private config: Config
   private readonly log: Logger
@@ -102,8 +105,35 @@ export class Daemon {
   private newExporter(c: Config['collectors'][number]): CollectorExporter {
     return exporterFor(this.config, c, this.templates, {
       sequences: this.state,
-      onError: (error) => this.log.limited(`send:${c.name}:${(error as NodeJS.ErrnoException).code ?? error.message}`, 'warn', 'collector-error', {collector: c.name, error: error.message}),
+      onError: (error) =>
+        this.log.limited(`send:${c.name}:${(error as NodeJS.ErrnoException).code ?? error.message}`, 'warn', 'collector-error', {
+          collector: c.name,
+          error: error.message,
+          spooling: this.config.spoolBytes > 0,
+        }),
+      onResume: (replayed) => this.log.log('info', 'collector-back', {collector: c.name, replayed}),
     })
+  }
+
+  private readonly droppedLogged = new WeakMap<CollectorExporter, number>()
+
+  /** Probes collectors that are down, replays their spools, and says what a full spool dropped. */
+  private serviceExporters(): void {
+    for (const e of this.exporters) {
+      e.service()
+      const s = e.stats
+      if (s.spoolDroppedMessages === (this.droppedLogged.get(e) ?? 0)) continue
+      this.droppedLogged.set(e, s.spoolDroppedMessages)
+      this.log.log('warn', 'spool-dropped', {
+        collector: e.config.name,
+        messages: s.spoolDroppedMessages,
+        records: s.spoolDroppedRecords,
+        packets: s.spoolDroppedPackets,
+        octets: s.spoolDroppedOctets,
+        spooledMessages: s.spooledMessages,
+        spooledBytes: s.spooledBytes,
+      })
+    }
   }
 
   /** Opens a collector's socket; a failure is logged and retried at the next drain. */
@@ -169,6 +199,7 @@ export class Daemon {
   async tick(force = false): Promise<void> {
     try {
       await Promise.all(this.exporters.map((e) => this.openExporter(e)))
+      this.serviceExporters()
       this.rescanMeters()
       const drained: {label: string; report: ReturnType<MeterSetDrainer['drain']>}[] = []
       for (const [label, drainer] of this.drainers) drained.push({label, report: drainer.drain(this.policy, (b) => this.emit(b), force)})
@@ -291,6 +322,7 @@ export class Daemon {
     }
     if (this.exporters.some((e) => e.isOpen)) this.sendStats()
     await Promise.all(this.exporters.map((e) => e.flushed()))
+    await this.settleSpools()
     this.state.save()
     for (const e of this.exporters) {
       this.forgetCookie(e)
@@ -301,6 +333,23 @@ export class Daemon {
     for (const o of this.outputs) await o.close?.()
     this.releasePidFile()
     this.log.log('info', 'stopped', {exported, collectors: this.exporters.map((e) => ({collector: e.config.name, ...e.stats}))})
+  }
+
+  /**
+   * At stop, a collector that was down gets a last chance (probe, replay) for a few seconds;
+   * what its spool still holds then is lost, and said so.
+   */
+  private async settleSpools(): Promise<void> {
+    const deadline = Date.now() + STOP_SPOOL_MS
+    while (this.exporters.some((e) => e.stats.spooledMessages > 0) && Date.now() < deadline) {
+      this.serviceExporters()
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    this.serviceExporters()
+    for (const e of this.exporters) {
+      const s = e.stats
+      if (s.spooledMessages) this.log.log('warn', 'spool-lost', {collector: e.config.name, messages: s.spooledMessages, bytes: s.spooledBytes})
+    }
   }
 
   private claimPidFile(): void {

@@ -176,6 +176,9 @@ export class DaemonMetrics implements FlowLogObserver {
   private readonly ipfixErrors: Counter<'collector'>
   private readonly ipfixTemplates: Counter<'collector'>
   private readonly ipfixUnexportable: Counter<'collector'>
+  private readonly ipfixSpoolMessages: Gauge<'collector'>
+  private readonly ipfixSpoolBytes: Gauge<'collector'>
+  private readonly ipfixSpoolDropped: Counter<'collector'>
   private readonly reloads: Counter<'result'>
   private readonly logRecords: Counter<'output'>
   private readonly hookFailures: Counter<'output' | 'hook' | 'reason'>
@@ -186,7 +189,7 @@ export class DaemonMetrics implements FlowLogObserver {
   private readonly ifKernelBytes: Counter<'netns' | 'interface' | 'direction'>
   private readonly ifAccuracy: Gauge<'netns' | 'interface' | 'direction'>
 
-  private readonly exporterSeen = new WeakMap<CollectorExporter, ExporterStats>()
+  private readonly exporterSeen = new WeakMap<CollectorExporter, Omit<ExporterStats, 'spooledMessages' | 'spooledBytes' | 'spoolDroppedRecords' | 'spoolDroppedPackets' | 'spoolDroppedOctets'>>()
   private readonly capacities = new WeakMap<MeterSetDrainer, number>()
   private readonly accuracy = new Map<string, AccuracyState>()
   private readonly accuracySlots = new Map<string, AccuracySlot>()
@@ -229,6 +232,9 @@ export class DaemonMetrics implements FlowLogObserver {
     this.ipfixErrors = counter('flowctl_ipfix_send_errors_total', 'Messages the kernel refused to send to a collector (e.g. ICMP port unreachable, no route).', ['collector'])
     this.ipfixTemplates = counter('flowctl_ipfix_template_refreshes_total', 'Times the templates were sent to a collector (at start, on the refresh timer, and again after a send error).', ['collector'])
     this.ipfixUnexportable = counter('flowctl_ipfix_unexportable_flows_total', 'Flows a collector got no record for: none of its templates fits their address family.', ['collector'])
+    this.ipfixSpoolMessages = gauge('flowctl_ipfix_spool_messages', 'IPFIX messages held for a collector that is down (ICMP port unreachable), to be replayed when it answers.', ['collector'])
+    this.ipfixSpoolBytes = gauge('flowctl_ipfix_spool_bytes', 'Bytes of the messages held for a collector that is down (at most spoolBytes).', ['collector'])
+    this.ipfixSpoolDropped = counter('flowctl_ipfix_spool_dropped_messages_total', 'Messages a full spool dropped, oldest first: the collector never gets them.', ['collector'])
     this.reloads = counter('flowctl_config_reloads_total', 'Config reloads (SIGHUP), by result: ok, or refused (the old config keeps running).', ['result'])
     this.logRecords = counter('flowctl_flow_log_records_total', 'Flow records written to a flow log output.', ['output'])
     this.hookFailures = counter('flowctl_hook_failures_total', 'Hook runs that failed (exit, timeout, garbage, spawn) or were skipped (queue_full); the records were written unenriched.', ['output', 'hook', 'reason'])
@@ -348,7 +354,7 @@ export class DaemonMetrics implements FlowLogObserver {
   /** Adds what each collector sent since the last look (a new exporter, after a reload, from 0). */
   syncCollectors(): void {
     for (const e of this.daemon?.collectors ?? []) {
-      const before = this.exporterSeen.get(e) ?? {messages: 0, records: 0, octets: 0, sendErrors: 0, templateSends: 0, unexportable: 0}
+      const before = this.exporterSeen.get(e) ?? {messages: 0, records: 0, octets: 0, sendErrors: 0, templateSends: 0, unexportable: 0, spoolDroppedMessages: 0}
       const now = {...e.stats}
       const collector = e.config.name
       this.ipfixMessages.inc({collector}, now.messages - before.messages)
@@ -357,6 +363,9 @@ export class DaemonMetrics implements FlowLogObserver {
       this.ipfixErrors.inc({collector}, now.sendErrors - before.sendErrors)
       this.ipfixTemplates.inc({collector}, now.templateSends - before.templateSends)
       this.ipfixUnexportable.inc({collector}, now.unexportable - before.unexportable)
+      this.ipfixSpoolMessages.set({collector}, now.spooledMessages)
+      this.ipfixSpoolBytes.set({collector}, now.spooledBytes)
+      this.ipfixSpoolDropped.inc({collector}, now.spoolDroppedMessages - before.spoolDroppedMessages)
       this.exporterSeen.set(e, now)
     }
   }

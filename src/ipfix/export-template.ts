@@ -39,7 +39,10 @@ export function chooseTemplate(templates: readonly ExportTemplate[], family: 4 |
   return best
 }
 
-/** The options template carrying the exporting process's statistics (RFC 7011 §4.3 style). */
+/**
+ * The options template carrying the exporting process's statistics (RFC 7011 §4.3 style).
+ * notSentFlowTotalCount: the data records a collector's spool dropped while it was down.
+ */
 export function statsTemplate(id: number): Template {
   const field = (e: (typeof IE)[keyof typeof IE]) => ({element: e, length: naturalLength(e.type)})
   return {
@@ -52,6 +55,7 @@ export function statsTemplate(id: number): Template {
       field(IE.exportedOctetTotalCount),
       field(IE.ignoredPacketTotalCount),
       field(IE.ignoredOctetTotalCount),
+      field(IE.notSentFlowTotalCount),
       field(IE.observationTimeMilliseconds),
     ],
   }

@@ -8,6 +8,8 @@ import {ExportSession, type MessageTransport, type SequenceStore} from './sessio
 import type {CollectorTarget} from './target.js'
 import {UdpTransport} from './transport.js'
 
+export {CONFIRM_MS, DEFAULT_SPOOL_BYTES} from './transport.js'
+
 export {chooseTemplate, compileTemplate, statsTemplate, statsTemplateId, type ExportTemplate} from './export-template.js'
 export type {ExporterStats, MessageTransport, SequenceStore} from './session.js'
 
@@ -22,6 +24,10 @@ export interface ExporterOptions {
   /** Called on send and resolution errors (the caller rate-limits its logs). */
   onError?: (error: Error) => void
   now?: () => number
+  /** Bytes of messages held for a collector that is down (default DEFAULT_SPOOL_BYTES, 32 MiB). */
+  spoolBytes?: number
+  /** The collector answers again after it was down; `replayed` spooled messages go out. */
+  onResume?: (replayed: number) => void
   /** Replaces the UDP transport (the encoder benchmark counts messages instead of sending them). */
   transport?: (target: CollectorTarget, onError: (error: Error) => void) => MessageTransport
 }
@@ -32,7 +38,18 @@ export function createExporter(target: CollectorTarget, templates: ExportTemplat
     session?.noteError()
     options.onError?.(error)
   }
-  const transport = options.transport?.(target, onError) ?? new UdpTransport(target, {onError})
+  const transport =
+    options.transport?.(target, onError) ??
+    new UdpTransport(
+      target,
+      {
+        onError,
+        onDrop: (dropped) => session?.countDropped(dropped),
+        onResume: options.onResume,
+        preamble: (domain, sequence) => session?.templateMessages(domain, sequence) ?? [],
+      },
+      {spoolBytes: options.spoolBytes, now: options.now},
+    )
   session = new ExportSession(target, templates, transport, options)
   return session
 }

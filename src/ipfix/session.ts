@@ -22,6 +22,14 @@ export interface ExporterStats {
   templateSends: number
   /** Flows this collector has no template for (their family fits none of its templates). */
   unexportable: number
+  /** Messages held for this collector while it is down, and their bytes. */
+  spooledMessages: number
+  spooledBytes: number
+  /** What the spool dropped, oldest first, to stay within its size. */
+  spoolDroppedMessages: number
+  spoolDroppedRecords: number
+  spoolDroppedPackets: number
+  spoolDroppedOctets: number
 }
 
 export interface SequenceStore {
@@ -33,8 +41,8 @@ export interface SequenceStore {
 export interface MessageTransport {
   readonly isOpen: boolean
   readonly sendErrors: number
-  /** Queues a message. */
-  send(message: Buffer): void
+  /** Queues a message holding `dataRecords` data records. */
+  send(message: Buffer, dataRecords: number): void
   /** Sends what is queued. */
   flush(): void
   open(): Promise<void>
@@ -43,6 +51,10 @@ export interface MessageTransport {
   readonly localPort: number | undefined
   /** The socket's cookie (the meter skips our own datagrams). */
   cookie?(): bigint | undefined
+  /** Called at every drain: reads errors, probes a collector that is down, replays its spool. */
+  service?(): void
+  /** What is spooled now. */
+  readonly spool?: {readonly length: number; readonly bytes: number}
 }
 
 export interface SessionOptions {
@@ -169,10 +181,12 @@ function valuesRun(t: Template, values: number[]): RecordRun {
 export class ExportSession {
   readonly config: CollectorTarget
   private readonly counts = {messages: 0, records: 0, octets: 0, templateSends: 0, unexportable: 0}
+  private readonly dropped = {spoolDroppedMessages: 0, spoolDroppedRecords: 0, spoolDroppedPackets: 0, spoolDroppedOctets: 0}
   private templates: ExportTemplate[] = []
   private byFamily: {4?: ExportTemplate; 6?: ExportTemplate} = {}
   private readonly options: SessionOptions
   private readonly builder: MessageBuilder
+  private readonly preambleBuilder: MessageBuilder
   private readonly transport: MessageTransport
   private readonly sequence = new Map<number, number>()
   /** When a send last failed (ms): templates sent before then may not have arrived. */
@@ -185,11 +199,67 @@ export class ExportSession {
     this.options = options
     this.transport = transport
     this.builder = new MessageBuilder(options.maxMessageSize)
+    this.preambleBuilder = new MessageBuilder(options.maxMessageSize)
     this.setTemplates(templates)
   }
 
   get stats(): ExporterStats {
-    return {...this.counts, sendErrors: this.transport.sendErrors}
+    const spool = this.transport.spool
+    return {...this.counts, sendErrors: this.transport.sendErrors, spooledMessages: spool?.length ?? 0, spooledBytes: spool?.bytes ?? 0, ...this.dropped}
+  }
+
+  /** Counts what the spool dropped: messages, data records, and the packets and octets of the flows in them. */
+  countDropped(messages: {message: Buffer; dataRecords: number}[]): void {
+    const d = this.dropped
+    for (const {message, dataRecords} of messages) {
+      d.spoolDroppedMessages++
+      d.spoolDroppedRecords += dataRecords
+      const {packets, octets} = this.flowTotals(message)
+      d.spoolDroppedPackets += packets
+      d.spoolDroppedOctets += octets
+    }
+  }
+
+  /** The packetDeltaCount and octetDeltaCount sums of the data records of a message this session built. */
+  private flowTotals(message: Buffer): {packets: number; octets: number} {
+    let packets = 0
+    let octets = 0
+    const length = Math.min(message.length, message.readUInt16BE(2))
+    for (let off = MESSAGE_HEADER_LENGTH; off + SET_HEADER_LENGTH <= length; ) {
+      const setId = message.readUInt16BE(off)
+      const setLength = message.readUInt16BE(off + 2)
+      if (setLength < SET_HEADER_LENGTH) break
+      const t = setId >= 256 ? this.templates.find((x) => x.template.id === setId) : undefined
+      if (t) {
+        let at = 0
+        const offsets: {at: number; length: number; packets: boolean}[] = []
+        for (const f of t.fields) {
+          if (f.element.name === 'packetDeltaCount' || f.element.name === 'octetDeltaCount') offsets.push({at, length: f.length, packets: f.element.name === 'packetDeltaCount'})
+          at += f.length
+        }
+        for (let r = off + SET_HEADER_LENGTH; r + t.recordLength <= off + setLength; r += t.recordLength) {
+          for (const o of offsets) {
+            const v = o.length === 8 ? Number(message.readBigUInt64BE(r + o.at)) : message.readUIntBE(r + o.at, o.length)
+            if (o.packets) packets += v
+            else octets += v
+          }
+        }
+      }
+      off += setLength
+    }
+    return {packets, octets}
+  }
+
+  /** Called at every drain: lets the transport probe a collector that is down and replay its spool. */
+  service(): void {
+    this.transport.service?.()
+  }
+
+  /** Template messages for `domain` headed with `sequence` (before a probe or a replay); counts nothing. */
+  templateMessages(domain: number, sequence: number): Buffer[] {
+    const out: Buffer[] = []
+    packRecords(this.preambleBuilder, this.templateRun(), {exportTimeSeconds: Math.floor(this.now() / 1000), sequence, domain}, (m) => out.push(m))
+    return out
   }
 
   /** Changes the templates (config reload): they are sent again before the next data. */
@@ -272,7 +342,7 @@ export class ExportSession {
     this.counts.messages++
     this.counts.records += dataRecords
     this.counts.octets += message.length
-    this.transport.send(message)
+    this.transport.send(message, dataRecords)
   }
 
   /** Packs a run for `domain` at its next sequence number, and advances it. */
@@ -285,15 +355,16 @@ export class ExportSession {
   /** Sends this collector's templates and the statistics options template, in as many messages as they need. */
   sendTemplates(domain: number): void {
     if (!this.transport.isOpen) return
-    this.pack(
-      templateRun([
-        ...this.templates.map((t) => ({template: t.template, setId: TEMPLATE_SET_ID})),
-        {template: statsTemplate(this.options.statsTemplateId), setId: OPTIONS_TEMPLATE_SET_ID},
-      ]),
-      domain,
-    )
+    this.pack(this.templateRun(), domain)
     this.counts.templateSends++
     this.templatesSentAt.set(domain, this.now())
+  }
+
+  private templateRun(): RecordRun {
+    return templateRun([
+      ...this.templates.map((t) => ({template: t.template, setId: TEMPLATE_SET_ID})),
+      {template: statsTemplate(this.options.statsTemplateId), setId: OPTIONS_TEMPLATE_SET_ID},
+    ])
   }
 
   private templatesDue(domain: number): boolean {
@@ -340,6 +411,6 @@ export class ExportSession {
     // The counts include this message (its size is fixed: header, set header, one record).
     const size = MESSAGE_HEADER_LENGTH + SET_HEADER_LENGTH + t.fields.reduce((n, f) => n + f.length, 0)
     const c = this.counts
-    this.pack(valuesRun(t, [domain, c.messages + 1, c.records + 1, c.octets + size, ignored.packets, ignored.bytes, this.now()]), domain)
+    this.pack(valuesRun(t, [domain, c.messages + 1, c.records + 1, c.octets + size, ignored.packets, ignored.bytes, this.dropped.spoolDroppedRecords, this.now()]), domain)
   }
 }

@@ -27,17 +27,19 @@ of the config (the older tool's \`flowctl ipfix file\`). For testing collectors 
     const config = await loadConfig(flags.config)
     const flowSets = await loadFlowFile(flags.flows, config.templates)
     const templates = compileTemplates(config)
-    const sent: {collector: string; records: number; messages: number; octets: number; sendErrors: number}[] = []
+    const sent: {collector: string; records: number; messages: number; octets: number; sendErrors: number; undelivered: number}[] = []
     for (const c of config.collectors) {
       const exporter = exporterFor(config, c, templates, {templateRefreshMs: Infinity})
       await exporter.open()
       exporter.sendTemplates(config.observationDomainId)
       for (const set of flowSets) exporter.exportRecords(set.templateId, set.records, config.observationDomainId)
       await exporter.flushed()
+      exporter.service() // reads a refusal (ICMP port unreachable) that came back meanwhile
       exporter.close()
-      const {messages, records, octets, sendErrors} = exporter.stats
-      sent.push({collector: c.name, records, messages, octets, sendErrors})
-      if (!flags.json) this.log(`${c.name}: ${records} records in ${messages} messages (${octets} bytes)${sendErrors ? `, ${sendErrors} send errors` : ''}`)
+      const {messages, records, octets, sendErrors, spooledMessages} = exporter.stats
+      sent.push({collector: c.name, records, messages, octets, sendErrors, undelivered: spooledMessages})
+      const problems = [sendErrors ? `${sendErrors} send errors` : '', spooledMessages ? `${spooledMessages} messages not delivered (the collector refused)` : ''].filter(Boolean)
+      if (!flags.json) this.log(`${c.name}: ${records} records in ${messages} messages (${octets} bytes)${problems.map((p) => `, ${p}`).join('')}`)
     }
     if (flags.json) this.printJson(sent)
   }
