@@ -168,6 +168,10 @@ export class UdpTransport {
       // The message the error came back on did not leave.
       this.goDown(errno, socket.readErrorQueue())
     }
+    this.resetQueue()
+  }
+
+  private resetQueue(): void {
     this.queue = []
     this.queueRecords = []
     this.head = 0
@@ -186,17 +190,21 @@ export class UdpTransport {
    * collector is down, from the earliest message an error names.
    */
   private checkErrors(): void {
-    const socket = this.socket!
-    const queued = socket.readErrorQueue()
-    const pending = socket.takeError()
-    if (queued.length || pending) {
-      this.goDown(pending || queued[0].errno, queued)
-      return
-    }
+    if (this.takeErrors()) return
     const confirmed = this.now() - CONFIRM_MS
     let n = 0
     while (n < this.window.length && this.window[n].at <= confirmed) this.windowBytes -= this.window[n++].message.length
     if (n) this.window = this.window.slice(n)
+  }
+
+  /** Reads the socket's errors; if any, the collector is down (from the message they name). */
+  private takeErrors(): boolean {
+    const socket = this.socket!
+    const queued = socket.readErrorQueue()
+    const pending = socket.takeError()
+    if (!queued.length && !pending) return false
+    this.goDown(pending || queued[0].errno, queued)
+    return true
   }
 
   /** The index of the earliest message in the window an ICMP error names, or the window's length. */
@@ -223,16 +231,13 @@ export class UdpTransport {
     this.window = this.window.slice(0, from)
     const unsent: SpooledMessage[] = []
     for (let i = this.head; i < this.queue.length; i++) unsent.push({message: this.queue[i], dataRecords: this.queueRecords[i]})
-    this.queue = []
-    this.queueRecords = []
-    this.head = 0
+    this.resetQueue()
     const wasDown = this.down
     this.down = true
     this.probeAt = undefined
     this.toSpool([...refused, ...unsent], true)
     this.sendErrors++
     if (!wasDown) this.events.onError?.(socketError(errno, 'send'))
-    for (const resolve of this.idle.splice(0)) resolve()
   }
 
   /**
@@ -241,19 +246,15 @@ export class UdpTransport {
    * probe has gone CONFIRM_MS without an error.
    */
   service(): void {
-    const socket = this.socket
-    if (!socket) return
+    if (!this.socket) return
     if (!this.down) {
       this.flush()
       if (!this.down) this.checkErrors()
       return
     }
-    if (this.probeAt !== undefined) {
-      const queued = socket.readErrorQueue()
-      const pending = socket.takeError()
-      if (queued.length || pending) this.goDown(pending || queued[0].errno, queued)
-      else if (this.now() - this.probeAt >= CONFIRM_MS) return this.resume()
-      else return
+    if (this.probeAt !== undefined && !this.takeErrors()) {
+      if (this.now() - this.probeAt >= CONFIRM_MS) this.resume()
+      return
     }
     this.probe()
   }
@@ -314,9 +315,6 @@ export class UdpTransport {
     this.retry = undefined
     this.socket?.close()
     this.socket = undefined
-    this.queue = []
-    this.queueRecords = []
-    this.head = 0
-    for (const resolve of this.idle.splice(0)) resolve()
+    this.resetQueue()
   }
 }
