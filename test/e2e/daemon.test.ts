@@ -340,8 +340,8 @@ describe('daemon end to end @e2e', function () {
     await d.waitForLog('collector-error', (l) => l.collector === `127.0.0.1:${downPort}`, 10_000)
 
     const back = await collector(downPort)
-    // The first message after it is back may still meet the kernel's pending 'port unreachable'
-    // (and data sent while it was down is gone for it): new flows until one arrives, at most 10 s.
+    // It gets what it missed from its spool once a probe gets through (the tests below count
+    // that exactly); here: new flows until one arrives, at most 10 s.
     const deadline = Date.now() + 10_000
     let arrived: Fields | undefined
     while (!arrived) {
