@@ -1,6 +1,6 @@
 /**
  * The daemon's drain path in a process of its own (so that its peak RSS is the daemon's): a
- * MeterSetDrainer and a CollectorExporter wired as src/daemon/daemon.ts wires them. On each
+ * MeterSetDrainer and an exporter made as the daemon makes them (src/config/exporters.ts). On each
  * {type:'run', flows} message it fills the live IPv4 flow map with that many idle flows (batch
  * updates, 64 k a call), drains once with the daemon's policy, waits until the last datagram has
  * left, and answers with the timings. {type:'exit'} answers with its peak RSS and exits.
@@ -15,7 +15,7 @@ import {numPossibleCpus} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {MeterSetDrainer} from '../../src/daemon/drain.js'
-import {CollectorExporter, compileTemplate} from '../../src/ipfix/exporter.js'
+import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
 
 export interface DrainRun {
   flows: number
@@ -46,12 +46,7 @@ async function main(): Promise<void> {
   const {netns, sinkPort} = JSON.parse(process.argv[2]) as {netns: string; sinkPort: number}
   const config = defaultConfig()
   const set = MeterSet.for(pathsFromEnv(), netns)
-  const templates = config.templates.map((t) => compileTemplate(t.id, t.fields))
-  const exporter = new CollectorExporter({name: `127.0.0.1:${sinkPort}`, remote: {host: '127.0.0.1', port: sinkPort}}, templates, {
-    maxMessageSize: config.maxMessageSize,
-    templateRefreshMs: config.templateRefreshSeconds * 1000,
-    statsTemplateId: 65000,
-  })
+  const exporter = exporterFor(config, {name: `127.0.0.1:${sinkPort}`, remote: {host: '127.0.0.1', port: sinkPort}}, compileTemplates(config))
   await exporter.open()
   const drainer = MeterSetDrainer.open(set, netns, config.observationDomainId, (b) => exporter.exportBatch(b))
   const policy = {idleTimeoutNs: config.idleTimeoutSeconds * SECOND, activeTimeoutNs: config.activeTimeoutSeconds * SECOND}

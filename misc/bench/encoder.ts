@@ -1,11 +1,12 @@
 /**
- * Figure 3: the IPFIX encoder alone, on one core: CollectorExporter.exportBatch with the default
- * IPv4 and IPv6 templates into 1400-byte messages, the socket replaced by a counter (the bytes
+ * Figure 3: the IPFIX encoder alone, on one core: exportBatch with the default IPv4 and IPv6
+ * templates into 1400-byte messages, the transport replaced by a counter (the bytes
  * are built exactly as for a collector; only the send is skipped).
  */
 import {defaultConfig} from '../../src/config/load.js'
 import {FlowBatch} from '../../src/flow/batch.js'
-import {CollectorExporter, compileTemplate} from '../../src/ipfix/exporter.js'
+import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
+import type {CollectorExporter} from '../../src/ipfix/exporter.js'
 import {fixed, median, ratio, si, type BenchOptions, type Row} from './util.js'
 
 const BATCH = 8192
@@ -35,24 +36,24 @@ function fillBatch(family: 4 | 6): FlowBatch {
   return b
 }
 
-/** An exporter whose socket only counts: exportBatch runs unchanged up to the send. */
+/** An exporter whose transport only counts: exportBatch runs unchanged up to the send. */
 function countingExporter(): {exporter: CollectorExporter; sent: {messages: number; bytes: number}} {
-  const config = defaultConfig()
-  const templates = config.templates.map((t) => compileTemplate(t.id, t.fields))
-  const exporter = new CollectorExporter({name: 'bench', remote: {host: '127.0.0.1', port: 9}}, templates, {
-    maxMessageSize: 1400,
-    templateRefreshMs: 3_600_000,
-    statsTemplateId: 65000,
-  })
+  const config = defaultConfig({maxMessageSize: 1400, templateRefreshSeconds: 3600})
   const sent = {messages: 0, bytes: 0}
-  const fake = {
-    send(message: Buffer, callback: (error: Error | null) => void) {
+  const counting = {
+    isOpen: true,
+    sendErrors: 0,
+    localPort: undefined,
+    send(message: Buffer) {
       sent.messages++
       sent.bytes += message.length
-      callback(null)
     },
+    flush() {},
+    open: () => Promise.resolve(),
+    flushed: () => Promise.resolve(),
+    close() {},
   }
-  ;(exporter as unknown as {socket: unknown}).socket = fake
+  const exporter = exporterFor(config, {name: 'bench', remote: {host: '127.0.0.1', port: 9}}, compileTemplates(config), {transport: () => counting})
   return {exporter, sent}
 }
 

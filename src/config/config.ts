@@ -65,6 +65,11 @@ export interface Config {
   maxMessageSize: number
   /** How often templates are sent again over UDP; default 60. The older tool's `timerTemplateFlushSeconds`. */
   templateRefreshSeconds: number
+  /**
+   * Bytes of IPFIX messages held for each collector while it is down (ICMP port unreachable),
+   * replayed when it answers again; the oldest are dropped (and counted) past it. Default 32 MiB; 0 = none.
+   */
+  spoolBytes: number
   /** How often exporter statistics (options records) are sent; default 60. */
   statsIntervalSeconds: number
   /**

@@ -50,6 +50,7 @@ export function defaultConfig(overrides: Partial<Config> = {}): Config {
     maxMessageSize: 1400,
     templateRefreshSeconds: 60,
     statsIntervalSeconds: 60,
+    spoolBytes: 32 << 20,
     drainIntervalSeconds: 1,
     idleTimeoutSeconds: 15,
     activeTimeoutSeconds: 60,
@@ -199,6 +200,7 @@ class ConfigBuilder {
     const refresh = this.either<number>(input, [], 'templateRefreshSeconds', 'timerTemplateFlushSeconds')
     if (refresh) config.templateRefreshSeconds = refresh.value
     if (input.statsIntervalSeconds != null) config.statsIntervalSeconds = input.statsIntervalSeconds
+    if (input.spoolBytes != null) config.spoolBytes = input.spoolBytes
     const drain = this.either<number>(input, [], 'drainIntervalSeconds', 'timerFinishedDrainSeconds')
     if (drain) config.drainIntervalSeconds = drain.value
     if (input.idleTimeoutSeconds != null) config.idleTimeoutSeconds = input.idleTimeoutSeconds

@@ -19,7 +19,7 @@ import {problemText, type PathKey} from './source.js'
 
 /** setTimeout's longest delay (2^31-1 ms): a longer interval would fire at once. */
 export const MAX_SECONDS = 2_147_483
-/** Room for the statistics options record flowctl sends (16 + 4 + 52 bytes), with a little to spare. */
+/** Room for the statistics options record flowctl sends (16 + 4 + 60 bytes). */
 export const MIN_MESSAGE_SIZE = 80
 export const MAX_MESSAGE_SIZE = 65_507
 
@@ -405,6 +405,7 @@ export const CONFIG_SCHEMA = map({
   templateRefreshSeconds: v.nullish(seconds(FLOORS.templateRefreshSeconds)),
   timerTemplateFlushSeconds: v.nullish(seconds(FLOORS.templateRefreshSeconds)),
   statsIntervalSeconds: v.nullish(seconds()),
+  spoolBytes: v.nullish(integer(0, 2 ** 40, 'an integer from 0 (no spool) to 2^40 (bytes held per collector while it is down)')),
   drainIntervalSeconds: v.nullish(seconds(FLOORS.drainIntervalSeconds)),
   timerFinishedDrainSeconds: v.nullish(seconds(FLOORS.drainIntervalSeconds)),
   idleTimeoutSeconds: v.nullish(seconds()),

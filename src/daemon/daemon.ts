@@ -9,14 +9,15 @@ import {dirname} from 'node:path'
 
 import {readOverflow} from '../bpf/layout.js'
 import {MeterSet} from '../bpf/meter-set.js'
-import {skipSockets, socketCookie, unskipSockets} from '../bpf/sockets.js'
+import {skipSockets, unskipSockets} from '../bpf/sockets.js'
 import {claimMeterRoot, daemonPidFile, runningDaemonPid} from '../bpf/state.js'
 import type {HeldLock} from '../sys/flock.js'
 import type {Config} from '../config/config.js'
 import {FlowctlError} from '../errors.js'
 import {defaultStateFile, type Paths} from '../paths.js'
 import type {FlowBatch} from '../flow/batch.js'
-import {CollectorExporter, compileTemplate, type ExportTemplate} from '../ipfix/exporter.js'
+import {compileTemplates, exporterFor} from '../config/exporters.js'
+import type {CollectorExporter, ExportTemplate} from '../ipfix/exporter.js'
 import {netnsLabel} from '../sys/netns.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
 import {createLogger, type Logger} from './log.js'
@@ -42,11 +43,8 @@ export interface DaemonHooks {
 /** A state file that cannot be written is logged at most this often (it is retried every drain). */
 export const STATE_FILE_ERROR_LOG_MS = 60_000
 
-/** The first template id from 65000 up that no data template uses: the statistics options template. */
-export function statsTemplateId(templates: readonly {id: number}[]): number {
-  for (let id = 65000; id <= 65535; id++) if (!templates.some((t) => t.id === id)) return id
-  for (let id = 256; ; id++) if (!templates.some((t) => t.id === id)) return id
-}
+/** How long a stopping daemon keeps trying to hand a down collector its spool. */
+const STOP_SPOOL_MS = 3000
 
 export class Daemon {
   private config: Config
@@ -96,7 +94,7 @@ export class Daemon {
     this.claimPidFile()
     if (this.state.problem) this.log.log('warn', 'state-file-invalid', {file: this.state.path, problem: this.state.problem, effect: 'sequence numbers restart at 0 (collectors see one gap); the file is rewritten'})
     this.running = true
-    this.templates = this.config.templates.map((t) => compileTemplate(t.id, t.fields))
+    this.templates = compileTemplates(this.config)
     this.exporters = this.config.collectors.map((c) => this.newExporter(c))
     await Promise.all(this.exporters.map((e) => this.openExporter(e)))
     this.rescanMeters()
@@ -112,13 +110,37 @@ export class Daemon {
   }
 
   private newExporter(c: Config['collectors'][number]): CollectorExporter {
-    return new CollectorExporter(c, this.templates, {
-      maxMessageSize: this.config.maxMessageSize,
-      templateRefreshMs: this.config.templateRefreshSeconds * 1000,
-      statsTemplateId: statsTemplateId(this.config.templates),
+    return exporterFor(this.config, c, this.templates, {
       sequences: this.state,
-      onError: (error) => this.log.limited(`send:${c.name}:${(error as NodeJS.ErrnoException).code ?? error.message}`, 'warn', 'collector-error', {collector: c.name, error: error.message}),
+      onError: (error) =>
+        this.log.limited(`send:${c.name}:${(error as NodeJS.ErrnoException).code ?? error.message}`, 'warn', 'collector-error', {
+          collector: c.name,
+          error: error.message,
+          spooling: this.config.spoolBytes > 0,
+        }),
+      onResume: (replayed) => this.log.log('info', 'collector-back', {collector: c.name, replayed}),
     })
+  }
+
+  private readonly droppedLogged = new WeakMap<CollectorExporter, number>()
+
+  /** Probes collectors that are down, replays their spools, and says what a full spool dropped. */
+  private serviceExporters(): void {
+    for (const e of this.exporters) {
+      e.service()
+      const s = e.stats
+      if (s.spoolDroppedMessages === (this.droppedLogged.get(e) ?? 0)) continue
+      this.droppedLogged.set(e, s.spoolDroppedMessages)
+      this.log.log('warn', 'spool-dropped', {
+        collector: e.config.name,
+        messages: s.spoolDroppedMessages,
+        records: s.spoolDroppedRecords,
+        packets: s.spoolDroppedPackets,
+        octets: s.spoolDroppedOctets,
+        spooledMessages: s.spooledMessages,
+        spooledBytes: s.spooledBytes,
+      })
+    }
   }
 
   /** Opens a collector's socket; a failure is logged and retried at the next drain. */
@@ -126,9 +148,8 @@ export class Daemon {
     if (e.isOpen) return
     try {
       await e.open()
-      const fd = e.fd
-      if (fd !== undefined) {
-        const cookie = socketCookie(fd)
+      const cookie = e.cookie()
+      if (cookie !== undefined) {
         this.cookies.set(e, cookie)
         for (const d of this.drainers.values()) skipSockets(d.set, [cookie])
       }
@@ -198,6 +219,7 @@ export class Daemon {
   async tick(force = false): Promise<void> {
     try {
       await Promise.all(this.exporters.map((e) => this.openExporter(e)))
+      this.serviceExporters()
       this.rescanMeters()
       const drained: {label: string; report: ReturnType<MeterSetDrainer['drain']>}[] = []
       for (const [label, drainer] of this.drainers) drained.push({label, report: drainer.drain(this.policy, (b) => this.emit(b), force)})
@@ -255,7 +277,7 @@ export class Daemon {
 
   /** Applies a new config; refused (and logged) if it cannot be applied, the old one keeps running. */
   async reload(next: Config): Promise<void> {
-    const templates = next.templates.map((t) => compileTemplate(t.id, t.fields))
+    const templates = compileTemplates(next)
     const keep = (c: Config['collectors'][number]) => this.exporters.find((e) => e.config.name === c.name && JSON.stringify(e.config) === JSON.stringify(c))
     const nextExporters = next.collectors.map((c) => {
       const same = keep(c)
@@ -319,6 +341,7 @@ export class Daemon {
       }
       if (this.exporters.some((e) => e.isOpen)) this.sendStats()
       await Promise.all(this.exporters.map((e) => e.flushed()))
+      await this.settleSpools()
       this.saveState()
     } finally {
       for (const e of this.exporters) {
@@ -342,6 +365,23 @@ export class Daemon {
     if (!error) return
     this.hooks.onStateFileError?.(error)
     this.log.limited('state-file', 'error', 'state-file-unwritable', {file: this.state.path, error: error.message, effect: 'exporting goes on; the sequence numbers are kept in memory'}, STATE_FILE_ERROR_LOG_MS)
+  }
+
+  /**
+   * At stop, a collector that was down gets a last chance (probe, replay) for a few seconds;
+   * what its spool still holds then is lost, and said so.
+   */
+  private async settleSpools(): Promise<void> {
+    const deadline = Date.now() + STOP_SPOOL_MS
+    while (this.exporters.some((e) => e.stats.spooledMessages > 0) && Date.now() < deadline) {
+      this.serviceExporters()
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    this.serviceExporters()
+    for (const e of this.exporters) {
+      const s = e.stats
+      if (s.spooledMessages) this.log.log('warn', 'spool-lost', {collector: e.config.name, messages: s.spooledMessages, bytes: s.spooledBytes})
+    }
   }
 
   private claimPidFile(): void {

@@ -136,6 +136,7 @@ export const IE = {
   exportedFlowRecordTotalCount: must('exportedFlowRecordTotalCount'),
   ignoredPacketTotalCount: must('ignoredPacketTotalCount'),
   ignoredOctetTotalCount: must('ignoredOctetTotalCount'),
+  notSentFlowTotalCount: must('notSentFlowTotalCount'),
   observationDomainId: must('observationDomainId'),
   observationTimeMilliseconds: must('observationTimeMilliseconds'),
   flowEndReason: must('flowEndReason'),

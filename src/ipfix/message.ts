@@ -51,6 +51,8 @@ export function maxTemplateFields(maxMessageSize: number): number {
   return Math.max(0, Math.floor((maxMessageSize - MESSAGE_AND_SET_HEADERS_LENGTH - TEMPLATE_RECORD_HEADER_LENGTH) / FIELD_SPECIFIER_LENGTH))
 }
 
+const CHUNK_BYTES = 256 * 1024
+
 export class MessageBuilder {
   buf: Buffer
   /** Next byte to write. */
@@ -60,17 +62,26 @@ export class MessageBuilder {
   private setStart = -1
   private readonly maxSize: number
 
+  /** Messages are carved one after another out of large chunks: few allocations, few addresses for sendmmsg. */
+  private chunk: Buffer
+  private chunkPos = 0
+
   constructor(maxSize: number) {
     this.maxSize = maxSize
-    this.buf = Buffer.allocUnsafe(maxSize)
+    this.chunk = Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, maxSize))
+    this.buf = this.chunk.subarray(0, maxSize)
   }
 
   /**
-   * Starts a message in a fresh buffer (the previous one may still be queued in the socket).
+   * Starts a message in memory of its own (the previous ones may still be queued or spooled).
    * The sequence number is that of the first data record in it, as RFC 7011 §3.1 counts.
    */
   begin(exportTimeSeconds: number, sequenceNumber: number, observationDomainId: number): void {
-    this.buf = Buffer.allocUnsafe(this.maxSize)
+    if (this.chunk.length - this.chunkPos < this.maxSize) {
+      this.chunk = Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, this.maxSize))
+      this.chunkPos = 0
+    }
+    this.buf = this.chunk.subarray(this.chunkPos, this.chunkPos + this.maxSize)
     this.buf.writeUInt16BE(IPFIX_VERSION, 0)
     this.buf.writeUInt32BE(exportTimeSeconds >>> 0, 4)
     this.buf.writeUInt32BE(sequenceNumber >>> 0, 8)
@@ -122,6 +133,7 @@ export class MessageBuilder {
     this.closeSet()
     this.buf.writeUInt16BE(this.pos, 2)
     const message = this.buf.subarray(0, this.pos)
+    this.chunkPos += (this.pos + 7) & ~7
     this.pos = 0
     return message
   }

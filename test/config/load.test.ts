@@ -105,6 +105,7 @@ const DEFAULTS = {
   maxMessageSize: 1400,
   templateRefreshSeconds: 60,
   statsIntervalSeconds: 60,
+  spoolBytes: 32 << 20,
   drainIntervalSeconds: 1,
   idleTimeoutSeconds: 15,
   activeTimeoutSeconds: 60,
@@ -126,6 +127,7 @@ describe('config/load', function () {
         maxMessageSize: 100,
         templateRefreshSeconds: 60,
         statsIntervalSeconds: 60,
+        spoolBytes: 32 << 20,
         drainIntervalSeconds: 1,
         idleTimeoutSeconds: 15,
         activeTimeoutSeconds: 30,
@@ -231,6 +233,7 @@ describe('config/load', function () {
         maxMessageSize: 1200,
         templateRefreshSeconds: 30,
         statsIntervalSeconds: 120,
+        spoolBytes: 32 << 20,
         drainIntervalSeconds: 0.5,
         idleTimeoutSeconds: 10,
         activeTimeoutSeconds: 300,
@@ -460,7 +463,7 @@ describe('config/load', function () {
     const C = 'collectors:\n- address: 192.0.2.1:4739\n'
     const TOP =
       'observationDomainId, maxMessageSize, maxIpfixMessageLen, templateRefreshSeconds, timerTemplateFlushSeconds, statsIntervalSeconds, ' +
-      'drainIntervalSeconds, timerFinishedDrainSeconds, idleTimeoutSeconds, activeTimeoutSeconds, timerForceDrainSeconds, collectors, logs, ' +
+      'spoolBytes, drainIntervalSeconds, timerFinishedDrainSeconds, idleTimeoutSeconds, activeTimeoutSeconds, timerForceDrainSeconds, collectors, logs, ' +
       'outputs, templates, meters, metrics, stateFile'
     const EXPORTABLE = Object.keys(EXPORTABLE_ELEMENTS).join(', ')
     const REMOTE = 'HOST:PORT, IPV4:PORT or [IPV6]:PORT with a port from 1 to 65535'
@@ -612,6 +615,11 @@ describe('config/load', function () {
       ],
       // numbers
       ['a negative interval', `${C}drainIntervalSeconds: -1\n`, `config.yaml:3:23: drainIntervalSeconds: -1 is out of range; allowed: ${DRAIN_SECONDS}`],
+      [
+        'a negative spool size',
+        `${C}spoolBytes: -1\n`,
+        'config.yaml:3:13: spoolBytes: -1 is out of range; allowed: an integer from 0 (no spool) to 2^40 (bytes held per collector while it is down)',
+      ],
       ['a zero timeout', `${C}idleTimeoutSeconds: 0\n`, `config.yaml:3:21: idleTimeoutSeconds: 0 is out of range; allowed: ${SECONDS}`],
       ['seconds with a unit', `${C}activeTimeoutSeconds: 60s\n`, `config.yaml:3:23: activeTimeoutSeconds: expected a number of seconds, got the string '60s'; allowed: ${SECONDS}`],
       ['quoted seconds', `${C}statsIntervalSeconds: '60'\n`, `config.yaml:3:23: statsIntervalSeconds: expected a number of seconds, got the string '60' (write it without quotes); allowed: ${SECONDS}`],

@@ -206,6 +206,11 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     assert.equal(sample(text, 'flowctl_ipfix_records_total', {collector}), sink.records)
     assert.ok(sink.records >= 7, `${sink.records} records`)
     assert.equal(sample(text, 'flowctl_ipfix_send_errors_total', {collector}), 0)
+    // A collector that answers: nothing held, nothing dropped.
+    assert.deepEqual(
+      ['flowctl_ipfix_spool_messages', 'flowctl_ipfix_spool_bytes', 'flowctl_ipfix_spool_dropped_messages_total'].map((m) => sample(text, m, {collector})),
+      [0, 0, 0],
+    )
     assert.ok(sample(text, 'flowctl_ipfix_template_refreshes_total', {collector})! >= 1)
   })
 

@@ -180,6 +180,7 @@ export const TSHARK_FIELDS: Readonly<Record<string, readonly Candidate[]>> = {
   'cflow.flowsexp': [c(42, 'exportedFlowRecordTotalCount')],
   'cflow.ignore_packets': [c(164, 'ignoredPacketTotalCount')],
   'cflow.ignore_octets': [c(165, 'ignoredOctetTotalCount')],
+  'cflow.notsent_flows': [c(166, 'notSentFlowTotalCount')],
   'cflow.sys_init_time': [c(160, 'systemInitTimeMilliseconds', 'milliseconds')],
   'cflow.observation_time_milliseconds': [c(323, 'observationTimeMilliseconds', 'milliseconds')],
 }

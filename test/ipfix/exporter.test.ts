@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 
-import {compileTemplate, type CollectorExporter} from '../../src/ipfix/exporter.js'
+import {compileTemplate, CONFIRM_MS, type CollectorExporter} from '../../src/ipfix/exporter.js'
 import type {DecodedMessage} from '../../src/ipfix/decoder.js'
 import {batchOf, NOW_MS, defaultExportTemplates, expectedFields, exporterTo, randomFlows, sampleFlows, Sink, STATS_TEMPLATE_ID, type FlowInput} from './flows.js'
 
@@ -282,6 +282,7 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
         exportedOctetTotalCount: BigInt(sink.received.reduce((n, r) => n + r.raw.length, 0)),
         ignoredPacketTotalCount: 12_345n,
         ignoredOctetTotalCount: 9_876_543_210n,
+        notSentFlowTotalCount: 0n,
         observationTimeMilliseconds: now,
       })
       assert.equal(s.sequenceNumber, 80)
@@ -332,31 +333,109 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
     })
   })
 
-  describe('a collector that is down', function () {
-    it('does not throw (ECONNREFUSED on the connected socket), and export resumes, templates first, when it is back', async function () {
+  describe('a collector that is down (its spool)', function () {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+    it('keeps what it refused, the first sends included, and replays it in order with the original sequence numbers once it answers', async function () {
+      let now = NOW_MS
       const port = sink.port
       await sink.stop()
-      const e = await open()
+      const e = await open({now: () => now})
+      const sent: FlowInput[] = []
       for (let i = 0; i < 5; i++) {
-        assert.doesNotThrow(() => e.exportBatch(batchOf(randomFlows(4, 3, 30 + i), 1)))
+        const flows = randomFlows(4, 3, 30 + i)
+        sent.push(...flows)
+        assert.doesNotThrow(() => e.exportBatch(batchOf(flows, 1)))
         await e.flushed()
-        await new Promise((r) => setTimeout(r, 5))
+        await sleep(5)
+        e.service()
       }
-      assert.ok(errors.length > 0, 'the refused sends were reported to onError')
+      assert.ok(errors.length > 0, 'the refusal was reported to onError')
       assert.ok(errors.every((err) => (err as NodeJS.ErrnoException).code === 'ECONNREFUSED'), errors.map((x) => x.message).join('; '))
       assert.ok(e.stats.sendErrors > 0)
+      // Everything is held: the data messages (the templates before them are sent again anyway).
+      assert.ok(e.stats.spooledMessages >= 5, `spooled ${e.stats.spooledMessages}`)
 
       sink = await Sink.start({port})
       const back = randomFlows(4, 4, 40)
-      e.exportBatch(batchOf(back, 1))
-      await e.flushed()
-      await sink.until(() => sink.records.length === back.length, `${back.length} records`)
-      // The templates come again before the data: a collector that missed them can decode it.
+      sent.push(...back)
+      e.exportBatch(batchOf(back, 1)) // spooled behind the others
+      e.service() // probe: templates and the oldest message
+      now += CONFIRM_MS
+      await sleep(20)
+      e.service() // no error for CONFIRM_MS: the rest is replayed
+      await sink.until(() => sink.records.length === sent.length, `${sent.length} records`)
       assert.ok(sink.received[0].message.templates.length > 0, 'templates first')
-      assert.deepEqual(sink.records.map((r) => r.fields), back.map(expectedFields))
-      // Numbering went on while it was down (15 records were sent into the void).
-      assert.equal(sink.records[0].sequenceNumber, 15)
+      assert.deepEqual(sink.records.map((r) => r.fields), sent.map(expectedFields))
+      // Numbered as first built: from 0, 3 records a batch, no gap.
+      const data = sink.received.filter((r) => r.message.records.length > 0)
+      assert.deepEqual(data.map((r) => r.message.header.sequenceNumber), [0, 3, 6, 9, 12, 15])
+      assert.equal(e.stats.spooledMessages, 0)
+      assert.equal(e.stats.spoolDroppedMessages, 0)
       assertPass()
+    })
+
+    it('drops the oldest messages past spoolBytes, and counts their records, packets and octets exactly', async function () {
+      let now = NOW_MS
+      const port = sink.port
+      await sink.stop()
+      // Room for 3 of the 5 data messages (16 + 4 + 2 * 59 = 138 bytes each).
+      const e = await open({now: () => now, spoolBytes: 3 * 138 + 50})
+      const batches = [0, 1, 2, 3, 4].map((i) => randomFlows(4, 2, 60 + i))
+      e.sendTemplates(1)
+      await sleep(5)
+      for (const flows of batches) {
+        e.exportBatch(batchOf(flows, 1))
+        await sleep(5)
+        e.service()
+      }
+      const s = e.stats
+      assert.ok(s.spoolDroppedMessages >= 2, JSON.stringify(s))
+      sink = await Sink.start({port})
+      e.service()
+      now += CONFIRM_MS
+      await sleep(20)
+      e.service()
+      const kept = sink.records
+      await sink.until(() => sink.records.filter((r) => !r.options).length + e.stats.spoolDroppedRecords === 10, 'the records kept')
+      const lost = batches.flat().filter((f) => !kept.some((r) => r.fields.sourceIPv4Address === f.src && r.fields.destinationIPv4Address === f.dst))
+      const st = e.stats
+      assert.equal(st.spoolDroppedRecords, lost.length)
+      assert.equal(st.spoolDroppedPackets, lost.reduce((n, f) => n + f.packets, 0))
+      assert.equal(st.spoolDroppedOctets, lost.reduce((n, f) => n + f.bytes, 0))
+      // The oldest went: what arrived is the newest, and the collector sees the loss as a sequence gap.
+      assert.deepEqual(kept.filter((r) => !r.options).map((r) => r.fields), batches.flat().slice(lost.length).map(expectedFields))
+      assert.equal(kept[0].sequenceNumber, lost.length)
+      // The statistics record says it too (notSentFlowTotalCount).
+      e.sendStats(1, {packets: 0, bytes: 0})
+      await sink.until(() => sink.records.some((r) => r.options), 'the statistics record')
+      assert.equal(sink.records.find((r) => r.options)!.fields.notSentFlowTotalCount, BigInt(lost.length))
+    })
+
+    it('replays nothing twice: a collector that was up until it stopped gets only what it missed', async function () {
+      let now = NOW_MS
+      const e = await open({now: () => now})
+      const first = randomFlows(4, 5, 70)
+      e.exportBatch(batchOf(first, 1))
+      await sink.settle(e)
+      now += CONFIRM_MS + 1
+      e.service() // what was sent is confirmed
+      const port = sink.port
+      await sink.stop()
+      const missed = randomFlows(4, 5, 71)
+      e.exportBatch(batchOf(missed, 1))
+      await sleep(5)
+      e.service()
+      assert.ok(e.stats.spooledMessages > 0)
+      sink = await Sink.start({port})
+      e.service()
+      now += CONFIRM_MS
+      await sleep(20)
+      e.service()
+      await sink.until(() => sink.records.length >= missed.length, `${missed.length} records`)
+      await sleep(50)
+      assert.deepEqual(sink.records.map((r) => r.fields), missed.map(expectedFields))
+      assert.equal(sink.records[0].sequenceNumber, first.length)
     })
   })
 })

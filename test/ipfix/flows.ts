@@ -3,7 +3,7 @@
  * the exporter takes, the record each flow must come back as (worked out here from the input, not
  * by the code under test), and a collector that keeps everything it receives.
  */
-import {compileTemplate, CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/exporter.js'
+import {compileTemplate, createExporter, type CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/exporter.js'
 import {elementByName, naturalLength, type InformationElement} from '../../src/ipfix/elements.js'
 import {exportableElement} from '../../src/ipfix/exportable.js'
 import {bindField, columnWriter, recordWriter, templateFamily, type BoundField} from '../../src/ipfix/flow-fields.js'
@@ -215,7 +215,7 @@ export const STATS_TEMPLATE_ID = 65000
 
 /** An exporter of the default templates to 127.0.0.1:port. */
 export function exporterTo(port: number, options: Partial<ExporterOptions> = {}, templates = defaultExportTemplates()): CollectorExporter {
-  return new CollectorExporter({name: `127.0.0.1:${port}`, remote: {host: '127.0.0.1', port}}, templates, {
+  return createExporter({name: `127.0.0.1:${port}`, remote: {host: '127.0.0.1', port}}, templates, {
     maxMessageSize: 1400,
     templateRefreshMs: 60_000,
     statsTemplateId: STATS_TEMPLATE_ID,

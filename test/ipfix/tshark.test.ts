@@ -122,7 +122,7 @@ describe('ipfix/tshark interop: tshark decodes what the exporter sends @e2e', fu
     assert.deepEqual(fromTshark, sink.records.filter((r) => !r.options).map((r) => renderFields(r.fields)))
   })
 
-  it('the statistics options record (IEs 149, 41, 42, 40, 164, 165, 323)', async function () {
+  it('the statistics options record (IEs 149, 41, 42, 40, 164, 165, 166, 323)', async function () {
     await exportAll(sampleFlows(4))
     const withOptions = await tsharkDecodeIpfix(sink.datagrams, sink.port, {includeOptions: true})
     const stats = sink.records.find((r) => r.options)!

@@ -4,8 +4,7 @@ import {FlowctlCommand} from '../../cli/command.js'
 import {FlowctlError} from '../../errors.js'
 import {jsonFlag} from '../../cli/flags.js'
 import {loadConfig} from '../../config/load.js'
-import {statsTemplateId} from '../../daemon/daemon.js'
-import {CollectorExporter} from '../../ipfix/exporter.js'
+import {exporterFor} from '../../config/exporters.js'
 import {flowFileTemplate, loadFlowFile} from '../../ipfix/flow-file.js'
 
 export default class IpfixSend extends FlowctlCommand {
@@ -35,14 +34,11 @@ ones is said once on stderr. \`flowctl ipfix file\` (the older tool's name) is t
     const flowSets = await loadFlowFile(flags.flows, config.templates)
     const ignored = flowSets.filter((s) => s.ignored.length > 0).map((s) => `${s.ignored.join(', ')} (template ${s.templateId})`)
     if (ignored.length > 0) process.stderr.write(`flowctl: ${flags.flows}: not sent, as their template lacks them: ${ignored.join('; ')}\n`)
+    // Flow file templates may name elements the meter cannot fill: their values are the file's.
     const templates = config.templates.map((t) => flowFileTemplate(t.id, t.fields))
-    const sent: {collector: string; records: number; messages: number; octets: number; sendErrors: number}[] = []
+    const sent: {collector: string; records: number; messages: number; octets: number; sendErrors: number; undelivered: number}[] = []
     for (const c of config.collectors) {
-      const exporter = new CollectorExporter(c, templates, {
-        maxMessageSize: config.maxMessageSize,
-        templateRefreshMs: Infinity,
-        statsTemplateId: statsTemplateId(config.templates),
-      })
+      const exporter = exporterFor(config, c, templates, {templateRefreshMs: Infinity})
       try {
         await exporter.open()
       } catch (error) {
@@ -51,10 +47,12 @@ ones is said once on stderr. \`flowctl ipfix file\` (the older tool's name) is t
       exporter.sendTemplates(config.observationDomainId)
       for (const set of flowSets) exporter.exportRecords(set.templateId, set.records, config.observationDomainId)
       await exporter.flushed()
+      exporter.service() // reads a refusal (ICMP port unreachable) that came back meanwhile
       exporter.close()
-      const {messages, records, octets, sendErrors} = exporter.stats
-      sent.push({collector: c.name, records, messages, octets, sendErrors})
-      if (!flags.json) this.log(`${c.name}: ${records} records in ${messages} messages (${octets} bytes)${sendErrors ? `, ${sendErrors} send errors` : ''}`)
+      const {messages, records, octets, sendErrors, spooledMessages} = exporter.stats
+      sent.push({collector: c.name, records, messages, octets, sendErrors, undelivered: spooledMessages})
+      const problems = [sendErrors ? `${sendErrors} send errors` : '', spooledMessages ? `${spooledMessages} messages not delivered (the collector refused)` : ''].filter(Boolean)
+      if (!flags.json) this.log(`${c.name}: ${records} records in ${messages} messages (${octets} bytes)${problems.map((p) => `, ${p}`).join('')}`)
     }
     if (flags.json) this.printJson(sent)
   }

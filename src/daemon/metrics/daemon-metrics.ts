@@ -62,7 +62,7 @@ export class DaemonMetrics implements FlowLogObserver {
   private readonly server: MetricsServer
   private daemon?: Daemon
 
-  private readonly exporterSeen = new WeakMap<CollectorExporter, ExporterStats>()
+  private readonly exporterSeen = new WeakMap<CollectorExporter, Pick<ExporterStats, 'messages' | 'records' | 'octets' | 'sendErrors' | 'templateSends' | 'unexportable' | 'spoolDroppedMessages'>>()
   private readonly capacities = new WeakMap<MeterSetDrainer, number>()
 
   constructor(options: DaemonMetricsOptions) {
@@ -184,7 +184,7 @@ export class DaemonMetrics implements FlowLogObserver {
   /** Adds what each collector sent since the last look (a new exporter, after a reload, from 0). */
   syncCollectors(): void {
     for (const e of this.daemon?.collectors ?? []) {
-      const before = this.exporterSeen.get(e) ?? {messages: 0, records: 0, octets: 0, sendErrors: 0, templateSends: 0, unexportable: 0}
+      const before = this.exporterSeen.get(e) ?? {messages: 0, records: 0, octets: 0, sendErrors: 0, templateSends: 0, unexportable: 0, spoolDroppedMessages: 0}
       const now = {...e.stats}
       const collector = e.config.name
       this.m.ipfixMessages.inc({collector}, now.messages - before.messages)
@@ -193,6 +193,9 @@ export class DaemonMetrics implements FlowLogObserver {
       this.m.ipfixErrors.inc({collector}, now.sendErrors - before.sendErrors)
       this.m.ipfixTemplates.inc({collector}, now.templateSends - before.templateSends)
       this.m.ipfixUnexportable.inc({collector}, now.unexportable - before.unexportable)
+      this.m.ipfixSpoolMessages.set({collector}, now.spooledMessages)
+      this.m.ipfixSpoolBytes.set({collector}, now.spooledBytes)
+      this.m.ipfixSpoolDropped.inc({collector}, now.spoolDroppedMessages - before.spoolDroppedMessages)
       this.exporterSeen.set(e, now)
     }
   }
