@@ -120,7 +120,6 @@ describe('linux-flow-exporter parity (files and command lines)', function () {
       const cases: [string, RegExp][] = [
         ['BgpSourceAsNumber', /bgpSourceAsNumber \(16\): BGP attributes live in a routing daemon's table/],
         ['SourceIPv4PrefixLength', /sourceIPv4PrefixLength \(9\): the prefix length of the route a packet matched/],
-        ['forwardingStatus', /forwardingStatus \(89\): the meter counts packets at tc and is not told whether the kernel then forwards/],
         ['FragmentIdentification', /fragmentIdentification \(54\): a flow spans many datagrams/],
       ]
       for (const [name, reason] of cases) {

@@ -104,6 +104,9 @@ describe('README pipeline recipe: the IPFIX side', function () {
       flowEndReason: 3,
       ipClassOfService: 0xb8,
       vlanId: 100,
+      ipNextHopIPv4Address: '198.18.5.254',
+      minimumTTL: 61,
+      maximumTTL: 63,
     }
 
     before(async function () {
