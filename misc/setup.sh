@@ -8,7 +8,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 # The meter's toolchain, then what the tests, demo and benchmarks drive.
 packages="clang llvm libbpf-dev bpftool iproute2 util-linux \
-  iputils-ping ethtool tshark iperf3 softflowd linux-perf time tmux"
+  iputils-ping ethtool tshark iperf3 softflowd netsniff-ng linux-perf time tmux"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
