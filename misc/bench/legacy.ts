@@ -1,8 +1,8 @@
 /**
  * The layout-1 meter (bpf/legacy/meter-v1.bpf.c: per-CPU, preallocated flow maps), the reference
- * today's program is measured against in the same run. Compiled with the same clang flags as the
- * meter, loaded with `bpftool prog loadall` into a private pin directory of its own, never
- * attached to anything.
+ * today's program is measured against in the same run. Compiled with today's clang flags (which
+ * add -mcpu=v3 to those it shipped with), so that the two differ by their source only; loaded
+ * with `bpftool prog loadall` into a private pin directory of its own, never attached to anything.
  */
 import {existsSync, mkdirSync, readdirSync, rmSync} from 'node:fs'
 import {join} from 'node:path'
