@@ -9,7 +9,7 @@ fi
 # The meter's toolchain, then what the tests, demo and benchmarks drive (prometheus: the dashboard
 # test runs its own, on a loopback port it picks; the packaged service is not needed).
 packages="clang llvm libbpf-dev bpftool iproute2 util-linux \
-  iputils-ping ethtool tshark iperf3 softflowd linux-perf time tmux prometheus"
+  iputils-ping ethtool tshark iperf3 softflowd netsniff-ng linux-perf time tmux prometheus"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

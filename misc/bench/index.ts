@@ -2,7 +2,7 @@
  * `npm run bench`: flowctl's speed beside its references, measured in one run (shared, noisy
  * machines: every comparison runs its variants side by side). Needs root. See docs/benchmarks.md.
  *
- *   node dist/misc/bench/index.js [--only kernel,drain,encoder,linerate,softflowd] [--quick]
+ *   node dist/misc/bench/index.js [--only memory,kernel,drain,encoder,linerate,softflowd] [--quick]
  *                                 [--repeats N] [--verbose] [--profile DIR]
  *
  * Everything the bench makes lives under private roots (pins, run, state and cache dirs, named
@@ -16,7 +16,7 @@ import {parseArgs} from 'node:util'
 
 import {cleanup, log, machine, renderTable, type BenchOptions, type Row} from './util.js'
 
-const SECTIONS = ['kernel', 'drain', 'encoder', 'linerate', 'softflowd'] as const
+const SECTIONS = ['memory', 'kernel', 'drain', 'encoder', 'linerate', 'softflowd'] as const
 type Section = (typeof SECTIONS)[number]
 
 function isolate(): string {
@@ -39,6 +39,8 @@ function isolate(): string {
 
 async function runSection(section: Section, options: BenchOptions, profile: string | undefined): Promise<Row[]> {
   switch (section) {
+    case 'memory':
+      return (await import('./memory.js')).benchMemory(options)
     case 'kernel':
       return (await import('./kernel.js')).benchKernel(options)
     case 'drain':
