@@ -1,0 +1,97 @@
+/**
+ * A meter set of layout 1 (flowctl 0.1: per-CPU flow maps, a pending map of records) meets this
+ * flowctl: every command refuses it in one line that says how to re-attach, and `meter attach
+ * --force` carries every count it holds over into the new layout.
+ */
+import assert from 'node:assert/strict'
+import {randomBytes} from 'node:crypto'
+import {existsSync, mkdirSync} from 'node:fs'
+import {join} from 'node:path'
+
+import {execa} from 'execa'
+
+import {clangArgs} from '../../src/bpf/compile.js'
+import * as V1 from '../../src/bpf/layout-v1.generated.js'
+import {BpfMap, numPossibleCpus} from '../../src/bpf/libbpf.js'
+import {MeterSet} from '../../src/bpf/meter-set.js'
+import {Lab} from '../../src/lab/lab.js'
+import {bpfSourceDir} from '../../src/paths.js'
+import type {Flow} from '../../src/view/flow.js'
+import {cli, cliJson, cliOk, requireE2e, PrivateDirs} from '../helpers/e2e.js'
+
+describe('meter sets of layout 1 @e2e', function () {
+  const id = randomBytes(3).toString('hex')
+  const privateDirs = new PrivateDirs(`migrate-${id}`)
+  const lab = new Lab(id)
+  let a = ''
+  let set: MeterSet
+
+  function key(sport: number): Buffer {
+    const k = Buffer.alloc(V1.FLOW_KEY4.size)
+    k.writeUInt32LE(2, V1.FLOW_KEY4.fields.ifindex.offset)
+    k[V1.FLOW_KEY4.fields.direction.offset] = 1
+    k[V1.FLOW_KEY4.fields.proto.offset] = 17
+    k.writeUInt16BE(sport, V1.FLOW_KEY4.fields.sport.offset)
+    k.writeUInt16BE(53, V1.FLOW_KEY4.fields.dport.offset)
+    k.set([198, 18, 60, 1], V1.FLOW_KEY4.fields.src.offset)
+    k.set([198, 18, 60, 2], V1.FLOW_KEY4.fields.dst.offset)
+    return k
+  }
+
+  before(async function () {
+    requireE2e(this)
+    privateDirs.apply()
+    a = await lab.namespace('a')
+    const b = await lab.namespace('b')
+    await lab.veth(a, 'a0', b, 'b0', {v4: ['198.18.60.1/24', '198.18.60.2/24'], quiet: true})
+    // A layout-1 meter set as flowctl 0.1 pinned it, holding counts in both of its places.
+    set = MeterSet.for(privateDirs.paths, a)
+    mkdirSync(set.dir, {recursive: true})
+    const object = join(privateDirs.paths.cacheDir, `meter-v1-${id}.o`)
+    mkdirSync(privateDirs.paths.cacheDir, {recursive: true})
+    await execa('clang', clangArgs(join(bpfSourceDir(), 'legacy', 'meter-v1.bpf.c'), object, {capacity: 1024}))
+    await execa('bpftool', ['prog', 'loadall', object, set.progDir, 'type', 'classifier', 'pinmaps', set.mapDir])
+    const cpus = numPossibleCpus()
+    const flows = BpfMap.open(set.mapPath('flows4_a'))
+    const perCpu = Buffer.alloc(Math.ceil(V1.FLOW_COUNTERS.size / 8) * 8 * cpus)
+    const c = V1.FLOW_COUNTERS.fields
+    perCpu.writeBigUInt64LE(5n, c.packets.offset)
+    perCpu.writeBigUInt64LE(500n, c.bytes.offset)
+    perCpu.writeBigUInt64LE(1_000_000n, c.firstSeenNs.offset)
+    perCpu.writeBigUInt64LE(2_000_000n, c.lastSeenNs.offset)
+    flows.update(key(1001), perCpu)
+    flows.close()
+    const pending = BpfMap.open(set.mapPath('pending4'))
+    const record = Buffer.alloc(V1.FLOW_RECORD.size)
+    const r = V1.FLOW_RECORD.fields
+    record.writeBigUInt64LE(7n, r.packets.offset)
+    record.writeBigUInt64LE(700n, r.bytes.offset)
+    record.writeBigUInt64LE(1_000_000n, r.firstSeenNs.offset)
+    record.writeBigUInt64LE(3_000_000n, r.lastSeenNs.offset)
+    pending.update(key(1002), record)
+    pending.close()
+  })
+
+  after(async function () {
+    if (a) await cli(['meter', 'detach', '--all'])
+    await lab.destroy()
+    privateDirs.remove()
+  })
+
+  it('is refused by every reader in one line that says how to carry it over', async function () {
+    for (const args of [['dump', '--netns', a], ['meter', 'attach', '--netns', a, '-n', 'a0']]) {
+      const r = await cli(args)
+      assert.notEqual(r.exitCode, 0, args.join(' '))
+      assert.match(r.stderr.trim(), /^flowctl: the meter of namespace '.*' has kernel layout 1, this flowctl reads layout 2: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/)
+    }
+  })
+
+  it('meter attach --force carries every count over into the new layout', async function () {
+    await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--force'])
+    assert.equal(set.layoutVersion(), 2)
+    assert.ok(!existsSync(`${set.dir}-v1`), 'the old maps are gone')
+    const flows = await cliJson<Flow[]>(['dump', '--netns', a, '-p', 'udp', '-D', '53'])
+    const bySport = new Map(flows.map((f) => [f.sport, [f.packets, f.bytes]]))
+    assert.deepEqual(bySport, new Map([[1001, [5, 500]], [1002, [7, 700]]]))
+  })
+})
