@@ -12,6 +12,7 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
+import {DEFAULT_TEMPLATES} from '../../src/ipfix/exportable.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'
@@ -58,7 +59,9 @@ describe('router-grade records through a namespace router @e2e', function () {
 
     const sink = await Sink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
     const config = join(tmp, 'config.yaml')
-    writeFileSync(config, `collectors:\n- address: 127.0.0.1:${sink.port}\nmetrics:\n  listen: ''\nstateFile: ${join(tmp, 'state.json')}\n`)
+    // The default templates, and forwardingStatus (not in them: one byte more per record).
+    const templates = DEFAULT_TEMPLATES.map((t) => `- id: ${t.id}\n  fields: [${[...t.fields, 'forwardingStatus'].join(', ')}]`).join('\n')
+    writeFileSync(config, `collectors:\n- address: 127.0.0.1:${sink.port}\ntemplates:\n${templates}\nmetrics:\n  listen: ''\nstateFile: ${join(tmp, 'state.json')}\n`)
     const daemon = new DaemonProcess(config)
     try {
       await daemon.waitForLog('started')
