@@ -37,6 +37,8 @@ export interface TopRow {
 export interface TopSample {
   /** Seconds between the two readings the rates come from. */
   intervalSeconds: number
+  /** Live maps the daemon swapped out within the interval, which top followed (read to their end). */
+  swapsFollowed: number
   rows: TopRow[]
 }
 
@@ -56,18 +58,21 @@ class LiveMapFollower {
     readonly family: Family,
   ) {}
 
-  /** Calls `onGrowth` with each flow's growth since the previous call. */
-  sample(onGrowth: (key: Buffer, packets: number, bytes: number) => void): void {
+  /** Calls `onGrowth` with each flow's growth since the previous call; says whether the live map was swapped meanwhile. */
+  sample(onGrowth: (key: Buffer, packets: number, bytes: number) => void): boolean {
     const liveId = this.maps.liveId()
+    let swapped = false
     if (this.held && this.held.info.id !== liveId) {
       // Swapped out since: its final counts, then the new map from zero.
       this.read(this.held, onGrowth)
       this.held.close()
       this.held = undefined
       this.previous = new Map()
+      swapped = true
     }
     this.held ??= BpfMap.openById(liveId)
     this.read(this.held, onGrowth)
+    return swapped
   }
 
   private read(map: BpfMap, onGrowth: (key: Buffer, packets: number, bytes: number) => void): void {
@@ -117,6 +122,7 @@ function groupLabel(by: TopGrouping, key: FlowKey, ifname: string): string {
 export class TopSampler {
   private followers: {set: MeterSet; names: Map<number, string>; selector: FlowSelector; maps: LiveMapFollower[]}[] = []
   private lastAt = 0
+  private swaps = 0
 
   static async open(paths: Paths, scope: FlowScope): Promise<TopSampler> {
     const sampler = new TopSampler()
@@ -140,11 +146,12 @@ export class TopSampler {
   /** Rates since the previous sample, grouped, busiest first. */
   sample(by: TopGrouping, sortBy: 'bytes' | 'packets' = 'bytes', limit = Infinity): TopSample {
     const started = this.lastAt
+    this.swaps = 0
     const groups = this.collect(by)
     const seconds = started ? (this.lastAt - started) / 1000 : 1
     const rows = [...groups.values()].map((g) => ({...g, packetsPerSecond: g.packetsPerSecond / seconds, bytesPerSecond: g.bytesPerSecond / seconds}))
     rows.sort((a, b) => (sortBy === 'bytes' ? b.bytesPerSecond - a.bytesPerSecond || b.packetsPerSecond - a.packetsPerSecond : b.packetsPerSecond - a.packetsPerSecond || b.bytesPerSecond - a.bytesPerSecond))
-    return {intervalSeconds: seconds, rows: rows.slice(0, limit)}
+    return {intervalSeconds: seconds, swapsFollowed: this.swaps, rows: rows.slice(0, limit)}
   }
 
   private collect(by: TopGrouping): Map<string, TopRow> {
@@ -152,7 +159,7 @@ export class TopSampler {
     for (const {set, names, selector, maps} of this.followers) {
       const netns = netnsLabel(set.netns)
       for (const m of maps) {
-        m.sample((raw, packets, bytes) => {
+        const swapped = m.sample((raw, packets, bytes) => {
           const key = decodeFlowKey(m.family, raw)
           if (!matchesSelector(selector, key)) return
           const label = groupLabel(by, key, names.get(key.ifindex) ?? `if${key.ifindex}`)
@@ -164,6 +171,7 @@ export class TopSampler {
             row.flows++
           } else groups.set(id, {label, netns, packetsPerSecond: packets, bytesPerSecond: bytes, flows: 1})
         })
+        if (swapped) this.swaps++
       }
     }
     this.lastAt = performance.now()

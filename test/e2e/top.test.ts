@@ -63,16 +63,18 @@ describe('flowctl top @e2e', function () {
     if (tmp) rmSync(tmp, {recursive: true, force: true})
   })
 
-  it('--once --json: the busiest flow first, at the rate it was sent, beside a draining daemon', async function () {
-    const drainsBefore = daemon!.count('drain')
-    const sample = await cliJson<TopSample>(['top', '--netns', a, '--once', '--json', '--interval', '3'])
-    const top = sample.rows[0]
-    assert.match(top.label, /198\.18\.30\.2/, JSON.stringify(sample.rows))
+  it('--once --json: the busiest flow first, at the rate it was sent, across the daemon\'s swaps', async function () {
+    // One interval of 1 s: the daemon (drains every 2 s) swaps the maps at most once within it.
+    // Sample until an interval had a swap in it: its rates must be as exact as any.
+    let sample: TopSample | undefined
+    for (let i = 0; i < 10 && !sample?.swapsFollowed; i++) sample = await cliJson<TopSample>(['top', '--netns', a, '--once', '--json', '--interval', '1'])
+    assert.ok(sample!.swapsFollowed > 0, 'an interval with a swap in it')
+    const top = sample!.rows[0]
+    assert.match(top.label, /198\.18\.30\.2/, JSON.stringify(sample!.rows))
     // 50 packets/s of 1228 bytes (ping's interval is a floor: allow for a slower sender, not a faster one).
-    assert.ok(top.bytesPerSecond > 0.7 * 50 * 1228 && top.bytesPerSecond < 1.05 * 50 * 1228, `rate ${top.bytesPerSecond} B/s`)
-    const slow = sample.rows.find((r) => r.label.includes('198.18.30.3') && r.label.includes('egress'))
-    assert.ok(slow && slow.packetsPerSecond > 3 && slow.packetsPerSecond < 5.5, JSON.stringify(slow))
-    assert.ok(daemon!.count('drain') > drainsBefore, 'the daemon drained (swapped the live map out) while top sampled')
+    assert.ok(top.bytesPerSecond > 0.7 * 50 * 1228 && top.bytesPerSecond < 1.1 * 50 * 1228, `rate ${top.bytesPerSecond} B/s`)
+    const slow = sample!.rows.find((r) => r.label.includes('198.18.30.3') && r.label.includes('egress'))
+    assert.ok(slow && slow.packetsPerSecond > 2 && slow.packetsPerSecond < 7, JSON.stringify(slow))
   })
 
   it('in a terminal: the top line is the fastest flow, refreshed, and q quits', async function () {
