@@ -37,9 +37,6 @@ import {
 import {BpfMap} from './libbpf.js'
 import {FLOW_MAP_SHAPE, FamilyMaps, type MeterSet} from './meter-set.js'
 
-/** A drained map of at most this many flows is emptied and used again (see recycle). */
-const RECYCLE_MAX_ENTRIES = 32_768
-
 /** Chunks written or deleted per batch syscall (8 MiB of values). */
 const CHUNKS_PER_CALL = 256
 
@@ -164,20 +161,6 @@ export class FlowStore {
   /** Takes the live flow map of `family` out (pinned as drained by drain `gen`) and returns it. */
   swapOut(family: Family, gen: number): BpfMap {
     return this.families[family].swapOut(this.set.drainMapPath(family, gen))
-  }
-
-  /**
-   * Empties a drained map once its drain is committed, and keeps it for the next swap, when it
-   * held few flows (emptying costs about what creating costs at a few tens of thousands of
-   * entries); otherwise closes it, and the kernel frees it whole.
-   */
-  recycle(family: Family, map: BpfMap, entries: number): void {
-    if (entries > RECYCLE_MAX_ENTRIES) {
-      map.close()
-      return
-    }
-    map.forEachBatch(() => {}, {andDelete: true})
-    this.families[family].keepSpare(map)
   }
 
   /**

@@ -278,8 +278,6 @@ export class FamilyMaps {
   readonly family: Family
   readonly outer: BpfMap
   private readonly set: MeterSet
-  /** An empty map of the live map's shape, kept to go into the slot at the next swap. */
-  private spare: BpfMap | undefined
 
   private constructor(set: MeterSet, family: Family, outer: BpfMap) {
     this.set = set
@@ -312,8 +310,7 @@ export class FamilyMaps {
     const live = this.openLive()
     let fresh: BpfMap | undefined
     try {
-      fresh = this.spare ?? BpfMap.createLike(live.info)
-      this.spare = undefined
+      fresh = BpfMap.createLike(live.info)
       if (pinAs) live.pin(pinAs)
       setInnerMap(this.outer, fresh)
       return live
@@ -325,19 +322,7 @@ export class FamilyMaps {
     }
   }
 
-  /**
-   * Keeps `map` (empty, unpinned, no longer in the slot) for the next swap instead of creating
-   * one: making a hash of a million entries costs tens of milliseconds of CPU (its bucket array),
-   * at every drain, even an idle one.
-   */
-  keepSpare(map: BpfMap): void {
-    if (this.spare || map.info.id === this.liveId()) map.close()
-    else this.spare = map
-  }
-
   close(): void {
-    this.spare?.close()
-    this.spare = undefined
     this.outer.close()
   }
 }

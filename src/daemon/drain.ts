@@ -138,11 +138,11 @@ export class MeterSetDrainer {
     this.gen = gen
     let taken = 0
     const takenByFamily: Record<Family, number> = {4: 0, 6: 0}
-    const drained: {family: Family; map: BpfMap}[] = []
+    const drained: BpfMap[] = []
     try {
       for (const family of FAMILIES) {
         const map = this.store.swapOut(family, gen)
-        drained.push({family, map})
+        drained.push(map)
         const n = this.merge(family, map, force, sink)
         takenByFamily[family] = n
         taken += n
@@ -151,10 +151,8 @@ export class MeterSetDrainer {
       this.nowNs = Number(monotonicNowNs())
       for (const family of FAMILIES) this.expire(family, force, gen, sink)
       this.store.commit(gen, this.caches)
-      // Committed: the drained maps hold nothing the kernel still needs.
-      for (const {family, map} of drained.splice(0)) this.store.recycle(family, map, takenByFamily[family])
     } finally {
-      for (const {map} of drained) map.close()
+      for (const m of drained) m.close()
     }
     return {taken, exported: this.exported, pending: this.pending, ms: performance.now() - started, seen: this.seen, takenByFamily}
   }
