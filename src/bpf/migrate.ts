@@ -16,7 +16,7 @@ import {join} from 'node:path'
 import type {FlowSample} from '../flow/flow-cache.js'
 import {FAMILIES, firstPacketWins, type Family} from '../flow/record.js'
 import {FlowStore} from './flow-store.js'
-import {FLOW_KEY4, FLOW_KEY6, readU64} from './layout.js'
+import {emptySample, FLOW_KEY4, FLOW_KEY6, readU64} from './layout.js'
 import * as V1 from './layout-v1.generated.js'
 import {BpfMap, numPossibleCpus, setInnerMap} from './libbpf.js'
 import type {MeterSet} from './meter-set.js'
@@ -55,7 +55,7 @@ export async function carryOverLegacy(set: MeterSet): Promise<number> {
     let carried = 0
     for (const family of FAMILIES) {
       const cache = caches[family]
-      const sample = {packets: 0, bytes: 0, firstNs: 0, lastNs: 0, tcpFlags: 0, tos: 0, peerIfindex: 0, minTtl: 0, maxTtl: 0, fwdStatus: 0, nextHopBytes: new Uint8Array(16), nextHopOffset: 0}
+      const sample = emptySample()
       const add = (keys: Buffer, ko: number) => {
         let idx = cache.find(keys, ko)
         if (idx < 0) {
