@@ -31,6 +31,8 @@ export interface DrainRun {
   /** CPU time (user + system) the drain process spent over drainMs. */
   cpuMs: number
   exported: number
+  /** drain()'s phases (DrainReport.phases). */
+  phases: {swapMs: number; mergeMs: number; expireMs: number; commitMs: number}
   /** Flows held in the cache after the drain. */
   pending: number
   /** Flows exported, by flowEndReason. */
@@ -131,6 +133,7 @@ async function main(): Promise<void> {
           cpuMs: (cpu.user + cpu.system) / 1000,
           exported: Object.values(report.exported).reduce((a, b) => a + b, 0),
           pending: report.pending,
+          phases: report.phases,
           reasons: report.exported,
           octets: exporter.stats.octets - before.octets,
           messages: exporter.stats.messages - before.messages,

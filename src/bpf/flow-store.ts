@@ -17,25 +17,25 @@
  */
 import {unlinkSync} from 'node:fs'
 
-import {FAMILIES, addressLength, type Family} from '../flow/record.js'
-import {FlowCache, type FlowSample} from '../flow/flow-cache.js'
+import {FAMILIES, type Family} from '../flow/record.js'
+import {FlowCache, SLAB_CHUNKS, type FlowSample} from '../flow/flow-cache.js'
 import {
   CHUNK_HEADER,
   PENDING_CHUNK_BYTES,
   chunkKey,
   emptySample,
+  flowRecordLayout,
   pendingFlowLayout,
   readDrainState,
   readFlowSample,
   readU32,
-  recordsPerChunk,
   writeDrainState,
-  writeFlowValue,
   writeU32,
   type DrainState,
 } from './layout.js'
 import {BpfMap} from './libbpf.js'
-import {FLOW_MAP_SHAPE, FamilyMaps, type MeterSet} from './meter-set.js'
+import {FamilyMaps, type MeterSet} from './meter-set.js'
+import {ReadAhead} from './read-ahead.js'
 
 /** Chunks written or deleted per batch syscall (8 MiB of values). */
 const CHUNKS_PER_CALL = 256
@@ -91,7 +91,7 @@ export class FlowStore {
   /** Empty caches sized for this meter set: the daemon holds up to twice a flow map's capacity. */
   newCaches(): FamilyCaches {
     const max = 2 * this.set.capacity()
-    const cache = (family: Family) => new FlowCache(FLOW_MAP_SHAPE[family].keySize, addressLength(family), max)
+    const cache = (family: Family) => new FlowCache(flowRecordLayout(family), max)
     return {4: cache(4), 6: cache(6)}
   }
 
@@ -104,14 +104,10 @@ export class FlowStore {
     const gen = this.state.gen
     let loaded = 0
     this.forEachSnapshotRecord((family, buf, keyAt, valueAt) => {
-      const cache = caches[family]
-      let idx = cache.find(buf, keyAt)
-      if (idx < 0) {
-        if (cache.full) return // cannot happen: the snapshot came from a cache of this size
-        idx = cache.insert(buf, keyAt)
-      }
-      cache.merge(idx, readFlowSample(buf, valueAt, sample))
-      cache.gen[idx] = gen
+      // Never full: the snapshot came from a cache of this size.
+      const idx = caches[family].add(buf, keyAt, readFlowSample(buf, valueAt, sample))
+      if (idx < 0) return
+      caches[family].gen[idx] = gen
       loaded++
     })
     return loaded
@@ -190,11 +186,7 @@ export class FlowStore {
     this.loadSnapshot(caches)
     const mergeInto = (family: Family, map: BpfMap) => {
       const cache = caches[family]
-      forEachFlow(map, (keys, ko, sample) => {
-        let idx = cache.find(keys, ko)
-        if (idx < 0) idx = cache.full ? -1 : cache.insert(keys, ko)
-        if (idx >= 0) cache.merge(idx, sample)
-      })
+      forEachFlow(map, (keys, ko, sample) => cache.add(keys, ko, sample))
       map.close()
     }
     for (const l of this.leftovers()) mergeInto(l.family, l.map)
@@ -203,7 +195,7 @@ export class FlowStore {
     for (const family of FAMILIES) {
       const cache = caches[family]
       for (let idx = cache.size - 1; idx >= 0; idx--) {
-        if (matches && !matches(family, cache.keys, idx * cache.keySize)) continue
+        if (matches && !matches(family, cache.slabOf(idx), cache.recordAt(idx))) continue
         cache.remove(idx)
         removed++
       }
@@ -234,39 +226,33 @@ export class FlowStore {
     }
   }
 
+  /**
+   * Writes what the caches hold into the pending map as chunks `chunkKey(slot, 0..)`: the caches
+   * keep their entries as chunks of snapshot records already, so this writes each chunk's header
+   * and hands the kernel the caches' own memory, a slab per batch update.
+   */
   private writeSnapshot(slot: number, caches: FamilyCaches): number {
-    const keys = Buffer.alloc(CHUNKS_PER_CALL * 4)
-    const values = Buffer.allocUnsafeSlow(CHUNKS_PER_CALL * PENDING_CHUNK_BYTES)
-    let inCall = 0
+    const keys = Buffer.alloc(SLAB_CHUNKS * 4)
     let written = 0
-    const flush = () => {
-      this.pending.updateBatch(keys, values, inCall)
-      inCall = 0
-    }
     for (const family of FAMILIES) {
       const cache = caches[family]
-      const layout = pendingFlowLayout(family)
-      const keySize = cache.keySize
-      const per = recordsPerChunk(family)
-      for (let from = 0; from < cache.size; from += per) {
-        const records = Math.min(per, cache.size - from)
-        const base = inCall * PENDING_CHUNK_BYTES
-        values.fill(0, base, base + PENDING_CHUNK_BYTES)
-        writeU32(values, base + CHUNK_HEADER.fields.family.offset, family)
-        writeU32(values, base + CHUNK_HEADER.fields.records.offset, records)
-        for (let r = 0; r < records; r++) {
-          const idx = from + r
-          const at = base + CHUNK_HEADER.size + r * layout.size
-          values.set(cache.keys.subarray(idx * keySize, (idx + 1) * keySize), at + layout.fields.key.offset)
-          writeFlowValue(values, at + layout.fields.value.offset, cache, idx, layout.fields.value.size)
+      const chunks = cache.chunks
+      for (let from = 0; from < chunks; ) {
+        const slab = cache.chunkSlab(from)
+        const first = cache.chunkOffset(from)
+        let n = 0
+        // The chunks of one slab are contiguous: one batch call for as many as it holds.
+        for (let c = from; c < chunks && cache.chunkSlab(c) === slab; c++, n++) {
+          const at = cache.chunkOffset(c)
+          writeU32(slab, at + CHUNK_HEADER.fields.family.offset, family)
+          writeU32(slab, at + CHUNK_HEADER.fields.records.offset, Math.min(cache.recordsPerChunk, cache.size - c * cache.recordsPerChunk))
+          keys.writeUInt32LE(chunkKey(slot, written + n), n * 4)
         }
-        keys.writeUInt32LE(chunkKey(slot, written), inCall * 4)
-        inCall++
-        written++
-        if (inCall === CHUNKS_PER_CALL) flush()
+        this.pending.updateBatch(keys, slab.subarray(first, first + n * PENDING_CHUNK_BYTES), n)
+        written += n
+        from += n
       }
     }
-    if (inCall) flush()
     return written
   }
 
@@ -289,18 +275,24 @@ export class FlowStore {
 
 /**
  * Reads every entry of a flow map (one no program writes any more), calling `onFlow` with the
- * key's offset in `keys` and its value as a FlowSample (reused: copy what you keep).
+ * key's offset in `keys`, its value as a FlowSample (reused: copy what you keep) and its number in
+ * the chunk read; `onChunk`, if given, first sees each chunk's keys (`count`, `keySize` apart).
+ * With `readAhead`, the next chunks are read in a thread of their own meanwhile (read-ahead.ts).
  */
-export function forEachFlow(map: BpfMap, onFlow: (keys: Buffer, keyAt: number, sample: FlowSample) => void, chunk = 8192): number {
+export function forEachFlow(
+  map: BpfMap,
+  onFlow: (keys: Buffer, keyAt: number, sample: FlowSample, i: number) => void,
+  options: {chunk?: number; onChunk?: (keys: Buffer, count: number) => void; readAhead?: boolean} = {},
+): number {
+  const {chunk = 8192, onChunk, readAhead = false} = options
   const keySize = map.info.keySize
   const valueSize = map.info.valueSize
   const sample = emptySample()
-  return map.forEachBatch(
-    (keys, values, n) => {
-      for (let i = 0; i < n; i++) onFlow(keys, i * keySize, readFlowSample(values, i * valueSize, sample))
-    },
-    {chunk},
-  )
+  const handle = (keys: Buffer, values: Buffer, n: number) => {
+    onChunk?.(keys, n)
+    for (let i = 0; i < n; i++) onFlow(keys, i * keySize, readFlowSample(values, i * valueSize, sample), i)
+  }
+  return readAhead ? ReadAhead.shared().forEachBatch(map, handle, chunk) : map.forEachBatch(handle, {chunk})
 }
 
 function unlinkQuietly(path: string): void {

@@ -4,7 +4,7 @@
  * single definition); the drain, dump, status, the daemon and its metrics all go through here.
  */
 import {addressLength, directionName, type Family, type FlowCounters, type FlowKey} from '../flow/record.js'
-import type {FlowSample} from '../flow/flow-cache.js'
+import type {FlowRecordLayout, FlowSample} from '../flow/flow-cache.js'
 import {formatAddress} from '../util/address.js'
 import type {FieldLayout, StructLayout} from './layout-types.js'
 import {
@@ -75,8 +75,9 @@ export function readU32(buf: Uint8Array, off: number): number {
 }
 
 export function writeU64(buf: Uint8Array, off: number, value: number): void {
-  const lo = value % TWO_32
-  const hi = Math.floor(value / TWO_32)
+  // ToUint32 is the value modulo 2^32, exactly, for any integer a double holds.
+  const lo = value >>> 0
+  const hi = (value - lo) / TWO_32
   writeU32(buf, off, lo)
   writeU32(buf, off + 4, hi)
 }
@@ -151,26 +152,35 @@ export function decodeFlowValue(family: Family, buf: Buffer, off = 0): FlowCount
   }
 }
 
-/** Writes entry `idx` of a flow cache's columns as a kernel flow value at `off`. */
-export function writeFlowValue(
-  buf: Uint8Array,
-  off: number,
-  c: {packets: Float64Array; bytes: Float64Array; firstNs: Float64Array; lastNs: Float64Array; tcpFlags: Uint8Array; tos: Uint8Array; peerIfindex: Uint32Array; minTtl: Uint8Array; maxTtl: Uint8Array; fwdStatus: Uint8Array; nextHop: Uint8Array; addrLen: number},
-  idx: number,
-  valueSize: number,
-): void {
-  buf.fill(0, off, off + valueSize)
-  writeU64(buf, off + VALUE.packets.offset, c.packets[idx])
-  writeU64(buf, off + VALUE.bytes.offset, c.bytes[idx])
-  writeU64(buf, off + VALUE.firstSeenNs.offset, c.firstNs[idx])
-  writeU64(buf, off + VALUE.lastSeenNs.offset, c.lastNs[idx])
-  writeU32(buf, off + VALUE.tcpFlags.offset, c.tcpFlags[idx])
-  writeU32(buf, off + VALUE.peerIfindex.offset, c.peerIfindex[idx])
-  buf[off + VALUE.tos.offset] = c.tos[idx]
-  buf[off + VALUE.minTtl.offset] = c.minTtl[idx]
-  buf[off + VALUE.maxTtl.offset] = c.maxTtl[idx]
-  buf[off + VALUE.fwdStatus.offset] = c.fwdStatus[idx]
-  buf.set(c.nextHop.subarray(idx * c.addrLen, (idx + 1) * c.addrLen), off + VALUE.nextHop.offset)
+/**
+ * A snapshot record of `family` (struct pending_flow<F>: key, then value) and its chunks, for the
+ * daemon's flow cache, which keeps its entries in exactly this form (src/flow/flow-cache.ts).
+ */
+export function flowRecordLayout(family: Family): FlowRecordLayout {
+  const record = pendingFlowLayout(family)
+  const v = valueLayout(family).fields
+  return {
+    keySize: record.fields.key.size,
+    recordSize: record.size,
+    valueAt: record.fields.value.offset,
+    fields: {
+      packets: v.packets.offset,
+      bytes: v.bytes.offset,
+      firstNs: v.firstSeenNs.offset,
+      lastNs: v.lastSeenNs.offset,
+      tcpFlags: v.tcpFlags.offset,
+      peerIfindex: v.peerIfindex.offset,
+      tos: v.tos.offset,
+      minTtl: v.minTtl.offset,
+      maxTtl: v.maxTtl.offset,
+      fwdStatus: v.fwdStatus.offset,
+      nextHop: v.nextHop.offset,
+    },
+    addrLen: v.nextHop.size,
+    chunkBytes: PENDING_CHUNK_BYTES,
+    chunkHeader: PENDING_CHUNK_HEADER.size,
+    readValue: readFlowSample,
+  }
 }
 
 /** Packets and bytes the meter could not record (full flow map), per interface and direction. */

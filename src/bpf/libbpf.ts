@@ -342,4 +342,13 @@ export function setInnerMap(outer: BpfMap, inner: BpfMap, slot = 0): void {
   outer.update(key, value)
 }
 
-export {errnoName, EEXIST}
+/**
+ * One BPF_MAP_LOOKUP_BATCH call on map `fd` (a null `inBatch` starts at the beginning): returns
+ * 0, -ENOENT when the map's end was reached (with `count[0]` entries still read), or another
+ * -errno. For src/bpf/read-ahead-worker.ts, which reads in a thread of its own.
+ */
+export function lookupBatchCall(fd: number, inBatch: Uint8Array | null, outBatch: Uint8Array, keys: Uint8Array, values: Uint8Array, count: Uint32Array): number {
+  return lib().lookupBatch(fd, inBatch as Buffer | null, outBatch as Buffer, keys as Buffer, values as Buffer, count, null)
+}
+
+export {errnoName, EEXIST, ENOENT}

@@ -57,13 +57,7 @@ export async function carryOverLegacy(set: MeterSet): Promise<number> {
       const cache = caches[family]
       const sample = emptySample()
       const add = (keys: Buffer, ko: number) => {
-        let idx = cache.find(keys, ko)
-        if (idx < 0) {
-          if (cache.full) return
-          idx = cache.insert(keys, ko)
-        }
-        cache.merge(idx, sample)
-        carried++
+        if (cache.add(keys, ko, sample) >= 0) carried++
       }
       const mapsDir = join(aside, 'maps')
       const keySize = (family === 4 ? V1.FLOW_KEY4 : V1.FLOW_KEY6).size

@@ -229,7 +229,7 @@ export class Daemon {
       for (const {label, report} of drained) {
         const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
         if (report.taken || exported) {
-          this.log.log('info', 'drain', {netns: label, taken: report.taken, exported, byReason: report.exported, pending: report.pending, ms: Math.round(report.ms * 10) / 10})
+          this.log.log('info', 'drain', {netns: label, taken: report.taken, exported, byReason: report.exported, pending: report.pending, ms: Math.round(report.ms * 10) / 10, phasesMs: roundedPhases(report.phases)})
         }
         this.hooks.onDrain?.({netns: label, ...report})
       }
@@ -401,4 +401,9 @@ export class Daemon {
     const file = daemonPidFile(this.paths)
     if (existsSync(file) && readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file, {force: true})
   }
+}
+
+/** A drain's phases in whole tenths of a millisecond, for the log. */
+function roundedPhases(phases: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(phases).map(([k, v]) => [k.replace(/Ms$/, ''), Math.round(v * 10) / 10]))
 }

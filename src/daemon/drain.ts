@@ -19,10 +19,11 @@
  */
 import type {FlowStore as FlowStoreType, FamilyCaches} from '../bpf/flow-store.js'
 import {FlowStore, forEachFlow} from '../bpf/flow-store.js'
-import {interfaceSlot, KEY, readU32, srcOffset} from '../bpf/layout.js'
+import {emptySample, interfaceSlot, KEY, readU32, srcOffset} from '../bpf/layout.js'
 import type {BpfMap} from '../bpf/libbpf.js'
 import type {MeterSet} from '../bpf/meter-set.js'
 import {FlowBatch, END_REASON} from '../flow/batch.js'
+import type {FlowSample} from '../flow/flow-cache.js'
 import {TCP_FIN, TCP_RST} from '../flow/protocols.js'
 import {FAMILIES, type Family} from '../flow/record.js'
 import {clockOffsetNs, monotonicNowNs} from '../sys/clock.js'
@@ -42,6 +43,12 @@ export interface DrainReport {
   /** Flows held for a later export. */
   pending: number
   ms: number
+  /**
+   * Where the time went: taking the live maps out (swapMs), reading and merging them, with the
+   * exports of flows that ended before they were read (mergeMs), expiring and exporting the
+   * cache (expireMs), writing the snapshot (commitMs).
+   */
+  phases: {swapMs: number; mergeMs: number; expireMs: number; commitMs: number}
   /**
    * What the meter counted since the previous drain, per interface and direction (key
    * `ifindex * 2 + direction`): the packets and IP bytes of the entries taken, before any
@@ -69,6 +76,10 @@ export class MeterSetDrainer {
   private nowNs = 0
   private exported: Record<number, number> = {}
   private seen = new Map<number, {packets: number; bytes: number}>()
+  private marks = new Uint8Array(0)
+  /** Each flow's cache entry (or -1), for one chunk read from the kernel. */
+  private found = new Int32Array(CHUNK)
+  private readonly sample = emptySample()
 
   private constructor(set: MeterSet, netns: string, domain: number, store: FlowStoreType) {
     this.set = set
@@ -139,22 +150,33 @@ export class MeterSetDrainer {
     let taken = 0
     const takenByFamily: Record<Family, number> = {4: 0, 6: 0}
     const drained: BpfMap[] = []
+    const phases = {swapMs: 0, mergeMs: 0, expireMs: 0, commitMs: 0}
+    let t = started
+    const lap = (phase: keyof typeof phases) => {
+      const now = performance.now()
+      phases[phase] += now - t
+      t = now
+    }
     try {
       for (const family of FAMILIES) {
         const map = this.store.swapOut(family, gen)
         drained.push(map)
+        lap('swapMs')
         const n = this.merge(family, map, force, sink)
         takenByFamily[family] = n
         taken += n
+        lap('mergeMs')
       }
       this.flushBatches(sink)
       this.nowNs = Number(monotonicNowNs())
       for (const family of FAMILIES) this.expire(family, force, gen, sink)
+      lap('expireMs')
       this.store.commit(gen, this.caches)
+      lap('commitMs')
     } finally {
       for (const m of drained) m.close()
     }
-    return {taken, exported: this.exported, pending: this.pending, ms: performance.now() - started, seen: this.seen, takenByFamily}
+    return {taken, exported: this.exported, pending: this.pending, ms: performance.now() - started, phases, seen: this.seen, takenByFamily}
   }
 
   private startClock(): void {
@@ -188,14 +210,16 @@ export class MeterSetDrainer {
     const batch = this.batches[family]
     const seen = this.seen
     const gen = this.gen
-    return forEachFlow(map, (keys, ko, sample) => {
+    const keySize = map.info.keySize
+    let found = this.found
+    return forEachFlow(map, (keys, ko, sample, i) => {
       const slot = interfaceSlot(keys, ko)
       const tally = seen.get(slot)
       if (tally) {
         tally.packets += sample.packets
         tally.bytes += sample.bytes
       } else seen.set(slot, {packets: sample.packets, bytes: sample.bytes})
-      let idx = cache.find(keys, ko)
+      let idx = found[i]
       if (idx < 0) {
         const ended = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, false, direct)
         if (ended || cache.full) {
@@ -203,15 +227,23 @@ export class MeterSetDrainer {
           const reason = ended || END_REASON.lackOfResources
           const j = batch.length++
           fillKey(batch, j, keys, ko)
-          fillCounters(batch, j, sample.packets, sample.bytes, sample.firstNs, sample.lastNs, sample.tcpFlags, sample.tos, sample.peerIfindex, sample.minTtl, sample.maxTtl, sample.fwdStatus, sample.nextHopBytes, sample.nextHopOffset, reason, this.offsetNs)
+          fillCounters(batch, j, sample, reason, this.offsetNs)
           this.exported[reason] = (this.exported[reason] ?? 0) + 1
           return
         }
-        idx = cache.insert(keys, ko)
+        idx = cache.insertFound(i)
       }
       cache.merge(idx, sample)
       cache.gen[idx] = gen
-    }, CHUNK)
+    }, {
+      chunk: CHUNK,
+      readAhead: true,
+      onChunk: (keys, n) => {
+        // (A chunk can outgrow CHUNK: a read retries with room for a whole hash bucket.)
+        if (found.length < n) found = this.found = new Int32Array(n)
+        cache.findMany(keys, 0, keySize, n, found)
+      },
+    })
   }
 
   private flushBatches(sink: ExportSink): void {
@@ -226,19 +258,33 @@ export class MeterSetDrainer {
   private expire(family: Family, force: boolean, gen: number, sink: ExportSink): void {
     const cache = this.caches[family]
     const batch = this.batches[family]
-    const keySize = cache.keySize
-    const len = cache.addrLen
-    for (let idx = cache.size - 1; idx >= 0; idx--) {
-      const reason = this.endReason(cache.firstNs[idx], cache.lastNs[idx], cache.tcpFlags[idx], cache.gen[idx] < gen, force)
+    const sample = this.sample
+    // Ended entries are marked and removed together afterwards (one compaction of the cache):
+    // removing them one by one costs an index repair each.
+    const ended = this.endedMarks(cache.size)
+    let count = 0
+    for (let idx = 0; idx < cache.size; idx++) {
+      cache.read(idx, sample)
+      const reason = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, cache.gen[idx] < gen, force)
       if (!reason) continue
       if (batch.full) this.flushBatch(batch, sink)
       const j = batch.length++
-      fillKey(batch, j, cache.keys, idx * keySize)
-      fillCounters(batch, j, cache.packets[idx], cache.bytes[idx], cache.firstNs[idx], cache.lastNs[idx], cache.tcpFlags[idx], cache.tos[idx], cache.peerIfindex[idx], cache.minTtl[idx], cache.maxTtl[idx], cache.fwdStatus[idx], cache.nextHop, idx * len, reason, this.offsetNs)
+      fillKey(batch, j, cache.slabOf(idx), cache.recordAt(idx))
+      fillCounters(batch, j, sample, reason, this.offsetNs)
       this.exported[reason] = (this.exported[reason] ?? 0) + 1
-      cache.remove(idx)
+      ended[idx] = 1
+      count++
     }
     if (batch.length) this.flushBatch(batch, sink)
+    if (count === cache.size) cache.clear()
+    else if (count) cache.removeMarked(ended)
+  }
+
+  /** A zeroed mark per cache entry, reused between drains. */
+  private endedMarks(size: number): Uint8Array {
+    if (this.marks.length < size) this.marks = new Uint8Array(Math.max(size, 2 * this.marks.length))
+    else this.marks.fill(0, 0, size)
+    return this.marks
   }
 }
 
@@ -261,35 +307,18 @@ function fillKey(batch: FlowBatch, j: number, keys: Uint8Array, ko: number): voi
 }
 
 /** The counter columns of batch row `j` (times turned from CLOCK_MONOTONIC ns into epoch µs). */
-function fillCounters(
-  batch: FlowBatch,
-  j: number,
-  packets: number,
-  bytes: number,
-  first: number,
-  last: number,
-  flags: number,
-  tos: number,
-  peerIfindex: number,
-  minTtl: number,
-  maxTtl: number,
-  fwdStatus: number,
-  nextHop: Uint8Array,
-  nextHopAt: number,
-  reason: number,
-  offsetNs: number,
-): void {
-  batch.packets[j] = packets
-  batch.bytes[j] = bytes
-  batch.startUs[j] = (first + offsetNs) / 1000
-  batch.endUs[j] = (last + offsetNs) / 1000
-  batch.tcpFlags[j] = flags
-  batch.tos[j] = tos
-  batch.peerIfindex[j] = peerIfindex
-  batch.minTtl[j] = minTtl
-  batch.maxTtl[j] = maxTtl
-  batch.fwdStatus[j] = fwdStatus
+function fillCounters(batch: FlowBatch, j: number, s: FlowSample, reason: number, offsetNs: number): void {
+  batch.packets[j] = s.packets
+  batch.bytes[j] = s.bytes
+  batch.startUs[j] = (s.firstNs + offsetNs) / 1000
+  batch.endUs[j] = (s.lastNs + offsetNs) / 1000
+  batch.tcpFlags[j] = s.tcpFlags
+  batch.tos[j] = s.tos
+  batch.peerIfindex[j] = s.peerIfindex
+  batch.minTtl[j] = s.minTtl
+  batch.maxTtl[j] = s.maxTtl
+  batch.fwdStatus[j] = s.fwdStatus
   const len = batch.addrLen
-  for (let k = 0; k < len; k++) batch.nextHop[j * len + k] = nextHop[nextHopAt + k]
+  for (let k = 0; k < len; k++) batch.nextHop[j * len + k] = s.nextHopBytes[s.nextHopOffset + k]
   batch.endReason[j] = reason
 }

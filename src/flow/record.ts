@@ -72,11 +72,20 @@ export function firstPacketWins(intoFirst: number | bigint, fromFirst: number | 
   return fromFirst !== 0 && fromFirst !== 0n && (intoFirst === 0 || intoFirst === 0n || fromFirst < intoFirst)
 }
 
-/** Merges two TTL ranges where 0/0 means "no packet yet". */
-export function mergeTtl(intoMin: number, intoMax: number, fromMin: number, fromMax: number): [number, number] {
-  if (fromMax === 0 && fromMin === 0) return [intoMin, intoMax]
-  if (intoMax === 0 && intoMin === 0) return [fromMin, fromMax]
-  return [Math.min(intoMin, fromMin), Math.max(intoMax, fromMax)]
+/*
+ * Merging two TTL ranges, where 0/0 means "no packet yet": one function per end, so that the
+ * drain's per-flow merge allocates nothing.
+ */
+export function minTtlOf(intoMin: number, intoMax: number, fromMin: number, fromMax: number): number {
+  if (fromMax === 0 && fromMin === 0) return intoMin
+  if (intoMax === 0 && intoMin === 0) return fromMin
+  return Math.min(intoMin, fromMin)
+}
+
+export function maxTtlOf(intoMin: number, intoMax: number, fromMin: number, fromMax: number): number {
+  if (fromMax === 0 && fromMin === 0) return intoMax
+  if (intoMax === 0 && intoMin === 0) return fromMax
+  return Math.max(intoMax, fromMax)
 }
 
 /**
@@ -95,6 +104,8 @@ export function mergeCounters(into: FlowCounters, from: FlowCounters): FlowCount
   }
   if (from.lastSeenNs > into.lastSeenNs) into.lastSeenNs = from.lastSeenNs
   into.tcpFlags |= from.tcpFlags
-  ;[into.minTtl, into.maxTtl] = mergeTtl(into.minTtl, into.maxTtl, from.minTtl, from.maxTtl)
+  const [min, max] = [into.minTtl, into.maxTtl]
+  into.minTtl = minTtlOf(min, max, from.minTtl, from.maxTtl)
+  into.maxTtl = maxTtlOf(min, max, from.minTtl, from.maxTtl)
   return into
 }

@@ -68,8 +68,9 @@ export class UdpTransport {
   private queue: Buffer[] = []
   private queueRecords: number[] = []
   private head = 0
-  /** Sent in the last CONFIRM_MS, oldest first. */
+  /** Sent in the last CONFIRM_MS, oldest first, from `windowHead` (an index, so that dropping the oldest is O(1)). */
   private window: SentMessage[] = []
+  private windowHead = 0
   private windowBytes = 0
   readonly spool: MessageSpool
   /** The collector refused: new messages go to the spool. */
@@ -182,7 +183,22 @@ export class UdpTransport {
     this.window.push(sent)
     this.windowBytes += sent.message.length
     // The window holds no more than the spool could: past that, the oldest count as arrived.
-    while (this.windowBytes > this.spool.limitBytes && this.window.length) this.windowBytes -= this.window.shift()!.message.length
+    let head = this.windowHead
+    while (this.windowBytes > this.spool.limitBytes && head < this.window.length) this.windowBytes -= this.window[head++].message.length
+    this.dropWindowBefore(head)
+  }
+
+  /** Forgets the window's messages before index `head` (they count as arrived). */
+  private dropWindowBefore(head: number): void {
+    this.windowHead = head
+    // Compact now and then, not at every message: shifting a long array is O(length).
+    if (head === this.window.length) {
+      this.window = []
+      this.windowHead = 0
+    } else if (head >= 4096 && head * 2 >= this.window.length) {
+      this.window = this.window.slice(head)
+      this.windowHead = 0
+    }
   }
 
   /**
@@ -192,9 +208,9 @@ export class UdpTransport {
   private checkErrors(): void {
     if (this.takeErrors()) return
     const confirmed = this.now() - CONFIRM_MS
-    let n = 0
+    let n = this.windowHead
     while (n < this.window.length && this.window[n].at <= confirmed) this.windowBytes -= this.window[n++].message.length
-    if (n) this.window = this.window.slice(n)
+    this.dropWindowBefore(n)
   }
 
   /** Reads the socket's errors; if any, the collector is down (from the message they name). */
@@ -211,7 +227,7 @@ export class UdpTransport {
   private earliestRefused(errors: QueuedError[]): number {
     let earliest = this.window.length
     for (const {payload} of errors) {
-      for (let i = 0; i < earliest; i++) {
+      for (let i = this.windowHead; i < earliest; i++) {
         const m = this.window[i].message
         const n = Math.min(m.length, payload.length)
         if (n >= 16 && payload.compare(m, 0, n, 0, n) === 0) {
@@ -228,7 +244,8 @@ export class UdpTransport {
     const from = this.earliestRefused(errors)
     const refused = this.window.slice(from).map(({message, dataRecords}) => ({message, dataRecords}))
     for (const r of refused) this.windowBytes -= r.message.length
-    this.window = this.window.slice(0, from)
+    this.window = this.window.slice(this.windowHead, from)
+    this.windowHead = 0
     const unsent: SpooledMessage[] = []
     for (let i = this.head; i < this.queue.length; i++) unsent.push({message: this.queue[i], dataRecords: this.queueRecords[i]})
     this.resetQueue()

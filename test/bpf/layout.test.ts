@@ -8,7 +8,8 @@ import {readFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {TARGETS, generateTarget} from '../../misc/gen-layout.js'
-import {FLOW_KEY4, FLOW_KEY6, FLOW_VALUE4, FLOW_VALUE6, LAYOUT_VERSION, decodeFlowKey, decodeFlowValue, pendingChunks, readFlowSample, emptySample, recordsPerChunk, writeFlowValue} from '../../src/bpf/layout.js'
+import {FLOW_KEY4, FLOW_KEY6, FLOW_VALUE4, FLOW_VALUE6, LAYOUT_VERSION, decodeFlowKey, decodeFlowValue, pendingChunks, readFlowSample, emptySample, recordsPerChunk, flowRecordLayout} from '../../src/bpf/layout.js'
+import {PENDING_CHUNK_HEADER, PENDING_FLOW6} from '../../src/bpf/layout.generated.js'
 import {FlowCache} from '../../src/flow/flow-cache.js'
 import {emptyCounters, mergeCounters} from '../../src/flow/record.js'
 import {REPO_ROOT} from '../helpers/unit.js'
@@ -106,7 +107,7 @@ describe('bpf/layout.ts accessors', function () {
     })
   })
 
-  it('writeFlowValue writes a cache entry back as the kernel value it was read from', function () {
+  it('a flow cache entry is the snapshot record of the kernel value merged into it, byte for byte', function () {
     const v = Buffer.alloc(FLOW_VALUE6.size)
     v.writeBigUInt64LE(3n, 0)
     v.writeBigUInt64LE(300n, 8)
@@ -116,12 +117,15 @@ describe('bpf/layout.ts accessors', function () {
     v.writeUInt32LE(11, 36)
     v.set([0, 1, 255, 195], 40)
     v.set([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 44)
-    const cache = new FlowCache(FLOW_KEY6.size, 16, 4)
-    const idx = cache.insert(Buffer.alloc(FLOW_KEY6.size))
+    const key = Buffer.alloc(FLOW_KEY6.size, 0x5a)
+    const cache = new FlowCache(flowRecordLayout(6), 4)
+    const idx = cache.insert(key)
     cache.merge(idx, readFlowSample(v, 0, emptySample()))
-    const out = Buffer.alloc(FLOW_VALUE6.size)
-    writeFlowValue(out, 0, cache, idx, FLOW_VALUE6.size)
-    assert.deepEqual(out, v)
+    const at = cache.recordAt(idx)
+    const record = Buffer.from(cache.slabOf(idx).subarray(at, at + PENDING_FLOW6.size))
+    assert.deepEqual(record.subarray(PENDING_FLOW6.fields.key.offset, PENDING_FLOW6.fields.key.offset + FLOW_KEY6.size), key)
+    assert.deepEqual(record.subarray(PENDING_FLOW6.fields.value.offset), v)
+    assert.equal(at, PENDING_CHUNK_HEADER.size, 'the first record follows the chunk header')
   })
 
   it('mergeCounters: sums, latest last-seen, OR of flags, TTL range, first-packet fields from the earliest', function () {

@@ -26,6 +26,7 @@ function report(netns: string, seen: [number, number, number][], taken = 0): {ne
     exported: {},
     pending: 3,
     ms: 2.5,
+    phases: {swapMs: 0.5, mergeMs: 1, expireMs: 0.5, commitMs: 0.5},
     seen: new Map(seen.map(([slot, packets, bytes]) => [slot, {packets, bytes}])),
     takenByFamily: {4: taken, 6: 0},
   }

@@ -1,6 +1,44 @@
 import assert from 'node:assert/strict'
 
-import {FlowCache} from '../../src/flow/flow-cache.js'
+import {FlowCache, SLAB_CHUNKS, type FlowRecordLayout, type FlowSample} from '../../src/flow/flow-cache.js'
+
+/**
+ * A record layout of the cache's own (the kernel's is tested in test/bpf/layout.test.ts): a
+ * 20-byte key, then a value of u64 packets, bytes, first, last; u32 flags, peer; u8 tos, min TTL,
+ * max TTL, forwarding status; a 4-byte next hop. 1024-byte chunks with an 8-byte header.
+ */
+function layout(keySize = 20): FlowRecordLayout {
+  const valueAt = Math.ceil(keySize / 8) * 8
+  return {
+    keySize,
+    recordSize: valueAt + 48,
+    valueAt,
+    fields: {packets: 0, bytes: 8, firstNs: 16, lastNs: 24, tcpFlags: 32, peerIfindex: 36, tos: 40, minTtl: 41, maxTtl: 42, fwdStatus: 43, nextHop: 44},
+    addrLen: 4,
+    chunkBytes: 1024,
+    chunkHeader: 8,
+    readValue(buf, off, into) {
+      const v = new DataView(buf.buffer, buf.byteOffset + off, 48)
+      into.packets = Number(v.getBigUint64(0, true))
+      into.bytes = Number(v.getBigUint64(8, true))
+      into.firstNs = Number(v.getBigUint64(16, true))
+      into.lastNs = Number(v.getBigUint64(24, true))
+      into.tcpFlags = v.getUint32(32, true)
+      into.peerIfindex = v.getUint32(36, true)
+      into.tos = v.getUint8(40)
+      into.minTtl = v.getUint8(41)
+      into.maxTtl = v.getUint8(42)
+      into.fwdStatus = v.getUint8(43)
+      into.nextHopBytes = buf
+      into.nextHopOffset = off + 44
+      return into
+    },
+  }
+}
+
+function sample(over: Partial<FlowSample> = {}): FlowSample {
+  return {packets: 0, bytes: 0, firstNs: 0, lastNs: 0, tcpFlags: 0, tos: 0, peerIfindex: 0, minTtl: 0, maxTtl: 0, fwdStatus: 0, nextHopBytes: new Uint8Array(4), nextHopOffset: 0, ...over}
+}
 
 function key(n: number, size = 20): Uint8Array {
   const k = new Uint8Array(size)
@@ -9,22 +47,28 @@ function key(n: number, size = 20): Uint8Array {
   return k
 }
 
+const read = (cache: FlowCache, idx: number) => cache.read(idx, sample())
+
+/** Inserts flow n with n packets and n * 10 bytes. */
+function put(cache: FlowCache, n: number, size = 20): number {
+  const idx = cache.insert(key(n, size))
+  cache.merge(idx, sample({packets: n, bytes: n * 10, tcpFlags: n & 0xff}))
+  return idx
+}
+
 describe('flow/flow-cache', function () {
   it('finds what it holds and nothing else', function () {
-    const cache = new FlowCache(20, 4, 100)
-    for (let n = 0; n < 100; n++) {
-      const idx = cache.insert(key(n))
-      cache.packets[idx] = n
-    }
+    const cache = new FlowCache(layout(), 100)
+    for (let n = 0; n < 100; n++) put(cache, n)
     assert.equal(cache.size, 100)
     assert.ok(cache.full)
-    for (let n = 0; n < 100; n++) assert.equal(cache.packets[cache.find(key(n))], n)
+    for (let n = 0; n < 100; n++) assert.equal(read(cache, cache.find(key(n))).packets, n)
     assert.equal(cache.find(key(100)), -1)
     assert.throws(() => cache.insert(key(100)), /full/)
   })
 
   it('finds a key inside a larger buffer at an offset', function () {
-    const cache = new FlowCache(20, 4, 4)
+    const cache = new FlowCache(layout(), 4)
     const buf = new Uint8Array(60)
     buf.set(key(7), 20)
     const idx = cache.insert(buf, 20)
@@ -32,9 +76,26 @@ describe('flow/flow-cache', function () {
     assert.equal(cache.find(buf, 20), idx)
   })
 
-  it('keeps every other entry findable, with its columns, through random removals', function () {
+  it('keeps its records as chunks of key and value, with the header left to the snapshot writer', function () {
+    // 1024-byte chunks of 72-byte records after an 8-byte header: 14 a chunk.
+    const cache = new FlowCache(layout(), 20 * SLAB_CHUNKS * 14)
+    assert.equal(cache.recordsPerChunk, 14)
+    for (let n = 0; n < 15 * SLAB_CHUNKS; n++) put(cache, n)
+    assert.equal(cache.chunks, Math.ceil((15 * SLAB_CHUNKS) / 14))
+    assert.equal(cache.recordAt(0), 8)
+    assert.equal(cache.recordAt(13), 8 + 13 * 72)
+    assert.equal(cache.recordAt(14), 1024 + 8)
+    assert.notEqual(cache.chunkSlab(0), cache.chunkSlab(SLAB_CHUNKS), 'the next slab begins after SLAB_CHUNKS chunks')
+    assert.equal(cache.chunkOffset(SLAB_CHUNKS + 1), 1024)
+    const idx = 14 * SLAB_CHUNKS + 3 // in the second slab
+    assert.equal(cache.slabOf(idx), cache.chunkSlab(SLAB_CHUNKS))
+    assert.deepEqual(new Uint8Array(cache.slabOf(idx).subarray(cache.recordAt(idx), cache.recordAt(idx) + 20)), key(idx))
+    assert.equal(read(cache, idx).bytes, idx * 10)
+  })
+
+  it('keeps every other entry findable, with its values, through random removals', function () {
     // Against a Map as the reference: removals move the last entry and shift probe runs back.
-    const cache = new FlowCache(44, 4, 2000)
+    const cache = new FlowCache(layout(44), 2000)
     const reference = new Map<number, number>()
     let next = 0
     let seed = 12345
@@ -45,9 +106,7 @@ describe('flow/flow-cache', function () {
     for (let round = 0; round < 20000; round++) {
       if (cache.size < 1500 && (random() < 0.6 || cache.size === 0)) {
         const n = next++
-        const idx = cache.insert(key(n, 44))
-        cache.bytes[idx] = n * 10
-        cache.tcpFlags[idx] = n & 0xff
+        put(cache, n, 44)
         reference.set(n, n * 10)
       } else {
         const victims = [...reference.keys()]
@@ -60,22 +119,101 @@ describe('flow/flow-cache', function () {
     for (const [n, bytes] of reference) {
       const idx = cache.find(key(n, 44))
       assert.ok(idx >= 0 && idx < cache.size, `flow ${n} is there`)
-      assert.equal(cache.bytes[idx], bytes)
-      assert.equal(cache.tcpFlags[idx], n & 0xff)
+      assert.equal(read(cache, idx).bytes, bytes)
+      assert.equal(read(cache, idx).tcpFlags, n & 0xff)
     }
     for (let n = 0; n < next; n++) if (!reference.has(n)) assert.equal(cache.find(key(n, 44)), -1, `flow ${n} is gone`)
   })
 
   it('visits each entry once when removing while iterating downwards', function () {
-    const cache = new FlowCache(20, 4, 50)
-    for (let n = 0; n < 50; n++) cache.packets[cache.insert(key(n))] = n
+    const cache = new FlowCache(layout(), 50)
+    for (let n = 0; n < 50; n++) put(cache, n)
     const seen: number[] = []
     for (let idx = cache.size - 1; idx >= 0; idx--) {
-      seen.push(cache.packets[idx])
-      if (cache.packets[idx] % 2 === 0) cache.remove(idx)
+      const {packets} = read(cache, idx)
+      seen.push(packets)
+      if (packets % 2 === 0) cache.remove(idx)
     }
     assert.deepEqual([...seen].sort((a, b) => a - b), [...Array(50).keys()])
     assert.equal(cache.size, 25)
     for (let n = 1; n < 50; n += 2) assert.ok(cache.find(key(n)) >= 0)
+  })
+
+  it('removeMarked drops the marked entries in one pass and keeps the rest findable, in order', function () {
+    const cache = new FlowCache(layout(), 3000)
+    for (let n = 0; n < 3000; n++) put(cache, n)
+    const marks = new Uint8Array(3000)
+    for (let idx = 0; idx < cache.size; idx++) if (read(cache, idx).packets % 3 !== 0) marks[idx] = 1
+    cache.removeMarked(marks)
+    assert.equal(cache.size, 1000)
+    for (let idx = 0; idx < cache.size; idx++) assert.equal(read(cache, idx).packets, idx * 3, 'order kept')
+    for (let n = 0; n < 3000; n++) {
+      const idx = cache.find(key(n))
+      if (n % 3 === 0) assert.equal(read(cache, idx).packets, n)
+      else assert.equal(idx, -1, `flow ${n} is gone`)
+    }
+    // What remains can still grow and be removed one by one.
+    for (let n = 3000; n < 3100; n++) put(cache, n)
+    cache.remove(cache.find(key(0)))
+    assert.equal(cache.find(key(0)), -1)
+    assert.equal(read(cache, cache.find(key(3099))).packets, 3099)
+  })
+
+  it('add merges into the entry of a key, adds a new one, and refuses a new key when full', function () {
+    const cache = new FlowCache(layout(), 2)
+    const first = sample({packets: 2, bytes: 100, firstNs: 50, lastNs: 60, tcpFlags: 0x02, peerIfindex: 7, minTtl: 64, maxTtl: 64, fwdStatus: 64, nextHopBytes: new Uint8Array([198, 18, 0, 1])})
+    const a = cache.add(key(1), 0, first)
+    const big = 2 ** 40 + 3 // past 32 bits: the u64 words carry
+    assert.equal(cache.add(key(1), 0, {...first, bytes: big, firstNs: 40, lastNs: 2 ** 45, tcpFlags: 0x10, minTtl: 63, maxTtl: 63, peerIfindex: 8, nextHopBytes: new Uint8Array([198, 18, 0, 2])}), a)
+    const got = read(cache, a)
+    assert.equal(got.packets, 4)
+    assert.equal(got.bytes, 100 + big)
+    assert.equal(got.firstNs, 40)
+    assert.equal(got.lastNs, 2 ** 45)
+    assert.equal(got.tcpFlags, 0x12)
+    assert.equal(got.peerIfindex, 8, 'the first packet wins')
+    assert.deepEqual([...got.nextHopBytes.subarray(got.nextHopOffset, got.nextHopOffset + 4)], [198, 18, 0, 2])
+    assert.deepEqual([got.minTtl, got.maxTtl], [63, 64])
+    assert.ok(cache.add(key(2), 0, first) >= 0)
+    assert.equal(cache.add(key(3), 0, first), -1)
+    assert.equal(cache.size, 2)
+  })
+
+  it('finds keys at offsets that are not a multiple of 4, and inserts what find missed', function () {
+    const cache = new FlowCache(layout(), 10)
+    const buf = new Uint8Array(64)
+    buf.set(key(9), 3)
+    assert.equal(cache.find(buf.subarray(1), 2), -1)
+    const idx = cache.insertMissed()
+    assert.equal(cache.find(key(9)), idx)
+    assert.equal(cache.find(buf, 3), idx)
+    assert.throws(() => new FlowCache(layout(22), 10), /32-bit words/)
+  })
+})
+
+describe('flow/flow-cache findMany', function () {
+  it('finds many keys at once as find does one by one, and inserts those it did not find', function () {
+    const cache = new FlowCache(layout(), 5000)
+    for (let n = 0; n < 3000; n += 2) put(cache, n) // the even flows are there
+    const keys = new Uint8Array(4 + 20 * 2000)
+    for (let i = 0; i < 2000; i++) keys.set(key(i), 4 + i * 20)
+    const found = new Int32Array(2000)
+    cache.findMany(keys, 4, 20, 2000, found)
+    for (let i = 0; i < 2000; i++) assert.equal(found[i], cache.find(key(i)), `flow ${i}`)
+    for (let i = 1; i < 2000; i += 2) {
+      assert.equal(found[i], -1)
+      const idx = cache.insertFound(i)
+      cache.merge(idx, sample({packets: i}))
+    }
+    for (let i = 0; i < 2000; i++) assert.equal(read(cache, cache.find(key(i))).packets, i)
+    // Unaligned keys take the one-by-one path, with the same answers.
+    const odd = new Uint8Array(2 + 20 * 10)
+    for (let i = 0; i < 10; i++) odd.set(key(4000 + (i % 2 ? 0 : i)), 2 + i * 20)
+    const few = new Int32Array(10)
+    cache.findMany(odd, 2, 20, 10, few)
+    assert.equal(few[0], -1)
+    assert.equal(few[1], -1, 'flow 4000 is not there')
+    const idx = cache.insertFound(1)
+    assert.equal(cache.find(key(4000)), idx)
   })
 })

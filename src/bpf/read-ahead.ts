@@ -1,0 +1,120 @@
+/**
+ * Reading a big map while working on what was read: the batch reads run in a worker thread
+ * (src/bpf/read-ahead-worker.ts), a few chunks ahead, into a shared ring, while the caller's
+ * thread handles the chunk before. A drain of a million flows spends about as long in the
+ * kernel's batch reads as in its own per-flow work; one after the other they add up, side by
+ * side the slower of the two sets the pace. The caller stays synchronous: it blocks (Atomics.wait)
+ * only when the next chunk is not read yet.
+ *
+ * Reads only: a map read this way is one no program writes any more (a drained flow map), so
+ * the crash-safety of the drain is the same as with BpfMap.forEachBatch.
+ */
+import {Worker} from 'node:worker_threads'
+
+import {BpfError} from '../errors.js'
+import type {BpfMap} from './libbpf.js'
+import {ABORT, BUSY, COUNT, CTRL_WORDS, EMPTY, ERRNO, FAILED, LAST, SLOTS, STATE, slotBytes} from './read-ahead-protocol.js'
+
+/** How long the caller waits for one chunk before it calls the reader thread dead. */
+const ANSWER_MS = 30_000
+
+export class ReadAhead {
+  private static instance?: ReadAhead
+  private worker?: Worker
+  private readonly ctrlBuffer = new SharedArrayBuffer(CTRL_WORDS * 4)
+  private readonly ctrl = new Int32Array(this.ctrlBuffer)
+  private data = new SharedArrayBuffer(0)
+  private shape = ''
+  private keyViews: Buffer[] = []
+  private valueViews: Buffer[] = []
+  /** Set when the thread failed: the next read starts a new one. */
+  private broken = false
+
+  /** The process's reader (one thread, started at its first read, never keeping the process alive). */
+  static shared(): ReadAhead {
+    ReadAhead.instance ??= new ReadAhead()
+    return ReadAhead.instance
+  }
+
+  private thread(): Worker {
+    if (this.worker && !this.broken) return this.worker
+    void this.worker?.terminate()
+    this.broken = false
+    const worker = new Worker(new URL('./read-ahead-worker.js', import.meta.url))
+    worker.unref()
+    worker.on('error', () => (this.broken = true))
+    worker.on('exit', () => (this.broken = true))
+    this.worker = worker
+    return worker
+  }
+
+  /**
+   * Reads every entry of `map` as BpfMap.forEachBatch does (lookups only, `chunk` entries at a
+   * time, `onChunk` with views that are reused: copy what you keep), with the next chunks read
+   * meanwhile. Returns the entries read.
+   */
+  forEachBatch(map: BpfMap, onChunk: (keys: Buffer, values: Buffer, count: number) => void, chunk = 8192): number {
+    const keySize = map.info.keySize
+    const valueSize = map.valueBytes
+    this.ensureRing(keySize, valueSize, chunk)
+    const ctrl = this.ctrl
+    for (let s = 0; s < SLOTS; s++) {
+      ctrl[s * 3 + STATE] = EMPTY
+      ctrl[s * 3 + COUNT] = 0
+      ctrl[s * 3 + ERRNO] = 0
+    }
+    ctrl[ABORT] = 0
+    ctrl[BUSY] = 1
+    this.thread().postMessage({fd: map.fd, keySize, valueSize, chunk, ctrl: this.ctrlBuffer, data: this.data})
+    let total = 0
+    let finished = false
+    try {
+      for (let i = 0; ; i++) {
+        const slot = i % SLOTS
+        const at = slot * 3 + STATE
+        let state = Atomics.load(ctrl, at)
+        while (state === EMPTY) {
+          if (Atomics.wait(ctrl, at, EMPTY, ANSWER_MS) === 'timed-out' && Atomics.load(ctrl, at) === EMPTY) {
+            this.broken = true
+            throw new Error(`reading map ${map.info.name}: the map reader thread did not answer in ${ANSWER_MS / 1000} s`)
+          }
+          state = Atomics.load(ctrl, at)
+        }
+        if (state === FAILED) throw new BpfError(`reading map ${map.info.name} in batches`, ctrl[slot * 3 + ERRNO])
+        const n = ctrl[slot * 3 + COUNT]
+        if (n > 0) {
+          total += n
+          onChunk(this.keyViews[slot], this.valueViews[slot], n)
+        }
+        if (state === LAST) {
+          finished = true
+          return total
+        }
+        Atomics.store(ctrl, at, EMPTY)
+        Atomics.notify(ctrl, at)
+      }
+    } finally {
+      if (!finished) {
+        Atomics.store(ctrl, ABORT, 1)
+        for (let s = 0; s < SLOTS; s++) Atomics.notify(ctrl, s * 3 + STATE)
+      }
+      // The thread lets go of the ring (and of the map's fd) before the caller may close the map.
+      if (Atomics.load(ctrl, BUSY) && Atomics.wait(ctrl, BUSY, 1, ANSWER_MS) === 'timed-out') this.broken = true
+    }
+  }
+
+  /** Views of a ring of SLOTS chunks of this shape; the memory is kept, and grown only when too small. */
+  private ensureRing(keySize: number, valueSize: number, chunk: number): void {
+    const shape = `${keySize}/${valueSize}/${chunk}`
+    if (shape === this.shape) return
+    const size = slotBytes({keySize, valueSize, chunk})
+    if (this.data.byteLength < size * SLOTS) this.data = new SharedArrayBuffer(size * SLOTS)
+    this.keyViews = []
+    this.valueViews = []
+    for (let s = 0; s < SLOTS; s++) {
+      this.keyViews.push(Buffer.from(this.data, s * size, chunk * keySize))
+      this.valueViews.push(Buffer.from(this.data, s * size + chunk * keySize, chunk * valueSize))
+    }
+    this.shape = shape
+  }
+}
