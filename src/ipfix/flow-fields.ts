@@ -87,15 +87,59 @@ function putFixed(buf: Buffer, p: number, len: number, max: number, v: number): 
   } else buf[p] = v
 }
 
-/** A number column in `len` (1, 2, 4 or 8) bytes: each flow's value, divided and floored when the divisor is not 1. */
+/**
+ * A number column in `len` (1, 2, 4 or 8) bytes: each flow's value, divided and floored when the
+ * divisor is not 1. One loop per length, each its own function: V8 keeps type feedback per
+ * function, and one loop serving every column and length would see every kind of typed array
+ * and every branch of putFixed, and run several times slower.
+ */
 function numberColumn(column: NumberColumn, divisor: number, len: number): ColumnWriter {
   const max = 2 ** (8 * len) - 1
-  return (b, from, count, buf, off, stride) => {
-    const col = b[column]
-    for (let r = 0, p = off; r < count; r++, p += stride) {
-      const i = from + r
-      putFixed(buf, p, len, max, divisor === 1 ? col[i] : Math.floor(col[i] / divisor))
+  if (divisor !== 1) {
+    return (b, from, count, buf, off, stride) => {
+      const col = b[column]
+      for (let r = 0, p = off; r < count; r++, p += stride) putFixed(buf, p, len, max, Math.floor(col[from + r] / divisor))
     }
+  }
+  switch (len) {
+    case 1:
+      return (b, from, count, buf, off, stride) => {
+        const col = b[column]
+        for (let r = 0, p = off; r < count; r++, p += stride) {
+          const v = col[from + r]
+          buf[p] = v > 0xff ? 0xff : v
+        }
+      }
+    case 2:
+      return (b, from, count, buf, off, stride) => {
+        const col = b[column]
+        for (let r = 0, p = off; r < count; r++, p += stride) {
+          const v = col[from + r]
+          const c = v > 0xffff ? 0xffff : v
+          buf[p] = c >>> 8
+          buf[p + 1] = c
+        }
+      }
+    case 4:
+      return (b, from, count, buf, off, stride) => {
+        const col = b[column]
+        const dst = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+        for (let r = 0, p = off; r < count; r++, p += stride) {
+          const v = col[from + r]
+          dst.setUint32(p, v > 0xffffffff ? 0xffffffff : v)
+        }
+      }
+    default:
+      return (b, from, count, buf, off, stride) => {
+        const col = b[column]
+        const dst = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+        for (let r = 0, p = off; r < count; r++, p += stride) {
+          const v = col[from + r]
+          const lo = v >>> 0 // ToUint32: the value modulo 2^32, exactly
+          dst.setUint32(p, (v - lo) / TWO_32)
+          dst.setUint32(p + 4, lo)
+        }
+      }
   }
 }
 
@@ -120,13 +164,30 @@ function eachRecord(write: FieldWriter): ColumnWriter {
   }
 }
 
-/** Copies each flow's address from its FlowBatch column (no subarray made per record). */
+/**
+ * Copies each flow's address from its FlowBatch column (no subarray made per record), a word
+ * at a time: the column is read as 32-bit words (addresses are 4 or 16 bytes, at multiples of 4)
+ * and each word's bytes stored in their memory order, which is the address's (little-endian
+ * host, as everywhere flowctl runs). Three times faster than byte by byte, and than a DataView.
+ */
 function addressColumn(column: AddressColumn): ColumnWriter {
+  let viewOf: Uint8Array | undefined
+  let words: Int32Array<ArrayBufferLike> = new Int32Array(0)
   return (b, from, count, buf, off, stride) => {
-    const len = b.addrLen
     const col = b[column]
-    for (let r = 0, p = off, at = from * len; r < count; r++, p += stride, at += len) {
-      for (let k = 0; k < len; k++) buf[p + k] = col[at + k]
+    if (col !== viewOf) {
+      viewOf = col
+      words = new Int32Array(col.buffer, col.byteOffset, col.byteLength >> 2)
+    }
+    const n = b.addrLen >> 2
+    for (let r = 0, p = off, at = from * n; r < count; r++, p += stride, at += n) {
+      for (let k = 0, q = p; k < n; k++, q += 4) {
+        const v = words[at + k]
+        buf[q] = v
+        buf[q + 1] = v >>> 8
+        buf[q + 2] = v >>> 16
+        buf[q + 3] = v >>> 24
+      }
     }
   }
 }
