@@ -49,7 +49,7 @@ interface Seen {
 }
 
 /** One family's live map of one meter set, followed across the daemon's swaps. */
-class LiveMapFollower {
+export class LiveMapFollower {
   private held: BpfMap | undefined
   private previous = new Map<string, Seen>()
 
