@@ -9,13 +9,14 @@ import {existsSync, rmSync} from 'node:fs'
 
 import {compileMeter} from '../../src/bpf/compile.js'
 import {FlowStore} from '../../src/bpf/flow-store.js'
-import {FLOW_KEY4, FLOW_VALUE4, KEY, VALUE, readDrainState, writeU64} from '../../src/bpf/layout.js'
+import {FLOW_VALUE4, VALUE, readDrainState, writeU64} from '../../src/bpf/layout.js'
 import {BpfMap} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {MeterSetDrainer, type DrainPolicy} from '../../src/daemon/drain.js'
 import type {FlowBatch} from '../../src/flow/batch.js'
 import {pathsFromEnv} from '../../src/paths.js'
 import {requireE2e} from '../helpers/e2e.js'
+import {flowKey4} from '../helpers/kernel-flows.js'
 
 interface Exported {
   sport: number
@@ -47,16 +48,7 @@ function nowNs(): number {
   return Number(process.hrtime.bigint())
 }
 
-function key(sport: number): Buffer {
-  const k = Buffer.alloc(FLOW_KEY4.size)
-  k.writeUInt32LE(3, KEY.ifindex.offset)
-  k[KEY.proto.offset] = 6
-  k.writeUInt16BE(sport, KEY.sport.offset)
-  k.writeUInt16BE(80, KEY.dport.offset)
-  k.set([198, 18, 50, 1], FLOW_KEY4.fields.src.offset)
-  k.set([198, 18, 50, 2], FLOW_KEY4.fields.dst.offset)
-  return k
-}
+const key = (sport: number) => flowKey4(sport)
 
 function value(f: TestFlow): Buffer {
   const v = Buffer.alloc(FLOW_VALUE4.size)

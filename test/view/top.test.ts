@@ -8,23 +8,15 @@ import {randomBytes} from 'node:crypto'
 import {rmSync} from 'node:fs'
 
 import {compileMeter} from '../../src/bpf/compile.js'
-import {FLOW_KEY4, FLOW_VALUE4, KEY, VALUE, writeU64} from '../../src/bpf/layout.js'
+import {FLOW_VALUE4, KEY, VALUE, writeU64} from '../../src/bpf/layout.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {MeterSetDrainer} from '../../src/daemon/drain.js'
 import {pathsFromEnv} from '../../src/paths.js'
 import {LiveMapFollower} from '../../src/view/top.js'
 import {requireE2e} from '../helpers/e2e.js'
+import {flowKey4} from '../helpers/kernel-flows.js'
 
-function key(sport: number): Buffer {
-  const k = Buffer.alloc(FLOW_KEY4.size)
-  k.writeUInt32LE(3, KEY.ifindex.offset)
-  k[KEY.proto.offset] = 17
-  k.writeUInt16BE(sport, KEY.sport.offset)
-  k.writeUInt16BE(53, KEY.dport.offset)
-  k.set([198, 18, 60, 1], FLOW_KEY4.fields.src.offset)
-  k.set([198, 18, 60, 2], FLOW_KEY4.fields.dst.offset)
-  return k
-}
+const key = (sport: number) => flowKey4(sport, {proto: 17, dport: 53, src: [198, 18, 60, 1], dst: [198, 18, 60, 2]})
 
 describe('view/top: following the live map across swaps @e2e', function () {
   let pinRoot: string
