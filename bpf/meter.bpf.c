@@ -28,9 +28,14 @@
 #ifndef FLOWCTL_CAPACITY
 #define FLOWCTL_CAPACITY 1048576
 #endif
+/* The snapshot's chunk size: the header's, or that of the meter set being reloaded (an older
+ * set keeps the size it was made with). */
+#ifndef FLOWCTL_PENDING_CHUNK_BYTES
+#define FLOWCTL_PENDING_CHUNK_BYTES PENDING_CHUNK_BYTES
+#endif
 /* The daemon holds at most twice the capacity per family (see src/daemon/drain.ts); its snapshot
  * takes this many chunks per slot, and the pending map has room for two slots. */
-#define RECORDS_PER_CHUNK(rec) ((PENDING_CHUNK_BYTES - sizeof(struct pending_chunk_header)) / sizeof(rec))
+#define RECORDS_PER_CHUNK(rec) ((FLOWCTL_PENDING_CHUNK_BYTES - sizeof(struct pending_chunk_header)) / sizeof(rec))
 #define CHUNKS_FOR(rec) ((2ULL * FLOWCTL_CAPACITY + RECORDS_PER_CHUNK(rec) - 1) / RECORDS_PER_CHUNK(rec))
 #define PENDING_CHUNKS (2 * (CHUNKS_FOR(struct pending_flow4) + CHUNKS_FOR(struct pending_flow6)))
 
@@ -117,7 +122,7 @@ struct {
 	__uint(max_entries, PENDING_CHUNKS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
-	__type(value, __u8[PENDING_CHUNK_BYTES]);
+	__type(value, __u8[FLOWCTL_PENDING_CHUNK_BYTES]);
 } pending SEC(".maps");
 
 struct {

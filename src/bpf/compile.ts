@@ -20,6 +20,8 @@ export const MAX_CAPACITY = 1 << 24
 export interface MeterBuildOptions {
   /** Flows each flow map holds (per address family). */
   capacity: number
+  /** The snapshot's chunk size, when not bpf/flowctl.h's: that of an older meter set being reloaded. */
+  pendingChunkBytes?: number
 }
 
 export interface CompiledMeter {
@@ -58,6 +60,7 @@ export function clangArgs(source: string, output: string, options: MeterBuildOpt
     '-Wall',
     '-Wno-unused-function',
     `-DFLOWCTL_CAPACITY=${options.capacity}`,
+    ...(options.pendingChunkBytes ? [`-DFLOWCTL_PENDING_CHUNK_BYTES=${options.pendingChunkBytes}`] : []),
     ...(include ? [`-I${include}`] : []),
     '-c',
     source,

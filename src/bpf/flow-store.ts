@@ -21,7 +21,6 @@ import {FAMILIES, type Family} from '../flow/record.js'
 import {FlowCache, SLAB_CHUNKS, type FlowSample} from '../flow/flow-cache.js'
 import {
   CHUNK_HEADER,
-  PENDING_CHUNK_BYTES,
   chunkKey,
   emptySample,
   flowRecordLayout,
@@ -53,6 +52,8 @@ export class FlowStore {
   readonly set: MeterSet
   readonly families: Record<Family, FamilyMaps>
   private readonly pending: BpfMap
+  /** This meter set's snapshot chunk size (older sets keep a larger one: bpf/flowctl.h). */
+  private readonly chunkBytes: number
   private readonly drainStateMap: BpfMap
   private state: DrainState
 
@@ -60,6 +61,7 @@ export class FlowStore {
     this.set = set
     this.families = families
     this.pending = pending
+    this.chunkBytes = pending.info.valueSize
     this.drainStateMap = drainState
     this.state = readDrainState(drainState)
   }
@@ -91,7 +93,7 @@ export class FlowStore {
   /** Empty caches sized for this meter set: the daemon holds up to twice a flow map's capacity. */
   newCaches(): FamilyCaches {
     const max = 2 * this.set.capacity()
-    const cache = (family: Family) => new FlowCache(flowRecordLayout(family), max)
+    const cache = (family: Family) => new FlowCache(flowRecordLayout(family, this.chunkBytes), max)
     return {4: cache(4), 6: cache(6)}
   }
 
@@ -117,7 +119,7 @@ export class FlowStore {
   forEachSnapshotRecord(onRecord: (family: Family, buf: Buffer, keyAt: number, valueAt: number) => void): void {
     const {slot, chunks} = this.state
     const key = Buffer.alloc(4)
-    const chunk = Buffer.alloc(PENDING_CHUNK_BYTES)
+    const chunk = Buffer.alloc(this.chunkBytes)
     for (let i = 0; i < chunks; i++) {
       key.writeUInt32LE(chunkKey(slot, i))
       if (!this.pending.lookup(key, chunk)) throw new Error(`the daemon's snapshot in ${this.set.mapPath('pending')} lacks chunk ${i} of ${chunks}`)
@@ -248,7 +250,7 @@ export class FlowStore {
           writeU32(slab, at + CHUNK_HEADER.fields.records.offset, Math.min(cache.recordsPerChunk, cache.size - c * cache.recordsPerChunk))
           keys.writeUInt32LE(chunkKey(slot, written + n), n * 4)
         }
-        this.pending.updateBatch(keys, slab.subarray(first, first + n * PENDING_CHUNK_BYTES), n)
+        this.pending.updateBatch(keys, slab.subarray(first, first + n * this.chunkBytes), n)
         written += n
         from += n
       }

@@ -4,7 +4,7 @@ import type {StructLayout} from './layout-types.js'
 
 /** enum flowctl_layout */
 export const FLOWCTL_LAYOUT_VERSION = 2
-export const PENDING_CHUNK_BYTES = 32768
+export const PENDING_CHUNK_BYTES = 32704
 export const FRAG_MAP_ENTRIES = 8192
 
 /** enum flow_direction */

@@ -153,10 +153,11 @@ export function decodeFlowValue(family: Family, buf: Buffer, off = 0): FlowCount
 }
 
 /**
- * A snapshot record of `family` (struct pending_flow<F>: key, then value) and its chunks, for the
+ * A snapshot record of `family` (struct pending_flow<F>: key, then value) and its chunks of
+ * `chunkBytes` (the meter set's: see MeterSet.pendingChunkBytes), for the
  * daemon's flow cache, which keeps its entries in exactly this form (src/flow/flow-cache.ts).
  */
-export function flowRecordLayout(family: Family): FlowRecordLayout {
+export function flowRecordLayout(family: Family, chunkBytes: number = PENDING_CHUNK_BYTES): FlowRecordLayout {
   const record = pendingFlowLayout(family)
   const v = valueLayout(family).fields
   return {
@@ -177,7 +178,7 @@ export function flowRecordLayout(family: Family): FlowRecordLayout {
       nextHop: v.nextHop.offset,
     },
     addrLen: v.nextHop.size,
-    chunkBytes: PENDING_CHUNK_BYTES,
+    chunkBytes,
     chunkHeader: PENDING_CHUNK_HEADER.size,
     readValue: readFlowSample,
   }

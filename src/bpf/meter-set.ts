@@ -19,14 +19,17 @@ import {BpfMap, innerMapId, MAP_TYPE, progInfo, setInnerMap} from './libbpf.js'
 
 export const PROGRAM_NAMES: Record<DirectionName, string> = {ingress: 'flowctl_ingress', egress: 'flowctl_egress'}
 
+/** The snapshot's chunk size in meter sets of layout 2 made before bpf/flowctl.h's was lowered. */
+export const FIRST_PENDING_CHUNK_BYTES = 32768
+
 /** What each pinned map must look like for this flowctl to use it. */
-const EXPECTED_MAPS: Record<string, {type: number; keySize: number; valueSize: number}> = {
+const EXPECTED_MAPS: Record<string, {type: number; keySize: number; valueSize: number; orValueSize?: number}> = {
   flows4: {type: MAP_TYPE.arrayOfMaps, keySize: 4, valueSize: 4},
   flows6: {type: MAP_TYPE.arrayOfMaps, keySize: 4, valueSize: 4},
   overflow: {type: MAP_TYPE.hash, keySize: OVERFLOW_KEY.size, valueSize: OVERFLOW_VALUE.size},
   skip_socks: {type: MAP_TYPE.hash, keySize: 8, valueSize: 1},
   frags: {type: MAP_TYPE.lruHash, keySize: 40, valueSize: 4},
-  pending: {type: MAP_TYPE.hash, keySize: 4, valueSize: PENDING_CHUNK_BYTES},
+  pending: {type: MAP_TYPE.hash, keySize: 4, valueSize: PENDING_CHUNK_BYTES, orValueSize: FIRST_PENDING_CHUNK_BYTES},
   drain_state: {type: MAP_TYPE.array, keySize: 4, valueSize: DRAIN_STATE.size},
   meta: {type: MAP_TYPE.array, keySize: 4, valueSize: METER_META.size},
 }
@@ -131,11 +134,12 @@ export class MeterSet {
    * replaced; the caller does that next.
    */
   async reloadPrograms(objectPath: string): Promise<void> {
-    const next = `${this.progDir}.next`
+    // (bpffs refuses names with a dot: prog_next, not prog.next.)
+    const next = `${this.progDir}_next`
     await rm(next, {recursive: true, force: true})
     const reuse = Object.fromEntries(MAP_NAMES.map((name) => [name, this.mapPath(name)]))
     await loadAll(objectPath, next, {reuse})
-    const old = `${this.progDir}.old`
+    const old = `${this.progDir}_old`
     await rm(old, {recursive: true, force: true})
     await rename(this.progDir, old)
     await rename(next, this.progDir)
@@ -183,11 +187,21 @@ export class MeterSet {
       const map = BpfMap.open(path)
       const {info} = map
       map.close()
-      if (info.type !== expected.type || info.keySize !== expected.keySize || info.valueSize !== expected.valueSize) {
+      if (info.type !== expected.type || info.keySize !== expected.keySize || (info.valueSize !== expected.valueSize && info.valueSize !== expected.orValueSize)) {
         throw new StateError(
           `map ${path} has type ${info.type}, key ${info.keySize} B, value ${info.valueSize} B where this flowctl expects type ${expected.type}, key ${expected.keySize} B, value ${expected.valueSize} B: remove ${this.dir} and attach again`,
         )
       }
+    }
+  }
+
+  /** Bytes of one chunk of the daemon's snapshot in this meter set (its pending map's values). */
+  pendingChunkBytes(): number {
+    const pending = this.openMap('pending')
+    try {
+      return pending.info.valueSize
+    } finally {
+      pending.close()
     }
   }
 

@@ -11,7 +11,7 @@ import {compileMeter} from '../../src/bpf/compile.js'
 import {FlowStore} from '../../src/bpf/flow-store.js'
 import {FLOW_VALUE4, VALUE, readDrainState, writeU64} from '../../src/bpf/layout.js'
 import {BpfMap} from '../../src/bpf/libbpf.js'
-import {MeterSet} from '../../src/bpf/meter-set.js'
+import {FIRST_PENDING_CHUNK_BYTES, MeterSet} from '../../src/bpf/meter-set.js'
 import {MeterSetDrainer, type DrainPolicy} from '../../src/daemon/drain.js'
 import type {FlowBatch} from '../../src/flow/batch.js'
 import {pathsFromEnv} from '../../src/paths.js'
@@ -151,6 +151,25 @@ describe('drain engine @e2e', function () {
     assert.deepEqual({gen: committed().gen, flows4: committed().flows4}, {gen: 1, flows4: 3})
     assert.equal(liveCount(), 0)
     assert.deepEqual(set.drainMaps(), [])
+  })
+
+  it('keeps the snapshot in the chunk size the meter set was made with (older sets: 32768 B)', async function () {
+    // Replace this test's set with one made as the first layout-2 flowctl made it.
+    rmSync(pinRoot, {recursive: true, force: true})
+    const paths = {...pathsFromEnv(), pinRoot}
+    set = MeterSet.for(paths, 'fct-drain')
+    await set.create((await compileMeter({capacity: 16, pendingChunkBytes: FIRST_PENDING_CHUNK_BYTES}, paths.cacheDir)).objectPath, 16)
+    assert.equal(set.pendingChunkBytes(), FIRST_PENDING_CHUNK_BYTES)
+    set.verifyLayout()
+    const now = nowNs()
+    put([1, 2, 3].map((sport) => ({sport, packets: 10, bytes: 1000, first: now, last: now})))
+    open().drain(policy, sink)
+    // A new daemon reads that snapshot back, adds the next counts, and exports the sums.
+    put([{sport: 2, packets: 1, bytes: 100, first: now + 1000, last: now + 1000}])
+    const d = open()
+    d.drain(policy, sink)
+    d.drain(policy, sink, true)
+    assert.deepEqual(exported.map((e) => [e.sport, e.packets, e.bytes]).sort((a, b) => a[0] - b[0]), [[1, 10, 1000], [2, 11, 1100], [3, 10, 1000]])
   })
 
   it('adds the next counts of a flow to what it holds, and keeps the first packet fields and the TTL range', function () {

@@ -1,7 +1,8 @@
 /**
  * A meter set of layout 1 (flowctl 0.1: per-CPU flow maps, a pending map of records) meets this
  * flowctl: every command refuses it in one line that says how to re-attach, and `meter attach
- * --force` carries every count it holds over into the new layout.
+ * --force` carries every count it holds over into the new layout. A meter set of layout 2 made
+ * with the first, larger snapshot chunks keeps them through `meter attach --force`.
  */
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
@@ -10,14 +11,16 @@ import {join} from 'node:path'
 
 import {execa} from 'execa'
 
-import {clangArgs} from '../../src/bpf/compile.js'
+import {clangArgs, compileMeter} from '../../src/bpf/compile.js'
+import {FLOW_VALUE4, VALUE, writeU64} from '../../src/bpf/layout.js'
 import * as V1 from '../../src/bpf/layout-v1.generated.js'
 import {BpfMap, numPossibleCpus} from '../../src/bpf/libbpf.js'
-import {MeterSet} from '../../src/bpf/meter-set.js'
+import {FIRST_PENDING_CHUNK_BYTES, MeterSet} from '../../src/bpf/meter-set.js'
 import {Lab} from '../../src/lab/lab.js'
 import {bpfSourceDir} from '../../src/paths.js'
 import type {Flow} from '../../src/view/flow.js'
 import {cli, cliJson, cliOk, requireE2e, PrivateDirs} from '../helpers/e2e.js'
+import {flowKey4} from '../helpers/kernel-flows.js'
 
 describe('meter sets of layout 1 @e2e', function () {
   const id = randomBytes(3).toString('hex')
@@ -93,5 +96,58 @@ describe('meter sets of layout 1 @e2e', function () {
     const flows = await cliJson<Flow[]>(['dump', '--netns', a, '-p', 'udp', '-D', '53'])
     const bySport = new Map(flows.map((f) => [f.sport, [f.packets, f.bytes]]))
     assert.deepEqual(bySport, new Map([[1001, [5, 500]], [1002, [7, 700]]]))
+  })
+})
+
+describe('meter sets of layout 2 with the first snapshot chunk size @e2e', function () {
+  const id = randomBytes(3).toString('hex')
+  const privateDirs = new PrivateDirs(`chunks-${id}`)
+  const lab = new Lab(`c${id}`)
+  let a = ''
+  let set: MeterSet
+
+  before(async function () {
+    requireE2e(this)
+    privateDirs.apply()
+    a = await lab.namespace('a')
+    const b = await lab.namespace('b')
+    await lab.veth(a, 'a0', b, 'b0', {v4: ['198.18.61.1/24', '198.18.61.2/24'], quiet: true})
+    // As the first layout-2 flowctl made it: 32768-byte snapshot chunks (64 KiB in the kernel each).
+    set = MeterSet.for(privateDirs.paths, a)
+    const compiled = await compileMeter({capacity: 1024, pendingChunkBytes: FIRST_PENDING_CHUNK_BYTES}, privateDirs.paths.cacheDir)
+    await set.create(compiled.objectPath, 1024)
+    const maps = set.openFamily(4)
+    const live = maps.openLive()
+    const v = Buffer.alloc(FLOW_VALUE4.size)
+    writeU64(v, VALUE.packets.offset, 4)
+    writeU64(v, VALUE.bytes.offset, 400)
+    writeU64(v, VALUE.firstSeenNs.offset, 1_000_000)
+    writeU64(v, VALUE.lastSeenNs.offset, 2_000_000)
+    live.update(flowKey4(1003, {proto: 17, dport: 53, src: [198, 18, 61, 1], dst: [198, 18, 61, 2]}), v)
+    live.close()
+    maps.close()
+  })
+
+  after(async function () {
+    if (a) await cli(['meter', 'detach', '--all'])
+    await lab.destroy()
+    privateDirs.remove()
+  })
+
+  it('meter attach --force loads this flowctl\'s programs onto its maps, keeping its chunk size and its counts', async function () {
+    const pendingId = () => {
+      const m = set.openMap('pending')
+      try {
+        return m.info.id
+      } finally {
+        m.close()
+      }
+    }
+    const before = pendingId()
+    await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--force'])
+    assert.equal(pendingId(), before, 'the same pending map')
+    assert.equal(set.pendingChunkBytes(), FIRST_PENDING_CHUNK_BYTES)
+    const flows = await cliJson<Flow[]>(['dump', '--netns', a, '-p', 'udp', '-D', '53'])
+    assert.deepEqual(flows.map((f) => [f.sport, f.packets, f.bytes]), [[1003, 4, 400]])
   })
 })
