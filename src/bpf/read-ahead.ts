@@ -21,8 +21,8 @@ const ANSWER_MS = 30_000
 export class ReadAhead {
   private static instance?: ReadAhead
   private worker?: Worker
-  private readonly ctrlBuffer = new SharedArrayBuffer(CTRL_WORDS * 4)
-  private readonly ctrl = new Int32Array(this.ctrlBuffer)
+  private ctrlBuffer = new SharedArrayBuffer(CTRL_WORDS * 4)
+  private ctrl = new Int32Array(this.ctrlBuffer)
   private data = new SharedArrayBuffer(0)
   private shape = ''
   private keyViews: Buffer[] = []
@@ -38,7 +38,14 @@ export class ReadAhead {
 
   private thread(): Worker {
     if (this.worker && !this.broken) return this.worker
-    void this.worker?.terminate()
+    if (this.worker) {
+      // A thread that stopped answering may still write into its ring: the next one gets its own.
+      void this.worker.terminate()
+      this.ctrlBuffer = new SharedArrayBuffer(CTRL_WORDS * 4)
+      this.ctrl = new Int32Array(this.ctrlBuffer)
+      this.data = new SharedArrayBuffer(0)
+      this.shape = ''
+    }
     this.broken = false
     const worker = new Worker(new URL('./read-ahead-worker.js', import.meta.url))
     worker.unref()
@@ -56,6 +63,7 @@ export class ReadAhead {
   forEachBatch(map: BpfMap, onChunk: (keys: Buffer, values: Buffer, count: number) => void, chunk = 8192): number {
     const keySize = map.info.keySize
     const valueSize = map.valueBytes
+    const worker = this.thread()
     this.ensureRing(keySize, valueSize, chunk)
     const ctrl = this.ctrl
     for (let s = 0; s < SLOTS; s++) {
@@ -65,7 +73,7 @@ export class ReadAhead {
     }
     ctrl[ABORT] = 0
     ctrl[BUSY] = 1
-    this.thread().postMessage({fd: map.fd, keySize, valueSize, chunk, ctrl: this.ctrlBuffer, data: this.data})
+    worker.postMessage({fd: map.fd, keySize, valueSize, chunk, ctrl: this.ctrlBuffer, data: this.data})
     let total = 0
     let finished = false
     try {
