@@ -14,7 +14,7 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {parseArgs} from 'node:util'
 
-import {cleanup, log, machine, renderTable, type BenchOptions, type Row} from './util.js'
+import {cleanup, log, machine, renderTable, settle, type BenchOptions, type Row} from './util.js'
 
 const SECTIONS = ['memory', 'kernel', 'drain', 'encoder', 'linerate', 'softflowd'] as const
 type Section = (typeof SECTIONS)[number]
@@ -98,8 +98,9 @@ async function main(): Promise<number> {
   const started = performance.now()
   try {
     for (const section of only as Section[]) {
+      const waited = await settle()
       const t0 = performance.now()
-      log(`${section}...`)
+      log(`${section}...${waited > 1000 ? ` (after ${(waited / 1000).toFixed(1)} s for the machine to go quiet)` : ''}`)
       try {
         rows.push(...(await runSection(section, options, values.profile)))
       } catch (error) {

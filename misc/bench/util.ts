@@ -116,3 +116,29 @@ export class Cleanup {
 }
 
 export const cleanup = new Cleanup()
+
+/** Busy and total CPU jiffies of the whole machine, from /proc/stat. */
+function cpuJiffies(): {busy: number; total: number} {
+  const fields = readFileSync('/proc/stat', 'latin1').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+  const total = fields.reduce((a, b) => a + b, 0)
+  const idle = fields[3] + (fields[4] ?? 0) // idle + iowait
+  return {busy: total - idle, total}
+}
+
+/**
+ * Waits until the machine is quiet (at most 10 % of its CPU time busy over half a second) or
+ * `maxMs` have passed, and returns how long it waited. A section that freed large maps leaves
+ * the kernel freeing them in the background for seconds (kworkers): the next section's figures,
+ * those that use both CPUs above all, would otherwise measure that work too.
+ */
+export async function settle(maxMs = 30_000): Promise<number> {
+  const started = performance.now()
+  for (;;) {
+    const a = cpuJiffies()
+    await sleep(500)
+    const b = cpuJiffies()
+    const busy = (b.busy - a.busy) / Math.max(1, b.total - a.total)
+    const waited = performance.now() - started
+    if (busy <= 0.1 || waited >= maxMs) return waited
+  }
+}
