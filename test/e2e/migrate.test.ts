@@ -22,10 +22,32 @@ import type {Flow} from '../../src/view/flow.js'
 import {cli, cliJson, cliOk, requireE2e, PrivateDirs} from '../helpers/e2e.js'
 import {flowKey4} from '../helpers/kernel-flows.js'
 
-describe('meter sets of layout 1 @e2e', function () {
+/**
+ * What both suites stand on: a private pin root, and namespaces a and b joined by a veth (a0 in
+ * a) on `subnet`.1/.2, set up by `setUp` (call it in `before`) and removed after the suite.
+ */
+function meteredLab(name: string, subnet: string): {id: string; privateDirs: PrivateDirs; setUp: () => Promise<string>} {
   const id = randomBytes(3).toString('hex')
-  const privateDirs = new PrivateDirs(`migrate-${id}`)
-  const lab = new Lab(id)
+  const privateDirs = new PrivateDirs(`${name}-${id}`)
+  const lab = new Lab(`${name[0]}${id}`)
+  let a = ''
+  after(async function () {
+    if (a) await cli(['meter', 'detach', '--all'])
+    await lab.destroy()
+    privateDirs.remove()
+  })
+  const setUp = async () => {
+    privateDirs.apply()
+    a = await lab.namespace('a')
+    const b = await lab.namespace('b')
+    await lab.veth(a, 'a0', b, 'b0', {v4: [`${subnet}.1/24`, `${subnet}.2/24`], quiet: true})
+    return a
+  }
+  return {id, privateDirs, setUp}
+}
+
+describe('meter sets of layout 1 @e2e', function () {
+  const {id, privateDirs, setUp} = meteredLab('migrate', '198.18.60')
   let a = ''
   let set: MeterSet
 
@@ -43,10 +65,7 @@ describe('meter sets of layout 1 @e2e', function () {
 
   before(async function () {
     requireE2e(this)
-    privateDirs.apply()
-    a = await lab.namespace('a')
-    const b = await lab.namespace('b')
-    await lab.veth(a, 'a0', b, 'b0', {v4: ['198.18.60.1/24', '198.18.60.2/24'], quiet: true})
+    a = await setUp()
     // A layout-1 meter set as flowctl 0.1 pinned it, holding counts in both of its places.
     set = MeterSet.for(privateDirs.paths, a)
     mkdirSync(set.dir, {recursive: true})
@@ -75,12 +94,6 @@ describe('meter sets of layout 1 @e2e', function () {
     pending.close()
   })
 
-  after(async function () {
-    if (a) await cli(['meter', 'detach', '--all'])
-    await lab.destroy()
-    privateDirs.remove()
-  })
-
   it('is refused by every reader in one line that says how to carry it over', async function () {
     for (const args of [['dump', '--netns', a], ['meter', 'attach', '--netns', a, '-n', 'a0']]) {
       const r = await cli(args)
@@ -100,18 +113,13 @@ describe('meter sets of layout 1 @e2e', function () {
 })
 
 describe('meter sets of layout 2 with the first snapshot chunk size @e2e', function () {
-  const id = randomBytes(3).toString('hex')
-  const privateDirs = new PrivateDirs(`chunks-${id}`)
-  const lab = new Lab(`c${id}`)
+  const {privateDirs, setUp} = meteredLab('chunks', '198.18.61')
   let a = ''
   let set: MeterSet
 
   before(async function () {
     requireE2e(this)
-    privateDirs.apply()
-    a = await lab.namespace('a')
-    const b = await lab.namespace('b')
-    await lab.veth(a, 'a0', b, 'b0', {v4: ['198.18.61.1/24', '198.18.61.2/24'], quiet: true})
+    a = await setUp()
     // As the first layout-2 flowctl made it: 32768-byte snapshot chunks (64 KiB in the kernel each).
     set = MeterSet.for(privateDirs.paths, a)
     const compiled = await compileMeter({capacity: 1024, pendingChunkBytes: FIRST_PENDING_CHUNK_BYTES}, privateDirs.paths.cacheDir)
@@ -126,12 +134,6 @@ describe('meter sets of layout 2 with the first snapshot chunk size @e2e', funct
     live.update(flowKey4(1003, {proto: 17, dport: 53, src: [198, 18, 61, 1], dst: [198, 18, 61, 2]}), v)
     live.close()
     maps.close()
-  })
-
-  after(async function () {
-    if (a) await cli(['meter', 'detach', '--all'])
-    await lab.destroy()
-    privateDirs.remove()
   })
 
   it('meter attach --force loads this flowctl\'s programs onto its maps, keeping its chunk size and its counts', async function () {
