@@ -105,6 +105,8 @@ export class FlowCache {
   private batchOff = 0
   private batchStride = 0
   private batchHashes = new Int32Array(0)
+  /** Whether `batchHashes` holds the last findMany's hashes (it skips them when the cache is empty). */
+  private batchHashed = false
   /** Where `findMany` reads each candidate's first word into, so that the read is not optimized away. */
   private touch = 0
 
@@ -134,8 +136,8 @@ export class FlowCache {
     return this.size >= this.maxEntries
   }
 
-  /** Entries the allocated chunks hold. */
-  private get room(): number {
+  /** Entries the allocated chunks hold (memory follows it). */
+  get room(): number {
     return this.chunksAllocated * this.recordsPerChunk
   }
 
@@ -201,6 +203,11 @@ export class FlowCache {
       this.setSlab(this.slabs.length, Buffer.allocUnsafeSlow(chunks * chunkBytes))
       this.chunksAllocated += chunks
     }
+    this.fitColumns()
+  }
+
+  /** Sizes the hash and drain columns and the index to the room the slabs give, keeping the entries. */
+  private fitColumns(): void {
     const room = this.room
     const hashes = new Int32Array(room)
     hashes.set(this.hashes.subarray(0, this.size))
@@ -217,6 +224,23 @@ export class FlowCache {
       this.mask = slots - 1
       this.reindex()
     }
+  }
+
+  /**
+   * Gives back the slabs the entries no longer need, keeping room for twice as many: after a
+   * burst of flows has been exported, the daemon's memory follows the flows it still holds.
+   */
+  private shrink(): void {
+    if (this.slabs.length <= 1) return
+    // With more than one slab, the first is full size (grow() fills it before adding others).
+    const want = Math.ceil((2 * this.size) / this.recordsPerChunk)
+    let keep = 1
+    while (keep < this.slabs.length && keep * SLAB_CHUNKS < want) keep++
+    if (keep === this.slabs.length) return
+    this.slabs.length = keep
+    this.slabWords.length = keep
+    this.chunksAllocated = keep * SLAB_CHUNKS
+    this.fitColumns()
   }
 
   private setSlab(i: number, slab: Buffer): void {
@@ -313,12 +337,18 @@ export class FlowCache {
   findMany(keys: Uint8Array, off: number, stride: number, count: number, found: Int32Array): void {
     if (this.batchHashes.length < count) this.batchHashes = new Int32Array(count)
     const hashes = this.batchHashes
-    const at0 = this.keyAt(keys, off)
-    const words = this.keyWords_
-    const aligned = words !== this.scratchWords && stride % 4 === 0
     this.batchKeys = keys
     this.batchOff = off
     this.batchStride = stride
+    this.batchHashed = this.size > 0
+    if (!this.batchHashed) {
+      // Nothing to find (a backlog read into an empty cache): hash only the keys inserted.
+      found.fill(-1, 0, count)
+      return
+    }
+    const at0 = this.keyAt(keys, off)
+    const words = this.keyWords_
+    const aligned = words !== this.scratchWords && stride % 4 === 0
     if (!aligned) {
       // Rare (no kernel buffer is unaligned): one key at a time.
       for (let i = 0; i < count; i++) {
@@ -355,7 +385,8 @@ export class FlowCache {
   /** Inserts key `i` of the last `findMany`, which was not there; the keys buffer must not have changed since. */
   insertFound(i: number): number {
     const at = this.keyAt(this.batchKeys, this.batchOff + i * this.batchStride)
-    return this.insertHashed(this.batchHashes[i], this.keyWords_, at)
+    const words = this.keyWords_
+    return this.insertHashed(this.batchHashed ? this.batchHashes[i] : this.hash(words, at), words, at)
   }
 
   /** Inserts the key the last `find` did not find; its buffer must not have changed since. */
@@ -476,6 +507,7 @@ export class FlowCache {
     if (kept === this.size) return
     this.size = kept
     this.reindex()
+    this.shrink()
   }
 
   /** Empties slot `s` and shifts back the entries of its probe run (no tombstones). */
@@ -499,6 +531,7 @@ export class FlowCache {
   clear(): void {
     this.slots.fill(0)
     this.size = 0
+    this.shrink()
   }
 }
 

@@ -93,6 +93,27 @@ describe('flow/flow-cache', function () {
     assert.equal(read(cache, idx).bytes, idx * 10)
   })
 
+  it('gives back slabs once the entries no longer need them, and keeps what remains findable', function () {
+    const perSlab = SLAB_CHUNKS * 14
+    const cache = new FlowCache(layout(), 10 * perSlab)
+    for (let n = 0; n < 4 * perSlab; n++) put(cache, n)
+    assert.equal(cache.room, 4 * perSlab)
+    // Keep one flow in 100: room for twice what remains is one slab.
+    const marks = new Uint8Array(cache.size)
+    for (let idx = 0; idx < cache.size; idx++) marks[idx] = read(cache, idx).packets % 100 ? 1 : 0
+    cache.removeMarked(marks)
+    assert.equal(cache.size, Math.ceil((4 * perSlab) / 100))
+    assert.equal(cache.room, perSlab)
+    for (let n = 0; n < 4 * perSlab; n += 100) assert.equal(read(cache, cache.find(key(n))).packets, n)
+    assert.equal(cache.find(key(1)), -1)
+    for (let n = 0; n < 2 * perSlab; n++) if (n % 100) put(cache, n) // grows again
+    const lastKept = Math.floor((4 * perSlab - 1) / 100) * 100
+    assert.equal(read(cache, cache.find(key(lastKept))).packets, lastKept, 'kept through the growth')
+    cache.clear()
+    assert.equal(cache.room, perSlab)
+    assert.equal(cache.find(key(0)), -1)
+  })
+
   it('keeps every other entry findable, with its values, through random removals', function () {
     // Against a Map as the reference: removals move the last entry and shift probe runs back.
     const cache = new FlowCache(layout(44), 2000)
@@ -206,6 +227,14 @@ describe('flow/flow-cache findMany', function () {
       cache.merge(idx, sample({packets: i}))
     }
     for (let i = 0; i < 2000; i++) assert.equal(read(cache, cache.find(key(i))).packets, i)
+    // An empty cache finds nothing without hashing, and hashes what it inserts.
+    const empty = new FlowCache(layout(), 100)
+    const none = new Int32Array(10)
+    empty.findMany(keys, 4, 20, 10, none)
+    assert.deepEqual([...none], Array(10).fill(-1))
+    const at3 = empty.insertFound(3)
+    const at7 = empty.insertFound(7)
+    assert.deepEqual([empty.find(key(3)), empty.find(key(7)), empty.find(key(4))], [at3, at7, -1])
     // Unaligned keys take the one-by-one path, with the same answers.
     const odd = new Uint8Array(2 + 20 * 10)
     for (let i = 0; i < 10; i++) odd.set(key(4000 + (i % 2 ? 0 : i)), 2 + i * 20)
