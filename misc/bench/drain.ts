@@ -5,6 +5,7 @@
  * (misc/bench/sink.ts); and the drain process's peak RSS.
  */
 import {fork, type ChildProcess} from 'node:child_process'
+import {readFileSync} from 'node:fs'
 import {fileURLToPath} from 'node:url'
 
 import {pathsFromEnv} from '../../src/paths.js'
@@ -72,7 +73,8 @@ export async function benchDrain(options: BenchOptions, profile?: string): Promi
 
   const sink = spawnChild('./sink.js', [])
   const {port} = await request<{port: number}>(sink, {})
-  const execArgv = profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []
+  // The drain process runs with the Node options the service gives the daemon.
+  const execArgv = [...serviceNodeOptions(), ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [])]
   const child = spawnChild('./drain-child.js', [JSON.stringify({netns, sinkPort: port})], execArgv)
   await request<{ready: boolean}>(child, {})
 
@@ -179,4 +181,11 @@ function medianPhases(runs: DrainRun[]): Pick<DrainRun, 'phases'> {
 function phaseText(run: Pick<DrainRun, 'phases'>): string {
   const p = run.phases
   return `swap ${fixed(p.swapMs, 0)}, merge ${fixed(p.mergeMs, 0)}, expire ${fixed(p.expireMs, 0)}, commit ${fixed(p.commitMs, 0)} ms`
+}
+
+/** The NODE_OPTIONS misc/flowctl.service sets for the daemon, as node arguments. */
+export function serviceNodeOptions(): string[] {
+  const unit = readFileSync(fileURLToPath(new URL('../../../misc/flowctl.service', import.meta.url)), 'utf8')
+  const m = /^Environment=NODE_OPTIONS=(.*)$/m.exec(unit)
+  return m ? m[1].trim().split(/\s+/) : []
 }
