@@ -96,10 +96,6 @@ export class FlowCache {
   /** An aligned copy of a key whose bytes are not at a multiple of 4. */
   private readonly scratchWords: Int32Array
   private readonly scratch: Uint8Array
-  /** The key the last `find` looked up, and its hash. */
-  private missedKey: Uint8Array = new Uint8Array(0)
-  private missedOff = 0
-  private missedHash = 0
   /** The keys of the last `findMany` and their hashes. */
   private batchKeys: Uint8Array = new Uint8Array(0)
   private batchOff = 0
@@ -308,15 +304,11 @@ export class FlowCache {
     return true
   }
 
-  /** The entry holding this key, or -1 (then `insertMissed` adds it without hashing it again). */
+  /** The entry holding this key, or -1. */
   find(key: Uint8Array, off = 0): number {
     const at = this.keyAt(key, off)
     const words = this.keyWords_
-    const h = this.hash(words, at)
-    this.missedKey = key
-    this.missedOff = off
-    this.missedHash = h
-    return this.findHashed(h, words, at)
+    return this.findHashed(this.hash(words, at), words, at)
   }
 
   private findHashed(h: number, words: Int32Array, at: number): number {
@@ -352,8 +344,9 @@ export class FlowCache {
     if (!aligned) {
       // Rare (no kernel buffer is unaligned): one key at a time.
       for (let i = 0; i < count; i++) {
-        found[i] = this.find(keys, off + i * stride)
-        hashes[i] = this.missedHash
+        const at = this.keyAt(keys, off + i * stride)
+        hashes[i] = this.hash(this.keyWords_, at)
+        found[i] = this.findHashed(hashes[i], this.keyWords_, at)
       }
       return
     }
@@ -387,12 +380,6 @@ export class FlowCache {
     const at = this.keyAt(this.batchKeys, this.batchOff + i * this.batchStride)
     const words = this.keyWords_
     return this.insertHashed(this.batchHashed ? this.batchHashes[i] : this.hash(words, at), words, at)
-  }
-
-  /** Inserts the key the last `find` did not find; its buffer must not have changed since. */
-  insertMissed(): number {
-    const at = this.keyAt(this.missedKey, this.missedOff)
-    return this.insertHashed(this.missedHash, this.keyWords_, at)
   }
 
   /** Adds a zeroed entry for a key that is not there; the caller checks `full` first. */
