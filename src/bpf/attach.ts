@@ -15,7 +15,7 @@ import {describeNetns, listLinks, netnsInode, netnsLabel, type Link, type NetnsN
 import {attachBpfFilter, deleteClsact, deleteFilter, ensureClsact, listFilters, type TcFilter} from '../sys/tc.js'
 import {compileMeter, DEFAULT_CAPACITY, validateCapacity} from './compile.js'
 import type {DirectionName} from '../flow/record.js'
-import {LAYOUT_VERSION, PENDING_CHUNK_BYTES} from './layout.js'
+import {LAYOUT_VERSION} from './layout.js'
 import {flowMemoryAtMost, MeterSet, PROGRAM_NAMES} from './meter-set.js'
 import {carryOverLegacy, moveLegacyAside} from './migrate.js'
 import {BpfMap} from './libbpf.js'
@@ -176,8 +176,7 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
           capacity = existing
         }
         // A meter set made with another snapshot chunk size keeps it (its pending map is reused).
-        const chunkBytes = set.exists() ? set.pendingChunkBytes() : PENDING_CHUNK_BYTES
-        const compiled = await compileMeter({capacity, ...(chunkBytes !== PENDING_CHUNK_BYTES ? {pendingChunkBytes: chunkBytes} : {})}, paths.cacheDir)
+        const compiled = await compileMeter({capacity, pendingChunkBytes: set.exists() ? set.pendingChunkBytes() : undefined}, paths.cacheDir)
 
         if (!set.exists()) {
           await set.create(compiled.objectPath, capacity)

@@ -11,6 +11,7 @@ import {join} from 'node:path'
 import {InvalidInputError} from '../errors.js'
 import {bpfSourceDir} from '../paths.js'
 import {run} from '../sys/exec.js'
+import {PENDING_CHUNK_BYTES} from './layout.js'
 
 /** Flows per family a meter set holds between two drains; memory is taken only as flows arrive. */
 export const DEFAULT_CAPACITY = 1_048_576
@@ -20,7 +21,7 @@ export const MAX_CAPACITY = 1 << 24
 export interface MeterBuildOptions {
   /** Flows each flow map holds (per address family). */
   capacity: number
-  /** The snapshot's chunk size, when not bpf/flowctl.h's: that of an older meter set being reloaded. */
+  /** The snapshot's chunk size of the meter set it is for (an older one may have another than bpf/flowctl.h's). */
   pendingChunkBytes?: number
 }
 
@@ -60,7 +61,8 @@ export function clangArgs(source: string, output: string, options: MeterBuildOpt
     '-Wall',
     '-Wno-unused-function',
     `-DFLOWCTL_CAPACITY=${options.capacity}`,
-    ...(options.pendingChunkBytes ? [`-DFLOWCTL_PENDING_CHUNK_BYTES=${options.pendingChunkBytes}`] : []),
+    // Only another size than the header's is named: a program for the header's size is the same object (and digest) either way.
+    ...(options.pendingChunkBytes && options.pendingChunkBytes !== PENDING_CHUNK_BYTES ? [`-DFLOWCTL_PENDING_CHUNK_BYTES=${options.pendingChunkBytes}`] : []),
     ...(include ? [`-I${include}`] : []),
     '-c',
     source,
