@@ -9,14 +9,14 @@ import {existsSync, rmSync} from 'node:fs'
 
 import {compileMeter} from '../../src/bpf/compile.js'
 import {FlowStore} from '../../src/bpf/flow-store.js'
-import {FLOW_VALUE4, VALUE, readDrainState, writeU64} from '../../src/bpf/layout.js'
+import {readDrainState} from '../../src/bpf/layout.js'
 import {BpfMap} from '../../src/bpf/libbpf.js'
 import {FIRST_PENDING_CHUNK_BYTES, MeterSet} from '../../src/bpf/meter-set.js'
 import {MeterSetDrainer, type DrainPolicy} from '../../src/daemon/drain.js'
 import type {FlowBatch} from '../../src/flow/batch.js'
 import {pathsFromEnv} from '../../src/paths.js'
 import {requireE2e} from '../helpers/e2e.js'
-import {flowKey4} from '../helpers/kernel-flows.js'
+import {flowKey4, flowValue4, type FlowCounts} from '../helpers/kernel-flows.js'
 
 interface Exported {
   sport: number
@@ -30,15 +30,8 @@ interface Exported {
   maxTtl: number
 }
 
-interface TestFlow {
+interface TestFlow extends FlowCounts {
   sport: number
-  packets: number
-  bytes: number
-  first: number
-  last: number
-  flags?: number
-  peer?: number
-  ttl?: [number, number]
 }
 
 const SECOND = 1e9
@@ -50,18 +43,7 @@ function nowNs(): number {
 
 const key = (sport: number) => flowKey4(sport)
 
-function value(f: TestFlow): Buffer {
-  const v = Buffer.alloc(FLOW_VALUE4.size)
-  writeU64(v, VALUE.packets.offset, f.packets)
-  writeU64(v, VALUE.bytes.offset, f.bytes)
-  writeU64(v, VALUE.firstSeenNs.offset, f.first)
-  writeU64(v, VALUE.lastSeenNs.offset, f.last)
-  v[VALUE.tcpFlags.offset] = f.flags ?? 0
-  v.writeUInt32LE(f.peer ?? 0, VALUE.peerIfindex.offset)
-  v[VALUE.minTtl.offset] = f.ttl?.[0] ?? 64
-  v[VALUE.maxTtl.offset] = f.ttl?.[1] ?? 64
-  return v
-}
+const value = (f: TestFlow) => flowValue4(f)
 
 describe('drain engine @e2e', function () {
   let pinRoot: string

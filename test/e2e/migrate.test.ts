@@ -12,7 +12,6 @@ import {join} from 'node:path'
 import {execa} from 'execa'
 
 import {clangArgs, compileMeter} from '../../src/bpf/compile.js'
-import {FLOW_VALUE4, VALUE, writeU64} from '../../src/bpf/layout.js'
 import * as V1 from '../../src/bpf/layout-v1.generated.js'
 import {BpfMap, numPossibleCpus} from '../../src/bpf/libbpf.js'
 import {FIRST_PENDING_CHUNK_BYTES, MeterSet} from '../../src/bpf/meter-set.js'
@@ -20,7 +19,7 @@ import {Lab} from '../../src/lab/lab.js'
 import {bpfSourceDir} from '../../src/paths.js'
 import type {Flow} from '../../src/view/flow.js'
 import {cli, cliJson, cliOk, requireE2e, PrivateDirs} from '../helpers/e2e.js'
-import {flowKey4} from '../helpers/kernel-flows.js'
+import {flowKey4, flowValue4} from '../helpers/kernel-flows.js'
 
 /**
  * What both suites stand on: a private pin root, and namespaces a and b joined by a veth (a0 in
@@ -126,12 +125,7 @@ describe('meter sets of layout 2 with the first snapshot chunk size @e2e', funct
     await set.create(compiled.objectPath, 1024)
     const maps = set.openFamily(4)
     const live = maps.openLive()
-    const v = Buffer.alloc(FLOW_VALUE4.size)
-    writeU64(v, VALUE.packets.offset, 4)
-    writeU64(v, VALUE.bytes.offset, 400)
-    writeU64(v, VALUE.firstSeenNs.offset, 1_000_000)
-    writeU64(v, VALUE.lastSeenNs.offset, 2_000_000)
-    live.update(flowKey4(1003, {proto: 17, dport: 53, src: [198, 18, 61, 1], dst: [198, 18, 61, 2]}), v)
+    live.update(flowKey4(1003, {proto: 17, dport: 53, src: [198, 18, 61, 1], dst: [198, 18, 61, 2]}), flowValue4({packets: 4, bytes: 400, first: 1_000_000, last: 2_000_000}))
     live.close()
     maps.close()
   })

@@ -1,8 +1,8 @@
 /**
- * Kernel flow keys built by hand, as the meter would write them, for tests that fill flow maps
- * directly (no traffic).
+ * Kernel flow keys and values built by hand, as the meter would write them, for tests that fill
+ * flow maps directly (no traffic).
  */
-import {FLOW_KEY4, KEY} from '../../src/bpf/layout.js'
+import {FLOW_KEY4, FLOW_VALUE4, KEY, VALUE, writeU64} from '../../src/bpf/layout.js'
 
 /** A struct flow_key4 on ifindex 3, ingress, between two 198.18.0.0/15 hosts. */
 export function flowKey4(sport: number, over: {proto?: number; dport?: number; src?: number[]; dst?: number[]} = {}): Buffer {
@@ -14,4 +14,30 @@ export function flowKey4(sport: number, over: {proto?: number; dport?: number; s
   k.set(over.src ?? [198, 18, 50, 1], FLOW_KEY4.fields.src.offset)
   k.set(over.dst ?? [198, 18, 50, 2], FLOW_KEY4.fields.dst.offset)
   return k
+}
+
+/** What a test says a flow counted (CLOCK_MONOTONIC ns times). */
+export interface FlowCounts {
+  packets: number
+  bytes: number
+  first: number
+  last: number
+  flags?: number
+  peer?: number
+  /** Lowest and highest TTL; 64 and 64 when not given. */
+  ttl?: [number, number]
+}
+
+/** A struct flow_value4 holding `f`. */
+export function flowValue4(f: FlowCounts): Buffer {
+  const v = Buffer.alloc(FLOW_VALUE4.size)
+  writeU64(v, VALUE.packets.offset, f.packets)
+  writeU64(v, VALUE.bytes.offset, f.bytes)
+  writeU64(v, VALUE.firstSeenNs.offset, f.first)
+  writeU64(v, VALUE.lastSeenNs.offset, f.last)
+  v[VALUE.tcpFlags.offset] = f.flags ?? 0
+  v.writeUInt32LE(f.peer ?? 0, VALUE.peerIfindex.offset)
+  v[VALUE.minTtl.offset] = f.ttl?.[0] ?? 64
+  v[VALUE.maxTtl.offset] = f.ttl?.[1] ?? 64
+  return v
 }

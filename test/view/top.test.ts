@@ -8,13 +8,13 @@ import {randomBytes} from 'node:crypto'
 import {rmSync} from 'node:fs'
 
 import {compileMeter} from '../../src/bpf/compile.js'
-import {FLOW_VALUE4, KEY, VALUE, writeU64} from '../../src/bpf/layout.js'
+import {KEY} from '../../src/bpf/layout.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {MeterSetDrainer} from '../../src/daemon/drain.js'
 import {pathsFromEnv} from '../../src/paths.js'
 import {LiveMapFollower} from '../../src/view/top.js'
 import {requireE2e} from '../helpers/e2e.js'
-import {flowKey4} from '../helpers/kernel-flows.js'
+import {flowKey4, flowValue4} from '../helpers/kernel-flows.js'
 
 const key = (sport: number) => flowKey4(sport, {proto: 17, dport: 53, src: [198, 18, 60, 1], dst: [198, 18, 60, 2]})
 
@@ -42,13 +42,8 @@ describe('view/top: following the live map across swaps @e2e', function () {
     const maps = set.openFamily(4)
     const live = maps.openLive()
     try {
-      const v = Buffer.alloc(FLOW_VALUE4.size)
       const now = Number(process.hrtime.bigint())
-      writeU64(v, VALUE.packets.offset, packets)
-      writeU64(v, VALUE.bytes.offset, bytes)
-      writeU64(v, VALUE.firstSeenNs.offset, now)
-      writeU64(v, VALUE.lastSeenNs.offset, now)
-      live.update(key(sport), v)
+      live.update(key(sport), flowValue4({packets, bytes, first: now, last: now}))
     } finally {
       live.close()
       maps.close()
