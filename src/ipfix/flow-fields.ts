@@ -101,44 +101,27 @@ function numberColumn(column: NumberColumn, divisor: number, len: number): Colum
       for (let r = 0, p = off; r < count; r++, p += stride) putFixed(buf, p, len, max, Math.floor(col[from + r] / divisor))
     }
   }
+  // putFixed with a literal length: inlined, its branches fold away.
   switch (len) {
     case 1:
       return (b, from, count, buf, off, stride) => {
         const col = b[column]
-        for (let r = 0, p = off; r < count; r++, p += stride) {
-          const v = col[from + r]
-          buf[p] = v > 0xff ? 0xff : v
-        }
+        for (let r = 0, p = off; r < count; r++, p += stride) putFixed(buf, p, 1, max, col[from + r])
       }
     case 2:
       return (b, from, count, buf, off, stride) => {
         const col = b[column]
-        for (let r = 0, p = off; r < count; r++, p += stride) {
-          const v = col[from + r]
-          const c = v > 0xffff ? 0xffff : v
-          buf[p] = c >>> 8
-          buf[p + 1] = c
-        }
+        for (let r = 0, p = off; r < count; r++, p += stride) putFixed(buf, p, 2, max, col[from + r])
       }
     case 4:
       return (b, from, count, buf, off, stride) => {
         const col = b[column]
-        const dst = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
-        for (let r = 0, p = off; r < count; r++, p += stride) {
-          const v = col[from + r]
-          dst.setUint32(p, v > 0xffffffff ? 0xffffffff : v)
-        }
+        for (let r = 0, p = off; r < count; r++, p += stride) putFixed(buf, p, 4, max, col[from + r])
       }
     default:
       return (b, from, count, buf, off, stride) => {
         const col = b[column]
-        const dst = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
-        for (let r = 0, p = off; r < count; r++, p += stride) {
-          const v = col[from + r]
-          const lo = v >>> 0 // ToUint32: the value modulo 2^32, exactly
-          dst.setUint32(p, (v - lo) / TWO_32)
-          dst.setUint32(p + 4, lo)
-        }
+        for (let r = 0, p = off; r < count; r++, p += stride) putFixed(buf, p, 8, max, col[from + r])
       }
   }
 }
