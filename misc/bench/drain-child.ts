@@ -40,6 +40,8 @@ export interface DrainRun {
   octets: number
   messages: number
   sendErrors: number
+  /** The process's memory after the run: VmRSS, VmHWM (kB) and V8's heap and buffers (bytes). */
+  memory: {vmRssKb: number; vmHwmKb: number; heapUsed: number; arrayBuffers: number}
 }
 
 export interface DrainExit {
@@ -138,6 +140,7 @@ async function main(): Promise<void> {
           octets: exporter.stats.octets - before.octets,
           messages: exporter.stats.messages - before.messages,
           sendErrors: exporter.stats.sendErrors - before.sendErrors,
+          memory: {vmRssKb: status('VmRSS'), vmHwmKb: status('VmHWM'), heapUsed: process.memoryUsage().heapUsed, arrayBuffers: process.memoryUsage().arrayBuffers},
         }
         process.send!(run)
       } else if (m.type === 'exit') {

@@ -40,8 +40,8 @@ function request<T>(child: ChildProcess, message: object, timeoutMs = 120_000): 
   })
 }
 
-function spawnChild(file: string, args: string[], execArgv: string[] = []): ChildProcess {
-  const child = fork(here(file), args, {stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv})
+function spawnChild(file: string, args: string[], execArgv: string[] = [], env: Record<string, string> = {}): ChildProcess {
+  const child = fork(here(file), args, {stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv, env: {...process.env, ...env}})
   cleanup.push(`stopping ${file}`, () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })
@@ -62,6 +62,11 @@ async function sinkSettled(sink: ChildProcess, expected: number): Promise<SinkCo
   }
 }
 
+function memoryText(run: DrainRun): string {
+  const m = run.memory
+  return `RSS ${fixed(m.vmRssKb / 1024, 0)} MB (peak ${fixed(m.vmHwmKb / 1024, 0)}), heap ${fixed(m.heapUsed / 2 ** 20, 0)} MB, buffers ${fixed(m.arrayBuffers / 2 ** 20, 0)} MB`
+}
+
 export async function benchDrain(options: BenchOptions, profile?: string): Promise<Row[]> {
   const sizes = options.quick ? [10_000, 100_000, 1_000_000] : [10_000, 100_000, 1_000_000]
   const repeats = options.repeats
@@ -73,9 +78,9 @@ export async function benchDrain(options: BenchOptions, profile?: string): Promi
 
   const sink = spawnChild('./sink.js', [])
   const {port} = await request<{port: number}>(sink, {})
-  // The drain process runs with the Node options the service gives the daemon.
-  const execArgv = [...serviceNodeOptions(), ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [])]
-  const child = spawnChild('./drain-child.js', [JSON.stringify({netns, sinkPort: port})], execArgv)
+  // The drain process runs with the environment the service gives the daemon (Node's options, malloc's).
+  const execArgv = profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []
+  const child = spawnChild('./drain-child.js', [JSON.stringify({netns, sinkPort: port})], execArgv, serviceEnvironment())
   await request<{ready: boolean}>(child, {})
 
   const rows: Row[] = []
@@ -95,7 +100,7 @@ export async function benchDrain(options: BenchOptions, profile?: string): Promi
       }
       sendErrors += run.sendErrors
       runs.push(run)
-      if (options.verbose) log(`drain ${n}: fill ${fixed(run.fillMs, 0)} ms, drain ${fixed(run.drainMs, 0)} ms (sync ${fixed(run.syncMs, 0)} ms, CPU ${fixed(run.cpuMs, 0)} ms; ${phaseText(run)}), ${run.messages} messages`)
+      if (options.verbose) log(`drain ${n}: fill ${fixed(run.fillMs, 0)} ms, drain ${fixed(run.drainMs, 0)} ms (sync ${fixed(run.syncMs, 0)} ms, CPU ${fixed(run.cpuMs, 0)} ms; ${phaseText(run)}), ${run.messages} messages; ${memoryText(run)}`)
     }
     const ms = median(runs.map((x) => x.drainMs))
     const flowsPerS = n / (ms / 1000)
@@ -122,7 +127,7 @@ export async function benchDrain(options: BenchOptions, profile?: string): Promi
     const run = await request<DrainRun>(child, {type: 'run', flows: active, active: true})
     if (run.exported !== 0 || run.pending !== active) throw new Error(`drain of ${active} active flows exported ${run.exported} (by end reason ${JSON.stringify(run.reasons)}) and holds ${run.pending}, fill ${fixed(run.fillMs, 0)} ms, drain ${fixed(run.drainMs, 0)} ms`)
     activeRuns.push(run)
-    if (options.verbose) log(`drain ${active} active: fill ${fixed(run.fillMs, 0)} ms, drain ${fixed(run.drainMs, 0)} ms (CPU ${fixed(run.cpuMs, 0)} ms; ${phaseText(run)})`)
+    if (options.verbose) log(`drain ${active} active: fill ${fixed(run.fillMs, 0)} ms, drain ${fixed(run.drainMs, 0)} ms (CPU ${fixed(run.cpuMs, 0)} ms; ${phaseText(run)}); ${memoryText(run)}`)
   }
   const activeMs = median(activeRuns.map((x) => x.drainMs))
   const activeRate = active / (activeMs / 1000)
@@ -184,8 +189,10 @@ function phaseText(run: Pick<DrainRun, 'phases'>): string {
 }
 
 /** The NODE_OPTIONS misc/flowctl.service sets for the daemon, as node arguments. */
-export function serviceNodeOptions(): string[] {
+/** The variables the service's `Environment=` lines set (misc/flowctl.service). */
+export function serviceEnvironment(): Record<string, string> {
   const unit = readFileSync(fileURLToPath(new URL('../../../misc/flowctl.service', import.meta.url)), 'utf8')
-  const m = /^Environment=NODE_OPTIONS=(.*)$/m.exec(unit)
-  return m ? m[1].trim().split(/\s+/) : []
+  const env: Record<string, string> = {}
+  for (const [, name, value] of unit.matchAll(/^Environment=([A-Za-z_][A-Za-z0-9_]*)=(.*)$/gm)) env[name] = value.trim()
+  return env
 }

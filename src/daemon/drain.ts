@@ -29,6 +29,8 @@ import {FAMILIES, type Family} from '../flow/record.js'
 import {clockOffsetNs, monotonicNowNs} from '../sys/clock.js'
 
 export const CHUNK = 8192
+/** What the expiry sample's next hop points at between drains. */
+const NO_NEXT_HOP = new Uint8Array(16)
 
 export interface DrainPolicy {
   idleTimeoutNs: number
@@ -175,6 +177,10 @@ export class MeterSetDrainer {
       lap('commitMs')
     } finally {
       for (const m of drained) m.close()
+      // The sample's next hop is a view of what it was last read from, perhaps a slab the
+      // cache has since given back: let that go with the cache's own references.
+      this.sample.nextHopBytes = NO_NEXT_HOP
+      this.sample.nextHopOffset = 0
     }
     return {taken, exported: this.exported, pending: this.pending, ms: performance.now() - started, phases, seen: this.seen, takenByFamily}
   }

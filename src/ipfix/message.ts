@@ -52,6 +52,56 @@ export function maxTemplateFields(maxMessageSize: number): number {
 }
 
 const CHUNK_BYTES = 256 * 1024
+/**
+ * Chunks a builder keeps for reuse once every message carved from them is released: about what
+ * the transport's window holds at most with the default spool (32 MiB), so that a daemon sending
+ * steadily reuses the same memory instead of leaving up to 64 MiB of dead chunks for the garbage
+ * collector (it collects memory outside the JS heap only every 64 MiB or so).
+ */
+const MAX_FREE_CHUNKS = 128
+
+/** A chunk messages are carved from, and how many of those messages someone still holds. */
+interface MessageChunk {
+  memory: Buffer
+  held: number
+  /** The builder has moved on to another chunk: once nothing is held, this one can be reused. */
+  sealed: boolean
+  /** A bit per 8-byte slot where a message starts (messages start 8-byte aligned): set once it is released, so that a second release is seen. */
+  released: Uint8Array
+  free: Buffer[]
+}
+
+/** Each chunk's bookkeeping, by its memory (a message is a view of it): weak, so a chunk never released is collected as usual. */
+const chunks = new WeakMap<ArrayBufferLike, MessageChunk>()
+
+/**
+ * Says that nobody holds `message` any longer (it was sent and can no longer be refused, or it
+ * was dropped): its memory may be reused for a new message. Call it once per message, and only
+ * for messages a MessageBuilder made; for any other buffer it does nothing. A message never
+ * released is simply collected.
+ */
+export function releaseMessage(message: Buffer): void {
+  const chunk = chunks.get(message.buffer)
+  if (!chunk) return
+  const slot = message.byteOffset >> 3
+  const bit = 1 << (slot & 7)
+  if (chunk.released[slot >> 3] & bit || chunk.held <= 0) {
+    // Released twice (a bug): never reuse this chunk, lest a message still held be overwritten.
+    chunks.delete(message.buffer)
+    return
+  }
+  chunk.released[slot >> 3] |= bit
+  if (--chunk.held === 0 && chunk.sealed) giveBack(chunk)
+}
+
+function giveBack(chunk: MessageChunk): void {
+  if (chunk.free.length < MAX_FREE_CHUNKS) {
+    chunk.held = 0
+    chunk.sealed = false
+    chunk.released.fill(0)
+    chunk.free.push(chunk.memory)
+  } else chunks.delete(chunk.memory.buffer)
+}
 
 export class MessageBuilder {
   buf: Buffer
@@ -63,13 +113,25 @@ export class MessageBuilder {
   private readonly maxSize: number
 
   /** Messages are carved one after another out of large chunks: few allocations, few addresses for sendmmsg. */
-  private chunk: Buffer
+  private chunk: MessageChunk
   private chunkPos = 0
+  /** Chunks whose messages were all released, for reuse. */
+  private readonly freeChunks: Buffer[] = []
 
   constructor(maxSize: number) {
     this.maxSize = maxSize
-    this.chunk = Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, maxSize))
-    this.buf = this.chunk.subarray(0, maxSize)
+    this.chunk = this.newChunk()
+    this.buf = this.chunk.memory.subarray(0, maxSize)
+  }
+
+  private newChunk(): MessageChunk {
+    const reused = this.freeChunks.pop()
+    if (reused) return chunks.get(reused.buffer)!
+    // Not from Node's shared pool: each chunk has memory of its own, which identifies it.
+    const memory = Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, this.maxSize))
+    const chunk: MessageChunk = {memory, held: 0, sealed: false, released: new Uint8Array(Math.ceil(memory.length / 64)), free: this.freeChunks}
+    chunks.set(memory.buffer, chunk)
+    return chunk
   }
 
   /**
@@ -77,11 +139,14 @@ export class MessageBuilder {
    * The sequence number is that of the first data record in it, as RFC 7011 §3.1 counts.
    */
   begin(exportTimeSeconds: number, sequenceNumber: number, observationDomainId: number): void {
-    if (this.chunk.length - this.chunkPos < this.maxSize) {
-      this.chunk = Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, this.maxSize))
+    if (this.chunk.memory.length - this.chunkPos < this.maxSize) {
+      const old = this.chunk
+      old.sealed = true
+      this.chunk = this.newChunk()
       this.chunkPos = 0
+      if (old.held === 0) giveBack(old)
     }
-    this.buf = this.chunk.subarray(this.chunkPos, this.chunkPos + this.maxSize)
+    this.buf = this.chunk.memory.subarray(this.chunkPos, this.chunkPos + this.maxSize)
     this.buf.writeUInt16BE(IPFIX_VERSION, 0)
     this.buf.writeUInt32BE(exportTimeSeconds >>> 0, 4)
     this.buf.writeUInt32BE(sequenceNumber >>> 0, 8)
@@ -134,6 +199,7 @@ export class MessageBuilder {
     this.buf.writeUInt16BE(this.pos, 2)
     const message = this.buf.subarray(0, this.pos)
     this.chunkPos += (this.pos + 7) & ~7
+    this.chunk.held++
     this.pos = 0
     return message
   }

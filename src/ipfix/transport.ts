@@ -19,6 +19,7 @@ import {lookup} from 'node:dns/promises'
 import {isIP} from 'node:net'
 
 import {EAGAIN, EINTR, EMSGSIZE, ENOBUFS, socketError, UdpSocket, type QueuedError} from '../sys/udp-socket.js'
+import {releaseMessage} from './message.js'
 import {MessageSpool, type SpooledMessage} from './spool.js'
 import type {CollectorTarget} from './target.js'
 
@@ -49,6 +50,8 @@ const RETRY_MS = 1
  * seen at the check, arrived.
  */
 export const CONFIRM_MS = 1000
+/** How long after CONFIRM_MS the window is looked at between drains (timers may fire a little early). */
+const CONFIRM_SLACK_MS = 50
 
 function anyAddress(host: string | undefined): boolean {
   return !host || host === '0.0.0.0' || host === '::'
@@ -57,6 +60,9 @@ function anyAddress(host: string | undefined): boolean {
 interface SentMessage extends SpooledMessage {
   at: number
 }
+
+/** What a window slot holds once its message counts as arrived. */
+const RELEASED: SentMessage = {message: Buffer.alloc(0), dataRecords: 0, at: 0}
 
 export class UdpTransport {
   readonly target: CollectorTarget
@@ -78,6 +84,8 @@ export class UdpTransport {
   /** When the probe (the oldest spooled message) left, while down. */
   private probeAt?: number
   private retry?: NodeJS.Timeout
+  /** Looks at the window again once its messages can be confirmed, so that they need not wait for the next drain. */
+  private confirmTimer?: NodeJS.Timeout
   private idle: (() => void)[] = []
   sendErrors = 0
 
@@ -137,7 +145,9 @@ export class UdpTransport {
     const dropped: SpooledMessage[] = []
     if (front) dropped.push(...this.spool.unshift(items))
     else for (const item of items) dropped.push(...this.spool.push(item))
-    if (dropped.length) this.events.onDrop?.(dropped)
+    if (!dropped.length) return
+    this.events.onDrop?.(dropped)
+    for (const d of dropped) releaseMessage(d.message)
   }
 
   /** Sends everything queued, in order. */
@@ -161,6 +171,7 @@ export class UdpTransport {
       }
       if (errno === EMSGSIZE) {
         // Too large for any route: it can never leave (maxMessageSize is above the path's limit).
+        releaseMessage(this.queue[this.head])
         this.head++
         this.sendErrors++
         this.events.onError?.(socketError(errno, 'send'))
@@ -186,10 +197,32 @@ export class UdpTransport {
     let head = this.windowHead
     while (this.windowBytes > this.spool.limitBytes && head < this.window.length) this.windowBytes -= this.window[head++].message.length
     this.dropWindowBefore(head)
+    this.confirmLater()
+  }
+
+  /**
+   * Between drains nothing else would look at the window, and it would hold up to spoolBytes
+   * of messages until the next one: check it once they are old enough to count as arrived.
+   */
+  private confirmLater(): void {
+    if (this.confirmTimer || this.windowHead === this.window.length) return
+    this.confirmTimer = setTimeout(() => {
+      this.confirmTimer = undefined
+      if (!this.socket || this.down) return
+      this.checkErrors()
+      this.confirmLater()
+    }, CONFIRM_MS + CONFIRM_SLACK_MS)
+    this.confirmTimer.unref()
   }
 
   /** Forgets the window's messages before index `head` (they count as arrived). */
   private dropWindowBefore(head: number): void {
+    // Let go of them now: the array keeps its slots until it is compacted, and a slot still
+    // holding a message would keep its memory (up to the window's whole limit again).
+    for (let i = this.windowHead; i < head; i++) {
+      releaseMessage(this.window[i].message)
+      this.window[i] = RELEASED
+    }
     this.windowHead = head
     // Compact now and then, not at every message: shifting a long array is O(length).
     if (head === this.window.length) {
@@ -330,6 +363,8 @@ export class UdpTransport {
   close(): void {
     if (this.retry) clearTimeout(this.retry)
     this.retry = undefined
+    if (this.confirmTimer) clearTimeout(this.confirmTimer)
+    this.confirmTimer = undefined
     this.socket?.close()
     this.socket = undefined
     this.resetQueue()

@@ -412,6 +412,44 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       assert.equal(sink.records.find((r) => r.options)!.fields.notSentFlowTotalCount, BigInt(lost.length))
     })
 
+    it('reuses the memory of confirmed messages and never that of messages it still holds (many chunks over a collector that goes down)', async function () {
+      let now = NOW_MS
+      const e = await open({now: () => now})
+      const sent: FlowInput[] = []
+      // ~8 chunks of messages, confirmed: their memory goes back to the builder.
+      for (let i = 0; i < 8; i++) {
+        const flows = randomFlows(4, 4000, 100 + i)
+        e.exportBatch(batchOf(flows, 1))
+        sent.push(...flows)
+        await sink.settle(e)
+        now += CONFIRM_MS + 1
+        e.service()
+      }
+      await sink.until(() => sink.records.length === sent.length, `${sent.length} records`)
+      const port = sink.port
+      await sink.stop()
+      // Down: new messages are built in reused memory and held in the spool, while yet more are built.
+      const missed: FlowInput[] = []
+      for (let i = 0; i < 8; i++) {
+        const flows = randomFlows(4, 4000, 200 + i)
+        missed.push(...flows)
+        e.exportBatch(batchOf(flows, 1))
+        await sleep(5)
+        e.service()
+      }
+      assert.ok(e.stats.spooledMessages > 100, `spooled ${e.stats.spooledMessages}`)
+      sink = await Sink.start({port})
+      e.service()
+      now += CONFIRM_MS
+      await sleep(20)
+      e.service()
+      await sink.until(() => sink.records.length >= missed.length, `${missed.length} records`, 10_000)
+      await sleep(50)
+      assert.deepEqual(sink.records.map((r) => r.fields), missed.map(expectedFields))
+      assert.equal(e.stats.spoolDroppedMessages, 0)
+      assertPass()
+    })
+
     it('replays nothing twice: a collector that was up until it stopped gets only what it missed', async function () {
       let now = NOW_MS
       const e = await open({now: () => now})

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import {CodecError} from '../../src/ipfix/errors.js'
 import {elementByName, resolveElement, VARIABLE_LENGTH, type InformationElement} from '../../src/ipfix/elements.js'
 import {IpfixDecoder} from '../../src/ipfix/decoder.js'
-import {MESSAGE_AND_SET_HEADERS_LENGTH, MessageBuilder, maxTemplateFields, TEMPLATE_SET_ID, templateFits} from '../../src/ipfix/message.js'
+import {MESSAGE_AND_SET_HEADERS_LENGTH, MessageBuilder, maxTemplateFields, releaseMessage, TEMPLATE_SET_ID, templateFits} from '../../src/ipfix/message.js'
 import {encodeTemplateRecord, type Template, type TemplateField} from '../../src/ipfix/template.js'
 
 function el(name: string): InformationElement {
@@ -79,6 +79,60 @@ describe('ipfix/message', function () {
         assert.equal(templateFits(ones(n + 1), size).fits, false, `${size}`)
       }
       assert.equal(maxTemplateFields(80), 14)
+    })
+  })
+
+  describe('MessageBuilder memory reuse (releaseMessage)', function () {
+    const MAX = 1400
+    /** A message of `MAX` bytes whose body is `seed` repeated: whether it is still intact shows whether its memory was reused. */
+    function build(builder: MessageBuilder, seed: number): Buffer {
+      builder.begin(0, seed, 1)
+      builder.openSet(TEMPLATE_SET_ID)
+      builder.buf.fill(seed & 0xff, builder.pos, MAX)
+      builder.pos = MAX
+      return builder.finish()
+    }
+    function intact(m: Buffer, seed: number): boolean {
+      return m.readUInt32BE(8) === seed && m.subarray(MESSAGE_AND_SET_HEADERS_LENGTH).every((b) => b === (seed & 0xff))
+    }
+
+    it('reuses a chunk once all its messages are released, and never the memory of a message still held', function () {
+      const builder = new MessageBuilder(MAX)
+      const held = new Map<number, Buffer>()
+      const released = new Set<ArrayBufferLike>()
+      let reused = 0
+      let seed = 0
+      // Some messages are held for long (as a spool would), most are released soon after (as the window does).
+      for (let round = 0; round < 40; round++) {
+        for (let i = 0; i < 100; i++) {
+          const m = build(builder, ++seed)
+          if (released.has(m.buffer)) reused++
+          held.set(seed, m)
+        }
+        for (const [s, m] of held) {
+          if (s % 997 !== 0 && s < seed - 150) {
+            releaseMessage(m)
+            released.add(m.buffer)
+            held.delete(s)
+          }
+        }
+        for (const [s, m] of held) assert.ok(intact(m, s), `message ${s} overwritten after round ${round}`)
+      }
+      assert.ok(reused > 1000, `memory was reused (${reused} messages in released chunks)`)
+    })
+
+    it('a message released twice takes its chunk out of reuse instead of freeing what is still held', function () {
+      const builder = new MessageBuilder(MAX)
+      const first = build(builder, 1)
+      const second = build(builder, 2)
+      releaseMessage(first)
+      releaseMessage(first) // a bug: the chunk must not come back while `second` is held
+      for (let s = 3; s < 2000; s++) releaseMessage(build(builder, s))
+      assert.ok(intact(second, 2))
+    })
+
+    it('ignores buffers no builder made', function () {
+      assert.doesNotThrow(() => releaseMessage(Buffer.alloc(100)))
     })
   })
 })
