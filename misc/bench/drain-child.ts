@@ -40,8 +40,12 @@ export interface DrainRun {
   octets: number
   messages: number
   sendErrors: number
-  /** The process's memory after the run: VmRSS, VmHWM (kB) and V8's heap and buffers (bytes). */
-  memory: {vmRssKb: number; vmHwmKb: number; heapUsed: number; arrayBuffers: number}
+  /**
+   * The process's memory after the run: VmRSS, VmHWM and, of VmRSS, anonymous memory (its own)
+   * and pages of files (Node's binary and libraries, shared and reclaimable), in kB; V8's heap
+   * and buffers, in bytes.
+   */
+  memory: {vmRssKb: number; vmHwmKb: number; rssAnonKb: number; rssFileKb: number; heapUsed: number; arrayBuffers: number}
 }
 
 export interface DrainExit {
@@ -140,7 +144,7 @@ async function main(): Promise<void> {
           octets: exporter.stats.octets - before.octets,
           messages: exporter.stats.messages - before.messages,
           sendErrors: exporter.stats.sendErrors - before.sendErrors,
-          memory: {vmRssKb: status('VmRSS'), vmHwmKb: status('VmHWM'), heapUsed: process.memoryUsage().heapUsed, arrayBuffers: process.memoryUsage().arrayBuffers},
+          memory: {vmRssKb: status('VmRSS'), vmHwmKb: status('VmHWM'), rssAnonKb: status('RssAnon'), rssFileKb: status('RssFile'), heapUsed: process.memoryUsage().heapUsed, arrayBuffers: process.memoryUsage().arrayBuffers},
         }
         process.send!(run)
       } else if (m.type === 'exit') {

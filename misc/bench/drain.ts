@@ -64,7 +64,7 @@ async function sinkSettled(sink: ChildProcess, expected: number): Promise<SinkCo
 
 function memoryText(run: DrainRun): string {
   const m = run.memory
-  return `RSS ${fixed(m.vmRssKb / 1024, 0)} MB (peak ${fixed(m.vmHwmKb / 1024, 0)}), heap ${fixed(m.heapUsed / 2 ** 20, 0)} MB, buffers ${fixed(m.arrayBuffers / 2 ** 20, 0)} MB`
+  return `RSS ${fixed(m.vmRssKb / 1024, 0)} MB (own ${fixed(m.rssAnonKb / 1024, 0)}, files ${fixed(m.rssFileKb / 1024, 0)}; peak ${fixed(m.vmHwmKb / 1024, 0)}), heap ${fixed(m.heapUsed / 2 ** 20, 0)} MB, buffers ${fixed(m.arrayBuffers / 2 ** 20, 0)} MB`
 }
 
 export async function benchDrain(options: BenchOptions, profile?: string): Promise<Row[]> {
@@ -87,6 +87,7 @@ export async function benchDrain(options: BenchOptions, profile?: string): Promi
   let expected = 0
   let lost = 0
   let sendErrors = 0
+  const allRuns: DrainRun[] = []
   for (const n of sizes) {
     const runs: DrainRun[] = []
     for (let r = 0; r < repeats; r++) {
@@ -100,6 +101,7 @@ export async function benchDrain(options: BenchOptions, profile?: string): Promi
       }
       sendErrors += run.sendErrors
       runs.push(run)
+      allRuns.push(run)
       if (options.verbose) log(`drain ${n}: fill ${fixed(run.fillMs, 0)} ms, drain ${fixed(run.drainMs, 0)} ms (sync ${fixed(run.syncMs, 0)} ms, CPU ${fixed(run.cpuMs, 0)} ms; ${phaseText(run)}), ${run.messages} messages; ${memoryText(run)}`)
     }
     const ms = median(runs.map((x) => x.drainMs))
@@ -127,6 +129,7 @@ export async function benchDrain(options: BenchOptions, profile?: string): Promi
     const run = await request<DrainRun>(child, {type: 'run', flows: active, active: true})
     if (run.exported !== 0 || run.pending !== active) throw new Error(`drain of ${active} active flows exported ${run.exported} (by end reason ${JSON.stringify(run.reasons)}) and holds ${run.pending}, fill ${fixed(run.fillMs, 0)} ms, drain ${fixed(run.drainMs, 0)} ms`)
     activeRuns.push(run)
+    allRuns.push(run)
     if (options.verbose) log(`drain ${active} active: fill ${fixed(run.fillMs, 0)} ms, drain ${fixed(run.drainMs, 0)} ms (CPU ${fixed(run.cpuMs, 0)} ms; ${phaseText(run)}); ${memoryText(run)}`)
   }
   const activeMs = median(activeRuns.map((x) => x.drainMs))
@@ -163,10 +166,12 @@ export async function benchDrain(options: BenchOptions, profile?: string): Promi
     pass: lost === 0 && counts.sequenceGaps === 0 && counts.drops === 0 && sendErrors === 0,
   })
   const peakMb = exit.vmHwmKb / 1024
+  const largest = allRuns.reduce((a, b) => (b.memory.vmRssKb > a.memory.vmRssKb ? b : a))
   rows.push({
     figure: 'daemon peak RSS draining 1 M flows',
     ours: `${fixed(peakMb, 0)} MB`,
-    reference: 'VmHWM of the drain process',
+    // Of the RSS, what the process has to itself and what are pages of files (Node's binary and libraries, shared with other processes and reclaimable).
+    reference: `VmHWM of the drain process; after its largest run ${fixed(largest.memory.rssAnonKb / 1024, 0)} MB its own, ${fixed(largest.memory.rssFileKb / 1024, 0)} MB of files`,
     ratio: '',
     target: '<= 200 MB',
     pass: peakMb <= 200,
