@@ -162,7 +162,12 @@ async function main(): Promise<void> {
     await lab.destroy()
     for (const dir of [env.FLOWCTL_PIN_ROOT, env.FLOWCTL_RUN_DIR, work]) rmSync(dir, {recursive: true, force: true})
   }
-  process.once('SIGINT', () => {
+  // `on`, not `once`: execa's exit hook re-raises a signal that no other listener is left to
+  // handle, which killed the soak before it removed its namespaces and pins.
+  let interrupted = false
+  process.on('SIGINT', () => {
+    if (interrupted) return
+    interrupted = true
     log('SIGINT: cleaning up')
     void cleanup().then(() => process.exit(130))
   })

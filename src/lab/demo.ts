@@ -25,7 +25,7 @@ import {ConformanceChecker} from '../ipfix/conformance.js'
 import {renderFields} from '../ipfix/decoder.js'
 import type {Paths} from '../paths.js'
 import {Lab} from './lab.js'
-import {ping, runAgent, startAgent} from './traffic.js'
+import {ping, startAgent} from './traffic.js'
 
 /** What the demo sent, with what the meter must count for it at each router interface. */
 export interface DemoTraffic {
@@ -95,12 +95,23 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   let router: string | undefined
   const agents: {stop(): void}[] = []
   let interrupted = false
+  let interruptNow = () => {}
+  const interruption = new Promise<never>((_, reject) => {
+    interruptNow = () => reject(new Error('interrupted'))
+  })
+  interruption.catch(() => {})
+  /** `promise`, or the interruption, whichever comes first: a signal need not wait for the traffic to end. */
+  const untilInterrupted = <T>(promise: Promise<T>): Promise<T> => Promise.race([promise, interruption])
   const onSignal = () => {
+    if (interrupted) return
     interrupted = true
     log('interrupted: removing the lab')
+    interruptNow()
   }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  // `on`, not `once`, and kept until the lab is removed: execa's exit hook re-raises a signal that
+  // no other listener is left to handle, which would kill the process before it removes the lab.
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
   const checkInterrupt = () => {
     if (interrupted) throw new Error('interrupted')
   }
@@ -187,14 +198,20 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
         {host: '198.18.2.1', size: 1000, gapMs: 50, src: '198.18.1.1'},
         {host: 'fd00:2::1', size: 400, gapMs: 30, src: 'fd00:1::1'},
       ]
+      // Senders run as agents the clean-up stops, so that an interrupted demo leaves none behind.
+      const sender = async <T>(spec: Parameters<typeof startAgent>[1]): Promise<T> => {
+        const agent = await startAgent<T>(client, spec)
+        agents.push(agent)
+        return agent.result
+      }
       const udpRuns = Promise.all(
-        udpSends.map((u) => runAgent<{packets: number; sport: number}>(client, {mode: 'udp-send', host: u.host, port: 5353, count: 1_000_000, size: u.size, gapMs: u.gapMs, durationMs: ms})),
+        udpSends.map((u) => sender<{packets: number; sport: number}>({mode: 'udp-send', host: u.host, port: 5353, count: 1_000_000, size: u.size, gapMs: u.gapMs, durationMs: ms})),
       )
-      const tcpRun = runAgent<{localPort: number}>(client, {mode: 'tcp-send', host: '198.18.2.1', port: 8080, bytes: 2_000_000})
-      await Promise.all([ping(client, '198.18.2.1', 5, 56, 0.2), ping(client, 'fd00:2::1', 5, 56, 0.2)])
-      const [u1, u2, u3] = await udpRuns
-      const t = await tcpRun
-      await tcp4.result
+      const tcpRun = sender<{localPort: number}>({mode: 'tcp-send', host: '198.18.2.1', port: 8080, bytes: 2_000_000})
+      await untilInterrupted(Promise.all([ping(client, '198.18.2.1', 5, 56, 0.2), ping(client, 'fd00:2::1', 5, 56, 0.2)]))
+      const [u1, u2, u3] = await untilInterrupted(udpRuns)
+      const t = await untilInterrupted(tcpRun)
+      await untilInterrupted(tcp4.result)
       for (const [i, r] of [u1, u2, u3].entries()) {
         const u = udpSends[i]
         const header = u.host.includes(':') ? 48 : 28
@@ -205,7 +222,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       sent.push({what: 'icmpv6 echo', proto: 58, src: 'fd00:1::1', dst: 'fd00:2::1', packets: 5, bytes: 5 * 104})
       checkInterrupt()
       // Idle timeout (2 s) and a drain: the UDP flows leave as idle, the TCP ones ended with FIN.
-      await new Promise((r) => setTimeout(r, 3500))
+      await untilInterrupted(new Promise((r) => setTimeout(r, 3500)))
     } finally {
       clearInterval(ticker)
     }
@@ -217,16 +234,19 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const report = collector.checker!.report()
     return {sent, records, conformance: {verdict: report.verdict, reasons: report.reasons}, messages}
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
-    for (const a of agents) a.stop()
-    if (daemon) await daemon.stop().catch(() => {})
-    await metrics?.close()
-    await collector.stop()
-    if (router) await detachMeters(paths, {targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
-    await lab.destroy()
-    for (const dir of [paths.pinRoot, paths.runDir, stateDir]) rmSync(dir, {recursive: true, force: true})
-    log('lab removed')
+    try {
+      for (const a of agents) a.stop()
+      if (daemon) await daemon.stop().catch(() => {})
+      await metrics?.close()
+      await collector.stop()
+      if (router) await detachMeters(paths, {targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
+      await lab.destroy()
+      for (const dir of [paths.pinRoot, paths.runDir, stateDir]) rmSync(dir, {recursive: true, force: true})
+      log('lab removed')
+    } finally {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    }
   }
 }
 

@@ -6,7 +6,9 @@ import assert from 'node:assert/strict'
 import {readdirSync} from 'node:fs'
 
 import type {DemoResult} from '../../src/lab/demo.js'
-import {cli, requireE2e} from '../helpers/e2e.js'
+import {execa} from 'execa'
+
+import {cli, CLI, requireE2e} from '../helpers/e2e.js'
 
 function leftovers(): string[] {
   const netns = (() => {
@@ -39,4 +41,30 @@ describe('flowctl demo @e2e', function () {
     assert.match(r.stderr, /lab removed/)
     assert.deepEqual(leftovers(), before)
   })
+
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    it(`removes its lab when interrupted (${signal}, as Ctrl-C or systemd would) while traffic runs`, async function () {
+      const before = leftovers()
+      // (execa would otherwise follow SIGTERM with SIGKILL after 5 s.)
+      const child = execa(process.execPath, [CLI, 'demo', '--seconds', '30'], {reject: false, timeout: 120_000, forceKillAfterDelay: false})
+      const started = Date.now()
+      let stderr = ''
+      // Interrupt once the lab carries traffic and the daemon has exported something.
+      await new Promise<void>((resolve, reject) => {
+        child.stderr!.on('data', (d: Buffer) => {
+          stderr += d.toString()
+          if (/[1-9]\d* flow records decoded/.test(stderr)) resolve()
+        })
+        void child.then((r) => reject(new Error(`demo ended before it exported anything (${r.exitCode}): ${stderr}`)))
+      })
+      child.kill(signal)
+      const r = await child
+      // It stops at once, not when its 30 s of traffic would have ended.
+      assert.ok(Date.now() - started < 25_000, `the demo took ${Date.now() - started} ms to stop`)
+      assert.notEqual(r.exitCode, 0, 'an interrupted demo does not say it succeeded')
+      assert.equal(r.signal, undefined, `the demo was killed by ${r.signal} before it could remove its lab:\n${stderr}`)
+      assert.match(String(r.stderr), /lab removed/)
+      assert.deepEqual(leftovers(), before)
+    })
+  }
 })
