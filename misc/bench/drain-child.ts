@@ -56,9 +56,19 @@ export interface DrainExit {
 const SECOND = 1e9
 const FILL_CHUNK = 65_536
 
-function status(field: string): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/self/status', 'utf8'))
-  return m ? Number(m[1]) : 0
+/** Fields of one reading of /proc/self/status, in kB. */
+function status(): (field: string) => number {
+  const text = readFileSync('/proc/self/status', 'utf8')
+  return (field) => {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)
+    return m ? Number(m[1]) : 0
+  }
+}
+
+function memoryNow(): DrainRun['memory'] {
+  const kb = status()
+  const {heapUsed, arrayBuffers} = process.memoryUsage()
+  return {vmRssKb: kb('VmRSS'), vmHwmKb: kb('VmHWM'), rssAnonKb: kb('RssAnon'), rssFileKb: kb('RssFile'), heapUsed, arrayBuffers}
 }
 
 async function main(): Promise<void> {
@@ -144,11 +154,12 @@ async function main(): Promise<void> {
           octets: exporter.stats.octets - before.octets,
           messages: exporter.stats.messages - before.messages,
           sendErrors: exporter.stats.sendErrors - before.sendErrors,
-          memory: {vmRssKb: status('VmRSS'), vmHwmKb: status('VmHWM'), rssAnonKb: status('RssAnon'), rssFileKb: status('RssFile'), heapUsed: process.memoryUsage().heapUsed, arrayBuffers: process.memoryUsage().arrayBuffers},
+          memory: memoryNow(),
         }
         process.send!(run)
       } else if (m.type === 'exit') {
-        const exit: DrainExit = {vmHwmKb: status('VmHWM'), vmRssKb: status('VmRSS')}
+        const {vmHwmKb, vmRssKb} = memoryNow()
+        const exit: DrainExit = {vmHwmKb, vmRssKb}
         maps.close()
         drainer.close()
         exporter.close()

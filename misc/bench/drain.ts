@@ -193,7 +193,6 @@ function phaseText(run: Pick<DrainRun, 'phases'>): string {
   return `swap ${fixed(p.swapMs, 0)}, merge ${fixed(p.mergeMs, 0)}, expire ${fixed(p.expireMs, 0)}, commit ${fixed(p.commitMs, 0)} ms`
 }
 
-/** The NODE_OPTIONS misc/flowctl.service sets for the daemon, as node arguments. */
 /** The variables the service's `Environment=` lines set (misc/flowctl.service). */
 export function serviceEnvironment(): Record<string, string> {
   const unit = readFileSync(fileURLToPath(new URL('../../../misc/flowctl.service', import.meta.url)), 'utf8')

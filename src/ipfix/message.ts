@@ -111,7 +111,6 @@ export function releaseMessage(message: Buffer): void {
 /** A chunk nothing is held in any more goes back to its builder (or, past MAX_FREE_CHUNKS, to the garbage collector). */
 function giveBack(chunk: MessageChunk): void {
   if (chunk.poisoned || chunk.free.length >= MAX_FREE_CHUNKS) return
-  chunk.held = 0
   chunk.sealed = false
   chunk.released?.fill(0)
   chunk.free.push(chunk)
