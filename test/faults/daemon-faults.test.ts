@@ -187,6 +187,21 @@ describe('daemon faults @e2e', function () {
     assert.equal(d.count('state-file-invalid'), 1)
   })
 
+  it('refuses to start, in one line naming stateFile, with a state file under a missing /proc path (it froze at 100 % CPU there, deaf to SIGTERM)', async function () {
+    const sink = await collector()
+    const file = config(sink.port, {stateFile: '/proc/flowctl-fault/daemon-state.json'})
+    const d = daemon(file)
+    // Before, it started, spun in its first save and ignored SIGTERM: stopped here with SIGKILL.
+    const timer = setTimeout(() => d.signal('SIGKILL'), 20_000)
+    const r = await d.child
+    clearTimeout(timer)
+    assert.equal(r.exitCode, 2, d.tail)
+    assert.equal(
+      String(r.stderr).trim(),
+      `flowctl: ${file}: stateFile: the directory /proc/flowctl-fault cannot be created (mkdir in /proc fails: ENOENT); allowed: a file in a directory that exists or can be created, e.g. under /var/lib`,
+    )
+  })
+
   it('does not hold the flow log past the hook timeout when a hook child escapes its process group (setsid)', async function () {
     const sink = await collector()
     const logFile = join(tmp, 'flows.log')
