@@ -4,6 +4,8 @@ import {mkdtempSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
+import {execa} from 'execa'
+
 import {makeDirectories, missingDirectories} from '../../src/sys/directories.js'
 
 describe('sys/directories', function () {
@@ -31,5 +33,23 @@ describe('sys/directories', function () {
 
   it('throws what mkdir says under /proc, once', function () {
     assert.throws(() => makeDirectories('/proc/flowctl-test/a/b'), {code: 'ENOENT', message: "ENOENT: no such file or directory, mkdir '/proc/flowctl-test'"})
+  })
+
+  it('the run directory and pin root (FLOWCTL_RUN_DIR, FLOWCTL_PIN_ROOT) under a missing /proc path fail at once, where they spun', async function () {
+    // In a child process: before, Node's recursive mkdir never returned there.
+    const state = JSON.stringify(new URL('../../src/bpf/state.js', import.meta.url).href)
+    const script = `
+      const {claimMeterRoot, withStateLock} = await import(${state})
+      const paths = {pinRoot: '/proc/flowctl-test/pins', runDir: '/proc/flowctl-test/run', cacheDir: '/tmp', stateDir: '/tmp'}
+      const errors = []
+      await withStateLock(paths, async () => undefined).catch((e) => errors.push(e.code))
+      try { claimMeterRoot(paths) } catch (e) { errors.push(e.message) }
+      console.log(JSON.stringify(errors))`
+    const r = await execa(process.execPath, ['--input-type=module', '-e', script], {timeout: 20_000, reject: false})
+    assert.equal(r.timedOut, false, 'did not return within 20 s')
+    assert.deepEqual(JSON.parse(r.stdout), [
+      'ENOENT',
+      "cannot create /proc/flowctl-test/pins (ENOENT: no such file or directory, mkdir '/proc/flowctl-test'): is bpffs mounted on /sys/fs/bpf?",
+    ])
   })
 })
