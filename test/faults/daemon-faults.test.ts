@@ -202,11 +202,13 @@ describe('daemon faults @e2e', function () {
     )
   })
 
-  it('does not hold the flow log past the hook timeout when a hook child escapes its process group (setsid)', async function () {
+  it('does not hold the flow log past the hook timeout when a hook and its child that left its process group (setsid) hang', async function () {
     const sink = await collector()
     const logFile = join(tmp, 'flows.log')
     const pidFile = join(tmp, 'escaped.pid')
-    const hook = `cat; setsid sh -c 'echo $$ > ${pidFile}; exec sleep 25' &`
+    // The hook hangs after answering; its child, in a session of its own, holds stdout too. The
+    // child writes its pid as the host sees it ($$ is its pid in the hook's namespace).
+    const hook = `cat; setsid sh -c 'read pid rest < /proc/self/stat; echo $pid > ${pidFile}; exec sleep 25' & sleep 25`
     const extra = `logs:\n- file: ${logFile}\n  hooks:\n  - name: escapes\n    shell: "${hook.replace(/"/g, '\\"')}"\n    timeoutSeconds: 2\n`
     const d = daemon(config(sink.port, {stateFile: join(tmp, 'hook-state.json'), extra}))
     await d.waitForLog('started')
