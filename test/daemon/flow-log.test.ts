@@ -57,9 +57,10 @@ describe('flow log output and hooks', function () {
   let dir: string
   let logText: string[]
   const log = createLogger((l) => logText.push(l), 'debug')
-  let seen: {written: number; failures: {hook: string; reason: string}[]; queued: number}
+  let seen: {written: number; lost: number; failures: {hook: string; reason: string}[]; queued: number}
   const obs = {
     written: (_o: string, n: number) => (seen.written += n),
+    lost: (_o: string, n: number) => (seen.lost += n),
     hookFailed: (_o: string, hook: string, reason: string) => seen.failures.push({hook, reason}),
     queued: (_o: string, n: number) => (seen.queued = Math.max(seen.queued, n)),
   }
@@ -68,7 +69,7 @@ describe('flow log output and hooks', function () {
   beforeEach(function () {
     dir = mkdtempSync(join(tmpdir(), 'fct-flowlog-'))
     logText = []
-    seen = {written: 0, failures: [], queued: 0}
+    seen = {written: 0, lost: 0, failures: [], queued: 0}
   })
 
   afterEach(function () {
