@@ -20,11 +20,11 @@ import {compileTemplates, exporterFor} from '../config/exporters.js'
 import type {CollectorExporter, ExportTemplate} from '../ipfix/exporter.js'
 import {netnsLabel} from '../sys/netns.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
+import {createLogger, type Logger} from './log.js'
+import {DaemonStateFile} from './state-file.js'
 
 /** What became of the meter set a drainer opened: still pinned, its pins gone, or another set pinned in its place. */
 type MeterFate = 'live' | 'removed' | 'replaced'
-import {createLogger, type Logger} from './log.js'
-import {DaemonStateFile} from './state-file.js'
 
 /** An output besides the collectors (flow logs): gets every exported batch. */
 export interface FlowOutput {

@@ -130,6 +130,11 @@ export class MeterSetDrainer {
     return this.store.identity
   }
 
+  /** Flows each flow map of the set this drainer holds can take. */
+  get capacity(): number {
+    return this.store.capacity
+  }
+
   /** One of the set's maps, from the directory this drainer holds. */
   openMap(name: string): BpfMap {
     return this.store.openMap(name)
