@@ -21,6 +21,8 @@ import {carryOverLegacy, moveLegacyAside} from './migrate.js'
 import {BpfMap} from './libbpf.js'
 import {readState, sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
 import {requirePinRootOnBpffs} from './bpffs.js'
+import {FlowStore} from './flow-store.js'
+import {tryLock} from '../sys/flock.js'
 
 export const DEFAULT_PREF = 1
 export const DEFAULT_HANDLE = 1
@@ -299,6 +301,12 @@ export interface DetachReport {
   outcomes: DetachOutcome[]
   /** Meter sets removed because nothing was attached to them any more. */
   removedMeterSets: string[]
+  /**
+   * Flows not exported yet that went with the removed maps, by namespace (those that held any).
+   * Counted only when no daemon runs: a running daemon holds the maps open and exports their
+   * flows at its next drain.
+   */
+  discardedFlows: Record<string, number>
 }
 
 export async function detachMeters(paths: Paths, request: DetachRequest): Promise<DetachReport> {
@@ -331,6 +339,7 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
         removedMeterSets: MeterSet.list(paths)
           .filter((set) => !remaining.some((a) => sameNetns(a.netns, set.netns)) && (request.all || selected.some((a) => sameNetns(a.netns, set.netns))))
           .map((set) => netnsLabel(set.netns)),
+        discardedFlows: {},
       }
     }
 
@@ -361,16 +370,21 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
       }
     }
 
-    // A meter set with nothing attached is removed with its maps.
+    // A meter set with nothing attached is removed with its maps. A running daemon holds them
+    // open: they live on until it has exported their flows. Without one, the flows go with them.
     const removedMeterSets: string[] = []
+    const discardedFlows: Record<string, number> = {}
+    const daemon = daemonRunning(paths)
     for (const set of MeterSet.list(paths)) {
       if (state.attachments.some((a) => sameNetns(a.netns, set.netns))) continue
       if (!request.all && !selected.some((a) => sameNetns(a.netns, set.netns))) continue
+      const discarded = daemon ? undefined : unexportedFlows(set)
       await set.remove()
       state.meterSets = state.meterSets.filter((m) => !sameNetns(m.netns, set.netns))
       removedMeterSets.push(netnsLabel(set.netns))
+      if (discarded) discardedFlows[netnsLabel(set.netns)] = discarded
     }
-    return {outcomes, removedMeterSets}
+    return {outcomes, removedMeterSets, discardedFlows}
   })
 }
 
@@ -389,6 +403,35 @@ function planAttach(paths: Paths, request: AttachRequest, resolved: ResolvedTarg
     }
   }
   return outcomes
+}
+
+/** Whether a daemon holds the one-daemon lock on the pin root (src/bpf/state.ts claimMeterRoot). */
+function daemonRunning(paths: Paths): boolean {
+  let lock
+  try {
+    lock = tryLock(paths.pinRoot, {directory: true})
+  } catch {
+    return false // no pin root, no daemon draining anything under it
+  }
+  lock?.release()
+  return lock === undefined
+}
+
+/** Flows a meter set holds that no daemon exported, or undefined if it cannot be read (another layout). */
+function unexportedFlows(set: MeterSet): number | undefined {
+  let store: FlowStore
+  try {
+    store = FlowStore.open(set)
+  } catch {
+    return undefined
+  }
+  try {
+    return store.unexportedFlows()
+  } catch {
+    return undefined
+  } finally {
+    store.close()
+  }
 }
 
 async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolean> {

@@ -14,6 +14,11 @@
  * a later drain that is still pinned: each count is in the kernel at least once at every instant.
  * A flow exported by a drain that was cut short before its commit goes out again (at least once,
  * never lost).
+ *
+ * A store holds its set's map directory open (HeldMapDir) and makes, lists and removes pins only
+ * through it: once `meter detach` has removed the set, nothing it does lands in another set
+ * attached at the same path since. Its maps live on while it holds them, so the daemon can still
+ * take their last flows out (swapOut without a pin) and export them.
  */
 import {unlinkSync} from 'node:fs'
 
@@ -27,13 +32,14 @@ import {
   pendingFlowLayout,
   readDrainState,
   readFlowSample,
+  readMeterMeta,
   readU32,
   writeDrainState,
   writeU32,
   type DrainState,
 } from './layout.js'
 import {BpfMap} from './libbpf.js'
-import {FamilyMaps, type MeterSet} from './meter-set.js'
+import {FamilyMaps, HeldMapDir, type MeterSet} from './meter-set.js'
 import {ReadAhead} from './read-ahead.js'
 
 /** Chunks written or deleted per batch syscall (8 MiB of values). */
@@ -51,38 +57,58 @@ export interface Leftover {
 export class FlowStore {
   readonly set: MeterSet
   readonly families: Record<Family, FamilyMaps>
+  /** Flows each flow map of this set holds. */
+  readonly capacity: number
+  private readonly dir: HeldMapDir
   private readonly pending: BpfMap
   /** This meter set's snapshot chunk size (older sets keep a larger one: bpf/flowctl.h). */
   private readonly chunkBytes: number
   private readonly drainStateMap: BpfMap
   private state: DrainState
 
-  private constructor(set: MeterSet, families: Record<Family, FamilyMaps>, pending: BpfMap, drainState: BpfMap) {
-    this.set = set
+  private constructor(dir: HeldMapDir, families: Record<Family, FamilyMaps>, pending: BpfMap, drainState: BpfMap, capacity: number) {
+    this.set = dir.set
+    this.dir = dir
     this.families = families
+    this.capacity = capacity
     this.pending = pending
     this.chunkBytes = pending.info.valueSize
     this.drainStateMap = drainState
     this.state = readDrainState(drainState)
   }
 
-  /** Opens a meter set's maps (after checking their layout). */
+  /** Opens a meter set's maps (after checking their layout), all from the one directory it holds. */
   static open(set: MeterSet): FlowStore {
     set.verifyLayout()
-    const opened: {close(): void}[] = []
+    const dir = HeldMapDir.open(set)
+    const opened: {close(): void}[] = [dir]
     try {
-      const f4 = FamilyMaps.open(set, 4)
+      const f4 = FamilyMaps.open(set, 4, dir)
       opened.push(f4)
-      const f6 = FamilyMaps.open(set, 6)
+      const f6 = FamilyMaps.open(set, 6, dir)
       opened.push(f6)
-      const pending = set.openMap('pending')
+      const pending = dir.openMap('pending')
       opened.push(pending)
-      const drainState = set.openMap('drain_state')
-      return new FlowStore(set, {4: f4, 6: f6}, pending, drainState)
+      const meta = dir.openMap('meta')
+      opened.push(meta)
+      const {capacity} = readMeterMeta(meta)
+      const drainState = dir.openMap('drain_state')
+      meta.close()
+      return new FlowStore(dir, {4: f4, 6: f6}, pending, drainState, capacity)
     } catch (error) {
       for (const m of opened) m.close()
       throw error
     }
+  }
+
+  /** The meter set this store opened, as MeterSet.identity() names it. */
+  get identity(): number {
+    return this.drainStateMap.info.id
+  }
+
+  /** One of this set's maps, from the directory the store holds (never from another set at its path). */
+  openMap(name: string): BpfMap {
+    return this.dir.openMap(name)
   }
 
   /** Drains committed so far. */
@@ -92,7 +118,7 @@ export class FlowStore {
 
   /** Empty caches sized for this meter set: the daemon holds up to twice a flow map's capacity. */
   newCaches(): FamilyCaches {
-    const max = 2 * this.set.capacity()
+    const max = 2 * this.capacity
     const cache = (family: Family) => new FlowCache(flowRecordLayout(family, this.chunkBytes), max)
     return {4: cache(4), 6: cache(6)}
   }
@@ -140,7 +166,7 @@ export class FlowStore {
    */
   leftovers(): Leftover[] {
     const out: Leftover[] = []
-    for (const d of this.set.drainMaps()) {
+    for (const d of this.dir.drainMaps()) {
       if (d.gen <= this.state.gen) {
         unlinkQuietly(d.path)
         continue
@@ -156,9 +182,13 @@ export class FlowStore {
     return out
   }
 
-  /** Takes the live flow map of `family` out (pinned as drained by drain `gen`) and returns it. */
-  swapOut(family: Family, gen: number): BpfMap {
-    return this.families[family].swapOut(this.set.drainMapPath(family, gen))
+  /**
+   * Takes the live flow map of `family` out (pinned as drained by drain `gen`) and returns it.
+   * Without `gen`, it is not pinned: the last drain of a set whose pins are gone, which has no
+   * directory to pin it in and commits nothing.
+   */
+  swapOut(family: Family, gen?: number): BpfMap {
+    return this.families[family].swapOut(gen === undefined ? undefined : this.dir.drainMapPath(family, gen))
   }
 
   /**
@@ -173,7 +203,7 @@ export class FlowStore {
     writeDrainState(this.drainStateMap, next)
     this.state = next
     this.deleteChunks(previous.slot, previous.chunks)
-    for (const d of this.set.drainMaps()) if (d.gen <= gen) unlinkQuietly(d.path)
+    for (const d of this.dir.drainMaps()) if (d.gen <= gen) unlinkQuietly(d.path)
   }
 
   /**
@@ -267,11 +297,46 @@ export class FlowStore {
     }
   }
 
+  /**
+   * Flows the set holds that no daemon has exported yet, each key once: the snapshot's, the
+   * drained maps' not committed yet, and the live maps' (read in place: for a set whose filters
+   * are gone). Changes nothing.
+   */
+  unexportedFlows(): number {
+    const caches = this.newCaches()
+    this.loadSnapshot(caches)
+    let beyond = 0
+    const count = (family: Family, map: BpfMap) => {
+      forEachFlow(map, (keys, ko, sample) => {
+        if (caches[family].add(keys, ko, sample) < 0) beyond++
+      })
+    }
+    for (const d of this.dir.drainMaps()) {
+      if (d.gen <= this.state.gen) continue
+      const map = BpfMap.open(d.path)
+      try {
+        count(d.family, map)
+      } finally {
+        map.close()
+      }
+    }
+    for (const family of FAMILIES) {
+      const live = this.families[family].openLive()
+      try {
+        count(family, live)
+      } finally {
+        live.close()
+      }
+    }
+    return caches[4].size + caches[6].size + beyond
+  }
+
   close(): void {
     this.families[4].close()
     this.families[6].close()
     this.pending.close()
     this.drainStateMap.close()
+    this.dir.close()
   }
 }
 
