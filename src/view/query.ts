@@ -4,7 +4,7 @@
  */
 import {readMeterSetFlows} from '../bpf/flows.js'
 import {MeterSet} from '../bpf/meter-set.js'
-import {runningDaemonPid} from '../bpf/state.js'
+import {describeDaemon, runningDaemon} from '../bpf/state.js'
 import {FlowStore} from '../bpf/flow-store.js'
 import type {DumpStats} from '../bpf/bpftool.js'
 import {requireRoot} from '../sys/privileges.js'
@@ -89,19 +89,23 @@ export interface FlushResult {
  */
 export async function flushFlows(paths: Paths, scope: FlowScope): Promise<FlushResult> {
   requireRoot('flowctl flush')
-  const daemon = runningDaemonPid(paths)
+  // A daemon holds the flows it has not exported yet in its memory; a flush beside it would commit
+  // a snapshot without them. Refused even before the daemon has opened this meter set.
+  const daemon = runningDaemon(paths)
   if (daemon) {
-    throw new FlowctlError(`flowctl daemon (pid ${daemon}) is exporting these flows: stop it before flushing, or let it export them`)
+    throw new FlowctlError(`${describeDaemon(daemon)} is exporting the meters pinned under ${paths.pinRoot}: stop it before flushing, or let it export these flows`)
   }
-  let removed = 0
-  for (const {set, selector} of await resolveScope(paths, scope)) {
-    const store = FlowStore.open(set)
-    try {
+  // Every set in scope locked before any is changed: a refusal leaves all of them as they were.
+  const stores: {store: FlowStore; selector: FlowSelector}[] = []
+  try {
+    for (const {set, selector} of await resolveScope(paths, scope)) stores.push({store: FlowStore.open(set), selector})
+    let removed = 0
+    for (const {store, selector} of stores) {
       const all = isEmptySelector(selector)
       removed += store.flush(all ? null : (family, keys, at) => matchesSelector(selector, decodeFlowKey(family, Buffer.from(keys.buffer, keys.byteOffset + at, keys.length - at))))
-    } finally {
-      store.close()
     }
+    return {removed}
+  } finally {
+    for (const {store} of stores) store.close()
   }
-  return {removed}
 }
