@@ -17,7 +17,7 @@ import {toFlow, type Flow} from './flow.js'
 import {isEmptySelector, matchesSelector, type FlowSelector} from './selectors.js'
 
 export interface FlowScope {
-  /** One namespace, or every metered one when undefined. */
+  /** One namespace (null: the root namespace), or every metered one when undefined. */
   netns?: NetnsName
   /** Interface names to narrow to (within the namespace(s)). */
   interfaces?: string[]
@@ -36,7 +36,10 @@ export async function resolveScope(paths: Paths, scope: FlowScope): Promise<Scop
   if (scope.netns !== undefined) {
     assertNetnsExists(scope.netns)
     sets = sets.filter((s) => s.netns === scope.netns)
-    if (sets.length === 0) throw new NotFoundError(`no meter is attached in ${describeNetns(scope.netns)} (see \`flowctl meter status\`)`)
+    if (sets.length === 0) {
+      const others = scope.netns === null ? ': name a namespace with --netns NS, or take every one with --all-netns' : ''
+      throw new NotFoundError(`no meter is attached in ${describeNetns(scope.netns)}${others} (see \`flowctl meter status\`)`)
+    }
   }
   const out: ScopedSet[] = []
   for (const set of sets) {
