@@ -6,6 +6,8 @@
  * Every input is checked before anything changes, and a failure midway undoes what this call did,
  * so no half-attached state is left behind.
  */
+import {existsSync} from 'node:fs'
+import {mkdir} from 'node:fs/promises'
 import {totalmem} from 'node:os'
 
 import {FlowctlError, InvalidInputError, NotFoundError} from '../errors.js'
@@ -17,12 +19,12 @@ import {compileMeter, DEFAULT_CAPACITY, validateCapacity} from './compile.js'
 import type {DirectionName} from '../flow/record.js'
 import {LAYOUT_VERSION} from './layout.js'
 import {flowMemoryAtMost, MeterSet, PROGRAM_NAMES} from './meter-set.js'
-import {carryOverLegacy, moveLegacyAside} from './migrate.js'
+import {carryOverLegacy, legacyDir, moveLegacyAside} from './migrate.js'
 import {BpfMap} from './libbpf.js'
-import {readState, sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
+import {claimMeterSet, readState, runningDaemon, sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
+import type {HeldLock} from '../sys/flock.js'
 import {requirePinRootOnBpffs} from './bpffs.js'
 import {FlowStore} from './flow-store.js'
-import {tryLock} from '../sys/flock.js'
 
 export const DEFAULT_PREF = 1
 export const DEFAULT_HANDLE = 1
@@ -152,10 +154,12 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
   return withStateLock(paths, async (state) => {
     const undo: (() => Promise<void>)[] = []
     const outcomes: AttachOutcome[] = []
+    const setLocks: HeldLock[] = []
     try {
       const netnsList = [...new Set(resolved.map((r) => r.netns))]
       for (const netns of netnsList) {
         const set = MeterSet.for(paths, netns)
+        let migrationLock: HeldLock | undefined
         const record = state.meterSets.find((m) => sameNetns(m.netns, netns))
         let capacity = request.capacity ?? DEFAULT_CAPACITY
         let reloaded = false
@@ -166,6 +170,13 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
           capacity = Math.max(request.capacity ?? DEFAULT_CAPACITY, legacyCapacity(set))
           await moveLegacyAside(set)
           migrating = true
+        }
+        if (existsSync(legacyDir(set))) {
+          // The carried-over flows go into the new set's snapshot: its lock is ours from before
+          // it has maps until they are in, so that no daemon starts draining it meanwhile (its
+          // commits would drop them).
+          await mkdir(set.dir, {recursive: true})
+          setLocks.push((migrationLock = claimMeterSet(set)))
         }
         if (set.exists()) {
           set.verifyLayout()
@@ -267,12 +278,14 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
         }
         // A layout-1 meter set moved aside (now, or by an attach cut short): its filters run the
         // new programs by now, so its flows can be carried over.
-        await carryOverLegacy(set)
+        await carryOverLegacy(set, migrationLock)
       }
       return outcomes
     } catch (error) {
       for (const step of undo.reverse()) await step().catch(() => {})
       throw error
+    } finally {
+      for (const lock of setLocks) lock.release()
     }
   })
 }
@@ -374,7 +387,7 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
     // open: they live on until it has exported their flows. Without one, the flows go with them.
     const removedMeterSets: string[] = []
     const discardedFlows: Record<string, number> = {}
-    const daemon = daemonRunning(paths)
+    const daemon = runningDaemon(paths) !== undefined
     for (const set of MeterSet.list(paths)) {
       if (state.attachments.some((a) => sameNetns(a.netns, set.netns))) continue
       if (!request.all && !selected.some((a) => sameNetns(a.netns, set.netns))) continue
@@ -405,23 +418,11 @@ function planAttach(paths: Paths, request: AttachRequest, resolved: ResolvedTarg
   return outcomes
 }
 
-/** Whether a daemon holds the one-daemon lock on the pin root (src/bpf/state.ts claimMeterRoot). */
-function daemonRunning(paths: Paths): boolean {
-  let lock
-  try {
-    lock = tryLock(paths.pinRoot, {directory: true})
-  } catch {
-    return false // no pin root, no daemon draining anything under it
-  }
-  lock?.release()
-  return lock === undefined
-}
-
 /** Flows a meter set holds that no daemon exported, or undefined if it cannot be read (another layout). */
 function unexportedFlows(set: MeterSet): number | undefined {
   let store: FlowStore
   try {
-    store = FlowStore.open(set)
+    store = FlowStore.openReader(set)
   } catch {
     return undefined
   }

@@ -19,9 +19,13 @@
  * through it: once `meter detach` has removed the set, nothing it does lands in another set
  * attached at the same path since. Its maps live on while it holds them, so the daemon can still
  * take their last flows out (swapOut without a pin) and export them.
+ * One process writes a meter set at a time: a writer holds the set's lock (claimMeterSet, an flock
+ * on its directory) from open to close. A reader takes no lock; it reads the snapshot as of one
+ * commit (readSnapshotCopy) and tries again when a drain committed meanwhile.
  */
 import {unlinkSync} from 'node:fs'
 
+import type {HeldLock} from '../sys/flock.js'
 import {FAMILIES, type Family} from '../flow/record.js'
 import {FlowCache, SLAB_CHUNKS, type FlowSample} from '../flow/flow-cache.js'
 import {
@@ -41,6 +45,7 @@ import {
 import {BpfMap} from './libbpf.js'
 import {FamilyMaps, HeldMapDir, type MeterSet} from './meter-set.js'
 import {ReadAhead} from './read-ahead.js'
+import {claimMeterSet} from './state.js'
 
 /** Chunks written or deleted per batch syscall (8 MiB of values). */
 const CHUNKS_PER_CALL = 256
@@ -65,8 +70,12 @@ export class FlowStore {
   private readonly chunkBytes: number
   private readonly drainStateMap: BpfMap
   private state: DrainState
+  /** The set's lock, for a writer; a reader has none. */
+  private readonly lock: HeldLock | undefined
+  /** Whether close() lets the lock go (it was taken by open(), not handed to it). */
+  private readonly ownsLock: boolean
 
-  private constructor(dir: HeldMapDir, families: Record<Family, FamilyMaps>, pending: BpfMap, drainState: BpfMap, capacity: number) {
+  private constructor(dir: HeldMapDir, families: Record<Family, FamilyMaps>, pending: BpfMap, drainState: BpfMap, capacity: number, lock: HeldLock | undefined, ownsLock: boolean) {
     this.set = dir.set
     this.dir = dir
     this.families = families
@@ -75,10 +84,32 @@ export class FlowStore {
     this.chunkBytes = pending.info.valueSize
     this.drainStateMap = drainState
     this.state = readDrainState(drainState)
+    this.lock = lock
+    this.ownsLock = ownsLock
+  }
+
+  /**
+   * Opens a meter set's maps to write them (after checking their layout), holding the set's lock
+   * until close(): refused, naming the holder, while another process writes the set. `lock`, a
+   * lock on the set already held by the caller, is used instead (and stays the caller's).
+   */
+  static open(set: MeterSet, options: {lock?: HeldLock} = {}): FlowStore {
+    const lock = options.lock ?? claimMeterSet(set)
+    try {
+      return FlowStore.openMaps(set, lock, !options.lock)
+    } catch (error) {
+      if (!options.lock) lock.release()
+      throw error
+    }
+  }
+
+  /** Opens a meter set's maps to read them beside their writer (a daemon): no lock, and no write. */
+  static openReader(set: MeterSet): FlowStore {
+    return FlowStore.openMaps(set, undefined, false)
   }
 
   /** Opens a meter set's maps (after checking their layout), all from the one directory it holds. */
-  static open(set: MeterSet): FlowStore {
+  private static openMaps(set: MeterSet, lock: HeldLock | undefined, ownsLock: boolean): FlowStore {
     set.verifyLayout()
     const dir = HeldMapDir.open(set)
     const opened: {close(): void}[] = [dir]
@@ -90,11 +121,15 @@ export class FlowStore {
       const pending = dir.openMap('pending')
       opened.push(pending)
       const meta = dir.openMap('meta')
-      opened.push(meta)
-      const {capacity} = readMeterMeta(meta)
+      let capacity: number
+      try {
+        capacity = readMeterMeta(meta).capacity
+      } finally {
+        meta.close()
+      }
       const drainState = dir.openMap('drain_state')
-      meta.close()
-      return new FlowStore(dir, {4: f4, 6: f6}, pending, drainState, capacity)
+      opened.push(drainState)
+      return new FlowStore(dir, {4: f4, 6: f6}, pending, drainState, capacity, lock, ownsLock)
     } catch (error) {
       for (const m of opened) m.close()
       throw error
@@ -109,6 +144,11 @@ export class FlowStore {
   /** One of this set's maps, from the directory the store holds (never from another set at its path). */
   openMap(name: string): BpfMap {
     return this.dir.openMap(name)
+  }
+
+  /** A guard on every write: only the holder of the set's lock writes. */
+  private writable(): void {
+    if (!this.lock) throw new Error(`the meter set at ${this.set.dir} was opened to read: it cannot be written`)
   }
 
   /** Drains committed so far. */
@@ -142,21 +182,41 @@ export class FlowStore {
   }
 
   /** Calls `onRecord` with each record of the committed snapshot: its key and value offsets in `buf`. */
-  forEachSnapshotRecord(onRecord: (family: Family, buf: Buffer, keyAt: number, valueAt: number) => void): void {
+  forEachSnapshotRecord(onRecord: SnapshotRecordVisitor): void {
     const {slot, chunks} = this.state
     const key = Buffer.alloc(4)
     const chunk = Buffer.alloc(this.chunkBytes)
     for (let i = 0; i < chunks; i++) {
       key.writeUInt32LE(chunkKey(slot, i))
       if (!this.pending.lookup(key, chunk)) throw new Error(`the daemon's snapshot in ${this.set.mapPath('pending')} lacks chunk ${i} of ${chunks}`)
-      const family = readU32(chunk, CHUNK_HEADER.fields.family.offset) as Family
-      const records = readU32(chunk, CHUNK_HEADER.fields.records.offset)
-      const layout = pendingFlowLayout(family)
-      for (let r = 0; r < records; r++) {
-        const at = CHUNK_HEADER.size + r * layout.size
-        onRecord(family, chunk, at + layout.fields.key.offset, at + layout.fields.value.offset)
-      }
+      forEachChunkRecord(chunk, 0, onRecord)
     }
+  }
+
+  /** drain_state as it is now (a reader's view of the last commit; a writer knows its own). */
+  readCommitted(): DrainState {
+    return readDrainState(this.drainStateMap)
+  }
+
+  /**
+   * A copy of the snapshot that `state` says is committed, its chunks end to end, for a reader
+   * beside a writer: undefined when a chunk is gone already (a later commit emptied its slot).
+   * A later commit can also write the slot again, so the copy holds that commit's snapshot only if
+   * drain_state still says `state` once it is taken: the caller checks that, and tries again.
+   */
+  readSnapshotCopy(state: DrainState): Buffer | undefined {
+    const copy = Buffer.alloc(state.chunks * this.chunkBytes)
+    const key = Buffer.alloc(4)
+    for (let i = 0; i < state.chunks; i++) {
+      key.writeUInt32LE(chunkKey(state.slot, i))
+      if (!this.pending.lookup(key, copy.subarray(i * this.chunkBytes, (i + 1) * this.chunkBytes))) return undefined
+    }
+    return copy
+  }
+
+  /** Calls `onRecord` with each record of a snapshot copy (readSnapshotCopy). */
+  forEachCopiedRecord(copy: Buffer, onRecord: SnapshotRecordVisitor): void {
+    for (let at = 0; at < copy.length; at += this.chunkBytes) forEachChunkRecord(copy, at, onRecord)
   }
 
   /**
@@ -165,6 +225,7 @@ export class FlowStore {
    * unpinned.
    */
   leftovers(): Leftover[] {
+    this.writable()
     const out: Leftover[] = []
     for (const d of this.dir.drainMaps()) {
       if (d.gen <= this.state.gen) {
@@ -188,6 +249,7 @@ export class FlowStore {
    * directory to pin it in and commits nothing.
    */
   swapOut(family: Family, gen?: number): BpfMap {
+    this.writable()
     return this.families[family].swapOut(gen === undefined ? undefined : this.dir.drainMapPath(family, gen))
   }
 
@@ -196,6 +258,7 @@ export class FlowStore {
    * drain_state (the commit), then empties the previous slot and unpins the drained maps.
    */
   commit(gen: number, caches: FamilyCaches): void {
+    this.writable()
     const previous = this.state
     const slot = previous.slot ^ 1
     const chunks = this.writeSnapshot(slot, caches)
@@ -213,6 +276,7 @@ export class FlowStore {
    * snapshot. Returns the flows deleted.
    */
   flush(matches: ((family: Family, keys: Uint8Array, keyAt: number) => boolean) | null): number {
+    this.writable()
     const gen = this.state.gen + 1
     const caches = this.newCaches()
     this.loadSnapshot(caches)
@@ -241,6 +305,7 @@ export class FlowStore {
    * between a commit and its clean-up).
    */
   removeStrayChunks(): void {
+    this.writable()
     const stray: number[] = []
     this.pending.forEachBatch(
       (keys, _v, n) => {
@@ -337,6 +402,21 @@ export class FlowStore {
     this.pending.close()
     this.drainStateMap.close()
     this.dir.close()
+    if (this.ownsLock) this.lock?.release()
+  }
+}
+
+/** Sees one record of a snapshot: its family, and its key's and value's offsets in `buf`. */
+export type SnapshotRecordVisitor = (family: Family, buf: Buffer, keyAt: number, valueAt: number) => void
+
+/** Calls `onRecord` with each record of the snapshot chunk at `at` in `buf`. */
+function forEachChunkRecord(buf: Buffer, at: number, onRecord: SnapshotRecordVisitor): void {
+  const family = readU32(buf, at + CHUNK_HEADER.fields.family.offset) as Family
+  const records = readU32(buf, at + CHUNK_HEADER.fields.records.offset)
+  const layout = pendingFlowLayout(family)
+  for (let r = 0; r < records; r++) {
+    const record = at + CHUNK_HEADER.size + r * layout.size
+    onRecord(family, buf, record + layout.fields.key.offset, record + layout.fields.value.offset)
   }
 }
 

@@ -143,6 +143,19 @@ export class BpfMap {
     }
   }
 
+  /**
+   * Opens a pinned map that another process may unpin at any moment (a drained map, beside the
+   * daemon that commits it): undefined once it is gone.
+   */
+  static openIfPinned(path: string): BpfMap | undefined {
+    try {
+      return BpfMap.open(path)
+    } catch (error) {
+      if (error instanceof BpfError && error.errno === ENOENT) return undefined
+      throw error
+    }
+  }
+
   /** Creates an unpinned map (used by tests and benchmarks). */
   static create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags = 0): BpfMap {
     const rc = lib().mapCreate(type, name, keySize, valueSize, maxEntries, flags ? mapCreateOpts(flags) : null)

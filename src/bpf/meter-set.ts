@@ -268,7 +268,11 @@ export class MeterSet {
         const id = innerMapId(outer)
         if (id) opened.push(BpfMap.openById(id))
       }
-      for (const d of this.drainMaps()) opened.push(BpfMap.open(d.path))
+      for (const d of this.drainMaps()) {
+        // A daemon beside us unpins a drained map once it commits it.
+        const map = BpfMap.openIfPinned(d.path)
+        if (map) opened.push(map)
+      }
       for (const m of opened) now += m.memlock()
     } finally {
       for (const m of opened) m.close()

@@ -14,6 +14,7 @@ import {rename, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import type {FlowSample} from '../flow/flow-cache.js'
+import type {HeldLock} from '../sys/flock.js'
 import {FAMILIES, firstPacketWins, type Family} from '../flow/record.js'
 import {FlowStore} from './flow-store.js'
 import {emptySample, FLOW_KEY4, FLOW_KEY6, readU64} from './layout.js'
@@ -35,12 +36,14 @@ export async function moveLegacyAside(set: MeterSet): Promise<void> {
 
 /**
  * Merges every flow the layout-1 maps under legacyDir(set) hold into `set`'s snapshot, then
- * removes them. Call it once no filter runs the old programs. Returns the flows carried over.
+ * removes them. Call it once no filter runs the old programs. It writes the set: `lock` is the
+ * set's lock if the caller holds it already (claimMeterSet), else it is taken here (refused while
+ * a daemon drains the set). Returns the flows carried over.
  */
-export async function carryOverLegacy(set: MeterSet): Promise<number> {
+export async function carryOverLegacy(set: MeterSet, lock?: HeldLock): Promise<number> {
   const aside = legacyDir(set)
   if (!existsSync(aside)) return 0
-  const store = FlowStore.open(set)
+  const store = FlowStore.open(set, {lock})
   try {
     // An update of a map-in-map slot returns only after synchronize_rcu(): no program that
     // started before it (an old one, on a filter replaced just now) is still running.

@@ -48,7 +48,11 @@ function countFlows(set: MeterSet): {flows: Map<string, number>; overflow: Map<s
     const opened: BpfMap[] = []
     try {
       opened.push(maps.openLive())
-      for (const d of drained) if (d.family === family) opened.push(BpfMap.open(d.path))
+      for (const d of drained) {
+        // One a daemon committed since it was listed is gone: its flows are in the snapshot now.
+        const map = d.family === family ? BpfMap.openIfPinned(d.path) : undefined
+        if (map) opened.push(map)
+      }
       const keySize = opened[0].info.keySize
       const seen = new Set<string>()
       for (const map of opened) {

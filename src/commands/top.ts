@@ -12,12 +12,14 @@ export default class Top extends FlowctlCommand {
 aggregated by source, destination, port, protocol or interface, the packets and bytes per second over the last
 interval, busiest first. It works beside a running daemon: the daemon swaps each live map out at every drain,
 and top follows the swap (it reads the map it held one last time), so rates are not reset by drains. Press q to
-quit. With --once it samples twice, one interval apart, prints and exits (--json for scripts).`
+quit. With --once it samples twice, one interval apart, prints and exits (--json for scripts). It shows one
+namespace: --netns NS, or the root namespace when omitted; --all-netns shows every metered namespace.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --by src --sort packets',
     '<%= config.bin %> <%= command.id %> --netns ns1 -p udp --once --json',
+    '<%= config.bin %> <%= command.id %> --all-netns --by interface',
   ]
 
   static override flags = {

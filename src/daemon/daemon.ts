@@ -10,10 +10,9 @@ import {dirname} from 'node:path'
 import {readOverflow} from '../bpf/layout.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import {skipSockets, unskipSockets} from '../bpf/sockets.js'
-import {claimMeterRoot, daemonPidFile, runningDaemonPid} from '../bpf/state.js'
+import {claimMeterRoot, daemonPidFile} from '../bpf/state.js'
 import type {HeldLock} from '../sys/flock.js'
 import type {Config} from '../config/config.js'
-import {FlowctlError} from '../errors.js'
 import {defaultStateFile, type Paths} from '../paths.js'
 import type {FlowBatch} from '../flow/batch.js'
 import {compileTemplates, exporterFor} from '../config/exporters.js'
@@ -465,16 +464,21 @@ export class Daemon {
     }
   }
 
+  /**
+   * The one-daemon lock says whether another daemon runs (the kernel drops it with its holder);
+   * daemon.pid only tells people which process this is: a stale one, its pid reused by any
+   * process after a SIGKILL, never stops a daemon from starting.
+   */
   private claimPidFile(): void {
     this.meterRootLock = claimMeterRoot(this.paths)
-    const other = runningDaemonPid(this.paths)
-    if (other) {
+    try {
+      const file = daemonPidFile(this.paths)
+      mkdirSync(dirname(file), {recursive: true})
+      writeFileSync(file, `${process.pid}\n`)
+    } catch (error) {
       this.meterRootLock.release()
-      throw new FlowctlError(`another flowctl daemon (pid ${other}) is running: stop it first (one daemon exports each meter)`)
+      throw error
     }
-    const file = daemonPidFile(this.paths)
-    mkdirSync(dirname(file), {recursive: true})
-    writeFileSync(file, `${process.pid}\n`)
   }
 
   private releasePidFile(): void {

@@ -1,6 +1,8 @@
+import {Flags} from '@oclif/core'
+
 import {FlowctlCommand} from '../../cli/command.js'
 import {meterStatus} from '../../bpf/status.js'
-import {jsonFlag, netnsFlag, netnsOf} from '../../cli/flags.js'
+import {jsonFlag, netnsOf} from '../../cli/flags.js'
 import {renderTable} from '../../view/table.js'
 
 export default class MeterStatusCommand extends FlowctlCommand {
@@ -12,7 +14,7 @@ most (with full flow maps), and packets not metered because the map was full.`
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --netns ns1 --json']
 
   static override flags = {
-    netns: netnsFlag,
+    netns: Flags.string({description: 'only the meters of this network namespace (as in `ip netns list`; root for the root namespace); every namespace when omitted', helpValue: 'NS'}),
     json: jsonFlag,
   }
 
