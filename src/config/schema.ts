@@ -105,6 +105,14 @@ function text(allowed: string, options: {empty?: boolean} = {}) {
   )
 }
 
+/** A file path: a string no file name refuses (the kernel ends a path at a NUL byte, and Node refuses one). */
+function filePath(allowed: string) {
+  return v.pipe(
+    text(allowed),
+    v.check((s) => !s.includes('\0'), problemText('the path holds a NUL byte (\\0), which no file name can', allowed)),
+  )
+}
+
 function number(kind: string, allowed: string) {
   return v.pipe(
     v.number(expected(kind, allowed)),
@@ -367,7 +375,7 @@ const hook = map({
 const LOG_FILE = "a file path, or '-' for stdout"
 const log = map(
   {
-    file: text(LOG_FILE),
+    file: filePath(LOG_FILE),
     hooks: v.nullish(list(hook, 'a list of hooks: {command: PROGRAM} or {shell: SCRIPT}')),
   },
   {file: LOG_FILE},
