@@ -211,6 +211,13 @@ function parseAddress(text: string, kind: AddressKind): ParsedAddress | {problem
   return {text, endpoint: {host, port}}
 }
 
+/** An address a command-line flag gives (`flag` names it in the message): its host and port, or an InvalidInputError. */
+export function parseAddressFlag(flag: string, text: string, kind: AddressKind): Endpoint {
+  const parsed = parseAddress(text.trim(), kind)
+  if ('problem' in parsed) throw new InvalidInputError(`${flag}: ${parsed.problem}`)
+  return parsed.endpoint
+}
+
 function address(kind: AddressKind) {
   return v.pipe(
     v.unknown(),

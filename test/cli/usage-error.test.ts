@@ -46,3 +46,14 @@ describe('tc filter handles (--handle)', function () {
     assert.doesNotMatch(r.stderr, /handle/, r.stderr)
   })
 })
+
+describe('demo --metrics', function () {
+  this.timeout(60_000)
+
+  it('is checked before the lab is built: a bad address is one line and exit 2', async function () {
+    const r = await execa(process.execPath, [`${REPO_ROOT}bin/run.js`, 'demo', '--metrics', '127.0.0.1:99999'], {reject: false, timeout: 60_000})
+    assert.equal(r.exitCode, 2, r.stderr)
+    assert.equal(r.stderr, 'flowctl: --metrics: port 99999 is out of range; allowed: HOST:PORT, IPV4:PORT or [IPV6]:PORT with a port from 0 to 65535')
+    assert.equal(r.stdout, '')
+  })
+})
