@@ -108,11 +108,16 @@ describe('meter sets of layout 1 @e2e', function () {
   })
 
   it('is refused by every reader in one line that says how to carry it over', async function () {
-    for (const args of [['dump', '--netns', a], ['meter', 'attach', '--netns', a, '-n', 'a0']]) {
+    for (const args of [['dump', '--netns', a], ['meter', 'attach', '--netns', a, '-n', 'a0'], ['meter', 'status', '--netns', a], ['meter', 'status']]) {
       const r = await cli(args)
       assert.notEqual(r.exitCode, 0, args.join(' '))
       assert.match(r.stderr.trim(), /^flowctl: the meter of namespace '.*' has kernel layout 1, this flowctl reads layout 2: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/)
     }
+    // meter status --json: what it can read on stdout (nothing here), the line on stderr.
+    const r = await cli(['meter', 'status', '--netns', a, '--json'])
+    assert.equal(r.exitCode, 1)
+    assert.deepEqual(JSON.parse(r.stdout), [])
+    assert.match(r.stderr.trim(), /^flowctl: the meter of namespace '.*' has kernel layout 1, [^\n]*$/)
   })
 
   it('meter attach --force carries every count over into the new layout, keeping the capacity', async function () {
