@@ -11,10 +11,9 @@
  * A drain that fails before its commit uses up a number all the same (src/daemon/drain.ts): a
  * reader then sees a gap where no map was missed.
  */
-import {BpfError} from '../errors.js'
 import type {Family} from '../flow/record.js'
 import {readDrainState} from './layout.js'
-import {BpfMap, ENOENT} from './libbpf.js'
+import {BpfMap} from './libbpf.js'
 import type {FamilyMaps, MeterSet} from './meter-set.js'
 
 /** A live map by id, and the drain that put it in its slot (undefined: the daemon committed every time we looked). */
@@ -57,12 +56,7 @@ export class SlotHistory {
    * (its pin is there until then); undefined once it is gone.
    */
   openTakenOut(family: Family, gen: number): BpfMap | undefined {
-    try {
-      return BpfMap.open(this.set.drainMapPath(family, gen))
-    } catch (error) {
-      if (error instanceof BpfError && error.errno === ENOENT) return undefined
-      throw error
-    }
+    return BpfMap.openIfPinned(this.set.drainMapPath(family, gen))
   }
 
   private takenOutId(family: Family, gen: number): number | undefined {
