@@ -12,12 +12,12 @@ export default class Top extends FlowctlCommand {
   static override description = `Reads the live flow maps in the kernel (never the daemon's snapshot) and shows, per flow or
 aggregated by source, destination, port, protocol or interface, the packets and bytes per second over the last
 interval, busiest first. It works beside a running daemon: the daemon swaps each live map out at every drain,
-and top looks at the maps' slots ${WATCH_MS.perSwap} times per drain interval (every ${WATCH_MS.min} to ${WATCH_MS.max} ms), so it holds every live map the daemon swaps in, and reads
-each one swapped out to its end: every packet is counted once, at any drain interval. Should top miss a map
-anyway (held up for longer than a drain interval), it says so instead of showing rates that undercount. Press q
-to quit. With --once it samples twice, one interval apart, prints and exits (--json for scripts); a missed map
-makes it fail. It shows one namespace: --netns NS, or the root namespace when omitted; --all-netns shows every
-metered namespace.`
+and top looks at the maps' slots ${WATCH_MS.perSwap} times per drain interval (every ${WATCH_MS.min} to ${WATCH_MS.max} ms), so it holds
+every live map the daemon swaps in, and reads each one swapped out to its end: every packet is counted once, at
+any drain interval. Should top miss a map anyway (held up for longer than a drain interval), it says so instead
+of showing rates that undercount. Press q to quit. With --once it samples twice, one interval apart, prints and
+exits (--json for scripts); a missed map makes it fail. It shows one namespace: --netns NS, or the root namespace
+when omitted; --all-netns shows every metered namespace.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
