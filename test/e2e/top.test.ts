@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict'
 import {createSocket, type Socket} from 'node:dgram'
 import {randomBytes} from 'node:crypto'
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -198,5 +198,35 @@ describe('flowctl top beside a daemon draining every 0.1 s @e2e', function () {
     await waitFor(/missed \d+ live flow maps? the daemon swapped in and out within the last [\d.]+ s .*: no rates for this interval/)
     top.stdin!.write('q')
     assert.equal((await top).exitCode, 0)
+  })
+
+  it('--once, held up for several drains, fails in one line instead of printing rates that undercount', async function () {
+    const once = execa(process.execPath, [CLI, 'top', '--netns', a, '--once', '--json', '--interval', '3'], {reject: false, env: process.env})
+    top = once
+    // Primed once it holds the live map (its fds name the maps they hold).
+    const set = MeterSet.for(privateDirs.paths, a)
+    const holdsLive = () => {
+      const maps = set.openFamily(4)
+      try {
+        const live = `map_id:\t${maps.liveId()}\n`
+        return readdirSync(`/proc/${once.pid}/fdinfo`).some((fd) => readFileSync(`/proc/${once.pid}/fdinfo/${fd}`, 'utf8').includes(live))
+      } catch {
+        return false // the process or one of its fds went meanwhile
+      } finally {
+        maps.close()
+      }
+    }
+    for (let i = 0; i < 200 && !holdsLive(); i++) await sleep(25)
+    assert.ok(holdsLive(), 'top never held the live map')
+    once.kill('SIGSTOP')
+    try {
+      await waitForDrains(4)
+    } finally {
+      once.kill('SIGCONT')
+    }
+    const r = await once
+    assert.equal(r.exitCode, 1, String(r.stdout))
+    assert.equal(r.stdout, '')
+    assert.match(String(r.stderr), /^flowctl: top missed \d+ live flow maps? the daemon swapped in and out within the last [\d.]+ s \(.*\), so its rates would undercount: run it again$/)
   })
 })
