@@ -7,8 +7,8 @@
  * (one bpf() call while nothing changed) ten times per drain interval (WATCH_MS), and opens each
  * new live map as soon as it appears. A map swapped out is no longer written by any program and
  * loses no entry (the daemon drops maps whole), so top reads it once more to its end, for its
- * final counts, and lets it go; a new map's counts are all new. The growth of a flow's counts over all the maps of an interval, divided by
- * its length, is its rate: every packet counted once.
+ * final counts, and lets it go; a new map's counts are all new. The growth of a flow's counts
+ * over all the maps of an interval, divided by its length, is its rate: every packet counted once.
  *
  * Should top still miss a map (held up for longer than a drain interval: SIGSTOP, a loaded
  * machine), src/bpf/slot-history.ts tells: each live map is known by the drain that put it in its
