@@ -15,12 +15,11 @@ import type {Paths} from '../paths.js'
 import {requireRoot} from '../sys/privileges.js'
 import {describeNetns, listLinks, netnsInode, netnsLabel, type Link, type NetnsName, assertNetnsExists} from '../sys/netns.js'
 import {attachBpfFilter, deleteClsact, deleteFilter, ensureClsact, listFilters, type TcFilter} from '../sys/tc.js'
-import {compileMeter, DEFAULT_CAPACITY, validateCapacity} from './compile.js'
+import {compileMeter, DEFAULT_CAPACITY, MIN_CAPACITY, validateCapacity} from './compile.js'
 import type {DirectionName} from '../flow/record.js'
 import {LAYOUT_VERSION} from './layout.js'
 import {flowMemoryAtMost, MeterSet, PROGRAM_NAMES} from './meter-set.js'
-import {carryOverLegacy, legacyDir, moveLegacyAside} from './migrate.js'
-import {BpfMap} from './libbpf.js'
+import {carryOverLegacy, legacyCapacity, legacyDir, legacyFlowsAtMost, moveLegacyAside} from './migrate.js'
 import {claimMeterSet, readState, runningDaemon, sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
 import type {HeldLock} from '../sys/flock.js'
 import {requirePinRootOnBpffs} from './bpffs.js'
@@ -166,8 +165,16 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
 
         let migrating = false
         if (set.exists() && request.force && set.layoutVersion() === 1) {
-          // Layout 1: its flows are carried over into a new meter set once the filters run the new programs.
-          capacity = Math.max(request.capacity ?? DEFAULT_CAPACITY, legacyCapacity(set))
+          // Layout 1: its flows are carried over into a new meter set once the filters run the new
+          // programs. The new set keeps its capacity unless asked, if what it holds fits.
+          capacity = request.capacity ?? Math.max(MIN_CAPACITY, legacyCapacity(set))
+          const flows = legacyFlowsAtMost(set)
+          if (flows > 2 * capacity) {
+            const needed = Math.max(MIN_CAPACITY, Math.ceil(flows / 2))
+            throw new InvalidInputError(
+              `the layout-1 meter of ${describeNetns(netns)} may hand over up to ${flows} flows of one address family (what its maps hold, and room for new ones), more than a meter of capacity ${capacity} keeps (${2 * capacity}): carry them over with --capacity ${needed} or more`,
+            )
+          }
           await moveLegacyAside(set)
           migrating = true
         }
@@ -446,10 +453,3 @@ async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolea
 }
 
 export {PROGRAM_NAMES}
-
-/** The flows per map of a layout-1 meter set (its per-CPU flow maps were sized by it). */
-function legacyCapacity(set: MeterSet): number {
-  const map = BpfMap.open(set.mapPath('flows4_a'))
-  map.close()
-  return map.info.maxEntries
-}

@@ -4,6 +4,7 @@ import {detachMeters} from '../../bpf/attach.js'
 import {FlowctlCommand} from '../../cli/command.js'
 import {InvalidInputError} from '../../errors.js'
 import {directionFlag, directions, ifnameFlag, interfaceTargets, jsonFlag, legacyInterfaceFlag, netnsFlag, netnsOf} from '../../cli/flags.js'
+import {TC_HANDLE} from '../../sys/tc.js'
 
 export default class MeterDetach extends FlowctlCommand {
   static override summary = 'Detach the flow meter'
@@ -27,7 +28,7 @@ daemon, flows not yet exported are discarded with the maps, and detach says how 
     direction: directionFlag,
     all: Flags.boolean({description: 'detach every meter flowctl attached, in every namespace'}),
     pref: Flags.integer({description: 'only the filters at this tc pref', min: 1, max: 65535}),
-    handle: Flags.integer({description: 'only the filters with this tc handle', min: 1}),
+    handle: Flags.integer({description: 'only the filters with this tc handle (1 to 4294967295)', ...TC_HANDLE}),
     chain: Flags.integer({description: 'only the filters in this tc chain', min: 0, max: 0xffffffff}),
     dry: Flags.boolean({description: 'print what would be detached; change nothing'}),
     json: jsonFlag,
