@@ -6,21 +6,24 @@
  * Every input is checked before anything changes, and a failure midway undoes what this call did,
  * so no half-attached state is left behind.
  */
+import {existsSync} from 'node:fs'
 import {totalmem} from 'node:os'
 
 import {FlowctlError, InvalidInputError, NotFoundError} from '../errors.js'
 import type {Paths} from '../paths.js'
+import {makeDirectories} from '../sys/directories.js'
 import {requireRoot} from '../sys/privileges.js'
 import {describeNetns, listLinks, netnsInode, netnsLabel, type Link, type NetnsName, assertNetnsExists} from '../sys/netns.js'
 import {attachBpfFilter, deleteClsact, deleteFilter, ensureClsact, listFilters, type TcFilter} from '../sys/tc.js'
-import {compileMeter, DEFAULT_CAPACITY, validateCapacity} from './compile.js'
+import {compileMeter, DEFAULT_CAPACITY, MIN_CAPACITY, validateCapacity} from './compile.js'
 import type {DirectionName} from '../flow/record.js'
 import {LAYOUT_VERSION} from './layout.js'
 import {flowMemoryAtMost, MeterSet, PROGRAM_NAMES} from './meter-set.js'
-import {carryOverLegacy, moveLegacyAside} from './migrate.js'
-import {BpfMap} from './libbpf.js'
-import {readState, sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
+import {carryOverLegacy, legacyCapacity, legacyDir, legacyFlowsAtMost, moveLegacyAside} from './migrate.js'
+import {claimMeterSet, readState, runningDaemon, sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
+import type {HeldLock} from '../sys/flock.js'
 import {requirePinRootOnBpffs} from './bpffs.js'
+import {FlowStore} from './flow-store.js'
 
 export const DEFAULT_PREF = 1
 export const DEFAULT_HANDLE = 1
@@ -150,20 +153,37 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
   return withStateLock(paths, async (state) => {
     const undo: (() => Promise<void>)[] = []
     const outcomes: AttachOutcome[] = []
+    const setLocks: HeldLock[] = []
     try {
       const netnsList = [...new Set(resolved.map((r) => r.netns))]
       for (const netns of netnsList) {
         const set = MeterSet.for(paths, netns)
+        let migrationLock: HeldLock | undefined
         const record = state.meterSets.find((m) => sameNetns(m.netns, netns))
         let capacity = request.capacity ?? DEFAULT_CAPACITY
         let reloaded = false
 
         let migrating = false
         if (set.exists() && request.force && set.layoutVersion() === 1) {
-          // Layout 1: its flows are carried over into a new meter set once the filters run the new programs.
-          capacity = Math.max(request.capacity ?? DEFAULT_CAPACITY, legacyCapacity(set))
+          // Layout 1: its flows are carried over into a new meter set once the filters run the new
+          // programs. The new set keeps its capacity unless asked, if what it holds fits.
+          capacity = request.capacity ?? Math.max(MIN_CAPACITY, legacyCapacity(set))
+          const flows = legacyFlowsAtMost(set)
+          if (flows > 2 * capacity) {
+            const needed = Math.max(MIN_CAPACITY, Math.ceil(flows / 2))
+            throw new InvalidInputError(
+              `the layout-1 meter of ${describeNetns(netns)} may hand over up to ${flows} flows of one address family (what its maps hold, and room for new ones), more than a meter of capacity ${capacity} keeps (${2 * capacity}): carry them over with --capacity ${needed} or more`,
+            )
+          }
           await moveLegacyAside(set)
           migrating = true
+        }
+        if (existsSync(legacyDir(set))) {
+          // The carried-over flows go into the new set's snapshot: its lock is ours from before
+          // it has maps until they are in, so that no daemon starts draining it meanwhile (its
+          // commits would drop them).
+          makeDirectories(set.dir)
+          setLocks.push((migrationLock = claimMeterSet(set)))
         }
         if (set.exists()) {
           set.verifyLayout()
@@ -265,12 +285,14 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
         }
         // A layout-1 meter set moved aside (now, or by an attach cut short): its filters run the
         // new programs by now, so its flows can be carried over.
-        await carryOverLegacy(set)
+        await carryOverLegacy(set, migrationLock)
       }
       return outcomes
     } catch (error) {
       for (const step of undo.reverse()) await step().catch(() => {})
       throw error
+    } finally {
+      for (const lock of setLocks) lock.release()
     }
   })
 }
@@ -299,6 +321,12 @@ export interface DetachReport {
   outcomes: DetachOutcome[]
   /** Meter sets removed because nothing was attached to them any more. */
   removedMeterSets: string[]
+  /**
+   * Flows not exported yet that went with the removed maps, by namespace (those that held any).
+   * Counted only when no daemon runs: a running daemon holds the maps open and exports their
+   * flows at its next drain.
+   */
+  discardedFlows: Record<string, number>
 }
 
 export async function detachMeters(paths: Paths, request: DetachRequest): Promise<DetachReport> {
@@ -331,6 +359,7 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
         removedMeterSets: MeterSet.list(paths)
           .filter((set) => !remaining.some((a) => sameNetns(a.netns, set.netns)) && (request.all || selected.some((a) => sameNetns(a.netns, set.netns))))
           .map((set) => netnsLabel(set.netns)),
+        discardedFlows: {},
       }
     }
 
@@ -361,16 +390,21 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
       }
     }
 
-    // A meter set with nothing attached is removed with its maps.
+    // A meter set with nothing attached is removed with its maps. A running daemon holds them
+    // open: they live on until it has exported their flows. Without one, the flows go with them.
     const removedMeterSets: string[] = []
+    const discardedFlows: Record<string, number> = {}
+    const daemon = runningDaemon(paths) !== undefined
     for (const set of MeterSet.list(paths)) {
       if (state.attachments.some((a) => sameNetns(a.netns, set.netns))) continue
       if (!request.all && !selected.some((a) => sameNetns(a.netns, set.netns))) continue
+      const discarded = daemon ? undefined : unexportedFlows(set)
       await set.remove()
       state.meterSets = state.meterSets.filter((m) => !sameNetns(m.netns, set.netns))
       removedMeterSets.push(netnsLabel(set.netns))
+      if (discarded) discardedFlows[netnsLabel(set.netns)] = discarded
     }
-    return {outcomes, removedMeterSets}
+    return {outcomes, removedMeterSets, discardedFlows}
   })
 }
 
@@ -391,6 +425,23 @@ function planAttach(paths: Paths, request: AttachRequest, resolved: ResolvedTarg
   return outcomes
 }
 
+/** Flows a meter set holds that no daemon exported, or undefined if it cannot be read (another layout). */
+function unexportedFlows(set: MeterSet): number | undefined {
+  let store: FlowStore
+  try {
+    store = FlowStore.openReader(set)
+  } catch {
+    return undefined
+  }
+  try {
+    return store.unexportedFlows()
+  } catch {
+    return undefined
+  } finally {
+    store.close()
+  }
+}
+
 async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolean> {
   try {
     assertNetnsExists(netns)
@@ -402,10 +453,3 @@ async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolea
 }
 
 export {PROGRAM_NAMES}
-
-/** The flows per map of a layout-1 meter set (its per-CPU flow maps were sized by it). */
-function legacyCapacity(set: MeterSet): number {
-  const map = BpfMap.open(set.mapPath('flows4_a'))
-  map.close()
-  return map.info.maxEntries
-}

@@ -78,14 +78,9 @@ export function decodeDumpElement(e: DumpElement, stride?: number): RawEntry | u
 }
 
 /**
- * Streams the entries of a pinned map from `bpftool map dump -j`, decoded to raw bytes as they
- * arrive. A per-CPU value's slots are laid out `stride` bytes apart, as the batch syscalls do.
+ * Streams the entries of a map known by id from `bpftool map dump -j`, decoded to raw bytes as
+ * they arrive. The caller holds the map open meanwhile (an id names nothing once the map is freed).
  */
-export async function* dumpMap(pinnedPath: string, stride?: number, stats?: DumpStats): AsyncGenerator<RawEntry> {
-  yield* dumpEntries(['pinned', pinnedPath], stride, stats)
-}
-
-/** As dumpMap, for a map known by id (the live flow maps are not pinned). */
 export async function* dumpMapById(id: number, stats?: DumpStats): AsyncGenerator<RawEntry> {
   yield* dumpEntries(['id', String(id)], undefined, stats)
 }

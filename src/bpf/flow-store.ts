@@ -14,9 +14,18 @@
  * a later drain that is still pinned: each count is in the kernel at least once at every instant.
  * A flow exported by a drain that was cut short before its commit goes out again (at least once,
  * never lost).
+ *
+ * A store holds its set's map directory open (HeldMapDir) and makes, lists and removes pins only
+ * through it: once `meter detach` has removed the set, nothing it does lands in another set
+ * attached at the same path since. Its maps live on while it holds them, so the daemon can still
+ * take their last flows out (swapOut without a pin) and export them.
+ * One process writes a meter set at a time: a writer holds the set's lock (claimMeterSet, an flock
+ * on its directory) from open to close. A reader takes no lock; it reads the snapshot as of one
+ * commit (readSnapshotCopy) and tries again when a drain committed meanwhile.
  */
 import {unlinkSync} from 'node:fs'
 
+import type {HeldLock} from '../sys/flock.js'
 import {FAMILIES, type Family} from '../flow/record.js'
 import {FlowCache, SLAB_CHUNKS, type FlowSample} from '../flow/flow-cache.js'
 import {
@@ -27,14 +36,16 @@ import {
   pendingFlowLayout,
   readDrainState,
   readFlowSample,
+  readMeterMeta,
   readU32,
   writeDrainState,
   writeU32,
   type DrainState,
 } from './layout.js'
 import {BpfMap} from './libbpf.js'
-import {FamilyMaps, type MeterSet} from './meter-set.js'
+import {FamilyMaps, HeldMapDir, type MeterSet} from './meter-set.js'
 import {ReadAhead} from './read-ahead.js'
+import {claimMeterSet} from './state.js'
 
 /** Chunks written or deleted per batch syscall (8 MiB of values). */
 const CHUNKS_PER_CALL = 256
@@ -51,38 +62,93 @@ export interface Leftover {
 export class FlowStore {
   readonly set: MeterSet
   readonly families: Record<Family, FamilyMaps>
+  /** Flows each flow map of this set holds. */
+  readonly capacity: number
+  private readonly dir: HeldMapDir
   private readonly pending: BpfMap
   /** This meter set's snapshot chunk size (older sets keep a larger one: bpf/flowctl.h). */
   private readonly chunkBytes: number
   private readonly drainStateMap: BpfMap
   private state: DrainState
+  /** The set's lock, for a writer; a reader has none. */
+  private readonly lock: HeldLock | undefined
+  /** Whether close() lets the lock go (it was taken by open(), not handed to it). */
+  private readonly ownsLock: boolean
 
-  private constructor(set: MeterSet, families: Record<Family, FamilyMaps>, pending: BpfMap, drainState: BpfMap) {
-    this.set = set
+  private constructor(dir: HeldMapDir, families: Record<Family, FamilyMaps>, pending: BpfMap, drainState: BpfMap, capacity: number, lock: HeldLock | undefined, ownsLock: boolean) {
+    this.set = dir.set
+    this.dir = dir
     this.families = families
+    this.capacity = capacity
     this.pending = pending
     this.chunkBytes = pending.info.valueSize
     this.drainStateMap = drainState
     this.state = readDrainState(drainState)
+    this.lock = lock
+    this.ownsLock = ownsLock
   }
 
-  /** Opens a meter set's maps (after checking their layout). */
-  static open(set: MeterSet): FlowStore {
-    set.verifyLayout()
-    const opened: {close(): void}[] = []
+  /**
+   * Opens a meter set's maps to write them (after checking their layout), holding the set's lock
+   * until close(): refused, naming the holder, while another process writes the set. `lock`, a
+   * lock on the set already held by the caller, is used instead (and stays the caller's).
+   */
+  static open(set: MeterSet, options: {lock?: HeldLock} = {}): FlowStore {
+    const lock = options.lock ?? claimMeterSet(set)
     try {
-      const f4 = FamilyMaps.open(set, 4)
+      return FlowStore.openMaps(set, lock, !options.lock)
+    } catch (error) {
+      if (!options.lock) lock.release()
+      throw error
+    }
+  }
+
+  /** Opens a meter set's maps to read them beside their writer (a daemon): no lock, and no write. */
+  static openReader(set: MeterSet): FlowStore {
+    return FlowStore.openMaps(set, undefined, false)
+  }
+
+  /** Opens a meter set's maps (after checking their layout), all from the one directory it holds. */
+  private static openMaps(set: MeterSet, lock: HeldLock | undefined, ownsLock: boolean): FlowStore {
+    set.verifyLayout()
+    const dir = HeldMapDir.open(set)
+    const opened: {close(): void}[] = [dir]
+    try {
+      const f4 = FamilyMaps.open(set, 4, dir)
       opened.push(f4)
-      const f6 = FamilyMaps.open(set, 6)
+      const f6 = FamilyMaps.open(set, 6, dir)
       opened.push(f6)
-      const pending = set.openMap('pending')
+      const pending = dir.openMap('pending')
       opened.push(pending)
-      const drainState = set.openMap('drain_state')
-      return new FlowStore(set, {4: f4, 6: f6}, pending, drainState)
+      const meta = dir.openMap('meta')
+      let capacity: number
+      try {
+        capacity = readMeterMeta(meta).capacity
+      } finally {
+        meta.close()
+      }
+      const drainState = dir.openMap('drain_state')
+      opened.push(drainState)
+      return new FlowStore(dir, {4: f4, 6: f6}, pending, drainState, capacity, lock, ownsLock)
     } catch (error) {
       for (const m of opened) m.close()
       throw error
     }
+  }
+
+  /** The meter set this store opened, as MeterSet.identity() names it. */
+  get identity(): number {
+    return this.drainStateMap.info.id
+  }
+
+  /** One of this set's maps, from the directory the store holds (never from another set at its path). */
+  openMap(name: string): BpfMap {
+    return this.dir.openMap(name)
+  }
+
+  /** A guard on every write: only the holder of the set's lock writes. */
+  private writable(): void {
+    if (!this.lock) throw new Error(`the meter set at ${this.set.dir} was opened to read: it cannot be written`)
   }
 
   /** Drains committed so far. */
@@ -92,7 +158,7 @@ export class FlowStore {
 
   /** Empty caches sized for this meter set: the daemon holds up to twice a flow map's capacity. */
   newCaches(): FamilyCaches {
-    const max = 2 * this.set.capacity()
+    const max = 2 * this.capacity
     const cache = (family: Family) => new FlowCache(flowRecordLayout(family, this.chunkBytes), max)
     return {4: cache(4), 6: cache(6)}
   }
@@ -116,21 +182,41 @@ export class FlowStore {
   }
 
   /** Calls `onRecord` with each record of the committed snapshot: its key and value offsets in `buf`. */
-  forEachSnapshotRecord(onRecord: (family: Family, buf: Buffer, keyAt: number, valueAt: number) => void): void {
+  forEachSnapshotRecord(onRecord: SnapshotRecordVisitor): void {
     const {slot, chunks} = this.state
     const key = Buffer.alloc(4)
     const chunk = Buffer.alloc(this.chunkBytes)
     for (let i = 0; i < chunks; i++) {
       key.writeUInt32LE(chunkKey(slot, i))
       if (!this.pending.lookup(key, chunk)) throw new Error(`the daemon's snapshot in ${this.set.mapPath('pending')} lacks chunk ${i} of ${chunks}`)
-      const family = readU32(chunk, CHUNK_HEADER.fields.family.offset) as Family
-      const records = readU32(chunk, CHUNK_HEADER.fields.records.offset)
-      const layout = pendingFlowLayout(family)
-      for (let r = 0; r < records; r++) {
-        const at = CHUNK_HEADER.size + r * layout.size
-        onRecord(family, chunk, at + layout.fields.key.offset, at + layout.fields.value.offset)
-      }
+      forEachChunkRecord(chunk, 0, onRecord)
     }
+  }
+
+  /** drain_state as it is now (a reader's view of the last commit; a writer knows its own). */
+  readCommitted(): DrainState {
+    return readDrainState(this.drainStateMap)
+  }
+
+  /**
+   * A copy of the snapshot that `state` says is committed, its chunks end to end, for a reader
+   * beside a writer: undefined when a chunk is gone already (a later commit emptied its slot).
+   * A later commit can also write the slot again, so the copy holds that commit's snapshot only if
+   * drain_state still says `state` once it is taken: the caller checks that, and tries again.
+   */
+  readSnapshotCopy(state: DrainState): Buffer | undefined {
+    const copy = Buffer.alloc(state.chunks * this.chunkBytes)
+    const key = Buffer.alloc(4)
+    for (let i = 0; i < state.chunks; i++) {
+      key.writeUInt32LE(chunkKey(state.slot, i))
+      if (!this.pending.lookup(key, copy.subarray(i * this.chunkBytes, (i + 1) * this.chunkBytes))) return undefined
+    }
+    return copy
+  }
+
+  /** Calls `onRecord` with each record of a snapshot copy (readSnapshotCopy). */
+  forEachCopiedRecord(copy: Buffer, onRecord: SnapshotRecordVisitor): void {
+    for (let at = 0; at < copy.length; at += this.chunkBytes) forEachChunkRecord(copy, at, onRecord)
   }
 
   /**
@@ -139,8 +225,9 @@ export class FlowStore {
    * unpinned.
    */
   leftovers(): Leftover[] {
+    this.writable()
     const out: Leftover[] = []
-    for (const d of this.set.drainMaps()) {
+    for (const d of this.dir.drainMaps()) {
       if (d.gen <= this.state.gen) {
         unlinkQuietly(d.path)
         continue
@@ -156,9 +243,14 @@ export class FlowStore {
     return out
   }
 
-  /** Takes the live flow map of `family` out (pinned as drained by drain `gen`) and returns it. */
-  swapOut(family: Family, gen: number): BpfMap {
-    return this.families[family].swapOut(this.set.drainMapPath(family, gen))
+  /**
+   * Takes the live flow map of `family` out (pinned as drained by drain `gen`) and returns it.
+   * Without `gen`, it is not pinned: the last drain of a set whose pins are gone, which has no
+   * directory to pin it in and commits nothing.
+   */
+  swapOut(family: Family, gen?: number): BpfMap {
+    this.writable()
+    return this.families[family].swapOut(gen === undefined ? undefined : this.dir.drainMapPath(family, gen))
   }
 
   /**
@@ -166,6 +258,7 @@ export class FlowStore {
    * drain_state (the commit), then empties the previous slot and unpins the drained maps.
    */
   commit(gen: number, caches: FamilyCaches): void {
+    this.writable()
     const previous = this.state
     const slot = previous.slot ^ 1
     const chunks = this.writeSnapshot(slot, caches)
@@ -173,7 +266,7 @@ export class FlowStore {
     writeDrainState(this.drainStateMap, next)
     this.state = next
     this.deleteChunks(previous.slot, previous.chunks)
-    for (const d of this.set.drainMaps()) if (d.gen <= gen) unlinkQuietly(d.path)
+    for (const d of this.dir.drainMaps()) if (d.gen <= gen) unlinkQuietly(d.path)
   }
 
   /**
@@ -183,6 +276,7 @@ export class FlowStore {
    * snapshot. Returns the flows deleted.
    */
   flush(matches: ((family: Family, keys: Uint8Array, keyAt: number) => boolean) | null): number {
+    this.writable()
     const gen = this.state.gen + 1
     const caches = this.newCaches()
     this.loadSnapshot(caches)
@@ -211,6 +305,7 @@ export class FlowStore {
    * between a commit and its clean-up).
    */
   removeStrayChunks(): void {
+    this.writable()
     const stray: number[] = []
     this.pending.forEachBatch(
       (keys, _v, n) => {
@@ -267,11 +362,61 @@ export class FlowStore {
     }
   }
 
+  /**
+   * Flows the set holds that no daemon has exported yet, each key once: the snapshot's, the
+   * drained maps' not committed yet, and the live maps' (read in place: for a set whose filters
+   * are gone). Changes nothing.
+   */
+  unexportedFlows(): number {
+    const caches = this.newCaches()
+    this.loadSnapshot(caches)
+    let beyond = 0
+    const count = (family: Family, map: BpfMap) => {
+      forEachFlow(map, (keys, ko, sample) => {
+        if (caches[family].add(keys, ko, sample) < 0) beyond++
+      })
+    }
+    for (const d of this.dir.drainMaps()) {
+      if (d.gen <= this.state.gen) continue
+      const map = BpfMap.open(d.path)
+      try {
+        count(d.family, map)
+      } finally {
+        map.close()
+      }
+    }
+    for (const family of FAMILIES) {
+      const live = this.families[family].openLive()
+      try {
+        count(family, live)
+      } finally {
+        live.close()
+      }
+    }
+    return caches[4].size + caches[6].size + beyond
+  }
+
   close(): void {
     this.families[4].close()
     this.families[6].close()
     this.pending.close()
     this.drainStateMap.close()
+    this.dir.close()
+    if (this.ownsLock) this.lock?.release()
+  }
+}
+
+/** Sees one record of a snapshot: its family, and its key's and value's offsets in `buf`. */
+export type SnapshotRecordVisitor = (family: Family, buf: Buffer, keyAt: number, valueAt: number) => void
+
+/** Calls `onRecord` with each record of the snapshot chunk at `at` in `buf`. */
+function forEachChunkRecord(buf: Buffer, at: number, onRecord: SnapshotRecordVisitor): void {
+  const family = readU32(buf, at + CHUNK_HEADER.fields.family.offset) as Family
+  const records = readU32(buf, at + CHUNK_HEADER.fields.records.offset)
+  const layout = pendingFlowLayout(family)
+  for (let r = 0; r < records; r++) {
+    const record = at + CHUNK_HEADER.size + r * layout.size
+    onRecord(family, buf, record + layout.fields.key.offset, record + layout.fields.value.offset)
   }
 }
 

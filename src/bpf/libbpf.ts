@@ -128,16 +128,30 @@ export class BpfMap {
     this.path = path
   }
 
-  static open(path: string): BpfMap {
+  /** `shownAs`: the path messages name, when `path` reaches the pin another way (through a held directory). */
+  static open(path: string, shownAs = path): BpfMap {
     const fd = lib().objGet(path)
     if (fd < 0) {
       const errno = -fd
-      throw new BpfError(`opening pinned map ${path}`, errno, errno === ENOENT ? 'not pinned: is the meter attached?' : undefined)
+      throw new BpfError(`opening pinned map ${shownAs}`, errno, errno === ENOENT ? 'not pinned: is the meter attached?' : undefined)
     }
     try {
-      return new BpfMap(fd, mapInfoByFd(fd, path), path)
+      return new BpfMap(fd, mapInfoByFd(fd, shownAs), shownAs)
     } catch (error) {
       lib().close(fd)
+      throw error
+    }
+  }
+
+  /**
+   * Opens a pinned map that another process may unpin at any moment (a drained map, beside the
+   * daemon that commits it): undefined once it is gone.
+   */
+  static openIfPinned(path: string): BpfMap | undefined {
+    try {
+      return BpfMap.open(path)
+    } catch (error) {
+      if (error instanceof BpfError && error.errno === ENOENT) return undefined
       throw error
     }
   }

@@ -4,11 +4,11 @@
  * the same two programs (ingress, egress) and writes the same maps, keyed by ifindex; flows of
  * different namespaces live in different maps and never merge.
  */
-import {existsSync, readdirSync, unlinkSync} from 'node:fs'
+import {closeSync, constants, existsSync, openSync, readdirSync, unlinkSync} from 'node:fs'
 import {rename, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
-import {StateError} from '../errors.js'
+import {BpfError, StateError} from '../errors.js'
 import type {Paths} from '../paths.js'
 import type {NetnsName} from '../sys/netns.js'
 import {describeNetns} from '../sys/netns.js'
@@ -16,7 +16,7 @@ import {loadAll} from './bpftool.js'
 import {DRAIN_STATE, FLOW_KEY4, FLOW_KEY6, FLOW_VALUE4, FLOW_VALUE6, LAYOUT_VERSION, METER_META, OVERFLOW_KEY, OVERFLOW_VALUE, PENDING_CHUNK_BYTES, readMeterMeta, writeMeterMeta} from './layout.js'
 import {FAMILIES, type DirectionName, type Family} from '../flow/record.js'
 import {makeDirectories} from '../sys/directories.js'
-import {BpfMap, innerMapId, MAP_TYPE, progInfo, setInnerMap} from './libbpf.js'
+import {BpfMap, ENOENT, innerMapId, MAP_TYPE, progInfo, setInnerMap} from './libbpf.js'
 
 export const PROGRAM_NAMES: Record<DirectionName, string> = {ingress: 'flowctl_ingress', egress: 'flowctl_egress'}
 
@@ -110,6 +110,24 @@ export class MeterSet {
     return existsSync(this.mapPath('flows4'))
   }
 
+  /**
+   * Which meter set is pinned here now: the kernel id of its drain_state map (ids are not reused
+   * while the machine runs), or undefined when nothing is pinned (detached, or bpffs remounted).
+   * A set detached and attached again at the same path has another identity; one whose programs
+   * were reloaded (`attach --force`) keeps its maps, and its identity.
+   */
+  identity(): number | undefined {
+    let map: BpfMap
+    try {
+      map = this.openMap('drain_state')
+    } catch (error) {
+      if (error instanceof BpfError && error.errno === ENOENT) return undefined
+      throw error
+    }
+    map.close()
+    return map.info.id
+  }
+
   /** Loads the object and pins its programs and (new, empty) maps, and records what it is. */
   async create(objectPath: string, capacity: number): Promise<void> {
     makeDirectories(this.dir)
@@ -148,7 +166,9 @@ export class MeterSet {
   }
 
   async remove(): Promise<void> {
-    await rm(this.dir, {recursive: true, force: true})
+    // A daemon's drain may pin a drained map here while this runs (after rm listed the directory,
+    // before it removes it): rm then finds the directory not empty and, with retries, starts over.
+    await rm(this.dir, {recursive: true, force: true, maxRetries: 5, retryDelay: 20})
     // Leave no empty parents behind.
     for (const parent of [join(this.root, 'netns'), this.root]) {
       try {
@@ -231,12 +251,7 @@ export class MeterSet {
   /** Drained flow maps still pinned, oldest first. */
   drainMaps(): PinnedDrainMap[] {
     if (!existsSync(this.mapDir)) return []
-    const out: PinnedDrainMap[] = []
-    for (const name of readdirSync(this.mapDir)) {
-      const m = DRAIN_PIN.exec(name)
-      if (m) out.push({family: Number(m[1]) as Family, gen: Number(m[2]), path: this.mapPath(name)})
-    }
-    return out.sort((a, b) => a.gen - b.gen || a.family - b.family)
+    return drainPins(readdirSync(this.mapDir), (name) => this.mapPath(name))
   }
 
   drainMapPath(family: Family, gen: number): string {
@@ -254,12 +269,69 @@ export class MeterSet {
         const id = innerMapId(outer)
         if (id) opened.push(BpfMap.openById(id))
       }
-      for (const d of this.drainMaps()) opened.push(BpfMap.open(d.path))
+      for (const d of this.drainMaps()) {
+        // A daemon beside us unpins a drained map once it commits it.
+        const map = BpfMap.openIfPinned(d.path)
+        if (map) opened.push(map)
+      }
       for (const m of opened) now += m.memlock()
     } finally {
       for (const m of opened) m.close()
     }
     return {now, atMost: now + flowMemoryAtMost(this.capacity())}
+  }
+}
+
+/** The drained flow maps among the pin names of a map directory, oldest first. */
+function drainPins(names: string[], pathOf: (name: string) => string): PinnedDrainMap[] {
+  const out: PinnedDrainMap[] = []
+  for (const name of names) {
+    const m = DRAIN_PIN.exec(name)
+    if (m) out.push({family: Number(m[1]) as Family, gen: Number(m[2]), path: pathOf(name)})
+  }
+  return out.sort((a, b) => a.gen - b.gen || a.family - b.family)
+}
+
+/**
+ * A meter set's map directory, held open by the daemon's drainer: every pin it makes, lists,
+ * opens or removes goes through the directory it opened (/proc/self/fd/N/NAME), never through the
+ * set's path again. Once `meter detach` (or a bpffs remount) has removed that directory, those
+ * calls find nothing or fail with ENOENT; they never reach another meter set attached at the
+ * same path meanwhile.
+ */
+export class HeldMapDir {
+  readonly set: MeterSet
+  private readonly fd: number
+
+  private constructor(set: MeterSet, fd: number) {
+    this.set = set
+    this.fd = fd
+  }
+
+  static open(set: MeterSet): HeldMapDir {
+    return new HeldMapDir(set, openSync(set.mapDir, constants.O_RDONLY | constants.O_DIRECTORY))
+  }
+
+  /** Pin `name` of this directory, reached through the held descriptor. */
+  private path(name: string): string {
+    return `/proc/self/fd/${this.fd}/${name}`
+  }
+
+  openMap(name: string): BpfMap {
+    return BpfMap.open(this.path(name), this.set.mapPath(name))
+  }
+
+  /** Drained flow maps still pinned here, oldest first (none once the directory is removed). */
+  drainMaps(): PinnedDrainMap[] {
+    return drainPins(readdirSync(this.path('')), (name) => this.path(name))
+  }
+
+  drainMapPath(family: Family, gen: number): string {
+    return this.path(`drain${family}_${gen}`)
+  }
+
+  close(): void {
+    closeSync(this.fd)
   }
 }
 
@@ -300,8 +372,9 @@ export class FamilyMaps {
     this.outer = outer
   }
 
-  static open(set: MeterSet, family: Family): FamilyMaps {
-    return new FamilyMaps(set, family, set.openMap(`flows${family}`))
+  /** `from`: where the pins are opened (the set's path, or a directory held open). */
+  static open(set: MeterSet, family: Family, from: {openMap(name: string): BpfMap} = set): FamilyMaps {
+    return new FamilyMaps(set, family, from.openMap(`flows${family}`))
   }
 
   liveId(): number {

@@ -14,16 +14,60 @@ import {rename, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import type {FlowSample} from '../flow/flow-cache.js'
+import type {HeldLock} from '../sys/flock.js'
 import {FAMILIES, firstPacketWins, type Family} from '../flow/record.js'
 import {FlowStore} from './flow-store.js'
 import {emptySample, FLOW_KEY4, FLOW_KEY6, readU64} from './layout.js'
 import * as V1 from './layout-v1.generated.js'
-import {BpfMap, numPossibleCpus, setInnerMap} from './libbpf.js'
+import {BpfMap, innerMapId, numPossibleCpus, setInnerMap} from './libbpf.js'
 import type {MeterSet} from './meter-set.js'
 
 /** Where a layout-1 meter set waits while its flows are carried over. */
 export function legacyDir(set: MeterSet): string {
   return `${set.dir}-v1`
+}
+
+/** The flows per map of a layout-1 meter set (its per-CPU flow maps were sized by it). */
+export function legacyCapacity(set: MeterSet): number {
+  const map = BpfMap.open(join(set.mapDir, 'flows4_a'))
+  map.close()
+  return map.info.maxEntries
+}
+
+/**
+ * The most flows of one family a layout-1 meter set can hand over: the distinct keys its two flow
+ * maps and its pending map hold now, and as many new ones as the flow map its programs write has
+ * room for (they run until the filters move to the new programs). A new meter set keeps up to
+ * twice its capacity per family (the daemon's cache and snapshot), so that is what must fit.
+ */
+export function legacyFlowsAtMost(set: MeterSet): number {
+  let most = 0
+  for (const family of FAMILIES) {
+    const keys = new Set<string>()
+    let room = 0
+    const outer = BpfMap.open(join(set.mapDir, `flows${family}`))
+    try {
+      const liveId = innerMapId(outer)
+      for (const name of [`flows${family}_a`, `flows${family}_b`, `pending${family}`]) {
+        const path = join(set.mapDir, name)
+        if (!existsSync(path)) continue
+        const map = BpfMap.open(path)
+        try {
+          const keySize = map.info.keySize
+          const count = map.forEachBatch((k, _v, n) => {
+            for (let i = 0; i < n; i++) keys.add(k.toString('latin1', i * keySize, (i + 1) * keySize))
+          })
+          if (map.info.id === liveId) room = map.info.maxEntries - count
+        } finally {
+          map.close()
+        }
+      }
+    } finally {
+      outer.close()
+    }
+    most = Math.max(most, keys.size + room)
+  }
+  return most
 }
 
 /** Moves a layout-1 meter set's pins aside, so that a new meter set can be made in their place. */
@@ -35,12 +79,14 @@ export async function moveLegacyAside(set: MeterSet): Promise<void> {
 
 /**
  * Merges every flow the layout-1 maps under legacyDir(set) hold into `set`'s snapshot, then
- * removes them. Call it once no filter runs the old programs. Returns the flows carried over.
+ * removes them. Call it once no filter runs the old programs. It writes the set: `lock` is the
+ * set's lock if the caller holds it already (claimMeterSet), else it is taken here (refused while
+ * a daemon drains the set). Returns the flows carried over.
  */
-export async function carryOverLegacy(set: MeterSet): Promise<number> {
+export async function carryOverLegacy(set: MeterSet, lock?: HeldLock): Promise<number> {
   const aside = legacyDir(set)
   if (!existsSync(aside)) return 0
-  const store = FlowStore.open(set)
+  const store = FlowStore.open(set, {lock})
   try {
     // An update of a map-in-map slot returns only after synchronize_rcu(): no program that
     // started before it (an old one, on a filter replaced just now) is still running.

@@ -2,7 +2,10 @@
  * The daemon's own sockets, by cookie, in the meter's skip_socks map: the meter does not count
  * the IPFIX datagrams it causes (an exporter that meters its export traffic feeds on itself).
  */
-import type {MeterSet} from './meter-set.js'
+import type {BpfMap} from './libbpf.js'
+
+/** A meter set, or a daemon's drainer of one (which opens the set it holds, not whatever is at its path). */
+type MapSource = {openMap(name: string): BpfMap}
 
 function cookieKey(cookie: bigint): Buffer {
   const key = Buffer.alloc(8)
@@ -10,7 +13,7 @@ function cookieKey(cookie: bigint): Buffer {
   return key
 }
 
-export function skipSockets(set: MeterSet, cookies: bigint[]): void {
+export function skipSockets(set: MapSource, cookies: bigint[]): void {
   const map = set.openMap('skip_socks')
   try {
     for (const c of cookies) map.update(cookieKey(c), Buffer.from([1]))
@@ -19,7 +22,7 @@ export function skipSockets(set: MeterSet, cookies: bigint[]): void {
   }
 }
 
-export function unskipSockets(set: MeterSet, cookies: bigint[]): void {
+export function unskipSockets(set: MapSource, cookies: bigint[]): void {
   const map = set.openMap('skip_socks')
   try {
     for (const c of cookies) map.delete(cookieKey(c))

@@ -10,11 +10,12 @@ import {join} from 'node:path'
 
 import writeFileAtomic from 'write-file-atomic'
 
-import {FlowctlError, StateError} from '../errors.js'
+import {FlowctlError, NotFoundError, StateError} from '../errors.js'
 import type {Paths} from '../paths.js'
 import {makeDirectories} from '../sys/directories.js'
-import {lockHolder, tryLock, waitLock, type HeldLock} from '../sys/flock.js'
-import type {NetnsName} from '../sys/netns.js'
+import {heldBy, lockHolder, tryLock, waitLock, type HeldLock, type LockHolder} from '../sys/flock.js'
+import {describeNetns, type NetnsName} from '../sys/netns.js'
+import type {MeterSet} from './meter-set.js'
 import type {DirectionName} from '../flow/record.js'
 
 export interface MeterSetRecord {
@@ -75,15 +76,6 @@ async function writeState(paths: Paths, state: AttachState): Promise<void> {
 
 const LOCK_WAIT_MS = 30_000
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 /** Runs `fn` holding the state lock, with the current state; `fn`'s changes are saved if it returns. */
 export async function withStateLock<T>(paths: Paths, fn: (state: AttachState) => Promise<T>): Promise<T> {
   makeDirectories(paths.runDir)
@@ -107,18 +99,27 @@ export function sameNetns(a: NetnsName, b: NetnsName): boolean {
   return (a ?? null) === (b ?? null)
 }
 
+/**
+ * `daemon.pid` in the run directory: the running daemon's pid, for people and `kill -HUP`. It is
+ * information only: whether a daemon runs is the one-daemon lock's to say (a pid file left by a
+ * daemon killed with SIGKILL can name any process once its pid is reused).
+ */
 export function daemonPidFile(paths: Paths): string {
   return join(paths.runDir, 'daemon.pid')
 }
 
-/** The pid of a running `flowctl daemon`, if one is running. */
-export function runningDaemonPid(paths: Paths): number | undefined {
-  try {
-    const pid = Number.parseInt(readFileSync(daemonPidFile(paths), 'utf8'), 10)
-    return pid && pid !== process.pid && pidAlive(pid) ? pid : undefined
-  } catch {
-    return undefined
-  }
+/**
+ * The `flowctl daemon` that holds the one-daemon lock of these meters (another process than this
+ * one), whatever its run directory; undefined when none does.
+ */
+export function runningDaemon(paths: Paths): LockHolder | undefined {
+  const holder = heldBy(paths.pinRoot)
+  return holder?.pid === process.pid ? undefined : holder
+}
+
+/** "flowctl daemon (pid N)", or without the pid where it cannot be read. */
+export function describeDaemon(holder: LockHolder): string {
+  return `flowctl daemon${holder.pid ? ` (pid ${holder.pid})` : ''}`
 }
 
 /**
@@ -137,4 +138,30 @@ export function claimMeterRoot(paths: Paths): HeldLock {
   if (lock) return lock
   const holder = lockHolder(paths.pinRoot)
   throw new FlowctlError(`another flowctl daemon${holder ? ` (pid ${holder})` : ''} drains the meters pinned under ${paths.pinRoot}: stop it first (one daemon exports each meter)`)
+}
+
+/**
+ * A meter set's lock: an flock on its directory in bpffs, held by whoever writes its flows (the
+ * snapshot in `pending`, `drain_state`, the swaps of its live maps): the daemon's drainer for as
+ * long as it drains the set, `flush`, and the carrying over of a layout-1 set. One writer at a
+ * time: two would each commit a snapshot without the other's flows. Throws, naming the holder,
+ * when another process has it. Readers (`dump`, `top`, `meter status`) take no lock.
+ */
+export function claimMeterSet(set: MeterSet): HeldLock {
+  let lock: HeldLock | undefined
+  try {
+    lock = tryLock(set.dir, {directory: true})
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`no meter is attached in ${describeNetns(set.netns)} (${set.dir} does not exist)`, {cause: error})
+    throw error
+  }
+  if (lock) return lock
+  const holder = heldBy(set.dir) ?? {}
+  const daemon = heldBy(set.root)
+  if (daemon && daemon.pid === holder.pid) {
+    throw new FlowctlError(`${describeDaemon(daemon)} is exporting the flows of ${describeNetns(set.netns)}: stop it first (one process writes a meter's flows at a time)`)
+  }
+  throw new FlowctlError(
+    `another flowctl${holder.pid ? ` (pid ${holder.pid})` : ''} is writing the flows of ${describeNetns(set.netns)} (a flush, or a layout-1 meter carried over): wait for it to finish, then try again`,
+  )
 }

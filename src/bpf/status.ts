@@ -1,6 +1,7 @@
 /** What is attached, checked against the kernel: the library behind `flowctl meter status`. */
 import {existsSync} from 'node:fs'
 
+import {StateError} from '../errors.js'
 import type {Paths} from '../paths.js'
 import {netnsLabel, listLinks, type NetnsName} from '../sys/netns.js'
 import {listFilters} from '../sys/tc.js'
@@ -48,7 +49,11 @@ function countFlows(set: MeterSet): {flows: Map<string, number>; overflow: Map<s
     const opened: BpfMap[] = []
     try {
       opened.push(maps.openLive())
-      for (const d of drained) if (d.family === family) opened.push(BpfMap.open(d.path))
+      for (const d of drained) {
+        // One a daemon committed since it was listed is gone: its flows are in the snapshot now.
+        const map = d.family === family ? BpfMap.openIfPinned(d.path) : undefined
+        if (map) opened.push(map)
+      }
       const keySize = opened[0].info.keySize
       const seen = new Set<string>()
       for (const map of opened) {
@@ -78,13 +83,27 @@ function countFlows(set: MeterSet): {flows: Map<string, number>; overflow: Map<s
   return {flows, overflow}
 }
 
-export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<MeterStatus[]> {
+export interface MeterStatusReport {
+  rows: MeterStatus[]
+  /** Meter sets this flowctl cannot read (made by another, with another layout): what to do about each, in one line. */
+  unreadable: string[]
+}
+
+export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<MeterStatusReport> {
   const state = readState(paths)
   const out: MeterStatus[] = []
+  const unreadable: string[] = []
   const sets = MeterSet.list(paths).filter((s) => netns === undefined || sameNetns(s.netns, netns))
   for (const set of sets) {
     const atts = state.attachments.filter((a) => sameNetns(a.netns, set.netns))
     if (!set.exists()) continue
+    try {
+      set.verifyLayout()
+    } catch (error) {
+      if (!(error instanceof StateError)) throw error
+      unreadable.push(error.message)
+      continue
+    }
     const {flows, overflow} = countFlows(set)
     const capacity = set.capacity()
     const memory = set.memory()
@@ -123,5 +142,5 @@ export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<Mete
       })
     }
   }
-  return out
+  return {rows: out, unreadable}
 }

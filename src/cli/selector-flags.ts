@@ -1,4 +1,8 @@
-/** The flow selector flags of `dump` and `flush`, and the scope they describe. */
+/**
+ * The flow selector flags of `dump`, `flush` and `top`, and the scope they describe: one
+ * namespace, the root one when --netns is omitted (a flush never reaches further than asked), or
+ * every metered namespace with --all-netns.
+ */
 import {Flags} from '@oclif/core'
 
 import {directionFlag, ifnameFlag, netnsFlag, netnsOf} from './flags.js'
@@ -7,6 +11,7 @@ import {parseSelector} from '../view/selectors.js'
 
 export const selectorFlags = {
   netns: netnsFlag,
+  'all-netns': Flags.boolean({description: 'every metered namespace, the root one included (in place of --netns)', exclusive: ['netns']}),
   ifname: ifnameFlag,
   direction: directionFlag,
   proto: Flags.string({char: 'p', description: 'protocol: a name (tcp, udp, icmp, icmpv6, sctp) or number'}),
@@ -19,6 +24,7 @@ export const selectorFlags = {
 
 export function scopeFromFlags(flags: {
   netns?: string
+  'all-netns'?: boolean
   ifname?: string[]
   ifindex?: number
   direction: string
@@ -29,7 +35,7 @@ export function scopeFromFlags(flags: {
   dport?: string
 }): FlowScope {
   return {
-    netns: flags.netns === undefined ? undefined : netnsOf(flags.netns),
+    netns: flags['all-netns'] ? undefined : netnsOf(flags.netns),
     interfaces: flags.ifname,
     selector: {...parseSelector(flags), ...(flags.ifindex === undefined ? {} : {ifindexes: [flags.ifindex]})},
   }

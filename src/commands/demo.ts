@@ -1,5 +1,6 @@
 import {Flags} from '@oclif/core'
 
+import {parseAddressFlag} from '../config/schema.js'
 import {requireRoot} from '../sys/privileges.js'
 import {FlowctlCommand} from '../cli/command.js'
 import {jsonFlag} from '../cli/flags.js'
@@ -33,6 +34,8 @@ interrupted. Nothing it does touches meters or a daemon already running on this 
 
   async run(): Promise<void> {
     const {flags} = await this.parse(Demo)
+    // Before anything is built: a lab stood up only to fail at the metrics listen is time lost.
+    if (flags.metrics !== undefined) parseAddressFlag('--metrics', flags.metrics, 'listen')
     requireRoot('flowctl demo')
     const tty = process.stderr.isTTY && !flags.json
     const say = (line: string) => process.stderr.write(`${tty ? '\r\x1b[K' : ''}${line}\n`)

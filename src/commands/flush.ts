@@ -9,14 +9,18 @@ import {isEmptySelector} from '../view/selectors.js'
 
 export default class Flush extends FlowctlCommand {
   static override summary = 'Delete flows from the kernel'
-  static override description = `Deletes one flow by its key, every flow matching the selectors, or --all. Deleting a flow that does
-not exist is not an error. Packets arriving meanwhile are never lost: each flow map is made idle
-before it is emptied. Refused while \`flowctl daemon\` is exporting from the maps.`
+  static override description = `Deletes one flow by its key, every flow matching the selectors, or --all. It acts on one
+namespace: --netns NS, or the root namespace when omitted; --all-netns reaches every metered
+namespace. Deleting a flow that does not exist is not an error. Packets arriving meanwhile are
+never lost: each flow map is made idle before it is emptied. Refused while \`flowctl daemon\` is
+exporting the meters (whatever its run directory), and while another flowctl writes the same
+meter.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> -p tcp -s 198.18.0.1 -S 40000 -d 198.18.0.2 -D 80',
     '<%= config.bin %> <%= command.id %> --netns ns1 -n veth0 --all',
-    '<%= config.bin %> <%= command.id %> --all',
+    {description: 'Every flow of the root namespace', command: '<%= config.bin %> <%= command.id %> --all'},
+    {description: 'Every flow of every metered namespace', command: '<%= config.bin %> <%= command.id %> --all --all-netns'},
     {description: 'The older tool\'s form: one flow by ifindex and key', command: '<%= config.bin %> <%= command.id %> -i 98 -p 6 -s 172.17.0.7 -S 37869 -d 104.21.25.104 -D 80'},
   ]
 

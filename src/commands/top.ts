@@ -4,20 +4,26 @@ import {FlowctlCommand} from '../cli/command.js'
 import {jsonFlag} from '../cli/flags.js'
 import {scopeFromFlags, selectorFlags} from '../cli/selector-flags.js'
 import {renderTable} from '../view/table.js'
-import {TOP_GROUPINGS, TopSampler, type TopGrouping, type TopSample} from '../view/top.js'
+import {StateError} from '../errors.js'
+import {TOP_GROUPINGS, TopSampler, WATCH_MS, type TopGrouping, type TopSample} from '../view/top.js'
 
 export default class Top extends FlowctlCommand {
   static override summary = 'Show the busiest flows or talkers now, as rates, refreshed every second'
   static override description = `Reads the live flow maps in the kernel (never the daemon's snapshot) and shows, per flow or
 aggregated by source, destination, port, protocol or interface, the packets and bytes per second over the last
 interval, busiest first. It works beside a running daemon: the daemon swaps each live map out at every drain,
-and top follows the swap (it reads the map it held one last time), so rates are not reset by drains. Press q to
-quit. With --once it samples twice, one interval apart, prints and exits (--json for scripts).`
+and top looks at the maps' slots ${WATCH_MS.perSwap} times per drain interval (every ${WATCH_MS.min} to ${WATCH_MS.max} ms), so it holds
+every live map the daemon swaps in, and reads each one swapped out to its end: every packet is counted once, at
+any drain interval. Should top miss a map anyway (held up for longer than a drain interval), it says so instead
+of showing rates that undercount. Press q to quit. With --once it samples twice, one interval apart, prints and
+exits (--json for scripts); a missed map makes it fail. It shows one namespace: --netns NS, or the root namespace
+when omitted; --all-netns shows every metered namespace.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --by src --sort packets',
     '<%= config.bin %> <%= command.id %> --netns ns1 -p udp --once --json',
+    '<%= config.bin %> <%= command.id %> --all-netns --by interface',
   ]
 
   static override flags = {
@@ -40,6 +46,7 @@ quit. With --once it samples twice, one interval apart, prints and exits (--json
       if (flags.once) {
         await sleep(flags.interval * 1000)
         const sample = sampler.sample(by, sort, flags.limit)
+        if (sample.swapsMissed) throw new StateError(`${missedText(sample)}: run it again`)
         if (flags.json) this.printJson(sample)
         else for (const line of render(sample, by)) this.log(line)
         return
@@ -87,8 +94,15 @@ function rate(n: number, unit: string): string {
   return `${n.toFixed(n < 10 ? 1 : 0)} ${unit}`
 }
 
+/** Why an interval's rates are not shown. */
+function missedText(sample: TopSample): string {
+  const n = sample.swapsMissed
+  return `top missed ${n} live flow map${n === 1 ? '' : 's'} the daemon swapped in and out within the last ${sample.intervalSeconds.toFixed(1)} s (it was held up for longer than a drain interval, or a drain of the daemon failed), so its rates would undercount`
+}
+
 function render(sample: TopSample, by: TopGrouping): string[] {
   const title = `flowctl top: rates over the last ${sample.intervalSeconds.toFixed(1)} s from the live flow maps, by ${by} (q quits)`
+  if (sample.swapsMissed) return [title, '', `${missedText(sample)}: no rates for this interval`]
   if (sample.rows.length === 0) return [title, '', 'no traffic in the interval']
   const table = renderTable(
     ['NETNS', by.toUpperCase(), 'BITS/S', 'PACKETS/S', 'FLOWS'],

@@ -146,6 +146,11 @@ function endpointKey(e: Endpoint): string {
   return `${host}:${e.port}`
 }
 
+/** HOST:PORT, [IPV6]:PORT, as written in a config. */
+function formatEndpoint(e: Endpoint): string {
+  return `${isIPv6(e.host.split('%')[0]) ? `[${e.host}]` : e.host}:${e.port}`
+}
+
 /** One setting found under one of its two names. */
 interface Setting<T> {
   key: string
@@ -157,6 +162,29 @@ interface Placed<T> {
   config: T
   /** The key path problems with it point at. */
   path: PathKey[]
+}
+
+/** A collector, and where its source is given. */
+interface PlacedCollector extends Placed<CollectorConfig> {
+  sourcePath?: PathKey[]
+}
+
+/**
+ * Whether two collectors' sources would take the same local port: the transport binds a source
+ * with a port (src/ipfix/transport.ts), a wildcard one as the wildcard of its collector's family,
+ * and the IPv6 wildcard takes IPv4 too. Port 0 (any) never clashes.
+ */
+function sourcesClash(a: CollectorConfig, b: CollectorConfig): boolean {
+  if (!a.source || !b.source || a.source.port === 0 || a.source.port !== b.source.port) return false
+  if (endpointKey(a.source) === endpointKey(b.source)) return true
+  const bound = (c: CollectorConfig) => {
+    const host = c.source!.host
+    const wildcard = host === '0.0.0.0' || host === '::'
+    return {wildcard, family: wildcard ? familyOf(c.remote.host) : familyOf(host)}
+  }
+  const [x, y] = [bound(a), bound(b)]
+  const covers = (w: typeof x, other: typeof x) => w.wildcard && (w.family === 6 || (w.family === 4 && other.family === 4))
+  return covers(x, y) || covers(y, x)
 }
 
 /** The checks across keys, on the schema's output, and the Config they build. */
@@ -324,7 +352,7 @@ class ConfigBuilder {
 
   // --- outputs -------------------------------------------------------------------------------------
 
-  private outputs(input: ConfigInput, templateIds: number[]): {collectors: Placed<CollectorConfig>[]; logs: Placed<LogOutputConfig>[]} {
+  private outputs(input: ConfigInput, templateIds: number[]): {collectors: PlacedCollector[]; logs: Placed<LogOutputConfig>[]} {
     const newForm = (['collectors', 'logs'] as const).filter((k) => k in input)
     if ('outputs' in input && newForm.length > 0) {
       const [first, second] = ['outputs', newForm[0]].sort((a, b) => this.source.offsetOf([a], 'key') - this.source.offsetOf([b], 'key'))
@@ -335,7 +363,7 @@ class ConfigBuilder {
         'key',
       )
     }
-    const collectors: Placed<CollectorConfig>[] = []
+    const collectors: PlacedCollector[] = []
     const logs: Placed<LogOutputConfig>[] = []
     input.collectors?.forEach((c, i) => collectors.push(this.collector(c, ['collectors', i], templateIds)))
     input.logs?.forEach((l, i) => logs.push(this.log(l, ['logs', i])))
@@ -359,6 +387,17 @@ class ConfigBuilder {
       if (other) this.fail(c.path, `the same collector as ${other}`, 'each collector once (collectors are named by their address in logs and metrics)')
       seenCollectors.set(key, formatPath(c.path) as string)
     }
+    // Two sockets cannot send from one address and port: the daemon would refuse the second.
+    collectors.forEach((c, i) => {
+      const other = collectors.slice(0, i).find((o) => sourcesClash(o.config, c.config))
+      if (!other || !c.sourcePath) return
+      const o = other.config
+      this.fail(
+        c.sourcePath,
+        `the collector ${c.config.name} would send from ${o.source!.host === c.config.source!.host ? 'the same address and port' : 'the same port'} as the collector ${o.name} (${formatPath(other.sourcePath!)}: ${formatEndpoint(o.source!)}), and the second socket cannot bind`,
+        'a source of its own for each collector (another port), or port 0 (any)',
+      )
+    })
     const seenFiles = new Map<string, string>()
     for (const l of logs) {
       const other = seenFiles.get(l.config.file)
@@ -368,7 +407,7 @@ class ConfigBuilder {
     return {collectors, logs}
   }
 
-  private collector(input: CollectorInput, base: PathKey[], templateIds: number[]): Placed<CollectorConfig> {
+  private collector(input: CollectorInput, base: PathKey[], templateIds: number[]): PlacedCollector {
     const remote = this.either<ParsedAddress>(input, base, 'address', 'remoteAddress', `${ADDRESS_ALLOWED.remote} (or the older tool's remoteAddress)`) as Setting<ParsedAddress>
     const config: CollectorConfig = {name: remote.value.text, remote: remote.value.endpoint}
     const source = this.either<ParsedAddress>(input, base, 'source', 'localAddress')
@@ -384,6 +423,7 @@ class ConfigBuilder {
       }
       config.source = source.value.endpoint
     }
+    const sourcePath = source?.path
     if (input.templates) {
       const path = [...base, 'templates']
       const allowed = `a list of template ids: ${templateIds.join(', ')}`
@@ -396,7 +436,7 @@ class ConfigBuilder {
       })
       config.templateIds = ids
     }
-    return {config, path: remote.path}
+    return {config, path: remote.path, sourcePath}
   }
 
   private log(input: LogInput, base: PathKey[]): Placed<LogOutputConfig> {

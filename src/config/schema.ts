@@ -105,6 +105,14 @@ function text(allowed: string, options: {empty?: boolean} = {}) {
   )
 }
 
+/** A file path: a string no file name refuses (the kernel ends a path at a NUL byte, and Node refuses one). */
+function filePath(allowed: string) {
+  return v.pipe(
+    text(allowed),
+    v.check((s) => !s.includes('\0'), problemText('the path holds a NUL byte (\\0), which no file name can', allowed)),
+  )
+}
+
 function number(kind: string, allowed: string) {
   return v.pipe(
     v.number(expected(kind, allowed)),
@@ -201,6 +209,13 @@ function parseAddress(text: string, kind: AddressKind): ParsedAddress | {problem
   const port = Number(portText)
   if (port < (kind === 'remote' ? 1 : 0) || port > 65535) return fail(`port ${port} is out of range`)
   return {text, endpoint: {host, port}}
+}
+
+/** An address a command-line flag gives (`flag` names it in the message): its host and port, or an InvalidInputError. */
+export function parseAddressFlag(flag: string, text: string, kind: AddressKind): Endpoint {
+  const parsed = parseAddress(text.trim(), kind)
+  if ('problem' in parsed) throw new InvalidInputError(`${flag}: ${parsed.problem}`)
+  return parsed.endpoint
 }
 
 function address(kind: AddressKind) {
@@ -367,7 +382,7 @@ const hook = map({
 const LOG_FILE = "a file path, or '-' for stdout"
 const log = map(
   {
-    file: text(LOG_FILE),
+    file: filePath(LOG_FILE),
     hooks: v.nullish(list(hook, 'a list of hooks: {command: PROGRAM} or {shell: SCRIPT}')),
   },
   {file: LOG_FILE},

@@ -10,11 +10,10 @@ import {dirname} from 'node:path'
 import {readOverflow} from '../bpf/layout.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import {skipSockets, unskipSockets} from '../bpf/sockets.js'
-import {claimMeterRoot, daemonPidFile, runningDaemonPid} from '../bpf/state.js'
+import {claimMeterRoot, daemonPidFile} from '../bpf/state.js'
 import {makeDirectories} from '../sys/directories.js'
 import type {HeldLock} from '../sys/flock.js'
 import type {Config} from '../config/config.js'
-import {FlowctlError} from '../errors.js'
 import {defaultStateFile, type Paths} from '../paths.js'
 import type {FlowBatch} from '../flow/batch.js'
 import {compileTemplates, exporterFor} from '../config/exporters.js'
@@ -23,6 +22,9 @@ import {netnsLabel} from '../sys/netns.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
 import {createLogger, type Logger} from './log.js'
 import {DaemonStateFile} from './state-file.js'
+
+/** What became of the meter set a drainer opened: still pinned, its pins gone, or another set pinned in its place. */
+type MeterFate = 'live' | 'removed' | 'replaced'
 
 /** An output besides the collectors (flow logs): gets every exported batch. */
 export interface FlowOutput {
@@ -152,7 +154,13 @@ export class Daemon {
       const cookie = e.cookie()
       if (cookie !== undefined) {
         this.cookies.set(e, cookie)
-        for (const d of this.drainers.values()) skipSockets(d.set, [cookie])
+        for (const d of this.drainers.values()) {
+          try {
+            skipSockets(d, [cookie])
+          } catch {
+            // its pins are gone: the next look at the meters lets it go
+          }
+        }
       }
       this.log.log('info', 'collector-open', {collector: e.config.name, localPort: e.localPort})
     } catch (error) {
@@ -179,29 +187,86 @@ export class Daemon {
     return [this.config.observationDomainId]
   }
 
-  /** Picks up meters attached since the last look; drains and lets go of those detached. */
+  /**
+   * Lets go of the meters whose pins are gone or were replaced (after their last drain), then
+   * picks up meters attached since the last look: a set detached and attached again within one
+   * interval is followed to the new one here. Each set on its own: one that cannot be read is
+   * logged and never keeps the others from being drained.
+   */
   private rescanMeters(): void {
+    this.retireDeadMeters()
     const wanted = MeterSet.list(this.paths).filter((s) => !this.config.meters || this.config.meters.some((m) => m.netns === s.netns))
     for (const set of wanted) {
       const label = netnsLabel(set.netns)
       if (this.drainers.has(label) || !set.exists()) continue
+      let drainer: MeterSetDrainer | undefined
       try {
-        const drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b))
+        drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b))
+        skipSockets(drainer, [...this.cookies.values()])
         this.drainers.set(label, drainer)
-        skipSockets(set, [...this.cookies.values()])
         this.log.log('info', 'meter-found', {netns: label, pending: drainer.pending})
       } catch (error) {
+        drainer?.close()
         this.log.limited(`meter:${label}`, 'error', 'meter-unreadable', {netns: label, error: (error as Error).message})
       }
     }
-    for (const [label, drainer] of this.drainers) {
-      if (drainer.set.exists()) continue
-      // Detached: its maps live on while we hold them; export what they hold, then let go.
-      const report = drainer.drain(this.policy, (b) => this.emit(b), true)
-      drainer.close()
-      this.drainers.delete(label)
-      this.log.log('info', 'meter-gone', {netns: label, exported: report.exported})
+  }
+
+  /** Whether the set `drainer` opened is still the one pinned at its path (by identity, not path). */
+  private fateOf(drainer: MeterSetDrainer): MeterFate {
+    const pinned = drainer.set.identity()
+    if (pinned === drainer.identity) return 'live'
+    return pinned === undefined ? 'removed' : 'replaced'
+  }
+
+  /** fateOf(), taking a set that cannot be looked at now for live (it is looked at again next time). */
+  private fateOrLive(label: string, drainer: MeterSetDrainer): MeterFate {
+    try {
+      return this.fateOf(drainer)
+    } catch (error) {
+      this.log.limited(`meter:${label}`, 'error', 'meter-unreadable', {netns: label, error: (error as Error).message})
+      return 'live'
     }
+  }
+
+  private retireDeadMeters(): void {
+    for (const [label, drainer] of this.drainers) {
+      const fate = this.fateOrLive(label, drainer)
+      if (fate !== 'live') this.retire(label, drainer, fate)
+    }
+  }
+
+  /**
+   * The last drain of a meter set whose pins are gone or replaced: its maps live on while the
+   * daemon holds them, so what they counted since the last drain and what the daemon held for
+   * them is exported now (forced end); then they are let go. Returns the flows exported.
+   */
+  private retire(label: string, drainer: MeterSetDrainer, pins: Exclude<MeterFate, 'live'>): number {
+    this.drainers.delete(label)
+    try {
+      const report = drainer.finalDrain(this.policy, (b) => this.emit(b))
+      const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
+      const unread = report.unread.length ? {unread: report.unread} : {}
+      this.log.log(report.unread.length ? 'warn' : 'info', 'meter-gone', {netns: label, pins, taken: report.taken, exported, byReason: report.exported, ...unread})
+      this.hooks.onDrain?.({netns: label, ...report})
+      return exported
+    } catch (error) {
+      this.log.log('error', 'drain-failed', {netns: label, final: true, error: (error as Error).message, unexported: drainer.pending})
+      return 0
+    } finally {
+      drainer.close()
+    }
+  }
+
+  /**
+   * A drain that failed. A set whose pins went away meanwhile fails at its first pin, having
+   * taken nothing out: its last drain follows now. Any other fault is the set's own: logged
+   * (at most every 10 s per set), and the set is drained again next time.
+   */
+  private drainFailed(label: string, drainer: MeterSetDrainer, error: unknown): void {
+    const fate = this.fateOrLive(label, drainer)
+    if (fate !== 'live') this.retire(label, drainer, fate)
+    else this.log.limited(`drain:${label}`, 'error', 'drain-failed', {netns: label, error: (error as Error).message})
   }
 
   /** Sends a batch of ended flows to every collector and output. */
@@ -223,7 +288,13 @@ export class Daemon {
       this.serviceExporters()
       this.rescanMeters()
       const drained: {label: string; report: ReturnType<MeterSetDrainer['drain']>}[] = []
-      for (const [label, drainer] of this.drainers) drained.push({label, report: drainer.drain(this.policy, (b) => this.emit(b), force)})
+      for (const [label, drainer] of this.drainers) {
+        try {
+          drained.push({label, report: drainer.drain(this.policy, (b) => this.emit(b), force)})
+        } catch (error) {
+          this.drainFailed(label, drainer, error)
+        }
+      }
       // The sequence numbers just used are on disk before anything says they were: a SIGKILL
       // after the log line still restarts the numbering where the collector saw it stop.
       this.saveState()
@@ -256,7 +327,12 @@ export class Daemon {
     const out = new Map<number, {packets: number; bytes: number}>()
     for (const d of this.drainers.values()) {
       const total = out.get(d.observationDomainId) ?? {packets: 0, bytes: 0}
-      const map = d.set.openMap('overflow')
+      let map
+      try {
+        map = d.openMap('overflow')
+      } catch {
+        continue // its pins are gone: the next look at the meters lets it go
+      }
       try {
         for (const o of readOverflow(map)) {
           total.packets += o.packets
@@ -299,6 +375,7 @@ export class Daemon {
     this.templates = templates
     this.exporters = nextExporters.map((e, i) => e ?? this.newExporter(next.collectors[i]))
     await Promise.all(this.exporters.map((e) => this.openExporter(e)))
+    this.retireDeadMeters()
     for (const d of this.drainers.values()) d.close()
     this.drainers.clear()
     this.rescanMeters()
@@ -310,7 +387,7 @@ export class Daemon {
     if (cookie === undefined) return
     for (const d of this.drainers.values()) {
       try {
-        unskipSockets(d.set, [cookie])
+        unskipSockets(d, [cookie])
       } catch {
         // the meter went away
       }
@@ -337,7 +414,10 @@ export class Daemon {
           exported += Object.values(report.exported).reduce((a, b) => a + b, 0)
           this.log.log('info', 'final-drain', {netns: label, taken: report.taken, byReason: report.exported})
         } catch (error) {
-          this.log.log('error', 'final-drain-failed', {netns: label, error: (error as Error).message})
+          // Detached (or replaced) since the last drain: its last drain goes through the maps held.
+          const fate = this.fateOrLive(label, drainer)
+          if (fate !== 'live') exported += this.retire(label, drainer, fate)
+          else this.log.log('error', 'final-drain-failed', {netns: label, error: (error as Error).message})
         }
       }
       if (this.exporters.some((e) => e.isOpen)) this.sendStats()
@@ -385,16 +465,21 @@ export class Daemon {
     }
   }
 
+  /**
+   * The one-daemon lock says whether another daemon runs (the kernel drops it with its holder);
+   * daemon.pid only tells people which process this is: a stale one, its pid reused by any
+   * process after a SIGKILL, never stops a daemon from starting.
+   */
   private claimPidFile(): void {
     this.meterRootLock = claimMeterRoot(this.paths)
-    const other = runningDaemonPid(this.paths)
-    if (other) {
+    try {
+      const file = daemonPidFile(this.paths)
+      makeDirectories(dirname(file))
+      writeFileSync(file, `${process.pid}\n`)
+    } catch (error) {
       this.meterRootLock.release()
-      throw new FlowctlError(`another flowctl daemon (pid ${other}) is running: stop it first (one daemon exports each meter)`)
+      throw error
     }
-    const file = daemonPidFile(this.paths)
-    makeDirectories(dirname(file))
-    writeFileSync(file, `${process.pid}\n`)
   }
 
   private releasePidFile(): void {

@@ -13,7 +13,8 @@
  *   active timeout (2): the flow is older than activeTimeout: exported, and its next packets
  *     start a new record (so a long flow goes out every interval, as deltas);
  *   end of flow (3): FIN or RST seen, and no packet in the latest drain;
- *   forced end (4): shutdown, or the meter is detached;
+ *   forced end (4): shutdown, or the meter is detached (or replaced by another at its path: the
+ *     daemon holds the old set's maps, so they live until finalDrain() has taken their flows out);
  *   lack of resources (5): the cache is full (twice a flow map's capacity): a new flow is
  *     exported at once instead of being held.
  */
@@ -59,6 +60,18 @@ export interface DrainReport {
   seen: Map<number, {packets: number; bytes: number}>
   /** Entries taken from each family's flow maps: how full they got since the previous drain. */
   takenByFamily: Record<Family, number>
+}
+
+/** A live flow map the last drain of a set could not read: its flows are lost. */
+export interface UnreadMap {
+  family: Family
+  /** Entries it held, when they could still be counted. */
+  entries?: number
+  error: string
+}
+
+export interface FinalDrainReport extends DrainReport {
+  unread: UnreadMap[]
 }
 
 /** Sends a batch of ended flows to every output; called synchronously during the drain. */
@@ -110,6 +123,21 @@ export class MeterSetDrainer {
       store.close()
       throw error
     }
+  }
+
+  /** Which meter set this drainer opened (MeterSet.identity() of the set it found pinned). */
+  get identity(): number {
+    return this.store.identity
+  }
+
+  /** Flows each flow map of the set this drainer holds can take. */
+  get capacity(): number {
+    return this.store.capacity
+  }
+
+  /** One of the set's maps, from the directory this drainer holds. */
+  openMap(name: string): BpfMap {
+    return this.store.openMap(name)
   }
 
   /** Flows held in the cache now. */
@@ -183,6 +211,62 @@ export class MeterSetDrainer {
       this.sample.nextHopOffset = 0
     }
     return {taken, exported: this.exported, pending: this.pending, ms: performance.now() - started, phases, seen: this.seen, takenByFamily}
+  }
+
+  /**
+   * The last drain of a meter set whose pins are gone (detached, replaced by another set at its
+   * path, bpffs remounted). The maps live on while this drainer holds them: each live map is
+   * taken out without a pin (there is no directory left for one) and read, and every flow, read
+   * or held in the cache, is exported now (forced end, unless it ended otherwise). Nothing is
+   * committed: there are no pins left to commit into. A live map that cannot be taken out is
+   * read in place; one that cannot be read at all is named in `unread`. Close the drainer after.
+   */
+  finalDrain(policy: DrainPolicy, sink: ExportSink): FinalDrainReport {
+    const started = performance.now()
+    this.policy = policy
+    this.startClock()
+    this.gen++
+    let taken = 0
+    const takenByFamily: Record<Family, number> = {4: 0, 6: 0}
+    const unread: UnreadMap[] = []
+    const phases = {swapMs: 0, mergeMs: 0, expireMs: 0, commitMs: 0}
+    let t = started
+    const lap = (phase: keyof typeof phases) => {
+      const now = performance.now()
+      phases[phase] += now - t
+      t = now
+    }
+    try {
+      for (const family of FAMILIES) {
+        let map: BpfMap | undefined
+        try {
+          try {
+            map = this.store.swapOut(family)
+          } catch {
+            // (No memory for a fresh map, say.) The programs of a detached set are gone: the
+            // live map is not written any more, and can be read where it is.
+            map = this.store.families[family].openLive()
+          }
+          lap('swapMs')
+          const n = this.merge(family, map, true, sink)
+          takenByFamily[family] = n
+          taken += n
+          lap('mergeMs')
+        } catch (error) {
+          unread.push({family, error: (error as Error).message, entries: countQuietly(map)})
+        } finally {
+          map?.close()
+        }
+      }
+      this.flushBatches(sink)
+      this.nowNs = Number(monotonicNowNs())
+      for (const family of FAMILIES) this.expire(family, true, this.gen, sink)
+      lap('expireMs')
+    } finally {
+      this.sample.nextHopBytes = NO_NEXT_HOP
+      this.sample.nextHopOffset = 0
+    }
+    return {taken, exported: this.exported, pending: this.pending, ms: performance.now() - started, phases, seen: this.seen, takenByFamily, unread}
   }
 
   private startClock(): void {
@@ -291,6 +375,15 @@ export class MeterSetDrainer {
     if (this.marks.length < size) this.marks = new Uint8Array(Math.max(size, 2 * this.marks.length))
     else this.marks.fill(0, 0, size)
     return this.marks
+  }
+}
+
+/** Entries in `map`, or undefined when it cannot be read (or was not opened). */
+function countQuietly(map: BpfMap | undefined): number | undefined {
+  try {
+    return map?.count()
+  } catch {
+    return undefined
   }
 }
 

@@ -56,8 +56,11 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
       egressIfindex: egress ? ifindex : 0,
       pkts: batch.packets[i],
       bytes: batch.bytes[i],
-      start: Math.round(batch.startUs[i] / 1000),
-      end: Math.round(batch.endUs[i] / 1000),
+      // Milliseconds truncated, as IPFIX flowStartMilliseconds and flowEndMilliseconds carry them
+      // (src/ipfix/exportable.ts: the same columns divided by 1000 and floored): the same flow
+      // has the same times in the log and at the collector.
+      start: Math.floor(batch.startUs[i] / 1000),
+      end: Math.floor(batch.endUs[i] / 1000),
       finished: flags & (TCP_FIN | TCP_RST) ? 1 : 0,
       netns: batch.netns,
       interface: names.name(batch.netns, ifindex),

@@ -4,7 +4,7 @@
  * (the same recovery, templates, sequence numbers and state file), with no timer in between. It
  * never races a running daemon: two exporters of the same maps would split every flow in two.
  */
-import {runningDaemonPid} from '../bpf/state.js'
+import {describeDaemon, runningDaemon} from '../bpf/state.js'
 import type {Config} from '../config/config.js'
 import {FlowctlError} from '../errors.js'
 import type {Paths} from '../paths.js'
@@ -21,9 +21,9 @@ export interface ExportOnceReport {
 
 export async function exportOnce(paths: Paths, config: Config, options: {log?: Logger} = {}): Promise<ExportOnceReport> {
   requireRoot('flowctl ipfix dump')
-  const running = runningDaemonPid(paths)
+  const running = runningDaemon(paths)
   if (running) {
-    throw new FlowctlError(`flowctl daemon (pid ${running}) is exporting these flows: \`ipfix dump\` would race it; stop it first, or let it export them`)
+    throw new FlowctlError(`${describeDaemon(running)} is exporting these flows: \`ipfix dump\` would race it; stop it first, or let it export them`)
   }
   const base = options.log ?? createLogger()
   const report: ExportOnceReport = {exported: 0, collectors: []}

@@ -66,16 +66,32 @@ export async function waitLock(path: string, timeoutMs: number, pollMs = 50): Pr
   }
 }
 
-/** The pid of a process holding a flock on `path` (from /proc/locks), if one does. */
-export function lockHolder(path: string): number | undefined {
+/** Who holds a lock: the pid, when /proc/locks shows it (a holder in another pid namespace shows none). */
+export interface LockHolder {
+  pid?: number
+}
+
+/**
+ * Whether an open file (this process's too) holds a flock on `path`, and whose, read from
+ * /proc/locks: undefined if none does. It takes nothing, so it never gets in the way of a process
+ * about to take the lock. Where /proc/locks cannot be read, the lock is tried and let go at once.
+ * Only taking the lock is sure (a holder in another pid namespace may not be shown): a writer does.
+ */
+export function heldBy(path: string): LockHolder | undefined {
   let dev: number
   let ino: number
-  let locks: string
   try {
     ;({dev, ino} = statSync(path))
-    locks = readFileSync('/proc/locks', 'utf8')
   } catch {
     return undefined
+  }
+  let locks: string
+  try {
+    locks = readFileSync('/proc/locks', 'utf8')
+  } catch {
+    const probe = tryLock(path, {directory: statSync(path).isDirectory()})
+    probe?.release()
+    return probe ? undefined : {}
   }
   const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff)
   const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00)
@@ -86,8 +102,13 @@ export function lockHolder(path: string): number | undefined {
     const [maj, min, inode] = (f[5] ?? '').split(':')
     if (Number.parseInt(maj, 16) === major && Number.parseInt(min, 16) === minor && Number(inode) === ino) {
       const pid = Number(f[4])
-      return pid > 0 ? pid : undefined
+      return pid > 0 ? {pid} : {}
     }
   }
   return undefined
+}
+
+/** The pid of a process holding a flock on `path` (from /proc/locks), if one does. */
+export function lockHolder(path: string): number | undefined {
+  return heldBy(path)?.pid
 }

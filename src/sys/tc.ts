@@ -5,6 +5,12 @@ import {CommandFailedError} from '../errors.js'
 import {run} from './exec.js'
 import type {NetnsName} from './netns.js'
 
+/**
+ * The handles a bpf filter can be given: tc takes a 32-bit number, and 0 asks the kernel to
+ * choose one (flowctl names its filters by the handle it gave, so it gives one).
+ */
+export const TC_HANDLE = {min: 1, max: 0xffffffff} as const
+
 export interface TcFilter {
   pref: number
   handle: number

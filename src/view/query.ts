@@ -4,7 +4,7 @@
  */
 import {readMeterSetFlows} from '../bpf/flows.js'
 import {MeterSet} from '../bpf/meter-set.js'
-import {runningDaemonPid} from '../bpf/state.js'
+import {describeDaemon, runningDaemon} from '../bpf/state.js'
 import {FlowStore} from '../bpf/flow-store.js'
 import type {DumpStats} from '../bpf/bpftool.js'
 import {requireRoot} from '../sys/privileges.js'
@@ -17,7 +17,7 @@ import {toFlow, type Flow} from './flow.js'
 import {isEmptySelector, matchesSelector, type FlowSelector} from './selectors.js'
 
 export interface FlowScope {
-  /** One namespace, or every metered one when undefined. */
+  /** One namespace (null: the root namespace), or every metered one when undefined. */
   netns?: NetnsName
   /** Interface names to narrow to (within the namespace(s)). */
   interfaces?: string[]
@@ -36,7 +36,10 @@ export async function resolveScope(paths: Paths, scope: FlowScope): Promise<Scop
   if (scope.netns !== undefined) {
     assertNetnsExists(scope.netns)
     sets = sets.filter((s) => s.netns === scope.netns)
-    if (sets.length === 0) throw new NotFoundError(`no meter is attached in ${describeNetns(scope.netns)} (see \`flowctl meter status\`)`)
+    if (sets.length === 0) {
+      const others = scope.netns === null ? ': name a namespace with --netns NS, or take every one with --all-netns' : ''
+      throw new NotFoundError(`no meter is attached in ${describeNetns(scope.netns)}${others} (see \`flowctl meter status\`)`)
+    }
   }
   const out: ScopedSet[] = []
   for (const set of sets) {
@@ -89,19 +92,23 @@ export interface FlushResult {
  */
 export async function flushFlows(paths: Paths, scope: FlowScope): Promise<FlushResult> {
   requireRoot('flowctl flush')
-  const daemon = runningDaemonPid(paths)
+  // A daemon holds the flows it has not exported yet in its memory; a flush beside it would commit
+  // a snapshot without them. Refused even before the daemon has opened this meter set.
+  const daemon = runningDaemon(paths)
   if (daemon) {
-    throw new FlowctlError(`flowctl daemon (pid ${daemon}) is exporting these flows: stop it before flushing, or let it export them`)
+    throw new FlowctlError(`${describeDaemon(daemon)} is exporting the meters pinned under ${paths.pinRoot}: stop it before flushing, or let it export these flows`)
   }
-  let removed = 0
-  for (const {set, selector} of await resolveScope(paths, scope)) {
-    const store = FlowStore.open(set)
-    try {
+  // Every set in scope locked before any is changed: a refusal leaves all of them as they were.
+  const stores: {store: FlowStore; selector: FlowSelector}[] = []
+  try {
+    for (const {set, selector} of await resolveScope(paths, scope)) stores.push({store: FlowStore.open(set), selector})
+    let removed = 0
+    for (const {store, selector} of stores) {
       const all = isEmptySelector(selector)
       removed += store.flush(all ? null : (family, keys, at) => matchesSelector(selector, decodeFlowKey(family, Buffer.from(keys.buffer, keys.byteOffset + at, keys.length - at))))
-    } finally {
-      store.close()
     }
+    return {removed}
+  } finally {
+    for (const {store} of stores) store.close()
   }
-  return {removed}
 }

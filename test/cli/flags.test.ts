@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 
 import {InvalidInputError} from '../../src/errors.js'
 import {directions, interfaceTargets, netnsOf, requireTargets} from '../../src/cli/flags.js'
+import {scopeFromFlags} from '../../src/cli/selector-flags.js'
 
 describe('flags', function () {
   describe('netnsOf', function () {
@@ -18,6 +19,15 @@ describe('flags', function () {
 
     it('rejects names that are not namespace names', function () {
       for (const bad of ['.', '..', 'a/b', '../etc', 'x\0y']) assert.throws(() => netnsOf(bad), InvalidInputError, JSON.stringify(bad))
+    })
+  })
+
+  describe('scopeFromFlags', function () {
+    it('is the root namespace without --netns, the named one with it, every one (undefined) with --all-netns', function () {
+      assert.equal(scopeFromFlags({direction: 'both'}).netns, null)
+      assert.equal(scopeFromFlags({direction: 'both', netns: 'lab-a'}).netns, 'lab-a')
+      assert.equal(scopeFromFlags({direction: 'both', netns: 'root'}).netns, null)
+      assert.equal(scopeFromFlags({direction: 'both', 'all-netns': true}).netns, undefined)
     })
   })
 

@@ -706,6 +706,23 @@ describe('config/load', function () {
         'collectors:\n- address: 10.0.0.1:4739\n- address: 10.0.0.1:4739\n',
         'config.yaml:3:12: collectors[1].address: the same collector as collectors[0].address; allowed: each collector once (collectors are named by their address in logs and metrics)',
       ],
+      [
+        'two collectors sending from one address and port',
+        'collectors:\n- address: 10.0.0.1:4739\n  source: 10.0.0.9:5000\n- address: 10.0.0.2:4739\n  source: 10.0.0.9:5000\n',
+        'config.yaml:5:11: collectors[1].source: the collector 10.0.0.2:4739 would send from the same address and port as the collector 10.0.0.1:4739 (collectors[0].source: 10.0.0.9:5000), ' +
+          'and the second socket cannot bind; allowed: a source of its own for each collector (another port), or port 0 (any)',
+      ],
+      [
+        'a collector sending from a port another one takes on every address',
+        'outputs:\n- collector: {remoteAddress: 10.0.0.1:4739, localAddress: 0.0.0.0:5000}\n- collector: {remoteAddress: 10.0.0.2:4739, localAddress: 10.0.0.9:5000}\n',
+        'config.yaml:3:59: outputs[1].collector.localAddress: the collector 10.0.0.2:4739 would send from the same port as the collector 10.0.0.1:4739 (outputs[0].collector.localAddress: 0.0.0.0:5000), ' +
+          'and the second socket cannot bind; allowed: a source of its own for each collector (another port), or port 0 (any)',
+      ],
+      [
+        'a NUL byte in a log file path',
+        'logs:\n- file: "/var/log/flows\\0.json"\n',
+        "config.yaml:2:9: logs[0].file: the path holds a NUL byte (\\0), which no file name can; allowed: a file path, or '-' for stdout",
+      ],
       // outputs
       ['an empty file', '', `config.yaml:1:1: no output is configured: ${NO_OUTPUT}`],
       ['an empty collector list', 'collectors: []\n', `config.yaml:1:13: collectors: no output: ${NO_OUTPUT}`],
@@ -730,6 +747,21 @@ describe('config/load', function () {
         'config.yaml:3:9: meters: the list is empty; allowed: at least one {netns: NAME or root}, or leave meters out for every attached meter',
       ],
     ]
+
+    it('accepts collectors whose sources cannot take the same port: port 0, other ports, the IPv4 wildcard beside an IPv6 source', function () {
+      const config = parseConfig(
+        [
+          'collectors:',
+          '- {address: 10.0.0.1:4739, source: 10.0.0.9:0}',
+          '- {address: 10.0.0.2:4739, source: 10.0.0.9:0}',
+          '- {address: 10.0.0.3:4739, source: 10.0.0.9:5001}',
+          '- {address: 10.0.0.4:4739, source: "0.0.0.0:5002"}',
+          '- {address: "[fd00::4]:4739", source: "[fd00::9]:5002"}',
+        ].join('\n') + '\n',
+        'config.yaml',
+      )
+      assert.deepEqual(config.collectors.map((c) => c.source?.port), [0, 0, 5001, 5002, 5002])
+    })
 
     it('has a case for each rule', function () {
       assert.ok(cases.length >= 25)

@@ -216,9 +216,28 @@ describe('drain engine @e2e', function () {
     assert.deepEqual(new Map(exported.map((e) => [e.sport, e.reason])), new Map([[1, 4], [2000, 3]]))
   })
 
+  it('lets one writer at a time open the meter set (a reader is never in the way), and the next once it closes', function () {
+    const d = open()
+    assert.throws(() => FlowStore.open(set), {message: `another flowctl (pid ${process.pid}) is writing the flows of namespace 'fct-drain' (a flush, or a layout-1 meter carried over): wait for it to finish, then try again`})
+    const reader = FlowStore.openReader(set)
+    try {
+      d.drain(policy, sink) // the writer commits beside the reader
+      assert.equal(reader.readCommitted().gen, 1)
+      assert.throws(() => reader.commit(2, reader.newCaches()), /opened to read: it cannot be written/)
+    } finally {
+      reader.close()
+    }
+    d.close()
+    drainer = undefined
+    FlowStore.open(set).close()
+  })
+
   it('a daemon killed after the swap, before the commit: the next one merges the drained map once', function () {
     const now = nowNs()
     open().drain(policy, sink) // a committed drain (gen 1), empty
+    // Killed: the kernel lets its lock on the meter set go.
+    drainer!.close()
+    drainer = undefined
     put([{sport: 1, packets: 4, bytes: 400, first: now, last: now}])
     // The cut-short drain 2: live map swapped out and pinned, never committed.
     const store = FlowStore.open(set)

@@ -211,7 +211,7 @@ describe('meter edges @e2e', function () {
       await cliOk(['meter', 'attach', '-i', `${a}:a0`, '-i', `${c}:a0`, '--direction', 'egress'])
       await runAgent(a, {mode: 'udp-send', host: '198.18.30.2', port: 9100, sport: 9100, count: 5, size: 10})
       await runAgent(c, {mode: 'udp-send', host: '198.18.30.2', port: 9100, sport: 9100, count: 9, size: 10})
-      const flows = (await cliJson<Flow[]>(['dump', '-p', 'udp', '-D', '9100'])).filter((f) => f.netns === a || f.netns === c)
+      const flows = (await cliJson<Flow[]>(['dump', '--all-netns', '-p', 'udp', '-D', '9100'])).filter((f) => f.netns === a || f.netns === c)
       assert.equal(flows.length, 2)
       assert.equal(flows[0].ifindex, flows[1].ifindex)
       assert.deepEqual(Object.fromEntries(flows.map((f) => [f.netns, f.packets])), {[a]: 5, [c]: 9})

@@ -14,13 +14,13 @@ import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import {execa} from 'execa'
 import koffi from 'koffi'
 
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
 import {Lab} from '../../src/lab/lab.js'
 import {DaemonProcess} from '../helpers/daemon.js'
 import {requireE2e, sleep, PrivateDirs} from '../helpers/e2e.js'
+import {sendFrameFile, writeFrameFile} from '../helpers/frames.js'
 import * as P from '../helpers/packets.js'
 import {Sink} from '../ipfix/flows.js'
 
@@ -37,32 +37,6 @@ function flowSource(i: number): {src: string; sport: number} {
 function payloadLength(i: number): number {
   return i % 97
 }
-
-/**
- * Sends the frames of a file (each: 16-bit little-endian length, then the frame) out of an
- * interface through an AF_PACKET socket, `rate` frames a second in bursts of 64; prints the count.
- */
-const SENDER = `
-import socket, struct, sys, time
-path, ifname, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
-data = memoryview(open(path, 'rb').read())
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((ifname, 0))
-off = 0
-n = 0
-t0 = time.monotonic()
-while off < len(data):
-    length = struct.unpack_from('<H', data, off)[0]
-    off += 2
-    s.send(data[off:off + length])
-    off += length
-    n += 1
-    if n % 64 == 0:
-        ahead = t0 + n / rate - time.monotonic()
-        if ahead > 0:
-            time.sleep(ahead)
-print(n)
-`
 
 const SOL_SOCKET = 1
 const SO_RCVBUFFORCE = 33
@@ -121,9 +95,7 @@ describe('many flows end to end @e2e', function () {
     const send = (i: number) => {
       const {src, sport} = flowSource(i)
       const frame = Buffer.concat([ethHead, P.ipv4(17, src, '198.18.0.2', P.udp(sport, 9, Buffer.alloc(payloadLength(i), i & 0xff)))])
-      const length = Buffer.alloc(2)
-      length.writeUInt16LE(frame.length)
-      parts.push(length, frame)
+      parts.push(frame)
       const key = `${src}:${sport}`
       const e = expected.get(key) ?? {packets: 0, bytes: 0}
       e.packets += 1
@@ -136,7 +108,7 @@ describe('many flows end to end @e2e', function () {
     for (let i = 0; i < FLOWS; i++) if (TWICE(i)) send(i)
     assert.equal(expected.size, FLOWS)
     const framesFile = join(tmp, 'frames.bin')
-    writeFileSync(framesFile, Buffer.concat(parts))
+    writeFrameFile(framesFile, parts)
 
     sink = await Sink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
     forceReceiveBuffer(sink, 256 << 20)
@@ -152,8 +124,7 @@ describe('many flows end to end @e2e', function () {
     await daemon.waitForLog('started')
 
     const before = await lab.linkStats(server, 'veth1')
-    const sent = await execa('nsenter', [`--net=/run/netns/${client}`, 'python3', '-c', SENDER, framesFile, 'veth0', String(RATE_PPS)])
-    assert.equal(Number(sent.stdout.trim()), frames)
+    assert.equal(await sendFrameFile(client, 'veth0', framesFile, RATE_PPS), frames)
     await sleep(500)
     const after = await lab.linkStats(server, 'veth1')
     assert.equal(after.rxPackets - before.rxPackets, frames, `the veth received ${after.rxPackets - before.rxPackets} of ${frames} frames: lower RATE_PPS`)

@@ -5,7 +5,7 @@ import {join} from 'node:path'
 
 import {execa} from 'execa'
 
-import {lockHolder, tryLock, waitLock} from '../../src/sys/flock.js'
+import {heldBy, lockHolder, tryLock, waitLock} from '../../src/sys/flock.js'
 
 describe('flock locks', function () {
   let dir = ''
@@ -23,8 +23,10 @@ describe('flock locks', function () {
       assert.ok(first, path)
       assert.equal(tryLock(path, {directory}), undefined, 'a second open file of the same process is refused too')
       assert.equal(lockHolder(path), process.pid)
+      assert.deepEqual(heldBy(path), {pid: process.pid}, 'read from /proc/locks, taking nothing')
       first.release()
       assert.equal(lockHolder(path), undefined)
+      assert.equal(heldBy(path), undefined)
       const again = tryLock(path, {directory})
       assert.ok(again)
       again.release()

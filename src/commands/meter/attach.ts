@@ -4,6 +4,7 @@ import {attachMeters, DEFAULT_HANDLE, DEFAULT_PREF} from '../../bpf/attach.js'
 import {MIN_CAPACITY} from '../../bpf/compile.js'
 import {FlowctlCommand} from '../../cli/command.js'
 import {directionFlag, directions, ifnameFlag, interfaceTargets, jsonFlag, legacyInterfaceFlag, netnsFlag, requireTargets} from '../../cli/flags.js'
+import {TC_HANDLE} from '../../sys/tc.js'
 
 export default class MeterAttach extends FlowctlCommand {
   static override summary = 'Compile the flow meter and attach it to interfaces'
@@ -32,7 +33,7 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
       min: 1,
     }),
     pref: Flags.integer({description: 'tc filter preference (lower runs first)', default: DEFAULT_PREF, min: 1, max: 65535}),
-    handle: Flags.integer({description: 'tc filter handle', default: DEFAULT_HANDLE, min: 1}),
+    handle: Flags.integer({description: 'tc filter handle, from 1 to 4294967295 (0xffffffff)', default: DEFAULT_HANDLE, ...TC_HANDLE}),
     chain: Flags.integer({description: 'tc filter chain; tc runs only chain 0 unless a filter there jumps to another (goto chain)', default: 0, min: 0, max: 0xffffffff}),
     force: Flags.boolean({char: 'f', description: 're-attach even when the same program is attached'}),
     dry: Flags.boolean({description: 'check the request and print what would be attached; change nothing'}),

@@ -4,12 +4,15 @@ import {detachMeters} from '../../bpf/attach.js'
 import {FlowctlCommand} from '../../cli/command.js'
 import {InvalidInputError} from '../../errors.js'
 import {directionFlag, directions, ifnameFlag, interfaceTargets, jsonFlag, legacyInterfaceFlag, netnsFlag, netnsOf} from '../../cli/flags.js'
+import {TC_HANDLE} from '../../sys/tc.js'
 
 export default class MeterDetach extends FlowctlCommand {
   static override summary = 'Detach the flow meter'
   static override description = `Removes only flowctl's own filters (by the pref, handle and program id it recorded), the clsact
 qdisc only if flowctl created it and it is now empty, and the pinned maps of a namespace once
-nothing is attached there. Flows not yet exported are discarded with the maps.`
+nothing is attached there. A running daemon holds those maps open: at its next drain it exports
+the flows they held (forced end, log meter-gone), and the other namespaces go on. Without a
+daemon, flows not yet exported are discarded with the maps, and detach says how many.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> -n eth0',
@@ -25,7 +28,7 @@ nothing is attached there. Flows not yet exported are discarded with the maps.`
     direction: directionFlag,
     all: Flags.boolean({description: 'detach every meter flowctl attached, in every namespace'}),
     pref: Flags.integer({description: 'only the filters at this tc pref', min: 1, max: 65535}),
-    handle: Flags.integer({description: 'only the filters with this tc handle', min: 1}),
+    handle: Flags.integer({description: 'only the filters with this tc handle (1 to 4294967295)', ...TC_HANDLE}),
     chain: Flags.integer({description: 'only the filters in this tc chain', min: 0, max: 0xffffffff}),
     dry: Flags.boolean({description: 'print what would be detached; change nothing'}),
     json: jsonFlag,
@@ -55,7 +58,11 @@ nothing is attached there. Flows not yet exported are discarded with the maps.`
       const note = flags.dry ? 'would be detached' : o.result === 'not-ours' ? 'left alone: the filter there is not ours any more' : o.result === 'gone' ? 'already gone' : 'detached'
       this.log(`${o.netns}:${o.interface}:${o.direction} ${note}${dry}`)
     }
-    for (const ns of report.removedMeterSets) this.log(`${ns}: maps ${flags.dry ? 'would be ' : ''}removed${dry}`)
+    for (const ns of report.removedMeterSets) {
+      const discarded = report.discardedFlows[ns]
+      const lost = discarded ? `; ${discarded} ${discarded === 1 ? 'flow' : 'flows'} not exported yet went with them (no daemon is running to export them)` : ''
+      this.log(`${ns}: maps ${flags.dry ? 'would be ' : ''}removed${dry}${lost}`)
+    }
     if (report.outcomes.length === 0) this.log('nothing was attached')
   }
 }

@@ -1,27 +1,38 @@
+import {Flags} from '@oclif/core'
+
 import {FlowctlCommand} from '../../cli/command.js'
-import {meterStatus} from '../../bpf/status.js'
-import {jsonFlag, netnsFlag, netnsOf} from '../../cli/flags.js'
+import {meterStatus, type MeterStatus} from '../../bpf/status.js'
+import {jsonFlag, netnsOf} from '../../cli/flags.js'
 import {renderTable} from '../../view/table.js'
 
 export default class MeterStatusCommand extends FlowctlCommand {
   static override summary = 'Show every attached meter'
   static override description = `For each metered interface and direction: its namespace, program id, object digest, attach time,
 map path, the flows now in its maps, the maps' capacity, the kernel memory its namespace's meter set takes now and at
-most (with full flow maps), and packets not metered because the map was full.`
+most (with full flow maps), and packets not metered because the map was full. A meter set this flowctl cannot read
+(made by another version, with another kernel layout) is named on stderr in one line that says what to do, and
+the exit status is 1.`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --netns ns1 --json']
 
   static override flags = {
-    netns: netnsFlag,
+    netns: Flags.string({description: 'only the meters of this network namespace (as in `ip netns list`; root for the root namespace); every namespace when omitted', helpValue: 'NS'}),
     json: jsonFlag,
   }
 
   async run(): Promise<void> {
     const {flags} = await this.parse(MeterStatusCommand)
-    const rows = await meterStatus(this.paths, flags.netns === undefined ? undefined : netnsOf(flags.netns))
-    if (flags.json) return this.printJson(rows)
+    const {rows, unreadable} = await meterStatus(this.paths, flags.netns === undefined ? undefined : netnsOf(flags.netns))
+    // What is readable first, then one line for each set that is not.
+    this.render(rows, flags.json === true, unreadable.length > 0)
+    for (const line of unreadable) process.stderr.write(`flowctl: ${line}\n`)
+    if (unreadable.length) process.exitCode = 1
+  }
+
+  private render(rows: MeterStatus[], json: boolean, othersUnreadable: boolean): void {
+    if (json) return this.printJson(rows)
     if (rows.length === 0) {
-      this.log('no meter is attached (see `flowctl meter attach --help`)')
+      if (!othersUnreadable) this.log('no meter is attached (see `flowctl meter attach --help`)')
       return
     }
     const table = renderTable(

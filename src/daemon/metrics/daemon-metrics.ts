@@ -65,7 +65,6 @@ export class DaemonMetrics implements FlowLogObserver {
   private daemon?: Daemon
 
   private readonly exporterSeen = new WeakMap<CollectorExporter, Pick<ExporterStats, 'messages' | 'records' | 'octets' | 'sendErrors' | 'templateSends' | 'unexportable' | 'spoolDroppedMessages'>>()
-  private readonly capacities = new WeakMap<MeterSetDrainer, number>()
 
   constructor(options: DaemonMetricsOptions) {
     this.log = options.log
@@ -175,17 +174,9 @@ export class DaemonMetrics implements FlowLogObserver {
 
   // --- read at scrape time ---------------------------------------------------------------------
 
-  private capacity(drainer: MeterSetDrainer): number | undefined {
-    let capacity = this.capacities.get(drainer)
-    if (capacity === undefined) {
-      try {
-        capacity = drainer.set.capacity()
-        this.capacities.set(drainer, capacity)
-      } catch {
-        return undefined // detached meanwhile
-      }
-    }
-    return capacity
+  /** The capacity of the set the drainer holds (read when it opened it: never another set's at its path). */
+  private capacity(drainer: MeterSetDrainer): number {
+    return drainer.capacity
   }
 
   /** Adds what each collector sent since the last look (a new exporter, after a reload, from 0). */

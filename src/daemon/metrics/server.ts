@@ -6,7 +6,7 @@
 import {createServer, type Server} from 'node:http'
 import type {AddressInfo} from 'node:net'
 
-import {runningDaemonPid} from '../../bpf/state.js'
+import {runningDaemon} from '../../bpf/state.js'
 import {FlowctlError} from '../../errors.js'
 import type {Paths} from '../../paths.js'
 import type {Logger} from '../log.js'
@@ -80,7 +80,7 @@ export class MetricsServer {
         })
       })
     } catch (error) {
-      throw metricsListenError(listen, configFile, error as NodeJS.ErrnoException, runningDaemonPid(this.options.paths))
+      throw metricsListenError(listen, configFile, error as NodeJS.ErrnoException, runningDaemon(this.options.paths)?.pid)
     }
     server.on('error', (error) => log.limited('metrics-server', 'error', 'metrics-server-error', {error: error.message}))
     await this.close()
