@@ -1,6 +1,6 @@
 # flowctl in a container: the CLI and the daemon, with the meter's toolchain (clang compiles the
 # tc-eBPF program at `meter attach`, bpftool loads it, iproute2 attaches it, nsenter enters
-# namespaces). It needs the host's network, bpffs and named namespaces, and the privileges to use
+# namespaces, unshare gives each flow log hook a PID namespace of its own). It needs the host's network, bpffs and named namespaces, and the privileges to use
 # them:
 #
 #   docker build -t flowctl .

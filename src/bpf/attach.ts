@@ -7,11 +7,11 @@
  * so no half-attached state is left behind.
  */
 import {existsSync} from 'node:fs'
-import {mkdir} from 'node:fs/promises'
 import {totalmem} from 'node:os'
 
 import {FlowctlError, InvalidInputError, NotFoundError} from '../errors.js'
 import type {Paths} from '../paths.js'
+import {makeDirectories} from '../sys/directories.js'
 import {requireRoot} from '../sys/privileges.js'
 import {describeNetns, listLinks, netnsInode, netnsLabel, type Link, type NetnsName, assertNetnsExists} from '../sys/netns.js'
 import {attachBpfFilter, deleteClsact, deleteFilter, ensureClsact, listFilters, type TcFilter} from '../sys/tc.js'
@@ -182,7 +182,7 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
           // The carried-over flows go into the new set's snapshot: its lock is ours from before
           // it has maps until they are in, so that no daemon starts draining it meanwhile (its
           // commits would drop them).
-          await mkdir(set.dir, {recursive: true})
+          makeDirectories(set.dir)
           setLocks.push((migrationLock = claimMeterSet(set)))
         }
         if (set.exists()) {

@@ -5,11 +5,12 @@
  */
 import {createHash} from 'node:crypto'
 import {existsSync} from 'node:fs'
-import {mkdir, readdir, readFile, rename, rm} from 'node:fs/promises'
+import {readdir, readFile, rename, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {InvalidInputError} from '../errors.js'
 import {bpfSourceDir} from '../paths.js'
+import {makeDirectories} from '../sys/directories.js'
 import {run} from '../sys/exec.js'
 import {PENDING_CHUNK_BYTES} from './layout.js'
 
@@ -105,7 +106,7 @@ export async function compileMeter(options: MeterBuildOptions, cacheDir: string)
   const objectPath = join(dir, `meter-${digest.slice(0, 16)}.o`)
   if (existsSync(objectPath)) return {objectPath, digest, cached: true}
 
-  await mkdir(dir, {recursive: true})
+  makeDirectories(dir)
   // Compile beside the final name and rename: concurrent attaches never see half an object.
   const tmp = `${objectPath}.${process.pid}.tmp`
   try {

@@ -5,7 +5,7 @@
  * different namespaces live in different maps and never merge.
  */
 import {closeSync, constants, existsSync, openSync, readdirSync, unlinkSync} from 'node:fs'
-import {mkdir, rename, rm} from 'node:fs/promises'
+import {rename, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {BpfError, StateError} from '../errors.js'
@@ -15,6 +15,7 @@ import {describeNetns} from '../sys/netns.js'
 import {loadAll} from './bpftool.js'
 import {DRAIN_STATE, FLOW_KEY4, FLOW_KEY6, FLOW_VALUE4, FLOW_VALUE6, LAYOUT_VERSION, METER_META, OVERFLOW_KEY, OVERFLOW_VALUE, PENDING_CHUNK_BYTES, readMeterMeta, writeMeterMeta} from './layout.js'
 import {FAMILIES, type DirectionName, type Family} from '../flow/record.js'
+import {makeDirectories} from '../sys/directories.js'
 import {BpfMap, ENOENT, innerMapId, MAP_TYPE, progInfo, setInnerMap} from './libbpf.js'
 
 export const PROGRAM_NAMES: Record<DirectionName, string> = {ingress: 'flowctl_ingress', egress: 'flowctl_egress'}
@@ -129,7 +130,7 @@ export class MeterSet {
 
   /** Loads the object and pins its programs and (new, empty) maps, and records what it is. */
   async create(objectPath: string, capacity: number): Promise<void> {
-    await mkdir(this.dir, {recursive: true})
+    makeDirectories(this.dir)
     try {
       await loadAll(objectPath, this.progDir, {mapDir: this.mapDir})
       const meta = this.openMap('meta')

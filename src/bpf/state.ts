@@ -5,14 +5,14 @@
  * happens under a lock (flock on <run dir>/state.lock, which the kernel drops when its holder
  * exits), so concurrent attaches and detaches do not lose each other's work.
  */
-import {existsSync, mkdirSync, readFileSync} from 'node:fs'
-import {mkdir} from 'node:fs/promises'
+import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import writeFileAtomic from 'write-file-atomic'
 
 import {FlowctlError, NotFoundError, StateError} from '../errors.js'
 import type {Paths} from '../paths.js'
+import {makeDirectories} from '../sys/directories.js'
 import {heldBy, lockHolder, tryLock, waitLock, type HeldLock, type LockHolder} from '../sys/flock.js'
 import {describeNetns, type NetnsName} from '../sys/netns.js'
 import type {MeterSet} from './meter-set.js'
@@ -70,7 +70,7 @@ export function readState(paths: Paths): AttachState {
 }
 
 async function writeState(paths: Paths, state: AttachState): Promise<void> {
-  await mkdir(paths.runDir, {recursive: true})
+  makeDirectories(paths.runDir)
   await writeFileAtomic(attachmentsFile(paths), `${JSON.stringify(state, null, 2)}\n`)
 }
 
@@ -78,7 +78,7 @@ const LOCK_WAIT_MS = 30_000
 
 /** Runs `fn` holding the state lock, with the current state; `fn`'s changes are saved if it returns. */
 export async function withStateLock<T>(paths: Paths, fn: (state: AttachState) => Promise<T>): Promise<T> {
-  await mkdir(paths.runDir, {recursive: true})
+  makeDirectories(paths.runDir)
   const file = join(paths.runDir, 'state.lock')
   const lock = await waitLock(file, LOCK_WAIT_MS)
   if (!lock) {
@@ -130,7 +130,7 @@ export function describeDaemon(holder: LockHolder): string {
  */
 export function claimMeterRoot(paths: Paths): HeldLock {
   try {
-    mkdirSync(paths.pinRoot, {recursive: true})
+    makeDirectories(paths.pinRoot)
   } catch (error) {
     throw new FlowctlError(`cannot create ${paths.pinRoot} (${(error as Error).message}): is bpffs mounted on /sys/fs/bpf?`, {cause: error})
   }

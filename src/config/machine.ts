@@ -1,15 +1,16 @@
 /**
  * What a loaded config needs of the machine it runs on: the directories of its log files, a
- * metrics host that resolves, and, when it names hooks (programs the daemon runs with its own
+ * state file whose directory exists or can be made, a metrics host that resolves, and, when it names hooks (programs the daemon runs with its own
  * rights, root), a file no one but its owner can change. `flowctl config check` and the daemon (at
  * start and at each reload) both ask here, so the check refuses what the daemon would refuse.
  */
 import {lookup} from 'node:dns/promises'
-import {stat} from 'node:fs/promises'
+import {mkdtemp, rmdir, stat} from 'node:fs/promises'
 import {isIP} from 'node:net'
-import {dirname, resolve} from 'node:path'
+import {dirname, join, resolve} from 'node:path'
 import {userInfo} from 'node:os'
 
+import {missingDirectories} from '../sys/directories.js'
 import type {Config} from './config.js'
 import {ConfigError, problemText} from './source.js'
 
@@ -22,6 +23,7 @@ export interface MachineCheckOptions {
 export async function checkConfigOnMachine(config: Config, options: MachineCheckOptions = {}): Promise<void> {
   await checkFileMode(config)
   for (const [i, log] of config.logs.entries()) await checkLogDirectory(config, log.file, `logs[${i}].file`)
+  if (config.stateFile !== null) await checkStateFileDirectory(config, config.stateFile, 'stateFile')
   if (config.metrics.listen !== null) await checkMetricsHost(config, config.metrics.listen, options.lookup ?? ((host) => lookup(host)))
 }
 
@@ -81,6 +83,37 @@ async function checkLogDirectory(config: Config, file: string, key: string): Pro
   }
   const existing = await stat(path).catch(() => undefined)
   if (existing?.isDirectory()) refuse(`${file} is a directory`, 'a file path')
+}
+
+/**
+ * The daemon creates the state file's directory when it is missing. Refuse a path where it cannot:
+ * under a file, or where mkdir fails, as under /proc (which made the daemon spin, before it made
+ * its directories itself). Whether it can is tried: a directory made and removed at once in the
+ * nearest one that exists. Only refused here, not when the file itself cannot be written (a
+ * read-only or full disk): the daemon runs on without it, and says so.
+ */
+async function checkStateFileDirectory(config: Config, file: string, key: string): Promise<void> {
+  const directory = dirname(resolve(file))
+  const refuse = (problem: string, allowed: string): never => {
+    throw new ConfigError(problemText(problem, allowed), {file: config.file, key})
+  }
+  let existing: string
+  let missing: string[]
+  try {
+    ;({existing, missing} = missingDirectories(directory))
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') refuse(`a part of ${directory} is not a directory`, 'a file in a directory that exists or can be created')
+    return // EACCES and the like: this user cannot tell, the daemon's may
+  }
+  if (!missing.length) return
+  try {
+    await rmdir(await mkdtemp(join(existing, '.flowctl-check-')))
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'an error'
+    // Another user may lack the rights the daemon (root) has: only root can tell.
+    if (process.getuid?.() !== 0 && (code === 'EACCES' || code === 'EPERM')) return
+    refuse(`the directory ${missing[0]} cannot be created (mkdir in ${existing} fails: ${code})`, 'a file in a directory that exists or can be created, e.g. under /var/lib')
+  }
 }
 
 /** The host part of HOST:PORT or [IPV6]:PORT (as the config's parser accepted it). */

@@ -4,13 +4,14 @@
  * held (forced end) and exit 0; SIGHUP reloads the config (a bad one is refused and the old one
  * keeps running).
  */
-import {existsSync, readFileSync, rmSync, writeFileSync, mkdirSync} from 'node:fs'
+import {existsSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {dirname} from 'node:path'
 
 import {readOverflow} from '../bpf/layout.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import {skipSockets, unskipSockets} from '../bpf/sockets.js'
 import {claimMeterRoot, daemonPidFile} from '../bpf/state.js'
+import {makeDirectories} from '../sys/directories.js'
 import type {HeldLock} from '../sys/flock.js'
 import type {Config} from '../config/config.js'
 import {defaultStateFile, type Paths} from '../paths.js'
@@ -473,7 +474,7 @@ export class Daemon {
     this.meterRootLock = claimMeterRoot(this.paths)
     try {
       const file = daemonPidFile(this.paths)
-      mkdirSync(dirname(file), {recursive: true})
+      makeDirectories(dirname(file))
       writeFileSync(file, `${process.pid}\n`)
     } catch (error) {
       this.meterRootLock.release()

@@ -13,9 +13,12 @@
  * there; the lines written before go on to the old file (renamed by logrotate) until it is closed,
  * so no line is lost. Use logrotate's default (rename, then `postrotate kill -HUP`), not
  * `copytruncate`, which loses what is written between the copy and the truncation.
+ *
+ * A file holds whole lines only, and the counts say what it holds: a write that fails (a full
+ * disk) leaves the lines before it, a line it cut short is cut off again (see LineFile), and the
+ * records it could not write are counted as lost and logged, not as written.
  */
-import {open} from 'node:fs/promises'
-import type {WriteStream} from 'node:fs'
+import {open, type FileHandle} from 'node:fs/promises'
 
 import type {LogOutputConfig} from '../config/config.js'
 import {FlowctlError} from '../errors.js'
@@ -85,7 +88,7 @@ export function outputName(config: LogOutputConfig): string {
   return config.file === '-' ? 'stdout' : config.file
 }
 
-const NO_OBSERVER: FlowLogObserver = {written() {}, hookFailed() {}, queued() {}}
+const NO_OBSERVER: FlowLogObserver = {written() {}, lost() {}, hookFailed() {}, queued() {}}
 
 export interface FlowLogOptions {
   log: Logger
@@ -96,17 +99,67 @@ export interface FlowLogOptions {
   stdout?: NodeJS.WritableStream
 }
 
-async function openAppend(file: string): Promise<WriteStream> {
-  const handle = await open(file, 'a')
-  return handle.createWriteStream({encoding: 'utf8'})
+const NEWLINE = 0x0a
+
+/**
+ * A file that only ever holds whole lines, appended in order by one writer. A write the disk
+ * refuses part of the way (ENOSPC) leaves part of a line at the end: it is cut off again, the
+ * file truncated back to the last whole line, so a reader never sees a torn line and the next
+ * line does not start in the middle of one. Should the truncation fail too, nothing more is
+ * appended until it succeeds.
+ */
+export class LineFile {
+  /** The size to cut the file back to before the next append, after a truncation that failed. */
+  private cutTo: number | undefined
+
+  private constructor(private readonly handle: FileHandle) {}
+
+  /** Opens `path` for appending, creating it if need be. */
+  static async open(path: string): Promise<LineFile> {
+    return new LineFile(await open(path, 'a'))
+  }
+
+  /**
+   * Appends `text`, whole lines each ending in a newline; resolves with how many of them are in
+   * the file, and the error that stopped the others.
+   */
+  async append(text: string): Promise<{lines: number; error?: NodeJS.ErrnoException}> {
+    const buf = Buffer.from(text, 'utf8')
+    let start: number | undefined
+    let done = 0
+    try {
+      if (this.cutTo !== undefined) {
+        await this.handle.truncate(this.cutTo)
+        this.cutTo = undefined
+      }
+      // Opened with O_APPEND: every write lands at the end, and this writer is the file's only one.
+      start = (await this.handle.stat()).size
+      while (done < buf.length) done += (await this.handle.write(buf, done, buf.length - done)).bytesWritten
+      return {lines: countLines(buf, buf.length)}
+    } catch (error) {
+      const whole = done === 0 ? 0 : buf.lastIndexOf(NEWLINE, done - 1) + 1
+      if (start !== undefined && done > whole) {
+        this.cutTo = start + whole
+        try {
+          await this.handle.truncate(this.cutTo)
+          this.cutTo = undefined
+        } catch {
+          // tried again before the next append
+        }
+      }
+      return {lines: countLines(buf, whole), error: error as NodeJS.ErrnoException}
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close().catch(() => {})
+  }
 }
 
-function endStream(stream: WriteStream): Promise<void> {
-  return new Promise((resolve) => {
-    if (stream.destroyed) return resolve()
-    stream.end(() => resolve())
-    stream.once('error', () => resolve())
-  })
+function countLines(buf: Buffer, end: number): number {
+  let n = 0
+  for (let i = buf.indexOf(NEWLINE); i >= 0 && i < end; i = buf.indexOf(NEWLINE, i + 1)) n++
+  return n
 }
 
 export class FlowLogOutput implements FlowOutput {
@@ -117,7 +170,10 @@ export class FlowLogOutput implements FlowOutput {
   private readonly names: InterfaceNames
   private readonly maxQueued: number
   private readonly stdout: NodeJS.WritableStream
-  private stream?: WriteStream
+  private file?: LineFile
+  /** The appends and closes in flight, in order: one at a time, so lines keep their order. */
+  private writing: Promise<void> = Promise.resolve()
+  private lostRecords = 0
   private readonly queue: FlowRecord[][] = []
   private queuedRecords = 0
   private worker?: Promise<void>
@@ -138,19 +194,13 @@ export class FlowLogOutput implements FlowOutput {
     const output = new FlowLogOutput(config, options)
     if (config.file !== '-') {
       try {
-        output.stream = await output.openFile()
+        output.file = await LineFile.open(config.file)
       } catch (error) {
         const e = error as NodeJS.ErrnoException
         throw new FlowctlError(`${key}: cannot open ${config.file} for appending: ${e.code ?? e.message}${e.code === 'ENOENT' ? ' (its directory does not exist)' : ''}`, {cause: error})
       }
     }
     return output
-  }
-
-  private async openFile(): Promise<WriteStream> {
-    const stream = await openAppend(this.config.file)
-    stream.on('error', (error) => this.log.limited(`flow-log-write:${this.name}`, 'error', 'flow-log-write-failed', {output: this.name, error: error.message}))
-    return stream
   }
 
   /** Records waiting for the hooks. */
@@ -198,14 +248,38 @@ export class FlowLogOutput implements FlowOutput {
     if (records.length === 0) return
     let text = ''
     for (const r of records) text += `${JSON.stringify(r)}\n`
-    if (this.config.file === '-') this.stdout.write(text)
-    else this.stream?.write(text)
-    this.observer.written(this.name, records.length)
+    if (this.config.file === '-') {
+      this.stdout.write(text, (error) => (error ? this.lost(records.length, 0, error) : this.observer.written(this.name, records.length)))
+      return
+    }
+    const file = this.file
+    if (!file) return this.lost(records.length, 0, new Error('the output is closed'))
+    this.writing = this.writing
+      .then(async () => {
+        const {lines, error} = await file.append(text)
+        if (lines) this.observer.written(this.name, lines)
+        if (error) this.lost(records.length - lines, lines, error)
+      })
+      .catch((error: unknown) => this.log.log('error', 'flow-log-write-failed', {output: this.name, error: (error as Error).message}))
+  }
+
+  /** Counts and logs records that could not be written (`written` of the same batch were). */
+  private lost(records: number, written: number, error: Error): void {
+    this.lostRecords += records
+    this.observer.lost(this.name, records)
+    this.log.limited(`flow-log-write:${this.name}`, 'error', 'flow-log-write-failed', {
+      output: this.name,
+      error: error.message,
+      lost: records,
+      written,
+      lostSinceStart: this.lostRecords,
+    })
   }
 
   /** Resolves once every record handed over so far went through its hooks and was written. */
   async idle(): Promise<void> {
     while (this.worker) await this.worker
+    await this.writing
   }
 
   /**
@@ -215,16 +289,18 @@ export class FlowLogOutput implements FlowOutput {
    */
   async reopen(): Promise<void> {
     if (this.config.file === '-' || this.closed) return
-    let next: WriteStream
+    let next: LineFile
     try {
-      next = await this.openFile()
+      next = await LineFile.open(this.config.file)
     } catch (error) {
       this.log.log('error', 'flow-log-reopen-failed', {output: this.name, error: (error as Error).message, detail: 'still writing to the file it had open'})
       return
     }
-    const old = this.stream
-    this.stream = next
-    if (old) await endStream(old)
+    const old = this.file
+    this.file = next
+    // Closed after the appends already handed to it.
+    this.writing = this.writing.then(() => old?.close())
+    await this.writing
     this.log.log('info', 'flow-log-reopened', {output: this.name})
   }
 
@@ -233,9 +309,9 @@ export class FlowLogOutput implements FlowOutput {
     if (this.closed) return
     await this.idle()
     this.closed = true
-    const stream = this.stream
-    this.stream = undefined
-    if (stream) await endStream(stream)
+    const file = this.file
+    this.file = undefined
+    await file?.close()
   }
 }
 

@@ -4,16 +4,18 @@
  * (enriched, filtered, rewritten) records as one JSON array on stdout.
  *
  * `command` is an argv run without a shell; `shell` is a script run by `/bin/sh -c`, which the
- * config has to ask for by that key. A hook runs in its own process group, with a tag in its
- * environment: at its timeout the group and every process carrying the tag are killed (SIGKILL),
- * so a child that escaped the group (`setsid cmd &`) and holds its stdout cannot hang the log,
- * and the log moves on at the timeout whatever is left. A failure is a HookFailure with a reason for logs and metrics; the caller writes the
+ * config has to ask for by that key. Each run is the first process of a PID namespace of its own
+ * (src/sys/proc.ts), which nothing it starts can leave: when it exits, or is killed at its
+ * timeout (SIGKILL), every process it started dies with it, whether it left the process group
+ * (`setsid cmd &`), cleared its environment, renamed itself or kept forking. So nothing a hook
+ * started holds its stdout, or runs on, past the run. The log moves on at the timeout whatever is
+ * left. A failure is a HookFailure with a reason for logs and metrics; the caller writes the
  * records as they were before the hook.
  */
 import {execa} from 'execa'
 
 import type {HookConfig} from '../config/config.js'
-import {killTagged, newRunTag} from '../sys/proc.js'
+import {inOwnPidNamespace, ownPidNamespaceFailure} from '../sys/proc.js'
 
 export type HookFailureReason = 'spawn' | 'exit' | 'timeout' | 'garbage'
 
@@ -49,34 +51,36 @@ function firstLine(text: string): string {
 /** Runs one hook on the records; resolves with what it printed, or rejects with a HookFailure. */
 export async function runHook(hook: HookConfig, records: readonly FlowRecord[]): Promise<FlowRecord[]> {
   const [file, args] = 'command' in hook ? [hook.command[0], hook.command.slice(1)] : ['/bin/sh', ['-c', hook.shell]]
-  const tag = newRunTag()
-  const child = execa(file, args, {
+  const [wrapper, argv] = inOwnPidNamespace(file, args)
+  const child = execa(wrapper, argv, {
     input: JSON.stringify(records),
     reject: false,
+    // Its own process group too: a SIGKILL to the group reaches the hook at once, even in the
+    // instant before unshare's child has set its parent death signal.
     detached: true,
     stripFinalNewline: false,
     maxBuffer: MAX_OUTPUT_BYTES,
+    // If the daemon exits first: unshare ignores SIGTERM (it waits for the hook), not SIGKILL.
     cleanup: true,
-    env: {[tag.name]: tag.value},
+    killSignal: 'SIGKILL',
   })
   let timedOut = false
   let giveUp: NodeJS.Timeout | undefined
   const timer = setTimeout(() => {
     timedOut = true
+    // unshare dies, so the hook dies (--kill-child), so its namespace dies: everything it started.
     try {
       if (child.pid) process.kill(-child.pid, 'SIGKILL')
     } catch {
       child.kill('SIGKILL')
     }
-    // And what left the group (setsid, double fork): found by the tag in its environment.
-    killTagged(tag)
   }, hook.timeoutMs)
   let result
   try {
     result = await Promise.race([
       child,
-      // Something we could not kill (it cleared its environment) may still hold the pipes: stop
-      // reading them shortly after the timeout, so the log moves on.
+      // Nothing the hook started outlives it, but a process it handed the pipes to (over a unix
+      // socket) could hold them: stop reading them shortly after the timeout, so the log moves on.
       new Promise<undefined>((resolve) => {
         giveUp = setTimeout(() => {
           child.stdout?.destroy()
@@ -89,13 +93,12 @@ export async function runHook(hook: HookConfig, records: readonly FlowRecord[]):
     clearTimeout(timer)
     clearTimeout(giveUp)
   }
-  if (timedOut || !result) {
-    killTagged(tag)
-    throw new HookFailure('timeout', `did not finish within ${hook.timeoutMs / 1000}s (killed with everything it started)`)
-  }
+  if (timedOut || !result) throw new HookFailure('timeout', `did not finish within ${hook.timeoutMs / 1000}s (killed with everything it started)`)
   const code = (result as {code?: string}).code
-  if (result.exitCode === undefined && code === 'ENOENT') throw new HookFailure('spawn', `${file}: no such program`)
+  if (result.exitCode === undefined && code === 'ENOENT') throw new HookFailure('spawn', `${wrapper}: no such program (util-linux)`)
   if (result.exitCode === undefined && result.failed && !result.signal) throw new HookFailure('spawn', `${file}: ${result.shortMessage ?? code ?? 'cannot run'}`)
+  const unshareFailed = ownPidNamespaceFailure(file, result.exitCode, String(result.stderr ?? ''))
+  if (unshareFailed) throw new HookFailure('spawn', unshareFailed.missing ? `${file}: no such program` : `${file}: ${unshareFailed.message}`)
   if (result.isMaxBuffer) throw new HookFailure('garbage', `printed more than ${MAX_OUTPUT_BYTES >> 20} MiB`)
   if (result.signal) throw new HookFailure('exit', `killed by ${result.signal}${result.stderr ? `: ${firstLine(String(result.stderr))}` : ''}`)
   if (result.exitCode !== 0) throw new HookFailure('exit', `exit status ${result.exitCode}${result.stderr ? `: ${firstLine(String(result.stderr))}` : ''}`)

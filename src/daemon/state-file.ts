@@ -9,12 +9,13 @@
  * (read-only directory, the path is a directory, disk full) makes `save()` return the error,
  * and the daemon goes on exporting, refreshing templates and stopping as it would without it.
  */
-import {existsSync, mkdirSync, readFileSync} from 'node:fs'
+import {existsSync, readFileSync} from 'node:fs'
 import {dirname} from 'node:path'
 
 import writeFileAtomic from 'write-file-atomic'
 
 import type {SequenceStore} from '../ipfix/exporter.js'
+import {makeDirectories} from '../sys/directories.js'
 
 interface StateJson {
   version: 1
@@ -85,7 +86,8 @@ export class DaemonStateFile implements SequenceStore {
   save(): Error | undefined {
     if (!this.changed) return undefined
     try {
-      mkdirSync(dirname(this.path), {recursive: true})
+      // Not mkdirSync's recursive mode: under a missing /proc path it never returns.
+      makeDirectories(dirname(this.path))
       writeFileAtomic.sync(this.path, `${JSON.stringify(this.state)}\n`, {fsync: false})
     } catch (error) {
       return error as Error

@@ -6,6 +6,8 @@
  * - 'record' (DecodedRecord) for each data record, options records included,
  * - 'malformed' (DecodeError, {exporter, size}) for a datagram that is not a well-formed
  *   message; the collector keeps listening,
+ * - 'refused' (RefusedTemplate, {exporter, observationDomainId}) for a template the decoder
+ *   would not keep (see DecoderLimits); its data sets stay of unknown template,
  * - 'error' (Error) for a socket error after start.
  *
  * The exporter of a datagram is its source 'address:port' ('198.18.0.1:50101', or
@@ -20,9 +22,17 @@ import {isIP} from 'node:net'
 import {FlowctlError, PermissionError} from '../errors.js'
 import {DecodeError} from './errors.js'
 import type {ConformanceChecker} from './conformance.js'
-import {IpfixDecoder, type DecodedMessage, type DecodedRecord} from './decoder.js'
+import {IpfixDecoder, type DecodedMessage, type DecodedRecord, type RefusedTemplate} from './decoder.js'
 
 export const IPFIX_PORT = 4739
+
+/**
+ * The resident memory a process that runs one collector with the default decoder limits stays
+ * under, whatever arrives, once it has limited its heap's growth (limitHeapGrowth() in src/sys):
+ * about 85 MB to start, the templates' 32 MiB, V8's headroom over them and a message's decoding.
+ * Measured under floods of the largest templates by test/faults/ipfix-listen-flood.test.ts.
+ */
+export const COLLECTOR_MEMORY_CEILING_MB = 300
 
 export interface CollectorOptions {
   /** Address to listen on (default '::', every IPv6 and IPv4 address; falls back to 0.0.0.0 without IPv6). */
@@ -42,14 +52,21 @@ export interface MalformedInfo {
   size: number
 }
 
+export interface RefusedInfo {
+  exporter: string
+  observationDomainId: number
+}
+
 export interface IpfixCollector {
   on(event: 'record', listener: (record: DecodedRecord) => void): this
   on(event: 'message', listener: (message: DecodedMessage, raw: Buffer) => void): this
   on(event: 'malformed', listener: (error: DecodeError, info: MalformedInfo) => void): this
+  on(event: 'refused', listener: (template: RefusedTemplate, info: RefusedInfo) => void): this
   on(event: 'error', listener: (error: Error) => void): this
   once(event: 'record', listener: (record: DecodedRecord) => void): this
   once(event: 'message', listener: (message: DecodedMessage, raw: Buffer) => void): this
   once(event: 'malformed', listener: (error: DecodeError, info: MalformedInfo) => void): this
+  once(event: 'refused', listener: (template: RefusedTemplate, info: RefusedInfo) => void): this
   once(event: 'error', listener: (error: Error) => void): this
 }
 
@@ -148,6 +165,7 @@ export class IpfixCollector extends EventEmitter {
       return
     }
     this.checker?.feed(datagram, exporter, message)
+    for (const t of message.refused) this.emit('refused', t, {exporter, observationDomainId: message.header.observationDomainId})
     this.emit('message', message, datagram)
     for (const r of message.records) this.emit('record', r)
   }
@@ -169,6 +187,24 @@ function bindError(host: string, port: number, err: unknown): Error {
   if (code === 'EACCES') return new PermissionError(`cannot listen on ${where}: permission denied (ports below 1024 need root)`, {cause: err})
   if (code === 'EADDRNOTAVAIL') return new FlowctlError(`cannot listen on ${where}: no interface has that address`, {cause: err, exitCode: 2})
   return new FlowctlError(`cannot listen on ${where}: ${(err as Error).message}`, {cause: err})
+}
+
+/**
+ * Writes one line for a refused template at most every `intervalMs` (a flood of them must not
+ * become a flood of lines), saying how many were refused since the last line.
+ */
+export function reportRefusals(collector: IpfixCollector, write: (line: string) => void, intervalMs = 10_000): void {
+  let last = -Infinity
+  let unreported = 0
+  collector.on('refused', (t, info) => {
+    unreported++
+    const now = performance.now()
+    if (now - last < intervalMs) return
+    last = now
+    const more = unreported > 1 ? ` (${unreported} templates refused since the last such line)` : ''
+    unreported = 0
+    write(`flowctl: refused template ${t.templateId} from ${info.exporter} domain ${info.observationDomainId}: it ${t.reason}${more}; its data will show as of unknown template`)
+  })
 }
 
 export type StopReason = 'count' | 'duration' | 'signal'

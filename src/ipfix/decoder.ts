@@ -9,7 +9,7 @@
  */
 import {decodeRecord, keyElementName, semanticName, type FieldValue, type RecordFields} from './codec.js'
 import {DecodeError} from './errors.js'
-import {elementByName, type AbstractType} from './elements.js'
+import {elementByName, isSharedElement, type AbstractType} from './elements.js'
 import {IPFIX_VERSION, MESSAGE_HEADER_LENGTH, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID} from './message.js'
 import {decodeOptionsTemplateSet, decodeTemplateSet, minDataRecordLength, type Template, type TemplateWithdrawal} from './template.js'
 
@@ -54,12 +54,22 @@ export interface UnknownSet {
   length: number
 }
 
+/** A template the decoder would not keep (see DecoderLimits): its data sets stay of unknown template. */
+export interface RefusedTemplate {
+  templateId: number
+  fields: number
+  /** Why, for people: 'has 2000 fields, more than the 1024 ...'. */
+  reason: string
+}
+
 export interface DecodedMessage {
   exporter: string
   header: MessageHeader
   sets: SetSummary[]
-  /** Templates and options templates defined in this message, in order. */
+  /** Templates and options templates defined in this message and kept, in order. */
   templates: Template[]
+  /** Templates defined in this message that the decoder refused to keep (a previous definition of the ID is forgotten). */
+  refused: RefusedTemplate[]
   /** Template withdrawals in this message (applied unless the decoder ignores them, as over UDP). */
   withdrawals: TemplateWithdrawal[]
   records: DecodedRecord[]
@@ -82,31 +92,80 @@ export interface DecoderOptions {
  * defined longest ago in a domain, the domain or exporter heard from longest ago. A forgotten
  * template is sent again by its exporter at its next refresh (RFC 7011 §8.4); meanwhile its data
  * sets are listed as of unknown template, as at a collector's start.
+ *
+ * The templates are bounded by the memory they take (templateMemory()), not by their number: a
+ * template's cost grows with its fields, from a few hundred bytes to about 4 MB for the 16,000
+ * fields a 64 KiB message can define, so a bound in templates alone let a flood of large ones
+ * take gigabytes.
  */
 export interface DecoderLimits {
   /** Templates per exporter and Observation Domain (an exporter has a handful; the ID space holds 65280). */
   templatesPerDomain: number
-  /** Templates in all: the memory bound (a 60-field template takes a few kB). */
-  templates: number
+  /** Memory all the templates kept may take, in bytes, as templateMemory() counts it. */
+  templateBytes: number
+  /** Fields a template may have: a template with more is refused (exporters' templates have tens). */
+  templateFields: number
   /** (exporter, Observation Domain) pairs. */
   domains: number
   /** Exporters (source address and port). */
   exporters: number
 }
 
-export const DEFAULT_DECODER_LIMITS: Readonly<DecoderLimits> = Object.freeze({templatesPerDomain: 1024, templates: 16_384, domains: 4096, exporters: 1024})
+export const DEFAULT_DECODER_LIMITS: Readonly<DecoderLimits> = Object.freeze({
+  templatesPerDomain: 1024,
+  templateBytes: 32 * 1024 * 1024,
+  templateFields: 1024,
+  domains: 4096,
+  exporters: 1024,
+})
 
-/** What the decoder holds now and what it had to forget to stay within its limits. */
+/*
+ * What a kept template takes on the V8 heap, measured with Node 20 (test/ipfix/limits.test.ts
+ * measures it again against templateMemory()), rounded up: the Template object, its fields array
+ * and Map entry, about 500 bytes; per field its TemplateField object, array slot and, once a data
+ * record was decoded, the slot of its record key (codec's fieldKeys()), 59-69 bytes; 12 more with
+ * an enterprise number, 16 more again when that number is above 2^31 (not a small integer); an
+ * element made for the field alone (synthetic, once the shared cache is full: resolveElement())
+ * 40-80 more, as its name is short or long; the key string of a repeated element ('e32473.ie1#2')
+ * 20-47 more.
+ */
+const TEMPLATE_BYTES = 512
+const FIELD_BYTES = 72
+const ENTERPRISE_FIELD_BYTES = 16
+const LARGE_ENTERPRISE_NUMBER_BYTES = 16
+const OWN_ELEMENT_BYTES = 96
+const REPEATED_KEY_BYTES = 56
+
+/** The memory a decoded template takes while a decoder keeps it, in bytes (an upper bound). */
+export function templateMemory(t: Template): number {
+  let bytes = TEMPLATE_BYTES + FIELD_BYTES * t.fields.length
+  const names = new Set<string>()
+  for (const f of t.fields) {
+    if (f.enterpriseNumber !== undefined) bytes += ENTERPRISE_FIELD_BYTES + (f.enterpriseNumber > 0x7fffffff ? LARGE_ENTERPRISE_NUMBER_BYTES : 0)
+    if (!isSharedElement(f.element)) bytes += OWN_ELEMENT_BYTES
+    if (names.has(f.element.name)) bytes += REPEATED_KEY_BYTES
+    else names.add(f.element.name)
+  }
+  return bytes
+}
+
+/** What the decoder holds now and what it had to forget or refuse to stay within its limits. */
 export interface DecoderStats {
   exporters: number
   domains: number
   templates: number
+  /** Memory the templates kept take (templateMemory()). */
+  templateBytes: number
   evicted: {templates: number; domains: number; exporters: number}
+  /** Templates refused (too many fields, a field of length 0, or larger than all templates may be). */
+  refused: number
 }
 
 interface DomainTemplates {
   exporter: string
   templates: Map<number, Template>
+  /** templateMemory() of its templates, summed. */
+  bytes: number
 }
 
 /** A hint for a wrong version number: what is likely being sent instead. */
@@ -122,7 +181,11 @@ export class IpfixDecoder {
   /** The domain keys of each exporter, least recently heard from first. */
   private readonly exporters = new Map<string, Set<string>>()
   private templateCount = 0
+  private templateBytes = 0
+  private refusedCount = 0
   private readonly evicted = {templates: 0, domains: 0, exporters: 0}
+  /** templateMemory() of each template kept, computed once when it arrives. */
+  private readonly cost = new WeakMap<Template, number>()
   private readonly applyWithdrawals: boolean
   readonly limits: Readonly<DecoderLimits>
 
@@ -145,7 +208,14 @@ export class IpfixDecoder {
   }
 
   stats(): DecoderStats {
-    return {exporters: this.exporters.size, domains: this.domains.size, templates: this.templateCount, evicted: {...this.evicted}}
+    return {
+      exporters: this.exporters.size,
+      domains: this.domains.size,
+      templates: this.templateCount,
+      templateBytes: this.templateBytes,
+      evicted: {...this.evicted},
+      refused: this.refusedCount,
+    }
   }
 
   /** Forgets the templates of one exporter (all its domains), or of every exporter. */
@@ -154,6 +224,7 @@ export class IpfixDecoder {
       this.domains.clear()
       this.exporters.clear()
       this.templateCount = 0
+      this.templateBytes = 0
       return
     }
     for (const key of this.exporters.get(exporter) ?? []) this.dropDomain(key)
@@ -164,10 +235,44 @@ export class IpfixDecoder {
     const d = this.domains.get(key)
     if (!d) return
     this.templateCount -= d.templates.size
+    this.templateBytes -= d.bytes
     this.domains.delete(key)
     const keys = this.exporters.get(d.exporter)
     keys?.delete(key)
     if (keys && !keys.size) this.exporters.delete(d.exporter)
+  }
+
+  /** Why a template will not be kept, or undefined if it may be. */
+  private refusal(t: Template): string | undefined {
+    const {templateFields, templateBytes} = this.limits
+    if (t.fields.length > templateFields) return `has ${t.fields.length} fields, more than the ${templateFields} a template may have here`
+    // Each field of a data record takes at least one byte, except a fixed-length field of length
+    // 0: with those, one 64 KiB data set decodes to billions of values.
+    const empty = t.fields.findIndex((f) => f.length === 0)
+    if (empty >= 0) return `field ${empty + 1} (${t.fields[empty].element.name}) has length 0: its records could decode to more values than they have bytes`
+    const bytes = this.costOf(t)
+    if (bytes > templateBytes) return `would take ${bytes} bytes of memory, more than all templates may take (${templateBytes})`
+    return undefined
+  }
+
+  private costOf(t: Template): number {
+    let bytes = this.cost.get(t)
+    if (bytes === undefined) {
+      bytes = templateMemory(t)
+      this.cost.set(t, bytes)
+    }
+    return bytes
+  }
+
+  /** Marks a domain (and its exporter) as used now. */
+  private touch(key: string, d: DomainTemplates): void {
+    this.domains.delete(key)
+    this.domains.set(key, d)
+    const keys = this.exporters.get(d.exporter)
+    if (keys) {
+      this.exporters.delete(d.exporter)
+      this.exporters.set(d.exporter, keys)
+    }
   }
 
   /** Keeps a decoded message's templates (most recently used now), then forgets what is over a limit. */
@@ -179,12 +284,17 @@ export class IpfixDecoder {
     const known = this.domains.get(key)
     if (known) {
       this.templateCount -= known.templates.size
+      this.templateBytes -= known.bytes
       this.domains.delete(key)
     } else if (!working.size) {
       return // nothing to remember: no entry for a domain that defined no template
     }
-    this.domains.set(key, {exporter, templates: working})
+    let bytes = 0
+    for (const t of working.values()) bytes += this.costOf(t)
+    const domain: DomainTemplates = {exporter, templates: working, bytes}
+    this.domains.set(key, domain)
     this.templateCount += working.size
+    this.templateBytes += bytes
     const keys = this.exporters.get(exporter) ?? new Set<string>()
     this.exporters.delete(exporter)
     this.exporters.set(exporter, keys.add(key))
@@ -194,11 +304,22 @@ export class IpfixDecoder {
       this.exporters.delete(oldest)
       this.evicted.exporters++
     }
-    while (this.domains.size > this.limits.domains || this.templateCount > this.limits.templates) {
+    while (this.domains.size > this.limits.domains || this.templateBytes > this.limits.templateBytes) {
       const oldest = this.domains.keys().next().value!
-      if (oldest === key) break // the domain just used stays (its own size is bounded above)
-      this.dropDomain(oldest)
-      this.evicted.domains++
+      if (oldest !== key) {
+        this.dropDomain(oldest)
+        this.evicted.domains++
+        continue
+      }
+      // Only the domain just used is left: it loses its own oldest templates.
+      if (this.templateBytes <= this.limits.templateBytes || !working.size) break
+      const [id, t] = working.entries().next().value!
+      working.delete(id)
+      const cost = this.costOf(t)
+      domain.bytes -= cost
+      this.templateBytes -= cost
+      this.templateCount--
+      this.evicted.templates++
     }
   }
 
@@ -206,9 +327,12 @@ export class IpfixDecoder {
   decode(message: Buffer, exporter: string): DecodedMessage {
     const header = readHeader(message)
     const key = IpfixDecoder.key(exporter, header.observationDomainId)
-    const working = new Map(this.domains.get(key)?.templates ?? [])
+    const known = this.domains.get(key)
+    // The domain's templates as this message leaves them: copied only when it defines or withdraws one.
+    let working: Map<number, Template> = known?.templates ?? new Map()
+    let changed = false
     const lookup = (id: number): Template | undefined => working.get(id)
-    const result: DecodedMessage = {exporter, header, sets: [], templates: [], withdrawals: [], records: [], unknownSets: []}
+    const result: DecodedMessage = {exporter, header, sets: [], templates: [], refused: [], withdrawals: [], records: [], unknownSets: []}
 
     let p = MESSAGE_HEADER_LENGTH
     while (p < message.length) {
@@ -224,11 +348,20 @@ export class IpfixDecoder {
 
       if (id === TEMPLATE_SET_ID || id === OPTIONS_TEMPLATE_SET_ID) {
         const decoded = id === TEMPLATE_SET_ID ? decodeTemplateSet(message, start, end) : decodeOptionsTemplateSet(message, start, end)
+        if (!changed) {
+          working = new Map(working)
+          changed = true
+        }
         // Templates and withdrawals take effect in the order they appear (RFC 7011 §8.1).
         for (const item of decoded.inOrder) {
           if ('fields' in item) {
-            working.delete(item.id) // a redefined template is the most recent one
-            working.set(item.id, item)
+            working.delete(item.id) // a redefined template is the most recent one; a refused one replaces none
+            const reason = this.refusal(item)
+            if (reason) result.refused.push({templateId: item.id, fields: item.fields.length, reason})
+            else {
+              working.set(item.id, item)
+              result.templates.push(item)
+            }
           } else if (!this.applyWithdrawals) {
             continue
           } else if (item.all) {
@@ -237,7 +370,6 @@ export class IpfixDecoder {
             working.delete(item.templateId)
           }
         }
-        result.templates.push(...decoded.templates)
         result.withdrawals.push(...decoded.withdrawals)
         result.sets.push({
           id,
@@ -280,7 +412,9 @@ export class IpfixDecoder {
       p = end
     }
 
-    this.commit(key, exporter, working)
+    if (changed) this.commit(key, exporter, working)
+    else if (known) this.touch(key, known)
+    this.refusedCount += result.refused.length
     return result
   }
 }

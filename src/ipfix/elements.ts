@@ -142,7 +142,23 @@ export const IE = {
   flowEndReason: must('flowEndReason'),
 } as const
 
+/**
+ * Synthetic elements shared by every template that names them. The cache is process-wide, so it
+ * is bounded: a sender can name 2^47 enterprise elements, and before this bound each one it named
+ * stayed in memory for good, whatever the decoder forgot. Past the bound a synthetic element is
+ * made afresh for the template that names it and goes when that template goes (the decoder counts
+ * its memory with the template's, see templateMemory()).
+ */
 const synthetic = new Map<string, InformationElement>()
+export const SYNTHETIC_ELEMENT_CACHE_SIZE = 4096
+
+/**
+ * Whether `element` is shared, the registry's or a cached synthetic one, rather than made for the
+ * one template field that holds it (which then holds its memory too).
+ */
+export function isSharedElement(element: InformationElement): boolean {
+  return byId.get(element.id) === element || synthetic.get(element.name) === element
+}
 
 /**
  * The element a field specifier names: the IANA registry's for enterprise bit 0, otherwise (or for
@@ -157,7 +173,7 @@ export function resolveElement(id: number, enterpriseNumber?: number): Informati
   let e = synthetic.get(name)
   if (!e) {
     e = {id, name, type: 'octetArray'}
-    synthetic.set(name, e)
+    if (synthetic.size < SYNTHETIC_ELEMENT_CACHE_SIZE) synthetic.set(name, e)
   }
   return e
 }

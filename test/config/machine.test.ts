@@ -3,6 +3,7 @@
  * about this machine, on real files, modes and the system's resolver.
  */
 import assert from 'node:assert/strict'
+import {existsSync, readdirSync} from 'node:fs'
 import {chmod, mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -62,6 +63,31 @@ describe('config/machine', function () {
       await writeFile(join(dir, 'afile'), '')
       assert.match((await refusal(await config('c.yaml', `logs:\n- file: ${dir}/adir\n`))).message, /logs\[0\]\.file: .*\/adir is a directory; allowed: a file path$/)
       assert.match((await refusal(await config('d.yaml', `logs:\n- file: ${dir}/afile/flows.log\n`))).message, /logs\[0\]\.file: .*\/afile is not a directory/)
+    })
+  })
+
+  describe('the state file', function () {
+    const LOG = `logs:\n- file: '-'\n`
+
+    it('accepts one in an existing directory, or in one it can create, without creating it', async function () {
+      await checkConfigOnMachine(await config('s1.yaml', `${LOG}stateFile: ${dir}/state.json\n`))
+      await checkConfigOnMachine(await config('s2.yaml', `${LOG}stateFile: ${dir}/new/deeper/state.json\n`))
+      assert.equal(existsSync(join(dir, 'new')), false)
+      assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('.flowctl-check-')), [], 'the trial directory is removed')
+    })
+
+    it('refuses one under a missing /proc path, where mkdir fails (the daemon spun there at 100 % CPU), naming the key', async function () {
+      const error = await refusal(await config('s3.yaml', `${LOG}stateFile: /proc/flowctl/state.json\n`))
+      assert.equal(
+        error.message,
+        `${dir}/s3.yaml: stateFile: the directory /proc/flowctl cannot be created (mkdir in /proc fails: ENOENT); allowed: a file in a directory that exists or can be created, e.g. under /var/lib`,
+      )
+      assert.match((await refusal(await config('s4.yaml', `${LOG}stateFile: /proc/self/nope/a/state.json\n`))).message, /stateFile: the directory \/proc\/self\/nope cannot be created \(mkdir in \/proc\/self fails: ENOENT\)/)
+    })
+
+    it('refuses one under a file', async function () {
+      await writeFile(join(dir, 'plain'), '')
+      assert.match((await refusal(await config('s5.yaml', `${LOG}stateFile: ${dir}/plain/sub/state.json\n`))).message, /stateFile: a part of .*\/plain\/sub is not a directory; allowed: /)
     })
   })
 

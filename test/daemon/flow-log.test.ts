@@ -3,7 +3,7 @@
  * hang and print garbage, and log rotation by rename and reopen.
  */
 import assert from 'node:assert/strict'
-import {existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync} from 'node:fs'
+import {existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -57,9 +57,10 @@ describe('flow log output and hooks', function () {
   let dir: string
   let logText: string[]
   const log = createLogger((l) => logText.push(l), 'debug')
-  let seen: {written: number; failures: {hook: string; reason: string}[]; queued: number}
+  let seen: {written: number; lost: number; failures: {hook: string; reason: string}[]; queued: number}
   const obs = {
     written: (_o: string, n: number) => (seen.written += n),
+    lost: (_o: string, n: number) => (seen.lost += n),
     hookFailed: (_o: string, hook: string, reason: string) => seen.failures.push({hook, reason}),
     queued: (_o: string, n: number) => (seen.queued = Math.max(seen.queued, n)),
   }
@@ -68,7 +69,7 @@ describe('flow log output and hooks', function () {
   beforeEach(function () {
     dir = mkdtempSync(join(tmpdir(), 'fct-flowlog-'))
     logText = []
-    seen = {written: 0, failures: [], queued: 0}
+    seen = {written: 0, lost: 0, failures: [], queued: 0}
   })
 
   afterEach(function () {
@@ -180,7 +181,7 @@ describe('flow log output and hooks', function () {
     assert.deepEqual(seen.failures, [{hook: 'hangs', reason: 'timeout'}])
   })
 
-  it('at the timeout kills what escaped the process group (setsid), and moves on even from what it cannot kill', async function () {
+  it('ends everything a hook started with it, when it exits or at its timeout, whatever left its process group', async function () {
     const pidFile = join(dir, 'escaped.pid')
     const alive = (pid: number): boolean => {
       try {
@@ -189,23 +190,25 @@ describe('flow log output and hooks', function () {
         return false
       }
     }
-    const escapes = async (shell: string): Promise<{elapsed: number; pid: number}> => {
+    // A child's pid as the host sees it (its $$ is its pid in the hook's namespace).
+    const recordPid = `read pid rest < /proc/self/stat; echo $pid > ${pidFile}`
+    const escapes = async (shell: string, timeoutMs: number): Promise<{elapsed: number; pid: number; result: FlowRecord[] | HookFailure}> => {
       rmSync(pidFile, {force: true})
       const started = Date.now()
-      await assert.rejects(runHook({shell, timeoutMs: 500}, [{a: 1}]), (error: unknown) => error instanceof HookFailure && error.reason === 'timeout')
-      return {elapsed: Date.now() - started, pid: Number(readFileSync(pidFile, 'utf8'))}
+      const result = await runHook({shell, timeoutMs}, [{a: 1}]).catch((error: unknown) => error as HookFailure)
+      return {elapsed: Date.now() - started, pid: Number(readFileSync(pidFile, 'utf8')), result}
     }
-    // A child in a session of its own holds stdout for 25 s: found by its tag and killed.
-    const tagged = await escapes(`cat >/dev/null; setsid sh -c 'echo $$ > ${pidFile}; exec sleep 25' & sleep 0.1; echo "[]"`)
-    assert.ok(tagged.elapsed < 10_000, `moved on after ${tagged.elapsed} ms, not after the child's 25 s`)
-    assert.equal(alive(tagged.pid), false, 'the escaped child is dead')
-    // One that also cleared its environment cannot be found; the log still moves on just after the timeout.
-    const hidden = await escapes(`cat >/dev/null; setsid env -i sh -c 'echo $$ > ${pidFile}; exec sleep 25' & sleep 0.1; echo "[]"`)
-    try {
-      assert.ok(hidden.elapsed < 10_000, `moved on after ${hidden.elapsed} ms, not after the child's 25 s`)
-    } finally {
-      process.kill(hidden.pid, 'SIGKILL')
-    }
+    // The hook prints its array and exits; a child in a session of its own, environment cleared,
+    // would hold stdout for 25 s: it dies with the hook, and the hook's answer stands.
+    const done = await escapes(`cat >/dev/null; setsid env -i sh -c '${recordPid}; exec sleep 25' & sleep 0.2; echo "[]"`, 10_000)
+    assert.deepEqual(done.result, [])
+    assert.ok(done.elapsed < 5000, `answered after ${done.elapsed} ms, not after the child's 25 s`)
+    assert.equal(alive(done.pid), false, 'the escaped child is dead')
+    // A hook that hangs: at its timeout the hook and its escaped child are killed.
+    const hung = await escapes(`cat >/dev/null; setsid env -i sh -c '${recordPid}; exec sleep 25' & sleep 25`, 500)
+    assert.ok(hung.result instanceof HookFailure && hung.result.reason === 'timeout', String(hung.result))
+    assert.ok(hung.elapsed < 5000, `moved on after ${hung.elapsed} ms`)
+    assert.equal(alive(hung.pid), false, 'the escaped child is dead')
   })
 
   it('treats output that is not a JSON array of objects as garbage', async function () {
@@ -229,8 +232,12 @@ describe('flow log output and hooks', function () {
     assert.deepEqual(seen.failures, [{hook: 'shell', reason: 'garbage'}])
   })
 
-  it('reports a program that does not exist', async function () {
-    await assert.rejects(runHook({command: ['/nonexistent/hook'], timeoutMs: 10_000}, []), (error: unknown) => error instanceof HookFailure && error.reason === 'spawn')
+  it('reports a program that does not exist, or cannot be run', async function () {
+    const spawnFailure = (message: string) => (error: unknown) => error instanceof HookFailure && error.reason === 'spawn' && error.message === message
+    await assert.rejects(runHook({command: ['/nonexistent/hook'], timeoutMs: 10_000}, []), spawnFailure('/nonexistent/hook: no such program'))
+    const notExecutable = join(dir, 'not-executable')
+    writeFileSync(notExecutable, '#!/bin/sh\necho []\n', {mode: 0o644})
+    await assert.rejects(runHook({command: [notExecutable], timeoutMs: 10_000}, []), spawnFailure(`${notExecutable}: Permission denied`))
   })
 
   it('skips a failing hook and gives the next one the records as they were', async function () {

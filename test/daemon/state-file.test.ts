@@ -3,6 +3,8 @@ import {mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
+import {execa} from 'execa'
+
 import {DaemonStateFile, parseDaemonState} from '../../src/daemon/state-file.js'
 
 describe('daemon state file', function () {
@@ -43,6 +45,19 @@ describe('daemon state file', function () {
     }
     writeFileSync(file, '{not json')
     assert.match(new DaemonStateFile(file).problem ?? '', /^cannot read it: /)
+  })
+
+  it('returns the error at once for a file under a missing /proc path, where mkdir -p never returned', async function () {
+    // In a child process: before, save() spun in Node's recursive mkdirSync, which no timeout ends.
+    const script = `
+      const {DaemonStateFile} = await import(${JSON.stringify(new URL('../../src/daemon/state-file.js', import.meta.url).href)})
+      const s = new DaemonStateFile('/proc/flowctl-test/state.json')
+      s.set('a', 0, 1)
+      const error = s.save()
+      console.log(JSON.stringify({code: error?.code, message: error?.message}))`
+    const r = await execa(process.execPath, ['--input-type=module', '-e', script], {timeout: 20_000, reject: false})
+    assert.equal(r.timedOut, false, 'save() did not return within 20 s')
+    assert.deepEqual(JSON.parse(r.stdout), {code: 'ENOENT', message: "ENOENT: no such file or directory, mkdir '/proc/flowctl-test'"})
   })
 
   it('returns the error of a write that fails, keeps the numbers, and writes them once it can', function () {

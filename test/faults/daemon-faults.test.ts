@@ -169,6 +169,57 @@ describe('daemon faults @e2e', function () {
     })
   }
 
+  it('on a full disk, counts as written the flow log lines in the file, leaves no torn line, and counts and logs the lost records', async function () {
+    const dir = await tmpfs('fulllog', 'size=64k')
+    const logFile = join(dir, 'flows.log')
+    const sink = await collector()
+    const d = daemon(config(sink.port, {stateFile: join(tmp, 'fulllog-state.json'), metrics: true, extra: `logs:\n- file: ${logFile}\n`}))
+    await d.waitForLog('started')
+    const url = String((await d.waitForLog('metrics-listening')).url)
+    // 2000 flows, one datagram each from its own source port: about 900 kB of log for 64 kB of disk.
+    const flows = 2000
+    const firstPort = 30_000
+    const send = `const s = require('node:dgram'); (async () => { for (let i = 0; i < ${flows}; i++) await new Promise((resolve) => { const u = s.createSocket('udp4'); u.bind({address: '198.18.0.1', port: ${firstPort} + i}, () => u.send(Buffer.alloc(8), 5001, '198.18.0.2', () => { u.close(); resolve() })) }) })()`
+    await execa('nsenter', [`--net=/run/netns/${client}`, process.execPath, '-e', send])
+    const ours = (f: Fields) => Number(f.sourceTransportPort) >= firstPort && Number(f.sourceTransportPort) < firstPort + flows
+    await sink.until(() => sink.flows.filter(ours).length >= flows, `the ${flows} flows at the collector`, 30_000)
+    const metrics = async () => {
+      const text = await (await fetch(url)).text()
+      return {written: sample(text, 'flowctl_flow_log_records_total', {output: logFile}) ?? 0, lost: sample(text, 'flowctl_flow_log_records_lost_total', {output: logFile}) ?? 0}
+    }
+    // Every flow exported goes to the collector and to the log (a stray one, ND or ARP, too).
+    let counted = await metrics()
+    for (const deadline = Date.now() + 20_000; counted.written + counted.lost < sink.flows.length; counted = await metrics()) {
+      assert.ok(Date.now() < deadline, `written ${counted.written} + lost ${counted.lost} of ${sink.flows.length}`)
+      await sleep(200)
+    }
+    const text = readFileSync(logFile, 'utf8')
+    assert.ok(text === '' || text.endsWith('\n'), `the file ends in a torn line: ${JSON.stringify(text.slice(-80))}`)
+    const lines = text.split('\n').filter(Boolean)
+    for (const line of lines) assert.doesNotThrow(() => JSON.parse(line), `a line that is not JSON: ${line}`)
+    assert.ok(lines.length > 0 && lines.length < flows, `${lines.length} lines`)
+    assert.equal(counted.written, lines.length, 'flowctl_flow_log_records_total counts the lines in the file')
+    assert.equal(counted.written + counted.lost, sink.flows.length, 'flowctl_flow_log_records_lost_total counts the rest')
+    assert.ok(counted.lost >= flows - lines.length, `lost ${counted.lost}`)
+    const failed = await d.waitForLog('flow-log-write-failed')
+    assert.match(String(failed.error), /ENOSPC/)
+    assert.ok(Number(failed.lost) > 0, JSON.stringify(failed))
+    // Once there is room again, writing goes on after the last whole line.
+    writeFileSync(logFile, '')
+    const sport = await traffic(3)
+    await sink.until(() => flowOf(sink, sport).length === 1, 'the next flow', 20_000)
+    const after = () => readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Fields)
+    for (const deadline = Date.now() + 20_000; !after().some((l) => l.sport === sport); ) {
+      assert.ok(Date.now() < deadline, `the next flow was not written: ${d.tail}`)
+      await sleep(200)
+    }
+    for (const deadline = Date.now() + 10_000; (await metrics()).written !== lines.length + after().length; ) {
+      assert.ok(Date.now() < deadline, `flowctl_flow_log_records_total ${(await metrics()).written}, ${lines.length} + ${after().length} lines written`)
+      await sleep(200)
+    }
+    assert.equal(await d.stop('SIGTERM'), 0, d.tail)
+  })
+
   it('reports a state file of wrong types in one line and writes real numbers over it (no 0 saved as null)', async function () {
     const sink = await collector()
     const stateFile = join(tmp, 'wrong-types.json')
@@ -187,11 +238,30 @@ describe('daemon faults @e2e', function () {
     assert.equal(d.count('state-file-invalid'), 1)
   })
 
-  it('does not hold the flow log past the hook timeout when a hook child escapes its process group (setsid)', async function () {
+  it('refuses to start, in one line naming stateFile, with a state file under a missing /proc path (it froze at 100 % CPU there, deaf to SIGTERM)', async function () {
+    const sink = await collector()
+    const file = config(sink.port, {stateFile: '/proc/flowctl-fault/daemon-state.json'})
+    const d = daemon(file)
+    // Before, it started, spun in its first save and ignored SIGTERM: stopped here with SIGKILL.
+    const timer = setTimeout(() => d.signal('SIGKILL'), 20_000)
+    const r = await d.child
+    clearTimeout(timer)
+    assert.equal(r.exitCode, 2, d.tail)
+    assert.equal(
+      String(r.stderr).trim(),
+      `flowctl: ${file}: stateFile: the directory /proc/flowctl-fault cannot be created (mkdir in /proc fails: ENOENT); allowed: a file in a directory that exists or can be created, e.g. under /var/lib`,
+    )
+  })
+
+  it('does not hold the flow log past the hook timeout when a hook and its child that left its process group (setsid) hang', async function () {
     const sink = await collector()
     const logFile = join(tmp, 'flows.log')
     const pidFile = join(tmp, 'escaped.pid')
-    const hook = `cat; setsid sh -c 'echo $$ > ${pidFile}; exec sleep 25' &`
+    // The hook hangs after answering; its child, in a session of its own, holds stdout too. The
+    // child writes its pid as the host sees it ($$ is its pid in the hook's namespace).
+    // Each run appends (a later batch runs the hook again); the sleep's length marks ours (pids are reused).
+    const marker = `${25 + Math.random()}`
+    const hook = `cat; setsid sh -c 'read pid rest < /proc/self/stat; echo $pid >> ${pidFile}; exec sleep ${marker}' & sleep 25`
     const extra = `logs:\n- file: ${logFile}\n  hooks:\n  - name: escapes\n    shell: "${hook.replace(/"/g, '\\"')}"\n    timeoutSeconds: 2\n`
     const d = daemon(config(sink.port, {stateFile: join(tmp, 'hook-state.json'), extra}))
     await d.waitForLog('started')
@@ -205,10 +275,11 @@ describe('daemon faults @e2e', function () {
     }
     const failed = await d.waitForLog('hook-failed')
     assert.match(String(failed.error), /did not finish within 2s/)
-    // What escaped was killed with the hook.
-    const escaped = Number(readFileSync(pidFile, 'utf8'))
+    // What escaped in the run that failed was killed with the hook.
+    const escaped = Number(readFileSync(pidFile, 'utf8').split('\n')[0])
     const state = existsSync(`/proc/${escaped}/stat`) ? readFileSync(`/proc/${escaped}/stat`, 'utf8').split(') ')[1]?.[0] : undefined
-    assert.ok(state === undefined || state === 'Z', `the escaped child ${escaped} is gone (state ${state})`)
+    const ours = existsSync(`/proc/${escaped}/cmdline`) && readFileSync(`/proc/${escaped}/cmdline`, 'utf8').includes(marker)
+    assert.ok(!ours || state === undefined || state === 'Z', `the escaped child ${escaped} is gone (state ${state})`)
     // The log keeps going: the next batch is written too.
     const next = await traffic(3)
     const again = Date.now()

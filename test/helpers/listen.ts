@@ -7,9 +7,12 @@ const CLI = `${REPO_ROOT}bin/run.js`
 
 export interface Listener {
   port: number
+  pid: number
   /** Resolves when the command exits. */
   done: Promise<{code: number | null; stdout: string; stderr: string}>
   stderr(): string
+  /** What it printed so far. */
+  stdout(): string
   kill(): void
 }
 
@@ -31,7 +34,7 @@ export function listen(args: string[]): Promise<Listener> {
       if (!m) return
       clearTimeout(timer)
       child.stderr.off('data', onData)
-      resolve({port: Number(m[1]), done, stderr: () => stderr, kill: () => child.kill('SIGTERM')})
+      resolve({port: Number(m[1]), pid: child.pid!, done, stderr: () => stderr, stdout: () => stdout, kill: () => child.kill('SIGTERM')})
     }
     child.stderr.on('data', onData)
     void done.then((r) => {

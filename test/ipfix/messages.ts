@@ -88,15 +88,17 @@ export const ID = {
 
 /**
  * The memory attack of issue 13: one message defining `templates` templates of `fields`
- * enterprise-specific fields each (4-byte values, PEN 32473), in Observation Domain `odid`.
+ * enterprise-specific fields each (4-byte values, PEN 32473, or `pen`; null: ids the IANA
+ * registry lacks, without enterprise number), in Observation Domain `odid`.
  */
-export function templateFlood(odid: number, options: {templates?: number; fields?: number; firstId?: number} = {}): Buffer {
+export function templateFlood(odid: number, options: {templates?: number; fields?: number; firstId?: number; pen?: number | null} = {}): Buffer {
   const count = options.templates ?? 4
   const fields = options.fields ?? 60
+  const pen = options.pen === undefined ? 32473 : options.pen
   const records: Buffer[] = []
   for (let t = 0; t < count; t++) {
     const specs: Buffer[] = []
-    for (let f = 0; f < fields; f++) specs.push(spec(1 + f, 4, 32473))
+    for (let f = 0; f < fields; f++) specs.push(pen === null ? spec(16_000 + (f % 16_000), 4) : spec(1 + f, 4, pen))
     records.push(templateRecord((options.firstId ?? 256) + t, ...specs))
   }
   return message({odid}, set(2, ...records))

@@ -60,7 +60,7 @@ export default class ConfigCheckCommand extends FlowctlCommand {
   static override summary = 'Check a daemon configuration without starting anything'
   static override description = `Loads the config file as the daemon would, the older linux-flow-exporter's keys included, and prints a summary of its templates and outputs, or the first problem as FILE:LINE:COL: KEY: PROBLEM (exit 2).
 
-Then checks, as the daemon does at start and reload, what the config needs of this machine: the directory of each log file exists, the metrics host resolves, and a config that names hooks (which run as the daemon's user, root) is writable by its owner only. --no-machine skips that, e.g. for a config meant for another machine.
+Then checks, as the daemon does at start and reload, what the config needs of this machine: the directory of each log file exists, the state file's directory exists or can be created, the metrics host resolves, and a config that names hooks (which run as the daemon's user, root) is writable by its owner only. --no-machine skips that, e.g. for a config meant for another machine.
 
 With --json, prints the normalized configuration instead of the summary.`
 
@@ -74,7 +74,7 @@ With --json, prints the normalized configuration instead of the summary.`
     config: Flags.string({char: 'c', description: 'the config file', default: './config.yaml', helpValue: 'FILE'}),
     json: jsonFlag,
     machine: Flags.boolean({
-      description: "check what the config needs of this machine too (log directories, the metrics host, the file's mode when it names hooks)",
+      description: "check what the config needs of this machine too (log directories, the state file's directory, the metrics host, the file's mode when it names hooks)",
       default: true,
       allowNo: true,
     }),

@@ -2,9 +2,10 @@ import {Flags} from '@oclif/core'
 
 import {FlowctlCommand} from '../../cli/command.js'
 import {InvalidInputError} from '../../errors.js'
-import {IPFIX_PORT, IpfixCollector, runUntil} from '../../ipfix/collector.js'
+import {COLLECTOR_MEMORY_CEILING_MB, IPFIX_PORT, IpfixCollector, reportRefusals, runUntil} from '../../ipfix/collector.js'
 import {ConformanceChecker} from '../../ipfix/conformance.js'
 import {DEFAULT_DECODER_LIMITS, formatRecordLine, renderRecordJson} from '../../ipfix/decoder.js'
+import {limitHeapGrowth} from '../../sys/heap.js'
 
 const durationFlag = Flags.custom<number>({
   description: 'stop after this many seconds',
@@ -27,10 +28,12 @@ and the exit status is 1 if the exporter failed. Stops on Ctrl-C (SIGINT), SIGTE
 --duration.
 
 By default it listens on every address of this host (::, IPv6 and IPv4), as a collector must;
---host 127.0.0.1 keeps it to this host. Memory stays bounded whatever arrives: it keeps at most
-${DEFAULT_DECODER_LIMITS.templatesPerDomain} templates per exporter and observation domain, ${DEFAULT_DECODER_LIMITS.templates} in all, ${DEFAULT_DECODER_LIMITS.domains} domains and ${DEFAULT_DECODER_LIMITS.exporters} exporters,
-forgetting the least recently used (counted at exit); --check judges the last 256 domains heard
-from one by one.`
+--host 127.0.0.1 keeps it to this host. Memory stays bounded whatever arrives, under about ${COLLECTOR_MEMORY_CEILING_MB} MB
+resident in all: the templates it keeps take at most ${DEFAULT_DECODER_LIMITS.templateBytes / 2 ** 20} MiB of memory, at most ${DEFAULT_DECODER_LIMITS.templatesPerDomain} per exporter
+and observation domain, in at most ${DEFAULT_DECODER_LIMITS.domains} domains and ${DEFAULT_DECODER_LIMITS.exporters} exporters, forgetting the least recently
+used (counted at exit). A template of more than ${DEFAULT_DECODER_LIMITS.templateFields} fields, or with a field of length 0, is
+refused: one line on stderr (at most one every 10 seconds), a count at exit, and its data shows as
+of unknown template. --check judges the last 256 domains heard from one by one.`
 
   static override examples = [
     {description: 'Print what arrives on the IPFIX port', command: '<%= config.bin %> <%= command.id %>'},
@@ -51,11 +54,15 @@ from one by one.`
 
   async run(): Promise<void> {
     const {flags} = await this.parse(IpfixListen)
+    // A flood of templates makes garbage fast; without this the heap reaches several times the
+    // templates kept before V8 collects it, and the ceiling above would not hold.
+    limitHeapGrowth()
     const checker = flags.check ? new ConformanceChecker({maxMessageSize: flags['max-message-size']}) : undefined
     const collector = new IpfixCollector({host: flags.host, port: flags.port, checker})
     collector.on('malformed', (error, info) => {
       process.stderr.write(`flowctl: malformed IPFIX message from ${info.exporter} (${info.size} bytes): ${error.message}; still listening\n`)
     })
+    reportRefusals(collector, (line) => process.stderr.write(`${line}\n`))
     const {host, port} = await collector.start()
     process.stderr.write(`flowctl: listening for IPFIX on udp ${host.includes(':') ? `[${host}]` : host}:${port}\n`)
     await runUntil(collector, {
@@ -65,10 +72,11 @@ from one by one.`
         process.stdout.write(`${flags.json ? JSON.stringify(renderRecordJson(record)) : formatRecordLine(record)}\n`)
       },
     })
-    const {evicted} = collector.decoder.stats()
+    const {evicted, refused} = collector.decoder.stats()
     if (evicted.templates || evicted.domains || evicted.exporters) {
       process.stderr.write(`flowctl: forgot ${evicted.templates} templates, ${evicted.domains} observation domains and ${evicted.exporters} exporters to stay within the limits (least recently used first)\n`)
     }
+    if (refused) process.stderr.write(`flowctl: refused ${refused} template${refused === 1 ? '' : 's'} (over ${DEFAULT_DECODER_LIMITS.templateFields} fields, a field of length 0, or too large)\n`)
     if (checker) {
       for (const line of checker.formatReport()) process.stderr.write(`${line}\n`)
       if (checker.report().verdict === 'FAIL') process.exitCode = 1

@@ -32,8 +32,10 @@ import {MetricsServer} from './server.js'
 
 /** What the flow log outputs report (implemented by DaemonMetrics; a no-op without metrics). */
 export interface FlowLogObserver {
-  /** Records written to an output's file. */
+  /** Records written to an output's file (whole lines in it). */
   written(output: string, records: number): void
+  /** Records that could not be written (a full disk): not in the file. */
+  lost(output: string, records: number): void
   /** A hook failed (`exit`, `timeout`, `garbage`, `spawn`) or was skipped (`queue_full`). */
   hookFailed(output: string, hook: string, reason: string): void
   /** Records waiting for the hooks of an output. */
@@ -150,6 +152,10 @@ export class DaemonMetrics implements FlowLogObserver {
     this.m.logRecords.inc({output}, records)
   }
 
+  lost(output: string, records: number): void {
+    this.m.logRecordsLost.inc({output}, records)
+  }
+
   hookFailed(output: string, hook: string, reason: string): void {
     this.m.hookFailures.inc({output, hook, reason})
   }
@@ -161,6 +167,7 @@ export class DaemonMetrics implements FlowLogObserver {
   /** Makes a flow log output's series show (at 0) before anything happened to it. */
   declareOutput(output: string, hooks: string[]): void {
     this.m.logRecords.inc({output}, 0)
+    this.m.logRecordsLost.inc({output}, 0)
     this.m.hookQueue.set({output}, 0)
     for (const hook of hooks) for (const reason of ['exit', 'timeout', 'garbage']) this.m.hookFailures.inc({output, hook, reason}, 0)
   }

@@ -78,7 +78,8 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
     ipfixSpoolBytes: gauge('flowctl_ipfix_spool_bytes', 'Bytes of the messages held for a collector that is down (at most spoolBytes).', ['collector']),
     ipfixSpoolDropped: counter('flowctl_ipfix_spool_dropped_messages_total', 'Messages a full spool dropped, oldest first: the collector never gets them.', ['collector']),
     reloads: counter('flowctl_config_reloads_total', 'Config reloads (SIGHUP), by result: ok, or refused (the old config keeps running).', ['result']),
-    logRecords: counter('flowctl_flow_log_records_total', 'Flow records written to a flow log output.', ['output']),
+    logRecords: counter('flowctl_flow_log_records_total', 'Flow records written to a flow log output (whole lines in the file).', ['output']),
+    logRecordsLost: counter('flowctl_flow_log_records_lost_total', 'Flow records a flow log output could not write (e.g. a full disk): not in the file.', ['output']),
     hookFailures: counter('flowctl_hook_failures_total', 'Hook runs that failed (exit, timeout, garbage, spawn) or were skipped (queue_full); the records were written unenriched.', ['output', 'hook', 'reason']),
     hookQueue: gauge('flowctl_hook_queue_records', 'Flow records waiting for the hooks of a flow log output.', ['output']),
     accuracy: {
