@@ -51,6 +51,8 @@ export function defaultConfig(overrides: Partial<Config> = {}): Config {
     templateRefreshSeconds: 60,
     statsIntervalSeconds: 60,
     spoolBytes: 32 << 20,
+    spoolTotalBytes: 64 << 20,
+    replayBytesPerSecond: 10_000_000,
     drainIntervalSeconds: 1,
     idleTimeoutSeconds: 15,
     activeTimeoutSeconds: 60,
@@ -157,6 +159,8 @@ interface Placed<T> {
   config: T
   /** The key path problems with it point at. */
   path: PathKey[]
+  /** Where a collector's name: is, when it has one. */
+  namePath?: PathKey[]
 }
 
 /** The checks across keys, on the schema's output, and the Config they build. */
@@ -201,6 +205,8 @@ class ConfigBuilder {
     if (refresh) config.templateRefreshSeconds = refresh.value
     if (input.statsIntervalSeconds != null) config.statsIntervalSeconds = input.statsIntervalSeconds
     if (input.spoolBytes != null) config.spoolBytes = input.spoolBytes
+    if (input.spoolTotalBytes != null) config.spoolTotalBytes = input.spoolTotalBytes
+    if (input.replayBytesPerSecond != null) config.replayBytesPerSecond = input.replayBytesPerSecond
     const drain = this.either<number>(input, [], 'drainIntervalSeconds', 'timerFinishedDrainSeconds')
     if (drain) config.drainIntervalSeconds = drain.value
     if (input.idleTimeoutSeconds != null) config.idleTimeoutSeconds = input.idleTimeoutSeconds
@@ -359,6 +365,15 @@ class ConfigBuilder {
       if (other) this.fail(c.path, `the same collector as ${other}`, 'each collector once (collectors are named by their address in logs and metrics)')
       seenCollectors.set(key, formatPath(c.path) as string)
     }
+    // A collector is its name in logs and metrics, and across reloads: no two may share one (a
+    // name may be another collector's address as written, the default name).
+    const seenNames = new Map<string, string>()
+    for (const c of collectors) {
+      const path = c.namePath ?? c.path
+      const other = seenNames.get(c.config.name)
+      if (other) this.fail(path, `the name ${c.config.name} is ${other}'s too`, 'a name of its own for each collector (its address as written, unless it has a name:)')
+      seenNames.set(c.config.name, formatPath(path) as string)
+    }
     const seenFiles = new Map<string, string>()
     for (const l of logs) {
       const other = seenFiles.get(l.config.file)
@@ -370,7 +385,7 @@ class ConfigBuilder {
 
   private collector(input: CollectorInput, base: PathKey[], templateIds: number[]): Placed<CollectorConfig> {
     const remote = this.either<ParsedAddress>(input, base, 'address', 'remoteAddress', `${ADDRESS_ALLOWED.remote} (or the older tool's remoteAddress)`) as Setting<ParsedAddress>
-    const config: CollectorConfig = {name: remote.value.text, remote: remote.value.endpoint}
+    const config: CollectorConfig = {name: input.name?.trim() ?? remote.value.text, remote: remote.value.endpoint}
     const source = this.either<ParsedAddress>(input, base, 'source', 'localAddress')
     if (source) {
       const remoteFamily = familyOf(remote.value.endpoint.host)
@@ -396,7 +411,8 @@ class ConfigBuilder {
       })
       config.templateIds = ids
     }
-    return {config, path: remote.path}
+    if (input.replayBytesPerSecond != null) config.replayBytesPerSecond = input.replayBytesPerSecond
+    return {config, path: remote.path, namePath: input.name != null ? [...base, 'name'] : undefined}
   }
 
   private log(input: LogInput, base: PathKey[]): Placed<LogOutputConfig> {
