@@ -12,7 +12,10 @@ flows that ended as IPFIX (RFC 7011, UDP) to every collector, with the templates
 hooks). Serves Prometheus metrics on metrics.listen (default 127.0.0.1:9999; "" = off). Logs JSON
 lines on stderr. SIGTERM/SIGINT export every flow still held and exit 0; SIGHUP reopens the flow
 log files (log rotation) and reloads the config, keeping the old one if the new one is bad. A
-restart, even after SIGKILL, loses no counts: flows wait in pinned maps for the next daemon.`
+collector the new config names again (by its name: its address unless it has a name:) keeps its
+spool and sequence numbers, at its new address if it moved; one no longer named loses what it held
+(log spool-lost, with the counts). A restart, even after SIGKILL, loses no counts: flows wait in
+pinned maps for the next daemon.`
 
   static override aliases = ['agent']
 

@@ -67,9 +67,14 @@ export interface Config {
   templateRefreshSeconds: number
   /**
    * Bytes of IPFIX messages held for each collector while it is down (ICMP port unreachable),
-   * replayed when it answers again; the oldest are dropped (and counted) past it. Default 32 MiB; 0 = none.
+   * replayed when it answers again, and sent in the last second (until they count as arrived);
+   * the oldest are dropped (and counted) past it. Default 32 MiB; 0 = none.
    */
   spoolBytes: number
+  /** The same for all collectors together: past it, the oldest message any of them holds goes. Default 64 MiB. */
+  spoolTotalBytes: number
+  /** How fast a collector that answers again gets its spool (bytes a second), unless the collector says; default 10 MB/s. */
+  replayBytesPerSecond: number
   /** How often exporter statistics (options records) are sent; default 60. */
   statsIntervalSeconds: number
   /**

@@ -3,7 +3,7 @@
  * exporter made by createExporter with the config's message size, refresh interval and the
  * statistics template id. The daemon, `flowctl ipfix send` and the benchmarks all go through here.
  */
-import {compileTemplate, createExporter, statsTemplateId, type CollectorExporter, type ExporterOptions, type ExportTemplate} from '../ipfix/exporter.js'
+import {CHUNK_BYTES, compileTemplate, createExporter, MAX_FREE_CHUNKS, statsTemplateId, type CollectorExporter, type ExporterOptions, type ExportTemplate} from '../ipfix/exporter.js'
 import type {CollectorConfig, Config} from './config.js'
 
 export function compileTemplates(config: Config): ExportTemplate[] {
@@ -17,10 +17,29 @@ export function exporterOptions(config: Config, extra: Partial<ExporterOptions> 
     templateRefreshMs: config.templateRefreshSeconds * 1000,
     statsTemplateId: statsTemplateId(config.templates),
     spoolBytes: config.spoolBytes,
+    replayBytesPerSecond: config.replayBytesPerSecond,
     ...extra,
   }
 }
 
 export function exporterFor(config: Config, collector: CollectorConfig, templates: ExportTemplate[], extra: Partial<ExporterOptions> = {}): CollectorExporter {
   return createExporter(collector, templates, exporterOptions(config, extra))
+}
+
+/** The most memory a config lets the collectors' spools and windows take (what `config check` says). */
+export interface SpoolMemory {
+  /** The messages held, as spoolBytes and spoolTotalBytes count them (their bytes and their bookkeeping): min(spoolTotalBytes, collectors x spoolBytes). */
+  held: number
+  /**
+   * The message memory besides, in chunks of CHUNK_BYTES: per collector the two being filled
+   * (messages, and templates before a replay) and the oldest, partly let go of; and the chunks
+   * kept for reuse (MAX_FREE_CHUNKS).
+   */
+  buffers: number
+}
+
+export function spoolMemoryAtMost(config: Config): SpoolMemory {
+  const n = config.collectors.length
+  if (n === 0) return {held: 0, buffers: 0}
+  return {held: Math.min(config.spoolTotalBytes, n * config.spoolBytes), buffers: (n * 3 + MAX_FREE_CHUNKS) * CHUNK_BYTES}
 }

@@ -51,6 +51,8 @@ export function defaultConfig(overrides: Partial<Config> = {}): Config {
     templateRefreshSeconds: 60,
     statsIntervalSeconds: 60,
     spoolBytes: 32 << 20,
+    spoolTotalBytes: 64 << 20,
+    replayBytesPerSecond: 10_000_000,
     drainIntervalSeconds: 1,
     idleTimeoutSeconds: 15,
     activeTimeoutSeconds: 60,
@@ -162,6 +164,8 @@ interface Placed<T> {
   config: T
   /** The key path problems with it point at. */
   path: PathKey[]
+  /** Where a collector's name: is, when it has one. */
+  namePath?: PathKey[]
 }
 
 /** A collector, and where its source is given. */
@@ -229,6 +233,8 @@ class ConfigBuilder {
     if (refresh) config.templateRefreshSeconds = refresh.value
     if (input.statsIntervalSeconds != null) config.statsIntervalSeconds = input.statsIntervalSeconds
     if (input.spoolBytes != null) config.spoolBytes = input.spoolBytes
+    if (input.spoolTotalBytes != null) config.spoolTotalBytes = input.spoolTotalBytes
+    if (input.replayBytesPerSecond != null) config.replayBytesPerSecond = input.replayBytesPerSecond
     const drain = this.either<number>(input, [], 'drainIntervalSeconds', 'timerFinishedDrainSeconds')
     if (drain) config.drainIntervalSeconds = drain.value
     if (input.idleTimeoutSeconds != null) config.idleTimeoutSeconds = input.idleTimeoutSeconds
@@ -398,6 +404,15 @@ class ConfigBuilder {
         'a source of its own for each collector (another port), or port 0 (any)',
       )
     })
+    // A collector is its name in logs and metrics, and across reloads: no two may share one (a
+    // name may be another collector's address as written, the default name).
+    const seenNames = new Map<string, string>()
+    for (const c of collectors) {
+      const path = c.namePath ?? c.path
+      const other = seenNames.get(c.config.name)
+      if (other) this.fail(path, `the name ${c.config.name} is ${other}'s too`, 'a name of its own for each collector (its address as written, unless it has a name:)')
+      seenNames.set(c.config.name, formatPath(path) as string)
+    }
     const seenFiles = new Map<string, string>()
     for (const l of logs) {
       const other = seenFiles.get(l.config.file)
@@ -409,7 +424,7 @@ class ConfigBuilder {
 
   private collector(input: CollectorInput, base: PathKey[], templateIds: number[]): PlacedCollector {
     const remote = this.either<ParsedAddress>(input, base, 'address', 'remoteAddress', `${ADDRESS_ALLOWED.remote} (or the older tool's remoteAddress)`) as Setting<ParsedAddress>
-    const config: CollectorConfig = {name: remote.value.text, remote: remote.value.endpoint}
+    const config: CollectorConfig = {name: input.name?.trim() ?? remote.value.text, remote: remote.value.endpoint}
     const source = this.either<ParsedAddress>(input, base, 'source', 'localAddress')
     if (source) {
       const remoteFamily = familyOf(remote.value.endpoint.host)
@@ -436,7 +451,8 @@ class ConfigBuilder {
       })
       config.templateIds = ids
     }
-    return {config, path: remote.path, sourcePath}
+    if (input.replayBytesPerSecond != null) config.replayBytesPerSecond = input.replayBytesPerSecond
+    return {config, path: remote.path, sourcePath, namePath: input.name != null ? [...base, 'name'] : undefined}
   }
 
   private log(input: LogInput, base: PathKey[]): Placed<LogOutputConfig> {

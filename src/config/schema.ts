@@ -347,12 +347,24 @@ const template = map(
   {id: TEMPLATE_ID},
 )
 
+const COLLECTOR_NAME = 'a name of 1 to 128 characters, no control characters (the collector in logs and metrics)'
+const collectorName = v.pipe(
+  text(COLLECTOR_NAME),
+  v.check((s) => s.length <= 128, problemText('longer than 128 characters', COLLECTOR_NAME)),
+  v.check((s) => !/[\u0000-\u001f\u007f]/.test(s), problemText('a control character', COLLECTOR_NAME)),
+)
+
+const REPLAY_RATE = 'an integer from 10000 to 2^40 (bytes a second)'
+const replayRate = integer(10_000, 2 ** 40, REPLAY_RATE)
+
 const collector = map({
+  name: v.nullish(collectorName),
   address: v.nullish(address('remote')),
   remoteAddress: v.nullish(address('remote')),
   source: v.nullish(address('source')),
   localAddress: v.nullish(address('source')),
   templates: v.nullish(list(integer(0, 65535, 'a list of template ids'), 'a list of template ids')),
+  replayBytesPerSecond: v.nullish(replayRate),
 })
 
 const ARGV = 'a list [PROGRAM, ARG, ...]'
@@ -421,6 +433,8 @@ export const CONFIG_SCHEMA = map({
   timerTemplateFlushSeconds: v.nullish(seconds(FLOORS.templateRefreshSeconds)),
   statsIntervalSeconds: v.nullish(seconds()),
   spoolBytes: v.nullish(integer(0, 2 ** 40, 'an integer from 0 (no spool) to 2^40 (bytes held per collector while it is down)')),
+  spoolTotalBytes: v.nullish(integer(0, 2 ** 40, 'an integer from 0 (no spool) to 2^40 (bytes held for all collectors together)')),
+  replayBytesPerSecond: v.nullish(replayRate),
   drainIntervalSeconds: v.nullish(seconds(FLOORS.drainIntervalSeconds)),
   timerFinishedDrainSeconds: v.nullish(seconds(FLOORS.drainIntervalSeconds)),
   idleTimeoutSeconds: v.nullish(seconds()),

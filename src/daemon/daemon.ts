@@ -17,7 +17,8 @@ import type {Config} from '../config/config.js'
 import {defaultStateFile, type Paths} from '../paths.js'
 import type {FlowBatch} from '../flow/batch.js'
 import {compileTemplates, exporterFor} from '../config/exporters.js'
-import type {CollectorExporter, ExportTemplate} from '../ipfix/exporter.js'
+import {SpoolBudget, type CollectorExporter, type ExportTemplate} from '../ipfix/exporter.js'
+import {sameEndpoints, type CollectorTarget} from '../ipfix/target.js'
 import {netnsLabel} from '../sys/netns.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
 import {createLogger, type Logger} from './log.js'
@@ -48,12 +49,28 @@ export const STATE_FILE_ERROR_LOG_MS = 60_000
 
 /** How long a stopping daemon keeps trying to hand a down collector its spool. */
 const STOP_SPOOL_MS = 3000
+/**
+ * How long a stopping daemon lets a replay under way go on (it is paced: 32 MiB take 3.4 s at
+ * the default rate); within the service unit's TimeoutStopSec (30 s), with room for the final drain.
+ */
+const STOP_REPLAY_MS = 20_000
+/** Collectors a reload dropped, kept until the metrics have counted what they lost. */
+const RETIRED_KEPT = 64
+
+/** A collector's address for people: HOST:PORT, [IPV6]:PORT. */
+function endpointText(e: CollectorTarget['remote']): string {
+  return e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`
+}
 
 export class Daemon {
   private config: Config
   private readonly log: Logger
   private readonly state: DaemonStateFile
   private exporters: CollectorExporter[] = []
+  /** Collectors a reload dropped, until the metrics take them (what they lost counts there). */
+  private retired: CollectorExporter[] = []
+  /** One bound on what every collector's spool and window hold together (spoolTotalBytes). */
+  private readonly spoolBudget: SpoolBudget
   private templates: ExportTemplate[] = []
   private readonly drainers = new Map<string, MeterSetDrainer>()
   private readonly outputs: FlowOutput[] = []
@@ -71,6 +88,7 @@ export class Daemon {
     this.config = config
     this.log = options.log ?? createLogger()
     this.state = new DaemonStateFile(config.stateFile ?? defaultStateFile(paths))
+    this.spoolBudget = new SpoolBudget(config.spoolTotalBytes)
     this.outputs.push(...(options.outputs ?? []))
     this.hooks = options.hooks ?? {}
   }
@@ -81,6 +99,11 @@ export class Daemon {
 
   get collectors(): readonly CollectorExporter[] {
     return this.exporters
+  }
+
+  /** The collectors reloads have dropped since the last call (the metrics count what they lost). */
+  takeRetiredCollectors(): CollectorExporter[] {
+    return this.retired.splice(0)
   }
 
   /** The meters drained now, by namespace label (metrics read their maps' fill and overflow). */
@@ -115,6 +138,7 @@ export class Daemon {
   private newExporter(c: Config['collectors'][number]): CollectorExporter {
     return exporterFor(this.config, c, this.templates, {
       sequences: this.state,
+      spoolBudget: this.spoolBudget,
       onError: (error) =>
         this.log.limited(`send:${c.name}:${(error as NodeJS.ErrnoException).code ?? error.message}`, 'warn', 'collector-error', {
           collector: c.name,
@@ -355,31 +379,82 @@ export class Daemon {
   /** Applies a new config; refused (and logged) if it cannot be applied, the old one keeps running. */
   async reload(next: Config): Promise<void> {
     const templates = compileTemplates(next)
-    const keep = (c: Config['collectors'][number]) => this.exporters.find((e) => e.config.name === c.name && JSON.stringify(e.config) === JSON.stringify(c))
+    // A collector is its name: one the new config names again is kept, with its spool and its
+    // sequence numbers, whatever else changed (a new address gets what the old one did not take).
+    const byName = new Map(this.exporters.map((e) => [e.config.name, e]))
+    const changes: Promise<void>[] = []
     const nextExporters = next.collectors.map((c) => {
-      const same = keep(c)
-      if (same) {
-        same.setTemplates(templates)
-        return same
-      }
-      return null
+      const same = byName.get(c.name)
+      if (!same) return null
+      byName.delete(c.name)
+      changes.push(this.reconfigureExporter(same, c, next.spoolBytes))
+      same.setTemplates(templates)
+      return same
     })
-    for (const e of this.exporters) {
-      if (!nextExporters.includes(e)) {
-        await e.flushed()
-        this.forgetCookie(e)
-        e.close()
-      }
-    }
+    const dropped = [...byName.values()]
     this.config = next
     this.templates = templates
+    this.spoolBudget.setLimit(next.spoolTotalBytes)
     this.exporters = nextExporters.map((e, i) => e ?? this.newExporter(next.collectors[i]))
+    await Promise.all([...changes, ...dropped.map((e) => this.retireExporter(e))])
     await Promise.all(this.exporters.map((e) => this.openExporter(e)))
     this.retireDeadMeters()
     for (const d of this.drainers.values()) d.close()
     this.drainers.clear()
     this.rescanMeters()
     this.log.log('info', 'reloaded', {file: next.file, collectors: next.collectors.map((c) => c.name), templates: next.templates.map((t) => t.id)})
+  }
+
+  /**
+   * A collector the new config names again, with its new settings. At a new address (or from a
+   * new source) it gets what the old one did not take: its spool, the messages sent in the last
+   * second that the old address refused, and those not yet sent, numbered as they were.
+   */
+  private async reconfigureExporter(e: CollectorExporter, c: CollectorTarget, spoolBytes: number): Promise<void> {
+    const from = e.config
+    const moved = !sameEndpoints(from, c)
+    const change = e.reconfigure(c, spoolBytes)
+    if (!moved) return change
+    let error: Error | undefined
+    try {
+      await change
+    } catch (err) {
+      error = err as Error
+    }
+    // The old socket is gone: its cookie leaves the meters' skip list, the new one's goes on it.
+    this.forgetCookie(e)
+    if (e.isOpen) this.skipOwnSocket(e)
+    const s = e.stats
+    this.log.log('info', 'collector-moved', {collector: c.name, from: endpointText(from.remote), to: endpointText(c.remote), localPort: e.localPort, spooledMessages: s.spooledMessages, spooledBytes: s.spooledBytes})
+    if (error) this.log.limited(`open:${c.name}`, 'warn', 'collector-unreachable', {collector: c.name, error: error.message})
+  }
+
+  /** Puts a collector's socket on every meter's skip list (the meter does not count our own datagrams). */
+  private skipOwnSocket(e: CollectorExporter): void {
+    const cookie = e.cookie()
+    if (cookie === undefined) return
+    this.cookies.set(e, cookie)
+    for (const d of this.drainers.values()) skipSockets(d.set, [cookie])
+  }
+
+  /**
+   * A collector the new config no longer names: what it was sent in the last second gets that
+   * long to be refused, then it closes. What its spool still holds is lost: counted
+   * (spoolDropped*) and said (spool-lost).
+   */
+  private async retireExporter(e: CollectorExporter): Promise<void> {
+    await e.retire()
+    this.forgetCookie(e)
+    const lost = e.discardSpool()
+    if (lost.messages) {
+      this.log.log('warn', 'spool-lost', {
+        collector: e.config.name,
+        reason: 'no longer in the config (a collector that keeps its name: keeps its spool when its address changes)',
+        ...lost,
+      })
+    }
+    this.retired.push(e)
+    this.retired.splice(0, Math.max(0, this.retired.length - RETIRED_KEPT))
   }
 
   private forgetCookie(e: CollectorExporter): void {
@@ -449,19 +524,24 @@ export class Daemon {
   }
 
   /**
-   * At stop, a collector that was down gets a last chance (probe, replay) for a few seconds;
-   * what its spool still holds then is lost, and said so.
+   * At stop, a collector that was down gets a last chance (probe, replay) for a few seconds, and
+   * a replay under way the time to finish (it is paced); what a spool still holds then is lost:
+   * counted (spoolDropped*) and said (spool-lost), with its records, packets and octets.
    */
   private async settleSpools(): Promise<void> {
-    const deadline = Date.now() + STOP_SPOOL_MS
-    while (this.exporters.some((e) => e.stats.spooledMessages > 0) && Date.now() < deadline) {
+    const start = Date.now()
+    for (;;) {
+      const waiting = this.exporters.filter((e) => e.stats.spooledMessages > 0)
+      if (!waiting.length) break
+      const replaying = waiting.some((e) => e.isReplaying)
+      if (Date.now() - start >= (replaying ? STOP_REPLAY_MS : STOP_SPOOL_MS)) break
       this.serviceExporters()
       await new Promise((r) => setTimeout(r, 100))
     }
     this.serviceExporters()
     for (const e of this.exporters) {
-      const s = e.stats
-      if (s.spooledMessages) this.log.log('warn', 'spool-lost', {collector: e.config.name, messages: s.spooledMessages, bytes: s.spooledBytes})
+      const lost = e.discardSpool()
+      if (lost.messages) this.log.log('warn', 'spool-lost', {collector: e.config.name, reason: 'the daemon stops', ...lost})
     }
   }
 

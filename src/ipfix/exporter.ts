@@ -5,13 +5,16 @@
  */
 import type {ExportTemplate} from './export-template.js'
 import {ExportSession, type MessageTransport, type SequenceStore} from './session.js'
+import type {SpoolBudget} from './spool.js'
 import type {CollectorTarget} from './target.js'
 import {UdpTransport} from './transport.js'
 
-export {CONFIRM_MS, DEFAULT_SPOOL_BYTES} from './transport.js'
+export {CONFIRM_MS, DEFAULT_REPLAY_BYTES_PER_SECOND, DEFAULT_SPOOL_BYTES, HELD_MESSAGE_OVERHEAD, REPLAY_BURST_BYTES} from './transport.js'
+export {CHUNK_BYTES, MAX_FREE_CHUNKS} from './message.js'
+export {SpoolBudget} from './spool.js'
 
 export {chooseTemplate, compileTemplate, statsTemplate, statsTemplateId, type ExportTemplate} from './export-template.js'
-export type {ExporterStats, MessageTransport, SequenceStore} from './session.js'
+export type {ExporterStats, LostMessages, MessageTransport, SequenceStore} from './session.js'
 
 /** An exporter to one collector. */
 export type CollectorExporter = ExportSession
@@ -24,8 +27,14 @@ export interface ExporterOptions {
   /** Called on send and resolution errors (the caller rate-limits its logs). */
   onError?: (error: Error) => void
   now?: () => number
-  /** Bytes of messages held for a collector that is down (default DEFAULT_SPOOL_BYTES, 32 MiB). */
+  /** Bytes of messages held for a collector that is down, and sent ones not yet confirmed (default DEFAULT_SPOOL_BYTES, 32 MiB). */
   spoolBytes?: number
+  /** How fast a spool is replayed when the collector answers again, unless the target says (default DEFAULT_REPLAY_BYTES_PER_SECOND). */
+  replayBytesPerSecond?: number
+  /** One bound on what the transports of all the exporters sharing it hold. */
+  spoolBudget?: SpoolBudget
+  /** The monotonic clock (ms) the replay is paced by (default performance.now). */
+  paceClock?: () => number
   /** The collector answers again after it was down; `replayed` spooled messages go out. */
   onResume?: (replayed: number) => void
   /** Replaces the UDP transport (the encoder benchmark counts messages instead of sending them). */
@@ -48,7 +57,7 @@ export function createExporter(target: CollectorTarget, templates: ExportTemplat
         onResume: options.onResume,
         preamble: (domain, sequence) => session?.templateMessages(domain, sequence) ?? [],
       },
-      {spoolBytes: options.spoolBytes, now: options.now},
+      {spoolBytes: options.spoolBytes, replayBytesPerSecond: options.replayBytesPerSecond, budget: options.spoolBudget, now: options.now, paceClock: options.paceClock},
     )
   session = new ExportSession(target, templates, transport, options)
   return session

@@ -51,14 +51,20 @@ export function maxTemplateFields(maxMessageSize: number): number {
   return Math.max(0, Math.floor((maxMessageSize - MESSAGE_AND_SET_HEADERS_LENGTH - TEMPLATE_RECORD_HEADER_LENGTH) / FIELD_SPECIFIER_LENGTH))
 }
 
-const CHUNK_BYTES = 256 * 1024
+/** The memory messages are carved from, a chunk at a time. */
+export const CHUNK_BYTES = 256 * 1024
 /**
- * Chunks a builder keeps for reuse once every message carved from them is released: about what
- * the transport's window holds at most with the default spool (32 MiB), so that a daemon sending
+ * Chunks kept for reuse once every message carved from them is released: about what a
+ * transport's window holds at most with the default spool (32 MiB), so that a daemon sending
  * steadily reuses the same memory instead of leaving up to 64 MiB of dead chunks for the garbage
- * collector (it collects memory outside the JS heap only every 64 MiB or so).
+ * collector (it collects memory outside the JS heap only every 64 MiB or so). One store for
+ * every builder of the process, not one each: a builder whose collector was down once would
+ * otherwise keep its spool's high mark of chunks for good, one such store per collector, past
+ * any bound on what the spools hold together.
  */
-const MAX_FREE_CHUNKS = 128
+export const MAX_FREE_CHUNKS = 128
+/** Chunks whose messages were all released, for any builder to reuse (all are CHUNK_BYTES). */
+const freeChunks: MessageChunk[] = []
 
 /** A chunk messages are carved from, and how many of those messages someone still holds. */
 interface MessageChunk {
@@ -74,8 +80,8 @@ interface MessageChunk {
    * messages are never released (a transport that keeps nothing) costs nothing more.
    */
   released?: Uint8Array
-  /** Its builder's chunks for reuse. */
-  free: MessageChunk[]
+  /** Where it goes for reuse: the shared store (CHUNK_BYTES), or none (a chunk of a larger size). */
+  free: MessageChunk[] | undefined
 }
 
 /**
@@ -108,9 +114,9 @@ export function releaseMessage(message: Buffer): void {
   if (--chunk.held === 0 && chunk.sealed) giveBack(chunk)
 }
 
-/** A chunk nothing is held in any more goes back to its builder (or, past MAX_FREE_CHUNKS, to the garbage collector). */
+/** A chunk nothing is held in any more goes back to the shared store (or, past MAX_FREE_CHUNKS, to the garbage collector). */
 function giveBack(chunk: MessageChunk): void {
-  if (chunk.poisoned || chunk.free.length >= MAX_FREE_CHUNKS) return
+  if (chunk.poisoned || !chunk.free || chunk.free.length >= MAX_FREE_CHUNKS) return
   chunk.sealed = false
   chunk.released?.fill(0)
   chunk.free.push(chunk)
@@ -128,8 +134,6 @@ export class MessageBuilder {
   /** Messages are carved one after another out of large chunks: few allocations, few addresses for sendmmsg. */
   private chunk: MessageChunk
   private chunkPos = 0
-  /** Chunks whose messages were all released, for reuse. */
-  private readonly freeChunks: MessageChunk[] = []
 
   constructor(maxSize: number) {
     this.maxSize = maxSize
@@ -138,11 +142,11 @@ export class MessageBuilder {
   }
 
   private newChunk(): MessageChunk {
-    const reused = this.freeChunks.pop()
+    const reused = this.maxSize <= CHUNK_BYTES ? freeChunks.pop() : undefined
     if (reused) return reused
     // Not from Node's shared pool: each chunk has memory of its own, which identifies it.
     const memory = Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, this.maxSize))
-    const chunk: MessageChunk = {memory, held: 0, sealed: false, poisoned: false, released: undefined, free: this.freeChunks}
+    const chunk: MessageChunk = {memory, held: 0, sealed: false, poisoned: false, released: undefined, free: memory.length === CHUNK_BYTES ? freeChunks : undefined}
     ;(memory.buffer as ChunkMemory)[CHUNK] = chunk
     return chunk
   }

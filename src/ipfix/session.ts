@@ -11,7 +11,7 @@ import {packRecords, type RecordRun} from './encode.js'
 import {chooseTemplate, statsTemplate, type ExportTemplate} from './export-template.js'
 import {putUint} from './flow-fields.js'
 import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID, templateFits} from './message.js'
-import type {CollectorTarget} from './target.js'
+import {sameEndpoints, type CollectorTarget} from './target.js'
 import {encodeTemplateRecord, templateRecordSize, type Template} from './template.js'
 
 export interface ExporterStats {
@@ -55,6 +55,29 @@ export interface MessageTransport {
   service?(): void
   /** What is spooled now. */
   readonly spool?: {readonly length: number; readonly bytes: number}
+  /** Whether a replay is under way or the collector is down (what is sent waits behind what is spooled). */
+  readonly isBacklogged?: boolean
+  /** Whether the collector refused (or has not answered at a new address yet). */
+  readonly isDown?: boolean
+  /** The same collector elsewhere (config reload): what it holds goes there. */
+  moveTo?(target: CollectorTarget): Promise<void>
+  /** The same collector at the same address, with other settings (config reload). */
+  retarget?(target: CollectorTarget): void
+  /** Stops sending and closes, leaving in the spool what the collector never took. */
+  retire?(): Promise<void>
+  /** Takes (and lets go of) what the spool holds: it will never be sent. */
+  discard?(): {message: Buffer; dataRecords: number}[]
+  /** A new bound on what is held for this collector (config reload). */
+  setSpoolBytes?(bytes: number): void
+}
+
+/** Messages that never reached a collector, and the data records, packets and octets in them. */
+export interface LostMessages {
+  messages: number
+  bytes: number
+  records: number
+  packets: number
+  octets: number
 }
 
 export interface SessionOptions {
@@ -179,7 +202,7 @@ function valuesRun(t: Template, values: number[]): RecordRun {
 }
 
 export class ExportSession {
-  readonly config: CollectorTarget
+  private target: CollectorTarget
   private readonly counts = {messages: 0, records: 0, octets: 0, templateSends: 0, unexportable: 0}
   private readonly dropped = {spoolDroppedMessages: 0, spoolDroppedRecords: 0, spoolDroppedPackets: 0, spoolDroppedOctets: 0}
   private templates: ExportTemplate[] = []
@@ -195,12 +218,17 @@ export class ExportSession {
   private readonly emit = (message: Buffer, dataRecords: number) => this.send(message, dataRecords)
 
   constructor(config: CollectorTarget, templates: ExportTemplate[], transport: MessageTransport, options: SessionOptions) {
-    this.config = config
+    this.target = config
     this.options = options
     this.transport = transport
     this.builder = new MessageBuilder(options.maxMessageSize)
     this.preambleBuilder = new MessageBuilder(options.maxMessageSize)
     this.setTemplates(templates)
+  }
+
+  /** The collector as the config gives it now (a reload may change all but its name). */
+  get config(): CollectorTarget {
+    return this.target
   }
 
   get stats(): ExporterStats {
@@ -218,6 +246,57 @@ export class ExportSession {
       d.spoolDroppedPackets += packets
       d.spoolDroppedOctets += octets
     }
+  }
+
+  /** What these messages (never sent) held: their data records, and the packets and octets of the flows in them. */
+  lostIn(messages: {message: Buffer; dataRecords: number}[]): LostMessages {
+    const lost = {messages: 0, bytes: 0, records: 0, packets: 0, octets: 0}
+    for (const {message, dataRecords} of messages) {
+      const {packets, octets} = this.flowTotals(message)
+      lost.messages++
+      lost.bytes += message.length
+      lost.records += dataRecords
+      lost.packets += packets
+      lost.octets += octets
+    }
+    return lost
+  }
+
+  /**
+   * Gives up on what the spool holds (the daemon stops, or the collector left the config): it
+   * counts as dropped (spoolDropped*), and what it held is returned for the log.
+   */
+  discardSpool(): LostMessages {
+    const items = this.transport.discard?.() ?? []
+    this.countDropped(items)
+    return this.lostIn(items)
+  }
+
+  /** The collector left the config: stop sending, give what was sent CONFIRM_MS to be refused, close; then discardSpool(). */
+  async retire(): Promise<void> {
+    if (this.transport.retire) await this.transport.retire()
+    else {
+      await this.transport.flushed()
+      this.transport.close()
+    }
+  }
+
+  /**
+   * The same collector (its name) with new settings, from a config reload. Another address or
+   * source: the transport moves, and what it holds (spool, the unconfirmed and the unsent) goes
+   * to the new address with its own sequence numbers, which go on from there: the same
+   * sequence domain. Throws if the new address cannot be opened (the spool waits for open()).
+   */
+  async reconfigure(target: CollectorTarget, spoolBytes?: number): Promise<void> {
+    const moved = !sameEndpoints(this.target, target)
+    if (spoolBytes !== undefined) this.transport.setSpoolBytes?.(spoolBytes)
+    this.target = target
+    if (!moved) return this.transport.retarget?.(target)
+    if (!this.transport.moveTo) throw new Error(`collector ${target.name}: its transport cannot move`)
+    // The numbering in memory goes on (and is stored under the new session's key from now).
+    await this.transport.moveTo(target)
+    // Templates before any data at the new address.
+    this.templatesSentAt.clear()
   }
 
   /** The packetDeltaCount and octetDeltaCount sums of the data records of a message this session built. */
@@ -290,6 +369,16 @@ export class ExportSession {
 
   get isOpen(): boolean {
     return this.transport.isOpen
+  }
+
+  /** Whether the collector refused, and what is sent to it is spooled. */
+  get isDown(): boolean {
+    return !!this.transport.isDown
+  }
+
+  /** Whether the collector answers and its spool is being replayed. */
+  get isReplaying(): boolean {
+    return !!this.transport.isBacklogged && !this.transport.isDown
   }
 
   get localPort(): number | undefined {

@@ -14,7 +14,11 @@ export interface Endpoint {
 
 /** One IPFIX collector flows are sent to over UDP. */
 export interface CollectorTarget {
-  /** The remote address as written in the config, e.g. '198.18.0.2:4739': the collector's name in logs and metrics (unique). */
+  /**
+   * The collector's name in logs and metrics (unique): the config's `name`, or the remote address
+   * as written, e.g. '198.18.0.2:4739'. A reload that keeps the name keeps the collector (its
+   * spool and sequence numbers), whatever else changes.
+   */
   name: string
   /** Where to send. */
   remote: Endpoint
@@ -22,10 +26,18 @@ export interface CollectorTarget {
   source?: Endpoint
   /** Only these templates (and their records) go to this collector; undefined = all templates. */
   templateIds?: number[]
+  /** How fast its spool is replayed when it answers again (bytes of messages a second); undefined = the exporter's default. */
+  replayBytesPerSecond?: number
 }
 
 /** A template as named fields: the information element's registry name and its length on the wire. */
 export interface TemplateSpec {
   id: number
   fields: readonly {name: string; length: number}[]
+}
+
+/** Whether two targets send to the same address from the same source (a move needs a new socket otherwise). */
+export function sameEndpoints(a: CollectorTarget, b: CollectorTarget): boolean {
+  const key = (t: CollectorTarget) => `${t.remote.host}|${t.remote.port}|${t.source?.host ?? ''}|${t.source?.port ?? ''}|${t.source ? 1 : 0}`
+  return key(a) === key(b)
 }

@@ -61,6 +61,8 @@ const NEW_YAML = `observationDomainId: 42
 maxMessageSize: 1200
 templateRefreshSeconds: 30
 statsIntervalSeconds: 120
+spoolTotalBytes: 16777216
+replayBytesPerSecond: 5000000
 drainIntervalSeconds: 0.5
 idleTimeoutSeconds: 10
 activeTimeoutSeconds: 300
@@ -69,9 +71,11 @@ collectors:
 - address: "[2001:db8::2]:4739"
   source: "[2001:db8::1]:0"
   templates: [301]
-- address: collector.example.net:2055
+- name: ' central '
+  address: collector.example.net:2055
   source: 198.18.0.1:50101
   templates: [300, 301]
+  replayBytesPerSecond: 1000000
 templates:
 - id: 300
   fields:
@@ -106,6 +110,8 @@ const DEFAULTS = {
   templateRefreshSeconds: 60,
   statsIntervalSeconds: 60,
   spoolBytes: 32 << 20,
+  spoolTotalBytes: 64 << 20,
+  replayBytesPerSecond: 10_000_000,
   drainIntervalSeconds: 1,
   idleTimeoutSeconds: 15,
   activeTimeoutSeconds: 60,
@@ -128,6 +134,8 @@ describe('config/load', function () {
         templateRefreshSeconds: 60,
         statsIntervalSeconds: 60,
         spoolBytes: 32 << 20,
+        spoolTotalBytes: 64 << 20,
+        replayBytesPerSecond: 10_000_000,
         drainIntervalSeconds: 1,
         idleTimeoutSeconds: 15,
         activeTimeoutSeconds: 30,
@@ -234,6 +242,8 @@ describe('config/load', function () {
         templateRefreshSeconds: 30,
         statsIntervalSeconds: 120,
         spoolBytes: 32 << 20,
+        spoolTotalBytes: 16 << 20,
+        replayBytesPerSecond: 5_000_000,
         drainIntervalSeconds: 0.5,
         idleTimeoutSeconds: 10,
         activeTimeoutSeconds: 300,
@@ -241,10 +251,11 @@ describe('config/load', function () {
           {name: '198.18.0.2:4739', remote: {host: '198.18.0.2', port: 4739}},
           {name: '[2001:db8::2]:4739', remote: {host: '2001:db8::2', port: 4739}, source: {host: '2001:db8::1', port: 0}, templateIds: [301]},
           {
-            name: 'collector.example.net:2055',
+            name: 'central',
             remote: {host: 'collector.example.net', port: 2055},
             source: {host: '198.18.0.1', port: 50101},
             templateIds: [300, 301],
+            replayBytesPerSecond: 1_000_000,
           },
         ],
         templates: [
@@ -463,7 +474,7 @@ describe('config/load', function () {
     const C = 'collectors:\n- address: 192.0.2.1:4739\n'
     const TOP =
       'observationDomainId, maxMessageSize, maxIpfixMessageLen, templateRefreshSeconds, timerTemplateFlushSeconds, statsIntervalSeconds, ' +
-      'spoolBytes, drainIntervalSeconds, timerFinishedDrainSeconds, idleTimeoutSeconds, activeTimeoutSeconds, timerForceDrainSeconds, collectors, logs, ' +
+      'spoolBytes, spoolTotalBytes, replayBytesPerSecond, drainIntervalSeconds, timerFinishedDrainSeconds, idleTimeoutSeconds, activeTimeoutSeconds, timerForceDrainSeconds, collectors, logs, ' +
       'outputs, templates, meters, metrics, stateFile'
     const EXPORTABLE = Object.keys(EXPORTABLE_ELEMENTS).join(', ')
     const REMOTE = 'HOST:PORT, IPV4:PORT or [IPV6]:PORT with a port from 1 to 65535'
@@ -502,7 +513,7 @@ describe('config/load', function () {
       [
         'a misspelt collector key',
         'collectors:\n- remoteAdress: 192.0.2.1:4739\n',
-        'config.yaml:2:3: collectors[0].remoteAdress: unknown key (did you mean remoteAddress?); allowed: address, remoteAddress, source, localAddress, templates',
+        'config.yaml:2:3: collectors[0].remoteAdress: unknown key (did you mean remoteAddress?); allowed: name, address, remoteAddress, source, localAddress, templates, replayBytesPerSecond',
       ],
       ['an unknown output kind', 'outputs:\n- logs: {file: /tmp/x}\n', 'config.yaml:2:3: outputs[0].logs: unknown key (did you mean log?); allowed: collector, log'],
       ['an unknown metrics key', `${C}metrics:\n  port: 9999\n`, 'config.yaml:4:3: metrics.port: unknown key; allowed: listen'],
@@ -620,6 +631,16 @@ describe('config/load', function () {
         `${C}spoolBytes: -1\n`,
         'config.yaml:3:13: spoolBytes: -1 is out of range; allowed: an integer from 0 (no spool) to 2^40 (bytes held per collector while it is down)',
       ],
+      [
+        'a replay too slow to make progress',
+        `${C}replayBytesPerSecond: 0\n`,
+        'config.yaml:3:23: replayBytesPerSecond: 0 is out of range; allowed: an integer from 10000 to 2^40 (bytes a second)',
+      ],
+      [
+        "a collector's replay rate written with a unit",
+        'collectors:\n- address: 192.0.2.1:4739\n  replayBytesPerSecond: 10MB\n',
+        "config.yaml:3:25: collectors[0].replayBytesPerSecond: expected an integer, got the string '10MB'; allowed: an integer from 10000 to 2^40 (bytes a second)",
+      ],
       ['a zero timeout', `${C}idleTimeoutSeconds: 0\n`, `config.yaml:3:21: idleTimeoutSeconds: 0 is out of range; allowed: ${SECONDS}`],
       ['seconds with a unit', `${C}activeTimeoutSeconds: 60s\n`, `config.yaml:3:23: activeTimeoutSeconds: expected a number of seconds, got the string '60s'; allowed: ${SECONDS}`],
       ['quoted seconds', `${C}statsIntervalSeconds: '60'\n`, `config.yaml:3:23: statsIntervalSeconds: expected a number of seconds, got the string '60' (write it without quotes); allowed: ${SECONDS}`],
@@ -723,6 +744,17 @@ describe('config/load', function () {
         'logs:\n- file: "/var/log/flows\\0.json"\n',
         "config.yaml:2:9: logs[0].file: the path holds a NUL byte (\\0), which no file name can; allowed: a file path, or '-' for stdout",
       ],
+      [
+        'two collectors of one name',
+        'collectors:\n- name: main\n  address: 10.0.0.1:4739\n- name: main\n  address: 10.0.0.2:4739\n',
+        "config.yaml:4:9: collectors[1].name: the name main is collectors[0].name's too; allowed: a name of its own for each collector (its address as written, unless it has a name:)",
+      ],
+      [
+        "a name that is another collector's address",
+        'collectors:\n- address: 10.0.0.1:4739\n- name: 10.0.0.1:4739\n  address: 10.0.0.2:4739\n',
+        "config.yaml:3:9: collectors[1].name: the name 10.0.0.1:4739 is collectors[0].address's too; allowed: a name of its own for each collector (its address as written, unless it has a name:)",
+      ],
+      ['an empty collector name', 'collectors:\n- name: " "\n  address: 10.0.0.1:4739\n', 'config.yaml:2:9: collectors[0].name: empty string; allowed: a name of 1 to 128 characters, no control characters (the collector in logs and metrics)'],
       // outputs
       ['an empty file', '', `config.yaml:1:1: no output is configured: ${NO_OUTPUT}`],
       ['an empty collector list', 'collectors: []\n', `config.yaml:1:13: collectors: no output: ${NO_OUTPUT}`],

@@ -6,7 +6,9 @@
  */
 import assert from 'node:assert/strict'
 
-import {compileTemplate, CONFIRM_MS, type CollectorExporter} from '../../src/ipfix/exporter.js'
+import {performance} from 'node:perf_hooks'
+
+import {compileTemplate, CONFIRM_MS, REPLAY_BURST_BYTES, SpoolBudget, type CollectorExporter, type ExporterOptions} from '../../src/ipfix/exporter.js'
 import type {DecodedMessage} from '../../src/ipfix/decoder.js'
 import {batchOf, NOW_MS, defaultExportTemplates, expectedFields, exporterTo, randomFlows, sampleFlows, Sink, STATS_TEMPLATE_ID, type FlowInput} from './flows.js'
 
@@ -474,6 +476,186 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       await sleep(50)
       assert.deepEqual(sink.records.map((r) => r.fields), missed.map(expectedFields))
       assert.equal(sink.records[0].sequenceNumber, first.length)
+    })
+  })
+  /** The data messages a collector got: their sequence numbers go on from 0 without a gap or a repeat. */
+  function assertNumberedOnFrom(received: Sink['received'], first: number): void {
+    const data = received.filter((r) => r.message.records.length > 0 && !r.message.records[0].options)
+    let next = first
+    for (const {message} of data) {
+      assert.equal(message.header.sequenceNumber, next, `a message numbered ${message.header.sequenceNumber} where ${next} was due`)
+      next += message.records.length
+    }
+  }
+
+  describe('the replay after an outage (paced; what is exported meanwhile waits behind it)', function () {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+    it('sends one burst at once and the rest as the pace clock moves, with what was exported meanwhile after it, in order', async function () {
+      let now = NOW_MS
+      // The pace clock stands still while `pace` is a number: the bucket then never refills.
+      let pace: number | undefined = 0
+      const options: Partial<ExporterOptions> = {now: () => now, paceClock: () => pace ?? performance.now()}
+      const port = sink.port
+      await sink.stop()
+      const e = await open(options)
+      const spooled: FlowInput[] = []
+      for (let i = 0; i < 6; i++) {
+        const flows = randomFlows(4, 420, 300 + i) // 20 messages of 1385 bytes
+        spooled.push(...flows)
+        e.exportBatch(batchOf(flows, 1))
+        await sleep(5)
+        e.service()
+      }
+      assert.ok(e.stats.spooledBytes > 4 * REPLAY_BURST_BYTES, `spooled ${e.stats.spooledBytes} bytes`)
+      sink = await Sink.start({port})
+      e.service() // the probe: templates and the oldest message
+      now += CONFIRM_MS
+      await sleep(20)
+      e.service() // it arrived: the replay starts with one burst
+      await sleep(300)
+      const dataBytes = sink.received.filter((r) => r.message.records.length > 0).reduce((n, r) => n + r.raw.length, 0)
+      assert.ok(dataBytes > 0, 'the replay began')
+      // The probe's message, then no more than one burst while the pace clock stands still.
+      assert.ok(dataBytes <= 1400 + REPLAY_BURST_BYTES, `${dataBytes} bytes of data arrived at once`)
+      const live = randomFlows(4, 30, 399)
+      e.exportBatch(batchOf(live, 1))
+      await sleep(100)
+      assert.ok(!sink.flows.some((f) => f.sourceIPv4Address === live[0].src && f.destinationIPv4Address === live[0].dst), 'a live flow overtook the replay')
+      pace = undefined // the clock moves: the rest follows at the replay's rate
+      const all = [...spooled, ...live]
+      await sink.until(() => sink.records.length >= all.length, `${all.length} records`, 10_000)
+      await sleep(50)
+      assert.deepEqual(sink.records.map((r) => r.fields), all.map(expectedFields))
+      assertNumberedOnFrom(sink.received, 0)
+      assert.equal(e.stats.spoolDroppedMessages, 0)
+      assertPass()
+    })
+  })
+
+  describe('many collectors down at once (one budget for their spools)', function () {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+    const others: CollectorExporter[] = []
+    const sinks: Sink[] = []
+    afterEach(async function () {
+      for (const e of others.splice(0)) e.close()
+      for (const s of sinks.splice(0)) await s.stop()
+    })
+
+    it('hold no more than the budget together; the oldest messages go first, each counted by its own collector', async function () {
+      const cap = 40_000
+      const budget = new SpoolBudget(cap)
+      let now = NOW_MS
+      const ports: number[] = []
+      for (let c = 0; c < 6; c++) {
+        const probe = await Sink.start()
+        ports.push(probe.port)
+        await probe.stop()
+        const e = exporterTo(probe.port, {now: () => now, spoolBudget: budget, onError: () => {}})
+        others.push(e)
+        await e.open()
+      }
+      // Round robin, one data message (21 flows) at a time: 60 messages, twice the budget.
+      const sent: {collector: number; flows: FlowInput[]}[] = []
+      for (let round = 0; round < 10; round++) {
+        for (let c = 0; c < others.length; c++) {
+          const flows = randomFlows(4, 21, 1000 + round * 10 + c)
+          sent.push({collector: c, flows})
+          others[c].exportBatch(batchOf(flows, 1))
+          await sleep(2)
+          others[c].service()
+          const held = others.reduce((n, e) => n + e.stats.spooledBytes, 0)
+          assert.ok(held <= cap && budget.bytes <= cap, `${held} bytes spooled, ${budget.bytes} held, over the budget of ${cap}`)
+        }
+      }
+      const dropped = others.map((e) => e.stats.spoolDroppedRecords)
+      assert.ok(dropped.every((n) => n > 0), `every collector lost its oldest: ${dropped}`)
+      // Back: each gets what it kept, in order, numbered after what it lost.
+      for (const port of ports) sinks.push(await Sink.start({port}))
+      for (const e of others) e.service()
+      now += CONFIRM_MS
+      await sleep(20)
+      for (const e of others) e.service()
+      for (const [c, s] of sinks.entries()) {
+        const kept = sent.filter((b) => b.collector === c).reduce((n, b) => n + b.flows.length, 0) - others[c].stats.spoolDroppedRecords
+        await s.until(() => s.flows.length >= kept, `${kept} records at collector ${c}`, 10_000)
+        assertNumberedOnFrom(s.received, others[c].stats.spoolDroppedRecords)
+      }
+      await sleep(50)
+      // What arrived is the newest of all: every batch kept is newer than every batch dropped.
+      const arrived = sent.map((b) => sinks[b.collector].flows.some((f) => f.sourceIPv4Address === b.flows[0].src && f.destinationIPv4Address === b.flows[0].dst))
+      const firstKept = arrived.indexOf(true)
+      assert.ok(firstKept > 0 && arrived.slice(firstKept).every(Boolean) && !arrived.slice(0, firstKept).some(Boolean), `arrived: ${arrived.map(Number).join('')}`)
+      // Each collector counted exactly its own losses.
+      for (const [c, e] of others.entries()) {
+        const lost = sent.slice(0, firstKept).filter((b) => b.collector === c).flatMap((b) => b.flows)
+        assert.deepEqual([e.stats.spoolDroppedRecords, e.stats.spoolDroppedPackets, e.stats.spoolDroppedOctets], [lost.length, lost.reduce((n, f) => n + f.packets, 0), lost.reduce((n, f) => n + f.bytes, 0)])
+      }
+      // Once the replayed messages count as arrived, nothing is held.
+      now += CONFIRM_MS + 1
+      for (const e of others) e.service()
+      assert.equal(budget.bytes, 0)
+    })
+  })
+
+  describe('a collector that moves (the same name at another address: a config reload)', function () {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+    const oldSinks: Sink[] = []
+    afterEach(async function () {
+      for (const s of oldSinks.splice(0)) await s.stop()
+    })
+
+    it('gets at its new address what the old one did not take, in order, numbered on', async function () {
+      let now = NOW_MS
+      await sink.stop() // the old address: down
+      const e = await open({now: () => now})
+      const sent: FlowInput[] = []
+      for (let i = 0; i < 3; i++) {
+        const flows = randomFlows(4, 50, 500 + i)
+        sent.push(...flows)
+        e.exportBatch(batchOf(flows, 1))
+        await sleep(5)
+        e.service()
+      }
+      assert.ok(e.stats.spooledMessages >= 3, `spooled ${e.stats.spooledMessages}`)
+      sink = await Sink.start() // the new address
+      await e.reconfigure({...e.config, remote: {host: '127.0.0.1', port: sink.port}})
+      const after = randomFlows(4, 7, 510)
+      sent.push(...after)
+      e.exportBatch(batchOf(after, 1))
+      e.service() // probe the new address
+      now += CONFIRM_MS
+      await sleep(20)
+      e.service()
+      await sink.until(() => sink.records.length >= sent.length, `${sent.length} records`)
+      await sleep(50)
+      assert.deepEqual(sink.records.map((r) => r.fields), sent.map(expectedFields))
+      assertNumberedOnFrom(sink.received, 0)
+      assert.equal(e.stats.spoolDroppedMessages, 0)
+      assertPass()
+    })
+
+    it('leaves with the old address what it took and sends nothing twice, the rest going to the new one', async function () {
+      let now = NOW_MS
+      const old = sink
+      oldSinks.push(old)
+      const e = await open({now: () => now})
+      const first = randomFlows(4, 40, 520)
+      e.exportBatch(batchOf(first, 1)) // sent, not confirmed yet
+      sink = await Sink.start()
+      const moving = e.reconfigure({...e.config, remote: {host: '127.0.0.1', port: sink.port}})
+      const during = randomFlows(4, 25, 521)
+      e.exportBatch(batchOf(during, 1)) // waits for the move
+      await moving
+      e.service()
+      now += CONFIRM_MS
+      await sleep(20)
+      e.service()
+      await sink.until(() => sink.records.length >= during.length, `${during.length} records`)
+      await sleep(50)
+      assert.deepEqual(old.records.filter((r) => !r.options).map((r) => r.fields), first.map(expectedFields))
+      assert.deepEqual(sink.records.map((r) => r.fields), during.map(expectedFields))
+      assertNumberedOnFrom(sink.received, first.length)
     })
   })
 })

@@ -25,7 +25,7 @@ describe('example config', function () {
     assert.equal(config.templatesDefaulted, false)
     assert.deepEqual(
       config.collectors.map((c) => c.name),
-      ['127.0.0.1:4739', '[fd00::10]:4739'],
+      ['127.0.0.1:4739', 'central'],
     )
     assert.deepEqual(config.meters, [{netns: null}, {netns: 'customer-a', observationDomainId: 2}])
     assert.equal(config.metrics.listen, '127.0.0.1:9999')
@@ -33,7 +33,7 @@ describe('example config', function () {
     assert.ok('command' in hooks[0] && hooks[0].command[0] === 'jq')
     assert.ok('shell' in hooks[1])
     const text = readFileSync(EXAMPLE, 'utf8')
-    for (const key of ['observationDomainId', 'maxMessageSize', 'drainIntervalSeconds', 'idleTimeoutSeconds', 'activeTimeoutSeconds', 'templateRefreshSeconds', 'statsIntervalSeconds', 'spoolBytes', 'collectors', 'templates', 'meters', 'logs', 'metrics', 'stateFile']) {
+    for (const key of ['observationDomainId', 'maxMessageSize', 'drainIntervalSeconds', 'idleTimeoutSeconds', 'activeTimeoutSeconds', 'templateRefreshSeconds', 'statsIntervalSeconds', 'spoolBytes', 'spoolTotalBytes', 'replayBytesPerSecond', 'collectors', 'templates', 'meters', 'logs', 'metrics', 'stateFile']) {
       assert.match(text, new RegExp(`^${key}:`, 'm'), key)
     }
   })

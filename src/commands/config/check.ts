@@ -2,6 +2,7 @@ import {Flags} from '@oclif/core'
 
 import {FlowctlCommand} from '../../cli/command.js'
 import type {Config, TemplateConfig} from '../../config/config.js'
+import {spoolMemoryAtMost} from '../../config/exporters.js'
 import {loadConfig} from '../../config/load.js'
 import {checkConfigOnMachine} from '../../config/machine.js'
 import {elementByName, naturalLength} from '../../ipfix/elements.js'
@@ -10,6 +11,27 @@ import {jsonFlag} from '../../cli/flags.js'
 
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`
+}
+
+/** 32 MiB, 1.5 MiB, 600 KiB, 100 B. */
+function sizeText(bytes: number): string {
+  const units = [
+    [1 << 30, 'GiB'],
+    [1 << 20, 'MiB'],
+    [1 << 10, 'KiB'],
+  ] as const
+  for (const [size, unit] of units) if (bytes >= size) return `${Math.round((bytes / size) * 10) / 10} ${unit}`
+  return `${bytes} B`
+}
+
+/** 10 MB/s, 2.5 MB/s, 500 kB/s (network units: powers of ten). */
+function rateText(bytesPerSecond: number): string {
+  if (bytesPerSecond >= 1e6) return `${Math.round(bytesPerSecond / 1e5) / 10} MB/s`
+  return `${Math.round(bytesPerSecond / 100) / 10} kB/s`
+}
+
+function endpointText(e: {host: string; port: number}): string {
+  return `${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`
 }
 
 function templateFamily(t: TemplateConfig): string {
@@ -43,9 +65,20 @@ function describeConfig(config: Config): string[] {
   }
   if (config.collectors.length > 0) lines.push('collectors:')
   for (const c of config.collectors) {
-    const from = c.source ? ` from ${c.source.host.includes(':') ? `[${c.source.host}]` : c.source.host}:${c.source.port}` : ''
-    const which = c.templateIds ? `templates ${c.templateIds.join(', ')}` : 'all templates'
-    lines.push(`  ${c.name}${from} (${which})`)
+    const at = endpointText(c.remote)
+    // A collector with a name of its own shows its address too.
+    const name = c.name === at || c.name === `${c.remote.host}:${c.remote.port}` ? c.name : `${c.name} at ${at}`
+    const from = c.source ? ` from ${endpointText(c.source)}` : ''
+    const which = [c.templateIds ? `templates ${c.templateIds.join(', ')}` : 'all templates']
+    if (c.replayBytesPerSecond !== undefined) which.push(`replayed at ${rateText(c.replayBytesPerSecond)}`)
+    lines.push(`  ${name}${from} (${which.join(', ')})`)
+  }
+  if (config.collectors.length > 0) {
+    const worst = spoolMemoryAtMost(config)
+    lines.push(
+      `spool: up to ${sizeText(config.spoolBytes)} a collector, ${sizeText(config.spoolTotalBytes)} in all; worst case for ${plural(config.collectors.length, 'collector')}: ` +
+        `${sizeText(worst.held)} held and ${sizeText(worst.buffers)} of message buffers (${sizeText(worst.held + worst.buffers)}); replayed at ${rateText(config.replayBytesPerSecond)}`,
+    )
   }
   if (config.logs.length > 0) lines.push('logs:')
   for (const l of config.logs) {
@@ -58,7 +91,7 @@ function describeConfig(config: Config): string[] {
 
 export default class ConfigCheckCommand extends FlowctlCommand {
   static override summary = 'Check a daemon configuration without starting anything'
-  static override description = `Loads the config file as the daemon would, the older linux-flow-exporter's keys included, and prints a summary of its templates and outputs, or the first problem as FILE:LINE:COL: KEY: PROBLEM (exit 2).
+  static override description = `Loads the config file as the daemon would, the older linux-flow-exporter's keys included, and prints a summary of its templates and outputs, and the most memory the collectors' spools can take (spoolBytes, spoolTotalBytes), or the first problem as FILE:LINE:COL: KEY: PROBLEM (exit 2).
 
 Then checks, as the daemon does at start and reload, what the config needs of this machine: the directory of each log file exists, the state file's directory exists or can be created, the metrics host resolves, and a config that names hooks (which run as the daemon's user, root) is writable by its owner only. --no-machine skips that, e.g. for a config meant for another machine.
 

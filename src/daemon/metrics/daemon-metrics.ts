@@ -179,9 +179,13 @@ export class DaemonMetrics implements FlowLogObserver {
     return drainer.capacity
   }
 
-  /** Adds what each collector sent since the last look (a new exporter, after a reload, from 0). */
+  /**
+   * Adds what each collector sent since the last look (a new exporter, after a reload, from 0),
+   * and, one last time, what the collectors a reload dropped did (their lost spool included).
+   */
   syncCollectors(): void {
-    for (const e of this.daemon?.collectors ?? []) {
+    const retired = this.daemon?.takeRetiredCollectors() ?? []
+    for (const e of [...(this.daemon?.collectors ?? []), ...retired]) {
       const before = this.exporterSeen.get(e) ?? {messages: 0, records: 0, octets: 0, sendErrors: 0, templateSends: 0, unexportable: 0, spoolDroppedMessages: 0}
       const now = {...e.stats}
       const collector = e.config.name

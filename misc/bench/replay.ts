@@ -1,0 +1,188 @@
+/**
+ * Figure 8: a collector's spool replayed after an outage, into nfcapd (nfdump 1.7) on loopback
+ * with its default receive buffer (net.core.rmem_default). Each run spools FLOWS flows while
+ * nfcapd is down, starts it, and lets the exporter replay (the probe first, as the daemon does)
+ * at one rate: the default (DEFAULT_REPLAY_BYTES_PER_SECOND), twice and four times it, and
+ * unpaced (what flowctl did before: the whole spool at once). The rates run in turn, repeat
+ * after repeat. Per rate: the flows nfdump does not count, and the drops of nfcapd's socket.
+ *
+ * Beside it, the live export without a backlog (not paced): a drain's 50,000 flows, handed over
+ * in the drain's 8192-flow batches, into the same nfcapd.
+ */
+import {execFileSync} from 'node:child_process'
+import {mkdirSync, mkdtempSync, readFileSync, rmSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {execa, type ResultPromise} from 'execa'
+
+import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
+import {defaultConfig} from '../../src/config/load.js'
+import {FlowBatch} from '../../src/flow/batch.js'
+import {DEFAULT_REPLAY_BYTES_PER_SECOND, type CollectorExporter} from '../../src/ipfix/exporter.js'
+import {cleanup, log, si, sleep, type BenchOptions, type Row} from './util.js'
+
+const BATCH = 8192
+
+/** `n` IPv4 UDP flows of their own addresses and ports, 1 to 7 packets each. */
+function flows(n: number, id: number): FlowBatch {
+  const b = new FlowBatch(4, n)
+  b.observationDomainId = 1
+  const nowUs = Date.now() * 1000
+  for (let i = 0; i < n; i++) {
+    b.src.set([198, 18, (id >> 8) & 255, id & 255], i * 4)
+    b.dst.set([198, 19, (i >> 8) & 255, i & 255], i * 4)
+    b.sport[i] = 1024 + i
+    b.dport[i] = 5000
+    b.proto[i] = 17
+    b.packets[i] = 1 + (i % 7)
+    b.bytes[i] = 100 * b.packets[i]
+    b.startUs[i] = nowUs - 5_000_000
+    b.endUs[i] = nowUs - 1_000_000
+    b.ifindex[i] = 2
+    b.endReason[i] = 1
+  }
+  b.length = n
+  return b
+}
+
+/** A UDP port on 127.0.0.1 nothing listens on now. */
+function freePort(): number {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 40_000)
+    if (!execFileSync('ss', ['-Hunl', `sport = :${port}`]).toString().trim()) return port
+  }
+}
+
+/** The drops of the socket bound to 127.0.0.1:port (the last column of /proc/net/udp). */
+function socketDrops(port: number): number {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`
+  const line = readFileSync('/proc/net/udp', 'utf8').split('\n').find((l) => l.trim().split(/\s+/)[1] === local)
+  return line ? Number(line.trim().split(/\s+/).at(-1)) : Number.NaN
+}
+
+class Nfcapd {
+  private child?: ResultPromise
+  constructor(
+    readonly port: number,
+    readonly dir: string,
+  ) {}
+
+  async start(): Promise<void> {
+    mkdirSync(this.dir, {recursive: true})
+    const child = execa('nfcapd', ['-w', this.dir, '-p', String(this.port), '-b', '127.0.0.1', '-t', '3600'], {reject: false, stdio: 'ignore'})
+    this.child = child
+    cleanup.push('stopping nfcapd', () => child.kill('SIGKILL'))
+    for (let i = 0; i < 100; i++) {
+      if (execFileSync('ss', ['-Hunl', `sport = :${this.port}`]).toString().includes(`:${this.port}`)) return
+      await sleep(50)
+    }
+    throw new Error('nfcapd did not start')
+  }
+
+  /** Its socket's drops, then SIGTERM (it writes its file). */
+  async stop(): Promise<number> {
+    const drops = socketDrops(this.port)
+    this.child?.kill('SIGTERM')
+    await this.child
+    return drops
+  }
+
+  /** What nfdump counts in its files: flows. */
+  flows(): number {
+    const out = execFileSync('nfdump', ['-R', this.dir, '-q', '-N', '-o', 'null', '-I']).toString()
+    return Number(/^Flows: (\d+)$/m.exec(out)?.[1] ?? Number.NaN)
+  }
+}
+
+function exporter(port: number, replayBytesPerSecond: number): CollectorExporter {
+  const config = defaultConfig({spoolBytes: 1 << 30, spoolTotalBytes: 1 << 30, templateRefreshSeconds: 3600, replayBytesPerSecond})
+  return exporterFor(config, {name: 'bench', remote: {host: '127.0.0.1', port}}, compileTemplates(config), {onError: () => {}})
+}
+
+/** Spools `total` flows while nothing listens, then replays them into a fresh nfcapd at `rate`: flows lost and socket drops. */
+async function replayOnce(root: string, total: number, rate: number): Promise<{lost: number; drops: number; seconds: number}> {
+  const port = freePort()
+  const e = exporter(port, rate)
+  await e.open()
+  try {
+    for (let sent = 0; sent < total; sent += BATCH) {
+      e.exportBatch(flows(Math.min(BATCH, total - sent), sent / BATCH))
+      await sleep(2)
+      e.service()
+    }
+    const nfcapd = new Nfcapd(port, mkdtempSync(join(root, 'nfcapd-')))
+    await nfcapd.start()
+    e.service() // the probe
+    await sleep(1100)
+    const t0 = performance.now()
+    e.service() // the probe arrived: the replay
+    while (e.stats.spooledMessages > 0 || e.isReplaying) await sleep(5)
+    const seconds = (performance.now() - t0) / 1000
+    await sleep(1500)
+    const drops = await nfcapd.stop()
+    return {lost: total - nfcapd.flows(), drops, seconds}
+  } finally {
+    e.close()
+  }
+}
+
+/** One drain's flows sent at once (the live path, no backlog): flows lost and socket drops. */
+async function liveOnce(root: string, total: number): Promise<{lost: number; drops: number}> {
+  const port = freePort()
+  const nfcapd = new Nfcapd(port, mkdtempSync(join(root, 'nfcapd-')))
+  await nfcapd.start()
+  const e = exporter(port, DEFAULT_REPLAY_BYTES_PER_SECOND)
+  await e.open()
+  try {
+    for (let sent = 0; sent < total; sent += BATCH) e.exportBatch(flows(Math.min(BATCH, total - sent), sent / BATCH))
+    await e.flushed()
+    await sleep(1500)
+    const drops = await nfcapd.stop()
+    return {lost: total - nfcapd.flows(), drops}
+  } finally {
+    e.close()
+  }
+}
+
+export async function benchReplay(options: BenchOptions): Promise<Row[]> {
+  const root = mkdtempSync(join(tmpdir(), 'fct-bench-replay-'))
+  cleanup.push('removing the nfcapd directories', () => rmSync(root, {recursive: true, force: true}))
+  const total = options.quick ? 100_000 : 250_000
+  const base = DEFAULT_REPLAY_BYTES_PER_SECOND
+  const rates = [base, 2 * base, 4 * base, Infinity]
+  const runs = new Map<number, {lost: number; drops: number; seconds: number}[]>(rates.map((r) => [r, []]))
+  const live: {lost: number; drops: number}[] = []
+  for (let repeat = 0; repeat < options.repeats; repeat++) {
+    for (const rate of rates) {
+      const run = await replayOnce(root, total, rate === Infinity ? 1e15 : rate)
+      runs.get(rate)!.push(run)
+      if (options.verbose) log(`replay ${rate === Infinity ? 'unpaced' : `${si(rate, 'B')}/s`}: lost ${run.lost} flows, ${run.drops} socket drops, ${run.seconds.toFixed(2)} s`)
+    }
+    live.push(await liveOnce(root, 50_000))
+  }
+  const unpaced = runs.get(Infinity)!
+  const lostText = (r: {lost: number}[]) => r.map((x) => x.lost).join(', ')
+  const rows: Row[] = rates
+    .filter((r) => r !== Infinity)
+    .map((rate) => {
+      const r = runs.get(rate)!
+      const seconds = r.reduce((a, x) => a + x.seconds, 0) / r.length
+      return {
+        figure: `replay into nfcapd (default buffer), ${si(total)} flows at ${si(rate, 'B')}/s${rate === base ? ' (default)' : ''}`,
+        ours: `lost ${lostText(r)} (${r.reduce((a, x) => a + x.drops, 0)} socket drops in all; ${seconds.toFixed(1)} s a replay)`,
+        reference: `unpaced: lost ${lostText(unpaced)}`,
+        ratio: '',
+        target: rate === base ? '0 lost in every run' : '',
+        pass: rate === base ? r.every((x) => x.lost === 0 && x.drops === 0) : undefined,
+      }
+    })
+  rows.push({
+    figure: 'live export into nfcapd (default buffer), 50 k flows of one drain at once',
+    ours: `lost ${lostText(live)} (${live.reduce((a, x) => a + x.drops, 0)} socket drops in all)`,
+    reference: 'not paced (no backlog)',
+    ratio: '',
+    target: '',
+  })
+  return rows
+}
