@@ -292,17 +292,28 @@ export class UdpTransport implements MessageHolder {
   }
 
   oldestOrder(): number | undefined {
-    if (this.windowHead < this.window.length) return this.window[this.windowHead].order
-    return this.spool.peek()?.order
+    return this.evictsFromWindow() ? this.window[this.windowHead].order : this.spool.peek()?.order
+  }
+
+  /**
+   * Whether the next message to let go of is a sent one. Not a probe while anything is spooled:
+   * its fate is unknown until CONFIRM_MS pass (it may be reaching a collector that is back, and
+   * counting it as dropped would say it was lost when it arrived); it stays, one message past
+   * the bound at most, and if it is refused it goes back to the spool, where its turn comes.
+   */
+  private evictsFromWindow(): boolean {
+    if (this.windowHead >= this.window.length) return false
+    return this.window[this.windowHead] !== this.probing || this.spool.length === 0
   }
 
   /**
    * Lets go of the oldest message held: sent ones before spooled ones (dropped and counted). A
    * sent one counts as arrived, unless an error the socket has for us names it, or it is a probe
-   * to a collector that is down: then it is dropped and counted too.
+   * to a collector that is down with nothing spooled to let go of instead: then it is dropped and
+   * counted too.
    */
   evictOldest(): void {
-    if (this.windowHead < this.window.length) {
+    if (this.evictsFromWindow()) {
       const oldest = this.window[this.windowHead]
       let refused = oldest === this.probing
       if (!refused && this.socket) {

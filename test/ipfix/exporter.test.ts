@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 
 import {performance} from 'node:perf_hooks'
 
-import {compileTemplate, CONFIRM_MS, REPLAY_BURST_BYTES, SpoolBudget, type CollectorExporter, type ExporterOptions} from '../../src/ipfix/exporter.js'
+import {compileTemplate, CONFIRM_MS, HELD_MESSAGE_OVERHEAD, REPLAY_BURST_BYTES, SpoolBudget, type CollectorExporter, type ExporterOptions} from '../../src/ipfix/exporter.js'
 import type {DecodedMessage} from '../../src/ipfix/decoder.js'
 import {batchOf, NOW_MS, defaultExportTemplates, expectedFields, exporterTo, randomFlows, sampleFlows, Sink, STATS_TEMPLATE_ID, type FlowInput} from './flows.js'
 
@@ -412,6 +412,47 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       e.sendStats(1, {packets: 0, bytes: 0})
       await sink.until(() => sink.records.some((r) => r.options), 'the statistics record')
       assert.equal(sink.records.find((r) => r.options)!.fields.notSentFlowTotalCount, BigInt(lost.length))
+    })
+
+    it('never counts as dropped a probe that reaches a collector that is back, when the full spool must let go of something before the probe is confirmed', async function () {
+      let now = NOW_MS
+      const port = sink.port
+      await sink.stop()
+      // Room for 3 data messages (16 + 4 + 2 * 59 = 138 bytes each).
+      const e = await open({now: () => now, spoolBytes: 3 * (138 + HELD_MESSAGE_OVERHEAD) + 50})
+      const batches = [0, 1, 2, 3, 4].map((i) => randomFlows(4, 2, 80 + i))
+      e.sendTemplates(1)
+      await sleep(5)
+      for (const flows of batches) {
+        now += 10 // templates go again once after the refusal, not with every batch
+        e.exportBatch(batchOf(flows, 1))
+        await sleep(5)
+        e.service()
+      }
+      assert.ok(e.stats.spoolDroppedMessages >= 2, JSON.stringify(e.stats))
+      // Back: the probe (the oldest spooled message) goes and arrives; before it counts as
+      // arrived, the next drain's message fills the spool again and something must go.
+      sink = await Sink.start({port})
+      e.service()
+      await sink.until(() => sink.records.some((r) => !r.options), 'the probe')
+      const after = randomFlows(4, 2, 89)
+      e.exportBatch(batchOf(after, 1))
+      now += CONFIRM_MS
+      await sleep(20)
+      e.service() // the probe arrived: the replay
+      const all = [...batches.flat(), ...after]
+      await sink.until(() => sink.records.filter((r) => !r.options).length + e.stats.spoolDroppedRecords >= all.length && e.stats.spooledMessages === 0, 'the records kept')
+      await sleep(50)
+      const arrived = sink.records.filter((r) => !r.options)
+      // Each record either arrived or was counted as dropped, never both: what the sequence
+      // numbers say never arrived (before the first record that did, numbered from 0, and the
+      // gaps after it) is exactly what the exporter counts as dropped.
+      const missing = arrived[0].sequenceNumber! + sink.checker.report().domains.reduce((n, d) => n + d.sequence.missing, 0)
+      assert.deepEqual({arrived: arrived.length, dropped: e.stats.spoolDroppedRecords, missing}, {arrived: all.length - e.stats.spoolDroppedRecords, dropped: missing, missing})
+      assert.ok(
+        arrived.every((r, i) => i === 0 || r.sequenceNumber! >= arrived[i - 1].sequenceNumber!),
+        `in order: ${arrived.map((r) => r.sequenceNumber).join(', ')}`,
+      )
     })
 
     it('reuses the memory of confirmed messages and never that of messages it still holds (many chunks over a collector that goes down)', async function () {
