@@ -574,6 +574,75 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
     })
   })
 
+  describe('the live export paced (sendBytesPerSecond): every message through the replay\'s token bucket', function () {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+    /** The bytes of the data messages the sink got. */
+    const dataBytes = () => sink.received.filter((r) => r.message.records.length > 0 && !r.message.records[0].options).reduce((n, r) => n + r.raw.length, 0)
+
+    it('sends one burst at once and the rest only as the pace clock moves, in order and numbered on', async function () {
+      const rate = 100_000
+      // The pace clock stands still while `pace` is a number: the bucket fills once (a burst) and never again.
+      let pace: number | undefined = 1000
+      const e = await open({sendBytesPerSecond: rate, paceClock: () => pace ?? performance.now()})
+      const sent: FlowInput[] = []
+      for (let i = 0; i < 6; i++) {
+        const flows = randomFlows(4, 420, 700 + i) // 20 messages of 1385 bytes
+        sent.push(...flows)
+        e.exportBatch(batchOf(flows, 1))
+      }
+      await sleep(300)
+      const first = dataBytes()
+      assert.ok(first > 0, 'the first burst left')
+      assert.ok(first <= REPLAY_BURST_BYTES, `${first} bytes of data arrived with the pace clock standing still (a burst is ${REPLAY_BURST_BYTES})`)
+      assert.ok(e.stats.spooledMessages > 90, `${e.stats.spooledMessages} messages wait their turn`)
+      assert.ok(e.isReplaying, 'the exporter says messages wait')
+      // 100 ms of the pace clock: 10 kB more may go, and no more.
+      pace += 100
+      await sleep(300)
+      const second = dataBytes() - first
+      assert.ok(second > 0 && second <= rate / 10 + 1400, `${second} bytes after 100 ms at ${rate} B/s`)
+      pace = undefined // the clock moves: the rest follows at the pace (250 kB in about 2.5 s)
+      await sink.until(() => sink.flows.length >= sent.length, `${sent.length} records`, 15_000)
+      await sleep(50)
+      assert.deepEqual(sink.records.filter((r) => !r.options).map((r) => r.fields), sent.map(expectedFields))
+      assertNumberedOnFrom(sink.received, 0)
+      assert.equal(e.stats.spoolDroppedMessages, 0)
+      assert.equal(e.stats.spooledMessages, 0)
+      assertPass()
+    })
+
+    it('is not paced without it (0): the whole export leaves at once, the pace clock standing still', async function () {
+      const e = await open({sendBytesPerSecond: 0, paceClock: () => 1000})
+      const sent = randomFlows(4, 2520, 800) // 120 messages
+      e.exportBatch(batchOf(sent, 1))
+      await sink.until(() => sink.flows.length >= sent.length, `${sent.length} records`)
+      assert.equal(e.stats.spooledMessages, 0)
+    })
+
+    it('holds what waits within spoolBytes: past it the oldest are dropped and counted, the rest arrive in order', async function () {
+      let pace: number | undefined = 1000
+      const spoolBytes = 40 * (1385 + HELD_MESSAGE_OVERHEAD)
+      const e = await open({sendBytesPerSecond: 50_000, spoolBytes, paceClock: () => pace ?? performance.now()})
+      const batches: FlowInput[][] = []
+      for (let i = 0; i < 6; i++) {
+        batches.push(randomFlows(4, 420, 900 + i))
+        e.exportBatch(batchOf(batches[i], 1))
+      }
+      const s = e.stats
+      assert.ok(s.spoolDroppedMessages > 0, 'the oldest waiting messages were dropped')
+      assert.ok(s.spooledBytes + HELD_MESSAGE_OVERHEAD * s.spooledMessages <= spoolBytes, `${s.spooledBytes} bytes wait, over spoolBytes (${spoolBytes})`)
+      pace = undefined
+      const all = batches.flat()
+      await sink.until(() => sink.flows.length + e.stats.spoolDroppedRecords >= all.length && e.stats.spooledMessages === 0, 'every record kept', 15_000)
+      await sleep(50)
+      // What arrived plus what was counted as dropped is everything; what arrived came in order.
+      const dropped = e.stats.spoolDroppedRecords
+      assert.equal(sink.flows.length + dropped, all.length)
+      assert.equal(e.stats.spoolDroppedPackets, all.slice(0, dropped).reduce((n, f) => n + f.packets, 0))
+      assert.deepEqual(sink.records.filter((r) => !r.options).map((r) => r.fields), all.slice(dropped).map(expectedFields))
+    })
+  })
+
   describe('many collectors down at once (one budget for their spools)', function () {
     const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
     const others: CollectorExporter[] = []

@@ -29,11 +29,12 @@ describe('example config', function () {
     )
     assert.deepEqual(config.meters, [{netns: null}, {netns: 'customer-a', observationDomainId: 2}])
     assert.equal(config.metrics.listen, '127.0.0.1:9999')
+    assert.deepEqual([config.sendBytesPerSecond, config.collectors[0].sendBytesPerSecond], [0, 5_000_000])
     const hooks = config.logs[0].hooks
     assert.ok('command' in hooks[0] && hooks[0].command[0] === 'jq')
     assert.ok('shell' in hooks[1])
     const text = readFileSync(EXAMPLE, 'utf8')
-    for (const key of ['observationDomainId', 'maxMessageSize', 'drainIntervalSeconds', 'idleTimeoutSeconds', 'activeTimeoutSeconds', 'templateRefreshSeconds', 'statsIntervalSeconds', 'spoolBytes', 'spoolTotalBytes', 'replayBytesPerSecond', 'collectors', 'templates', 'meters', 'logs', 'metrics', 'stateFile']) {
+    for (const key of ['observationDomainId', 'maxMessageSize', 'drainIntervalSeconds', 'idleTimeoutSeconds', 'activeTimeoutSeconds', 'templateRefreshSeconds', 'statsIntervalSeconds', 'spoolBytes', 'spoolTotalBytes', 'replayBytesPerSecond', 'sendBytesPerSecond', 'collectors', 'templates', 'meters', 'logs', 'metrics', 'stateFile']) {
       assert.match(text, new RegExp(`^${key}:`, 'm'), key)
     }
   })
