@@ -619,6 +619,23 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       assert.equal(e.stats.spooledMessages, 0)
     })
 
+    it('takes the daemon-wide pace of a reload (reconfigure with new defaults) for a collector it keeps, and its own over it', async function () {
+      let pace: number | undefined = 1000
+      const e = await open({sendBytesPerSecond: 0, paceClock: () => pace ?? performance.now()})
+      await e.reconfigure(e.config, {sendBytesPerSecond: 100_000})
+      e.exportBatch(batchOf(randomFlows(4, 2520, 850), 1)) // 120 messages
+      await sleep(300)
+      assert.ok(dataBytes() > 0 && dataBytes() <= REPLAY_BURST_BYTES, `${dataBytes()} bytes left with the pace clock standing still`)
+      pace = undefined
+      await sink.until(() => sink.flows.length >= 2520 && e.stats.spooledMessages === 0, '2520 records', 10_000)
+      // The collector's own setting (0: unpaced) wins over the default: all leaves at once, the pace clock standing still.
+      pace = performance.now()
+      await e.reconfigure({...e.config, sendBytesPerSecond: 0}, {sendBytesPerSecond: 100_000})
+      e.exportBatch(batchOf(randomFlows(4, 2520, 851), 1))
+      await sink.until(() => sink.flows.length >= 5040, '5040 records')
+      assert.equal(e.stats.spoolDroppedMessages, 0)
+    })
+
     it('holds what waits within spoolBytes: past it the oldest are dropped and counted, the rest arrive in order', async function () {
       let pace: number | undefined = 1000
       const spoolBytes = 40 * (1385 + HELD_MESSAGE_OVERHEAD)
