@@ -63,14 +63,22 @@ function elementRows(csv: string): Row[] {
   const [id, name, type, semantics, units, defaultLength] = ['ElementID', 'Name', 'Data Type', 'Data Type Semantics', 'Units', 'Default Length'].map(col)
   return rows
     .filter((r) => /^\d+$/.test(r[id]) && r[type])
-    .map((r) => ({id: Number(r[id]), name: r[name], type: r[type], semantics: r[semantics] ?? '', units: r[units] ?? '', defaultLength: defaultLength < 0 ? '' : (r[defaultLength] ?? '')}))
+    .map((r) => ({
+      id: Number(r[id]),
+      name: r[name],
+      type: r[type],
+      semantics: r[semantics] ?? '',
+      units: r[units] ?? '',
+      defaultLength: defaultLength < 0 ? '' : (r[defaultLength] ?? ''),
+    }))
 }
 
 export function generate(csv: string, later = ''): string {
   const byId = new Map(elementRows(csv).map((r) => [r.id, r]))
   if (later) {
     for (const r of elementRows(later)) {
-      if (!/^\d+$/.test(r.defaultLength) && r.defaultLength !== '') throw new Error(`misc/elements-after-2013.csv: ${r.name}: Default Length '${r.defaultLength}' is not a number`)
+      if (!/^\d+$/.test(r.defaultLength) && r.defaultLength !== '')
+        throw new Error(`misc/elements-after-2013.csv: ${r.name}: Default Length '${r.defaultLength}' is not a number`)
       byId.set(r.id, r)
     }
   }

@@ -60,7 +60,7 @@ function countingExporter(): {exporter: CollectorExporter; sent: {messages: numb
 export async function benchEncoder(options: BenchOptions): Promise<Row[]> {
   const rows: Row[] = []
   const minMs = options.quick ? 300 : 1000
-  for (const family of (process.env.BENCH_FAMILIES ?? "4,6").split(",").map(Number) as (4 | 6)[]) {
+  for (const family of (process.env.BENCH_FAMILIES ?? '4,6').split(',').map(Number) as (4 | 6)[]) {
     const batch = fillBatch(family)
     const {exporter, sent} = countingExporter()
     for (let i = 0; i < 50; i++) exporter.exportBatch(batch) // warm up

@@ -81,7 +81,16 @@ async function buildRig(): Promise<Rig> {
   const trafgenConf = join(pathsFromEnv().cacheDir, `frame-${lab.id}.trafgen`)
   writeFileSync(trafgenConf, `{ ${[...frame].map((x) => `0x${x.toString(16).padStart(2, '0')}`).join(', ')} }\n`)
   await sleep(300)
-  return {lab, a, b, serverPid: server.pid!, trafgenConf, meterProgs: {ingress: set.progPath('ingress'), egress: set.progPath('egress')}, emptyProg: `${emptyDir}/prog/empty`, dispose}
+  return {
+    lab,
+    a,
+    b,
+    serverPid: server.pid!,
+    trafgenConf,
+    meterProgs: {ingress: set.progPath('ingress'), egress: set.progPath('egress')},
+    emptyProg: `${emptyDir}/prog/empty`,
+    dispose,
+  }
 }
 
 function rxPackets(pid: number): number {
@@ -279,7 +288,9 @@ export async function benchSoftflowd(options: BenchOptions): Promise<Row[]> {
   cleanup.push('stopping the daemon and sink', stopChildren)
   try {
     const port = await new Promise<number>((resolve) => sink.once('message', (m: {port: number}) => resolve(m.port)))
-    daemon = fork(here('./daemon-child.js'), [JSON.stringify({netns: rig.a, sinkPort: port, stateFile: daemonStateFile})], {stdio: ['ignore', 'inherit', 'inherit', 'ipc']})
+    daemon = fork(here('./daemon-child.js'), [JSON.stringify({netns: rig.a, sinkPort: port, stateFile: daemonStateFile})], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    })
     await new Promise<void>((resolve, reject) => {
       daemon!.once('message', () => resolve())
       daemon!.once('exit', (code) => reject(new Error(`the daemon exited (${code})`)))
@@ -299,7 +310,21 @@ export async function benchSoftflowd(options: BenchOptions): Promise<Row[]> {
           // Debian's softflowd, exporting IPFIX to a port nobody listens on in namespace a.
           softflowd = execa(
             'nsenter',
-            [`--net=/run/netns/${rig.a}`, 'softflowd', '-i', IF_A, '-n', '127.0.0.1:9', '-v', '10', '-d', '-p', join(softflowdDir, 'pid'), '-c', join(softflowdDir, 'ctl')],
+            [
+              `--net=/run/netns/${rig.a}`,
+              'softflowd',
+              '-i',
+              IF_A,
+              '-n',
+              '127.0.0.1:9',
+              '-v',
+              '10',
+              '-d',
+              '-p',
+              join(softflowdDir, 'pid'),
+              '-c',
+              join(softflowdDir, 'ctl'),
+            ],
             {reject: false, stdio: 'ignore'},
           )
           const proc = softflowd
@@ -322,7 +347,8 @@ export async function benchSoftflowd(options: BenchOptions): Promise<Row[]> {
       ['max rate', null],
     ] as const) {
       const segments = await alternate(rig, variants, cycles, 2000, 400, pps)
-      if (options.verbose) for (const s of segments) log(`softflowd ${label}: cycle ${s.cycle} ${s.variant} ${si(s.pps)} pps, ${fixed(s.cpuPerPacket * 1e6, 2)} us/pkt`)
+      if (options.verbose)
+        for (const s of segments) log(`softflowd ${label}: cycle ${s.cycle} ${s.variant} ${si(s.pps)} pps, ${fixed(s.cpuPerPacket * 1e6, 2)} us/pkt`)
       const oursAdded = addedCpus(segments, 'flowctl', 'none')
       const theirsAdded = addedCpus(segments, 'softflowd', 'none')
       const ours = median(oursAdded) * 1e6

@@ -50,14 +50,21 @@ function flows(n: number, id: number): FlowBatch {
 function freePort(): number {
   for (;;) {
     const port = 20_000 + Math.floor(Math.random() * 40_000)
-    if (!execFileSync('ss', ['-Hunl', `sport = :${port}`]).toString().trim()) return port
+    if (
+      !execFileSync('ss', ['-Hunl', `sport = :${port}`])
+        .toString()
+        .trim()
+    )
+      return port
   }
 }
 
 /** The drops of the socket bound to 127.0.0.1:port (the last column of /proc/net/udp). */
 function socketDrops(port: number): number {
   const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`
-  const line = readFileSync('/proc/net/udp', 'utf8').split('\n').find((l) => l.trim().split(/\s+/)[1] === local)
+  const line = readFileSync('/proc/net/udp', 'utf8')
+    .split('\n')
+    .find((l) => l.trim().split(/\s+/)[1] === local)
   return line ? Number(line.trim().split(/\s+/).at(-1)) : Number.NaN
 }
 
@@ -74,7 +81,12 @@ class Nfcapd {
     this.child = child
     cleanup.push('stopping nfcapd', () => child.kill('SIGKILL'))
     for (let i = 0; i < 100; i++) {
-      if (execFileSync('ss', ['-Hunl', `sport = :${this.port}`]).toString().includes(`:${this.port}`)) return
+      if (
+        execFileSync('ss', ['-Hunl', `sport = :${this.port}`])
+          .toString()
+          .includes(`:${this.port}`)
+      )
+        return
       await sleep(50)
     }
     throw new Error('nfcapd did not start')
@@ -157,7 +169,8 @@ export async function benchReplay(options: BenchOptions): Promise<Row[]> {
     for (const rate of rates) {
       const run = await replayOnce(root, total, rate === Infinity ? 1e15 : rate)
       runs.get(rate)!.push(run)
-      if (options.verbose) log(`replay ${rate === Infinity ? 'unpaced' : `${si(rate, 'B')}/s`}: lost ${run.lost} flows, ${run.drops} socket drops, ${run.seconds.toFixed(2)} s`)
+      if (options.verbose)
+        log(`replay ${rate === Infinity ? 'unpaced' : `${si(rate, 'B')}/s`}: lost ${run.lost} flows, ${run.drops} socket drops, ${run.seconds.toFixed(2)} s`)
     }
     live.push(await liveOnce(root, 50_000))
   }

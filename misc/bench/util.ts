@@ -86,9 +86,20 @@ export function machine(): string[] {
 
 export function renderTable(rows: readonly Row[]): string {
   const header = ['figure', 'ours', 'reference', 'ratio', 'target', 'result']
-  const cells = rows.map((r) => [r.figure, r.ours, r.reference, r.ratio, r.target, r.error ? `ERROR: ${r.error}` : r.pass === undefined ? '' : r.pass ? 'PASS' : 'MISS'])
+  const cells = rows.map((r) => [
+    r.figure,
+    r.ours,
+    r.reference,
+    r.ratio,
+    r.target,
+    r.error ? `ERROR: ${r.error}` : r.pass === undefined ? '' : r.pass ? 'PASS' : 'MISS',
+  ])
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => (i === 5 ? 0 : c[i].length))))
-  const line = (c: string[]) => c.map((v, i) => (i === 5 ? v : v.padEnd(widths[i]))).join('  ').trimEnd()
+  const line = (c: string[]) =>
+    c
+      .map((v, i) => (i === 5 ? v : v.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd()
   return [line(header), line(widths.map((w, i) => '-'.repeat(i === 5 ? 6 : w))), ...cells.map(line)].join('\n')
 }
 

@@ -100,9 +100,7 @@ async function resolveTargets(targets: InterfaceTarget[]): Promise<ResolvedTarge
       const hint = olderMatches.length
         ? `; the older tool read '${t.ifname}' as a regular expression matching anywhere in a name, which takes ${olderMatches.join(', ')}: flowctl takes exact names, so name those (-i NS:IFACE for each) or use NS:* for all`
         : ''
-      throw new NotFoundError(
-        `interface '${t.ifname}' does not exist in ${describeNetns(t.netns)} (it has: ${links.map((l) => l.ifname).join(', ')})${hint}`,
-      )
+      throw new NotFoundError(`interface '${t.ifname}' does not exist in ${describeNetns(t.netns)} (it has: ${links.map((l) => l.ifname).join(', ')})${hint}`)
     }
     for (const link of chosen) {
       if (!out.some((o) => sameNetns(o.netns, t.netns) && o.link.ifindex === link.ifindex)) out.push({netns: t.netns, link})
@@ -221,7 +219,9 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
 
         // With new programs, every filter of this namespace moves to them, not only the named ones.
         const targets = resolved.filter((r) => sameNetns(r.netns, netns))
-        const todo: {ifname: string; direction: DirectionName}[] = targets.flatMap((t) => request.directions.map((direction) => ({ifname: t.link.ifname, direction})))
+        const todo: {ifname: string; direction: DirectionName}[] = targets.flatMap((t) =>
+          request.directions.map((direction) => ({ifname: t.link.ifname, direction})),
+        )
         if (reloaded) {
           for (const a of state.attachments) {
             if (sameNetns(a.netns, netns) && !todo.some((t) => t.ifname === a.interface && t.direction === a.direction)) {
@@ -251,7 +251,20 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
             await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction), true, filterChain)
             const now = new Date().toISOString()
             if (att) Object.assign(att, {progId, digest, attachedAt: now, ifindex: link.ifindex})
-            else state.attachments.push({netns, interface: ifname, ifindex: link.ifindex, direction, pref, handle, chain: filterChain, progId, digest, attachedAt: now, qdiscCreated: false})
+            else
+              state.attachments.push({
+                netns,
+                interface: ifname,
+                ifindex: link.ifindex,
+                direction,
+                pref,
+                handle,
+                chain: filterChain,
+                progId,
+                digest,
+                attachedAt: now,
+                qdiscCreated: false,
+              })
             outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result: 're-attached', progId})
             continue
           }
@@ -336,7 +349,13 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
       (request.pref === undefined || a.pref === request.pref) &&
       (request.handle === undefined || a.handle === request.handle) &&
       (request.chain === undefined || (a.chain ?? 0) === request.chain)
-    const where = [request.pref !== undefined && `pref ${request.pref}`, request.handle !== undefined && `handle ${request.handle}`, request.chain !== undefined && `chain ${request.chain}`].filter(Boolean).join(', ')
+    const where = [
+      request.pref !== undefined && `pref ${request.pref}`,
+      request.handle !== undefined && `handle ${request.handle}`,
+      request.chain !== undefined && `chain ${request.chain}`,
+    ]
+      .filter(Boolean)
+      .join(', ')
     const selected = state.attachments.filter(
       (a) =>
         request.directions.includes(a.direction) &&

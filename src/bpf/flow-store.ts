@@ -75,7 +75,15 @@ export class FlowStore {
   /** Whether close() lets the lock go (it was taken by open(), not handed to it). */
   private readonly ownsLock: boolean
 
-  private constructor(dir: HeldMapDir, families: Record<Family, FamilyMaps>, pending: BpfMap, drainState: BpfMap, capacity: number, lock: HeldLock | undefined, ownsLock: boolean) {
+  private constructor(
+    dir: HeldMapDir,
+    families: Record<Family, FamilyMaps>,
+    pending: BpfMap,
+    drainState: BpfMap,
+    capacity: number,
+    lock: HeldLock | undefined,
+    ownsLock: boolean,
+  ) {
     this.set = dir.set
     this.dir = dir
     this.families = families
@@ -334,7 +342,7 @@ export class FlowStore {
     for (const family of FAMILIES) {
       const cache = caches[family]
       const chunks = cache.chunks
-      for (let from = 0; from < chunks; ) {
+      for (let from = 0; from < chunks;) {
         const slab = cache.chunkSlab(from)
         const first = cache.chunkOffset(from)
         let n = 0

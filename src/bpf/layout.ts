@@ -67,7 +67,11 @@ const TWO_32 = 4_294_967_296
 
 /** A u64 the kernel wrote (host order: little-endian on every target we load on), as a double. */
 export function readU64(buf: Uint8Array, off: number): number {
-  return (buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16)) + buf[off + 3] * 16777216 + ((buf[off + 4] | (buf[off + 5] << 8) | (buf[off + 6] << 16)) + buf[off + 7] * 16777216) * TWO_32
+  return (
+    (buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16)) +
+    buf[off + 3] * 16777216 +
+    ((buf[off + 4] | (buf[off + 5] << 8) | (buf[off + 6] << 16)) + buf[off + 7] * 16777216) * TWO_32
+  )
 }
 
 export function readU32(buf: Uint8Array, off: number): number {
@@ -130,7 +134,20 @@ export function readFlowSample(buf: Uint8Array, off: number, into: FlowSample): 
 }
 
 export function emptySample(): FlowSample {
-  return {packets: 0, bytes: 0, firstNs: 0, lastNs: 0, tcpFlags: 0, tos: 0, peerIfindex: 0, minTtl: 0, maxTtl: 0, fwdStatus: 0, nextHopBytes: new Uint8Array(16), nextHopOffset: 0}
+  return {
+    packets: 0,
+    bytes: 0,
+    firstNs: 0,
+    lastNs: 0,
+    tcpFlags: 0,
+    tos: 0,
+    peerIfindex: 0,
+    minTtl: 0,
+    maxTtl: 0,
+    fwdStatus: 0,
+    nextHopBytes: new Uint8Array(16),
+    nextHopOffset: 0,
+  }
 }
 
 /** A flow value as FlowCounters, for people-facing commands. */
@@ -227,7 +244,13 @@ const ZERO_KEY = Buffer.alloc(4)
 export function readDrainState(map: BpfMap): DrainState {
   const v = map.lookup(ZERO_KEY, Buffer.alloc(DRAIN_STATE.size))!
   const f = DRAIN_STATE.fields
-  return {gen: readU64(v, f.gen.offset), slot: readU32(v, f.slot.offset), chunks: readU32(v, f.chunks.offset), flows4: readU64(v, f.flows4.offset), flows6: readU64(v, f.flows6.offset)}
+  return {
+    gen: readU64(v, f.gen.offset),
+    slot: readU32(v, f.slot.offset),
+    chunks: readU32(v, f.chunks.offset),
+    flows4: readU64(v, f.flows4.offset),
+    flows6: readU64(v, f.flows6.offset),
+  }
 }
 
 /** One update of one array element: the commit point of a drain. */

@@ -45,16 +45,12 @@ function lib(): Libbpf {
     mapGetFdById: bpf.func('int bpf_map_get_fd_by_id(uint32_t id)'),
     objPin: bpf.func('int bpf_obj_pin(int fd, const char *pathname)'),
     objGetInfoByFd: bpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, void *info_len)'),
-    mapCreate: bpf.func(
-      'int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, void *opts)',
-    ),
+    mapCreate: bpf.func('int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, void *opts)'),
     lookupElem: bpf.func('int bpf_map_lookup_elem(int fd, void *key, void *value)'),
     updateElem: bpf.func('int bpf_map_update_elem(int fd, void *key, void *value, uint64_t flags)'),
     deleteElem: bpf.func('int bpf_map_delete_elem(int fd, void *key)'),
     getNextKey: bpf.func('int bpf_map_get_next_key(int fd, void *key, void *next_key)'),
-    lookupBatch: bpf.func(
-      'int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, void *opts)',
-    ),
+    lookupBatch: bpf.func('int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, void *opts)'),
     lookupAndDeleteBatch: bpf.func(
       'int bpf_map_lookup_and_delete_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, void *opts)',
     ),
@@ -361,7 +357,14 @@ export function setInnerMap(outer: BpfMap, inner: BpfMap, slot = 0): void {
  * 0, -ENOENT when the map's end was reached (with `count[0]` entries still read), or another
  * -errno. For src/bpf/read-ahead-worker.ts, which reads in a thread of its own.
  */
-export function lookupBatchCall(fd: number, inBatch: Uint8Array | null, outBatch: Uint8Array, keys: Uint8Array, values: Uint8Array, count: Uint32Array): number {
+export function lookupBatchCall(
+  fd: number,
+  inBatch: Uint8Array | null,
+  outBatch: Uint8Array,
+  keys: Uint8Array,
+  values: Uint8Array,
+  count: Uint32Array,
+): number {
   return lib().lookupBatch(fd, inBatch as Buffer | null, outBatch as Buffer, keys as Buffer, values as Buffer, count, null)
 }
 

@@ -302,38 +302,42 @@ export class MeterSetDrainer {
     const gen = this.gen
     const keySize = map.info.keySize
     let found = this.found
-    return forEachFlow(map, (keys, ko, sample, i) => {
-      const slot = interfaceSlot(keys, ko)
-      const tally = seen.get(slot)
-      if (tally) {
-        tally.packets += sample.packets
-        tally.bytes += sample.bytes
-      } else seen.set(slot, {packets: sample.packets, bytes: sample.bytes})
-      let idx = found[i]
-      if (idx < 0) {
-        const ended = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, false, direct)
-        if (ended || cache.full) {
-          if (batch.full) this.flushBatch(batch, sink)
-          const reason = ended || END_REASON.lackOfResources
-          const j = batch.length++
-          fillKey(batch, j, keys, ko)
-          fillCounters(batch, j, sample, reason, this.offsetNs)
-          this.exported[reason] = (this.exported[reason] ?? 0) + 1
-          return
+    return forEachFlow(
+      map,
+      (keys, ko, sample, i) => {
+        const slot = interfaceSlot(keys, ko)
+        const tally = seen.get(slot)
+        if (tally) {
+          tally.packets += sample.packets
+          tally.bytes += sample.bytes
+        } else seen.set(slot, {packets: sample.packets, bytes: sample.bytes})
+        let idx = found[i]
+        if (idx < 0) {
+          const ended = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, false, direct)
+          if (ended || cache.full) {
+            if (batch.full) this.flushBatch(batch, sink)
+            const reason = ended || END_REASON.lackOfResources
+            const j = batch.length++
+            fillKey(batch, j, keys, ko)
+            fillCounters(batch, j, sample, reason, this.offsetNs)
+            this.exported[reason] = (this.exported[reason] ?? 0) + 1
+            return
+          }
+          idx = cache.insertFound(i)
         }
-        idx = cache.insertFound(i)
-      }
-      cache.merge(idx, sample)
-      cache.gen[idx] = gen
-    }, {
-      chunk: CHUNK,
-      readAhead: true,
-      onChunk: (keys, n) => {
-        // (A chunk can outgrow CHUNK: a read retries with room for a whole hash bucket.)
-        if (found.length < n) found = this.found = new Int32Array(n)
-        cache.findMany(keys, 0, keySize, n, found)
+        cache.merge(idx, sample)
+        cache.gen[idx] = gen
       },
-    })
+      {
+        chunk: CHUNK,
+        readAhead: true,
+        onChunk: (keys, n) => {
+          // (A chunk can outgrow CHUNK: a read retries with room for a whole hash bucket.)
+          if (found.length < n) found = this.found = new Int32Array(n)
+          cache.findMany(keys, 0, keySize, n, found)
+        },
+      },
+    )
   }
 
   private flushBatches(sink: ExportSink): void {

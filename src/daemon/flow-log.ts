@@ -197,7 +197,10 @@ export class FlowLogOutput implements FlowOutput {
         output.file = await LineFile.open(config.file)
       } catch (error) {
         const e = error as NodeJS.ErrnoException
-        throw new FlowctlError(`${key}: cannot open ${config.file} for appending: ${e.code ?? e.message}${e.code === 'ENOENT' ? ' (its directory does not exist)' : ''}`, {cause: error})
+        throw new FlowctlError(
+          `${key}: cannot open ${config.file} for appending: ${e.code ?? e.message}${e.code === 'ENOENT' ? ' (its directory does not exist)' : ''}`,
+          {cause: error},
+        )
       }
     }
     return output
@@ -235,7 +238,12 @@ export class FlowLogOutput implements FlowOutput {
       const out = await applyHooks(this.config.hooks, records, (hook, failure) => {
         const label = hookLabel(hook)
         this.observer.hookFailed(this.name, label, failure.reason)
-        this.log.limited(`hook:${this.name}:${label}:${failure.reason}`, 'warn', 'hook-failed', {output: this.name, hook: label, reason: failure.reason, error: failure.message})
+        this.log.limited(`hook:${this.name}:${label}:${failure.reason}`, 'warn', 'hook-failed', {
+          output: this.name,
+          hook: label,
+          reason: failure.reason,
+          error: failure.message,
+        })
       })
       this.writeRecords(out)
       this.queue.shift()

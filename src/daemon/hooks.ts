@@ -96,7 +96,8 @@ export async function runHook(hook: HookConfig, records: readonly FlowRecord[]):
   if (timedOut || !result) throw new HookFailure('timeout', `did not finish within ${hook.timeoutMs / 1000}s (killed with everything it started)`)
   const code = (result as {code?: string}).code
   if (result.exitCode === undefined && code === 'ENOENT') throw new HookFailure('spawn', `${wrapper}: no such program (util-linux)`)
-  if (result.exitCode === undefined && result.failed && !result.signal) throw new HookFailure('spawn', `${file}: ${result.shortMessage ?? code ?? 'cannot run'}`)
+  if (result.exitCode === undefined && result.failed && !result.signal)
+    throw new HookFailure('spawn', `${file}: ${result.shortMessage ?? code ?? 'cannot run'}`)
   const unshareFailed = ownPidNamespaceFailure(file, result.exitCode, String(result.stderr ?? ''))
   if (unshareFailed) throw new HookFailure('spawn', unshareFailed.missing ? `${file}: no such program` : `${file}: ${unshareFailed.message}`)
   if (result.isMaxBuffer) throw new HookFailure('garbage', `printed more than ${MAX_OUTPUT_BYTES >> 20} MiB`)

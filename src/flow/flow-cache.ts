@@ -25,7 +25,19 @@ export interface FlowRecordLayout {
   /** Offset of the value in a record (the key is at 0). */
   valueAt: number
   /** Offsets of the value's fields, from the value's start. u64: packets, bytes, firstNs, lastNs; u32: tcpFlags, peerIfindex; u8: the rest. */
-  fields: {packets: number; bytes: number; firstNs: number; lastNs: number; tcpFlags: number; peerIfindex: number; tos: number; minTtl: number; maxTtl: number; fwdStatus: number; nextHop: number}
+  fields: {
+    packets: number
+    bytes: number
+    firstNs: number
+    lastNs: number
+    tcpFlags: number
+    peerIfindex: number
+    tos: number
+    minTtl: number
+    maxTtl: number
+    fwdStatus: number
+    nextHop: number
+  }
   /** Bytes of the next hop address. */
   addrLen: number
   /** Bytes of one chunk, and of the header before its first record. */
@@ -108,11 +120,13 @@ export class FlowCache {
 
   constructor(layout: FlowRecordLayout, maxEntries: number) {
     if (layout.keySize % 4 || layout.recordSize % 8 || layout.chunkBytes % 8 || layout.chunkHeader % 8 || layout.valueAt % 8) {
-      throw new Error(`flow cache: keys (${layout.keySize} B) must be whole 32-bit words and records (${layout.recordSize} B), chunks and values 8-byte aligned`)
+      throw new Error(
+        `flow cache: keys (${layout.keySize} B) must be whole 32-bit words and records (${layout.recordSize} B), chunks and values 8-byte aligned`,
+      )
     }
     const f = layout.fields
     if ([f.packets, f.bytes, f.firstNs, f.lastNs].some((o) => o % 8) || [f.tcpFlags, f.peerIfindex].some((o) => o % 4)) {
-      throw new Error('flow cache: the value\'s u64 fields must be 8-byte and its u32 fields 4-byte aligned')
+      throw new Error("flow cache: the value's u64 fields must be 8-byte and its u32 fields 4-byte aligned")
     }
     this.layout = layout
     this.keySize = layout.keySize

@@ -248,7 +248,12 @@ function writeInteger(buf: Buffer, off: number, type: AbstractType, length: numb
 function macBytes(value: FieldValue): Buffer {
   if (Buffer.isBuffer(value) && value.length === 6) return value
   if (typeof value === 'string' && /^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$/i.test(value.trim())) {
-    return Buffer.from(value.trim().split(/[:-]/).map((h) => parseInt(h, 16)))
+    return Buffer.from(
+      value
+        .trim()
+        .split(/[:-]/)
+        .map((h) => parseInt(h, 16)),
+    )
   }
   throw new CodecError(`macAddress value must be 'aa:bb:cc:dd:ee:ff', not ${describe(value)}`)
 }
@@ -275,10 +280,7 @@ function octets(value: FieldValue, type: AbstractType): Buffer {
   throw new CodecError(`octetArray value must be a Buffer, not ${describe(value)}`)
 }
 
-function asList<K extends 'basicList' | 'subTemplateList' | 'subTemplateMultiList'>(
-  value: FieldValue,
-  kind: K,
-): Extract<FieldValue, {kind: K}> {
+function asList<K extends 'basicList' | 'subTemplateList' | 'subTemplateMultiList'>(value: FieldValue, kind: K): Extract<FieldValue, {kind: K}> {
   if (value && typeof value === 'object' && !Buffer.isBuffer(value) && (value as {kind?: unknown}).kind === kind) {
     return value as Extract<FieldValue, {kind: K}>
   }
@@ -485,7 +487,15 @@ function writeContent(buf: Buffer, off: number, type: AbstractType, length: numb
   return off + length
 }
 
-function writeRecords(buf: Buffer, off: number, templateId: number, records: RecordFields[], raw: Buffer | undefined, templates: TemplateLookup | undefined, kind: string): number {
+function writeRecords(
+  buf: Buffer,
+  off: number,
+  templateId: number,
+  records: RecordFields[],
+  raw: Buffer | undefined,
+  templates: TemplateLookup | undefined,
+  kind: string,
+): number {
   const t = listTemplate(templateId, templates, kind)
   if (!t) {
     if (raw && records.length === 0) return off + raw.copy(buf, off)
@@ -506,7 +516,14 @@ const utf8 = new TextDecoder('utf-8', {fatal: false})
  * at `off`, not reading at or beyond `end`. Throws DecodeError when the value runs past `end`, the
  * length is not valid for the type, or the content is not valid (a boolean other than 1 or 2).
  */
-export function readValue(buf: Buffer, off: number, end: number, type: AbstractType, length: number, templates?: TemplateLookup): {value: FieldValue; next: number} {
+export function readValue(
+  buf: Buffer,
+  off: number,
+  end: number,
+  type: AbstractType,
+  length: number,
+  templates?: TemplateLookup,
+): {value: FieldValue; next: number} {
   if (!isValidLength(type, length)) throw new DecodeError(lengthProblem(type, length), off)
   let start = off
   let n = length
@@ -625,7 +642,14 @@ function readBasicList(buf: Buffer, off: number, end: number): BasicList {
   return {kind: 'basicList', semantic, field, values}
 }
 
-function readRecords(buf: Buffer, off: number, end: number, templateId: number, templates: TemplateLookup | undefined, kind: string): {records: RecordFields[]; raw?: Buffer} {
+function readRecords(
+  buf: Buffer,
+  off: number,
+  end: number,
+  templateId: number,
+  templates: TemplateLookup | undefined,
+  kind: string,
+): {records: RecordFields[]; raw?: Buffer} {
   const t = templates?.(templateId)
   if (!t) return {records: [], raw: Buffer.from(buf.subarray(off, end))}
   const records: RecordFields[] = []
@@ -689,7 +713,8 @@ export function encodeRecord(buf: Buffer, off: number, t: Template, fields: Reco
     try {
       p = writeValue(buf, p, f.element.type, f.length, fieldOf(t, fields, keys[i]), templates)
     } catch (err) {
-      if (err instanceof CodecError && !err.message.startsWith('template ')) throw new CodecError(`template ${t.id}, field ${keys[i]}: ${err.message}`, {cause: err})
+      if (err instanceof CodecError && !err.message.startsWith('template '))
+        throw new CodecError(`template ${t.id}, field ${keys[i]}: ${err.message}`, {cause: err})
       throw err
     }
   }

@@ -93,7 +93,8 @@ export class IpfixCollector extends EventEmitter {
     this.checker = options.checker
     this.decoder = options.decoder ?? new IpfixDecoder({applyWithdrawals: false})
     this.receiveBufferSize = options.receiveBufferSize ?? 4 * 1024 * 1024
-    if (!Number.isInteger(this.port) || this.port < 0 || this.port > 65535) throw new FlowctlError(`invalid UDP port ${this.port}: expected 0-65535`, {exitCode: 2})
+    if (!Number.isInteger(this.port) || this.port < 0 || this.port > 65535)
+      throw new FlowctlError(`invalid UDP port ${this.port}: expected 0-65535`, {exitCode: 2})
   }
 
   /** Binds the socket; resolves with the address and port it listens on. */
@@ -203,7 +204,9 @@ export function reportRefusals(collector: IpfixCollector, write: (line: string) 
     last = now
     const more = unreported > 1 ? ` (${unreported} templates refused since the last such line)` : ''
     unreported = 0
-    write(`flowctl: refused template ${t.templateId} from ${info.exporter} domain ${info.observationDomainId}: it ${t.reason}${more}; its data will show as of unknown template`)
+    write(
+      `flowctl: refused template ${t.templateId} from ${info.exporter} domain ${info.observationDomainId}: it ${t.reason}${more}; its data will show as of unknown template`,
+    )
   })
 }
 

@@ -260,7 +260,7 @@ export class ConformanceChecker {
       if (d.report.sequence.gaps.length < this.maxExamples) d.report.sequence.gaps.push(gap)
       // The classic mistake (NetFlow v9 counts packets): one more than the previous message's
       // number although that message did not carry exactly one data record.
-      const countingMessages = d.lastSeq !== undefined && header.sequenceNumber === ((d.lastSeq + 1) >>> 0)
+      const countingMessages = d.lastSeq !== undefined && header.sequenceNumber === (d.lastSeq + 1) >>> 0
       if (countingMessages) d.report.sequence.countingMessages++
       this.problem(
         d,
@@ -291,12 +291,21 @@ export class ConformanceChecker {
       if (s.kind !== 'data' || !m.unknownSets.some((u) => u.offset === s.offset)) {
         if (s.records === 0) this.problem(d, 'setLength', `${at}: set ${s.id} at byte ${s.offset} (length ${s.length}) has no record`)
       }
-      if (s.padding > 0 && !s.paddingZero) this.problem(d, 'padding', `${at}: set ${s.id} at byte ${s.offset} has ${s.padding} padding ${s.padding === 1 ? 'byte that is' : 'bytes that are'} not zero`)
+      if (s.padding > 0 && !s.paddingZero)
+        this.problem(
+          d,
+          'padding',
+          `${at}: set ${s.id} at byte ${s.offset} has ${s.padding} padding ${s.padding === 1 ? 'byte that is' : 'bytes that are'} not zero`,
+        )
     }
 
     if (this.udp && m.withdrawals.length) {
       for (const w of m.withdrawals) {
-        this.problem(d, 'withdrawal', `${at}: withdrawal of ${w.all ? `all ${w.options ? 'options ' : ''}templates` : `template ${w.templateId}`} at byte ${w.offset} (RFC 7011 §8.4: not over UDP)`)
+        this.problem(
+          d,
+          'withdrawal',
+          `${at}: withdrawal of ${w.all ? `all ${w.options ? 'options ' : ''}templates` : `template ${w.templateId}`} at byte ${w.offset} (RFC 7011 §8.4: not over UDP)`,
+        )
       }
     }
 
@@ -311,7 +320,8 @@ export class ConformanceChecker {
     for (const [key, value] of Object.entries(fields)) {
       if (value && typeof value === 'object' && !Buffer.isBuffer(value)) {
         if (value.kind === 'subTemplateList') for (const f of value.records) this.checkTimes(d, at, value.templateId, f, exportTime)
-        else if (value.kind === 'subTemplateMultiList') for (const e of value.entries) for (const f of e.records) this.checkTimes(d, at, e.templateId, f, exportTime)
+        else if (value.kind === 'subTemplateMultiList')
+          for (const e of value.entries) for (const f of e.records) this.checkTimes(d, at, e.templateId, f, exportTime)
         continue
       }
       const s = timeSeconds(key, value)
@@ -342,7 +352,9 @@ export class ConformanceChecker {
       for (const c of failed) reasons.push(`${where}: ${reasonText(c, report, this.tolerance)}`)
     }
     if (this.dropped.failed) {
-      reasons.push(`${this.dropped.failed} of the ${this.dropped.domains} exporter domains dropped from this report (more than ${this.maxDomains} were heard from) had failed`)
+      reasons.push(
+        `${this.dropped.failed} of the ${this.dropped.domains} exporter domains dropped from this report (more than ${this.maxDomains} were heard from) had failed`,
+      )
     }
     if (this.messages === 0) reasons.push('no IPFIX message was received')
     return {verdict: reasons.length ? 'FAIL' : 'PASS', reasons, messages: this.messages, malformedMessages: this.malformed, domains, dropped: {...this.dropped}}
@@ -364,7 +376,9 @@ export class ConformanceChecker {
       }
     }
     if (r.dropped.domains) {
-      lines.push(`${r.dropped.domains} more exporter domain${r.dropped.domains === 1 ? '' : 's'} not shown (only the ${this.maxDomains} heard from last are kept; the message counts above include them)`)
+      lines.push(
+        `${r.dropped.domains} more exporter domain${r.dropped.domains === 1 ? '' : 's'} not shown (only the ${this.maxDomains} heard from last are kept; the message counts above include them)`,
+      )
     }
     if (r.verdict === 'FAIL') {
       lines.push('FAIL because:')

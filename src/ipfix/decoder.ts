@@ -340,7 +340,8 @@ export class IpfixDecoder {
       const id = message.readUInt16BE(p)
       const length = message.readUInt16BE(p + 2)
       if (length < SET_HEADER_LENGTH) throw new DecodeError(`set ${id} has length ${length}, shorter than its ${SET_HEADER_LENGTH}-byte header`, p + 2)
-      if (p + length > message.length) throw new DecodeError(`set ${id} of ${length} bytes runs past the end of the message (${message.length - p} bytes left)`, p + 2)
+      if (p + length > message.length)
+        throw new DecodeError(`set ${id} of ${length} bytes runs past the end of the message (${message.length - p} bytes left)`, p + 2)
       const start = p + SET_HEADER_LENGTH
       const end = p + length
       if (id === 0 || id === 1) throw new DecodeError(`set ID ${id} is not used in IPFIX (RFC 7011 §3.3.2)`, p)
@@ -421,7 +422,8 @@ export class IpfixDecoder {
 
 /** Reads and checks a message header (version 10, length equal to the buffer's). */
 export function readHeader(message: Buffer): MessageHeader {
-  if (message.length < MESSAGE_HEADER_LENGTH) throw new DecodeError(`message of ${message.length} bytes is shorter than the ${MESSAGE_HEADER_LENGTH}-byte IPFIX message header`, 0)
+  if (message.length < MESSAGE_HEADER_LENGTH)
+    throw new DecodeError(`message of ${message.length} bytes is shorter than the ${MESSAGE_HEADER_LENGTH}-byte IPFIX message header`, 0)
   const version = message.readUInt16BE(0)
   if (version !== IPFIX_VERSION) throw new DecodeError(`version ${version} is not IPFIX (${IPFIX_VERSION})${versionHint(version)}`, 0)
   const length = message.readUInt16BE(2)
@@ -480,7 +482,9 @@ export function renderValue(value: FieldValue, type?: AbstractType): unknown {
     case 'subTemplateMultiList':
       return {
         semantic: semanticName(value.semantic),
-        entries: value.entries.map((e) => (e.raw ? {templateId: e.templateId, raw: e.raw.toString('hex')} : {templateId: e.templateId, records: e.records.map(renderFields)})),
+        entries: value.entries.map((e) =>
+          e.raw ? {templateId: e.templateId, raw: e.raw.toString('hex')} : {templateId: e.templateId, records: e.records.map(renderFields)},
+        ),
       }
   }
 }

@@ -103,7 +103,10 @@ export function similarNames(name: string, max = 3): string[] {
   const lower = name.toLowerCase()
   const scored = [...byLowerName.values()].map((e) => ({name: e.name, d: editDistance(lower, e.name.toLowerCase())}))
   scored.sort((a, b) => a.d - b.d)
-  return scored.filter((s) => s.d <= Math.max(2, Math.floor(lower.length / 4))).slice(0, max).map((s) => s.name)
+  return scored
+    .filter((s) => s.d <= Math.max(2, Math.floor(lower.length / 4)))
+    .slice(0, max)
+    .map((s) => s.name)
 }
 
 /** Levenshtein distance: how many single-character edits turn `a` into `b` (for "did you mean"). */

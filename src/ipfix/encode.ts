@@ -44,7 +44,7 @@ export function packRecords(builder: MessageBuilder, run: RecordRun, heading: Me
   let inMessage = 0
   let written = 0
   builder.begin(exportTimeSeconds, sequence, domain)
-  for (let i = 0; i < run.count; ) {
+  for (let i = 0; i < run.count;) {
     const setId = run.setId(i)
     const length = run.length(i)
     const sameSet = builder.openSetId === setId

@@ -52,7 +52,10 @@ export function flowFileTemplate(id: number, fields: readonly {name: string; len
     }
     return {element, length: f.length ?? defaultLength(element), write: refuse, writeColumn: refuse}
   })
-  const exportable = compileTemplate(id, fields.filter((f) => exportableElement(f.name)))
+  const exportable = compileTemplate(
+    id,
+    fields.filter((f) => exportableElement(f.name)),
+  )
   return {
     template: {id, fields: bound.map((b) => ({element: b.element, length: b.length})), scopeFieldCount: 0},
     fields: bound,
@@ -136,7 +139,10 @@ export function parseFlowFile(text: string, file: string, templateSpecs: readonl
     const where = `${file}: flowsets[${s}]`
     const {templateId, flows} = set as {templateId?: unknown; flows?: unknown}
     const t = typeof templateId === 'number' ? templates.get(templateId) : undefined
-    if (!t) throw new InvalidInputError(`${where}.templateId: ${JSON.stringify(templateId)} is not a template of the config (it has ${[...templates.keys()].join(', ')})`)
+    if (!t)
+      throw new InvalidInputError(
+        `${where}.templateId: ${JSON.stringify(templateId)} is not a template of the config (it has ${[...templates.keys()].join(', ')})`,
+      )
     if (!Array.isArray(flows)) throw new InvalidInputError(`${where}.flows: expected a list of flows`)
     const keys = fieldKeys(t.template.fields)
     const ignored = new Set<string>()

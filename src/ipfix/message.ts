@@ -146,7 +146,14 @@ export class MessageBuilder {
     if (reused) return reused
     // Not from Node's shared pool: each chunk has memory of its own, which identifies it.
     const memory = Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, this.maxSize))
-    const chunk: MessageChunk = {memory, held: 0, sealed: false, poisoned: false, released: undefined, free: memory.length === CHUNK_BYTES ? freeChunks : undefined}
+    const chunk: MessageChunk = {
+      memory,
+      held: 0,
+      sealed: false,
+      poisoned: false,
+      released: undefined,
+      free: memory.length === CHUNK_BYTES ? freeChunks : undefined,
+    }
     ;(memory.buffer as ChunkMemory)[CHUNK] = chunk
     return chunk
   }

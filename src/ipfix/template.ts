@@ -9,7 +9,6 @@
 import {isValidLength, resolveElement, VARIABLE_LENGTH, type InformationElement} from './elements.js'
 import {CodecError, DecodeError} from './errors.js'
 
-
 export interface TemplateField {
   element: InformationElement
   /** The field length in the template; VARIABLE_LENGTH (65535) for variable-length encoding. */
@@ -88,8 +87,10 @@ export function encodeTemplateRecord(t: Template, buf: Buffer, off: number): num
   }
   for (const f of t.fields) {
     const {element, length, enterpriseNumber} = f
-    if (!Number.isInteger(element.id) || element.id < 0 || element.id > 0x7fff) throw new CodecError(`template ${t.id}: element id ${element.id} of ${element.name} is not in 0-32767`)
-    if (!isValidLength(element.type, length)) throw new CodecError(`template ${t.id}: ${element.name} cannot have field length ${length} (type ${element.type})`)
+    if (!Number.isInteger(element.id) || element.id < 0 || element.id > 0x7fff)
+      throw new CodecError(`template ${t.id}: element id ${element.id} of ${element.name} is not in 0-32767`)
+    if (!isValidLength(element.type, length))
+      throw new CodecError(`template ${t.id}: ${element.name} cannot have field length ${length} (type ${element.type})`)
     const enterprise = enterpriseNumber !== undefined
     if (enterprise && (!Number.isInteger(enterpriseNumber) || enterpriseNumber < 0 || enterpriseNumber > 0xffffffff)) {
       throw new CodecError(`template ${t.id}: enterprise number ${enterpriseNumber} of ${element.name} is not a 32-bit number`)

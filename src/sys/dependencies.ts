@@ -112,18 +112,19 @@ export function effectiveCapabilities(): string[] {
 }
 
 export async function checkDependencies(): Promise<DependencyCheck[]> {
-  const [clangOut, ipOut, bpftoolOut] = await Promise.all([
-    toolOutput('clang', ['--version']),
-    toolOutput('ip', ['-V']),
-    toolOutput('bpftool', ['version']),
-  ])
+  const [clangOut, ipOut, bpftoolOut] = await Promise.all([toolOutput('clang', ['--version']), toolOutput('ip', ['-V']), toolOutput('bpftool', ['version'])])
   const ip = ipOut ? parseIpVersion(ipOut) : {iproute2: null, libbpf: null}
   const checks: DependencyCheck[] = [
     judge('clang', clangOut ? parseClangVersion(clangOut) : null, MINIMUMS.clang, 'apt-get install -y clang llvm'),
     judge('kernel', coerce(release()), MINIMUMS.kernel, 'a kernel of 5.12 or later is needed (Debian 12 has 6.1)'),
     judge('iproute2', ip.iproute2, MINIMUMS.iproute2, 'apt-get install -y iproute2'),
   ]
-  const libbpfOfIp = judge('iproute2 libbpf', ip.libbpf, MINIMUMS.iproute2Libbpf, 'this iproute2 is built without libbpf and cannot load BTF-style maps: install Debian\'s iproute2 (bookworm or later)')
+  const libbpfOfIp = judge(
+    'iproute2 libbpf',
+    ip.libbpf,
+    MINIMUMS.iproute2Libbpf,
+    "this iproute2 is built without libbpf and cannot load BTF-style maps: install Debian's iproute2 (bookworm or later)",
+  )
   if (ipOut && !ip.libbpf) libbpfOfIp.status = 'INVALID'
   checks.push(
     libbpfOfIp,

@@ -93,7 +93,22 @@ export async function attachBpfFilter(
 ): Promise<void> {
   await run(
     'tc',
-    ['filter', replace ? 'replace' : 'add', 'dev', dev, direction, ...chainArgs(chain), 'pref', String(pref), 'handle', `0x${handle.toString(16)}`, 'bpf', 'da', 'object-pinned', pinnedProg],
+    [
+      'filter',
+      replace ? 'replace' : 'add',
+      'dev',
+      dev,
+      direction,
+      ...chainArgs(chain),
+      'pref',
+      String(pref),
+      'handle',
+      `0x${handle.toString(16)}`,
+      'bpf',
+      'da',
+      'object-pinned',
+      pinnedProg,
+    ],
     {netns},
   )
 }

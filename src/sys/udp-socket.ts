@@ -274,7 +274,7 @@ export class UdpSocket {
   /** ee_errno of the sock_extended_err in the control message of the last recvmsg. */
   private extendedErrno(): number {
     const length = this.errMsg.readUInt32LE(40)
-    for (let off = 0; off + 16 <= length; ) {
+    for (let off = 0; off + 16 <= length;) {
       const len = this.errControl.readUInt32LE(off)
       const level = this.errControl.readInt32LE(off + 8)
       const type = this.errControl.readInt32LE(off + 12)

@@ -29,7 +29,8 @@ function filledMap(entries: number): BpfMap {
 function entriesOf(read: (onChunk: (keys: Buffer, values: Buffer, n: number) => void) => number): {list: string[]; total: number} {
   const list: string[] = []
   const total = read((keys, values, n) => {
-    for (let i = 0; i < n; i++) list.push(`${keys.subarray(i * KEY, (i + 1) * KEY).toString('hex')}=${values.subarray(i * VALUE, (i + 1) * VALUE).toString('hex')}`)
+    for (let i = 0; i < n; i++)
+      list.push(`${keys.subarray(i * KEY, (i + 1) * KEY).toString('hex')}=${values.subarray(i * VALUE, (i + 1) * VALUE).toString('hex')}`)
   })
   return {list, total}
 }
@@ -56,9 +57,15 @@ describe('bpf/read-ahead @e2e', function () {
     const map = filledMap(0)
     try {
       let calls = 0
-      assert.equal(ReadAhead.shared().forEachBatch(map, () => calls++), 0)
+      assert.equal(
+        ReadAhead.shared().forEachBatch(map, () => calls++),
+        0,
+      )
       assert.equal(calls, 0)
-      assert.equal(ReadAhead.shared().forEachBatch(map, () => calls++), 0)
+      assert.equal(
+        ReadAhead.shared().forEachBatch(map, () => calls++),
+        0,
+      )
     } finally {
       map.close()
     }

@@ -83,13 +83,22 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     for (;;) {
       const text = await scrape()
       if (done(text)) return text
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${text.split('\n').filter((l) => l.startsWith('flowctl_') && !l.startsWith('flowctl_process') && !l.startsWith('flowctl_nodejs')).join('\n')}\n${daemon?.tail}`)
+      if (Date.now() > deadline)
+        throw new Error(
+          `timed out waiting for ${what}:\n${text
+            .split('\n')
+            .filter((l) => l.startsWith('flowctl_') && !l.startsWith('flowctl_process') && !l.startsWith('flowctl_nodejs'))
+            .join('\n')}\n${daemon?.tail}`,
+        )
       await sleep(200)
     }
   }
 
   const exported = (text: string) =>
-    ['idle_timeout', 'active_timeout', 'end_of_flow', 'forced_end', 'lack_of_resources'].reduce((n, reason) => n + (sample(text, 'flowctl_flows_exported_total', {netns: a, reason}) ?? 0), 0)
+    ['idle_timeout', 'active_timeout', 'end_of_flow', 'forced_end', 'lack_of_resources'].reduce(
+      (n, reason) => n + (sample(text, 'flowctl_flows_exported_total', {netns: a, reason}) ?? 0),
+      0,
+    )
 
   before(async function () {
     requireE2e(this)
@@ -106,7 +115,10 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     collector = `127.0.0.1:${await sink.start()}`
     // A hook that adds a field (a program, no shell), and one that prints garbage.
     const enrich = join(tmp, 'enrich.mjs')
-    writeFileSync(enrich, "let s='';process.stdin.on('data',(d)=>(s+=d)).on('end',()=>process.stdout.write(JSON.stringify(JSON.parse(s).map((r)=>({...r,site:'lab'})))))\n")
+    writeFileSync(
+      enrich,
+      "let s='';process.stdin.on('data',(d)=>(s+=d)).on('end',()=>process.stdout.write(JSON.stringify(JSON.parse(s).map((r)=>({...r,site:'lab'})))))\n",
+    )
     configYaml = [
       `collectors:\n- address: ${collector}`,
       'drainIntervalSeconds: 0.5',
@@ -172,7 +184,7 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     assert.equal(exported(text), 7)
   })
 
-  it('counts drains, their duration, the maps\' capacity and fill, and nothing not metered', async function () {
+  it("counts drains, their duration, the maps' capacity and fill, and nothing not metered", async function () {
     const text = await scrape()
     const drains = sample(text, 'flowctl_drains_total', {netns: a})!
     assert.ok(drains >= 4, `${drains} drains`)
@@ -200,7 +212,10 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
       text = await scrape()
       const messages = sample(text, 'flowctl_ipfix_messages_total', {collector})
       if (messages === sink.messages && sample(text, 'flowctl_ipfix_sent_bytes_total', {collector}) === sink.bytes) break
-      if (Date.now() > deadline) assert.fail(`metrics say ${messages} messages / ${sample(text, 'flowctl_ipfix_sent_bytes_total', {collector})} B, the collector got ${sink.messages} / ${sink.bytes} B`)
+      if (Date.now() > deadline)
+        assert.fail(
+          `metrics say ${messages} messages / ${sample(text, 'flowctl_ipfix_sent_bytes_total', {collector})} B, the collector got ${sink.messages} / ${sink.bytes} B`,
+        )
       await sleep(200)
     }
     assert.equal(sample(text, 'flowctl_ipfix_records_total', {collector}), sink.records)
@@ -214,7 +229,7 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     assert.ok(sample(text, 'flowctl_ipfix_template_refreshes_total', {collector})! >= 1)
   })
 
-  it('compares what the meter saw with the interfaces\' own counters: equal, Ethernet headers aside', async function () {
+  it("compares what the meter saw with the interfaces' own counters: equal, Ethernet headers aside", async function () {
     // The kernel is read right after each drain: wait until one has passed since the traffic.
     const text = await waitForMetric('meter and kernel to agree', (t) =>
       ['a0', 'a1'].every((iface) =>
@@ -240,12 +255,32 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
 
   it('writes each exported flow to the flow log, enriched by the working hook, and counts the broken one', async function () {
     const text = await waitForMetric('7 records in the flow log', (t) => sample(t, 'flowctl_flow_log_records_total', {output: flowLog}) === 7)
-    const records = readFileSync(flowLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+    const records = readFileSync(flowLog, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
     assert.equal(records.length, 7)
     for (const r of records) {
       assert.equal(r.site, 'lab', 'enriched')
       assert.equal(r.netns, a)
-      for (const key of ['src', 'dst', 'proto', 'sport', 'dport', 'ingressIfindex', 'egressIfindex', 'pkts', 'bytes', 'start', 'end', 'finished', 'interface', 'direction', 'tcpFlags', 'endReason']) {
+      for (const key of [
+        'src',
+        'dst',
+        'proto',
+        'sport',
+        'dport',
+        'ingressIfindex',
+        'egressIfindex',
+        'pkts',
+        'bytes',
+        'start',
+        'end',
+        'finished',
+        'interface',
+        'direction',
+        'tcpFlags',
+        'endReason',
+      ]) {
         assert.ok(key in r, `${key} in ${JSON.stringify(r)}`)
       }
     }
@@ -269,7 +304,10 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     udpSink.stop()
     const text = await waitForMetric('the new flow in the log', (t) => sample(t, 'flowctl_flow_log_records_total', {output: flowLog}) === 8)
     const rotated = readFileSync(`${flowLog}.1`, 'utf8').trim().split('\n')
-    const current = readFileSync(flowLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+    const current = readFileSync(flowLog, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
     assert.equal(rotated.length, 7)
     assert.equal(current.length, 1)
     assert.deepEqual([current[0].sport, current[0].pkts, current[0].bytes, current[0].site], [40009, 5, 5 * 78, 'lab'])
@@ -290,7 +328,12 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     assert.equal(r.exitCode, 1)
     const lines = r.stderr.trim().split('\n')
     assert.equal(lines.length, 1, r.stderr)
-    assert.match(lines[0], new RegExp(`^flowctl: metrics\\.listen: cannot listen on 127\\.0\\.0\\.1:${port}: the port is in use \\(another flowctl daemon, pid \\d+, is running\\) \\(EADDRINUSE\\); set another metrics\\.listen \\(${other}\\)`))
+    assert.match(
+      lines[0],
+      new RegExp(
+        `^flowctl: metrics\\.listen: cannot listen on 127\\.0\\.0\\.1:${port}: the port is in use \\(another flowctl daemon, pid \\d+, is running\\) \\(EADDRINUSE\\); set another metrics\\.listen \\(${other}\\)`,
+      ),
+    )
   })
 
   it('exits 0 on SIGTERM', async function () {

@@ -37,7 +37,21 @@ function layout(keySize = 20): FlowRecordLayout {
 }
 
 function sample(over: Partial<FlowSample> = {}): FlowSample {
-  return {packets: 0, bytes: 0, firstNs: 0, lastNs: 0, tcpFlags: 0, tos: 0, peerIfindex: 0, minTtl: 0, maxTtl: 0, fwdStatus: 0, nextHopBytes: new Uint8Array(4), nextHopOffset: 0, ...over}
+  return {
+    packets: 0,
+    bytes: 0,
+    firstNs: 0,
+    lastNs: 0,
+    tcpFlags: 0,
+    tos: 0,
+    peerIfindex: 0,
+    minTtl: 0,
+    maxTtl: 0,
+    fwdStatus: 0,
+    nextHopBytes: new Uint8Array(4),
+    nextHopOffset: 0,
+    ...over,
+  }
 }
 
 function key(n: number, size = 20): Uint8Array {
@@ -155,7 +169,10 @@ describe('flow/flow-cache', function () {
       seen.push(packets)
       if (packets % 2 === 0) cache.remove(idx)
     }
-    assert.deepEqual([...seen].sort((a, b) => a - b), [...Array(50).keys()])
+    assert.deepEqual(
+      [...seen].sort((a, b) => a - b),
+      [...Array(50).keys()],
+    )
     assert.equal(cache.size, 25)
     for (let n = 1; n < 50; n += 2) assert.ok(cache.find(key(n)) >= 0)
   })
@@ -182,10 +199,34 @@ describe('flow/flow-cache', function () {
 
   it('add merges into the entry of a key, adds a new one, and refuses a new key when full', function () {
     const cache = new FlowCache(layout(), 2)
-    const first = sample({packets: 2, bytes: 100, firstNs: 50, lastNs: 60, tcpFlags: 0x02, peerIfindex: 7, minTtl: 64, maxTtl: 64, fwdStatus: 64, nextHopBytes: new Uint8Array([198, 18, 0, 1])})
+    const first = sample({
+      packets: 2,
+      bytes: 100,
+      firstNs: 50,
+      lastNs: 60,
+      tcpFlags: 0x02,
+      peerIfindex: 7,
+      minTtl: 64,
+      maxTtl: 64,
+      fwdStatus: 64,
+      nextHopBytes: new Uint8Array([198, 18, 0, 1]),
+    })
     const a = cache.add(key(1), 0, first)
     const big = 2 ** 40 + 3 // past 32 bits: the u64 words carry
-    assert.equal(cache.add(key(1), 0, {...first, bytes: big, firstNs: 40, lastNs: 2 ** 45, tcpFlags: 0x10, minTtl: 63, maxTtl: 63, peerIfindex: 8, nextHopBytes: new Uint8Array([198, 18, 0, 2])}), a)
+    assert.equal(
+      cache.add(key(1), 0, {
+        ...first,
+        bytes: big,
+        firstNs: 40,
+        lastNs: 2 ** 45,
+        tcpFlags: 0x10,
+        minTtl: 63,
+        maxTtl: 63,
+        peerIfindex: 8,
+        nextHopBytes: new Uint8Array([198, 18, 0, 2]),
+      }),
+      a,
+    )
     const got = read(cache, a)
     assert.equal(got.packets, 4)
     assert.equal(got.bytes, 100 + big)

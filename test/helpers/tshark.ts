@@ -143,8 +143,18 @@ export const TSHARK_FIELDS: Readonly<Record<string, readonly Candidate[]>> = {
   'cflow.tcpflags': [c(6, 'tcpControlBits')],
   'cflow.octets': [c(1, 'octetDeltaCount')],
   'cflow.packets': [c(2, 'packetDeltaCount')],
-  'cflow.abstimestart': [c(150, 'flowStartSeconds', 'seconds'), c(152, 'flowStartMilliseconds', 'milliseconds'), c(154, 'flowStartMicroseconds', 'microseconds'), c(156, 'flowStartNanoseconds', 'nanoseconds')],
-  'cflow.abstimeend': [c(151, 'flowEndSeconds', 'seconds'), c(153, 'flowEndMilliseconds', 'milliseconds'), c(155, 'flowEndMicroseconds', 'microseconds'), c(157, 'flowEndNanoseconds', 'nanoseconds')],
+  'cflow.abstimestart': [
+    c(150, 'flowStartSeconds', 'seconds'),
+    c(152, 'flowStartMilliseconds', 'milliseconds'),
+    c(154, 'flowStartMicroseconds', 'microseconds'),
+    c(156, 'flowStartNanoseconds', 'nanoseconds'),
+  ],
+  'cflow.abstimeend': [
+    c(151, 'flowEndSeconds', 'seconds'),
+    c(153, 'flowEndMilliseconds', 'milliseconds'),
+    c(155, 'flowEndMicroseconds', 'microseconds'),
+    c(157, 'flowEndNanoseconds', 'nanoseconds'),
+  ],
   'cflow.timedelta': [c(161, 'flowDurationMilliseconds', 'durationMs'), c(162, 'flowDurationMicroseconds', 'durationUs')],
   'cflow.inputint': [c(10, 'ingressInterface')],
   'cflow.outputint': [c(14, 'egressInterface')],
@@ -379,7 +389,9 @@ export function parseTsharkJson(text: string, expectedFrames?: number): TsharkDi
     const layers = (packet._source as JsonObject | undefined)?.layers as JsonObject | undefined
     const cflow = layers?.cflow
     if (!layers || !isObject(cflow)) {
-      problems.push(`frame ${frame}: not dissected as IPFIX (protocols: ${strings((layers?.frame as JsonObject | undefined)?.['frame.protocols']).join('') || '?'})`)
+      problems.push(
+        `frame ${frame}: not dissected as IPFIX (protocols: ${strings((layers?.frame as JsonObject | undefined)?.['frame.protocols']).join('') || '?'})`,
+      )
       return
     }
     findProblems(layers, frame, problems)
@@ -397,7 +409,9 @@ export function parseTsharkJson(text: string, expectedFrames?: number): TsharkDi
       if (setId === 2 || setId === 3) {
         for (const t of [...children(set, 'Template ('), ...children(set, 'Options Template (')]) {
           const id = Number(strings(t['cflow.template_id'])[0])
-          const ids = children(t, 'Field (').map((f) => (strings(f['cflow.template_ipfix_pen_provided'])[0] === '1' ? -1 : Number(strings(f['cflow.template_ipfix_field_type'])[0])))
+          const ids = children(t, 'Field (').map((f) =>
+            strings(f['cflow.template_ipfix_pen_provided'])[0] === '1' ? -1 : Number(strings(f['cflow.template_ipfix_field_type'])[0]),
+          )
           templates.set(`${observationDomainId}/${id}`, {ids, options: setId === 3})
         }
         continue

@@ -1,6 +1,24 @@
 import assert from 'node:assert/strict'
 
-import {decodeRecord, encodeRecord, epochNsToNtp, fieldKeys, ListSemantic, ntpToEpochNs, readValue, recordSize, valueSize, writeNtpTimestamp, writeUintBE, writeValue, type BasicList, type FieldValue, type SubTemplateList, type SubTemplateMultiList, type TemplateLookup} from '../../src/ipfix/codec.js'
+import {
+  decodeRecord,
+  encodeRecord,
+  epochNsToNtp,
+  fieldKeys,
+  ListSemantic,
+  ntpToEpochNs,
+  readValue,
+  recordSize,
+  valueSize,
+  writeNtpTimestamp,
+  writeUintBE,
+  writeValue,
+  type BasicList,
+  type FieldValue,
+  type SubTemplateList,
+  type SubTemplateMultiList,
+  type TemplateLookup,
+} from '../../src/ipfix/codec.js'
 import {CodecError, DecodeError} from '../../src/ipfix/errors.js'
 import {resolveElement} from '../../src/ipfix/elements.js'
 import {ABSTRACT_TYPES, elementByName, VARIABLE_LENGTH, type AbstractType, type InformationElement} from '../../src/ipfix/elements.js'
@@ -81,59 +99,187 @@ function samples(type: AbstractType, length: number): [FieldValue, FieldValue][]
     case 'unsigned8':
     case 'unsigned16':
     case 'unsigned32':
-      return [[0, 0], [1, 1], [2 ** bits - 1, 2 ** bits - 1], [Math.floor(2 ** bits / 3), Math.floor(2 ** bits / 3)]]
+      return [
+        [0, 0],
+        [1, 1],
+        [2 ** bits - 1, 2 ** bits - 1],
+        [Math.floor(2 ** bits / 3), Math.floor(2 ** bits / 3)],
+      ]
     case 'signed8':
     case 'signed16':
     case 'signed32':
-      return [[0, 0], [-1, -1], [-(2 ** (bits - 1)), -(2 ** (bits - 1))], [2 ** (bits - 1) - 1, 2 ** (bits - 1) - 1]]
+      return [
+        [0, 0],
+        [-1, -1],
+        [-(2 ** (bits - 1)), -(2 ** (bits - 1))],
+        [2 ** (bits - 1) - 1, 2 ** (bits - 1) - 1],
+      ]
     case 'unsigned64': {
       const max = (1n << BigInt(bits)) - 1n
-      return [[0, 0n], [1, 1n], [max, max], [max / 3n, max / 3n], [255, 255n]]
+      return [
+        [0, 0n],
+        [1, 1n],
+        [max, max],
+        [max / 3n, max / 3n],
+        [255, 255n],
+      ]
     }
     case 'signed64': {
       const half = 1n << BigInt(bits - 1)
-      return [[0n, 0n], [-1, -1n], [-half, -half], [half - 1n, half - 1n], [-100, -100n]]
+      return [
+        [0n, 0n],
+        [-1, -1n],
+        [-half, -half],
+        [half - 1n, half - 1n],
+        [-100, -100n],
+      ]
     }
     case 'float32':
-      return [[1.5, 1.5], [-0.25, -0.25], [0, 0], [Infinity, Infinity], [NaN, NaN]]
+      return [
+        [1.5, 1.5],
+        [-0.25, -0.25],
+        [0, 0],
+        [Infinity, Infinity],
+        [NaN, NaN],
+      ]
     case 'float64':
-      return length === 8 ? [[Math.PI, Math.PI], [-1e300, -1e300], [5e-324, 5e-324]] : [[1.5, 1.5], [-0.25, -0.25], [65504, 65504]]
+      return length === 8
+        ? [
+            [Math.PI, Math.PI],
+            [-1e300, -1e300],
+            [5e-324, 5e-324],
+          ]
+        : [
+            [1.5, 1.5],
+            [-0.25, -0.25],
+            [65504, 65504],
+          ]
     case 'boolean':
-      return [[true, true], [false, false]]
+      return [
+        [true, true],
+        [false, false],
+      ]
     case 'macAddress':
-      return [['00:1b:21:ab:cd:ef', '00:1b:21:ab:cd:ef'], ['02-00-00-00-00-01', '02:00:00:00:00:01'], ['FF:FF:FF:FF:FF:FF', 'ff:ff:ff:ff:ff:ff']]
+      return [
+        ['00:1b:21:ab:cd:ef', '00:1b:21:ab:cd:ef'],
+        ['02-00-00-00-00-01', '02:00:00:00:00:01'],
+        ['FF:FF:FF:FF:FF:FF', 'ff:ff:ff:ff:ff:ff'],
+      ]
     case 'string':
-      if (length === V) return [['', ''], ['eth0', 'eth0'], ['héllo wörld ✓', 'héllo wörld ✓'], ['x'.repeat(300), 'x'.repeat(300)]]
+      if (length === V)
+        return [
+          ['', ''],
+          ['eth0', 'eth0'],
+          ['héllo wörld ✓', 'héllo wörld ✓'],
+          ['x'.repeat(300), 'x'.repeat(300)],
+        ]
       if (length === 0) return [['', '']]
-      return length >= 2 ? [['', ''], ['e'.repeat(length), 'e'.repeat(length)], ['é', 'é']] : [['', ''], ['e', 'e']]
+      return length >= 2
+        ? [
+            ['', ''],
+            ['e'.repeat(length), 'e'.repeat(length)],
+            ['é', 'é'],
+          ]
+        : [
+            ['', ''],
+            ['e', 'e'],
+          ]
     case 'octetArray':
-      if (length === V) return [[Buffer.alloc(0), Buffer.alloc(0)], [hex('01 02 03'), hex('01 02 03')], [Buffer.alloc(1000, 7), Buffer.alloc(1000, 7)]]
+      if (length === V)
+        return [
+          [Buffer.alloc(0), Buffer.alloc(0)],
+          [hex('01 02 03'), hex('01 02 03')],
+          [Buffer.alloc(1000, 7), Buffer.alloc(1000, 7)],
+        ]
       return [[Buffer.alloc(length, 0xab), Buffer.alloc(length, 0xab)]]
     case 'dateTimeSeconds':
-      return [[0, 0], [1_700_000_000, 1_700_000_000], [2 ** 32 - 1, 2 ** 32 - 1]]
+      return [
+        [0, 0],
+        [1_700_000_000, 1_700_000_000],
+        [2 ** 32 - 1, 2 ** 32 - 1],
+      ]
     case 'dateTimeMilliseconds':
-      return [[0, 0], [1_700_000_000_123, 1_700_000_000_123], [1_700_000_000_123n, 1_700_000_000_123]]
+      return [
+        [0, 0],
+        [1_700_000_000_123, 1_700_000_000_123],
+        [1_700_000_000_123n, 1_700_000_000_123],
+      ]
     case 'dateTimeMicroseconds':
-      return [[1_700_000_000_123_456_000n, 1_700_000_000_123_456_000n], [1_700_000_000_999_999_000n, 1_700_000_000_999_999_000n], [0n, 0n]]
+      return [
+        [1_700_000_000_123_456_000n, 1_700_000_000_123_456_000n],
+        [1_700_000_000_999_999_000n, 1_700_000_000_999_999_000n],
+        [0n, 0n],
+      ]
     case 'dateTimeNanoseconds':
-      return [[1_700_000_000_123_456_789n, 1_700_000_000_123_456_789n], [1_700_000_000_999_999_999n, 1_700_000_000_999_999_999n], [1n, 1n]]
+      return [
+        [1_700_000_000_123_456_789n, 1_700_000_000_123_456_789n],
+        [1_700_000_000_999_999_999n, 1_700_000_000_999_999_999n],
+        [1n, 1n],
+      ]
     case 'ipv4Address':
-      return [['192.0.2.1', '192.0.2.1'], ['0.0.0.0', '0.0.0.0'], ['255.255.255.255', '255.255.255.255']]
+      return [
+        ['192.0.2.1', '192.0.2.1'],
+        ['0.0.0.0', '0.0.0.0'],
+        ['255.255.255.255', '255.255.255.255'],
+      ]
     case 'ipv6Address':
-      return [['2001:db8::1', '2001:db8::1'], ['2001:DB8:0:0::0:1', '2001:db8::1'], ['::', '::'], ['::ffff:192.0.2.1', '::ffff:192.0.2.1']]
+      return [
+        ['2001:db8::1', '2001:db8::1'],
+        ['2001:DB8:0:0::0:1', '2001:db8::1'],
+        ['::', '::'],
+        ['::ffff:192.0.2.1', '::ffff:192.0.2.1'],
+      ]
     case 'basicList': {
       const ports = {kind: 'basicList', semantic: ListSemantic.allOf, field: {element: el('sourceTransportPort'), length: 2}, values: [80, 443]} as BasicList
-      const names = {kind: 'basicList', semantic: ListSemantic.oneOrMoreOf, field: {element: el('interfaceName'), length: V}, values: ['eth0', 'x'.repeat(260)]} as BasicList
+      const names = {
+        kind: 'basicList',
+        semantic: ListSemantic.oneOrMoreOf,
+        field: {element: el('interfaceName'), length: V},
+        values: ['eth0', 'x'.repeat(260)],
+      } as BasicList
       const empty = {kind: 'basicList', semantic: ListSemantic.undefined, field: {element: el('octetDeltaCount'), length: 8}, values: []} as BasicList
-      const pen = {kind: 'basicList', semantic: ListSemantic.exactlyOneOf, field: {element: resolveElement(12, 29305), length: 4, enterpriseNumber: 29305}, values: [hex('c0000201')]} as BasicList
-      const big = {kind: 'basicList', semantic: ListSemantic.ordered, field: {element: el('octetDeltaCount'), length: 8}, values: Array.from({length: 40}, (_, i) => BigInt(i) * 1_000_000_007n)} as BasicList
-      return [[ports, ports], [names, names], [empty, empty], [pen, pen], [big, big]]
+      const pen = {
+        kind: 'basicList',
+        semantic: ListSemantic.exactlyOneOf,
+        field: {element: resolveElement(12, 29305), length: 4, enterpriseNumber: 29305},
+        values: [hex('c0000201')],
+      } as BasicList
+      const big = {
+        kind: 'basicList',
+        semantic: ListSemantic.ordered,
+        field: {element: el('octetDeltaCount'), length: 8},
+        values: Array.from({length: 40}, (_, i) => BigInt(i) * 1_000_000_007n),
+      } as BasicList
+      return [
+        [ports, ports],
+        [names, names],
+        [empty, empty],
+        [pen, pen],
+        [big, big],
+      ]
     }
     case 'subTemplateList': {
-      const list = {kind: 'subTemplateList', semantic: ListSemantic.allOf, templateId: 300, records: [{sourceTransportPort: 80, protocolIdentifier: 6}, {sourceTransportPort: 53, protocolIdentifier: 17}]} as SubTemplateList
+      const list = {
+        kind: 'subTemplateList',
+        semantic: ListSemantic.allOf,
+        templateId: 300,
+        records: [
+          {sourceTransportPort: 80, protocolIdentifier: 6},
+          {sourceTransportPort: 53, protocolIdentifier: 17},
+        ],
+      } as SubTemplateList
       const empty = {kind: 'subTemplateList', semantic: ListSemantic.noneOf, templateId: 301, records: []} as SubTemplateList
-      const variable = {kind: 'subTemplateList', semantic: ListSemantic.ordered, templateId: 301, records: [{octetDeltaCount: 5n, interfaceName: 'eth0'}]} as SubTemplateList
-      return [[list, list], [empty, empty], [variable, variable]]
+      const variable = {
+        kind: 'subTemplateList',
+        semantic: ListSemantic.ordered,
+        templateId: 301,
+        records: [{octetDeltaCount: 5n, interfaceName: 'eth0'}],
+      } as SubTemplateList
+      return [
+        [list, list],
+        [empty, empty],
+        [variable, variable],
+      ]
     }
     case 'subTemplateMultiList': {
       const list = {
@@ -141,11 +287,20 @@ function samples(type: AbstractType, length: number): [FieldValue, FieldValue][]
         semantic: ListSemantic.allOf,
         entries: [
           {templateId: 300, records: [{sourceTransportPort: 80, protocolIdentifier: 6}]},
-          {templateId: 301, records: [{octetDeltaCount: 100n, interfaceName: 'lo'}, {octetDeltaCount: 0n, interfaceName: ''}]},
+          {
+            templateId: 301,
+            records: [
+              {octetDeltaCount: 100n, interfaceName: 'lo'},
+              {octetDeltaCount: 0n, interfaceName: ''},
+            ],
+          },
         ],
       } as SubTemplateMultiList
       const empty = {kind: 'subTemplateMultiList', semantic: ListSemantic.undefined, entries: []} as SubTemplateMultiList
-      return [[list, list], [empty, empty]]
+      return [
+        [list, list],
+        [empty, empty],
+      ]
     }
   }
 }
@@ -251,10 +406,16 @@ describe('ipfix/codec', function () {
 
     it('rejects a boolean other than 1 or 2, saying where', function () {
       for (const b of [0, 3, 255]) {
-        assert.throws(() => decode(Buffer.from([b]), 'boolean', 1), (e: unknown) => e instanceof DecodeError && e.offset === 0 && /boolean octet/.test(e.message))
+        assert.throws(
+          () => decode(Buffer.from([b]), 'boolean', 1),
+          (e: unknown) => e instanceof DecodeError && e.offset === 0 && /boolean octet/.test(e.message),
+        )
       }
       const buf = hex('00 00 00 07')
-      assert.throws(() => readValue(buf, 3, 4, 'boolean', 1), (e: unknown) => e instanceof DecodeError && e.offset === 3 && /at byte 3/.test(e.message))
+      assert.throws(
+        () => readValue(buf, 3, 4, 'boolean', 1),
+        (e: unknown) => e instanceof DecodeError && e.offset === 3 && /at byte 3/.test(e.message),
+      )
     })
   })
 
@@ -287,9 +448,18 @@ describe('ipfix/codec', function () {
     })
 
     it('rejects values running past the end, with the offset', function () {
-      assert.throws(() => readValue(hex('05 61 62'), 0, 3, 'string', V), (e: unknown) => e instanceof DecodeError && e.offset === 0 && /runs past the end/.test(e.message))
-      assert.throws(() => readValue(hex('ff 00'), 0, 2, 'string', V), (e: unknown) => e instanceof DecodeError && /3-octet length cut short/.test(e.message))
-      assert.throws(() => readValue(hex('aa'), 1, 1, 'octetArray', V), (e: unknown) => e instanceof DecodeError && e.offset === 1)
+      assert.throws(
+        () => readValue(hex('05 61 62'), 0, 3, 'string', V),
+        (e: unknown) => e instanceof DecodeError && e.offset === 0 && /runs past the end/.test(e.message),
+      )
+      assert.throws(
+        () => readValue(hex('ff 00'), 0, 2, 'string', V),
+        (e: unknown) => e instanceof DecodeError && /3-octet length cut short/.test(e.message),
+      )
+      assert.throws(
+        () => readValue(hex('aa'), 1, 1, 'octetArray', V),
+        (e: unknown) => e instanceof DecodeError && e.offset === 1,
+      )
       // the end bound counts, not the buffer's length
       assert.throws(() => readValue(hex('03 61 62 63'), 0, 3, 'string', V), DecodeError)
     })
@@ -302,7 +472,12 @@ describe('ipfix/codec', function () {
     })
 
     it('encodes an enterprise basicList with the E bit and the enterprise number', function () {
-      const v = {kind: 'basicList', semantic: ListSemantic.ordered, field: {element: resolveElement(7, 29305), length: 2, enterpriseNumber: 29305}, values: [hex('00 50')]} as BasicList
+      const v = {
+        kind: 'basicList',
+        semantic: ListSemantic.ordered,
+        field: {element: resolveElement(7, 29305), length: 2, enterpriseNumber: 29305},
+        values: [hex('00 50')],
+      } as BasicList
       assert.deepEqual(encode('basicList', V, v), hex('0b  04  80 07  00 02  00 00 72 79  00 50'))
       const back = decode(hex('0b  04  80 07  00 02  00 00 72 79  00 50'), 'basicList', V)
       assert.deepEqual(back, v)
@@ -315,7 +490,15 @@ describe('ipfix/codec', function () {
     })
 
     it('encodes a subTemplateList: semantic, template ID, records', function () {
-      const v = {kind: 'subTemplateList', semantic: ListSemantic.ordered, templateId: 300, records: [{sourceTransportPort: 80, protocolIdentifier: 6}, {sourceTransportPort: 53, protocolIdentifier: 17}]} as SubTemplateList
+      const v = {
+        kind: 'subTemplateList',
+        semantic: ListSemantic.ordered,
+        templateId: 300,
+        records: [
+          {sourceTransportPort: 80, protocolIdentifier: 6},
+          {sourceTransportPort: 53, protocolIdentifier: 17},
+        ],
+      } as SubTemplateList
       assert.deepEqual(encode('subTemplateList', V, v, lookup), hex('09  04  01 2c  00 50 06  00 35 11'))
     })
 
@@ -355,18 +538,42 @@ describe('ipfix/codec', function () {
     })
 
     it('rejects malformed lists', function () {
-      assert.throws(() => decode(hex('03 03 00 07'), 'basicList', V), (e: unknown) => e instanceof DecodeError && /5-byte header/.test(e.message))
-      assert.throws(() => decode(hex('08 03 00 07 00 02 00 50 01'), 'basicList', V), (e: unknown) => e instanceof DecodeError && /runs past/.test(e.message))
-      assert.throws(() => decode(hex('07 03 00 08 00 03 00 00'), 'basicList', V), (e: unknown) => e instanceof DecodeError && /not valid for ipv4Address/.test(e.message))
-      assert.throws(() => decode(hex('05 03 01 2c 00 50'), 'subTemplateList', V, lookup), (e: unknown) => e instanceof DecodeError && /template 300/.test(e.message))
-      assert.throws(() => decode(hex('04 03 01 2c 00'), 'subTemplateMultiList', V, lookup), (e: unknown) => e instanceof DecodeError && /block header cut short/.test(e.message))
-      assert.throws(() => decode(hex('06 03 01 2c 00 09 00'), 'subTemplateMultiList', V, lookup), (e: unknown) => e instanceof DecodeError && /runs past the list/.test(e.message))
-      assert.throws(() => decode(hex('05 03 01 2c 00 02'), 'subTemplateMultiList', V, lookup), (e: unknown) => e instanceof DecodeError && /shorter than its 4-byte header/.test(e.message))
+      assert.throws(
+        () => decode(hex('03 03 00 07'), 'basicList', V),
+        (e: unknown) => e instanceof DecodeError && /5-byte header/.test(e.message),
+      )
+      assert.throws(
+        () => decode(hex('08 03 00 07 00 02 00 50 01'), 'basicList', V),
+        (e: unknown) => e instanceof DecodeError && /runs past/.test(e.message),
+      )
+      assert.throws(
+        () => decode(hex('07 03 00 08 00 03 00 00'), 'basicList', V),
+        (e: unknown) => e instanceof DecodeError && /not valid for ipv4Address/.test(e.message),
+      )
+      assert.throws(
+        () => decode(hex('05 03 01 2c 00 50'), 'subTemplateList', V, lookup),
+        (e: unknown) => e instanceof DecodeError && /template 300/.test(e.message),
+      )
+      assert.throws(
+        () => decode(hex('04 03 01 2c 00'), 'subTemplateMultiList', V, lookup),
+        (e: unknown) => e instanceof DecodeError && /block header cut short/.test(e.message),
+      )
+      assert.throws(
+        () => decode(hex('06 03 01 2c 00 09 00'), 'subTemplateMultiList', V, lookup),
+        (e: unknown) => e instanceof DecodeError && /runs past the list/.test(e.message),
+      )
+      assert.throws(
+        () => decode(hex('05 03 01 2c 00 02'), 'subTemplateMultiList', V, lookup),
+        (e: unknown) => e instanceof DecodeError && /shorter than its 4-byte header/.test(e.message),
+      )
     })
 
     it('refuses to encode a sub-template list of an unknown template', function () {
       const v = {kind: 'subTemplateList', semantic: 3, templateId: 999, records: [{a: 1}]} as SubTemplateList
-      assert.throws(() => encode('subTemplateList', V, v, lookup), (e: unknown) => e instanceof CodecError && /template 999/.test(e.message))
+      assert.throws(
+        () => encode('subTemplateList', V, v, lookup),
+        (e: unknown) => e instanceof CodecError && /template 999/.test(e.message),
+      )
     })
   })
 
@@ -402,27 +609,45 @@ describe('ipfix/codec', function () {
       ['float32 of length 8', 'float32', 8, 1, /not valid/],
       ['dateTimeMilliseconds reduced', 'dateTimeMilliseconds', 4, 1, /not valid/],
       ['a list from a number', 'basicList', V, 5, /basicList object/],
-      ['a basicList semantic of 256', 'basicList', V, {kind: 'basicList', semantic: 256, field: {element: el('protocolIdentifier'), length: 1}, values: []}, /semantic/],
+      [
+        'a basicList semantic of 256',
+        'basicList',
+        V,
+        {kind: 'basicList', semantic: 256, field: {element: el('protocolIdentifier'), length: 1}, values: []},
+        /semantic/,
+      ],
     ]
     for (const [what, type, length, value, message] of bad) {
       it(`${what}: CodecError`, function () {
-        assert.throws(() => encode(type, length, value), (e: unknown) => e instanceof CodecError && message.test(e.message))
+        assert.throws(
+          () => encode(type, length, value),
+          (e: unknown) => e instanceof CodecError && message.test(e.message),
+        )
       })
     }
 
     it('throws CodecError when the buffer is too small, writing nothing beyond it', function () {
       const buf = Buffer.alloc(3)
-      assert.throws(() => writeValue(buf, 0, 'unsigned32', 4, 1), (e: unknown) => e instanceof CodecError && /buffer too small/.test(e.message))
+      assert.throws(
+        () => writeValue(buf, 0, 'unsigned32', 4, 1),
+        (e: unknown) => e instanceof CodecError && /buffer too small/.test(e.message),
+      )
       assert.throws(() => writeValue(buf, 1, 'string', V, 'abc'), CodecError)
     })
 
     it('rejects fixed lengths that are not valid when decoding', function () {
-      assert.throws(() => readValue(hex('00 00 00'), 0, 3, 'ipv4Address', 3), (e: unknown) => e instanceof DecodeError && /not valid for ipv4Address/.test(e.message))
+      assert.throws(
+        () => readValue(hex('00 00 00'), 0, 3, 'ipv4Address', 3),
+        (e: unknown) => e instanceof DecodeError && /not valid for ipv4Address/.test(e.message),
+      )
       assert.throws(() => readValue(hex('00 00 00'), 0, 3, 'unsigned8', V), DecodeError)
     })
 
     it('rejects a fixed value cut short, with the offset', function () {
-      assert.throws(() => readValue(hex('00 00 00 00 01 02'), 4, 6, 'unsigned32', 4), (e: unknown) => e instanceof DecodeError && e.offset === 4 && /at byte 4/.test(e.message))
+      assert.throws(
+        () => readValue(hex('00 00 00 00 01 02'), 4, 6, 'unsigned32', 4),
+        (e: unknown) => e instanceof DecodeError && e.offset === 4 && /at byte 4/.test(e.message),
+      )
     })
   })
 
@@ -440,13 +665,26 @@ describe('ipfix/codec', function () {
       const t: Template = {id: 400, scopeFieldCount: 0, fields: [0, 1, 2].map(() => ({element: el('sourceIPv4Address'), length: 4}))}
       assert.deepEqual(fieldKeys(t.fields), ['sourceIPv4Address', 'sourceIPv4Address#2', 'sourceIPv4Address#3'])
       const bytes = hex('0a 00 00 01  0a 00 00 02  0a 00 00 03')
-      assert.deepEqual(decodeRecord(bytes, 0, 12, t).fields, {sourceIPv4Address: '10.0.0.1', 'sourceIPv4Address#2': '10.0.0.2', 'sourceIPv4Address#3': '10.0.0.3'})
+      assert.deepEqual(decodeRecord(bytes, 0, 12, t).fields, {
+        sourceIPv4Address: '10.0.0.1',
+        'sourceIPv4Address#2': '10.0.0.2',
+        'sourceIPv4Address#3': '10.0.0.3',
+      })
     })
 
     it('says which field is missing or wrong', function () {
-      assert.throws(() => encodeRecord(Buffer.alloc(20), 0, T301, {octetDeltaCount: 1}), (e: unknown) => e instanceof CodecError && /template 301 lacks field interfaceName/.test(e.message))
-      assert.throws(() => encodeRecord(Buffer.alloc(20), 0, T301, {octetDeltaCount: 2 ** 32, interfaceName: ''}), (e: unknown) => e instanceof CodecError && /template 301, field octetDeltaCount/.test(e.message))
-      assert.throws(() => decodeRecord(hex('00 00 03 e8 05 65'), 0, 6, T301), (e: unknown) => e instanceof DecodeError && /template 301, field interfaceName/.test(e.message) && e.offset === 4)
+      assert.throws(
+        () => encodeRecord(Buffer.alloc(20), 0, T301, {octetDeltaCount: 1}),
+        (e: unknown) => e instanceof CodecError && /template 301 lacks field interfaceName/.test(e.message),
+      )
+      assert.throws(
+        () => encodeRecord(Buffer.alloc(20), 0, T301, {octetDeltaCount: 2 ** 32, interfaceName: ''}),
+        (e: unknown) => e instanceof CodecError && /template 301, field octetDeltaCount/.test(e.message),
+      )
+      assert.throws(
+        () => decodeRecord(hex('00 00 03 e8 05 65'), 0, 6, T301),
+        (e: unknown) => e instanceof DecodeError && /template 301, field interfaceName/.test(e.message) && e.offset === 4,
+      )
     })
   })
 

@@ -13,7 +13,10 @@ const EXPORTER = '198.18.0.1:50101'
 const T0 = 1_700_000_000 // export time of the well-formed stream (2023-11-14T22:13:20Z)
 
 /** Template 256: sourceIPv4Address/4, sourceTransportPort/2, packetDeltaCount/4, flowStartMilliseconds/8 (18-byte records). */
-const TSET = set(2, templateRecord(256, spec(ID.sourceIPv4Address, 4), spec(ID.sourceTransportPort, 2), spec(ID.packetDeltaCount, 4), spec(ID.flowStartMilliseconds, 8)))
+const TSET = set(
+  2,
+  templateRecord(256, spec(ID.sourceIPv4Address, 4), spec(ID.sourceTransportPort, 2), spec(ID.packetDeltaCount, 4), spec(ID.flowStartMilliseconds, 8)),
+)
 /** Options template 300: observationDomainId (scope), systemInitTimeMilliseconds. */
 const OSET = set(3, optionsTemplateRecord(300, 1, spec(ID.observationDomainId, 4), spec(ID.systemInitTimeMilliseconds, 8)))
 
@@ -61,7 +64,11 @@ function examples(report: ConformanceReport, check: CheckName): string[] {
 }
 
 /** Asserts FAIL because of exactly `check`, and returns the findings. */
-function failsOn(messages: Buffer[], check: CheckName, options: ConformanceOptions = {}): {reasons: string[]; examples: string[]; report: ConformanceReport; lines: string[]} {
+function failsOn(
+  messages: Buffer[],
+  check: CheckName,
+  options: ConformanceOptions = {},
+): {reasons: string[]; examples: string[]; report: ConformanceReport; lines: string[]} {
   const {checker, report} = judge(messages, options)
   assert.equal(report.verdict, 'FAIL', checker.formatReport().join('\n'))
   assert.deepEqual(Object.keys(failed(report)), [check], checker.formatReport().join('\n'))
@@ -158,7 +165,9 @@ describe('ipfix/conformance', function () {
         "expected sequence number 4, got 2: 2 records duplicated or out of order (the previous message's number plus one: it counts messages, not data records)",
         "expected sequence number 4, got 3: 1 record duplicated or out of order (the previous message's number plus one: it counts messages, not data records)",
       ])
-      assert.deepEqual(r.reasons, [`${EXPORTER} domain 0: 3 sequence gaps (1 record missing, 3 duplicated or reordered); all look like a count of messages, not of data records (RFC 7011 §3.1)`])
+      assert.deepEqual(r.reasons, [
+        `${EXPORTER} domain 0: 3 sequence gaps (1 record missing, 3 duplicated or reordered); all look like a count of messages, not of data records (RFC 7011 §3.1)`,
+      ])
       assert.equal(r.report.domains[0].sequence.countingMessages, 3)
     })
 
@@ -172,7 +181,13 @@ describe('ipfix/conformance', function () {
     it('data of a template never sent, after which the sequence check restarts', function () {
       // The unknown set's records cannot be counted, so the next number is not judged (seq 40 is
       // no gap), but the one after it is again.
-      const stream = [message({exportTime: T0}, TSET), data({seq: 0}, 3), message({exportTime: T0, seq: 3}, set(999, hex('01 02 03 04'))), data({seq: 40}, 1), data({seq: 41}, 1)]
+      const stream = [
+        message({exportTime: T0}, TSET),
+        data({seq: 0}, 3),
+        message({exportTime: T0, seq: 3}, set(999, hex('01 02 03 04'))),
+        data({seq: 40}, 1),
+        data({seq: 41}, 1),
+      ]
       const r = failsOn(stream, 'templateBeforeData')
       assert.deepEqual(r.examples, ['message seq 3: data set of template 999 at byte 16 (8 bytes) came before its template'])
       assert.deepEqual(r.report.domains[0].sequence.restarts, 1)
@@ -203,19 +218,25 @@ describe('ipfix/conformance', function () {
 
     it('padding too long to be padding (a malformed template set)', function () {
       const r = failsOn([message({exportTime: T0}, set(2, TSET.subarray(4), hex('00 00 00 00')))], 'malformed')
-      assert.deepEqual(r.examples, ['44-byte message: template set ends in 4 zero bytes: too many for padding, which must be shorter than the smallest record (RFC 7011 §3.3.1) (at byte 40)'])
+      assert.deepEqual(r.examples, [
+        '44-byte message: template set ends in 4 zero bytes: too many for padding, which must be shorter than the smallest record (RFC 7011 §3.3.1) (at byte 40)',
+      ])
     })
 
     it('a time far from the export time: the export time 400 days off', function () {
       const stream = [message({exportTime: T0 - 400 * 86400}, TSET), data({seq: 0, exportTime: T0 - 400 * 86400}, 1)]
       const r = failsOn(stream, 'time')
-      assert.deepEqual(r.examples, ['message seq 0, template 256: flowStartMilliseconds 2023-11-14T22:13:19.000Z is 1.1 years after the export time 2022-10-10T22:13:20.000Z'])
+      assert.deepEqual(r.examples, [
+        'message seq 0, template 256: flowStartMilliseconds 2023-11-14T22:13:19.000Z is 1.1 years after the export time 2022-10-10T22:13:20.000Z',
+      ])
       assert.deepEqual(r.reasons, [`${EXPORTER} domain 0: 1 time more than a day from the export time`])
     })
 
     it('a time far from the export time: seconds sent as milliseconds', function () {
       const r = failsOn([message({exportTime: T0}, TSET), data({seq: 0}, 1, T0)], 'time', {timeToleranceSeconds: 600})
-      assert.deepEqual(r.examples, ['message seq 0, template 256: flowStartMilliseconds 1970-01-20T16:13:20.000Z is 53.8 years before the export time 2023-11-14T22:13:20.000Z'])
+      assert.deepEqual(r.examples, [
+        'message seq 0, template 256: flowStartMilliseconds 1970-01-20T16:13:20.000Z is 53.8 years before the export time 2023-11-14T22:13:20.000Z',
+      ])
       assert.deepEqual(r.reasons, [`${EXPORTER} domain 0: 1 time more than 600 s from the export time`])
     })
 

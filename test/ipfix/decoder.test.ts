@@ -15,7 +15,14 @@ const A = '198.18.0.1:50101'
 const B = '198.18.0.2:50101'
 
 /** Template 256: sourceIPv4Address/4, destinationIPv4Address/4, sourceTransportPort/2, octetDeltaCount/4 (reduced), packetDeltaCount/8. */
-const T256 = templateRecord(256, spec(ID.sourceIPv4Address, 4), spec(ID.destinationIPv4Address, 4), spec(ID.sourceTransportPort, 2), spec(ID.octetDeltaCount, 4), spec(ID.packetDeltaCount, 8))
+const T256 = templateRecord(
+  256,
+  spec(ID.sourceIPv4Address, 4),
+  spec(ID.destinationIPv4Address, 4),
+  spec(ID.sourceTransportPort, 2),
+  spec(ID.octetDeltaCount, 4),
+  spec(ID.packetDeltaCount, 8),
+)
 const TSET = set(2, T256)
 
 function rec256(src: number[], dst: number[], sport: number, octets: number, packets: number): Buffer {
@@ -41,7 +48,10 @@ describe('ipfix/decoder', function () {
       const d = new IpfixDecoder()
       const m1 = d.decode(message({seq: 0, odid: 7}, TSET), A)
       assert.equal(m1.templates.length, 1)
-      assert.deepEqual(m1.templates[0].fields.map((f) => `${f.element.name}/${f.length}`), ['sourceIPv4Address/4', 'destinationIPv4Address/4', 'sourceTransportPort/2', 'octetDeltaCount/4', 'packetDeltaCount/8'])
+      assert.deepEqual(
+        m1.templates[0].fields.map((f) => `${f.element.name}/${f.length}`),
+        ['sourceIPv4Address/4', 'destinationIPv4Address/4', 'sourceTransportPort/2', 'octetDeltaCount/4', 'packetDeltaCount/8'],
+      )
       assert.deepEqual(m1.records, [])
       assert.deepEqual(m1.sets, [{id: 2, kind: 'template', offset: 16, length: 4 + T256.length, records: 1, padding: 0, paddingZero: true}])
 
@@ -71,7 +81,13 @@ describe('ipfix/decoder', function () {
       const m = new IpfixDecoder().decode(message({}, TSET, set(256, R1)), A)
       assert.equal(m.records.length, 1)
       assert.equal(m.records[0].fields.sourceTransportPort, 1234)
-      assert.deepEqual(m.sets.map((s) => [s.id, s.kind, s.records]), [[2, 'template', 1], [256, 'data', 1]])
+      assert.deepEqual(
+        m.sets.map((s) => [s.id, s.kind, s.records]),
+        [
+          [2, 'template', 1],
+          [256, 'data', 1],
+        ],
+      )
     })
 
     it('reads trailing bytes shorter than a record as padding and says whether they are zero (§3.3.1)', function () {
@@ -102,7 +118,10 @@ describe('ipfix/decoder', function () {
 
     it('does not apply a later template to an earlier set of the same message', function () {
       const m = new IpfixDecoder().decode(message({}, set(256, R1), TSET), A)
-      assert.deepEqual(m.unknownSets.map((u) => u.templateId), [256])
+      assert.deepEqual(
+        m.unknownSets.map((u) => u.templateId),
+        [256],
+      )
       assert.equal(m.records.length, 0)
     })
   })
@@ -113,8 +132,17 @@ describe('ipfix/decoder', function () {
     it('decodes the options template with its scope count and marks its records as options', function () {
       const d = new IpfixDecoder()
       const m = d.decode(message({odid: 3}, set(3, OT), set(300, u32(3), u32(0, 42))), A)
-      assert.deepEqual(m.templates.map((t) => [t.id, t.scopeFieldCount, t.fields.length]), [[300, 1, 2]])
-      assert.deepEqual(m.sets.map((s) => [s.id, s.kind]), [[3, 'optionsTemplate'], [300, 'data']])
+      assert.deepEqual(
+        m.templates.map((t) => [t.id, t.scopeFieldCount, t.fields.length]),
+        [[300, 1, 2]],
+      )
+      assert.deepEqual(
+        m.sets.map((s) => [s.id, s.kind]),
+        [
+          [3, 'optionsTemplate'],
+          [300, 'data'],
+        ],
+      )
       assert.equal(m.records.length, 1)
       assert.equal(m.records[0].options, true)
       assert.deepEqual(m.records[0].fields, {observationDomainId: 3, exportedMessageTotalCount: 42n})
@@ -124,8 +152,20 @@ describe('ipfix/decoder', function () {
     it('keeps options and data templates of one domain side by side', function () {
       const d = new IpfixDecoder()
       const m = d.decode(message({}, TSET, set(3, OT), set(256, R1), set(300, u32(0), u32(0, 1))), A)
-      assert.deepEqual(m.records.map((r) => [r.templateId, r.options]), [[256, false], [300, true]])
-      assert.deepEqual(d.templates(A, 0).map((t) => t.id).sort(), [256, 300])
+      assert.deepEqual(
+        m.records.map((r) => [r.templateId, r.options]),
+        [
+          [256, false],
+          [300, true],
+        ],
+      )
+      assert.deepEqual(
+        d
+          .templates(A, 0)
+          .map((t) => t.id)
+          .sort(),
+        [256, 300],
+      )
     })
   })
 
@@ -134,8 +174,14 @@ describe('ipfix/decoder', function () {
       const d = new IpfixDecoder()
       d.decode(message({odid: 1}, TSET), A)
       assert.equal(d.decode(message({odid: 1}, set(256, R1)), A).records.length, 1)
-      assert.deepEqual(d.decode(message({odid: 2}, set(256, R1)), A).unknownSets.map((u) => u.templateId), [256])
-      assert.deepEqual(d.decode(message({odid: 1}, set(256, R1)), B).unknownSets.map((u) => u.templateId), [256])
+      assert.deepEqual(
+        d.decode(message({odid: 2}, set(256, R1)), A).unknownSets.map((u) => u.templateId),
+        [256],
+      )
+      assert.deepEqual(
+        d.decode(message({odid: 1}, set(256, R1)), B).unknownSets.map((u) => u.templateId),
+        [256],
+      )
       assert.equal(d.template(A, 1, 256)?.id, 256)
       assert.equal(d.template(A, 2, 256), undefined)
       assert.equal(d.template(B, 1, 256), undefined)
@@ -172,7 +218,10 @@ describe('ipfix/decoder', function () {
       d.decode(message({}, TSET), A)
       const m = d.decode(message({}, withdraw256), A)
       assert.deepEqual(m.withdrawals, [{templateId: 256, options: false, all: false, offset: 20}])
-      assert.deepEqual(d.decode(message({}, set(256, R1)), A).unknownSets.map((u) => u.templateId), [256])
+      assert.deepEqual(
+        d.decode(message({}, set(256, R1)), A).unknownSets.map((u) => u.templateId),
+        [256],
+      )
     })
 
     it('ignores withdrawals with applyWithdrawals: false (UDP), but still lists them', function () {
@@ -198,25 +247,69 @@ describe('ipfix/decoder', function () {
 
   describe('malformed messages (§9.1): an exact DecodeError, and nothing learned', function () {
     const cases: [string, () => Buffer, string][] = [
-      ['a datagram shorter than the header', () => hex('00 0a 00 0c 00 00 00 00 00 00 00 00'), 'message of 12 bytes is shorter than the 16-byte IPFIX message header (at byte 0)'],
+      [
+        'a datagram shorter than the header',
+        () => hex('00 0a 00 0c 00 00 00 00 00 00 00 00'),
+        'message of 12 bytes is shorter than the 16-byte IPFIX message header (at byte 0)',
+      ],
       ['an empty datagram', () => Buffer.alloc(0), 'message of 0 bytes is shorter than the 16-byte IPFIX message header (at byte 0)'],
       ['NetFlow v9', () => message({version: 9}, TSET), 'version 9 is not IPFIX (10) (NetFlow v9, not IPFIX) (at byte 0)'],
       ['NetFlow v5', () => message({version: 5}), 'version 5 is not IPFIX (10) (NetFlow v5, not IPFIX) (at byte 0)'],
       ['version 11', () => message({version: 11}), 'version 11 is not IPFIX (10) (at byte 0)'],
-      ['a length field larger than the datagram', () => message({length: 100}, TSET), `message length field says 100 bytes but the datagram has ${16 + TSET.length} (at byte 2)`],
-      ['a length field smaller than the datagram', () => message({length: 16}, TSET), `message length field says 16 bytes but the datagram has ${16 + TSET.length} (at byte 2)`],
-      ['a set length beyond the message', () => message({}, u16(256, 40), R1), `set 256 of 40 bytes runs past the end of the message (${4 + R1.length} bytes left) (at byte 18)`],
+      [
+        'a length field larger than the datagram',
+        () => message({length: 100}, TSET),
+        `message length field says 100 bytes but the datagram has ${16 + TSET.length} (at byte 2)`,
+      ],
+      [
+        'a length field smaller than the datagram',
+        () => message({length: 16}, TSET),
+        `message length field says 16 bytes but the datagram has ${16 + TSET.length} (at byte 2)`,
+      ],
+      [
+        'a set length beyond the message',
+        () => message({}, u16(256, 40), R1),
+        `set 256 of 40 bytes runs past the end of the message (${4 + R1.length} bytes left) (at byte 18)`,
+      ],
       ['a set length below 4', () => message({}, u16(256, 3), R1), 'set 256 has length 3, shorter than its 4-byte header (at byte 18)'],
       ['a set length of 0 (would loop forever)', () => message({}, u16(256, 0), R1), 'set 256 has length 0, shorter than its 4-byte header (at byte 18)'],
-      ['bytes after the last set too short for a set header', () => message({}, TSET, hex('00 00 00')), `3 bytes after the last set are too short for a set header (at byte ${16 + TSET.length})`],
+      [
+        'bytes after the last set too short for a set header',
+        () => message({}, TSET, hex('00 00 00')),
+        `3 bytes after the last set are too short for a set header (at byte ${16 + TSET.length})`,
+      ],
       ['set ID 1 (NetFlow v9 options template)', () => message({}, set(1, T256)), 'set ID 1 is not used in IPFIX (RFC 7011 §3.3.2) (at byte 16)'],
       ['reserved set ID 4', () => message({}, set(4, R1)), 'set ID 4 is reserved (RFC 7011 §3.3.2) (at byte 16)'],
-      ['template padding of 4 or more bytes', () => message({}, set(2, T256, hex('00 00 00 00'))), `template set ends in 4 zero bytes: too many for padding, which must be shorter than the smallest record (RFC 7011 §3.3.1) (at byte ${20 + T256.length})`],
-      ['options template padding of 4 or more bytes', () => message({}, set(3, optionsTemplateRecord(300, 1, spec(ID.observationDomainId, 4)), hex('00 00 00 00 00'))), 'options template set ends in 5 zero bytes: too many for padding, which must be shorter than the smallest record (RFC 7011 §3.3.1) (at byte 30)'],
-      ['a template cut short', () => message({}, set(2, u16(256, 2), spec(ID.sourceIPv4Address, 4))), 'template 256 is cut short: field specifier 2 of 2 needs 4 bytes, 0 left in the set (at byte 28)'],
-      ['template ID below 256', () => message({}, set(2, templateRecord(255, spec(ID.sourceIPv4Address, 4)))), 'template record has template ID 255: IDs 0-255 are reserved (at byte 20)'],
-      ['options template with scope count 0', () => message({}, set(3, optionsTemplateRecord(300, 0, spec(ID.observationDomainId, 4)))), 'options template 300 has scope field count 0 (RFC 7011 §3.4.2.2: it must not be zero) (at byte 24)'],
-      ['an invalid field length', () => message({}, set(2, templateRecord(256, spec(ID.sourceIPv4Address, 5)))), 'template 256, field 1 (sourceIPv4Address): field length 5 is not valid for ipv4Address (at byte 24)'],
+      [
+        'template padding of 4 or more bytes',
+        () => message({}, set(2, T256, hex('00 00 00 00'))),
+        `template set ends in 4 zero bytes: too many for padding, which must be shorter than the smallest record (RFC 7011 §3.3.1) (at byte ${20 + T256.length})`,
+      ],
+      [
+        'options template padding of 4 or more bytes',
+        () => message({}, set(3, optionsTemplateRecord(300, 1, spec(ID.observationDomainId, 4)), hex('00 00 00 00 00'))),
+        'options template set ends in 5 zero bytes: too many for padding, which must be shorter than the smallest record (RFC 7011 §3.3.1) (at byte 30)',
+      ],
+      [
+        'a template cut short',
+        () => message({}, set(2, u16(256, 2), spec(ID.sourceIPv4Address, 4))),
+        'template 256 is cut short: field specifier 2 of 2 needs 4 bytes, 0 left in the set (at byte 28)',
+      ],
+      [
+        'template ID below 256',
+        () => message({}, set(2, templateRecord(255, spec(ID.sourceIPv4Address, 4)))),
+        'template record has template ID 255: IDs 0-255 are reserved (at byte 20)',
+      ],
+      [
+        'options template with scope count 0',
+        () => message({}, set(3, optionsTemplateRecord(300, 0, spec(ID.observationDomainId, 4)))),
+        'options template 300 has scope field count 0 (RFC 7011 §3.4.2.2: it must not be zero) (at byte 24)',
+      ],
+      [
+        'an invalid field length',
+        () => message({}, set(2, templateRecord(256, spec(ID.sourceIPv4Address, 5)))),
+        'template 256, field 1 (sourceIPv4Address): field length 5 is not valid for ipv4Address (at byte 24)',
+      ],
     ]
     for (const [what, make, text] of cases) {
       it(what, function () {
@@ -265,7 +358,18 @@ describe('ipfix/decoder', function () {
     it('renderRecordJson: header fields, then the element names as keys, in template order', function () {
       const [data, options] = decoded().records
       const json = renderRecordJson(data)
-      assert.deepEqual(Object.keys(json), ['exporter', 'observationDomainId', 'templateId', 'sequenceNumber', 'exportTime', 'sourceIPv4Address', 'destinationIPv4Address', 'sourceTransportPort', 'octetDeltaCount', 'packetDeltaCount'])
+      assert.deepEqual(Object.keys(json), [
+        'exporter',
+        'observationDomainId',
+        'templateId',
+        'sequenceNumber',
+        'exportTime',
+        'sourceIPv4Address',
+        'destinationIPv4Address',
+        'sourceTransportPort',
+        'octetDeltaCount',
+        'packetDeltaCount',
+      ])
       assert.deepEqual(json, {
         exporter: A,
         observationDomainId: 9,
@@ -280,12 +384,23 @@ describe('ipfix/decoder', function () {
       })
       // JSON-safe: no bigint left.
       assert.doesNotThrow(() => JSON.stringify(json))
-      assert.deepEqual(renderRecordJson(options), {exporter: A, observationDomainId: 9, templateId: 300, sequenceNumber: 4, exportTime: 1_700_000_001, options: true, flowStartMicroseconds: 1_700_000_000_500})
+      assert.deepEqual(renderRecordJson(options), {
+        exporter: A,
+        observationDomainId: 9,
+        templateId: 300,
+        sequenceNumber: 4,
+        exportTime: 1_700_000_001,
+        options: true,
+        flowStartMicroseconds: 1_700_000_000_500,
+      })
     })
 
     it('formatRecordLine: one line with the header and name=value pairs', function () {
       const [data, options] = decoded().records
-      assert.equal(formatRecordLine(data), `${A} od=9 tpl=256 seq=4 sourceIPv4Address=10.0.0.1 destinationIPv4Address=10.0.0.2 sourceTransportPort=80 octetDeltaCount=7 packetDeltaCount=18446744073709551615`)
+      assert.equal(
+        formatRecordLine(data),
+        `${A} od=9 tpl=256 seq=4 sourceIPv4Address=10.0.0.1 destinationIPv4Address=10.0.0.2 sourceTransportPort=80 octetDeltaCount=7 packetDeltaCount=18446744073709551615`,
+      )
       assert.equal(formatRecordLine(options), `${A} od=9 tpl=300 seq=4 options observationDomainId=9 flowStartMicroseconds=1700000000500`)
     })
 
@@ -313,7 +428,16 @@ describe('ipfix/decoder', function () {
         dot1qCustomerVlanId: 100,
         ...status(64),
       })
-      assert.deepEqual(fields(b), {ingressInterface: 3, egressInterface: 0, ipNextHopIPv4Address: '0.0.0.0', ipNextHopIPv6Address: '::', minimumTTL: 64, maximumTTL: 64, dot1qCustomerVlanId: 0, ...status(195)})
+      assert.deepEqual(fields(b), {
+        ingressInterface: 3,
+        egressInterface: 0,
+        ipNextHopIPv4Address: '0.0.0.0',
+        ipNextHopIPv6Address: '::',
+        minimumTTL: 64,
+        maximumTTL: 64,
+        dot1qCustomerVlanId: 0,
+        ...status(195),
+      })
       const statusText = REGISTRY_KNOWS_FORWARDING_STATUS ? 'forwardingStatus=195' : 'ie89=c3'
       assert.equal(
         formatRecordLine(b),

@@ -23,16 +23,25 @@ describe('elements after the 2013 registry snapshot', function () {
 
   it('forwardingStatus is 89, unsigned32, sent in 1 byte by default (RFC 7270)', function () {
     const e = elementByName('ForwardingStatus')
-    assert.deepEqual(e && {id: e.id, name: e.name, type: e.type, semantics: e.semantics}, {id: 89, name: 'forwardingStatus', type: 'unsigned32', semantics: 'identifier'})
+    assert.deepEqual(e && {id: e.id, name: e.name, type: e.type, semantics: e.semantics}, {
+      id: 89,
+      name: 'forwardingStatus',
+      type: 'unsigned32',
+      semantics: 'identifier',
+    })
     assert.equal(defaultLength(e!), 1)
     assert.equal(defaultLength(elementByName('bgpSourceAsNumber')!), 4)
   })
 
   it('a row of the later file replaces the snapshot row of the same id', function () {
-    const snapshot = 'ElementID,Name,Data Type,Data Type Semantics,Status,Description,Units\n89,Assigned for NetFlow v9 compatibility,,,,,\n90,keep,unsigned8,,current,,\n'
+    const snapshot =
+      'ElementID,Name,Data Type,Data Type Semantics,Status,Description,Units\n89,Assigned for NetFlow v9 compatibility,,,,,\n90,keep,unsigned8,,current,,\n'
     const later = 'ElementID,Name,Data Type,Data Type Semantics,Units,Default Length,Reference\n89,forwardingStatus,unsigned32,identifier,,1,RFC 7270 §4.12\n'
     const out = generate(snapshot, later)
-    assert.match(out, /\{id: 89, name: 'forwardingStatus', type: 'unsigned32', semantics: 'identifier', defaultLength: 1\},\n {2}\{id: 90, name: 'keep', type: 'unsigned8'\},/)
+    assert.match(
+      out,
+      /\{id: 89, name: 'forwardingStatus', type: 'unsigned32', semantics: 'identifier', defaultLength: 1\},\n {2}\{id: 90, name: 'keep', type: 'unsigned8'\},/,
+    )
     assert.throws(() => generate(snapshot, later.replace(',1,', ',one,')), /Default Length 'one' is not a number/)
   })
 
@@ -41,7 +50,16 @@ describe('elements after the 2013 registry snapshot', function () {
       assert.ok(unfillableReason(name), name)
     }
     // The router-grade fields the meter fills since layout 2 have no reason against them.
-    for (const name of ['sourceIPv4Address', 'PacketDeltaCount', 'vlanId', 'forwardingStatus', 'ipNextHopIPv4Address', 'minimumTTL', 'dot1qCustomerVlanId', 'noSuchElement']) {
+    for (const name of [
+      'sourceIPv4Address',
+      'PacketDeltaCount',
+      'vlanId',
+      'forwardingStatus',
+      'ipNextHopIPv4Address',
+      'minimumTTL',
+      'dot1qCustomerVlanId',
+      'noSuchElement',
+    ]) {
       assert.equal(unfillableReason(name), undefined, name)
     }
   })

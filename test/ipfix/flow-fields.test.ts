@@ -138,7 +138,10 @@ describe('ipfix/flow-fields', function () {
             assert.deepEqual(fromColumn, fromRecords, `${name}/${len}`)
             // Each writes its `len` bytes per record and no other.
             const outside = [...fromColumn].filter((_, p) => p < 2 || (p - 2) % stride >= len)
-            assert.ok(outside.every((x) => x === 0xee), `${name}/${len} wrote outside its field`)
+            assert.ok(
+              outside.every((x) => x === 0xee),
+              `${name}/${len} wrote outside its field`,
+            )
             checked++
           }
         }
@@ -166,9 +169,27 @@ describe('ipfix/flow-fields', function () {
       vlanId: 10,
       ...(direction === 0
         ? // Forwarded, in by 7 and out by 9 through a gateway, TTLs 61 to 64, inner tag 100.
-          {direction, ifindex: 7, peerIfindex: 9, nextHop: family === 4 ? '198.19.255.1' : 'fe80::1:2ff:fe03:405', minTtl: 61, maxTtl: 64, innerVlanId: 100, fwdStatus: 64}
+          {
+            direction,
+            ifindex: 7,
+            peerIfindex: 9,
+            nextHop: family === 4 ? '198.19.255.1' : 'fe80::1:2ff:fe03:405',
+            minTtl: 61,
+            maxTtl: 64,
+            innerVlanId: 100,
+            fwdStatus: 64,
+          }
         : // Out by 65537, in by 4,000,000,000, directly connected, TTL 1 to 255, inner tag 4095, unroutable.
-          {direction, ifindex: 65_537, peerIfindex: 4_000_000_000, nextHop: family === 4 ? '0.0.0.0' : '::', minTtl: 1, maxTtl: 255, innerVlanId: 4095, fwdStatus: 131}),
+          {
+            direction,
+            ifindex: 65_537,
+            peerIfindex: 4_000_000_000,
+            nextHop: family === 4 ? '0.0.0.0' : '::',
+            minTtl: 1,
+            maxTtl: 255,
+            innerVlanId: 4095,
+            fwdStatus: 131,
+          }),
     })
 
     /** [element, length, family (any when absent), [ingress flow's bytes, egress flow's bytes]] */
@@ -226,7 +247,15 @@ describe('ipfix/flow-fields', function () {
           const e = bindField(n).element
           return `${e.name} ${e.id} ${e.type}`
         }),
-        ['ipNextHopIPv4Address 15 ipv4Address', 'ipNextHopIPv6Address 62 ipv6Address', 'minimumTTL 52 unsigned8', 'maximumTTL 53 unsigned8', 'dot1qCustomerVlanId 245 unsigned16', 'ingressInterface 10 unsigned32', 'egressInterface 14 unsigned32'],
+        [
+          'ipNextHopIPv4Address 15 ipv4Address',
+          'ipNextHopIPv6Address 62 ipv6Address',
+          'minimumTTL 52 unsigned8',
+          'maximumTTL 53 unsigned8',
+          'dot1qCustomerVlanId 245 unsigned16',
+          'ingressInterface 10 unsigned32',
+          'egressInterface 14 unsigned32',
+        ],
       )
       assert.equal(templateFamily(['minimumTTL', 'ipNextHopIPv6Address']), 6)
       assert.equal(templateFamily(['ipNextHopIPv4Address']), 4)
@@ -249,12 +278,30 @@ describe('ipfix/flow-fields', function () {
     const size = (fields: readonly string[]) => fields.reduce((n, name) => n + bindField(name).length, 0)
 
     it('keep the fields collectors read, in their places, then the next hop and the TTL range', function () {
-      const before = ['sourceTransportPort', 'destinationTransportPort', 'protocolIdentifier', 'tcpControlBits', 'octetDeltaCount', 'packetDeltaCount', 'flowStartMilliseconds', 'flowEndMilliseconds', 'ingressInterface', 'egressInterface', 'flowDirection', 'flowEndReason', 'ipClassOfService', 'vlanId']
+      const before = [
+        'sourceTransportPort',
+        'destinationTransportPort',
+        'protocolIdentifier',
+        'tcpControlBits',
+        'octetDeltaCount',
+        'packetDeltaCount',
+        'flowStartMilliseconds',
+        'flowEndMilliseconds',
+        'ingressInterface',
+        'egressInterface',
+        'flowDirection',
+        'flowEndReason',
+        'ipClassOfService',
+        'vlanId',
+      ]
       assert.deepEqual(DEFAULT_TEMPLATES, [
         {id: 256, fields: ['sourceIPv4Address', 'destinationIPv4Address', ...before, 'ipNextHopIPv4Address', 'minimumTTL', 'maximumTTL']},
         {id: 257, fields: ['sourceIPv6Address', 'destinationIPv6Address', ...before, 'ipNextHopIPv6Address', 'minimumTTL', 'maximumTTL']},
       ])
-      assert.deepEqual(DEFAULT_TEMPLATES.map((t) => templateFamily(t.fields)), [4, 6])
+      assert.deepEqual(
+        DEFAULT_TEMPLATES.map((t) => templateFamily(t.fields)),
+        [4, 6],
+      )
     })
 
     it('records of 65 (IPv4) and 101 (IPv6) bytes: 21 and 13 to a message of the default 1400 bytes, both templates in one', function () {

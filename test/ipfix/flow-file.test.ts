@@ -3,8 +3,21 @@ import assert from 'node:assert/strict'
 import {flowFileTemplate, parseFlowFile} from '../../src/ipfix/flow-file.js'
 
 const TEMPLATES = [
-  {id: 1001, fields: [{name: 'sourceIPv4Address', length: 4}, {name: 'packetDeltaCount', length: 8}]},
-  {id: 1002, fields: [{name: 'sourceIPv4Address', length: 4}, {name: 'bgpSourceAsNumber', length: 4}, {name: 'forwardingStatus', length: 1}]},
+  {
+    id: 1001,
+    fields: [
+      {name: 'sourceIPv4Address', length: 4},
+      {name: 'packetDeltaCount', length: 8},
+    ],
+  },
+  {
+    id: 1002,
+    fields: [
+      {name: 'sourceIPv4Address', length: 4},
+      {name: 'bgpSourceAsNumber', length: 4},
+      {name: 'forwardingStatus', length: 1},
+    ],
+  },
 ]
 
 describe('flow files', function () {
@@ -27,10 +40,21 @@ describe('flow files', function () {
   })
 
   it('carries the values of elements the meter cannot fill', function () {
-    const [set] = parseFlowFile('flowsets:\n- templateId: 1002\n  flows:\n  - {SourceIPv4Address: 10.0.0.1, BgpSourceAsNumber: 65001, ForwardingStatus: 64}\n', 'f.yaml', TEMPLATES)
+    const [set] = parseFlowFile(
+      'flowsets:\n- templateId: 1002\n  flows:\n  - {SourceIPv4Address: 10.0.0.1, BgpSourceAsNumber: 65001, ForwardingStatus: 64}\n',
+      'f.yaml',
+      TEMPLATES,
+    )
     assert.deepEqual(set.records, [{sourceIPv4Address: '10.0.0.1', bgpSourceAsNumber: 65001, forwardingStatus: 64}])
     const t = flowFileTemplate(1002, TEMPLATES[1].fields)
-    assert.deepEqual(t.template.fields.map((f) => [f.element.id, f.length]), [[8, 4], [16, 4], [89, 1]])
+    assert.deepEqual(
+      t.template.fields.map((f) => [f.element.id, f.length]),
+      [
+        [8, 4],
+        [16, 4],
+        [89, 1],
+      ],
+    )
     assert.equal(t.recordLength, 9)
     assert.equal(t.family, 4)
     // Never filled from a flow of the kernel.

@@ -18,7 +18,13 @@ const gc = runInNewContext('gc') as () => void
 
 /** What a template of `fields` distinct shared elements (registry or cached) costs. */
 function sharedTemplateCost(fields: number): number {
-  const t: Template = {id: 256, scopeFieldCount: 0, fields: allElements().slice(0, fields).map((element) => ({element, length: 4}))}
+  const t: Template = {
+    id: 256,
+    scopeFieldCount: 0,
+    fields: allElements()
+      .slice(0, fields)
+      .map((element) => ({element, length: 4})),
+  }
   return templateMemory(t)
 }
 
@@ -41,7 +47,14 @@ describe('ipfix limits', function () {
     assert.ok(perDomain >= 4 * sharedTemplateCost(60), `${perDomain} bytes a domain`)
     const kept = Math.min(domains, Math.floor(templateBytes / perDomain))
     assert.ok(kept < domains)
-    assert.deepEqual(stats, {exporters: 1, domains: kept, templates: kept * 4, templateBytes: kept * perDomain, evicted: {templates: 0, domains: n - kept, exporters: 0}, refused: 0})
+    assert.deepEqual(stats, {
+      exporters: 1,
+      domains: kept,
+      templates: kept * 4,
+      templateBytes: kept * perDomain,
+      evicted: {templates: 0, domains: n - kept, exporters: 0},
+      refused: 0,
+    })
     // The most recent domains are the ones kept; the oldest are gone.
     assert.equal(decoder.templates('198.18.0.1:4739', n).length, 4)
     assert.equal(decoder.templates('198.18.0.1:4739', n - kept + 1).length, 4)
@@ -53,10 +66,16 @@ describe('ipfix limits', function () {
     const decoder = new IpfixDecoder({limits: {templatesPerDomain: 10}})
     for (let i = 0; i < 4; i++) decoder.decode(templateFlood(7, {templates: 5, fields: 2, firstId: 256 + 5 * i}), 'x:1')
     // 20 defined, 10 kept: 266-275. Then 266 defined again becomes the newest, so 267 goes next.
-    assert.deepEqual(decoder.templates('x:1', 7).map((t) => t.id), [266, 267, 268, 269, 270, 271, 272, 273, 274, 275])
+    assert.deepEqual(
+      decoder.templates('x:1', 7).map((t) => t.id),
+      [266, 267, 268, 269, 270, 271, 272, 273, 274, 275],
+    )
     decoder.decode(templateFlood(7, {templates: 1, fields: 2, firstId: 266}), 'x:1')
     decoder.decode(templateFlood(7, {templates: 1, fields: 2, firstId: 300}), 'x:1')
-    assert.deepEqual(decoder.templates('x:1', 7).map((t) => t.id), [268, 269, 270, 271, 272, 273, 274, 275, 266, 300])
+    assert.deepEqual(
+      decoder.templates('x:1', 7).map((t) => t.id),
+      [268, 269, 270, 271, 272, 273, 274, 275, 266, 300],
+    )
     assert.deepEqual(decoder.stats().evicted, {templates: 11, domains: 0, exporters: 0})
   })
 
@@ -76,7 +95,10 @@ describe('ipfix limits', function () {
     const one = templateMemory(new IpfixDecoder().decode(templateFlood(1, {templates: 1, fields: 100}), 'e:1').templates[0])
     const decoder = new IpfixDecoder({limits: {templateBytes: 10 * one}})
     for (let i = 0; i < 3; i++) decoder.decode(templateFlood(1, {templates: 5, fields: 100, firstId: 256 + 5 * i}), 'e:1')
-    assert.deepEqual(decoder.templates('e:1', 1).map((t) => t.id), [261, 262, 263, 264, 265, 266, 267, 268, 269, 270])
+    assert.deepEqual(
+      decoder.templates('e:1', 1).map((t) => t.id),
+      [261, 262, 263, 264, 265, 266, 267, 268, 269, 270],
+    )
     assert.deepEqual(decoder.stats().evicted, {templates: 5, domains: 0, exporters: 0})
     assert.equal(decoder.stats().templateBytes, 10 * one)
   })
@@ -87,10 +109,16 @@ describe('ipfix limits', function () {
     const big = decoder.decode(templateFlood(1, {templates: 1, fields: 101}), 'e:1')
     assert.deepEqual(big.templates, [])
     assert.deepEqual(big.refused, [{templateId: 256, fields: 101, reason: 'has 101 fields, more than the 100 a template may have here'}])
-    assert.deepEqual(decoder.templates('e:1', 1).map((t) => t.id), [257], 'the old 256 is gone: its data is of unknown template now')
+    assert.deepEqual(
+      decoder.templates('e:1', 1).map((t) => t.id),
+      [257],
+      'the old 256 is gone: its data is of unknown template now',
+    )
     // Zero-length fields would let a 64 KiB data set decode to billions of values.
     const zero = decoder.decode(message({odid: 1}, set(2, templateRecord(300, spec(8, 4), spec(30000, 0), spec(30001, 1)))), 'e:1')
-    assert.deepEqual(zero.refused, [{templateId: 300, fields: 3, reason: 'field 2 (ie30000) has length 0: its records could decode to more values than they have bytes'}])
+    assert.deepEqual(zero.refused, [
+      {templateId: 300, fields: 3, reason: 'field 2 (ie30000) has length 0: its records could decode to more values than they have bytes'},
+    ])
     const data = decoder.decode(message({odid: 1}, set(300, Buffer.alloc(60_000))), 'e:1')
     assert.deepEqual(data.records, [])
     assert.deepEqual(data.unknownSets, [{templateId: 300, offset: 16, length: 60_004}])
@@ -146,13 +174,27 @@ describe('ipfix limits', function () {
     decoder.decode(message({odid: 1}, set(256, u16(0, 0))), 'a:1') // data only: a is now the most recent
     decoder.decode(tpl, 'd:1')
     const one = templateMemory(decoder.template('d:1', 1, 256)!)
-    assert.deepEqual(decoder.stats(), {exporters: 3, domains: 3, templates: 3, templateBytes: 3 * one, evicted: {templates: 0, domains: 0, exporters: 1}, refused: 0})
+    assert.deepEqual(decoder.stats(), {
+      exporters: 3,
+      domains: 3,
+      templates: 3,
+      templateBytes: 3 * one,
+      evicted: {templates: 0, domains: 0, exporters: 1},
+      refused: 0,
+    })
     assert.equal(decoder.template('b:1', 1, 256), undefined, 'b went first')
     assert.ok(decoder.template('a:1', 1, 256))
     for (let odid = 2; odid < 100; odid++) decoder.decode(message({odid}, set(300, u16(1, 2))), 'a:1')
     assert.equal(decoder.stats().domains, 3, 'data of unknown templates leaves no domain behind')
     decoder.reset('a:1')
-    assert.deepEqual(decoder.stats(), {exporters: 2, domains: 2, templates: 2, templateBytes: 2 * one, evicted: {templates: 0, domains: 0, exporters: 1}, refused: 0})
+    assert.deepEqual(decoder.stats(), {
+      exporters: 2,
+      domains: 2,
+      templates: 2,
+      templateBytes: 2 * one,
+      evicted: {templates: 0, domains: 0, exporters: 1},
+      refused: 0,
+    })
   })
 
   it('--check keeps the last domains heard from, and an evicted failure still fails the verdict', function () {

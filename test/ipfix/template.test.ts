@@ -71,10 +71,16 @@ describe('ipfix/template', function () {
 
     it('rejects what cannot be a template', function () {
       const buf = Buffer.alloc(64)
-      assert.throws(() => encodeTemplateRecord({...T256, id: 255}, buf, 0), (e: unknown) => e instanceof CodecError && /256-65535/.test(e.message))
+      assert.throws(
+        () => encodeTemplateRecord({...T256, id: 255}, buf, 0),
+        (e: unknown) => e instanceof CodecError && /256-65535/.test(e.message),
+      )
       assert.throws(() => encodeTemplateRecord({id: 300, fields: [], scopeFieldCount: 0}, buf, 0), /no fields/)
       assert.throws(() => encodeTemplateRecord({...T258, scopeFieldCount: 3}, buf, 0), /scope field count 3/)
-      assert.throws(() => encodeTemplateRecord({id: 300, scopeFieldCount: 0, fields: [{element: el('sourceIPv4Address'), length: 16}]}, buf, 0), (e: unknown) => e instanceof CodecError && /field length 16/.test(e.message))
+      assert.throws(
+        () => encodeTemplateRecord({id: 300, scopeFieldCount: 0, fields: [{element: el('sourceIPv4Address'), length: 16}]}, buf, 0),
+        (e: unknown) => e instanceof CodecError && /field length 16/.test(e.message),
+      )
       assert.throws(() => encodeTemplateRecord({id: 300, scopeFieldCount: 0, fields: [{element: el('protocolIdentifier'), length: V}]}, buf, 0), CodecError)
       assert.throws(() => encodeTemplateRecord(T256, Buffer.alloc(23), 0), /buffer too small/)
     })
@@ -139,7 +145,12 @@ describe('ipfix/template', function () {
         ['withdrawal of ID 3 in a template set', u16(3, 0), /withdrawal names template ID 3/, 0],
         ['cut short in a field specifier', body(u16(256, 2), spec(1, 8), hex('00 02')), /template 256 is cut short: field specifier 2 of 2/, 8],
         ['cut short in an enterprise number', body(u16(256, 1), u16(0x8001, 4), hex('00 00')), /enterprise number of field 1 of 1/, 4],
-        ['a length not valid for the type', templateRecord(256, spec(ID.sourceIPv4Address, 5)), /field 1 \(sourceIPv4Address\): field length 5 is not valid for ipv4Address/, 4],
+        [
+          'a length not valid for the type',
+          templateRecord(256, spec(ID.sourceIPv4Address, 5)),
+          /field 1 \(sourceIPv4Address\): field length 5 is not valid for ipv4Address/,
+          4,
+        ],
         ['variable length for an integer', templateRecord(256, spec(ID.protocolIdentifier, V)), /not valid for unsigned8/, 4],
         ['unsigned64 longer than 8', templateRecord(256, spec(ID.octetDeltaCount, 9)), /field length 9/, 4],
       ]
@@ -182,7 +193,11 @@ describe('ipfix/template', function () {
         ['template ID below 256', optionsTemplateRecord(2, 1, spec(1, 8)), /IDs 0-255 are reserved/],
       ]
       for (const [what, b, message] of cases) {
-        assert.throws(() => decodeOptionsTemplateSet(b, 0, b.length), (e: unknown) => e instanceof DecodeError && message.test(e.message), what)
+        assert.throws(
+          () => decodeOptionsTemplateSet(b, 0, b.length),
+          (e: unknown) => e instanceof DecodeError && message.test(e.message),
+          what,
+        )
       }
     })
   })

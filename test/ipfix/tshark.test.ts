@@ -14,7 +14,18 @@ import {EXPORTABLE_ELEMENTS} from '../../src/ipfix/exportable.js'
 import {compileTemplate} from '../../src/ipfix/exporter.js'
 import {ipv4Checksum, LINKTYPE_ETHERNET, LINKTYPE_RAW, pcapFile, udpPacket} from '../helpers/pcap.js'
 import {parseTsharkTime, requireTshark, TsharkProblemError, tsharkDecodeIpfix, tsharkDissectIpfix} from '../helpers/tshark.js'
-import {batchOf, expectedJson, exporterTo, randomFlows, REGISTRY_KNOWS_FORWARDING_STATUS, sampleFlows, Sink, STATS_TEMPLATE_ID, testTemplate, type FlowInput} from './flows.js'
+import {
+  batchOf,
+  expectedJson,
+  exporterTo,
+  randomFlows,
+  REGISTRY_KNOWS_FORWARDING_STATUS,
+  sampleFlows,
+  Sink,
+  STATS_TEMPLATE_ID,
+  testTemplate,
+  type FlowInput,
+} from './flows.js'
 import {hex, ID, message, set, spec, templateRecord, u16, u32} from './messages.js'
 
 describe('ipfix/tshark helpers (pcap writer, tshark output parsing)', function () {
@@ -101,9 +112,15 @@ describe('ipfix/tshark interop: tshark decodes what the exporter sends @e2e', fu
     const {records, problems} = await tsharkDissectIpfix(sink.datagrams, sink.port)
     assert.deepEqual(problems, [])
     const data = records.filter((r) => !r.options)
-    assert.deepEqual(data.map((r) => r.templateId), flows.map((f) => (f.family === 4 ? 256 : 257)))
+    assert.deepEqual(
+      data.map((r) => r.templateId),
+      flows.map((f) => (f.family === 4 ? 256 : 257)),
+    )
     // Exactly the input: every field, nothing missing, nothing extra.
-    assert.deepEqual(data.map((r) => r.fields), flows.map(expectedJson))
+    assert.deepEqual(
+      data.map((r) => r.fields),
+      flows.map(expectedJson),
+    )
     // And the header of each record's message, as our collector read it.
     const ours = sink.records.filter((r) => !r.options)
     assert.deepEqual(
@@ -119,7 +136,10 @@ describe('ipfix/tshark interop: tshark decodes what the exporter sends @e2e', fu
     const fromTshark = await tsharkDecodeIpfix(sink.datagrams, sink.port)
     assert.deepEqual(fromTshark, flows.map(expectedJson))
     // Our own rendering of the same datagrams agrees field for field.
-    assert.deepEqual(fromTshark, sink.records.filter((r) => !r.options).map((r) => renderFields(r.fields)))
+    assert.deepEqual(
+      fromTshark,
+      sink.records.filter((r) => !r.options).map((r) => renderFields(r.fields)),
+    )
   })
 
   it('the statistics options record (IEs 149, 41, 42, 40, 164, 165, 166, 323)', async function () {
@@ -139,7 +159,9 @@ describe('ipfix/tshark interop: tshark decodes what the exporter sends @e2e', fu
     ])
     const flow = {...sampleFlows(4)[1], bytes: 4_000_000_000, packets: 60_000}
     await exportAll([flow], {}, [template])
-    assert.deepEqual(await tsharkDecodeIpfix(sink.datagrams, sink.port), [{sourceIPv4Address: flow.src, octetDeltaCount: 4_000_000_000, packetDeltaCount: 60_000}])
+    assert.deepEqual(await tsharkDecodeIpfix(sink.datagrams, sink.port), [
+      {sourceIPv4Address: flow.src, octetDeltaCount: 4_000_000_000, packetDeltaCount: 60_000},
+    ])
   })
 
   /**
@@ -160,7 +182,10 @@ describe('ipfix/tshark interop: tshark decodes what the exporter sends @e2e', fu
     // Wider than the defaults: the NTP times, ICMP type and code, DSCP, precedence, ipVersion,
     // QinQ, forwardingStatus... flowDuration* is left out: tshark names its own duration of start
     // and end times the same. Each field at its default length.
-    const names = (family: 4 | 6) => Object.entries(EXPORTABLE_ELEMENTS).filter(([name, e]) => (e.family ?? family) === family && !name.startsWith('flowDuration')).map(([name]) => name)
+    const names = (family: 4 | 6) =>
+      Object.entries(EXPORTABLE_ELEMENTS)
+        .filter(([name, e]) => (e.family ?? family) === family && !name.startsWith('flowDuration'))
+        .map(([name]) => name)
     const templates = [testTemplate(400, names(4)), testTemplate(401, names(6))]
     // ICMP with a code: destination unreachable, port (3/3) and ICMPv6 (1/4).
     const icmp = (f: FlowInput): FlowInput => ({...f, dport: f.family === 4 ? 0x0303 : 0x0104})
@@ -170,18 +195,42 @@ describe('ipfix/tshark interop: tshark decodes what the exporter sends @e2e', fu
     const ours = oursByName()
     assert.equal(ours.length, flows.length)
     assert.deepEqual(fromTshark, ours)
-    assert.deepEqual(ours.map((r) => [r.icmpTypeCodeIPv4 ?? r.icmpTypeCodeIPv6, r.icmpTypeIPv4 ?? r.icmpTypeIPv6, r.icmpCodeIPv4 ?? r.icmpCodeIPv6]), [
-      [0, 0, 0], [0, 0, 0], [0x0303, 3, 3], [0, 0, 0], [0, 0, 0], [0x0104, 1, 4],
-    ])
+    assert.deepEqual(
+      ours.map((r) => [r.icmpTypeCodeIPv4 ?? r.icmpTypeCodeIPv6, r.icmpTypeIPv4 ?? r.icmpTypeIPv6, r.icmpCodeIPv4 ?? r.icmpCodeIPv6]),
+      [
+        [0, 0, 0],
+        [0, 0, 0],
+        [0x0303, 3, 3],
+        [0, 0, 0],
+        [0, 0, 0],
+        [0x0104, 1, 4],
+      ],
+    )
   })
 
   it('the router fields under their names: both interfaces of each direction, next hop, TTL range, QinQ, forwarding status', async function () {
     const router = (family: 4 | 6) => {
       const v = family === 4 ? 'IPv4' : 'IPv6'
-      return [`source${v}Address`, 'flowDirection', 'ingressInterface', 'egressInterface', `ipNextHop${v}Address`, 'minimumTTL', 'maximumTTL', 'vlanId', 'dot1qCustomerVlanId', 'forwardingStatus']
+      return [
+        `source${v}Address`,
+        'flowDirection',
+        'ingressInterface',
+        'egressInterface',
+        `ipNextHop${v}Address`,
+        'minimumTTL',
+        'maximumTTL',
+        'vlanId',
+        'dot1qCustomerVlanId',
+        'forwardingStatus',
+      ]
     }
     // And reduced sizes: interfaces in 2 bytes, forwardingStatus as the unsigned32 it is.
-    const reduced = (family: 4 | 6) => [...router(family).slice(0, 2), {name: 'ingressInterface', length: 2}, {name: 'egressInterface', length: 2}, {name: 'forwardingStatus', length: 4}]
+    const reduced = (family: 4 | 6) => [
+      ...router(family).slice(0, 2),
+      {name: 'ingressInterface', length: 2},
+      {name: 'egressInterface', length: 2},
+      {name: 'forwardingStatus', length: 4},
+    ]
     const templates = [testTemplate(410, router(4)), testTemplate(411, router(6))]
     const flows = [...sampleFlows(4), ...sampleFlows(6)]
     // Worked out from the input: the metered interface on the flow's side, the other one (0 for
@@ -207,8 +256,15 @@ describe('ipfix/tshark interop: tshark decodes what the exporter sends @e2e', fu
     assert.deepEqual(oursByName(), fromTshark)
     // The sample flows cover: an ingress flow with a gateway, an egress flow from interface
     // 4,000,000,000 directly connected, a flow for this host (no egress interface, consumed).
-    assert.deepEqual(fromTshark.map((r) => [r.ingressInterface, r.egressInterface, r.forwardingStatus]).slice(0, 3), [[7, 9, 64], [4_000_000_000, 65_537, 64], [3, 0, 195]])
-    assert.deepEqual(fromTshark.map((r) => r.ipNextHopIPv4Address ?? r.ipNextHopIPv6Address), ['198.19.255.1', '0.0.0.0', '0.0.0.0', 'fe80::1:2ff:fe03:405', '::', '::'])
+    assert.deepEqual(fromTshark.map((r) => [r.ingressInterface, r.egressInterface, r.forwardingStatus]).slice(0, 3), [
+      [7, 9, 64],
+      [4_000_000_000, 65_537, 64],
+      [3, 0, 195],
+    ])
+    assert.deepEqual(
+      fromTshark.map((r) => r.ipNextHopIPv4Address ?? r.ipNextHopIPv6Address),
+      ['198.19.255.1', '0.0.0.0', '0.0.0.0', 'fe80::1:2ff:fe03:405', '::', '::'],
+    )
 
     await sink.stop()
     sink = await Sink.start()
@@ -218,7 +274,14 @@ describe('ipfix/tshark interop: tshark decodes what the exporter sends @e2e', fu
     assert.deepEqual(
       small.map((r) => [r.ingressInterface, r.egressInterface, r.forwardingStatus]),
       // 4,000,000,000 does not fit 2 bytes: sent as 65535 (RFC 7011 §6.2 leaves the choice; flowctl saturates).
-      [[7, 9, 128], [65_535, 65_535, 131], [3, 0, 0], [7, 9, 64], [65_535, 65_535, 195], [3, 0, 131]],
+      [
+        [7, 9, 128],
+        [65_535, 65_535, 131],
+        [3, 0, 0],
+        [7, 9, 64],
+        [65_535, 65_535, 195],
+        [3, 0, 131],
+      ],
     )
     assert.deepEqual(oursByName(), small)
   })
@@ -235,7 +298,10 @@ describe('ipfix/tshark interop: tshark decodes what the exporter sends @e2e', fu
       assert.ok(err instanceof TsharkProblemError, String(err))
       assert.deepEqual(err.problems, ['frame 1: Data (8 bytes), no template found', 'frame 1: malformed packet (Malformed Packet)'])
       // The record after the template was still decoded.
-      assert.deepEqual(err.records.map((r) => [r.frame, r.fields]), [[3, {sourceIPv4Address: '10.0.0.1', packetDeltaCount: 5}]])
+      assert.deepEqual(
+        err.records.map((r) => [r.frame, r.fields]),
+        [[3, {sourceIPv4Address: '10.0.0.1', packetDeltaCount: 5}]],
+      )
     })
 
     it('a set length below 4', async function () {
@@ -246,7 +312,10 @@ describe('ipfix/tshark interop: tshark decodes what the exporter sends @e2e', fu
     it('a datagram that is not IPFIX', async function () {
       const {problems, records} = await tsharkDissectIpfix([hex('00 0a 00 05')], 4739)
       assert.deepEqual(records, [])
-      assert.ok(problems.some((p) => /^frame 1: malformed packet/.test(p)), problems.join('\n'))
+      assert.ok(
+        problems.some((p) => /^frame 1: malformed packet/.test(p)),
+        problems.join('\n'),
+      )
     })
   })
 })

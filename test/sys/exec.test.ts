@@ -25,7 +25,7 @@ describe('sys/exec', function () {
       })
     })
 
-    it("names the Debian package of a known tool that is missing", async function () {
+    it('names the Debian package of a known tool that is missing', async function () {
       await assert.rejects(run('ip', ['-V'], {env: {PATH: '/flowctl-nonexistent-dir'}}), (e: unknown) => {
         assert.ok(e instanceof ToolMissingError, `got ${String(e)}`)
         assert.equal(e.tool, 'ip')
@@ -87,7 +87,7 @@ describe('sys/exec', function () {
       const stderr = [
         'libbpf: elf: skipping unrecognized data section(7) .rodata.str1.1',
         'Warning: bpftool is now running in libbpf strict mode and has more stringent requirements about BPF programs.',
-        'If it used to work for this object file but now doesn\'t, see --legacy option for more details.',
+        "If it used to work for this object file but now doesn't, see --legacy option for more details.",
         'processed 1234 insns (limit 1000000) max_states_per_insn 4 total_states 100 peak_states 100 mark_read 10',
         '',
         'Error: failed to pin program tc',
@@ -124,7 +124,10 @@ describe('sys/exec', function () {
     })
 
     it('wraps the program in nsenter for a named namespace', function () {
-      assert.deepEqual(inNetns('lab-a', 'tc', ['filter', 'show', 'dev', 'eth0']), ['nsenter', ['--net=/run/netns/lab-a', '--', 'tc', 'filter', 'show', 'dev', 'eth0']])
+      assert.deepEqual(inNetns('lab-a', 'tc', ['filter', 'show', 'dev', 'eth0']), [
+        'nsenter',
+        ['--net=/run/netns/lab-a', '--', 'tc', 'filter', 'show', 'dev', 'eth0'],
+      ])
     })
 
     it('keeps arguments that look like options after --', function () {

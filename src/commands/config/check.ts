@@ -107,7 +107,8 @@ With --json, prints the normalized configuration instead of the summary.`
     config: Flags.string({char: 'c', description: 'the config file', default: './config.yaml', helpValue: 'FILE'}),
     json: jsonFlag,
     machine: Flags.boolean({
-      description: "check what the config needs of this machine too (log directories, the state file's directory, the metrics host, the file's mode when it names hooks)",
+      description:
+        "check what the config needs of this machine too (log directories, the state file's directory, the metrics host, the file's mode when it names hooks)",
       default: true,
       allowNo: true,
     }),

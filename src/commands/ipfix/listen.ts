@@ -74,9 +74,14 @@ of unknown template. --check judges the last 256 domains heard from one by one.`
     })
     const {evicted, refused} = collector.decoder.stats()
     if (evicted.templates || evicted.domains || evicted.exporters) {
-      process.stderr.write(`flowctl: forgot ${evicted.templates} templates, ${evicted.domains} observation domains and ${evicted.exporters} exporters to stay within the limits (least recently used first)\n`)
+      process.stderr.write(
+        `flowctl: forgot ${evicted.templates} templates, ${evicted.domains} observation domains and ${evicted.exporters} exporters to stay within the limits (least recently used first)\n`,
+      )
     }
-    if (refused) process.stderr.write(`flowctl: refused ${refused} template${refused === 1 ? '' : 's'} (over ${DEFAULT_DECODER_LIMITS.templateFields} fields, a field of length 0, or too large)\n`)
+    if (refused)
+      process.stderr.write(
+        `flowctl: refused ${refused} template${refused === 1 ? '' : 's'} (over ${DEFAULT_DECODER_LIMITS.templateFields} fields, a field of length 0, or too large)\n`,
+      )
     if (checker) {
       for (const line of checker.formatReport()) process.stderr.write(`${line}\n`)
       if (checker.report().verdict === 'FAIL') process.exitCode = 1

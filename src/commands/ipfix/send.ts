@@ -51,7 +51,10 @@ ones is said once on stderr. \`flowctl ipfix file\` (the older tool's name) is t
       exporter.close()
       const {messages, records, octets, sendErrors, spooledMessages} = exporter.stats
       sent.push({collector: c.name, records, messages, octets, sendErrors, undelivered: spooledMessages})
-      const problems = [sendErrors ? `${sendErrors} send errors` : '', spooledMessages ? `${spooledMessages} messages not delivered (the collector refused)` : ''].filter(Boolean)
+      const problems = [
+        sendErrors ? `${sendErrors} send errors` : '',
+        spooledMessages ? `${spooledMessages} messages not delivered (the collector refused)` : '',
+      ].filter(Boolean)
       if (!flags.json) this.log(`${c.name}: ${records} records in ${messages} messages (${octets} bytes)${problems.map((p) => `, ${p}`).join('')}`)
     }
     if (flags.json) this.printJson(sent)

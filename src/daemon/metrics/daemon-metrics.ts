@@ -64,7 +64,10 @@ export class DaemonMetrics implements FlowLogObserver {
   private readonly server: MetricsServer
   private daemon?: Daemon
 
-  private readonly exporterSeen = new WeakMap<CollectorExporter, Pick<ExporterStats, 'messages' | 'records' | 'octets' | 'sendErrors' | 'templateSends' | 'unexportable' | 'spoolDroppedMessages'>>()
+  private readonly exporterSeen = new WeakMap<
+    CollectorExporter,
+    Pick<ExporterStats, 'messages' | 'records' | 'octets' | 'sendErrors' | 'templateSends' | 'unexportable' | 'spoolDroppedMessages'>
+  >()
 
   constructor(options: DaemonMetricsOptions) {
     this.log = options.log
@@ -117,7 +120,12 @@ export class DaemonMetrics implements FlowLogObserver {
     for (const [key, t] of byKey) {
       const proto = key % 256
       const slot = (key - proto) / 256
-      const labels = {netns: batch.netns, interface: this.names.name(batch.netns, Math.floor(slot / 2)), direction: directionName(slot % 2), protocol: protocolName(proto)}
+      const labels = {
+        netns: batch.netns,
+        interface: this.names.name(batch.netns, Math.floor(slot / 2)),
+        direction: directionName(slot % 2),
+        protocol: protocolName(proto),
+      }
       this.m.meteredPackets.inc(labels, t.packets)
       this.m.meteredBytes.inc(labels, t.bytes)
     }
