@@ -18,7 +18,7 @@ import {mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync} from 'node
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import {dataRecordCount, IpfixDecoder} from '../../src/ipfix/decoder.js'
+import {dataRecordCount, IpfixDecoder} from '../../src/ipfix/collect/decoder.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'

@@ -2,9 +2,9 @@
  * The templates an exporter sends: data templates compiled against the FlowBatch columns, the
  * choice of template per address family, and the options template of the exporter's statistics.
  */
-import {IE, naturalLength} from './elements.js'
+import {IE, naturalLength} from '../wire/elements.js'
 import {bindField, templateFamily, type BoundField} from './flow-fields.js'
-import type {Template} from './template.js'
+import type {Template} from '../wire/template.js'
 
 /** A data template ready to encode flows: its fields bound to the FlowBatch columns. */
 export interface ExportTemplate {

@@ -27,8 +27,8 @@ import {lookup} from 'node:dns/promises'
 import {isIP} from 'node:net'
 import {performance} from 'node:perf_hooks'
 
-import {EAGAIN, EINTR, EMSGSIZE, ENOBUFS, MAX_BATCH, socketError, UdpSocket, type QueuedError} from '../sys/udp-socket.js'
-import {releaseMessage} from './message.js'
+import {EAGAIN, EINTR, EMSGSIZE, ENOBUFS, MAX_BATCH, socketError, UdpSocket, type QueuedError} from '../../sys/udp-socket.js'
+import {releaseMessage} from '../wire/message.js'
 import {MessageSpool, nextOrder, type MessageHolder, type SpoolBudget, type SpooledMessage} from './spool.js'
 import type {CollectorTarget} from './target.js'
 

@@ -19,8 +19,8 @@ import {lookup} from 'node:dns/promises'
 import {EventEmitter} from 'node:events'
 import {isIP} from 'node:net'
 
-import {FlowctlError, PermissionError} from '../errors.js'
-import {DecodeError} from './errors.js'
+import {FlowctlError, PermissionError} from '../../errors.js'
+import {DecodeError} from '../wire/errors.js'
 import type {ConformanceChecker} from './conformance.js'
 import {IpfixDecoder, type DecodedMessage, type DecodedRecord, type RefusedTemplate} from './decoder.js'
 

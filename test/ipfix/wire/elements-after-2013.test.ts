@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict'
 import {readFileSync} from 'node:fs'
 
-import {generate, LATER, OUTPUT, parseCsv, REGISTRY} from '../../misc/gen-elements.js'
-import {defaultLength, elementByName} from '../../src/ipfix/elements.js'
-import {unfillableReason} from '../../src/ipfix/exportable.js'
+import {generate, LATER, OUTPUT, parseCsv, REGISTRY} from '../../../misc/gen-elements.js'
+import {defaultLength, elementByName} from '../../../src/ipfix/wire/elements.js'
+import {unfillableReason} from '../../../src/ipfix/export/exportable.js'
 
 describe('elements after the 2013 registry snapshot', function () {
   it('the committed table is what gen:elements makes of the registry and misc/elements-after-2013.csv', function () {

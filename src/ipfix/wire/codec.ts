@@ -29,7 +29,7 @@
  * (< 255) or by 255 and two octets of length. Encoding uses the short form whenever it can;
  * decoding accepts both. Lists are encoded the same way.
  */
-import {formatAddress, parseAddress} from '../util/address.js'
+import {formatAddress, parseAddress} from '../../util/address.js'
 import {allowedLengths, isListType, isValidLength, isVariableType, resolveElement, VARIABLE_LENGTH, type AbstractType} from './elements.js'
 import {CodecError, DecodeError} from './errors.js'
 import type {Template, TemplateField} from './template.js'

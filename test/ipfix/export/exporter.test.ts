@@ -8,9 +8,9 @@ import assert from 'node:assert/strict'
 
 import {performance} from 'node:perf_hooks'
 
-import {compileTemplate, CONFIRM_MS, REPLAY_BURST_BYTES, SpoolBudget, type CollectorExporter, type ExporterOptions} from '../../src/ipfix/exporter.js'
-import type {DecodedMessage} from '../../src/ipfix/decoder.js'
-import {batchOf, NOW_MS, defaultExportTemplates, expectedFields, exporterTo, randomFlows, sampleFlows, Sink, STATS_TEMPLATE_ID, type FlowInput} from './flows.js'
+import {compileTemplate, CONFIRM_MS, REPLAY_BURST_BYTES, SpoolBudget, type CollectorExporter, type ExporterOptions} from '../../../src/ipfix/export/exporter.js'
+import type {DecodedMessage} from '../../../src/ipfix/collect/decoder.js'
+import {batchOf, NOW_MS, defaultExportTemplates, expectedFields, exporterTo, randomFlows, sampleFlows, Sink, STATS_TEMPLATE_ID, type FlowInput} from '../flows.js'
 
 const TEMPLATE_SET = 2
 const OPTIONS_TEMPLATE_SET = 3

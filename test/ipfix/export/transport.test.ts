@@ -8,7 +8,7 @@ import {createSocket, type Socket} from 'node:dgram'
 import {setFlagsFromString} from 'node:v8'
 import {runInNewContext} from 'node:vm'
 
-import {CONFIRM_MS, HELD_MESSAGE_OVERHEAD, UdpTransport} from '../../src/ipfix/transport.js'
+import {CONFIRM_MS, HELD_MESSAGE_OVERHEAD, UdpTransport} from '../../../src/ipfix/export/transport.js'
 
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void

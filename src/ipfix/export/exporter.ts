@@ -10,7 +10,7 @@ import type {CollectorTarget} from './target.js'
 import {UdpTransport} from './transport.js'
 
 export {CONFIRM_MS, DEFAULT_REPLAY_BYTES_PER_SECOND, DEFAULT_SPOOL_BYTES, HELD_MESSAGE_OVERHEAD, REPLAY_BURST_BYTES} from './transport.js'
-export {CHUNK_BYTES, MAX_FREE_CHUNKS} from './message.js'
+export {CHUNK_BYTES, MAX_FREE_CHUNKS} from '../wire/message.js'
 export {SpoolBudget} from './spool.js'
 
 export {chooseTemplate, compileTemplate, statsTemplate, statsTemplateId, type ExportTemplate} from './export-template.js'

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 
-import {flowFileTemplate, parseFlowFile} from '../../src/ipfix/flow-file.js'
+import {flowFileTemplate, parseFlowFile} from '../../../src/ipfix/export/flow-file.js'
 
 const TEMPLATES = [
   {

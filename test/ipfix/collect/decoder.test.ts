@@ -5,11 +5,11 @@
  */
 import assert from 'node:assert/strict'
 
-import {DecodeError} from '../../src/ipfix/errors.js'
-import {IpfixCollector} from '../../src/ipfix/collector.js'
-import {dataRecordCount, formatRecordLine, IpfixDecoder, readHeader, renderRecordJson, type DecodedMessage} from '../../src/ipfix/decoder.js'
-import {REGISTRY_KNOWS_FORWARDING_STATUS} from './flows.js'
-import {hex, ID, message, optionsTemplateRecord, set, spec, templateRecord, u16, u32, u8} from './messages.js'
+import {DecodeError} from '../../../src/ipfix/wire/errors.js'
+import {IpfixCollector} from '../../../src/ipfix/collect/collector.js'
+import {dataRecordCount, formatRecordLine, IpfixDecoder, readHeader, renderRecordJson, type DecodedMessage} from '../../../src/ipfix/collect/decoder.js'
+import {REGISTRY_KNOWS_FORWARDING_STATUS} from '../flows.js'
+import {hex, ID, message, optionsTemplateRecord, set, spec, templateRecord, u16, u32, u8} from '../messages.js'
 
 const A = '198.18.0.1:50101'
 const B = '198.18.0.2:50101'

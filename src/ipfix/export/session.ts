@@ -5,14 +5,14 @@
  * statistics in an options record. Every message is built by the one encode loop (encode.ts)
  * and handed to the transport.
  */
-import type {FlowBatch} from '../flow/batch.js'
-import {encodeRecord, recordSize, type RecordFields} from './codec.js'
+import type {FlowBatch} from '../../flow/batch.js'
+import {encodeRecord, recordSize, type RecordFields} from '../wire/codec.js'
 import {packRecords, type RecordRun} from './encode.js'
 import {chooseTemplate, statsTemplate, type ExportTemplate} from './export-template.js'
 import {putUint} from './flow-fields.js'
-import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID, templateFits} from './message.js'
+import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID, templateFits} from '../wire/message.js'
 import {sameEndpoints, type CollectorTarget} from './target.js'
-import {encodeTemplateRecord, templateRecordSize, type Template} from './template.js'
+import {encodeTemplateRecord, templateRecordSize, type Template} from '../wire/template.js'
 
 export interface ExporterStats {
   messages: number

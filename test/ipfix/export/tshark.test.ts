@@ -9,11 +9,11 @@
  */
 import assert from 'node:assert/strict'
 
-import {renderFields} from '../../src/ipfix/decoder.js'
-import {EXPORTABLE_ELEMENTS} from '../../src/ipfix/exportable.js'
-import {compileTemplate} from '../../src/ipfix/exporter.js'
-import {ipv4Checksum, LINKTYPE_ETHERNET, LINKTYPE_RAW, pcapFile, udpPacket} from '../helpers/pcap.js'
-import {parseTsharkTime, requireTshark, TsharkProblemError, tsharkDecodeIpfix, tsharkDissectIpfix} from '../helpers/tshark.js'
+import {renderFields} from '../../../src/ipfix/collect/decoder.js'
+import {EXPORTABLE_ELEMENTS} from '../../../src/ipfix/export/exportable.js'
+import {compileTemplate} from '../../../src/ipfix/export/exporter.js'
+import {ipv4Checksum, LINKTYPE_ETHERNET, LINKTYPE_RAW, pcapFile, udpPacket} from '../../helpers/pcap.js'
+import {parseTsharkTime, requireTshark, TsharkProblemError, tsharkDecodeIpfix, tsharkDissectIpfix} from '../../helpers/tshark.js'
 import {
   batchOf,
   expectedJson,
@@ -25,8 +25,8 @@ import {
   STATS_TEMPLATE_ID,
   testTemplate,
   type FlowInput,
-} from './flows.js'
-import {hex, ID, message, set, spec, templateRecord, u16, u32} from './messages.js'
+} from '../flows.js'
+import {hex, ID, message, set, spec, templateRecord, u16, u32} from '../messages.js'
 
 describe('ipfix/tshark helpers (pcap writer, tshark output parsing)', function () {
   it('writes the pcap global header and one record per datagram', function () {

@@ -5,7 +5,7 @@
  * (RFC 7011 §3.1). A run says how long each record is, which set it goes in, and writes it; the
  * loop decides where messages and sets begin and end.
  */
-import {MESSAGE_HEADER_LENGTH, SET_HEADER_LENGTH, type MessageBuilder} from './message.js'
+import {MESSAGE_HEADER_LENGTH, SET_HEADER_LENGTH, type MessageBuilder} from '../wire/message.js'
 
 /** Records to pack, in order. */
 export interface RecordRun {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 
-import {CodecError, DecodeError} from '../../src/ipfix/errors.js'
-import {elementByName, resolveElement, VARIABLE_LENGTH, type InformationElement} from '../../src/ipfix/elements.js'
+import {CodecError, DecodeError} from '../../../src/ipfix/wire/errors.js'
+import {elementByName, resolveElement, VARIABLE_LENGTH, type InformationElement} from '../../../src/ipfix/wire/elements.js'
 import {
   decodeOptionsTemplateSet,
   decodeTemplateSet,
@@ -11,8 +11,8 @@ import {
   sameTemplate,
   templateRecordSize,
   type Template,
-} from '../../src/ipfix/template.js'
-import {hex, ID, optionsTemplateRecord, spec, templateRecord, u16} from './messages.js'
+} from '../../../src/ipfix/wire/template.js'
+import {hex, ID, optionsTemplateRecord, spec, templateRecord, u16} from '../messages.js'
 
 const V = VARIABLE_LENGTH
 

@@ -1,17 +1,17 @@
 /**
- * The writers derived from EXPORTABLE_ELEMENTS (src/ipfix/exportable.ts): each element's bytes,
+ * The writers derived from EXPORTABLE_ELEMENTS (src/ipfix/export/exportable.ts): each element's bytes,
  * worked out here from the RFCs and the FlowBatch, not from the code under test; the column
  * writer and the one-record writer agree at every length a template may give; and the table is
  * what the config and the encoder see.
  */
 import assert from 'node:assert/strict'
 
-import {FlowBatch} from '../../src/flow/batch.js'
-import {allowedLengths, elementByName, naturalLength} from '../../src/ipfix/elements.js'
-import {DEFAULT_TEMPLATES, EXPORTABLE_ELEMENTS, exportableElement} from '../../src/ipfix/exportable.js'
-import {bindField, columnWriter, defaultFieldLength, recordWriter, templateFamily} from '../../src/ipfix/flow-fields.js'
-import {prng} from '../helpers/unit.js'
-import {batchOf, bindTestField, FORWARDING_STATUS, REGISTRY_KNOWS_FORWARDING_STATUS, type FlowInput} from './flows.js'
+import {FlowBatch} from '../../../src/flow/batch.js'
+import {allowedLengths, elementByName, naturalLength} from '../../../src/ipfix/wire/elements.js'
+import {DEFAULT_TEMPLATES, EXPORTABLE_ELEMENTS, exportableElement} from '../../../src/ipfix/export/exportable.js'
+import {bindField, columnWriter, defaultFieldLength, recordWriter, templateFamily} from '../../../src/ipfix/export/flow-fields.js'
+import {prng} from '../../helpers/unit.js'
+import {batchOf, bindTestField, FORWARDING_STATUS, REGISTRY_KNOWS_FORWARDING_STATUS, type FlowInput} from '../flows.js'
 
 /** Elements the table declares ahead of the registry snapshot (bound by name once the registry knows them). */
 const AWAITING_REGISTRY = ['forwardingStatus']

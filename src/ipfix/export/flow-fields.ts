@@ -3,8 +3,8 @@
  * from its declaration in EXPORTABLE_ELEMENTS (exportable.ts), nothing here is per element.
  * Times come from epoch microseconds; NTP-format times (RFC 7011 §6.1.9-10) count from 1900.
  */
-import type {FlowBatch} from '../flow/batch.js'
-import {elementByName, naturalLength, type InformationElement} from './elements.js'
+import type {FlowBatch} from '../../flow/batch.js'
+import {elementByName, naturalLength, type InformationElement} from '../wire/elements.js'
 import {exportableElement, type AddressColumn, type NumberColumn, type ValueSource} from './exportable.js'
 
 export type FieldWriter = (b: FlowBatch, i: number, buf: Buffer, off: number) => void

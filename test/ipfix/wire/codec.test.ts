@@ -18,12 +18,12 @@ import {
   type SubTemplateList,
   type SubTemplateMultiList,
   type TemplateLookup,
-} from '../../src/ipfix/codec.js'
-import {CodecError, DecodeError} from '../../src/ipfix/errors.js'
-import {resolveElement} from '../../src/ipfix/elements.js'
-import {ABSTRACT_TYPES, elementByName, VARIABLE_LENGTH, type AbstractType, type InformationElement} from '../../src/ipfix/elements.js'
-import type {Template} from '../../src/ipfix/template.js'
-import {hex} from './messages.js'
+} from '../../../src/ipfix/wire/codec.js'
+import {CodecError, DecodeError} from '../../../src/ipfix/wire/errors.js'
+import {resolveElement} from '../../../src/ipfix/wire/elements.js'
+import {ABSTRACT_TYPES, elementByName, VARIABLE_LENGTH, type AbstractType, type InformationElement} from '../../../src/ipfix/wire/elements.js'
+import type {Template} from '../../../src/ipfix/wire/template.js'
+import {hex} from '../messages.js'
 
 const V = VARIABLE_LENGTH
 

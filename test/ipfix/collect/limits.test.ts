@@ -7,11 +7,11 @@ import assert from 'node:assert/strict'
 import {setFlagsFromString} from 'node:v8'
 import {runInNewContext} from 'node:vm'
 
-import {ConformanceChecker} from '../../src/ipfix/conformance.js'
-import {DEFAULT_DECODER_LIMITS, IpfixDecoder, templateMemory} from '../../src/ipfix/decoder.js'
-import {allElements, defaultLength, isSharedElement, resolveElement, VARIABLE_LENGTH} from '../../src/ipfix/elements.js'
-import type {Template} from '../../src/ipfix/template.js'
-import {message, set, spec, templateFlood, templateRecord, u16} from './messages.js'
+import {ConformanceChecker} from '../../../src/ipfix/collect/conformance.js'
+import {DEFAULT_DECODER_LIMITS, IpfixDecoder, templateMemory} from '../../../src/ipfix/collect/decoder.js'
+import {allElements, defaultLength, isSharedElement, resolveElement, VARIABLE_LENGTH} from '../../../src/ipfix/wire/elements.js'
+import type {Template} from '../../../src/ipfix/wire/template.js'
+import {message, set, spec, templateFlood, templateRecord, u16} from '../messages.js'
 
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void

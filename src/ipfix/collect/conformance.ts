@@ -20,10 +20,10 @@
  *
  * The verdict is FAIL when any check found a problem, or when no message arrived at all.
  */
-import {keyElementName, type FieldValue, type RecordFields} from './codec.js'
-import {DecodeError} from './errors.js'
+import {keyElementName, type FieldValue, type RecordFields} from '../wire/codec.js'
+import {DecodeError} from '../wire/errors.js'
 import type {DecodedMessage} from './decoder.js'
-import {elementByName, type AbstractType} from './elements.js'
+import {elementByName, type AbstractType} from '../wire/elements.js'
 
 export type CheckName = 'sequence' | 'templateBeforeData' | 'setLength' | 'padding' | 'messageSize' | 'time' | 'withdrawal' | 'malformed'
 

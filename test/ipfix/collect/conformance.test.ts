@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict'
 
-import {IpfixCollector} from '../../src/ipfix/collector.js'
-import {ConformanceChecker, type CheckName, type ConformanceOptions, type ConformanceReport} from '../../src/ipfix/conformance.js'
-import {hex, ID, message, optionsTemplateRecord, set, spec, templateRecord, u16, u32, u8, type HeaderFields} from './messages.js'
+import {IpfixCollector} from '../../../src/ipfix/collect/collector.js'
+import {ConformanceChecker, type CheckName, type ConformanceOptions, type ConformanceReport} from '../../../src/ipfix/collect/conformance.js'
+import {hex, ID, message, optionsTemplateRecord, set, spec, templateRecord, u16, u32, u8, type HeaderFields} from '../messages.js'
 
 const EXPORTER = '198.18.0.1:50101'
 const T0 = 1_700_000_000 // export time of the well-formed stream (2023-11-14T22:13:20Z)

@@ -7,11 +7,11 @@
  * Data sets whose template is unknown are listed in `unknownSets`, not an error (over UDP a
  * template may be lost or the collector may start after the exporter).
  */
-import {decodeRecord, keyElementName, semanticName, type FieldValue, type RecordFields} from './codec.js'
-import {DecodeError} from './errors.js'
-import {elementByName, isSharedElement, type AbstractType} from './elements.js'
-import {IPFIX_VERSION, MESSAGE_HEADER_LENGTH, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID} from './message.js'
-import {decodeOptionsTemplateSet, decodeTemplateSet, minDataRecordLength, type Template, type TemplateWithdrawal} from './template.js'
+import {decodeRecord, keyElementName, semanticName, type FieldValue, type RecordFields} from '../wire/codec.js'
+import {DecodeError} from '../wire/errors.js'
+import {elementByName, isSharedElement, type AbstractType} from '../wire/elements.js'
+import {IPFIX_VERSION, MESSAGE_HEADER_LENGTH, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID} from '../wire/message.js'
+import {decodeOptionsTemplateSet, decodeTemplateSet, minDataRecordLength, type Template, type TemplateWithdrawal} from '../wire/template.js'
 
 export interface MessageHeader {
   version: number
@@ -120,7 +120,7 @@ export const DEFAULT_DECODER_LIMITS: Readonly<DecoderLimits> = Object.freeze({
 })
 
 /*
- * What a kept template takes on the V8 heap, measured with Node 20 (test/ipfix/limits.test.ts
+ * What a kept template takes on the V8 heap, measured with Node 20 (test/ipfix/collect/limits.test.ts
  * measures it again against templateMemory()), rounded up: the Template object, its fields array
  * and Map entry, about 500 bytes; per field its TemplateField object, array slot and, once a data
  * record was decoded, the slot of its record key (codec's fieldKeys()), 59-69 bytes; 12 more with

@@ -1,5 +1,5 @@
 /** The IPFIX codec's typed errors: what cannot be encoded, and input that is not well-formed IPFIX. */
-import {FlowctlError} from '../errors.js'
+import {FlowctlError} from '../../errors.js'
 
 /** A value that cannot be encoded as asked (wrong type, does not fit, buffer too small). */
 export class CodecError extends FlowctlError {

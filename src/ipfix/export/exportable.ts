@@ -6,8 +6,8 @@
  * naming any other element is a config error: sending zeros where a collector expects an AS
  * number would be a lie.
  */
-import type {FlowBatch} from '../flow/batch.js'
-import {isIcmp} from '../flow/protocols.js'
+import type {FlowBatch} from '../../flow/batch.js'
+import {isIcmp} from '../../flow/protocols.js'
 
 /** The FlowBatch columns that hold one number per flow. */
 export type NumberColumn =
