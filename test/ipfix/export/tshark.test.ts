@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict'
 
-import {renderFields} from '../../../src/ipfix/collect/decoder.js'
+import {renderFields} from '../../../src/ipfix/collect/render.js'
 import {EXPORTABLE_ELEMENTS} from '../../../src/ipfix/export/exportable.js'
 import {compileTemplate} from '../../../src/ipfix/export/exporter.js'
 import {ipv4Checksum, LINKTYPE_ETHERNET, LINKTYPE_RAW, pcapFile, udpPacket} from '../../helpers/pcap.js'
