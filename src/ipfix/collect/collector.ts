@@ -71,7 +71,7 @@ export interface IpfixCollector {
 }
 
 /** 'address:port' of a sender; '[v6]:port' for IPv6; an IPv4-mapped address as plain IPv4. */
-export function exporterName(address: string, port: number): string {
+function exporterName(address: string, port: number): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)
   if (mapped) return `${mapped[1]}:${port}`
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`

@@ -38,7 +38,7 @@ const CHECK_TITLES: Record<CheckName, string> = {
   malformed: 'well-formed messages',
 }
 
-export const CHECKS = Object.keys(CHECK_TITLES) as CheckName[]
+const CHECKS = Object.keys(CHECK_TITLES) as CheckName[]
 
 export interface ConformanceOptions {
   /** Largest acceptable message, in bytes (default 1400). */

@@ -436,8 +436,3 @@ export function readHeader(message: Buffer): MessageHeader {
     observationDomainId: message.readUInt32BE(12),
   }
 }
-
-/** The number of data records (options data records included) a decoded message carries. */
-export function dataRecordCount(message: DecodedMessage): number {
-  return message.records.length
-}

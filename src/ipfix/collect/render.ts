@@ -7,7 +7,7 @@ import {elementByName, type AbstractType} from '../wire/elements.js'
 import type {DecodedRecord} from './decoder.js'
 
 /** The abstract type of the element a record key names, if it is a registry element. */
-export function keyType(key: string): AbstractType | undefined {
+function keyType(key: string): AbstractType | undefined {
   return elementByName(keyElementName(key))?.type
 }
 
@@ -22,7 +22,7 @@ function nsToMs(ns: bigint): number {
 }
 
 /** A field value as JSON can carry it (see renderRecordJson). */
-export function renderValue(value: FieldValue, type?: AbstractType): unknown {
+function renderValue(value: FieldValue, type?: AbstractType): unknown {
   if (typeof value === 'bigint') {
     if (type === 'dateTimeMicroseconds' || type === 'dateTimeNanoseconds') return nsToMs(value)
     return renderBigint(value)

@@ -9,12 +9,12 @@ import type {SpoolBudget} from './spool.js'
 import type {CollectorTarget} from './target.js'
 import {UdpTransport} from './transport.js'
 
-export {CONFIRM_MS, DEFAULT_REPLAY_BYTES_PER_SECOND, DEFAULT_SPOOL_BYTES, HELD_MESSAGE_OVERHEAD, REPLAY_BURST_BYTES} from './transport.js'
+export {CONFIRM_MS, DEFAULT_REPLAY_BYTES_PER_SECOND, REPLAY_BURST_BYTES} from './transport.js'
 export {CHUNK_BYTES, MAX_FREE_CHUNKS} from '../wire/message.js'
 export {SpoolBudget} from './spool.js'
 
-export {chooseTemplate, compileTemplate, statsTemplate, statsTemplateId, type ExportTemplate} from './export-template.js'
-export type {ExporterStats, LostMessages, MessageTransport, SequenceStore} from './session.js'
+export {compileTemplate, statsTemplateId, type ExportTemplate} from './export-template.js'
+export type {ExporterStats, MessageTransport, SequenceStore} from './session.js'
 
 /** An exporter to one collector. */
 export type CollectorExporter = ExportSession

@@ -94,7 +94,6 @@ export type TemplateLookup = (templateId: number) => Template | undefined
 
 const NTP_UNIX_OFFSET = 2208988800n
 const NS_PER_S = 1_000_000_000n
-const TWO32 = 0x1_0000_0000
 const TWO32N = 0x1_0000_0000n
 const LIMITS = [1, 2 ** 8, 2 ** 16, 2 ** 24, 2 ** 32, 2 ** 40, 2 ** 48, 2 ** 56, 2 ** 64]
 
@@ -109,34 +108,7 @@ function lengthProblem(type: AbstractType, length: number): string {
 }
 
 // -------------------------------------------------------------------------------------------------
-// Fast primitives
-
-/**
- * Writes an unsigned integer (0 to 2^53-1) big-endian in `length` bytes (1 to 8); returns the
- * new offset. For the exporter's hot path: no bigint, no allocation.
- */
-export function writeUintBE(buf: Buffer, off: number, length: number, value: number): number {
-  if (!(length >= 1 && length <= 8) || !Number.isInteger(length)) throw new CodecError(`cannot write an integer in ${length} bytes`)
-  if (!Number.isSafeInteger(value) || value < 0 || value >= LIMITS[length]) {
-    throw new CodecError(`value ${value} does not fit in ${length} unsigned byte${length === 1 ? '' : 's'}`)
-  }
-  if (off < 0 || off + length > buf.length) throw new CodecError(`buffer too small: ${length} bytes at offset ${off} of ${buf.length}`)
-  if (length <= 6) {
-    buf.writeUIntBE(value, off, length)
-    return off + length
-  }
-  const hi = Math.floor(value / TWO32)
-  const lo = value >>> 0
-  if (length === 8) {
-    buf.writeUInt32BE(hi, off)
-  } else {
-    buf[off] = (hi >>> 16) & 0xff
-    buf[off + 1] = (hi >>> 8) & 0xff
-    buf[off + 2] = hi & 0xff
-  }
-  buf.writeUInt32BE(lo, off + length - 4)
-  return off + length
-}
+// NTP time
 
 /**
  * Epoch nanoseconds to NTP seconds (modulo 2^32) and fraction. With `micro`, the time is rounded
@@ -174,15 +146,6 @@ export function ntpToEpochNs(seconds: number, fraction: number, micro = false): 
     return unix * NS_PER_S + BigInt(us) * 1000n
   }
   return unix * NS_PER_S + divRound(BigInt(fraction >>> 0) * NS_PER_S, TWO32N)
-}
-
-/** Writes epoch nanoseconds as an 8-byte NTP timestamp (dateTimeMicroseconds when `micro`). */
-export function writeNtpTimestamp(buf: Buffer, off: number, epochNs: bigint, micro: boolean): number {
-  if (off < 0 || off + 8 > buf.length) throw new CodecError(`buffer too small: 8 bytes at offset ${off} of ${buf.length}`)
-  const {seconds, fraction} = epochNsToNtp(epochNs, micro)
-  buf.writeUInt32BE(seconds, off)
-  buf.writeUInt32BE(fraction, off + 4)
-  return off + 8
 }
 
 function floorDiv(a: bigint, b: bigint): bigint {

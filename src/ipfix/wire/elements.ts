@@ -6,7 +6,7 @@
 import type {AbstractType, InformationElement} from './element-types.js'
 import {IANA_ELEMENTS} from './iana-elements.js'
 
-export type {AbstractType, IanaElement, InformationElement} from './element-types.js'
+export type {AbstractType, InformationElement} from './element-types.js'
 
 /** The field length that announces variable-length encoding (RFC 7011 §7). */
 export const VARIABLE_LENGTH = 65535
@@ -90,12 +90,8 @@ export function elementByName(name: string): InformationElement | undefined {
   return byLowerName.get(name.trim().toLowerCase())
 }
 
-export function elementById(id: number): InformationElement | undefined {
+function elementById(id: number): InformationElement | undefined {
   return byId.get(id)
-}
-
-export function allElements(): InformationElement[] {
-  return [...byId.values()]
 }
 
 /** Registry names closest to `name`, for "did you mean" in error messages. */
@@ -153,7 +149,7 @@ export const IE = {
  * its memory with the template's, see templateMemory()).
  */
 const synthetic = new Map<string, InformationElement>()
-export const SYNTHETIC_ELEMENT_CACHE_SIZE = 4096
+const SYNTHETIC_ELEMENT_CACHE_SIZE = 4096
 
 /**
  * Whether `element` is shared, the registry's or a cached synthetic one, rather than made for the

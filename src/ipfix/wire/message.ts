@@ -126,8 +126,6 @@ export class MessageBuilder {
   buf: Buffer
   /** Next byte to write. */
   pos = 0
-  /** Data records in the message (what the sequence number counts). */
-  dataRecords = 0
   private setStart = -1
   private readonly maxSize: number
 
@@ -176,12 +174,7 @@ export class MessageBuilder {
     this.buf.writeUInt32BE(sequenceNumber >>> 0, 8)
     this.buf.writeUInt32BE(observationDomainId >>> 0, 12)
     this.pos = MESSAGE_HEADER_LENGTH
-    this.dataRecords = 0
     this.setStart = -1
-  }
-
-  get started(): boolean {
-    return this.pos > 0
   }
 
   /** Bytes still free in the message. */
@@ -189,20 +182,11 @@ export class MessageBuilder {
     return this.maxSize - this.pos
   }
 
-  /** Whether a new set with one record of `recordLength` bytes fits. */
-  fitsNewSet(recordLength: number): boolean {
-    return this.free >= SET_HEADER_LENGTH + recordLength
-  }
-
   openSet(setId: number): void {
     if (this.setStart >= 0) this.closeSet()
     this.setStart = this.pos
     this.buf.writeUInt16BE(setId, this.pos)
     this.pos += SET_HEADER_LENGTH
-  }
-
-  get setOpen(): boolean {
-    return this.setStart >= 0
   }
 
   /** The id of the open set, or -1. */

@@ -48,11 +48,11 @@ export interface DecodedTemplateSet {
 /** A Template Record's header: template id and field count (RFC 7011 §3.4.1). */
 export const TEMPLATE_RECORD_HEADER_LENGTH = 4
 /** An Options Template Record's header: template id, field count and scope field count (§3.4.2). */
-export const OPTIONS_TEMPLATE_RECORD_HEADER_LENGTH = 6
+const OPTIONS_TEMPLATE_RECORD_HEADER_LENGTH = 6
 /** A field specifier of an IANA element: element id and field length (§3.2). */
 export const FIELD_SPECIFIER_LENGTH = 4
 /** A field specifier of an enterprise-specific element: 4 more bytes of enterprise number. */
-export const ENTERPRISE_FIELD_SPECIFIER_LENGTH = 8
+const ENTERPRISE_FIELD_SPECIFIER_LENGTH = 8
 
 function fieldSpecSize(f: {enterpriseNumber?: number}): number {
   return f.enterpriseNumber === undefined ? FIELD_SPECIFIER_LENGTH : ENTERPRISE_FIELD_SPECIFIER_LENGTH

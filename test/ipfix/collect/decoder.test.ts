@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 
 import {DecodeError} from '../../../src/ipfix/wire/errors.js'
 import {IpfixCollector} from '../../../src/ipfix/collect/collector.js'
-import {dataRecordCount, IpfixDecoder, readHeader} from '../../../src/ipfix/collect/decoder.js'
+import {IpfixDecoder, readHeader} from '../../../src/ipfix/collect/decoder.js'
 import {hex, ID, message, optionsTemplateRecord, set, spec, templateRecord, u16, u32, u8} from '../messages.js'
 
 const A = '198.18.0.1:50101'
@@ -56,7 +56,7 @@ describe('ipfix/decoder', function () {
 
       const m2 = d.decode(message({seq: 0, odid: 7, exportTime: 1_700_000_123}, set(256, R1, R2)), A)
       assert.deepEqual(m2.header, {version: 10, length: 16 + 4 + 2 * R1.length, exportTime: 1_700_000_123, sequenceNumber: 0, observationDomainId: 7})
-      assert.equal(dataRecordCount(m2), 2)
+      assert.equal(m2.records.length, 2)
       assert.deepEqual(m2.unknownSets, [])
       assert.deepEqual(m2.records[0], {
         exporter: A,

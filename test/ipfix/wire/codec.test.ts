@@ -10,8 +10,6 @@ import {
   readValue,
   recordSize,
   valueSize,
-  writeNtpTimestamp,
-  writeUintBE,
   writeValue,
   type BasicList,
   type FieldValue,
@@ -688,8 +686,8 @@ describe('ipfix/codec', function () {
     })
   })
 
-  describe('fast primitives', function () {
-    it('writeUintBE writes 1 to 8 bytes big-endian', function () {
+  describe('integers at every reduced size, and NTP times', function () {
+    it('an unsigned64 is written big-endian in 1 to 8 bytes (reduced-size encoding, §6.2)', function () {
       const cases: [number, number, string][] = [
         [1, 0xab, 'ab'],
         [2, 0x1234, '12 34'],
@@ -704,27 +702,27 @@ describe('ipfix/codec', function () {
       ]
       for (const [length, value, bytes] of cases) {
         const buf = Buffer.alloc(10, 0xee)
-        assert.equal(writeUintBE(buf, 1, length, value), 1 + length)
+        assert.equal(writeValue(buf, 1, 'unsigned64', length, value), 1 + length)
         assert.deepEqual(buf.subarray(1, 1 + length), hex(bytes), `${length} bytes of ${value}`)
         assert.equal(buf[0], 0xee)
         assert.equal(buf[1 + length], 0xee)
       }
     })
 
-    it('writeUintBE refuses what does not fit', function () {
-      assert.throws(() => writeUintBE(Buffer.alloc(8), 0, 1, 256), CodecError)
-      assert.throws(() => writeUintBE(Buffer.alloc(8), 0, 4, -1), CodecError)
-      assert.throws(() => writeUintBE(Buffer.alloc(8), 0, 8, 2 ** 53), CodecError)
-      assert.throws(() => writeUintBE(Buffer.alloc(8), 0, 9, 1), CodecError)
-      assert.throws(() => writeUintBE(Buffer.alloc(8), 0, 2, 1.5), CodecError)
-      assert.throws(() => writeUintBE(Buffer.alloc(3), 0, 4, 1), CodecError)
+    it('an unsigned64 that does not fit its length or its buffer is refused', function () {
+      assert.throws(() => writeValue(Buffer.alloc(8), 0, 'unsigned64', 1, 256), CodecError)
+      assert.throws(() => writeValue(Buffer.alloc(8), 0, 'unsigned64', 4, -1), CodecError)
+      assert.throws(() => writeValue(Buffer.alloc(8), 0, 'unsigned64', 8, 2 ** 53), CodecError)
+      assert.throws(() => writeValue(Buffer.alloc(16), 0, 'unsigned64', 9, 1), CodecError)
+      assert.throws(() => writeValue(Buffer.alloc(8), 0, 'unsigned64', 2, 1.5), CodecError)
+      assert.throws(() => writeValue(Buffer.alloc(3), 0, 'unsigned64', 4, 1), CodecError)
     })
 
-    it('writeNtpTimestamp writes the NTP format', function () {
+    it('dateTimeNanoseconds and dateTimeMicroseconds are written in the NTP format', function () {
       const buf = Buffer.alloc(10)
-      assert.equal(writeNtpTimestamp(buf, 2, 1_704_067_200_250_000_000n, false), 10)
+      assert.equal(writeValue(buf, 2, 'dateTimeNanoseconds', 8, 1_704_067_200_250_000_000n), 10)
       assert.deepEqual(buf.subarray(2), hex('e9 3c 7f 00 40 00 00 00'))
-      writeNtpTimestamp(buf, 2, 1_000n, true)
+      writeValue(buf, 2, 'dateTimeMicroseconds', 8, 1_000n)
       assert.deepEqual(buf.subarray(2), hex('83 aa 7e 80 00 00 10 00'))
     })
 

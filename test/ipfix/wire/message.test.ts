@@ -7,7 +7,14 @@ import assert from 'node:assert/strict'
 import {CodecError} from '../../../src/ipfix/wire/errors.js'
 import {elementByName, resolveElement, VARIABLE_LENGTH, type InformationElement} from '../../../src/ipfix/wire/elements.js'
 import {IpfixDecoder} from '../../../src/ipfix/collect/decoder.js'
-import {MESSAGE_AND_SET_HEADERS_LENGTH, MessageBuilder, maxTemplateFields, releaseMessage, TEMPLATE_SET_ID, templateFits} from '../../../src/ipfix/wire/message.js'
+import {
+  MESSAGE_AND_SET_HEADERS_LENGTH,
+  MessageBuilder,
+  maxTemplateFields,
+  releaseMessage,
+  TEMPLATE_SET_ID,
+  templateFits,
+} from '../../../src/ipfix/wire/message.js'
 import {encodeTemplateRecord, type Template, type TemplateField} from '../../../src/ipfix/wire/template.js'
 
 function el(name: string): InformationElement {
