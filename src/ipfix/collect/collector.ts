@@ -57,17 +57,13 @@ export interface RefusedInfo {
   observationDomainId: number
 }
 
-export interface IpfixCollector {
-  on(event: 'record', listener: (record: DecodedRecord) => void): this
-  on(event: 'message', listener: (message: DecodedMessage, raw: Buffer) => void): this
-  on(event: 'malformed', listener: (error: DecodeError, info: MalformedInfo) => void): this
-  on(event: 'refused', listener: (template: RefusedTemplate, info: RefusedInfo) => void): this
-  on(event: 'error', listener: (error: Error) => void): this
-  once(event: 'record', listener: (record: DecodedRecord) => void): this
-  once(event: 'message', listener: (message: DecodedMessage, raw: Buffer) => void): this
-  once(event: 'malformed', listener: (error: DecodeError, info: MalformedInfo) => void): this
-  once(event: 'refused', listener: (template: RefusedTemplate, info: RefusedInfo) => void): this
-  once(event: 'error', listener: (error: Error) => void): this
+/** The collector's events and what each hands its listeners (see the top of this module). */
+interface CollectorEvents {
+  record: [record: DecodedRecord]
+  message: [message: DecodedMessage, raw: Buffer]
+  malformed: [error: DecodeError, info: MalformedInfo]
+  refused: [template: RefusedTemplate, info: RefusedInfo]
+  error: [error: Error]
 }
 
 /** 'address:port' of a sender; '[v6]:port' for IPv6; an IPv4-mapped address as plain IPv4. */
@@ -77,7 +73,7 @@ function exporterName(address: string, port: number): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`
 }
 
-export class IpfixCollector extends EventEmitter {
+export class IpfixCollector extends EventEmitter<CollectorEvents> {
   readonly decoder: IpfixDecoder
   readonly checker: ConformanceChecker | undefined
   private readonly host: string

@@ -20,8 +20,9 @@
  *
  * The verdict is FAIL when any check found a problem, or when no message arrived at all.
  */
-import {keyElementName, type FieldValue, type RecordFields} from '../wire/codec.js'
-import {DecodeError} from '../wire/errors.js'
+import {keyElementName} from '../wire/codec.js'
+import type {FieldValue, RecordFields} from '../wire/field-values.js'
+import type {DecodeError} from '../wire/errors.js'
 import type {DecodedMessage} from './decoder.js'
 import {elementByName, type AbstractType} from '../wire/elements.js'
 

@@ -7,7 +7,8 @@
  * Data sets whose template is unknown are listed in `unknownSets`, not an error (over UDP a
  * template may be lost or the collector may start after the exporter).
  */
-import {decodeRecord, type RecordFields} from '../wire/codec.js'
+import {decodeRecord} from '../wire/codec.js'
+import type {RecordFields} from '../wire/field-values.js'
 import {DecodeError} from '../wire/errors.js'
 import {isSharedElement} from '../wire/elements.js'
 import {IPFIX_VERSION, MESSAGE_HEADER_LENGTH, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID} from '../wire/message.js'
@@ -329,7 +330,7 @@ export class IpfixDecoder {
     const key = IpfixDecoder.key(exporter, header.observationDomainId)
     const known = this.domains.get(key)
     // The domain's templates as this message leaves them: copied only when it defines or withdraws one.
-    let working: Map<number, Template> = known?.templates ?? new Map()
+    let working: Map<number, Template> = known?.templates ?? new Map<number, Template>()
     let changed = false
     const lookup = (id: number): Template | undefined => working.get(id)
     const result: DecodedMessage = {exporter, header, sets: [], templates: [], refused: [], withdrawals: [], records: [], unknownSets: []}

@@ -2,7 +2,9 @@
  * Decoded records for people and scripts: as JSON-ready objects (`ipfix listen --json`, the demo,
  * the tests' sinks) and as one line of text each (`ipfix listen`).
  */
-import {keyElementName, semanticName, type FieldValue, type RecordFields} from '../wire/codec.js'
+import {keyElementName} from '../wire/codec.js'
+import type {FieldValue, RecordFields} from '../wire/field-values.js'
+import {semanticName} from '../wire/list-values.js'
 import {elementByName, type AbstractType} from '../wire/elements.js'
 import type {DecodedRecord} from './decoder.js'
 
@@ -28,7 +30,7 @@ function renderValue(value: FieldValue, type?: AbstractType): unknown {
     return renderBigint(value)
   }
   if (Buffer.isBuffer(value)) return value.toString('hex')
-  if (typeof value !== 'object' || value === null) return value
+  if (typeof value !== 'object') return value
   switch (value.kind) {
     case 'basicList':
       return {

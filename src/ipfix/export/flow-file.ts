@@ -21,9 +21,10 @@ import {parse} from 'yaml'
 
 import {InvalidInputError} from '../../errors.js'
 import {formatIPv4, parseAddress} from '../../util/address.js'
-import {fieldKeys, type FieldValue, type RecordFields} from '../wire/codec.js'
+import {fieldKeys} from '../wire/codec.js'
+import type {FieldValue, RecordFields} from '../wire/field-values.js'
 import type {AbstractType} from '../wire/elements.js'
-import {defaultLength, elementByName, similarNames} from '../wire/elements.js'
+import {elementByName, similarNames} from '../wire/elements.js'
 import {compileTemplate, type ExportTemplate} from './export-template.js'
 import {bindField, type BoundField} from './flow-fields.js'
 import {exportableElement} from './exportable.js'
@@ -50,7 +51,7 @@ export function flowFileTemplate(id: number, fields: readonly {name: string; len
     const refuse = (): never => {
       throw new Error(`template ${id}: flowctl has no value for ${element.name} in a flow of the kernel`)
     }
-    return {element, length: f.length ?? defaultLength(element), write: refuse, writeColumn: refuse}
+    return {element, length: f.length, write: refuse, writeColumn: refuse}
   })
   const exportable = compileTemplate(
     id,
@@ -83,7 +84,20 @@ function zero(type: AbstractType): FieldValue {
     case 'unsigned64':
     case 'signed64':
       return 0n
-    default:
+    // A number; a list given one is refused by the codec, which says why.
+    case 'unsigned8':
+    case 'unsigned16':
+    case 'unsigned32':
+    case 'signed8':
+    case 'signed16':
+    case 'signed32':
+    case 'float32':
+    case 'float64':
+    case 'dateTimeSeconds':
+    case 'dateTimeMilliseconds':
+    case 'basicList':
+    case 'subTemplateList':
+    case 'subTemplateMultiList':
       return 0
   }
 }
@@ -119,7 +133,20 @@ function convert(type: AbstractType, value: unknown, where: string): FieldValue 
     case 'octetArray':
       if (typeof value === 'string' && /^([0-9a-f]{2})*$/i.test(value)) return Buffer.from(value, 'hex')
       throw bad()
-    default:
+    // A number; a list given one is refused by the codec, which says why.
+    case 'unsigned8':
+    case 'unsigned16':
+    case 'unsigned32':
+    case 'signed8':
+    case 'signed16':
+    case 'signed32':
+    case 'float32':
+    case 'float64':
+    case 'dateTimeSeconds':
+    case 'dateTimeMilliseconds':
+    case 'basicList':
+    case 'subTemplateList':
+    case 'subTemplateMultiList':
       if (typeof value === 'number' && Number.isFinite(value)) return value
       throw bad()
   }
@@ -132,7 +159,7 @@ export function parseFlowFile(text: string, file: string, templateSpecs: readonl
   } catch (error) {
     throw new InvalidInputError(`${file}: not valid YAML: ${(error as Error).message.split('\n')[0]}`)
   }
-  const sets = (doc as {flowsets?: unknown})?.flowsets
+  const sets = (doc as {flowsets?: unknown} | null | undefined)?.flowsets
   if (!Array.isArray(sets)) throw new InvalidInputError(`${file}: expected a top-level 'flowsets:' list`)
   const templates = new Map<number, ExportTemplate>(templateSpecs.map((t) => [t.id, flowFileTemplate(t.id, t.fields)]))
   return sets.map((set, s) => {

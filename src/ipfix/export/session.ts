@@ -6,7 +6,8 @@
  * and handed to the transport.
  */
 import type {FlowBatch} from '../../flow/batch.js'
-import {encodeRecord, recordSize, type RecordFields} from '../wire/codec.js'
+import {encodeRecord, recordSize} from '../wire/codec.js'
+import type {RecordFields} from '../wire/field-values.js'
 import {packRecords, type RecordRun} from './encode.js'
 import {chooseTemplate, statsTemplate, type ExportTemplate} from './export-template.js'
 import {putUint} from './flow-fields.js'

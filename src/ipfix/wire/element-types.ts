@@ -29,7 +29,8 @@ export type AbstractType =
 export interface IanaElement {
   id: number
   name: string
-  type: AbstractType | string
+  /** The registry's data type: an AbstractType, or another one flowctl does not use (its elements are left out). */
+  type: string
   semantics?: string
   units?: string
   /** The length a template gives the element when it names none, where its RFC asks for other than the type's natural one. */

@@ -72,7 +72,20 @@ export function allowedLengths(type: AbstractType): number[] | 'any' {
     case 'octetArray':
     case 'string':
       return 'any'
-    default:
+    case 'unsigned8':
+    case 'signed8':
+    case 'float32':
+    case 'boolean':
+    case 'macAddress':
+    case 'dateTimeSeconds':
+    case 'dateTimeMilliseconds':
+    case 'dateTimeMicroseconds':
+    case 'dateTimeNanoseconds':
+    case 'ipv4Address':
+    case 'ipv6Address':
+    case 'basicList':
+    case 'subTemplateList':
+    case 'subTemplateMultiList':
       return [NATURAL_LENGTH[type]]
   }
 }
@@ -192,4 +205,12 @@ export function isValidLength(type: AbstractType, length: number): boolean {
   if (isListType(type)) return true // a list of constant encoded size may be given a fixed length
   const allowed = allowedLengths(type)
   return allowed === 'any' || allowed.includes(length)
+}
+
+/** Why a template may not give a field of this type this length, for error messages. */
+export function lengthProblem(type: AbstractType, length: number): string {
+  if (length === VARIABLE_LENGTH) return `variable length (65535) is not valid for ${type}`
+  const allowed = allowedLengths(type)
+  const which = allowed === 'any' ? 'any length' : allowed.length === 1 ? `${allowed[0]}` : `${allowed[0]} to ${allowed[allowed.length - 1]}`
+  return `field length ${length} is not valid for ${type} (allowed: ${which})`
 }

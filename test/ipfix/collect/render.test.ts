@@ -92,7 +92,14 @@ describe('ipfix/render (decoded records as JSON and as lines)', function () {
     // forwardingStatus by name once the registry knows IE 89; until then as ie89, its bytes in hex.
     const status = (v: number): Record<string, unknown> => (REGISTRY_KNOWS_FORWARDING_STATUS ? {forwardingStatus: v} : {ie89: v.toString(16)})
     const fields = (r: typeof a) => {
-      const {exporter, observationDomainId, templateId, sequenceNumber, exportTime, ...rest} = renderRecordJson(r)
+      const {
+        exporter: _exporter,
+        observationDomainId: _domain,
+        templateId: _template,
+        sequenceNumber: _sequence,
+        exportTime: _time,
+        ...rest
+      } = renderRecordJson(r)
       return rest
     }
     assert.deepEqual(fields(a), {
