@@ -10,7 +10,7 @@ import type {CollectorTarget} from './target.js'
 import {UdpTransport} from './transport.js'
 
 export {CONFIRM_MS, DEFAULT_REPLAY_BYTES_PER_SECOND, REPLAY_BURST_BYTES} from './transport.js'
-export {CHUNK_BYTES, MAX_FREE_CHUNKS} from '../wire/message.js'
+export {ARENA_BYTES, MAX_FREE_ARENAS} from '../wire/message.js'
 export {SpoolBudget} from './spool.js'
 
 export {compileTemplate, statsTemplateId, type ExportTemplate} from './export-template.js'

@@ -51,48 +51,51 @@ export function maxTemplateFields(maxMessageSize: number): number {
   return Math.max(0, Math.floor((maxMessageSize - MESSAGE_AND_SET_HEADERS_LENGTH - TEMPLATE_RECORD_HEADER_LENGTH) / FIELD_SPECIFIER_LENGTH))
 }
 
-/** The memory messages are carved from, a chunk at a time. */
-export const CHUNK_BYTES = 256 * 1024
 /**
- * Chunks kept for reuse once every message carved from them is released: about what a
+ * The size of an arena: a block of memory messages are carved from one after another, 8-byte
+ * aligned, and that is reused once every message carved from it is released.
+ */
+export const ARENA_BYTES = 256 * 1024
+/**
+ * Arenas kept for reuse once every message carved from them is released: about what a
  * transport's window holds at most with the default spool (32 MiB), so that a daemon sending
- * steadily reuses the same memory instead of leaving up to 64 MiB of dead chunks for the garbage
+ * steadily reuses the same memory instead of leaving up to 64 MiB of dead arenas for the garbage
  * collector (it collects memory outside the JS heap only every 64 MiB or so). One store for
  * every builder of the process, not one each: a builder whose collector was down once would
- * otherwise keep its spool's high mark of chunks for good, one such store per collector, past
+ * otherwise keep its spool's high mark of arenas for good, one such store per collector, past
  * any bound on what the spools hold together.
  */
-export const MAX_FREE_CHUNKS = 128
-/** Chunks whose messages were all released, for any builder to reuse (all are CHUNK_BYTES). */
-const freeChunks: MessageChunk[] = []
+export const MAX_FREE_ARENAS = 128
+/** Arenas whose messages were all released, for any builder to reuse (all are ARENA_BYTES). */
+const freeArenas: MessageArena[] = []
 
-/** A chunk messages are carved from, and how many of those messages someone still holds. */
-interface MessageChunk {
+/** An arena messages are carved from, and how many of those messages someone still holds. */
+interface MessageArena {
   memory: Buffer
   held: number
-  /** The builder has moved on to another chunk: once nothing is held, this one can be reused. */
+  /** The builder has moved on to another arena: once nothing is held, this one can be reused. */
   sealed: boolean
   /** A message of it was released twice (a bug): it is never reused, lest a message still held be overwritten. */
   poisoned: boolean
   /**
    * A bit per 8-byte slot where a message starts (messages start 8-byte aligned): set once it is
-   * released, so that a second release is seen. Made at the first release: a chunk whose
+   * released, so that a second release is seen. Made at the first release: an arena whose
    * messages are never released (a transport that keeps nothing) costs nothing more.
    */
   released?: Uint8Array
-  /** Where it goes for reuse: the shared store (CHUNK_BYTES), or none (a chunk of a larger size). */
-  free: MessageChunk[] | undefined
+  /** Where it goes for reuse: the shared store (ARENA_BYTES), or none (an arena of a larger size). */
+  free: MessageArena[] | undefined
 }
 
 /**
- * Where a chunk's memory names its bookkeeping (a message is a view of that memory, so
+ * Where an arena's memory names its bookkeeping (a message is a view of that memory, so
  * `message.buffer` finds it). A property of the memory rather than a WeakMap: a WeakMap entry per
- * chunk made each message about 0.1 µs slower to build (measured), through the garbage
+ * arena made each message about 0.1 µs slower to build (measured), through the garbage
  * collector's handling of weak entries; the property goes with the memory when it is collected.
  */
-const CHUNK = Symbol('flowctl.messageChunk')
+const ARENA = Symbol('flowctl.messageArena')
 
-type ChunkMemory = ArrayBufferLike & {[CHUNK]?: MessageChunk}
+type ArenaMemory = ArrayBufferLike & {[ARENA]?: MessageArena}
 
 /**
  * Says that nobody holds `message` any longer (it was sent and can no longer be refused, or it
@@ -101,25 +104,25 @@ type ChunkMemory = ArrayBufferLike & {[CHUNK]?: MessageChunk}
  * released is simply collected.
  */
 export function releaseMessage(message: Buffer): void {
-  const chunk = (message.buffer as ChunkMemory)[CHUNK]
-  if (!chunk || chunk.poisoned) return
+  const arena = (message.buffer as ArenaMemory)[ARENA]
+  if (!arena || arena.poisoned) return
   const slot = message.byteOffset >> 3
   const bit = 1 << (slot & 7)
-  const released = (chunk.released ??= new Uint8Array(Math.ceil(chunk.memory.length / 64)))
-  if (released[slot >> 3] & bit || chunk.held <= 0) {
-    chunk.poisoned = true
+  const released = (arena.released ??= new Uint8Array(Math.ceil(arena.memory.length / 64)))
+  if (released[slot >> 3] & bit || arena.held <= 0) {
+    arena.poisoned = true
     return
   }
   released[slot >> 3] |= bit
-  if (--chunk.held === 0 && chunk.sealed) giveBack(chunk)
+  if (--arena.held === 0 && arena.sealed) giveBack(arena)
 }
 
-/** A chunk nothing is held in any more goes back to the shared store (or, past MAX_FREE_CHUNKS, to the garbage collector). */
-function giveBack(chunk: MessageChunk): void {
-  if (chunk.poisoned || !chunk.free || chunk.free.length >= MAX_FREE_CHUNKS) return
-  chunk.sealed = false
-  chunk.released?.fill(0)
-  chunk.free.push(chunk)
+/** An arena nothing is held in any more goes back to the shared store (or, past MAX_FREE_ARENAS, to the garbage collector). */
+function giveBack(arena: MessageArena): void {
+  if (arena.poisoned || !arena.free || arena.free.length >= MAX_FREE_ARENAS) return
+  arena.sealed = false
+  arena.released?.fill(0)
+  arena.free.push(arena)
 }
 
 export class MessageBuilder {
@@ -129,31 +132,31 @@ export class MessageBuilder {
   private setStart = -1
   private readonly maxSize: number
 
-  /** Messages are carved one after another out of large chunks: few allocations, few addresses for sendmmsg. */
-  private chunk: MessageChunk
-  private chunkPos = 0
+  /** Messages are carved one after another out of large arenas: few allocations, few addresses for sendmmsg. */
+  private arena: MessageArena
+  private arenaPos = 0
 
   constructor(maxSize: number) {
     this.maxSize = maxSize
-    this.chunk = this.newChunk()
-    this.buf = this.chunk.memory.subarray(0, maxSize)
+    this.arena = this.newArena()
+    this.buf = this.arena.memory.subarray(0, maxSize)
   }
 
-  private newChunk(): MessageChunk {
-    const reused = this.maxSize <= CHUNK_BYTES ? freeChunks.pop() : undefined
+  private newArena(): MessageArena {
+    const reused = this.maxSize <= ARENA_BYTES ? freeArenas.pop() : undefined
     if (reused) return reused
-    // Not from Node's shared pool: each chunk has memory of its own, which identifies it.
-    const memory = Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, this.maxSize))
-    const chunk: MessageChunk = {
+    // Not from Node's shared pool: each arena has memory of its own, which identifies it.
+    const memory = Buffer.allocUnsafeSlow(Math.max(ARENA_BYTES, this.maxSize))
+    const arena: MessageArena = {
       memory,
       held: 0,
       sealed: false,
       poisoned: false,
       released: undefined,
-      free: memory.length === CHUNK_BYTES ? freeChunks : undefined,
+      free: memory.length === ARENA_BYTES ? freeArenas : undefined,
     }
-    ;(memory.buffer as ChunkMemory)[CHUNK] = chunk
-    return chunk
+    ;(memory.buffer as ArenaMemory)[ARENA] = arena
+    return arena
   }
 
   /**
@@ -161,14 +164,14 @@ export class MessageBuilder {
    * The sequence number is that of the first data record in it, as RFC 7011 §3.1 counts.
    */
   begin(exportTimeSeconds: number, sequenceNumber: number, observationDomainId: number): void {
-    if (this.chunk.memory.length - this.chunkPos < this.maxSize) {
-      const old = this.chunk
+    if (this.arena.memory.length - this.arenaPos < this.maxSize) {
+      const old = this.arena
       old.sealed = true
-      this.chunk = this.newChunk()
-      this.chunkPos = 0
+      this.arena = this.newArena()
+      this.arenaPos = 0
       if (old.held === 0) giveBack(old)
     }
-    this.buf = this.chunk.memory.subarray(this.chunkPos, this.chunkPos + this.maxSize)
+    this.buf = this.arena.memory.subarray(this.arenaPos, this.arenaPos + this.maxSize)
     this.buf.writeUInt16BE(IPFIX_VERSION, 0)
     this.buf.writeUInt32BE(exportTimeSeconds >>> 0, 4)
     this.buf.writeUInt32BE(sequenceNumber >>> 0, 8)
@@ -206,8 +209,8 @@ export class MessageBuilder {
     this.closeSet()
     this.buf.writeUInt16BE(this.pos, 2)
     const message = this.buf.subarray(0, this.pos)
-    this.chunkPos += (this.pos + 7) & ~7
-    this.chunk.held++
+    this.arenaPos += (this.pos + 7) & ~7
+    this.arena.held++
     this.pos = 0
     return message
   }

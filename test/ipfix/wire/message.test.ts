@@ -103,7 +103,7 @@ describe('ipfix/message', function () {
       return m.readUInt32BE(8) === seed && m.subarray(MESSAGE_AND_SET_HEADERS_LENGTH).every((b) => b === (seed & 0xff))
     }
 
-    it('reuses a chunk once all its messages are released, and never the memory of a message still held', function () {
+    it('reuses an arena once all its messages are released, and never the memory of a message still held', function () {
       const builder = new MessageBuilder(MAX)
       const held = new Map<number, Buffer>()
       const released = new Set<ArrayBufferLike>()
@@ -125,15 +125,15 @@ describe('ipfix/message', function () {
         }
         for (const [s, m] of held) assert.ok(intact(m, s), `message ${s} overwritten after round ${round}`)
       }
-      assert.ok(reused > 1000, `memory was reused (${reused} messages in released chunks)`)
+      assert.ok(reused > 1000, `memory was reused (${reused} messages in released arenas)`)
     })
 
-    it('a message released twice takes its chunk out of reuse instead of freeing what is still held', function () {
+    it('a message released twice takes its arena out of reuse instead of freeing what is still held', function () {
       const builder = new MessageBuilder(MAX)
       const first = build(builder, 1)
       const second = build(builder, 2)
       releaseMessage(first)
-      releaseMessage(first) // a bug: the chunk must not come back while `second` is held
+      releaseMessage(first) // a bug: the arena must not come back while `second` is held
       for (let s = 3; s < 2000; s++) releaseMessage(build(builder, s))
       assert.ok(intact(second, 2))
     })
