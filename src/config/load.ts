@@ -15,7 +15,7 @@ import {isIPv4, isIPv6} from 'node:net'
 
 import {canonicalAddress} from '../util/address.js'
 import {elementByName, naturalLength} from '../ipfix/wire/elements.js'
-import {DEFAULT_TEMPLATES} from '../ipfix/export/exportable.js'
+import {DEFAULT_TEMPLATES} from '../ipfix/export/exportable-elements.js'
 import {MESSAGE_AND_SET_HEADERS_LENGTH, maxTemplateFields, templateFits} from '../ipfix/wire/message.js'
 import {FIELD_SPECIFIER_LENGTH, TEMPLATE_RECORD_HEADER_LENGTH} from '../ipfix/wire/template.js'
 import type {CollectorConfig, Config, Endpoint, HookConfig, LogOutputConfig, MeterSelection, TemplateConfig, TemplateFieldConfig} from './config.js'

@@ -12,7 +12,7 @@ import * as v from 'valibot'
 
 import {InvalidInputError} from '../errors.js'
 import {allowedLengths, defaultLength, editDistance, elementByName, similarNames, VARIABLE_LENGTH, type InformationElement} from '../ipfix/wire/elements.js'
-import {EXPORTABLE_ELEMENTS, exportableElement, unfillableReason} from '../ipfix/export/exportable.js'
+import {EXPORTABLE_ELEMENTS, exportableElement, unfillableReason} from '../ipfix/export/exportable-elements.js'
 import {validateNetnsName} from '../sys/netns.js'
 import type {Endpoint} from './config.js'
 import {problemText, type PathKey} from './source.js'

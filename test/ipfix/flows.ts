@@ -3,9 +3,9 @@
  * the exporter takes, the record each flow must come back as (worked out here from the input, not
  * by the code under test), and a collector that keeps everything it receives.
  */
-import {compileTemplate, createExporter, type CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/export/exporter.js'
+import {compileTemplate, createExporter, type CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/export/collector-exporter.js'
 import {elementByName, naturalLength, type InformationElement} from '../../src/ipfix/wire/elements.js'
-import {exportableElement} from '../../src/ipfix/export/exportable.js'
+import {exportableElement} from '../../src/ipfix/export/exportable-elements.js'
 import {bindField, columnWriter, recordWriter, templateFamily, type BoundField} from '../../src/ipfix/export/flow-fields.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {parseAddress} from '../../src/util/address.js'

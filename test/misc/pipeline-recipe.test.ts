@@ -14,7 +14,7 @@ import {join} from 'node:path'
 import {parse} from 'yaml'
 
 import {elementByName} from '../../src/ipfix/wire/elements.js'
-import {DEFAULT_TEMPLATES} from '../../src/ipfix/export/exportable.js'
+import {DEFAULT_TEMPLATES} from '../../src/ipfix/export/exportable-elements.js'
 import {cliOk} from '../helpers/e2e.js'
 import {requireTshark, tsharkDissectIpfix} from '../helpers/tshark.js'
 import {REPO_ROOT} from '../helpers/unit.js'

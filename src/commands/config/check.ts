@@ -6,7 +6,7 @@ import {spoolMemoryAtMost} from '../../config/exporters.js'
 import {loadConfig} from '../../config/load.js'
 import {checkConfigOnMachine} from '../../config/machine.js'
 import {elementByName, naturalLength} from '../../ipfix/wire/elements.js'
-import {exportableElement} from '../../ipfix/export/exportable.js'
+import {exportableElement} from '../../ipfix/export/exportable-elements.js'
 import {jsonFlag} from '../../cli/flags.js'
 
 function plural(n: number, word: string): string {

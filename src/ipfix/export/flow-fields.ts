@@ -1,11 +1,11 @@
 /**
  * How each exportable information element is written into a record: the writers are derived
- * from its declaration in EXPORTABLE_ELEMENTS (exportable.ts), nothing here is per element.
+ * from its declaration in EXPORTABLE_ELEMENTS (exportable-elements.ts), nothing here is per element.
  * Times come from epoch microseconds; NTP-format times (RFC 7011 §6.1.9-10) count from 1900.
  */
 import type {FlowBatch} from '../../flow/batch.js'
 import {elementByName, naturalLength, type InformationElement} from '../wire/elements.js'
-import {exportableElement, type AddressColumn, type NumberColumn, type ValueSource} from './exportable.js'
+import {exportableElement, type AddressColumn, type NumberColumn, type ValueSource} from './exportable-elements.js'
 
 export type FieldWriter = (b: FlowBatch, i: number, buf: Buffer, off: number) => void
 

@@ -25,9 +25,9 @@ import {fieldKeys} from '../wire/codec.js'
 import type {FieldValue, RecordFields} from '../wire/field-values.js'
 import type {AbstractType} from '../wire/elements.js'
 import {elementByName, similarNames} from '../wire/elements.js'
-import {compileTemplate, type ExportTemplate} from './export-template.js'
+import {compileTemplate, type ExportTemplate} from './flow-templates.js'
 import {bindField, type BoundField} from './flow-fields.js'
-import {exportableElement} from './exportable.js'
+import {exportableElement} from './exportable-elements.js'
 import type {TemplateSpec} from './target.js'
 
 export interface FlowSet {

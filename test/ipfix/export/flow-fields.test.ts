@@ -1,5 +1,5 @@
 /**
- * The writers derived from EXPORTABLE_ELEMENTS (src/ipfix/export/exportable.ts): each element's bytes,
+ * The writers derived from EXPORTABLE_ELEMENTS (src/ipfix/export/exportable-elements.ts): each element's bytes,
  * worked out here from the RFCs and the FlowBatch, not from the code under test; the column
  * writer and the one-record writer agree at every length a template may give; and the table is
  * what the config and the encoder see.
@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 
 import {FlowBatch} from '../../../src/flow/batch.js'
 import {allowedLengths, elementByName, naturalLength} from '../../../src/ipfix/wire/elements.js'
-import {DEFAULT_TEMPLATES, EXPORTABLE_ELEMENTS, exportableElement} from '../../../src/ipfix/export/exportable.js'
+import {DEFAULT_TEMPLATES, EXPORTABLE_ELEMENTS, exportableElement} from '../../../src/ipfix/export/exportable-elements.js'
 import {bindField, columnWriter, defaultFieldLength, recordWriter, templateFamily} from '../../../src/ipfix/export/flow-fields.js'
 import {prng} from '../../helpers/unit.js'
 import {batchOf, bindTestField, FORWARDING_STATUS, REGISTRY_KNOWS_FORWARDING_STATUS, type FlowInput} from '../flows.js'

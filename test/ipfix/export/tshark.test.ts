@@ -10,8 +10,8 @@
 import assert from 'node:assert/strict'
 
 import {renderFields} from '../../../src/ipfix/collect/render.js'
-import {EXPORTABLE_ELEMENTS} from '../../../src/ipfix/export/exportable.js'
-import {compileTemplate} from '../../../src/ipfix/export/exporter.js'
+import {EXPORTABLE_ELEMENTS} from '../../../src/ipfix/export/exportable-elements.js'
+import {compileTemplate} from '../../../src/ipfix/export/collector-exporter.js'
 import {ipv4Checksum, LINKTYPE_ETHERNET, LINKTYPE_RAW, pcapFile, udpPacket} from '../../helpers/pcap.js'
 import {parseTsharkTime, requireTshark, TsharkProblemError, tsharkDecodeIpfix, tsharkDissectIpfix} from '../../helpers/tshark.js'
 import {

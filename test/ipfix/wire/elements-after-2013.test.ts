@@ -7,7 +7,7 @@ import {readFileSync} from 'node:fs'
 
 import {generate, LATER, OUTPUT, parseCsv, REGISTRY} from '../../../misc/gen-elements.js'
 import {defaultLength, elementByName} from '../../../src/ipfix/wire/elements.js'
-import {unfillableReason} from '../../../src/ipfix/export/exportable.js'
+import {unfillableReason} from '../../../src/ipfix/export/exportable-elements.js'
 
 describe('elements after the 2013 registry snapshot', function () {
   it('the committed table is what gen:elements makes of the registry and misc/elements-after-2013.csv', function () {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 
 import {performance} from 'node:perf_hooks'
 
-import {compileTemplate, CONFIRM_MS, REPLAY_BURST_BYTES, SpoolBudget, type CollectorExporter, type ExporterOptions} from '../../../src/ipfix/export/exporter.js'
+import {compileTemplate, CONFIRM_MS, REPLAY_BURST_BYTES, SpoolBudget, type CollectorExporter, type ExporterOptions} from '../../../src/ipfix/export/collector-exporter.js'
 import type {DecodedMessage} from '../../../src/ipfix/collect/decoder.js'
 import {batchOf, NOW_MS, defaultExportTemplates, expectedFields, exporterTo, randomFlows, sampleFlows, Sink, STATS_TEMPLATE_ID, type FlowInput} from '../flows.js'
 

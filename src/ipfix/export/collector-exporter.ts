@@ -3,7 +3,7 @@
  * over its UDP transport. `createExporter` is the one way the daemon, `flowctl ipfix send` and
  * the benchmarks make one.
  */
-import type {ExportTemplate} from './export-template.js'
+import type {ExportTemplate} from './flow-templates.js'
 import {ExportSession, type MessageTransport, type SequenceStore} from './session.js'
 import type {SpoolBudget} from './spool.js'
 import type {CollectorTarget} from './target.js'
@@ -13,7 +13,7 @@ export {CONFIRM_MS, DEFAULT_REPLAY_BYTES_PER_SECOND, REPLAY_BURST_BYTES} from '.
 export {ARENA_BYTES, MAX_FREE_ARENAS} from '../wire/message.js'
 export {SpoolBudget} from './spool.js'
 
-export {compileTemplate, statsTemplateId, type ExportTemplate} from './export-template.js'
+export {compileTemplate, statsTemplateId, type ExportTemplate} from './flow-templates.js'
 export type {ExporterStats, MessageTransport, SequenceStore} from './session.js'
 
 /** An exporter to one collector. */

@@ -1,6 +1,8 @@
 /**
- * The templates an exporter sends: data templates compiled against the FlowBatch columns, the
- * choice of template per address family, and the options template of the exporter's statistics.
+ * The templates an exporter sends flows in: a data template (its wire form is ../wire/template.ts)
+ * compiled against the FlowBatch columns, through the fields of exportable-elements.ts and the
+ * writers of flow-fields.ts; the choice of template per address family; and the options template
+ * of the exporter's statistics.
  */
 import {IE, naturalLength} from '../wire/elements.js'
 import {bindField, templateFamily, type BoundField} from './flow-fields.js'
