@@ -47,12 +47,12 @@ export interface CollectorOptions {
   receiveBufferSize?: number
 }
 
-export interface MalformedInfo {
+interface MalformedInfo {
   exporter: string
   size: number
 }
 
-export interface RefusedInfo {
+interface RefusedInfo {
   exporter: string
   observationDomainId: number
 }

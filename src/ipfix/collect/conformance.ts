@@ -63,7 +63,7 @@ const MAX_TEMPLATE_IDS = 1024
 /** Template IDs printed per domain in the report for people. */
 const PRINTED_TEMPLATE_IDS = 32
 
-export interface SequenceGap {
+interface SequenceGap {
   expected: number
   got: number
   /** Records lost between the two messages (0 when `duplicated` > 0). */
@@ -73,7 +73,7 @@ export interface SequenceGap {
   exportTime: number
 }
 
-export interface CheckResult {
+interface CheckResult {
   check: CheckName
   title: string
   /** Problems found (0: the check passed). */
@@ -82,7 +82,7 @@ export interface CheckResult {
   examples: string[]
 }
 
-export interface DomainReport {
+interface DomainReport {
   exporter: string
   /** null for malformed messages too short to name their domain. */
   observationDomainId: number | null

@@ -23,7 +23,7 @@ export interface MessageHeader {
   observationDomainId: number
 }
 
-export interface SetSummary {
+interface SetSummary {
   id: number
   kind: 'template' | 'optionsTemplate' | 'data'
   /** Byte offset of the set header in the message. */
@@ -49,7 +49,7 @@ export interface DecodedRecord {
   fields: RecordFields
 }
 
-export interface UnknownSet {
+interface UnknownSet {
   templateId: number
   offset: number
   length: number

@@ -14,7 +14,7 @@ export {ARENA_BYTES, MAX_FREE_ARENAS} from '../wire/message.js'
 export {SpoolBudget} from './spool.js'
 
 export {compileTemplate, statsTemplateId, type ExportTemplate} from './flow-templates.js'
-export type {ExporterStats, MessageTransport, SequenceStore} from './session.js'
+export type {ExporterStats, SequenceStore} from './session.js'
 
 /** An exporter to one collector. */
 export type CollectorExporter = ExportSession
