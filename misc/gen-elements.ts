@@ -104,5 +104,5 @@ ${lines.join('\n')}
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   writeFileSync(OUTPUT, generate(readFileSync(REGISTRY, 'utf8'), readFileSync(LATER, 'utf8')))
-  console.log(`wrote ${OUTPUT}`)
+  process.stdout.write(`wrote ${OUTPUT}\n`)
 }

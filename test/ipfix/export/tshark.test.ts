@@ -262,7 +262,7 @@ describe('ipfix/tshark interop: tshark decodes what the exporter sends @e2e', fu
       [3, 0, 195],
     ])
     assert.deepEqual(
-      fromTshark.map((r) => r.ipNextHopIPv4Address ?? r.ipNextHopIPv6Address),
+      fromTshark.map((r) => ('ipNextHopIPv4Address' in r ? r.ipNextHopIPv4Address : r.ipNextHopIPv6Address)),
       ['198.19.255.1', '0.0.0.0', '0.0.0.0', 'fe80::1:2ff:fe03:405', '::', '::'],
     )
 
