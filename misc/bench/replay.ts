@@ -19,7 +19,7 @@ import {execa, type ResultPromise} from 'execa'
 import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {FlowBatch} from '../../src/flow/batch.js'
-import {DEFAULT_REPLAY_BYTES_PER_SECOND, type CollectorExporter} from '../../src/ipfix/exporter.js'
+import {DEFAULT_REPLAY_BYTES_PER_SECOND, type CollectorExporter} from '../../src/ipfix/export/collector-exporter.js'
 import {cleanup, log, si, sleep, type BenchOptions, type Row} from './util.js'
 
 const BATCH = 8192

@@ -57,7 +57,7 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
       pkts: batch.packets[i],
       bytes: batch.bytes[i],
       // Milliseconds truncated, as IPFIX flowStartMilliseconds and flowEndMilliseconds carry them
-      // (src/ipfix/exportable.ts: the same columns divided by 1000 and floored): the same flow
+      // (src/ipfix/export/exportable-elements.ts: the same columns divided by 1000 and floored): the same flow
       // has the same times in the log and at the collector.
       start: Math.floor(batch.startUs[i] / 1000),
       end: Math.floor(batch.endUs[i] / 1000),

@@ -14,7 +14,7 @@ import {dirname} from 'node:path'
 
 import writeFileAtomic from 'write-file-atomic'
 
-import type {SequenceStore} from '../ipfix/exporter.js'
+import type {SequenceStore} from '../ipfix/export/collector-exporter.js'
 import {makeDirectories} from '../sys/directories.js'
 
 interface StateJson {

@@ -19,7 +19,7 @@ import {join} from 'node:path'
 import {execa} from 'execa'
 
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
-import {renderFields} from '../../src/ipfix/decoder.js'
+import {renderFields} from '../../src/ipfix/collect/render.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'

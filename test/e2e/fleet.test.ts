@@ -18,7 +18,7 @@ import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import {renderFields} from '../../src/ipfix/decoder.js'
+import {renderFields} from '../../src/ipfix/collect/render.js'
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping} from '../../src/lab/traffic.js'

@@ -18,7 +18,7 @@ import {mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync} from 'node
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import {dataRecordCount, IpfixDecoder} from '../../src/ipfix/decoder.js'
+import {IpfixDecoder} from '../../src/ipfix/collect/decoder.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'
@@ -41,7 +41,7 @@ class Sink {
     socket.on('message', (msg, rinfo) => {
       this.messages++
       this.bytes += msg.length
-      this.records += dataRecordCount(this.decoder.decode(msg, `${rinfo.address}:${rinfo.port}`))
+      this.records += this.decoder.decode(msg, `${rinfo.address}:${rinfo.port}`).records.length
     })
     await new Promise<void>((r) => socket.bind(0, '127.0.0.1', r))
     return socket.address().port

@@ -12,7 +12,7 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
-import {DEFAULT_TEMPLATES} from '../../src/ipfix/exportable.js'
+import {DEFAULT_TEMPLATES} from '../../src/ipfix/export/exportable-elements.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'

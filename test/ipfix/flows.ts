@@ -3,17 +3,18 @@
  * the exporter takes, the record each flow must come back as (worked out here from the input, not
  * by the code under test), and a collector that keeps everything it receives.
  */
-import {compileTemplate, createExporter, type CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/exporter.js'
-import {elementByName, naturalLength, type InformationElement} from '../../src/ipfix/elements.js'
-import {exportableElement} from '../../src/ipfix/exportable.js'
-import {bindField, columnWriter, recordWriter, templateFamily, type BoundField} from '../../src/ipfix/flow-fields.js'
+import {compileTemplate, createExporter, type CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/export/collector-exporter.js'
+import {elementByName, naturalLength, type InformationElement} from '../../src/ipfix/wire/elements.js'
+import {exportableElement} from '../../src/ipfix/export/exportable-elements.js'
+import {bindField, columnWriter, recordWriter, templateFamily, type BoundField} from '../../src/ipfix/export/flow-fields.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {parseAddress} from '../../src/util/address.js'
 import {FlowBatch} from '../../src/flow/batch.js'
-import {IpfixCollector} from '../../src/ipfix/collector.js'
-import {ConformanceChecker, type ConformanceOptions} from '../../src/ipfix/conformance.js'
-import {renderFields, type DecodedMessage, type DecodedRecord} from '../../src/ipfix/decoder.js'
-import type {DecodeError} from '../../src/ipfix/errors.js'
+import {IpfixCollector} from '../../src/ipfix/collect/collector.js'
+import {ConformanceChecker, type ConformanceOptions} from '../../src/ipfix/collect/conformance.js'
+import type {DecodedMessage, DecodedRecord} from '../../src/ipfix/collect/decoder.js'
+import {renderFields} from '../../src/ipfix/collect/render.js'
+import type {DecodeError} from '../../src/ipfix/wire/errors.js'
 import {prng} from '../helpers/unit.js'
 
 export interface FlowInput {

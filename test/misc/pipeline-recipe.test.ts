@@ -13,8 +13,8 @@ import {join} from 'node:path'
 
 import {parse} from 'yaml'
 
-import {elementByName} from '../../src/ipfix/elements.js'
-import {DEFAULT_TEMPLATES} from '../../src/ipfix/exportable.js'
+import {elementByName} from '../../src/ipfix/wire/elements.js'
+import {DEFAULT_TEMPLATES} from '../../src/ipfix/export/exportable-elements.js'
 import {cliOk} from '../helpers/e2e.js'
 import {requireTshark, tsharkDissectIpfix} from '../helpers/tshark.js'
 import {REPO_ROOT} from '../helpers/unit.js'

@@ -5,8 +5,8 @@ import type {Config, TemplateConfig} from '../../config/config.js'
 import {spoolMemoryAtMost} from '../../config/exporters.js'
 import {loadConfig} from '../../config/load.js'
 import {checkConfigOnMachine} from '../../config/machine.js'
-import {elementByName, naturalLength} from '../../ipfix/elements.js'
-import {exportableElement} from '../../ipfix/exportable.js'
+import {elementByName, naturalLength} from '../../ipfix/wire/elements.js'
+import {exportableElement} from '../../ipfix/export/exportable-elements.js'
 import {jsonFlag} from '../../cli/flags.js'
 
 function plural(n: number, word: string): string {

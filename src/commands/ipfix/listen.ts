@@ -2,9 +2,10 @@ import {Flags} from '@oclif/core'
 
 import {FlowctlCommand} from '../../cli/command.js'
 import {InvalidInputError} from '../../errors.js'
-import {COLLECTOR_MEMORY_CEILING_MB, IPFIX_PORT, IpfixCollector, reportRefusals, runUntil} from '../../ipfix/collector.js'
-import {ConformanceChecker} from '../../ipfix/conformance.js'
-import {DEFAULT_DECODER_LIMITS, formatRecordLine, renderRecordJson} from '../../ipfix/decoder.js'
+import {COLLECTOR_MEMORY_CEILING_MB, IPFIX_PORT, IpfixCollector, reportRefusals, runUntil} from '../../ipfix/collect/collector.js'
+import {ConformanceChecker} from '../../ipfix/collect/conformance.js'
+import {DEFAULT_DECODER_LIMITS} from '../../ipfix/collect/decoder.js'
+import {formatRecordLine, renderRecordJson} from '../../ipfix/collect/render.js'
 import {limitHeapGrowth} from '../../sys/heap.js'
 
 const durationFlag = Flags.custom<number>({

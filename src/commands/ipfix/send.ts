@@ -5,7 +5,7 @@ import {FlowctlError} from '../../errors.js'
 import {jsonFlag} from '../../cli/flags.js'
 import {loadConfig} from '../../config/load.js'
 import {exporterFor} from '../../config/exporters.js'
-import {flowFileTemplate, loadFlowFile} from '../../ipfix/flow-file.js'
+import {flowFileTemplate, loadFlowFile} from '../../ipfix/export/flow-file.js'
 
 export default class IpfixSend extends FlowctlCommand {
   static override summary = 'Send flows written in YAML to the collectors of a config'
