@@ -21,7 +21,7 @@ import {validateCapacity} from './compile.js'
 import {FlowStore} from './flow-store.js'
 import {findAttachment, isOurFilter, ourProgIds, reconcileFilters, type AttachOutcome, type AttachResult} from './meter-filters.js'
 import {provisionMeterSet, type UndoSteps} from './meter-provision.js'
-import {flowMemoryAtMost, MeterSet, PROGRAM_NAMES} from './meter-set.js'
+import {flowMemoryAtMost, MeterSet} from './meter-set.js'
 import {carryOverLegacy} from './migrate.js'
 import {readState, runningDaemon, sameNetns, withStateLock, type Attachment} from './state.js'
 
@@ -48,7 +48,7 @@ export interface AttachRequest {
   dry?: boolean
 }
 
-export type {AttachOutcome, AttachResult} from './meter-filters.js'
+export type {AttachOutcome} from './meter-filters.js'
 
 /** Parses the older tool's `-i NS:IFACE` (or `IFACE` for the root namespace; `root:IFACE` too). */
 export function parseLegacyInterface(spec: string): InterfaceTarget {
@@ -155,7 +155,7 @@ export interface DetachRequest {
   dry?: boolean
 }
 
-export interface DetachOutcome {
+interface DetachOutcome {
   netns: string
   interface: string
   direction: DirectionName
@@ -302,5 +302,3 @@ async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolea
     throw error
   }
 }
-
-export {PROGRAM_NAMES}

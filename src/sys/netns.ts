@@ -23,7 +23,7 @@ export function validateNetnsName(name: string): string {
   return name
 }
 
-export function netnsPath(name: string): string {
+function netnsPath(name: string): string {
   return `/run/netns/${name}`
 }
 
@@ -67,16 +67,6 @@ export async function listLinks(netns: NetnsName): Promise<Link[]> {
     operstate: l.operstate,
     mtu: l.mtu,
   }))
-}
-
-export async function resolveLink(netns: NetnsName, ifname: string, links?: Link[]): Promise<Link> {
-  const all = links ?? (await listLinks(netns))
-  const link = all.find((l) => l.ifname === ifname)
-  if (!link) {
-    const names = all.map((l) => l.ifname).join(', ')
-    throw new NotFoundError(`interface '${ifname}' does not exist in ${describeNetns(netns)} (it has: ${names || 'none'})`)
-  }
-  return link
 }
 
 /** An interface's counters as the kernel keeps them (bytes at L2: the Ethernet header included). */

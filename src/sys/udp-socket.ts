@@ -35,7 +35,6 @@ export const EAGAIN = 11
 export const EINTR = 4
 export const ENOBUFS = 105
 export const EMSGSIZE = 90
-export const ECONNREFUSED = 111
 
 /** sendmmsg sends at most this many datagrams a call (the kernel's UIO_MAXIOV). */
 export const MAX_BATCH = 1024

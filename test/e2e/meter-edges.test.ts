@@ -13,10 +13,9 @@ import {execa} from 'execa'
 import type {Flow} from '../../src/view/flow.js'
 import {FLOW_KEY4, FLOW_VALUE4, KEY} from '../../src/bpf/layout.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
-import {BpfMap} from '../../src/bpf/libbpf.js'
 import {pathsFromEnv} from '../../src/paths.js'
 import {Lab} from '../../src/lab/lab.js'
-import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
+import {runAgent, startAgent} from '../../src/lab/traffic.js'
 import {CLI, cli, cliJson, cliOk, requireE2e, sleep} from '../helpers/e2e.js'
 
 interface Status {

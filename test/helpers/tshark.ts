@@ -131,7 +131,7 @@ function isPart(kind: Kind): kind is PartKind {
  * one-field template of each element). Covers every element flowctl exports, the exporter's
  * statistics options record, and a few common others.
  */
-export const TSHARK_FIELDS: Readonly<Record<string, readonly Candidate[]>> = {
+const TSHARK_FIELDS: Readonly<Record<string, readonly Candidate[]>> = {
   'cflow.srcaddr': [c(8, 'sourceIPv4Address', 'text')],
   'cflow.dstaddr': [c(12, 'destinationIPv4Address', 'text')],
   'cflow.srcaddrv6': [c(27, 'sourceIPv6Address', 'text')],
@@ -378,7 +378,7 @@ export async function tsharkDissectIpfix(datagrams: readonly Buffer[], port: num
 }
 
 /** Parses tshark's `-T json --no-duplicate-keys` output of IPFIX packets (exported for unit tests of this helper). */
-export function parseTsharkJson(text: string, expectedFrames?: number): TsharkDissection {
+function parseTsharkJson(text: string, expectedFrames?: number): TsharkDissection {
   const packets = JSON.parse(text) as JsonObject[]
   const records: TsharkDecodedRecord[] = []
   const problems: string[] = []
@@ -450,7 +450,7 @@ export async function tsharkDecodeIpfix(datagrams: readonly Buffer[], port: numb
 }
 
 /** Whether tshark runs here (for preconditions). */
-export async function tsharkAvailable(tshark = 'tshark'): Promise<boolean> {
+async function tsharkAvailable(tshark = 'tshark'): Promise<boolean> {
   const r = await execa(tshark, ['--version'], {reject: false, timeout: 30_000}).catch(() => undefined)
   return r?.exitCode === 0
 }
