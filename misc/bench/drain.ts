@@ -7,13 +7,14 @@
 import {fork, type ChildProcess} from 'node:child_process'
 import {readFileSync} from 'node:fs'
 import {fileURLToPath} from 'node:url'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {pathsFromEnv} from '../../src/paths.js'
 import {compileMeter} from '../../src/bpf/compile.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import type {DrainExit, DrainRun} from './drain-child.js'
 import type {SinkCounts} from './sink.js'
-import {cleanup, fixed, log, median, ratio, si, sleep, type BenchOptions, type Row} from './util.js'
+import {cleanup, fixed, log, median, ratio, si, type BenchOptions, type Row} from './util.js'
 
 const here = (file: string) => fileURLToPath(new URL(file, import.meta.url))
 

@@ -20,6 +20,7 @@ import {fork} from 'node:child_process'
 import {mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {execa, type ResultPromise} from 'execa'
 
@@ -30,7 +31,7 @@ import {pathsFromEnv} from '../../src/paths.js'
 import {run} from '../../src/sys/exec.js'
 import * as P from '../../test/helpers/packets.js'
 import {compileEmptyProgram} from './kernel.js'
-import {cleanup, fixed, log, median, ratio, si, sleep, spread, type BenchOptions, type Row} from './util.js'
+import {cleanup, fixed, log, median, ratio, si, spread, type BenchOptions, type Row} from './util.js'
 
 const A_ADDR = '198.18.41.1'
 const B_ADDR = '198.18.41.2'

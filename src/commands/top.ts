@@ -1,3 +1,5 @@
+import {setTimeout as sleep} from 'node:timers/promises'
+
 import {Flags} from '@oclif/core'
 
 import {FlowctlCommand} from '../cli/command.js'
@@ -81,10 +83,6 @@ when omitted; --all-netns shows every metered namespace.`
       stdin.pause()
     }
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
 function rate(n: number, unit: string): string {
