@@ -106,7 +106,7 @@ export async function readLinkCounters(netns: NetnsName): Promise<Map<number, Li
 /** The kernel's own counters of one interface, for comparing with what the meter saw. */
 export async function linkCounters(netns: NetnsName, ifname: string): Promise<LinkCounters> {
   const {stdout} = await run('ip', ['-s', '-j', 'link', 'show', 'dev', ifname], {netns, timeoutMs: 10_000})
-  const [counters] = parseLinkCounters(stdout).values()
+  const counters = parseLinkCounters(stdout).values().next().value
   if (!counters) throw new NotFoundError(`interface '${ifname}' in ${describeNetns(netns)} has no counters`)
   return {rxPackets: counters.rxPackets, rxBytes: counters.rxBytes, txPackets: counters.txPackets, txBytes: counters.txBytes}
 }

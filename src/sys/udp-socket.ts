@@ -74,7 +74,7 @@ function lib(): Libc {
     recvmsg: c.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
     close: c.func('int close(int fd)'),
     if_nametoindex: c.func('unsigned int if_nametoindex(const char *name)'),
-  } as Libc
+  }
   return libc
 }
 

@@ -232,9 +232,9 @@ describe('meter edges @e2e', function () {
       runAgent(a, {mode: 'udp-send', host: '198.18.30.2', port: 9200, sport, count: 6000, size: 32, gapMs: 1}),
     )
     let flushes = 0
-    let running = true
-    void Promise.all(senders).finally(() => (running = false))
-    while (running) {
+    const sending = {done: false}
+    void Promise.all(senders).finally(() => (sending.done = true))
+    while (!sending.done) {
       await cliOk(['flush', '--netns', a, '-p', 'udp', '-S', '61003'])
       flushes++
     }
@@ -245,7 +245,7 @@ describe('meter edges @e2e', function () {
     for (const sport of [61001, 61002]) {
       const f = flows.find((x) => x.sport === sport)
       assert.equal(f?.packets, 6000, `flow ${sport}`)
-      assert.equal(f?.bytes, 6000 * 60)
+      assert.equal(f.bytes, 6000 * 60)
     }
     const flushed = flows.find((x) => x.sport === 61003)
     assert.ok(!flushed || flushed.packets < 6000, 'the flushed flow lost what was flushed')

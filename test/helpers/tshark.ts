@@ -370,7 +370,7 @@ export async function tsharkDissectIpfix(datagrams: readonly Buffer[], port: num
       timeout: 60_000,
       maxBuffer: 256 * 1024 * 1024,
     })
-    if (r.failed || r.exitCode !== 0) throw new Error(`tshark failed (${r.shortMessage}): ${String(r.stderr ?? '').trim()}`)
+    if (r.failed || r.exitCode !== 0) throw new Error(`tshark failed (${r.shortMessage}): ${String(r.stderr).trim()}`)
     return parseTsharkJson(String(r.stdout), datagrams.length)
   } finally {
     await rm(dir, {recursive: true, force: true})
@@ -446,7 +446,7 @@ function parseTsharkJson(text: string, expectedFrames?: number): TsharkDissectio
 export async function tsharkDecodeIpfix(datagrams: readonly Buffer[], port: number, options: TsharkOptions = {}): Promise<TsharkRecord[]> {
   const {records, problems} = await tsharkDissectIpfix(datagrams, port, options)
   if (problems.length) throw new TsharkProblemError(problems, records)
-  return records.filter((r) => options.includeOptions || !r.options).map((r) => r.fields)
+  return records.filter((r) => options.includeOptions === true || !r.options).map((r) => r.fields)
 }
 
 /** Whether tshark runs here (for preconditions). */
