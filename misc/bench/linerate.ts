@@ -20,6 +20,7 @@ import {fork} from 'node:child_process'
 import {mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {execa, type ResultPromise} from 'execa'
 
@@ -30,7 +31,7 @@ import {pathsFromEnv} from '../../src/paths.js'
 import {run} from '../../src/sys/exec.js'
 import * as P from '../../test/helpers/packets.js'
 import {compileEmptyProgram} from './kernel.js'
-import {cleanup, fixed, log, median, ratio, si, sleep, spread, type BenchOptions, type Row} from './util.js'
+import {cleanup, fixed, log, median, ratio, si, spread, type BenchOptions, type Row} from './util.js'
 
 const A_ADDR = '198.18.41.1'
 const B_ADDR = '198.18.41.2'
@@ -51,7 +52,7 @@ interface Rig {
 
 async function buildRig(): Promise<Rig> {
   const lab = new Lab()
-  const undo: (() => Promise<unknown> | unknown)[] = [() => lab.destroy()]
+  const undo: (() => unknown)[] = [() => lab.destroy()]
   const dispose = async () => {
     while (undo.length) await undo.pop()!()
   }
@@ -96,7 +97,7 @@ async function buildRig(): Promise<Rig> {
 function rxPackets(pid: number): number {
   for (const line of readFileSync(`/proc/${pid}/net/dev`, 'utf8').split('\n')) {
     const [name, rest] = line.split(':')
-    if (name?.trim() === IF_B) return Number(rest.trim().split(/\s+/)[1])
+    if (name.trim() === IF_B) return Number(rest.trim().split(/\s+/)[1])
   }
   throw new Error(`${IF_B} not found in /proc/${pid}/net/dev`)
 }
@@ -104,8 +105,9 @@ function rxPackets(pid: number): number {
 /** Busy CPU time of every CPU, in seconds (user, nice, system, irq, softirq, steal). */
 function busySeconds(): number {
   const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
-  const [user, nice, system, , , irq, softirq, steal] = fields
-  return (user + nice + system + irq + softirq + (steal ?? 0)) / 100 // USER_HZ
+  // steal is missing on older kernels.
+  const [user, nice, system, , , irq, softirq, steal = 0] = fields
+  return (user + nice + system + irq + softirq + steal) / 100 // USER_HZ
 }
 
 /** Puts `progs` (or nothing) on a's interface, both directions, in one tc call. */
@@ -277,11 +279,10 @@ export async function benchSoftflowd(options: BenchOptions): Promise<Row[]> {
   const daemonStateFile = join(pathsFromEnv().stateDir, 'bench-daemon-state.json')
   let daemon: ReturnType<typeof fork> | undefined
   const stopChildren = async () => {
-    if (daemon && daemon.exitCode === null) {
-      const exited = new Promise((resolve) => daemon!.once('exit', resolve))
+    if (daemon?.exitCode === null) {
+      const exited = new Promise((resolve) => daemon!.once('exit', () => resolve(true)))
       daemon.kill('SIGTERM')
-      await Promise.race([exited, sleep(5000)])
-      if (daemon.exitCode === null) daemon.kill('SIGKILL')
+      if (!(await Promise.race([exited, sleep(5000).then(() => false)]))) daemon.kill('SIGKILL')
     }
     if (sink.exitCode === null) sink.kill('SIGKILL')
   }

@@ -13,6 +13,7 @@ import {execFileSync} from 'node:child_process'
 import {mkdirSync, mkdtempSync, readFileSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {execa, type ResultPromise} from 'execa'
 
@@ -20,7 +21,7 @@ import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {FlowBatch} from '../../src/flow/batch.js'
 import {DEFAULT_REPLAY_BYTES_PER_SECOND, type CollectorExporter} from '../../src/ipfix/export/collector-exporter.js'
-import {cleanup, log, si, sleep, type BenchOptions, type Row} from './util.js'
+import {cleanup, log, si, type BenchOptions, type Row} from './util.js'
 
 const BATCH = 8192
 

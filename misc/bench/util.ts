@@ -4,6 +4,7 @@
  */
 import {readFileSync} from 'node:fs'
 import {cpus, release} from 'node:os'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 export function median(values: readonly number[]): number {
   if (values.length === 0) return Number.NaN
@@ -16,10 +17,6 @@ export function median(values: readonly number[]): number {
 export function spread(values: readonly number[]): number {
   if (values.length < 2) return 0
   return (Math.max(...values) - Math.min(...values)) / median(values)
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
 /** One line of the table. `ours` and `reference` are display strings; `pass` is undefined when the line has no target. */

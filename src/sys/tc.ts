@@ -32,7 +32,7 @@ interface TcFilterJson {
   }
 }
 
-export async function hasClsact(netns: NetnsName, dev: string): Promise<boolean> {
+async function hasClsact(netns: NetnsName, dev: string): Promise<boolean> {
   const {stdout} = await run('tc', ['-j', 'qdisc', 'show', 'dev', dev], {netns})
   const qdiscs = JSON.parse(stdout || '[]') as {kind: string}[]
   return qdiscs.some((q) => q.kind === 'clsact')

@@ -35,7 +35,6 @@ export const EAGAIN = 11
 export const EINTR = 4
 export const ENOBUFS = 105
 export const EMSGSIZE = 90
-export const ECONNREFUSED = 111
 
 /** sendmmsg sends at most this many datagrams a call (the kernel's UIO_MAXIOV). */
 export const MAX_BATCH = 1024
@@ -75,7 +74,7 @@ function lib(): Libc {
     recvmsg: c.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
     close: c.func('int close(int fd)'),
     if_nametoindex: c.func('unsigned int if_nametoindex(const char *name)'),
-  } as Libc
+  }
   return libc
 }
 

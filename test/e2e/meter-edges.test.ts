@@ -13,10 +13,9 @@ import {execa} from 'execa'
 import type {Flow} from '../../src/view/flow.js'
 import {FLOW_KEY4, FLOW_VALUE4, KEY} from '../../src/bpf/layout.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
-import {BpfMap} from '../../src/bpf/libbpf.js'
 import {pathsFromEnv} from '../../src/paths.js'
 import {Lab} from '../../src/lab/lab.js'
-import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
+import {runAgent, startAgent} from '../../src/lab/traffic.js'
 import {CLI, cli, cliJson, cliOk, requireE2e, sleep} from '../helpers/e2e.js'
 
 interface Status {
@@ -233,9 +232,9 @@ describe('meter edges @e2e', function () {
       runAgent(a, {mode: 'udp-send', host: '198.18.30.2', port: 9200, sport, count: 6000, size: 32, gapMs: 1}),
     )
     let flushes = 0
-    let running = true
-    void Promise.all(senders).finally(() => (running = false))
-    while (running) {
+    const sending = {done: false}
+    void Promise.all(senders).finally(() => (sending.done = true))
+    while (!sending.done) {
       await cliOk(['flush', '--netns', a, '-p', 'udp', '-S', '61003'])
       flushes++
     }
@@ -246,7 +245,7 @@ describe('meter edges @e2e', function () {
     for (const sport of [61001, 61002]) {
       const f = flows.find((x) => x.sport === sport)
       assert.equal(f?.packets, 6000, `flow ${sport}`)
-      assert.equal(f?.bytes, 6000 * 60)
+      assert.equal(f.bytes, 6000 * 60)
     }
     const flushed = flows.find((x) => x.sport === 61003)
     assert.ok(!flushed || flushed.packets < 6000, 'the flushed flow lost what was flushed')

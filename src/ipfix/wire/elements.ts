@@ -3,6 +3,8 @@
  * looked up by name without regard to case, so that the older tool's `SourceIPv4Address` and the
  * registry's `sourceIPv4Address` are the same element.
  */
+import {distance} from 'fastest-levenshtein'
+
 import type {AbstractType, InformationElement} from './element-types.js'
 import {IANA_ELEMENTS} from './iana-elements.js'
 
@@ -110,27 +112,12 @@ function elementById(id: number): InformationElement | undefined {
 /** Registry names closest to `name`, for "did you mean" in error messages. */
 export function similarNames(name: string, max = 3): string[] {
   const lower = name.toLowerCase()
-  const scored = [...byLowerName.values()].map((e) => ({name: e.name, d: editDistance(lower, e.name.toLowerCase())}))
+  const scored = [...byLowerName.values()].map((e) => ({name: e.name, d: distance(lower, e.name.toLowerCase())}))
   scored.sort((a, b) => a.d - b.d)
   return scored
     .filter((s) => s.d <= Math.max(2, Math.floor(lower.length / 4)))
     .slice(0, max)
     .map((s) => s.name)
-}
-
-/** Levenshtein distance: how many single-character edits turn `a` into `b` (for "did you mean"). */
-export function editDistance(a: string, b: string): number {
-  const prev = Array.from({length: b.length + 1}, (_, i) => i)
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]
-    prev[0] = i
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = prev[j]
-      prev[j] = Math.min(prev[j] + 1, prev[j - 1] + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1))
-      diag = tmp
-    }
-  }
-  return prev[b.length]
 }
 
 // IEs flowctl uses by number, resolved through the registry so no ID is typed twice.
