@@ -26,8 +26,9 @@
 import {unlinkSync} from 'node:fs'
 
 import type {HeldLock} from '../sys/flock.js'
-import {FAMILIES, type Family} from '../flow/record.js'
-import {FlowCache, SLAB_CHUNKS, type FlowSample} from '../flow/flow-cache.js'
+import {FAMILIES, type Family, type FlowSample} from '../flow/record.js'
+import {FlowCache} from '../flow/flow-cache.js'
+import {SLAB_CHUNKS} from '../flow/record-slabs.js'
 import {
   CHUNK_HEADER,
   chunkKey,

@@ -24,9 +24,9 @@ import {emptySample, interfaceSlot, KEY, readU32, srcOffset} from '../bpf/layout
 import type {BpfMap} from '../bpf/libbpf.js'
 import type {MeterSet} from '../bpf/meter-set.js'
 import {FlowBatch, END_REASON} from '../flow/batch.js'
-import type {FlowSample} from '../flow/flow-cache.js'
+import type {FoundKeys} from '../flow/key-index.js'
 import {TCP_FIN, TCP_RST} from '../flow/protocols.js'
-import {FAMILIES, type Family} from '../flow/record.js'
+import {FAMILIES, type Family, type FlowSample} from '../flow/record.js'
 import {clockOffsetNs, monotonicNowNs} from '../sys/clock.js'
 
 export const CHUNK = 8192
@@ -302,6 +302,7 @@ export class MeterSetDrainer {
     const gen = this.gen
     const keySize = map.info.keySize
     let found = this.found
+    let lookup: FoundKeys | undefined
     return forEachFlow(
       map,
       (keys, ko, sample, i) => {
@@ -323,7 +324,7 @@ export class MeterSetDrainer {
             this.exported[reason] = (this.exported[reason] ?? 0) + 1
             return
           }
-          idx = cache.insertFound(i)
+          idx = cache.insertFound(lookup!, i)
         }
         cache.merge(idx, sample)
         cache.gen[idx] = gen
@@ -334,7 +335,7 @@ export class MeterSetDrainer {
         onChunk: (keys, n) => {
           // (A chunk can outgrow CHUNK: a read retries with room for a whole hash bucket.)
           if (found.length < n) found = this.found = new Int32Array(n)
-          cache.findMany(keys, 0, keySize, n, found)
+          lookup = cache.findMany(keys, 0, keySize, n, found)
         },
       },
     )
