@@ -211,32 +211,6 @@ export function flowRecordLayout(family: Family, chunkBytes: number = PENDING_CH
   }
 }
 
-/** Packets and bytes the meter could not record (full flow map), per interface and direction. */
-export interface OverflowCount {
-  ifindex: number
-  direction: number
-  packets: number
-  bytes: number
-}
-
-/** Every entry of a meter set's overflow map. */
-export function readOverflow(map: BpfMap): OverflowCount[] {
-  const out: OverflowCount[] = []
-  map.forEachBatch((keys, values, n) => {
-    for (let i = 0; i < n; i++) {
-      const k = i * OVERFLOW_KEY.size
-      const v = i * OVERFLOW_VALUE.size
-      out.push({
-        ifindex: readU32(keys, k + OVERFLOW_KEY.fields.ifindex.offset),
-        direction: readU32(keys, k + OVERFLOW_KEY.fields.direction.offset),
-        packets: readU64(values, v + OVERFLOW_VALUE.fields.packets.offset),
-        bytes: readU64(values, v + OVERFLOW_VALUE.fields.bytes.offset),
-      })
-    }
-  })
-  return out
-}
-
 /** The daemon's journal (struct drain_state). */
 export interface DrainState {
   /** Drains committed. */
