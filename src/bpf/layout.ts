@@ -57,11 +57,11 @@ agree('the next_hop offsets of flow_value4 and flow_value6', FLOW_VALUE4.fields.
 agree('FLOW_DIR_INGRESS and flowDirection ingress', FLOW_DIR_INGRESS, 0)
 agree('FLOW_DIR_EGRESS and flowDirection egress', FLOW_DIR_EGRESS, DIRECTION_EGRESS)
 
-export function keyLayout(family: Family): typeof FLOW_KEY4 | typeof FLOW_KEY6 {
+function keyLayout(family: Family): typeof FLOW_KEY4 | typeof FLOW_KEY6 {
   return family === 4 ? FLOW_KEY4 : FLOW_KEY6
 }
 
-export function valueLayout(family: Family): typeof FLOW_VALUE4 | typeof FLOW_VALUE6 {
+function valueLayout(family: Family): typeof FLOW_VALUE4 | typeof FLOW_VALUE6 {
   return family === 4 ? FLOW_VALUE4 : FLOW_VALUE6
 }
 
@@ -69,7 +69,7 @@ export function srcOffset(family: Family): number {
   return keyLayout(family).fields.src.offset
 }
 
-export function dstOffset(family: Family): number {
+function dstOffset(family: Family): number {
   return keyLayout(family).fields.dst.offset
 }
 

@@ -67,7 +67,7 @@ export interface DrainReport {
 }
 
 /** A live flow map the last drain of a set could not read: its flows are lost. */
-export interface UnreadMap {
+interface UnreadMap {
   family: Family
   /** Entries it held, when they could still be counted. */
   entries?: number
