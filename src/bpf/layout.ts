@@ -3,13 +3,15 @@
  * layout.generated.ts, which misc/gen-layout.ts generates from bpf/flowctl.h (the header is the
  * single definition); the drain, dump, status, the daemon and its metrics all go through here.
  */
-import {addressLength, directionName, type Family, type FlowCounters, type FlowKey} from '../flow/record.js'
-import type {FlowRecordLayout, FlowSample} from '../flow/flow-cache.js'
+import {addressLength, DIRECTION_EGRESS, directionName, type Family, type FlowCounters, type FlowKey, type FlowSample} from '../flow/record.js'
+import type {FlowRecordLayout} from '../flow/record-slabs.js'
 import {formatAddress} from '../util/address.js'
 import type {FieldLayout, StructLayout} from './layout-types.js'
 import {
   DRAIN_STATE,
   FLOWCTL_LAYOUT_VERSION,
+  FLOW_DIR_EGRESS,
+  FLOW_DIR_INGRESS,
   FLOW_KEY4,
   FLOW_KEY6,
   FLOW_VALUE4,
@@ -33,25 +35,33 @@ export const LAYOUT_VERSION = FLOWCTL_LAYOUT_VERSION
  * up to `nextHop`): checked here once, so the hot paths may use one table for both.
  */
 function sharedPrefix<A extends StructLayout, B extends StructLayout>(a: A, b: B, upTo: string): A['fields'] {
-  for (const [name, f] of Object.entries(a.fields) as [string, FieldLayout][]) {
+  for (const [name, f] of Object.entries<FieldLayout>(a.fields)) {
     if (name === upTo) break
-    const g = b.fields[name]
-    if (!g || g.offset !== f.offset || g.size !== f.size) throw new Error(`bpf/flowctl.h: ${a.name}.${name} and ${b.name}.${name} differ`)
+    const g = name in b.fields ? b.fields[name] : undefined
+    if (g?.offset !== f.offset || g.size !== f.size) throw new Error(`bpf/flowctl.h: ${a.name}.${name} and ${b.name}.${name} differ`)
   }
   return a.fields
+}
+
+/** Throws when two things the code takes to be one differ in the header (typed as numbers: they are checked, not assumed). */
+function agree(what: string, a: number, b: number): void {
+  if (a !== b) throw new Error(`bpf/flowctl.h: ${what} differ (${a}, ${b})`)
 }
 
 /** Offsets in a flow key of either family (src and dst: see srcOffset, dstOffset). */
 export const KEY = sharedPrefix(FLOW_KEY4, FLOW_KEY6, 'src')
 /** Offsets in a flow value of either family (nextHop: same offset, family-sized). */
 export const VALUE = sharedPrefix(FLOW_VALUE4, FLOW_VALUE6, 'nextHop')
-if (FLOW_VALUE4.fields.nextHop.offset !== FLOW_VALUE6.fields.nextHop.offset) throw new Error('bpf/flowctl.h: next_hop offsets differ')
+agree('the next_hop offsets of flow_value4 and flow_value6', FLOW_VALUE4.fields.nextHop.offset, FLOW_VALUE6.fields.nextHop.offset)
+// A key's direction is enum flow_direction in the kernel and IPFIX flowDirection once decoded (directionName).
+agree('FLOW_DIR_INGRESS and flowDirection ingress', FLOW_DIR_INGRESS, 0)
+agree('FLOW_DIR_EGRESS and flowDirection egress', FLOW_DIR_EGRESS, DIRECTION_EGRESS)
 
-export function keyLayout(family: Family): typeof FLOW_KEY4 | typeof FLOW_KEY6 {
+function keyLayout(family: Family): typeof FLOW_KEY4 | typeof FLOW_KEY6 {
   return family === 4 ? FLOW_KEY4 : FLOW_KEY6
 }
 
-export function valueLayout(family: Family): typeof FLOW_VALUE4 | typeof FLOW_VALUE6 {
+function valueLayout(family: Family): typeof FLOW_VALUE4 | typeof FLOW_VALUE6 {
   return family === 4 ? FLOW_VALUE4 : FLOW_VALUE6
 }
 
@@ -59,7 +69,7 @@ export function srcOffset(family: Family): number {
   return keyLayout(family).fields.src.offset
 }
 
-export function dstOffset(family: Family): number {
+function dstOffset(family: Family): number {
   return keyLayout(family).fields.dst.offset
 }
 
@@ -199,32 +209,6 @@ export function flowRecordLayout(family: Family, chunkBytes: number = PENDING_CH
     chunkHeader: PENDING_CHUNK_HEADER.size,
     readValue: readFlowSample,
   }
-}
-
-/** Packets and bytes the meter could not record (full flow map), per interface and direction. */
-export interface OverflowCount {
-  ifindex: number
-  direction: number
-  packets: number
-  bytes: number
-}
-
-/** Every entry of a meter set's overflow map. */
-export function readOverflow(map: BpfMap): OverflowCount[] {
-  const out: OverflowCount[] = []
-  map.forEachBatch((keys, values, n) => {
-    for (let i = 0; i < n; i++) {
-      const k = i * OVERFLOW_KEY.size
-      const v = i * OVERFLOW_VALUE.size
-      out.push({
-        ifindex: readU32(keys, k + OVERFLOW_KEY.fields.ifindex.offset),
-        direction: readU32(keys, k + OVERFLOW_KEY.fields.direction.offset),
-        packets: readU64(values, v + OVERFLOW_VALUE.fields.packets.offset),
-        bytes: readU64(values, v + OVERFLOW_VALUE.fields.bytes.offset),
-      })
-    }
-  })
-  return out
 }
 
 /** The daemon's journal (struct drain_state). */

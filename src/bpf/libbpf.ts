@@ -20,8 +20,9 @@ interface Libbpf {
   updateElem(fd: number, key: Buffer, value: Buffer, flags: bigint): number
   deleteElem(fd: number, key: Buffer): number
   getNextKey(fd: number, key: Buffer | null, next: Buffer): number
-  lookupBatch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: null): number
-  lookupAndDeleteBatch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: null): number
+  // Properties, not methods: forEachBatch picks one of the two and calls it unbound.
+  lookupBatch: (fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: null) => number
+  lookupAndDeleteBatch: (fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: null) => number
   deleteBatch(fd: number, keys: Buffer, count: Uint32Array, opts: null): number
   updateBatch(fd: number, keys: Buffer, values: Buffer, count: Uint32Array, opts: null): number
   numPossibleCpus(): number
@@ -223,19 +224,19 @@ export class BpfMap {
   }
 
   /**
-   * Reads (and with `andDelete`, removes) every entry, `chunk` at a time, calling `onChunk` with
-   * the keys and values buffers and the number of entries in them. The buffers are reused
+   * Reads (and with `andDelete`, removes) every entry, a read batch of `batchEntries` at a time (one
+   * bpf() call), calling `onBatch` with the keys and values buffers and the number of entries in them. The buffers are reused
    * between calls. With andDelete the map must not be written meanwhile (a quiescent flow map).
    */
   forEachBatch(
-    onChunk: (keys: Buffer, values: Buffer, count: number) => void,
-    options: {andDelete?: boolean; chunk?: number; keys?: Buffer; values?: Buffer} = {},
+    onBatch: (keys: Buffer, values: Buffer, count: number) => void,
+    options: {andDelete?: boolean; batchEntries?: number; keys?: Buffer; values?: Buffer} = {},
   ): number {
-    let chunk = options.chunk ?? 4096
+    let batchEntries = options.batchEntries ?? 4096
     const keySize = this.info.keySize
     // Whole allocations (never slices of Node's pool): aligned, so callers may view them as words.
-    let keys = options.keys ?? Buffer.allocUnsafeSlow(chunk * keySize)
-    let values = options.values ?? Buffer.allocUnsafeSlow(chunk * this.valueBytes)
+    let keys = options.keys ?? Buffer.allocUnsafeSlow(batchEntries * keySize)
+    let values = options.values ?? Buffer.allocUnsafeSlow(batchEntries * this.valueBytes)
     const inBatch = Buffer.alloc(Math.max(8, keySize))
     const outBatch = Buffer.alloc(Math.max(8, keySize))
     const count = new Uint32Array(1)
@@ -243,21 +244,21 @@ export class BpfMap {
     let first = true
     let total = 0
     for (;;) {
-      count[0] = chunk
+      count[0] = batchEntries
       const rc = call(this.fd, first ? null : inBatch, outBatch, keys, values, count, null)
       if (rc < 0 && rc !== -ENOENT) {
-        // A hash bucket holds more entries than fit in one chunk: retry with room for them.
-        if (rc === -ENOSPC && chunk < 1 << 20) {
-          chunk *= 4
-          keys = Buffer.allocUnsafeSlow(chunk * keySize)
-          values = Buffer.allocUnsafeSlow(chunk * this.valueBytes)
+        // A hash bucket holds more entries than fit in one read batch: retry with room for them.
+        if (rc === -ENOSPC && batchEntries < 1 << 20) {
+          batchEntries *= 4
+          keys = Buffer.allocUnsafeSlow(batchEntries * keySize)
+          values = Buffer.allocUnsafeSlow(batchEntries * this.valueBytes)
           continue
         }
         check(rc, `reading ${this.describe()} in batches`)
       }
       if (count[0] > 0) {
         total += count[0]
-        onChunk(keys, values, count[0])
+        onBatch(keys, values, count[0])
       }
       if (rc === -ENOENT) return total
       outBatch.copy(inBatch)
@@ -267,7 +268,7 @@ export class BpfMap {
 
   /** Number of entries now in the map. */
   count(): number {
-    return this.forEachBatch(() => {}, {chunk: 8192})
+    return this.forEachBatch(() => {}, {batchEntries: 8192})
   }
 
   deleteBatch(keys: Buffer, n: number): void {

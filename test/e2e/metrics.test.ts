@@ -24,6 +24,7 @@ import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'
 import {cli, cliOk, requireE2e, sleep, PrivateDirs} from '../helpers/e2e.js'
 import {sample} from '../helpers/prom.js'
+import {Sink as IpfixSink} from '../ipfix/flows.js'
 
 const ETH = 14
 
@@ -339,5 +340,79 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
   it('exits 0 on SIGTERM', async function () {
     assert.equal(await daemon!.stop(), 0, daemon!.tail)
     daemon = undefined
+  })
+})
+
+describe('packets not metered, one count for status, the metrics and the collectors @e2e', function () {
+  this.timeout(240_000)
+  const id = randomBytes(3).toString('hex')
+  const privateDirs = new PrivateDirs(id)
+  const dirs = privateDirs.env
+  const lab = new Lab(id)
+  let tmp = ''
+  let a = ''
+  let b = ''
+  let collector: IpfixSink | undefined
+  let daemon: DaemonProcess | undefined
+
+  before(async function () {
+    requireE2e(this)
+    tmp = mkdtempSync(join(tmpdir(), 'fct-overflow-'))
+    privateDirs.apply()
+    a = await lab.namespace('a')
+    b = await lab.namespace('b')
+    await lab.veth(a, 'a0', b, 'b0', {v4: ['198.18.22.1/24', '198.18.22.2/24'], quiet: true})
+  })
+
+  after(async function () {
+    if (daemon) await daemon.stop('SIGKILL').catch(() => {})
+    await collector?.stop()
+    if (a) await cli(['meter', 'detach', '--netns', a]).catch(() => {})
+    await lab.destroy()
+    if (tmp) rmSync(tmp, {recursive: true, force: true})
+    privateDirs.remove()
+  })
+
+  it('what found the flow map full is the same in `meter status`, in /metrics and in the IPFIX statistics', async function () {
+    // 40 flows of one datagram each into a map of 16: 24 datagrams of 92 IP bytes are not metered.
+    await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'egress', '--capacity', '16'])
+    const udpSink = await startAgent(b, {mode: 'udp-sink', host: '0.0.0.0', port: 7100})
+    for (let i = 0; i < 40; i++) await runAgent(a, {mode: 'udp-send', host: '198.18.22.2', port: 7100, sport: 41000 + i, count: 1, size: 64})
+    udpSink.stop()
+    const notMetered = {packets: 24, bytes: 24 * (20 + 8 + 64)}
+    const [status] = JSON.parse(await cliOk(['meter', 'status', '--netns', a, '--json'])) as {overflowPackets: number; overflowBytes: number}[]
+    assert.deepEqual({packets: status.overflowPackets, bytes: status.overflowBytes}, notMetered)
+
+    collector = await IpfixSink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
+    const configFile = join(tmp, 'config.yaml')
+    writeFileSync(
+      configFile,
+      [
+        `collectors:\n- address: 127.0.0.1:${collector.port}`,
+        'drainIntervalSeconds: 1',
+        'statsIntervalSeconds: 1',
+        `meters:\n- netns: ${a}`,
+        "metrics:\n  listen: '127.0.0.1:0'",
+        `stateFile: ${dirs.FLOWCTL_STATE_DIR}/daemon-state.json`,
+        '',
+      ].join('\n'),
+    )
+    daemon = new DaemonProcess(configFile)
+    const url = String((await daemon.waitForLog('metrics-listening', () => true, 30_000)).url)
+    await daemon.waitForLog('started')
+    const text = await (await fetch(url)).text()
+    const labels = {netns: a, interface: 'a0', direction: 'egress'}
+    assert.deepEqual(
+      {packets: sample(text, 'flowctl_not_metered_packets_total', labels), bytes: sample(text, 'flowctl_not_metered_bytes_total', labels)},
+      notMetered,
+    )
+    await collector.until(() => collector!.records.some((r) => r.options), 'a statistics record', 15_000)
+    assert.equal(await daemon.stop(), 0, daemon.tail)
+    daemon = undefined
+    const stats = collector.records.filter((r) => r.options).at(-1)!
+    assert.deepEqual(
+      {packets: stats.fields.ignoredPacketTotalCount, bytes: stats.fields.ignoredOctetTotalCount},
+      {packets: BigInt(notMetered.packets), bytes: BigInt(notMetered.bytes)},
+    )
   })
 })

@@ -15,6 +15,7 @@ import type {AddressInfo} from 'node:net'
 
 import {Registry} from 'prom-client'
 
+import {readOverflow} from '../../bpf/overflow.js'
 import type {FlowBatch} from '../../flow/batch.js'
 import {protocolName} from '../../flow/protocols.js'
 import {directionName} from '../../flow/record.js'
@@ -27,7 +28,6 @@ import {InterfaceNames} from '../interfaces.js'
 import type {Logger} from '../log.js'
 import {ACCURACY_SAMPLE_MS, AccuracySampler, type LinkReader} from './accuracy.js'
 import {defineMetrics, REASON_LABEL, type DaemonMetricSet} from './definitions.js'
-import {readNotMetered} from './overflow.js'
 import {MetricsServer} from './server.js'
 
 /** What the flow log outputs report (implemented by DaemonMetrics; a no-op without metrics). */
@@ -140,14 +140,13 @@ export class DaemonMetrics implements FlowLogObserver {
     this.m.flowsPending.set({netns}, report.pending)
     const drainer = this.daemon?.meters.get(netns)
     for (const family of [4, 6] as const) {
-      const flows = report.takenByFamily?.[family]
-      if (flows === undefined) continue
+      const flows = report.takenByFamily[family]
       this.m.mapFlows.set({netns, family: `ipv${family}`}, flows)
       const capacity = drainer && this.capacity(drainer)
       if (capacity) this.m.mapFill.set({netns, family: `ipv${family}`}, flows / capacity)
     }
     this.syncCollectors()
-    if (report.seen) this.accuracy.drained(netns, drainer?.set.netns ?? (netns === 'root' ? null : netns), report.seen)
+    this.accuracy.drained(netns, drainer?.set.netns ?? (netns === 'root' ? null : netns), report.seen)
   }
 
   reloaded(result: 'ok' | 'refused'): void {
@@ -225,7 +224,7 @@ export class DaemonMetrics implements FlowLogObserver {
       }
       let overflow
       try {
-        overflow = readNotMetered(drainer.set)
+        overflow = readOverflow(drainer)
       } catch (error) {
         this.log.limited(`metrics-overflow:${netns}`, 'warn', 'metrics-read-failed', {netns, map: 'overflow', error: (error as Error).message})
       }
