@@ -5,4 +5,4 @@ module.exports = {
   slow: 5000,
   forbidPending: process.env.CI === 'true',
   forbidOnly: process.env.CI === 'true',
-};
+}

@@ -37,10 +37,10 @@ enum flow_direction {
  */
 enum flow_fwd_status {
 	FWD_STATUS_UNKNOWN = 0,
-	FWD_STATUS_FORWARDED = 64,    /* a route out of another interface */
-	FWD_STATUS_DROPPED = 128,     /* forwarding is off on the interface, or no route */
+	FWD_STATUS_FORWARDED = 64,        /* a route out of another interface */
+	FWD_STATUS_DROPPED = 128,         /* forwarding is off on the interface, or no route */
 	FWD_STATUS_DROP_UNROUTABLE = 131, /* blackhole, unreachable, prohibit */
-	FWD_STATUS_FOR_US = 195,      /* addressed to this host */
+	FWD_STATUS_FOR_US = 195,          /* addressed to this host */
 };
 
 /*
@@ -55,7 +55,7 @@ struct flow_key4 {
 	__u32 ifindex;
 	__u8 direction;
 	__u8 proto;
-	__u16 vlan_id;       /* host order; 0 when untagged; the outermost tag (802.1Q or 802.1ad) */
+	__u16 vlan_id; /* host order; 0 when untagged; the outermost tag (802.1Q or 802.1ad) */
 	__be16 sport;
 	__be16 dport;
 	__u16 inner_vlan_id; /* host order; QinQ: the customer tag behind the outer one; else 0 */
@@ -86,17 +86,17 @@ struct flow_key6 {
  * never before first_seen.
  * The fields from peer_ifindex on are the first packet's, set when the flow is created.
  */
-#define FLOW_VALUE_COMMON                                                                   \
-	__u64 packets;      /* wire packets: a GSO/GRO super-packet counts as its segments */ \
-	__u64 bytes;        /* IP bytes (header + payload) on the wire: octetDeltaCount */    \
-	__u64 first_seen_ns;                                                                 \
-	__u64 last_seen_ns;                                                                  \
-	__u32 tcp_flags;    /* OR of the TCP flags byte of every packet (32 bits for atomics) */ \
+#define FLOW_VALUE_COMMON                                                                               \
+	__u64 packets; /* wire packets: a GSO/GRO super-packet counts as its segments */                \
+	__u64 bytes;   /* IP bytes (header + payload) on the wire: octetDeltaCount */                   \
+	__u64 first_seen_ns;                                                                            \
+	__u64 last_seen_ns;                                                                             \
+	__u32 tcp_flags; /* OR of the TCP flags byte of every packet (32 bits for atomics) */           \
 	__u32 peer_ifindex; /* the other interface: out (ingress flows), in (egress flows); 0 = none */ \
-	__u8 tos;           /* IPv4 TOS / IPv6 traffic class */                             \
-	__u8 min_ttl;       /* IPv4 TTL / IPv6 hop limit, lowest and highest seen */        \
-	__u8 max_ttl;                                                                        \
-	__u8 fwd_status;    /* enum flow_fwd_status */
+	__u8 tos;           /* IPv4 TOS / IPv6 traffic class */                                         \
+	__u8 min_ttl;       /* IPv4 TTL / IPv6 hop limit, lowest and highest seen */                    \
+	__u8 max_ttl;                                                                                   \
+	__u8 fwd_status; /* enum flow_fwd_status */
 
 struct flow_value4 {
 	FLOW_VALUE_COMMON

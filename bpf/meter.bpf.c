@@ -35,8 +35,10 @@
 #endif
 /* The daemon holds at most twice the capacity per family (see src/daemon/drain.ts); its snapshot
  * takes this many chunks per slot, and the pending map has room for two slots. */
-#define RECORDS_PER_CHUNK(rec) ((FLOWCTL_PENDING_CHUNK_BYTES - sizeof(struct pending_chunk_header)) / sizeof(rec))
-#define CHUNKS_FOR(rec) ((2ULL * FLOWCTL_CAPACITY + RECORDS_PER_CHUNK(rec) - 1) / RECORDS_PER_CHUNK(rec))
+#define RECORDS_PER_CHUNK(rec)                                                                     \
+	((FLOWCTL_PENDING_CHUNK_BYTES - sizeof(struct pending_chunk_header)) / sizeof(rec))
+#define CHUNKS_FOR(rec)                                                                            \
+	((2ULL * FLOWCTL_CAPACITY + RECORDS_PER_CHUNK(rec) - 1) / RECORDS_PER_CHUNK(rec))
 #define PENDING_CHUNKS (2 * (CHUNKS_FOR(struct pending_flow4) + CHUNKS_FOR(struct pending_flow6)))
 
 #define ETH_P_8021Q_ 0x8100
@@ -72,22 +74,22 @@
  * a packet and without deleting entries one by one. The hashes are allocated per flow
  * (BPF_F_NO_PREALLOC) and shared by every CPU: memory follows the flows present, not capacity x CPUs.
  */
-#define FLOW_MAPS(fam)                                                    \
-	struct flow_map##fam {                                            \
-		__uint(type, BPF_MAP_TYPE_HASH);                          \
-		__uint(max_entries, FLOWCTL_CAPACITY);                    \
-		__uint(map_flags, BPF_F_NO_PREALLOC);                     \
-		__type(key, struct flow_key##fam);                        \
-		__type(value, struct flow_value##fam);                    \
-	};                                                                \
-	struct flow_map##fam flows##fam##_live SEC(".maps");              \
-	struct {                                                          \
-		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                 \
-		__uint(max_entries, 1);                                   \
-		__type(key, __u32);                                       \
-		__array(values, struct flow_map##fam);                    \
-	} flows##fam SEC(".maps") = {                                     \
-		.values = { [0] = &flows##fam##_live },                   \
+#define FLOW_MAPS(fam)                                                                             \
+	struct flow_map##fam {                                                                     \
+		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
+		__uint(max_entries, FLOWCTL_CAPACITY);                                             \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+		__type(key, struct flow_key##fam);                                                 \
+		__type(value, struct flow_value##fam);                                             \
+	};                                                                                         \
+	struct flow_map##fam flows##fam##_live SEC(".maps");                                       \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                                          \
+		__uint(max_entries, 1);                                                            \
+		__type(key, __u32);                                                                \
+		__array(values, struct flow_map##fam);                                             \
+	} flows##fam SEC(".maps") = {                                                              \
+	        .values = {[0] = &flows##fam##_live},                                              \
 	};
 
 FLOW_MAPS(4)
@@ -196,13 +198,14 @@ struct tcphdr_ {
 };
 
 /* Runs only when the flow map is full, so its own hash lookup costs nothing in normal operation. */
-static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 packets, __u64 bytes)
+static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 packets,
+                                           __u64 bytes)
 {
-	struct overflow_key key = { .ifindex = ifindex, .direction = direction };
+	struct overflow_key key = {.ifindex = ifindex, .direction = direction};
 	struct overflow_value *o = bpf_map_lookup_elem(&overflow, &key);
 
 	if (!o) {
-		struct overflow_value init = { .packets = packets, .bytes = bytes };
+		struct overflow_value init = {.packets = packets, .bytes = bytes};
 
 		if (!bpf_map_update_elem(&overflow, &key, &init, BPF_NOEXIST))
 			return;
@@ -225,14 +228,14 @@ struct packet_info {
 	__u8 tos;
 	__u8 ttl;
 	__u8 tcp_flags;
-	__u8 frag;	/* FRAG_FIRST or FRAG_LATER for a fragment of a larger datagram, else 0 */
+	__u8 frag; /* FRAG_FIRST or FRAG_LATER for a fragment of a larger datagram, else 0 */
 };
 
 enum { FRAG_FIRST = 1, FRAG_LATER = 2 };
 
 enum parse_result {
 	PARSE_OK,
-	PARSE_NOT_IP,	/* or malformed: not a flow */
+	PARSE_NOT_IP,    /* or malformed: not a flow */
 	PARSE_NEED_PULL, /* headers lie beyond the linear data: pull them in and parse again */
 };
 
@@ -244,17 +247,17 @@ enum parse_result {
  * the headers into the linear part and parses again; on a packet that really ends there, the
  * header is missing and `missing` says what to do.
  */
-#define HEADER(T, var, offset, missing)                                   \
-	T *var = data + ((offset) & MAX_HEADER_OFFSET);                   \
-	if ((void *)(var + 1) > data_end) {                               \
-		if (may_pull && skb->len > (__u32)(data_end - data))      \
-			return PARSE_NEED_PULL;                           \
-		missing;                                                  \
+#define HEADER(T, var, offset, missing)                                                            \
+	T *var = data + ((offset)&MAX_HEADER_OFFSET);                                              \
+	if ((void *)(var + 1) > data_end) {                                                        \
+		if (may_pull && skb->len > (__u32)(data_end - data))                               \
+			return PARSE_NEED_PULL;                                                    \
+		missing;                                                                           \
 	}
 
 /* Parses into an IPv6-shaped key (an IPv4 address takes the first 4 bytes of each address). */
 static __always_inline int parse(struct __sk_buff *skb, struct flow_key6 *key,
-				 struct packet_info *pi, int may_pull)
+                                 struct packet_info *pi, int may_pull)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -334,7 +337,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow_key6 *key,
 			    nexthdr != NEXTHDR_DEST && nexthdr != NEXTHDR_FRAGMENT &&
 			    nexthdr != NEXTHDR_AUTH)
 				break;
-			HEADER(struct ipv6_opt_, opt, off, { have_l4 = 0; break; });
+			HEADER(struct ipv6_opt_, opt, off, {
+				have_l4 = 0;
+				break;
+			});
 			if (nexthdr == NEXTHDR_FRAGMENT) {
 				__u16 fo = bpf_ntohs(opt->frag_off);
 
@@ -406,7 +412,7 @@ static __always_inline void fragment_ports(struct flow_key6 *key, const struct p
 	fk.proto = key->proto;
 	fk.family = pi->ip_version;
 	if (pi->frag == FRAG_FIRST) {
-		struct frag_ports ports = { .sport = key->sport, .dport = key->dport };
+		struct frag_ports ports = {.sport = key->sport, .dport = key->dport};
 
 		bpf_map_update_elem(&frags, &fk, &ports, BPF_ANY);
 		return;
@@ -425,8 +431,8 @@ static __always_inline void fragment_ports(struct flow_key6 *key, const struct p
  * it is forwarded at all. At egress: the gateway; the interface it came in by is the skb's.
  */
 static __always_inline void route(struct __sk_buff *skb, const struct flow_key6 *key,
-				  const struct packet_info *pi, __u8 direction,
-				  struct flow_value6 *v)
+                                  const struct packet_info *pi, __u8 direction,
+                                  struct flow_value6 *v)
 {
 	struct bpf_fib_lookup fib = {};
 	int rc;
@@ -456,7 +462,8 @@ static __always_inline void route(struct __sk_buff *skb, const struct flow_key6 
 		if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED) {
 			fib.ifindex = key->ifindex;
 			rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
-			v->fwd_status = rc == BPF_FIB_LKUP_RET_NOT_FWDED ? FWD_STATUS_FOR_US : FWD_STATUS_DROPPED;
+			v->fwd_status = rc == BPF_FIB_LKUP_RET_NOT_FWDED ? FWD_STATUS_FOR_US
+			                                                 : FWD_STATUS_DROPPED;
 			return;
 		}
 		switch (rc) {
@@ -488,7 +495,7 @@ static __always_inline void route(struct __sk_buff *skb, const struct flow_key6 
 		if (fib.ipv4_dst != dst[0])
 			__builtin_memcpy(v->next_hop, &fib.ipv4_dst, 4);
 	} else if (fib.ipv6_dst[0] != dst[0] || fib.ipv6_dst[1] != dst[1] ||
-		   fib.ipv6_dst[2] != dst[2] || fib.ipv6_dst[3] != dst[3]) {
+	           fib.ipv6_dst[2] != dst[2] || fib.ipv6_dst[3] != dst[3]) {
 		__builtin_memcpy(v->next_hop, fib.ipv6_dst, 16);
 	}
 }
@@ -500,8 +507,8 @@ static __always_inline void route(struct __sk_buff *skb, const struct flow_key6 
  * line (measured: 1.5x the cost of a lone CPU, against 3.4x writing every field each time).
  */
 static __always_inline void count(struct __sk_buff *skb, void *outer, const void *key,
-				  const struct flow_key6 *key6, const struct packet_info *pi,
-				  __u8 direction, __u64 packets, __u64 bytes)
+                                  const struct flow_key6 *key6, const struct packet_info *pi,
+                                  __u8 direction, __u64 packets, __u64 bytes)
 {
 	__u32 zero = 0;
 	void *flow_map = bpf_map_lookup_elem(outer, &zero);
@@ -515,14 +522,14 @@ static __always_inline void count(struct __sk_buff *skb, void *outer, const void
 		/* The precise clock, once per flow: flowStart is exact, and it costs ~20 ns. */
 		__u64 now = bpf_ktime_get_ns();
 		struct flow_value6 init = {
-			.packets = packets,
-			.bytes = bytes,
-			.first_seen_ns = now,
-			.last_seen_ns = now,
-			.tcp_flags = pi->tcp_flags,
-			.tos = pi->tos,
-			.min_ttl = pi->ttl,
-			.max_ttl = pi->ttl,
+		        .packets = packets,
+		        .bytes = bytes,
+		        .first_seen_ns = now,
+		        .last_seen_ns = now,
+		        .tcp_flags = pi->tcp_flags,
+		        .tos = pi->tos,
+		        .min_ttl = pi->ttl,
+		        .max_ttl = pi->ttl,
 		};
 
 		route(skb, key6, pi, direction, &init);
@@ -600,7 +607,7 @@ static __always_inline void meter(struct __sk_buff *skb, __u8 direction)
 	if (segs > 1) {
 		packets = segs;
 		bytes = (skb->len - pi.l3_off) +
-			(__u64)(segs - 1) * (pi.l4_off - pi.l3_off + pi.l4_hdr_len);
+		        (__u64)(segs - 1) * (pi.l4_off - pi.l3_off + pi.l4_hdr_len);
 	}
 
 	if (pi.ip_version == 4) {

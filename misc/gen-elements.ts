@@ -1,18 +1,18 @@
 /**
- * Generates src/ipfix/iana-elements.ts from the IANA IPFIX Information Elements registry
+ * Generates src/ipfix/wire/iana-elements.ts from the IANA IPFIX Information Elements registry
  * (misc/iana/ipfix-information-elements.csv: the 2013 snapshot of ../shared/iana/, kept in the
  * repository so that a clean clone regenerates and checks the table on its own) and the elements assigned since
  * that flowctl users name (misc/elements-after-2013.csv: one reviewed row per element, with the
  * RFC that defines it and, where the RFC asks for one, a default length other than the type's).
  * A row there replaces the snapshot's row of the same id. Run `npm run gen:elements` after either
- * changes; test/ipfix/elements-after-2013.test.ts fails when the committed table differs.
+ * changes; test/ipfix/wire/elements-after-2013.test.ts fails when the committed table differs.
  */
 import {readFileSync, writeFileSync} from 'node:fs'
 import {fileURLToPath} from 'node:url'
 
 export const REGISTRY = fileURLToPath(new URL('../../misc/iana/ipfix-information-elements.csv', import.meta.url))
 export const LATER = fileURLToPath(new URL('../../misc/elements-after-2013.csv', import.meta.url))
-export const OUTPUT = fileURLToPath(new URL('../../src/ipfix/iana-elements.ts', import.meta.url))
+export const OUTPUT = fileURLToPath(new URL('../../src/ipfix/wire/iana-elements.ts', import.meta.url))
 
 /** RFC 4180 CSV: quoted fields may hold commas, newlines and doubled quotes. */
 export function parseCsv(text: string): string[][] {
@@ -63,14 +63,22 @@ function elementRows(csv: string): Row[] {
   const [id, name, type, semantics, units, defaultLength] = ['ElementID', 'Name', 'Data Type', 'Data Type Semantics', 'Units', 'Default Length'].map(col)
   return rows
     .filter((r) => /^\d+$/.test(r[id]) && r[type])
-    .map((r) => ({id: Number(r[id]), name: r[name], type: r[type], semantics: r[semantics] ?? '', units: r[units] ?? '', defaultLength: defaultLength < 0 ? '' : (r[defaultLength] ?? '')}))
+    .map((r) => ({
+      id: Number(r[id]),
+      name: r[name],
+      type: r[type],
+      semantics: r[semantics] ?? '',
+      units: r[units] ?? '',
+      defaultLength: defaultLength < 0 ? '' : (r[defaultLength] ?? ''),
+    }))
 }
 
 export function generate(csv: string, later = ''): string {
   const byId = new Map(elementRows(csv).map((r) => [r.id, r]))
   if (later) {
     for (const r of elementRows(later)) {
-      if (!/^\d+$/.test(r.defaultLength) && r.defaultLength !== '') throw new Error(`misc/elements-after-2013.csv: ${r.name}: Default Length '${r.defaultLength}' is not a number`)
+      if (!/^\d+$/.test(r.defaultLength) && r.defaultLength !== '')
+        throw new Error(`misc/elements-after-2013.csv: ${r.name}: Default Length '${r.defaultLength}' is not a number`)
       byId.set(r.id, r)
     }
   }
@@ -96,5 +104,5 @@ ${lines.join('\n')}
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   writeFileSync(OUTPUT, generate(readFileSync(REGISTRY, 'utf8'), readFileSync(LATER, 'utf8')))
-  console.log(`wrote ${OUTPUT}`)
+  process.stdout.write(`wrote ${OUTPUT}\n`)
 }

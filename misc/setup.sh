@@ -11,7 +11,8 @@ fi
 # pmacct: the independent collectors the fault and sampling tests check our exports against, each
 # run by the test on a loopback port, never as the packaged service).
 packages="clang llvm libbpf-dev bpftool iproute2 util-linux \
-  iputils-ping ethtool tshark iperf3 softflowd netsniff-ng linux-perf time tmux prometheus nfdump pmacct"
+  iputils-ping ethtool tshark iperf3 softflowd netsniff-ng linux-perf time tmux prometheus nfdump pmacct \
+  clang-format"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

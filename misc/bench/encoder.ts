@@ -6,7 +6,7 @@
 import {defaultConfig} from '../../src/config/load.js'
 import {FlowBatch} from '../../src/flow/batch.js'
 import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
-import type {CollectorExporter} from '../../src/ipfix/exporter.js'
+import type {CollectorExporter} from '../../src/ipfix/export/collector-exporter.js'
 import {fixed, median, ratio, si, type BenchOptions, type Row} from './util.js'
 
 const BATCH = 8192
@@ -60,7 +60,7 @@ function countingExporter(): {exporter: CollectorExporter; sent: {messages: numb
 export async function benchEncoder(options: BenchOptions): Promise<Row[]> {
   const rows: Row[] = []
   const minMs = options.quick ? 300 : 1000
-  for (const family of (process.env.BENCH_FAMILIES ?? "4,6").split(",").map(Number) as (4 | 6)[]) {
+  for (const family of (process.env.BENCH_FAMILIES ?? '4,6').split(',').map(Number) as (4 | 6)[]) {
     const batch = fillBatch(family)
     const {exporter, sent} = countingExporter()
     for (let i = 0; i < 50; i++) exporter.exportBatch(batch) // warm up

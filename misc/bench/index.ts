@@ -115,7 +115,9 @@ async function main(): Promise<number> {
   } finally {
     await cleanup.runAll()
   }
-  process.stdout.write(`\n${renderTable(rows)}\n\n${((performance.now() - started) / 1000).toFixed(0)} s; ratios: ours / reference (x), see docs/benchmarks.md\n`)
+  process.stdout.write(
+    `\n${renderTable(rows)}\n\n${((performance.now() - started) / 1000).toFixed(0)} s; ratios: ours / reference (x), see docs/benchmarks.md\n`,
+  )
   return rows.some((r) => r.error) ? 1 : 0
 }
 

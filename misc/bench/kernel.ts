@@ -122,7 +122,9 @@ function frames(): Record<string, Buffer> {
     'IPv4 TCP, existing flow': P.ethernet(P.ETH_IPV4, P.ipv4(6, '198.18.0.1', '198.18.0.2', P.tcp(40000, 443, 0x10, payload))),
     'IPv6 TCP, existing flow': P.ethernet(P.ETH_IPV6, P.ipv6(6, 'fd00::1', 'fd00::2', P.tcp(40000, 443, 0x10, payload))),
     'IPv4 UDP, existing flow': P.ethernet(P.ETH_IPV4, P.ipv4(17, '198.18.0.1', '198.18.0.2', P.udp(40000, 53, payload))),
-    'VLAN IPv4 TCP, existing flow': P.ethernet(P.ETH_IPV4, P.ipv4(6, '198.18.0.1', '198.18.0.2', P.tcp(40000, 443, 0x10, payload)), [{tpid: P.TPID_8021Q, vid: 100}]),
+    'VLAN IPv4 TCP, existing flow': P.ethernet(P.ETH_IPV4, P.ipv4(6, '198.18.0.1', '198.18.0.2', P.tcp(40000, 443, 0x10, payload)), [
+      {tpid: P.TPID_8021Q, vid: 100},
+    ]),
   }
 }
 
@@ -175,8 +177,16 @@ export async function benchKernel(options: BenchOptions): Promise<Row[]> {
   await execa('bpftool', ['prog', 'loadall', await compileEmptyProgram(), `${dir}/empty`, 'type', 'classifier'])
   const legacy = await loadLegacyMeter(CAPACITY, 'kernel-v1')
   // Loaded by bpftool, today's meter keeps its live flow maps pinned as loaded (flows<F>_live).
-  const v2 = meterOf('v2', `${dir}/meter/flowctl_ingress`, ['flows4_live', 'flows6_live'].map((m) => `${dir}/maps/${m}`))
-  const v1 = meterOf('v1', `${legacy.progDir}/flowctl_ingress`, ['flows4_a', 'flows4_b', 'flows6_a', 'flows6_b'].map((m) => `${legacy.mapDir}/${m}`))
+  const v2 = meterOf(
+    'v2',
+    `${dir}/meter/flowctl_ingress`,
+    ['flows4_live', 'flows6_live'].map((m) => `${dir}/maps/${m}`),
+  )
+  const v1 = meterOf(
+    'v1',
+    `${legacy.progDir}/flowctl_ingress`,
+    ['flows4_a', 'flows4_b', 'flows6_a', 'flows6_b'].map((m) => `${legacy.mapDir}/${m}`),
+  )
   const meters = [v2, v1]
   const empty = testRunner(`${dir}/empty/empty`)
   const repeat = options.quick ? 200_000 : 1_000_000

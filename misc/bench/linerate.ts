@@ -20,6 +20,7 @@ import {fork} from 'node:child_process'
 import {mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {execa, type ResultPromise} from 'execa'
 
@@ -30,7 +31,7 @@ import {pathsFromEnv} from '../../src/paths.js'
 import {run} from '../../src/sys/exec.js'
 import * as P from '../../test/helpers/packets.js'
 import {compileEmptyProgram} from './kernel.js'
-import {cleanup, fixed, log, median, ratio, si, sleep, spread, type BenchOptions, type Row} from './util.js'
+import {cleanup, fixed, log, median, ratio, si, spread, type BenchOptions, type Row} from './util.js'
 
 const A_ADDR = '198.18.41.1'
 const B_ADDR = '198.18.41.2'
@@ -51,7 +52,7 @@ interface Rig {
 
 async function buildRig(): Promise<Rig> {
   const lab = new Lab()
-  const undo: (() => Promise<unknown> | unknown)[] = [() => lab.destroy()]
+  const undo: (() => unknown)[] = [() => lab.destroy()]
   const dispose = async () => {
     while (undo.length) await undo.pop()!()
   }
@@ -81,13 +82,22 @@ async function buildRig(): Promise<Rig> {
   const trafgenConf = join(pathsFromEnv().cacheDir, `frame-${lab.id}.trafgen`)
   writeFileSync(trafgenConf, `{ ${[...frame].map((x) => `0x${x.toString(16).padStart(2, '0')}`).join(', ')} }\n`)
   await sleep(300)
-  return {lab, a, b, serverPid: server.pid!, trafgenConf, meterProgs: {ingress: set.progPath('ingress'), egress: set.progPath('egress')}, emptyProg: `${emptyDir}/prog/empty`, dispose}
+  return {
+    lab,
+    a,
+    b,
+    serverPid: server.pid!,
+    trafgenConf,
+    meterProgs: {ingress: set.progPath('ingress'), egress: set.progPath('egress')},
+    emptyProg: `${emptyDir}/prog/empty`,
+    dispose,
+  }
 }
 
 function rxPackets(pid: number): number {
   for (const line of readFileSync(`/proc/${pid}/net/dev`, 'utf8').split('\n')) {
     const [name, rest] = line.split(':')
-    if (name?.trim() === IF_B) return Number(rest.trim().split(/\s+/)[1])
+    if (name.trim() === IF_B) return Number(rest.trim().split(/\s+/)[1])
   }
   throw new Error(`${IF_B} not found in /proc/${pid}/net/dev`)
 }
@@ -95,8 +105,9 @@ function rxPackets(pid: number): number {
 /** Busy CPU time of every CPU, in seconds (user, nice, system, irq, softirq, steal). */
 function busySeconds(): number {
   const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
-  const [user, nice, system, , , irq, softirq, steal] = fields
-  return (user + nice + system + irq + softirq + (steal ?? 0)) / 100 // USER_HZ
+  // steal is missing on older kernels.
+  const [user, nice, system, , , irq, softirq, steal = 0] = fields
+  return (user + nice + system + irq + softirq + steal) / 100 // USER_HZ
 }
 
 /** Puts `progs` (or nothing) on a's interface, both directions, in one tc call. */
@@ -268,18 +279,19 @@ export async function benchSoftflowd(options: BenchOptions): Promise<Row[]> {
   const daemonStateFile = join(pathsFromEnv().stateDir, 'bench-daemon-state.json')
   let daemon: ReturnType<typeof fork> | undefined
   const stopChildren = async () => {
-    if (daemon && daemon.exitCode === null) {
-      const exited = new Promise((resolve) => daemon!.once('exit', resolve))
+    if (daemon?.exitCode === null) {
+      const exited = new Promise((resolve) => daemon!.once('exit', () => resolve(true)))
       daemon.kill('SIGTERM')
-      await Promise.race([exited, sleep(5000)])
-      if (daemon.exitCode === null) daemon.kill('SIGKILL')
+      if (!(await Promise.race([exited, sleep(5000).then(() => false)]))) daemon.kill('SIGKILL')
     }
     if (sink.exitCode === null) sink.kill('SIGKILL')
   }
   cleanup.push('stopping the daemon and sink', stopChildren)
   try {
     const port = await new Promise<number>((resolve) => sink.once('message', (m: {port: number}) => resolve(m.port)))
-    daemon = fork(here('./daemon-child.js'), [JSON.stringify({netns: rig.a, sinkPort: port, stateFile: daemonStateFile})], {stdio: ['ignore', 'inherit', 'inherit', 'ipc']})
+    daemon = fork(here('./daemon-child.js'), [JSON.stringify({netns: rig.a, sinkPort: port, stateFile: daemonStateFile})], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    })
     await new Promise<void>((resolve, reject) => {
       daemon!.once('message', () => resolve())
       daemon!.once('exit', (code) => reject(new Error(`the daemon exited (${code})`)))
@@ -299,7 +311,21 @@ export async function benchSoftflowd(options: BenchOptions): Promise<Row[]> {
           // Debian's softflowd, exporting IPFIX to a port nobody listens on in namespace a.
           softflowd = execa(
             'nsenter',
-            [`--net=/run/netns/${rig.a}`, 'softflowd', '-i', IF_A, '-n', '127.0.0.1:9', '-v', '10', '-d', '-p', join(softflowdDir, 'pid'), '-c', join(softflowdDir, 'ctl')],
+            [
+              `--net=/run/netns/${rig.a}`,
+              'softflowd',
+              '-i',
+              IF_A,
+              '-n',
+              '127.0.0.1:9',
+              '-v',
+              '10',
+              '-d',
+              '-p',
+              join(softflowdDir, 'pid'),
+              '-c',
+              join(softflowdDir, 'ctl'),
+            ],
             {reject: false, stdio: 'ignore'},
           )
           const proc = softflowd
@@ -322,7 +348,8 @@ export async function benchSoftflowd(options: BenchOptions): Promise<Row[]> {
       ['max rate', null],
     ] as const) {
       const segments = await alternate(rig, variants, cycles, 2000, 400, pps)
-      if (options.verbose) for (const s of segments) log(`softflowd ${label}: cycle ${s.cycle} ${s.variant} ${si(s.pps)} pps, ${fixed(s.cpuPerPacket * 1e6, 2)} us/pkt`)
+      if (options.verbose)
+        for (const s of segments) log(`softflowd ${label}: cycle ${s.cycle} ${s.variant} ${si(s.pps)} pps, ${fixed(s.cpuPerPacket * 1e6, 2)} us/pkt`)
       const oursAdded = addedCpus(segments, 'flowctl', 'none')
       const theirsAdded = addedCpus(segments, 'softflowd', 'none')
       const ours = median(oursAdded) * 1e6

@@ -16,14 +16,15 @@ import {execFileSync} from 'node:child_process'
 import {mkdirSync, mkdtempSync, readFileSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {execa, type ResultPromise} from 'execa'
 
 import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {FlowBatch} from '../../src/flow/batch.js'
-import {DEFAULT_REPLAY_BYTES_PER_SECOND, type CollectorExporter} from '../../src/ipfix/exporter.js'
-import {cleanup, log, si, sleep, type BenchOptions, type Row} from './util.js'
+import {DEFAULT_REPLAY_BYTES_PER_SECOND, type CollectorExporter} from '../../src/ipfix/export/collector-exporter.js'
+import {cleanup, log, si, type BenchOptions, type Row} from './util.js'
 
 const BATCH = 8192
 
@@ -53,14 +54,21 @@ function flows(n: number, id: number): FlowBatch {
 function freePort(): number {
   for (;;) {
     const port = 20_000 + Math.floor(Math.random() * 40_000)
-    if (!execFileSync('ss', ['-Hunl', `sport = :${port}`]).toString().trim()) return port
+    if (
+      !execFileSync('ss', ['-Hunl', `sport = :${port}`])
+        .toString()
+        .trim()
+    )
+      return port
   }
 }
 
 /** The drops of the socket bound to 127.0.0.1:port (the last column of /proc/net/udp). */
 function socketDrops(port: number): number {
   const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`
-  const line = readFileSync('/proc/net/udp', 'utf8').split('\n').find((l) => l.trim().split(/\s+/)[1] === local)
+  const line = readFileSync('/proc/net/udp', 'utf8')
+    .split('\n')
+    .find((l) => l.trim().split(/\s+/)[1] === local)
   return line ? Number(line.trim().split(/\s+/).at(-1)) : Number.NaN
 }
 
@@ -80,7 +88,12 @@ class Nfcapd {
     this.child = child
     cleanup.push('stopping nfcapd', () => child.kill('SIGKILL'))
     for (let i = 0; i < 100; i++) {
-      if (execFileSync('ss', ['-Hunl', `sport = :${this.port}`]).toString().includes(`:${this.port}`)) return
+      if (
+        execFileSync('ss', ['-Hunl', `sport = :${this.port}`])
+          .toString()
+          .includes(`:${this.port}`)
+      )
+        return
       await sleep(50)
     }
     throw new Error('nfcapd did not start')
@@ -174,7 +187,8 @@ export async function benchReplay(options: BenchOptions): Promise<Row[]> {
     for (const rate of rates) {
       const run = await replayOnce(root, total, rate === Infinity ? 1e15 : rate)
       runs.get(rate)!.push(run)
-      if (options.verbose) log(`replay ${rate === Infinity ? 'unpaced' : `${si(rate, 'B')}/s`}: lost ${run.lost} flows, ${run.drops} socket drops, ${run.seconds.toFixed(2)} s`)
+      if (options.verbose)
+        log(`replay ${rate === Infinity ? 'unpaced' : `${si(rate, 'B')}/s`}: lost ${run.lost} flows, ${run.drops} socket drops, ${run.seconds.toFixed(2)} s`)
     }
     for (const n of bursts) await liveRun(`${si(n)} flows unpaced`, n, 0)
     for (const pace of paces) await liveRun(`50 k flows at ${si(pace, 'B')}/s`, 50_000, pace)

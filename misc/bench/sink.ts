@@ -64,14 +64,14 @@ function main(): void {
     const expected = nextSeq.get(domain)
     if (expected !== undefined && seq !== expected) counts.sequenceGaps += (seq - expected) >>> 0
     let records = 0
-    for (let off = 16; off + 4 <= length; ) {
+    for (let off = 16; off + 4 <= length;) {
       const setId = msg.readUInt16BE(off)
       const setLength = msg.readUInt16BE(off + 2)
       if (setLength < 4) break
       const end = Math.min(off + setLength, length)
       if (setId === 2) {
         // Template records: id, field count, then (id, length[, enterprise]) per field.
-        for (let p = off + 4; p + 4 <= end; ) {
+        for (let p = off + 4; p + 4 <= end;) {
           const id = msg.readUInt16BE(p)
           const fields = msg.readUInt16BE(p + 2)
           p += 4

@@ -4,6 +4,7 @@
  */
 import {readFileSync} from 'node:fs'
 import {cpus, release} from 'node:os'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 export function median(values: readonly number[]): number {
   if (values.length === 0) return Number.NaN
@@ -16,10 +17,6 @@ export function median(values: readonly number[]): number {
 export function spread(values: readonly number[]): number {
   if (values.length < 2) return 0
   return (Math.max(...values) - Math.min(...values)) / median(values)
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
 /** One line of the table. `ours` and `reference` are display strings; `pass` is undefined when the line has no target. */
@@ -86,9 +83,20 @@ export function machine(): string[] {
 
 export function renderTable(rows: readonly Row[]): string {
   const header = ['figure', 'ours', 'reference', 'ratio', 'target', 'result']
-  const cells = rows.map((r) => [r.figure, r.ours, r.reference, r.ratio, r.target, r.error ? `ERROR: ${r.error}` : r.pass === undefined ? '' : r.pass ? 'PASS' : 'MISS'])
+  const cells = rows.map((r) => [
+    r.figure,
+    r.ours,
+    r.reference,
+    r.ratio,
+    r.target,
+    r.error ? `ERROR: ${r.error}` : r.pass === undefined ? '' : r.pass ? 'PASS' : 'MISS',
+  ])
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => (i === 5 ? 0 : c[i].length))))
-  const line = (c: string[]) => c.map((v, i) => (i === 5 ? v : v.padEnd(widths[i]))).join('  ').trimEnd()
+  const line = (c: string[]) =>
+    c
+      .map((v, i) => (i === 5 ? v : v.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd()
   return [line(header), line(widths.map((w, i) => '-'.repeat(i === 5 ? 6 : w))), ...cells.map(line)].join('\n')
 }
 

@@ -1,29 +1,29 @@
 /**
  * Attaching and detaching the meter, and reporting what is attached.
  *
- * Our filters are identified exactly: the pref and handle we recorded, holding a program whose id
- * is one of our meter set's. A filter someone else put there is never touched.
- * Every input is checked before anything changes, and a failure midway undoes what this call did,
- * so no half-attached state is left behind.
+ * An attach provisions each namespace's meter set (meter-provision.ts), then reconciles its
+ * filters with it (meter-filters.ts). Our filters are identified exactly: the pref and handle we
+ * recorded, holding a program whose id is one of our meter set's. A filter someone else put there
+ * is never touched. Every input is checked before anything changes, and a failure midway undoes
+ * what this call did, so no half-attached state is left behind.
  */
-import {existsSync} from 'node:fs'
 import {totalmem} from 'node:os'
 
-import {FlowctlError, InvalidInputError, NotFoundError} from '../errors.js'
-import type {Paths} from '../paths.js'
-import {makeDirectories} from '../sys/directories.js'
-import {requireRoot} from '../sys/privileges.js'
-import {describeNetns, listLinks, netnsInode, netnsLabel, type Link, type NetnsName, assertNetnsExists} from '../sys/netns.js'
-import {attachBpfFilter, deleteClsact, deleteFilter, ensureClsact, listFilters, type TcFilter} from '../sys/tc.js'
-import {compileMeter, DEFAULT_CAPACITY, MIN_CAPACITY, validateCapacity} from './compile.js'
+import {InvalidInputError, NotFoundError} from '../errors.js'
 import type {DirectionName} from '../flow/record.js'
-import {LAYOUT_VERSION} from './layout.js'
-import {flowMemoryAtMost, MeterSet, PROGRAM_NAMES} from './meter-set.js'
-import {carryOverLegacy, legacyCapacity, legacyDir, legacyFlowsAtMost, moveLegacyAside} from './migrate.js'
-import {claimMeterSet, readState, runningDaemon, sameNetns, withStateLock, type AttachState, type Attachment} from './state.js'
+import type {Paths} from '../paths.js'
 import type {HeldLock} from '../sys/flock.js'
+import {assertNetnsExists, describeNetns, listLinks, netnsLabel, type Link, type NetnsName} from '../sys/netns.js'
+import {requireRoot} from '../sys/privileges.js'
+import {deleteClsact, deleteFilter, listFilters} from '../sys/tc.js'
 import {requirePinRootOnBpffs} from './bpffs.js'
+import {validateCapacity} from './compile.js'
 import {FlowStore} from './flow-store.js'
+import {findAttachment, isOurFilter, ourProgIds, reconcileFilters, type AttachOutcome, type AttachResult} from './meter-filters.js'
+import {provisionMeterSet, type UndoSteps} from './meter-provision.js'
+import {flowMemoryAtMost, MeterSet} from './meter-set.js'
+import {carryOverLegacy} from './migrate.js'
+import {readState, runningDaemon, sameNetns, withStateLock, type Attachment} from './state.js'
 
 export const DEFAULT_PREF = 1
 export const DEFAULT_HANDLE = 1
@@ -48,15 +48,7 @@ export interface AttachRequest {
   dry?: boolean
 }
 
-export type AttachResult = 'attached' | 'unchanged' | 're-attached'
-
-export interface AttachOutcome {
-  netns: string
-  interface: string
-  direction: DirectionName
-  result: AttachResult
-  progId: number
-}
+export type {AttachOutcome} from './meter-filters.js'
 
 /** Parses the older tool's `-i NS:IFACE` (or `IFACE` for the root namespace; `root:IFACE` too). */
 export function parseLegacyInterface(spec: string): InterfaceTarget {
@@ -100,37 +92,13 @@ async function resolveTargets(targets: InterfaceTarget[]): Promise<ResolvedTarge
       const hint = olderMatches.length
         ? `; the older tool read '${t.ifname}' as a regular expression matching anywhere in a name, which takes ${olderMatches.join(', ')}: flowctl takes exact names, so name those (-i NS:IFACE for each) or use NS:* for all`
         : ''
-      throw new NotFoundError(
-        `interface '${t.ifname}' does not exist in ${describeNetns(t.netns)} (it has: ${links.map((l) => l.ifname).join(', ')})${hint}`,
-      )
+      throw new NotFoundError(`interface '${t.ifname}' does not exist in ${describeNetns(t.netns)} (it has: ${links.map((l) => l.ifname).join(', ')})${hint}`)
     }
     for (const link of chosen) {
       if (!out.some((o) => sameNetns(o.netns, t.netns) && o.link.ifindex === link.ifindex)) out.push({netns: t.netns, link})
     }
   }
   return out
-}
-
-function findAttachment(state: AttachState, netns: NetnsName, ifname: string, direction: DirectionName): Attachment | undefined {
-  return state.attachments.find((a) => sameNetns(a.netns, netns) && a.interface === ifname && a.direction === direction)
-}
-
-/** Whether a tc filter is one of ours: our program name, and a program id of our meter set. */
-function isOurFilter(filter: TcFilter | undefined, ourProgIds: number[]): boolean {
-  return !!filter && filter.kind === 'bpf' && filter.progId !== undefined && ourProgIds.includes(filter.progId)
-}
-
-function ourProgIds(set: MeterSet, att?: Attachment): number[] {
-  const ids: number[] = []
-  for (const d of ['ingress', 'egress'] as const) {
-    try {
-      ids.push(set.progId(d))
-    } catch {
-      // not pinned (any more)
-    }
-  }
-  if (att) ids.push(att.progId)
-  return ids
 }
 
 export async function attachMeters(paths: Paths, request: AttachRequest): Promise<AttachOutcome[]> {
@@ -148,144 +116,21 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
   const resolved = await resolveTargets(request.targets)
   if (request.dry) return planAttach(paths, request, resolved)
   await requirePinRootOnBpffs(paths)
-  const chain = request.chain ?? 0
+  const filterRequest = {directions: request.directions, pref: request.pref, handle: request.handle, chain: request.chain ?? 0, force: request.force}
 
   return withStateLock(paths, async (state) => {
-    const undo: (() => Promise<void>)[] = []
+    const undo: UndoSteps = []
     const outcomes: AttachOutcome[] = []
     const setLocks: HeldLock[] = []
     try {
       const netnsList = [...new Set(resolved.map((r) => r.netns))]
       for (const netns of netnsList) {
-        const set = MeterSet.for(paths, netns)
-        let migrationLock: HeldLock | undefined
-        const record = state.meterSets.find((m) => sameNetns(m.netns, netns))
-        let capacity = request.capacity ?? DEFAULT_CAPACITY
-        let reloaded = false
-
-        let migrating = false
-        if (set.exists() && request.force && set.layoutVersion() === 1) {
-          // Layout 1: its flows are carried over into a new meter set once the filters run the new
-          // programs. The new set keeps its capacity unless asked, if what it holds fits.
-          capacity = request.capacity ?? Math.max(MIN_CAPACITY, legacyCapacity(set))
-          const flows = legacyFlowsAtMost(set)
-          if (flows > 2 * capacity) {
-            const needed = Math.max(MIN_CAPACITY, Math.ceil(flows / 2))
-            throw new InvalidInputError(
-              `the layout-1 meter of ${describeNetns(netns)} may hand over up to ${flows} flows of one address family (what its maps hold, and room for new ones), more than a meter of capacity ${capacity} keeps (${2 * capacity}): carry them over with --capacity ${needed} or more`,
-            )
-          }
-          await moveLegacyAside(set)
-          migrating = true
-        }
-        if (existsSync(legacyDir(set))) {
-          // The carried-over flows go into the new set's snapshot: its lock is ours from before
-          // it has maps until they are in, so that no daemon starts draining it meanwhile (its
-          // commits would drop them).
-          makeDirectories(set.dir)
-          setLocks.push((migrationLock = claimMeterSet(set)))
-        }
-        if (set.exists()) {
-          set.verifyLayout()
-          const existing = set.capacity()
-          if (request.capacity !== undefined && request.capacity !== existing) {
-            throw new InvalidInputError(
-              `the meter of ${describeNetns(netns)} holds ${existing} flows per map; to use --capacity ${request.capacity}, detach all its interfaces first`,
-            )
-          }
-          capacity = existing
-        }
-        // A meter set made with another snapshot chunk size keeps it (its pending map is reused).
-        const compiled = await compileMeter({capacity, pendingChunkBytes: set.exists() ? set.pendingChunkBytes() : undefined}, paths.cacheDir)
-
-        if (!set.exists()) {
-          await set.create(compiled.objectPath, capacity)
-          undo.push(() => set.remove())
-          state.meterSets = state.meterSets.filter((m) => !sameNetns(m.netns, netns))
-          state.meterSets.push({
-            netns,
-            netnsInode: netnsInode(netns),
-            digest: compiled.digest,
-            capacity,
-            layoutVersion: LAYOUT_VERSION,
-            createdAt: new Date().toISOString(),
-          })
-          if (migrating) reloaded = true
-        } else if (request.force && record?.digest !== compiled.digest) {
-          // A different program (new flowctl or clang): load it onto the same maps.
-          await set.reloadPrograms(compiled.objectPath)
-          reloaded = true
-          if (record) record.digest = compiled.digest
-        }
-        const digest = state.meterSets.find((m) => sameNetns(m.netns, netns))?.digest ?? compiled.digest
-
-        // With new programs, every filter of this namespace moves to them, not only the named ones.
-        const targets = resolved.filter((r) => sameNetns(r.netns, netns))
-        const todo: {ifname: string; direction: DirectionName}[] = targets.flatMap((t) => request.directions.map((direction) => ({ifname: t.link.ifname, direction})))
-        if (reloaded) {
-          for (const a of state.attachments) {
-            if (sameNetns(a.netns, netns) && !todo.some((t) => t.ifname === a.interface && t.direction === a.direction)) {
-              todo.push({ifname: a.interface, direction: a.direction})
-            }
-          }
-        }
-
-        const links = await listLinks(netns)
-        for (const {ifname, direction} of todo) {
-          const link = links.find((l) => l.ifname === ifname)
-          if (!link) continue
-          const att = findAttachment(state, netns, ifname, direction)
-          const pref = att?.pref ?? request.pref
-          const handle = att?.handle ?? request.handle
-          const filterChain = att ? (att.chain ?? 0) : chain
-          const progId = set.progId(direction)
-          const filters = await listFilters(netns, ifname, direction)
-          const here = filters.find((f) => f.pref === pref && f.handle === handle && f.chain === filterChain)
-          const ours = isOurFilter(here, ourProgIds(set, att))
-
-          if (att && ours && here!.progId === progId && !request.force) {
-            outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result: 'unchanged', progId})
-            continue
-          }
-          if (ours) {
-            await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction), true, filterChain)
-            const now = new Date().toISOString()
-            if (att) Object.assign(att, {progId, digest, attachedAt: now, ifindex: link.ifindex})
-            else state.attachments.push({netns, interface: ifname, ifindex: link.ifindex, direction, pref, handle, chain: filterChain, progId, digest, attachedAt: now, qdiscCreated: false})
-            outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result: 're-attached', progId})
-            continue
-          }
-          // A filter of someone else at our place, or at the same pref with another kind.
-          const clash = filters.find((f) => f.pref === pref && f.chain === filterChain)
-          if (clash) {
-            throw new FlowctlError(
-              `pref ${pref} of ${ifname} ${direction} in ${describeNetns(netns)} is taken by another filter (${clash.kind}${clash.progName ? ` ${clash.progName}` : ''}): choose a free one with --pref`,
-            )
-          }
-          const qdiscCreated = await ensureClsact(netns, ifname)
-          if (qdiscCreated) undo.push(() => deleteClsact(netns, ifname).catch(() => {}))
-          await attachBpfFilter(netns, ifname, direction, pref, handle, set.progPath(direction), false, filterChain)
-          undo.push(() => deleteFilter(netns, ifname, direction, pref, handle, filterChain).catch(() => {}))
-          const sharedQdisc = state.attachments.some((a) => sameNetns(a.netns, netns) && a.interface === ifname && a.qdiscCreated)
-          state.attachments = state.attachments.filter((a) => a !== att)
-          state.attachments.push({
-            netns,
-            interface: ifname,
-            ifindex: link.ifindex,
-            direction,
-            pref,
-            handle,
-            chain: filterChain,
-            progId,
-            digest,
-            attachedAt: new Date().toISOString(),
-            qdiscCreated: qdiscCreated || sharedQdisc,
-          })
-          outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result: 'attached', progId})
-        }
+        const provisioned = await provisionMeterSet(paths, state, netns, request, undo, setLocks)
+        const ifnames = resolved.filter((r) => sameNetns(r.netns, netns)).map((r) => r.link.ifname)
+        outcomes.push(...(await reconcileFilters(state, netns, ifnames, provisioned, filterRequest, undo)))
         // A layout-1 meter set moved aside (now, or by an attach cut short): its filters run the
         // new programs by now, so its flows can be carried over.
-        await carryOverLegacy(set, migrationLock)
+        await carryOverLegacy(provisioned.set, provisioned.migrationLock)
       }
       return outcomes
     } catch (error) {
@@ -310,7 +155,7 @@ export interface DetachRequest {
   dry?: boolean
 }
 
-export interface DetachOutcome {
+interface DetachOutcome {
   netns: string
   interface: string
   direction: DirectionName
@@ -336,7 +181,13 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
       (request.pref === undefined || a.pref === request.pref) &&
       (request.handle === undefined || a.handle === request.handle) &&
       (request.chain === undefined || (a.chain ?? 0) === request.chain)
-    const where = [request.pref !== undefined && `pref ${request.pref}`, request.handle !== undefined && `handle ${request.handle}`, request.chain !== undefined && `chain ${request.chain}`].filter(Boolean).join(', ')
+    const where = [
+      request.pref !== undefined && `pref ${request.pref}`,
+      request.handle !== undefined && `handle ${request.handle}`,
+      request.chain !== undefined && `chain ${request.chain}`,
+    ]
+      .filter(Boolean)
+      .join(', ')
     const selected = state.attachments.filter(
       (a) =>
         request.directions.includes(a.direction) &&
@@ -451,5 +302,3 @@ async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolea
     throw error
   }
 }
-
-export {PROGRAM_NAMES}

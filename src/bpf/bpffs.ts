@@ -14,8 +14,8 @@ import type {Paths} from '../paths.js'
 import {run} from '../sys/exec.js'
 
 /** statfs(2) f_type of a bpf filesystem (BPF_FS_MAGIC in <linux/magic.h>). */
-export const BPF_FS_MAGIC = 0xcafe4a11
-export const STANDARD_BPFFS = '/sys/fs/bpf'
+const BPF_FS_MAGIC = 0xcafe4a11
+const STANDARD_BPFFS = '/sys/fs/bpf'
 
 /** The directory itself, or its nearest ancestor that exists: where a pin under it would land. */
 function nearestExisting(path: string): string {
@@ -24,7 +24,7 @@ function nearestExisting(path: string): string {
   return dir
 }
 
-export async function onBpffs(path: string): Promise<boolean> {
+async function onBpffs(path: string): Promise<boolean> {
   const {type} = await statfs(nearestExisting(path))
   return type === BPF_FS_MAGIC
 }

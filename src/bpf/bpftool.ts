@@ -25,7 +25,10 @@ export async function loadAll(objectPath: string, progDir: string, options: {map
 function loadFailureReason(stderr: string): string {
   if (/Operation not permitted|EPERM/.test(stderr)) return 'operation not permitted (run as root, with CAP_BPF and CAP_NET_ADMIN)'
   if (/verifier|BEGIN PROG LOAD LOG/.test(stderr)) {
-    const last = stderr.split('\n').filter((l) => l.trim() && !l.startsWith('libbpf:') && !l.startsWith(';')).slice(-3)
+    const last = stderr
+      .split('\n')
+      .filter((l) => l.trim() && !l.startsWith('libbpf:') && !l.startsWith(';'))
+      .slice(-3)
     return `the kernel's verifier rejected the program (${last.join(' / ')})`
   }
   const line = stderr.split('\n').find((l) => /^(Error|libbpf: .*(failed|error))/i.test(l.trim()))

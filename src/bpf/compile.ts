@@ -36,9 +36,14 @@ export interface CompiledMeter {
 
 /** Debian's multiarch directory that holds <asm/types.h>, which <linux/bpf.h> includes. */
 function multiarchInclude(): string | undefined {
-  const triplet = {x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu', arm: 'arm-linux-gnueabihf', ppc64: 'powerpc64le-linux-gnu', s390x: 's390x-linux-gnu', riscv64: 'riscv64-linux-gnu'}[
-    process.arch as string
-  ]
+  const triplet = {
+    x64: 'x86_64-linux-gnu',
+    arm64: 'aarch64-linux-gnu',
+    arm: 'arm-linux-gnueabihf',
+    ppc64: 'powerpc64le-linux-gnu',
+    s390x: 's390x-linux-gnu',
+    riscv64: 'riscv64-linux-gnu',
+  }[process.arch as string]
   const dir = triplet && `/usr/include/${triplet}`
   return dir && existsSync(dir) ? dir : undefined
 }

@@ -27,28 +27,13 @@ import {unlinkSync} from 'node:fs'
 
 import type {HeldLock} from '../sys/flock.js'
 import {FAMILIES, type Family} from '../flow/record.js'
-import {FlowCache, SLAB_CHUNKS, type FlowSample} from '../flow/flow-cache.js'
-import {
-  CHUNK_HEADER,
-  chunkKey,
-  emptySample,
-  flowRecordLayout,
-  pendingFlowLayout,
-  readDrainState,
-  readFlowSample,
-  readMeterMeta,
-  readU32,
-  writeDrainState,
-  writeU32,
-  type DrainState,
-} from './layout.js'
+import {FlowCache} from '../flow/flow-cache.js'
+import {forEachFlow} from './flow-map-reader.js'
+import {emptySample, flowRecordLayout, readDrainState, readFlowSample, readMeterMeta, writeDrainState, type DrainState} from './layout.js'
 import {BpfMap} from './libbpf.js'
 import {FamilyMaps, HeldMapDir, type MeterSet} from './meter-set.js'
-import {ReadAhead} from './read-ahead.js'
+import {PendingSnapshot, type SnapshotRecordVisitor} from './pending-snapshot.js'
 import {claimMeterSet} from './state.js'
-
-/** Chunks written or deleted per batch syscall (8 MiB of values). */
-const CHUNKS_PER_CALL = 256
 
 export type FamilyCaches = Record<Family, FlowCache>
 
@@ -65,9 +50,8 @@ export class FlowStore {
   /** Flows each flow map of this set holds. */
   readonly capacity: number
   private readonly dir: HeldMapDir
-  private readonly pending: BpfMap
-  /** This meter set's snapshot chunk size (older sets keep a larger one: bpf/flowctl.h). */
-  private readonly chunkBytes: number
+  /** The pending map, which holds the snapshot. */
+  private readonly snapshot: PendingSnapshot
   private readonly drainStateMap: BpfMap
   private state: DrainState
   /** The set's lock, for a writer; a reader has none. */
@@ -75,13 +59,20 @@ export class FlowStore {
   /** Whether close() lets the lock go (it was taken by open(), not handed to it). */
   private readonly ownsLock: boolean
 
-  private constructor(dir: HeldMapDir, families: Record<Family, FamilyMaps>, pending: BpfMap, drainState: BpfMap, capacity: number, lock: HeldLock | undefined, ownsLock: boolean) {
+  private constructor(
+    dir: HeldMapDir,
+    families: Record<Family, FamilyMaps>,
+    pending: BpfMap,
+    drainState: BpfMap,
+    capacity: number,
+    lock: HeldLock | undefined,
+    ownsLock: boolean,
+  ) {
     this.set = dir.set
     this.dir = dir
     this.families = families
     this.capacity = capacity
-    this.pending = pending
-    this.chunkBytes = pending.info.valueSize
+    this.snapshot = new PendingSnapshot(pending, dir.set.mapPath('pending'))
     this.drainStateMap = drainState
     this.state = readDrainState(drainState)
     this.lock = lock
@@ -159,7 +150,7 @@ export class FlowStore {
   /** Empty caches sized for this meter set: the daemon holds up to twice a flow map's capacity. */
   newCaches(): FamilyCaches {
     const max = 2 * this.capacity
-    const cache = (family: Family) => new FlowCache(flowRecordLayout(family, this.chunkBytes), max)
+    const cache = (family: Family) => new FlowCache(flowRecordLayout(family, this.snapshot.chunkBytes), max)
     return {4: cache(4), 6: cache(6)}
   }
 
@@ -171,7 +162,7 @@ export class FlowStore {
     const sample = emptySample()
     const gen = this.state.gen
     let loaded = 0
-    this.forEachSnapshotRecord((family, buf, keyAt, valueAt) => {
+    this.snapshot.forEachRecord(this.state, (family, buf, keyAt, valueAt) => {
       // Never full: the snapshot came from a cache of this size.
       const idx = caches[family].add(buf, keyAt, readFlowSample(buf, valueAt, sample))
       if (idx < 0) return
@@ -179,18 +170,6 @@ export class FlowStore {
       loaded++
     })
     return loaded
-  }
-
-  /** Calls `onRecord` with each record of the committed snapshot: its key and value offsets in `buf`. */
-  forEachSnapshotRecord(onRecord: SnapshotRecordVisitor): void {
-    const {slot, chunks} = this.state
-    const key = Buffer.alloc(4)
-    const chunk = Buffer.alloc(this.chunkBytes)
-    for (let i = 0; i < chunks; i++) {
-      key.writeUInt32LE(chunkKey(slot, i))
-      if (!this.pending.lookup(key, chunk)) throw new Error(`the daemon's snapshot in ${this.set.mapPath('pending')} lacks chunk ${i} of ${chunks}`)
-      forEachChunkRecord(chunk, 0, onRecord)
-    }
   }
 
   /** drain_state as it is now (a reader's view of the last commit; a writer knows its own). */
@@ -205,18 +184,12 @@ export class FlowStore {
    * drain_state still says `state` once it is taken: the caller checks that, and tries again.
    */
   readSnapshotCopy(state: DrainState): Buffer | undefined {
-    const copy = Buffer.alloc(state.chunks * this.chunkBytes)
-    const key = Buffer.alloc(4)
-    for (let i = 0; i < state.chunks; i++) {
-      key.writeUInt32LE(chunkKey(state.slot, i))
-      if (!this.pending.lookup(key, copy.subarray(i * this.chunkBytes, (i + 1) * this.chunkBytes))) return undefined
-    }
-    return copy
+    return this.snapshot.copy(state)
   }
 
   /** Calls `onRecord` with each record of a snapshot copy (readSnapshotCopy). */
   forEachCopiedRecord(copy: Buffer, onRecord: SnapshotRecordVisitor): void {
-    for (let at = 0; at < copy.length; at += this.chunkBytes) forEachChunkRecord(copy, at, onRecord)
+    this.snapshot.forEachCopiedRecord(copy, onRecord)
   }
 
   /**
@@ -261,11 +234,11 @@ export class FlowStore {
     this.writable()
     const previous = this.state
     const slot = previous.slot ^ 1
-    const chunks = this.writeSnapshot(slot, caches)
+    const chunks = this.snapshot.write(slot, caches)
     const next: DrainState = {gen, slot, chunks, flows4: caches[4].size, flows6: caches[6].size}
     writeDrainState(this.drainStateMap, next)
     this.state = next
-    this.deleteChunks(previous.slot, previous.chunks)
+    this.snapshot.delete(previous.slot, previous.chunks)
     for (const d of this.dir.drainMaps()) if (d.gen <= gen) unlinkQuietly(d.path)
   }
 
@@ -306,60 +279,7 @@ export class FlowStore {
    */
   removeStrayChunks(): void {
     this.writable()
-    const stray: number[] = []
-    this.pending.forEachBatch(
-      (keys, _v, n) => {
-        for (let i = 0; i < n; i++) {
-          const k = keys.readUInt32LE(i * 4)
-          if (k >>> 24 !== this.state.slot || (k & 0xffffff) >= this.state.chunks) stray.push(k)
-        }
-      },
-      {chunk: 64},
-    )
-    for (const k of stray) {
-      const key = Buffer.alloc(4)
-      key.writeUInt32LE(k)
-      this.pending.delete(key)
-    }
-  }
-
-  /**
-   * Writes what the caches hold into the pending map as chunks `chunkKey(slot, 0..)`: the caches
-   * keep their entries as chunks of snapshot records already, so this writes each chunk's header
-   * and hands the kernel the caches' own memory, a slab per batch update.
-   */
-  private writeSnapshot(slot: number, caches: FamilyCaches): number {
-    const keys = Buffer.alloc(SLAB_CHUNKS * 4)
-    let written = 0
-    for (const family of FAMILIES) {
-      const cache = caches[family]
-      const chunks = cache.chunks
-      for (let from = 0; from < chunks; ) {
-        const slab = cache.chunkSlab(from)
-        const first = cache.chunkOffset(from)
-        let n = 0
-        // The chunks of one slab are contiguous: one batch call for as many as it holds.
-        for (let c = from; c < chunks && cache.chunkSlab(c) === slab; c++, n++) {
-          const at = cache.chunkOffset(c)
-          writeU32(slab, at + CHUNK_HEADER.fields.family.offset, family)
-          writeU32(slab, at + CHUNK_HEADER.fields.records.offset, Math.min(cache.recordsPerChunk, cache.size - c * cache.recordsPerChunk))
-          keys.writeUInt32LE(chunkKey(slot, written + n), n * 4)
-        }
-        this.pending.updateBatch(keys, slab.subarray(first, first + n * this.chunkBytes), n)
-        written += n
-        from += n
-      }
-    }
-    return written
-  }
-
-  private deleteChunks(slot: number, chunks: number): void {
-    const keys = Buffer.alloc(CHUNKS_PER_CALL * 4)
-    for (let from = 0; from < chunks; from += CHUNKS_PER_CALL) {
-      const n = Math.min(CHUNKS_PER_CALL, chunks - from)
-      for (let i = 0; i < n; i++) keys.writeUInt32LE(chunkKey(slot, from + i), i * 4)
-      this.pending.deleteBatch(keys, n)
-    }
+    this.snapshot.removeStray(this.state)
   }
 
   /**
@@ -399,47 +319,11 @@ export class FlowStore {
   close(): void {
     this.families[4].close()
     this.families[6].close()
-    this.pending.close()
+    this.snapshot.close()
     this.drainStateMap.close()
     this.dir.close()
     if (this.ownsLock) this.lock?.release()
   }
-}
-
-/** Sees one record of a snapshot: its family, and its key's and value's offsets in `buf`. */
-export type SnapshotRecordVisitor = (family: Family, buf: Buffer, keyAt: number, valueAt: number) => void
-
-/** Calls `onRecord` with each record of the snapshot chunk at `at` in `buf`. */
-function forEachChunkRecord(buf: Buffer, at: number, onRecord: SnapshotRecordVisitor): void {
-  const family = readU32(buf, at + CHUNK_HEADER.fields.family.offset) as Family
-  const records = readU32(buf, at + CHUNK_HEADER.fields.records.offset)
-  const layout = pendingFlowLayout(family)
-  for (let r = 0; r < records; r++) {
-    const record = at + CHUNK_HEADER.size + r * layout.size
-    onRecord(family, buf, record + layout.fields.key.offset, record + layout.fields.value.offset)
-  }
-}
-
-/**
- * Reads every entry of a flow map (one no program writes any more), calling `onFlow` with the
- * key's offset in `keys`, its value as a FlowSample (reused: copy what you keep) and its number in
- * the chunk read; `onChunk`, if given, first sees each chunk's keys (`count`, `keySize` apart).
- * With `readAhead`, the next chunks are read in a thread of their own meanwhile (read-ahead.ts).
- */
-export function forEachFlow(
-  map: BpfMap,
-  onFlow: (keys: Buffer, keyAt: number, sample: FlowSample, i: number) => void,
-  options: {chunk?: number; onChunk?: (keys: Buffer, count: number) => void; readAhead?: boolean} = {},
-): number {
-  const {chunk = 8192, onChunk, readAhead = false} = options
-  const keySize = map.info.keySize
-  const valueSize = map.info.valueSize
-  const sample = emptySample()
-  const handle = (keys: Buffer, values: Buffer, n: number) => {
-    onChunk?.(keys, n)
-    for (let i = 0; i < n; i++) onFlow(keys, i * keySize, readFlowSample(values, i * valueSize, sample), i)
-  }
-  return readAhead ? ReadAhead.shared().forEachBatch(map, handle, chunk) : map.forEachBatch(handle, {chunk})
 }
 
 function unlinkQuietly(path: string): void {

@@ -27,7 +27,7 @@ export interface KernelFlow {
 }
 
 /** Cuts taken in a row, each crossed by a commit, before a read gives up. */
-export const CUT_ATTEMPTS = 20
+const CUT_ATTEMPTS = 20
 
 function add(index: Map<string, KernelFlow>, family: Family, key: Buffer, counters: FlowCounters): void {
   const id = key.toString('hex')
@@ -40,7 +40,7 @@ function add(index: Map<string, KernelFlow>, family: Family, key: Buffer, counte
  * What a meter set held as of one commit of its writer: the live map of each family and the
  * drained maps that commit does not cover, open, and a copy of the committed snapshot.
  */
-export interface MeterSetCut {
+interface MeterSetCut {
   live: Record<Family, BpfMap>
   drained: {family: Family; map: BpfMap}[]
   snapshot: Buffer
@@ -99,7 +99,7 @@ function tryCut(store: FlowStore): MeterSetCut | undefined {
  * A cut of a meter set (see MeterSetCut), taken again while a writer's commits cross it, up to
  * CUT_ATTEMPTS times; then a one-line error.
  */
-export async function takeCut(store: FlowStore): Promise<MeterSetCut> {
+async function takeCut(store: FlowStore): Promise<MeterSetCut> {
   for (let attempt = 1; ; attempt++) {
     const cut = tryCut(store)
     if (cut) return cut

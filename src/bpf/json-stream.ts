@@ -2,6 +2,13 @@
  * Splits a JSON array arriving in chunks into its elements, one JSON.parse per element, so that a
  * map dump of any size (bpftool prints about 1 KB per flow: 1 GB for a million) is read with the
  * memory of one element, never as one string.
+ *
+ * Kept over the maintained streaming parsers because it is the one that keeps up with bpftool.
+ * Measured on a dump of 1 M flows (885 MB, one 2-CPU machine, Node 20): through `bpftool map
+ * dump -j`, decoded, 13.5 s here (bpftool alone takes 13.6 s), 26 s with @streamparser/json,
+ * 27 s with stream-json, 43 s with jsonparse; from a file, 12-15 s against 26-40 s. Peak RSS 66-70
+ * MB against 90-113 MB. jsonparse also takes a truncated array for a whole one, and
+ * @streamparser/json an object (bpftool's {"error": ...}) for an array.
  */
 const QUOTE = 0x22
 const BACKSLASH = 0x5c

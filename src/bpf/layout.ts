@@ -3,13 +3,15 @@
  * layout.generated.ts, which misc/gen-layout.ts generates from bpf/flowctl.h (the header is the
  * single definition); the drain, dump, status, the daemon and its metrics all go through here.
  */
-import {addressLength, directionName, type Family, type FlowCounters, type FlowKey} from '../flow/record.js'
-import type {FlowRecordLayout, FlowSample} from '../flow/flow-cache.js'
+import {addressLength, DIRECTION_EGRESS, directionName, type Family, type FlowCounters, type FlowKey, type FlowSample} from '../flow/record.js'
+import type {FlowRecordLayout} from '../flow/record-slabs.js'
 import {formatAddress} from '../util/address.js'
 import type {FieldLayout, StructLayout} from './layout-types.js'
 import {
   DRAIN_STATE,
   FLOWCTL_LAYOUT_VERSION,
+  FLOW_DIR_EGRESS,
+  FLOW_DIR_INGRESS,
   FLOW_KEY4,
   FLOW_KEY6,
   FLOW_VALUE4,
@@ -33,25 +35,33 @@ export const LAYOUT_VERSION = FLOWCTL_LAYOUT_VERSION
  * up to `nextHop`): checked here once, so the hot paths may use one table for both.
  */
 function sharedPrefix<A extends StructLayout, B extends StructLayout>(a: A, b: B, upTo: string): A['fields'] {
-  for (const [name, f] of Object.entries(a.fields) as [string, FieldLayout][]) {
+  for (const [name, f] of Object.entries<FieldLayout>(a.fields)) {
     if (name === upTo) break
-    const g = b.fields[name]
-    if (!g || g.offset !== f.offset || g.size !== f.size) throw new Error(`bpf/flowctl.h: ${a.name}.${name} and ${b.name}.${name} differ`)
+    const g = name in b.fields ? b.fields[name] : undefined
+    if (g?.offset !== f.offset || g.size !== f.size) throw new Error(`bpf/flowctl.h: ${a.name}.${name} and ${b.name}.${name} differ`)
   }
   return a.fields
+}
+
+/** Throws when two things the code takes to be one differ in the header (typed as numbers: they are checked, not assumed). */
+function agree(what: string, a: number, b: number): void {
+  if (a !== b) throw new Error(`bpf/flowctl.h: ${what} differ (${a}, ${b})`)
 }
 
 /** Offsets in a flow key of either family (src and dst: see srcOffset, dstOffset). */
 export const KEY = sharedPrefix(FLOW_KEY4, FLOW_KEY6, 'src')
 /** Offsets in a flow value of either family (nextHop: same offset, family-sized). */
 export const VALUE = sharedPrefix(FLOW_VALUE4, FLOW_VALUE6, 'nextHop')
-if (FLOW_VALUE4.fields.nextHop.offset !== FLOW_VALUE6.fields.nextHop.offset) throw new Error('bpf/flowctl.h: next_hop offsets differ')
+agree('the next_hop offsets of flow_value4 and flow_value6', FLOW_VALUE4.fields.nextHop.offset, FLOW_VALUE6.fields.nextHop.offset)
+// A key's direction is enum flow_direction in the kernel and IPFIX flowDirection once decoded (directionName).
+agree('FLOW_DIR_INGRESS and flowDirection ingress', FLOW_DIR_INGRESS, 0)
+agree('FLOW_DIR_EGRESS and flowDirection egress', FLOW_DIR_EGRESS, DIRECTION_EGRESS)
 
-export function keyLayout(family: Family): typeof FLOW_KEY4 | typeof FLOW_KEY6 {
+function keyLayout(family: Family): typeof FLOW_KEY4 | typeof FLOW_KEY6 {
   return family === 4 ? FLOW_KEY4 : FLOW_KEY6
 }
 
-export function valueLayout(family: Family): typeof FLOW_VALUE4 | typeof FLOW_VALUE6 {
+function valueLayout(family: Family): typeof FLOW_VALUE4 | typeof FLOW_VALUE6 {
   return family === 4 ? FLOW_VALUE4 : FLOW_VALUE6
 }
 
@@ -59,7 +69,7 @@ export function srcOffset(family: Family): number {
   return keyLayout(family).fields.src.offset
 }
 
-export function dstOffset(family: Family): number {
+function dstOffset(family: Family): number {
   return keyLayout(family).fields.dst.offset
 }
 
@@ -67,7 +77,11 @@ const TWO_32 = 4_294_967_296
 
 /** A u64 the kernel wrote (host order: little-endian on every target we load on), as a double. */
 export function readU64(buf: Uint8Array, off: number): number {
-  return (buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16)) + buf[off + 3] * 16777216 + ((buf[off + 4] | (buf[off + 5] << 8) | (buf[off + 6] << 16)) + buf[off + 7] * 16777216) * TWO_32
+  return (
+    (buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16)) +
+    buf[off + 3] * 16777216 +
+    ((buf[off + 4] | (buf[off + 5] << 8) | (buf[off + 6] << 16)) + buf[off + 7] * 16777216) * TWO_32
+  )
 }
 
 export function readU32(buf: Uint8Array, off: number): number {
@@ -130,7 +144,20 @@ export function readFlowSample(buf: Uint8Array, off: number, into: FlowSample): 
 }
 
 export function emptySample(): FlowSample {
-  return {packets: 0, bytes: 0, firstNs: 0, lastNs: 0, tcpFlags: 0, tos: 0, peerIfindex: 0, minTtl: 0, maxTtl: 0, fwdStatus: 0, nextHopBytes: new Uint8Array(16), nextHopOffset: 0}
+  return {
+    packets: 0,
+    bytes: 0,
+    firstNs: 0,
+    lastNs: 0,
+    tcpFlags: 0,
+    tos: 0,
+    peerIfindex: 0,
+    minTtl: 0,
+    maxTtl: 0,
+    fwdStatus: 0,
+    nextHopBytes: new Uint8Array(16),
+    nextHopOffset: 0,
+  }
 }
 
 /** A flow value as FlowCounters, for people-facing commands. */
@@ -184,32 +211,6 @@ export function flowRecordLayout(family: Family, chunkBytes: number = PENDING_CH
   }
 }
 
-/** Packets and bytes the meter could not record (full flow map), per interface and direction. */
-export interface OverflowCount {
-  ifindex: number
-  direction: number
-  packets: number
-  bytes: number
-}
-
-/** Every entry of a meter set's overflow map. */
-export function readOverflow(map: BpfMap): OverflowCount[] {
-  const out: OverflowCount[] = []
-  map.forEachBatch((keys, values, n) => {
-    for (let i = 0; i < n; i++) {
-      const k = i * OVERFLOW_KEY.size
-      const v = i * OVERFLOW_VALUE.size
-      out.push({
-        ifindex: readU32(keys, k + OVERFLOW_KEY.fields.ifindex.offset),
-        direction: readU32(keys, k + OVERFLOW_KEY.fields.direction.offset),
-        packets: readU64(values, v + OVERFLOW_VALUE.fields.packets.offset),
-        bytes: readU64(values, v + OVERFLOW_VALUE.fields.bytes.offset),
-      })
-    }
-  })
-  return out
-}
-
 /** The daemon's journal (struct drain_state). */
 export interface DrainState {
   /** Drains committed. */
@@ -227,7 +228,13 @@ const ZERO_KEY = Buffer.alloc(4)
 export function readDrainState(map: BpfMap): DrainState {
   const v = map.lookup(ZERO_KEY, Buffer.alloc(DRAIN_STATE.size))!
   const f = DRAIN_STATE.fields
-  return {gen: readU64(v, f.gen.offset), slot: readU32(v, f.slot.offset), chunks: readU32(v, f.chunks.offset), flows4: readU64(v, f.flows4.offset), flows6: readU64(v, f.flows6.offset)}
+  return {
+    gen: readU64(v, f.gen.offset),
+    slot: readU32(v, f.slot.offset),
+    chunks: readU32(v, f.chunks.offset),
+    flows4: readU64(v, f.flows4.offset),
+    flows6: readU64(v, f.flows6.offset),
+  }
 }
 
 /** One update of one array element: the commit point of a drain. */

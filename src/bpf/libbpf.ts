@@ -20,8 +20,9 @@ interface Libbpf {
   updateElem(fd: number, key: Buffer, value: Buffer, flags: bigint): number
   deleteElem(fd: number, key: Buffer): number
   getNextKey(fd: number, key: Buffer | null, next: Buffer): number
-  lookupBatch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: null): number
-  lookupAndDeleteBatch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: null): number
+  // Properties, not methods: forEachBatch picks one of the two and calls it unbound.
+  lookupBatch: (fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: null) => number
+  lookupAndDeleteBatch: (fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: null) => number
   deleteBatch(fd: number, keys: Buffer, count: Uint32Array, opts: null): number
   updateBatch(fd: number, keys: Buffer, values: Buffer, count: Uint32Array, opts: null): number
   numPossibleCpus(): number
@@ -45,16 +46,12 @@ function lib(): Libbpf {
     mapGetFdById: bpf.func('int bpf_map_get_fd_by_id(uint32_t id)'),
     objPin: bpf.func('int bpf_obj_pin(int fd, const char *pathname)'),
     objGetInfoByFd: bpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, void *info_len)'),
-    mapCreate: bpf.func(
-      'int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, void *opts)',
-    ),
+    mapCreate: bpf.func('int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, void *opts)'),
     lookupElem: bpf.func('int bpf_map_lookup_elem(int fd, void *key, void *value)'),
     updateElem: bpf.func('int bpf_map_update_elem(int fd, void *key, void *value, uint64_t flags)'),
     deleteElem: bpf.func('int bpf_map_delete_elem(int fd, void *key)'),
     getNextKey: bpf.func('int bpf_map_get_next_key(int fd, void *key, void *next_key)'),
-    lookupBatch: bpf.func(
-      'int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, void *opts)',
-    ),
+    lookupBatch: bpf.func('int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, void *opts)'),
     lookupAndDeleteBatch: bpf.func(
       'int bpf_map_lookup_and_delete_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, void *opts)',
     ),
@@ -227,19 +224,19 @@ export class BpfMap {
   }
 
   /**
-   * Reads (and with `andDelete`, removes) every entry, `chunk` at a time, calling `onChunk` with
-   * the keys and values buffers and the number of entries in them. The buffers are reused
+   * Reads (and with `andDelete`, removes) every entry, a read batch of `batchEntries` at a time (one
+   * bpf() call), calling `onBatch` with the keys and values buffers and the number of entries in them. The buffers are reused
    * between calls. With andDelete the map must not be written meanwhile (a quiescent flow map).
    */
   forEachBatch(
-    onChunk: (keys: Buffer, values: Buffer, count: number) => void,
-    options: {andDelete?: boolean; chunk?: number; keys?: Buffer; values?: Buffer} = {},
+    onBatch: (keys: Buffer, values: Buffer, count: number) => void,
+    options: {andDelete?: boolean; batchEntries?: number; keys?: Buffer; values?: Buffer} = {},
   ): number {
-    let chunk = options.chunk ?? 4096
+    let batchEntries = options.batchEntries ?? 4096
     const keySize = this.info.keySize
     // Whole allocations (never slices of Node's pool): aligned, so callers may view them as words.
-    let keys = options.keys ?? Buffer.allocUnsafeSlow(chunk * keySize)
-    let values = options.values ?? Buffer.allocUnsafeSlow(chunk * this.valueBytes)
+    let keys = options.keys ?? Buffer.allocUnsafeSlow(batchEntries * keySize)
+    let values = options.values ?? Buffer.allocUnsafeSlow(batchEntries * this.valueBytes)
     const inBatch = Buffer.alloc(Math.max(8, keySize))
     const outBatch = Buffer.alloc(Math.max(8, keySize))
     const count = new Uint32Array(1)
@@ -247,21 +244,21 @@ export class BpfMap {
     let first = true
     let total = 0
     for (;;) {
-      count[0] = chunk
+      count[0] = batchEntries
       const rc = call(this.fd, first ? null : inBatch, outBatch, keys, values, count, null)
       if (rc < 0 && rc !== -ENOENT) {
-        // A hash bucket holds more entries than fit in one chunk: retry with room for them.
-        if (rc === -ENOSPC && chunk < 1 << 20) {
-          chunk *= 4
-          keys = Buffer.allocUnsafeSlow(chunk * keySize)
-          values = Buffer.allocUnsafeSlow(chunk * this.valueBytes)
+        // A hash bucket holds more entries than fit in one read batch: retry with room for them.
+        if (rc === -ENOSPC && batchEntries < 1 << 20) {
+          batchEntries *= 4
+          keys = Buffer.allocUnsafeSlow(batchEntries * keySize)
+          values = Buffer.allocUnsafeSlow(batchEntries * this.valueBytes)
           continue
         }
         check(rc, `reading ${this.describe()} in batches`)
       }
       if (count[0] > 0) {
         total += count[0]
-        onChunk(keys, values, count[0])
+        onBatch(keys, values, count[0])
       }
       if (rc === -ENOENT) return total
       outBatch.copy(inBatch)
@@ -271,7 +268,7 @@ export class BpfMap {
 
   /** Number of entries now in the map. */
   count(): number {
-    return this.forEachBatch(() => {}, {chunk: 8192})
+    return this.forEachBatch(() => {}, {batchEntries: 8192})
   }
 
   deleteBatch(keys: Buffer, n: number): void {
@@ -361,7 +358,14 @@ export function setInnerMap(outer: BpfMap, inner: BpfMap, slot = 0): void {
  * 0, -ENOENT when the map's end was reached (with `count[0]` entries still read), or another
  * -errno. For src/bpf/read-ahead-worker.ts, which reads in a thread of its own.
  */
-export function lookupBatchCall(fd: number, inBatch: Uint8Array | null, outBatch: Uint8Array, keys: Uint8Array, values: Uint8Array, count: Uint32Array): number {
+export function lookupBatchCall(
+  fd: number,
+  inBatch: Uint8Array | null,
+  outBatch: Uint8Array,
+  keys: Uint8Array,
+  values: Uint8Array,
+  count: Uint32Array,
+): number {
   return lib().lookupBatch(fd, inBatch as Buffer | null, outBatch as Buffer, keys as Buffer, values as Buffer, count, null)
 }
 

@@ -13,7 +13,20 @@ import type {Paths} from '../paths.js'
 import type {NetnsName} from '../sys/netns.js'
 import {describeNetns} from '../sys/netns.js'
 import {loadAll} from './bpftool.js'
-import {DRAIN_STATE, FLOW_KEY4, FLOW_KEY6, FLOW_VALUE4, FLOW_VALUE6, LAYOUT_VERSION, METER_META, OVERFLOW_KEY, OVERFLOW_VALUE, PENDING_CHUNK_BYTES, readMeterMeta, writeMeterMeta} from './layout.js'
+import {
+  DRAIN_STATE,
+  FLOW_KEY4,
+  FLOW_KEY6,
+  FLOW_VALUE4,
+  FLOW_VALUE6,
+  LAYOUT_VERSION,
+  METER_META,
+  OVERFLOW_KEY,
+  OVERFLOW_VALUE,
+  PENDING_CHUNK_BYTES,
+  readMeterMeta,
+  writeMeterMeta,
+} from './layout.js'
 import {FAMILIES, type DirectionName, type Family} from '../flow/record.js'
 import {makeDirectories} from '../sys/directories.js'
 import {BpfMap, ENOENT, innerMapId, MAP_TYPE, progInfo, setInnerMap} from './libbpf.js'
@@ -204,11 +217,16 @@ export class MeterSet {
     }
     for (const [name, expected] of Object.entries(EXPECTED_MAPS)) {
       const path = this.mapPath(name)
-      if (!existsSync(path)) throw new StateError(`the meter of ${describeNetns(this.netns)} at ${this.dir} lacks map '${name}': remove ${this.dir} and attach again`)
+      if (!existsSync(path))
+        throw new StateError(`the meter of ${describeNetns(this.netns)} at ${this.dir} lacks map '${name}': remove ${this.dir} and attach again`)
       const map = BpfMap.open(path)
       const {info} = map
       map.close()
-      if (info.type !== expected.type || info.keySize !== expected.keySize || (info.valueSize !== expected.valueSize && info.valueSize !== expected.orValueSize)) {
+      if (
+        info.type !== expected.type ||
+        info.keySize !== expected.keySize ||
+        (info.valueSize !== expected.valueSize && info.valueSize !== expected.orValueSize)
+      ) {
         throw new StateError(
           `map ${path} has type ${info.type}, key ${info.keySize} B, value ${info.valueSize} B where this flowctl expects type ${expected.type}, key ${expected.keySize} B, value ${expected.valueSize} B: remove ${this.dir} and attach again`,
         )

@@ -1,7 +1,7 @@
 /**
  * The shared memory between src/bpf/read-ahead.ts (the caller's thread) and
- * src/bpf/read-ahead-worker.ts (the thread that reads the map): a ring of SLOTS chunks, each
- * with its state, entry count and errno in `ctrl`, and its keys then values in `data`.
+ * src/bpf/read-ahead-worker.ts (the thread that reads the map): a ring of SLOTS read batches,
+ * each with its state, entry count and errno in `ctrl`, and its keys then values in `data`.
  */
 export const SLOTS = 3
 
@@ -27,13 +27,13 @@ export interface ReadRequest {
   fd: number
   keySize: number
   valueSize: number
-  /** Entries per slot. */
-  chunk: number
+  /** Entries per slot: one read batch (one bpf() call). */
+  batchEntries: number
   ctrl: SharedArrayBuffer
   data: SharedArrayBuffer
 }
 
 /** Bytes of one slot (keys, then values), kept a multiple of 8 so every slot's keys are aligned. */
-export function slotBytes(r: Pick<ReadRequest, 'keySize' | 'valueSize' | 'chunk'>): number {
-  return Math.ceil((r.chunk * (r.keySize + r.valueSize)) / 8) * 8
+export function slotBytes(r: Pick<ReadRequest, 'keySize' | 'valueSize' | 'batchEntries'>): number {
+  return Math.ceil((r.batchEntries * (r.keySize + r.valueSize)) / 8) * 8
 }

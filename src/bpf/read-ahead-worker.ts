@@ -1,6 +1,6 @@
 /**
  * The thread that reads a map for src/bpf/read-ahead.ts: on each request it reads the map from
- * its start, a chunk per BPF_MAP_LOOKUP_BATCH call, into the next empty slot of the shared ring,
+ * its start, a read batch per BPF_MAP_LOOKUP_BATCH call, into the next empty slot of the shared ring,
  * and waits whenever the caller has not yet emptied the slot it needs next. The map's fd is the
  * caller's (one process, one fd table); the caller keeps it open until the read ends.
  */
@@ -25,9 +25,9 @@ function serve(r: ReadRequest): void {
         Atomics.wait(ctrl, state, Atomics.load(ctrl, state), 1000)
       }
       if (Atomics.load(ctrl, ABORT)) return
-      const keys = new Uint8Array(r.data, slot * size, r.chunk * r.keySize)
-      const values = new Uint8Array(r.data, slot * size + r.chunk * r.keySize, r.chunk * r.valueSize)
-      count[0] = r.chunk
+      const keys = new Uint8Array(r.data, slot * size, r.batchEntries * r.keySize)
+      const values = new Uint8Array(r.data, slot * size + r.batchEntries * r.keySize, r.batchEntries * r.valueSize)
+      count[0] = r.batchEntries
       let rc: number
       try {
         rc = lookupBatchCall(r.fd, first ? null : inBatch, outBatch, keys, values, count)

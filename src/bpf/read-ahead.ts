@@ -1,10 +1,10 @@
 /**
  * Reading a big map while working on what was read: the batch reads run in a worker thread
- * (src/bpf/read-ahead-worker.ts), a few chunks ahead, into a shared ring, while the caller's
- * thread handles the chunk before. A drain of a million flows spends about as long in the
+ * (src/bpf/read-ahead-worker.ts), a few read batches ahead, into a shared ring, while the
+ * caller's thread handles the batch before. A drain of a million flows spends about as long in the
  * kernel's batch reads as in its own per-flow work; one after the other they add up, side by
  * side the slower of the two sets the pace. The caller stays synchronous: it blocks (Atomics.wait)
- * only when the next chunk is not read yet.
+ * only when the next batch is not read yet.
  *
  * Reads only: a map read this way is one no program writes any more (a drained flow map), so
  * the crash-safety of the drain is the same as with BpfMap.forEachBatch.
@@ -15,7 +15,7 @@ import {BpfError} from '../errors.js'
 import type {BpfMap} from './libbpf.js'
 import {ABORT, BUSY, COUNT, CTRL_WORDS, EMPTY, ERRNO, FAILED, LAST, SLOTS, STATE, slotBytes} from './read-ahead-protocol.js'
 
-/** How long the caller waits for one chunk before it calls the reader thread dead. */
+/** How long the caller waits for one read batch before it calls the reader thread dead. */
 const ANSWER_MS = 30_000
 
 export class ReadAhead {
@@ -56,15 +56,15 @@ export class ReadAhead {
   }
 
   /**
-   * Reads every entry of `map` as BpfMap.forEachBatch does (lookups only, `chunk` entries at a
-   * time, `onChunk` with views that are reused: copy what you keep), with the next chunks read
-   * meanwhile. Returns the entries read.
+   * Reads every entry of `map` as BpfMap.forEachBatch does (lookups only, read batches of
+   * `batchEntries`, `onBatch` with views that are reused: copy what you keep), with the next
+   * batches read meanwhile. Returns the entries read.
    */
-  forEachBatch(map: BpfMap, onChunk: (keys: Buffer, values: Buffer, count: number) => void, chunk = 8192): number {
+  forEachBatch(map: BpfMap, onBatch: (keys: Buffer, values: Buffer, count: number) => void, batchEntries = 8192): number {
     const keySize = map.info.keySize
     const valueSize = map.valueBytes
     const worker = this.thread()
-    this.ensureRing(keySize, valueSize, chunk)
+    this.ensureRing(keySize, valueSize, batchEntries)
     const ctrl = this.ctrl
     for (let s = 0; s < SLOTS; s++) {
       ctrl[s * 3 + STATE] = EMPTY
@@ -73,7 +73,7 @@ export class ReadAhead {
     }
     ctrl[ABORT] = 0
     ctrl[BUSY] = 1
-    worker.postMessage({fd: map.fd, keySize, valueSize, chunk, ctrl: this.ctrlBuffer, data: this.data})
+    worker.postMessage({fd: map.fd, keySize, valueSize, batchEntries, ctrl: this.ctrlBuffer, data: this.data})
     let total = 0
     let finished = false
     try {
@@ -92,7 +92,7 @@ export class ReadAhead {
         const n = ctrl[slot * 3 + COUNT]
         if (n > 0) {
           total += n
-          onChunk(this.keyViews[slot], this.valueViews[slot], n)
+          onBatch(this.keyViews[slot], this.valueViews[slot], n)
         }
         if (state === LAST) {
           finished = true
@@ -111,17 +111,17 @@ export class ReadAhead {
     }
   }
 
-  /** Views of a ring of SLOTS chunks of this shape; the memory is kept, and grown only when too small. */
-  private ensureRing(keySize: number, valueSize: number, chunk: number): void {
-    const shape = `${keySize}/${valueSize}/${chunk}`
+  /** Views of a ring of SLOTS read batches of this shape; the memory is kept, and grown only when too small. */
+  private ensureRing(keySize: number, valueSize: number, batchEntries: number): void {
+    const shape = `${keySize}/${valueSize}/${batchEntries}`
     if (shape === this.shape) return
-    const size = slotBytes({keySize, valueSize, chunk})
+    const size = slotBytes({keySize, valueSize, batchEntries})
     if (this.data.byteLength < size * SLOTS) this.data = new SharedArrayBuffer(size * SLOTS)
     this.keyViews = []
     this.valueViews = []
     for (let s = 0; s < SLOTS; s++) {
-      this.keyViews.push(Buffer.from(this.data, s * size, chunk * keySize))
-      this.valueViews.push(Buffer.from(this.data, s * size + chunk * keySize, chunk * valueSize))
+      this.keyViews.push(Buffer.from(this.data, s * size, batchEntries * keySize))
+      this.valueViews.push(Buffer.from(this.data, s * size + batchEntries * keySize, batchEntries * valueSize))
     }
     this.shape = shape
   }

@@ -137,7 +137,9 @@ export function claimMeterRoot(paths: Paths): HeldLock {
   const lock = tryLock(paths.pinRoot, {directory: true})
   if (lock) return lock
   const holder = lockHolder(paths.pinRoot)
-  throw new FlowctlError(`another flowctl daemon${holder ? ` (pid ${holder})` : ''} drains the meters pinned under ${paths.pinRoot}: stop it first (one daemon exports each meter)`)
+  throw new FlowctlError(
+    `another flowctl daemon${holder ? ` (pid ${holder})` : ''} drains the meters pinned under ${paths.pinRoot}: stop it first (one daemon exports each meter)`,
+  )
 }
 
 /**
@@ -152,14 +154,17 @@ export function claimMeterSet(set: MeterSet): HeldLock {
   try {
     lock = tryLock(set.dir, {directory: true})
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`no meter is attached in ${describeNetns(set.netns)} (${set.dir} does not exist)`, {cause: error})
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new NotFoundError(`no meter is attached in ${describeNetns(set.netns)} (${set.dir} does not exist)`, {cause: error})
     throw error
   }
   if (lock) return lock
   const holder = heldBy(set.dir) ?? {}
   const daemon = heldBy(set.root)
   if (daemon && daemon.pid === holder.pid) {
-    throw new FlowctlError(`${describeDaemon(daemon)} is exporting the flows of ${describeNetns(set.netns)}: stop it first (one process writes a meter's flows at a time)`)
+    throw new FlowctlError(
+      `${describeDaemon(daemon)} is exporting the flows of ${describeNetns(set.netns)}: stop it first (one process writes a meter's flows at a time)`,
+    )
   }
   throw new FlowctlError(
     `another flowctl${holder.pid ? ` (pid ${holder.pid})` : ''} is writing the flows of ${describeNetns(set.netns)} (a flush, or a layout-1 meter carried over): wait for it to finish, then try again`,

@@ -5,10 +5,12 @@ import {StateError} from '../errors.js'
 import type {Paths} from '../paths.js'
 import {netnsLabel, listLinks, type NetnsName} from '../sys/netns.js'
 import {listFilters} from '../sys/tc.js'
-import {KEY, readOverflow} from './layout.js'
+import {FAMILIES, directionName, type DirectionName} from '../flow/record.js'
+import {forEachFlow} from './flow-map-reader.js'
+import {KEY, readU32} from './layout.js'
 import {BpfMap} from './libbpf.js'
-import {FAMILIES, type DirectionName} from '../flow/record.js'
 import {MeterSet} from './meter-set.js'
+import {readOverflow} from './overflow.js'
 import {readState, sameNetns} from './state.js'
 
 export interface MeterStatus {
@@ -36,7 +38,7 @@ export interface MeterStatus {
   memoryMaxBytes: number
 }
 
-function slot(ifindex: number, direction: number): string {
+function slot(ifindex: number, direction: DirectionName): string {
   return `${ifindex}/${direction}`
 }
 
@@ -57,15 +59,12 @@ function countFlows(set: MeterSet): {flows: Map<string, number>; overflow: Map<s
       const keySize = opened[0].info.keySize
       const seen = new Set<string>()
       for (const map of opened) {
-        map.forEachBatch((keys, _v, n) => {
-          for (let i = 0; i < n; i++) {
-            const off = i * keySize
-            const id = keys.toString('hex', off, off + keySize)
-            if (seen.has(id)) continue
-            seen.add(id)
-            const s = slot(keys.readUInt32LE(off + KEY.ifindex.offset), keys[off + KEY.direction.offset])
-            flows.set(s, (flows.get(s) ?? 0) + 1)
-          }
+        forEachFlow(map, (keys, off) => {
+          const id = keys.toString('hex', off, off + keySize)
+          if (seen.has(id)) return
+          seen.add(id)
+          const s = slot(readU32(keys, off + KEY.ifindex.offset), directionName(keys[off + KEY.direction.offset]))
+          flows.set(s, (flows.get(s) ?? 0) + 1)
         })
       }
     } finally {
@@ -74,12 +73,8 @@ function countFlows(set: MeterSet): {flows: Map<string, number>; overflow: Map<s
     }
   }
   const overflow = new Map<string, {packets: number; bytes: number}>()
-  const map = set.openMap('overflow')
-  try {
-    for (const o of readOverflow(map)) overflow.set(slot(o.ifindex, o.direction), {packets: o.packets, bytes: o.bytes})
-  } finally {
-    map.close()
-  }
+  // None when the set was removed since its flows were read.
+  for (const o of readOverflow(set) ?? []) overflow.set(slot(o.ifindex, o.direction), {packets: o.packets, bytes: o.bytes})
   return {flows, overflow}
 }
 
@@ -119,8 +114,7 @@ export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<Mete
         const filters = await listFilters(a.netns, a.interface, a.direction)
         present = filters.some((f) => f.pref === a.pref && f.handle === a.handle && f.progId === a.progId)
       }
-      const dir = a.direction === 'egress' ? 1 : 0
-      const o = overflow.get(slot(a.ifindex, dir)) ?? {packets: 0, bytes: 0}
+      const o = overflow.get(slot(a.ifindex, a.direction)) ?? {packets: 0, bytes: 0}
       out.push({
         netns: netnsLabel(a.netns),
         interface: a.interface,
@@ -133,7 +127,7 @@ export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<Mete
         digest: a.digest.slice(0, 16),
         attachedAt: a.attachedAt,
         mapPath: existsSync(set.mapDir) ? set.mapDir : '',
-        flows: flows.get(slot(a.ifindex, dir)) ?? 0,
+        flows: flows.get(slot(a.ifindex, a.direction)) ?? 0,
         capacity,
         overflowPackets: o.packets,
         overflowBytes: o.bytes,

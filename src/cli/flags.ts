@@ -12,7 +12,7 @@ export const ifnameFlag = Flags.string({char: 'n', description: 'interface name 
 
 export const legacyInterfaceFlag = Flags.string({
   char: 'i',
-  description: 'NETNS:IFACE, IFACE or NETNS:* (the older tool\'s form; repeatable)',
+  description: "NETNS:IFACE, IFACE or NETNS:* (the older tool's form; repeatable)",
   multiple: true,
   helpValue: 'NS:IFACE',
 })

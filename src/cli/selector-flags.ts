@@ -15,7 +15,7 @@ export const selectorFlags = {
   ifname: ifnameFlag,
   direction: directionFlag,
   proto: Flags.string({char: 'p', description: 'protocol: a name (tcp, udp, icmp, icmpv6, sctp) or number'}),
-  ifindex: Flags.integer({char: 'i', description: 'interface index, as `dump -o wide` shows it (the older tool\'s flush -i)', min: 1, max: 0xffffffff}),
+  ifindex: Flags.integer({char: 'i', description: "interface index, as `dump -o wide` shows it (the older tool's flush -i)", min: 1, max: 0xffffffff}),
   src: Flags.string({char: 's', description: 'source address', aliases: ['saddr']}),
   sport: Flags.string({char: 'S', description: 'source port'}),
   dst: Flags.string({char: 'd', description: 'destination address', aliases: ['daddr']}),

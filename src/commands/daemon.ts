@@ -21,7 +21,7 @@ pinned maps for the next daemon.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> -c /etc/flowctl/config.yaml',
-    {description: 'The older tool\'s name for it', command: '<%= config.bin %> agent -c config.yaml'},
+    {description: "The older tool's name for it", command: '<%= config.bin %> agent -c config.yaml'},
     {description: 'Reload the config and reopen the flow logs of a running daemon', command: 'kill -HUP "$(cat /run/flowctl/daemon.pid)"'},
     {description: 'Its metrics', command: 'curl -s http://127.0.0.1:9999/metrics | grep ^flowctl_'},
   ]

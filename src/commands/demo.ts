@@ -22,14 +22,17 @@ interrupted. Nothing it does touches meters or a daemon already running on this 
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
-    {description: 'Longer traffic, with the daemon\'s metrics served during the run', command: '<%= config.bin %> <%= command.id %> --seconds 20 --metrics 127.0.0.1:9999'},
+    {
+      description: "Longer traffic, with the daemon's metrics served during the run",
+      command: '<%= config.bin %> <%= command.id %> --seconds 20 --metrics 127.0.0.1:9999',
+    },
     {description: 'The sent traffic and decoded records as JSON', command: '<%= config.bin %> <%= command.id %> --json'},
   ]
 
   static override flags = {
     json: jsonFlag,
     seconds: Flags.integer({description: 'seconds of traffic', default: 4, min: 1, max: 600}),
-    metrics: Flags.string({description: 'serve the demo daemon\'s Prometheus metrics on HOST:PORT', helpValue: 'HOST:PORT'}),
+    metrics: Flags.string({description: "serve the demo daemon's Prometheus metrics on HOST:PORT", helpValue: 'HOST:PORT'}),
   }
 
   async run(): Promise<void> {
@@ -86,7 +89,8 @@ interrupted. Nothing it does touches meters or a daemon already running on this 
         END_REASONS[r.endReason] ?? String(r.endReason),
         `${clock(r.start)}-${clock(r.end)}`,
       ])
-    for (const line of renderTable(['INTERFACE', 'DIR', 'PROTO', 'SOURCE', 'DESTINATION', 'PACKETS', 'BYTES', 'FLAGS', 'END', 'TIME'], rows, {right: [5, 6]})) this.log(`  ${line}`)
+    for (const line of renderTable(['INTERFACE', 'DIR', 'PROTO', 'SOURCE', 'DESTINATION', 'PACKETS', 'BYTES', 'FLAGS', 'END', 'TIME'], rows, {right: [5, 6]}))
+      this.log(`  ${line}`)
     this.log(`\nIPFIX conformance (RFC 7011, judged by the embedded collector): ${result.conformance.verdict}`)
     for (const r of result.conformance.reasons) this.log(`  ${r}`)
     this.log(mismatches.length ? `\ncounts that differ:\n${mismatches.map((m) => `  ${m}`).join('\n')}` : '\nevery count matches what was sent.')

@@ -30,7 +30,7 @@ flush running beside the dump) is skipped, and the count of those is said on std
   static override flags = {
     ...selectorFlags,
     json: jsonFlag,
-    output: Flags.string({char: 'o', description: 'output format (the older tool\'s flag)', options: ['normal', 'wide', 'json'], default: 'normal'}),
+    output: Flags.string({char: 'o', description: "output format (the older tool's flag)", options: ['normal', 'wide', 'json'], default: 'normal'}),
   }
 
   async run(): Promise<void> {
@@ -40,7 +40,9 @@ flush running beside the dump) is skipped, and the count of those is said on std
     if (flags.json || flags.output === 'json') await writeFlowJson(flows, process.stdout)
     else if ((await writeFlowTable(flows, process.stdout, {wide: flags.output === 'wide'})) === 0) this.log('no flows')
     if (stats.vanished > 0) {
-      process.stderr.write(`flowctl: skipped ${stats.vanished} entr${stats.vanished === 1 ? 'y' : 'ies'} deleted while the dump read them (a flush or drain ran beside it)\n`)
+      process.stderr.write(
+        `flowctl: skipped ${stats.vanished} entr${stats.vanished === 1 ? 'y' : 'ies'} deleted while the dump read them (a flush or drain ran beside it)\n`,
+      )
     }
   }
 }

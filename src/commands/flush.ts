@@ -21,7 +21,10 @@ meter.`
     '<%= config.bin %> <%= command.id %> --netns ns1 -n veth0 --all',
     {description: 'Every flow of the root namespace', command: '<%= config.bin %> <%= command.id %> --all'},
     {description: 'Every flow of every metered namespace', command: '<%= config.bin %> <%= command.id %> --all --all-netns'},
-    {description: 'The older tool\'s form: one flow by ifindex and key', command: '<%= config.bin %> <%= command.id %> -i 98 -p 6 -s 172.17.0.7 -S 37869 -d 104.21.25.104 -D 80'},
+    {
+      description: "The older tool's form: one flow by ifindex and key",
+      command: '<%= config.bin %> <%= command.id %> -i 98 -p 6 -s 172.17.0.7 -S 37869 -d 104.21.25.104 -D 80',
+    },
   ]
 
   static override flags = {
@@ -36,7 +39,8 @@ meter.`
     const byKey = !isEmptySelector({...scope.selector, direction: undefined})
     const narrowed = byKey || !!flags.ifname?.length || flags.direction !== 'both'
     if (!flags.all && !narrowed) throw new InvalidInputError('nothing to flush: give selectors (-p -s -S -d -D, -i IFINDEX, -n) or --all')
-    if (flags.all && byKey) throw new InvalidInputError('--all deletes every flow in scope: drop -p/-s/-S/-d/-D/-i, or drop --all to delete only the matching flows')
+    if (flags.all && byKey)
+      throw new InvalidInputError('--all deletes every flow in scope: drop -p/-s/-S/-d/-D/-i, or drop --all to delete only the matching flows')
     const result = await flushFlows(this.paths, scope)
     if (flags.json) return this.printJson(result)
     this.log(`${result.removed} flow${result.removed === 1 ? '' : 's'} removed`)

@@ -1,3 +1,5 @@
+import {setTimeout as sleep} from 'node:timers/promises'
+
 import {Flags} from '@oclif/core'
 
 import {FlowctlCommand} from '../cli/command.js'
@@ -59,19 +61,20 @@ when omitted; --all-netns shows every metered namespace.`
 
   /** Redraws every interval until q (or Ctrl-C). */
   private async live(sampler: TopSampler, by: TopGrouping, sort: 'bytes' | 'packets', interval: number, limit: number): Promise<void> {
-    let quit = false
+    const quit = new AbortController()
     const onKey = (data: Buffer) => {
       const k = data.toString()
-      if (k === 'q' || k === 'Q' || k === '\u0003') quit = true
+      if (k === 'q' || k === 'Q' || k === '\u0003') quit.abort()
     }
     const stdin = process.stdin
     if (stdin.isTTY) stdin.setRawMode(true)
     stdin.on('data', onKey)
     stdin.resume()
     try {
-      while (!quit) {
-        for (let waited = 0; waited < interval * 1000 && !quit; waited += 100) await sleep(100)
-        if (quit) break
+      for (;;) {
+        // q ends the wait at once: the timer rejects when aborted.
+        await sleep(interval * 1000, undefined, {signal: quit.signal}).catch(() => {})
+        if (quit.signal.aborted) break
         const sample = sampler.sample(by, sort, limit)
         process.stdout.write(`\u001b[H\u001b[2J${render(sample, by).join('\n')}\n`)
       }
@@ -81,10 +84,6 @@ when omitted; --all-netns shows every metered namespace.`
       stdin.pause()
     }
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
 function rate(n: number, unit: string): string {

@@ -4,7 +4,7 @@
  * file (the new keys or the older linux-flow-exporter's) into this; nothing else reads YAML.
  */
 
-import type {CollectorTarget, Endpoint} from '../ipfix/target.js'
+import type {CollectorTarget, Endpoint} from '../ipfix/export/target.js'
 
 export type {Endpoint}
 

@@ -8,11 +8,12 @@
  */
 import {isIPv4, isIPv6} from 'node:net'
 
+import {distance} from 'fastest-levenshtein'
 import * as v from 'valibot'
 
 import {InvalidInputError} from '../errors.js'
-import {allowedLengths, defaultLength, editDistance, elementByName, similarNames, VARIABLE_LENGTH, type InformationElement} from '../ipfix/elements.js'
-import {EXPORTABLE_ELEMENTS, exportableElement, unfillableReason} from '../ipfix/exportable.js'
+import {allowedLengths, defaultLength, elementByName, similarNames, VARIABLE_LENGTH, type InformationElement} from '../ipfix/wire/elements.js'
+import {EXPORTABLE_ELEMENTS, exportableElement, unfillableReason} from '../ipfix/export/exportable-elements.js'
 import {validateNetnsName} from '../sys/netns.js'
 import type {Endpoint} from './config.js'
 import {problemText, type PathKey} from './source.js'
@@ -58,7 +59,7 @@ function closestKey(key: string, allowed: readonly string[]): string | undefined
   const lower = key.toLowerCase()
   let best: {name: string; d: number} | undefined
   for (const name of allowed) {
-    const d = editDistance(lower, name.toLowerCase())
+    const d = distance(lower, name.toLowerCase())
     if (!best || d < best.d) best = {name, d}
   }
   return best && best.d <= Math.max(1, Math.min(3, Math.floor(key.length / 4))) ? best.name : undefined
@@ -248,7 +249,7 @@ function address(kind: AddressKind) {
  * and of those only the closest (a typo of sourceIPv4Address suggests that, not sourceIPv6Address too).
  */
 function elementSuggestions(name: string): string[] {
-  const near = similarNames(name, 10).map((n) => ({name: n, d: editDistance(name.toLowerCase(), n.toLowerCase())}))
+  const near = similarNames(name, 10).map((n) => ({name: n, d: distance(name.toLowerCase(), n.toLowerCase())}))
   const exportable = near.filter((n) => exportableElement(n.name))
   const pool = exportable.length > 0 ? exportable : near
   const best = Math.min(...pool.map((n) => n.d))

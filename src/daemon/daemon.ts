@@ -7,7 +7,7 @@
 import {existsSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {dirname} from 'node:path'
 
-import {readOverflow} from '../bpf/layout.js'
+import {readOverflow} from '../bpf/overflow.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import {skipSockets, unskipSockets} from '../bpf/sockets.js'
 import {claimMeterRoot, daemonPidFile} from '../bpf/state.js'
@@ -17,8 +17,8 @@ import type {Config} from '../config/config.js'
 import {defaultStateFile, type Paths} from '../paths.js'
 import type {FlowBatch} from '../flow/batch.js'
 import {compileTemplates, exporterFor} from '../config/exporters.js'
-import {SpoolBudget, type CollectorExporter, type ExportTemplate, type TransportDefaults} from '../ipfix/exporter.js'
-import {sameEndpoints, type CollectorTarget} from '../ipfix/target.js'
+import {SpoolBudget, type CollectorExporter, type ExportTemplate, type TransportDefaults} from '../ipfix/export/collector-exporter.js'
+import {sameEndpoints, type CollectorTarget} from '../ipfix/export/target.js'
 import {netnsLabel} from '../sys/netns.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
 import {createLogger, type Logger} from './log.js'
@@ -350,20 +350,12 @@ export class Daemon {
   ignoredByDomain(): Map<number, {packets: number; bytes: number}> {
     const out = new Map<number, {packets: number; bytes: number}>()
     for (const d of this.drainers.values()) {
+      const counts = readOverflow(d)
+      if (!counts) continue // its pins are gone: the next look at the meters lets it go
       const total = out.get(d.observationDomainId) ?? {packets: 0, bytes: 0}
-      let map
-      try {
-        map = d.openMap('overflow')
-      } catch {
-        continue // its pins are gone: the next look at the meters lets it go
-      }
-      try {
-        for (const o of readOverflow(map)) {
-          total.packets += o.packets
-          total.bytes += o.bytes
-        }
-      } finally {
-        map.close()
+      for (const o of counts) {
+        total.packets += o.packets
+        total.bytes += o.bytes
       }
       out.set(d.observationDomainId, total)
     }

@@ -18,18 +18,22 @@
  *   lack of resources (5): the cache is full (twice a flow map's capacity): a new flow is
  *     exported at once instead of being held.
  */
+import {forEachFlow} from '../bpf/flow-map-reader.js'
 import type {FlowStore as FlowStoreType, FamilyCaches} from '../bpf/flow-store.js'
-import {FlowStore, forEachFlow} from '../bpf/flow-store.js'
+import {FlowStore} from '../bpf/flow-store.js'
 import {emptySample, interfaceSlot, KEY, readU32, srcOffset} from '../bpf/layout.js'
 import type {BpfMap} from '../bpf/libbpf.js'
 import type {MeterSet} from '../bpf/meter-set.js'
 import {FlowBatch, END_REASON} from '../flow/batch.js'
-import type {FlowSample} from '../flow/flow-cache.js'
+import type {FoundKeys} from '../flow/key-index.js'
 import {TCP_FIN, TCP_RST} from '../flow/protocols.js'
-import {FAMILIES, type Family} from '../flow/record.js'
+import {FAMILIES, type Family, type FlowSample} from '../flow/record.js'
 import {clockOffsetNs, monotonicNowNs} from '../sys/clock.js'
 
-export const CHUNK = 8192
+/** Entries per read of a drained flow map (one bpf() call; the next ones are read ahead meanwhile). */
+const READ_BATCH = 8192
+/** Rows of a FlowBatch of ended flows: handed to the outputs whenever one is full. */
+const EXPORT_BATCH = 8192
 /** What the expiry sample's next hop points at between drains. */
 const NO_NEXT_HOP = new Uint8Array(16)
 
@@ -63,7 +67,7 @@ export interface DrainReport {
 }
 
 /** A live flow map the last drain of a set could not read: its flows are lost. */
-export interface UnreadMap {
+interface UnreadMap {
   family: Family
   /** Entries it held, when they could still be counted. */
   entries?: number
@@ -92,8 +96,8 @@ export class MeterSetDrainer {
   private exported: Record<number, number> = {}
   private seen = new Map<number, {packets: number; bytes: number}>()
   private marks = new Uint8Array(0)
-  /** Each flow's cache entry (or -1), for one chunk read from the kernel. */
-  private found = new Int32Array(CHUNK)
+  /** Each flow's cache entry (or -1), for one read batch. */
+  private found = new Int32Array(READ_BATCH)
   private readonly sample = emptySample()
 
   private constructor(set: MeterSet, netns: string, domain: number, store: FlowStoreType) {
@@ -103,7 +107,7 @@ export class MeterSetDrainer {
     this.store = store
     this.caches = store.newCaches()
     const batch = (family: Family) => {
-      const b = new FlowBatch(family, CHUNK)
+      const b = new FlowBatch(family, EXPORT_BATCH)
       b.netns = netns
       b.observationDomainId = domain
       return b
@@ -302,38 +306,43 @@ export class MeterSetDrainer {
     const gen = this.gen
     const keySize = map.info.keySize
     let found = this.found
-    return forEachFlow(map, (keys, ko, sample, i) => {
-      const slot = interfaceSlot(keys, ko)
-      const tally = seen.get(slot)
-      if (tally) {
-        tally.packets += sample.packets
-        tally.bytes += sample.bytes
-      } else seen.set(slot, {packets: sample.packets, bytes: sample.bytes})
-      let idx = found[i]
-      if (idx < 0) {
-        const ended = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, false, direct)
-        if (ended || cache.full) {
-          if (batch.full) this.flushBatch(batch, sink)
-          const reason = ended || END_REASON.lackOfResources
-          const j = batch.length++
-          fillKey(batch, j, keys, ko)
-          fillCounters(batch, j, sample, reason, this.offsetNs)
-          this.exported[reason] = (this.exported[reason] ?? 0) + 1
-          return
+    let lookup: FoundKeys | undefined
+    return forEachFlow(
+      map,
+      (keys, ko, sample, i) => {
+        const slot = interfaceSlot(keys, ko)
+        const tally = seen.get(slot)
+        if (tally) {
+          tally.packets += sample.packets
+          tally.bytes += sample.bytes
+        } else seen.set(slot, {packets: sample.packets, bytes: sample.bytes})
+        let idx = found[i]
+        if (idx < 0) {
+          const ended = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, false, direct)
+          if (ended || cache.full) {
+            if (batch.full) this.flushBatch(batch, sink)
+            const reason = ended || END_REASON.lackOfResources
+            const j = batch.length++
+            fillKey(batch, j, keys, ko)
+            fillCounters(batch, j, sample, reason, this.offsetNs)
+            this.exported[reason] = (this.exported[reason] ?? 0) + 1
+            return
+          }
+          idx = cache.insertFound(lookup!, i)
         }
-        idx = cache.insertFound(i)
-      }
-      cache.merge(idx, sample)
-      cache.gen[idx] = gen
-    }, {
-      chunk: CHUNK,
-      readAhead: true,
-      onChunk: (keys, n) => {
-        // (A chunk can outgrow CHUNK: a read retries with room for a whole hash bucket.)
-        if (found.length < n) found = this.found = new Int32Array(n)
-        cache.findMany(keys, 0, keySize, n, found)
+        cache.merge(idx, sample)
+        cache.gen[idx] = gen
       },
-    })
+      {
+        batchEntries: READ_BATCH,
+        readAhead: true,
+        onBatch: (keys, n) => {
+          // (A read batch can outgrow READ_BATCH: a read retries with room for a whole hash bucket.)
+          if (found.length < n) found = this.found = new Int32Array(n)
+          lookup = cache.findMany(keys, 0, keySize, n, found)
+        },
+      },
+    )
   }
 
   private flushBatches(sink: ExportSink): void {

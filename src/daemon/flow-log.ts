@@ -57,7 +57,7 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
       pkts: batch.packets[i],
       bytes: batch.bytes[i],
       // Milliseconds truncated, as IPFIX flowStartMilliseconds and flowEndMilliseconds carry them
-      // (src/ipfix/exportable.ts: the same columns divided by 1000 and floored): the same flow
+      // (src/ipfix/export/exportable-elements.ts: the same columns divided by 1000 and floored): the same flow
       // has the same times in the log and at the collector.
       start: Math.floor(batch.startUs[i] / 1000),
       end: Math.floor(batch.endUs[i] / 1000),
@@ -197,7 +197,10 @@ export class FlowLogOutput implements FlowOutput {
         output.file = await LineFile.open(config.file)
       } catch (error) {
         const e = error as NodeJS.ErrnoException
-        throw new FlowctlError(`${key}: cannot open ${config.file} for appending: ${e.code ?? e.message}${e.code === 'ENOENT' ? ' (its directory does not exist)' : ''}`, {cause: error})
+        throw new FlowctlError(
+          `${key}: cannot open ${config.file} for appending: ${e.code ?? e.message}${e.code === 'ENOENT' ? ' (its directory does not exist)' : ''}`,
+          {cause: error},
+        )
       }
     }
     return output
@@ -235,7 +238,12 @@ export class FlowLogOutput implements FlowOutput {
       const out = await applyHooks(this.config.hooks, records, (hook, failure) => {
         const label = hookLabel(hook)
         this.observer.hookFailed(this.name, label, failure.reason)
-        this.log.limited(`hook:${this.name}:${label}:${failure.reason}`, 'warn', 'hook-failed', {output: this.name, hook: label, reason: failure.reason, error: failure.message})
+        this.log.limited(`hook:${this.name}:${label}:${failure.reason}`, 'warn', 'hook-failed', {
+          output: this.name,
+          hook: label,
+          reason: failure.reason,
+          error: failure.message,
+        })
       })
       this.writeRecords(out)
       this.queue.shift()

@@ -14,7 +14,7 @@ import {dirname} from 'node:path'
 
 import writeFileAtomic from 'write-file-atomic'
 
-import type {SequenceStore} from '../ipfix/exporter.js'
+import type {SequenceStore} from '../ipfix/export/collector-exporter.js'
 import {makeDirectories} from '../sys/directories.js'
 
 interface StateJson {
@@ -37,7 +37,8 @@ export function parseDaemonState(parsed: unknown): {state: StateJson} | {problem
   for (const [session, domains] of Object.entries(parsed.sequences)) {
     if (!isPlainObject(domains)) return {problem: `sequences.${session} is not an object of observation domains`}
     for (const [domain, next] of Object.entries(domains)) {
-      if (!/^\d+$/.test(domain) || Number(domain) > 0xffff_ffff) return {problem: `sequences.${session}: ${JSON.stringify(domain)} is not an observation domain id (0-4294967295)`}
+      if (!/^\d+$/.test(domain) || Number(domain) > 0xffff_ffff)
+        return {problem: `sequences.${session}: ${JSON.stringify(domain)} is not an observation domain id (0-4294967295)`}
       if (typeof next !== 'number' || !Number.isInteger(next) || next < 0 || next > 0xffff_ffff) {
         return {problem: `sequences.${session}.${domain} is ${JSON.stringify(next)}, not a sequence number (an integer 0-4294967295)`}
       }

@@ -40,14 +40,9 @@ export function isIcmp(proto: number): boolean {
   return proto === 1 || proto === 58
 }
 
+/** The TCP flags that end a connection (the others are only shown: tcpFlagsText). */
 export const TCP_FIN = 0x01
-export const TCP_SYN = 0x02
 export const TCP_RST = 0x04
-export const TCP_PSH = 0x08
-export const TCP_ACK = 0x10
-export const TCP_URG = 0x20
-export const TCP_ECE = 0x40
-export const TCP_CWR = 0x80
 
 /** nfdump's notation widened to 8 bits: CWR ECE URG ACK PSH RST SYN FIN, '.' where unset. */
 export function tcpFlagsText(flags: number): string {

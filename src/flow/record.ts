@@ -10,7 +10,7 @@ export const FAMILIES: readonly Family[] = [4, 6]
 
 /** Which side of the metered interface the packets were seen on (IPFIX flowDirection 0 and 1). */
 export type DirectionName = 'ingress' | 'egress'
-export const DIRECTION_INGRESS = 0
+/** flowDirection of egress (ingress is 0); the kernel's enum flow_direction has the same values (src/bpf/layout.ts checks). */
 export const DIRECTION_EGRESS = 1
 
 export function directionName(d: number): DirectionName {
@@ -60,6 +60,27 @@ export interface FlowCounters {
 
 export function emptyCounters(): FlowCounters {
   return {packets: 0, bytes: 0, firstSeenNs: 0n, lastSeenNs: 0n, tcpFlags: 0, ipTos: 0, peerIfindex: 0, fwdStatus: 0, nextHop: '', minTtl: 0, maxTtl: 0}
+}
+
+/**
+ * What one source (a kernel map entry, a snapshot record) says about a flow, as the hot path
+ * reads it: numbers only, reused from one flow to the next (src/bpf/layout.ts readFlowSample).
+ */
+export interface FlowSample {
+  packets: number
+  bytes: number
+  /** CLOCK_MONOTONIC ns as doubles: exact to tens of ns for years of uptime. */
+  firstNs: number
+  lastNs: number
+  tcpFlags: number
+  tos: number
+  peerIfindex: number
+  minTtl: number
+  maxTtl: number
+  fwdStatus: number
+  /** The next hop's bytes (as many as the family's addresses have) at `nextHopOffset` of `nextHopBytes`. */
+  nextHopBytes: Uint8Array
+  nextHopOffset: number
 }
 
 /**

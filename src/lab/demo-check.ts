@@ -18,7 +18,7 @@ export function countsByInterface(records: readonly DemoRecord[]): Map<string, {
 }
 
 /** The metering points every sent flow must appear at. */
-export const DEMO_METERING_POINTS = ['router:c0 ingress', 'router:s0 egress'] as const
+const DEMO_METERING_POINTS = ['router:c0 ingress', 'router:s0 egress'] as const
 
 /** One line per difference between what was sent and what was decoded; empty when all match. */
 export function demoMismatches(result: Pick<DemoResult, 'sent' | 'records'>): string[] {

@@ -20,9 +20,9 @@ import {defaultConfig} from '../config/load.js'
 import {Daemon} from '../daemon/daemon.js'
 import {createLogger, type Logger} from '../daemon/log.js'
 import {DaemonMetrics} from '../daemon/metrics/daemon-metrics.js'
-import {IpfixCollector} from '../ipfix/collector.js'
-import {ConformanceChecker} from '../ipfix/conformance.js'
-import {renderFields} from '../ipfix/decoder.js'
+import {IpfixCollector} from '../ipfix/collect/collector.js'
+import {ConformanceChecker} from '../ipfix/collect/conformance.js'
+import {renderFields} from '../ipfix/collect/render.js'
 import type {Paths} from '../paths.js'
 import {Lab} from './lab.js'
 import {ping, startAgent} from './traffic.js'
@@ -134,8 +134,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     log(`lab ${id}: client 198.18.1.1 fd00:1::1 <-> [c0 router s0] <-> server 198.18.2.1 fd00:2::1`)
     checkInterrupt()
 
-    await attachMeters(paths, {targets: [{netns: router, ifname: 'c0'}, {netns: router, ifname: 's0'}], directions: ['ingress', 'egress'], pref: 1, handle: 1, force: false})
-    log('meter attached to the router\'s c0 and s0, both directions')
+    await attachMeters(paths, {
+      targets: [
+        {netns: router, ifname: 'c0'},
+        {netns: router, ifname: 's0'},
+      ],
+      directions: ['ingress', 'egress'],
+      pref: 1,
+      handle: 1,
+      force: false,
+    })
+    log("meter attached to the router's c0 and s0, both directions")
     const names = await interfaceNames(lab, router)
 
     const records: DemoRecord[] = []
@@ -205,7 +214,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
         return agent.result
       }
       const udpRuns = Promise.all(
-        udpSends.map((u) => sender<{packets: number; sport: number}>({mode: 'udp-send', host: u.host, port: 5353, count: 1_000_000, size: u.size, gapMs: u.gapMs, durationMs: ms})),
+        udpSends.map((u) =>
+          sender<{packets: number; sport: number}>({
+            mode: 'udp-send',
+            host: u.host,
+            port: 5353,
+            count: 1_000_000,
+            size: u.size,
+            gapMs: u.gapMs,
+            durationMs: ms,
+          }),
+        ),
       )
       const tcpRun = sender<{localPort: number}>({mode: 'tcp-send', host: '198.18.2.1', port: 8080, bytes: 2_000_000})
       await untilInterrupted(Promise.all([ping(client, '198.18.2.1', 5, 56, 0.2), ping(client, 'fd00:2::1', 5, 56, 0.2)]))
@@ -257,5 +276,12 @@ async function interfaceNames(lab: Lab, netns: string): Promise<Map<number, stri
 
 /** The records of one sent flow (either direction's records are matched by its 5-tuple as sent). */
 export function recordsOf(records: DemoRecord[], t: DemoTraffic): DemoRecord[] {
-  return records.filter((r) => r.proto === t.proto && r.src === t.src && r.dst === t.dst && (t.sport === undefined || r.sport === t.sport) && (t.dport === undefined || r.dport === t.dport))
+  return records.filter(
+    (r) =>
+      r.proto === t.proto &&
+      r.src === t.src &&
+      r.dst === t.dst &&
+      (t.sport === undefined || r.sport === t.sport) &&
+      (t.dport === undefined || r.dport === t.dport),
+  )
 }

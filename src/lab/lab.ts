@@ -82,8 +82,21 @@ export class Lab {
       if (options.v4) await this.exec(end.netns, 'ip', ['addr', 'add', options.v4[index], 'dev', end.ifname])
       if (options.v6) await this.exec(end.netns, 'ip', ['-6', 'addr', 'add', options.v6[index], 'dev', end.ifname, 'nodad'])
       if (options.quiet) {
-        if (options.v4) await this.exec(end.netns, 'ip', ['neigh', 'replace', stripPrefix(options.v4[1 - index]), 'lladdr', peer.mac, 'dev', end.ifname, 'nud', 'permanent'])
-        if (options.v6) await this.exec(end.netns, 'ip', ['-6', 'neigh', 'replace', stripPrefix(options.v6[1 - index]), 'lladdr', peer.mac, 'dev', end.ifname, 'nud', 'permanent'])
+        if (options.v4)
+          await this.exec(end.netns, 'ip', ['neigh', 'replace', stripPrefix(options.v4[1 - index]), 'lladdr', peer.mac, 'dev', end.ifname, 'nud', 'permanent'])
+        if (options.v6)
+          await this.exec(end.netns, 'ip', [
+            '-6',
+            'neigh',
+            'replace',
+            stripPrefix(options.v6[1 - index]),
+            'lladdr',
+            peer.mac,
+            'dev',
+            end.ifname,
+            'nud',
+            'permanent',
+          ])
       }
       if (!options.offloads) {
         await this.exec(end.netns, 'ethtool', ['-K', end.ifname, 'tso', 'off', 'gso', 'off', 'gro', 'off', 'tx-checksumming', 'off'])

@@ -1,22 +1,20 @@
 /** Runs traffic agents inside lab namespaces and collects what they report. */
 import {fileURLToPath} from 'node:url'
 
-import {execa, type ResultPromise} from 'execa'
-
-import {run} from '../sys/exec.js'
+import {run, start} from '../sys/exec.js'
 import type {AgentSpec} from './agent.js'
 
 const AGENT = fileURLToPath(new URL('./agent.js', import.meta.url))
 
-function agentArgv(netns: string, spec: AgentSpec): [string, string[]] {
-  return ['nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, AGENT, JSON.stringify(spec)]]
+/** The agent's result: the last line it printed, as JSON. */
+function agentResult<T>(stdout: string): T {
+  return JSON.parse(stdout.trim().split('\n').pop()!) as T
 }
 
 /** Runs an agent to completion and returns its JSON result. */
 export async function runAgent<T = Record<string, number>>(netns: string, spec: AgentSpec): Promise<T> {
-  const [file, args] = agentArgv(netns, spec)
-  const {stdout} = await execa(file, args, {timeout: 120_000})
-  return JSON.parse(stdout.trim().split('\n').pop()!) as T
+  const {stdout} = await run(process.execPath, [AGENT, JSON.stringify(spec)], {netns, timeoutMs: 120_000})
+  return agentResult<T>(stdout)
 }
 
 export interface RunningAgent<T> {
@@ -30,22 +28,18 @@ export interface RunningAgent<T> {
  * prints no "ready") at once, to be stopped when its traffic is no longer wanted.
  */
 export async function startAgent<T = Record<string, number>>(netns: string, spec: AgentSpec): Promise<RunningAgent<T>> {
-  const [file, args] = agentArgv(netns, spec)
-  const child: ResultPromise = execa(file, args, {timeout: 300_000})
+  const agent = start(process.execPath, [AGENT, JSON.stringify(spec)], {netns, timeoutMs: 300_000})
   const ready = new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
+    agent.stdout.on('data', (d: Buffer) => {
       if (d.toString().includes('ready')) resolve()
     })
-    child.catch(reject)
+    agent.result.catch(reject)
   })
   if (spec.mode.endsWith('-sink')) await ready
   else ready.catch(() => {})
-  const result = child.then((r) => {
-    const lines = String(r.stdout).trim().split('\n')
-    return JSON.parse(lines[lines.length - 1]) as T
-  })
+  const result = agent.result.then((r) => agentResult<T>(r.stdout))
   result.catch(() => {})
-  return {result, stop: () => child.kill('SIGTERM')}
+  return {result, stop: () => agent.kill('SIGTERM')}
 }
 
 /** ICMP echo: `count` requests of `size` payload bytes, one every `intervalS`. */

@@ -2,7 +2,7 @@
  * What flowctl needs from the machine, each checked against a minimum: the library behind
  * `flowctl dependency-check`.
  */
-import {existsSync, readFileSync} from 'node:fs'
+import {readFileSync} from 'node:fs'
 import {release} from 'node:os'
 
 import koffi from 'koffi'
@@ -11,7 +11,7 @@ import semver from 'semver'
 import {FlowctlError} from '../errors.js'
 import {run} from './exec.js'
 
-export type DependencyStatus = 'VALID' | 'INVALID' | 'NOT-INSTALLED'
+type DependencyStatus = 'VALID' | 'INVALID' | 'NOT-INSTALLED'
 
 export interface DependencyCheck {
   name: string
@@ -102,7 +102,7 @@ function bpffsMounted(): boolean {
 const CAPS = {CAP_NET_ADMIN: 12, CAP_SYS_ADMIN: 21, CAP_PERFMON: 38, CAP_BPF: 39}
 
 /** Capabilities in effect: CAP_BPF (or CAP_SYS_ADMIN), CAP_NET_ADMIN, and CAP_SYS_ADMIN to enter namespaces. */
-export function effectiveCapabilities(): string[] {
+function effectiveCapabilities(): string[] {
   const status = readFileSync('/proc/self/status', 'utf8')
   const hex = status.match(/^CapEff:\s*([0-9a-f]+)/m)?.[1] ?? '0'
   const mask = BigInt(`0x${hex}`)
@@ -112,18 +112,19 @@ export function effectiveCapabilities(): string[] {
 }
 
 export async function checkDependencies(): Promise<DependencyCheck[]> {
-  const [clangOut, ipOut, bpftoolOut] = await Promise.all([
-    toolOutput('clang', ['--version']),
-    toolOutput('ip', ['-V']),
-    toolOutput('bpftool', ['version']),
-  ])
+  const [clangOut, ipOut, bpftoolOut] = await Promise.all([toolOutput('clang', ['--version']), toolOutput('ip', ['-V']), toolOutput('bpftool', ['version'])])
   const ip = ipOut ? parseIpVersion(ipOut) : {iproute2: null, libbpf: null}
   const checks: DependencyCheck[] = [
     judge('clang', clangOut ? parseClangVersion(clangOut) : null, MINIMUMS.clang, 'apt-get install -y clang llvm'),
     judge('kernel', coerce(release()), MINIMUMS.kernel, 'a kernel of 5.12 or later is needed (Debian 12 has 6.1)'),
     judge('iproute2', ip.iproute2, MINIMUMS.iproute2, 'apt-get install -y iproute2'),
   ]
-  const libbpfOfIp = judge('iproute2 libbpf', ip.libbpf, MINIMUMS.iproute2Libbpf, 'this iproute2 is built without libbpf and cannot load BTF-style maps: install Debian\'s iproute2 (bookworm or later)')
+  const libbpfOfIp = judge(
+    'iproute2 libbpf',
+    ip.libbpf,
+    MINIMUMS.iproute2Libbpf,
+    "this iproute2 is built without libbpf and cannot load BTF-style maps: install Debian's iproute2 (bookworm or later)",
+  )
   if (ipOut && !ip.libbpf) libbpfOfIp.status = 'INVALID'
   checks.push(
     libbpfOfIp,
@@ -148,8 +149,4 @@ export async function checkDependencies(): Promise<DependencyCheck[]> {
     hint: capable ? undefined : 'run as root (CAP_SYS_ADMIN is needed to enter network namespaces)',
   })
   return checks
-}
-
-export function ensureBpffsHint(): string | undefined {
-  return existsSync('/sys/fs/bpf') ? undefined : '/sys/fs/bpf does not exist: is sysfs mounted?'
 }

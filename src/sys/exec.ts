@@ -1,10 +1,14 @@
 /**
  * The one way flowctl runs other programs: execa, never a shell, and every failure turned into a
- * typed error whose message a person can act on.
+ * typed error whose message a person can act on (or, for a program flowctl runs on a user's
+ * behalf and classifies itself, a hook, into a typed account of how it ended).
  */
+import type {Readable} from 'node:stream'
+
 import {execa, type ResultPromise} from 'execa'
 
 import {CommandFailedError, ToolMissingError} from '../errors.js'
+import {inOwnPidNamespace, ownPidNamespaceFailure} from './proc.js'
 
 /** The Debian package that provides each program we run, for the "not installed" message. */
 const PACKAGE_OF: Record<string, string> = {
@@ -65,7 +69,7 @@ export function spawnStreaming(file: string, args: readonly string[], options: R
     buffer: {stdout: false, stderr: true},
     encoding: 'buffer',
     timeout: options.timeoutMs,
-  }) as never
+  })
   const done = child.then(
     () => undefined,
     (error: unknown) => {
@@ -74,7 +78,113 @@ export function spawnStreaming(file: string, args: readonly string[], options: R
   )
   // The caller may stop reading early; the rejection is then observed through `done` only if awaited.
   done.catch(() => {})
-  return {stdout: child.stdout!, done, kill: () => child.kill()}
+  return {stdout: child.stdout, done, kill: () => child.kill()}
+}
+
+/** A program running in the background (a traffic agent): its output as it comes, its end, and a way to stop it. */
+export interface RunningProgram {
+  /** What it prints, as it comes (it is collected for `result` too). */
+  stdout: Readable
+  /** What it printed, once it exits 0; a typed error (ToolMissingError, CommandFailedError) otherwise, a kill included. */
+  result: Promise<RunResult>
+  kill(signal?: NodeJS.Signals): void
+}
+
+/** Start a program that runs beside the caller until it ends or is killed, its output read as it comes and kept. */
+export function start(file: string, args: readonly string[], options: RunOptions = {}): RunningProgram {
+  const [cmd, argv] = inNetns(options.netns, file, args)
+  const child = execa(cmd, argv, {input: options.input, timeout: options.timeoutMs, env: options.env, stripFinalNewline: true})
+  const result = child.then(
+    (r) => ({stdout: r.stdout, stderr: r.stderr}),
+    (error: unknown) => {
+      throw toFlowctlError(error, file, args, options.netns)
+    },
+  )
+  // A caller that only stops it may never look at the result: its rejection is then not an unhandled one.
+  result.catch(() => {})
+  return {stdout: child.stdout, result, kill: (signal = 'SIGTERM') => child.kill(signal)}
+}
+
+/** How a contained run ended, for a caller that tells its failures apart itself (hooks, their reasons). */
+export type ContainedEnd =
+  | {how: 'exited'; exitCode: number; stdout: string; stderr: string}
+  | {how: 'killed'; signal: string; stderr: string}
+  | {how: 'timed-out'}
+  /** It printed more than `maxOutputBytes`, and was cut off. */
+  | {how: 'too-much-output'}
+  /** It did not run: the program or unshare is missing or cannot be run, or no PID namespace could be made. */
+  | {how: 'not-started'; message: string}
+
+export interface ContainedRunOptions {
+  input: string
+  timeoutMs: number
+  maxOutputBytes: number
+}
+
+/** How long after its timeout a contained run's pipes are read at most (what we killed closes them sooner). */
+const GIVE_UP_AFTER_TIMEOUT_MS = 500
+
+/**
+ * Runs `file args` as the first process of a PID namespace of its own (proc.ts), with `input` on
+ * its stdin: when it exits, or is killed at its timeout (SIGKILL), every process it started dies
+ * with it, whether it left the process group, cleared its environment, renamed itself or kept
+ * forking. So nothing it started holds its stdout, or runs on, past the run. Never rejects: it
+ * resolves with how the run ended, at the latest shortly after the timeout, whatever is left.
+ */
+export async function runContained(file: string, args: readonly string[], options: ContainedRunOptions): Promise<ContainedEnd> {
+  const [wrapper, argv] = inOwnPidNamespace(file, args)
+  const child = execa(wrapper, argv, {
+    input: options.input,
+    reject: false,
+    // Its own process group too: a SIGKILL to the group reaches the program at once, even in the
+    // instant before unshare's child has set its parent death signal.
+    detached: true,
+    stripFinalNewline: false,
+    maxBuffer: options.maxOutputBytes,
+    // If flowctl exits first: unshare ignores SIGTERM (it waits for the program), not SIGKILL.
+    cleanup: true,
+    killSignal: 'SIGKILL',
+  })
+  const deadline = {passed: false}
+  let giveUp: NodeJS.Timeout | undefined
+  const timer = setTimeout(() => {
+    deadline.passed = true
+    // unshare dies, so the program dies (--kill-child), so its namespace dies: everything it started.
+    try {
+      if (child.pid) process.kill(-child.pid, 'SIGKILL')
+    } catch {
+      child.kill('SIGKILL')
+    }
+  }, options.timeoutMs)
+  let result
+  try {
+    result = await Promise.race([
+      child,
+      // Nothing the program started outlives it, but a process it handed the pipes to (over a unix
+      // socket) could hold them: stop reading them shortly after the timeout, so the caller moves on.
+      new Promise<undefined>((resolve) => {
+        giveUp = setTimeout(() => {
+          child.stdout.destroy()
+          child.stderr.destroy()
+          resolve(undefined)
+        }, options.timeoutMs + GIVE_UP_AFTER_TIMEOUT_MS)
+      }),
+    ])
+  } finally {
+    clearTimeout(timer)
+    clearTimeout(giveUp)
+  }
+  if (deadline.passed || !result) return {how: 'timed-out'}
+  const code = (result as {code?: string}).code
+  if (result.exitCode === undefined && code === 'ENOENT') return {how: 'not-started', message: `${wrapper}: no such program (util-linux)`}
+  if (result.exitCode === undefined && result.failed && !result.signal)
+    return {how: 'not-started', message: `${file}: ${result.shortMessage ?? code ?? 'cannot run'}`}
+  const stderr = result.stderr
+  const unshareFailed = ownPidNamespaceFailure(file, result.exitCode, stderr)
+  if (unshareFailed) return {how: 'not-started', message: unshareFailed.missing ? `${file}: no such program` : `${file}: ${unshareFailed.message}`}
+  if (result.isMaxBuffer) return {how: 'too-much-output'}
+  if (result.signal) return {how: 'killed', signal: result.signal, stderr}
+  return {how: 'exited', exitCode: result.exitCode ?? -1, stdout: result.stdout, stderr}
 }
 
 interface ExecaLikeError {

@@ -23,7 +23,7 @@ export function validateNetnsName(name: string): string {
   return name
 }
 
-export function netnsPath(name: string): string {
+function netnsPath(name: string): string {
   return `/run/netns/${name}`
 }
 
@@ -69,16 +69,6 @@ export async function listLinks(netns: NetnsName): Promise<Link[]> {
   }))
 }
 
-export async function resolveLink(netns: NetnsName, ifname: string, links?: Link[]): Promise<Link> {
-  const all = links ?? (await listLinks(netns))
-  const link = all.find((l) => l.ifname === ifname)
-  if (!link) {
-    const names = all.map((l) => l.ifname).join(', ')
-    throw new NotFoundError(`interface '${ifname}' does not exist in ${describeNetns(netns)} (it has: ${names || 'none'})`)
-  }
-  return link
-}
-
 /** An interface's counters as the kernel keeps them (bytes at L2: the Ethernet header included). */
 export interface LinkCounters {
   rxPackets: number
@@ -116,7 +106,7 @@ export async function readLinkCounters(netns: NetnsName): Promise<Map<number, Li
 /** The kernel's own counters of one interface, for comparing with what the meter saw. */
 export async function linkCounters(netns: NetnsName, ifname: string): Promise<LinkCounters> {
   const {stdout} = await run('ip', ['-s', '-j', 'link', 'show', 'dev', ifname], {netns, timeoutMs: 10_000})
-  const [counters] = parseLinkCounters(stdout).values()
+  const counters = parseLinkCounters(stdout).values().next().value
   if (!counters) throw new NotFoundError(`interface '${ifname}' in ${describeNetns(netns)} has no counters`)
   return {rxPackets: counters.rxPackets, rxBytes: counters.rxBytes, txPackets: counters.txPackets, txBytes: counters.txBytes}
 }

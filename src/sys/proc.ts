@@ -38,6 +38,7 @@ export function ownPidNamespaceFailure(file: string, exitCode: number | undefine
     return {missing: exitCode === 127, message: line.slice(`unshare: failed to execute ${file}: `.length)}
   }
   // "unshare: unshare failed: Operation not permitted": no CAP_SYS_ADMIN (a container without it).
-  if (exitCode === 1 && /^unshare: (unshare failed|cannot|failed)/.test(line)) return {missing: false, message: `cannot make a PID namespace of its own (${line})`}
+  if (exitCode === 1 && /^unshare: (unshare failed|cannot|failed)/.test(line))
+    return {missing: false, message: `cannot make a PID namespace of its own (${line})`}
   return undefined
 }

@@ -32,7 +32,7 @@ interface TcFilterJson {
   }
 }
 
-export async function hasClsact(netns: NetnsName, dev: string): Promise<boolean> {
+async function hasClsact(netns: NetnsName, dev: string): Promise<boolean> {
   const {stdout} = await run('tc', ['-j', 'qdisc', 'show', 'dev', dev], {netns})
   const qdiscs = JSON.parse(stdout || '[]') as {kind: string}[]
   return qdiscs.some((q) => q.kind === 'clsact')
@@ -93,7 +93,22 @@ export async function attachBpfFilter(
 ): Promise<void> {
   await run(
     'tc',
-    ['filter', replace ? 'replace' : 'add', 'dev', dev, direction, ...chainArgs(chain), 'pref', String(pref), 'handle', `0x${handle.toString(16)}`, 'bpf', 'da', 'object-pinned', pinnedProg],
+    [
+      'filter',
+      replace ? 'replace' : 'add',
+      'dev',
+      dev,
+      direction,
+      ...chainArgs(chain),
+      'pref',
+      String(pref),
+      'handle',
+      `0x${handle.toString(16)}`,
+      'bpf',
+      'da',
+      'object-pinned',
+      pinnedProg,
+    ],
     {netns},
   )
 }

@@ -35,7 +35,6 @@ export const EAGAIN = 11
 export const EINTR = 4
 export const ENOBUFS = 105
 export const EMSGSIZE = 90
-export const ECONNREFUSED = 111
 
 /** sendmmsg sends at most this many datagrams a call (the kernel's UIO_MAXIOV). */
 export const MAX_BATCH = 1024
@@ -75,7 +74,7 @@ function lib(): Libc {
     recvmsg: c.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
     close: c.func('int close(int fd)'),
     if_nametoindex: c.func('unsigned int if_nametoindex(const char *name)'),
-  } as Libc
+  }
   return libc
 }
 
@@ -274,7 +273,7 @@ export class UdpSocket {
   /** ee_errno of the sock_extended_err in the control message of the last recvmsg. */
   private extendedErrno(): number {
     const length = this.errMsg.readUInt32LE(40)
-    for (let off = 0; off + 16 <= length; ) {
+    for (let off = 0; off + 16 <= length;) {
       const len = this.errControl.readUInt32LE(off)
       const level = this.errControl.readInt32LE(off + 8)
       const type = this.errControl.readInt32LE(off + 12)

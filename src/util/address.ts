@@ -35,9 +35,12 @@ export function parseAddress(text: string, what = 'address'): {family: 4 | 6; by
  * another address.
  */
 function parseIPv6(text: string): Buffer {
-  const t = text.split('%')[0].replace(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/, (_m, a: string, b: string, c: string, d: string) =>
-    `${((Number(a) << 8) | Number(b)).toString(16)}:${((Number(c) << 8) | Number(d)).toString(16)}`,
-  )
+  const t = text
+    .split('%')[0]
+    .replace(
+      /(\d+)\.(\d+)\.(\d+)\.(\d+)$/,
+      (_m, a: string, b: string, c: string, d: string) => `${((Number(a) << 8) | Number(b)).toString(16)}:${((Number(c) << 8) | Number(d)).toString(16)}`,
+    )
   return Buffer.from(ipaddr.IPv6.parse(t).toByteArray())
 }
 

@@ -96,7 +96,9 @@ export async function flushFlows(paths: Paths, scope: FlowScope): Promise<FlushR
   // a snapshot without them. Refused even before the daemon has opened this meter set.
   const daemon = runningDaemon(paths)
   if (daemon) {
-    throw new FlowctlError(`${describeDaemon(daemon)} is exporting the meters pinned under ${paths.pinRoot}: stop it before flushing, or let it export these flows`)
+    throw new FlowctlError(
+      `${describeDaemon(daemon)} is exporting the meters pinned under ${paths.pinRoot}: stop it before flushing, or let it export these flows`,
+    )
   }
   // Every set in scope locked before any is changed: a refusal leaves all of them as they were.
   const stores: {store: FlowStore; selector: FlowSelector}[] = []
@@ -105,7 +107,9 @@ export async function flushFlows(paths: Paths, scope: FlowScope): Promise<FlushR
     let removed = 0
     for (const {store, selector} of stores) {
       const all = isEmptySelector(selector)
-      removed += store.flush(all ? null : (family, keys, at) => matchesSelector(selector, decodeFlowKey(family, Buffer.from(keys.buffer, keys.byteOffset + at, keys.length - at))))
+      removed += store.flush(
+        all ? null : (family, keys, at) => matchesSelector(selector, decodeFlowKey(family, Buffer.from(keys.buffer, keys.byteOffset + at, keys.length - at))),
+      )
     }
     return {removed}
   } finally {

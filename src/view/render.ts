@@ -60,7 +60,12 @@ export async function writeFlowTable(flows: AsyncIterable<Flow>, out: Writable, 
       await write(out, `${renderTable(HEADER, first, {right: RIGHT, widths}).join('\n')}\n`)
       continue
     }
-    await write(out, `${renderTable(HEADER, [row(f)], {right: RIGHT, widths}).slice(1).join('\n')}\n`)
+    await write(
+      out,
+      `${renderTable(HEADER, [row(f)], {right: RIGHT, widths})
+        .slice(1)
+        .join('\n')}\n`,
+    )
   }
   if (!widths && first.length) await write(out, `${renderTable(HEADER, first, {right: RIGHT}).join('\n')}\n`)
   return count

@@ -16,7 +16,8 @@
  * has taken out is still pinned and read; any other is counted in `swapsMissed`, and the interval's
  * rates are not shown as if they were whole.
  */
-import {VALUE, decodeFlowKey, readU64} from '../bpf/layout.js'
+import {forEachFlow} from '../bpf/flow-map-reader.js'
+import {decodeFlowKey} from '../bpf/layout.js'
 import {BpfError} from '../errors.js'
 import {BpfMap, ENOENT} from '../bpf/libbpf.js'
 import type {FamilyMaps, MeterSet} from '../bpf/meter-set.js'
@@ -106,7 +107,11 @@ export class LiveMapFollower {
    * at once, and the one before it kept to be read to its end (`settle`).
    */
   watch(): void {
-    if (this.current && this.current.map.info.id === this.maps.liveId()) return
+    const held = this.current
+    // (Nothing held: no look at the slot here, the loop below looks.)
+    if (held !== undefined) {
+      if (held.map.info.id === this.maps.liveId()) return
+    }
     for (let tries = 1; ; tries++) {
       const live = this.history.live(this.maps)
       let map: BpfMap
@@ -148,7 +153,7 @@ export class LiveMapFollower {
 
   /**
    * Reads every map swapped out since to its end (no program writes it any more), adding what
-   * it grew, and lets it go. `between` runs between chunks of a long read.
+   * it grew, and lets it go. `between` runs after each read batch of a long read.
    */
   settle(between?: () => void): void {
     for (let held = this.retired.shift(); held; held = this.retired.shift()) {
@@ -181,26 +186,25 @@ export class LiveMapFollower {
   }
 
   private read(held: HeldMap, between?: () => void): void {
-    const {keySize, valueSize} = held.map.info
+    const keySize = held.map.info.keySize
     const next = new Map<string, Seen>()
-    held.map.forEachBatch((keys, values, n) => {
-      for (let i = 0; i < n; i++) {
-        const id = keys.toString('latin1', i * keySize, (i + 1) * keySize)
-        const packets = readU64(values, i * valueSize + VALUE.packets.offset)
-        const bytes = readU64(values, i * valueSize + VALUE.bytes.offset)
+    forEachFlow(
+      held.map,
+      (keys, at, {packets, bytes}) => {
+        const id = keys.toString('latin1', at, at + keySize)
         const before = held.previous.get(id)
         next.set(id, {packets, bytes})
         const dp = packets - (before?.packets ?? 0)
         const db = bytes - (before?.bytes ?? 0)
-        if (dp <= 0 && db <= 0) continue
+        if (dp <= 0 && db <= 0) return
         const g = this.growth.get(id)
         if (g) {
           g.packets += dp
           g.bytes += db
         } else this.growth.set(id, {packets: dp, bytes: db})
-      }
-      between?.()
-    })
+      },
+      {afterBatch: between},
+    )
     held.previous = next
   }
 
@@ -234,10 +238,10 @@ function groupLabel(by: TopGrouping, key: FlowKey, ifname: string): string {
 export class TopSampler {
   private followers: {set: MeterSet; names: Map<number, string>; selector: FlowSelector; history: SlotHistory; maps: LiveMapFollower[]}[] = []
   private lastAt = 0
-  private openedAt = performance.now()
+  private readonly openedAt = performance.now()
   private timer: NodeJS.Timeout | undefined
   /** What went wrong while watching between samples, for the next sample to throw. */
-  private failure: unknown
+  private failure: Error | undefined
 
   private constructor() {}
 
@@ -280,14 +284,23 @@ export class TopSampler {
 
   /** Follows every swap up to now and reads every map held, the live ones included. */
   private catchUp(): void {
-    if (this.failure !== undefined) throw this.failure
+    this.throwFailure()
     const between = () => this.watchQuietly()
     this.watchAll()
     for (const {maps} of this.followers) for (const m of maps) m.settle(between)
     for (const {maps} of this.followers) for (const m of maps) m.readLive(between)
     // A swap during the reads: the map swapped out is read to its end in this interval too.
     for (const {maps} of this.followers) for (const m of maps) m.settle(between)
-    if (this.failure !== undefined) throw this.failure
+    this.throwFailure()
+  }
+
+  /** Throws what went wrong while watching, if anything did (a read's `between` can note it). */
+  private throwFailure(): void {
+    if (this.failure) throw this.failure
+  }
+
+  private noteFailure(error: unknown): void {
+    this.failure ??= error instanceof Error ? error : new Error(String(error))
   }
 
   /** Between samples: looks at every slot, and reads what was swapped out at once (a map held is kernel memory kept). */
@@ -298,7 +311,7 @@ export class TopSampler {
       const between = () => this.watchQuietly()
       for (const {maps} of this.followers) for (const m of maps) m.settle(between)
     } catch (error) {
-      this.failure = error
+      this.noteFailure(error)
       return
     }
     this.schedule()
@@ -326,12 +339,12 @@ export class TopSampler {
     for (const {maps} of this.followers) for (const m of maps) m.watch()
   }
 
-  /** Between the chunks of a long read: a failure waits for the sample (a read cut short would count its first chunks twice). */
+  /** Between the read batches of a long read: a failure waits for the sample (a read cut short would count its first batches twice). */
   private watchQuietly(): void {
     try {
       this.watchAll()
     } catch (error) {
-      this.failure ??= error
+      this.noteFailure(error)
     }
   }
 

@@ -2,7 +2,8 @@
  * The layer order of docs/architecture.md, enforced over the import graph of src/ (every import,
  * type-only ones included): a module imports from its own folder or from a lower layer, never
  * from a higher one or from a peer folder of its own layer, and no chain of imports comes back to
- * where it started.
+ * where it started. A folder whose sub-folders are layered in turn (SUB_LAYERS) is held to the
+ * same rule inside: its sub-folders only import down their own order.
  */
 import assert from 'node:assert/strict'
 import {readdirSync, readFileSync, statSync} from 'node:fs'
@@ -24,6 +25,14 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['commands'],
 ]
 
+/**
+ * Folders whose files all sit in sub-folders layered in turn, low to high, peers on one line as
+ * above: ipfix's wire format, under the exporter and the collector, which never import each other.
+ */
+export const SUB_LAYERS: Readonly<Record<string, readonly (readonly string[])[]>> = {
+  ipfix: [['wire'], ['export', 'collect']],
+}
+
 const SRC = join(REPO_ROOT, 'src')
 
 function sourceFiles(dir: string): string[] {
@@ -42,6 +51,20 @@ function unitOf(file: string): string {
 function rankOf(unit: string): number {
   const rank = LAYERS.findIndex((layer) => layer.includes(unit))
   assert.ok(rank >= 0, `src/${unit} is in no layer of test/architecture/layers.test.ts (add it, and to docs/architecture.md)`)
+  return rank
+}
+
+/** The sub-folder of a file inside a unit of SUB_LAYERS ('wire' for src/ipfix/wire/codec.ts), or undefined for other units. */
+function subUnitOf(file: string): string | undefined {
+  const [unit, sub, ...rest] = relative(SRC, file).split('/')
+  if (!(unit in SUB_LAYERS)) return undefined
+  assert.ok(rest.length > 0, `src/${unit}/${sub} is outside the sub-folders of src/${unit} (put it in one of SUB_LAYERS, or add one)`)
+  return sub
+}
+
+function subRankOf(unit: string, sub: string): number {
+  const rank = SUB_LAYERS[unit].findIndex((layer) => layer.includes(sub))
+  assert.ok(rank >= 0, `src/${unit}/${sub} is in no layer of SUB_LAYERS in test/architecture/layers.test.ts (add it, and to docs/architecture.md)`)
   return rank
 }
 
@@ -68,7 +91,14 @@ describe('architecture: layers only point down', function () {
       const unit = unitOf(file)
       for (const dep of deps) {
         const depUnit = unitOf(dep)
-        if (depUnit === unit) continue
+        if (depUnit === unit) {
+          const sub = subUnitOf(file)
+          const depSub = subUnitOf(dep)
+          if (sub !== undefined && depSub !== undefined && sub !== depSub && subRankOf(unit, depSub) >= subRankOf(unit, sub)) {
+            wrong.push(`${relative(SRC, file)} -> ${relative(SRC, dep)}`)
+          }
+          continue
+        }
         if (rankOf(depUnit) >= rankOf(unit)) wrong.push(`${relative(SRC, file)} -> ${relative(SRC, dep)}`)
       }
     }
@@ -115,5 +145,14 @@ describe('architecture: layers only point down', function () {
     assert.ok(rankOf('bpf') === rankOf('ipfix'))
     assert.ok(rankOf('daemon') > rankOf('config'))
     assert.ok(rankOf('commands') > rankOf('cli'))
+    assert.ok(subRankOf('ipfix', 'wire') < subRankOf('ipfix', 'export'))
+    assert.ok(subRankOf('ipfix', 'export') === subRankOf('ipfix', 'collect'))
+  })
+
+  it('every file of a folder with sub-layers sits in one of them', function () {
+    for (const file of files) {
+      const unit = unitOf(file)
+      if (unit in SUB_LAYERS) subRankOf(unit, subUnitOf(file)!)
+    }
   })
 })

@@ -17,7 +17,10 @@ describe('bpf/attach parseLegacyInterface', function () {
 
   for (const bad of ['', ':', ':eth0', 'ns:', 'a:b:c', 'ns::eth0']) {
     it(`rejects ${JSON.stringify(bad)} with InvalidInputError naming it`, function () {
-      assert.throws(() => parseLegacyInterface(bad), (e: unknown) => e instanceof InvalidInputError && e.message.includes(`'${bad}'`) && e.exitCode === 2)
+      assert.throws(
+        () => parseLegacyInterface(bad),
+        (e: unknown) => e instanceof InvalidInputError && e.message.includes(`'${bad}'`) && e.exitCode === 2,
+      )
     })
   }
 })

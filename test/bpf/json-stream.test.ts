@@ -4,7 +4,7 @@ import {jsonArrayElements} from '../../src/bpf/json-stream.js'
 import {prng} from '../helpers/unit.js'
 
 async function* chunked(bytes: Buffer, sizes: () => number): AsyncGenerator<Buffer> {
-  for (let i = 0; i < bytes.length; ) {
+  for (let i = 0; i < bytes.length;) {
     const n = Math.max(1, sizes())
     await Promise.resolve()
     yield bytes.subarray(i, i + n)
@@ -33,7 +33,13 @@ const TRICKY: unknown[] = [
   [],
   {},
   {unicode: 'flöw → ✓ 🚀', escaped: '\u0000\n\t\u2028'},
-  {values: [{cpu: 0, value: ['0x00', '0xff']}, {cpu: 1, value: ['0x10', '0x20']}], formatted: {key: {ifindex: 2}, values: [{cpu: 0, value: {packets: 1}}]}},
+  {
+    values: [
+      {cpu: 0, value: ['0x00', '0xff']},
+      {cpu: 1, value: ['0x10', '0x20']},
+    ],
+    formatted: {key: {ifindex: 2}, values: [{cpu: 0, value: {packets: 1}}]},
+  },
 ]
 
 describe('bpf/json-stream jsonArrayElements', function () {

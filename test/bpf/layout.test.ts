@@ -8,7 +8,20 @@ import {readFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {TARGETS, generateTarget} from '../../misc/gen-layout.js'
-import {FLOW_KEY4, FLOW_KEY6, FLOW_VALUE4, FLOW_VALUE6, LAYOUT_VERSION, decodeFlowKey, decodeFlowValue, pendingChunks, readFlowSample, emptySample, recordsPerChunk, flowRecordLayout} from '../../src/bpf/layout.js'
+import {
+  FLOW_KEY4,
+  FLOW_KEY6,
+  FLOW_VALUE4,
+  FLOW_VALUE6,
+  LAYOUT_VERSION,
+  decodeFlowKey,
+  decodeFlowValue,
+  pendingChunks,
+  readFlowSample,
+  emptySample,
+  recordsPerChunk,
+  flowRecordLayout,
+} from '../../src/bpf/layout.js'
 import {PENDING_CHUNK_HEADER, PENDING_FLOW6} from '../../src/bpf/layout.generated.js'
 import {FlowCache} from '../../src/flow/flow-cache.js'
 import {emptyCounters, mergeCounters} from '../../src/flow/record.js'
@@ -119,8 +132,7 @@ describe('bpf/layout.ts accessors', function () {
     v.set([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 44)
     const key = Buffer.alloc(FLOW_KEY6.size, 0x5a)
     const cache = new FlowCache(flowRecordLayout(6), 4)
-    const idx = cache.insert(key)
-    cache.merge(idx, readFlowSample(v, 0, emptySample()))
+    const idx = cache.add(key, 0, readFlowSample(v, 0, emptySample()))
     const at = cache.recordAt(idx)
     const record = Buffer.from(cache.slabOf(idx).subarray(at, at + PENDING_FLOW6.size))
     assert.deepEqual(record.subarray(PENDING_FLOW6.fields.key.offset, PENDING_FLOW6.fields.key.offset + FLOW_KEY6.size), key)
@@ -129,9 +141,53 @@ describe('bpf/layout.ts accessors', function () {
   })
 
   it('mergeCounters: sums, latest last-seen, OR of flags, TTL range, first-packet fields from the earliest', function () {
-    const into = mergeCounters(emptyCounters(), {...emptyCounters(), packets: 1, bytes: 100, firstSeenNs: 50n, lastSeenNs: 60n, tcpFlags: 0x02, ipTos: 7, peerIfindex: 3, minTtl: 60, maxTtl: 60})
-    mergeCounters(into, {...emptyCounters(), packets: 2, bytes: 200, firstSeenNs: 40n, lastSeenNs: 55n, tcpFlags: 0x10, ipTos: 9, peerIfindex: 4, minTtl: 50, maxTtl: 55})
-    mergeCounters(into, {...emptyCounters(), packets: 4, bytes: 400, firstSeenNs: 45n, lastSeenNs: 70n, tcpFlags: 0x01, ipTos: 11, peerIfindex: 5, minTtl: 61, maxTtl: 64})
-    assert.deepEqual(into, {...emptyCounters(), packets: 7, bytes: 700, firstSeenNs: 40n, lastSeenNs: 70n, tcpFlags: 0x13, ipTos: 9, peerIfindex: 4, minTtl: 50, maxTtl: 64})
+    const into = mergeCounters(emptyCounters(), {
+      ...emptyCounters(),
+      packets: 1,
+      bytes: 100,
+      firstSeenNs: 50n,
+      lastSeenNs: 60n,
+      tcpFlags: 0x02,
+      ipTos: 7,
+      peerIfindex: 3,
+      minTtl: 60,
+      maxTtl: 60,
+    })
+    mergeCounters(into, {
+      ...emptyCounters(),
+      packets: 2,
+      bytes: 200,
+      firstSeenNs: 40n,
+      lastSeenNs: 55n,
+      tcpFlags: 0x10,
+      ipTos: 9,
+      peerIfindex: 4,
+      minTtl: 50,
+      maxTtl: 55,
+    })
+    mergeCounters(into, {
+      ...emptyCounters(),
+      packets: 4,
+      bytes: 400,
+      firstSeenNs: 45n,
+      lastSeenNs: 70n,
+      tcpFlags: 0x01,
+      ipTos: 11,
+      peerIfindex: 5,
+      minTtl: 61,
+      maxTtl: 64,
+    })
+    assert.deepEqual(into, {
+      ...emptyCounters(),
+      packets: 7,
+      bytes: 700,
+      firstSeenNs: 40n,
+      lastSeenNs: 70n,
+      tcpFlags: 0x13,
+      ipTos: 9,
+      peerIfindex: 4,
+      minTtl: 50,
+      maxTtl: 64,
+    })
   })
 })

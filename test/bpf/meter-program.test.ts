@@ -167,7 +167,12 @@ describe('meter program on crafted packets @e2e', function () {
     await feed(P.ethernet(P.ETH_IPV4, ip, [{tpid: P.TPID_8021Q, vid: 100}]))
     assert.equal(only(4).key.vlanId, 100)
     for (const m of Object.values(maps)) m.forEachBatch(() => {}, {andDelete: true})
-    await feed(P.ethernet(P.ETH_IPV4, ip, [{tpid: P.TPID_8021AD, vid: 300}, {tpid: P.TPID_8021Q, vid: 42}]))
+    await feed(
+      P.ethernet(P.ETH_IPV4, ip, [
+        {tpid: P.TPID_8021AD, vid: 300},
+        {tpid: P.TPID_8021Q, vid: 42},
+      ]),
+    )
     const {key, counters} = only(4)
     assert.equal(key.vlanId, 300)
     assert.equal(key.sport, 1)

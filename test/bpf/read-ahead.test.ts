@@ -1,6 +1,6 @@
 /**
  * ReadAhead on real kernel maps: the entries it hands over are those BpfMap.forEachBatch reads,
- * chunk by chunk, and a caller that gives up half-way leaves the reader thread ready for the next.
+ * read batch by read batch, and a caller that gives up half-way leaves the reader thread ready for the next.
  */
 import assert from 'node:assert/strict'
 
@@ -26,10 +26,11 @@ function filledMap(entries: number): BpfMap {
 }
 
 /** Every entry as "key hex=value hex", in the order read. */
-function entriesOf(read: (onChunk: (keys: Buffer, values: Buffer, n: number) => void) => number): {list: string[]; total: number} {
+function entriesOf(read: (onBatch: (keys: Buffer, values: Buffer, n: number) => void) => number): {list: string[]; total: number} {
   const list: string[] = []
   const total = read((keys, values, n) => {
-    for (let i = 0; i < n; i++) list.push(`${keys.subarray(i * KEY, (i + 1) * KEY).toString('hex')}=${values.subarray(i * VALUE, (i + 1) * VALUE).toString('hex')}`)
+    for (let i = 0; i < n; i++)
+      list.push(`${keys.subarray(i * KEY, (i + 1) * KEY).toString('hex')}=${values.subarray(i * VALUE, (i + 1) * VALUE).toString('hex')}`)
   })
   return {list, total}
 }
@@ -39,11 +40,11 @@ describe('bpf/read-ahead @e2e', function () {
     requireE2e(this)
   })
 
-  it('hands over every entry once, as a plain batch read sees them, over many chunks', function () {
+  it('hands over every entry once, as a plain batch read sees them, over many read batches', function () {
     const map = filledMap(50_000)
     try {
       const ahead = entriesOf((f) => ReadAhead.shared().forEachBatch(map, f, 1024))
-      const plain = entriesOf((f) => map.forEachBatch(f, {chunk: 1024}))
+      const plain = entriesOf((f) => map.forEachBatch(f, {batchEntries: 1024}))
       assert.equal(ahead.total, 50_000)
       assert.equal(new Set(ahead.list).size, 50_000, 'no entry twice')
       assert.deepEqual([...ahead.list].sort(), [...plain.list].sort())
@@ -56,33 +57,39 @@ describe('bpf/read-ahead @e2e', function () {
     const map = filledMap(0)
     try {
       let calls = 0
-      assert.equal(ReadAhead.shared().forEachBatch(map, () => calls++), 0)
+      assert.equal(
+        ReadAhead.shared().forEachBatch(map, () => calls++),
+        0,
+      )
       assert.equal(calls, 0)
-      assert.equal(ReadAhead.shared().forEachBatch(map, () => calls++), 0)
+      assert.equal(
+        ReadAhead.shared().forEachBatch(map, () => calls++),
+        0,
+      )
     } finally {
       map.close()
     }
   })
 
-  it('passes on an error thrown while handling a chunk, and reads the next map whole', function () {
+  it('passes on an error thrown while handling a read batch, and reads the next map whole', function () {
     const first = filledMap(20_000)
     const second = filledMap(5_000)
     try {
-      let chunks = 0
+      let batches = 0
       assert.throws(
         () =>
           ReadAhead.shared().forEachBatch(
             first,
             () => {
-              if (++chunks === 2) throw new Error('the sink failed')
+              if (++batches === 2) throw new Error('the sink failed')
             },
             1024,
           ),
         /the sink failed/,
       )
-      assert.equal(chunks, 2, 'no chunk is handed over after the error')
+      assert.equal(batches, 2, 'no read batch is handed over after the error')
       assert.equal(entriesOf((f) => ReadAhead.shared().forEachBatch(second, f, 1024)).total, 5_000)
-      // A chunk shape other than the last one: the ring is rebuilt for it.
+      // A batch shape other than the last one: the ring is rebuilt for it.
       assert.equal(entriesOf((f) => ReadAhead.shared().forEachBatch(first, f, 4096)).total, 20_000)
     } finally {
       first.close()

@@ -79,14 +79,17 @@ describe('flags', function () {
     })
 
     // `--netns root` means the root namespace; `-i root:eth0` must agree.
-    it("treats -i root:IFACE as the root namespace, like --netns root", function () {
+    it('treats -i root:IFACE as the root namespace, like --netns root', function () {
       assert.deepEqual(interfaceTargets({interface: ['root:eth0']}), interfaceTargets({netns: 'root', ifname: ['eth0']}))
     })
   })
 
   describe('requireTargets', function () {
     it('throws InvalidInputError for no targets and accepts some', function () {
-      assert.throws(() => requireTargets([], 'flowctl meter attach'), (e: unknown) => e instanceof InvalidInputError && /flowctl meter attach/.test(e.message))
+      assert.throws(
+        () => requireTargets([], 'flowctl meter attach'),
+        (e: unknown) => e instanceof InvalidInputError && /flowctl meter attach/.test(e.message),
+      )
       assert.doesNotThrow(() => requireTargets([{netns: null, ifname: 'eth0'}], 'x'))
     })
   })

@@ -8,8 +8,14 @@ import {REPO_ROOT} from '../helpers/unit.js'
 
 describe('usage errors keep their reason', function () {
   it('joins a parse failure with its reason and drops the help pointer', function () {
-    assert.equal(usageErrorLine('Parsing --capacity \n\tExpected an integer but received: abc\nSee more help with --help'), 'Parsing --capacity: Expected an integer but received: abc')
-    assert.equal(usageErrorLine('The following error occurred:\n  --capacity=100 cannot also be provided when using --l\nSee more help with --help'), '--capacity=100 cannot also be provided when using --l')
+    assert.equal(
+      usageErrorLine('Parsing --capacity \n\tExpected an integer but received: abc\nSee more help with --help'),
+      'Parsing --capacity: Expected an integer but received: abc',
+    )
+    assert.equal(
+      usageErrorLine('The following error occurred:\n  --capacity=100 cannot also be provided when using --l\nSee more help with --help'),
+      '--capacity=100 cannot also be provided when using --l',
+    )
     assert.equal(usageErrorLine('Nonexistent flag: --bogus\nSee more help with --help'), 'Nonexistent flag: --bogus')
   })
 })

@@ -53,7 +53,7 @@ describe('commands/config check', function () {
     await rm(dir, {recursive: true, force: true})
   })
 
-  it('prints ok and a summary of the older tool\'s config', async function () {
+  it("prints ok and a summary of the older tool's config", async function () {
     const file = join(dir, 'good.yaml')
     const r = await check(['-c', file])
     assert.equal(r.exitCode, 0, r.stderr)
@@ -100,7 +100,11 @@ describe('commands/config check', function () {
     const r = await check(['-c', many, '--no-machine'])
     assert.equal(r.exitCode, 0, r.stderr)
     assert.ok(
-      r.stdout.split('\n').includes('spool: up to 32 MiB a collector, 64 MiB in all; worst case for 64 collectors: 64 MiB held and 80 MiB of message buffers (144 MiB); replayed at 10 MB/s'),
+      r.stdout
+        .split('\n')
+        .includes(
+          'spool: up to 32 MiB a collector, 64 MiB in all; worst case for 64 collectors: 64 MiB held and 80 MiB of message buffers (144 MiB); replayed at 10 MB/s',
+        ),
       r.stdout,
     )
     // Smaller bounds, a named collector replayed at its own rate, the live export paced (one collector unpaced).
@@ -125,7 +129,10 @@ describe('commands/config check', function () {
     const r = await check(['-c', file])
     assert.equal(r.exitCode, 2)
     assert.equal(r.stdout, '')
-    assert.equal(r.stderr, `flowctl: ${file}:7:11: templates[0].template[0].name: unknown information element 'SourceIPv4Adress'; did you mean sourceIPv4Address?`)
+    assert.equal(
+      r.stderr,
+      `flowctl: ${file}:7:11: templates[0].template[0].name: unknown information element 'SourceIPv4Adress'; did you mean sourceIPv4Address?`,
+    )
   })
 
   it("accepts the older tool's examples/agent_output_hook/config.yaml verbatim, the machine checks included", async function () {
@@ -143,7 +150,10 @@ describe('commands/config check', function () {
     const r = await check(['-c', file])
     assert.equal(r.exitCode, 2)
     assert.equal(r.stdout, '')
-    assert.equal(r.stderr, `flowctl: ${file}: logs[0].file: the directory ${dir}/gone does not exist; allowed: a file in an existing directory (create it: mkdir -p ${dir}/gone)`)
+    assert.equal(
+      r.stderr,
+      `flowctl: ${file}: logs[0].file: the directory ${dir}/gone does not exist; allowed: a file in an existing directory (create it: mkdir -p ${dir}/gone)`,
+    )
     const skipped = await check(['-c', file, '--no-machine'])
     assert.equal(skipped.exitCode, 0, skipped.stderr)
     assert.match(skipped.stdout, /: ok \(0 collectors, 2 templates, default templates, 1 log output\)/)

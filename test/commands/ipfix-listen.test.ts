@@ -101,13 +101,22 @@ describe('commands/ipfix listen', function () {
     const r = await l.done
     assert.equal(r.code, 0, r.stderr)
     assert.deepEqual(
-      r.stderr.trim().split('\n').filter((line) => line.includes('malformed')),
+      r.stderr
+        .trim()
+        .split('\n')
+        .filter((line) => line.includes('malformed')),
       [
         `flowctl: malformed IPFIX message from 127.0.0.1:${from} (4 bytes): message of 4 bytes is shorter than the 16-byte IPFIX message header (at byte 0); still listening`,
         `flowctl: malformed IPFIX message from 127.0.0.1:${from} (20 bytes): set 300 has length 2, shorter than its 4-byte header (at byte 18); still listening`,
       ],
     )
-    assert.deepEqual(r.stdout.trim().split('\n').map((line) => (JSON.parse(line) as {packetDeltaCount: number}).packetDeltaCount), [1, 2])
+    assert.deepEqual(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((line) => (JSON.parse(line) as {packetDeltaCount: number}).packetDeltaCount),
+      [1, 2],
+    )
   })
 
   it('--check: PASS and exit 0 for a well-formed stream', async function () {
@@ -168,19 +177,43 @@ templates:
   fields: [SourceIPv4Address, DestinationIPv4Address, ProtocolIdentifier, OctetDeltaCount, PacketDeltaCount]
 `,
       )
-      const sent = await execa(process.execPath, [CLI, 'ipfix', 'send', '-c', join(dir, 'config.yaml'), '-f', join(dir, 'flows.yaml')], {reject: false, timeout: 30_000})
+      const sent = await execa(process.execPath, [CLI, 'ipfix', 'send', '-c', join(dir, 'config.yaml'), '-f', join(dir, 'flows.yaml')], {
+        reject: false,
+        timeout: 30_000,
+      })
       assert.equal(sent.exitCode, 0, String(sent.stderr))
       assert.match(String(sent.stdout), new RegExp(`^127\\.0\\.0\\.1:${l.port}: 2 records in 2 messages \\(\\d+ bytes\\)$`))
       const r = await l.done
       assert.equal(r.code, 0, r.stderr)
-      const fields = r.stdout.trim().split('\n').map((line) => {
-        const {exporter, observationDomainId, templateId, sequenceNumber, exportTime, ...rest} = JSON.parse(line) as Record<string, unknown>
-        void [exporter, exportTime]
-        return {observationDomainId, templateId, sequenceNumber, ...rest}
-      })
+      const fields = r.stdout
+        .trim()
+        .split('\n')
+        .map((line) => {
+          const {exporter, observationDomainId, templateId, sequenceNumber, exportTime, ...rest} = JSON.parse(line) as Record<string, unknown>
+          void [exporter, exportTime]
+          return {observationDomainId, templateId, sequenceNumber, ...rest}
+        })
       assert.deepEqual(fields, [
-        {observationDomainId: 1, templateId: 1001, sequenceNumber: 0, sourceIPv4Address: '10.1.0.1', destinationIPv4Address: '10.1.0.2', protocolIdentifier: 6, octetDeltaCount: 0, packetDeltaCount: 100},
-        {observationDomainId: 1, templateId: 1001, sequenceNumber: 0, sourceIPv4Address: '192.0.2.1', destinationIPv4Address: '0.0.0.0', protocolIdentifier: 0, octetDeltaCount: 123456789012, packetDeltaCount: 0},
+        {
+          observationDomainId: 1,
+          templateId: 1001,
+          sequenceNumber: 0,
+          sourceIPv4Address: '10.1.0.1',
+          destinationIPv4Address: '10.1.0.2',
+          protocolIdentifier: 6,
+          octetDeltaCount: 0,
+          packetDeltaCount: 100,
+        },
+        {
+          observationDomainId: 1,
+          templateId: 1001,
+          sequenceNumber: 0,
+          sourceIPv4Address: '192.0.2.1',
+          destinationIPv4Address: '0.0.0.0',
+          protocolIdentifier: 0,
+          octetDeltaCount: 123456789012,
+          packetDeltaCount: 0,
+        },
       ])
       assert.match(r.stderr, /^IPFIX conformance: PASS/m)
     })

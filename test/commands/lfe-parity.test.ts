@@ -56,7 +56,7 @@ describe('linux-flow-exporter parity (files and command lines)', function () {
 
     it('`flowctl ipfix file -c config.yaml -f flow.yaml` sends every flow; fields a template lacks are said once and left out', async function () {
       // The one change to the older files: the collector is ours (the example's is a public address).
-      const config = (await readFile(`${DUMMY}config.yaml`, 'utf8'))
+      const config = await readFile(`${DUMMY}config.yaml`, 'utf8')
       const l = await listen(['--json', '--count', '13'])
       const local = config.replace('35.194.97.218:2055', `127.0.0.1:${l.port}`).replace('0.0.0.0:50101', '127.0.0.1:0')
       assert.notEqual(local, config)
@@ -65,13 +65,23 @@ describe('linux-flow-exporter parity (files and command lines)', function () {
       assert.equal(sent.exitCode, 0, sent.stderr)
       assert.match(sent.stdout, new RegExp(`^127\\.0\\.0\\.1:${l.port}: 13 records in \\d+ messages`))
       const notes = sent.stderr.split('\n').filter((line) => /not sent/.test(line))
-      assert.deepEqual(notes, [`flowctl: ${DUMMY}flow.yaml: not sent, as their template lacks them: sourceTransportPort, destinationTransportPort (template 1001)`])
+      assert.deepEqual(notes, [
+        `flowctl: ${DUMMY}flow.yaml: not sent, as their template lacks them: sourceTransportPort, destinationTransportPort (template 1001)`,
+      ])
       const r = await l.done
       assert.equal(r.code, 0, r.stderr)
       const got = records(r.stdout)
       assert.equal(got.length, 13)
       const first = {templateId: 1001, sourceIPv4Address: '10.1.0.1', destinationIPv4Address: '10.1.0.2', protocolIdentifier: 6, packetDeltaCount: 100}
-      const second = {templateId: 1002, sourceIPv4Address: '10.1.0.1', destinationIPv4Address: '10.1.0.3', protocolIdentifier: 6, sourceTransportPort: 8888, destinationTransportPort: 22, packetDeltaCount: 1000}
+      const second = {
+        templateId: 1002,
+        sourceIPv4Address: '10.1.0.1',
+        destinationIPv4Address: '10.1.0.3',
+        protocolIdentifier: 6,
+        sourceTransportPort: 8888,
+        destinationTransportPort: 22,
+        packetDeltaCount: 1000,
+      }
       assert.deepEqual(got, [...Array(6).fill(first), ...Array(7).fill(second)])
     })
 
@@ -84,11 +94,37 @@ describe('linux-flow-exporter parity (files and command lines)', function () {
 
   describe('elements the older tool names', function () {
     const LFE_NAMES = [
-      'FlowEndMilliseconds', 'FlowStartMilliseconds', 'FlowEndNanoseconds', 'FlowStartNanoseconds', 'OctetDeltaCount', 'PacketDeltaCount',
-      'IpVersion', 'IngressInterface', 'EgressInterface', 'FlowDirection', 'SourceIPv4Address', 'DestinationIPv4Address', 'SourceTransportPort',
-      'DestinationTransportPort', 'TcpControlBits', 'ProtocolIdentifier', 'IpClassOfService', 'SourceIPv4PrefixLength', 'DestinationIPv4PrefixLength',
-      'IpNextHopIPv4Address', 'BgpSourceAsNumber', 'BgpDestinationAsNumber', 'BgpNextHopIPv4Address', 'IcmpTypeCodeIPv4', 'MinimumTTL', 'MaximumTTL',
-      'FragmentIdentification', 'VlanId', 'FlowEndReason', 'Dot1qVlanId', 'Dot1qCustomerVlanId',
+      'FlowEndMilliseconds',
+      'FlowStartMilliseconds',
+      'FlowEndNanoseconds',
+      'FlowStartNanoseconds',
+      'OctetDeltaCount',
+      'PacketDeltaCount',
+      'IpVersion',
+      'IngressInterface',
+      'EgressInterface',
+      'FlowDirection',
+      'SourceIPv4Address',
+      'DestinationIPv4Address',
+      'SourceTransportPort',
+      'DestinationTransportPort',
+      'TcpControlBits',
+      'ProtocolIdentifier',
+      'IpClassOfService',
+      'SourceIPv4PrefixLength',
+      'DestinationIPv4PrefixLength',
+      'IpNextHopIPv4Address',
+      'BgpSourceAsNumber',
+      'BgpDestinationAsNumber',
+      'BgpNextHopIPv4Address',
+      'IcmpTypeCodeIPv4',
+      'MinimumTTL',
+      'MaximumTTL',
+      'FragmentIdentification',
+      'VlanId',
+      'FlowEndReason',
+      'Dot1qVlanId',
+      'Dot1qCustomerVlanId',
     ]
 
     it('a flow file may give every one of them (and forwardingStatus) with its value, in a template that names them', async function () {
@@ -100,7 +136,10 @@ describe('linux-flow-exporter parity (files and command lines)', function () {
       )
       // Distinct values, each fitting its element's type.
       const value = (n: string, i: number): string => (/IPv4Address$/.test(n) ? `0x0a0100${(i + 16).toString(16)}` : String(i + 1))
-      await writeFile(join(dir, 'all-flows.yaml'), `flowsets:\n- templateId: 1010\n  flows:\n  - ${names.map((n, i) => `${n}: ${value(n, i)}`).join('\n    ')}\n`)
+      await writeFile(
+        join(dir, 'all-flows.yaml'),
+        `flowsets:\n- templateId: 1010\n  flows:\n  - ${names.map((n, i) => `${n}: ${value(n, i)}`).join('\n    ')}\n`,
+      )
       const sent = await flowctl(['ipfix', 'send', '-c', join(dir, 'all.yaml'), '-f', join(dir, 'all-flows.yaml')])
       assert.equal(sent.exitCode, 0, sent.stderr)
       assert.equal(sent.stderr, '')
@@ -123,7 +162,10 @@ describe('linux-flow-exporter parity (files and command lines)', function () {
         ['FragmentIdentification', /fragmentIdentification \(54\): a flow spans many datagrams/],
       ]
       for (const [name, reason] of cases) {
-        await writeFile(join(dir, 'one.yaml'), `collectors:\n- remoteAddress: 198.18.0.2:2055\ntemplates:\n- id: 1001\n  template:\n  - name: SourceIPv4Address\n  - name: ${name}\n`)
+        await writeFile(
+          join(dir, 'one.yaml'),
+          `collectors:\n- remoteAddress: 198.18.0.2:2055\ntemplates:\n- id: 1001\n  template:\n  - name: SourceIPv4Address\n  - name: ${name}\n`,
+        )
         const r = await flowctl(['config', 'check', '-c', join(dir, 'one.yaml')])
         assert.equal(r.exitCode, 2, `${name}: ${r.stdout}`)
         assert.match(r.stderr, reason)
@@ -190,7 +232,11 @@ describe('linux-flow-exporter parity (files and command lines)', function () {
     })
 
     it('meter detach --all with --netns or -n is refused, before anything is read', async function () {
-      for (const args of [['--all', '--netns', 'ns1'], ['--all', '-n', 'eth0'], ['--all', '-i', 'ns1:*']]) {
+      for (const args of [
+        ['--all', '--netns', 'ns1'],
+        ['--all', '-n', 'eth0'],
+        ['--all', '-i', 'ns1:*'],
+      ]) {
         const r = await flowctl(['meter', 'detach', ...args])
         assert.equal(r.exitCode, 2, args.join(' '))
         assert.match(r.stderr, /^flowctl: --all detaches every meter of every namespace: drop --all/)

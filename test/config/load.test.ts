@@ -6,7 +6,7 @@ import {join} from 'node:path'
 import type {Config} from '../../src/config/config.js'
 import {ConfigError, defaultConfig, loadConfig, parseConfig} from '../../src/config/load.js'
 import {InvalidInputError} from '../../src/errors.js'
-import {EXPORTABLE_ELEMENTS} from '../../src/ipfix/exportable.js'
+import {EXPORTABLE_ELEMENTS} from '../../src/ipfix/export/exportable-elements.js'
 import {REPO_ROOT} from '../helpers/unit.js'
 
 /** The older tool's example files, verbatim (see test/fixtures/lfe/NOTICE). */

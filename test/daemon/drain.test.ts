@@ -151,7 +151,14 @@ describe('drain engine @e2e', function () {
     const d = open()
     d.drain(policy, sink)
     d.drain(policy, sink, true)
-    assert.deepEqual(exported.map((e) => [e.sport, e.packets, e.bytes]).sort((a, b) => a[0] - b[0]), [[1, 10, 1000], [2, 11, 1100], [3, 10, 1000]])
+    assert.deepEqual(
+      exported.map((e) => [e.sport, e.packets, e.bytes]).sort((a, b) => a[0] - b[0]),
+      [
+        [1, 10, 1000],
+        [2, 11, 1100],
+        [3, 10, 1000],
+      ],
+    )
   })
 
   it('adds the next counts of a flow to what it holds, and keeps the first packet fields and the TTL range', function () {
@@ -162,7 +169,10 @@ describe('drain engine @e2e', function () {
     put([{sport: 1, packets: 10, bytes: 1000, first: now + 1000, last: now + 2000, peer: 9, ttl: [50, 58]}])
     d.drain(policy, sink)
     d.drain(policy, sink, true)
-    assert.deepEqual(exported.map((e) => [e.sport, e.packets, e.bytes, e.peer, e.minTtl, e.maxTtl]), [[1, 15, 1500, 7, 50, 61]])
+    assert.deepEqual(
+      exported.map((e) => [e.sport, e.packets, e.bytes, e.peer, e.minTtl, e.maxTtl]),
+      [[1, 15, 1500, 7, 50, 61]],
+    )
   })
 
   it('exports idle flows (reason 1), FIN flows gone quiet (3) and old flows (2), each once', function () {
@@ -174,10 +184,17 @@ describe('drain engine @e2e', function () {
       {sport: 5, packets: 7, bytes: 700, first: now - 70 * SECOND, last: now}, // older than the active timeout
     ])
     d.drain(policy, sink)
-    assert.deepEqual(exported.map((e) => [e.sport, e.reason]).sort(), [[2, 1], [5, 2]])
+    assert.deepEqual(exported.map((e) => [e.sport, e.reason]).sort(), [
+      [2, 1],
+      [5, 2],
+    ])
     exported = []
     d.drain(policy, sink)
-    assert.deepEqual(exported.map((e) => [e.sport, e.reason]), [[4, 3]], 'a FIN flow that just had packets waits one drain')
+    assert.deepEqual(
+      exported.map((e) => [e.sport, e.reason]),
+      [[4, 3]],
+      'a FIN flow that just had packets waits one drain',
+    )
   })
 
   it('converts kernel times to wall-clock microseconds', function () {
@@ -201,7 +218,10 @@ describe('drain engine @e2e', function () {
       d.drain(policy, sink)
     }
     assert.equal(d.pending, 32)
-    assert.deepEqual(exported.map((e) => e.reason), [5, 5, 5, 5, 5])
+    assert.deepEqual(
+      exported.map((e) => e.reason),
+      [5, 5, 5, 5, 5],
+    )
   })
 
   it('exports everything at shutdown, with the reason that applies (4 when none other)', function () {
@@ -213,12 +233,20 @@ describe('drain engine @e2e', function () {
     const report = d.drain(policy, sink, true)
     assert.equal(report.pending, 0)
     assert.equal(committed().flows4, 0)
-    assert.deepEqual(new Map(exported.map((e) => [e.sport, e.reason])), new Map([[1, 4], [2000, 3]]))
+    assert.deepEqual(
+      new Map(exported.map((e) => [e.sport, e.reason])),
+      new Map([
+        [1, 4],
+        [2000, 3],
+      ]),
+    )
   })
 
   it('lets one writer at a time open the meter set (a reader is never in the way), and the next once it closes', function () {
     const d = open()
-    assert.throws(() => FlowStore.open(set), {message: `another flowctl (pid ${process.pid}) is writing the flows of namespace 'fct-drain' (a flush, or a layout-1 meter carried over): wait for it to finish, then try again`})
+    assert.throws(() => FlowStore.open(set), {
+      message: `another flowctl (pid ${process.pid}) is writing the flows of namespace 'fct-drain' (a flush, or a layout-1 meter carried over): wait for it to finish, then try again`,
+    })
     const reader = FlowStore.openReader(set)
     try {
       d.drain(policy, sink) // the writer commits beside the reader
@@ -249,7 +277,10 @@ describe('drain engine @e2e', function () {
     assert.equal(set.drainMaps().length, 0, 'merged and committed at start')
     assert.equal(committed().gen, 2)
     d.drain(policy, sink, true)
-    assert.deepEqual(exported.map((e) => [e.sport, e.packets]), [[1, 10]])
+    assert.deepEqual(
+      exported.map((e) => [e.sport, e.packets]),
+      [[1, 10]],
+    )
   })
 
   it('a daemon killed after pinning the live map, before the swap: the map is counted once, when it is drained', function () {
@@ -264,7 +295,10 @@ describe('drain engine @e2e', function () {
     const d = open()
     assert.equal(set.drainMaps().length, 0, 'unpinned, left live')
     d.drain(policy, sink, true)
-    assert.deepEqual(exported.map((e) => [e.sport, e.packets]), [[1, 4]])
+    assert.deepEqual(
+      exported.map((e) => [e.sport, e.packets]),
+      [[1, 4]],
+    )
   })
 
   it('a daemon killed after its commit, before the clean-up: old chunks and pins go, nothing is counted twice', function () {
@@ -284,6 +318,9 @@ describe('drain engine @e2e', function () {
     const again = open()
     assert.ok(!existsSync(set.drainMapPath(4, 1)))
     again.drain(policy, sink, true)
-    assert.deepEqual(exported.map((e) => [e.sport, e.packets]).sort(), [[1, 4], [2, 6]])
+    assert.deepEqual(exported.map((e) => [e.sport, e.packets]).sort(), [
+      [1, 4],
+      [2, 6],
+    ])
   })
 })

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import {batchToRecords} from '../../src/daemon/flow-log.js'
 import {InterfaceNames} from '../../src/daemon/interfaces.js'
 import {FlowBatch} from '../../src/flow/batch.js'
-import {bindField} from '../../src/ipfix/flow-fields.js'
+import {bindField} from '../../src/ipfix/export/flow-fields.js'
 import {pathsFromEnv} from '../../src/paths.js'
 
 /** Epoch microseconds of each row: .6, .5 and .4 of a millisecond past it, and a whole one. */

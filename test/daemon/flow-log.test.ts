@@ -19,7 +19,12 @@ import {collector} from '../helpers/unit.js'
 
 const NODE = process.execPath
 /** A hook program (no shell): reads the array, adds `hostname: lab` to each record. */
-const ENRICH = [NODE, '-e', "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>process.stdout.write(JSON.stringify(JSON.parse(s).map(r=>({...r,hostname:'lab',arg:process.argv[1]})))))", '$HOME']
+const ENRICH = [
+  NODE,
+  '-e',
+  "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>process.stdout.write(JSON.stringify(JSON.parse(s).map(r=>({...r,hostname:'lab',arg:process.argv[1]})))))",
+  '$HOME',
+]
 
 /** A batch of `n` IPv4 UDP flows on ifindex 7 egress, sports 1000.., 10 packets of 100 bytes each. */
 function batch(n: number, netns = 'fct-test', first = 0): FlowBatch {
@@ -79,7 +84,7 @@ describe('flow log output and hooks', function () {
   const open = (hooks: HookConfig[] = [], extra: {maxQueuedRecords?: number} = {}) =>
     FlowLogOutput.open({file: join(dir, 'flows.log'), hooks}, {log, observer: obs, names, ...extra})
 
-  it('writes each flow as one JSON line with the older tool\'s keys and the richer ones', async function () {
+  it("writes each flow as one JSON line with the older tool's keys and the richer ones", async function () {
     const out = await open()
     out.write(batch(3))
     await out.close()
@@ -215,7 +220,7 @@ describe('flow log output and hooks', function () {
     for (const [script, detail] of [
       ['echo garbage', /no JSON array/],
       ['echo \'{"a":1}\'', /not an array/],
-      ['echo \'[1,2]\'', /item 0 .* not a JSON object/],
+      ["echo '[1,2]'", /item 0 .* not a JSON object/],
       ['true', /no JSON array/],
     ] as const) {
       await assert.rejects(runHook({shell: `cat >/dev/null; ${script}`, timeoutMs: 10_000}, [{a: 1}]), (error: unknown) => {
@@ -261,7 +266,9 @@ describe('flow log output and hooks', function () {
     assert.equal(out.queued, 4, 'only the first batch waits for the hook')
     for (let i = 0; i < 100 && lines(join(dir, 'flows.log')).length < 4; i++) await new Promise((r) => setTimeout(r, 50))
     assert.deepEqual(
-      lines(join(dir, 'flows.log')).slice(0, 4).map((r) => r.sport),
+      lines(join(dir, 'flows.log'))
+        .slice(0, 4)
+        .map((r) => r.sport),
       [1100, 1101, 1102, 1103],
       'the batch that found the queue full is written first',
     )
@@ -355,6 +362,9 @@ describe('flow log output and hooks', function () {
     // A refused reload closes what it opened and keeps the current outputs.
     const again = await logs.prepare([{file: join(dir, 'd.log'), hooks: []}])
     await again.discard()
-    assert.deepEqual(logs.outputs.map((o) => o.name), [a.file, c.file])
+    assert.deepEqual(
+      logs.outputs.map((o) => o.name),
+      [a.file, c.file],
+    )
   })
 })

@@ -41,7 +41,18 @@ describe('daemon metrics', function () {
   before(function () {
     runDir = mkdtempSync(join(tmpdir(), 'fct-metrics-'))
     paths = {...pathsFromEnv({}), runDir}
-    const attachment = (direction: string) => ({netns: 'fct-m', interface: 'eth9', ifindex: 9, direction, pref: 1, handle: 1, progId: 1, digest: 'x', attachedAt: '', qdiscCreated: false})
+    const attachment = (direction: string) => ({
+      netns: 'fct-m',
+      interface: 'eth9',
+      ifindex: 9,
+      direction,
+      pref: 1,
+      handle: 1,
+      progId: 1,
+      digest: 'x',
+      attachedAt: '',
+      qdiscCreated: false,
+    })
     writeFileSync(join(runDir, 'attachments.json'), JSON.stringify({version: 1, meterSets: [], attachments: [attachment('ingress'), attachment('egress')]}))
   })
 
@@ -89,7 +100,16 @@ describe('daemon metrics', function () {
     await metrics.settled()
     // 10 packets of 100 IP bytes out, 4 of 50 in; the kernel adds 14 bytes of Ethernet header each.
     kernel = {rxPackets: 104, rxBytes: 10_000 + 4 * 64, txPackets: 210, txBytes: 20_000 + 10 * 114}
-    metrics.countDrain(report('fct-m', [[19, 10, 1000], [18, 4, 200]], 2))
+    metrics.countDrain(
+      report(
+        'fct-m',
+        [
+          [19, 10, 1000],
+          [18, 4, 200],
+        ],
+        2,
+      ),
+    )
     await metrics.settled()
     const text = await metrics.text()
     const eth9 = (direction: string) => ({netns: 'fct-m', interface: 'eth9', direction})
@@ -165,7 +185,12 @@ describe('daemon metrics', function () {
       const second = new DaemonMetrics({paths, log, processMetrics: false})
       await assert.rejects(second.listen(`127.0.0.1:${taken}`, '/etc/flowctl/config.yaml'), (error: unknown) => {
         assert.ok(error instanceof FlowctlError)
-        assert.match(error.message, new RegExp(`^metrics\\.listen: cannot listen on 127\\.0\\.0\\.1:${taken}: the port is in use .*\\(EADDRINUSE\\); set another metrics\\.listen \\(/etc/flowctl/config\\.yaml\\)`))
+        assert.match(
+          error.message,
+          new RegExp(
+            `^metrics\\.listen: cannot listen on 127\\.0\\.0\\.1:${taken}: the port is in use .*\\(EADDRINUSE\\); set another metrics\\.listen \\(/etc/flowctl/config\\.yaml\\)`,
+          ),
+        )
         assert.equal(error.message.split('\n').length, 1)
         return true
       })

@@ -19,7 +19,7 @@ import {join} from 'node:path'
 import {execa} from 'execa'
 
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
-import {renderFields} from '../../src/ipfix/decoder.js'
+import {renderFields} from '../../src/ipfix/collect/render.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'
@@ -150,8 +150,21 @@ describe('daemon end to end @e2e', function () {
 
     const udpSink = await startAgent(server, {mode: 'udp-sink', host: '::', port: 5001})
     agents.push(udpSink)
-    const udp4 = await runAgent<{sport: number; firstBeforeMs: number; firstMs: number; lastBeforeMs: number; lastMs: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5001, count: 20, size: 100, gapMs: 20})
-    const udp6 = await runAgent<{sport: number; firstMs: number; lastMs: number}>(client, {mode: 'udp-send', host: 'fd00:f10::2', port: 5001, count: 10, size: 300})
+    const udp4 = await runAgent<{sport: number; firstBeforeMs: number; firstMs: number; lastBeforeMs: number; lastMs: number}>(client, {
+      mode: 'udp-send',
+      host: '198.18.0.2',
+      port: 5001,
+      count: 20,
+      size: 100,
+      gapMs: 20,
+    })
+    const udp6 = await runAgent<{sport: number; firstMs: number; lastMs: number}>(client, {
+      mode: 'udp-send',
+      host: 'fd00:f10::2',
+      port: 5001,
+      count: 10,
+      size: 300,
+    })
     const tcpSink = await startAgent(server, {mode: 'tcp-sink', host: '0.0.0.0', port: 8080})
     const tcp = await runAgent<{localPort: number}>(client, {mode: 'tcp-send', host: '198.18.0.2', port: 8080, bytes: 50_000})
     await tcpSink.result
@@ -159,7 +172,11 @@ describe('daemon end to end @e2e', function () {
     await ping(client, 'fd00:f10::2', 3, 56, 0.05)
 
     // Idle timeout 2 s, drains every second: all of it leaves within a few seconds.
-    await sink.until(() => matching(sink.flows, {protocolIdentifier: 58}).length >= 2 && matching(sink.flows, {protocolIdentifier: 6}).length >= 2, 'every flow', 20_000)
+    await sink.until(
+      () => matching(sink.flows, {protocolIdentifier: 58}).length >= 2 && matching(sink.flows, {protocolIdentifier: 6}).length >= 2,
+      'every flow',
+      20_000,
+    )
     const after = await link()
     assert.equal(await d.stop(), 0, d.tail)
     const flows = sink.flows
@@ -204,7 +221,14 @@ describe('daemon end to end @e2e', function () {
     const u6 = matching(flows, {sourceIPv6Address: 'fd00:f10::1', sourceTransportPort: udp6.sport})
     assert.equal(u6.length, 1)
     assert.deepEqual(
-      [u6[0].destinationIPv6Address, u6[0].destinationTransportPort, u6[0].protocolIdentifier, u6[0].packetDeltaCount, u6[0].octetDeltaCount, u6[0].flowDirection],
+      [
+        u6[0].destinationIPv6Address,
+        u6[0].destinationTransportPort,
+        u6[0].protocolIdentifier,
+        u6[0].packetDeltaCount,
+        u6[0].octetDeltaCount,
+        u6[0].flowDirection,
+      ],
       ['fd00:f10::2', 5001, 17, 10, 10 * (40 + 8 + 300), 1],
     )
     // An IPv4 flow never travels in the IPv6 template nor the reverse.
@@ -227,11 +251,24 @@ describe('daemon end to end @e2e', function () {
     assert.equal(back[0].flowDirection, 0)
 
     // ICMP: type and code in the destination port (type * 256 + code), as collectors expect.
-    const icmp = (proto: number, dport: number, dir: number) => matching(flows, {protocolIdentifier: proto, destinationTransportPort: dport, flowDirection: dir})
-    assert.deepEqual(icmp(1, 8 * 256, 1).map((f) => [f.packetDeltaCount, f.octetDeltaCount]), [[3, 3 * 84]])
-    assert.deepEqual(icmp(1, 0, 0).map((f) => [f.packetDeltaCount, f.octetDeltaCount]), [[3, 3 * 84]])
-    assert.deepEqual(icmp(58, 128 * 256, 1).map((f) => [f.packetDeltaCount, f.octetDeltaCount]), [[3, 3 * 104]])
-    assert.deepEqual(icmp(58, 129 * 256, 0).map((f) => [f.packetDeltaCount, f.octetDeltaCount]), [[3, 3 * 104]])
+    const icmp = (proto: number, dport: number, dir: number) =>
+      matching(flows, {protocolIdentifier: proto, destinationTransportPort: dport, flowDirection: dir})
+    assert.deepEqual(
+      icmp(1, 8 * 256, 1).map((f) => [f.packetDeltaCount, f.octetDeltaCount]),
+      [[3, 3 * 84]],
+    )
+    assert.deepEqual(
+      icmp(1, 0, 0).map((f) => [f.packetDeltaCount, f.octetDeltaCount]),
+      [[3, 3 * 84]],
+    )
+    assert.deepEqual(
+      icmp(58, 128 * 256, 1).map((f) => [f.packetDeltaCount, f.octetDeltaCount]),
+      [[3, 3 * 104]],
+    )
+    assert.deepEqual(
+      icmp(58, 129 * 256, 0).map((f) => [f.packetDeltaCount, f.octetDeltaCount]),
+      [[3, 3 * 104]],
+    )
 
     // Nothing else crossed the link: per direction, the exported sums are the link's counters.
     const tx = {packets: after.txPackets - before.txPackets, bytes: after.txBytes - before.txBytes}
@@ -246,7 +283,22 @@ describe('daemon end to end @e2e', function () {
     const fromTshark = await tsharkDecodeIpfix(sink.datagrams, sink.port)
     const ours = sink.records.filter((r) => !r.options).map((r) => ({fields: renderFields(r.fields)}))
     assert.equal(fromTshark.length, ours.length, 'tshark sees as many flow records')
-    const keys = ['sourceTransportPort', 'destinationTransportPort', 'protocolIdentifier', 'tcpControlBits', 'octetDeltaCount', 'packetDeltaCount', 'ingressInterface', 'egressInterface', 'flowDirection', 'flowEndReason', 'flowStartMilliseconds', 'flowEndMilliseconds', 'ipClassOfService', 'vlanId']
+    const keys = [
+      'sourceTransportPort',
+      'destinationTransportPort',
+      'protocolIdentifier',
+      'tcpControlBits',
+      'octetDeltaCount',
+      'packetDeltaCount',
+      'ingressInterface',
+      'egressInterface',
+      'flowDirection',
+      'flowEndReason',
+      'flowStartMilliseconds',
+      'flowEndMilliseconds',
+      'ipClassOfService',
+      'vlanId',
+    ]
     const addrKeys = ['sourceIPv4Address', 'destinationIPv4Address', 'sourceIPv6Address', 'destinationIPv6Address']
     const project = (f: Record<string, unknown>) =>
       JSON.stringify([...keys.map((k) => Number(f[k])), ...addrKeys.filter((k) => f[k] !== undefined).map((k) => String(f[k]))])
@@ -289,7 +341,15 @@ describe('daemon end to end @e2e', function () {
     await d.waitForLog('started')
     const udpSink = await startAgent(server, {mode: 'udp-sink', host: '0.0.0.0', port: 5003})
     agents.push(udpSink)
-    const sent = await runAgent<{sport: number; packets: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5003, count: 1_000_000, size: 100, gapMs: 5, durationMs: 5500})
+    const sent = await runAgent<{sport: number; packets: number}>(client, {
+      mode: 'udp-send',
+      host: '198.18.0.2',
+      port: 5003,
+      count: 1_000_000,
+      size: 100,
+      gapMs: 5,
+      durationMs: 5500,
+    })
     assert.equal(await d.stop(), 0, d.tail)
     const parts = matching(sink.flows, {sourceTransportPort: sent.sport, destinationTransportPort: 5003})
     assert.ok(parts.length >= 2, `the flow was cut by the active timeout (${parts.length} records)`)
@@ -312,9 +372,11 @@ describe('daemon end to end @e2e', function () {
     const udpSink = await startAgent(server, {mode: 'udp-sink', host: '0.0.0.0', port: 5004})
     agents.push(udpSink)
     const traffic = Promise.all(
-      [0, 1, 2, 3].map((i) => runAgent<{packets: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5004, count: 1_000_000, size: 200 + i, gapMs: 3, durationMs: 6000})),
+      [0, 1, 2, 3].map((i) =>
+        runAgent<{packets: number}>(client, {mode: 'udp-send', host: '198.18.0.2', port: 5004, count: 1_000_000, size: 200 + i, gapMs: 3, durationMs: 6000}),
+      ),
     )
-    await sink.until(() => sink.flows.length > 0, 'the first daemon\'s exports', 20_000)
+    await sink.until(() => sink.flows.length > 0, "the first daemon's exports", 20_000)
     // Killed right after a drain: the worst moment for the sequence numbers and the journal.
     const drains = first.count('drain')
     await first.waitForLog('drain', () => first.count('drain') > drains, 5000)
@@ -332,7 +394,10 @@ describe('daemon end to end @e2e', function () {
     assert.deepEqual([sum(flows, 'packetDeltaCount', egress), sum(flows, 'octetDeltaCount', egress)], [tx.packets, tx.bytes - ETH * tx.packets])
     // One transport session (same source port) whose sequence numbers never jump nor repeat.
     const report = sink.checker.report()
-    assert.deepEqual(report.domains.map((r) => r.exporter), [`127.0.0.1:${sourcePort}`])
+    assert.deepEqual(
+      report.domains.map((r) => r.exporter),
+      [`127.0.0.1:${sourcePort}`],
+    )
     assert.equal(report.domains[0].sequence.gapCount, 0, sink.checker.formatReport().join('\n'))
     assert.equal(report.verdict, 'PASS', sink.checker.formatReport().join('\n'))
   })
@@ -379,7 +444,9 @@ describe('daemon end to end @e2e', function () {
     const udpSink = await startAgent(server, {mode: 'udp-sink', host: '::', port: 5008})
     agents.push(udpSink)
     await Promise.all(
-      [0, 1, 2, 3, 4, 5].map((i) => runAgent(client, {mode: 'udp-send', host: i % 2 ? 'fd00:f10::2' : '198.18.0.2', port: 5008, count: 40, size: 50 + i, gapMs: 5})),
+      [0, 1, 2, 3, 4, 5].map((i) =>
+        runAgent(client, {mode: 'udp-send', host: i % 2 ? 'fd00:f10::2' : '198.18.0.2', port: 5008, count: 40, size: 50 + i, gapMs: 5}),
+      ),
     )
     await ping(client, '198.18.0.2', 3, 56, 0.05)
     // Idle timeout 2 s: the flows leave while nothing listens, into the spool.
@@ -398,7 +465,11 @@ describe('daemon end to end @e2e', function () {
     // The replay kept the numbering: from 0, no gap, nothing twice.
     const report = sink.checker.report()
     assert.equal(sink.records.find((r) => !r.options)?.sequenceNumber, 0)
-    assert.deepEqual(report.domains.map((x) => [x.sequence.gapCount, x.sequence.duplicated]), [[0, 0]], sink.checker.formatReport().join('\n'))
+    assert.deepEqual(
+      report.domains.map((x) => [x.sequence.gapCount, x.sequence.duplicated]),
+      [[0, 0]],
+      sink.checker.formatReport().join('\n'),
+    )
     assert.equal(report.verdict, 'PASS', sink.checker.formatReport().join('\n'))
     const stopped = d.log.find((l) => l.event === 'stopped')!.collectors as Record<string, number>[]
     assert.equal(stopped[0].spoolDroppedMessages, 0)
@@ -466,14 +537,24 @@ describe('daemon end to end @e2e', function () {
     await sink.until(() => matching(sink.flows, {sourceTransportPort: b.sport}).length === 1, 'a flow under the new template', 20_000)
     const rec = sink.records.find((r) => !r.options && renderFields(r.fields).sourceTransportPort === b.sport)!
     assert.equal(rec.templateId, 300)
-    assert.deepEqual(renderFields(rec.fields), {sourceIPv4Address: '198.18.0.1', destinationIPv4Address: '198.18.0.2', sourceTransportPort: b.sport, packetDeltaCount: 4, octetDeltaCount: 4 * 38})
+    assert.deepEqual(renderFields(rec.fields), {
+      sourceIPv4Address: '198.18.0.1',
+      destinationIPv4Address: '198.18.0.2',
+      sourceTransportPort: b.sport,
+      packetDeltaCount: 4,
+      octetDeltaCount: 4 * 38,
+    })
     assert.equal(await d.stop(), 0, d.tail)
   })
 
   it('does not meter its own IPFIX datagrams crossing a metered interface', async function () {
     // The daemon runs in the client namespace and exports over the metered veth to a collector
     // in the server namespace: without its socket on the skip list it would count itself.
-    const listen = execa('nsenter', [`--net=/run/netns/${server}`, '--', process.execPath, CLI, 'ipfix', 'listen', '--host', '198.18.0.2', '--port', '4739', '--json'], {reject: false})
+    const listen = execa(
+      'nsenter',
+      [`--net=/run/netns/${server}`, '--', process.execPath, CLI, 'ipfix', 'listen', '--host', '198.18.0.2', '--port', '4739', '--json'],
+      {reject: false},
+    )
     const lines: Fields[] = []
     let ready = false
     listen.stdout!.on('data', (d: Buffer) => {

@@ -18,8 +18,8 @@ function leftovers(): string[] {
       return []
     }
   })()
-  return [...netns.map((n) => `netns ${n}`), ...readdirSync('/sys/fs/bpf').map((p) => `pin ${p}`), ...readdirSync('/run').map((p) => `run ${p}`)].filter((x) =>
-    x.includes('fct-demo-') || /^netns fct-[0-9a-f]{6}-(client|router|server)$/.test(x),
+  return [...netns.map((n) => `netns ${n}`), ...readdirSync('/sys/fs/bpf').map((p) => `pin ${p}`), ...readdirSync('/run').map((p) => `run ${p}`)].filter(
+    (x) => x.includes('fct-demo-') || /^netns fct-[0-9a-f]{6}-(client|router|server)$/.test(x),
   )
 }
 
@@ -35,7 +35,10 @@ describe('flowctl demo @e2e', function () {
     const result = JSON.parse(r.stdout) as DemoResult & {mismatches: string[]}
     assert.deepEqual(result.mismatches, [])
     assert.equal(result.conformance.verdict, 'PASS', result.conformance.reasons.join('\n'))
-    assert.deepEqual([...new Set(result.records.map((x) => x.proto))].sort((a, b) => a - b), [1, 6, 17, 58])
+    assert.deepEqual(
+      [...new Set(result.records.map((x) => x.proto))].sort((a, b) => a - b),
+      [1, 6, 17, 58],
+    )
     // Every sent flow with known counts was seen entering c0 and leaving s0 (compare() checks the numbers).
     assert.equal(result.sent.length, 6)
     assert.match(r.stderr, /lab removed/)

@@ -18,7 +18,7 @@ import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import {renderFields} from '../../src/ipfix/decoder.js'
+import {renderFields} from '../../src/ipfix/collect/render.js'
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping} from '../../src/lab/traffic.js'
@@ -61,7 +61,8 @@ describe('a fleet of routers exporting to one collector @e2e', function () {
       routers.push(router)
       await lab.veth(netns, 'up0', hub, `h${i}`, {v4: [`198.18.${40 + i}.1/24`, `198.18.${40 + i}.2/24`], quiet: true})
       await attachMeters(router.dirs.paths, {targets: [{netns, ifname: 'up0'}], directions: ['ingress', 'egress'], pref: 1, handle: 1, force: false})
-      const domainYaml = i % 2 ? `observationDomainId: ${router.domain}\nmeters:\n- netns: ${netns}\n` : `meters:\n- netns: ${netns}\n  observationDomainId: ${router.domain}\n`
+      const domainYaml =
+        i % 2 ? `observationDomainId: ${router.domain}\nmeters:\n- netns: ${netns}\n` : `meters:\n- netns: ${netns}\n  observationDomainId: ${router.domain}\n`
       const configFile = join(tmp, `r${i}.yaml`)
       writeFileSync(
         configFile,
@@ -100,7 +101,7 @@ describe('a fleet of routers exporting to one collector @e2e', function () {
     assert.equal(new Set(exporters.map((e) => [...e][0])).size, ROUTERS, 'eight exporter addresses')
   })
 
-  it('numbers each domain\'s messages continuously: every data record counted, from 0, no gap', function () {
+  it("numbers each domain's messages continuously: every data record counted, from 0, no gap", function () {
     for (const r of routers) {
       const messages = messagesOf(r.domain)
       assert.ok(messages.length >= 2, `router ${r.index}: templates and data`)
@@ -115,11 +116,14 @@ describe('a fleet of routers exporting to one collector @e2e', function () {
     assert.equal(sink!.malformed.length, 0)
   })
 
-  it('counts exactly what each router sent, under that router\'s domain', function () {
+  it("counts exactly what each router sent, under that router's domain", function () {
     for (const r of routers) {
       const flows = sink!.records.filter((x) => !x.options && x.observationDomainId === r.domain).map((x) => renderFields(x.fields))
       assert.ok(flows.length > 0, `router ${r.index} exported flows`)
-      assert.ok(flows.every((f) => f.protocolIdentifier === 1), `router ${r.index}: only its pings crossed the link`)
+      assert.ok(
+        flows.every((f) => f.protocolIdentifier === 1),
+        `router ${r.index}: only its pings crossed the link`,
+      )
       for (const direction of [1, 0]) {
         const mine = flows.filter((f) => f.flowDirection === direction)
         const packets = mine.reduce((n, f) => n + Number(f.packetDeltaCount), 0)

@@ -108,13 +108,20 @@ describe('grafana dashboard against a real Prometheus @e2e', function () {
       `global:\n  scrape_interval: ${SCRAPE_INTERVAL}\n  evaluation_interval: ${SCRAPE_INTERVAL}\n` +
         `scrape_configs:\n- job_name: flowctl\n  static_configs:\n  - targets: ['${new URL(metricsUrl).host}']\n`,
     )
-    prometheus = execa(PROMETHEUS, [`--config.file=${promConfig}`, `--storage.tsdb.path=${join(tmp, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], {
-      reject: false,
-      all: true,
-    })
+    prometheus = execa(
+      PROMETHEUS,
+      [`--config.file=${promConfig}`, `--storage.tsdb.path=${join(tmp, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
+      {
+        reject: false,
+        all: true,
+      },
+    )
     const deadline = Date.now() + 60_000
     for (;;) {
-      const ready = await fetch(`${prometheusUrl}/-/ready`).then((r) => r.ok, () => false)
+      const ready = await fetch(`${prometheusUrl}/-/ready`).then(
+        (r) => r.ok,
+        () => false,
+      )
       if (ready) break
       if (prometheus.exitCode !== null || Date.now() > deadline) throw new Error(`prometheus did not get ready: ${String((await prometheus).all)}`)
       await sleep(200)

@@ -36,7 +36,10 @@ describe('flowctl ipfix dump @e2e', function () {
     await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0'])
     sink = await Sink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
     configFile = join(tmp, 'config.yaml')
-    writeFileSync(configFile, [`collectors:\n- address: 127.0.0.1:${sink.port}`, `meters:\n- netns: ${a}`, `stateFile: ${join(tmp, 'state.json')}`].join('\n') + '\n')
+    writeFileSync(
+      configFile,
+      [`collectors:\n- address: 127.0.0.1:${sink.port}`, `meters:\n- netns: ${a}`, `stateFile: ${join(tmp, 'state.json')}`].join('\n') + '\n',
+    )
   })
 
   after(async function () {
@@ -69,6 +72,9 @@ describe('flowctl ipfix dump @e2e', function () {
     await daemon.waitForLog('started')
     const r = await cli(['ipfix', 'dump', '-c', configFile])
     assert.equal(r.exitCode, 1)
-    assert.match(r.stderr.trim(), /^flowctl: flowctl daemon \(pid \d+\) is exporting these flows: `ipfix dump` would race it; stop it first, or let it export them$/)
+    assert.match(
+      r.stderr.trim(),
+      /^flowctl: flowctl daemon \(pid \d+\) is exporting these flows: `ipfix dump` would race it; stop it first, or let it export them$/,
+    )
   })
 })

@@ -66,7 +66,10 @@ describe('linux-flow-exporter parity on a meter @e2e', function () {
     assert.match(r.stderr, /^flowctl: --interface-max-flow-limit 6: using a capacity of 16 flows per map/)
     assert.match(r.stdout, new RegExp(`^${a}:a0:ingress attached`, 'm'))
     const status = JSON.parse((await ok(['meter', 'status', '--netns', a, '--json'])).stdout) as Status[]
-    assert.deepEqual(status.map((s) => [s.interface, s.direction, s.capacity]).sort(), [['a0', 'egress', 16], ['a0', 'ingress', 16]])
+    assert.deepEqual(status.map((s) => [s.interface, s.direction, s.capacity]).sort(), [
+      ['a0', 'egress', 16],
+      ['a0', 'ingress', 16],
+    ])
   })
 
   it('`meter attach --dry` and `meter detach --dry` change nothing', async function () {
@@ -95,7 +98,10 @@ describe('linux-flow-exporter parity on a meter @e2e', function () {
   it('`-i NS:DEVREGEX` takes exact names, and says what the older regex would have taken', async function () {
     const r = await run(['meter', 'attach', '-i', `${a}:a`])
     assert.equal(r.exitCode, 1)
-    assert.match(r.stderr, /interface 'a' does not exist in namespace .*; the older tool read 'a' as a regular expression .* which takes a0: flowctl takes exact names/)
+    assert.match(
+      r.stderr,
+      /interface 'a' does not exist in namespace .*; the older tool read 'a' as a regular expression .* which takes a0: flowctl takes exact names/,
+    )
   })
 
   it('`dump -o wide|json` and the README flush lines (`flush -i IFINDEX -p -s -S -d -D`, `flush --all`, `flush -A`)', async function () {
@@ -103,18 +109,43 @@ describe('linux-flow-exporter parity on a meter @e2e', function () {
     await udp(3, 41000, 9400)
     await udp(2, 41001, 9400)
     const flows = JSON.parse((await ok(['dump', '--netns', a, '-o', 'json', '-p', 'udp', '-D', '9400'])).stdout) as Flow[]
-    assert.deepEqual(flows.map((f) => [f.sport, f.packets]).sort(), [[41000, 3], [41001, 2]])
+    assert.deepEqual(flows.map((f) => [f.sport, f.packets]).sort(), [
+      [41000, 3],
+      [41001, 2],
+    ])
     const wide = (await ok(['dump', '--netns', a, '-o', 'wide', '-p', 'udp', '-D', '9400'])).stdout.split('\n')
     assert.match(wide[0], /IFINDEX +VLAN +TOS +START MS +END MS$/)
     assert.equal(wide.length, 3)
-    assert.ok(wide.slice(1).every((line) => line.includes(` ${flows[0].ifindex} `)), wide.join('\n'))
+    assert.ok(
+      wide.slice(1).every((line) => line.includes(` ${flows[0].ifindex} `)),
+      wide.join('\n'),
+    )
 
     // The README's line for one flow, with this flow's numbers.
     const one = flows.find((f) => f.sport === 41000)!
-    const removed = await ok(['flush', '--netns', a, '-i', String(one.ifindex), '-p', '17', '-s', '198.18.40.1', '-S', '41000', '-d', '198.18.40.2', '-D', '9400'])
+    const removed = await ok([
+      'flush',
+      '--netns',
+      a,
+      '-i',
+      String(one.ifindex),
+      '-p',
+      '17',
+      '-s',
+      '198.18.40.1',
+      '-S',
+      '41000',
+      '-d',
+      '198.18.40.2',
+      '-D',
+      '9400',
+    ])
     assert.equal(removed.stdout, '1 flow removed')
     const left = JSON.parse((await ok(['dump', '--netns', a, '--json', '--saddr', '198.18.40.1', '--daddr', '198.18.40.2'])).stdout) as Flow[]
-    assert.deepEqual(left.filter((f) => f.dport === 9400).map((f) => f.sport), [41001])
+    assert.deepEqual(
+      left.filter((f) => f.dport === 9400).map((f) => f.sport),
+      [41001],
+    )
     assert.match((await ok(['flush', '--netns', a, '-A'])).stdout, /^\d+ flows? removed$/)
     assert.deepEqual(JSON.parse((await ok(['dump', '--netns', a, '-o', 'json', '-D', '9400'])).stdout), [])
     // The older tool's one map held every namespace; flowctl's `flush --all` stays in the root
@@ -178,15 +209,34 @@ describe('linux-flow-exporter parity on a meter @e2e', function () {
     await lab.exec(ns, 'ip', ['link', 'set', 'out0', 'up'])
     await lab.exec(ns, 'ip', ['link', 'set', 'out1', 'up'])
     await lab.exec(ns, 'ip', ['route', 'add', 'default', 'dev', 'out0'])
-    const r = await execa('ip', ['netns', 'exec', ns, process.execPath, CLI, 'ipfix', 'file', '-c', './examples/dummy_flow_test/config.yaml', '-f', './examples/dummy_flow_test/flow.yaml'], {
-      cwd,
-      reject: false,
-      env: dirs.env,
-      timeout: 60_000,
-    })
+    const r = await execa(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns,
+        process.execPath,
+        CLI,
+        'ipfix',
+        'file',
+        '-c',
+        './examples/dummy_flow_test/config.yaml',
+        '-f',
+        './examples/dummy_flow_test/flow.yaml',
+      ],
+      {
+        cwd,
+        reject: false,
+        env: dirs.env,
+        timeout: 60_000,
+      },
+    )
     assert.equal(r.exitCode, 0, String(r.stderr))
     assert.match(String(r.stdout), /^35\.194\.97\.218:2055: 13 records in \d+ messages \(\d+ bytes\)$/)
-    assert.equal(String(r.stderr), 'flowctl: ./examples/dummy_flow_test/flow.yaml: not sent, as their template lacks them: sourceTransportPort, destinationTransportPort (template 1001)')
+    assert.equal(
+      String(r.stderr),
+      'flowctl: ./examples/dummy_flow_test/flow.yaml: not sent, as their template lacks them: sourceTransportPort, destinationTransportPort (template 1001)',
+    )
     const sent = JSON.parse(await lab.exec(ns, 'ip', ['-s', '-j', 'link', 'show', 'out0'])) as {stats64: {tx: {packets: number}}}[]
     assert.ok(sent[0].stats64.tx.packets >= 2, JSON.stringify(sent[0].stats64))
   })

@@ -13,10 +13,9 @@ import {execa} from 'execa'
 import type {Flow} from '../../src/view/flow.js'
 import {FLOW_KEY4, FLOW_VALUE4, KEY} from '../../src/bpf/layout.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
-import {BpfMap} from '../../src/bpf/libbpf.js'
 import {pathsFromEnv} from '../../src/paths.js'
 import {Lab} from '../../src/lab/lab.js'
-import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
+import {runAgent, startAgent} from '../../src/lab/traffic.js'
 import {CLI, cli, cliJson, cliOk, requireE2e, sleep} from '../helpers/e2e.js'
 
 interface Status {
@@ -78,7 +77,10 @@ describe('meter edges @e2e', function () {
     // and makes its own bpffs directories on the way: those go again afterwards.
     const tcDirs = ['ip', 'tc', 'xdp'].map((d) => `/sys/fs/bpf/${d}`).filter((d) => !existsSync(d))
     const src = join(tmp, 'drop.c')
-    writeFileSync(src, '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nSEC("tc") int drop(struct __sk_buff *s) { return 2; }\nchar LICENSE[] SEC("license") = "GPL";\n')
+    writeFileSync(
+      src,
+      '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nSEC("tc") int drop(struct __sk_buff *s) { return 2; }\nchar LICENSE[] SEC("license") = "GPL";\n',
+    )
     const include = existsSync('/usr/include/x86_64-linux-gnu') ? ['-I/usr/include/x86_64-linux-gnu'] : []
     await execa('clang', ['-O2', '-g', '-target', 'bpf', ...include, '-c', src, '-o', join(tmp, 'drop.o')])
     try {
@@ -135,7 +137,10 @@ describe('meter edges @e2e', function () {
     try {
       const r = await cli(['meter', 'attach', '--netns', a, '-n', 'a0'])
       assert.equal(r.exitCode, 1)
-      assert.match(r.stderr, /^flowctl: the meter of namespace '.*' has kernel layout unknown, this flowctl reads layout 2: detach it with the flowctl that made it, or remove \/sys\/fs\/bpf\/flowctl\/netns\/.*$/)
+      assert.match(
+        r.stderr,
+        /^flowctl: the meter of namespace '.*' has kernel layout unknown, this flowctl reads layout 2: detach it with the flowctl that made it, or remove \/sys\/fs\/bpf\/flowctl\/netns\/.*$/,
+      )
       assert.equal(await lab.exec(a, 'tc', ['qdisc', 'show', 'dev', 'a0']).then((q) => q.includes('clsact')), false)
     } finally {
       rmSync(`/sys/fs/bpf/flowctl/netns/${a}`, {recursive: true, force: true})
@@ -223,11 +228,13 @@ describe('meter edges @e2e', function () {
   it('loses no packet of other flows when flushing under traffic', async function () {
     await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'egress'])
     const sink = await startAgent(b, {mode: 'udp-sink', host: '0.0.0.0', port: 9200})
-    const senders = [61001, 61002, 61003].map((sport) => runAgent(a, {mode: 'udp-send', host: '198.18.30.2', port: 9200, sport, count: 6000, size: 32, gapMs: 1}))
+    const senders = [61001, 61002, 61003].map((sport) =>
+      runAgent(a, {mode: 'udp-send', host: '198.18.30.2', port: 9200, sport, count: 6000, size: 32, gapMs: 1}),
+    )
     let flushes = 0
-    let running = true
-    void Promise.all(senders).finally(() => (running = false))
-    while (running) {
+    const sending = {done: false}
+    void Promise.all(senders).finally(() => (sending.done = true))
+    while (!sending.done) {
       await cliOk(['flush', '--netns', a, '-p', 'udp', '-S', '61003'])
       flushes++
     }
@@ -238,7 +245,7 @@ describe('meter edges @e2e', function () {
     for (const sport of [61001, 61002]) {
       const f = flows.find((x) => x.sport === sport)
       assert.equal(f?.packets, 6000, `flow ${sport}`)
-      assert.equal(f?.bytes, 6000 * 60)
+      assert.equal(f.bytes, 6000 * 60)
     }
     const flushed = flows.find((x) => x.sport === 61003)
     assert.ok(!flushed || flushed.packets < 6000, 'the flushed flow lost what was flushed')
@@ -316,4 +323,3 @@ describe('meter edges @e2e', function () {
     assert.ok(maxRssKb < 200_000, `peak RSS ${maxRssKb} kB`)
   })
 })
-

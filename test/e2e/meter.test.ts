@@ -24,7 +24,11 @@ function find(flows: Flow[], match: Partial<Flow>): Flow[] {
 
 function one(flows: Flow[], match: Partial<Flow>): Flow {
   const found = find(flows, match)
-  assert.equal(found.length, 1, `expected one flow matching ${JSON.stringify(match)}, found ${found.length}: ${JSON.stringify(flows.map((f) => [f.direction, f.protoName, f.src, f.sport, f.dst, f.dport, f.vlanId]))}`)
+  assert.equal(
+    found.length,
+    1,
+    `expected one flow matching ${JSON.stringify(match)}, found ${found.length}: ${JSON.stringify(flows.map((f) => [f.direction, f.protoName, f.src, f.sport, f.dst, f.dport, f.vlanId]))}`,
+  )
   return found[0]
 }
 
@@ -59,7 +63,10 @@ describe('meter end to end @e2e', function () {
     const tagged = (src: string, dst: string, sport: number, size: number, tags: {tpid: number; vid: number}[]) =>
       P.ethernet(P.ETH_IPV4, P.ipv4(17, src, dst, P.udp(sport, 7000, Buffer.alloc(size))), tags).toString('hex')
     const q100 = [{tpid: P.TPID_8021Q, vid: 100}]
-    const qinq = [{tpid: P.TPID_8021AD, vid: 200}, {tpid: P.TPID_8021Q, vid: 300}]
+    const qinq = [
+      {tpid: P.TPID_8021AD, vid: 200},
+      {tpid: P.TPID_8021Q, vid: 300},
+    ]
     await runAgent(a, {mode: 'raw-send', ifname: 'a0', count: 10, frameHex: tagged('198.18.12.1', '198.18.12.2', 41000, 50, q100)})
     await runAgent(b, {mode: 'raw-send', ifname: 'b0', count: 6, frameHex: tagged('198.18.12.2', '198.18.12.1', 41001, 60, q100)})
     await runAgent(a, {mode: 'raw-send', ifname: 'a0', count: 7, frameHex: tagged('198.18.14.1', '198.18.14.2', 42000, 70, qinq)})
@@ -157,7 +164,9 @@ describe('meter end to end @e2e', function () {
   })
 
   it('shows status with the flows, capacity and program of each meter', async function () {
-    const status = await cliJson<{interface: string; direction: string; state: string; flows: number; capacity: number; progId: number; mapPath: string; overflowPackets: number}[]>(['meter', 'status', '--netns', a])
+    const status = await cliJson<
+      {interface: string; direction: string; state: string; flows: number; capacity: number; progId: number; mapPath: string; overflowPackets: number}[]
+    >(['meter', 'status', '--netns', a])
     assert.equal(status.length, 4)
     for (const s of status) {
       assert.equal(s.state, 'attached')
@@ -181,7 +190,10 @@ describe('meter end to end @e2e', function () {
     assert.equal(find(now, {ipVersion: 6, proto: 17, sport: v6Sport}).length, 0)
     for (const sport of udpSports) assert.equal(one(now, {direction: 'egress', proto: 17, sport}).packets, 20)
     // Flushing it again is not an error.
-    assert.match(await cliOk(['flush', '--netns', a, '-p', 'udp', '-s', 'fd00:10::1', '-S', String(v6Sport), '-d', 'fd00:10::2', '-D', '7006']), /^0 flows removed/)
+    assert.match(
+      await cliOk(['flush', '--netns', a, '-p', 'udp', '-s', 'fd00:10::1', '-S', String(v6Sport), '-d', 'fd00:10::2', '-D', '7006']),
+      /^0 flows removed/,
+    )
   })
 
   it('detaches leaving no filter, qdisc or pin of ours', async function () {

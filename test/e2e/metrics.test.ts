@@ -18,12 +18,13 @@ import {mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync} from 'node
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import {dataRecordCount, IpfixDecoder} from '../../src/ipfix/decoder.js'
+import {IpfixDecoder} from '../../src/ipfix/collect/decoder.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'
 import {cli, cliOk, requireE2e, sleep, PrivateDirs} from '../helpers/e2e.js'
 import {sample} from '../helpers/prom.js'
+import {Sink as IpfixSink} from '../ipfix/flows.js'
 
 const ETH = 14
 
@@ -41,7 +42,7 @@ class Sink {
     socket.on('message', (msg, rinfo) => {
       this.messages++
       this.bytes += msg.length
-      this.records += dataRecordCount(this.decoder.decode(msg, `${rinfo.address}:${rinfo.port}`))
+      this.records += this.decoder.decode(msg, `${rinfo.address}:${rinfo.port}`).records.length
     })
     await new Promise<void>((r) => socket.bind(0, '127.0.0.1', r))
     return socket.address().port
@@ -83,13 +84,22 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     for (;;) {
       const text = await scrape()
       if (done(text)) return text
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${text.split('\n').filter((l) => l.startsWith('flowctl_') && !l.startsWith('flowctl_process') && !l.startsWith('flowctl_nodejs')).join('\n')}\n${daemon?.tail}`)
+      if (Date.now() > deadline)
+        throw new Error(
+          `timed out waiting for ${what}:\n${text
+            .split('\n')
+            .filter((l) => l.startsWith('flowctl_') && !l.startsWith('flowctl_process') && !l.startsWith('flowctl_nodejs'))
+            .join('\n')}\n${daemon?.tail}`,
+        )
       await sleep(200)
     }
   }
 
   const exported = (text: string) =>
-    ['idle_timeout', 'active_timeout', 'end_of_flow', 'forced_end', 'lack_of_resources'].reduce((n, reason) => n + (sample(text, 'flowctl_flows_exported_total', {netns: a, reason}) ?? 0), 0)
+    ['idle_timeout', 'active_timeout', 'end_of_flow', 'forced_end', 'lack_of_resources'].reduce(
+      (n, reason) => n + (sample(text, 'flowctl_flows_exported_total', {netns: a, reason}) ?? 0),
+      0,
+    )
 
   before(async function () {
     requireE2e(this)
@@ -106,7 +116,10 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     collector = `127.0.0.1:${await sink.start()}`
     // A hook that adds a field (a program, no shell), and one that prints garbage.
     const enrich = join(tmp, 'enrich.mjs')
-    writeFileSync(enrich, "let s='';process.stdin.on('data',(d)=>(s+=d)).on('end',()=>process.stdout.write(JSON.stringify(JSON.parse(s).map((r)=>({...r,site:'lab'})))))\n")
+    writeFileSync(
+      enrich,
+      "let s='';process.stdin.on('data',(d)=>(s+=d)).on('end',()=>process.stdout.write(JSON.stringify(JSON.parse(s).map((r)=>({...r,site:'lab'})))))\n",
+    )
     configYaml = [
       `collectors:\n- address: ${collector}`,
       'drainIntervalSeconds: 0.5',
@@ -172,7 +185,7 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     assert.equal(exported(text), 7)
   })
 
-  it('counts drains, their duration, the maps\' capacity and fill, and nothing not metered', async function () {
+  it("counts drains, their duration, the maps' capacity and fill, and nothing not metered", async function () {
     const text = await scrape()
     const drains = sample(text, 'flowctl_drains_total', {netns: a})!
     assert.ok(drains >= 4, `${drains} drains`)
@@ -200,7 +213,10 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
       text = await scrape()
       const messages = sample(text, 'flowctl_ipfix_messages_total', {collector})
       if (messages === sink.messages && sample(text, 'flowctl_ipfix_sent_bytes_total', {collector}) === sink.bytes) break
-      if (Date.now() > deadline) assert.fail(`metrics say ${messages} messages / ${sample(text, 'flowctl_ipfix_sent_bytes_total', {collector})} B, the collector got ${sink.messages} / ${sink.bytes} B`)
+      if (Date.now() > deadline)
+        assert.fail(
+          `metrics say ${messages} messages / ${sample(text, 'flowctl_ipfix_sent_bytes_total', {collector})} B, the collector got ${sink.messages} / ${sink.bytes} B`,
+        )
       await sleep(200)
     }
     assert.equal(sample(text, 'flowctl_ipfix_records_total', {collector}), sink.records)
@@ -214,7 +230,7 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     assert.ok(sample(text, 'flowctl_ipfix_template_refreshes_total', {collector})! >= 1)
   })
 
-  it('compares what the meter saw with the interfaces\' own counters: equal, Ethernet headers aside', async function () {
+  it("compares what the meter saw with the interfaces' own counters: equal, Ethernet headers aside", async function () {
     // The kernel is read right after each drain: wait until one has passed since the traffic.
     const text = await waitForMetric('meter and kernel to agree', (t) =>
       ['a0', 'a1'].every((iface) =>
@@ -240,12 +256,32 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
 
   it('writes each exported flow to the flow log, enriched by the working hook, and counts the broken one', async function () {
     const text = await waitForMetric('7 records in the flow log', (t) => sample(t, 'flowctl_flow_log_records_total', {output: flowLog}) === 7)
-    const records = readFileSync(flowLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+    const records = readFileSync(flowLog, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
     assert.equal(records.length, 7)
     for (const r of records) {
       assert.equal(r.site, 'lab', 'enriched')
       assert.equal(r.netns, a)
-      for (const key of ['src', 'dst', 'proto', 'sport', 'dport', 'ingressIfindex', 'egressIfindex', 'pkts', 'bytes', 'start', 'end', 'finished', 'interface', 'direction', 'tcpFlags', 'endReason']) {
+      for (const key of [
+        'src',
+        'dst',
+        'proto',
+        'sport',
+        'dport',
+        'ingressIfindex',
+        'egressIfindex',
+        'pkts',
+        'bytes',
+        'start',
+        'end',
+        'finished',
+        'interface',
+        'direction',
+        'tcpFlags',
+        'endReason',
+      ]) {
         assert.ok(key in r, `${key} in ${JSON.stringify(r)}`)
       }
     }
@@ -269,7 +305,10 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     udpSink.stop()
     const text = await waitForMetric('the new flow in the log', (t) => sample(t, 'flowctl_flow_log_records_total', {output: flowLog}) === 8)
     const rotated = readFileSync(`${flowLog}.1`, 'utf8').trim().split('\n')
-    const current = readFileSync(flowLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+    const current = readFileSync(flowLog, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
     assert.equal(rotated.length, 7)
     assert.equal(current.length, 1)
     assert.deepEqual([current[0].sport, current[0].pkts, current[0].bytes, current[0].site], [40009, 5, 5 * 78, 'lab'])
@@ -290,11 +329,90 @@ describe('daemon metrics and flow logs end to end @e2e', function () {
     assert.equal(r.exitCode, 1)
     const lines = r.stderr.trim().split('\n')
     assert.equal(lines.length, 1, r.stderr)
-    assert.match(lines[0], new RegExp(`^flowctl: metrics\\.listen: cannot listen on 127\\.0\\.0\\.1:${port}: the port is in use \\(another flowctl daemon, pid \\d+, is running\\) \\(EADDRINUSE\\); set another metrics\\.listen \\(${other}\\)`))
+    assert.match(
+      lines[0],
+      new RegExp(
+        `^flowctl: metrics\\.listen: cannot listen on 127\\.0\\.0\\.1:${port}: the port is in use \\(another flowctl daemon, pid \\d+, is running\\) \\(EADDRINUSE\\); set another metrics\\.listen \\(${other}\\)`,
+      ),
+    )
   })
 
   it('exits 0 on SIGTERM', async function () {
     assert.equal(await daemon!.stop(), 0, daemon!.tail)
     daemon = undefined
+  })
+})
+
+describe('packets not metered, one count for status, the metrics and the collectors @e2e', function () {
+  this.timeout(240_000)
+  const id = randomBytes(3).toString('hex')
+  const privateDirs = new PrivateDirs(id)
+  const dirs = privateDirs.env
+  const lab = new Lab(id)
+  let tmp = ''
+  let a = ''
+  let b = ''
+  let collector: IpfixSink | undefined
+  let daemon: DaemonProcess | undefined
+
+  before(async function () {
+    requireE2e(this)
+    tmp = mkdtempSync(join(tmpdir(), 'fct-overflow-'))
+    privateDirs.apply()
+    a = await lab.namespace('a')
+    b = await lab.namespace('b')
+    await lab.veth(a, 'a0', b, 'b0', {v4: ['198.18.22.1/24', '198.18.22.2/24'], quiet: true})
+  })
+
+  after(async function () {
+    if (daemon) await daemon.stop('SIGKILL').catch(() => {})
+    await collector?.stop()
+    if (a) await cli(['meter', 'detach', '--netns', a]).catch(() => {})
+    await lab.destroy()
+    if (tmp) rmSync(tmp, {recursive: true, force: true})
+    privateDirs.remove()
+  })
+
+  it('what found the flow map full is the same in `meter status`, in /metrics and in the IPFIX statistics', async function () {
+    // 40 flows of one datagram each into a map of 16: 24 datagrams of 92 IP bytes are not metered.
+    await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'egress', '--capacity', '16'])
+    const udpSink = await startAgent(b, {mode: 'udp-sink', host: '0.0.0.0', port: 7100})
+    for (let i = 0; i < 40; i++) await runAgent(a, {mode: 'udp-send', host: '198.18.22.2', port: 7100, sport: 41000 + i, count: 1, size: 64})
+    udpSink.stop()
+    const notMetered = {packets: 24, bytes: 24 * (20 + 8 + 64)}
+    const [status] = JSON.parse(await cliOk(['meter', 'status', '--netns', a, '--json'])) as {overflowPackets: number; overflowBytes: number}[]
+    assert.deepEqual({packets: status.overflowPackets, bytes: status.overflowBytes}, notMetered)
+
+    collector = await IpfixSink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
+    const configFile = join(tmp, 'config.yaml')
+    writeFileSync(
+      configFile,
+      [
+        `collectors:\n- address: 127.0.0.1:${collector.port}`,
+        'drainIntervalSeconds: 1',
+        'statsIntervalSeconds: 1',
+        `meters:\n- netns: ${a}`,
+        "metrics:\n  listen: '127.0.0.1:0'",
+        `stateFile: ${dirs.FLOWCTL_STATE_DIR}/daemon-state.json`,
+        '',
+      ].join('\n'),
+    )
+    daemon = new DaemonProcess(configFile)
+    const url = String((await daemon.waitForLog('metrics-listening', () => true, 30_000)).url)
+    await daemon.waitForLog('started')
+    const text = await (await fetch(url)).text()
+    const labels = {netns: a, interface: 'a0', direction: 'egress'}
+    assert.deepEqual(
+      {packets: sample(text, 'flowctl_not_metered_packets_total', labels), bytes: sample(text, 'flowctl_not_metered_bytes_total', labels)},
+      notMetered,
+    )
+    await collector.until(() => collector!.records.some((r) => r.options), 'a statistics record', 15_000)
+    assert.equal(await daemon.stop(), 0, daemon.tail)
+    daemon = undefined
+    const stats = collector.records.filter((r) => r.options).at(-1)!
+    assert.deepEqual(
+      {packets: stats.fields.ignoredPacketTotalCount, bytes: stats.fields.ignoredOctetTotalCount},
+      {packets: BigInt(notMetered.packets), bytes: BigInt(notMetered.bytes)},
+    )
   })
 })

@@ -65,7 +65,12 @@ function v1Key(sport: number, subnet: number[]): Buffer {
  * places: flows (sport, packets) in its IPv4 flow map A, which its programs write, and in its
  * pending map, each flow of n packets of 100 bytes.
  */
-async function pinLayout1Set(set: MeterSet, cacheDir: string, capacity: number, counts: {flows: [number, number][]; pending: [number, number][]; subnet: number[]}): Promise<void> {
+async function pinLayout1Set(
+  set: MeterSet,
+  cacheDir: string,
+  capacity: number,
+  counts: {flows: [number, number][]; pending: [number, number][]; subnet: number[]},
+): Promise<void> {
   mkdirSync(set.dir, {recursive: true})
   const object = join(cacheDir, `meter-v1-${randomBytes(3).toString('hex')}.o`)
   mkdirSync(cacheDir, {recursive: true})
@@ -108,10 +113,18 @@ describe('meter sets of layout 1 @e2e', function () {
   })
 
   it('is refused by every reader in one line that says how to carry it over', async function () {
-    for (const args of [['dump', '--netns', a], ['meter', 'attach', '--netns', a, '-n', 'a0'], ['meter', 'status', '--netns', a], ['meter', 'status']]) {
+    for (const args of [
+      ['dump', '--netns', a],
+      ['meter', 'attach', '--netns', a, '-n', 'a0'],
+      ['meter', 'status', '--netns', a],
+      ['meter', 'status'],
+    ]) {
       const r = await cli(args)
       assert.notEqual(r.exitCode, 0, args.join(' '))
-      assert.match(r.stderr.trim(), /^flowctl: the meter of namespace '.*' has kernel layout 1, this flowctl reads layout 2: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/)
+      assert.match(
+        r.stderr.trim(),
+        /^flowctl: the meter of namespace '.*' has kernel layout 1, this flowctl reads layout 2: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/,
+      )
     }
     // meter status --json: what it can read on stdout (nothing here), the line on stderr.
     const r = await cli(['meter', 'status', '--netns', a, '--json'])
@@ -126,9 +139,21 @@ describe('meter sets of layout 1 @e2e', function () {
     assert.ok(!existsSync(`${set.dir}-v1`), 'the old maps are gone')
     const flows = await cliJson<Flow[]>(['dump', '--netns', a, '-p', 'udp', '-D', '53'])
     const bySport = new Map(flows.map((f) => [f.sport, [f.packets, f.bytes]]))
-    assert.deepEqual(bySport, new Map([[1001, [5, 500]], [1002, [7, 700]]]))
+    assert.deepEqual(
+      bySport,
+      new Map([
+        [1001, [5, 500]],
+        [1002, [7, 700]],
+      ]),
+    )
     const status = await cliJson<MeterStatus[]>(['meter', 'status', '--netns', a])
-    assert.deepEqual(status.map((s) => [s.interface, s.capacity]), [['a0', 1024], ['a0', 1024]])
+    assert.deepEqual(
+      status.map((s) => [s.interface, s.capacity]),
+      [
+        ['a0', 1024],
+        ['a0', 1024],
+      ],
+    )
   })
 })
 
@@ -151,7 +176,10 @@ describe('a layout-1 meter set that holds more than its capacity keeps @e2e', fu
   it('meter attach --force refuses, naming the --capacity that holds it, and changes nothing', async function () {
     const r = await cli(['meter', 'attach', '--netns', a, '-n', 'a0', '--force'])
     assert.equal(r.exitCode, 2, r.stderr)
-    assert.match(r.stderr.trim(), /^flowctl: the layout-1 meter of namespace '.*' may hand over up to 36 flows of one address family \(what its maps hold, and room for new ones\), more than a meter of capacity 16 keeps \(32\): carry them over with --capacity 18 or more$/)
+    assert.match(
+      r.stderr.trim(),
+      /^flowctl: the layout-1 meter of namespace '.*' may hand over up to 36 flows of one address family \(what its maps hold, and room for new ones\), more than a meter of capacity 16 keeps \(32\): carry them over with --capacity 18 or more$/,
+    )
     assert.equal(set.layoutVersion(), 1)
   })
 
@@ -178,12 +206,15 @@ describe('meter sets of layout 2 with the first snapshot chunk size @e2e', funct
     await set.create(compiled.objectPath, 1024)
     const maps = set.openFamily(4)
     const live = maps.openLive()
-    live.update(flowKey4(1003, {proto: 17, dport: 53, src: [198, 18, 61, 1], dst: [198, 18, 61, 2]}), flowValue4({packets: 4, bytes: 400, first: 1_000_000, last: 2_000_000}))
+    live.update(
+      flowKey4(1003, {proto: 17, dport: 53, src: [198, 18, 61, 1], dst: [198, 18, 61, 2]}),
+      flowValue4({packets: 4, bytes: 400, first: 1_000_000, last: 2_000_000}),
+    )
     live.close()
     maps.close()
   })
 
-  it('meter attach --force loads this flowctl\'s programs onto its maps, keeping its chunk size and its counts', async function () {
+  it("meter attach --force loads this flowctl's programs onto its maps, keeping its chunk size and its counts", async function () {
     const pendingId = () => {
       const m = set.openMap('pending')
       try {
@@ -197,6 +228,9 @@ describe('meter sets of layout 2 with the first snapshot chunk size @e2e', funct
     assert.equal(pendingId(), before, 'the same pending map')
     assert.equal(set.pendingChunkBytes(), FIRST_PENDING_CHUNK_BYTES)
     const flows = await cliJson<Flow[]>(['dump', '--netns', a, '-p', 'udp', '-D', '53'])
-    assert.deepEqual(flows.map((f) => [f.sport, f.packets, f.bytes]), [[1003, 4, 400]])
+    assert.deepEqual(
+      flows.map((f) => [f.sport, f.packets, f.bytes]),
+      [[1003, 4, 400]],
+    )
   })
 })

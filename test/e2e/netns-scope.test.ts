@@ -93,7 +93,7 @@ describe('namespace scope of dump, flush and top @e2e', function () {
     }
   })
 
-  it('flush: without --netns it deletes the root namespace\'s flows only; --all-netns reaches every namespace; `meter status` shows every namespace', async function () {
+  it("flush: without --netns it deletes the root namespace's flows only; --all-netns reaches every namespace; `meter status` shows every namespace", async function () {
     const status = JSON.parse(await ok(['meter', 'status', '--json'])) as {netns: string}[]
     assert.deepEqual([...new Set(status.map((s) => s.netns))].sort(), [x, 'root'].sort())
     const rootFlows = (await run(['dump', '--json'])).stdout

@@ -12,7 +12,7 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
-import {DEFAULT_TEMPLATES} from '../../src/ipfix/exportable.js'
+import {DEFAULT_TEMPLATES} from '../../src/ipfix/export/exportable-elements.js'
 import {Lab} from '../../src/lab/lab.js'
 import {ping, runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'
@@ -54,14 +54,27 @@ describe('router-grade records through a namespace router @e2e', function () {
     await lab.exec(client, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:50::1'])
     await lab.exec(server, 'ip', ['route', 'add', 'default', 'via', '198.18.51.1'])
     await lab.exec(server, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:51::1'])
-    for (const name of ['r0', 'r1']) ifindex[name] = (JSON.parse(await lab.exec(router, 'ip', ['-j', 'link', 'show', 'dev', name])) as {ifindex: number}[])[0].ifindex
-    await attachMeters(privateDirs.paths, {targets: [{netns: router, ifname: 'r0'}, {netns: router, ifname: 'r1'}], directions: ['ingress', 'egress'], pref: 1, handle: 1, force: false})
+    for (const name of ['r0', 'r1'])
+      ifindex[name] = (JSON.parse(await lab.exec(router, 'ip', ['-j', 'link', 'show', 'dev', name])) as {ifindex: number}[])[0].ifindex
+    await attachMeters(privateDirs.paths, {
+      targets: [
+        {netns: router, ifname: 'r0'},
+        {netns: router, ifname: 'r1'},
+      ],
+      directions: ['ingress', 'egress'],
+      pref: 1,
+      handle: 1,
+      force: false,
+    })
 
     const sink = await Sink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
     const config = join(tmp, 'config.yaml')
     // The default templates, and forwardingStatus (not in them: one byte more per record).
     const templates = DEFAULT_TEMPLATES.map((t) => `- id: ${t.id}\n  fields: [${[...t.fields, 'forwardingStatus'].join(', ')}]`).join('\n')
-    writeFileSync(config, `collectors:\n- address: 127.0.0.1:${sink.port}\ntemplates:\n${templates}\nmetrics:\n  listen: ''\nstateFile: ${join(tmp, 'state.json')}\n`)
+    writeFileSync(
+      config,
+      `collectors:\n- address: 127.0.0.1:${sink.port}\ntemplates:\n${templates}\nmetrics:\n  listen: ''\nstateFile: ${join(tmp, 'state.json')}\n`,
+    )
     const daemon = new DaemonProcess(config)
     try {
       await daemon.waitForLog('started')
@@ -94,7 +107,8 @@ describe('router-grade records through a namespace router @e2e', function () {
     return found
   }
 
-  const udpTo = (dst: string, sport: number) => (r: TsharkRecord) => r.protocolIdentifier === 17 && r.destinationIPv4Address === dst && r.sourceTransportPort === sport
+  const udpTo = (dst: string, sport: number) => (r: TsharkRecord) =>
+    r.protocolIdentifier === 17 && r.destinationIPv4Address === dst && r.sourceTransportPort === sport
 
   it('gives a forwarded flow both interfaces in both directions, the gateway as next hop, and the TTL before and after the hop', function () {
     const far = find(udpTo('198.18.52.1', udpFar!.sport), 'the UDP flow through the gateway')
@@ -150,6 +164,9 @@ describe('router-grade records through a namespace router @e2e', function () {
   it('starts a flow at the millisecond its first packet was sent', function () {
     const inbound = find(udpTo('198.18.52.1', udpFar!.sport), 'the UDP flow').find((r) => r.flowDirection === 0)!
     const start = Number(inbound.flowStartMilliseconds)
-    assert.ok(start >= udpFar!.firstBeforeMs - 1 && start <= udpFar!.firstMs + 1, `start ${start} vs sent between ${udpFar!.firstBeforeMs} and ${udpFar!.firstMs}`)
+    assert.ok(
+      start >= udpFar!.firstBeforeMs - 1 && start <= udpFar!.firstMs + 1,
+      `start ${start} vs sent between ${udpFar!.firstBeforeMs} and ${udpFar!.firstMs}`,
+    )
   })
 })

@@ -146,7 +146,13 @@ describe('many flows end to end @e2e', function () {
       packets += Number(f.packetDeltaCount)
       bytes += Number(f.octetDeltaCount)
       const e = expected.get(key)
-      if (!e || e.packets !== Number(f.packetDeltaCount) || e.bytes !== Number(f.octetDeltaCount) || f.destinationTransportPort !== 9 || f.flowDirection !== 0) {
+      if (
+        !e ||
+        e.packets !== Number(f.packetDeltaCount) ||
+        e.bytes !== Number(f.octetDeltaCount) ||
+        f.destinationTransportPort !== 9 ||
+        f.flowDirection !== 0
+      ) {
         if (wrong.length < 5) wrong.push(JSON.stringify(f))
       }
     }

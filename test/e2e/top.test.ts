@@ -47,7 +47,12 @@ describe('flowctl top @e2e', function () {
     const configFile = join(tmp, 'config.yaml')
     writeFileSync(
       configFile,
-      [`collectors:\n- address: 127.0.0.1:${sink.address().port}`, 'drainIntervalSeconds: 2', `meters:\n- netns: ${a}`, `stateFile: ${join(tmp, 'state.json')}`].join('\n') + '\n',
+      [
+        `collectors:\n- address: 127.0.0.1:${sink.address().port}`,
+        'drainIntervalSeconds: 2',
+        `meters:\n- netns: ${a}`,
+        `stateFile: ${join(tmp, 'state.json')}`,
+      ].join('\n') + '\n',
     )
     daemon = new DaemonProcess(configFile)
     await daemon.waitForLog('started')
@@ -70,7 +75,25 @@ describe('flowctl top @e2e', function () {
 
   it('in a terminal: the top line is the fastest flow, refreshed, and q quits', async function () {
     const env = Object.entries(privateDirs.env).map(([k, v]) => `${k}=${v}`)
-    await execa('tmux', ['new-session', '-d', '-s', session, '-x', '200', '-y', '40', 'env', ...env, process.execPath, CLI, 'top', '--netns', a, '--by', 'flow'])
+    await execa('tmux', [
+      'new-session',
+      '-d',
+      '-s',
+      session,
+      '-x',
+      '200',
+      '-y',
+      '40',
+      'env',
+      ...env,
+      process.execPath,
+      CLI,
+      'top',
+      '--netns',
+      a,
+      '--by',
+      'flow',
+    ])
     let screen = ''
     for (let i = 0; i < 40 && !/p\/s/.test(screen); i++) {
       await sleep(250)
@@ -126,7 +149,12 @@ describe('flowctl top beside a daemon draining every 0.1 s @e2e', function () {
     const configFile = join(tmp, 'config.yaml')
     writeFileSync(
       configFile,
-      [`collectors:\n- address: 127.0.0.1:${sink.address().port}`, 'drainIntervalSeconds: 0.1', `meters:\n- netns: ${a}`, `stateFile: ${join(tmp, 'state.json')}`].join('\n') + '\n',
+      [
+        `collectors:\n- address: 127.0.0.1:${sink.address().port}`,
+        'drainIntervalSeconds: 0.1',
+        `meters:\n- netns: ${a}`,
+        `stateFile: ${join(tmp, 'state.json')}`,
+      ].join('\n') + '\n',
     )
     daemon = new DaemonProcess(configFile)
     await daemon.waitForLog('started')
@@ -227,6 +255,9 @@ describe('flowctl top beside a daemon draining every 0.1 s @e2e', function () {
     const r = await once
     assert.equal(r.exitCode, 1, String(r.stdout))
     assert.equal(r.stdout, '')
-    assert.match(String(r.stderr), /^flowctl: top missed \d+ live flow maps? the daemon swapped in and out within the last [\d.]+ s \(.*\), so its rates would undercount: run it again$/)
+    assert.match(
+      String(r.stderr),
+      /^flowctl: top missed \d+ live flow maps? the daemon swapped in and out within the last [\d.]+ s \(.*\), so its rates would undercount: run it again$/,
+    )
   })
 })

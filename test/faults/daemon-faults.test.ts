@@ -154,7 +154,10 @@ describe('daemon faults @e2e', function () {
       const templateMessages = () => sink.received.filter((r) => r.message.templates.length > 0).length
       const before = templateMessages()
       await sink.until(() => templateMessages() >= before + 2, 'two more template refreshes', 10_000)
-      assert.ok(sink.records.some((r) => r.options), 'statistics options records')
+      assert.ok(
+        sink.records.some((r) => r.options),
+        'statistics options records',
+      )
       const text = await (await fetch(url)).text()
       const errors = sample(text, 'flowctl_state_file_write_errors_total')
       assert.ok(errors !== undefined && errors >= 2, `flowctl_state_file_write_errors_total ${errors}`)
@@ -185,7 +188,10 @@ describe('daemon faults @e2e', function () {
     await sink.until(() => sink.flows.filter(ours).length >= flows, `the ${flows} flows at the collector`, 30_000)
     const metrics = async () => {
       const text = await (await fetch(url)).text()
-      return {written: sample(text, 'flowctl_flow_log_records_total', {output: logFile}) ?? 0, lost: sample(text, 'flowctl_flow_log_records_lost_total', {output: logFile}) ?? 0}
+      return {
+        written: sample(text, 'flowctl_flow_log_records_total', {output: logFile}) ?? 0,
+        lost: sample(text, 'flowctl_flow_log_records_lost_total', {output: logFile}) ?? 0,
+      }
     }
     // Every flow exported goes to the collector and to the log (a stray one, ND or ARP, too).
     let counted = await metrics()
@@ -208,12 +214,16 @@ describe('daemon faults @e2e', function () {
     writeFileSync(logFile, '')
     const sport = await traffic(3)
     await sink.until(() => flowOf(sink, sport).length === 1, 'the next flow', 20_000)
-    const after = () => readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Fields)
-    for (const deadline = Date.now() + 20_000; !after().some((l) => l.sport === sport); ) {
+    const after = () =>
+      readFileSync(logFile, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Fields)
+    for (const deadline = Date.now() + 20_000; !after().some((l) => l.sport === sport);) {
       assert.ok(Date.now() < deadline, `the next flow was not written: ${d.tail}`)
       await sleep(200)
     }
-    for (const deadline = Date.now() + 10_000; (await metrics()).written !== lines.length + after().length; ) {
+    for (const deadline = Date.now() + 10_000; (await metrics()).written !== lines.length + after().length;) {
       assert.ok(Date.now() < deadline, `flowctl_flow_log_records_total ${(await metrics()).written}, ${lines.length} + ${after().length} lines written`)
       await sleep(200)
     }
@@ -268,7 +278,13 @@ describe('daemon faults @e2e', function () {
     const sport = await traffic(10)
     await sink.until(() => flowOf(sink, sport).length === 1, 'the flow at the collector', 20_000)
     const exportedAt = Date.now()
-    const lines = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Fields) : [])
+    const lines = () =>
+      existsSync(logFile)
+        ? readFileSync(logFile, 'utf8')
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l) as Fields)
+        : []
     while (!lines().some((l) => l.sport === sport)) {
       assert.ok(Date.now() - exportedAt < 8000, `the flow log still waits ${Date.now() - exportedAt} ms after the export (hook timeout 2 s): ${d.tail}`)
       await sleep(50)
@@ -300,7 +316,10 @@ describe('daemon faults @e2e', function () {
     assert.equal(r.exitCode, 1, second.tail)
     const stderr = String(r.stderr).trim()
     assert.equal(stderr.split('\n').length, 1, stderr)
-    assert.equal(stderr, `flowctl: another flowctl daemon (pid ${first.pid}) drains the meters pinned under ${dirs.FLOWCTL_PIN_ROOT}: stop it first (one daemon exports each meter)`)
+    assert.equal(
+      stderr,
+      `flowctl: another flowctl daemon (pid ${first.pid}) drains the meters pinned under ${dirs.FLOWCTL_PIN_ROOT}: stop it first (one daemon exports each meter)`,
+    )
     // Every flow still arrives once, from the first.
     const sport = await traffic(7)
     await sink.until(() => flowOf(sink, sport).length === 1, 'the flow', 20_000)

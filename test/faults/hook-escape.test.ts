@@ -104,7 +104,9 @@ describe('hook escapes @e2e', function () {
     const marker = `${60 + Math.random()}`
     spawned.push({file: pidFile, marker})
     // In bash for exec -a: the sleep shows as a kernel worker, with nothing of the hook in its environment.
-    await timesOut(`cat >/dev/null; setsid env -i /bin/bash -c 'read pid rest < /proc/self/stat; echo $pid > ${pidFile}; exec -a "[kworker/u8:1]" sleep ${marker}' & sleep 30`)
+    await timesOut(
+      `cat >/dev/null; setsid env -i /bin/bash -c 'read pid rest < /proc/self/stat; echo $pid > ${pidFile}; exec -a "[kworker/u8:1]" sleep ${marker}' & sleep 30`,
+    )
     const [pid] = pidsIn(pidFile)
     assert.ok(pid > 0, 'the child ran')
     assert.equal(alive(pid, marker), false, `the hidden child ${pid} outlived the kill`)
@@ -114,7 +116,13 @@ describe('hook escapes @e2e', function () {
     const pidFile = join(dir, 'left.pid')
     const marker = `${60 + Math.random()}`
     spawned.push({file: pidFile, marker})
-    const records = await runHook({shell: `cat; setsid env -i sh -c 'read pid rest < /proc/self/stat; echo $pid > ${pidFile}; exec sleep ${marker}' >/dev/null & sleep 0.2`, timeoutMs: 5000}, [{a: 1}])
+    const records = await runHook(
+      {
+        shell: `cat; setsid env -i sh -c 'read pid rest < /proc/self/stat; echo $pid > ${pidFile}; exec sleep ${marker}' >/dev/null & sleep 0.2`,
+        timeoutMs: 5000,
+      },
+      [{a: 1}],
+    )
     assert.deepEqual(records, [{a: 1}])
     const [pid] = pidsIn(pidFile)
     assert.ok(pid > 0, 'the child ran')
@@ -128,7 +136,12 @@ describe('hook escapes @e2e', function () {
       const {runHook} = await import(${hooks})
       const failure = await runHook({command: ['/bin/cat'], timeoutMs: 5000}, [{a: 1}]).then(() => undefined, (e) => ({reason: e.reason, message: e.message}))
       console.log(JSON.stringify(failure))`
-    const r = await execa('setpriv', ['--bounding-set', '-all,+bpf,+net_admin,+perfmon', '--', process.execPath, '--input-type=module', '-e', script], {timeout: 20_000})
-    assert.deepEqual(JSON.parse(r.stdout), {reason: 'spawn', message: '/bin/cat: cannot make a PID namespace of its own (unshare: unshare failed: Operation not permitted)'})
+    const r = await execa('setpriv', ['--bounding-set', '-all,+bpf,+net_admin,+perfmon', '--', process.execPath, '--input-type=module', '-e', script], {
+      timeout: 20_000,
+    })
+    assert.deepEqual(JSON.parse(r.stdout), {
+      reason: 'spawn',
+      message: '/bin/cat: cannot make a PID namespace of its own (unshare: unshare failed: Operation not permitted)',
+    })
   })
 })

@@ -16,15 +16,19 @@ import assert from 'node:assert/strict'
 import {createSocket, type Socket} from 'node:dgram'
 import {readFileSync} from 'node:fs'
 
-import {COLLECTOR_MEMORY_CEILING_MB} from '../../src/ipfix/collector.js'
-import {DEFAULT_DECODER_LIMITS, templateMemory} from '../../src/ipfix/decoder.js'
-import {allElements} from '../../src/ipfix/elements.js'
+import {COLLECTOR_MEMORY_CEILING_MB} from '../../src/ipfix/collect/collector.js'
+import {DEFAULT_DECODER_LIMITS, templateMemory} from '../../src/ipfix/collect/decoder.js'
+import {resolveElement} from '../../src/ipfix/wire/elements.js'
+import {IANA_ELEMENTS} from '../../src/ipfix/wire/iana-elements.js'
 import {sleep} from '../helpers/e2e.js'
 import {listen, type Listener} from '../helpers/listen.js'
 import {message, set, spec, templateFlood, templateRecord, u32, u8} from '../ipfix/messages.js'
 
 /** What the resident memory may exceed the stated ceiling by in this test (others' tests share the machine). */
 const MARGIN_MB = 64
+
+/** The registry's elements, as the decoder resolves a field specifier of each id. */
+const REGISTRY_ELEMENTS = IANA_ELEMENTS.map((e) => resolveElement(e.id))
 
 function rssMb(pid: number): number {
   try {
@@ -54,7 +58,11 @@ function send(socket: Socket, datagram: Buffer, port: number): Promise<void> {
 
 /** What a 60-field template of shared enterprise elements costs (the flood of issue 13, in a fresh process). */
 function sharedEnterpriseTemplateCost(fields: number): number {
-  return templateMemory({id: 256, scopeFieldCount: 0, fields: allElements().slice(0, fields).map((element) => ({element, length: 4, enterpriseNumber: 32473}))})
+  return templateMemory({
+    id: 256,
+    scopeFieldCount: 0,
+    fields: REGISTRY_ELEMENTS.slice(0, fields).map((element) => ({element, length: 4, enterpriseNumber: 32473})),
+  })
 }
 
 describe('ipfix listen under a template flood @e2e', function () {
@@ -105,7 +113,9 @@ describe('ipfix listen under a template flood @e2e', function () {
     assert.ok(out.split('\n').length < 256 * 12 + 20, `${out.split('\n').length} lines of report`)
     // Unbounded, 12 288 domains of 4 such templates took well over a gigabyte.
     assert.ok(peak < COLLECTOR_MEMORY_CEILING_MB + MARGIN_MB, `peak resident memory ${Math.round(peak)} MB (started at ${Math.round(before)} MB)`)
-    console.log(`      listen: ${received} flood datagrams received, ${evictedDomains} domains evicted, RSS ${Math.round(before)} -> peak ${Math.round(peak)} MB`)
+    console.log(
+      `      listen: ${received} flood datagrams received, ${evictedDomains} domains evicted, RSS ${Math.round(before)} -> peak ${Math.round(peak)} MB`,
+    )
   })
 
   it('stays under the ceiling its --help states through floods of the largest templates, refuses oversize ones, then decodes a valid flow', async function () {
@@ -139,7 +149,10 @@ describe('ipfix listen under a template flood @e2e', function () {
     const flowDomain = ++odid
     const flowTemplate = set(2, templateRecord(400, spec(8, 4), spec(12, 4), spec(4, 1), spec(1, 8)))
     const flowData = set(400, Buffer.concat([u8(198, 18, 0, 1), u8(198, 18, 0, 2), u8(17), u32(0, 123_456)]))
-    const printed = (): boolean => new RegExp(`od=${flowDomain} tpl=400 .*sourceIPv4Address=198\\.18\\.0\\.1 destinationIPv4Address=198\\.18\\.0\\.2 protocolIdentifier=17 octetDeltaCount=123456`).test(listener!.stdout())
+    const printed = (): boolean =>
+      new RegExp(
+        `od=${flowDomain} tpl=400 .*sourceIPv4Address=198\\.18\\.0\\.1 destinationIPv4Address=198\\.18\\.0\\.2 protocolIdentifier=17 octetDeltaCount=123456`,
+      ).test(listener!.stdout())
     for (let i = 0; i < 30 && !printed(); i++) {
       // The receive buffer may still be full of the flood: send again until it gets through.
       await send(socket, message({odid: flowDomain, seq: 0}, flowTemplate, flowData), port)
@@ -161,10 +174,16 @@ describe('ipfix listen under a template flood @e2e', function () {
     assert.ok(refused >= 2 && refused <= 601, `refused ${refused}: ${out.slice(-2000)}`)
     const lines = out.split('\n').filter((l) => l.startsWith('flowctl: refused template '))
     assert.ok(lines.length >= 1 && lines.length <= 3, `${lines.length} refusal lines`)
-    assert.match(lines[0], /^flowctl: refused template 256 from 127\.0\.0\.1:\d+ domain \d+: it has 16000 fields, more than the 1024 a template may have here; its data will show as of unknown template$/)
+    assert.match(
+      lines[0],
+      /^flowctl: refused template 256 from 127\.0\.0\.1:\d+ domain \d+: it has 16000 fields, more than the 1024 a template may have here; its data will show as of unknown template$/,
+    )
     const forgot = /forgot (\d+) templates, (\d+) observation domains/.exec(out)
     assert.ok(forgot && Number(forgot[2]) > 0, `the flood did not fill the templates' memory: ${out.slice(-2000)}`)
-    assert.ok(peak < COLLECTOR_MEMORY_CEILING_MB + MARGIN_MB, `peak resident memory ${Math.round(peak)} MB, over the ceiling of ${COLLECTOR_MEMORY_CEILING_MB} MB (started at ${Math.round(before)} MB)`)
+    assert.ok(
+      peak < COLLECTOR_MEMORY_CEILING_MB + MARGIN_MB,
+      `peak resident memory ${Math.round(peak)} MB, over the ceiling of ${COLLECTOR_MEMORY_CEILING_MB} MB (started at ${Math.round(before)} MB)`,
+    )
     console.log(`      listen: ${refused} templates refused, ${forgot[2]} domains forgotten, RSS ${Math.round(before)} -> peak ${Math.round(peak)} MB`)
   })
 })

@@ -81,7 +81,14 @@ describe('meter set locks @e2e', function () {
     client = await lab.namespace('client')
     server = await lab.namespace('server')
     pair = await lab.veth(client, 'veth0', server, 'veth1', {v4: ['198.18.0.1/24', '198.18.0.2/24'], quiet: true})
-    await attachMeters(privateDirs.paths, {targets: [{netns: server, ifname: 'veth1'}], directions: ['ingress'], capacity: 65536, pref: 1, handle: 1, force: false})
+    await attachMeters(privateDirs.paths, {
+      targets: [{netns: server, ifname: 'veth1'}],
+      directions: ['ingress'],
+      capacity: 65536,
+      pref: 1,
+      handle: 1,
+      force: false,
+    })
     agents.push(await startAgent(server, {mode: 'udp-sink', host: '0.0.0.0', port: 5001}))
   })
 

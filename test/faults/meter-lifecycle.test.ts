@@ -129,7 +129,11 @@ describe('meter detach and attach beside a running daemon @e2e', function () {
     const gone = await d.waitForLog('meter-gone', (l) => l.netns === b.netns, 30_000)
     assert.equal(gone.pins, 'removed')
     assert.equal(gone.unread, undefined, JSON.stringify(gone))
-    await sink.until(() => packetsOf(sink, held.sport) === held.packets + more.packets && packetsOf(sink, fresh.sport) === fresh.packets, `B's ${held.packets + more.packets} + ${fresh.packets} packets`, 30_000)
+    await sink.until(
+      () => packetsOf(sink, held.sport) === held.packets + more.packets && packetsOf(sink, fresh.sport) === fresh.packets,
+      `B's ${held.packets + more.packets} + ${fresh.packets} packets`,
+      30_000,
+    )
     // A goes on being drained and exported after B is gone.
     const after = await traffic(a, 400)
     await sink.until(() => packetsOf(sink, after.sport) === after.packets, `A's ${after.packets} packets after the detach`, 30_000)
@@ -161,7 +165,11 @@ describe('meter detach and attach beside a running daemon @e2e', function () {
     assert.equal(gone.pins, 'replaced')
     await logAfter(d, mark, 'meter-found', (l) => l.netns === b.netns)
     const afterAttach = await traffic(b, 5000)
-    await sink.until(() => packetsOf(sink, before.sport) === before.packets && packetsOf(sink, afterAttach.sport) === afterAttach.packets, `B's ${before.packets} packets before and ${afterAttach.packets} after`, 30_000)
+    await sink.until(
+      () => packetsOf(sink, before.sport) === before.packets && packetsOf(sink, afterAttach.sport) === afterAttach.packets,
+      `B's ${before.packets} packets before and ${afterAttach.packets} after`,
+      30_000,
+    )
     // The drain that exported the new flow has committed (it logs after its commit).
     await logAfter(d, mark, 'drain', (l) => l.netns === b.netns && Number(l.exported) > 0)
     // Read the kernel with the daemon held still (a dump beside a drain is issue 25's item 7).
@@ -192,7 +200,11 @@ describe('meter detach and attach beside a running daemon @e2e', function () {
     rmSync(MeterSet.for(privateDirs.paths, b.netns).dir, {recursive: true})
     const gone = await d.waitForLog('meter-gone', (l) => l.netns === b.netns, 30_000)
     assert.equal(gone.pins, 'removed')
-    await sink.until(() => packetsOf(sink, held.sport) === held.packets && packetsOf(sink, fresh.sport) === fresh.packets, `B's ${held.packets} + ${fresh.packets} packets`, 30_000)
+    await sink.until(
+      () => packetsOf(sink, held.sport) === held.packets && packetsOf(sink, fresh.sport) === fresh.packets,
+      `B's ${held.packets} + ${fresh.packets} packets`,
+      30_000,
+    )
     const other = await traffic(a, 200)
     await sink.until(() => packetsOf(sink, other.sport) === other.packets, `A's ${other.packets} packets`, 30_000)
     // Attached again, B is found and exported again.

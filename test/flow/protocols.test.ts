@@ -32,7 +32,10 @@ describe('flow/protocols', function () {
 
     for (const text of ['', 'tpc', '256', '-1', '6.0', '0x6', '+6', '1e2', 'tcp udp']) {
       it(`rejects '${text}' with InvalidInputError`, function () {
-        assert.throws(() => parseProtocol(text), (e: unknown) => e instanceof InvalidInputError && e.message.includes(`'${text}'`))
+        assert.throws(
+          () => parseProtocol(text),
+          (e: unknown) => e instanceof InvalidInputError && e.message.includes(`'${text}'`),
+        )
       })
     }
 

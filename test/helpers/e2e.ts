@@ -51,9 +51,8 @@ export async function cliJson<T>(args: string[]): Promise<T> {
   return JSON.parse(await cliOk([...args, '--json'])) as T
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms))
-}
+/** The suites' pause between polls: the platform's promise timer. */
+export {setTimeout as sleep} from 'node:timers/promises'
 
 /**
  * Private pin, run and state directories (FLOWCTL_*) for one suite and the processes it starts,

@@ -11,7 +11,7 @@ import {REPO_ROOT} from './unit.js'
 /** Defined by the collectors' spool (another change), which the dashboard shows once it is there. */
 export const SPOOL_METRICS = ['flowctl_ipfix_spool_messages', 'flowctl_ipfix_spool_bytes', 'flowctl_ipfix_spool_dropped_messages_total']
 
-export const DASHBOARD_FILE = join(REPO_ROOT, 'misc/grafana/flowctl.json')
+const DASHBOARD_FILE = join(REPO_ROOT, 'misc/grafana/flowctl.json')
 
 export interface DashboardPanel {
   id: number

@@ -27,7 +27,13 @@ export function ethernet(ethertype: number, payload: Buffer, vlanTags: {tpid: nu
   return Buffer.concat(parts)
 }
 
-export function ipv4(proto: number, src: string, dst: string, payload: Buffer, options: {tos?: number; fragOffset?: number; moreFragments?: boolean; ipOptions?: Buffer; totalLength?: number} = {}): Buffer {
+export function ipv4(
+  proto: number,
+  src: string,
+  dst: string,
+  payload: Buffer,
+  options: {tos?: number; fragOffset?: number; moreFragments?: boolean; ipOptions?: Buffer; totalLength?: number} = {},
+): Buffer {
   const opts = options.ipOptions ?? Buffer.alloc(0)
   if (opts.length % 4) throw new Error('IPv4 options must be a multiple of 4 bytes')
   const ihl = 5 + opts.length / 4

@@ -12,6 +12,8 @@
  * ends 50,000 flows at once sends them at once, which overruns a collector's default receive
  * buffer by itself; see docs/benchmarks.md).
  */
+import {setTimeout as sleep} from 'node:timers/promises'
+
 import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {FlowBatch} from '../../src/flow/batch.js'
@@ -32,8 +34,6 @@ export interface RoundExporterDone {
   maxSpooled: number
   stats: Record<string, number>
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 function say(line: unknown): void {
   process.stdout.write(`${JSON.stringify(line)}\n`)

@@ -131,7 +131,7 @@ function isPart(kind: Kind): kind is PartKind {
  * one-field template of each element). Covers every element flowctl exports, the exporter's
  * statistics options record, and a few common others.
  */
-export const TSHARK_FIELDS: Readonly<Record<string, readonly Candidate[]>> = {
+const TSHARK_FIELDS: Readonly<Record<string, readonly Candidate[]>> = {
   'cflow.srcaddr': [c(8, 'sourceIPv4Address', 'text')],
   'cflow.dstaddr': [c(12, 'destinationIPv4Address', 'text')],
   'cflow.srcaddrv6': [c(27, 'sourceIPv6Address', 'text')],
@@ -143,8 +143,18 @@ export const TSHARK_FIELDS: Readonly<Record<string, readonly Candidate[]>> = {
   'cflow.tcpflags': [c(6, 'tcpControlBits')],
   'cflow.octets': [c(1, 'octetDeltaCount')],
   'cflow.packets': [c(2, 'packetDeltaCount')],
-  'cflow.abstimestart': [c(150, 'flowStartSeconds', 'seconds'), c(152, 'flowStartMilliseconds', 'milliseconds'), c(154, 'flowStartMicroseconds', 'microseconds'), c(156, 'flowStartNanoseconds', 'nanoseconds')],
-  'cflow.abstimeend': [c(151, 'flowEndSeconds', 'seconds'), c(153, 'flowEndMilliseconds', 'milliseconds'), c(155, 'flowEndMicroseconds', 'microseconds'), c(157, 'flowEndNanoseconds', 'nanoseconds')],
+  'cflow.abstimestart': [
+    c(150, 'flowStartSeconds', 'seconds'),
+    c(152, 'flowStartMilliseconds', 'milliseconds'),
+    c(154, 'flowStartMicroseconds', 'microseconds'),
+    c(156, 'flowStartNanoseconds', 'nanoseconds'),
+  ],
+  'cflow.abstimeend': [
+    c(151, 'flowEndSeconds', 'seconds'),
+    c(153, 'flowEndMilliseconds', 'milliseconds'),
+    c(155, 'flowEndMicroseconds', 'microseconds'),
+    c(157, 'flowEndNanoseconds', 'nanoseconds'),
+  ],
   'cflow.timedelta': [c(161, 'flowDurationMilliseconds', 'durationMs'), c(162, 'flowDurationMicroseconds', 'durationUs')],
   'cflow.inputint': [c(10, 'ingressInterface')],
   'cflow.outputint': [c(14, 'egressInterface')],
@@ -360,7 +370,7 @@ export async function tsharkDissectIpfix(datagrams: readonly Buffer[], port: num
       timeout: 60_000,
       maxBuffer: 256 * 1024 * 1024,
     })
-    if (r.failed || r.exitCode !== 0) throw new Error(`tshark failed (${r.shortMessage}): ${String(r.stderr ?? '').trim()}`)
+    if (r.failed || r.exitCode !== 0) throw new Error(`tshark failed (${r.shortMessage}): ${String(r.stderr).trim()}`)
     return parseTsharkJson(String(r.stdout), datagrams.length)
   } finally {
     await rm(dir, {recursive: true, force: true})
@@ -368,7 +378,7 @@ export async function tsharkDissectIpfix(datagrams: readonly Buffer[], port: num
 }
 
 /** Parses tshark's `-T json --no-duplicate-keys` output of IPFIX packets (exported for unit tests of this helper). */
-export function parseTsharkJson(text: string, expectedFrames?: number): TsharkDissection {
+function parseTsharkJson(text: string, expectedFrames?: number): TsharkDissection {
   const packets = JSON.parse(text) as JsonObject[]
   const records: TsharkDecodedRecord[] = []
   const problems: string[] = []
@@ -379,7 +389,9 @@ export function parseTsharkJson(text: string, expectedFrames?: number): TsharkDi
     const layers = (packet._source as JsonObject | undefined)?.layers as JsonObject | undefined
     const cflow = layers?.cflow
     if (!layers || !isObject(cflow)) {
-      problems.push(`frame ${frame}: not dissected as IPFIX (protocols: ${strings((layers?.frame as JsonObject | undefined)?.['frame.protocols']).join('') || '?'})`)
+      problems.push(
+        `frame ${frame}: not dissected as IPFIX (protocols: ${strings((layers?.frame as JsonObject | undefined)?.['frame.protocols']).join('') || '?'})`,
+      )
       return
     }
     findProblems(layers, frame, problems)
@@ -397,7 +409,9 @@ export function parseTsharkJson(text: string, expectedFrames?: number): TsharkDi
       if (setId === 2 || setId === 3) {
         for (const t of [...children(set, 'Template ('), ...children(set, 'Options Template (')]) {
           const id = Number(strings(t['cflow.template_id'])[0])
-          const ids = children(t, 'Field (').map((f) => (strings(f['cflow.template_ipfix_pen_provided'])[0] === '1' ? -1 : Number(strings(f['cflow.template_ipfix_field_type'])[0])))
+          const ids = children(t, 'Field (').map((f) =>
+            strings(f['cflow.template_ipfix_pen_provided'])[0] === '1' ? -1 : Number(strings(f['cflow.template_ipfix_field_type'])[0]),
+          )
           templates.set(`${observationDomainId}/${id}`, {ids, options: setId === 3})
         }
         continue
@@ -432,11 +446,11 @@ export function parseTsharkJson(text: string, expectedFrames?: number): TsharkDi
 export async function tsharkDecodeIpfix(datagrams: readonly Buffer[], port: number, options: TsharkOptions = {}): Promise<TsharkRecord[]> {
   const {records, problems} = await tsharkDissectIpfix(datagrams, port, options)
   if (problems.length) throw new TsharkProblemError(problems, records)
-  return records.filter((r) => options.includeOptions || !r.options).map((r) => r.fields)
+  return records.filter((r) => options.includeOptions === true || !r.options).map((r) => r.fields)
 }
 
 /** Whether tshark runs here (for preconditions). */
-export async function tsharkAvailable(tshark = 'tshark'): Promise<boolean> {
+async function tsharkAvailable(tshark = 'tshark'): Promise<boolean> {
   const r = await execa(tshark, ['--version'], {reject: false, timeout: 30_000}).catch(() => undefined)
   return r?.exitCode === 0
 }

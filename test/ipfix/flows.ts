@@ -3,17 +3,18 @@
  * the exporter takes, the record each flow must come back as (worked out here from the input, not
  * by the code under test), and a collector that keeps everything it receives.
  */
-import {compileTemplate, createExporter, type CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/exporter.js'
-import {elementByName, naturalLength, type InformationElement} from '../../src/ipfix/elements.js'
-import {exportableElement} from '../../src/ipfix/exportable.js'
-import {bindField, columnWriter, recordWriter, templateFamily, type BoundField} from '../../src/ipfix/flow-fields.js'
+import {compileTemplate, createExporter, type CollectorExporter, type ExporterOptions, type ExportTemplate} from '../../src/ipfix/export/collector-exporter.js'
+import {elementByName, naturalLength, type InformationElement} from '../../src/ipfix/wire/elements.js'
+import {exportableElement} from '../../src/ipfix/export/exportable-elements.js'
+import {bindField, columnWriter, recordWriter, templateFamily, type BoundField} from '../../src/ipfix/export/flow-fields.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {parseAddress} from '../../src/util/address.js'
 import {FlowBatch} from '../../src/flow/batch.js'
-import {IpfixCollector} from '../../src/ipfix/collector.js'
-import {ConformanceChecker, type ConformanceOptions} from '../../src/ipfix/conformance.js'
-import {renderFields, type DecodedMessage, type DecodedRecord} from '../../src/ipfix/decoder.js'
-import type {DecodeError} from '../../src/ipfix/errors.js'
+import {IpfixCollector} from '../../src/ipfix/collect/collector.js'
+import {ConformanceChecker, type ConformanceOptions} from '../../src/ipfix/collect/conformance.js'
+import type {DecodedMessage, DecodedRecord} from '../../src/ipfix/collect/decoder.js'
+import {renderFields} from '../../src/ipfix/collect/render.js'
+import type {DecodeError} from '../../src/ipfix/wire/errors.js'
 import {prng} from '../helpers/unit.js'
 
 export interface FlowInput {
@@ -126,18 +127,87 @@ const NOW_US = NOW_MS * 1000
 
 /** One TCP, UDP and ICMP flow of the family, every field set to a distinct, non-trivial value. */
 export function sampleFlows(family: 4 | 6): FlowInput[] {
-  const a = family === 4 ? ['198.18.0.1', '198.18.200.254', '10.1.2.3', '203.0.113.77'] : ['2001:db8::1', '2001:db8:ffff:1:2:3:4:5', 'fe80::aa:bb', 'fd00:1234::9']
+  const a =
+    family === 4 ? ['198.18.0.1', '198.18.200.254', '10.1.2.3', '203.0.113.77'] : ['2001:db8::1', '2001:db8:ffff:1:2:3:4:5', 'fe80::aa:bb', 'fd00:1234::9']
   const gateway = family === 4 ? '198.19.255.1' : 'fe80::1:2ff:fe03:405'
   const none = family === 4 ? '0.0.0.0' : '::'
   const base = {family, tos: 0, vlanId: 0, innerVlanId: 0, direction: 0 as 0 | 1}
   return [
     // TCP forwarded: SYN|ACK|PSH|FIN|ECE|CWR, a counter beyond 2^32, DSCP EF, QinQ, ended by FIN,
     // leaving by interface 9 through a gateway.
-    {...base, src: a[0], dst: a[1], sport: 49152, dport: 443, proto: 6, tcpFlags: 0xdb, bytes: 5_000_000_123, packets: 3_400_001, startUs: NOW_US - 61_234_567, endUs: NOW_US - 1_000, ifindex: 7, direction: 0, endReason: 3, tos: 0xb8, vlanId: 4094, innerVlanId: 100, peerIfindex: 9, minTtl: 61, maxTtl: 64, fwdStatus: 64, nextHop: gateway},
+    {
+      ...base,
+      src: a[0],
+      dst: a[1],
+      sport: 49152,
+      dport: 443,
+      proto: 6,
+      tcpFlags: 0xdb,
+      bytes: 5_000_000_123,
+      packets: 3_400_001,
+      startUs: NOW_US - 61_234_567,
+      endUs: NOW_US - 1_000,
+      ifindex: 7,
+      direction: 0,
+      endReason: 3,
+      tos: 0xb8,
+      vlanId: 4094,
+      innerVlanId: 100,
+      peerIfindex: 9,
+      minTtl: 61,
+      maxTtl: 64,
+      fwdStatus: 64,
+      nextHop: gateway,
+    },
     // UDP egress that came in by interface 4_000_000_000, directly connected, active timeout.
-    {...base, src: a[2], dst: a[3], sport: 5353, dport: 53, proto: 17, tcpFlags: 0, bytes: 1_234, packets: 12, startUs: NOW_US - 2_000_999, endUs: NOW_US - 999, ifindex: 65_537, direction: 1, endReason: 2, tos: 0x02, vlanId: 1, innerVlanId: 4095, peerIfindex: 4_000_000_000, minTtl: 1, maxTtl: 255, fwdStatus: 64, nextHop: none},
+    {
+      ...base,
+      src: a[2],
+      dst: a[3],
+      sport: 5353,
+      dport: 53,
+      proto: 17,
+      tcpFlags: 0,
+      bytes: 1_234,
+      packets: 12,
+      startUs: NOW_US - 2_000_999,
+      endUs: NOW_US - 999,
+      ifindex: 65_537,
+      direction: 1,
+      endReason: 2,
+      tos: 0x02,
+      vlanId: 1,
+      innerVlanId: 4095,
+      peerIfindex: 4_000_000_000,
+      minTtl: 1,
+      maxTtl: 255,
+      fwdStatus: 64,
+      nextHop: none,
+    },
     // ICMP echo request (type 8, or 128 for ICMPv6) for this host, idle timeout.
-    {...base, src: a[1], dst: a[0], sport: 0, dport: family === 4 ? 0x0800 : 0x8000, proto: family === 4 ? 1 : 58, tcpFlags: 0, bytes: 84, packets: 1, startUs: NOW_US - 15_000_000, endUs: NOW_US - 15_000_000, ifindex: 3, direction: 0, endReason: 1, tos: 0, vlanId: 0, peerIfindex: 0, minTtl: 64, maxTtl: 64, fwdStatus: 195, nextHop: none},
+    {
+      ...base,
+      src: a[1],
+      dst: a[0],
+      sport: 0,
+      dport: family === 4 ? 0x0800 : 0x8000,
+      proto: family === 4 ? 1 : 58,
+      tcpFlags: 0,
+      bytes: 84,
+      packets: 1,
+      startUs: NOW_US - 15_000_000,
+      endUs: NOW_US - 15_000_000,
+      ifindex: 3,
+      direction: 0,
+      endReason: 1,
+      tos: 0,
+      vlanId: 0,
+      peerIfindex: 0,
+      minTtl: 64,
+      maxTtl: 64,
+      fwdStatus: 195,
+      nextHop: none,
+    },
   ]
 }
 
@@ -146,7 +216,8 @@ export function randomFlows(family: 4 | 6, n: number, seed: number): FlowInput[]
   const r = prng(seed)
   const int = (max: number) => Math.floor(r() * (max + 1))
   const group = () => (1 + int(0xfffe)).toString(16)
-  const addr = () => (family === 4 ? `${1 + int(222)}.${int(255)}.${int(255)}.${1 + int(253)}` : `2001:db8:${group()}:${group()}:${group()}:${group()}:${group()}:${group()}`)
+  const addr = () =>
+    family === 4 ? `${1 + int(222)}.${int(255)}.${int(255)}.${1 + int(253)}` : `2001:db8:${group()}:${group()}:${group()}:${group()}:${group()}:${group()}`
   return Array.from({length: n}, () => {
     const proto = [6, 17, family === 4 ? 1 : 58][int(2)]
     const startUs = NOW_US - int(3_600_000_000)
@@ -185,7 +256,12 @@ export const REGISTRY_KNOWS_FORWARDING_STATUS = elementByName('forwardingStatus'
  * forwardingStatus as the registry has it, or while it does not, a test-local element of the
  * number and type RFC 7270 gives it, so that its tests run before and after the registry knows it.
  */
-export const FORWARDING_STATUS: InformationElement = elementByName('forwardingStatus') ?? {id: 89, name: 'forwardingStatus', type: 'unsigned32', semantics: 'identifier'}
+export const FORWARDING_STATUS: InformationElement = elementByName('forwardingStatus') ?? {
+  id: 89,
+  name: 'forwardingStatus',
+  type: 'unsigned32',
+  semantics: 'identifier',
+}
 
 /** bindField, except that forwardingStatus binds to FORWARDING_STATUS while the registry lacks it. */
 export function bindTestField(name: string, length?: number): BoundField {
@@ -265,7 +341,8 @@ export class Sink {
   async until(done: () => boolean, what: string, ms = 3000): Promise<void> {
     const deadline = Date.now() + ms
     while (!done()) {
-      if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what} (${this.received.length} messages, ${this.records.length} records so far)`)
+      if (Date.now() > deadline)
+        throw new Error(`timed out after ${ms} ms waiting for ${what} (${this.received.length} messages, ${this.records.length} records so far)`)
       await new Promise((r) => setTimeout(r, 5))
     }
   }

@@ -12,7 +12,13 @@ function record(where: string, direction: string, packets: number, bytes: number
 describe('the demo verdict', function () {
   it('passes when each flow is seen entering c0 and leaving s0 with the counts sent, split records summed', function () {
     const records = [record('router:c0', 'ingress', 4, 400), record('router:c0', 'ingress', 6, 600), record('router:s0', 'egress', 10, 1000)]
-    assert.deepEqual(countsByInterface(records), new Map([['router:c0 ingress', {packets: 10, bytes: 1000}], ['router:s0 egress', {packets: 10, bytes: 1000}]]))
+    assert.deepEqual(
+      countsByInterface(records),
+      new Map([
+        ['router:c0 ingress', {packets: 10, bytes: 1000}],
+        ['router:s0 egress', {packets: 10, bytes: 1000}],
+      ]),
+    )
     assert.deepEqual(demoMismatches({sent: [SENT], records}), [])
   })
 

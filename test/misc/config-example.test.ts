@@ -34,7 +34,25 @@ describe('example config', function () {
     assert.ok('command' in hooks[0] && hooks[0].command[0] === 'jq')
     assert.ok('shell' in hooks[1])
     const text = readFileSync(EXAMPLE, 'utf8')
-    for (const key of ['observationDomainId', 'maxMessageSize', 'drainIntervalSeconds', 'idleTimeoutSeconds', 'activeTimeoutSeconds', 'templateRefreshSeconds', 'statsIntervalSeconds', 'spoolBytes', 'spoolTotalBytes', 'replayBytesPerSecond', 'sendBytesPerSecond', 'collectors', 'templates', 'meters', 'logs', 'metrics', 'stateFile']) {
+    for (const key of [
+      'observationDomainId',
+      'maxMessageSize',
+      'drainIntervalSeconds',
+      'idleTimeoutSeconds',
+      'activeTimeoutSeconds',
+      'templateRefreshSeconds',
+      'statsIntervalSeconds',
+      'spoolBytes',
+      'spoolTotalBytes',
+      'replayBytesPerSecond',
+      'sendBytesPerSecond',
+      'collectors',
+      'templates',
+      'meters',
+      'logs',
+      'metrics',
+      'stateFile',
+    ]) {
       assert.match(text, new RegExp(`^${key}:`, 'm'), key)
     }
   })

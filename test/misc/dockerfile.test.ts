@@ -62,7 +62,7 @@ describe('Dockerfile', function () {
     packed = (JSON.parse(stdout) as {files: {path: string}[]}[])[0].files.map((f) => f.path)
   })
 
-  it('has a build stage on node:20-bookworm-slim and a runtime stage with the meter\'s toolchain', function () {
+  it("has a build stage on node:20-bookworm-slim and a runtime stage with the meter's toolchain", function () {
     assert.match(dockerfile, /^FROM node:20-bookworm-slim AS build$/m)
     assert.match(dockerfile, /npm ci\b/)
     assert.match(dockerfile, /npm prune --omit=dev/)
@@ -78,7 +78,10 @@ describe('Dockerfile', function () {
     for (const c of fromContext) {
       for (const source of c.sources) {
         assert.ok(existsSync(join(REPO_ROOT, source)), `COPY ${source}: no such path in the repository`)
-        assert.ok(!ignored.some((pattern) => source === pattern || source.startsWith(`${pattern}/`)), `COPY ${source}: .dockerignore leaves it out of the context`)
+        assert.ok(
+          !ignored.some((pattern) => source === pattern || source.startsWith(`${pattern}/`)),
+          `COPY ${source}: .dockerignore leaves it out of the context`,
+        )
       }
     }
     // The lock file, so that `npm ci` installs what the tests ran with.
@@ -88,11 +91,25 @@ describe('Dockerfile', function () {
   it('takes from the build stage what `npm pack` ships (package.json "files"), plus node_modules', function () {
     const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {files: string[]; bin: Record<string, string>}
     for (const entry of ['bin', 'dist/src', 'bpf']) assert.ok(pkg.files.includes(entry), `package.json files has ${entry}`)
-    for (const file of ['package.json', 'README.md', 'bin/run.js', 'dist/src/commands/daemon.js', 'dist/src/daemon/metrics/daemon-metrics.js', 'bpf/meter.bpf.c', 'bpf/flowctl.h', 'misc/flowctl.service', 'misc/config.example.yaml']) {
+    for (const file of [
+      'package.json',
+      'README.md',
+      'bin/run.js',
+      'dist/src/commands/daemon.js',
+      'dist/src/daemon/metrics/daemon-metrics.js',
+      'bpf/meter.bpf.c',
+      'bpf/flowctl.h',
+      'misc/flowctl.service',
+      'misc/config.example.yaml',
+    ]) {
       assert.ok(packed.includes(file), `npm pack ships ${file}`)
     }
     assert.ok(!packed.some((f) => f.startsWith('dist/test/')), 'no compiled tests in the package')
-    if (pkg.files.includes('oclif.manifest.json')) assert.ok(copies.some((c) => c.sources.includes('/src/oclif.manifest.json')), 'the image copies the oclif manifest the package ships')
+    if (pkg.files.includes('oclif.manifest.json'))
+      assert.ok(
+        copies.some((c) => c.sources.includes('/src/oclif.manifest.json')),
+        'the image copies the oclif manifest the package ships',
+      )
 
     const fromBuild = copies.filter((c) => c.from === 'build')
     const buildInputs = new Set(copies.filter((c) => !c.from && c.stage === 'build').flatMap((c) => c.sources))
@@ -103,7 +120,10 @@ describe('Dockerfile', function () {
         if (path === 'node_modules') continue // production dependencies, after npm prune
         assert.ok(packed.includes(path) || packed.some((f) => f.startsWith(`${path}/`)), `COPY --from=build ${source}: npm pack does not ship ${path}`)
         const top = path.split('/')[0]
-        assert.ok(top === 'dist' || buildInputs.has(top) || buildInputs.has(path), `COPY --from=build ${source}: the build stage neither copies nor builds ${top}`)
+        assert.ok(
+          top === 'dist' || buildInputs.has(top) || buildInputs.has(path),
+          `COPY --from=build ${source}: the build stage neither copies nor builds ${top}`,
+        )
       }
     }
     // Everything the package ships that the CLI needs at run time is in the image.

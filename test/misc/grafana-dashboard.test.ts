@@ -29,9 +29,13 @@ describe('grafana dashboard (misc/grafana/flowctl.json)', function () {
   const dashboard = loadDashboard()
   const expressions = dashboardExpressions(dashboard)
 
-  it('reads only metrics the daemon serves (or the spool\'s, still to come)', async function () {
+  it("reads only metrics the daemon serves (or the spool's, still to come)", async function () {
     const served = await servedNames()
-    const unknown = expressions.flatMap((e) => metricNames(e.expr).filter((n) => !served.has(n) && !SPOOL_METRICS.includes(n)).map((n) => `${e.panel}: ${n}`))
+    const unknown = expressions.flatMap((e) =>
+      metricNames(e.expr)
+        .filter((n) => !served.has(n) && !SPOOL_METRICS.includes(n))
+        .map((n) => `${e.panel}: ${n}`),
+    )
     assert.deepEqual(unknown, [])
     for (const v of dashboard.templating.list.filter((x) => x.type === 'query')) {
       for (const n of metricNames(variableQuery(v)!.expr)) assert.ok(served.has(n), `variable ${v.name} reads ${n}`)
@@ -71,7 +75,10 @@ describe('grafana dashboard (misc/grafana/flowctl.json)', function () {
     const ds = dashboard.templating.list.find((v) => v.type === 'datasource')
     assert.ok(ds && ds.query === 'prometheus')
     for (const v of dashboard.templating.list.filter((x) => x.type === 'query')) {
-      assert.ok(v.includeAll && v.allValue, `variable ${v.name} has "All", with an allValue regex (Grafana's default lists every value and can overflow the URL)`)
+      assert.ok(
+        v.includeAll && v.allValue,
+        `variable ${v.name} has "All", with an allValue regex (Grafana's default lists every value and can overflow the URL)`,
+      )
     }
     const panels = allPanels(dashboard)
     assert.equal(new Set(panels.map((p) => p.id)).size, panels.length, 'unique panel ids')

@@ -13,8 +13,8 @@ import {join} from 'node:path'
 
 import {parse} from 'yaml'
 
-import {elementByName} from '../../src/ipfix/elements.js'
-import {DEFAULT_TEMPLATES} from '../../src/ipfix/exportable.js'
+import {elementByName} from '../../src/ipfix/wire/elements.js'
+import {DEFAULT_TEMPLATES} from '../../src/ipfix/export/exportable-elements.js'
 import {cliOk} from '../helpers/e2e.js'
 import {requireTshark, tsharkDissectIpfix} from '../helpers/tshark.js'
 import {REPO_ROOT} from '../helpers/unit.js'
@@ -48,10 +48,13 @@ describe('README pipeline recipe: the IPFIX side', function () {
   const rows = recipeRows(section)
   const ipv4Template = DEFAULT_TEMPLATES.find((t) => t.id === 256)!
 
-  it('names each element by its registry ID, all in the default IPv4 template, with ClickHouse columns named as goflow2\'s fields', function () {
+  it("names each element by its registry ID, all in the default IPv4 template, with ClickHouse columns named as goflow2's fields", function () {
     assert.ok(rows.length >= 14, `${rows.length} rows read from the table`)
     for (const what of ['flow start', 'flow end', 'input interface', 'output interface', 'TCP flags', 'ToS byte', 'VLAN']) {
-      assert.ok(rows.some((r) => r.what === what), `the table has a row for ${what}`)
+      assert.ok(
+        rows.some((r) => r.what === what),
+        `the table has a row for ${what}`,
+      )
     }
     for (const r of rows) {
       assert.equal(elementByName(r.element)?.id, r.id, `${r.element} is element ${r.id}`)
@@ -68,21 +71,18 @@ describe('README pipeline recipe: the IPFIX side', function () {
   it('maps exactly the rows marked "(mapping)" in the goflow2 mapping file, to the protobuf numbers of the table', function () {
     const block = /```yaml\n([\s\S]*?)```/.exec(section)
     assert.ok(block, 'the section has the goflow2 mapping.yaml')
-    const mapping = parse(block[1]) as {formatter: {protobuf: {name: string; index: number; type: string}[]}; ipfix: {mapping: {field: number; destination: string}[]}}
+    const mapping = parse(block[1]) as {
+      formatter: {protobuf: {name: string; index: number; type: string}[]}
+      ipfix: {mapping: {field: number; destination: string}[]}
+    }
     const mapped = rows.filter((r) => r.what.endsWith('(mapping)'))
     assert.ok(mapped.length >= 2)
-    assert.deepEqual(
-      mapping.ipfix.mapping.map((m) => [m.field, m.destination]).sort(),
-      mapped.map((r) => [r.id, r.goflow2]).sort(),
-    )
-    assert.deepEqual(
-      mapping.formatter.protobuf.map((p) => [p.name, p.index, p.type]).sort(),
-      mapped.map((r) => [r.goflow2, r.protobufNumber, 'varint']).sort(),
-    )
+    assert.deepEqual(mapping.ipfix.mapping.map((m) => [m.field, m.destination]).sort(), mapped.map((r) => [r.id, r.goflow2]).sort())
+    assert.deepEqual(mapping.formatter.protobuf.map((p) => [p.name, p.index, p.type]).sort(), mapped.map((r) => [r.goflow2, r.protobufNumber, 'varint']).sort())
     for (const r of mapped) assert.ok(section.includes(`uint32 ${r.goflow2} = ${r.protobufNumber};`), `the flow.proto addition for ${r.goflow2}`)
   })
 
-  describe('a flow with every field set, through flowctl\'s exporter', function () {
+  describe("a flow with every field set, through flowctl's exporter", function () {
     let tmp = ''
     let sink: Sink | undefined
     const now = Date.now()
@@ -115,7 +115,12 @@ describe('README pipeline recipe: the IPFIX side', function () {
       sink = await Sink.start({timeToleranceSeconds: 600})
       // No templates in the config: the defaults, as a daemon with no templates sends them.
       writeFileSync(join(tmp, 'config.yaml'), `collectors:\n- address: 127.0.0.1:${sink.port}\n`)
-      writeFileSync(join(tmp, 'flows.yaml'), `flowsets:\n- templateId: 256\n  flows:\n  - ${Object.entries(sent).map(([k, v]) => `${k}: ${v}`).join('\n    ')}\n`)
+      writeFileSync(
+        join(tmp, 'flows.yaml'),
+        `flowsets:\n- templateId: 256\n  flows:\n  - ${Object.entries(sent)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join('\n    ')}\n`,
+      )
       await cliOk(['ipfix', 'send', '-c', join(tmp, 'config.yaml'), '-f', join(tmp, 'flows.yaml')])
       await sink.until(() => sink!.flows.length === 1, 'the flow')
     })
@@ -125,7 +130,7 @@ describe('README pipeline recipe: the IPFIX side', function () {
       if (tmp) rmSync(tmp, {recursive: true, force: true})
     })
 
-    it('tshark finds each of the recipe\'s elements in template 256 under its ID, with the value sent', async function () {
+    it("tshark finds each of the recipe's elements in template 256 under its ID, with the value sent", async function () {
       const dissection = await tsharkDissectIpfix(sink!.datagrams, sink!.port)
       assert.deepEqual(dissection.problems, [])
       const template = [...dissection.templates.entries()].find(([key]) => key.endsWith('/256'))
@@ -136,7 +141,7 @@ describe('README pipeline recipe: the IPFIX side', function () {
       for (const r of rows) assert.equal(records[0].fields[r.element], sent[r.element], `tshark: ${r.element} (${r.id})`)
     })
 
-    it('our collector (flowctl ipfix listen\'s decoder) reads the same', function () {
+    it("our collector (flowctl ipfix listen's decoder) reads the same", function () {
       const [flow] = sink!.flows
       for (const r of rows) assert.equal(flow[r.element], sent[r.element], `decoder: ${r.element} (${r.id})`)
       assert.deepEqual(sink!.checker.report().reasons, [])

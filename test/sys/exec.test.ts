@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 
 import {CommandFailedError, ToolMissingError} from '../../src/errors.js'
-import {firstMeaningfulLine, inNetns, run} from '../../src/sys/exec.js'
+import {firstMeaningfulLine, inNetns, run, runContained, start} from '../../src/sys/exec.js'
 
 describe('sys/exec', function () {
   describe('run', function () {
@@ -25,7 +25,7 @@ describe('sys/exec', function () {
       })
     })
 
-    it("names the Debian package of a known tool that is missing", async function () {
+    it('names the Debian package of a known tool that is missing', async function () {
       await assert.rejects(run('ip', ['-V'], {env: {PATH: '/flowctl-nonexistent-dir'}}), (e: unknown) => {
         assert.ok(e instanceof ToolMissingError, `got ${String(e)}`)
         assert.equal(e.tool, 'ip')
@@ -82,12 +82,61 @@ describe('sys/exec', function () {
     })
   })
 
+  describe('start', function () {
+    it('streams the output as it comes, and resolves with all of it once stopped', async function () {
+      // The handler first: a SIGTERM sent once it says ready finds it.
+      const script =
+        'process.on("SIGTERM", () => process.stdout.write("done\\n", () => process.exit(0))); process.stdout.write("ready\\n"); setInterval(() => {}, 1000)'
+      const program = start(process.execPath, ['-e', script])
+      await new Promise<void>((resolve) => program.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve()))
+      program.kill('SIGTERM')
+      assert.deepEqual(await program.result, {stdout: 'ready\ndone', stderr: ''})
+    })
+
+    it('rejects with CommandFailedError when killed by a signal it does not handle', async function () {
+      const program = start(process.execPath, ['-e', 'setInterval(() => {}, 1000)'])
+      program.kill('SIGKILL')
+      await assert.rejects(program.result, CommandFailedError)
+    })
+
+    it('rejects with CommandFailedError naming the stderr line of a failing program', async function () {
+      await assert.rejects(start(process.execPath, ['-e', 'console.error("Error: no way"); process.exit(2)']).result, (e: unknown) => {
+        assert.ok(e instanceof CommandFailedError)
+        assert.equal(e.exitStatus, 2)
+        assert.match(e.message, /failed: Error: no way$/)
+        return true
+      })
+    })
+
+    it('rejects with ToolMissingError for a program that does not exist', async function () {
+      await assert.rejects(start('flowctl-no-such-tool', []).result, ToolMissingError)
+    })
+  })
+
+  describe('runContained', function () {
+    const options = {input: 'in', timeoutMs: 10_000, maxOutputBytes: 1 << 20}
+
+    it('passes the input and tells how the program exited, with what it printed', async function () {
+      const end = await runContained('/bin/sh', ['-c', 'cat; echo " err" >&2; exit 3'], options)
+      assert.deepEqual(end, {how: 'exited', exitCode: 3, stdout: 'in', stderr: ' err\n'})
+    })
+
+    it('tells a program that does not exist apart from one that failed', async function () {
+      assert.deepEqual(await runContained('/nonexistent/program', [], options), {how: 'not-started', message: '/nonexistent/program: no such program'})
+    })
+
+    it('tells a run cut off at its timeout, and one that printed too much', async function () {
+      assert.deepEqual(await runContained('/bin/sh', ['-c', 'sleep 30'], {...options, timeoutMs: 300}), {how: 'timed-out'})
+      assert.deepEqual(await runContained('/bin/sh', ['-c', 'head -c 2000000 /dev/zero'], options), {how: 'too-much-output'})
+    })
+  })
+
   describe('firstMeaningfulLine', function () {
     it('skips libbpf and bpftool noise', function () {
       const stderr = [
         'libbpf: elf: skipping unrecognized data section(7) .rodata.str1.1',
         'Warning: bpftool is now running in libbpf strict mode and has more stringent requirements about BPF programs.',
-        'If it used to work for this object file but now doesn\'t, see --legacy option for more details.',
+        "If it used to work for this object file but now doesn't, see --legacy option for more details.",
         'processed 1234 insns (limit 1000000) max_states_per_insn 4 total_states 100 peak_states 100 mark_read 10',
         '',
         'Error: failed to pin program tc',
@@ -124,7 +173,10 @@ describe('sys/exec', function () {
     })
 
     it('wraps the program in nsenter for a named namespace', function () {
-      assert.deepEqual(inNetns('lab-a', 'tc', ['filter', 'show', 'dev', 'eth0']), ['nsenter', ['--net=/run/netns/lab-a', '--', 'tc', 'filter', 'show', 'dev', 'eth0']])
+      assert.deepEqual(inNetns('lab-a', 'tc', ['filter', 'show', 'dev', 'eth0']), [
+        'nsenter',
+        ['--net=/run/netns/lab-a', '--', 'tc', 'filter', 'show', 'dev', 'eth0'],
+      ])
     })
 
     it('keeps arguments that look like options after --', function () {

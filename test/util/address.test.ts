@@ -88,7 +88,22 @@ describe('flow/address', function () {
       })
     }
 
-    const bad = ['', ' ', 'hello', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1.2.3.4/24', '1:2:3:4:5:6:7:8:9', ':::', 'fd00::1::2', '12345::1', 'g::1', '::ffff:1.2.3.256', '[::1]']
+    const bad = [
+      '',
+      ' ',
+      'hello',
+      '1.2.3',
+      '1.2.3.4.5',
+      '256.1.1.1',
+      '1.2.3.4/24',
+      '1:2:3:4:5:6:7:8:9',
+      ':::',
+      'fd00::1::2',
+      '12345::1',
+      'g::1',
+      '::ffff:1.2.3.256',
+      '[::1]',
+    ]
     for (const text of bad) {
       it(`rejects '${text}' with InvalidInputError`, function () {
         assert.throws(
@@ -126,7 +141,10 @@ describe('flow/address', function () {
     })
 
     it('rejects invalid input naming what it was', function () {
-      assert.throws(() => canonicalAddress('nope', 'destination address (--dst)'), (e: unknown) => e instanceof InvalidInputError && /--dst/.test(e.message))
+      assert.throws(
+        () => canonicalAddress('nope', 'destination address (--dst)'),
+        (e: unknown) => e instanceof InvalidInputError && /--dst/.test(e.message),
+      )
     })
   })
 })

@@ -3,7 +3,19 @@ import assert from 'node:assert/strict'
 import type {FlowCounters, FlowKey} from '../../src/flow/record.js'
 import {endpoint, toFlow, type Flow} from '../../src/view/flow.js'
 
-const COUNTERS: FlowCounters = {packets: 5, bytes: 420, firstSeenNs: 1_000_000_000n, lastSeenNs: 3_500_000_000n, tcpFlags: 0x1b, ipTos: 0x10, peerIfindex: 0, fwdStatus: 0, nextHop: '', minTtl: 64, maxTtl: 64}
+const COUNTERS: FlowCounters = {
+  packets: 5,
+  bytes: 420,
+  firstSeenNs: 1_000_000_000n,
+  lastSeenNs: 3_500_000_000n,
+  tcpFlags: 0x1b,
+  ipTos: 0x10,
+  peerIfindex: 0,
+  fwdStatus: 0,
+  nextHop: '',
+  minTtl: 64,
+  maxTtl: 64,
+}
 // 2023-11-14T22:13:20Z in epoch ns, minus the monotonic origin of this fictitious boot.
 const OFFSET = 1_700_000_000_000_000_000n
 

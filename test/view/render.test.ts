@@ -62,7 +62,19 @@ const FLOWS: Flow[] = [
 /** What each cell should read, written by hand (TZ is UTC in these tests). */
 const CELLS: string[][] = [
   ['root', 'eth0', 'ingress', 'tcp', '10.0.0.1:40000', '10.0.0.2:80', '3', '180', '...A..S.', '2023-11-14 22:13:20.123', '2023-11-14 22:13:21.456'],
-  ['lab-namespace-b', 'veth-router0', 'egress', 'udp', '[2001:db8::1]:53', '[2001:db8::2]:5353', '1234567', '98765432100', '', '2023-11-14 22:13:20.123', '2023-11-14 22:13:21.456'],
+  [
+    'lab-namespace-b',
+    'veth-router0',
+    'egress',
+    'udp',
+    '[2001:db8::1]:53',
+    '[2001:db8::2]:5353',
+    '1234567',
+    '98765432100',
+    '',
+    '2023-11-14 22:13:20.123',
+    '2023-11-14 22:13:21.456',
+  ],
   ['root', 'eth0', 'ingress', 'icmp', '10.0.0.1', '10.0.0.2:8/0', '3', '180', '', '-', '-'],
 ]
 
@@ -160,7 +172,17 @@ describe('flow/render', function () {
       assert.equal(lines.length, 1004)
       assert.equal(lines.filter((l) => l.startsWith('NETNS')).length, 1, 'one header only')
       const cells = narrow.map((f, i) => [
-        'root', 'eth0', 'ingress', 'tcp', '10.0.0.1:40000', '10.0.0.2:80', String(i), String(i * 10), '...A..S.', '2023-11-14 22:13:20.123', '2023-11-14 22:13:21.456',
+        'root',
+        'eth0',
+        'ingress',
+        'tcp',
+        '10.0.0.1:40000',
+        '10.0.0.2:80',
+        String(i),
+        String(i * 10),
+        '...A..S.',
+        '2023-11-14 22:13:20.123',
+        '2023-11-14 22:13:21.456',
       ])
       assertAligned(lines, cells)
     })

@@ -80,7 +80,16 @@ describe('flow/selectors', function () {
   describe('isEmptySelector', function () {
     it('is true only when nothing is selected', function () {
       assert.equal(isEmptySelector({}), true)
-      const nonEmpty: FlowSelector[] = [{proto: 0}, {sport: 0}, {dport: 0}, {src: '::'}, {dst: '0.0.0.0'}, {ifindexes: [1]}, {ifindexes: []}, {direction: 'ingress'}]
+      const nonEmpty: FlowSelector[] = [
+        {proto: 0},
+        {sport: 0},
+        {dport: 0},
+        {src: '::'},
+        {dst: '0.0.0.0'},
+        {ifindexes: [1]},
+        {ifindexes: []},
+        {direction: 'ingress'},
+      ]
       for (const s of nonEmpty) assert.equal(isEmptySelector(s), false, JSON.stringify(s))
     })
   })
@@ -91,7 +100,10 @@ describe('flow/selectors', function () {
     })
 
     it('matches when every given field matches', function () {
-      assert.equal(matchesSelector(parseSelector({proto: 'tcp', src: '2001:DB8::0:1', sport: 40000, dst: '2001:db8:0:0::2', dport: '443', direction: 'egress'}), KEY), true)
+      assert.equal(
+        matchesSelector(parseSelector({proto: 'tcp', src: '2001:DB8::0:1', sport: 40000, dst: '2001:db8:0:0::2', dport: '443', direction: 'egress'}), KEY),
+        true,
+      )
       assert.equal(matchesSelector({ifindexes: [3, 7]}, KEY), true)
     })
 

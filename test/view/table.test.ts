@@ -4,27 +4,26 @@ import {renderTable} from '../../src/view/table.js'
 
 describe('flow/table renderTable', function () {
   it('left-aligns columns two spaces apart and does not pad the last column', function () {
-    const lines = renderTable(['NAME', 'ID', 'STATE'], [
-      ['eth0', '2', 'up'],
-      ['veth-long', '13', 'down'],
-    ])
-    assert.deepEqual(lines, [
-      'NAME       ID  STATE',
-      'eth0       2   up',
-      'veth-long  13  down',
-    ])
+    const lines = renderTable(
+      ['NAME', 'ID', 'STATE'],
+      [
+        ['eth0', '2', 'up'],
+        ['veth-long', '13', 'down'],
+      ],
+    )
+    assert.deepEqual(lines, ['NAME       ID  STATE', 'eth0       2   up', 'veth-long  13  down'])
   })
 
   it('right-aligns the columns named in `right`', function () {
-    const lines = renderTable(['IF', 'PACKETS', 'BYTES'], [
-      ['a', '1', '100'],
-      ['b', '12345678', '7'],
-    ], {right: [1, 2]})
-    assert.deepEqual(lines, [
-      'IF   PACKETS  BYTES',
-      'a          1    100',
-      'b   12345678      7',
-    ])
+    const lines = renderTable(
+      ['IF', 'PACKETS', 'BYTES'],
+      [
+        ['a', '1', '100'],
+        ['b', '12345678', '7'],
+      ],
+      {right: [1, 2]},
+    )
+    assert.deepEqual(lines, ['IF   PACKETS  BYTES', 'a          1    100', 'b   12345678      7'])
   })
 
   it('uses the widths it is given', function () {

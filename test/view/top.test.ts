@@ -98,7 +98,14 @@ describe('view/top: following the live map across swaps @e2e', function () {
     drain()
     count(1000, 2, 200)
     count(2000, 4, 400)
-    assert.deepEqual(sample(), {growth: new Map([[1000, [3 + 2, 300 + 200]], [2000, [4, 400]]]), followed: 1, missed: 0})
+    assert.deepEqual(sample(), {
+      growth: new Map([
+        [1000, [3 + 2, 300 + 200]],
+        [2000, [4, 400]],
+      ]),
+      followed: 1,
+      missed: 0,
+    })
     // No swap: only the growth since the previous sample.
     count(2000, 10, 1000)
     assert.deepEqual(sample(), {growth: new Map([[2000, [6, 600]]]), followed: 0, missed: 0})
@@ -137,6 +144,13 @@ describe('view/top: following the live map across swaps @e2e', function () {
     drain()
     count(5000, 1, 100)
     // The first map is read to its end; the maps of the first two drains are gone.
-    assert.deepEqual(sample(), {growth: new Map([[1000, [1, 100]], [5000, [1, 100]]]), followed: 1, missed: 2})
+    assert.deepEqual(sample(), {
+      growth: new Map([
+        [1000, [1, 100]],
+        [5000, [1, 100]],
+      ]),
+      followed: 1,
+      missed: 2,
+    })
   })
 })

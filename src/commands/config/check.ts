@@ -5,8 +5,8 @@ import type {Config, TemplateConfig} from '../../config/config.js'
 import {spoolMemoryAtMost} from '../../config/exporters.js'
 import {loadConfig} from '../../config/load.js'
 import {checkConfigOnMachine} from '../../config/machine.js'
-import {elementByName, naturalLength} from '../../ipfix/elements.js'
-import {exportableElement} from '../../ipfix/exportable.js'
+import {elementByName, naturalLength} from '../../ipfix/wire/elements.js'
+import {exportableElement} from '../../ipfix/export/exportable-elements.js'
 import {jsonFlag} from '../../cli/flags.js'
 
 function plural(n: number, word: string): string {
@@ -109,7 +109,8 @@ With --json, prints the normalized configuration instead of the summary.`
     config: Flags.string({char: 'c', description: 'the config file', default: './config.yaml', helpValue: 'FILE'}),
     json: jsonFlag,
     machine: Flags.boolean({
-      description: "check what the config needs of this machine too (log directories, the state file's directory, the metrics host, the file's mode when it names hooks)",
+      description:
+        "check what the config needs of this machine too (log directories, the state file's directory, the metrics host, the file's mode when it names hooks)",
       default: true,
       allowNo: true,
     }),

@@ -6,7 +6,7 @@ import {loadConfig} from '../../config/load.js'
 import {exportOnce} from '../../daemon/once.js'
 
 export default class IpfixDump extends FlowctlCommand {
-  static override summary = 'Export what the kernel holds now as IPFIX to the config\'s collectors, once, then exit'
+  static override summary = "Export what the kernel holds now as IPFIX to the config's collectors, once, then exit"
   static override description = `One drain of every meter the config names, every flow exported now (flowEndReason 4, forced end,
 unless another reason applies), sent with the config's templates to each of its collectors, as the
 daemon would at shutdown; then it exits (the older tool's \`flowctl ipfix dump\`). The config's flow logs are not

@@ -2,9 +2,10 @@ import {Flags} from '@oclif/core'
 
 import {FlowctlCommand} from '../../cli/command.js'
 import {InvalidInputError} from '../../errors.js'
-import {COLLECTOR_MEMORY_CEILING_MB, IPFIX_PORT, IpfixCollector, reportRefusals, runUntil} from '../../ipfix/collector.js'
-import {ConformanceChecker} from '../../ipfix/conformance.js'
-import {DEFAULT_DECODER_LIMITS, formatRecordLine, renderRecordJson} from '../../ipfix/decoder.js'
+import {COLLECTOR_MEMORY_CEILING_MB, IPFIX_PORT, IpfixCollector, reportRefusals, runUntil} from '../../ipfix/collect/collector.js'
+import {ConformanceChecker} from '../../ipfix/collect/conformance.js'
+import {DEFAULT_DECODER_LIMITS} from '../../ipfix/collect/decoder.js'
+import {formatRecordLine, renderRecordJson} from '../../ipfix/collect/render.js'
 import {limitHeapGrowth} from '../../sys/heap.js'
 
 const durationFlag = Flags.custom<number>({
@@ -74,9 +75,14 @@ of unknown template. --check judges the last 256 domains heard from one by one.`
     })
     const {evicted, refused} = collector.decoder.stats()
     if (evicted.templates || evicted.domains || evicted.exporters) {
-      process.stderr.write(`flowctl: forgot ${evicted.templates} templates, ${evicted.domains} observation domains and ${evicted.exporters} exporters to stay within the limits (least recently used first)\n`)
+      process.stderr.write(
+        `flowctl: forgot ${evicted.templates} templates, ${evicted.domains} observation domains and ${evicted.exporters} exporters to stay within the limits (least recently used first)\n`,
+      )
     }
-    if (refused) process.stderr.write(`flowctl: refused ${refused} template${refused === 1 ? '' : 's'} (over ${DEFAULT_DECODER_LIMITS.templateFields} fields, a field of length 0, or too large)\n`)
+    if (refused)
+      process.stderr.write(
+        `flowctl: refused ${refused} template${refused === 1 ? '' : 's'} (over ${DEFAULT_DECODER_LIMITS.templateFields} fields, a field of length 0, or too large)\n`,
+      )
     if (checker) {
       for (const line of checker.formatReport()) process.stderr.write(`${line}\n`)
       if (checker.report().verdict === 'FAIL') process.exitCode = 1

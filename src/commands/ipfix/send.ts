@@ -7,7 +7,7 @@ import {FlowctlError} from '../../errors.js'
 import {jsonFlag} from '../../cli/flags.js'
 import {loadConfig} from '../../config/load.js'
 import {exporterFor} from '../../config/exporters.js'
-import {flowFileTemplate, loadFlowFile} from '../../ipfix/flow-file.js'
+import {flowFileTemplate, loadFlowFile} from '../../ipfix/export/flow-file.js'
 
 export default class IpfixSend extends FlowctlCommand {
   static override summary = 'Send flows written in YAML to the collectors of a config'
@@ -55,7 +55,10 @@ ones is said once on stderr. \`flowctl ipfix file\` (the older tool's name) is t
       exporter.close()
       const {messages, records, octets, sendErrors, spooledMessages} = exporter.stats
       sent.push({collector: c.name, records, messages, octets, sendErrors, undelivered: spooledMessages})
-      const problems = [sendErrors ? `${sendErrors} send errors` : '', spooledMessages ? `${spooledMessages} messages not delivered (the collector refused)` : ''].filter(Boolean)
+      const problems = [
+        sendErrors ? `${sendErrors} send errors` : '',
+        spooledMessages ? `${spooledMessages} messages not delivered (the collector refused)` : '',
+      ].filter(Boolean)
       if (!flags.json) this.log(`${c.name}: ${records} records in ${messages} messages (${octets} bytes)${problems.map((p) => `, ${p}`).join('')}`)
     }
     if (flags.json) this.printJson(sent)

@@ -15,8 +15,11 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
 
   static override examples = [
     {description: 'Meter eth0 and eth1 of the root namespace, both directions', command: '<%= config.bin %> <%= command.id %> -n eth0 -n eth1'},
-    {description: 'Meter veth0 in namespace ns1, ingress only, for up to a million flows', command: '<%= config.bin %> <%= command.id %> --netns ns1 -n veth0 --direction ingress --capacity 1000000'},
-    {description: 'The older tool\'s form', command: '<%= config.bin %> <%= command.id %> -i ns1:veth0'},
+    {
+      description: 'Meter veth0 in namespace ns1, ingress only, for up to a million flows',
+      command: '<%= config.bin %> <%= command.id %> --netns ns1 -n veth0 --direction ingress --capacity 1000000',
+    },
+    {description: "The older tool's form", command: '<%= config.bin %> <%= command.id %> -i ns1:veth0'},
     {description: 'What would be attached, changing nothing', command: '<%= config.bin %> <%= command.id %> -i ns1:veth0 --dry'},
   ]
 
@@ -25,7 +28,9 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
     ifname: ifnameFlag,
     interface: legacyInterfaceFlag,
     direction: directionFlag,
-    capacity: Flags.integer({description: `flows each flow map holds, per namespace and address family (default 1048576, at least ${MIN_CAPACITY}; memory is taken per flow as flows arrive; fixed once attached)`}),
+    capacity: Flags.integer({
+      description: `flows each flow map holds, per namespace and address family (default 1048576, at least ${MIN_CAPACITY}; memory is taken per flow as flows arrive; fixed once attached)`,
+    }),
     'interface-max-flow-limit': Flags.integer({
       char: 'l',
       description: `the older tool's map size; flowctl's maps are per namespace, so this sets --capacity, raised to ${MIN_CAPACITY} if smaller (said on stderr)`,
@@ -34,7 +39,12 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
     }),
     pref: Flags.integer({description: 'tc filter preference (lower runs first)', default: DEFAULT_PREF, min: 1, max: 65535}),
     handle: Flags.integer({description: 'tc filter handle, from 1 to 4294967295 (0xffffffff)', default: DEFAULT_HANDLE, ...TC_HANDLE}),
-    chain: Flags.integer({description: 'tc filter chain; tc runs only chain 0 unless a filter there jumps to another (goto chain)', default: 0, min: 0, max: 0xffffffff}),
+    chain: Flags.integer({
+      description: 'tc filter chain; tc runs only chain 0 unless a filter there jumps to another (goto chain)',
+      default: 0,
+      min: 0,
+      max: 0xffffffff,
+    }),
     force: Flags.boolean({char: 'f', description: 're-attach even when the same program is attached'}),
     dry: Flags.boolean({description: 'check the request and print what would be attached; change nothing'}),
     json: jsonFlag,
@@ -49,7 +59,9 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
     if (limit !== undefined) {
       capacity = Math.max(limit, MIN_CAPACITY)
       const raised = capacity === limit ? '' : ` (${limit} is below the smallest map flowctl builds)`
-      process.stderr.write(`flowctl: --interface-max-flow-limit ${limit}: using a capacity of ${capacity} flows per map, per namespace and address family${raised}\n`)
+      process.stderr.write(
+        `flowctl: --interface-max-flow-limit ${limit}: using a capacity of ${capacity} flows per map, per namespace and address family${raised}\n`,
+      )
     }
     if (flags.chain !== 0) {
       process.stderr.write(`flowctl: chain ${flags.chain}: the meter sees packets only if a filter of chain 0 jumps there (action goto chain ${flags.chain})\n`)

@@ -37,12 +37,15 @@ daemon, flows not yet exported are discarded with the maps, and detach says how 
   async run(): Promise<void> {
     const {flags} = await this.parse(MeterDetach)
     if (flags.all && (flags.netns !== undefined || flags.ifname?.length || flags.interface?.length)) {
-      throw new InvalidInputError('--all detaches every meter of every namespace: drop --all to detach only the named namespace or interfaces, or drop --netns/-n/-i')
+      throw new InvalidInputError(
+        '--all detaches every meter of every namespace: drop --all to detach only the named namespace or interfaces, or drop --netns/-n/-i',
+      )
     }
     let targets = interfaceTargets(flags)
     // "--netns ns1" alone means every interface of ns1.
     if (targets.length === 0 && flags.netns !== undefined) targets = [{netns: netnsOf(flags.netns), ifname: '*'}]
-    if (!flags.all && targets.length === 0) throw new InvalidInputError('nothing to detach: name interfaces (-n IFACE, -i NS:IFACE), a namespace (--netns NS), or --all')
+    if (!flags.all && targets.length === 0)
+      throw new InvalidInputError('nothing to detach: name interfaces (-n IFACE, -i NS:IFACE), a namespace (--netns NS), or --all')
     const report = await detachMeters(this.paths, {
       targets,
       all: flags.all,
@@ -55,7 +58,13 @@ daemon, flows not yet exported are discarded with the maps, and detach says how 
     if (flags.json) return this.printJson(flags.dry ? {...report, dry: true} : report)
     const dry = flags.dry ? ' (dry run: nothing changed)' : ''
     for (const o of report.outcomes) {
-      const note = flags.dry ? 'would be detached' : o.result === 'not-ours' ? 'left alone: the filter there is not ours any more' : o.result === 'gone' ? 'already gone' : 'detached'
+      const note = flags.dry
+        ? 'would be detached'
+        : o.result === 'not-ours'
+          ? 'left alone: the filter there is not ours any more'
+          : o.result === 'gone'
+            ? 'already gone'
+            : 'detached'
       this.log(`${o.netns}:${o.interface}:${o.direction} ${note}${dry}`)
     }
     for (const ns of report.removedMeterSets) {

@@ -16,7 +16,10 @@ the exit status is 1.`
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --netns ns1 --json']
 
   static override flags = {
-    netns: Flags.string({description: 'only the meters of this network namespace (as in `ip netns list`; root for the root namespace); every namespace when omitted', helpValue: 'NS'}),
+    netns: Flags.string({
+      description: 'only the meters of this network namespace (as in `ip netns list`; root for the root namespace); every namespace when omitted',
+      helpValue: 'NS',
+    }),
     json: jsonFlag,
   }
 

@@ -15,10 +15,11 @@ import type {AddressInfo} from 'node:net'
 
 import {Registry} from 'prom-client'
 
+import {readOverflow} from '../../bpf/overflow.js'
 import type {FlowBatch} from '../../flow/batch.js'
 import {protocolName} from '../../flow/protocols.js'
 import {directionName} from '../../flow/record.js'
-import type {CollectorExporter, ExporterStats} from '../../ipfix/exporter.js'
+import type {CollectorExporter, ExporterStats} from '../../ipfix/export/collector-exporter.js'
 import type {Paths} from '../../paths.js'
 import {readLinkCounters} from '../../sys/netns.js'
 import type {Daemon, DaemonHooks} from '../daemon.js'
@@ -27,7 +28,6 @@ import {InterfaceNames} from '../interfaces.js'
 import type {Logger} from '../log.js'
 import {ACCURACY_SAMPLE_MS, AccuracySampler, type LinkReader} from './accuracy.js'
 import {defineMetrics, REASON_LABEL, type DaemonMetricSet} from './definitions.js'
-import {readNotMetered} from './overflow.js'
 import {MetricsServer} from './server.js'
 
 /** What the flow log outputs report (implemented by DaemonMetrics; a no-op without metrics). */
@@ -64,7 +64,10 @@ export class DaemonMetrics implements FlowLogObserver {
   private readonly server: MetricsServer
   private daemon?: Daemon
 
-  private readonly exporterSeen = new WeakMap<CollectorExporter, Pick<ExporterStats, 'messages' | 'records' | 'octets' | 'sendErrors' | 'templateSends' | 'unexportable' | 'spoolDroppedMessages'>>()
+  private readonly exporterSeen = new WeakMap<
+    CollectorExporter,
+    Pick<ExporterStats, 'messages' | 'records' | 'octets' | 'sendErrors' | 'templateSends' | 'unexportable' | 'spoolDroppedMessages'>
+  >()
 
   constructor(options: DaemonMetricsOptions) {
     this.log = options.log
@@ -117,7 +120,12 @@ export class DaemonMetrics implements FlowLogObserver {
     for (const [key, t] of byKey) {
       const proto = key % 256
       const slot = (key - proto) / 256
-      const labels = {netns: batch.netns, interface: this.names.name(batch.netns, Math.floor(slot / 2)), direction: directionName(slot % 2), protocol: protocolName(proto)}
+      const labels = {
+        netns: batch.netns,
+        interface: this.names.name(batch.netns, Math.floor(slot / 2)),
+        direction: directionName(slot % 2),
+        protocol: protocolName(proto),
+      }
       this.m.meteredPackets.inc(labels, t.packets)
       this.m.meteredBytes.inc(labels, t.bytes)
     }
@@ -132,14 +140,13 @@ export class DaemonMetrics implements FlowLogObserver {
     this.m.flowsPending.set({netns}, report.pending)
     const drainer = this.daemon?.meters.get(netns)
     for (const family of [4, 6] as const) {
-      const flows = report.takenByFamily?.[family]
-      if (flows === undefined) continue
+      const flows = report.takenByFamily[family]
       this.m.mapFlows.set({netns, family: `ipv${family}`}, flows)
       const capacity = drainer && this.capacity(drainer)
       if (capacity) this.m.mapFill.set({netns, family: `ipv${family}`}, flows / capacity)
     }
     this.syncCollectors()
-    if (report.seen) this.accuracy.drained(netns, drainer?.set.netns ?? (netns === 'root' ? null : netns), report.seen)
+    this.accuracy.drained(netns, drainer?.set.netns ?? (netns === 'root' ? null : netns), report.seen)
   }
 
   reloaded(result: 'ok' | 'refused'): void {
@@ -217,7 +224,7 @@ export class DaemonMetrics implements FlowLogObserver {
       }
       let overflow
       try {
-        overflow = readNotMetered(drainer.set)
+        overflow = readOverflow(drainer)
       } catch (error) {
         this.log.limited(`metrics-overflow:${netns}`, 'warn', 'metrics-read-failed', {netns, map: 'overflow', error: (error as Error).message})
       }

@@ -45,10 +45,17 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
   const flowLabels = ['netns', 'interface', 'direction', 'protocol'] as const
   const ifLabels: readonly InterfaceLabel[] = ['netns', 'interface', 'direction']
 
-  new Gauge({name: 'flowctl_build_info', help: 'Always 1; the version of flowctl that runs.', labelNames: ['version'], registers}).set({version: packageVersion()}, 1)
+  new Gauge({name: 'flowctl_build_info', help: 'Always 1; the version of flowctl that runs.', labelNames: ['version'], registers}).set(
+    {version: packageVersion()},
+    1,
+  )
   const metrics = {
     meteredPackets: counter('flowctl_metered_packets_total', 'Packets in the flows exported, by namespace, interface, direction and IP protocol.', flowLabels),
-    meteredBytes: counter('flowctl_metered_bytes_total', 'IP bytes (IPFIX octetDeltaCount) in the flows exported, by namespace, interface, direction and IP protocol.', flowLabels),
+    meteredBytes: counter(
+      'flowctl_metered_bytes_total',
+      'IP bytes (IPFIX octetDeltaCount) in the flows exported, by namespace, interface, direction and IP protocol.',
+      flowLabels,
+    ),
     flowsExported: counter('flowctl_flows_exported_total', 'Flow records exported, by namespace and IPFIX flowEndReason.', ['netns', 'reason']),
     drains: counter('flowctl_drains_total', 'Drains of a meter (flows taken from the kernel).', ['netns']),
     drainDuration: new Histogram({
@@ -60,33 +67,92 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
     }),
     drainTaken: counter('flowctl_drain_entries_total', 'Flow map entries taken by the drains.', ['netns']),
     flowsPending: gauge('flowctl_flows_pending', 'Flows held by the daemon until they end (idle or active timeout).', ['netns']),
-    mapFlows: gauge('flowctl_meter_map_flows', 'Flows in a flow map when the last drain swapped it out (its fullest: a map only fills between drains).', ['netns', 'family']),
+    mapFlows: gauge('flowctl_meter_map_flows', 'Flows in a flow map when the last drain swapped it out (its fullest: a map only fills between drains).', [
+      'netns',
+      'family',
+    ]),
     mapCapacity: gauge('flowctl_meter_map_capacity_flows', 'Flows a flow map can hold (more are not metered).', ['netns', 'family']),
-    kernelMemory: gauge('flowctl_meter_kernel_memory_bytes', 'Kernel memory the meter set of a namespace takes now (its maps, as the kernel accounts them: memlock).', ['netns']),
-    kernelMemoryMax: gauge('flowctl_meter_kernel_memory_max_bytes', 'Kernel memory the meter set of a namespace can take at most: full flow maps and the largest snapshot of held flows.', ['netns']),
+    kernelMemory: gauge(
+      'flowctl_meter_kernel_memory_bytes',
+      'Kernel memory the meter set of a namespace takes now (its maps, as the kernel accounts them: memlock).',
+      ['netns'],
+    ),
+    kernelMemoryMax: gauge(
+      'flowctl_meter_kernel_memory_max_bytes',
+      'Kernel memory the meter set of a namespace can take at most: full flow maps and the largest snapshot of held flows.',
+      ['netns'],
+    ),
     mapFill: gauge('flowctl_meter_map_fill_ratio', 'flowctl_meter_map_flows / flowctl_meter_map_capacity_flows.', ['netns', 'family']),
-    notMeteredPackets: new AbsoluteCounter(counter('flowctl_not_metered_packets_total', 'Packets the meter could not record because the flow map was full (the overflow map).', ifLabels)),
-    notMeteredBytes: new AbsoluteCounter(counter('flowctl_not_metered_bytes_total', 'IP bytes the meter could not record because the flow map was full.', ifLabels)),
+    notMeteredPackets: new AbsoluteCounter(
+      counter('flowctl_not_metered_packets_total', 'Packets the meter could not record because the flow map was full (the overflow map).', ifLabels),
+    ),
+    notMeteredBytes: new AbsoluteCounter(
+      counter('flowctl_not_metered_bytes_total', 'IP bytes the meter could not record because the flow map was full.', ifLabels),
+    ),
     ipfixMessages: counter('flowctl_ipfix_messages_total', 'IPFIX messages sent to a collector (templates, data and statistics).', ['collector']),
     ipfixRecords: counter('flowctl_ipfix_records_total', 'IPFIX data records sent to a collector (flows, and statistics options records).', ['collector']),
     ipfixBytes: counter('flowctl_ipfix_sent_bytes_total', 'IPFIX bytes (UDP payload) sent to a collector.', ['collector']),
-    ipfixErrors: counter('flowctl_ipfix_send_errors_total', 'Messages the kernel refused to send to a collector (e.g. ICMP port unreachable, no route).', ['collector']),
-    ipfixTemplates: counter('flowctl_ipfix_template_refreshes_total', 'Times the templates were sent to a collector (at start, on the refresh timer, and again after a send error).', ['collector']),
-    ipfixUnexportable: counter('flowctl_ipfix_unexportable_flows_total', 'Flows a collector got no record for: none of its templates fits their address family.', ['collector']),
-    stateFileWriteErrors: counter('flowctl_state_file_write_errors_total', 'Times the state file (IPFIX sequence numbers) could not be written; exporting goes on without it.', []),
-    ipfixSpoolMessages: gauge('flowctl_ipfix_spool_messages', 'IPFIX messages held for a collector that is down (ICMP port unreachable), to be replayed when it answers, or waiting their turn while the replay goes on (paced).', ['collector']),
-    ipfixSpoolBytes: gauge('flowctl_ipfix_spool_bytes', 'Bytes of the messages held for a collector that is down or being replayed to (within spoolBytes, and spoolTotalBytes for all collectors).', ['collector']),
-    ipfixSpoolDropped: counter('flowctl_ipfix_spool_dropped_messages_total', 'Messages a full spool dropped, oldest first (spoolBytes, or spoolTotalBytes for all collectors), or still spooled when the daemon stopped or a reload dropped the collector: the collector never gets them.', ['collector']),
+    ipfixErrors: counter('flowctl_ipfix_send_errors_total', 'Messages the kernel refused to send to a collector (e.g. ICMP port unreachable, no route).', [
+      'collector',
+    ]),
+    ipfixTemplates: counter(
+      'flowctl_ipfix_template_refreshes_total',
+      'Times the templates were sent to a collector (at start, on the refresh timer, and again after a send error).',
+      ['collector'],
+    ),
+    ipfixUnexportable: counter(
+      'flowctl_ipfix_unexportable_flows_total',
+      'Flows a collector got no record for: none of its templates fits their address family.',
+      ['collector'],
+    ),
+    stateFileWriteErrors: counter(
+      'flowctl_state_file_write_errors_total',
+      'Times the state file (IPFIX sequence numbers) could not be written; exporting goes on without it.',
+      [],
+    ),
+    ipfixSpoolMessages: gauge(
+      'flowctl_ipfix_spool_messages',
+      'IPFIX messages held for a collector that is down (ICMP port unreachable), to be replayed when it answers, or waiting their turn while the replay goes on (paced).',
+      ['collector'],
+    ),
+    ipfixSpoolBytes: gauge(
+      'flowctl_ipfix_spool_bytes',
+      'Bytes of the messages held for a collector that is down or being replayed to (within spoolBytes, and spoolTotalBytes for all collectors).',
+      ['collector'],
+    ),
+    ipfixSpoolDropped: counter(
+      'flowctl_ipfix_spool_dropped_messages_total',
+      'Messages a full spool dropped, oldest first (spoolBytes, or spoolTotalBytes for all collectors), or still spooled when the daemon stopped or a reload dropped the collector: the collector never gets them.',
+      ['collector'],
+    ),
     reloads: counter('flowctl_config_reloads_total', 'Config reloads (SIGHUP), by result: ok, or refused (the old config keeps running).', ['result']),
     logRecords: counter('flowctl_flow_log_records_total', 'Flow records written to a flow log output (whole lines in the file).', ['output']),
-    logRecordsLost: counter('flowctl_flow_log_records_lost_total', 'Flow records a flow log output could not write (e.g. a full disk): not in the file.', ['output']),
-    hookFailures: counter('flowctl_hook_failures_total', 'Hook runs that failed (exit, timeout, garbage, spawn) or were skipped (queue_full); the records were written unenriched.', ['output', 'hook', 'reason']),
+    logRecordsLost: counter('flowctl_flow_log_records_lost_total', 'Flow records a flow log output could not write (e.g. a full disk): not in the file.', [
+      'output',
+    ]),
+    hookFailures: counter(
+      'flowctl_hook_failures_total',
+      'Hook runs that failed (exit, timeout, garbage, spawn) or were skipped (queue_full); the records were written unenriched.',
+      ['output', 'hook', 'reason'],
+    ),
     hookQueue: gauge('flowctl_hook_queue_records', 'Flow records waiting for the hooks of a flow log output.', ['output']),
     accuracy: {
-      meterPackets: counter('flowctl_interface_meter_packets_total', 'Packets the meter saw on a metered interface (accuracy check; since this daemon started).', ifLabels),
+      meterPackets: counter(
+        'flowctl_interface_meter_packets_total',
+        'Packets the meter saw on a metered interface (accuracy check; since this daemon started).',
+        ifLabels,
+      ),
       meterBytes: counter('flowctl_interface_meter_bytes_total', 'IP bytes the meter saw on a metered interface (accuracy check).', ifLabels),
-      kernelPackets: counter('flowctl_interface_kernel_packets_total', "Packets the kernel's own interface counters counted over the same intervals (rx for ingress, tx for egress).", ifLabels),
-      kernelBytes: counter('flowctl_interface_kernel_bytes_total', "L2 bytes (Ethernet header included) the kernel's interface counters counted over the same intervals.", ifLabels),
+      kernelPackets: counter(
+        'flowctl_interface_kernel_packets_total',
+        "Packets the kernel's own interface counters counted over the same intervals (rx for ingress, tx for egress).",
+        ifLabels,
+      ),
+      kernelBytes: counter(
+        'flowctl_interface_kernel_bytes_total',
+        "L2 bytes (Ethernet header included) the kernel's interface counters counted over the same intervals.",
+        ifLabels,
+      ),
       ratio: gauge(
         'flowctl_interface_accuracy_ratio',
         '(meter bytes + 14 x meter packets) / kernel bytes over the last 5 minutes: 1 = the meter saw every byte the interface carried.',

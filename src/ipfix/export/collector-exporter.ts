@@ -1,0 +1,73 @@
+/**
+ * An exporter to one collector: the export session (sequence numbers, templates, statistics)
+ * over its UDP transport. `createExporter` is the one way the daemon, `flowctl ipfix send` and
+ * the benchmarks make one.
+ */
+import type {ExportTemplate} from './flow-templates.js'
+import {ExportSession, type MessageTransport, type SequenceStore} from './session.js'
+import type {SpoolBudget} from './spool.js'
+import type {CollectorTarget} from './target.js'
+import {UdpTransport} from './transport.js'
+
+export {CONFIRM_MS, DEFAULT_REPLAY_BYTES_PER_SECOND, REPLAY_BURST_BYTES} from './transport.js'
+export {ARENA_BYTES, MAX_FREE_ARENAS} from '../wire/message.js'
+export {SpoolBudget} from './spool.js'
+
+export {compileTemplate, statsTemplateId, type ExportTemplate} from './flow-templates.js'
+export type {ExporterStats, SequenceStore, TransportDefaults} from './session.js'
+
+/** An exporter to one collector. */
+export type CollectorExporter = ExportSession
+
+export interface ExporterOptions {
+  maxMessageSize: number
+  templateRefreshMs: number
+  statsTemplateId: number
+  sequences?: SequenceStore
+  /** Called on send and resolution errors (the caller rate-limits its logs). */
+  onError?: (error: Error) => void
+  now?: () => number
+  /** Bytes of messages held for a collector that is down, and sent ones not yet confirmed (default DEFAULT_SPOOL_BYTES, 32 MiB). */
+  spoolBytes?: number
+  /** How fast a spool is replayed when the collector answers again, unless the target says (default DEFAULT_REPLAY_BYTES_PER_SECOND). */
+  replayBytesPerSecond?: number
+  /** How fast every message may leave, unless the target says (0 or undefined: as fast as the socket takes them; see UdpTransport). */
+  sendBytesPerSecond?: number
+  /** One bound on what the transports of all the exporters sharing it hold. */
+  spoolBudget?: SpoolBudget
+  /** The monotonic clock (ms) the replay is paced by (default performance.now). */
+  paceClock?: () => number
+  /** The collector answers again after it was down; `replayed` spooled messages go out. */
+  onResume?: (replayed: number) => void
+  /** Replaces the UDP transport (the encoder benchmark counts messages instead of sending them). */
+  transport?: (target: CollectorTarget, onError: (error: Error) => void) => MessageTransport
+}
+
+export function createExporter(target: CollectorTarget, templates: ExportTemplate[], options: ExporterOptions): CollectorExporter {
+  let session: ExportSession | undefined
+  const onError = (error: Error) => {
+    session?.noteError()
+    options.onError?.(error)
+  }
+  const transport =
+    options.transport?.(target, onError) ??
+    new UdpTransport(
+      target,
+      {
+        onError,
+        onDrop: (dropped) => session?.countDropped(dropped),
+        onResume: options.onResume,
+        preamble: (domain, sequence) => session?.templateMessages(domain, sequence) ?? [],
+      },
+      {
+        spoolBytes: options.spoolBytes,
+        replayBytesPerSecond: options.replayBytesPerSecond,
+        sendBytesPerSecond: options.sendBytesPerSecond,
+        budget: options.spoolBudget,
+        now: options.now,
+        paceClock: options.paceClock,
+      },
+    )
+  session = new ExportSession(target, templates, transport, options)
+  return session
+}

@@ -1,0 +1,70 @@
+/**
+ * The templates an exporter sends flows in: a data template (its wire form is ../wire/template.ts)
+ * compiled against the FlowBatch columns, through the fields of exportable-elements.ts and the
+ * writers of flow-fields.ts; the choice of template per address family; and the options template
+ * of the exporter's statistics.
+ */
+import {IE, naturalLength} from '../wire/elements.js'
+import {bindField, templateFamily, type BoundField} from './flow-fields.js'
+import type {Template} from '../wire/template.js'
+
+/** A data template ready to encode flows: its fields bound to the FlowBatch columns. */
+export interface ExportTemplate {
+  template: Template
+  fields: BoundField[]
+  recordLength: number
+  /** The address family its address fields tie it to, if any. */
+  family?: 4 | 6
+}
+
+export function compileTemplate(id: number, fields: readonly {name: string; length: number}[]): ExportTemplate {
+  const bound = fields.map((f) => bindField(f.name, f.length))
+  return {
+    template: {id, fields: bound.map((b) => ({element: b.element, length: b.length})), scopeFieldCount: 0},
+    fields: bound,
+    recordLength: bound.reduce((n, b) => n + b.length, 0),
+    family: templateFamily(fields.map((f) => f.name)),
+  }
+}
+
+/**
+ * The template a flow of `family` goes out with: among the templates that fit it (no address
+ * field of the other family), the one with the most fields; on a tie, the first. So each flow
+ * reaches each collector once, in the richest template that can carry it.
+ */
+export function chooseTemplate(templates: readonly ExportTemplate[], family: 4 | 6): ExportTemplate | undefined {
+  let best: ExportTemplate | undefined
+  for (const t of templates) {
+    if (t.family !== undefined && t.family !== family) continue
+    if (!best || t.fields.length > best.fields.length) best = t
+  }
+  return best
+}
+
+/**
+ * The options template carrying the exporting process's statistics (RFC 7011 §4.3 style).
+ * notSentFlowTotalCount: the data records a collector's spool dropped while it was down.
+ */
+export function statsTemplate(id: number): Template {
+  const field = (e: (typeof IE)[keyof typeof IE]) => ({element: e, length: naturalLength(e.type)})
+  return {
+    id,
+    scopeFieldCount: 1,
+    fields: [
+      field(IE.observationDomainId),
+      field(IE.exportedMessageTotalCount),
+      field(IE.exportedFlowRecordTotalCount),
+      field(IE.exportedOctetTotalCount),
+      field(IE.ignoredPacketTotalCount),
+      field(IE.ignoredOctetTotalCount),
+      field(IE.notSentFlowTotalCount),
+      field(IE.observationTimeMilliseconds),
+    ],
+  }
+}
+
+/** The first template id from 65000 up that no data template uses: the statistics options template. */
+export function statsTemplateId(templates: readonly {id: number}[]): number {
+  for (let id = 65000; id <= 65535; id++) if (!templates.some((t) => t.id === id)) return id
+  for (let id = 256; ; id++) if (!templates.some((t) => t.id === id)) return id
+}

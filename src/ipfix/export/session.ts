@@ -1,0 +1,516 @@
+/**
+ * One collector's export session, as the exporting process sees it (RFC 7011 §10.3, UDP): a
+ * sequence number per observation domain counting the data records sent before (§3.1),
+ * templates sent first, before any data set that needs them, and again on a timer (§8.4), and
+ * statistics in an options record. Every message is built by the one encode loop (encode.ts)
+ * and handed to the transport.
+ */
+import type {FlowBatch} from '../../flow/batch.js'
+import {encodeRecord, recordSize} from '../wire/codec.js'
+import type {RecordFields} from '../wire/field-values.js'
+import {packRecords, type RecordRun} from './encode.js'
+import {chooseTemplate, statsTemplate, type ExportTemplate} from './flow-templates.js'
+import {putUint} from './flow-fields.js'
+import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID, templateFits} from '../wire/message.js'
+import {sameEndpoints, type CollectorTarget} from './target.js'
+import {encodeTemplateRecord, templateRecordSize, type Template} from '../wire/template.js'
+
+export interface ExporterStats {
+  messages: number
+  records: number
+  octets: number
+  sendErrors: number
+  templateSends: number
+  /** Flows this collector has no template for (their family fits none of its templates). */
+  unexportable: number
+  /** Messages held for this collector while it is down, and their bytes. */
+  spooledMessages: number
+  spooledBytes: number
+  /** What the spool dropped, oldest first, to stay within its size. */
+  spoolDroppedMessages: number
+  spoolDroppedRecords: number
+  spoolDroppedPackets: number
+  spoolDroppedOctets: number
+}
+
+export interface SequenceStore {
+  get(session: string, domain: number): number | undefined
+  set(session: string, domain: number, next: number): void
+}
+
+/** What a session needs of its transport. */
+export interface MessageTransport {
+  readonly isOpen: boolean
+  readonly sendErrors: number
+  /** Queues a message holding `dataRecords` data records. */
+  send(message: Buffer, dataRecords: number): void
+  /** Sends what is queued. */
+  flush(): void
+  open(): Promise<void>
+  flushed(): Promise<void>
+  close(): void
+  readonly localPort: number | undefined
+  /** The socket's cookie (the meter skips our own datagrams). */
+  cookie?(): bigint | undefined
+  /** Called at every drain: reads errors, probes a collector that is down, replays its spool. */
+  service?(): void
+  /** What is spooled now. */
+  readonly spool?: {readonly length: number; readonly bytes: number}
+  /** Whether a replay (or the paced export) is under way or the collector is down (what is sent waits behind what is spooled). */
+  readonly isBacklogged?: boolean
+  /** Whether the collector refused (or has not answered at a new address yet). */
+  readonly isDown?: boolean
+  /** The same collector elsewhere (config reload): what it holds goes there. */
+  moveTo?(target: CollectorTarget): Promise<void>
+  /** The same collector at the same address, with other settings (config reload). */
+  retarget?(target: CollectorTarget): void
+  /** Stops sending and closes, leaving in the spool what the collector never took. */
+  retire?(): Promise<void>
+  /** Takes (and lets go of) what the spool holds: it will never be sent. */
+  discard?(): {message: Buffer; dataRecords: number}[]
+  /** A new bound on what is held for this collector (config reload). */
+  setSpoolBytes?(bytes: number): void
+  /** New default replay and send rates, for a collector without its own (config reload). */
+  setDefaultRates?(rates: {replayBytesPerSecond?: number; sendBytesPerSecond?: number}): void
+}
+
+/** Messages that never reached a collector, and the data records, packets and octets in them. */
+export interface LostMessages {
+  messages: number
+  bytes: number
+  records: number
+  packets: number
+  octets: number
+}
+
+/** The daemon-wide settings of a collector's transport that a config reload may change. */
+export interface TransportDefaults {
+  spoolBytes?: number
+  replayBytesPerSecond?: number
+  sendBytesPerSecond?: number
+}
+
+export interface SessionOptions {
+  maxMessageSize: number
+  templateRefreshMs: number
+  statsTemplateId: number
+  sequences?: SequenceStore
+  now?: () => number
+}
+
+const TWO_32 = 4_294_967_296
+
+/** Flows of a batch in one template; a counter too large for a reduced-size field is split. */
+function flowRun(t: ExportTemplate, batch: FlowBatch): RecordRun {
+  const {fields, recordLength} = t
+  const setId = t.template.id
+  const maxPackets = fields.find((f) => f.counterMax?.packets)?.counterMax?.packets ?? Infinity
+  const maxBytes = fields.find((f) => f.counterMax?.bytes)?.counterMax?.bytes ?? Infinity
+  const parts = maxPackets === Infinity && maxBytes === Infinity ? undefined : splitParts(batch, maxPackets, maxBytes)
+  if (!parts) {
+    // Each message is filled field by field, a column of records at a time (the same bytes as
+    // record by record, without a call per field and record).
+    return {
+      count: batch.length,
+      data: true,
+      fixedLength: recordLength,
+      setId: () => setId,
+      length: () => recordLength,
+      write(i, n, buf, pos) {
+        let off = pos
+        for (let f = 0; f < fields.length; f++) {
+          fields[f].writeColumn(batch, i, n, buf, off, recordLength)
+          off += fields[f].length
+        }
+        return pos + n * recordLength
+      },
+    }
+  }
+  // A counter too large for a reduced-size field goes out as several records whose counts add
+  // up exactly: the collector's sums stay right.
+  const {flow, part, of} = parts
+  return {
+    count: flow.length,
+    data: true,
+    setId: () => setId,
+    length: () => recordLength,
+    write(r, _n, buf, pos) {
+      const i = flow[r]
+      const packets = batch.packets[i]
+      const bytes = batch.bytes[i]
+      const k = part[r]
+      const n = of[r]
+      batch.packets[i] = Math.floor(packets / n) + (k < packets % n ? 1 : 0)
+      batch.bytes[i] = Math.floor(bytes / n) + (k < bytes % n ? 1 : 0)
+      for (let f = 0; f < fields.length; f++) {
+        fields[f].write(batch, i, buf, pos)
+        pos += fields[f].length
+      }
+      batch.packets[i] = packets
+      batch.bytes[i] = bytes
+      return pos
+    },
+  }
+}
+
+/** Record r is part part[r] of of[r] of flow flow[r]; undefined when no flow needs splitting. */
+function splitParts(batch: FlowBatch, maxPackets: number, maxBytes: number): {flow: number[]; part: number[]; of: number[]} | undefined {
+  let any = false
+  for (let i = 0; i < batch.length && !any; i++) any = batch.packets[i] > maxPackets || batch.bytes[i] > maxBytes
+  if (!any) return undefined
+  const flow: number[] = []
+  const part: number[] = []
+  const of: number[] = []
+  for (let i = 0; i < batch.length; i++) {
+    const n = Math.max(1, Math.ceil(batch.packets[i] / maxPackets), Math.ceil(batch.bytes[i] / maxBytes))
+    for (let k = 0; k < n; k++) {
+      flow.push(i)
+      part.push(k)
+      of.push(n)
+    }
+  }
+  return {flow, part, of}
+}
+
+/** Records given as values by element name, in one template. */
+function fieldsRun(t: Template, records: RecordFields[]): RecordRun {
+  return {
+    count: records.length,
+    data: true,
+    setId: () => t.id,
+    length: (i) => recordSize(t, records[i]),
+    write: (i, _n, buf, pos) => encodeRecord(buf, pos, t, records[i]),
+  }
+}
+
+/** Template records, each in a template set or an options template set. */
+function templateRun(all: {template: Template; setId: number}[]): RecordRun {
+  return {
+    count: all.length,
+    data: false,
+    setId: (i) => all[i].setId,
+    length: (i) => templateRecordSize(all[i].template),
+    write: (i, _n, buf, pos) => encodeTemplateRecord(all[i].template, buf, pos),
+  }
+}
+
+/** One record of fixed-size unsigned fields. */
+function valuesRun(t: Template, values: number[]): RecordRun {
+  return {
+    count: 1,
+    data: true,
+    setId: () => t.id,
+    length: () => t.fields.reduce((n, f) => n + f.length, 0),
+    write(_i, _n, buf, pos) {
+      t.fields.forEach((f, k) => {
+        putUint(buf, pos, f.length, values[k])
+        pos += f.length
+      })
+      return pos
+    },
+  }
+}
+
+export class ExportSession {
+  private target: CollectorTarget
+  private readonly counts = {messages: 0, records: 0, octets: 0, templateSends: 0, unexportable: 0}
+  private readonly dropped = {spoolDroppedMessages: 0, spoolDroppedRecords: 0, spoolDroppedPackets: 0, spoolDroppedOctets: 0}
+  private templates: ExportTemplate[] = []
+  private byFamily: {4?: ExportTemplate; 6?: ExportTemplate} = {}
+  private readonly options: SessionOptions
+  private readonly builder: MessageBuilder
+  private readonly preambleBuilder: MessageBuilder
+  private readonly transport: MessageTransport
+  private readonly sequence = new Map<number, number>()
+  /** When a send last failed (ms): templates sent before then may not have arrived. */
+  private lastErrorAt = -Infinity
+  private readonly templatesSentAt = new Map<number, number>()
+  private readonly emit = (message: Buffer, dataRecords: number) => this.send(message, dataRecords)
+
+  constructor(config: CollectorTarget, templates: ExportTemplate[], transport: MessageTransport, options: SessionOptions) {
+    this.target = config
+    this.options = options
+    this.transport = transport
+    this.builder = new MessageBuilder(options.maxMessageSize)
+    this.preambleBuilder = new MessageBuilder(options.maxMessageSize)
+    this.setTemplates(templates)
+  }
+
+  /** The collector as the config gives it now (a reload may change all but its name). */
+  get config(): CollectorTarget {
+    return this.target
+  }
+
+  get stats(): ExporterStats {
+    const spool = this.transport.spool
+    return {...this.counts, sendErrors: this.transport.sendErrors, spooledMessages: spool?.length ?? 0, spooledBytes: spool?.bytes ?? 0, ...this.dropped}
+  }
+
+  /** Counts what the spool dropped: messages, data records, and the packets and octets of the flows in them. */
+  countDropped(messages: {message: Buffer; dataRecords: number}[]): void {
+    const d = this.dropped
+    for (const {message, dataRecords} of messages) {
+      d.spoolDroppedMessages++
+      d.spoolDroppedRecords += dataRecords
+      const {packets, octets} = this.flowTotals(message)
+      d.spoolDroppedPackets += packets
+      d.spoolDroppedOctets += octets
+    }
+  }
+
+  /** What these messages (never sent) held: their data records, and the packets and octets of the flows in them. */
+  lostIn(messages: {message: Buffer; dataRecords: number}[]): LostMessages {
+    const lost = {messages: 0, bytes: 0, records: 0, packets: 0, octets: 0}
+    for (const {message, dataRecords} of messages) {
+      const {packets, octets} = this.flowTotals(message)
+      lost.messages++
+      lost.bytes += message.length
+      lost.records += dataRecords
+      lost.packets += packets
+      lost.octets += octets
+    }
+    return lost
+  }
+
+  /**
+   * Gives up on what the spool holds (the daemon stops, or the collector left the config): it
+   * counts as dropped (spoolDropped*), and what it held is returned for the log.
+   */
+  discardSpool(): LostMessages {
+    const items = this.transport.discard?.() ?? []
+    this.countDropped(items)
+    return this.lostIn(items)
+  }
+
+  /** The collector left the config: stop sending, give what was sent CONFIRM_MS to be refused, close; then discardSpool(). */
+  async retire(): Promise<void> {
+    if (this.transport.retire) await this.transport.retire()
+    else {
+      await this.transport.flushed()
+      this.transport.close()
+    }
+  }
+
+  /**
+   * The same collector (its name) with new settings, from a config reload. Another address or
+   * source: the transport moves, and what it holds (spool, the unconfirmed and the unsent) goes
+   * to the new address with its own sequence numbers, which go on from there: the same
+   * sequence domain. `defaults` are the daemon-wide settings, for a target without its own.
+   * Throws if the new address cannot be opened (the spool waits for open()).
+   */
+  async reconfigure(target: CollectorTarget, defaults: TransportDefaults = {}): Promise<void> {
+    const moved = !sameEndpoints(this.target, target)
+    if (defaults.spoolBytes !== undefined) this.transport.setSpoolBytes?.(defaults.spoolBytes)
+    this.transport.setDefaultRates?.(defaults)
+    this.target = target
+    if (!moved) return this.transport.retarget?.(target)
+    if (!this.transport.moveTo) throw new Error(`collector ${target.name}: its transport cannot move`)
+    // The numbering in memory goes on (and is stored under the new session's key from now).
+    await this.transport.moveTo(target)
+    // Templates before any data at the new address.
+    this.templatesSentAt.clear()
+  }
+
+  /** The packetDeltaCount and octetDeltaCount sums of the data records of a message this session built. */
+  private flowTotals(message: Buffer): {packets: number; octets: number} {
+    let packets = 0
+    let octets = 0
+    const length = Math.min(message.length, message.readUInt16BE(2))
+    for (let off = MESSAGE_HEADER_LENGTH; off + SET_HEADER_LENGTH <= length; ) {
+      const setId = message.readUInt16BE(off)
+      const setLength = message.readUInt16BE(off + 2)
+      if (setLength < SET_HEADER_LENGTH) break
+      const t = setId >= 256 ? this.templates.find((x) => x.template.id === setId) : undefined
+      if (t) {
+        let at = 0
+        const offsets: {at: number; length: number; packets: boolean}[] = []
+        for (const f of t.fields) {
+          if (f.element.name === 'packetDeltaCount' || f.element.name === 'octetDeltaCount') offsets.push({at, length: f.length, packets: f.element.name === 'packetDeltaCount'})
+          at += f.length
+        }
+        for (let r = off + SET_HEADER_LENGTH; r + t.recordLength <= off + setLength; r += t.recordLength) {
+          for (const o of offsets) {
+            const v = o.length === 8 ? Number(message.readBigUInt64BE(r + o.at)) : message.readUIntBE(r + o.at, o.length)
+            if (o.packets) packets += v
+            else octets += v
+          }
+        }
+      }
+      off += setLength
+    }
+    return {packets, octets}
+  }
+
+  /** Called at every drain: lets the transport probe a collector that is down and replay its spool. */
+  service(): void {
+    this.transport.service?.()
+  }
+
+  /** Template messages for `domain` headed with `sequence` (before a probe or a replay); counts nothing. */
+  templateMessages(domain: number, sequence: number): Buffer[] {
+    const out: Buffer[] = []
+    packRecords(this.preambleBuilder, this.templateRun(), {exportTimeSeconds: Math.floor(this.now() / 1000), sequence, domain}, (m) => out.push(m))
+    return out
+  }
+
+  /** Changes the templates (config reload): they are sent again before the next data. */
+  setTemplates(templates: ExportTemplate[]): void {
+    const ids = this.config.templateIds
+    const wanted = ids ? templates.filter((t) => ids.includes(t.template.id)) : templates
+    // A template that cannot be announced, or whose record cannot fit, in one message with its
+    // headers can carry no flow (the builder would write past the message and send an empty
+    // one): it is left out, and its flows count as unexportable instead.
+    this.templates = wanted.filter((t) => templateFits(t.template.fields, this.options.maxMessageSize).fits)
+    this.byFamily = {4: chooseTemplate(this.templates, 4), 6: chooseTemplate(this.templates, 6)}
+    this.templatesSentAt.clear()
+  }
+
+  templateFor(family: 4 | 6): ExportTemplate | undefined {
+    return this.byFamily[family]
+  }
+
+  /** "local>remote" when the source port is fixed: the transport session whose numbering survives restarts. */
+  get session(): string | undefined {
+    const s = this.config.source
+    return s && s.port ? `${s.host}:${s.port}>${this.config.remote.host}:${this.config.remote.port}` : undefined
+  }
+
+  open(): Promise<void> {
+    return this.transport.open()
+  }
+
+  get isOpen(): boolean {
+    return this.transport.isOpen
+  }
+
+  /** Whether the collector refused, and what is sent to it is spooled. */
+  get isDown(): boolean {
+    return !!this.transport.isDown
+  }
+
+  /** Whether the collector answers and its spool is being replayed (or paced messages wait their turn). */
+  get isReplaying(): boolean {
+    return !!this.transport.isBacklogged && !this.transport.isDown
+  }
+
+  get localPort(): number | undefined {
+    return this.transport.localPort
+  }
+
+  /** The socket's cookie, once open (the meter skips our own datagrams). */
+  cookie(): bigint | undefined {
+    return this.transport.cookie?.()
+  }
+
+  /** Resolves when every message handed to the transport has left. */
+  flushed(): Promise<void> {
+    return this.transport.flushed()
+  }
+
+  close(): void {
+    this.transport.close()
+  }
+
+  /** A send failed: templates sent before may not have arrived, so they go again. */
+  noteError(): void {
+    this.lastErrorAt = this.now()
+  }
+
+  private nextSequence(domain: number): number {
+    let seq = this.sequence.get(domain)
+    if (seq === undefined) {
+      const session = this.session
+      seq = (session && this.options.sequences?.get(session, domain)) || 0
+      this.sequence.set(domain, seq)
+    }
+    return seq
+  }
+
+  private advanceSequence(domain: number, records: number): void {
+    if (records === 0) return
+    const next = (this.nextSequence(domain) + records) % TWO_32
+    this.sequence.set(domain, next)
+    const session = this.session
+    if (session) this.options.sequences?.set(session, domain, next)
+  }
+
+  private now(): number {
+    return this.options.now?.() ?? Date.now()
+  }
+
+  private send(message: Buffer, dataRecords: number): void {
+    this.counts.messages++
+    this.counts.records += dataRecords
+    this.counts.octets += message.length
+    this.transport.send(message, dataRecords)
+  }
+
+  /** Packs a run for `domain` at its next sequence number, and advances it. */
+  private pack(run: RecordRun, domain: number): void {
+    const written = packRecords(this.builder, run, {exportTimeSeconds: Math.floor(this.now() / 1000), sequence: this.nextSequence(domain), domain}, this.emit)
+    this.advanceSequence(domain, written)
+    this.transport.flush()
+  }
+
+  /** Sends this collector's templates and the statistics options template, in as many messages as they need. */
+  sendTemplates(domain: number): void {
+    if (!this.transport.isOpen) return
+    this.pack(this.templateRun(), domain)
+    this.counts.templateSends++
+    this.templatesSentAt.set(domain, this.now())
+  }
+
+  private templateRun(): RecordRun {
+    return templateRun([
+      ...this.templates.map((t) => ({template: t.template, setId: TEMPLATE_SET_ID})),
+      {template: statsTemplate(this.options.statsTemplateId), setId: OPTIONS_TEMPLATE_SET_ID},
+    ])
+  }
+
+  private templatesDue(domain: number): boolean {
+    const at = this.templatesSentAt.get(domain)
+    return at === undefined || this.now() - at >= this.options.templateRefreshMs || this.lastErrorAt >= at
+  }
+
+  /** Sends templates to every domain already in use whose refresh interval has passed. */
+  refreshTemplates(): void {
+    for (const domain of this.templatesSentAt.keys()) if (this.templatesDue(domain)) this.sendTemplates(domain)
+  }
+
+  /** Encodes every flow of the batch as data records and sends them. */
+  exportBatch(batch: FlowBatch): void {
+    if (batch.length === 0) return
+    const t = this.byFamily[batch.family]
+    if (!t) {
+      this.counts.unexportable += batch.length
+      return
+    }
+    if (!this.transport.isOpen) return
+    const domain = batch.observationDomainId
+    if (this.templatesDue(domain)) this.sendTemplates(domain)
+    this.pack(flowRun(t, batch), domain)
+  }
+
+  /**
+   * Sends records given as values by element name (`flowctl ipfix send`): the generic path, for
+   * any field of the template, where exportBatch is the fast one for flows.
+   */
+  exportRecords(templateId: number, records: RecordFields[], domain: number): void {
+    const t = this.templates.find((x) => x.template.id === templateId)?.template
+    if (!t) throw new Error(`collector ${this.config.name} has no template ${templateId}`)
+    if (!this.transport.isOpen || records.length === 0) return
+    if (this.templatesDue(domain)) this.sendTemplates(domain)
+    this.pack(fieldsRun(t, records), domain)
+  }
+
+  /** Sends the statistics options record for `domain`. */
+  sendStats(domain: number, ignored: {packets: number; bytes: number}): void {
+    if (!this.transport.isOpen) return
+    if (this.templatesDue(domain)) this.sendTemplates(domain)
+    const t = statsTemplate(this.options.statsTemplateId)
+    // The counts include this message (its size is fixed: header, set header, one record).
+    const size = MESSAGE_HEADER_LENGTH + SET_HEADER_LENGTH + t.fields.reduce((n, f) => n + f.length, 0)
+    const c = this.counts
+    this.pack(valuesRun(t, [domain, c.messages + 1, c.records + 1, c.octets + size, ignored.packets, ignored.bytes, this.dropped.spoolDroppedRecords, this.now()]), domain)
+  }
+}
