@@ -18,6 +18,7 @@ export function exporterOptions(config: Config, extra: Partial<ExporterOptions> 
     statsTemplateId: statsTemplateId(config.templates),
     spoolBytes: config.spoolBytes,
     replayBytesPerSecond: config.replayBytesPerSecond,
+    sendBytesPerSecond: config.sendBytesPerSecond,
     ...extra,
   }
 }

@@ -53,6 +53,7 @@ export function defaultConfig(overrides: Partial<Config> = {}): Config {
     spoolBytes: 32 << 20,
     spoolTotalBytes: 64 << 20,
     replayBytesPerSecond: 10_000_000,
+    sendBytesPerSecond: 0,
     drainIntervalSeconds: 1,
     idleTimeoutSeconds: 15,
     activeTimeoutSeconds: 60,
@@ -171,6 +172,8 @@ interface Placed<T> {
 /** A collector, and where its source is given. */
 interface PlacedCollector extends Placed<CollectorConfig> {
   sourcePath?: PathKey[]
+  /** Where the collector sets its own sendBytesPerSecond. */
+  sendPath?: PathKey[]
 }
 
 /**
@@ -235,6 +238,7 @@ class ConfigBuilder {
     if (input.spoolBytes != null) config.spoolBytes = input.spoolBytes
     if (input.spoolTotalBytes != null) config.spoolTotalBytes = input.spoolTotalBytes
     if (input.replayBytesPerSecond != null) config.replayBytesPerSecond = input.replayBytesPerSecond
+    if (input.sendBytesPerSecond != null) config.sendBytesPerSecond = input.sendBytesPerSecond
     const drain = this.either<number>(input, [], 'drainIntervalSeconds', 'timerFinishedDrainSeconds')
     if (drain) config.drainIntervalSeconds = drain.value
     if (input.idleTimeoutSeconds != null) config.idleTimeoutSeconds = input.idleTimeoutSeconds
@@ -253,6 +257,7 @@ class ConfigBuilder {
     config.collectors = collectors.map((c) => c.config)
     config.logs = logs.map((l) => l.config)
     this.checkTemplatesFit(config, templates, size)
+    this.checkPacedSpool(config, collectors, input.sendBytesPerSecond != null)
 
     if (input.meters) config.meters = this.meters(input.meters)
     if (input.metrics && 'listen' in input.metrics) {
@@ -275,6 +280,19 @@ class ConfigBuilder {
       if (path) this.fail(path, `${value} is less than ${drainName} (${config.drainIntervalSeconds}): flows leave only at a drain`, `at least ${config.drainIntervalSeconds}`)
       // Only the drain interval was given: it is what is too long.
       this.fail([drainName], `${config.drainIntervalSeconds} is more than ${name} (${value}, the default)`, `at most ${value}, or set ${name} too`)
+    }
+  }
+
+  /** A paced export waits its turn in the spool: a spool that holds nothing would drop every message. */
+  private checkPacedSpool(config: Config, collectors: PlacedCollector[], sendGiven: boolean): void {
+    if (config.spoolBytes > 0 && config.spoolTotalBytes > 0) return
+    const empty = config.spoolBytes === 0 ? 'spoolBytes' : 'spoolTotalBytes'
+    for (const c of collectors) {
+      const rate = c.config.sendBytesPerSecond ?? config.sendBytesPerSecond
+      if (rate === 0) continue
+      const path = c.config.sendBytesPerSecond !== undefined ? c.sendPath : sendGiven ? ['sendBytesPerSecond'] : undefined
+      if (!path) continue
+      this.fail(path, `the paced export waits its turn in the spool, and ${empty} is 0: every message would be dropped`, `0 (unpaced) while ${empty} is 0, or a ${empty} above 0`)
     }
   }
 
@@ -452,7 +470,9 @@ class ConfigBuilder {
       config.templateIds = ids
     }
     if (input.replayBytesPerSecond != null) config.replayBytesPerSecond = input.replayBytesPerSecond
-    return {config, path: remote.path, sourcePath, namePath: input.name != null ? [...base, 'name'] : undefined}
+    if (input.sendBytesPerSecond != null) config.sendBytesPerSecond = input.sendBytesPerSecond
+    const sendPath = input.sendBytesPerSecond != null ? [...base, 'sendBytesPerSecond'] : undefined
+    return {config, path: remote.path, sourcePath, sendPath, namePath: input.name != null ? [...base, 'name'] : undefined}
   }
 
   private log(input: LogInput, base: PathKey[]): Placed<LogOutputConfig> {

@@ -357,6 +357,12 @@ const collectorName = v.pipe(
 
 const REPLAY_RATE = 'an integer from 10000 to 2^40 (bytes a second)'
 const replayRate = integer(10_000, 2 ** 40, REPLAY_RATE)
+const SEND_RATE = 'an integer from 10000 to 2^40 (bytes a second), or 0 (unpaced)'
+/** 0 (unpaced) or a rate a timer can pace: below 10 kB/s one message would wait a tenth of a second. */
+const sendRate = v.pipe(
+  integer(0, 2 ** 40, SEND_RATE),
+  v.check((n) => n === 0 || n >= 10_000, (issue) => problemText(`${String(issue.input)} is out of range`, SEND_RATE)),
+)
 
 const collector = map({
   name: v.nullish(collectorName),
@@ -366,6 +372,7 @@ const collector = map({
   localAddress: v.nullish(address('source')),
   templates: v.nullish(list(integer(0, 65535, 'a list of template ids'), 'a list of template ids')),
   replayBytesPerSecond: v.nullish(replayRate),
+  sendBytesPerSecond: v.nullish(sendRate),
 })
 
 const ARGV = 'a list [PROGRAM, ARG, ...]'
@@ -436,6 +443,7 @@ export const CONFIG_SCHEMA = map({
   spoolBytes: v.nullish(integer(0, 2 ** 40, 'an integer from 0 (no spool) to 2^40 (bytes held per collector while it is down)')),
   spoolTotalBytes: v.nullish(integer(0, 2 ** 40, 'an integer from 0 (no spool) to 2^40 (bytes held for all collectors together)')),
   replayBytesPerSecond: v.nullish(replayRate),
+  sendBytesPerSecond: v.nullish(sendRate),
   drainIntervalSeconds: v.nullish(seconds(FLOORS.drainIntervalSeconds)),
   timerFinishedDrainSeconds: v.nullish(seconds(FLOORS.drainIntervalSeconds)),
   idleTimeoutSeconds: v.nullish(seconds()),

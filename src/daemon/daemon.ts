@@ -17,7 +17,7 @@ import type {Config} from '../config/config.js'
 import {defaultStateFile, type Paths} from '../paths.js'
 import type {FlowBatch} from '../flow/batch.js'
 import {compileTemplates, exporterFor} from '../config/exporters.js'
-import {SpoolBudget, type CollectorExporter, type ExportTemplate} from '../ipfix/export/collector-exporter.js'
+import {SpoolBudget, type CollectorExporter, type ExportTemplate, type TransportDefaults} from '../ipfix/export/collector-exporter.js'
 import {sameEndpoints, type CollectorTarget} from '../ipfix/export/target.js'
 import {netnsLabel} from '../sys/netns.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
@@ -379,7 +379,7 @@ export class Daemon {
       const same = byName.get(c.name)
       if (!same) return null
       byName.delete(c.name)
-      changes.push(this.reconfigureExporter(same, c, next.spoolBytes))
+      changes.push(this.reconfigureExporter(same, c, {spoolBytes: next.spoolBytes, replayBytesPerSecond: next.replayBytesPerSecond, sendBytesPerSecond: next.sendBytesPerSecond}))
       same.setTemplates(templates)
       return same
     })
@@ -402,10 +402,10 @@ export class Daemon {
    * new source) it gets what the old one did not take: its spool, the messages sent in the last
    * second that the old address refused, and those not yet sent, numbered as they were.
    */
-  private async reconfigureExporter(e: CollectorExporter, c: CollectorTarget, spoolBytes: number): Promise<void> {
+  private async reconfigureExporter(e: CollectorExporter, c: CollectorTarget, defaults: TransportDefaults): Promise<void> {
     const from = e.config
     const moved = !sameEndpoints(from, c)
-    const change = e.reconfigure(c, spoolBytes)
+    const change = e.reconfigure(c, defaults)
     if (!moved) return change
     let error: Error | undefined
     try {

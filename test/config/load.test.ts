@@ -63,6 +63,7 @@ templateRefreshSeconds: 30
 statsIntervalSeconds: 120
 spoolTotalBytes: 16777216
 replayBytesPerSecond: 5000000
+sendBytesPerSecond: 20000000
 drainIntervalSeconds: 0.5
 idleTimeoutSeconds: 10
 activeTimeoutSeconds: 300
@@ -76,6 +77,7 @@ collectors:
   source: 198.18.0.1:50101
   templates: [300, 301]
   replayBytesPerSecond: 1000000
+  sendBytesPerSecond: 0
 templates:
 - id: 300
   fields:
@@ -112,6 +114,7 @@ const DEFAULTS = {
   spoolBytes: 32 << 20,
   spoolTotalBytes: 64 << 20,
   replayBytesPerSecond: 10_000_000,
+  sendBytesPerSecond: 0,
   drainIntervalSeconds: 1,
   idleTimeoutSeconds: 15,
   activeTimeoutSeconds: 60,
@@ -136,6 +139,7 @@ describe('config/load', function () {
         spoolBytes: 32 << 20,
         spoolTotalBytes: 64 << 20,
         replayBytesPerSecond: 10_000_000,
+        sendBytesPerSecond: 0,
         drainIntervalSeconds: 1,
         idleTimeoutSeconds: 15,
         activeTimeoutSeconds: 30,
@@ -244,6 +248,7 @@ describe('config/load', function () {
         spoolBytes: 32 << 20,
         spoolTotalBytes: 16 << 20,
         replayBytesPerSecond: 5_000_000,
+        sendBytesPerSecond: 20_000_000,
         drainIntervalSeconds: 0.5,
         idleTimeoutSeconds: 10,
         activeTimeoutSeconds: 300,
@@ -256,6 +261,7 @@ describe('config/load', function () {
             source: {host: '198.18.0.1', port: 50101},
             templateIds: [300, 301],
             replayBytesPerSecond: 1_000_000,
+            sendBytesPerSecond: 0,
           },
         ],
         templates: [
@@ -474,7 +480,7 @@ describe('config/load', function () {
     const C = 'collectors:\n- address: 192.0.2.1:4739\n'
     const TOP =
       'observationDomainId, maxMessageSize, maxIpfixMessageLen, templateRefreshSeconds, timerTemplateFlushSeconds, statsIntervalSeconds, ' +
-      'spoolBytes, spoolTotalBytes, replayBytesPerSecond, drainIntervalSeconds, timerFinishedDrainSeconds, idleTimeoutSeconds, activeTimeoutSeconds, timerForceDrainSeconds, collectors, logs, ' +
+      'spoolBytes, spoolTotalBytes, replayBytesPerSecond, sendBytesPerSecond, drainIntervalSeconds, timerFinishedDrainSeconds, idleTimeoutSeconds, activeTimeoutSeconds, timerForceDrainSeconds, collectors, logs, ' +
       'outputs, templates, meters, metrics, stateFile'
     const EXPORTABLE = Object.keys(EXPORTABLE_ELEMENTS).join(', ')
     const REMOTE = 'HOST:PORT, IPV4:PORT or [IPV6]:PORT with a port from 1 to 65535'
@@ -513,7 +519,7 @@ describe('config/load', function () {
       [
         'a misspelt collector key',
         'collectors:\n- remoteAdress: 192.0.2.1:4739\n',
-        'config.yaml:2:3: collectors[0].remoteAdress: unknown key (did you mean remoteAddress?); allowed: name, address, remoteAddress, source, localAddress, templates, replayBytesPerSecond',
+        'config.yaml:2:3: collectors[0].remoteAdress: unknown key (did you mean remoteAddress?); allowed: name, address, remoteAddress, source, localAddress, templates, replayBytesPerSecond, sendBytesPerSecond',
       ],
       ['an unknown output kind', 'outputs:\n- logs: {file: /tmp/x}\n', 'config.yaml:2:3: outputs[0].logs: unknown key (did you mean log?); allowed: collector, log'],
       ['an unknown metrics key', `${C}metrics:\n  port: 9999\n`, 'config.yaml:4:3: metrics.port: unknown key; allowed: listen'],
@@ -640,6 +646,21 @@ describe('config/load', function () {
         "a collector's replay rate written with a unit",
         'collectors:\n- address: 192.0.2.1:4739\n  replayBytesPerSecond: 10MB\n',
         "config.yaml:3:25: collectors[0].replayBytesPerSecond: expected an integer, got the string '10MB'; allowed: an integer from 10000 to 2^40 (bytes a second)",
+      ],
+      [
+        'a live pace too slow to make progress',
+        `${C}sendBytesPerSecond: 5000\n`,
+        'config.yaml:3:21: sendBytesPerSecond: 5000 is out of range; allowed: an integer from 10000 to 2^40 (bytes a second), or 0 (unpaced)',
+      ],
+      [
+        'a paced export with no spool to wait in',
+        `${C}spoolBytes: 0\nsendBytesPerSecond: 10000000\n`,
+        'config.yaml:4:21: sendBytesPerSecond: the paced export waits its turn in the spool, and spoolBytes is 0: every message would be dropped; allowed: 0 (unpaced) while spoolBytes is 0, or a spoolBytes above 0',
+      ],
+      [
+        "a collector's pace with no spool in all",
+        'spoolTotalBytes: 0\ncollectors:\n- address: 192.0.2.1:4739\n- address: 192.0.2.2:4739\n  sendBytesPerSecond: 20000000\n',
+        'config.yaml:5:23: collectors[1].sendBytesPerSecond: the paced export waits its turn in the spool, and spoolTotalBytes is 0: every message would be dropped; allowed: 0 (unpaced) while spoolTotalBytes is 0, or a spoolTotalBytes above 0',
       ],
       ['a zero timeout', `${C}idleTimeoutSeconds: 0\n`, `config.yaml:3:21: idleTimeoutSeconds: 0 is out of range; allowed: ${SECONDS}`],
       ['seconds with a unit', `${C}activeTimeoutSeconds: 60s\n`, `config.yaml:3:23: activeTimeoutSeconds: expected a number of seconds, got the string '60s'; allowed: ${SECONDS}`],

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict'
 import {performance} from 'node:perf_hooks'
 
 import {compileTemplate, CONFIRM_MS, REPLAY_BURST_BYTES, SpoolBudget, type CollectorExporter, type ExporterOptions} from '../../../src/ipfix/export/collector-exporter.js'
+import {HELD_MESSAGE_OVERHEAD} from '../../../src/ipfix/export/transport.js'
 import type {DecodedMessage} from '../../../src/ipfix/collect/decoder.js'
 import {batchOf, NOW_MS, defaultExportTemplates, expectedFields, exporterTo, randomFlows, sampleFlows, Sink, STATS_TEMPLATE_ID, type FlowInput} from '../flows.js'
 
@@ -414,6 +415,47 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       assert.equal(sink.records.find((r) => r.options)!.fields.notSentFlowTotalCount, BigInt(lost.length))
     })
 
+    it('never counts as dropped a probe that reaches a collector that is back, when the full spool must let go of something before the probe is confirmed', async function () {
+      let now = NOW_MS
+      const port = sink.port
+      await sink.stop()
+      // Room for 3 data messages (16 + 4 + 2 * 59 = 138 bytes each).
+      const e = await open({now: () => now, spoolBytes: 3 * (138 + HELD_MESSAGE_OVERHEAD) + 50})
+      const batches = [0, 1, 2, 3, 4].map((i) => randomFlows(4, 2, 80 + i))
+      e.sendTemplates(1)
+      await sleep(5)
+      for (const flows of batches) {
+        now += 10 // templates go again once after the refusal, not with every batch
+        e.exportBatch(batchOf(flows, 1))
+        await sleep(5)
+        e.service()
+      }
+      assert.ok(e.stats.spoolDroppedMessages >= 2, JSON.stringify(e.stats))
+      // Back: the probe (the oldest spooled message) goes and arrives; before it counts as
+      // arrived, the next drain's message fills the spool again and something must go.
+      sink = await Sink.start({port})
+      e.service()
+      await sink.until(() => sink.records.some((r) => !r.options), 'the probe')
+      const after = randomFlows(4, 2, 89)
+      e.exportBatch(batchOf(after, 1))
+      now += CONFIRM_MS
+      await sleep(20)
+      e.service() // the probe arrived: the replay
+      const all = [...batches.flat(), ...after]
+      await sink.until(() => sink.records.filter((r) => !r.options).length + e.stats.spoolDroppedRecords >= all.length && e.stats.spooledMessages === 0, 'the records kept')
+      await sleep(50)
+      const arrived = sink.records.filter((r) => !r.options)
+      // Each record either arrived or was counted as dropped, never both: what the sequence
+      // numbers say never arrived (before the first record that did, numbered from 0, and the
+      // gaps after it) is exactly what the exporter counts as dropped.
+      const missing = arrived[0].sequenceNumber + sink.checker.report().domains.reduce((n, d) => n + d.sequence.missing, 0)
+      assert.deepEqual({arrived: arrived.length, dropped: e.stats.spoolDroppedRecords, missing}, {arrived: all.length - e.stats.spoolDroppedRecords, dropped: missing, missing})
+      assert.ok(
+        arrived.every((r, i) => i === 0 || r.sequenceNumber >= arrived[i - 1].sequenceNumber),
+        `in order: ${arrived.map((r) => r.sequenceNumber).join(', ')}`,
+      )
+    })
+
     it('reuses the memory of confirmed messages and never that of messages it still holds (many chunks over a collector that goes down)', async function () {
       let now = NOW_MS
       const e = await open({now: () => now})
@@ -530,6 +572,92 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       assertNumberedOnFrom(sink.received, 0)
       assert.equal(e.stats.spoolDroppedMessages, 0)
       assertPass()
+    })
+  })
+
+  describe('the live export paced (sendBytesPerSecond): every message through the replay\'s token bucket', function () {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+    /** The bytes of the data messages the sink got. */
+    const dataBytes = () => sink.received.filter((r) => r.message.records.length > 0 && !r.message.records[0].options).reduce((n, r) => n + r.raw.length, 0)
+
+    it('sends one burst at once and the rest only as the pace clock moves, in order and numbered on', async function () {
+      const rate = 100_000
+      // The pace clock stands still while `pace` is a number: the bucket fills once (a burst) and never again.
+      let pace: number | undefined = 1000
+      const e = await open({sendBytesPerSecond: rate, paceClock: () => pace ?? performance.now()})
+      const sent: FlowInput[] = []
+      for (let i = 0; i < 6; i++) {
+        const flows = randomFlows(4, 420, 700 + i) // 20 messages of 1385 bytes
+        sent.push(...flows)
+        e.exportBatch(batchOf(flows, 1))
+      }
+      await sleep(300)
+      const first = dataBytes()
+      assert.ok(first > 0, 'the first burst left')
+      assert.ok(first <= REPLAY_BURST_BYTES, `${first} bytes of data arrived with the pace clock standing still (a burst is ${REPLAY_BURST_BYTES})`)
+      assert.ok(e.stats.spooledMessages > 90, `${e.stats.spooledMessages} messages wait their turn`)
+      assert.ok(e.isReplaying, 'the exporter says messages wait')
+      // 100 ms of the pace clock: 10 kB more may go, and no more.
+      pace += 100
+      await sleep(300)
+      const second = dataBytes() - first
+      assert.ok(second > 0 && second <= rate / 10 + 1400, `${second} bytes after 100 ms at ${rate} B/s`)
+      pace = undefined // the clock moves: the rest follows at the pace (250 kB in about 2.5 s)
+      await sink.until(() => sink.flows.length >= sent.length, `${sent.length} records`, 15_000)
+      await sleep(50)
+      assert.deepEqual(sink.records.filter((r) => !r.options).map((r) => r.fields), sent.map(expectedFields))
+      assertNumberedOnFrom(sink.received, 0)
+      assert.equal(e.stats.spoolDroppedMessages, 0)
+      assert.equal(e.stats.spooledMessages, 0)
+      assertPass()
+    })
+
+    it('is not paced without it (0): the whole export leaves at once, the pace clock standing still', async function () {
+      const e = await open({sendBytesPerSecond: 0, paceClock: () => 1000})
+      const sent = randomFlows(4, 2520, 800) // 120 messages
+      e.exportBatch(batchOf(sent, 1))
+      await sink.until(() => sink.flows.length >= sent.length, `${sent.length} records`)
+      assert.equal(e.stats.spooledMessages, 0)
+    })
+
+    it('takes the daemon-wide pace of a reload (reconfigure with new defaults) for a collector it keeps, and its own over it', async function () {
+      let pace: number | undefined = 1000
+      const e = await open({sendBytesPerSecond: 0, paceClock: () => pace ?? performance.now()})
+      await e.reconfigure(e.config, {sendBytesPerSecond: 100_000})
+      e.exportBatch(batchOf(randomFlows(4, 2520, 850), 1)) // 120 messages
+      await sleep(300)
+      assert.ok(dataBytes() > 0 && dataBytes() <= REPLAY_BURST_BYTES, `${dataBytes()} bytes left with the pace clock standing still`)
+      pace = undefined
+      await sink.until(() => sink.flows.length >= 2520 && e.stats.spooledMessages === 0, '2520 records', 10_000)
+      // The collector's own setting (0: unpaced) wins over the default: all leaves at once, the pace clock standing still.
+      pace = performance.now()
+      await e.reconfigure({...e.config, sendBytesPerSecond: 0}, {sendBytesPerSecond: 100_000})
+      e.exportBatch(batchOf(randomFlows(4, 2520, 851), 1))
+      await sink.until(() => sink.flows.length >= 5040, '5040 records')
+      assert.equal(e.stats.spoolDroppedMessages, 0)
+    })
+
+    it('holds what waits within spoolBytes: past it the oldest are dropped and counted, the rest arrive in order', async function () {
+      let pace: number | undefined = 1000
+      const spoolBytes = 40 * (1385 + HELD_MESSAGE_OVERHEAD)
+      const e = await open({sendBytesPerSecond: 50_000, spoolBytes, paceClock: () => pace ?? performance.now()})
+      const batches: FlowInput[][] = []
+      for (let i = 0; i < 6; i++) {
+        batches.push(randomFlows(4, 420, 900 + i))
+        e.exportBatch(batchOf(batches[i], 1))
+      }
+      const s = e.stats
+      assert.ok(s.spoolDroppedMessages > 0, 'the oldest waiting messages were dropped')
+      assert.ok(s.spooledBytes + HELD_MESSAGE_OVERHEAD * s.spooledMessages <= spoolBytes, `${s.spooledBytes} bytes wait, over spoolBytes (${spoolBytes})`)
+      pace = undefined
+      const all = batches.flat()
+      await sink.until(() => sink.flows.length + e.stats.spoolDroppedRecords >= all.length && e.stats.spooledMessages === 0, 'every record kept', 15_000)
+      await sleep(50)
+      // What arrived plus what was counted as dropped is everything; what arrived came in order.
+      const dropped = e.stats.spoolDroppedRecords
+      assert.equal(sink.flows.length + dropped, all.length)
+      assert.equal(e.stats.spoolDroppedPackets, all.slice(0, dropped).reduce((n, f) => n + f.packets, 0))
+      assert.deepEqual(sink.records.filter((r) => !r.options).map((r) => r.fields), all.slice(dropped).map(expectedFields))
     })
   })
 
