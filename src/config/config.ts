@@ -73,7 +73,7 @@ export interface Config {
   spoolBytes: number
   /** The same for all collectors together: past it, the oldest message any of them holds goes. Default 64 MiB. */
   spoolTotalBytes: number
-  /** How fast a collector that answers again gets its spool (bytes a second), unless the collector says; default 10 MB/s. */
+  /** How fast a collector that answers again gets its spool (bytes a second), unless the collector says; default 5 MB/s. */
   replayBytesPerSecond: number
   /**
    * How fast any message may leave for a collector (bytes a second), unless the collector says:

@@ -52,7 +52,7 @@ export function defaultConfig(overrides: Partial<Config> = {}): Config {
     statsIntervalSeconds: 60,
     spoolBytes: 32 << 20,
     spoolTotalBytes: 64 << 20,
-    replayBytesPerSecond: 10_000_000,
+    replayBytesPerSecond: 5_000_000,
     sendBytesPerSecond: 0,
     drainIntervalSeconds: 1,
     idleTimeoutSeconds: 15,

@@ -64,7 +64,7 @@ describe('commands/config check', function () {
       '  1001 (IPv4, 16 B per record): sourceIPv4Address, octetDeltaCount, packetDeltaCount/4',
       'collectors:',
       '  35.194.97.218:2055 from 0.0.0.0:50101 (all templates)',
-      'spool: up to 32 MiB a collector, 64 MiB in all; worst case for 1 collector: 32 MiB held and 32.8 MiB of message buffers (64.8 MiB); replayed at 10 MB/s',
+      'spool: up to 32 MiB a collector, 64 MiB in all; worst case for 1 collector: 32 MiB held and 32.8 MiB of message buffers (64.8 MiB); replayed at 5 MB/s',
       'logs:',
       '  /tmp/flowlog.json (1 hook: /usr/bin/cmd1)',
       'meters: every attached meter',
@@ -103,7 +103,7 @@ describe('commands/config check', function () {
       r.stdout
         .split('\n')
         .includes(
-          'spool: up to 32 MiB a collector, 64 MiB in all; worst case for 64 collectors: 64 MiB held and 80 MiB of message buffers (144 MiB); replayed at 10 MB/s',
+          'spool: up to 32 MiB a collector, 64 MiB in all; worst case for 64 collectors: 64 MiB held and 80 MiB of message buffers (144 MiB); replayed at 5 MB/s',
         ),
       r.stdout,
     )

@@ -70,15 +70,16 @@ export const DEFAULT_SPOOL_BYTES = 32 << 20
  */
 export const HELD_MESSAGE_OVERHEAD = 176
 /**
- * 10 MB/s (80 Mbit/s: about 7,000 messages of 1400 bytes, 150,000 IPv4 flows of the default
+ * 5 MB/s (40 Mbit/s: about 3,500 messages of 1400 bytes, 75,000 IPv4 flows of the default
  * template a second). Into nfcapd 1.7.1 on loopback with its default receive buffer
- * (docs/benchmarks.md, figure 8), replays lost nothing up to 20 MB/s in every run and a few
- * messages at 40 MB/s in some: half of what held, for a collector host that is slower, busier or
- * shared with other exporters. It is several times the live export of a busy router, so a
- * backlog drains while what is exported meanwhile waits behind it; a full default spool goes in
- * about 3.4 s.
+ * (docs/benchmarks.md, figure 8), replays lost nothing up to 20 MB/s on a quiet machine, but at
+ * 10 MB/s they lost now and then when nfcapd had to wait for a busy CPU (load 3-4), where 5 MB/s
+ * lost nothing: a quarter of what held on a quiet host, for a collector host that is
+ * slower, busier or shared with other exporters. It is still several times the live export of a
+ * busy router, so a backlog drains while what is exported meanwhile waits behind it; a full
+ * default spool goes in about 7 s.
  */
-export const DEFAULT_REPLAY_BYTES_PER_SECOND = 10_000_000
+export const DEFAULT_REPLAY_BYTES_PER_SECOND = 5_000_000
 /**
  * The most a replay sends at once: 32 KiB, 23 messages of 1400 bytes. A collector's socket
  * buffer is net.core.rmem_default (208 KiB) unless it asks for more, and each datagram takes its
