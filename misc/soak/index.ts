@@ -87,13 +87,17 @@ function somePort(from: number): number {
 /** Datagrams waiting in the receive queue of the socket bound to 127.0.0.1:port (/proc/net/udp, this namespace). */
 function receiveQueue(port: number): number {
   const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`
-  const line = readFileSync('/proc/net/udp', 'utf8').split('\n').find((l) => l.trim().split(/\s+/)[1] === local)
+  const line = readFileSync('/proc/net/udp', 'utf8')
+    .split('\n')
+    .find((l) => l.trim().split(/\s+/)[1] === local)
   return line ? Number.parseInt(line.trim().split(/\s+/)[4].split(':')[1], 16) : 0
 }
 
 /** This namespace's UDP counters (/proc/net/snmp): the collectors' receive buffer errors. */
 function udpCounters(): Record<string, number> {
-  const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Udp:'))
+  const lines = readFileSync('/proc/net/snmp', 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('Udp:'))
   const keys = lines[0].split(/\s+/)
   const values = lines[1].split(/\s+/)
   return Object.fromEntries(keys.slice(1).map((k, i) => [k, Number(values[i + 1])]))
@@ -243,7 +247,11 @@ class TrafficChild {
 
   constructor(client: string, spec: {flows: number; pps: number}) {
     // nsenter with --net only enters the namespace and execs node: the pid is node's.
-    this.child = execa('nsenter', [`--net=/run/netns/${client}`, '--', process.execPath, TRAFFIC, JSON.stringify({host: SINK_HOST, port: SINK_PORT, size: 64, ...spec})], {reject: false})
+    this.child = execa(
+      'nsenter',
+      [`--net=/run/netns/${client}`, '--', process.execPath, TRAFFIC, JSON.stringify({host: SINK_HOST, port: SINK_PORT, size: 64, ...spec})],
+      {reject: false},
+    )
   }
 
   async ready(): Promise<void> {
@@ -280,7 +288,12 @@ class TrafficChild {
   async stop(): Promise<TrafficResult> {
     this.resume()
     this.child.kill('SIGTERM')
-    return JSON.parse(String((await this.child).stdout).trim().split('\n').pop()!) as TrafficResult
+    return JSON.parse(
+      String((await this.child).stdout)
+        .trim()
+        .split('\n')
+        .pop()!,
+    ) as TrafficResult
   }
 }
 
@@ -299,7 +312,12 @@ class SoakLab {
   readonly id = randomBytes(3).toString('hex')
   readonly work = join(tmpdir(), `fct-soak-${this.id}`)
   readonly env = {FLOWCTL_PIN_ROOT: `/sys/fs/bpf/fct-soak-${this.id}`, FLOWCTL_RUN_DIR: `/run/fct-soak-${this.id}`, FLOWCTL_STATE_DIR: join(this.work, 'state')}
-  readonly paths: Paths = {pinRoot: this.env.FLOWCTL_PIN_ROOT, runDir: this.env.FLOWCTL_RUN_DIR, stateDir: this.env.FLOWCTL_STATE_DIR, cacheDir: process.env.FLOWCTL_CACHE_DIR || '/var/cache/flowctl'}
+  readonly paths: Paths = {
+    pinRoot: this.env.FLOWCTL_PIN_ROOT,
+    runDir: this.env.FLOWCTL_RUN_DIR,
+    stateDir: this.env.FLOWCTL_STATE_DIR,
+    cacheDir: process.env.FLOWCTL_CACHE_DIR || '/var/cache/flowctl',
+  }
   readonly lab = new Lab()
   readonly configFile = join(this.work, 'daemon.yaml')
   readonly daemonLog = join(this.work, 'daemon.log')
@@ -343,7 +361,10 @@ class SoakLab {
         (s.sendBytesPerSecond ? `  sendBytesPerSecond: ${s.sendBytesPerSecond}\n` : '')
       )
     })
-    writeFileSync(this.configFile, `collectors:\n${collectors.join('')}${this.settings}metrics:\n  listen: ''\nstateFile: ${join(this.work, 'state', 'daemon-state.json')}\n`)
+    writeFileSync(
+      this.configFile,
+      `collectors:\n${collectors.join('')}${this.settings}metrics:\n  listen: ''\nstateFile: ${join(this.work, 'state', 'daemon-state.json')}\n`,
+    )
   }
 
   async startDaemon(): Promise<DaemonChild> {
@@ -464,11 +485,17 @@ async function restartsPhase(soak: SoakLab, options: Options): Promise<PhaseResu
         `sequence gaps: ${c.missingRecords()} records missing; data sets before their template: ${c.unknownTemplateSets}`,
     )
   }
-  lines.push(`lost while collector "restarted" was down (its spool replays what it missed): ${steady.packets - restarted.packets} packets, ${restarted.missingRecords()} records by its sequence numbers`)
-  lines.push(`daemon RSS: ${rssStart ?? '?'} MB 15 s after start, ${rssEnd} MB at the end${rssAtKill.length ? ` (at each SIGKILL: ${rssAtKill.join(', ')} MB)` : ''}`)
+  lines.push(
+    `lost while collector "restarted" was down (its spool replays what it missed): ${steady.packets - restarted.packets} packets, ${restarted.missingRecords()} records by its sequence numbers`,
+  )
+  lines.push(
+    `daemon RSS: ${rssStart ?? '?'} MB 15 s after start, ${rssEnd} MB at the end${rssAtKill.length ? ` (at each SIGKILL: ${rssAtKill.join(', ')} MB)` : ''}`,
+  )
   const exact = collectors.every((c) => c.packets === linkPackets && c.missingRecords() === 0)
   const pass = exact && linkPackets === sent.sent
-  lines.push(`verdict: ${pass ? 'PASS' : 'FAIL'} (${pass ? 'every collector, the restarted one too, got exactly' : 'a collector did not get exactly'} what crossed the link)`)
+  lines.push(
+    `verdict: ${pass ? 'PASS' : 'FAIL'} (${pass ? 'every collector, the restarted one too, got exactly' : 'a collector did not get exactly'} what crossed the link)`,
+  )
   return {lines, pass}
 }
 
@@ -530,7 +557,9 @@ async function reliabilityPhase(soak: SoakLab, options: Options): Promise<PhaseR
     if (gapMs) tally.gapCycles++
     else tally.quickCycles++
     if (next !== capacity) tally.capacities.push(next)
-    log(`meter detached and attached again${gapMs ? ` after ${gapMs / 1000} s (${on - off} packets crossed with no meter)` : ' at once'}, capacity ${capacity === next ? `${next} again` : `${capacity} -> ${next}`}`)
+    log(
+      `meter detached and attached again${gapMs ? ` after ${gapMs / 1000} s (${on - off} packets crossed with no meter)` : ' at once'}, capacity ${capacity === next ? `${next} again` : `${capacity} -> ${next}`}`,
+    )
     capacity = next
   }
   const otherCapacity = () => capacities[(capacities.indexOf(capacity) + 1) % capacities.length]
@@ -645,7 +674,12 @@ async function reliabilityPhase(soak: SoakLab, options: Options): Promise<PhaseR
 
 async function main(): Promise<void> {
   const {values} = parseArgs({
-    options: {minutes: {type: 'string', default: '10'}, phase: {type: 'string', default: 'all'}, flows: {type: 'string'}, pps: {type: 'string', default: '4000'}},
+    options: {
+      minutes: {type: 'string', default: '10'},
+      phase: {type: 'string', default: 'all'},
+      flows: {type: 'string'},
+      pps: {type: 'string', default: '4000'},
+    },
   })
   const minutes = Number(values.minutes)
   const flows = values.flows === undefined ? undefined : Number(values.flows)

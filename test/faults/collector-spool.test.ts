@@ -127,7 +127,9 @@ describe('collector spool faults @e2e', function () {
 
   /** `flows` UDP flows through the metered veth (egress on the client's side), `packets` datagrams each. */
   async function traffic(flows: number, packets = 5): Promise<void> {
-    await Promise.all(Array.from({length: flows}, (_, i) => runAgent(client, {mode: 'udp-send', host: '198.18.0.2', port: 5001, count: packets + i, size: 20 + i})))
+    await Promise.all(
+      Array.from({length: flows}, (_, i) => runAgent(client, {mode: 'udp-send', host: '198.18.0.2', port: 5001, count: packets + i, size: 20 + i})),
+    )
   }
 
   async function metered(): Promise<{packets: number; octets: number}> {
@@ -190,7 +192,10 @@ describe('collector spool faults @e2e', function () {
       const before = await udpCounters()
       let nfcapd = await startNfcapd(files[0], port)
       const spec: RoundExporterSpec = {port, rounds: 12, flowsPerRound: 50_000, roundMs: 2000, sliceFlows: 500}
-      const child = execa('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, ROUND_EXPORTER, JSON.stringify(spec)], {reject: false, timeout: 200_000})
+      const child = execa('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, ROUND_EXPORTER, JSON.stringify(spec)], {
+        reject: false,
+        timeout: 200_000,
+      })
       processes.push(child)
       // Down in the quiet half of round 1, up again in that of round 6: 10 s without a collector.
       let cue = Promise.resolve()
@@ -222,7 +227,11 @@ describe('collector spool faults @e2e', function () {
         {flows: totals[0].flows + totals[1].flows, packets: totals[0].packets + totals[1].packets, bytes: totals[0].bytes + totals[1].bytes},
         {flows: result.sent.flows, packets: result.sent.packets, bytes: result.sent.octets},
       )
-      assert.deepEqual(totals.map((t) => t.sequenceFailures), [0, 0], 'nfcapd saw every message in sequence')
+      assert.deepEqual(
+        totals.map((t) => t.sequenceFailures),
+        [0, 0],
+        'nfcapd saw every message in sequence',
+      )
       assert.equal(after.RcvbufErrors - before.RcvbufErrors, 0, 'receive buffer errors')
       assert.equal(after.InErrors - before.InErrors, 0, 'UDP input errors')
     })
@@ -252,7 +261,13 @@ describe('collector spool faults @e2e', function () {
       daemons.push(d)
       await d.waitForLog('started')
       const before = await udpCounters()
-      const sent = await runAgent<{packets: number; failed: number; ports: number}>(client, {mode: 'udp-flows', host: '198.18.0.2', port: FLOWS_PORT, flows: 50_000, size: 32})
+      const sent = await runAgent<{packets: number; failed: number; ports: number}>(client, {
+        mode: 'udp-flows',
+        host: '198.18.0.2',
+        port: FLOWS_PORT,
+        flows: 50_000,
+        size: 32,
+      })
       assert.deepEqual([sent.packets, sent.failed], [50_000, 0])
       // Every datagram is in the meter's maps (nothing ends before the final drain: idle 120 s).
       await sleep(1500)
@@ -282,7 +297,7 @@ describe('collector spool faults @e2e', function () {
       assert.equal(r.stats.spoolDroppedMessages, 0)
     })
 
-    it('unpaced (the default), what nfcapd lacks of the same drain is what its socket dropped (RcvbufErrors), and nothing says so on the daemon\'s side', async function () {
+    it("unpaced (the default), what nfcapd lacks of the same drain is what its socket dropped (RcvbufErrors), and nothing says so on the daemon's side", async function () {
       const r = await oneDrainOf50k(undefined, join(tmp, 'nfcapd-unpaced'))
       const lost = 50_000 - r.got.flows
       // Not asserted: that anything is lost (a quiet machine may keep up). What is lost, nfcapd's
@@ -311,7 +326,10 @@ describe('collector spool faults @e2e', function () {
         await sleep(200)
       }
       const sink = await collector()
-      writeFileSync(file, `collectors:\n- name: main\n  address: 127.0.0.1:${sink.port}\ndrainIntervalSeconds: 1\nidleTimeoutSeconds: 2\nmetrics:\n  listen: ''\nstateFile: ${dirs.FLOWCTL_STATE_DIR}/daemon-state.json\n`)
+      writeFileSync(
+        file,
+        `collectors:\n- name: main\n  address: 127.0.0.1:${sink.port}\ndrainIntervalSeconds: 1\nidleTimeoutSeconds: 2\nmetrics:\n  listen: ''\nstateFile: ${dirs.FLOWCTL_STATE_DIR}/daemon-state.json\n`,
+      )
       d.signal('SIGHUP')
       const moved = await d.waitForLog('collector-moved', (l) => l.collector === 'main')
       assert.equal(moved.to, `127.0.0.1:${sink.port}`)
@@ -326,7 +344,11 @@ describe('collector spool faults @e2e', function () {
       assert.deepEqual({packets: packetSum(sink.flows), octets: octetSum(sink.flows)}, want)
       const report = sink.checker.report()
       assert.equal(sink.records.find((r) => !r.options)?.sequenceNumber, 0, 'numbered from the first record the old address never got')
-      assert.deepEqual(report.domains.map((x) => [x.sequence.gapCount, x.sequence.duplicated]), [[0, 0]], sink.checker.formatReport().join('\n'))
+      assert.deepEqual(
+        report.domains.map((x) => [x.sequence.gapCount, x.sequence.duplicated]),
+        [[0, 0]],
+        sink.checker.formatReport().join('\n'),
+      )
       assert.equal(d.count('spool-lost'), 0, d.tail)
       const stopped = d.log.find((l) => l.event === 'stopped')!.collectors as Record<string, number>[]
       assert.equal(stopped[0].spoolDroppedMessages, 0)
@@ -347,7 +369,10 @@ describe('collector spool faults @e2e', function () {
       }
       // Without a name, another address is another collector: the old one's spool goes with it.
       const sink = await collector()
-      writeFileSync(file, `collectors:\n- address: 127.0.0.1:${sink.port}\ndrainIntervalSeconds: 1\nidleTimeoutSeconds: 2\nmetrics:\n  listen: ''\nstateFile: ${dirs.FLOWCTL_STATE_DIR}/daemon-state.json\n`)
+      writeFileSync(
+        file,
+        `collectors:\n- address: 127.0.0.1:${sink.port}\ndrainIntervalSeconds: 1\nidleTimeoutSeconds: 2\nmetrics:\n  listen: ''\nstateFile: ${dirs.FLOWCTL_STATE_DIR}/daemon-state.json\n`,
+      )
       d.signal('SIGHUP')
       const lost = await d.waitForLog('spool-lost', (l) => l.collector === `127.0.0.1:${oldPort}`)
       await d.waitForLog('reloaded')
@@ -363,7 +388,7 @@ describe('collector spool faults @e2e', function () {
   })
 
   describe('many collectors down at once', function () {
-    it('holds no more than spoolTotalBytes for all of them, drops the oldest, and counts and logs each collector\'s losses; the live one gets everything', async function () {
+    it("holds no more than spoolTotalBytes for all of them, drops the oldest, and counts and logs each collector's losses; the live one gets everything", async function () {
       const dead = await Promise.all(Array.from({length: 8}, () => closedPort()))
       const live = await collector()
       const cap = 4000
@@ -394,7 +419,10 @@ describe('collector spool faults @e2e', function () {
       assert.equal(await d.stop(), 0, d.tail)
 
       assert.ok(spooled.length >= 5 && Math.max(...spooled) > 0, `spooled: ${spooled}`)
-      assert.ok(spooled.every((n) => n <= cap), `the spools held more than ${cap} bytes together: ${spooled}`)
+      assert.ok(
+        spooled.every((n) => n <= cap),
+        `the spools held more than ${cap} bytes together: ${spooled}`,
+      )
       const droppedBy = new Set(d.log.filter((l) => l.event === 'spool-dropped').map((l) => l.collector))
       assert.deepEqual([...droppedBy].sort(), dead.map((p) => `127.0.0.1:${p}`).sort(), 'each collector down logged its drops')
       assert.deepEqual({packets: packetSum(live.flows), octets: octetSum(live.flows)}, want)

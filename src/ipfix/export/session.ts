@@ -316,7 +316,7 @@ export class ExportSession {
     let packets = 0
     let octets = 0
     const length = Math.min(message.length, message.readUInt16BE(2))
-    for (let off = MESSAGE_HEADER_LENGTH; off + SET_HEADER_LENGTH <= length; ) {
+    for (let off = MESSAGE_HEADER_LENGTH; off + SET_HEADER_LENGTH <= length;) {
       const setId = message.readUInt16BE(off)
       const setLength = message.readUInt16BE(off + 2)
       if (setLength < SET_HEADER_LENGTH) break
@@ -325,7 +325,8 @@ export class ExportSession {
         let at = 0
         const offsets: {at: number; length: number; packets: boolean}[] = []
         for (const f of t.fields) {
-          if (f.element.name === 'packetDeltaCount' || f.element.name === 'octetDeltaCount') offsets.push({at, length: f.length, packets: f.element.name === 'packetDeltaCount'})
+          if (f.element.name === 'packetDeltaCount' || f.element.name === 'octetDeltaCount')
+            offsets.push({at, length: f.length, packets: f.element.name === 'packetDeltaCount'})
           at += f.length
         }
         for (let r = off + SET_HEADER_LENGTH; r + t.recordLength <= off + setLength; r += t.recordLength) {
@@ -511,6 +512,9 @@ export class ExportSession {
     // The counts include this message (its size is fixed: header, set header, one record).
     const size = MESSAGE_HEADER_LENGTH + SET_HEADER_LENGTH + t.fields.reduce((n, f) => n + f.length, 0)
     const c = this.counts
-    this.pack(valuesRun(t, [domain, c.messages + 1, c.records + 1, c.octets + size, ignored.packets, ignored.bytes, this.dropped.spoolDroppedRecords, this.now()]), domain)
+    this.pack(
+      valuesRun(t, [domain, c.messages + 1, c.records + 1, c.octets + size, ignored.packets, ignored.bytes, this.dropped.spoolDroppedRecords, this.now()]),
+      domain,
+    )
   }
 }

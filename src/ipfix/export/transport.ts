@@ -138,7 +138,10 @@ async function connect(target: CollectorTarget): Promise<UdpSocket> {
   const wildcard = anyAddress(source?.host)
   // A source of "any address, any port" is no source at all; "any address" on a fixed port
   // binds the remote's family's wildcard.
-  const from = source && (!wildcard || source.port) ? {address: wildcard ? (isIP(address.split('%')[0]) === 6 ? '::' : '0.0.0.0') : source.host, port: source.port} : undefined
+  const from =
+    source && (!wildcard || source.port)
+      ? {address: wildcard ? (isIP(address.split('%')[0]) === 6 ? '::' : '0.0.0.0') : source.host, port: source.port}
+      : undefined
   return UdpSocket.connect({address, port: remote.port}, from, {sendBufferBytes: SEND_BUFFER_BYTES})
 }
 
