@@ -16,7 +16,6 @@ import {readFileSync} from 'node:fs'
 
 import {pathsFromEnv} from '../../src/paths.js'
 import {FLOW_KEY4, FLOW_VALUE4, KEY, VALUE} from '../../src/bpf/layout.js'
-import {numPossibleCpus} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {MeterSetDrainer} from '../../src/daemon/drain.js'
@@ -54,7 +53,11 @@ export interface DrainExit {
 }
 
 const SECOND = 1e9
-const FILL_CHUNK = 65_536
+/**
+ * Flows per batch update of a fill. Its buffers are the bench's, not the daemon's: kept small
+ * (0.6 MB), so that the process's peak memory is the daemon's drain path.
+ */
+const FILL_CHUNK = 8192
 
 /** Fields of one reading of /proc/self/status, in kB. */
 function status(): (field: string) => number {
