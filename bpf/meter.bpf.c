@@ -131,7 +131,7 @@ struct {
 	__type(value, struct meter_settings);
 } settings SEC(".maps");
 
-/* One element per CPU (32 bytes each: 4 KiB on 128 CPUs), so that counting a packet the sampler
+/* One element per CPU (40 bytes each: 5 KiB on 128 CPUs), so that counting a packet the sampler
  * skipped costs a plain add to a cache line no other CPU writes; the lookup is inlined too. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -640,7 +640,9 @@ enum glance_result {
 	GLANCE_LOOK_CLOSER,   /* may be a fragment, or its headers lie beyond the linear data */
 };
 
-/* What a packet the sampler skipped is, from fixed places of its headers: no parse. */
+/* What a packet the sampler skipped is, from fixed places of its headers: no parse. The offsets
+ * are masked as in HEADER: the verifier wants a bound on the part of a packet pointer that
+ * varies (0, 1 or 2 VLAN tags here), or it refuses the read. */
 static __always_inline int glance(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
@@ -715,8 +717,9 @@ static __always_inline __u64 wire_packets(struct __sk_buff *skb)
 	return segs > 1 ? segs : 1;
 }
 
-/* A plain add: no other CPU writes this copy, and a tc program is not preempted by another on
- * its CPU. */
+/* A plain add: no other CPU writes this copy, and tc programs run with softirqs off, so another
+ * cannot interleave on this CPU (only a PREEMPT_RT kernel, whose softirqs are threads, could lose
+ * an add to a preemption: a statistic, never a flow's count). */
 static __always_inline void count_not_sampled(__u64 packets)
 {
 	struct meter_stats *stats = cpu_stats();
@@ -734,6 +737,8 @@ static __always_inline void meter(struct __sk_buff *skb, __u8 direction)
 
 	/* The rate this packet is counted at: N when the sampler takes it (1: no sampling), 0 when
 	 * it skips it (only a packet that may be a fragment gets past here with 0). */
+	/* Inlined by the verifier (an array of one: a bounds check and an address); never NULL, but
+	 * the verifier wants the check. */
 	struct meter_settings *set = bpf_map_lookup_elem(&settings, &zero);
 	__u32 interval = set ? set->sampling_interval : 1;
 	__u16 rate = 1;
