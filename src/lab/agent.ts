@@ -16,7 +16,7 @@ export type AgentSpec =
    * `sports`), `gapMs` between rounds; SIGTERM ends it after the datagram being sent (the result
    * counts exactly what was sent).
    */
-  | {mode: 'udp-flows'; host: string; port: number; flows: number; count: number; size: number; gapMs?: number}
+  | {mode: 'udp-rounds'; host: string; port: number; flows: number; count: number; size: number; gapMs?: number}
   | {mode: 'tcp-sink'; host: string; port: number}
   | {mode: 'tcp-send'; host: string; port: number; sport?: number; bytes: number}
   /** Raw Ethernet frames out of an interface (AF_PACKET), e.g. VLAN-tagged ones. */
@@ -76,7 +76,7 @@ async function main(spec: AgentSpec): Promise<void> {
       done({packets: sent, bytes: sent * spec.size, sport, firstBeforeMs, firstMs, lastBeforeMs, lastMs})
       return
     }
-    case 'udp-flows': {
+    case 'udp-rounds': {
       const family = spec.host.includes(':') ? 'udp6' : 'udp4'
       const sockets = Array.from({length: spec.flows}, () => createSocket(family))
       for (const socket of sockets) {

@@ -266,7 +266,7 @@ describe('meter sets of layout 2 @e2e', function () {
       })
     })
     sink = await startAgent(lab.namespaces[1], {mode: 'udp-sink', host: '0.0.0.0', port: PORT})
-    sent += (await runAgent<{packets: number}>(a, {mode: 'udp-flows', host: '198.18.63.2', port: PORT, flows: 20, count: 50, size: 30})).packets
+    sent += (await runAgent<{packets: number}>(a, {mode: 'udp-rounds', host: '198.18.63.2', port: PORT, flows: 20, count: 50, size: 30})).packets
   })
 
   it('is refused by every reader in one line that says how to carry it over', async function () {
@@ -291,7 +291,15 @@ describe('meter sets of layout 2 @e2e', function () {
   it('meter attach --force upgrades it in place under traffic, its filters moved to the new programs, every count kept', async function () {
     const kept = ['flows4', 'flows6', 'overflow', 'pending', 'drain_state', 'meta'].map((name) => [name, mapId(set, name)])
     const linkBefore = (await lab.linkStats(a, 'a0')).txPackets
-    const stream = await startAgent<{packets: number}>(a, {mode: 'udp-flows', host: '198.18.63.2', port: PORT, flows: 20, count: 1_000_000, size: 30, gapMs: 5})
+    const stream = await startAgent<{packets: number}>(a, {
+      mode: 'udp-rounds',
+      host: '198.18.63.2',
+      port: PORT,
+      flows: 20,
+      count: 1_000_000,
+      size: 30,
+      gapMs: 5,
+    })
     for (let i = 0; i < 6000 && (await lab.linkStats(a, 'a0')).txPackets - linkBefore < 500; i++) await sleep(10)
     const out = await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'egress', '--force'])
     assert.match(out, /a0:egress re-attached/)

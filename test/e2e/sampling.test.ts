@@ -53,7 +53,7 @@ describe('packet sampling end to end @e2e', function () {
 
   /** `rounds` datagrams of 50 bytes from each of FLOWS sockets of a to b, in turns, `gapMs` between rounds. */
   function flowTraffic(rounds: number, gapMs?: number): AgentSpec {
-    return {mode: 'udp-flows', host: '198.18.70.2', port: PORT, flows: FLOWS, count: rounds, size: 50, gapMs}
+    return {mode: 'udp-rounds', host: '198.18.70.2', port: PORT, flows: FLOWS, count: rounds, size: 50, gapMs}
   }
 
   /** Polls `done` every 10 ms, for up to a minute. */
