@@ -73,8 +73,14 @@ export interface Config {
   spoolBytes: number
   /** The same for all collectors together: past it, the oldest message any of them holds goes. Default 64 MiB. */
   spoolTotalBytes: number
-  /** How fast a collector that answers again gets its spool (bytes a second), unless the collector says; default 10 MB/s. */
+  /** How fast a collector that answers again gets its spool (bytes a second), unless the collector says; default 5 MB/s. */
   replayBytesPerSecond: number
+  /**
+   * How fast any message may leave for a collector (bytes a second), unless the collector says:
+   * every message then goes out paced like a replay, in bursts a collector's default receive
+   * buffer holds, and what waits its turn is held within spoolBytes. Default 0: unpaced.
+   */
+  sendBytesPerSecond: number
   /** How often exporter statistics (options records) are sent; default 60. */
   statsIntervalSeconds: number
   /**

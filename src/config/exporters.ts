@@ -3,7 +3,16 @@
  * exporter made by createExporter with the config's message size, refresh interval and the
  * statistics template id. The daemon, `flowctl ipfix send` and the benchmarks all go through here.
  */
-import {ARENA_BYTES as CHUNK_BYTES, compileTemplate, createExporter, MAX_FREE_ARENAS as MAX_FREE_CHUNKS, statsTemplateId, type CollectorExporter, type ExporterOptions, type ExportTemplate} from '../ipfix/export/collector-exporter.js'
+import {
+  ARENA_BYTES as CHUNK_BYTES,
+  compileTemplate,
+  createExporter,
+  MAX_FREE_ARENAS as MAX_FREE_CHUNKS,
+  statsTemplateId,
+  type CollectorExporter,
+  type ExporterOptions,
+  type ExportTemplate,
+} from '../ipfix/export/collector-exporter.js'
 import type {CollectorConfig, Config} from './config.js'
 
 export function compileTemplates(config: Config): ExportTemplate[] {
@@ -18,6 +27,7 @@ export function exporterOptions(config: Config, extra: Partial<ExporterOptions> 
     statsTemplateId: statsTemplateId(config.templates),
     spoolBytes: config.spoolBytes,
     replayBytesPerSecond: config.replayBytesPerSecond,
+    sendBytesPerSecond: config.sendBytesPerSecond,
     ...extra,
   }
 }

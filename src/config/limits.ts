@@ -57,7 +57,9 @@ export function checkCounts(source: ConfigSource): void {
   seq(['templates']).forEach((_, i) => {
     for (const key of ['fields', 'template']) bound(['templates', i, key], seq(['templates', i, key]).length, CONFIG_LIMITS.fieldsPerTemplate, 'fields')
   })
-  seq(['collectors']).forEach((_, i) => bound(['collectors', i, 'templates'], seq(['collectors', i, 'templates']).length, CONFIG_LIMITS.templates, 'template ids'))
+  seq(['collectors']).forEach((_, i) =>
+    bound(['collectors', i, 'templates'], seq(['collectors', i, 'templates']).length, CONFIG_LIMITS.templates, 'template ids'),
+  )
   const logs: PathKey[][] = [...seq(['logs']).map((_, i) => ['logs', i]), ...seq(['outputs']).map((_, i) => ['outputs', i, 'log'])]
   for (const log of logs) {
     const hooks = [...log, 'hooks']

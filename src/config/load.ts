@@ -20,7 +20,16 @@ import {MESSAGE_AND_SET_HEADERS_LENGTH, maxTemplateFields, templateFits} from '.
 import {FIELD_SPECIFIER_LENGTH, TEMPLATE_RECORD_HEADER_LENGTH} from '../ipfix/wire/template.js'
 import type {CollectorConfig, Config, Endpoint, HookConfig, LogOutputConfig, MeterSelection, TemplateConfig, TemplateFieldConfig} from './config.js'
 import {CONFIG_LIMITS, checkCounts, checkFileSize} from './limits.js'
-import {ADDRESS_ALLOWED, checkShape, type CollectorInput, type ConfigInput, type FieldValue, type LogInput, type ParsedAddress, type TemplateInput} from './schema.js'
+import {
+  ADDRESS_ALLOWED,
+  checkShape,
+  type CollectorInput,
+  type ConfigInput,
+  type FieldValue,
+  type LogInput,
+  type ParsedAddress,
+  type TemplateInput,
+} from './schema.js'
 import {ConfigError, ConfigSource, formatPath, problemText, type PathKey} from './source.js'
 
 export {ConfigError, type ConfigErrorLocation} from './source.js'
@@ -52,7 +61,8 @@ export function defaultConfig(overrides: Partial<Config> = {}): Config {
     statsIntervalSeconds: 60,
     spoolBytes: 32 << 20,
     spoolTotalBytes: 64 << 20,
-    replayBytesPerSecond: 10_000_000,
+    replayBytesPerSecond: 5_000_000,
+    sendBytesPerSecond: 0,
     drainIntervalSeconds: 1,
     idleTimeoutSeconds: 15,
     activeTimeoutSeconds: 60,
@@ -171,6 +181,8 @@ interface Placed<T> {
 /** A collector, and where its source is given. */
 interface PlacedCollector extends Placed<CollectorConfig> {
   sourcePath?: PathKey[]
+  /** Where the collector sets its own sendBytesPerSecond. */
+  sendPath?: PathKey[]
 }
 
 /**
@@ -212,7 +224,12 @@ class ConfigBuilder {
     if (hasNew && hasOld) {
       const newFirst = this.source.offsetOf([...base, newName], 'key') < this.source.offsetOf([...base, oldName], 'key')
       const [first, second] = newFirst ? [newName, oldName] : [oldName, newName]
-      this.fail([...base, second], `the same setting as ${first} (line ${this.source.lineOf([...base, first])})`, `only one of ${newName} or ${oldName} (the older tool's name)`, 'key')
+      this.fail(
+        [...base, second],
+        `the same setting as ${first} (line ${this.source.lineOf([...base, first])})`,
+        `only one of ${newName} or ${oldName} (the older tool's name)`,
+        'key',
+      )
     }
     const key = hasOld ? oldName : newName
     const value = m[key] as T | null | undefined
@@ -235,6 +252,7 @@ class ConfigBuilder {
     if (input.spoolBytes != null) config.spoolBytes = input.spoolBytes
     if (input.spoolTotalBytes != null) config.spoolTotalBytes = input.spoolTotalBytes
     if (input.replayBytesPerSecond != null) config.replayBytesPerSecond = input.replayBytesPerSecond
+    if (input.sendBytesPerSecond != null) config.sendBytesPerSecond = input.sendBytesPerSecond
     const drain = this.either<number>(input, [], 'drainIntervalSeconds', 'timerFinishedDrainSeconds')
     if (drain) config.drainIntervalSeconds = drain.value
     if (input.idleTimeoutSeconds != null) config.idleTimeoutSeconds = input.idleTimeoutSeconds
@@ -253,6 +271,7 @@ class ConfigBuilder {
     config.collectors = collectors.map((c) => c.config)
     config.logs = logs.map((l) => l.config)
     this.checkTemplatesFit(config, templates, size)
+    this.checkPacedSpool(config, collectors, input.sendBytesPerSecond != null)
 
     if (input.meters) config.meters = this.meters(input.meters)
     if (input.metrics && 'listen' in input.metrics) {
@@ -272,9 +291,31 @@ class ConfigBuilder {
     ]
     for (const {path, value, name} of timeouts) {
       if (value >= config.drainIntervalSeconds) continue
-      if (path) this.fail(path, `${value} is less than ${drainName} (${config.drainIntervalSeconds}): flows leave only at a drain`, `at least ${config.drainIntervalSeconds}`)
+      if (path)
+        this.fail(
+          path,
+          `${value} is less than ${drainName} (${config.drainIntervalSeconds}): flows leave only at a drain`,
+          `at least ${config.drainIntervalSeconds}`,
+        )
       // Only the drain interval was given: it is what is too long.
       this.fail([drainName], `${config.drainIntervalSeconds} is more than ${name} (${value}, the default)`, `at most ${value}, or set ${name} too`)
+    }
+  }
+
+  /** A paced export waits its turn in the spool: a spool that holds nothing would drop every message. */
+  private checkPacedSpool(config: Config, collectors: PlacedCollector[], sendGiven: boolean): void {
+    if (config.spoolBytes > 0 && config.spoolTotalBytes > 0) return
+    const empty = config.spoolBytes === 0 ? 'spoolBytes' : 'spoolTotalBytes'
+    for (const c of collectors) {
+      const rate = c.config.sendBytesPerSecond ?? config.sendBytesPerSecond
+      if (rate === 0) continue
+      const path = c.config.sendBytesPerSecond !== undefined ? c.sendPath : sendGiven ? ['sendBytesPerSecond'] : undefined
+      if (!path) continue
+      this.fail(
+        path,
+        `the paced export waits its turn in the spool, and ${empty} is 0: every message would be dropped`,
+        `0 (unpaced) while ${empty} is 0, or a ${empty} above 0`,
+      )
     }
   }
 
@@ -375,7 +416,8 @@ class ConfigBuilder {
     input.logs?.forEach((l, i) => logs.push(this.log(l, ['logs', i])))
     input.outputs?.forEach((o, i) => {
       const base: PathKey[] = ['outputs', i]
-      if ('collector' in o && 'log' in o) this.fail([...base, 'log'], 'an output is a collector or a log, not both', 'one of collector or log per list item', 'key')
+      if ('collector' in o && 'log' in o)
+        this.fail([...base, 'log'], 'an output is a collector or a log, not both', 'one of collector or log per list item', 'key')
       if (o.collector) collectors.push(this.collector(o.collector, [...base, 'collector'], templateIds))
       else if (o.log) logs.push(this.log(o.log, [...base, 'log']))
       else this.fail(base, 'the output is neither a collector nor a log', 'collector: {remoteAddress: HOST:PORT} or log: {file: PATH}')
@@ -410,7 +452,8 @@ class ConfigBuilder {
     for (const c of collectors) {
       const path = c.namePath ?? c.path
       const other = seenNames.get(c.config.name)
-      if (other) this.fail(path, `the name ${c.config.name} is ${other}'s too`, 'a name of its own for each collector (its address as written, unless it has a name:)')
+      if (other)
+        this.fail(path, `the name ${c.config.name} is ${other}'s too`, 'a name of its own for each collector (its address as written, unless it has a name:)')
       seenNames.set(c.config.name, formatPath(path) as string)
     }
     const seenFiles = new Map<string, string>()
@@ -423,7 +466,13 @@ class ConfigBuilder {
   }
 
   private collector(input: CollectorInput, base: PathKey[], templateIds: number[]): PlacedCollector {
-    const remote = this.either<ParsedAddress>(input, base, 'address', 'remoteAddress', `${ADDRESS_ALLOWED.remote} (or the older tool's remoteAddress)`) as Setting<ParsedAddress>
+    const remote = this.either<ParsedAddress>(
+      input,
+      base,
+      'address',
+      'remoteAddress',
+      `${ADDRESS_ALLOWED.remote} (or the older tool's remoteAddress)`,
+    ) as Setting<ParsedAddress>
     const config: CollectorConfig = {name: input.name?.trim() ?? remote.value.text, remote: remote.value.endpoint}
     const source = this.either<ParsedAddress>(input, base, 'source', 'localAddress')
     if (source) {
@@ -452,7 +501,9 @@ class ConfigBuilder {
       config.templateIds = ids
     }
     if (input.replayBytesPerSecond != null) config.replayBytesPerSecond = input.replayBytesPerSecond
-    return {config, path: remote.path, sourcePath, namePath: input.name != null ? [...base, 'name'] : undefined}
+    if (input.sendBytesPerSecond != null) config.sendBytesPerSecond = input.sendBytesPerSecond
+    const sendPath = input.sendBytesPerSecond != null ? [...base, 'sendBytesPerSecond'] : undefined
+    return {config, path: remote.path, sourcePath, sendPath, namePath: input.name != null ? [...base, 'name'] : undefined}
   }
 
   private log(input: LogInput, base: PathKey[]): Placed<LogOutputConfig> {

@@ -102,7 +102,8 @@ async function checkStateFileDirectory(config: Config, file: string, key: string
   try {
     ;({existing, missing} = missingDirectories(directory))
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') refuse(`a part of ${directory} is not a directory`, 'a file in a directory that exists or can be created')
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR')
+      refuse(`a part of ${directory} is not a directory`, 'a file in a directory that exists or can be created')
     return // EACCES and the like: this user cannot tell, the daemon's may
   }
   if (!missing.length) return
@@ -112,7 +113,10 @@ async function checkStateFileDirectory(config: Config, file: string, key: string
     const code = (error as NodeJS.ErrnoException).code ?? 'an error'
     // Another user may lack the rights the daemon (root) has: only root can tell.
     if (process.getuid?.() !== 0 && (code === 'EACCES' || code === 'EPERM')) return
-    refuse(`the directory ${missing[0]} cannot be created (mkdir in ${existing} fails: ${code})`, 'a file in a directory that exists or can be created, e.g. under /var/lib')
+    refuse(
+      `the directory ${missing[0]} cannot be created (mkdir in ${existing} fails: ${code})`,
+      'a file in a directory that exists or can be created, e.g. under /var/lib',
+    )
   }
 }
 
@@ -131,7 +135,10 @@ async function checkMetricsHost(config: Config, listen: string, resolveHost: (ho
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message
     throw new ConfigError(
-      problemText(`the host '${host}' does not resolve (${code}), so the metrics server cannot listen on it`, 'an address or name of this machine, e.g. 127.0.0.1:9999, or "" for no metrics'),
+      problemText(
+        `the host '${host}' does not resolve (${code}), so the metrics server cannot listen on it`,
+        'an address or name of this machine, e.g. 127.0.0.1:9999, or "" for no metrics',
+      ),
       {file: config.file, key: 'metrics.listen'},
       {cause: error},
     )

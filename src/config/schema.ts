@@ -253,7 +253,10 @@ function elementSuggestions(name: string): string[] {
   const exportable = near.filter((n) => exportableElement(n.name))
   const pool = exportable.length > 0 ? exportable : near
   const best = Math.min(...pool.map((n) => n.d))
-  return pool.filter((n) => n.d === best).slice(0, 3).map((n) => n.name)
+  return pool
+    .filter((n) => n.d === best)
+    .slice(0, 3)
+    .map((n) => n.name)
 }
 
 /** An element a template may name: in the registry, and one flowctl has a value for. */
@@ -284,7 +287,9 @@ const elementName = v.pipe(
     if (!exportable) {
       const reason = unfillableReason(element.name)
       if (reason && parsing.allowUnfillable) return {element, family: undefined}
-      addIssue({message: problemText(`flowctl has no value for information element ${element.name} (${element.id})${reason ? `: ${reason}` : ''}`, EXPORTABLE_LIST)})
+      addIssue({
+        message: problemText(`flowctl has no value for information element ${element.name} (${element.id})${reason ? `: ${reason}` : ''}`, EXPORTABLE_LIST),
+      })
       return NEVER
     }
     return {element, family: exportable.family}
@@ -306,7 +311,10 @@ export interface FieldValue extends ExportElement {
 }
 
 const fieldMap = v.pipe(
-  map({name: elementName, length: v.nullish(integer(1, VARIABLE_LENGTH, `a field length from 1 to ${VARIABLE_LENGTH}`))}, {name: 'an information element name'}),
+  map(
+    {name: elementName, length: v.nullish(integer(1, VARIABLE_LENGTH, `a field length from 1 to ${VARIABLE_LENGTH}`))},
+    {name: 'an information element name'},
+  ),
   v.rawTransform(({dataset, addIssue, NEVER}): FieldValue => {
     const {name, length} = dataset.value
     if (length === null || length === undefined) return {...name, length: defaultLength(name.element), named: true}
@@ -327,7 +335,10 @@ const fieldName = v.pipe(
 
 const FIELD_FORM = 'an information element name, or {name: NAME, length: BYTES}'
 
-const fieldOther = v.custom<never>(() => false, (issue) => problemText(`expected an element name, got ${describe(issue.input)}`, FIELD_FORM))
+const fieldOther = v.custom<never>(
+  () => false,
+  (issue) => problemText(`expected an element name, got ${describe(issue.input)}`, FIELD_FORM),
+)
 
 /** `sourceIPv4Address` or `{name: octetDeltaCount, length: 4}`. */
 const field = v.lazy((input) => (isMap(input) ? fieldMap : Array.isArray(input) ? fieldOther : fieldName))
@@ -357,6 +368,15 @@ const collectorName = v.pipe(
 
 const REPLAY_RATE = 'an integer from 10000 to 2^40 (bytes a second)'
 const replayRate = integer(10_000, 2 ** 40, REPLAY_RATE)
+const SEND_RATE = 'an integer from 10000 to 2^40 (bytes a second), or 0 (unpaced)'
+/** 0 (unpaced) or a rate a timer can pace: below 10 kB/s one message would wait a tenth of a second. */
+const sendRate = v.pipe(
+  integer(0, 2 ** 40, SEND_RATE),
+  v.check(
+    (n) => n === 0 || n >= 10_000,
+    (issue) => problemText(`${String(issue.input)} is out of range`, SEND_RATE),
+  ),
+)
 
 const collector = map({
   name: v.nullish(collectorName),
@@ -366,6 +386,7 @@ const collector = map({
   localAddress: v.nullish(address('source')),
   templates: v.nullish(list(integer(0, 65535, 'a list of template ids'), 'a list of template ids')),
   replayBytesPerSecond: v.nullish(replayRate),
+  sendBytesPerSecond: v.nullish(sendRate),
 })
 
 const ARGV = 'a list [PROGRAM, ARG, ...]'
@@ -373,7 +394,10 @@ const argv = v.pipe(
   list(v.string(expected('a string', 'a string')), ARGV, problemText('the list is empty', ARGV)),
   v.rawCheck(({dataset, addIssue}) => {
     if (dataset.typed && dataset.value[0].trim() === '') {
-      addIssue({message: problemText('empty string', 'a string'), path: [{type: 'array', origin: 'value', input: dataset.value, key: 0, value: dataset.value[0]}]})
+      addIssue({
+        message: problemText('empty string', 'a string'),
+        path: [{type: 'array', origin: 'value', input: dataset.value, key: 0, value: dataset.value[0]}],
+      })
     }
   }),
 )
@@ -436,6 +460,7 @@ export const CONFIG_SCHEMA = map({
   spoolBytes: v.nullish(integer(0, 2 ** 40, 'an integer from 0 (no spool) to 2^40 (bytes held per collector while it is down)')),
   spoolTotalBytes: v.nullish(integer(0, 2 ** 40, 'an integer from 0 (no spool) to 2^40 (bytes held for all collectors together)')),
   replayBytesPerSecond: v.nullish(replayRate),
+  sendBytesPerSecond: v.nullish(sendRate),
   drainIntervalSeconds: v.nullish(seconds(FLOORS.drainIntervalSeconds)),
   timerFinishedDrainSeconds: v.nullish(seconds(FLOORS.drainIntervalSeconds)),
   idleTimeoutSeconds: v.nullish(seconds()),

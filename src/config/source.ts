@@ -203,7 +203,7 @@ export class ConfigSource {
         const child = chain[i]
         if (isSeq(parent)) path.push(parent.items.indexOf(child as never))
         else if (isMap(parent)) continue
-        else if (isScalar((parent as {key?: unknown}).key)) path.push(String(((parent as {key: {value: unknown}}).key).value))
+        else if (isScalar((parent as {key?: unknown}).key)) path.push(String((parent as {key: {value: unknown}}).key.value))
       }
       result = path
       return visit.BREAK
@@ -217,9 +217,7 @@ export class ConfigSource {
     if (/^[A-Z][a-z]/.test(message)) message = message[0].toLowerCase() + message.slice(1)
     // An unquoted [IPv6]:PORT is a YAML flow list followed by junk.
     const lineText = this.text.split('\n')[line - 1] ?? ''
-    const hint = /(^|[^'"\w])\[[\w:.%]*:[\w:.%]*\]:\d+/.test(lineText)
-      ? ' (an address in brackets must be quoted in YAML: "[2001:db8::1]:4739")'
-      : ''
+    const hint = /(^|[^'"\w])\[[\w:.%]*:[\w:.%]*\]:\d+/.test(lineText) ? ' (an address in brackets must be quoted in YAML: "[2001:db8::1]:4739")' : ''
     throw new ConfigError(`invalid YAML: ${message}${hint}`, {file: this.file, line, column: col})
   }
 }

@@ -17,7 +17,7 @@ import type {Config} from '../config/config.js'
 import {defaultStateFile, type Paths} from '../paths.js'
 import type {FlowBatch} from '../flow/batch.js'
 import {compileTemplates, exporterFor} from '../config/exporters.js'
-import {SpoolBudget, type CollectorExporter, type ExportTemplate} from '../ipfix/export/collector-exporter.js'
+import {SpoolBudget, type CollectorExporter, type ExportTemplate, type TransportDefaults} from '../ipfix/export/collector-exporter.js'
 import {sameEndpoints, type CollectorTarget} from '../ipfix/export/target.js'
 import {netnsLabel} from '../sys/netns.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
@@ -118,7 +118,12 @@ export class Daemon {
 
   async start(): Promise<void> {
     this.claimPidFile()
-    if (this.state.problem) this.log.log('warn', 'state-file-invalid', {file: this.state.path, problem: this.state.problem, effect: 'sequence numbers restart at 0 (collectors see one gap); the file is rewritten'})
+    if (this.state.problem)
+      this.log.log('warn', 'state-file-invalid', {
+        file: this.state.path,
+        problem: this.state.problem,
+        effect: 'sequence numbers restart at 0 (collectors see one gap); the file is rewritten',
+      })
     this.running = true
     this.templates = compileTemplates(this.config)
     this.exporters = this.config.collectors.map((c) => this.newExporter(c))
@@ -126,7 +131,11 @@ export class Daemon {
     this.rescanMeters()
     this.log.log('info', 'started', {
       pid: process.pid,
-      collectors: this.exporters.map((e) => ({collector: e.config.name, localPort: e.localPort, templates: {ipv4: e.templateFor(4)?.template.id, ipv6: e.templateFor(6)?.template.id}})),
+      collectors: this.exporters.map((e) => ({
+        collector: e.config.name,
+        localPort: e.localPort,
+        templates: {ipv4: e.templateFor(4)?.template.id, ipv6: e.templateFor(6)?.template.id},
+      })),
       meters: [...this.drainers.keys()],
       drainIntervalSeconds: this.config.drainIntervalSeconds,
     })
@@ -271,7 +280,14 @@ export class Daemon {
       const report = drainer.finalDrain(this.policy, (b) => this.emit(b))
       const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
       const unread = report.unread.length ? {unread: report.unread} : {}
-      this.log.log(report.unread.length ? 'warn' : 'info', 'meter-gone', {netns: label, pins, taken: report.taken, exported, byReason: report.exported, ...unread})
+      this.log.log(report.unread.length ? 'warn' : 'info', 'meter-gone', {
+        netns: label,
+        pins,
+        taken: report.taken,
+        exported,
+        byReason: report.exported,
+        ...unread,
+      })
       this.hooks.onDrain?.({netns: label, ...report})
       return exported
     } catch (error) {
@@ -325,7 +341,15 @@ export class Daemon {
       for (const {label, report} of drained) {
         const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
         if (report.taken || exported) {
-          this.log.log('info', 'drain', {netns: label, taken: report.taken, exported, byReason: report.exported, pending: report.pending, ms: Math.round(report.ms * 10) / 10, phasesMs: roundedPhases(report.phases)})
+          this.log.log('info', 'drain', {
+            netns: label,
+            taken: report.taken,
+            exported,
+            byReason: report.exported,
+            pending: report.pending,
+            ms: Math.round(report.ms * 10) / 10,
+            phasesMs: roundedPhases(report.phases),
+          })
         }
         this.hooks.onDrain?.({netns: label, ...report})
       }
@@ -379,7 +403,13 @@ export class Daemon {
       const same = byName.get(c.name)
       if (!same) return null
       byName.delete(c.name)
-      changes.push(this.reconfigureExporter(same, c, next.spoolBytes))
+      changes.push(
+        this.reconfigureExporter(same, c, {
+          spoolBytes: next.spoolBytes,
+          replayBytesPerSecond: next.replayBytesPerSecond,
+          sendBytesPerSecond: next.sendBytesPerSecond,
+        }),
+      )
       same.setTemplates(templates)
       return same
     })
@@ -402,10 +432,10 @@ export class Daemon {
    * new source) it gets what the old one did not take: its spool, the messages sent in the last
    * second that the old address refused, and those not yet sent, numbered as they were.
    */
-  private async reconfigureExporter(e: CollectorExporter, c: CollectorTarget, spoolBytes: number): Promise<void> {
+  private async reconfigureExporter(e: CollectorExporter, c: CollectorTarget, defaults: TransportDefaults): Promise<void> {
     const from = e.config
     const moved = !sameEndpoints(from, c)
-    const change = e.reconfigure(c, spoolBytes)
+    const change = e.reconfigure(c, defaults)
     if (!moved) return change
     let error: Error | undefined
     try {
@@ -417,7 +447,14 @@ export class Daemon {
     this.forgetCookie(e)
     if (e.isOpen) this.skipOwnSocket(e)
     const s = e.stats
-    this.log.log('info', 'collector-moved', {collector: c.name, from: endpointText(from.remote), to: endpointText(c.remote), localPort: e.localPort, spooledMessages: s.spooledMessages, spooledBytes: s.spooledBytes})
+    this.log.log('info', 'collector-moved', {
+      collector: c.name,
+      from: endpointText(from.remote),
+      to: endpointText(c.remote),
+      localPort: e.localPort,
+      spooledMessages: s.spooledMessages,
+      spooledBytes: s.spooledBytes,
+    })
     if (error) this.log.limited(`open:${c.name}`, 'warn', 'collector-unreachable', {collector: c.name, error: error.message})
   }
 
@@ -512,7 +549,13 @@ export class Daemon {
     const error = this.state.save()
     if (!error) return
     this.hooks.onStateFileError?.(error)
-    this.log.limited('state-file', 'error', 'state-file-unwritable', {file: this.state.path, error: error.message, effect: 'exporting goes on; the sequence numbers are kept in memory'}, STATE_FILE_ERROR_LOG_MS)
+    this.log.limited(
+      'state-file',
+      'error',
+      'state-file-unwritable',
+      {file: this.state.path, error: error.message, effect: 'exporting goes on; the sequence numbers are kept in memory'},
+      STATE_FILE_ERROR_LOG_MS,
+    )
   }
 
   /**

@@ -3,7 +3,7 @@
  * sends or receives exactly what it is told, so tests know every packet and byte that crossed.
  * Prints "ready" when listening and one JSON result line when done.
  */
-import {createSocket} from 'node:dgram'
+import {createSocket, type Socket} from 'node:dgram'
 import {createConnection, createServer} from 'node:net'
 
 import koffi from 'koffi'
@@ -19,6 +19,12 @@ export type AgentSpec =
   | {mode: 'udp-rounds'; host: string; port: number; flows: number; count: number; size: number; gapMs?: number}
   | {mode: 'tcp-sink'; host: string; port: number}
   | {mode: 'tcp-send'; host: string; port: number; sport?: number; bytes: number}
+  /**
+   * One datagram for each of `flows` UDP flows: from up to `sockets` sockets (source ports,
+   * default 10,000: a process may hold 20,000 descriptors here), each to as many destination
+   * ports from `port` on as it takes (flow i: socket i mod S, port + floor(i / S)).
+   */
+  | {mode: 'udp-flows'; host: string; port: number; flows: number; size: number; sockets?: number}
   /** Raw Ethernet frames out of an interface (AF_PACKET), e.g. VLAN-tagged ones. */
   | {mode: 'raw-send'; ifname: string; frameHex: string; count: number}
 
@@ -100,6 +106,26 @@ async function main(spec: AgentSpec): Promise<void> {
       const sports = sockets.map((socket) => socket.address().port)
       for (const socket of sockets) socket.close()
       done({packets: sent, bytes: sent * spec.size, sports})
+      return
+    }
+    case 'udp-flows': {
+      const n = Math.min(spec.flows, spec.sockets ?? 10_000)
+      const sockets: Socket[] = []
+      for (let i = 0; i < n; i++) {
+        const s = createSocket(spec.host.includes(':') ? 'udp6' : 'udp4')
+        s.on('error', fail)
+        await new Promise<void>((resolve) => s.bind(0, resolve))
+        sockets.push(s)
+      }
+      const payload = Buffer.alloc(spec.size, 0x63)
+      let sent = 0
+      let failed = 0
+      // One at a time: the peer's backlog never overflows (the datagrams all cross the link).
+      for (let i = 0; i < spec.flows; i++) {
+        await new Promise<void>((resolve) => sockets[i % n].send(payload, spec.port + Math.floor(i / n), spec.host, (e) => (e ? failed++ : sent++, resolve())))
+      }
+      for (const s of sockets) s.close()
+      done({packets: sent, bytes: sent * spec.size, failed, sockets: n, ports: Math.ceil(spec.flows / n)})
       return
     }
     case 'tcp-sink': {

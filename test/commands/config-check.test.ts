@@ -64,7 +64,7 @@ describe('commands/config check', function () {
       '  1001 (IPv4, 16 B per record): sourceIPv4Address, octetDeltaCount, packetDeltaCount/4',
       'collectors:',
       '  35.194.97.218:2055 from 0.0.0.0:50101 (all templates)',
-      'spool: up to 32 MiB a collector, 64 MiB in all; worst case for 1 collector: 32 MiB held and 32.8 MiB of message buffers (64.8 MiB); replayed at 10 MB/s',
+      'spool: up to 32 MiB a collector, 64 MiB in all; worst case for 1 collector: 32 MiB held and 32.8 MiB of message buffers (64.8 MiB); replayed at 5 MB/s',
       'logs:',
       '  /tmp/flowlog.json (1 hook: /usr/bin/cmd1)',
       'meters: every attached meter',
@@ -103,24 +103,24 @@ describe('commands/config check', function () {
       r.stdout
         .split('\n')
         .includes(
-          'spool: up to 32 MiB a collector, 64 MiB in all; worst case for 64 collectors: 64 MiB held and 80 MiB of message buffers (144 MiB); replayed at 10 MB/s',
+          'spool: up to 32 MiB a collector, 64 MiB in all; worst case for 64 collectors: 64 MiB held and 80 MiB of message buffers (144 MiB); replayed at 5 MB/s',
         ),
       r.stdout,
     )
-    // Smaller bounds, and a named collector replayed at its own rate.
+    // Smaller bounds, a named collector replayed at its own rate, the live export paced (one collector unpaced).
     const small = join(dir, 'small.yaml')
     await writeFile(
       small,
-      'spoolBytes: 1048576\nspoolTotalBytes: 8388608\nreplayBytesPerSecond: 2500000\ncollectors:\n- name: main\n  address: 192.0.2.1:4739\n  replayBytesPerSecond: 500000\n- address: 192.0.2.2:4739\n- address: "[2001:db8::1]:4739"\n',
+      'spoolBytes: 1048576\nspoolTotalBytes: 8388608\nreplayBytesPerSecond: 2500000\nsendBytesPerSecond: 15000000\ncollectors:\n- name: main\n  address: 192.0.2.1:4739\n  replayBytesPerSecond: 500000\n- address: 192.0.2.2:4739\n  sendBytesPerSecond: 0\n- address: "[2001:db8::1]:4739"\n',
     )
     const s = await check(['-c', small, '--no-machine'])
     assert.equal(s.exitCode, 0, s.stderr)
     const lines = s.stdout.split('\n')
     assert.deepEqual(lines.slice(lines.indexOf('collectors:') + 1, lines.indexOf('collectors:') + 5), [
       '  main at 192.0.2.1:4739 (all templates, replayed at 500 kB/s)',
-      '  192.0.2.2:4739 (all templates)',
+      '  192.0.2.2:4739 (all templates, sent unpaced)',
       '  [2001:db8::1]:4739 (all templates)',
-      'spool: up to 1 MiB a collector, 8 MiB in all; worst case for 3 collectors: 3 MiB held and 34.3 MiB of message buffers (37.3 MiB); replayed at 2.5 MB/s',
+      'spool: up to 1 MiB a collector, 8 MiB in all; worst case for 3 collectors: 3 MiB held and 34.3 MiB of message buffers (37.3 MiB); replayed at 2.5 MB/s; sent at most 15 MB/s',
     ])
   })
 

@@ -101,16 +101,56 @@ describe('config/limits', function () {
     const C = 'collectors: [{address: 192.0.2.1:4739}]\n'
     const names = (n: number) => Array.from({length: n}, (_, i) => `x${i}`).join(', ')
     const cases: [string, string, RegExp][] = [
-      ['templates', `${C}templates:\n${Array.from({length: 257}, (_, i) => `- {id: ${300 + i}, fields: [octetDeltaCount]}`).join('\n')}\n`, /^config\.yaml:3:1: templates: 257 templates, more than the 256 flowctl accepts/],
-      ['fields of a template', `${C}templates:\n- id: 300\n  fields: [${names(129)}]\n`, /^config\.yaml:4:11: templates\[0\]\.fields: 129 fields, more than the 128 flowctl accepts/],
-      ["fields of a template (the older tool's template:)", `${C}templates:\n- id: 300\n  template: [${names(129)}]\n`, /templates\[0\]\.template: 129 fields, more than the 128/],
-      ['logs', `logs:\n${Array.from({length: 17}, (_, i) => `- file: /tmp/f${i}`).join('\n')}\n`, /^config\.yaml:2:1: logs: 17 log outputs, more than the 16 flowctl accepts/],
-      ['outputs', `outputs:\n${Array.from({length: 81}, (_, i) => `- log: {file: /tmp/f${i}}`).join('\n')}\n`, /^config\.yaml:2:1: outputs: 81 outputs, more than the 80 flowctl accepts/],
-      ['hooks of a log', `logs:\n- file: /tmp/x\n  hooks:\n${'  - shell: cat\n'.repeat(17)}`, /^config\.yaml:4:3: logs\[0\]\.hooks: 17 hooks, more than the 16 flowctl accepts/],
-      ['hooks of an older output', `outputs:\n- log:\n    file: /tmp/x\n    hooks:\n${'    - shell: cat\n'.repeat(17)}`, /outputs\[0\]\.log\.hooks: 17 hooks, more than the 16/],
-      ['arguments of a hook', `logs:\n- file: /tmp/x\n  hooks:\n  - command: [${names(65)}]\n`, /^config\.yaml:4:14: logs\[0\]\.hooks\[0\]\.command: 65 arguments, more than the 64 flowctl accepts/],
-      ['meters', `${C}meters:\n${Array.from({length: 1025}, (_, i) => `- netns: n${i}`).join('\n')}\n`, /^config\.yaml:3:1: meters: 1025 meters, more than the 1024 flowctl accepts/],
-      ['template ids of a collector', `collectors:\n- address: 192.0.2.1:4739\n  templates: [${Array.from({length: 257}, () => 256).join(', ')}]\n`, /collectors\[0\]\.templates: 257 template ids, more than the 256/],
+      [
+        'templates',
+        `${C}templates:\n${Array.from({length: 257}, (_, i) => `- {id: ${300 + i}, fields: [octetDeltaCount]}`).join('\n')}\n`,
+        /^config\.yaml:3:1: templates: 257 templates, more than the 256 flowctl accepts/,
+      ],
+      [
+        'fields of a template',
+        `${C}templates:\n- id: 300\n  fields: [${names(129)}]\n`,
+        /^config\.yaml:4:11: templates\[0\]\.fields: 129 fields, more than the 128 flowctl accepts/,
+      ],
+      [
+        "fields of a template (the older tool's template:)",
+        `${C}templates:\n- id: 300\n  template: [${names(129)}]\n`,
+        /templates\[0\]\.template: 129 fields, more than the 128/,
+      ],
+      [
+        'logs',
+        `logs:\n${Array.from({length: 17}, (_, i) => `- file: /tmp/f${i}`).join('\n')}\n`,
+        /^config\.yaml:2:1: logs: 17 log outputs, more than the 16 flowctl accepts/,
+      ],
+      [
+        'outputs',
+        `outputs:\n${Array.from({length: 81}, (_, i) => `- log: {file: /tmp/f${i}}`).join('\n')}\n`,
+        /^config\.yaml:2:1: outputs: 81 outputs, more than the 80 flowctl accepts/,
+      ],
+      [
+        'hooks of a log',
+        `logs:\n- file: /tmp/x\n  hooks:\n${'  - shell: cat\n'.repeat(17)}`,
+        /^config\.yaml:4:3: logs\[0\]\.hooks: 17 hooks, more than the 16 flowctl accepts/,
+      ],
+      [
+        'hooks of an older output',
+        `outputs:\n- log:\n    file: /tmp/x\n    hooks:\n${'    - shell: cat\n'.repeat(17)}`,
+        /outputs\[0\]\.log\.hooks: 17 hooks, more than the 16/,
+      ],
+      [
+        'arguments of a hook',
+        `logs:\n- file: /tmp/x\n  hooks:\n  - command: [${names(65)}]\n`,
+        /^config\.yaml:4:14: logs\[0\]\.hooks\[0\]\.command: 65 arguments, more than the 64 flowctl accepts/,
+      ],
+      [
+        'meters',
+        `${C}meters:\n${Array.from({length: 1025}, (_, i) => `- netns: n${i}`).join('\n')}\n`,
+        /^config\.yaml:3:1: meters: 1025 meters, more than the 1024 flowctl accepts/,
+      ],
+      [
+        'template ids of a collector',
+        `collectors:\n- address: 192.0.2.1:4739\n  templates: [${Array.from({length: 257}, () => 256).join(', ')}]\n`,
+        /collectors\[0\]\.templates: 257 template ids, more than the 256/,
+      ],
     ]
     for (const [what, text, pattern] of cases) {
       it(`bounds ${what}`, function () {

@@ -63,6 +63,7 @@ templateRefreshSeconds: 30
 statsIntervalSeconds: 120
 spoolTotalBytes: 16777216
 replayBytesPerSecond: 5000000
+sendBytesPerSecond: 20000000
 drainIntervalSeconds: 0.5
 idleTimeoutSeconds: 10
 activeTimeoutSeconds: 300
@@ -76,6 +77,7 @@ collectors:
   source: 198.18.0.1:50101
   templates: [300, 301]
   replayBytesPerSecond: 1000000
+  sendBytesPerSecond: 0
 templates:
 - id: 300
   fields:
@@ -111,7 +113,8 @@ const DEFAULTS = {
   statsIntervalSeconds: 60,
   spoolBytes: 32 << 20,
   spoolTotalBytes: 64 << 20,
-  replayBytesPerSecond: 10_000_000,
+  replayBytesPerSecond: 5_000_000,
+  sendBytesPerSecond: 0,
   drainIntervalSeconds: 1,
   idleTimeoutSeconds: 15,
   activeTimeoutSeconds: 60,
@@ -124,7 +127,7 @@ function pick(config: Config, keys: (keyof typeof DEFAULTS)[]): Record<string, u
 }
 
 describe('config/load', function () {
-  describe('the older tool\'s configs', function () {
+  describe("the older tool's configs", function () {
     it('loads its config.yaml with outputs, hooks, timers and {name} template fields', function () {
       const config = parseConfig(OLD_CONFIG_YAML, 'config.yaml')
       assert.deepEqual(config, {
@@ -135,7 +138,8 @@ describe('config/load', function () {
         statsIntervalSeconds: 60,
         spoolBytes: 32 << 20,
         spoolTotalBytes: 64 << 20,
-        replayBytesPerSecond: 10_000_000,
+        replayBytesPerSecond: 5_000_000,
+        sendBytesPerSecond: 0,
         drainIntervalSeconds: 1,
         idleTimeoutSeconds: 15,
         activeTimeoutSeconds: 30,
@@ -226,9 +230,7 @@ describe('config/load', function () {
 
     it('loads its config.yaml form of collectors: remoteAddress and localAddress', function () {
       const config = parseConfig('collectors:\n- remoteAddress: 10.146.0.6:2100\n  localAddress: 10.146.0.5:50101\n', 'config.yaml')
-      assert.deepEqual(config.collectors, [
-        {name: '10.146.0.6:2100', remote: {host: '10.146.0.6', port: 2100}, source: {host: '10.146.0.5', port: 50101}},
-      ])
+      assert.deepEqual(config.collectors, [{name: '10.146.0.6:2100', remote: {host: '10.146.0.6', port: 2100}, source: {host: '10.146.0.5', port: 50101}}])
     })
   })
 
@@ -244,6 +246,7 @@ describe('config/load', function () {
         spoolBytes: 32 << 20,
         spoolTotalBytes: 16 << 20,
         replayBytesPerSecond: 5_000_000,
+        sendBytesPerSecond: 20_000_000,
         drainIntervalSeconds: 0.5,
         idleTimeoutSeconds: 10,
         activeTimeoutSeconds: 300,
@@ -256,6 +259,7 @@ describe('config/load', function () {
             source: {host: '198.18.0.1', port: 50101},
             templateIds: [300, 301],
             replayBytesPerSecond: 1_000_000,
+            sendBytesPerSecond: 0,
           },
         ],
         templates: [
@@ -297,7 +301,10 @@ describe('config/load', function () {
     })
 
     it('accepts each floor itself: drain 0.1 s, template refresh 1 s, hook timeout 0.1 s', function () {
-      const config = parseConfig('logs: [{file: /tmp/x, hooks: [{shell: cat, timeoutSeconds: 0.1}]}]\ndrainIntervalSeconds: 0.1\ntemplateRefreshSeconds: 1\n', null)
+      const config = parseConfig(
+        'logs: [{file: /tmp/x, hooks: [{shell: cat, timeoutSeconds: 0.1}]}]\ndrainIntervalSeconds: 0.1\ntemplateRefreshSeconds: 1\n',
+        null,
+      )
       assert.equal(config.drainIntervalSeconds, 0.1)
       assert.equal(config.templateRefreshSeconds, 1)
       assert.equal(config.logs[0].hooks[0].timeoutMs, 100)
@@ -330,7 +337,8 @@ describe('config/load', function () {
   })
 
   describe('templates and maxMessageSize', function () {
-    const BIG = 'templates:\n- id: 300\n  fields: [sourceIPv6Address, destinationIPv6Address, octetDeltaCount, packetDeltaCount, flowStartMilliseconds, flowEndMilliseconds]\n'
+    const BIG =
+      'templates:\n- id: 300\n  fields: [sourceIPv6Address, destinationIPv6Address, octetDeltaCount, packetDeltaCount, flowStartMilliseconds, flowEndMilliseconds]\n'
     const SMALL = '- id: 301\n  fields: [sourceIPv4Address, octetDeltaCount]\n'
 
     it('checks only the templates some collector gets: with no collector, no template is sent', function () {
@@ -342,7 +350,9 @@ describe('config/load', function () {
       assert.throws(() => parseConfig(`collectors: [{address: 192.0.2.1:4739, templates: [301, 300]}]\nmaxMessageSize: 80\n${BIG}${SMALL}`, null), {
         message: /^<config>:4:3: templates\[0\]: a record of this template takes 64 bytes/,
       })
-      assert.throws(() => parseConfig(`collectors: [{address: 192.0.2.1:4739}]\nmaxMessageSize: 80\n${BIG}${SMALL}`, null), {message: /^<config>:4:3: templates\[0\]: /})
+      assert.throws(() => parseConfig(`collectors: [{address: 192.0.2.1:4739}]\nmaxMessageSize: 80\n${BIG}${SMALL}`, null), {
+        message: /^<config>:4:3: templates\[0\]: /,
+      })
     })
 
     it('accepts a template whose record fills maxMessageSize exactly, and not one byte less', function () {
@@ -459,14 +469,19 @@ describe('config/load', function () {
           assert.equal(error.line, 6)
           assert.equal(error.column, 11)
           assert.equal(error.key, 'templates[0].fields[0].name')
-          assert.equal(error.message, "config.yaml:6:11: templates[0].fields[0].name: unknown information element 'SourceIPv4Adress'; did you mean sourceIPv4Address?")
+          assert.equal(
+            error.message,
+            "config.yaml:6:11: templates[0].fields[0].name: unknown information element 'SourceIPv4Adress'; did you mean sourceIPv4Address?",
+          )
           return true
         },
       )
     })
 
     it('names text without a file <config>', function () {
-      assert.throws(() => parseConfig('maxMessageSize: 5\n', null), {message: '<config>:1:17: maxMessageSize: 5 is out of range; allowed: an integer from 80 to 65507 (bytes of UDP payload)'})
+      assert.throws(() => parseConfig('maxMessageSize: 5\n', null), {
+        message: '<config>:1:17: maxMessageSize: 5 is out of range; allowed: an integer from 80 to 65507 (bytes of UDP payload)',
+      })
     })
   })
 
@@ -474,7 +489,7 @@ describe('config/load', function () {
     const C = 'collectors:\n- address: 192.0.2.1:4739\n'
     const TOP =
       'observationDomainId, maxMessageSize, maxIpfixMessageLen, templateRefreshSeconds, timerTemplateFlushSeconds, statsIntervalSeconds, ' +
-      'spoolBytes, spoolTotalBytes, replayBytesPerSecond, drainIntervalSeconds, timerFinishedDrainSeconds, idleTimeoutSeconds, activeTimeoutSeconds, timerForceDrainSeconds, collectors, logs, ' +
+      'spoolBytes, spoolTotalBytes, replayBytesPerSecond, sendBytesPerSecond, drainIntervalSeconds, timerFinishedDrainSeconds, idleTimeoutSeconds, activeTimeoutSeconds, timerForceDrainSeconds, collectors, logs, ' +
       'outputs, templates, meters, metrics, stateFile'
     const EXPORTABLE = Object.keys(EXPORTABLE_ELEMENTS).join(', ')
     const REMOTE = 'HOST:PORT, IPV4:PORT or [IPV6]:PORT with a port from 1 to 65535'
@@ -490,35 +505,74 @@ describe('config/load', function () {
       'flowStartNanoseconds, flowEndNanoseconds, octetDeltaCount, packetDeltaCount, flowStartSeconds, flowEndSeconds, flowDurationMilliseconds, flowDurationMicroseconds]'
 
     const ONE_BYTE_FIELDS = `[${[
-      'octetDeltaCount', 'packetDeltaCount', 'sourceTransportPort', 'destinationTransportPort', 'protocolIdentifier', 'tcpControlBits', 'flowDirection', 'flowEndReason',
-      'ipClassOfService', 'ipVersion', 'ingressInterface', 'egressInterface', 'vlanId', 'observationDomainId', 'flowDurationMilliseconds',
-    ].map((name) => `{name: ${name}, length: 1}`).join(', ')}]`
+      'octetDeltaCount',
+      'packetDeltaCount',
+      'sourceTransportPort',
+      'destinationTransportPort',
+      'protocolIdentifier',
+      'tcpControlBits',
+      'flowDirection',
+      'flowEndReason',
+      'ipClassOfService',
+      'ipVersion',
+      'ingressInterface',
+      'egressInterface',
+      'vlanId',
+      'observationDomainId',
+      'flowDurationMilliseconds',
+    ]
+      .map((name) => `{name: ${name}, length: 1}`)
+      .join(', ')}]`
 
     const cases: [string, string, string][] = [
       // YAML itself
       ['a duplicate key', `${C}collectors: []\n`, 'config.yaml:3:1: invalid YAML: map keys must be unique'],
-      ['an unclosed flow list', 'templates: [1, 2\n', 'config.yaml:2:1: invalid YAML: flow sequence in block collection must be sufficiently indented and end with a ]'],
+      [
+        'an unclosed flow list',
+        'templates: [1, 2\n',
+        'config.yaml:2:1: invalid YAML: flow sequence in block collection must be sufficiently indented and end with a ]',
+      ],
       ['tab indentation', 'collectors:\n\t- address: x\n', 'config.yaml:2:1: invalid YAML: tabs are not allowed as indentation'],
       [
         'an unquoted [IPv6]:PORT',
         'collectors:\n- address: [2001:db8::1]:4739\n',
         'config.yaml:2:25: invalid YAML: unexpected scalar at node end (an address in brackets must be quoted in YAML: "[2001:db8::1]:4739")',
       ],
-      ['an unquoted [IPv6] read as a list', 'collectors:\n- address: [2001:db8::1]\n', 'config.yaml:2:12: collectors[0].address: [2001:db8::1] was read as a YAML list; allowed: a quoted address: "[2001:db8::1]:4739"'],
+      [
+        'an unquoted [IPv6] read as a list',
+        'collectors:\n- address: [2001:db8::1]\n',
+        'config.yaml:2:12: collectors[0].address: [2001:db8::1] was read as a YAML list; allowed: a quoted address: "[2001:db8::1]:4739"',
+      ],
       ['an alias without its anchor', 'collectors: *foo\n', 'config.yaml:1:13: collectors: the alias *foo names no anchor'],
       // structure and unknown keys
       ['a list at the top', '- a\n', `config.yaml:1:1: expected a map, got a list; allowed: a map with the keys ${TOP}`],
       ['an unknown top-level key', `${C}maxMessageLen: 1400\n`, `config.yaml:3:1: maxMessageLen: unknown key; allowed: ${TOP}`],
-      ['a misspelt top-level key', `${C}drainIntervalSecond: 1\n`, `config.yaml:3:1: drainIntervalSecond: unknown key (did you mean drainIntervalSeconds?); allowed: ${TOP}`],
+      [
+        'a misspelt top-level key',
+        `${C}drainIntervalSecond: 1\n`,
+        `config.yaml:3:1: drainIntervalSecond: unknown key (did you mean drainIntervalSeconds?); allowed: ${TOP}`,
+      ],
       [
         'a misspelt collector key',
         'collectors:\n- remoteAdress: 192.0.2.1:4739\n',
-        'config.yaml:2:3: collectors[0].remoteAdress: unknown key (did you mean remoteAddress?); allowed: name, address, remoteAddress, source, localAddress, templates, replayBytesPerSecond',
+        'config.yaml:2:3: collectors[0].remoteAdress: unknown key (did you mean remoteAddress?); allowed: name, address, remoteAddress, source, localAddress, templates, replayBytesPerSecond, sendBytesPerSecond',
       ],
-      ['an unknown output kind', 'outputs:\n- logs: {file: /tmp/x}\n', 'config.yaml:2:3: outputs[0].logs: unknown key (did you mean log?); allowed: collector, log'],
+      [
+        'an unknown output kind',
+        'outputs:\n- logs: {file: /tmp/x}\n',
+        'config.yaml:2:3: outputs[0].logs: unknown key (did you mean log?); allowed: collector, log',
+      ],
       ['an unknown metrics key', `${C}metrics:\n  port: 9999\n`, 'config.yaml:4:3: metrics.port: unknown key; allowed: listen'],
-      ['collectors as a string', 'collectors: 10.0.0.1:4739\n', "config.yaml:1:13: collectors: expected a list, got the string '10.0.0.1:4739'; allowed: a list of collectors: {address: HOST:PORT}"],
-      ['templates as a map', `${C}templates: {id: 256}\n`, 'config.yaml:3:12: templates: expected a list, got a map; allowed: a list of templates: {id: 256..65535, fields: [NAME, ...]}'],
+      [
+        'collectors as a string',
+        'collectors: 10.0.0.1:4739\n',
+        "config.yaml:1:13: collectors: expected a list, got the string '10.0.0.1:4739'; allowed: a list of collectors: {address: HOST:PORT}",
+      ],
+      [
+        'templates as a map',
+        `${C}templates: {id: 256}\n`,
+        'config.yaml:3:12: templates: expected a list, got a map; allowed: a list of templates: {id: 256..65535, fields: [NAME, ...]}',
+      ],
       ['stateFile as a number', `${C}stateFile: 5\n`, 'config.yaml:3:12: stateFile: expected a string, got the number 5; allowed: a file path'],
       // old and new names together
       [
@@ -562,7 +616,11 @@ describe('config/load', function () {
         `${C}templates:\n- id: 300\n  fields:\n  - name: bgpSourceAsNumber\n`,
         `config.yaml:6:11: templates[0].fields[0].name: flowctl has no value for information element bgpSourceAsNumber (16): BGP attributes live in a routing daemon's table; the meter counts packets at tc and is not told which AS or BGP next hop a route came from; allowed: an element flowctl can export: ${EXPORTABLE}`,
       ],
-      ['an element id instead of a name', `${C}templates:\n- id: 300\n  fields: [8]\n`, 'config.yaml:5:12: templates[0].fields[0]: expected a string, got the number 8; allowed: an information element name'],
+      [
+        'an element id instead of a name',
+        `${C}templates:\n- id: 300\n  fields: [8]\n`,
+        'config.yaml:5:12: templates[0].fields[0]: expected a string, got the number 8; allowed: an information element name',
+      ],
       [
         'an element twice',
         `${C}templates:\n- id: 300\n  fields: [octetDeltaCount, OctetDeltaCount]\n`,
@@ -580,7 +638,11 @@ describe('config/load', function () {
         'config.yaml:6:37: templates[0].fields[0].length: 9 is not a length for octetDeltaCount (unsigned64); allowed: 1, 2, 3, 4, 5, 6, 7 or 8 (reduced-size encoding, RFC 7011 §6.2)',
       ],
       // templates
-      ['a template id below 256', `${C}templates:\n- id: 255\n  fields: [octetDeltaCount]\n`, 'config.yaml:4:7: templates[0].id: 255 is out of range; allowed: a template id from 256 to 65535 (0-255 are set ids)'],
+      [
+        'a template id below 256',
+        `${C}templates:\n- id: 255\n  fields: [octetDeltaCount]\n`,
+        'config.yaml:4:7: templates[0].id: 255 is out of range; allowed: a template id from 256 to 65535 (0-255 are set ids)',
+      ],
       [
         'a template id twice',
         `${C}templates:\n- id: 300\n  fields: [octetDeltaCount]\n- id: 300\n  fields: [packetDeltaCount]\n`,
@@ -641,10 +703,37 @@ describe('config/load', function () {
         'collectors:\n- address: 192.0.2.1:4739\n  replayBytesPerSecond: 10MB\n',
         "config.yaml:3:25: collectors[0].replayBytesPerSecond: expected an integer, got the string '10MB'; allowed: an integer from 10000 to 2^40 (bytes a second)",
       ],
+      [
+        'a live pace too slow to make progress',
+        `${C}sendBytesPerSecond: 5000\n`,
+        'config.yaml:3:21: sendBytesPerSecond: 5000 is out of range; allowed: an integer from 10000 to 2^40 (bytes a second), or 0 (unpaced)',
+      ],
+      [
+        'a paced export with no spool to wait in',
+        `${C}spoolBytes: 0\nsendBytesPerSecond: 10000000\n`,
+        'config.yaml:4:21: sendBytesPerSecond: the paced export waits its turn in the spool, and spoolBytes is 0: every message would be dropped; allowed: 0 (unpaced) while spoolBytes is 0, or a spoolBytes above 0',
+      ],
+      [
+        "a collector's pace with no spool in all",
+        'spoolTotalBytes: 0\ncollectors:\n- address: 192.0.2.1:4739\n- address: 192.0.2.2:4739\n  sendBytesPerSecond: 20000000\n',
+        'config.yaml:5:23: collectors[1].sendBytesPerSecond: the paced export waits its turn in the spool, and spoolTotalBytes is 0: every message would be dropped; allowed: 0 (unpaced) while spoolTotalBytes is 0, or a spoolTotalBytes above 0',
+      ],
       ['a zero timeout', `${C}idleTimeoutSeconds: 0\n`, `config.yaml:3:21: idleTimeoutSeconds: 0 is out of range; allowed: ${SECONDS}`],
-      ['seconds with a unit', `${C}activeTimeoutSeconds: 60s\n`, `config.yaml:3:23: activeTimeoutSeconds: expected a number of seconds, got the string '60s'; allowed: ${SECONDS}`],
-      ['quoted seconds', `${C}statsIntervalSeconds: '60'\n`, `config.yaml:3:23: statsIntervalSeconds: expected a number of seconds, got the string '60' (write it without quotes); allowed: ${SECONDS}`],
-      ['a boolean interval', `${C}timerTemplateFlushSeconds: true\n`, `config.yaml:3:28: timerTemplateFlushSeconds: expected a number of seconds, got the boolean true; allowed: ${REFRESH_SECONDS}`],
+      [
+        'seconds with a unit',
+        `${C}activeTimeoutSeconds: 60s\n`,
+        `config.yaml:3:23: activeTimeoutSeconds: expected a number of seconds, got the string '60s'; allowed: ${SECONDS}`,
+      ],
+      [
+        'quoted seconds',
+        `${C}statsIntervalSeconds: '60'\n`,
+        `config.yaml:3:23: statsIntervalSeconds: expected a number of seconds, got the string '60' (write it without quotes); allowed: ${SECONDS}`,
+      ],
+      [
+        'a boolean interval',
+        `${C}timerTemplateFlushSeconds: true\n`,
+        `config.yaml:3:28: timerTemplateFlushSeconds: expected a number of seconds, got the boolean true; allowed: ${REFRESH_SECONDS}`,
+      ],
       [
         'an idle timeout shorter than the drain interval',
         `${C}drainIntervalSeconds: 5\nidleTimeoutSeconds: 2\n`,
@@ -683,23 +772,47 @@ describe('config/load', function () {
         'config.yaml:5:21: logs[0].hooks[0].timeoutSeconds: 0.05 is less than 0.1: starting a hook takes that long already, so a shorter timeout would kill every hook before it ran; ' +
           `allowed: ${HOOK_SECONDS}`,
       ],
-      ['an observation domain beyond 32 bits', `${C}observationDomainId: 4294967296\n`, 'config.yaml:3:22: observationDomainId: 4294967296 is out of range; allowed: an integer from 0 to 4294967295'],
-      ['a message size below 80', `${C}maxMessageSize: 79\n`, 'config.yaml:3:17: maxMessageSize: 79 is out of range; allowed: an integer from 80 to 65507 (bytes of UDP payload)'],
+      [
+        'an observation domain beyond 32 bits',
+        `${C}observationDomainId: 4294967296\n`,
+        'config.yaml:3:22: observationDomainId: 4294967296 is out of range; allowed: an integer from 0 to 4294967295',
+      ],
+      [
+        'a message size below 80',
+        `${C}maxMessageSize: 79\n`,
+        'config.yaml:3:17: maxMessageSize: 79 is out of range; allowed: an integer from 80 to 65507 (bytes of UDP payload)',
+      ],
       [
         'a message size too small for the default templates',
         `${C}maxMessageSize: 100\n`,
         'config.yaml:3:17: maxMessageSize: 100 is too small for the default templates, whose largest record takes 101 bytes plus 20 of message and set headers; allowed: at least 121, or templates with fewer fields',
       ],
-      ['a fractional message size', `${C}maxMessageSize: 1400.5\n`, 'config.yaml:3:17: maxMessageSize: 1400.5 is not an integer; allowed: an integer from 80 to 65507 (bytes of UDP payload)'],
+      [
+        'a fractional message size',
+        `${C}maxMessageSize: 1400.5\n`,
+        'config.yaml:3:17: maxMessageSize: 1400.5 is not an integer; allowed: an integer from 80 to 65507 (bytes of UDP payload)',
+      ],
       [
         'an old message size of 0',
         `${C}maxIpfixMessageLen: 0\n`,
         'config.yaml:3:21: maxIpfixMessageLen: 0 is out of range; allowed: an integer from 80 to 65507 (bytes of UDP payload)',
       ],
-      ['a meter domain below 0', `${C}meters:\n- {netns: lab, observationDomainId: -1}\n`, 'config.yaml:4:37: meters[0].observationDomainId: -1 is out of range; allowed: an integer from 0 to 4294967295'],
+      [
+        'a meter domain below 0',
+        `${C}meters:\n- {netns: lab, observationDomainId: -1}\n`,
+        'config.yaml:4:37: meters[0].observationDomainId: -1 is out of range; allowed: an integer from 0 to 4294967295',
+      ],
       // addresses
-      ['an IPv4 address out of range', 'collectors:\n- address: 300.1.1.1:2055\n', `config.yaml:2:12: collectors[0].address: '300.1.1.1' is not a valid IPv4 address; allowed: ${REMOTE}`],
-      ['an address without a port', 'collectors:\n- address: 10.0.0.1\n', `config.yaml:2:12: collectors[0].address: '10.0.0.1' has no port; allowed: ${REMOTE}, e.g. 10.0.0.1:4739`],
+      [
+        'an IPv4 address out of range',
+        'collectors:\n- address: 300.1.1.1:2055\n',
+        `config.yaml:2:12: collectors[0].address: '300.1.1.1' is not a valid IPv4 address; allowed: ${REMOTE}`,
+      ],
+      [
+        'an address without a port',
+        'collectors:\n- address: 10.0.0.1\n',
+        `config.yaml:2:12: collectors[0].address: '10.0.0.1' has no port; allowed: ${REMOTE}, e.g. 10.0.0.1:4739`,
+      ],
       [
         'a bare IPv6 address',
         "collectors:\n- address: '2001:db8::1'\n",
@@ -716,7 +829,11 @@ describe('config/load', function () {
         "collectors:\n- address: 10.0.0.1:4739\n  source: '[::]:0'\n",
         'config.yaml:3:11: collectors[0].source: the source is an IPv6 address but the collector 10.0.0.1:4739 is IPv4; allowed: an IPv4 source, e.g. 0.0.0.0:0',
       ],
-      ['a host name with bad characters', 'collectors:\n- address: bad_host!:4739\n', `config.yaml:2:12: collectors[0].address: 'bad_host!' is not an IPv4 address or a hostname; allowed: ${REMOTE}`],
+      [
+        'a host name with bad characters',
+        'collectors:\n- address: bad_host!:4739\n',
+        `config.yaml:2:12: collectors[0].address: 'bad_host!' is not an IPv4 address or a hostname; allowed: ${REMOTE}`,
+      ],
       [
         'a metrics address without a port',
         `${C}metrics:\n  listen: 127.0.0.1\n`,
@@ -754,7 +871,11 @@ describe('config/load', function () {
         'collectors:\n- address: 10.0.0.1:4739\n- name: 10.0.0.1:4739\n  address: 10.0.0.2:4739\n',
         "config.yaml:3:9: collectors[1].name: the name 10.0.0.1:4739 is collectors[0].address's too; allowed: a name of its own for each collector (its address as written, unless it has a name:)",
       ],
-      ['an empty collector name', 'collectors:\n- name: " "\n  address: 10.0.0.1:4739\n', 'config.yaml:2:9: collectors[0].name: empty string; allowed: a name of 1 to 128 characters, no control characters (the collector in logs and metrics)'],
+      [
+        'an empty collector name',
+        'collectors:\n- name: " "\n  address: 10.0.0.1:4739\n',
+        'config.yaml:2:9: collectors[0].name: empty string; allowed: a name of 1 to 128 characters, no control characters (the collector in logs and metrics)',
+      ],
       // outputs
       ['an empty file', '', `config.yaml:1:1: no output is configured: ${NO_OUTPUT}`],
       ['an empty collector list', 'collectors: []\n', `config.yaml:1:13: collectors: no output: ${NO_OUTPUT}`],
@@ -764,15 +885,43 @@ describe('config/load', function () {
         'config.yaml:3:3: outputs[0].log: an output is a collector or a log, not both; allowed: one of collector or log per list item',
       ],
       ['a log without a file', 'logs:\n- hooks: []\n', "config.yaml:2:3: logs[0].file: missing; allowed: a file path, or '-' for stdout"],
-      ['the same log file twice', 'logs:\n- file: /tmp/x\n- file: /tmp/x\n', 'config.yaml:3:9: logs[1].file: the same file as logs[0].file; allowed: each file once'],
+      [
+        'the same log file twice',
+        'logs:\n- file: /tmp/x\n- file: /tmp/x\n',
+        'config.yaml:3:9: logs[1].file: the same file as logs[0].file; allowed: each file once',
+      ],
       // hooks
-      ['a hook with a command and a shell', 'logs:\n- file: /tmp/x\n  hooks:\n  - command: /bin/cat\n    shell: cat\n', `config.yaml:5:5: logs[0].hooks[0].shell: a hook runs a command or a shell script, not both; allowed: ${HOOK}`],
-      ['a hook with neither', 'logs:\n- file: /tmp/x\n  hooks:\n  - name: nothing\n', `config.yaml:4:5: logs[0].hooks[0].command: missing: a hook needs a command or a shell script; allowed: ${HOOK}`],
-      ['a hook with an empty argv', 'logs:\n- file: /tmp/x\n  hooks:\n  - command: []\n', 'config.yaml:4:14: logs[0].hooks[0].command: the list is empty; allowed: a list [PROGRAM, ARG, ...]'],
-      ['a hook timeout of 0', 'logs:\n- file: /tmp/x\n  hooks:\n  - shell: cat\n    timeoutSeconds: 0\n', `config.yaml:5:21: logs[0].hooks[0].timeoutSeconds: 0 is out of range; allowed: ${HOOK_SECONDS}`],
+      [
+        'a hook with a command and a shell',
+        'logs:\n- file: /tmp/x\n  hooks:\n  - command: /bin/cat\n    shell: cat\n',
+        `config.yaml:5:5: logs[0].hooks[0].shell: a hook runs a command or a shell script, not both; allowed: ${HOOK}`,
+      ],
+      [
+        'a hook with neither',
+        'logs:\n- file: /tmp/x\n  hooks:\n  - name: nothing\n',
+        `config.yaml:4:5: logs[0].hooks[0].command: missing: a hook needs a command or a shell script; allowed: ${HOOK}`,
+      ],
+      [
+        'a hook with an empty argv',
+        'logs:\n- file: /tmp/x\n  hooks:\n  - command: []\n',
+        'config.yaml:4:14: logs[0].hooks[0].command: the list is empty; allowed: a list [PROGRAM, ARG, ...]',
+      ],
+      [
+        'a hook timeout of 0',
+        'logs:\n- file: /tmp/x\n  hooks:\n  - shell: cat\n    timeoutSeconds: 0\n',
+        `config.yaml:5:21: logs[0].hooks[0].timeoutSeconds: 0 is out of range; allowed: ${HOOK_SECONDS}`,
+      ],
       // meters
-      ['a namespace name with a slash', `${C}meters:\n- netns: a/b\n`, "config.yaml:4:10: meters[0].netns: 'a/b' is not a namespace name; allowed: a namespace name from `ip netns list` (no /), or root"],
-      ['a namespace twice', `${C}meters:\n- netns: root\n- netns: lab\n- netns: root\n`, 'config.yaml:6:10: meters[2].netns: root is already meters[0]; allowed: each namespace once'],
+      [
+        'a namespace name with a slash',
+        `${C}meters:\n- netns: a/b\n`,
+        "config.yaml:4:10: meters[0].netns: 'a/b' is not a namespace name; allowed: a namespace name from `ip netns list` (no /), or root",
+      ],
+      [
+        'a namespace twice',
+        `${C}meters:\n- netns: root\n- netns: lab\n- netns: root\n`,
+        'config.yaml:6:10: meters[2].netns: root is already meters[0]; allowed: each namespace once',
+      ],
       [
         'an empty meter list',
         `${C}meters: []\n`,
@@ -792,7 +941,10 @@ describe('config/load', function () {
         ].join('\n') + '\n',
         'config.yaml',
       )
-      assert.deepEqual(config.collectors.map((c) => c.source?.port), [0, 0, 5001, 5002, 5002])
+      assert.deepEqual(
+        config.collectors.map((c) => c.source?.port),
+        [0, 0, 5001, 5002, 5002],
+      )
     })
 
     it('has a case for each rule', function () {

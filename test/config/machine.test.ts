@@ -61,7 +61,10 @@ describe('config/machine', function () {
     it('refuses a log path that is a directory, or under a file', async function () {
       await mkdir(join(dir, 'adir'))
       await writeFile(join(dir, 'afile'), '')
-      assert.match((await refusal(await config('c.yaml', `logs:\n- file: ${dir}/adir\n`))).message, /logs\[0\]\.file: .*\/adir is a directory; allowed: a file path$/)
+      assert.match(
+        (await refusal(await config('c.yaml', `logs:\n- file: ${dir}/adir\n`))).message,
+        /logs\[0\]\.file: .*\/adir is a directory; allowed: a file path$/,
+      )
       assert.match((await refusal(await config('d.yaml', `logs:\n- file: ${dir}/afile/flows.log\n`))).message, /logs\[0\]\.file: .*\/afile is not a directory/)
     })
   })
@@ -73,7 +76,11 @@ describe('config/machine', function () {
       await checkConfigOnMachine(await config('s1.yaml', `${LOG}stateFile: ${dir}/state.json\n`))
       await checkConfigOnMachine(await config('s2.yaml', `${LOG}stateFile: ${dir}/new/deeper/state.json\n`))
       assert.equal(existsSync(join(dir, 'new')), false)
-      assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('.flowctl-check-')), [], 'the trial directory is removed')
+      assert.deepEqual(
+        readdirSync(dir).filter((f) => f.startsWith('.flowctl-check-')),
+        [],
+        'the trial directory is removed',
+      )
     })
 
     it('refuses one under a missing /proc path, where mkdir fails (the daemon spun there at 100 % CPU), naming the key', async function () {
@@ -82,12 +89,18 @@ describe('config/machine', function () {
         error.message,
         `${dir}/s3.yaml: stateFile: the directory /proc/flowctl cannot be created (mkdir in /proc fails: ENOENT); allowed: a file in a directory that exists or can be created, e.g. under /var/lib`,
       )
-      assert.match((await refusal(await config('s4.yaml', `${LOG}stateFile: /proc/self/nope/a/state.json\n`))).message, /stateFile: the directory \/proc\/self\/nope cannot be created \(mkdir in \/proc\/self fails: ENOENT\)/)
+      assert.match(
+        (await refusal(await config('s4.yaml', `${LOG}stateFile: /proc/self/nope/a/state.json\n`))).message,
+        /stateFile: the directory \/proc\/self\/nope cannot be created \(mkdir in \/proc\/self fails: ENOENT\)/,
+      )
     })
 
     it('refuses one under a file', async function () {
       await writeFile(join(dir, 'plain'), '')
-      assert.match((await refusal(await config('s5.yaml', `${LOG}stateFile: ${dir}/plain/sub/state.json\n`))).message, /stateFile: a part of .*\/plain\/sub is not a directory; allowed: /)
+      assert.match(
+        (await refusal(await config('s5.yaml', `${LOG}stateFile: ${dir}/plain/sub/state.json\n`))).message,
+        /stateFile: a part of .*\/plain\/sub is not a directory; allowed: /,
+      )
     })
   })
 
@@ -161,7 +174,10 @@ describe('config/machine', function () {
       const result = await d.child
       clearTimeout(timer)
       assert.equal(result.exitCode, 2, d.tail)
-      assert.equal(d.tail.trim(), `flowctl: ${file}: logs[0].file: the directory ${dir}/missing does not exist; allowed: a file in an existing directory (create it: mkdir -p ${dir}/missing)`)
+      assert.equal(
+        d.tail.trim(),
+        `flowctl: ${file}: logs[0].file: the directory ${dir}/missing does not exist; allowed: a file in an existing directory (create it: mkdir -p ${dir}/missing)`,
+      )
     })
 
     it('refuses a reload that config check would refuse, and keeps running', async function () {
@@ -176,7 +192,10 @@ describe('config/machine', function () {
         await chmod(file, 0o666)
         d.signal('SIGHUP')
         const refused = await d.waitForLog('reload-refused')
-        assert.match(String(refused.error), /writable by its group and all users \(mode 0666\) and names hooks, which the daemon runs as root; allowed: a file only its owner can write: chmod go-w /)
+        assert.match(
+          String(refused.error),
+          /writable by its group and all users \(mode 0666\) and names hooks, which the daemon runs as root; allowed: a file only its owner can write: chmod go-w /,
+        )
         await chmod(file, 0o644)
         await writeFile(file, good.replace(`${dir}/flows.log`, `${dir}/gone/flows.log`))
         d.signal('SIGHUP')

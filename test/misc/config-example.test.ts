@@ -29,6 +29,7 @@ describe('example config', function () {
     )
     assert.deepEqual(config.meters, [{netns: null}, {netns: 'customer-a', observationDomainId: 2}])
     assert.equal(config.metrics.listen, '127.0.0.1:9999')
+    assert.deepEqual([config.sendBytesPerSecond, config.collectors[0].sendBytesPerSecond], [0, 5_000_000])
     const hooks = config.logs[0].hooks
     assert.ok('command' in hooks[0] && hooks[0].command[0] === 'jq')
     assert.ok('shell' in hooks[1])
@@ -44,6 +45,7 @@ describe('example config', function () {
       'spoolBytes',
       'spoolTotalBytes',
       'replayBytesPerSecond',
+      'sendBytesPerSecond',
       'collectors',
       'templates',
       'meters',

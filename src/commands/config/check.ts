@@ -71,13 +71,15 @@ function describeConfig(config: Config): string[] {
     const from = c.source ? ` from ${endpointText(c.source)}` : ''
     const which = [c.templateIds ? `templates ${c.templateIds.join(', ')}` : 'all templates']
     if (c.replayBytesPerSecond !== undefined) which.push(`replayed at ${rateText(c.replayBytesPerSecond)}`)
+    if (c.sendBytesPerSecond !== undefined) which.push(c.sendBytesPerSecond ? `sent at most ${rateText(c.sendBytesPerSecond)}` : 'sent unpaced')
     lines.push(`  ${name}${from} (${which.join(', ')})`)
   }
   if (config.collectors.length > 0) {
     const worst = spoolMemoryAtMost(config)
     lines.push(
       `spool: up to ${sizeText(config.spoolBytes)} a collector, ${sizeText(config.spoolTotalBytes)} in all; worst case for ${plural(config.collectors.length, 'collector')}: ` +
-        `${sizeText(worst.held)} held and ${sizeText(worst.buffers)} of message buffers (${sizeText(worst.held + worst.buffers)}); replayed at ${rateText(config.replayBytesPerSecond)}`,
+        `${sizeText(worst.held)} held and ${sizeText(worst.buffers)} of message buffers (${sizeText(worst.held + worst.buffers)}); replayed at ${rateText(config.replayBytesPerSecond)}` +
+        (config.sendBytesPerSecond ? `; sent at most ${rateText(config.sendBytesPerSecond)}` : ''),
     )
   }
   if (config.logs.length > 0) lines.push('logs:')

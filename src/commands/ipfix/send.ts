@@ -1,3 +1,5 @@
+import {setTimeout as sleep} from 'node:timers/promises'
+
 import {Flags} from '@oclif/core'
 
 import {FlowctlCommand} from '../../cli/command.js'
@@ -47,6 +49,8 @@ ones is said once on stderr. \`flowctl ipfix file\` (the older tool's name) is t
       exporter.sendTemplates(config.observationDomainId)
       for (const set of flowSets) exporter.exportRecords(set.templateId, set.records, config.observationDomainId)
       await exporter.flushed()
+      // Paced (sendBytesPerSecond): the messages leave in turn, unless the collector refuses.
+      while (exporter.isReplaying) await sleep(5)
       exporter.service() // reads a refusal (ICMP port unreachable) that came back meanwhile
       exporter.close()
       const {messages, records, octets, sendErrors, spooledMessages} = exporter.stats

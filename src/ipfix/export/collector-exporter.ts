@@ -14,7 +14,7 @@ export {ARENA_BYTES, MAX_FREE_ARENAS} from '../wire/message.js'
 export {SpoolBudget} from './spool.js'
 
 export {compileTemplate, statsTemplateId, type ExportTemplate} from './flow-templates.js'
-export type {ExporterStats, SequenceStore} from './session.js'
+export type {ExporterStats, SequenceStore, TransportDefaults} from './session.js'
 
 /** An exporter to one collector. */
 export type CollectorExporter = ExportSession
@@ -31,6 +31,8 @@ export interface ExporterOptions {
   spoolBytes?: number
   /** How fast a spool is replayed when the collector answers again, unless the target says (default DEFAULT_REPLAY_BYTES_PER_SECOND). */
   replayBytesPerSecond?: number
+  /** How fast every message may leave, unless the target says (0 or undefined: as fast as the socket takes them; see UdpTransport). */
+  sendBytesPerSecond?: number
   /** One bound on what the transports of all the exporters sharing it hold. */
   spoolBudget?: SpoolBudget
   /** The monotonic clock (ms) the replay is paced by (default performance.now). */
@@ -57,7 +59,14 @@ export function createExporter(target: CollectorTarget, templates: ExportTemplat
         onResume: options.onResume,
         preamble: (domain, sequence) => session?.templateMessages(domain, sequence) ?? [],
       },
-      {spoolBytes: options.spoolBytes, replayBytesPerSecond: options.replayBytesPerSecond, budget: options.spoolBudget, now: options.now, paceClock: options.paceClock},
+      {
+        spoolBytes: options.spoolBytes,
+        replayBytesPerSecond: options.replayBytesPerSecond,
+        sendBytesPerSecond: options.sendBytesPerSecond,
+        budget: options.spoolBudget,
+        now: options.now,
+        paceClock: options.paceClock,
+      },
     )
   session = new ExportSession(target, templates, transport, options)
   return session

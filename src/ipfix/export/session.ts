@@ -56,7 +56,7 @@ export interface MessageTransport {
   service?(): void
   /** What is spooled now. */
   readonly spool?: {readonly length: number; readonly bytes: number}
-  /** Whether a replay is under way or the collector is down (what is sent waits behind what is spooled). */
+  /** Whether a replay (or the paced export) is under way or the collector is down (what is sent waits behind what is spooled). */
   readonly isBacklogged?: boolean
   /** Whether the collector refused (or has not answered at a new address yet). */
   readonly isDown?: boolean
@@ -70,6 +70,8 @@ export interface MessageTransport {
   discard?(): {message: Buffer; dataRecords: number}[]
   /** A new bound on what is held for this collector (config reload). */
   setSpoolBytes?(bytes: number): void
+  /** New default replay and send rates, for a collector without its own (config reload). */
+  setDefaultRates?(rates: {replayBytesPerSecond?: number; sendBytesPerSecond?: number}): void
 }
 
 /** Messages that never reached a collector, and the data records, packets and octets in them. */
@@ -79,6 +81,13 @@ export interface LostMessages {
   records: number
   packets: number
   octets: number
+}
+
+/** The daemon-wide settings of a collector's transport that a config reload may change. */
+export interface TransportDefaults {
+  spoolBytes?: number
+  replayBytesPerSecond?: number
+  sendBytesPerSecond?: number
 }
 
 export interface SessionOptions {
@@ -286,11 +295,13 @@ export class ExportSession {
    * The same collector (its name) with new settings, from a config reload. Another address or
    * source: the transport moves, and what it holds (spool, the unconfirmed and the unsent) goes
    * to the new address with its own sequence numbers, which go on from there: the same
-   * sequence domain. Throws if the new address cannot be opened (the spool waits for open()).
+   * sequence domain. `defaults` are the daemon-wide settings, for a target without its own.
+   * Throws if the new address cannot be opened (the spool waits for open()).
    */
-  async reconfigure(target: CollectorTarget, spoolBytes?: number): Promise<void> {
+  async reconfigure(target: CollectorTarget, defaults: TransportDefaults = {}): Promise<void> {
     const moved = !sameEndpoints(this.target, target)
-    if (spoolBytes !== undefined) this.transport.setSpoolBytes?.(spoolBytes)
+    if (defaults.spoolBytes !== undefined) this.transport.setSpoolBytes?.(defaults.spoolBytes)
+    this.transport.setDefaultRates?.(defaults)
     this.target = target
     if (!moved) return this.transport.retarget?.(target)
     if (!this.transport.moveTo) throw new Error(`collector ${target.name}: its transport cannot move`)
@@ -305,7 +316,7 @@ export class ExportSession {
     let packets = 0
     let octets = 0
     const length = Math.min(message.length, message.readUInt16BE(2))
-    for (let off = MESSAGE_HEADER_LENGTH; off + SET_HEADER_LENGTH <= length; ) {
+    for (let off = MESSAGE_HEADER_LENGTH; off + SET_HEADER_LENGTH <= length;) {
       const setId = message.readUInt16BE(off)
       const setLength = message.readUInt16BE(off + 2)
       if (setLength < SET_HEADER_LENGTH) break
@@ -314,7 +325,8 @@ export class ExportSession {
         let at = 0
         const offsets: {at: number; length: number; packets: boolean}[] = []
         for (const f of t.fields) {
-          if (f.element.name === 'packetDeltaCount' || f.element.name === 'octetDeltaCount') offsets.push({at, length: f.length, packets: f.element.name === 'packetDeltaCount'})
+          if (f.element.name === 'packetDeltaCount' || f.element.name === 'octetDeltaCount')
+            offsets.push({at, length: f.length, packets: f.element.name === 'packetDeltaCount'})
           at += f.length
         }
         for (let r = off + SET_HEADER_LENGTH; r + t.recordLength <= off + setLength; r += t.recordLength) {
@@ -377,7 +389,7 @@ export class ExportSession {
     return !!this.transport.isDown
   }
 
-  /** Whether the collector answers and its spool is being replayed. */
+  /** Whether the collector answers and its spool is being replayed (or paced messages wait their turn). */
   get isReplaying(): boolean {
     return !!this.transport.isBacklogged && !this.transport.isDown
   }
@@ -500,6 +512,9 @@ export class ExportSession {
     // The counts include this message (its size is fixed: header, set header, one record).
     const size = MESSAGE_HEADER_LENGTH + SET_HEADER_LENGTH + t.fields.reduce((n, f) => n + f.length, 0)
     const c = this.counts
-    this.pack(valuesRun(t, [domain, c.messages + 1, c.records + 1, c.octets + size, ignored.packets, ignored.bytes, this.dropped.spoolDroppedRecords, this.now()]), domain)
+    this.pack(
+      valuesRun(t, [domain, c.messages + 1, c.records + 1, c.octets + size, ignored.packets, ignored.bytes, this.dropped.spoolDroppedRecords, this.now()]),
+      domain,
+    )
   }
 }

@@ -28,6 +28,8 @@ export interface CollectorTarget {
   templateIds?: number[]
   /** How fast its spool is replayed when it answers again (bytes of messages a second); undefined = the exporter's default. */
   replayBytesPerSecond?: number
+  /** How fast any message may leave for it (bytes a second; 0 = unpaced); undefined = the exporter's default. */
+  sendBytesPerSecond?: number
 }
 
 /** A template as named fields: the information element's registry name and its length on the wire. */

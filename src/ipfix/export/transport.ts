@@ -16,7 +16,11 @@
  * replayBytesPerSecond in bursts a collector's default receive buffer holds (a collector drops
  * what its socket buffer cannot take, and nobody hears of it). While a replay goes on, new
  * messages join the back of the spool: nothing overtakes what waits. Without a backlog the
- * spool is empty and messages leave at once, as above.
+ * spool is empty and messages leave at once, as above, unless the live export is paced
+ * (sendBytesPerSecond): then every message takes the replay's way, through the spool and the
+ * same token bucket in the same bursts, in order, so that a drain that ends many flows at once
+ * never overruns the collector's receive buffer. What waits for its turn is held like a spool
+ * (and bounded, dropped and counted like one).
  *
  * The spool and the window are bounded together, per collector (spoolBytes) and, through a
  * SpoolBudget, for every collector at once: the oldest message goes first (a spooled one is
@@ -28,7 +32,7 @@ import {isIP} from 'node:net'
 import {performance} from 'node:perf_hooks'
 
 import {EAGAIN, EINTR, EMSGSIZE, ENOBUFS, MAX_BATCH, socketError, UdpSocket, type QueuedError} from '../../sys/udp-socket.js'
-import {releaseMessage} from '../wire/message.js'
+import {MESSAGE_HEADER_LENGTH, OPTIONS_TEMPLATE_SET_ID, releaseMessage, TEMPLATE_SET_ID} from '../wire/message.js'
 import {MessageSpool, nextOrder, type MessageHolder, type SpoolBudget, type SpooledMessage} from './spool.js'
 import type {CollectorTarget} from './target.js'
 
@@ -48,6 +52,8 @@ export interface TransportOptions {
   spoolBytes?: number
   /** How fast a backlog is replayed; default DEFAULT_REPLAY_BYTES_PER_SECOND. The target's own rate, when it has one, wins. */
   replayBytesPerSecond?: number
+  /** How fast every message may leave (the live export paced like a replay); 0 or undefined = as fast as the socket takes them. The target's own rate, when it has one, wins. */
+  sendBytesPerSecond?: number
   /** The bound on what every collector's transport holds together. */
   budget?: SpoolBudget
   now?: () => number
@@ -64,15 +70,16 @@ export const DEFAULT_SPOOL_BYTES = 32 << 20
  */
 export const HELD_MESSAGE_OVERHEAD = 176
 /**
- * 10 MB/s (80 Mbit/s: about 7,000 messages of 1400 bytes, 150,000 IPv4 flows of the default
+ * 5 MB/s (40 Mbit/s: about 3,500 messages of 1400 bytes, 75,000 IPv4 flows of the default
  * template a second). Into nfcapd 1.7.1 on loopback with its default receive buffer
- * (docs/benchmarks.md, figure 8), replays lost nothing up to 20 MB/s in every run and a few
- * messages at 40 MB/s in some: half of what held, for a collector host that is slower, busier or
- * shared with other exporters. It is several times the live export of a busy router, so a
- * backlog drains while what is exported meanwhile waits behind it; a full default spool goes in
- * about 3.4 s.
+ * (docs/benchmarks.md, figure 8), replays lost nothing up to 20 MB/s on a quiet machine, but at
+ * 10 MB/s they lost now and then when nfcapd had to wait for a busy CPU (load 3-4), where 5 MB/s
+ * lost nothing: a quarter of what held on a quiet host, for a collector host that is
+ * slower, busier or shared with other exporters. It is still several times the live export of a
+ * busy router, so a backlog drains while what is exported meanwhile waits behind it; a full
+ * default spool goes in about 7 s.
  */
-export const DEFAULT_REPLAY_BYTES_PER_SECOND = 10_000_000
+export const DEFAULT_REPLAY_BYTES_PER_SECOND = 5_000_000
 /**
  * The most a replay sends at once: 32 KiB, 23 messages of 1400 bytes. A collector's socket
  * buffer is net.core.rmem_default (208 KiB) unless it asks for more, and each datagram takes its
@@ -111,6 +118,13 @@ const RELEASED: SentMessage = {message: Buffer.alloc(0), dataRecords: 0, order: 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/** Whether a message holds template sets (its first set is a template or options template set). */
+function carriesTemplates(message: Buffer): boolean {
+  if (message.length < MESSAGE_HEADER_LENGTH + 2) return false
+  const setId = message.readUInt16BE(MESSAGE_HEADER_LENGTH)
+  return setId === TEMPLATE_SET_ID || setId === OPTIONS_TEMPLATE_SET_ID
+}
+
 /** Whether an ICMP error names this message: it carries the message's head (at least its IPFIX header). */
 function names({payload}: QueuedError, message: Buffer): boolean {
   const n = Math.min(message.length, payload.length)
@@ -124,7 +138,10 @@ async function connect(target: CollectorTarget): Promise<UdpSocket> {
   const wildcard = anyAddress(source?.host)
   // A source of "any address, any port" is no source at all; "any address" on a fixed port
   // binds the remote's family's wildcard.
-  const from = source && (!wildcard || source.port) ? {address: wildcard ? (isIP(address.split('%')[0]) === 6 ? '::' : '0.0.0.0') : source.host, port: source.port} : undefined
+  const from =
+    source && (!wildcard || source.port)
+      ? {address: wildcard ? (isIP(address.split('%')[0]) === 6 ? '::' : '0.0.0.0') : source.host, port: source.port}
+      : undefined
   return UdpSocket.connect({address, port: remote.port}, from, {sendBufferBytes: SEND_BUFFER_BYTES})
 }
 
@@ -148,7 +165,10 @@ export class UdpTransport implements MessageHolder {
   readonly spool = new MessageSpool()
   /** Memory the spool and the window may take together (per collector), as `held` counts it. */
   private limitBytes: number
-  private readonly defaultReplayRate: number
+  private defaultReplayRate: number
+  private defaultSendRate: number
+  /** A backlog from an outage or a move is going out (replayBytesPerSecond paces it), since resume() until the spool is empty. */
+  private replaying = false
   private readonly budget?: SpoolBudget
   /** The held bytes the budget was last told of, while a member of it (until close()). */
   private told = 0
@@ -166,6 +186,8 @@ export class UdpTransport implements MessageHolder {
   private earlyErrno = 0
   /** The templates a replay sends first. */
   private front: Buffer[] = []
+  /** A message with templates was dropped from the spool: the next message that leaves goes after its domain's templates. */
+  private templatesDropped = false
   /** The replay's token bucket: bytes it may send now, as of `tokensAt` (paceClock()). */
   private tokens = 0
   private tokensAt = 0
@@ -185,6 +207,7 @@ export class UdpTransport implements MessageHolder {
     this.paceClock = options.paceClock ?? (() => performance.now())
     this.limitBytes = options.spoolBytes ?? DEFAULT_SPOOL_BYTES
     this.defaultReplayRate = options.replayBytesPerSecond ?? DEFAULT_REPLAY_BYTES_PER_SECOND
+    this.defaultSendRate = options.sendBytesPerSecond ?? 0
     this.budget = options.budget
     this.budget?.join(this)
     this.inBudget = !!this.budget
@@ -199,8 +222,28 @@ export class UdpTransport implements MessageHolder {
     return this.current.replayBytesPerSecond ?? this.defaultReplayRate
   }
 
+  /** Bytes a second any message may leave at (0 = unpaced): the target's own rate, or the transport's default. */
+  get sendBytesPerSecond(): number {
+    return this.current.sendBytesPerSecond ?? this.defaultSendRate
+  }
+
+  /** Whether every message goes through the pacer (the spool and the token bucket), not only a backlog. */
+  private get paced(): boolean {
+    return this.sendBytesPerSecond > 0
+  }
+
+  /**
+   * The token bucket's rate: a backlog after an outage or a move goes at replayBytesPerSecond,
+   * and no message ever faster than sendBytesPerSecond when that is set.
+   */
+  private get paceBytesPerSecond(): number {
+    const send = this.sendBytesPerSecond
+    if (!this.replaying && send > 0) return send
+    return send > 0 ? Math.min(send, this.replayBytesPerSecond) : this.replayBytesPerSecond
+  }
+
   private get burstBytes(): number {
-    return Math.max(REPLAY_BURST_BYTES, (this.replayBytesPerSecond * REPLAY_BURST_MS) / 1000)
+    return Math.max(REPLAY_BURST_BYTES, (this.paceBytesPerSecond * REPLAY_BURST_MS) / 1000)
   }
 
   /** Opens the socket; safe to call again after a failure (a hostname that did not resolve). */
@@ -250,11 +293,17 @@ export class UdpTransport implements MessageHolder {
     this.keepLimits()
   }
 
+  /** New default rates, for a target that has none of its own (config reload). */
+  setDefaultRates(rates: {replayBytesPerSecond?: number; sendBytesPerSecond?: number}): void {
+    if (rates.replayBytesPerSecond !== undefined) this.defaultReplayRate = rates.replayBytesPerSecond
+    if (rates.sendBytesPerSecond !== undefined) this.defaultSendRate = rates.sendBytesPerSecond
+  }
+
   /** Queues one finished message; it leaves at the next flush (or waits in the spool). */
   send(message: Buffer, dataRecords = 0): void {
     if (!this.socket) return
-    if (this.down || this.moving || this.spool.length > 0 || this.front.length > 0) {
-      // Behind a backlog: in the spool, after everything that waits.
+    if (this.down || this.moving || this.spool.length > 0 || this.front.length > 0 || this.paced) {
+      // Behind a backlog (or paced): in the spool, after everything that waits.
       this.toSpool([{message, dataRecords, order: nextOrder()}])
       if (!this.down && !this.moving) this.schedulePacer()
     } else {
@@ -292,17 +341,28 @@ export class UdpTransport implements MessageHolder {
   }
 
   oldestOrder(): number | undefined {
-    if (this.windowHead < this.window.length) return this.window[this.windowHead].order
-    return this.spool.peek()?.order
+    return this.evictsFromWindow() ? this.window[this.windowHead].order : this.spool.peek()?.order
+  }
+
+  /**
+   * Whether the next message to let go of is a sent one. Not a probe while anything is spooled:
+   * its fate is unknown until CONFIRM_MS pass (it may be reaching a collector that is back, and
+   * counting it as dropped would say it was lost when it arrived); it stays, one message past
+   * the bound at most, and if it is refused it goes back to the spool, where its turn comes.
+   */
+  private evictsFromWindow(): boolean {
+    if (this.windowHead >= this.window.length) return false
+    return this.window[this.windowHead] !== this.probing || this.spool.length === 0
   }
 
   /**
    * Lets go of the oldest message held: sent ones before spooled ones (dropped and counted). A
    * sent one counts as arrived, unless an error the socket has for us names it, or it is a probe
-   * to a collector that is down: then it is dropped and counted too.
+   * to a collector that is down with nothing spooled to let go of instead: then it is dropped and
+   * counted too.
    */
   evictOldest(): void {
-    if (this.windowHead < this.window.length) {
+    if (this.evictsFromWindow()) {
       const oldest = this.window[this.windowHead]
       let refused = oldest === this.probing
       if (!refused && this.socket) {
@@ -318,6 +378,9 @@ export class UdpTransport implements MessageHolder {
     } else {
       const item = this.spool.shift()
       if (!item) return
+      // Templates dropped while the collector answers (a paced export, or a replay that fell
+      // behind) go again before the next message; a collector that is down gets them anyway.
+      if (!this.down && carriesTemplates(item.message)) this.templatesDropped = true
       this.events.onDrop?.([item])
       releaseMessage(item.message)
     }
@@ -533,6 +596,7 @@ export class UdpTransport implements MessageHolder {
     this.probing = undefined
     for (const [domain, sequence] of this.spool.firstSequences()) this.front.push(...(this.events.preamble?.(domain, sequence) ?? []))
     this.events.onResume?.(this.spool.length)
+    this.replaying = true
     // The collector's buffer had the probe's time to empty: a whole burst may go at once.
     this.tokens = this.burstBytes
     this.tokensAt = this.paceClock()
@@ -553,16 +617,21 @@ export class UdpTransport implements MessageHolder {
   }
 
   /**
-   * Sends the next part of the backlog, the templates first, as far as the token bucket allows
-   * (replayBytesPerSecond, bursts of at most burstBytes), and comes back for the rest.
+   * Sends the next part of the backlog (or of the paced export), the templates first, as far as
+   * the token bucket allows (paceBytesPerSecond, bursts of at most burstBytes), and comes back
+   * for the rest.
    */
   private replay(): void {
     const socket = this.socket
     if (!socket || this.down || this.moving || this.pacer) return
     this.checkErrors()
     if (this.down) return
+    if (this.templatesDropped) {
+      this.templatesDropped = false
+      if (!this.front.length) for (const [domain, sequence] of this.spool.firstSequences()) this.front.push(...(this.events.preamble?.(domain, sequence) ?? []))
+    }
     const now = this.paceClock()
-    const rate = this.replayBytesPerSecond
+    const rate = this.paceBytesPerSecond
     const burst = this.burstBytes
     this.tokens = Math.min(burst, this.tokens + ((now - this.tokensAt) * rate) / 1000)
     this.tokensAt = now
@@ -625,7 +694,11 @@ export class UdpTransport implements MessageHolder {
       }
     }
     const next = this.front[0] ?? this.spool.peek()?.message
-    if (!next) return // the backlog is out: the normal path takes over
+    if (!next) {
+      // The backlog is out: the normal path (or the live pace) takes over.
+      this.replaying = false
+      return
+    }
     // Back when the bucket holds half a burst (or the next message), not at every millisecond.
     const wanted = Math.min(burst, Math.max(burst / 2, next.length))
     this.schedulePacer(Math.max(1, Math.ceil(((wanted - this.tokens) * 1000) / rate)))

@@ -8,9 +8,28 @@ import assert from 'node:assert/strict'
 
 import {performance} from 'node:perf_hooks'
 
-import {compileTemplate, CONFIRM_MS, REPLAY_BURST_BYTES, SpoolBudget, type CollectorExporter, type ExporterOptions} from '../../../src/ipfix/export/collector-exporter.js'
+import {
+  compileTemplate,
+  CONFIRM_MS,
+  REPLAY_BURST_BYTES,
+  SpoolBudget,
+  type CollectorExporter,
+  type ExporterOptions,
+} from '../../../src/ipfix/export/collector-exporter.js'
+import {HELD_MESSAGE_OVERHEAD} from '../../../src/ipfix/export/transport.js'
 import type {DecodedMessage} from '../../../src/ipfix/collect/decoder.js'
-import {batchOf, NOW_MS, defaultExportTemplates, expectedFields, exporterTo, randomFlows, sampleFlows, Sink, STATS_TEMPLATE_ID, type FlowInput} from '../flows.js'
+import {
+  batchOf,
+  NOW_MS,
+  defaultExportTemplates,
+  expectedFields,
+  exporterTo,
+  randomFlows,
+  sampleFlows,
+  Sink,
+  STATS_TEMPLATE_ID,
+  type FlowInput,
+} from '../flows.js'
 
 const TEMPLATE_SET = 2
 const OPTIONS_TEMPLATE_SET = 3
@@ -60,19 +79,44 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       await sink.settle(e)
 
       const flows = sink.records.filter((r) => !r.options)
-      assert.deepEqual(flows.map((r) => r.templateId), [...v4.map(() => 256), ...v6.map(() => 257)])
-      assert.deepEqual(flows.map((r) => r.fields), [...v4, ...v6].map(expectedFields))
+      assert.deepEqual(
+        flows.map((r) => r.templateId),
+        [...v4.map(() => 256), ...v6.map(() => 257)],
+      )
+      assert.deepEqual(
+        flows.map((r) => r.fields),
+        [...v4, ...v6].map(expectedFields),
+      )
       for (const {message} of sink.received) {
         const ids = new Set(dataSetIds(message))
         assert.ok(ids.size <= 1, `message seq ${message.header.sequenceNumber} mixes data sets of templates ${[...ids]}`)
       }
       // The templates announce exactly the default fields, in order.
       const t256 = sink.collector.decoder.template(`127.0.0.1:${e.localPort}`, 1, 256)
-      assert.deepEqual(t256?.fields.map((f) => `${f.element.name}/${f.length}`), [
-        'sourceIPv4Address/4', 'destinationIPv4Address/4', 'sourceTransportPort/2', 'destinationTransportPort/2', 'protocolIdentifier/1', 'tcpControlBits/1',
-        'octetDeltaCount/8', 'packetDeltaCount/8', 'flowStartMilliseconds/8', 'flowEndMilliseconds/8', 'ingressInterface/4', 'egressInterface/4',
-        'flowDirection/1', 'flowEndReason/1', 'ipClassOfService/1', 'vlanId/2', 'ipNextHopIPv4Address/4', 'minimumTTL/1', 'maximumTTL/1',
-      ])
+      assert.deepEqual(
+        t256?.fields.map((f) => `${f.element.name}/${f.length}`),
+        [
+          'sourceIPv4Address/4',
+          'destinationIPv4Address/4',
+          'sourceTransportPort/2',
+          'destinationTransportPort/2',
+          'protocolIdentifier/1',
+          'tcpControlBits/1',
+          'octetDeltaCount/8',
+          'packetDeltaCount/8',
+          'flowStartMilliseconds/8',
+          'flowEndMilliseconds/8',
+          'ingressInterface/4',
+          'egressInterface/4',
+          'flowDirection/1',
+          'flowEndReason/1',
+          'ipClassOfService/1',
+          'vlanId/2',
+          'ipNextHopIPv4Address/4',
+          'minimumTTL/1',
+          'maximumTTL/1',
+        ],
+      )
       assertPass()
       assert.deepEqual(errors, [])
       assert.equal(e.stats.records, v4.length + v6.length)
@@ -106,7 +150,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
         assert.equal(message.header.sequenceNumber, sent.get(odid) ?? 0, `domain ${odid}: message after ${sent.get(odid) ?? 0} records`)
         sent.set(odid, (sent.get(odid) ?? 0) + message.records.length)
       }
-      assert.deepEqual([...sent.entries()].sort(), [[1, 71], [2, 45]])
+      assert.deepEqual([...sent.entries()].sort(), [
+        [1, 71],
+        [2, 45],
+      ])
       assertPass()
     })
 
@@ -133,7 +180,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       await b.flushed()
       await sink.until(() => sink.records.length === 15, '15 records')
       const data = sink.received.filter((r) => r.message.records.length > 0)
-      assert.deepEqual(data.map((r) => r.message.header.sequenceNumber), [0, 10])
+      assert.deepEqual(
+        data.map((r) => r.message.header.sequenceNumber),
+        [0, 10],
+      )
       assertPass()
     })
   })
@@ -150,9 +200,18 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
         // 16-byte header, 4-byte set header, 65-byte IPv4 records: all but the last message of the batch are full.
         const perMessage = Math.floor((max - 20) / 65)
         const counts = sink.received.filter((r) => r.message.records.length && !r.message.records[0].options).map((r) => r.message.records.length)
-        assert.deepEqual(counts.slice(0, -1), counts.slice(0, -1).map(() => perMessage))
-        assert.equal(counts.reduce((a, b) => a + b, 0), v4.length)
-        assert.deepEqual(sink.records.filter((r) => !r.options).map((r) => r.fields), v4.map(expectedFields))
+        assert.deepEqual(
+          counts.slice(0, -1),
+          counts.slice(0, -1).map(() => perMessage),
+        )
+        assert.equal(
+          counts.reduce((a, b) => a + b, 0),
+          v4.length,
+        )
+        assert.deepEqual(
+          sink.records.filter((r) => !r.options).map((r) => r.fields),
+          v4.map(expectedFields),
+        )
         const checker = new Sink({maxMessageSize: max}).checker
         for (const {raw, message} of sink.received) checker.feed(raw, 'x', message)
         assert.equal(checker.report().verdict, 'PASS', checker.formatReport().join('\n'))
@@ -169,7 +228,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       await sink.settle(e)
       for (const {raw} of sink.received) assert.ok(raw.length <= 100, `a ${raw.length}-byte message`)
       assert.equal(e.stats.unexportable, v6.length)
-      assert.deepEqual(sink.records.map((r) => r.fields), v4.map(expectedFields))
+      assert.deepEqual(
+        sink.records.map((r) => r.fields),
+        v4.map(expectedFields),
+      )
       assertPass()
     })
 
@@ -181,7 +243,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       await sink.settle(e)
       assert.equal(e.stats.unexportable, 3)
       // Only the statistics template and record: no empty message, nothing cut short.
-      assert.deepEqual(sink.received.map((r) => r.message.sets.map((s) => s.id)), [[OPTIONS_TEMPLATE_SET], [STATS_TEMPLATE_ID]])
+      assert.deepEqual(
+        sink.received.map((r) => r.message.sets.map((s) => s.id)),
+        [[OPTIONS_TEMPLATE_SET], [STATS_TEMPLATE_ID]],
+      )
       for (const {raw} of sink.received) assert.ok(raw.length <= 80, `a ${raw.length}-byte message`)
       assertPass()
     })
@@ -193,7 +258,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       e.exportBatch(batchOf(randomFlows(4, 3, 13), 1))
       await sink.settle(e)
       const [first, second] = sink.received.map((r) => r.message)
-      assert.deepEqual(first.sets.map((s) => s.id), [TEMPLATE_SET, OPTIONS_TEMPLATE_SET])
+      assert.deepEqual(
+        first.sets.map((s) => s.id),
+        [TEMPLATE_SET, OPTIONS_TEMPLATE_SET],
+      )
       assert.deepEqual(templateIdsIn(first), [256, 257, STATS_TEMPLATE_ID])
       assert.equal(first.templates[2].scopeFieldCount, 1)
       assert.deepEqual(dataSetIds(second), [256])
@@ -228,14 +296,22 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       await sink.settle(e)
       assert.deepEqual(
         sink.received.map((r) => [r.message.header.observationDomainId, r.message.templates.length ? 'T' : 'D']),
-        [[1, 'T'], [1, 'D'], [9, 'T'], [9, 'D']],
+        [
+          [1, 'T'],
+          [1, 'D'],
+          [9, 'T'],
+          [9, 'D'],
+        ],
       )
       assertPass()
     })
 
     it('are sent before data of a template not yet sent (new templates on reload)', async function () {
       const all = defaultExportTemplates()
-      const e = await open({}, all.filter((t) => t.template.id === 256))
+      const e = await open(
+        {},
+        all.filter((t) => t.template.id === 256),
+      )
       assert.equal(e.templateFor(6), undefined)
       e.exportBatch(batchOf(randomFlows(6, 2, 16), 1)) // no template for IPv6: not exportable
       e.exportBatch(batchOf(randomFlows(4, 2, 17), 1))
@@ -246,7 +322,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       assert.equal(e.stats.unexportable, 2)
       const kinds = sink.received.map((r) => (r.message.templates.length ? `T${templateIdsIn(r.message).join(',')}` : `D${dataSetIds(r.message).join(',')}`))
       assert.deepEqual(kinds, [`T256,${STATS_TEMPLATE_ID}`, 'D256', `T256,257,${STATS_TEMPLATE_ID}`, 'D257'])
-      assert.deepEqual(sink.records.slice(-2).map((r) => r.fields), v6.map(expectedFields))
+      assert.deepEqual(
+        sink.records.slice(-2).map((r) => r.fields),
+        v6.map(expectedFields),
+      )
       assertPass()
     })
 
@@ -257,13 +336,16 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       await sink.settle(e)
       // 84-byte template records: one per message with the 20 bytes of headers (104 + 84 > 130),
       // and the 34-byte options template does not fit beside one either (104 + 4 + 34 > 130).
-      assert.deepEqual(sink.received.map((r) => templateIdsIn(r.message)), [[256], [257], [STATS_TEMPLATE_ID]])
+      assert.deepEqual(
+        sink.received.map((r) => templateIdsIn(r.message)),
+        [[256], [257], [STATS_TEMPLATE_ID]],
+      )
       for (const {raw} of sink.received) assert.ok(raw.length <= 130)
     })
   })
 
   describe('statistics options record', function () {
-    it('carries the exporter\'s totals, this message included, and the ignored counts (IEs 40, 41, 42, 164, 165)', async function () {
+    it("carries the exporter's totals, this message included, and the ignored counts (IEs 40, 41, 42, 164, 165)", async function () {
       let now = NOW_MS + 123_456
       const e = await open({now: () => now})
       e.exportBatch(batchOf(randomFlows(4, 50, 19), 4))
@@ -311,14 +393,23 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       const first = recs.filter((r) => r.sourceIPv4Address === flows[0].src)
       // ceil(10e9 / (2^32 - 1)) = 3 parts.
       assert.equal(first.length, 3)
-      assert.equal(first.reduce((n, r) => n + (r.octetDeltaCount as bigint), 0n), 10_000_000_000n)
-      assert.equal(first.reduce((n, r) => n + (r.packetDeltaCount as bigint), 0n), 70_000n)
+      assert.equal(
+        first.reduce((n, r) => n + (r.octetDeltaCount as bigint), 0n),
+        10_000_000_000n,
+      )
+      assert.equal(
+        first.reduce((n, r) => n + (r.packetDeltaCount as bigint), 0n),
+        70_000n,
+      )
       for (const r of first) {
         assert.ok((r.octetDeltaCount as bigint) <= 0xffffffffn && (r.packetDeltaCount as bigint) <= 0xffffn)
         assert.equal(r.ingressInterface, flows[0].ifindex)
       }
       // flows[1] is an egress flow: its ingress interface is the one it came in by.
-      assert.deepEqual(recs.filter((r) => r.sourceIPv4Address === flows[1].src), [{sourceIPv4Address: flows[1].src, octetDeltaCount: 4_294_967_295n, packetDeltaCount: 65_535n, ingressInterface: flows[1].peerIfindex}])
+      assert.deepEqual(
+        recs.filter((r) => r.sourceIPv4Address === flows[1].src),
+        [{sourceIPv4Address: flows[1].src, octetDeltaCount: 4_294_967_295n, packetDeltaCount: 65_535n, ingressInterface: flows[1].peerIfindex}],
+      )
       // The split records are data records like any: the next sequence number counts them.
       e.exportBatch(batchOf(flows.slice(1), 1))
       await sink.settle(e)
@@ -331,7 +422,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       const flow = {...sampleFlows(4)[0], ifindex: 70_000, direction: 0 as const}
       e.exportBatch(batchOf([flow], 1))
       await sink.settle(e)
-      assert.deepEqual(sink.records.map((r) => r.fields.ingressInterface), [65_535])
+      assert.deepEqual(
+        sink.records.map((r) => r.fields.ingressInterface),
+        [65_535],
+      )
     })
   })
 
@@ -353,7 +447,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
         e.service()
       }
       assert.ok(errors.length > 0, 'the refusal was reported to onError')
-      assert.ok(errors.every((err) => (err as NodeJS.ErrnoException).code === 'ECONNREFUSED'), errors.map((x) => x.message).join('; '))
+      assert.ok(
+        errors.every((err) => (err as NodeJS.ErrnoException).code === 'ECONNREFUSED'),
+        errors.map((x) => x.message).join('; '),
+      )
       assert.ok(e.stats.sendErrors > 0)
       // Everything is held: the data messages (the templates before them are sent again anyway).
       assert.ok(e.stats.spooledMessages >= 5, `spooled ${e.stats.spooledMessages}`)
@@ -368,10 +465,16 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       e.service() // no error for CONFIRM_MS: the rest is replayed
       await sink.until(() => sink.records.length === sent.length, `${sent.length} records`)
       assert.ok(sink.received[0].message.templates.length > 0, 'templates first')
-      assert.deepEqual(sink.records.map((r) => r.fields), sent.map(expectedFields))
+      assert.deepEqual(
+        sink.records.map((r) => r.fields),
+        sent.map(expectedFields),
+      )
       // Numbered as first built: from 0, 3 records a batch, no gap.
       const data = sink.received.filter((r) => r.message.records.length > 0)
-      assert.deepEqual(data.map((r) => r.message.header.sequenceNumber), [0, 3, 6, 9, 12, 15])
+      assert.deepEqual(
+        data.map((r) => r.message.header.sequenceNumber),
+        [0, 3, 6, 9, 12, 15],
+      )
       assert.equal(e.stats.spooledMessages, 0)
       assert.equal(e.stats.spoolDroppedMessages, 0)
       assertPass()
@@ -403,15 +506,71 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       const lost = batches.flat().filter((f) => !kept.some((r) => r.fields.sourceIPv4Address === f.src && r.fields.destinationIPv4Address === f.dst))
       const st = e.stats
       assert.equal(st.spoolDroppedRecords, lost.length)
-      assert.equal(st.spoolDroppedPackets, lost.reduce((n, f) => n + f.packets, 0))
-      assert.equal(st.spoolDroppedOctets, lost.reduce((n, f) => n + f.bytes, 0))
+      assert.equal(
+        st.spoolDroppedPackets,
+        lost.reduce((n, f) => n + f.packets, 0),
+      )
+      assert.equal(
+        st.spoolDroppedOctets,
+        lost.reduce((n, f) => n + f.bytes, 0),
+      )
       // The oldest went: what arrived is the newest, and the collector sees the loss as a sequence gap.
-      assert.deepEqual(kept.filter((r) => !r.options).map((r) => r.fields), batches.flat().slice(lost.length).map(expectedFields))
+      assert.deepEqual(
+        kept.filter((r) => !r.options).map((r) => r.fields),
+        batches.flat().slice(lost.length).map(expectedFields),
+      )
       assert.equal(kept[0].sequenceNumber, lost.length)
       // The statistics record says it too (notSentFlowTotalCount).
       e.sendStats(1, {packets: 0, bytes: 0})
       await sink.until(() => sink.records.some((r) => r.options), 'the statistics record')
       assert.equal(sink.records.find((r) => r.options)!.fields.notSentFlowTotalCount, BigInt(lost.length))
+    })
+
+    it('never counts as dropped a probe that reaches a collector that is back, when the full spool must let go of something before the probe is confirmed', async function () {
+      let now = NOW_MS
+      const port = sink.port
+      await sink.stop()
+      // Room for 3 data messages (16 + 4 + 2 * 59 = 138 bytes each).
+      const e = await open({now: () => now, spoolBytes: 3 * (138 + HELD_MESSAGE_OVERHEAD) + 50})
+      const batches = [0, 1, 2, 3, 4].map((i) => randomFlows(4, 2, 80 + i))
+      e.sendTemplates(1)
+      await sleep(5)
+      for (const flows of batches) {
+        now += 10 // templates go again once after the refusal, not with every batch
+        e.exportBatch(batchOf(flows, 1))
+        await sleep(5)
+        e.service()
+      }
+      assert.ok(e.stats.spoolDroppedMessages >= 2, JSON.stringify(e.stats))
+      // Back: the probe (the oldest spooled message) goes and arrives; before it counts as
+      // arrived, the next drain's message fills the spool again and something must go.
+      sink = await Sink.start({port})
+      e.service()
+      await sink.until(() => sink.records.some((r) => !r.options), 'the probe')
+      const after = randomFlows(4, 2, 89)
+      e.exportBatch(batchOf(after, 1))
+      now += CONFIRM_MS
+      await sleep(20)
+      e.service() // the probe arrived: the replay
+      const all = [...batches.flat(), ...after]
+      await sink.until(
+        () => sink.records.filter((r) => !r.options).length + e.stats.spoolDroppedRecords >= all.length && e.stats.spooledMessages === 0,
+        'the records kept',
+      )
+      await sleep(50)
+      const arrived = sink.records.filter((r) => !r.options)
+      // Each record either arrived or was counted as dropped, never both: what the sequence
+      // numbers say never arrived (before the first record that did, numbered from 0, and the
+      // gaps after it) is exactly what the exporter counts as dropped.
+      const missing = arrived[0].sequenceNumber + sink.checker.report().domains.reduce((n, d) => n + d.sequence.missing, 0)
+      assert.deepEqual(
+        {arrived: arrived.length, dropped: e.stats.spoolDroppedRecords, missing},
+        {arrived: all.length - e.stats.spoolDroppedRecords, dropped: missing, missing},
+      )
+      assert.ok(
+        arrived.every((r, i) => i === 0 || r.sequenceNumber >= arrived[i - 1].sequenceNumber),
+        `in order: ${arrived.map((r) => r.sequenceNumber).join(', ')}`,
+      )
     })
 
     it('reuses the memory of confirmed messages and never that of messages it still holds (many chunks over a collector that goes down)', async function () {
@@ -447,7 +606,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       e.service()
       await sink.until(() => sink.records.length >= missed.length, `${missed.length} records`, 10_000)
       await sleep(50)
-      assert.deepEqual(sink.records.map((r) => r.fields), missed.map(expectedFields))
+      assert.deepEqual(
+        sink.records.map((r) => r.fields),
+        missed.map(expectedFields),
+      )
       assert.equal(e.stats.spoolDroppedMessages, 0)
       assertPass()
     })
@@ -474,7 +636,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       e.service()
       await sink.until(() => sink.records.length >= missed.length, `${missed.length} records`)
       await sleep(50)
-      assert.deepEqual(sink.records.map((r) => r.fields), missed.map(expectedFields))
+      assert.deepEqual(
+        sink.records.map((r) => r.fields),
+        missed.map(expectedFields),
+      )
       assert.equal(sink.records[0].sequenceNumber, first.length)
     })
   })
@@ -526,10 +691,108 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       const all = [...spooled, ...live]
       await sink.until(() => sink.records.length >= all.length, `${all.length} records`, 10_000)
       await sleep(50)
-      assert.deepEqual(sink.records.map((r) => r.fields), all.map(expectedFields))
+      assert.deepEqual(
+        sink.records.map((r) => r.fields),
+        all.map(expectedFields),
+      )
       assertNumberedOnFrom(sink.received, 0)
       assert.equal(e.stats.spoolDroppedMessages, 0)
       assertPass()
+    })
+  })
+
+  describe("the live export paced (sendBytesPerSecond): every message through the replay's token bucket", function () {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+    /** The bytes of the data messages the sink got. */
+    const dataBytes = () => sink.received.filter((r) => r.message.records.length > 0 && !r.message.records[0].options).reduce((n, r) => n + r.raw.length, 0)
+
+    it('sends one burst at once and the rest only as the pace clock moves, in order and numbered on', async function () {
+      const rate = 100_000
+      // The pace clock stands still while `pace` is a number: the bucket fills once (a burst) and never again.
+      let pace: number | undefined = 1000
+      const e = await open({sendBytesPerSecond: rate, paceClock: () => pace ?? performance.now()})
+      const sent: FlowInput[] = []
+      for (let i = 0; i < 6; i++) {
+        const flows = randomFlows(4, 420, 700 + i) // 20 messages of 1385 bytes
+        sent.push(...flows)
+        e.exportBatch(batchOf(flows, 1))
+      }
+      await sleep(300)
+      const first = dataBytes()
+      assert.ok(first > 0, 'the first burst left')
+      assert.ok(first <= REPLAY_BURST_BYTES, `${first} bytes of data arrived with the pace clock standing still (a burst is ${REPLAY_BURST_BYTES})`)
+      assert.ok(e.stats.spooledMessages > 90, `${e.stats.spooledMessages} messages wait their turn`)
+      assert.ok(e.isReplaying, 'the exporter says messages wait')
+      // 100 ms of the pace clock: 10 kB more may go, and no more.
+      pace += 100
+      await sleep(300)
+      const second = dataBytes() - first
+      assert.ok(second > 0 && second <= rate / 10 + 1400, `${second} bytes after 100 ms at ${rate} B/s`)
+      pace = undefined // the clock moves: the rest follows at the pace (250 kB in about 2.5 s)
+      await sink.until(() => sink.flows.length >= sent.length, `${sent.length} records`, 15_000)
+      await sleep(50)
+      assert.deepEqual(
+        sink.records.filter((r) => !r.options).map((r) => r.fields),
+        sent.map(expectedFields),
+      )
+      assertNumberedOnFrom(sink.received, 0)
+      assert.equal(e.stats.spoolDroppedMessages, 0)
+      assert.equal(e.stats.spooledMessages, 0)
+      assertPass()
+    })
+
+    it('is not paced without it (0): the whole export leaves at once, the pace clock standing still', async function () {
+      const e = await open({sendBytesPerSecond: 0, paceClock: () => 1000})
+      const sent = randomFlows(4, 2520, 800) // 120 messages
+      e.exportBatch(batchOf(sent, 1))
+      await sink.until(() => sink.flows.length >= sent.length, `${sent.length} records`)
+      assert.equal(e.stats.spooledMessages, 0)
+    })
+
+    it('takes the daemon-wide pace of a reload (reconfigure with new defaults) for a collector it keeps, and its own over it', async function () {
+      let pace: number | undefined = 1000
+      const e = await open({sendBytesPerSecond: 0, paceClock: () => pace ?? performance.now()})
+      await e.reconfigure(e.config, {sendBytesPerSecond: 100_000})
+      e.exportBatch(batchOf(randomFlows(4, 2520, 850), 1)) // 120 messages
+      await sleep(300)
+      assert.ok(dataBytes() > 0 && dataBytes() <= REPLAY_BURST_BYTES, `${dataBytes()} bytes left with the pace clock standing still`)
+      pace = undefined
+      await sink.until(() => sink.flows.length >= 2520 && e.stats.spooledMessages === 0, '2520 records', 10_000)
+      // The collector's own setting (0: unpaced) wins over the default: all leaves at once, the pace clock standing still.
+      pace = performance.now()
+      await e.reconfigure({...e.config, sendBytesPerSecond: 0}, {sendBytesPerSecond: 100_000})
+      e.exportBatch(batchOf(randomFlows(4, 2520, 851), 1))
+      await sink.until(() => sink.flows.length >= 5040, '5040 records')
+      assert.equal(e.stats.spoolDroppedMessages, 0)
+    })
+
+    it('holds what waits within spoolBytes: past it the oldest are dropped and counted, the rest arrive in order', async function () {
+      let pace: number | undefined = 1000
+      const spoolBytes = 40 * (1385 + HELD_MESSAGE_OVERHEAD)
+      const e = await open({sendBytesPerSecond: 50_000, spoolBytes, paceClock: () => pace ?? performance.now()})
+      const batches: FlowInput[][] = []
+      for (let i = 0; i < 6; i++) {
+        batches.push(randomFlows(4, 420, 900 + i))
+        e.exportBatch(batchOf(batches[i], 1))
+      }
+      const s = e.stats
+      assert.ok(s.spoolDroppedMessages > 0, 'the oldest waiting messages were dropped')
+      assert.ok(s.spooledBytes + HELD_MESSAGE_OVERHEAD * s.spooledMessages <= spoolBytes, `${s.spooledBytes} bytes wait, over spoolBytes (${spoolBytes})`)
+      pace = undefined
+      const all = batches.flat()
+      await sink.until(() => sink.flows.length + e.stats.spoolDroppedRecords >= all.length && e.stats.spooledMessages === 0, 'every record kept', 15_000)
+      await sleep(50)
+      // What arrived plus what was counted as dropped is everything; what arrived came in order.
+      const dropped = e.stats.spoolDroppedRecords
+      assert.equal(sink.flows.length + dropped, all.length)
+      assert.equal(
+        e.stats.spoolDroppedPackets,
+        all.slice(0, dropped).reduce((n, f) => n + f.packets, 0),
+      )
+      assert.deepEqual(
+        sink.records.filter((r) => !r.options).map((r) => r.fields),
+        all.slice(dropped).map(expectedFields),
+      )
     })
   })
 
@@ -569,7 +832,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
         }
       }
       const dropped = others.map((e) => e.stats.spoolDroppedRecords)
-      assert.ok(dropped.every((n) => n > 0), `every collector lost its oldest: ${dropped}`)
+      assert.ok(
+        dropped.every((n) => n > 0),
+        `every collector lost its oldest: ${dropped}`,
+      )
       // Back: each gets what it kept, in order, numbered after what it lost.
       for (const port of ports) sinks.push(await Sink.start({port}))
       for (const e of others) e.service()
@@ -583,13 +849,24 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       }
       await sleep(50)
       // What arrived is the newest of all: every batch kept is newer than every batch dropped.
-      const arrived = sent.map((b) => sinks[b.collector].flows.some((f) => f.sourceIPv4Address === b.flows[0].src && f.destinationIPv4Address === b.flows[0].dst))
+      const arrived = sent.map((b) =>
+        sinks[b.collector].flows.some((f) => f.sourceIPv4Address === b.flows[0].src && f.destinationIPv4Address === b.flows[0].dst),
+      )
       const firstKept = arrived.indexOf(true)
-      assert.ok(firstKept > 0 && arrived.slice(firstKept).every(Boolean) && !arrived.slice(0, firstKept).some(Boolean), `arrived: ${arrived.map(Number).join('')}`)
+      assert.ok(
+        firstKept > 0 && arrived.slice(firstKept).every(Boolean) && !arrived.slice(0, firstKept).some(Boolean),
+        `arrived: ${arrived.map(Number).join('')}`,
+      )
       // Each collector counted exactly its own losses.
       for (const [c, e] of others.entries()) {
-        const lost = sent.slice(0, firstKept).filter((b) => b.collector === c).flatMap((b) => b.flows)
-        assert.deepEqual([e.stats.spoolDroppedRecords, e.stats.spoolDroppedPackets, e.stats.spoolDroppedOctets], [lost.length, lost.reduce((n, f) => n + f.packets, 0), lost.reduce((n, f) => n + f.bytes, 0)])
+        const lost = sent
+          .slice(0, firstKept)
+          .filter((b) => b.collector === c)
+          .flatMap((b) => b.flows)
+        assert.deepEqual(
+          [e.stats.spoolDroppedRecords, e.stats.spoolDroppedPackets, e.stats.spoolDroppedOctets],
+          [lost.length, lost.reduce((n, f) => n + f.packets, 0), lost.reduce((n, f) => n + f.bytes, 0)],
+        )
       }
       // Once the replayed messages count as arrived, nothing is held.
       now += CONFIRM_MS + 1
@@ -629,7 +906,10 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       e.service()
       await sink.until(() => sink.records.length >= sent.length, `${sent.length} records`)
       await sleep(50)
-      assert.deepEqual(sink.records.map((r) => r.fields), sent.map(expectedFields))
+      assert.deepEqual(
+        sink.records.map((r) => r.fields),
+        sent.map(expectedFields),
+      )
       assertNumberedOnFrom(sink.received, 0)
       assert.equal(e.stats.spoolDroppedMessages, 0)
       assertPass()
@@ -653,8 +933,14 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       e.service()
       await sink.until(() => sink.records.length >= during.length, `${during.length} records`)
       await sleep(50)
-      assert.deepEqual(old.records.filter((r) => !r.options).map((r) => r.fields), first.map(expectedFields))
-      assert.deepEqual(sink.records.map((r) => r.fields), during.map(expectedFields))
+      assert.deepEqual(
+        old.records.filter((r) => !r.options).map((r) => r.fields),
+        first.map(expectedFields),
+      )
+      assert.deepEqual(
+        sink.records.map((r) => r.fields),
+        during.map(expectedFields),
+      )
       assertNumberedOnFrom(sink.received, first.length)
     })
   })
