@@ -34,18 +34,8 @@ import {performance} from 'node:perf_hooks'
 import {EAGAIN, EINTR, EMSGSIZE, ENOBUFS, MAX_BATCH, socketError, UdpSocket, type QueuedError} from '../../sys/udp-socket.js'
 import {MESSAGE_HEADER_LENGTH, OPTIONS_TEMPLATE_SET_ID, releaseMessage, TEMPLATE_SET_ID} from '../wire/message.js'
 import {MessageSpool, nextOrder, type MessageHolder, type SpoolBudget, type SpooledMessage} from './spool.js'
+import type {MessageTransport, TransportEvents} from './message-transport.js'
 import type {CollectorTarget} from './target.js'
-
-export interface TransportEvents {
-  /** A send failed (a collector that is down shows as ECONNREFUSED on a later send). */
-  onError?: (error: Error) => void
-  /** These messages were dropped (oldest first) to keep the spool within its bounds. */
-  onDrop?: (dropped: SpooledMessage[]) => void
-  /** The collector answers again; `replayed` spooled messages are on their way. */
-  onResume?: (replayed: number) => void
-  /** Template messages for `domain` headed with `sequence`: sent before a probe or a replay. */
-  preamble?: (domain: number, sequence: number) => Buffer[]
-}
 
 export interface TransportOptions {
   /** Memory for the messages held for this collector (its spool and its window together; HELD_MESSAGE_OVERHEAD each besides their bytes); default 32 MiB. */
@@ -145,9 +135,9 @@ async function connect(target: CollectorTarget): Promise<UdpSocket> {
   return UdpSocket.connect({address, port: remote.port}, from, {sendBufferBytes: SEND_BUFFER_BYTES})
 }
 
-export class UdpTransport implements MessageHolder {
+export class UdpTransport implements MessageTransport, MessageHolder {
   private current: CollectorTarget
-  private readonly events: TransportEvents
+  private events: TransportEvents = {}
   private readonly now: () => number
   private readonly paceClock: () => number
   private socket?: UdpSocket
@@ -200,9 +190,8 @@ export class UdpTransport implements MessageHolder {
   private generation = 0
   sendErrors = 0
 
-  constructor(target: CollectorTarget, events: TransportEvents = {}, options: TransportOptions = {}) {
+  constructor(target: CollectorTarget, options: TransportOptions = {}) {
     this.current = target
-    this.events = events
     this.now = options.now ?? Date.now
     this.paceClock = options.paceClock ?? (() => performance.now())
     this.limitBytes = options.spoolBytes ?? DEFAULT_SPOOL_BYTES
@@ -215,6 +204,11 @@ export class UdpTransport implements MessageHolder {
 
   get target(): CollectorTarget {
     return this.current
+  }
+
+  /** Where what becomes of the messages held is told (createExporter: the session). */
+  subscribe(events: TransportEvents): void {
+    this.events = events
   }
 
   /** Bytes a second a backlog goes out at: the target's own rate, or the transport's default. */

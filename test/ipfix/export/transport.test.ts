@@ -43,7 +43,7 @@ describe('ipfix/transport (UdpTransport: the window of sent messages)', function
   })
 
   async function openTransport(spoolBytes: number): Promise<UdpTransport> {
-    transport = new UdpTransport({name: `127.0.0.1:${port}`, remote: {host: '127.0.0.1', port}}, {}, {spoolBytes})
+    transport = new UdpTransport({name: `127.0.0.1:${port}`, remote: {host: '127.0.0.1', port}}, {spoolBytes})
     await transport.open()
     return transport
   }
