@@ -5,7 +5,7 @@
  */
 import {defaultConfig} from '../../src/config/load.js'
 import {FlowBatch} from '../../src/flow/batch.js'
-import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
+import {compileTemplates, exporterFor} from '../../src/config/export-settings.js'
 import type {CollectorExporter} from '../../src/ipfix/export/collector-exporter.js'
 import {fixed, median, ratio, si, type BenchOptions, type Row} from './util.js'
 
