@@ -16,7 +16,6 @@ import {readFileSync} from 'node:fs'
 
 import {pathsFromEnv} from '../../src/paths.js'
 import {FLOW_KEY4, FLOW_VALUE4, KEY, VALUE} from '../../src/bpf/layout.js'
-import {numPossibleCpus} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {MeterSetDrainer} from '../../src/daemon/drain.js'
