@@ -21,7 +21,7 @@ export function compileTemplates(config: Config): ExportTemplate[] {
 }
 
 /** What the config decides of an exporter; `extra` adds what only the caller knows (sequence store, error log). */
-export function exporterOptions(config: Config, extra: Partial<ExporterOptions> = {}): ExporterOptions {
+function exporterOptions(config: Config, extra: Partial<ExporterOptions> = {}): ExporterOptions {
   return {
     maxMessageSize: config.maxMessageSize,
     templateRefreshMs: config.templateRefreshSeconds * 1000,

@@ -43,7 +43,7 @@ function elementSuggestions(name: string): string[] {
 }
 
 /** An element a template may name: in the registry, and one flowctl has a value for. */
-export interface ExportElement {
+interface ExportElement {
   element: InformationElement
   /** The address family it ties a template to, if any. */
   family?: 4 | 6

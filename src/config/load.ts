@@ -22,7 +22,7 @@ import {checkShape, type ConfigInput} from './schema.js'
 import {ConfigError, ConfigSource} from './source.js'
 import {checkTemplatesFit, defaultTemplates, readTemplates} from './templates.js'
 
-export {ConfigError, type ConfigErrorLocation} from './source.js'
+export {ConfigError} from './source.js'
 export {CONFIG_LIMITS} from './limits.js'
 
 const DEFAULT_COLLECTOR = '127.0.0.1:4739'

@@ -10,7 +10,7 @@ import * as v from 'valibot'
 import {problemText} from './source.js'
 
 /** setTimeout's longest delay (2^31-1 ms): a longer interval would fire at once. */
-export const MAX_SECONDS = 2_147_483
+const MAX_SECONDS = 2_147_483
 
 type Issue = v.BaseIssue<unknown>
 

@@ -20,8 +20,8 @@ export {ADDRESS_ALLOWED, type ParsedAddress} from './address-schema.js'
 export type {FieldValue} from './field-schema.js'
 
 /** Room for the statistics options record flowctl sends (16 + 4 + 60 bytes). */
-export const MIN_MESSAGE_SIZE = 80
-export const MAX_MESSAGE_SIZE = 65_507
+const MIN_MESSAGE_SIZE = 80
+const MAX_MESSAGE_SIZE = 65_507
 
 // --- the sections ---------------------------------------------------------------------------------------
 
@@ -136,7 +136,7 @@ const listen = v.lazy((input) => (input === '' ? v.literal('') : address('listen
 const MESSAGE_SIZE = `an integer from ${MIN_MESSAGE_SIZE} to ${MAX_MESSAGE_SIZE} (bytes of UDP payload)`
 
 /** The whole file. Every key may be left out or left empty. */
-export const CONFIG_SCHEMA = map({
+const CONFIG_SCHEMA = map({
   observationDomainId: v.nullish(integer(0, 0xffffffff)),
   maxMessageSize: v.nullish(integer(MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE, MESSAGE_SIZE)),
   maxIpfixMessageLen: v.nullish(integer(MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE, MESSAGE_SIZE)),
@@ -176,7 +176,6 @@ export const CONFIG_SCHEMA = map({
 export type ConfigInput = v.InferOutput<typeof CONFIG_SCHEMA>
 export type CollectorInput = v.InferOutput<typeof collector>
 export type LogInput = v.InferOutput<typeof log>
-export type HookInput = v.InferOutput<typeof hook>
 export type TemplateInput = v.InferOutput<typeof template>
 
 /** A problem the schema found: where (a key path and which of its nodes) and what, as one line. */

@@ -17,7 +17,7 @@ export interface ConfigErrorLocation {
 }
 
 /** The name that stands for the file in messages about config text that has none. */
-export const NO_FILE = '<config>'
+const NO_FILE = '<config>'
 
 /**
  * A config that cannot be used, as one line: `FILE:LINE:COL: KEY: PROBLEM; allowed: WHAT`.

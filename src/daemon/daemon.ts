@@ -41,7 +41,7 @@ export interface DaemonObserver {
 }
 
 /** A state file that cannot be written is logged at most this often (it is retried every drain). */
-export const STATE_FILE_ERROR_LOG_MS = 60_000
+const STATE_FILE_ERROR_LOG_MS = 60_000
 
 export class Daemon {
   private config: Config
