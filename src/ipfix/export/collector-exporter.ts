@@ -10,7 +10,8 @@ import type {SpoolBudget} from './spool.js'
 import type {CollectorTarget} from './target.js'
 import {UdpTransport} from './transport.js'
 
-export {CONFIRM_MS, DEFAULT_REPLAY_BYTES_PER_SECOND, REPLAY_BURST_BYTES} from './transport.js'
+export {CONFIRM_MS} from './transport.js'
+export {DEFAULT_REPLAY_BYTES_PER_SECOND, REPLAY_BURST_BYTES} from './pacer.js'
 export {ARENA_BYTES, MAX_FREE_ARENAS} from '../wire/message.js'
 export {SpoolBudget} from './spool.js'
 

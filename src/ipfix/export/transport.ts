@@ -44,9 +44,6 @@ import {SendQueue} from './send-queue.js'
 import {nextOrder, type MessageSpool, type SpoolBudget, type SpooledMessage} from './spool.js'
 import type {CollectorTarget} from './target.js'
 
-export {DEFAULT_REPLAY_BYTES_PER_SECOND, REPLAY_BURST_BYTES} from './pacer.js'
-export {HELD_MESSAGE_OVERHEAD} from './held-messages.js'
-
 export interface TransportOptions {
   /** Memory for the messages held for this collector (its spool and its window together; HELD_MESSAGE_OVERHEAD each besides their bytes); default 32 MiB. */
   spoolBytes?: number

@@ -17,7 +17,7 @@ import {
   type CollectorExporter,
   type ExporterOptions,
 } from '../../../src/ipfix/export/collector-exporter.js'
-import {HELD_MESSAGE_OVERHEAD} from '../../../src/ipfix/export/transport.js'
+import {HELD_MESSAGE_OVERHEAD} from '../../../src/ipfix/export/held-messages.js'
 import type {DecodedMessage} from '../../../src/ipfix/collect/decoder.js'
 import {
   batchOf,

@@ -9,7 +9,8 @@ import {setFlagsFromString} from 'node:v8'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {runInNewContext} from 'node:vm'
 
-import {CONFIRM_MS, HELD_MESSAGE_OVERHEAD, UdpTransport} from '../../../src/ipfix/export/transport.js'
+import {HELD_MESSAGE_OVERHEAD} from '../../../src/ipfix/export/held-messages.js'
+import {CONFIRM_MS, UdpTransport} from '../../../src/ipfix/export/transport.js'
 
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
