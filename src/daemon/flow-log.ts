@@ -2,7 +2,8 @@
  * Flow logs: every exported flow as one JSON line, in a file or on stdout ('-'), after the output's
  * hooks (see hooks.ts). The keys are the older linux-flow-exporter's (src, dst, proto, sport,
  * dport, ingressIfindex, egressIfindex, pkts, bytes, start, end, finished) and richer ones
- * (netns, interface, direction, ipVersion, vlanId, tos, tcpFlags, endReason, ...).
+ * (netns, interface, direction, ipVersion, vlanId, samplingInterval, tos, tcpFlags, endReason, ...).
+ * pkts and bytes are raw: with samplingInterval N > 1 they count 1 packet in N.
  *
  * Export never waits for a hook: a batch with hooks goes into a queue that a worker empties, one
  * batch at a time. The queue is bounded (maxQueuedRecords): a batch that does not fit skips the
@@ -27,7 +28,7 @@ import {formatAddress} from '../util/address.js'
 import {isIcmp, protocolName, TCP_FIN, TCP_RST, tcpFlagsText} from '../flow/protocols.js'
 import type {FlowOutput} from './daemon.js'
 import {applyHooks, hookLabel, type FlowRecord} from './hooks.js'
-import {InterfaceNames} from './interfaces.js'
+import type {InterfaceNames} from './interfaces.js'
 import type {Logger} from './log.js'
 import type {FlowLogObserver} from './metrics/daemon-metrics.js'
 
@@ -38,7 +39,7 @@ export const DEFAULT_MAX_QUEUED_RECORDS = 100_000
 
 /** The flows of a batch as log records. */
 export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRecord[] {
-  const records: FlowRecord[] = new Array(batch.length)
+  const records = new Array<FlowRecord>(batch.length)
   const len = batch.addrLen
   for (let i = 0; i < batch.length; i++) {
     const ifindex = batch.ifindex[i]
@@ -68,6 +69,8 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
       ipVersion: batch.family,
       protoName: protocolName(proto),
       vlanId: batch.vlanId[i],
+      // Packets and bytes are as the meter counted them: 1 packet in samplingInterval.
+      samplingInterval: batch.samplingInterval[i],
       tos: batch.tos[i],
       tcpFlags: flags,
       tcpFlagsText: tcpFlagsText(flags),
