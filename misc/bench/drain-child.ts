@@ -139,7 +139,7 @@ async function main(): Promise<void> {
         const t1 = performance.now()
         const before = {...exporter.stats}
         const cpu0 = process.cpuUsage()
-        const report = drainer.drain(m.active ? activePolicy : policy, (b) => exporter.exportBatch(b), m.type === 'flush')
+        const report = await drainer.drain(m.active ? activePolicy : policy, (b) => exporter.exportBatch(b), m.type === 'flush')
         const t2 = performance.now()
         await exporter.flushed()
         const t3 = performance.now()

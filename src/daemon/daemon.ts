@@ -6,6 +6,9 @@
  * their pins go); the collectors' life is collectors.ts's, the one-daemon lock and pid file
  * pid-file.ts's.
  */
+import {statSync} from 'node:fs'
+import {join} from 'node:path'
+
 import {readOverflow} from '../bpf/overflow.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import type {Config} from '../config/config.js'
@@ -14,7 +17,7 @@ import type {CollectorExporter} from '../ipfix/export/collector-exporter.js'
 import {defaultStateFile, type Paths} from '../paths.js'
 import {netnsLabel} from '../sys/netns.js'
 import {Collectors} from './collectors.js'
-import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
+import {MeterSetDrainer, type DrainPolicy, type DrainReport, type DrainStart} from './drain.js'
 import {createLogger, type Logger} from './log.js'
 import {PidFile} from './pid-file.js'
 import {DaemonStateFile} from './state-file.js'
@@ -42,6 +45,27 @@ export interface DaemonObserver {
 
 /** A state file that cannot be written is logged at most this often (it is retried every drain). */
 const STATE_FILE_ERROR_LOG_MS = 60_000
+/**
+ * How often, between drains, the daemon reads each meter set's flow counters (one lookup of a
+ * per-CPU array, about 1.5 us) to drain a set early whose live map is past half its size: a
+ * burst of new flows then finds a larger map within this long (live-maps.ts).
+ */
+export const FILL_WATCH_MS = 100
+/**
+ * Meter sets whose drains have started (their live maps being swapped: the kernel's wait runs in
+ * one of libuv's threads) ahead of the one being merged: the waits overlap, and a round of drains
+ * of many sets takes a few grace periods instead of one per set.
+ */
+const DRAINS_AHEAD = 8
+/**
+ * The pin root is listed (and each held meter set's identity checked) when the directories that
+ * hold the sets changed since the last look, and at least this often: attaching or detaching a
+ * set changes them.
+ */
+const RESCAN_MS = 10_000
+
+/** How a drain came about, for its log line. */
+type DrainCause = 'interval' | 'filling'
 
 export class Daemon {
   private config: Config
@@ -52,7 +76,15 @@ export class Daemon {
   private readonly drainers = new Map<string, MeterSetDrainer>()
   private readonly outputs: FlowOutput[] = []
   private timer?: NodeJS.Timeout
+  private watchTimer?: NodeJS.Timeout
   private stopping?: Promise<void>
+  /** The daemon's work on its meters, one task at a time (rounds of drains, early drains, reload, stop). */
+  private work: Promise<unknown> = Promise.resolve()
+  private busy = false
+  /** Meters whose last drain found nothing (reported once, so that the metrics say so). */
+  private readonly idleMeters = new Set<string>()
+  /** When the meter directories were last listed, and what they looked like then. */
+  private lastRescan = {at: -Infinity, stamp: ''}
   private lastStatsAt = 0
   private lastTemplateCheck = 0
   private running = false
@@ -118,6 +150,22 @@ export class Daemon {
     this.collectorSet.sendTemplates(this.domainsInUse())
     this.lastStatsAt = Date.now()
     this.schedule()
+    this.watchTimer = setInterval(() => this.watchFill(), FILL_WATCH_MS)
+    this.watchTimer.unref()
+  }
+
+  /** Runs `task` once the daemon's work before it is done: drains, reloads and the stop never overlap. */
+  private exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.work.then(async () => {
+      this.busy = true
+      try {
+        return await task()
+      } finally {
+        this.busy = false
+      }
+    })
+    this.work = run.catch(() => {})
+    return run
   }
 
   private domainOf(netns: string | null): number {
@@ -142,6 +190,7 @@ export class Daemon {
    * logged and never keeps the others from being drained.
    */
   private rescanMeters(): void {
+    if (!this.metersMayHaveChanged()) return
     this.retireDeadMeters()
     const wanted = MeterSet.list(this.paths).filter((s) => !this.config.meters || this.config.meters.some((m) => m.netns === s.netns))
     for (const set of wanted) {
@@ -149,7 +198,7 @@ export class Daemon {
       if (this.drainers.has(label) || !set.exists()) continue
       let drainer: MeterSetDrainer | undefined
       try {
-        drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b))
+        drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b), {intervalMs: this.config.drainIntervalSeconds * 1000})
         this.collectorSet.skipOwnSockets(drainer)
         this.drainers.set(label, drainer)
         this.log.log('info', 'meter-found', {netns: label, pending: drainer.pending})
@@ -158,6 +207,28 @@ export class Daemon {
         this.log.limited(`meter:${label}`, 'error', 'meter-unreadable', {netns: label, error: (error as Error).message})
       }
     }
+  }
+
+  /**
+   * Whether a meter set may have been attached, detached or replaced since the last look: the
+   * directories that hold the sets changed (their mtimes), or RESCAN_MS passed. A look at 100
+   * sets costs about 1.5 ms (a listing, and a pin opened per set); this, two stat() calls.
+   */
+  private metersMayHaveChanged(): boolean {
+    const now = performance.now()
+    const stamp = [this.paths.pinRoot, join(this.paths.pinRoot, 'netns')]
+      .map((dir) => {
+        try {
+          const s = statSync(dir, {bigint: true})
+          return `${s.mtimeNs}/${s.ctimeNs}/${s.ino}`
+        } catch {
+          return '-'
+        }
+      })
+      .join(' ')
+    if (stamp === this.lastRescan.stamp && now - this.lastRescan.at < RESCAN_MS) return false
+    this.lastRescan = {at: now, stamp}
+    return true
   }
 
   /** Whether the set `drainer` opened is still the one pinned at its path (by identity, not path). */
@@ -237,37 +308,20 @@ export class Daemon {
   }
 
   /** One round: drain every meter, export, refresh templates and statistics when due. */
-  async tick(force = false): Promise<void> {
+  tick(force = false): Promise<void> {
+    return this.exclusive(() => this.round(force))
+  }
+
+  private async round(force: boolean): Promise<void> {
     try {
       await this.collectorSet.openAll()
       this.collectorSet.service()
       this.rescanMeters()
-      const drained: {label: string; report: ReturnType<MeterSetDrainer['drain']>}[] = []
-      for (const [label, drainer] of this.drainers) {
-        try {
-          drained.push({label, report: drainer.drain(this.policy, (b) => this.emit(b), force)})
-        } catch (error) {
-          this.drainFailed(label, drainer, error)
-        }
-      }
+      const drained = await this.drainAll([...this.drainers], force)
       // The sequence numbers just used are on disk before anything says they were: a SIGKILL
       // after the log line still restarts the numbering where the collector saw it stop.
       this.saveState()
-      for (const {label, report} of drained) {
-        const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
-        if (report.taken || exported) {
-          this.log.log('info', 'drain', {
-            netns: label,
-            taken: report.taken,
-            exported,
-            byReason: report.exported,
-            pending: report.pending,
-            ms: Math.round(report.ms * 10) / 10,
-            phasesMs: roundedPhases(report.phases),
-          })
-        }
-        this.observer.onDrain?.({netns: label, ...report})
-      }
+      for (const {label, report} of drained) this.reportDrain(label, report, 'interval')
       const now = Date.now()
       if (now - this.lastTemplateCheck >= 1000) {
         this.collectorSet.refreshTemplates()
@@ -283,6 +337,86 @@ export class Daemon {
     } finally {
       this.schedule()
     }
+  }
+
+  /**
+   * Drains `meters`, each in turn, with the first steps (startDrain: the swaps, whose kernel
+   * waits run in libuv's threads) of the next DRAINS_AHEAD started meanwhile. A drain that fails
+   * is handed to `failed` (by default drainFailed: logged, or the set's last drain if its pins
+   * went); the others' reports are returned.
+   */
+  private async drainAll(
+    meters: [string, MeterSetDrainer][],
+    force: boolean,
+    failed: (label: string, drainer: MeterSetDrainer, error: unknown) => void = (l, d, e) => this.drainFailed(l, d, e),
+  ): Promise<{label: string; report: DrainReport}[]> {
+    const starts: Promise<DrainStart>[] = []
+    const begin = (i: number) => {
+      if (i >= meters.length) return
+      starts[i] = meters[i][1].startDrain()
+      starts[i].catch(() => {}) // (awaited in its turn; a failure is handled there)
+    }
+    for (let i = 0; i < DRAINS_AHEAD; i++) begin(i)
+    const out: {label: string; report: DrainReport}[] = []
+    for (let i = 0; i < meters.length; i++) {
+      begin(i + DRAINS_AHEAD)
+      const [label, drainer] = meters[i]
+      try {
+        out.push({label, report: await drainer.finishDrain(await starts[i], this.policy, (b) => this.emit(b), force)})
+      } catch (error) {
+        failed(label, drainer, error)
+      }
+    }
+    return out
+  }
+
+  /**
+   * Logs a drain that took or exported flows, and tells the observer (metrics) of every drain
+   * but the idle ones after the first: a meter set with no traffic costs no work per interval.
+   */
+  private reportDrain(label: string, report: DrainReport, cause: DrainCause): void {
+    const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
+    if (report.taken || exported) {
+      this.log.log('info', 'drain', {
+        netns: label,
+        taken: report.taken,
+        exported,
+        byReason: report.exported,
+        pending: report.pending,
+        ms: Math.round(report.ms * 10) / 10,
+        phasesMs: roundedPhases(report.phases),
+        ...(report.swapped ? {liveEntries: {ipv4: report.liveEntries[4], ipv6: report.liveEntries[6]}} : {}),
+        ...(cause === 'interval' ? {} : {cause}),
+      })
+    }
+    const idle = !report.swapped && exported === 0
+    if (idle && this.idleMeters.has(label)) return
+    if (idle) this.idleMeters.add(label)
+    else this.idleMeters.delete(label)
+    this.observer.onDrain?.({netns: label, ...report})
+  }
+
+  /**
+   * Between drains: drains at once the meter sets whose live map is past half its size (one read
+   * of each set's counters), so that a burst of new flows finds a larger map before the one in
+   * place overflows. Skipped while other work on the meters runs.
+   */
+  private watchFill(): void {
+    if (this.busy || !this.running) return
+    const filling = [...this.drainers].filter(([, d]) => {
+      try {
+        return d.filling()
+      } catch {
+        return false // its pins are gone: the next look at the meters lets it go
+      }
+    })
+    if (!filling.length) return
+    void this.exclusive(async () => {
+      if (!this.running) return
+      const drained = await this.drainAll(filling, false)
+      this.saveState()
+      for (const {label, report} of drained) this.reportDrain(label, report, 'filling')
+    })
   }
 
   /** Packets and bytes the meters could not record (full maps), per observation domain. */
@@ -308,7 +442,11 @@ export class Daemon {
   }
 
   /** Applies a new config; refused (and logged) if it cannot be applied, the old one keeps running. */
-  async reload(next: Config): Promise<void> {
+  reload(next: Config): Promise<void> {
+    return this.exclusive(() => this.applyConfig(next))
+  }
+
+  private async applyConfig(next: Config): Promise<void> {
     // The collectors change at once (a drain meanwhile exports to the new ones); a move or a
     // retirement then takes a second more (what was sent gets that long to be refused).
     const collectors = this.collectorSet.reload(next)
@@ -317,34 +455,39 @@ export class Daemon {
     this.retireDeadMeters()
     for (const d of this.drainers.values()) d.close()
     this.drainers.clear()
+    this.idleMeters.clear()
+    this.lastRescan = {at: -Infinity, stamp: ''}
     this.rescanMeters()
     this.log.log('info', 'reloaded', {file: next.file, collectors: next.collectors.map((c) => c.name), templates: next.templates.map((t) => t.id)})
   }
 
   /** Exports everything still held (forced end), waits for it to leave, and stops. */
   stop(): Promise<void> {
-    this.stopping ??= this.doStop()
+    if (!this.stopping) {
+      // No round or early drain starts from now on; one under way finishes first.
+      this.running = false
+      if (this.timer) clearTimeout(this.timer)
+      if (this.watchTimer) clearInterval(this.watchTimer)
+      this.stopping = this.exclusive(() => this.doStop())
+    }
     return this.stopping
   }
 
   private async doStop(): Promise<void> {
-    this.running = false
     if (this.timer) clearTimeout(this.timer)
     let exported = 0
     // Whatever fails on the way, the sockets close and the pid file goes: a daemon that was
     // told to stop always does.
     try {
-      for (const [label, drainer] of this.drainers) {
-        try {
-          const report = drainer.drain(this.policy, (b) => this.emit(b), true)
-          exported += Object.values(report.exported).reduce((a, b) => a + b, 0)
-          this.log.log('info', 'final-drain', {netns: label, taken: report.taken, byReason: report.exported})
-        } catch (error) {
-          // Detached (or replaced) since the last drain: its last drain goes through the maps held.
-          const fate = this.fateOrLive(label, drainer)
-          if (fate !== 'live') exported += this.retire(label, drainer, fate)
-          else this.log.log('error', 'final-drain-failed', {netns: label, error: (error as Error).message})
-        }
+      const drained = await this.drainAll([...this.drainers], true, (label, drainer, error) => {
+        // Detached (or replaced) since the last drain: its last drain goes through the maps held.
+        const fate = this.fateOrLive(label, drainer)
+        if (fate !== 'live') exported += this.retire(label, drainer, fate)
+        else this.log.log('error', 'final-drain-failed', {netns: label, error: (error as Error).message})
+      })
+      for (const {label, report} of drained) {
+        exported += Object.values(report.exported).reduce((a, b) => a + b, 0)
+        this.log.log('info', 'final-drain', {netns: label, taken: report.taken, byReason: report.exported})
       }
       if (this.collectorSet.anyOpen) this.sendStats()
       await this.collectorSet.settle()
