@@ -116,7 +116,7 @@ describe('linux-flow-exporter parity on a meter @e2e', function () {
       [41001, 2],
     ])
     const wide = (await ok(['dump', '--netns', a, '-o', 'wide', '-p', 'udp', '-D', '9400'])).stdout.split('\n')
-    assert.match(wide[0], /IFINDEX +VLAN +TOS +START MS +END MS$/)
+    assert.match(wide[0], /IFINDEX +VLAN +TOS +START MS +END MS +SAMPLING$/)
     assert.equal(wide.length, 3)
     assert.ok(
       wide.slice(1).every((line) => line.includes(` ${flows[0].ifindex} `)),
