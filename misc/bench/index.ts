@@ -94,11 +94,11 @@ async function main(): Promise<number> {
   const quick = values.quick
   const options: BenchOptions = {quick, repeats: values.repeats ? Number(values.repeats) : quick ? 3 : 5, verbose: values.verbose}
   const id = isolate()
-  // (An object: the signal handler sets it while the sections run, which a plain let hides from the type checker.)
-  const signalled = {now: false}
+  // Set by the signal handler while a section runs (an abort signal, not a flag the type checker narrows).
+  const interrupted = new AbortController()
   const onSignal = (signal: NodeJS.Signals) => {
-    if (signalled.now) return
-    signalled.now = true
+    if (interrupted.signal.aborted) return
+    interrupted.abort()
     log(`${signal}: cleaning up`)
     void cleanup.runAll().finally(() => process.exit(130))
   }
@@ -117,7 +117,7 @@ async function main(): Promise<number> {
       try {
         rows.push(...(await runSection(section, options, values.profile, namespaces)))
       } catch (error) {
-        if (signalled.now) break
+        if (interrupted.signal.aborted) break
         log(`${section} failed: ${(error as Error).stack ?? String(error)}`)
         rows.push({figure: section, ours: '', reference: '', ratio: '', target: '', error: (error as Error).message.split('\n')[0]})
       }
