@@ -6,9 +6,6 @@
  * their pins go); the collectors' life is collectors.ts's, the one-daemon lock and pid file
  * pid-file.ts's.
  */
-import {statSync} from 'node:fs'
-import {join} from 'node:path'
-
 import {readOverflow} from '../bpf/overflow.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import type {Config} from '../config/config.js'
@@ -17,9 +14,12 @@ import type {CollectorExporter} from '../ipfix/export/collector-exporter.js'
 import {defaultStateFile, type Paths} from '../paths.js'
 import {netnsLabel} from '../sys/netns.js'
 import {Collectors} from './collectors.js'
-import {MeterSetDrainer, type DrainPolicy, type DrainReport, type DrainStart} from './drain.js'
+import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
+import {drainInTurn, drainLogFields, exportedCount, type DrainCause} from './drain-rounds.js'
 import {createLogger, type Logger} from './log.js'
+import {MeterDirsWatch} from './meter-dirs.js'
 import {PidFile} from './pid-file.js'
+import {SerialWork} from './serial-work.js'
 import {DaemonStateFile} from './state-file.js'
 
 /** What became of the meter set a drainer opened: still pinned, its pins gone, or another set pinned in its place. */
@@ -50,22 +50,7 @@ const STATE_FILE_ERROR_LOG_MS = 60_000
  * per-CPU array, about 1.5 us) to drain a set early whose live map is past half its size: a
  * burst of new flows then finds a larger map within this long (live-maps.ts).
  */
-export const FILL_WATCH_MS = 100
-/**
- * Meter sets whose drains have started (their live maps being swapped: the kernel's wait runs in
- * one of libuv's threads) ahead of the one being merged: the waits overlap, and a round of drains
- * of many sets takes a few grace periods instead of one per set.
- */
-const DRAINS_AHEAD = 8
-/**
- * The pin root is listed (and each held meter set's identity checked) when the directories that
- * hold the sets changed since the last look, and at least this often: attaching or detaching a
- * set changes them.
- */
-const RESCAN_MS = 10_000
-
-/** How a drain came about, for its log line. */
-type DrainCause = 'interval' | 'filling'
+const FILL_WATCH_MS = 100
 
 export class Daemon {
   private config: Config
@@ -79,12 +64,10 @@ export class Daemon {
   private watchTimer?: NodeJS.Timeout
   private stopping?: Promise<void>
   /** The daemon's work on its meters, one task at a time (rounds of drains, early drains, reload, stop). */
-  private work: Promise<unknown> = Promise.resolve()
-  private busy = false
+  private readonly work = new SerialWork()
   /** Meters whose last drain found nothing (reported once, so that the metrics say so). */
   private readonly idleMeters = new Set<string>()
-  /** When the meter directories were last listed, and what they looked like then. */
-  private lastRescan = {at: -Infinity, stamp: ''}
+  private readonly meterDirs: MeterDirsWatch
   private lastStatsAt = 0
   private lastTemplateCheck = 0
   private running = false
@@ -99,6 +82,7 @@ export class Daemon {
     this.state = new DaemonStateFile(config.stateFile ?? defaultStateFile(paths))
     this.collectorSet = new Collectors(config, {log: this.log, sequences: this.state, meters: () => this.drainers.values()})
     this.pidFile = new PidFile(paths)
+    this.meterDirs = new MeterDirsWatch(paths.pinRoot)
     this.outputs.push(...(options.outputs ?? []))
     this.observer = options.observer ?? {}
   }
@@ -154,20 +138,6 @@ export class Daemon {
     this.watchTimer.unref()
   }
 
-  /** Runs `task` once the daemon's work before it is done: drains, reloads and the stop never overlap. */
-  private exclusive<T>(task: () => Promise<T>): Promise<T> {
-    const run = this.work.then(async () => {
-      this.busy = true
-      try {
-        return await task()
-      } finally {
-        this.busy = false
-      }
-    })
-    this.work = run.catch(() => {})
-    return run
-  }
-
   private domainOf(netns: string | null): number {
     return this.config.meters?.find((m) => m.netns === netns)?.observationDomainId ?? this.config.observationDomainId
   }
@@ -190,7 +160,7 @@ export class Daemon {
    * logged and never keeps the others from being drained.
    */
   private rescanMeters(): void {
-    if (!this.metersMayHaveChanged()) return
+    if (!this.meterDirs.mayHaveChanged()) return
     this.retireDeadMeters()
     const wanted = MeterSet.list(this.paths).filter((s) => !this.config.meters || this.config.meters.some((m) => m.netns === s.netns))
     for (const set of wanted) {
@@ -207,28 +177,6 @@ export class Daemon {
         this.log.limited(`meter:${label}`, 'error', 'meter-unreadable', {netns: label, error: (error as Error).message})
       }
     }
-  }
-
-  /**
-   * Whether a meter set may have been attached, detached or replaced since the last look: the
-   * directories that hold the sets changed (their mtimes), or RESCAN_MS passed. A look at 100
-   * sets costs about 1.5 ms (a listing, and a pin opened per set); this, two stat() calls.
-   */
-  private metersMayHaveChanged(): boolean {
-    const now = performance.now()
-    const stamp = [this.paths.pinRoot, join(this.paths.pinRoot, 'netns')]
-      .map((dir) => {
-        try {
-          const s = statSync(dir, {bigint: true})
-          return `${s.mtimeNs}/${s.ctimeNs}/${s.ino}`
-        } catch {
-          return '-'
-        }
-      })
-      .join(' ')
-    if (stamp === this.lastRescan.stamp && now - this.lastRescan.at < RESCAN_MS) return false
-    this.lastRescan = {at: now, stamp}
-    return true
   }
 
   /** Whether the set `drainer` opened is still the one pinned at its path (by identity, not path). */
@@ -264,7 +212,7 @@ export class Daemon {
     this.drainers.delete(label)
     try {
       const report = drainer.finalDrain(this.policy, (b) => this.emit(b))
-      const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
+      const exported = exportedCount(report)
       const unread = report.unread.length ? {unread: report.unread} : {}
       this.log.log(report.unread.length ? 'warn' : 'info', 'meter-gone', {
         netns: label,
@@ -309,7 +257,7 @@ export class Daemon {
 
   /** One round: drain every meter, export, refresh templates and statistics when due. */
   tick(force = false): Promise<void> {
-    return this.exclusive(() => this.round(force))
+    return this.work.run(() => this.round(force))
   }
 
   private async round(force: boolean): Promise<void> {
@@ -339,35 +287,13 @@ export class Daemon {
     }
   }
 
-  /**
-   * Drains `meters`, each in turn, with the first steps (startDrain: the swaps, whose kernel
-   * waits run in libuv's threads) of the next DRAINS_AHEAD started meanwhile. A drain that fails
-   * is handed to `failed` (by default drainFailed: logged, or the set's last drain if its pins
-   * went); the others' reports are returned.
-   */
-  private async drainAll(
+  /** Drains `meters` (drain-rounds.ts); one that fails goes to `failed`, by default drainFailed (logged, or the set's last drain if its pins went). */
+  private drainAll(
     meters: [string, MeterSetDrainer][],
     force: boolean,
     failed: (label: string, drainer: MeterSetDrainer, error: unknown) => void = (l, d, e) => this.drainFailed(l, d, e),
   ): Promise<{label: string; report: DrainReport}[]> {
-    const starts: Promise<DrainStart>[] = []
-    const begin = (i: number) => {
-      if (i >= meters.length) return
-      starts[i] = meters[i][1].startDrain()
-      starts[i].catch(() => {}) // (awaited in its turn; a failure is handled there)
-    }
-    for (let i = 0; i < DRAINS_AHEAD; i++) begin(i)
-    const out: {label: string; report: DrainReport}[] = []
-    for (let i = 0; i < meters.length; i++) {
-      begin(i + DRAINS_AHEAD)
-      const [label, drainer] = meters[i]
-      try {
-        out.push({label, report: await drainer.finishDrain(await starts[i], this.policy, (b) => this.emit(b), force)})
-      } catch (error) {
-        failed(label, drainer, error)
-      }
-    }
-    return out
+    return drainInTurn(meters, this.policy, (b) => this.emit(b), force, failed)
   }
 
   /**
@@ -375,20 +301,8 @@ export class Daemon {
    * but the idle ones after the first: a meter set with no traffic costs no work per interval.
    */
   private reportDrain(label: string, report: DrainReport, cause: DrainCause): void {
-    const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
-    if (report.taken || exported) {
-      this.log.log('info', 'drain', {
-        netns: label,
-        taken: report.taken,
-        exported,
-        byReason: report.exported,
-        pending: report.pending,
-        ms: Math.round(report.ms * 10) / 10,
-        phasesMs: roundedPhases(report.phases),
-        ...(report.swapped ? {liveEntries: {ipv4: report.liveEntries[4], ipv6: report.liveEntries[6]}} : {}),
-        ...(cause === 'interval' ? {} : {cause}),
-      })
-    }
+    const exported = exportedCount(report)
+    if (report.taken || exported) this.log.log('info', 'drain', drainLogFields(label, report, cause))
     const idle = !report.swapped && exported === 0
     if (idle && this.idleMeters.has(label)) return
     if (idle) this.idleMeters.add(label)
@@ -402,7 +316,7 @@ export class Daemon {
    * place overflows. Skipped while other work on the meters runs.
    */
   private watchFill(): void {
-    if (this.busy || !this.running) return
+    if (this.work.busy || !this.running) return
     const filling = [...this.drainers].filter(([, d]) => {
       try {
         return d.filling()
@@ -411,7 +325,7 @@ export class Daemon {
       }
     })
     if (!filling.length) return
-    void this.exclusive(async () => {
+    void this.work.run(async () => {
       if (!this.running) return
       const drained = await this.drainAll(filling, false)
       this.saveState()
@@ -443,7 +357,7 @@ export class Daemon {
 
   /** Applies a new config; refused (and logged) if it cannot be applied, the old one keeps running. */
   reload(next: Config): Promise<void> {
-    return this.exclusive(() => this.applyConfig(next))
+    return this.work.run(() => this.applyConfig(next))
   }
 
   private async applyConfig(next: Config): Promise<void> {
@@ -456,7 +370,7 @@ export class Daemon {
     for (const d of this.drainers.values()) d.close()
     this.drainers.clear()
     this.idleMeters.clear()
-    this.lastRescan = {at: -Infinity, stamp: ''}
+    this.meterDirs.reset()
     this.rescanMeters()
     this.log.log('info', 'reloaded', {file: next.file, collectors: next.collectors.map((c) => c.name), templates: next.templates.map((t) => t.id)})
   }
@@ -468,7 +382,7 @@ export class Daemon {
       this.running = false
       if (this.timer) clearTimeout(this.timer)
       if (this.watchTimer) clearInterval(this.watchTimer)
-      this.stopping = this.exclusive(() => this.doStop())
+      this.stopping = this.work.run(() => this.doStop())
     }
     return this.stopping
   }
@@ -486,7 +400,7 @@ export class Daemon {
         else this.log.log('error', 'final-drain-failed', {netns: label, error: (error as Error).message})
       })
       for (const {label, report} of drained) {
-        exported += Object.values(report.exported).reduce((a, b) => a + b, 0)
+        exported += exportedCount(report)
         this.log.log('info', 'final-drain', {netns: label, taken: report.taken, byReason: report.exported})
       }
       if (this.collectorSet.anyOpen) this.sendStats()
@@ -518,9 +432,4 @@ export class Daemon {
       STATE_FILE_ERROR_LOG_MS,
     )
   }
-}
-
-/** A drain's phases in whole tenths of a millisecond, for the log. */
-function roundedPhases(phases: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(phases).map(([k, v]) => [k.replace(/Ms$/, ''), Math.round(v * 10) / 10]))
 }

@@ -25,7 +25,7 @@ import {FAMILIES, type Family} from '../flow/record.js'
 /** The smallest fresh map (and the one an idle set keeps): 4096 slots, 64 KiB of buckets. */
 export const FLOOR_ENTRIES = 4096
 /** Fresh maps hold at least this many times the demand (a power of two above it: 2 to 4 times). */
-export const HEADROOM = 2
+const HEADROOM = 2
 /** Drains whose demand sizes the next fresh map (at 1 s drains, the last ten seconds). */
 export const HISTORY = 10
 /** Share of a live map's size past which the set is drained early. */

@@ -17,7 +17,7 @@ import type {Lab} from '../../src/lab/lab.js'
 import {sendInterfaceFrameFile, writeInterfaceFrameFile, type InterfaceFrame} from './frames.js'
 import * as P from './packets.js'
 
-export const MAX_MEMBERS = 500
+const MAX_MEMBERS = 500
 /** The interface of each member that the meter is attached to. */
 export const MEMBER_IFNAME = 'veth0'
 const DST = '198.18.255.254'
@@ -40,7 +40,7 @@ export interface ExpectedFlow {
 }
 
 /** The source address of member `i`'s flows. */
-export function memberSource(i: number): string {
+function memberSource(i: number): string {
   return `198.${18 + (i >> 8)}.${i & 255}.1`
 }
 

@@ -76,7 +76,7 @@ const freeArenas: MessageArena[] = []
  * garbage collector within two periods instead of staying with the process for good, beside a
  * flow cache that may be growing meanwhile.
  */
-export const FREE_ARENA_TRIM_MS = 1000
+const FREE_ARENA_TRIM_MS = 1000
 /** The fewest arenas the store held since the last trim: that many sat unused all along. */
 let freeLowMark = 0
 let trimTimer: NodeJS.Timeout | undefined
