@@ -2,7 +2,8 @@
  * Flow logs: every exported flow as one JSON line, in a file or on stdout ('-'), after the output's
  * hooks (see hooks.ts). The keys are the older linux-flow-exporter's (src, dst, proto, sport,
  * dport, ingressIfindex, egressIfindex, pkts, bytes, start, end, finished) and richer ones
- * (netns, interface, direction, ipVersion, vlanId, tos, tcpFlags, endReason, ...).
+ * (netns, interface, direction, ingressInterface and egressInterface by name, ipVersion, vlanId,
+ * tos, tcpFlags, endReason, ...).
  *
  * Export never waits for a hook: a batch with hooks goes into a queue that a worker empties, one
  * batch at a time. The queue is bounded (maxQueuedRecords): a batch that does not fit skips the
@@ -27,7 +28,7 @@ import {formatAddress} from '../util/address.js'
 import {isIcmp, protocolName, TCP_FIN, TCP_RST, tcpFlagsText} from '../flow/protocols.js'
 import type {FlowOutput} from './daemon.js'
 import {applyHooks, hookLabel, type FlowRecord} from './hooks.js'
-import {InterfaceNames} from './interfaces.js'
+import type {InterfaceNames} from './interfaces.js'
 import type {Logger} from './log.js'
 import type {FlowLogObserver} from './metrics/daemon-metrics.js'
 
@@ -38,7 +39,7 @@ export const DEFAULT_MAX_QUEUED_RECORDS = 100_000
 
 /** The flows of a batch as log records. */
 export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRecord[] {
-  const records: FlowRecord[] = new Array(batch.length)
+  const records = new Array<FlowRecord>(batch.length)
   const len = batch.addrLen
   for (let i = 0; i < batch.length; i++) {
     const ifindex = batch.ifindex[i]
@@ -74,6 +75,13 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
       endReason: END_REASON_NAME[batch.endReason[i]] ?? String(batch.endReason[i]),
       observationDomainId: batch.observationDomainId,
     }
+    // Both interfaces by name, as IPFIX ingressInterface and egressInterface number them (the
+    // metered one and the other); a side with no interface (traffic for or from this host) has none.
+    const peer = batch.peerIfindex[i]
+    const inIfindex = egress ? peer : ifindex
+    const outIfindex = egress ? ifindex : peer
+    if (inIfindex) record.ingressInterface = names.name(batch.netns, inIfindex)
+    if (outIfindex) record.egressInterface = names.name(batch.netns, outIfindex)
     if (isIcmp(proto)) {
       record.icmpType = batch.dport[i] >> 8
       record.icmpCode = batch.dport[i] & 0xff
