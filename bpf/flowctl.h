@@ -13,8 +13,10 @@
 
 enum flowctl_layout {
 	/* 1: per-CPU preallocated flow maps. 2: shared flow maps allocated per flow, both
-	 * interfaces, next hop, TTL, inner VLAN, fragments, pending flows as a snapshot. */
-	FLOWCTL_LAYOUT_VERSION = 2,
+	 * interfaces, next hop, TTL, inner VLAN, fragments, pending flows as a snapshot.
+	 * 3: packet sampling (the `settings` map, each key's sampling_interval, the sampling
+	 * decision of a fragmented datagram in `frags`), per-CPU counters (`meter_stats`). */
+	FLOWCTL_LAYOUT_VERSION = 3,
 	/* Bytes of one value of the `pending` map (a chunk of the daemon's snapshot) in a new meter
 	 * set: with the kernel's element header (about 56 bytes with the key) it fits a 32 KiB
 	 * allocation; 32768 took 64 KiB per chunk (measured). Meter sets made with 32768 keep it:
@@ -22,6 +24,8 @@ enum flowctl_layout {
 	PENDING_CHUNK_BYTES = 32704,
 	/* Entries of the fragment map (datagrams in reassembly at once, per namespace). */
 	FRAG_MAP_ENTRIES = 8192,
+	/* The largest 1-in-N sampling interval: what a key's u16 sampling_interval holds. */
+	SAMPLING_INTERVAL_MAX = 65535,
 };
 
 /* Values of flow_key.direction: the IPFIX flowDirection (IE 61) encoding. */
@@ -59,7 +63,9 @@ struct flow_key4 {
 	__be16 sport;
 	__be16 dport;
 	__u16 inner_vlan_id; /* host order; QinQ: the customer tag behind the outer one; else 0 */
-	__u16 _pad;
+	__u16 sampling_interval; /* the N of the 1-in-N sampling the packets were counted at (1: all);
+	                          * part of the key, so that a flow's record holds one rate only.
+	                          * 0 in the keys of a layout-2 meter set (carried over): read it as 1. */
 	__u8 src[4];
 	__u8 dst[4];
 };
@@ -72,7 +78,7 @@ struct flow_key6 {
 	__be16 sport;
 	__be16 dport;
 	__u16 inner_vlan_id;
-	__u16 _pad;
+	__u16 sampling_interval;
 	__u8 src[16];
 	__u8 dst[16];
 };
@@ -121,8 +127,9 @@ struct overflow_value {
 
 /*
  * The ports of a fragmented datagram, remembered from its first fragment so that the later ones
- * (which carry no transport header) count under the same flow. Keyed by what identifies a
- * datagram in reassembly (RFC 791, RFC 8200): addresses, protocol, identification.
+ * (which carry no transport header) count under the same flow, and whether the sampler took it
+ * (a datagram is sampled whole: see meter.bpf.c). Keyed by what identifies a datagram in
+ * reassembly (RFC 791, RFC 8200): addresses, protocol, identification.
  */
 struct frag_key {
 	__u8 src[16];
@@ -136,6 +143,8 @@ struct frag_key {
 struct frag_ports {
 	__be16 sport;
 	__be16 dport;
+	__u16 sampling_interval; /* the N the first fragment was counted at; 0: the sampler skipped it */
+	__u16 _pad;
 };
 
 /*
@@ -171,6 +180,33 @@ struct drain_state {
 	__u32 chunks;
 	__u64 flows4;
 	__u64 flows6;
+};
+
+/*
+ * What user space tells the program, one element of the `settings` array, read once per packet.
+ * A field that is 0 means its default, so that room taken by a later setting (from `_reserved`)
+ * changes nothing for a meter set that never wrote it, and the map keeps its shape.
+ */
+struct meter_settings {
+	__u32 sampling_interval; /* count 1 packet in N, at random (0 or 1: every packet) */
+	__u32 _reserved[7];
+};
+
+/*
+ * What the program counts beside the flows, one element of the per-CPU `meter_stats` array: each
+ * CPU adds to its own copy without atomics; a reader sums the copies. Every count only grows.
+ */
+struct meter_stats {
+	/* Flows inserted into the live flow map of each family (never on an existing flow's path):
+	 * unchanged between two reads, no flow was created in between. */
+	__u64 flows4_created;
+	__u64 flows6_created;
+	/* Wire packets of IP the sampler skipped (a GSO super-packet counts as its segments). */
+	__u64 packets_not_sampled;
+	/* Wire packets counted in `overflow` because their flow map was full. */
+	__u64 packets_overflowed;
+	/* Not a count: this CPU's random generator for the sampler (0 until its first draw). */
+	__u64 sampler_state;
 };
 
 /* What the meter set is: written once when it is created. */

@@ -1,8 +1,9 @@
 /**
- * The layout-1 meter (bpf/legacy/meter-v1.bpf.c: per-CPU, preallocated flow maps), the reference
- * today's program is measured against in the same run. Compiled with today's clang flags (which
- * add -mcpu=v3 to those it shipped with), so that the two differ by their source only; loaded
- * with `bpftool prog loadall` into a private pin directory of its own, never attached to anything.
+ * The meters of older layouts, frozen in bpf/legacy/, the references today's program is measured
+ * against in the same run: layout 1 (meter-v1.bpf.c: per-CPU, preallocated flow maps) and layout 2
+ * (meter-v2.bpf.c: shared flow maps, no sampling). Compiled with today's clang flags (which add
+ * -mcpu=v3 to those layout 1 shipped with), so that they differ by their source only; loaded with
+ * `bpftool prog loadall` into a private pin directory of their own, never attached to anything.
  */
 import {existsSync, mkdirSync, readdirSync, rmSync} from 'node:fs'
 import {join} from 'node:path'
@@ -17,7 +18,7 @@ import {cleanup} from './util.js'
 export interface LegacyMeter {
   /** Pinned programs: flowctl_ingress, flowctl_egress. */
   progDir: string
-  /** Pinned maps: flows4, flows4_a, flows4_b, pending4, ..., overflow, skip_socks, drain_state. */
+  /** Pinned maps: layout 1's flows4, flows4_a, flows4_b, pending4, ..., overflow, skip_socks, drain_state; layout 2's as loaded (flows4_live, ...). */
   mapDir: string
   /** Every pinned map's name. */
   maps(): string[]
@@ -26,18 +27,21 @@ export interface LegacyMeter {
   remove(): void
 }
 
-/** Compiles bpf/legacy/meter-v1.bpf.c for `capacity` flows per map into the cache dir. */
-export async function compileLegacyMeter(capacity: number): Promise<string> {
+/** The layouts bpf/legacy/ keeps. */
+export type LegacyLayout = 1 | 2
+
+/** Compiles bpf/legacy/meter-v<layout>.bpf.c for `capacity` flows per map into the cache dir. */
+export async function compileLegacyMeter(capacity: number, layout: LegacyLayout = 1): Promise<string> {
   const dir = pathsFromEnv().cacheDir
   mkdirSync(dir, {recursive: true})
-  const object = join(dir, `meter-v1-${capacity}.o`)
-  if (!existsSync(object)) await execa('clang', clangArgs(join(bpfSourceDir(), 'legacy', 'meter-v1.bpf.c'), object, {capacity}))
+  const object = join(dir, `meter-v${layout}-${capacity}.o`)
+  if (!existsSync(object)) await execa('clang', clangArgs(join(bpfSourceDir(), 'legacy', `meter-v${layout}.bpf.c`), object, {capacity}))
   return object
 }
 
-/** Loads the layout-1 meter under <pin root>/<name>; removed by `remove()` or the bench's cleanup. */
-export async function loadLegacyMeter(capacity: number, name: string): Promise<LegacyMeter> {
-  const object = await compileLegacyMeter(capacity)
+/** Loads the meter of `layout` under <pin root>/<name>; removed by `remove()` or the bench's cleanup. */
+export async function loadLegacyMeter(capacity: number, name: string, layout: LegacyLayout = 1): Promise<LegacyMeter> {
+  const object = await compileLegacyMeter(capacity, layout)
   const dir = join(pathsFromEnv().pinRoot, name)
   const remove = () => rmSync(dir, {recursive: true, force: true})
   cleanup.push(`removing ${dir}`, remove)

@@ -18,11 +18,13 @@ import {requireRoot} from '../sys/privileges.js'
 import {deleteClsact, deleteFilter, listFilters} from '../sys/tc.js'
 import {requirePinRootOnBpffs} from './bpffs.js'
 import {validateCapacity} from './compile.js'
+import {LAYOUT_VERSION} from './layout.js'
 import {FlowStore} from './flow-store.js'
 import {findAttachment, isOurFilter, ourProgIds, reconcileFilters, type AttachOutcome, type AttachResult} from './meter-filters.js'
 import {provisionMeterSet, type UndoSteps} from './meter-provision.js'
 import {flowMemoryAtMost, MeterSet} from './meter-set.js'
 import {carryOverLegacy} from './migrate.js'
+import {readSampling, validateSamplingInterval} from './sampling.js'
 import {readState, runningDaemon, sameNetns, withStateLock, type Attachment} from './state.js'
 
 export const DEFAULT_PREF = 1
@@ -39,6 +41,8 @@ export interface AttachRequest {
   directions: DirectionName[]
   /** Flows per flow map; undefined keeps an existing meter set's, or the default for a new one. */
   capacity?: number
+  /** Count 1 packet in N (1: every packet); undefined keeps an existing meter set's, or 1 for a new one. */
+  sampling?: number
   pref: number
   handle: number
   /** The tc chain (0, tc's default, unless the older tool's --chain says otherwise). */
@@ -112,6 +116,7 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
       )
     }
   }
+  if (request.sampling !== undefined) validateSamplingInterval(request.sampling)
   if (request.directions.length === 0) throw new InvalidInputError('no direction to attach: use --direction ingress, egress or both')
   const resolved = await resolveTargets(request.targets)
   if (request.dry) return planAttach(paths, request, resolved)
@@ -267,10 +272,12 @@ function planAttach(paths: Paths, request: AttachRequest, resolved: ResolvedTarg
   const state = readState(paths)
   const outcomes: AttachOutcome[] = []
   for (const {netns, link} of resolved) {
+    const set = MeterSet.for(paths, netns)
+    const samplingInterval = request.sampling ?? (set.exists() && set.layoutVersion() === LAYOUT_VERSION ? readSampling(set) : 1)
     for (const direction of request.directions) {
       const att = findAttachment(state, netns, link.ifname, direction)
       const result: AttachResult = !att ? 'attached' : request.force ? 're-attached' : 'unchanged'
-      outcomes.push({netns: netnsLabel(netns), interface: link.ifname, direction, result, progId: att?.progId ?? 0})
+      outcomes.push({netns: netnsLabel(netns), interface: link.ifname, direction, result, progId: att?.progId ?? 0, samplingInterval})
     }
   }
   return outcomes

@@ -31,7 +31,8 @@ import {FlowCache} from '../flow/flow-cache.js'
 import {forEachFlow} from './flow-map-reader.js'
 import {emptySample, flowRecordLayout, readDrainState, readFlowSample, readMeterMeta, writeDrainState, type DrainState} from './layout.js'
 import {BpfMap} from './libbpf.js'
-import {FamilyMaps, HeldMapDir, type MeterSet} from './meter-set.js'
+import {FamilyMaps} from './family-maps.js'
+import {HeldMapDir, type MeterSet} from './meter-set.js'
 import {PendingSnapshot, type SnapshotRecordVisitor} from './pending-snapshot.js'
 import {claimMeterSet} from './state.js'
 
@@ -105,12 +106,6 @@ export class FlowStore {
     const dir = HeldMapDir.open(set)
     const opened: {close(): void}[] = [dir]
     try {
-      const f4 = FamilyMaps.open(set, 4, dir)
-      opened.push(f4)
-      const f6 = FamilyMaps.open(set, 6, dir)
-      opened.push(f6)
-      const pending = dir.openMap('pending')
-      opened.push(pending)
       const meta = dir.openMap('meta')
       let capacity: number
       try {
@@ -118,6 +113,12 @@ export class FlowStore {
       } finally {
         meta.close()
       }
+      const f4 = FamilyMaps.open(set.dir, 4, dir, capacity)
+      opened.push(f4)
+      const f6 = FamilyMaps.open(set.dir, 6, dir, capacity)
+      opened.push(f6)
+      const pending = dir.openMap('pending')
+      opened.push(pending)
       const drainState = dir.openMap('drain_state')
       opened.push(drainState)
       return new FlowStore(dir, {4: f4, 6: f6}, pending, drainState, capacity, lock, ownsLock)
@@ -219,11 +220,12 @@ export class FlowStore {
   /**
    * Takes the live flow map of `family` out (pinned as drained by drain `gen`) and returns it.
    * Without `gen`, it is not pinned: the last drain of a set whose pins are gone, which has no
-   * directory to pin it in and commits nothing.
+   * directory to pin it in and commits nothing. The fresh map holds `entries` flows, from 1 to
+   * the capacity (the default): see FamilyMaps.swapOut.
    */
-  swapOut(family: Family, gen?: number): BpfMap {
+  swapOut(family: Family, gen?: number, entries?: number): BpfMap {
     this.writable()
-    return this.families[family].swapOut(gen === undefined ? undefined : this.dir.drainMapPath(family, gen))
+    return this.families[family].swapOut(gen === undefined ? undefined : this.dir.drainMapPath(family, gen), entries)
   }
 
   /**

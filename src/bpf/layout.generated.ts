@@ -3,9 +3,10 @@
 import type {StructLayout} from './layout-types.js'
 
 /** enum flowctl_layout */
-export const FLOWCTL_LAYOUT_VERSION = 2
+export const FLOWCTL_LAYOUT_VERSION = 3
 export const PENDING_CHUNK_BYTES = 32704
 export const FRAG_MAP_ENTRIES = 8192
+export const SAMPLING_INTERVAL_MAX = 65535
 
 /** enum flow_direction */
 export const FLOW_DIR_INGRESS = 0
@@ -30,7 +31,7 @@ export const FLOW_KEY4 = {
     sport: {offset: 8, size: 2},
     dport: {offset: 10, size: 2},
     innerVlanId: {offset: 12, size: 2},
-    pad: {offset: 14, size: 2},
+    samplingInterval: {offset: 14, size: 2},
     src: {offset: 16, size: 4},
     dst: {offset: 20, size: 4},
   },
@@ -48,7 +49,7 @@ export const FLOW_KEY6 = {
     sport: {offset: 8, size: 2},
     dport: {offset: 10, size: 2},
     innerVlanId: {offset: 12, size: 2},
-    pad: {offset: 14, size: 2},
+    samplingInterval: {offset: 14, size: 2},
     src: {offset: 16, size: 16},
     dst: {offset: 32, size: 16},
   },
@@ -129,10 +130,12 @@ export const FRAG_KEY = {
 /** struct frag_ports */
 export const FRAG_PORTS = {
   name: 'frag_ports',
-  size: 4,
+  size: 8,
   fields: {
     sport: {offset: 0, size: 2},
     dport: {offset: 2, size: 2},
+    samplingInterval: {offset: 4, size: 2},
+    pad: {offset: 6, size: 2},
   },
 } as const satisfies StructLayout
 
@@ -176,6 +179,29 @@ export const DRAIN_STATE = {
     chunks: {offset: 12, size: 4},
     flows4: {offset: 16, size: 8},
     flows6: {offset: 24, size: 8},
+  },
+} as const satisfies StructLayout
+
+/** struct meter_settings */
+export const METER_SETTINGS = {
+  name: 'meter_settings',
+  size: 32,
+  fields: {
+    samplingInterval: {offset: 0, size: 4},
+    reserved: {offset: 4, size: 28},
+  },
+} as const satisfies StructLayout
+
+/** struct meter_stats */
+export const METER_STATS = {
+  name: 'meter_stats',
+  size: 40,
+  fields: {
+    flows4Created: {offset: 0, size: 8},
+    flows6Created: {offset: 8, size: 8},
+    packetsNotSampled: {offset: 16, size: 8},
+    packetsOverflowed: {offset: 24, size: 8},
+    samplerState: {offset: 32, size: 8},
   },
 } as const satisfies StructLayout
 

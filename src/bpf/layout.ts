@@ -16,17 +16,39 @@ import {
   FLOW_KEY6,
   FLOW_VALUE4,
   FLOW_VALUE6,
+  FRAG_KEY,
+  FRAG_MAP_ENTRIES,
+  FRAG_PORTS,
   METER_META,
+  METER_SETTINGS,
+  METER_STATS,
   OVERFLOW_KEY,
   OVERFLOW_VALUE,
   PENDING_CHUNK_BYTES,
   PENDING_CHUNK_HEADER,
   PENDING_FLOW4,
   PENDING_FLOW6,
+  SAMPLING_INTERVAL_MAX,
 } from './layout.generated.js'
 import type {BpfMap} from './libbpf.js'
 
-export {DRAIN_STATE, FLOW_KEY4, FLOW_KEY6, FLOW_VALUE4, FLOW_VALUE6, METER_META, OVERFLOW_KEY, OVERFLOW_VALUE, PENDING_CHUNK_BYTES}
+export {
+  DRAIN_STATE,
+  FLOW_KEY4,
+  FLOW_KEY6,
+  FLOW_VALUE4,
+  FLOW_VALUE6,
+  FRAG_KEY,
+  FRAG_MAP_ENTRIES,
+  FRAG_PORTS,
+  METER_META,
+  METER_SETTINGS,
+  METER_STATS,
+  OVERFLOW_KEY,
+  OVERFLOW_VALUE,
+  PENDING_CHUNK_BYTES,
+  SAMPLING_INTERVAL_MAX,
+}
 
 export const LAYOUT_VERSION = FLOWCTL_LAYOUT_VERSION
 
@@ -103,6 +125,14 @@ export function writeU32(buf: Uint8Array, off: number, value: number): void {
   buf[off + 3] = value >>> 24
 }
 
+/**
+ * The N of the 1-in-N sampling a key's packets were counted at: 1 for every packet, and for the
+ * keys of a layout-2 meter set carried over, which hold 0 there.
+ */
+export function keySamplingInterval(key: Uint8Array, off: number): number {
+  return key[off + KEY.samplingInterval.offset] | (key[off + KEY.samplingInterval.offset + 1] << 8) || 1
+}
+
 /** The key's (ifindex, direction) as one number: ifindex * 2 + direction. */
 export function interfaceSlot(key: Uint8Array, off: number): number {
   return readU32(key, off + KEY.ifindex.offset) * 2 + key[off + KEY.direction.offset]
@@ -116,6 +146,7 @@ export function decodeFlowKey(family: Family, buf: Buffer, off = 0): FlowKey {
     proto: buf[off + KEY.proto.offset],
     vlanId: buf.readUInt16LE(off + KEY.vlanId.offset),
     innerVlanId: buf.readUInt16LE(off + KEY.innerVlanId.offset),
+    samplingInterval: keySamplingInterval(buf, off),
     sport: buf.readUInt16BE(off + KEY.sport.offset),
     dport: buf.readUInt16BE(off + KEY.dport.offset),
     src: formatAddress(family, buf, off + srcOffset(family)),
@@ -263,6 +294,24 @@ export function writeMeterMeta(map: BpfMap, meta: MeterMeta): void {
   const v = Buffer.alloc(METER_META.size)
   writeU32(v, METER_META.fields.layoutVersion.offset, meta.layoutVersion)
   writeU32(v, METER_META.fields.capacity.offset, meta.capacity)
+  map.update(ZERO_KEY, v)
+}
+
+/** What user space tells the meter (struct meter_settings); 0 in a field means its default. */
+export interface MeterSettings {
+  /** Count 1 packet in N, at random; 0 and 1: every packet. */
+  samplingInterval: number
+}
+
+export function readMeterSettings(map: BpfMap): MeterSettings {
+  const v = map.lookup(ZERO_KEY, Buffer.alloc(METER_SETTINGS.size))!
+  return {samplingInterval: readU32(v, METER_SETTINGS.fields.samplingInterval.offset)}
+}
+
+/** One update of the one element: a packet sees the old settings or the new, never a mix. */
+export function writeMeterSettings(map: BpfMap, settings: MeterSettings): void {
+  const v = Buffer.alloc(METER_SETTINGS.size)
+  writeU32(v, METER_SETTINGS.fields.samplingInterval.offset, settings.samplingInterval)
   map.update(ZERO_KEY, v)
 }
 

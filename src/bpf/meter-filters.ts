@@ -22,6 +22,8 @@ export interface AttachOutcome {
   direction: DirectionName
   result: AttachResult
   progId: number
+  /** The meter set's sampling: 1 packet in N counted (1: every packet). */
+  samplingInterval: number
 }
 
 export interface FilterRequest {
@@ -83,7 +85,7 @@ export async function reconcileFilters(
     const link = links.find((l) => l.ifname === ifname)
     if (!link) continue
     const {result, progId} = await reconcileFilter(state, netns, link, direction, provisioned, request, undo)
-    outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result, progId})
+    outcomes.push({netns: netnsLabel(netns), interface: ifname, direction, result, progId, samplingInterval: provisioned.samplingInterval})
   }
   return outcomes
 }

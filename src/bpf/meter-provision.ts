@@ -1,7 +1,8 @@
 /**
- * Provisioning the meter set of one namespace for an attach: creating it, loading a changed
- * program onto its maps (with --force), or moving a layout-1 set aside so that a new one takes its
- * place and its flows are carried over once the filters run the new programs.
+ * Provisioning the meter set of one namespace for an attach: creating it, setting its sampling
+ * interval, loading a changed program onto its maps (with --force), upgrading a layout-2 set in
+ * place (with --force), or moving a layout-1 set aside so that a new one takes its place and its
+ * flows are carried over once the filters run the new programs.
  *
  * Every step that makes something is recorded in `undo`, and every lock taken in `locks`, so that
  * the attach can take back what it did if a later step fails, and release the locks when it ends.
@@ -16,13 +17,19 @@ import {describeNetns, netnsInode, type NetnsName} from '../sys/netns.js'
 import {compileMeter, DEFAULT_CAPACITY, MIN_CAPACITY} from './compile.js'
 import {LAYOUT_VERSION} from './layout.js'
 import {MeterSet} from './meter-set.js'
-import {legacyCapacity, legacyDir, legacyFlowsAtMost, moveLegacyAside} from './migrate.js'
+import {legacyCapacity, legacyDir, legacyFlowsAtMost, moveLegacyAside, upgradeLayout2} from './migrate.js'
+import {readSampling, setSampling} from './sampling.js'
 import {claimMeterSet, sameNetns, type AttachState} from './state.js'
 
 export interface ProvisionRequest {
   /** Flows per flow map; undefined keeps an existing meter set's, or the default for a new one. */
   capacity?: number
-  /** Load a changed program onto an existing set, and carry a layout-1 set over. */
+  /**
+   * Count 1 packet in N (1: every packet), on a new set or an existing one (then only its settings
+   * are written); undefined keeps an existing set's, or counts every packet in a new one.
+   */
+  sampling?: number
+  /** Load a changed program onto an existing set, and carry a layout-1 or layout-2 set over. */
   force: boolean
 }
 
@@ -34,6 +41,8 @@ export interface ProvisionedSet {
   reloaded: boolean
   /** Held while flows of a layout-1 set wait to be carried into this one. */
   migrationLock?: HeldLock
+  /** The set's sampling interval now. */
+  samplingInterval: number
 }
 
 /** What an attach changed so far, taken back in reverse order if a later step fails. */
@@ -54,9 +63,15 @@ export async function provisionMeterSet(
   let reloaded = false
 
   let migrating = false
-  if (set.exists() && request.force && set.layoutVersion() === 1) {
+  const layout = set.exists() && request.force ? set.layoutVersion() : LAYOUT_VERSION
+  if (layout === 1) {
     capacity = await moveLayout1Aside(set, request.capacity)
     migrating = true
+  }
+  if (layout === 2) {
+    checkCapacity(set, request.capacity)
+    await upgradeLayout2(set, (await compileFor(paths, set)).objectPath, request.sampling)
+    reloaded = true
   }
   if (existsSync(legacyDir(set))) {
     // The carried-over flows go into the new set's snapshot: its lock is ours from before
@@ -67,19 +82,12 @@ export async function provisionMeterSet(
   }
   if (set.exists()) {
     set.verifyLayout()
-    const existing = set.capacity()
-    if (request.capacity !== undefined && request.capacity !== existing) {
-      throw new InvalidInputError(
-        `the meter of ${describeNetns(netns)} holds ${existing} flows per map; to use --capacity ${request.capacity}, detach all its interfaces first`,
-      )
-    }
-    capacity = existing
+    capacity = checkCapacity(set, request.capacity)
   }
-  // A meter set made with another snapshot chunk size keeps it (its pending map is reused).
-  const compiled = await compileMeter({capacity, pendingChunkBytes: set.exists() ? set.pendingChunkBytes() : undefined}, paths.cacheDir)
+  const compiled = set.exists() ? await compileFor(paths, set) : await compileMeter({capacity}, paths.cacheDir)
 
   if (!set.exists()) {
-    await set.create(compiled.objectPath, capacity)
+    await set.create(compiled.objectPath, capacity, request.sampling)
     undo.push(() => set.remove())
     state.meterSets = state.meterSets.filter((m) => !sameNetns(m.netns, netns))
     state.meterSets.push({
@@ -91,14 +99,37 @@ export async function provisionMeterSet(
       createdAt: new Date().toISOString(),
     })
     if (migrating) reloaded = true
-  } else if (request.force && record?.digest !== compiled.digest) {
-    // A different program (new flowctl or clang): load it onto the same maps.
-    await set.reloadPrograms(compiled.objectPath)
-    reloaded = true
-    if (record) record.digest = compiled.digest
+  } else {
+    if (request.force && !reloaded && record?.digest !== compiled.digest) {
+      // A different program (new flowctl or clang): load it onto the same maps.
+      await set.reloadPrograms(compiled.objectPath)
+      reloaded = true
+    }
+    if (reloaded && record) Object.assign(record, {digest: compiled.digest, layoutVersion: LAYOUT_VERSION})
+    // One map update, which the programs read at their next packet: no reload, no filter touched.
+    if (request.sampling !== undefined && request.sampling !== readSampling(set)) setSampling(set, request.sampling)
   }
   const digest = state.meterSets.find((m) => sameNetns(m.netns, netns))?.digest ?? compiled.digest
-  return {set, digest, reloaded, migrationLock}
+  return {set, digest, reloaded, migrationLock, samplingInterval: readSampling(set)}
+}
+
+/** An existing set's capacity, which is fixed: one-line error if another is asked. */
+function checkCapacity(set: MeterSet, requested: number | undefined): number {
+  const existing = set.capacity()
+  if (requested !== undefined && requested !== existing) {
+    throw new InvalidInputError(
+      `the meter of ${describeNetns(set.netns)} holds ${existing} flows per map; to use --capacity ${requested}, detach all its interfaces first`,
+    )
+  }
+  return existing
+}
+
+/**
+ * This flowctl's program for an existing meter set: at its capacity, and with the snapshot chunk
+ * size it was made with (an older set keeps its pending map, and so its chunks).
+ */
+function compileFor(paths: Paths, set: MeterSet): ReturnType<typeof compileMeter> {
+  return compileMeter({capacity: set.capacity(), pendingChunkBytes: set.pendingChunkBytes()}, paths.cacheDir)
 }
 
 /**

@@ -19,37 +19,67 @@ import {
   FLOW_KEY6,
   FLOW_VALUE4,
   FLOW_VALUE6,
+  FRAG_KEY,
+  FRAG_MAP_ENTRIES,
+  FRAG_PORTS,
   LAYOUT_VERSION,
   METER_META,
+  METER_SETTINGS,
+  METER_STATS,
   OVERFLOW_KEY,
   OVERFLOW_VALUE,
   PENDING_CHUNK_BYTES,
   readMeterMeta,
   writeMeterMeta,
+  writeMeterSettings,
 } from './layout.js'
 import {FAMILIES, type DirectionName, type Family} from '../flow/record.js'
 import {makeDirectories} from '../sys/directories.js'
-import {BpfMap, ENOENT, innerMapId, MAP_TYPE, progInfo, setInnerMap} from './libbpf.js'
+import {FamilyMaps} from './family-maps.js'
+import {BpfMap, ENOENT, innerMapId, MAP_TYPE, progInfo} from './libbpf.js'
 
 export const PROGRAM_NAMES: Record<DirectionName, string> = {ingress: 'flowctl_ingress', egress: 'flowctl_egress'}
 
 /** The snapshot's chunk size in meter sets of layout 2 made before bpf/flowctl.h's was lowered. */
 export const FIRST_PENDING_CHUNK_BYTES = 32768
 
+interface ExpectedMap {
+  type: number
+  keySize: number
+  valueSize: number
+  orValueSize?: number
+}
+
+/**
+ * The maps that hold no count, which a layout-2 set is given anew when it is carried over
+ * (upgradeLayout2 in migrate.ts): `settings` and `meter_stats` are new in layout 3, and `frags` took the sampling
+ * decision beside the ports (a fresh one forgets the ports of the datagrams in reassembly at that
+ * moment, nothing else). With the entries each has (as meter.bpf.c declares them).
+ */
+export const REMADE_MAPS: Record<string, ExpectedMap & {maxEntries: number}> = {
+  frags: {type: MAP_TYPE.lruHash, keySize: FRAG_KEY.size, valueSize: FRAG_PORTS.size, maxEntries: FRAG_MAP_ENTRIES},
+  settings: {type: MAP_TYPE.array, keySize: 4, valueSize: METER_SETTINGS.size, maxEntries: 1},
+  // Per CPU: 40 bytes on each possible CPU (5 KiB on 128), which memory() counts through memlock.
+  meter_stats: {type: MAP_TYPE.percpuArray, keySize: 4, valueSize: METER_STATS.size, maxEntries: 1},
+}
+
 /** What each pinned map must look like for this flowctl to use it. */
-const EXPECTED_MAPS: Record<string, {type: number; keySize: number; valueSize: number; orValueSize?: number}> = {
+const EXPECTED_MAPS: Record<string, ExpectedMap> = {
   flows4: {type: MAP_TYPE.arrayOfMaps, keySize: 4, valueSize: 4},
   flows6: {type: MAP_TYPE.arrayOfMaps, keySize: 4, valueSize: 4},
   overflow: {type: MAP_TYPE.hash, keySize: OVERFLOW_KEY.size, valueSize: OVERFLOW_VALUE.size},
   skip_socks: {type: MAP_TYPE.hash, keySize: 8, valueSize: 1},
-  frags: {type: MAP_TYPE.lruHash, keySize: 40, valueSize: 4},
   pending: {type: MAP_TYPE.hash, keySize: 4, valueSize: PENDING_CHUNK_BYTES, orValueSize: FIRST_PENDING_CHUNK_BYTES},
   drain_state: {type: MAP_TYPE.array, keySize: 4, valueSize: DRAIN_STATE.size},
   meta: {type: MAP_TYPE.array, keySize: 4, valueSize: METER_META.size},
+  ...REMADE_MAPS,
 }
 
 /** The maps a reloaded program takes over as they are (the live flow maps hang off flows4/6). */
 export const MAP_NAMES = Object.keys(EXPECTED_MAPS)
+
+/** The layouts whose meter sets `meter attach --force` carries over to this one. */
+const CARRIED_OVER_LAYOUTS = [1, 2]
 
 /** The live flow maps' pins, which exist only between loading and the end of `create`. */
 const LIVE_PIN = (family: Family) => `flows${family}_live`
@@ -141,8 +171,11 @@ export class MeterSet {
     return map.info.id
   }
 
-  /** Loads the object and pins its programs and (new, empty) maps, and records what it is. */
-  async create(objectPath: string, capacity: number): Promise<void> {
+  /**
+   * Loads the object and pins its programs and (new, empty) maps, and records what it is and the
+   * sampling interval it starts with (before any filter runs its programs).
+   */
+  async create(objectPath: string, capacity: number, samplingInterval = 1): Promise<void> {
     makeDirectories(this.dir)
     try {
       await loadAll(objectPath, this.progDir, {mapDir: this.mapDir})
@@ -151,6 +184,12 @@ export class MeterSet {
         writeMeterMeta(meta, {layoutVersion: LAYOUT_VERSION, capacity})
       } finally {
         meta.close()
+      }
+      const settings = this.openMap('settings')
+      try {
+        writeMeterSettings(settings, {samplingInterval})
+      } finally {
+        settings.close()
       }
       // The outer maps hold the live flow maps; their own pins would only go stale at the first drain.
       for (const family of FAMILIES) unlinkSync(this.mapPath(LIVE_PIN(family)))
@@ -210,7 +249,7 @@ export class MeterSet {
       const ns = this.netns === null ? '' : ` --netns ${this.netns}`
       throw new StateError(
         `the meter of ${describeNetns(this.netns)} has kernel layout ${version || 'unknown'}, this flowctl reads layout ${LAYOUT_VERSION}: ` +
-          (version === 1
+          (CARRIED_OVER_LAYOUTS.includes(version)
             ? `carry its flows over with \`flowctl meter attach${ns} --force -n IFACE...\` (nothing is lost), or detach and attach it again`
             : `detach it with the flowctl that made it, or remove ${this.dir}`),
       )
@@ -259,7 +298,7 @@ export class MeterSet {
   }
 
   openFamily(family: Family): FamilyMaps {
-    return FamilyMaps.open(this, family)
+    return FamilyMaps.open(this.dir, family, this, this.capacity())
   }
 
   openMap(name: string): BpfMap {
@@ -276,7 +315,12 @@ export class MeterSet {
     return this.mapPath(`drain${family}_${gen}`)
   }
 
-  /** Kernel memory now and at most (see MeterSetMemory). */
+  /**
+   * Kernel memory now and at most (see MeterSetMemory). `now` is the kernel's memlock of every
+   * map, the per-CPU meter_stats at its size on this machine's CPUs and the live flow maps at
+   * their own sizes (a fresh one may be smaller than the capacity); `atMost` takes both families'
+   * flow maps full at the capacity, their ceiling.
+   */
   memory(): MeterSetMemory {
     let now = 0
     const opened: BpfMap[] = []
@@ -373,62 +417,4 @@ const HTAB_ELEM_HEADER = 48
 
 function round8(n: number): number {
   return Math.ceil(n / 8) * 8
-}
-
-/**
- * The flow maps of one address family: `flows<F>`, a one-slot ARRAY_OF_MAPS holding the hash the
- * program writes now (the live map, known by id, never pinned).
- */
-export class FamilyMaps {
-  readonly family: Family
-  readonly outer: BpfMap
-  private readonly set: MeterSet
-
-  private constructor(set: MeterSet, family: Family, outer: BpfMap) {
-    this.set = set
-    this.family = family
-    this.outer = outer
-  }
-
-  /** `from`: where the pins are opened (the set's path, or a directory held open). */
-  static open(set: MeterSet, family: Family, from: {openMap(name: string): BpfMap} = set): FamilyMaps {
-    return new FamilyMaps(set, family, from.openMap(`flows${family}`))
-  }
-
-  liveId(): number {
-    const id = innerMapId(this.outer)
-    if (!id) throw new StateError(`the flow map slot of ${this.set.mapPath(`flows${this.family}`)} is empty: remove ${this.set.dir} and attach again`)
-    return id
-  }
-
-  /** The map the program writes now. */
-  openLive(): BpfMap {
-    return BpfMap.openById(this.liveId(), `the live IPv${this.family} flow map of ${this.set.dir}`)
-  }
-
-  /**
-   * Puts a fresh, empty map in the slot and returns the one the program wrote until now, which no
-   * program writes any more once this returns (the kernel waits for running programs before the
-   * update returns). With `pinAs`, the old map is pinned there first, so that a crash at any
-   * moment leaves it reachable.
-   */
-  swapOut(pinAs?: string): BpfMap {
-    const live = this.openLive()
-    let fresh: BpfMap | undefined
-    try {
-      fresh = BpfMap.createLike(live.info)
-      if (pinAs) live.pin(pinAs)
-      setInnerMap(this.outer, fresh)
-      return live
-    } catch (error) {
-      live.close()
-      throw error
-    } finally {
-      fresh?.close() // the slot holds it now
-    }
-  }
-
-  close(): void {
-    this.outer.close()
-  }
 }

@@ -1,25 +1,72 @@
 /**
- * Carrying a meter set of layout 1 (flowctl 0.1: per-CPU preallocated flow maps, a pending map
- * of records) over to the current layout without losing a count, for `meter attach --force`.
+ * Carrying meter sets of an older layout over to this one without losing a count, for `meter
+ * attach --force`.
  *
- * The old maps are moved aside (their pin directory renamed to <dir>-v1; the programs the
- * filters run keep them alive), a new meter set is made in their place and the filters are
- * moved to its programs. Once no old program can run any more, everything the old maps hold is
- * read (both flow maps of each family, summed over CPUs, and the old daemon's pending records)
- * and merged into the new meter set's snapshot, where the next daemon finds it. A migration cut
- * short leaves <dir>-v1 in place, and the next `meter attach` finishes it.
+ * Layout 2 (shared flow maps, no sampling) is upgraded in place (upgradeLayout2): its flow maps,
+ * snapshot and journal keep their shapes, so this layout's programs are loaded onto them, beside
+ * the few maps that hold no count and are new or changed.
+ *
+ * Layout 1 (flowctl 0.1: per-CPU preallocated flow maps, a pending map of records) is not: the
+ * old maps are moved aside (their pin directory renamed to <dir>-v1; the programs the filters run
+ * keep them alive), a new meter set is made in their place and the filters are moved to its
+ * programs. Once no old program can run any more, everything the old maps hold is read (both
+ * flow maps of each family, summed over CPUs, and the old daemon's pending records) and merged
+ * into the new meter set's snapshot, where the next daemon finds it. A migration cut short leaves
+ * <dir>-v1 in place, and the next `meter attach` finishes it.
  */
-import {existsSync} from 'node:fs'
+import {existsSync, unlinkSync} from 'node:fs'
 import {rename, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import type {HeldLock} from '../sys/flock.js'
 import {FAMILIES, firstPacketWins, type Family, type FlowSample} from '../flow/record.js'
 import {FlowStore} from './flow-store.js'
-import {emptySample, FLOW_KEY4, FLOW_KEY6, readU64} from './layout.js'
+import {emptySample, FLOW_KEY4, FLOW_KEY6, KEY, LAYOUT_VERSION, readMeterMeta, readU64, writeMeterMeta, writeMeterSettings} from './layout.js'
 import * as V1 from './layout-v1.generated.js'
 import {BpfMap, innerMapId, numPossibleCpus, setInnerMap} from './libbpf.js'
-import type {MeterSet} from './meter-set.js'
+import {REMADE_MAPS, type MeterSet} from './meter-set.js'
+
+/**
+ * Carries a layout-2 meter set over to this layout in place, losing no count. Its flow maps,
+ * overflow counters, snapshot and journal have the shapes they had (the keys' sampling_interval
+ * was their padding, 0, which readers take as 1), so they stay as they are. The maps that hold
+ * no count and are new or changed (REMADE_MAPS) are made and pinned, this layout's programs are
+ * loaded onto all of them (as MeterSet.reloadPrograms does), and then meta says this layout. Cut short
+ * anywhere, it is done again: a map already remade is kept. The caller moves the filters to the
+ * new programs; until then the old ones count as before, into the same flow maps.
+ */
+export async function upgradeLayout2(set: MeterSet, objectPath: string, samplingInterval = 1): Promise<void> {
+  for (const [name, shape] of Object.entries(REMADE_MAPS)) {
+    const path = set.mapPath(name)
+    const pinned = BpfMap.openIfPinned(path)
+    if (pinned) {
+      const {info} = pinned
+      pinned.close()
+      if (info.type === shape.type && info.keySize === shape.keySize && info.valueSize === shape.valueSize && info.maxEntries === shape.maxEntries) continue
+      // Programs that use it (the old ones, still on the filters) keep it until they go.
+      unlinkSync(path)
+    }
+    const fresh = BpfMap.create(shape.type, name, shape.keySize, shape.valueSize, shape.maxEntries)
+    try {
+      fresh.pin(path)
+    } finally {
+      fresh.close()
+    }
+  }
+  const settings = set.openMap('settings')
+  try {
+    writeMeterSettings(settings, {samplingInterval})
+  } finally {
+    settings.close()
+  }
+  await set.reloadPrograms(objectPath)
+  const meta = set.openMap('meta')
+  try {
+    writeMeterMeta(meta, {...readMeterMeta(meta), layoutVersion: LAYOUT_VERSION})
+  } finally {
+    meta.close()
+  }
+}
 
 /** Where a layout-1 meter set waits while its flows are carried over. */
 export function legacyDir(set: MeterSet): string {
@@ -147,14 +194,19 @@ export async function carryOverLegacy(set: MeterSet, lock?: HeldLock): Promise<n
   }
 }
 
-/** A layout-1 key as a layout-2 key (the same fields; layout 2 adds the inner VLAN before the addresses). */
+/**
+ * A layout-1 key as a key of this layout: the same fields (this one adds the inner VLAN and the
+ * sampling interval before the addresses); layout 1 counted every packet, which is interval 1, as
+ * the new programs write it, so a flow counted before and after lands in one record.
+ */
 function convertKey(family: Family, from: Buffer, at: number, into: Buffer): Buffer {
   const v1 = family === 4 ? V1.FLOW_KEY4 : V1.FLOW_KEY6
-  const v2 = family === 4 ? FLOW_KEY4 : FLOW_KEY6
-  const out = into.subarray(0, v2.size)
+  const now = family === 4 ? FLOW_KEY4 : FLOW_KEY6
+  const out = into.subarray(0, now.size)
   out.fill(0)
   from.copy(out, 0, at, at + v1.fields.src.offset) // ifindex .. dport: same offsets in both
-  from.copy(out, v2.fields.src.offset, at + v1.fields.src.offset, at + v1.fields.src.offset + v1.fields.src.size + v1.fields.dst.size)
+  out.writeUInt16LE(1, KEY.samplingInterval.offset)
+  from.copy(out, now.fields.src.offset, at + v1.fields.src.offset, at + v1.fields.src.offset + v1.fields.src.size + v1.fields.dst.size)
   return out
 }
 

@@ -14,7 +14,8 @@
 import type {Family} from '../flow/record.js'
 import {readDrainState} from './layout.js'
 import {BpfMap} from './libbpf.js'
-import type {FamilyMaps, MeterSet} from './meter-set.js'
+import type {FamilyMaps} from './family-maps.js'
+import type {MeterSet} from './meter-set.js'
 
 /** A live map by id, and the drain that put it in its slot (undefined: the daemon committed every time we looked). */
 export interface LiveMapAt {

@@ -11,6 +11,7 @@ import {KEY, readU32} from './layout.js'
 import {BpfMap} from './libbpf.js'
 import {MeterSet} from './meter-set.js'
 import {readOverflow} from './overflow.js'
+import {readSampling} from './sampling.js'
 import {readState, sameNetns} from './state.js'
 
 export interface MeterStatus {
@@ -36,6 +37,8 @@ export interface MeterStatus {
   /** Kernel memory of the namespace's meter set (shared by its interfaces), now and at most, in bytes. */
   memoryBytes: number
   memoryMaxBytes: number
+  /** The namespace's meter set counts 1 packet in N (1: every packet); flows carry the N they were counted at. */
+  samplingInterval: number
 }
 
 function slot(ifindex: number, direction: DirectionName): string {
@@ -102,6 +105,7 @@ export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<Mete
     const {flows, overflow} = countFlows(set)
     const capacity = set.capacity()
     const memory = set.memory()
+    const samplingInterval = readSampling(set)
     let links: {ifname: string; ifindex: number}[] = []
     try {
       links = await listLinks(set.netns)
@@ -133,6 +137,7 @@ export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<Mete
         overflowBytes: o.bytes,
         memoryBytes: memory.now,
         memoryMaxBytes: memory.atMost,
+        samplingInterval,
       })
     }
   }

@@ -15,8 +15,9 @@ omitted; --all-netns reads every metered namespace. A flow is shown once, its co
 the maps that hold it (the live flow map, a drained map the daemon has not committed yet, and the
 daemon's snapshot of the flows it holds until they end); beside a running daemon, as they were
 at one of its drains (a read that a drain crosses is taken again). Times are local wall-clock
-time in the table and epoch milliseconds in JSON. \`-o wide\` adds the ifindex, VLAN, TOS and raw
-times; \`-o json\` is --json (the older tool's flag). An entry deleted while it was being read (a
+time in the table and epoch milliseconds in JSON. A flow counted 1 packet in N (\`meter attach
+--sampling N\`) shows its raw count with "(1:N)" beside it, and samplingInterval in JSON. \`-o wide\`
+adds the ifindex, VLAN, TOS, sampling and raw times; \`-o json\` is --json (the older tool's flag). An entry deleted while it was being read (a
 flush running beside the dump) is skipped, and the count of those is said on stderr.`
 
   static override examples = [

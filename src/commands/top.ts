@@ -17,7 +17,8 @@ interval, busiest first. It works beside a running daemon: the daemon swaps each
 and top looks at the maps' slots ${WATCH_MS.perSwap} times per drain interval (every ${WATCH_MS.min} to ${WATCH_MS.max} ms), so it holds
 every live map the daemon swaps in, and reads each one swapped out to its end: every packet is counted once, at
 any drain interval. Should top miss a map anyway (held up for longer than a drain interval), it says so instead
-of showing rates that undercount. Press q to quit. With --once it samples twice, one interval apart, prints and
+of showing rates that undercount. A flow counted 1 packet in N (\`meter attach --sampling N\`) counts N times:
+with sampling, the rates are estimates. Press q to quit. With --once it samples twice, one interval apart, prints and
 exits (--json for scripts); a missed map makes it fail. It shows one namespace: --netns NS, or the root namespace
 when omitted; --all-netns shows every metered namespace.`
 

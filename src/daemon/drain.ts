@@ -21,7 +21,7 @@
 import {forEachFlow} from '../bpf/flow-map-reader.js'
 import type {FlowStore as FlowStoreType, FamilyCaches} from '../bpf/flow-store.js'
 import {FlowStore} from '../bpf/flow-store.js'
-import {emptySample, interfaceSlot, KEY, readU32, srcOffset} from '../bpf/layout.js'
+import {emptySample, interfaceSlot, KEY, keySamplingInterval, readU32, srcOffset} from '../bpf/layout.js'
 import type {BpfMap} from '../bpf/libbpf.js'
 import type {MeterSet} from '../bpf/meter-set.js'
 import {FlowBatch, END_REASON} from '../flow/batch.js'
@@ -403,6 +403,7 @@ function fillKey(batch: FlowBatch, j: number, keys: Uint8Array, ko: number): voi
   batch.proto[j] = keys[ko + KEY.proto.offset]
   batch.vlanId[j] = keys[ko + KEY.vlanId.offset] | (keys[ko + KEY.vlanId.offset + 1] << 8)
   batch.innerVlanId[j] = keys[ko + KEY.innerVlanId.offset] | (keys[ko + KEY.innerVlanId.offset + 1] << 8)
+  batch.samplingInterval[j] = keySamplingInterval(keys, ko)
   batch.sport[j] = (keys[ko + KEY.sport.offset] << 8) | keys[ko + KEY.sport.offset + 1]
   batch.dport[j] = (keys[ko + KEY.dport.offset] << 8) | keys[ko + KEY.dport.offset + 1]
   const len = batch.addrLen

@@ -3,7 +3,8 @@
  * hooks (see hooks.ts). The keys are the older linux-flow-exporter's (src, dst, proto, sport,
  * dport, ingressIfindex, egressIfindex, pkts, bytes, start, end, finished) and richer ones
  * (netns, interface, direction, ingressInterface and egressInterface by name, ipVersion, vlanId,
- * tos, tcpFlags, endReason, ...).
+ * samplingInterval, tos, tcpFlags, endReason, ...). pkts and bytes are raw: with samplingInterval
+ * N > 1 they count 1 packet in N.
  *
  * Export never waits for a hook: a batch with hooks goes into a queue that a worker empties, one
  * batch at a time. The queue is bounded (maxQueuedRecords): a batch that does not fit skips the
@@ -69,6 +70,8 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
       ipVersion: batch.family,
       protoName: protocolName(proto),
       vlanId: batch.vlanId[i],
+      // Packets and bytes are as the meter counted them: 1 packet in samplingInterval.
+      samplingInterval: batch.samplingInterval[i],
       tos: batch.tos[i],
       tcpFlags: flags,
       tcpFlagsText: tcpFlagsText(flags),

@@ -26,6 +26,8 @@ export class FlowBatch {
   readonly vlanId: Uint16Array
   /** QinQ: the inner (customer) tag; 0 when there is none. */
   readonly innerVlanId: Uint16Array
+  /** The N of the 1-in-N packet sampling the flow was counted at (1: every packet); packets and bytes are as counted, not scaled. */
+  readonly samplingInterval: Uint16Array
   readonly sport: Uint16Array
   readonly dport: Uint16Array
   /** Addresses, network order, `addrLen` bytes each. */
@@ -62,6 +64,7 @@ export class FlowBatch {
     this.proto = new Uint8Array(capacity)
     this.vlanId = new Uint16Array(capacity)
     this.innerVlanId = new Uint16Array(capacity)
+    this.samplingInterval = new Uint16Array(capacity)
     this.sport = new Uint16Array(capacity)
     this.dport = new Uint16Array(capacity)
     this.src = new Uint8Array(capacity * this.addrLen)

@@ -29,6 +29,8 @@ export interface FlowKey {
   vlanId: number
   /** QinQ: the inner (customer) VLAN tag; 0 when there is none. */
   innerVlanId: number
+  /** The N of the 1-in-N packet sampling its packets were counted at (1: every packet); counts are raw. */
+  samplingInterval: number
   /** Host-order port; 0 for protocols without ports and for ICMP. */
   sport: number
   /** Host-order port; for ICMP and ICMPv6, type * 256 + code. */

@@ -11,6 +11,12 @@ import koffi from 'koffi'
 export type AgentSpec =
   | {mode: 'udp-sink'; host: string; port: number; expect?: number}
   | {mode: 'udp-send'; host: string; port: number; sport?: number; count: number; size: number; gapMs?: number; durationMs?: number}
+  /**
+   * `count` rounds of one datagram from each of `flows` sockets (ephemeral ports, reported as
+   * `sports`), `gapMs` between rounds; SIGTERM ends it after the datagram being sent (the result
+   * counts exactly what was sent).
+   */
+  | {mode: 'udp-rounds'; host: string; port: number; flows: number; count: number; size: number; gapMs?: number}
   | {mode: 'tcp-sink'; host: string; port: number}
   | {mode: 'tcp-send'; host: string; port: number; sport?: number; bytes: number}
   /**
@@ -74,6 +80,32 @@ async function main(spec: AgentSpec): Promise<void> {
       }
       socket.close()
       done({packets: sent, bytes: sent * spec.size, sport, firstBeforeMs, firstMs, lastBeforeMs, lastMs})
+      return
+    }
+    case 'udp-rounds': {
+      const family = spec.host.includes(':') ? 'udp6' : 'udp4'
+      const sockets = Array.from({length: spec.flows}, () => createSocket(family))
+      for (const socket of sockets) {
+        socket.on('error', fail)
+        await new Promise<void>((resolve) => socket.bind(0, resolve))
+      }
+      const payload = Buffer.alloc(spec.size, 0x61)
+      let sent = 0
+      let stopping = false
+      process.on('SIGTERM', () => (stopping = true))
+      // A function, read after each await (a variable's test would be narrowed across them).
+      const stopped = () => stopping
+      for (let round = 0; round < spec.count && !stopped(); round++) {
+        for (const socket of sockets) {
+          if (stopped()) break
+          await new Promise<void>((resolve, reject) => socket.send(payload, spec.port, spec.host, (e) => (e ? reject(e) : resolve())))
+          sent++
+        }
+        if (spec.gapMs) await new Promise((r) => setTimeout(r, spec.gapMs))
+      }
+      const sports = sockets.map((socket) => socket.address().port)
+      for (const socket of sockets) socket.close()
+      done({packets: sent, bytes: sent * spec.size, sports})
       return
     }
     case 'udp-flows': {

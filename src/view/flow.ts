@@ -23,6 +23,8 @@ export interface Flow {
   vlanId: number
   /** QinQ: the inner (customer) tag; 0 when none. */
   innerVlanId: number
+  /** The N of the 1-in-N packet sampling it was counted at (1: every packet); packets and bytes are as counted. */
+  samplingInterval: number
   tos: number
   /** The other interface of the flow (out for ingress, in for egress); 0 when none. */
   peerIfindex: number
@@ -56,6 +58,7 @@ export function toFlow(netns: string, ifname: string | undefined, key: FlowKey, 
     protoName: protocolName(key.proto),
     vlanId: key.vlanId,
     innerVlanId: key.innerVlanId,
+    samplingInterval: key.samplingInterval,
     tos: c.ipTos,
     peerIfindex: c.peerIfindex,
     nextHop: c.nextHop,

@@ -9,9 +9,9 @@ import {renderTable} from './table.js'
 
 const NARROW_HEADER = ['NETNS', 'INTERFACE', 'DIR', 'PROTO', 'SRC', 'DST', 'PACKETS', 'BYTES', 'TCP FLAGS', 'START', 'END']
 /** `dump -o wide` (the older tool's wide output) adds what the key holds besides, and the raw times. */
-const WIDE_HEADER = [...NARROW_HEADER, 'IFINDEX', 'VLAN', 'TOS', 'START MS', 'END MS']
+const WIDE_HEADER = [...NARROW_HEADER, 'IFINDEX', 'VLAN', 'TOS', 'SAMPLING', 'START MS', 'END MS']
 const NARROW_RIGHT = [6, 7]
-const WIDE_RIGHT = [...NARROW_RIGHT, 11, 12, 13, 14, 15]
+const WIDE_RIGHT = [...NARROW_RIGHT, 11, 12, 13, 14, 15, 16]
 const SIZING_ROWS = 1000
 
 function localTime(ms: number): string {
@@ -19,6 +19,11 @@ function localTime(ms: number): string {
   const d = new Date(ms)
   const pad = (n: number, w = 2) => String(n).padStart(w, '0')
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`
+}
+
+/** 1 packet in N, as the sampling rate is written: "1:10". */
+export function samplingText(interval: number): string {
+  return `1:${interval}`
 }
 
 function narrowRow(f: Flow): string[] {
@@ -29,7 +34,9 @@ function narrowRow(f: Flow): string[] {
     f.protoName,
     endpoint(f, 'src'),
     endpoint(f, 'dst'),
-    String(f.packets),
+    // A sampled count says so where it stands, so that nobody reads it as the whole: the
+    // table's columns are set before all rows are seen, so no column only for sampled flows.
+    f.samplingInterval > 1 ? `${f.packets} (${samplingText(f.samplingInterval)})` : String(f.packets),
     String(f.bytes),
     f.proto === 6 ? f.tcpFlagsText : '',
     localTime(f.start),
@@ -38,7 +45,15 @@ function narrowRow(f: Flow): string[] {
 }
 
 function wideRow(f: Flow): string[] {
-  return [...narrowRow(f), String(f.ifindex), f.vlanId ? String(f.vlanId) : '-', `0x${f.tos.toString(16).padStart(2, '0')}`, String(f.start), String(f.end)]
+  return [
+    ...narrowRow(f),
+    String(f.ifindex),
+    f.vlanId ? String(f.vlanId) : '-',
+    `0x${f.tos.toString(16).padStart(2, '0')}`,
+    samplingText(f.samplingInterval),
+    String(f.start),
+    String(f.end),
+  ]
 }
 
 function write(out: Writable, text: string): Promise<void> | undefined {

@@ -20,7 +20,8 @@ import {forEachFlow} from '../bpf/flow-map-reader.js'
 import {decodeFlowKey} from '../bpf/layout.js'
 import {BpfError} from '../errors.js'
 import {BpfMap, ENOENT} from '../bpf/libbpf.js'
-import type {FamilyMaps, MeterSet} from '../bpf/meter-set.js'
+import type {FamilyMaps} from '../bpf/family-maps.js'
+import type {MeterSet} from '../bpf/meter-set.js'
 import {SlotHistory} from '../bpf/slot-history.js'
 import {FAMILIES, type Family, type FlowKey} from '../flow/record.js'
 import {protocolName} from '../flow/protocols.js'
@@ -355,9 +356,12 @@ export class TopSampler {
     for (const {set, names, selector, maps} of this.followers) {
       const netns = netnsLabel(set.netns)
       for (const m of maps) {
-        const swaps = m.take((raw, packets, bytes) => {
+        const swaps = m.take((raw, counted, countedBytes) => {
           const key = decodeFlowKey(m.family, raw)
           if (!matchesSelector(selector, key)) return
+          // A flow counted 1 packet in N stands for N times its count: rows sum estimates, whatever the rate of each flow in them.
+          const packets = counted * key.samplingInterval
+          const bytes = countedBytes * key.samplingInterval
           const label = groupLabel(by, key, names.get(key.ifindex) ?? `if${key.ifindex}`)
           const id = `${netns}\u0000${label}`
           const row = groups.get(id)

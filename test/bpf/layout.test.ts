@@ -37,10 +37,19 @@ describe('the generated kernel layout', function () {
     })
   }
 
-  it('LAYOUT_VERSION is the header enum, and layout 2 has the router-grade fields', function () {
-    assert.equal(LAYOUT_VERSION, 2)
+  it('LAYOUT_VERSION is the header enum; layout 2 has the router-grade fields, and layout 3 the sampling interval in the key', function () {
+    assert.equal(LAYOUT_VERSION, 3)
     for (const f of ['peerIfindex', 'minTtl', 'maxTtl', 'fwdStatus', 'nextHop']) assert.ok(f in FLOW_VALUE4.fields && f in FLOW_VALUE6.fields, f)
     assert.ok('innerVlanId' in FLOW_KEY4.fields && 'innerVlanId' in FLOW_KEY6.fields)
+    // Where layout 2 had its padding: the flow maps keep their shapes, and layout-2 keys read as interval 1.
+    assert.deepEqual(
+      [FLOW_KEY4.fields.samplingInterval, FLOW_KEY6.fields.samplingInterval],
+      [
+        {offset: 14, size: 2},
+        {offset: 14, size: 2},
+      ],
+    )
+    assert.deepEqual([FLOW_KEY4.size, FLOW_KEY6.size], [24, 48])
   })
 
   it('the pending map is sized for two snapshots of twice the capacity of each family', function () {
@@ -62,6 +71,7 @@ describe('bpf/layout.ts accessors', function () {
     k.set([0x01, 0xbb], 8) // sport 443, network order
     k.set([0xc8, 0x22], 10) // dport 51234
     k.set([0x0a, 0x00], 12) // inner vlan 10
+    k.set([0x0a, 0x01], 14) // sampled 1 in 266, host order
     k.set([192, 0, 2, 1], 16)
     k.set([198, 51, 100, 7], 20)
     return k
@@ -75,6 +85,7 @@ describe('bpf/layout.ts accessors', function () {
       proto: 6,
       vlanId: 100,
       innerVlanId: 10,
+      samplingInterval: 266,
       sport: 443,
       dport: 51234,
       src: '192.0.2.1',
@@ -92,7 +103,8 @@ describe('bpf/layout.ts accessors', function () {
     k[47] = 9
     const buf = Buffer.concat([Buffer.from([0xaa, 0xbb]), k])
     const d = decodeFlowKey(6, buf, 2)
-    assert.deepEqual([d.ifindex, d.proto, d.src, d.dst, d.direction], [2, 17, '2001:db8::1', 'fe80::9', 'ingress'])
+    // Interval 0: a key of a layout-2 meter set carried over, which counted every packet.
+    assert.deepEqual([d.ifindex, d.proto, d.src, d.dst, d.direction, d.samplingInterval], [2, 17, '2001:db8::1', 'fe80::9', 'ingress', 1])
   })
 
   it('decodeFlowValue reads every field of a hand-built struct flow_value4', function () {

@@ -1,6 +1,7 @@
 /**
  * The meter program on crafted frames through BPF_PROG_TEST_RUN (`bpftool prog run`): what it
- * parses from each kind of packet, what it counts, and that it always answers TC_ACT_UNSPEC.
+ * parses from each kind of packet, what it counts (in the flow maps and in meter_stats), how it
+ * samples, and that it always answers TC_ACT_UNSPEC.
  */
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
@@ -15,6 +16,8 @@ import {pathsFromEnv} from '../../src/paths.js'
 import {decodeFlowKey, decodeFlowValue} from '../../src/bpf/layout.js'
 import {type Family, type FlowCounters, type FlowKey} from '../../src/flow/record.js'
 import {BpfMap} from '../../src/bpf/libbpf.js'
+import {readMeterStats, type MeterStats} from '../../src/bpf/meter-stats.js'
+import {setSampling} from '../../src/bpf/sampling.js'
 import {requireE2e} from '../helpers/e2e.js'
 import * as P from '../helpers/packets.js'
 
@@ -28,7 +31,7 @@ interface Counted {
 describe('meter program on crafted packets @e2e', function () {
   let pinDir: string
   let tmp: string
-  let maps: Record<string, BpfMap>
+  let maps: Record<string, BpfMap> = {}
 
   before(async function () {
     requireE2e(this)
@@ -41,21 +44,28 @@ describe('meter program on crafted packets @e2e', function () {
     for (const name of ['flows4_live', 'flows6_live', 'overflow', 'frags']) maps[name] = BpfMap.open(`${pinDir}/maps/${name}`)
   })
 
-  after(async function () {
-    for (const m of Object.values(maps ?? {})) m.close()
+  after(function () {
+    for (const m of Object.values(maps)) m.close()
     if (pinDir) rmSync(pinDir, {recursive: true, force: true})
     if (tmp) rmSync(tmp, {recursive: true, force: true})
   })
 
+  /** The test's pinned maps, as a meter set's are opened (for the library's readers and writers). */
+  const pinned = {openMap: (name: string) => BpfMap.open(`${pinDir}/maps/${name}`)}
+
   beforeEach(function () {
     for (const m of Object.values(maps)) m.forEachBatch(() => {}, {andDelete: true})
+    setSampling(pinned, 1)
   })
 
-  /** Runs one frame through the ingress program; `ctx` sets __sk_buff fields (gso_segs, gso_size). */
-  async function feed(frame: Buffer, ctx?: {gsoSegs?: number; gsoSize?: number}, direction: 'ingress' | 'egress' = 'ingress'): Promise<number> {
+  /**
+   * Runs one frame through the ingress program (`repeat` times: the same skb, a fresh run each
+   * time); `ctx` sets __sk_buff fields (gso_segs, gso_size).
+   */
+  async function feed(frame: Buffer, ctx?: {gsoSegs?: number; gsoSize?: number}, direction: 'ingress' | 'egress' = 'ingress', repeat = 1): Promise<number> {
     const data = join(tmp, 'frame.bin')
     writeFileSync(data, frame)
-    const args = ['prog', 'run', 'pinned', `${pinDir}/prog/flowctl_${direction}`, 'data_in', data]
+    const args = ['prog', 'run', 'pinned', `${pinDir}/prog/flowctl_${direction}`, 'data_in', data, 'repeat', String(repeat)]
     if (ctx) {
       const skb = Buffer.alloc(192) // struct __sk_buff
       skb.writeUInt32LE(ctx.gsoSegs ?? 0, 164)
@@ -87,13 +97,37 @@ describe('meter program on crafted packets @e2e', function () {
     return all[0]
   }
 
-  it('counts an IPv4 TCP packet under its 5-tuple, with IP bytes and TCP flags', async function () {
+  /** What meter_stats counted since `before` (its counts only grow: each test reads its own). */
+  function statsSince(before: MeterStats): {flows4: number; flows6: number; notSampled: number; overflowed: number} {
+    const now = readMeterStats(pinned)!
+    return {
+      flows4: now.flowsCreated[4] - before.flowsCreated[4],
+      flows6: now.flowsCreated[6] - before.flowsCreated[6],
+      notSampled: now.packetsNotSampled - before.packetsNotSampled,
+      overflowed: now.packetsOverflowed - before.packetsOverflowed,
+    }
+  }
+
+  function packetsCounted(family: Family): number {
+    return counted(family).reduce((sum, c) => sum + c.counters.packets, 0)
+  }
+
+  it('counts an IPv4 TCP packet under its 5-tuple, with IP bytes and TCP flags, at sampling interval 1', async function () {
     const ip = P.ipv4(6, '198.18.0.1', '198.18.0.2', P.tcp(40000, 80, 0x02, Buffer.alloc(10)), {tos: 0x28})
     assert.equal(await feed(P.ethernet(P.ETH_IPV4, ip)), TC_ACT_UNSPEC)
     const {key, counters} = only(4)
     assert.deepEqual(
-      {src: key.src, dst: key.dst, sport: key.sport, dport: key.dport, proto: key.proto, direction: key.direction, vlanId: key.vlanId},
-      {src: '198.18.0.1', dst: '198.18.0.2', sport: 40000, dport: 80, proto: 6, direction: 'ingress', vlanId: 0},
+      {
+        src: key.src,
+        dst: key.dst,
+        sport: key.sport,
+        dport: key.dport,
+        proto: key.proto,
+        direction: key.direction,
+        vlanId: key.vlanId,
+        samplingInterval: key.samplingInterval,
+      },
+      {src: '198.18.0.1', dst: '198.18.0.2', sport: 40000, dport: 80, proto: 6, direction: 'ingress', vlanId: 0, samplingInterval: 1},
     )
     assert.equal(counters.packets, 1)
     assert.equal(counters.bytes, 20 + 20 + 10)
@@ -246,4 +280,108 @@ describe('meter program on crafted packets @e2e', function () {
     assert.equal(await feed(P.ethernet(P.ETH_IPV4, P.ipv4(17, '198.18.0.1', '198.18.0.2', P.udp(1, 2))), undefined, 'egress'), TC_ACT_UNSPEC)
     assert.equal(only(4).key.direction, 'egress')
   })
+
+  it('counts in meter_stats each flow it creates, once, per family, and nothing for the packets of a known flow', async function () {
+    const before = readMeterStats(pinned)!
+    for (const sport of [1, 2, 3]) await feed(P.ethernet(P.ETH_IPV4, P.ipv4(17, '198.18.0.1', '198.18.0.2', P.udp(sport, 53))))
+    await feed(P.ethernet(P.ETH_IPV4, P.ipv4(17, '198.18.0.1', '198.18.0.2', P.udp(1, 53))), undefined, 'ingress', 50)
+    for (const sport of [1, 2]) await feed(P.ethernet(P.ETH_IPV6, P.ipv6(17, 'fd00::1', 'fd00::2', P.udp(sport, 53))), undefined, 'ingress', 20)
+    await feed(P.ethernet(P.ETH_ARP, Buffer.alloc(28)))
+    assert.deepEqual(statsSince(before), {flows4: 3, flows6: 2, notSampled: 0, overflowed: 0})
+    assert.equal(packetsCounted(4), 53)
+    assert.equal(packetsCounted(6), 40)
+  })
+
+  it('at 1:10 counts a random tenth of the packets, raw, under keys that say 10, and the rest in packets_not_sampled', async function () {
+    setSampling(pinned, 10)
+    const before = readMeterStats(pinned)!
+    const sent = 100_000
+    const ip = P.ipv4(17, '198.18.0.1', '198.18.0.2', P.udp(5000, 53, Buffer.alloc(72)))
+    await feed(P.ethernet(P.ETH_IPV4, ip), undefined, 'ingress', sent)
+    const {key, counters} = only(4)
+    const stats = statsSince(before)
+    assert.equal(key.samplingInterval, 10)
+    assert.equal(counters.packets + stats.notSampled, sent, 'every packet counted or not sampled, exactly')
+    assert.equal(counters.bytes, counters.packets * ip.length, 'raw bytes: what was counted, not scaled')
+    // Binomial(100000, 1/10): 5 standard deviations either side.
+    const sigma = Math.sqrt(sent * 0.1 * 0.9)
+    assert.ok(Math.abs(counters.packets - sent / 10) <= 5 * sigma, `${counters.packets} of ${sent} counted`)
+    assert.equal(stats.flows4, 1)
+  })
+
+  it('a change of rate starts a new record at the new rate; the old one keeps what it counted', async function () {
+    const frame = P.ethernet(P.ETH_IPV4, P.ipv4(17, '198.18.0.1', '198.18.0.2', P.udp(5001, 53)))
+    setSampling(pinned, 4)
+    const before = readMeterStats(pinned)!
+    await feed(frame, undefined, 'ingress', 4000)
+    const atFour = only(4).counters.packets
+    setSampling(pinned, 1)
+    await feed(frame, undefined, 'ingress', 7)
+    const byRate = new Map(counted(4).map((c) => [c.key.samplingInterval, c.counters.packets]))
+    assert.deepEqual(
+      byRate,
+      new Map([
+        [4, atFour],
+        [1, 7],
+      ]),
+    )
+    assert.equal(atFour + statsSince(before).notSampled, 4000)
+  })
+
+  it('counts a GSO super-packet it does not sample as its segments in packets_not_sampled', async function () {
+    setSampling(pinned, 2)
+    const before = readMeterStats(pinned)!
+    const tcpOptions = Buffer.from([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2])
+    const ip = P.ipv4(6, '198.18.0.1', '198.18.0.2', P.tcp(40000, 80, 0x18, Buffer.alloc(3000), tcpOptions))
+    const runs = 200
+    for (let i = 0; i < runs; i++) await feed(P.ethernet(P.ETH_IPV4, ip), {gsoSegs: 3, gsoSize: 1000})
+    const segments = packetsCounted(4)
+    assert.equal(segments + statsSince(before).notSampled, 3 * runs)
+    assert.ok(segments > 0 && segments < 3 * runs && segments % 3 === 0, `${segments} segments counted`)
+  })
+
+  it('neither counts nor samples frames that are not IP', async function () {
+    setSampling(pinned, 3)
+    const before = readMeterStats(pinned)!
+    await feed(P.ethernet(P.ETH_ARP, Buffer.alloc(28)), undefined, 'ingress', 300)
+    assert.deepEqual(statsSince(before), {flows4: 0, flows6: 0, notSampled: 0, overflowed: 0})
+    assert.equal(counted(4).length + counted(6).length, 0)
+  })
+
+  for (const family of [4, 6] as const) {
+    it(`samples a fragmented IPv${family} datagram whole: its later fragment follows its first fragment's draw, under its ports`, async function () {
+      setSampling(pinned, 2)
+      const before = readMeterStats(pinned)!
+      const datagrams = 120
+      for (let id = 1; id <= datagrams; id++) {
+        const first = P.udp(5000, 53, Buffer.alloc(40))
+        const later = Buffer.alloc(32, 0xee) // payload only: what a misparse would read as ports
+        const frames =
+          family === 4
+            ? [
+                P.ethernet(P.ETH_IPV4, P.ipv4(17, '198.18.0.1', '198.18.0.2', first, {id, moreFragments: true})),
+                P.ethernet(P.ETH_IPV4, P.ipv4(17, '198.18.0.1', '198.18.0.2', later, {id, fragOffset: 48})),
+              ]
+            : [
+                P.ethernet(P.ETH_IPV6, P.ipv6(17, 'fd00::1', 'fd00::2', first, {extensions: [{type: 44, id, moreFragments: true}]})),
+                P.ethernet(P.ETH_IPV6, P.ipv6(17, 'fd00::1', 'fd00::2', later, {extensions: [{type: 44, id, fragOffset: 48}]})),
+              ]
+        for (const frame of frames) await feed(frame)
+      }
+      const flows = counted(family)
+      // Every later fragment counted went under its datagram's ports: no flow with ports 0.
+      assert.deepEqual(
+        flows.map((f) => [f.key.sport, f.key.dport, f.key.samplingInterval]),
+        [[5000, 53, 2]],
+      )
+      const taken = flows[0].counters.packets
+      const stats = statsSince(before)
+      assert.equal(taken + stats.notSampled, 2 * datagrams)
+      // Whole datagrams: two packets each, taken or skipped together (P(none or all taken) = 2^-119).
+      assert.equal(taken % 2, 0)
+      assert.ok(taken > 0 && taken < 2 * datagrams, `${taken} fragments counted`)
+      const ipHeader = family === 4 ? 20 : 48
+      assert.equal(flows[0].counters.bytes, (taken / 2) * (2 * ipHeader + 48 + 32))
+    })
+  }
 })

@@ -28,6 +28,7 @@ interface Exported {
   peer: number
   minTtl: number
   maxTtl: number
+  samplingInterval: number
 }
 
 interface TestFlow extends FlowCounts {
@@ -63,6 +64,7 @@ describe('drain engine @e2e', function () {
         peer: batch.peerIfindex[i],
         minTtl: batch.minTtl[i],
         maxTtl: batch.maxTtl[i],
+        samplingInterval: batch.samplingInterval[i],
       })
     }
   }
@@ -133,6 +135,30 @@ describe('drain engine @e2e', function () {
     assert.deepEqual({gen: committed().gen, flows4: committed().flows4}, {gen: 1, flows4: 3})
     assert.equal(liveCount(), 0)
     assert.deepEqual(set.drainMaps(), [])
+  })
+
+  it('exports each flow with the sampling interval its key carries (0, in a key of a layout-2 set: 1), as distinct flows', function () {
+    const now = nowNs()
+    const maps = set.openFamily(4)
+    const live = maps.openLive()
+    try {
+      for (const [samplingInterval, packets] of [
+        [10, 3],
+        [1, 5],
+        [0, 7],
+      ]) {
+        live.update(flowKey4(1, {samplingInterval}), value({sport: 1, packets, bytes: 100 * packets, first: now, last: now}))
+      }
+    } finally {
+      live.close()
+      maps.close()
+    }
+    open().drain(policy, sink, true)
+    assert.deepEqual(exported.map((e) => [e.samplingInterval, e.packets]).sort(), [
+      [1, 5],
+      [1, 7],
+      [10, 3],
+    ])
   })
 
   it('keeps the snapshot in the chunk size the meter set was made with (older sets: 32768 B)', async function () {

@@ -41,10 +41,12 @@ function batch(n: number, netns = 'fct-test', first = 0): FlowBatch {
     b.dst.set([198, 18, 0, 2], i * 4)
     b.packets[i] = 10
     b.bytes[i] = 1000
-    b.startUs[i] = 1_700_000_000_000_000.4
-    b.endUs[i] = 1_700_000_001_000_000.6
+    // Fractions a double holds exactly at this size (steps of 1/4).
+    b.startUs[i] = 1_700_000_000_000_000.25
+    b.endUs[i] = 1_700_000_001_000_000.75
     b.tcpFlags[i] = 0
     b.endReason[i] = END_REASON.idleTimeout
+    b.samplingInterval[i] = 1
   }
   b.length = n
   return b
@@ -109,6 +111,7 @@ describe('flow log output and hooks', function () {
       ipVersion: 4,
       protoName: 'udp',
       vlanId: 0,
+      samplingInterval: 1,
       tos: 0,
       tcpFlags: 0,
       tcpFlagsText: '........',
@@ -121,6 +124,13 @@ describe('flow log output and hooks', function () {
       [1000, 1001, 1002],
     )
     assert.equal(seen.written, 3)
+  })
+
+  it('says the sampling interval each flow was counted at, beside its raw counts', function () {
+    const b = batch(2)
+    b.samplingInterval[1] = 100
+    const [every, sampled] = batchToRecords(b, names)
+    assert.deepEqual([every.samplingInterval, every.pkts, sampled.samplingInterval, sampled.pkts], [1, 10, 100, 10])
   })
 
   it('marks TCP flows that saw FIN or RST as finished, and ICMP with type and code', function () {
@@ -212,7 +222,7 @@ describe('flow log output and hooks', function () {
     assert.equal(alive(done.pid), false, 'the escaped child is dead')
     // A hook that hangs: at its timeout the hook and its escaped child are killed.
     const hung = await escapes(`cat >/dev/null; setsid env -i sh -c '${recordPid}; exec sleep 25' & sleep 25`, 500)
-    assert.ok(hung.result instanceof HookFailure && hung.result.reason === 'timeout', String(hung.result))
+    assert.ok(hung.result instanceof HookFailure && hung.result.reason === 'timeout', JSON.stringify(hung.result))
     assert.ok(hung.elapsed < 5000, `moved on after ${hung.elapsed} ms`)
     assert.equal(alive(hung.pid), false, 'the escaped child is dead')
   })

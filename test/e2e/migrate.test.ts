@@ -1,33 +1,42 @@
 /**
- * A meter set of layout 1 (flowctl 0.1: per-CPU flow maps, a pending map of records) meets this
- * flowctl: every command refuses it in one line that says how to re-attach, and `meter attach
- * --force` carries every count it holds over into the new layout, keeping its capacity (unless
- * --capacity says otherwise, or what it holds needs more, which attach says). A meter set of
- * layout 2 made with the first, larger snapshot chunks keeps them through `meter attach --force`.
+ * Meter sets of older layouts meet this flowctl: every command refuses them in one line that says
+ * how to carry them over, and `meter attach --force` does, losing no count.
+ *
+ * Layout 1 (flowctl 0.1: per-CPU flow maps, a pending map of records): its counts are carried
+ * into a new set, which keeps its capacity (unless --capacity says otherwise, or what it holds
+ * needs more, which attach says). Layout 2 (the program of bpf/legacy/meter-v2.bpf.c) is upgraded
+ * in place while its filters count real traffic, and one made with the first, larger snapshot
+ * chunks keeps them.
  */
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
-import {existsSync, mkdirSync} from 'node:fs'
+import {existsSync, mkdirSync, unlinkSync} from 'node:fs'
 import {join} from 'node:path'
 
 import {execa} from 'execa'
 
-import {clangArgs, compileMeter} from '../../src/bpf/compile.js'
+import {clangArgs} from '../../src/bpf/compile.js'
+import {FRAG_PORTS, writeMeterMeta} from '../../src/bpf/layout.js'
 import * as V1 from '../../src/bpf/layout-v1.generated.js'
-import {BpfMap, numPossibleCpus} from '../../src/bpf/libbpf.js'
+import {BpfMap, innerMapId, numPossibleCpus} from '../../src/bpf/libbpf.js'
+import {readMeterStats} from '../../src/bpf/meter-stats.js'
 import type {MeterStatus} from '../../src/bpf/status.js'
 import {FIRST_PENDING_CHUNK_BYTES, MeterSet} from '../../src/bpf/meter-set.js'
+import {withStateLock} from '../../src/bpf/state.js'
 import {Lab} from '../../src/lab/lab.js'
+import {runAgent, startAgent, type RunningAgent} from '../../src/lab/traffic.js'
 import {bpfSourceDir} from '../../src/paths.js'
+import {listLinks, netnsInode} from '../../src/sys/netns.js'
+import {attachBpfFilter, ensureClsact, listFilters} from '../../src/sys/tc.js'
 import type {Flow} from '../../src/view/flow.js'
-import {cli, cliJson, cliOk, requireE2e, PrivateDirs} from '../helpers/e2e.js'
+import {cli, cliJson, cliOk, requireE2e, PrivateDirs, sleep} from '../helpers/e2e.js'
 import {flowKey4, flowValue4} from '../helpers/kernel-flows.js'
 
 /**
  * What both suites stand on: a private pin root, and namespaces a and b joined by a veth (a0 in
  * a) on `subnet`.1/.2, set up by `setUp` (call it in `before`) and removed after the suite.
  */
-function meteredLab(name: string, subnet: string): {privateDirs: PrivateDirs; setUp: () => Promise<string>} {
+function meteredLab(name: string, subnet: string): {privateDirs: PrivateDirs; lab: Lab; setUp: () => Promise<string>} {
   const id = randomBytes(3).toString('hex')
   const privateDirs = new PrivateDirs(`${name}-${id}`)
   const lab = new Lab(`${name[0]}${id}`)
@@ -44,7 +53,30 @@ function meteredLab(name: string, subnet: string): {privateDirs: PrivateDirs; se
     await lab.veth(a, 'a0', b, 'b0', {v4: [`${subnet}.1/24`, `${subnet}.2/24`], quiet: true})
     return a
   }
-  return {privateDirs, setUp}
+  return {privateDirs, lab, setUp}
+}
+
+/**
+ * Pins a layout-2 meter set of `capacity` as the layout-2 flowctl made it: the frozen program of
+ * bpf/legacy/meter-v2.bpf.c, loaded with its maps, meta saying layout 2, no pins of the live maps.
+ */
+async function pinLayout2Set(set: MeterSet, cacheDir: string, capacity: number, pendingChunkBytes?: number): Promise<void> {
+  mkdirSync(set.dir, {recursive: true})
+  mkdirSync(cacheDir, {recursive: true})
+  const object = join(cacheDir, `meter-v2-${randomBytes(3).toString('hex')}.o`)
+  await execa('clang', clangArgs(join(bpfSourceDir(), 'legacy', 'meter-v2.bpf.c'), object, {capacity, pendingChunkBytes}))
+  await execa('bpftool', ['prog', 'loadall', object, set.progDir, 'type', 'classifier', 'pinmaps', set.mapDir])
+  const meta = set.openMap('meta')
+  writeMeterMeta(meta, {layoutVersion: 2, capacity})
+  meta.close()
+  for (const family of [4, 6]) unlinkSync(set.mapPath(`flows${family}_live`))
+}
+
+/** The kernel id of one of a set's pinned maps. */
+function mapId(set: MeterSet, name: string): number {
+  const map = set.openMap(name)
+  map.close()
+  return map.info.id
 }
 
 /** A layout-1 IPv4 key of a UDP flow to port 53 on ifindex 2, egress, from `sport`. */
@@ -123,7 +155,7 @@ describe('meter sets of layout 1 @e2e', function () {
       assert.notEqual(r.exitCode, 0, args.join(' '))
       assert.match(
         r.stderr.trim(),
-        /^flowctl: the meter of namespace '.*' has kernel layout 1, this flowctl reads layout 2: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/,
+        /^flowctl: the meter of namespace '.*' has kernel layout 1, this flowctl reads layout 3: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/,
       )
     }
     // meter status --json: what it can read on stdout (nothing here), the line on stderr.
@@ -135,15 +167,16 @@ describe('meter sets of layout 1 @e2e', function () {
 
   it('meter attach --force carries every count over into the new layout, keeping the capacity', async function () {
     await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--force'])
-    assert.equal(set.layoutVersion(), 2)
+    assert.equal(set.layoutVersion(), 3)
     assert.ok(!existsSync(`${set.dir}-v1`), 'the old maps are gone')
     const flows = await cliJson<Flow[]>(['dump', '--netns', a, '-p', 'udp', '-D', '53'])
-    const bySport = new Map(flows.map((f) => [f.sport, [f.packets, f.bytes]]))
+    // Layout 1 counted every packet: its flows are carried over at sampling interval 1.
+    const bySport = new Map(flows.map((f) => [f.sport, [f.packets, f.bytes, f.samplingInterval]]))
     assert.deepEqual(
       bySport,
       new Map([
-        [1001, [5, 500]],
-        [1002, [7, 700]],
+        [1001, [5, 500, 1]],
+        [1002, [7, 700, 1]],
       ]),
     )
     const status = await cliJson<MeterStatus[]>(['meter', 'status', '--netns', a])
@@ -192,6 +225,120 @@ describe('a layout-1 meter set that holds more than its capacity keeps @e2e', fu
   })
 })
 
+describe('meter sets of layout 2 @e2e', function () {
+  const {privateDirs, lab, setUp} = meteredLab('layout2', '198.18.63')
+  const PORT = 7200
+  let a = ''
+  let set: MeterSet
+  /** Datagrams sent from a to b so far: all of them cross a0 egress, which the layout-2 program meters. */
+  let sent = 0
+  let sink: RunningAgent<unknown> | undefined
+
+  after(function () {
+    sink?.stop()
+  })
+
+  before(async function () {
+    requireE2e(this)
+    a = await setUp()
+    set = MeterSet.for(privateDirs.paths, a)
+    await pinLayout2Set(set, privateDirs.paths.cacheDir, 1024)
+    // Attached as the layout-2 flowctl attached it: a filter running the set's program, recorded as ours.
+    await withStateLock(privateDirs.paths, async (state) => {
+      const qdiscCreated = await ensureClsact(a, 'a0')
+      await attachBpfFilter(a, 'a0', 'egress', 1, 1, set.progPath('egress'))
+      const link = (await listLinks(a)).find((l) => l.ifname === 'a0')!
+      const at = new Date().toISOString()
+      state.meterSets.push({netns: a, netnsInode: netnsInode(a), digest: 'layout-2', capacity: 1024, layoutVersion: 2, createdAt: at})
+      const progId = set.progId('egress')
+      state.attachments.push({
+        netns: a,
+        interface: 'a0',
+        ifindex: link.ifindex,
+        direction: 'egress',
+        pref: 1,
+        handle: 1,
+        chain: 0,
+        progId,
+        digest: 'layout-2',
+        attachedAt: at,
+        qdiscCreated,
+      })
+    })
+    sink = await startAgent(lab.namespaces[1], {mode: 'udp-sink', host: '0.0.0.0', port: PORT})
+    sent += (await runAgent<{packets: number}>(a, {mode: 'udp-rounds', host: '198.18.63.2', port: PORT, flows: 20, count: 50, size: 30})).packets
+  })
+
+  it('is refused by every reader in one line that says how to carry it over', async function () {
+    for (const args of [
+      ['dump', '--netns', a],
+      ['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'egress'],
+      ['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'egress', '--sampling', '10'],
+      ['meter', 'status', '--netns', a],
+      ['flush', '--netns', a, '--all'],
+    ]) {
+      const r = await cli(args)
+      assert.notEqual(r.exitCode, 0, args.join(' '))
+      assert.match(
+        r.stderr.trim(),
+        /^flowctl: the meter of namespace '.*' has kernel layout 2, this flowctl reads layout 3: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/,
+        args.join(' '),
+      )
+    }
+    assert.equal(set.layoutVersion(), 2)
+  })
+
+  it('meter attach --force upgrades it in place under traffic, its filters moved to the new programs, every count kept', async function () {
+    const kept = ['flows4', 'flows6', 'overflow', 'pending', 'drain_state', 'meta'].map((name) => [name, mapId(set, name)])
+    const linkBefore = (await lab.linkStats(a, 'a0')).txPackets
+    const stream = await startAgent<{packets: number}>(a, {
+      mode: 'udp-rounds',
+      host: '198.18.63.2',
+      port: PORT,
+      flows: 20,
+      count: 1_000_000,
+      size: 30,
+      gapMs: 5,
+    })
+    for (let i = 0; i < 6000 && (await lab.linkStats(a, 'a0')).txPackets - linkBefore < 500; i++) await sleep(10)
+    const out = await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'egress', '--force'])
+    assert.match(out, /a0:egress re-attached/)
+    // The new program has made its own record of each flow (at interval 1) before the stream stops.
+    for (let i = 0; i < 6000 && readMeterStats(set)!.flowsCreated[4] < 20; i++) await sleep(10)
+    stream.stop()
+    sent += (await stream.result).packets
+
+    assert.equal(set.layoutVersion(), 3)
+    assert.deepEqual(
+      ['flows4', 'flows6', 'overflow', 'pending', 'drain_state', 'meta'].map((name) => [name, mapId(set, name)]),
+      kept,
+      'the maps that hold counts are the same maps',
+    )
+    const frags = set.openMap('frags')
+    frags.close()
+    assert.equal(frags.info.valueSize, FRAG_PORTS.size)
+    const [filter] = await listFilters(a, 'a0', 'egress')
+    assert.equal(filter.progId, set.progId('egress'), 'the filter runs the new program')
+
+    const flows = (await cliJson<Flow[]>(['dump', '--netns', a])).filter((f) => f.direction === 'egress' && f.dport === PORT)
+    assert.equal(
+      flows.reduce((sum, f) => sum + f.packets, 0),
+      sent,
+      'every datagram sent is counted once: by the old program or by the new one',
+    )
+    assert.deepEqual([...new Set(flows.map((f) => f.samplingInterval))], [1])
+    // The first 20 flows, counted by the old program; the stream's 20, each in two records: the
+    // old program's (its key holds 0 where layout 3 keeps the rate) and the new one's.
+    assert.equal(new Set(flows.map((f) => f.sport)).size, 40)
+    assert.equal(flows.length, 60)
+    const status = await cliJson<MeterStatus[]>(['meter', 'status', '--netns', a])
+    assert.deepEqual(
+      status.map((s) => [s.interface, s.direction, s.state, s.capacity, s.samplingInterval]),
+      [['a0', 'egress', 'attached', 1024, 1]],
+    )
+  })
+})
+
 describe('meter sets of layout 2 with the first snapshot chunk size @e2e', function () {
   const {privateDirs, setUp} = meteredLab('chunks', '198.18.61')
   let a = ''
@@ -202,35 +349,29 @@ describe('meter sets of layout 2 with the first snapshot chunk size @e2e', funct
     a = await setUp()
     // As the first layout-2 flowctl made it: 32768-byte snapshot chunks (64 KiB in the kernel each).
     set = MeterSet.for(privateDirs.paths, a)
-    const compiled = await compileMeter({capacity: 1024, pendingChunkBytes: FIRST_PENDING_CHUNK_BYTES}, privateDirs.paths.cacheDir)
-    await set.create(compiled.objectPath, 1024)
-    const maps = set.openFamily(4)
-    const live = maps.openLive()
+    await pinLayout2Set(set, privateDirs.paths.cacheDir, 1024, FIRST_PENDING_CHUNK_BYTES)
+    const outer = set.openMap('flows4')
+    const live = BpfMap.openById(innerMapId(outer)!)
+    outer.close()
+    // A layout-2 key: 0 where layout 3 keeps the sampling interval.
     live.update(
-      flowKey4(1003, {proto: 17, dport: 53, src: [198, 18, 61, 1], dst: [198, 18, 61, 2]}),
+      flowKey4(1003, {proto: 17, dport: 53, src: [198, 18, 61, 1], dst: [198, 18, 61, 2], samplingInterval: 0}),
       flowValue4({packets: 4, bytes: 400, first: 1_000_000, last: 2_000_000}),
     )
     live.close()
-    maps.close()
   })
 
-  it("meter attach --force loads this flowctl's programs onto its maps, keeping its chunk size and its counts", async function () {
-    const pendingId = () => {
-      const m = set.openMap('pending')
-      try {
-        return m.info.id
-      } finally {
-        m.close()
-      }
-    }
-    const before = pendingId()
-    await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--force'])
-    assert.equal(pendingId(), before, 'the same pending map')
+  it("meter attach --force --sampling 5 loads this flowctl's programs onto its maps, keeping its chunk size and its counts", async function () {
+    const before = mapId(set, 'pending')
+    await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--force', '--sampling', '5'])
+    assert.equal(mapId(set, 'pending'), before, 'the same pending map')
     assert.equal(set.pendingChunkBytes(), FIRST_PENDING_CHUNK_BYTES)
     const flows = await cliJson<Flow[]>(['dump', '--netns', a, '-p', 'udp', '-D', '53'])
     assert.deepEqual(
-      flows.map((f) => [f.sport, f.packets, f.bytes]),
-      [[1003, 4, 400]],
+      flows.map((f) => [f.sport, f.packets, f.bytes, f.samplingInterval]),
+      [[1003, 4, 400, 1]],
     )
+    const status = await cliJson<MeterStatus[]>(['meter', 'status', '--netns', a])
+    assert.deepEqual([...new Set(status.map((s) => s.samplingInterval))], [5])
   })
 })

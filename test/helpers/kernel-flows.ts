@@ -4,10 +4,14 @@
  */
 import {FLOW_KEY4, FLOW_VALUE4, KEY, VALUE, writeU64} from '../../src/bpf/layout.js'
 
-/** A struct flow_key4 on ifindex 3, ingress, between two 198.18.0.0/15 hosts. */
-export function flowKey4(sport: number, over: {proto?: number; dport?: number; src?: number[]; dst?: number[]} = {}): Buffer {
+/**
+ * A struct flow_key4 on ifindex 3, ingress, between two 198.18.0.0/15 hosts, counted at sampling
+ * interval 1 as the meter writes it (`samplingInterval` 0: as a layout-2 meter wrote it).
+ */
+export function flowKey4(sport: number, over: {proto?: number; dport?: number; src?: number[]; dst?: number[]; samplingInterval?: number} = {}): Buffer {
   const k = Buffer.alloc(FLOW_KEY4.size)
   k.writeUInt32LE(3, KEY.ifindex.offset)
+  k.writeUInt16LE(over.samplingInterval ?? 1, KEY.samplingInterval.offset)
   k[KEY.proto.offset] = over.proto ?? 6
   k.writeUInt16BE(sport, KEY.sport.offset)
   k.writeUInt16BE(over.dport ?? 80, KEY.dport.offset)

@@ -32,7 +32,7 @@ export function ipv4(
   src: string,
   dst: string,
   payload: Buffer,
-  options: {tos?: number; fragOffset?: number; moreFragments?: boolean; ipOptions?: Buffer; totalLength?: number} = {},
+  options: {tos?: number; fragOffset?: number; moreFragments?: boolean; ipOptions?: Buffer; totalLength?: number; id?: number} = {},
 ): Buffer {
   const opts = options.ipOptions ?? Buffer.alloc(0)
   if (opts.length % 4) throw new Error('IPv4 options must be a multiple of 4 bytes')
@@ -41,7 +41,7 @@ export function ipv4(
   h[0] = 0x40 | ihl
   h[1] = options.tos ?? 0
   h.writeUInt16BE(options.totalLength ?? ihl * 4 + payload.length, 2)
-  h.writeUInt16BE(0x1234, 4)
+  h.writeUInt16BE(options.id ?? 0x1234, 4)
   h.writeUInt16BE(((options.fragOffset ?? 0) / 8) | (options.moreFragments ? 0x2000 : 0), 6)
   h[8] = 64
   h[9] = proto
@@ -52,8 +52,10 @@ export function ipv4(
 
 export interface Ipv6Extension {
   type: number // the header's own protocol number (0 hop-by-hop, 43 routing, 44 fragment, 60 dest, 51 AH)
-  /** For the fragment header: offset in bytes (multiple of 8). */
+  /** For the fragment header: offset in bytes (multiple of 8), the M flag, and the identification. */
   fragOffset?: number
+  moreFragments?: boolean
+  id?: number
   /** Length of a generic extension header in 8-byte units beyond the first 8 (hdr ext len). */
   extLen?: number
 }
@@ -65,7 +67,8 @@ export function ipv6(proto: number, src: string, dst: string, payload: Buffer, o
     if (e.type === 44) {
       const f = Buffer.alloc(8)
       f[0] = next
-      f.writeUInt16BE(((e.fragOffset ?? 0) / 8) << 3, 2)
+      f.writeUInt16BE((((e.fragOffset ?? 0) / 8) << 3) | (e.moreFragments ? 1 : 0), 2)
+      f.writeUInt32BE(e.id ?? 0, 4)
       return f
     }
     if (e.type === 51) {

@@ -48,6 +48,8 @@ export interface FlowInput {
   fwdStatus: number
   /** The gateway, canonical text; '0.0.0.0' / '::' when directly connected. */
   nextHop: string
+  /** 1 packet in N counted (packets and bytes are raw); 1 when not given. */
+  samplingInterval?: number
 }
 
 /** The batch the drain would hand the exporter for these flows (all of one family). */
@@ -73,6 +75,7 @@ export function batchOf(flows: readonly FlowInput[], observationDomainId = 1): F
     b.tos[i] = f.tos
     b.vlanId[i] = f.vlanId
     b.innerVlanId[i] = f.innerVlanId
+    b.samplingInterval[i] = f.samplingInterval ?? 1
     b.peerIfindex[i] = f.peerIfindex
     b.minTtl[i] = f.minTtl
     b.maxTtl[i] = f.maxTtl

@@ -20,7 +20,20 @@ const COUNTERS: FlowCounters = {
 const OFFSET = 1_700_000_000_000_000_000n
 
 function key(over: Partial<FlowKey>): FlowKey {
-  return {family: 4, ifindex: 3, direction: 'ingress', proto: 6, vlanId: 0, innerVlanId: 0, sport: 40000, dport: 80, src: '10.0.0.1', dst: '10.0.0.2', ...over}
+  return {
+    family: 4,
+    ifindex: 3,
+    direction: 'ingress',
+    proto: 6,
+    vlanId: 0,
+    innerVlanId: 0,
+    samplingInterval: 1,
+    sport: 40000,
+    dport: 80,
+    src: '10.0.0.1',
+    dst: '10.0.0.2',
+    ...over,
+  }
 }
 
 describe('flow/flow', function () {
@@ -41,6 +54,7 @@ describe('flow/flow', function () {
         protoName: 'tcp',
         vlanId: 10,
         innerVlanId: 0,
+        samplingInterval: 1,
         tos: 0x10,
         peerIfindex: 0,
         nextHop: '',

@@ -22,6 +22,7 @@ function flow(over: Partial<Flow> = {}): Flow {
     protoName: 'tcp',
     vlanId: 0,
     innerVlanId: 0,
+    samplingInterval: 1,
     tos: 0,
     peerIfindex: 0,
     nextHop: '',
@@ -55,6 +56,7 @@ const FLOWS: Flow[] = [
     bytes: 98765432100,
     tcpFlags: 0,
     tcpFlagsText: '........',
+    samplingInterval: 10,
   }),
   flow({proto: 1, protoName: 'icmp', sport: 0, dport: 2048, icmpType: 8, icmpCode: 0, tcpFlags: 0, tcpFlagsText: '........', start: 0, end: 0}),
 ]
@@ -69,7 +71,7 @@ const CELLS: string[][] = [
     'udp',
     '[2001:db8::1]:53',
     '[2001:db8::2]:5353',
-    '1234567',
+    '1234567 (1:10)',
     '98765432100',
     '',
     '2023-11-14 22:13:20.123',
@@ -102,7 +104,7 @@ function assertAligned(lines: string[], cells: string[][]): void {
       const start = RIGHT.has(c.name) ? c.end - cell.length : c.start
       assert.equal(line.slice(start, start + cell.length), cell, `row ${r} column ${c.name} in ${JSON.stringify(line)}`)
       if (start > 0) assert.equal(line[start - 1], ' ', `row ${r} column ${c.name} is not separated`)
-      const next = cols[i + 1]
+      const next = i + 1 < cols.length ? cols[i + 1] : undefined
       if (next && !RIGHT.has(next.name)) assert.ok(start + cell.length + 2 <= next.start, `row ${r}: column ${c.name} runs into ${next.name}`)
     })
     assert.equal(line, line.trimEnd(), 'trailing blanks')
@@ -161,6 +163,18 @@ describe('flow/render', function () {
       const text = out.text()
       assert.ok(text.endsWith('\n'))
       assertAligned(text.slice(0, -1).split('\n'), CELLS)
+    })
+
+    it("-o wide: says every flow's sampling in a column of its own", async function () {
+      const out = collector()
+      await writeFlowTable(fromArray(FLOWS), out, {wide: true})
+      const [header, ...rows] = out.text().slice(0, -1).split('\n')
+      const at = header.indexOf('SAMPLING')
+      assert.ok(at > 0)
+      assert.deepEqual(
+        rows.map((r) => r.slice(at, at + 'SAMPLING'.length).trim()),
+        ['1:1', '1:10', '1:1'],
+      )
     })
 
     it('keeps the columns aligned past the rows it sizes them by', async function () {

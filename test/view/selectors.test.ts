@@ -15,6 +15,7 @@ const KEY: FlowKey = {
   proto: 6,
   innerVlanId: 0,
   vlanId: 0,
+  samplingInterval: 1,
   sport: 40000,
   dport: 443,
   src: '2001:db8::1',

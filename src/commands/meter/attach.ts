@@ -2,6 +2,7 @@ import {Flags} from '@oclif/core'
 
 import {attachMeters, DEFAULT_HANDLE, DEFAULT_PREF} from '../../bpf/attach.js'
 import {MIN_CAPACITY} from '../../bpf/compile.js'
+import {MAX_SAMPLING_INTERVAL, MIN_SAMPLING_INTERVAL} from '../../bpf/sampling.js'
 import {FlowctlCommand} from '../../cli/command.js'
 import {directionFlag, directions, ifnameFlag, interfaceTargets, jsonFlag, legacyInterfaceFlag, netnsFlag, requireTargets} from '../../cli/flags.js'
 import {TC_HANDLE} from '../../sys/tc.js'
@@ -11,13 +12,26 @@ export default class MeterAttach extends FlowctlCommand {
   static override description = `Compiles bpf/ with clang (once per source and options; the object is cached by content hash),
 adds a clsact qdisc where there is none, and attaches the meter with \`tc filter ... bpf da\`.
 The meter never changes a packet or its fate. Attaching again is a no-op ("unchanged");
---force re-attaches, loading a newer program onto the same maps without losing their flows.`
+--force re-attaches, loading a newer program onto the same maps without losing their flows, and
+carries a meter made by an older flowctl (kernel layout 1 or 2) over to this one, losing no count.
+
+--sampling N counts 1 packet in N, chosen at random by the meter before it parses the packet, so
+that a packet it skips costs next to nothing: for a busy router, or one under a flood of new
+flows. Counts stay raw (collectors scale them by N), and every flow records the N it was counted
+at. It applies to the whole namespace's meter. Given again on an attached namespace it changes N
+in place, at the next packet, with no --force: flows counted at the old rate keep their records,
+and new records start at the new rate. Without it, an attached meter keeps its rate and a new
+one counts every packet (1).`
 
   static override examples = [
     {description: 'Meter eth0 and eth1 of the root namespace, both directions', command: '<%= config.bin %> <%= command.id %> -n eth0 -n eth1'},
     {
       description: 'Meter veth0 in namespace ns1, ingress only, for up to a million flows',
       command: '<%= config.bin %> <%= command.id %> --netns ns1 -n veth0 --direction ingress --capacity 1000000',
+    },
+    {
+      description: 'Count 1 packet in 100 on eth0 (or change the rate of an attached meter)',
+      command: '<%= config.bin %> <%= command.id %> -n eth0 --sampling 100',
     },
     {description: "The older tool's form", command: '<%= config.bin %> <%= command.id %> -i ns1:veth0'},
     {description: 'What would be attached, changing nothing', command: '<%= config.bin %> <%= command.id %> -i ns1:veth0 --dry'},
@@ -36,6 +50,12 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
       description: `the older tool's map size; flowctl's maps are per namespace, so this sets --capacity, raised to ${MIN_CAPACITY} if smaller (said on stderr)`,
       exclusive: ['capacity'],
       min: 1,
+    }),
+    sampling: Flags.integer({
+      description: `count 1 packet in N, at random, per namespace (1: every packet, the default for a new meter; up to ${MAX_SAMPLING_INTERVAL}); on an attached meter, changes its rate in place`,
+      helpValue: 'N',
+      min: MIN_SAMPLING_INTERVAL,
+      max: MAX_SAMPLING_INTERVAL,
     }),
     pref: Flags.integer({description: 'tc filter preference (lower runs first)', default: DEFAULT_PREF, min: 1, max: 65535}),
     handle: Flags.integer({description: 'tc filter handle, from 1 to 4294967295 (0xffffffff)', default: DEFAULT_HANDLE, ...TC_HANDLE}),
@@ -70,6 +90,7 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
       targets,
       directions: directions(flags.direction),
       capacity,
+      sampling: flags.sampling,
       pref: flags.pref,
       handle: flags.handle,
       chain: flags.chain,
@@ -78,8 +99,9 @@ The meter never changes a packet or its fate. Attaching again is a no-op ("uncha
     })
     if (flags.json) return this.printJson(flags.dry ? outcomes.map((o) => ({...o, dry: true})) : outcomes)
     for (const o of outcomes) {
-      if (flags.dry) this.log(`${o.netns}:${o.interface}:${o.direction} would be ${o.result} (dry run: nothing changed)`)
-      else this.log(`${o.netns}:${o.interface}:${o.direction} ${o.result} (program ${o.progId})`)
+      const sampling = o.samplingInterval > 1 ? `, sampling 1:${o.samplingInterval}` : ''
+      if (flags.dry) this.log(`${o.netns}:${o.interface}:${o.direction} would be ${o.result}${sampling} (dry run: nothing changed)`)
+      else this.log(`${o.netns}:${o.interface}:${o.direction} ${o.result} (program ${o.progId}${sampling})`)
     }
   }
 }

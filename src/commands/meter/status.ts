@@ -3,13 +3,15 @@ import {Flags} from '@oclif/core'
 import {FlowctlCommand} from '../../cli/command.js'
 import {meterStatus, type MeterStatus} from '../../bpf/status.js'
 import {jsonFlag, netnsOf} from '../../cli/flags.js'
+import {samplingText} from '../../view/render.js'
 import {renderTable} from '../../view/table.js'
 
 export default class MeterStatusCommand extends FlowctlCommand {
   static override summary = 'Show every attached meter'
   static override description = `For each metered interface and direction: its namespace, program id, object digest, attach time,
-map path, the flows now in its maps, the maps' capacity, the kernel memory its namespace's meter set takes now and at
-most (with full flow maps), and packets not metered because the map was full. A meter set this flowctl cannot read
+map path, the flows now in its maps, the maps' capacity, its namespace's packet sampling (1:N: one packet in N
+counted; 1:1 counts every packet), the kernel memory its namespace's meter set takes now and at most (with full
+flow maps), and packets not metered because the map was full. A meter set this flowctl cannot read
 (made by another version, with another kernel layout) is named on stderr in one line that says what to do, and
 the exit status is 1.`
 
@@ -39,7 +41,7 @@ the exit status is 1.`
       return
     }
     const table = renderTable(
-      ['NETNS', 'INTERFACE', 'DIR', 'STATE', 'PROG', 'DIGEST', 'ATTACHED', 'FLOWS', 'CAPACITY', 'MEMORY NOW/MAX', 'NOT METERED', 'MAPS'],
+      ['NETNS', 'INTERFACE', 'DIR', 'STATE', 'PROG', 'DIGEST', 'ATTACHED', 'FLOWS', 'CAPACITY', 'SAMPLING', 'MEMORY NOW/MAX', 'NOT METERED', 'MAPS'],
       rows.map((r) => [
         r.netns,
         r.interface,
@@ -50,11 +52,12 @@ the exit status is 1.`
         new Date(r.attachedAt).toLocaleString(),
         String(r.flows),
         String(r.capacity),
+        samplingText(r.samplingInterval),
         `${mib(r.memoryBytes)} / ${mib(r.memoryMaxBytes)}`,
         r.overflowPackets ? `${r.overflowPackets} pkts / ${r.overflowBytes} B` : '0',
         r.mapPath,
       ]),
-      {right: [7, 8, 9]},
+      {right: [7, 8, 9, 10]},
     )
     for (const line of table) this.log(line)
   }
