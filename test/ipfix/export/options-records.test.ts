@@ -18,6 +18,7 @@ import {
   utf8Prefix,
   type InterfaceLabel,
 } from '../../../src/ipfix/export/interface-options.js'
+import {rateGroups} from '../../../src/ipfix/export/rate-groups.js'
 import {advertisedInterval, samplingRecordRun, samplingTemplate} from '../../../src/ipfix/export/sampling-options.js'
 import {MessageBuilder, OPTIONS_TEMPLATE_SET_ID} from '../../../src/ipfix/wire/message.js'
 import {encodeTemplateRecord, templateRecordSize, type Template} from '../../../src/ipfix/wire/template.js'
@@ -218,6 +219,28 @@ describe('ipfix options records for collectors: the sampling rate and interface 
     assert.equal(announcements.due(b).length, 2, 'after the templates, everything again')
     b.observationDomainId = 8
     assert.deepEqual(announcements.due(b), [], 'unknown in domain 8: nothing to announce')
+  })
+
+  it('groups a batch by the rate its flows were counted at: one group without a list when all share it, the last advertised first', function () {
+    const b = new FlowBatch(4, 6)
+    b.length = 6
+    assert.deepEqual(rateGroups(b), [{interval: 1}], 'a batch nobody set a rate in counts every packet')
+    b.samplingInterval.fill(10)
+    assert.deepEqual(rateGroups(b, 1), [{interval: 10}])
+    b.samplingInterval.set([10, 1, 10, 100, 1, 10])
+    const show = (g: ReturnType<typeof rateGroups>) => g.map((x) => [x.interval, [...(x.rows ?? [])]])
+    assert.deepEqual(show(rateGroups(b)), [
+      [10, [0, 2, 5]],
+      [1, [1, 4]],
+      [100, [3]],
+    ])
+    assert.deepEqual(show(rateGroups(b, 100)), [
+      [100, [3]],
+      [10, [0, 2, 5]],
+      [1, [1, 4]],
+    ])
+    b.length = 0
+    assert.deepEqual(rateGroups(b), [])
   })
 
   describe('as tshark decodes them', function () {
