@@ -1,6 +1,6 @@
 /**
  * The daemon's drain path in a process of its own (so that its peak RSS is the daemon's): a
- * MeterSetDrainer and an exporter made as the daemon makes them (src/config/exporters.ts). On each
+ * MeterSetDrainer and an exporter made as the daemon makes them (src/config/export-settings.ts). On each
  * {type:'run', flows, active} message it fills the live IPv4 flow map with that many flows (batch
  * updates, 64 k a call), drains once with the daemon's policy, waits until the last datagram has
  * left, and answers with the timings. Idle flows (last seen 20 s ago) are new ones each run and
@@ -16,11 +16,10 @@ import {readFileSync} from 'node:fs'
 
 import {pathsFromEnv} from '../../src/paths.js'
 import {FLOW_KEY4, FLOW_VALUE4, KEY, VALUE} from '../../src/bpf/layout.js'
-import {numPossibleCpus} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {MeterSetDrainer} from '../../src/daemon/drain.js'
-import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
+import {compileTemplates, exporterFor} from '../../src/config/export-settings.js'
 
 export interface DrainRun {
   flows: number

@@ -20,7 +20,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {execa, type ResultPromise} from 'execa'
 
-import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
+import {compileTemplates, exporterFor} from '../../src/config/export-settings.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {FlowBatch} from '../../src/flow/batch.js'
 import {DEFAULT_REPLAY_BYTES_PER_SECOND, type CollectorExporter} from '../../src/ipfix/export/collector-exporter.js'

@@ -41,6 +41,7 @@ import {randomBytes} from 'node:crypto'
 import {mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 import {fileURLToPath} from 'node:url'
 import {parseArgs} from 'node:util'
 
@@ -53,7 +54,7 @@ import type {DecodedRecord} from '../../src/ipfix/collect/decoder.js'
 import {renderFields} from '../../src/ipfix/collect/render.js'
 import {Lab} from '../../src/lab/lab.js'
 import {startAgent} from '../../src/lab/traffic.js'
-import type {Paths} from '../../src/paths.js'
+import {pathsFromEnv, type Paths} from '../../src/paths.js'
 
 const CLI = fileURLToPath(new URL('../../../bin/run.js', import.meta.url))
 const TRAFFIC = fileURLToPath(new URL('./traffic.js', import.meta.url))
@@ -67,8 +68,6 @@ type Phase = (typeof PHASES)[number]
 function log(message: string): void {
   process.stderr.write(`[soak ${new Date().toISOString().slice(11, 19)}] ${message}\n`)
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 function rssMb(pid: number): number {
   try {
@@ -114,7 +113,7 @@ class CountingCollector {
   readonly flows = new Set<string>()
   unknownTemplateSets = 0
   downMs = 0
-  private listeners: IpfixCollector[] = []
+  private readonly listeners: IpfixCollector[] = []
   private downSince = 0
 
   constructor(
@@ -312,12 +311,7 @@ class SoakLab {
   readonly id = randomBytes(3).toString('hex')
   readonly work = join(tmpdir(), `fct-soak-${this.id}`)
   readonly env = {FLOWCTL_PIN_ROOT: `/sys/fs/bpf/fct-soak-${this.id}`, FLOWCTL_RUN_DIR: `/run/fct-soak-${this.id}`, FLOWCTL_STATE_DIR: join(this.work, 'state')}
-  readonly paths: Paths = {
-    pinRoot: this.env.FLOWCTL_PIN_ROOT,
-    runDir: this.env.FLOWCTL_RUN_DIR,
-    stateDir: this.env.FLOWCTL_STATE_DIR,
-    cacheDir: process.env.FLOWCTL_CACHE_DIR || '/var/cache/flowctl',
-  }
+  readonly paths: Paths = pathsFromEnv({...process.env, ...this.env})
   readonly lab = new Lab()
   readonly configFile = join(this.work, 'daemon.yaml')
   readonly daemonLog = join(this.work, 'daemon.log')
@@ -390,9 +384,9 @@ class SoakLab {
   }
 
   private async doCleanup(): Promise<void> {
-    if (this.traffic && this.traffic.child.exitCode === null) this.traffic.child.kill('SIGKILL')
+    if (this.traffic?.child.exitCode === null) this.traffic.child.kill('SIGKILL')
     this.sink?.stop()
-    if (this.daemon && this.daemon.child.exitCode === null) await this.daemon.stop('SIGKILL').catch(() => {})
+    if (this.daemon?.child.exitCode === null) await this.daemon.stop('SIGKILL').catch(() => {})
     for (const s of this.collectors) await s.collector.stop().catch(() => {})
     if (this.client) await this.detach().catch(() => {})
     await this.lab.destroy()

@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 
-import {parseAddressFlag} from '../config/schema.js'
+import {parseAddressFlag} from '../config/address-schema.js'
 import {requireRoot} from '../sys/privileges.js'
 import {FlowctlCommand} from '../cli/command.js'
 import {jsonFlag} from '../cli/flags.js'

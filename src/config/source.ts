@@ -1,6 +1,6 @@
 /**
  * The config text as the `yaml` library parsed it, and the one way a config problem becomes an
- * error: a key path (`collectors[0].port`) is found again in the document, and its node's range
+ * error: a key path (`collectors[0].address`) is found again in the document, and its node's range
  * gives the FILE:LINE:COL the message starts with. The schema (schema.ts) and the checks across
  * keys (load.ts) only ever name key paths; positions are this file's business.
  */
@@ -17,7 +17,7 @@ export interface ConfigErrorLocation {
 }
 
 /** The name that stands for the file in messages about config text that has none. */
-export const NO_FILE = '<config>'
+const NO_FILE = '<config>'
 
 /**
  * A config that cannot be used, as one line: `FILE:LINE:COL: KEY: PROBLEM; allowed: WHAT`.
@@ -61,7 +61,7 @@ export type Anchor =
   /** The map that holds (or lacks) the key: a missing key. */
   | 'map'
 
-/** `collectors[0].port` for ['collectors', 0, 'port']; null for the document itself. */
+/** `collectors[0].address` for ['collectors', 0, 'address']; null for the document itself. */
 export function formatPath(path: readonly PathKey[]): string | null {
   if (path.length === 0) return null
   return path.map((k, i) => (typeof k === 'number' ? `[${k}]` : i === 0 ? k : `.${k}`)).join('')
@@ -114,7 +114,6 @@ export class ConfigSource {
 
   /** Throws the ConfigError for `path`, pointing at its value, its key or the map that lacks it. */
   fail(path: readonly PathKey[], problem: string, anchor: Anchor = 'value'): never {
-    const found = this.locate(path)
     this.failAt(this.nodeAt(path, anchor), formatPath(path), problem)
   }
 
@@ -201,7 +200,7 @@ export class ConfigSource {
       for (let i = 1; i < chain.length; i++) {
         const parent = chain[i - 1]
         const child = chain[i]
-        if (isSeq(parent)) path.push(parent.items.indexOf(child as never))
+        if (isSeq(parent)) path.push(parent.items.indexOf(child))
         else if (isMap(parent)) continue
         else if (isScalar((parent as {key?: unknown}).key)) path.push(String((parent as {key: {value: unknown}}).key.value))
       }

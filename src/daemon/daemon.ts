@@ -2,26 +2,21 @@
  * `flowctl daemon`: drains every attached meter (or those the config names) on an interval and
  * exports what ended to every collector. Runs until SIGTERM/SIGINT, which export everything still
  * held (forced end) and exit 0; SIGHUP reloads the config (a bad one is refused and the old one
- * keeps running).
+ * keeps running). Here: the drain loop and the meters' life (found, drained, their last drain when
+ * their pins go); the collectors' life is collectors.ts's, the one-daemon lock and pid file
+ * pid-file.ts's.
  */
-import {existsSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
-import {dirname} from 'node:path'
-
 import {readOverflow} from '../bpf/overflow.js'
 import {MeterSet} from '../bpf/meter-set.js'
-import {skipSockets, unskipSockets} from '../bpf/sockets.js'
-import {claimMeterRoot, daemonPidFile} from '../bpf/state.js'
-import {makeDirectories} from '../sys/directories.js'
-import type {HeldLock} from '../sys/flock.js'
 import type {Config} from '../config/config.js'
-import {defaultStateFile, type Paths} from '../paths.js'
 import type {FlowBatch} from '../flow/batch.js'
-import {compileTemplates, exporterFor} from '../config/exporters.js'
-import {SpoolBudget, type CollectorExporter, type ExportTemplate, type TransportDefaults} from '../ipfix/export/collector-exporter.js'
-import {sameEndpoints, type CollectorTarget} from '../ipfix/export/target.js'
+import type {CollectorExporter} from '../ipfix/export/collector-exporter.js'
+import {defaultStateFile, type Paths} from '../paths.js'
 import {netnsLabel} from '../sys/netns.js'
+import {Collectors} from './collectors.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
 import {createLogger, type Logger} from './log.js'
+import {PidFile} from './pid-file.js'
 import {DaemonStateFile} from './state-file.js'
 
 /** What became of the meter set a drainer opened: still pinned, its pins gone, or another set pinned in its place. */
@@ -35,7 +30,8 @@ export interface FlowOutput {
   reopen?(): Promise<void> | void
 }
 
-export interface DaemonHooks {
+/** What the daemon tells as it goes (the metrics count it). */
+export interface DaemonObserver {
   /** Called after every drain (metrics). */
   onDrain?(report: {netns: string} & DrainReport): void
   /** Called with every batch of ended flows, before the outputs get it (metrics). */
@@ -45,33 +41,14 @@ export interface DaemonHooks {
 }
 
 /** A state file that cannot be written is logged at most this often (it is retried every drain). */
-export const STATE_FILE_ERROR_LOG_MS = 60_000
-
-/** How long a stopping daemon keeps trying to hand a down collector its spool. */
-const STOP_SPOOL_MS = 3000
-/**
- * How long a stopping daemon lets a replay under way go on (it is paced: 32 MiB take 3.4 s at
- * the default rate); within the service unit's TimeoutStopSec (30 s), with room for the final drain.
- */
-const STOP_REPLAY_MS = 20_000
-/** Collectors a reload dropped, kept until the metrics have counted what they lost. */
-const RETIRED_KEPT = 64
-
-/** A collector's address for people: HOST:PORT, [IPV6]:PORT. */
-function endpointText(e: CollectorTarget['remote']): string {
-  return e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`
-}
+const STATE_FILE_ERROR_LOG_MS = 60_000
 
 export class Daemon {
   private config: Config
   private readonly log: Logger
   private readonly state: DaemonStateFile
-  private exporters: CollectorExporter[] = []
-  /** Collectors a reload dropped, until the metrics take them (what they lost counts there). */
-  private retired: CollectorExporter[] = []
-  /** One bound on what every collector's spool and window hold together (spoolTotalBytes). */
-  private readonly spoolBudget: SpoolBudget
-  private templates: ExportTemplate[] = []
+  private readonly collectorSet: Collectors
+  private readonly pidFile: PidFile
   private readonly drainers = new Map<string, MeterSetDrainer>()
   private readonly outputs: FlowOutput[] = []
   private timer?: NodeJS.Timeout
@@ -79,18 +56,19 @@ export class Daemon {
   private lastStatsAt = 0
   private lastTemplateCheck = 0
   private running = false
-  private readonly hooks: DaemonHooks
+  private readonly observer: DaemonObserver
 
   readonly paths: Paths
 
-  constructor(paths: Paths, config: Config, options: {log?: Logger; outputs?: FlowOutput[]; hooks?: DaemonHooks} = {}) {
+  constructor(paths: Paths, config: Config, options: {log?: Logger; outputs?: FlowOutput[]; observer?: DaemonObserver} = {}) {
     this.paths = paths
     this.config = config
     this.log = options.log ?? createLogger()
     this.state = new DaemonStateFile(config.stateFile ?? defaultStateFile(paths))
-    this.spoolBudget = new SpoolBudget(config.spoolTotalBytes)
+    this.collectorSet = new Collectors(config, {log: this.log, sequences: this.state, meters: () => this.drainers.values()})
+    this.pidFile = new PidFile(paths)
     this.outputs.push(...(options.outputs ?? []))
-    this.hooks = options.hooks ?? {}
+    this.observer = options.observer ?? {}
   }
 
   get policy(): DrainPolicy {
@@ -98,12 +76,12 @@ export class Daemon {
   }
 
   get collectors(): readonly CollectorExporter[] {
-    return this.exporters
+    return this.collectorSet.all
   }
 
   /** The collectors reloads have dropped since the last call (the metrics count what they lost). */
   takeRetiredCollectors(): CollectorExporter[] {
-    return this.retired.splice(0)
+    return this.collectorSet.takeRetired()
   }
 
   /** The meters drained now, by namespace label (metrics read their maps' fill and overflow). */
@@ -117,7 +95,7 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
-    this.claimPidFile()
+    this.pidFile.claim()
     if (this.state.problem)
       this.log.log('warn', 'state-file-invalid', {
         file: this.state.path,
@@ -125,13 +103,11 @@ export class Daemon {
         effect: 'sequence numbers restart at 0 (collectors see one gap); the file is rewritten',
       })
     this.running = true
-    this.templates = compileTemplates(this.config)
-    this.exporters = this.config.collectors.map((c) => this.newExporter(c))
-    await Promise.all(this.exporters.map((e) => this.openExporter(e)))
+    await this.collectorSet.start()
     this.rescanMeters()
     this.log.log('info', 'started', {
       pid: process.pid,
-      collectors: this.exporters.map((e) => ({
+      collectors: this.collectors.map((e) => ({
         collector: e.config.name,
         localPort: e.localPort,
         templates: {ipv4: e.templateFor(4)?.template.id, ipv6: e.templateFor(6)?.template.id},
@@ -139,71 +115,10 @@ export class Daemon {
       meters: [...this.drainers.keys()],
       drainIntervalSeconds: this.config.drainIntervalSeconds,
     })
-    for (const e of this.exporters) if (e.isOpen) for (const domain of this.domainsInUse()) e.sendTemplates(domain)
+    this.collectorSet.sendTemplates(this.domainsInUse())
     this.lastStatsAt = Date.now()
     this.schedule()
   }
-
-  private newExporter(c: Config['collectors'][number]): CollectorExporter {
-    return exporterFor(this.config, c, this.templates, {
-      sequences: this.state,
-      spoolBudget: this.spoolBudget,
-      onError: (error) =>
-        this.log.limited(`send:${c.name}:${(error as NodeJS.ErrnoException).code ?? error.message}`, 'warn', 'collector-error', {
-          collector: c.name,
-          error: error.message,
-          spooling: this.config.spoolBytes > 0,
-        }),
-      onResume: (replayed) => this.log.log('info', 'collector-back', {collector: c.name, replayed}),
-    })
-  }
-
-  private readonly droppedLogged = new WeakMap<CollectorExporter, number>()
-
-  /** Probes collectors that are down, replays their spools, and says what a full spool dropped. */
-  private serviceExporters(): void {
-    for (const e of this.exporters) {
-      e.service()
-      const s = e.stats
-      if (s.spoolDroppedMessages === (this.droppedLogged.get(e) ?? 0)) continue
-      this.droppedLogged.set(e, s.spoolDroppedMessages)
-      this.log.log('warn', 'spool-dropped', {
-        collector: e.config.name,
-        messages: s.spoolDroppedMessages,
-        records: s.spoolDroppedRecords,
-        packets: s.spoolDroppedPackets,
-        octets: s.spoolDroppedOctets,
-        spooledMessages: s.spooledMessages,
-        spooledBytes: s.spooledBytes,
-      })
-    }
-  }
-
-  /** Opens a collector's socket; a failure is logged and retried at the next drain. */
-  private async openExporter(e: CollectorExporter): Promise<void> {
-    if (e.isOpen) return
-    try {
-      await e.open()
-      const cookie = e.cookie()
-      if (cookie !== undefined) {
-        this.cookies.set(e, cookie)
-        for (const d of this.drainers.values()) {
-          try {
-            skipSockets(d, [cookie])
-          } catch {
-            // its pins are gone: the next look at the meters lets it go
-          }
-        }
-      }
-      this.log.log('info', 'collector-open', {collector: e.config.name, localPort: e.localPort})
-    } catch (error) {
-      this.log.limited(`open:${e.config.name}`, 'warn', 'collector-unreachable', {collector: e.config.name, error: (error as Error).message})
-    }
-  }
-
-  private readonly cookies = new Map<CollectorExporter, bigint>()
-  /** Held while running: no second daemon drains the same pinned maps. */
-  private meterRootLock?: HeldLock
 
   private domainOf(netns: string | null): number {
     return this.config.meters?.find((m) => m.netns === netns)?.observationDomainId ?? this.config.observationDomainId
@@ -235,7 +150,7 @@ export class Daemon {
       let drainer: MeterSetDrainer | undefined
       try {
         drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b))
-        skipSockets(drainer, [...this.cookies.values()])
+        this.collectorSet.skipOwnSockets(drainer)
         this.drainers.set(label, drainer)
         this.log.log('info', 'meter-found', {netns: label, pending: drainer.pending})
       } catch (error) {
@@ -288,7 +203,7 @@ export class Daemon {
         byReason: report.exported,
         ...unread,
       })
-      this.hooks.onDrain?.({netns: label, ...report})
+      this.observer.onDrain?.({netns: label, ...report})
       return exported
     } catch (error) {
       this.log.log('error', 'drain-failed', {netns: label, final: true, error: (error as Error).message, unexported: drainer.pending})
@@ -311,8 +226,8 @@ export class Daemon {
 
   /** Sends a batch of ended flows to every collector and output. */
   private emit(batch: FlowBatch): void {
-    for (const e of this.exporters) e.exportBatch(batch)
-    this.hooks.onExport?.(batch)
+    this.collectorSet.exportBatch(batch)
+    this.observer.onExport?.(batch)
     for (const o of this.outputs) o.write(batch)
   }
 
@@ -324,8 +239,8 @@ export class Daemon {
   /** One round: drain every meter, export, refresh templates and statistics when due. */
   async tick(force = false): Promise<void> {
     try {
-      await Promise.all(this.exporters.map((e) => this.openExporter(e)))
-      this.serviceExporters()
+      await this.collectorSet.openAll()
+      this.collectorSet.service()
       this.rescanMeters()
       const drained: {label: string; report: ReturnType<MeterSetDrainer['drain']>}[] = []
       for (const [label, drainer] of this.drainers) {
@@ -351,11 +266,11 @@ export class Daemon {
             phasesMs: roundedPhases(report.phases),
           })
         }
-        this.hooks.onDrain?.({netns: label, ...report})
+        this.observer.onDrain?.({netns: label, ...report})
       }
       const now = Date.now()
       if (now - this.lastTemplateCheck >= 1000) {
-        for (const e of this.exporters) e.refreshTemplates()
+        this.collectorSet.refreshTemplates()
         this.lastTemplateCheck = now
       }
       if (now - this.lastStatsAt >= this.config.statsIntervalSeconds * 1000) {
@@ -389,114 +304,21 @@ export class Daemon {
   private sendStats(): void {
     const ignored = this.ignoredByDomain()
     if (!ignored.size) for (const domain of this.domainsInUse()) ignored.set(domain, {packets: 0, bytes: 0})
-    for (const e of this.exporters) for (const [domain, counts] of ignored) e.sendStats(domain, counts)
+    this.collectorSet.sendStats(ignored)
   }
 
   /** Applies a new config; refused (and logged) if it cannot be applied, the old one keeps running. */
   async reload(next: Config): Promise<void> {
-    const templates = compileTemplates(next)
-    // A collector is its name: one the new config names again is kept, with its spool and its
-    // sequence numbers, whatever else changed (a new address gets what the old one did not take).
-    const byName = new Map(this.exporters.map((e) => [e.config.name, e]))
-    const changes: Promise<void>[] = []
-    const nextExporters = next.collectors.map((c) => {
-      const same = byName.get(c.name)
-      if (!same) return null
-      byName.delete(c.name)
-      changes.push(
-        this.reconfigureExporter(same, c, {
-          spoolBytes: next.spoolBytes,
-          replayBytesPerSecond: next.replayBytesPerSecond,
-          sendBytesPerSecond: next.sendBytesPerSecond,
-        }),
-      )
-      same.setTemplates(templates)
-      return same
-    })
-    const dropped = [...byName.values()]
+    // The collectors change at once (a drain meanwhile exports to the new ones); a move or a
+    // retirement then takes a second more (what was sent gets that long to be refused).
+    const collectors = this.collectorSet.reload(next)
     this.config = next
-    this.templates = templates
-    this.spoolBudget.setLimit(next.spoolTotalBytes)
-    this.exporters = nextExporters.map((e, i) => e ?? this.newExporter(next.collectors[i]))
-    await Promise.all([...changes, ...dropped.map((e) => this.retireExporter(e))])
-    await Promise.all(this.exporters.map((e) => this.openExporter(e)))
+    await collectors
     this.retireDeadMeters()
     for (const d of this.drainers.values()) d.close()
     this.drainers.clear()
     this.rescanMeters()
     this.log.log('info', 'reloaded', {file: next.file, collectors: next.collectors.map((c) => c.name), templates: next.templates.map((t) => t.id)})
-  }
-
-  /**
-   * A collector the new config names again, with its new settings. At a new address (or from a
-   * new source) it gets what the old one did not take: its spool, the messages sent in the last
-   * second that the old address refused, and those not yet sent, numbered as they were.
-   */
-  private async reconfigureExporter(e: CollectorExporter, c: CollectorTarget, defaults: TransportDefaults): Promise<void> {
-    const from = e.config
-    const moved = !sameEndpoints(from, c)
-    const change = e.reconfigure(c, defaults)
-    if (!moved) return change
-    let error: Error | undefined
-    try {
-      await change
-    } catch (err) {
-      error = err as Error
-    }
-    // The old socket is gone: its cookie leaves the meters' skip list, the new one's goes on it.
-    this.forgetCookie(e)
-    if (e.isOpen) this.skipOwnSocket(e)
-    const s = e.stats
-    this.log.log('info', 'collector-moved', {
-      collector: c.name,
-      from: endpointText(from.remote),
-      to: endpointText(c.remote),
-      localPort: e.localPort,
-      spooledMessages: s.spooledMessages,
-      spooledBytes: s.spooledBytes,
-    })
-    if (error) this.log.limited(`open:${c.name}`, 'warn', 'collector-unreachable', {collector: c.name, error: error.message})
-  }
-
-  /** Puts a collector's socket on every meter's skip list (the meter does not count our own datagrams). */
-  private skipOwnSocket(e: CollectorExporter): void {
-    const cookie = e.cookie()
-    if (cookie === undefined) return
-    this.cookies.set(e, cookie)
-    for (const d of this.drainers.values()) skipSockets(d.set, [cookie])
-  }
-
-  /**
-   * A collector the new config no longer names: what it was sent in the last second gets that
-   * long to be refused, then it closes. What its spool still holds is lost: counted
-   * (spoolDropped*) and said (spool-lost).
-   */
-  private async retireExporter(e: CollectorExporter): Promise<void> {
-    await e.retire()
-    this.forgetCookie(e)
-    const lost = e.discardSpool()
-    if (lost.messages) {
-      this.log.log('warn', 'spool-lost', {
-        collector: e.config.name,
-        reason: 'no longer in the config (a collector that keeps its name: keeps its spool when its address changes)',
-        ...lost,
-      })
-    }
-    this.retired.push(e)
-    this.retired.splice(0, Math.max(0, this.retired.length - RETIRED_KEPT))
-  }
-
-  private forgetCookie(e: CollectorExporter): void {
-    const cookie = this.cookies.get(e)
-    if (cookie === undefined) return
-    for (const d of this.drainers.values()) {
-      try {
-        unskipSockets(d, [cookie])
-      } catch {
-        // the meter went away
-      }
-    }
-    this.cookies.delete(e)
   }
 
   /** Exports everything still held (forced end), waits for it to leave, and stops. */
@@ -524,31 +346,27 @@ export class Daemon {
           else this.log.log('error', 'final-drain-failed', {netns: label, error: (error as Error).message})
         }
       }
-      if (this.exporters.some((e) => e.isOpen)) this.sendStats()
-      await Promise.all(this.exporters.map((e) => e.flushed()))
-      await this.settleSpools()
+      if (this.collectorSet.anyOpen) this.sendStats()
+      await this.collectorSet.settle()
       this.saveState()
     } finally {
-      for (const e of this.exporters) {
-        this.forgetCookie(e)
-        e.close()
-      }
+      this.collectorSet.close()
       for (const d of this.drainers.values()) d.close()
       this.drainers.clear()
       try {
         for (const o of this.outputs) await o.close?.()
       } finally {
-        this.releasePidFile()
+        this.pidFile.release()
       }
     }
-    this.log.log('info', 'stopped', {exported, collectors: this.exporters.map((e) => ({collector: e.config.name, ...e.stats}))})
+    this.log.log('info', 'stopped', {exported, collectors: this.collectors.map((e) => ({collector: e.config.name, ...e.stats}))})
   }
 
   /** Export never waits on the state file: a write that fails is counted, logged once a minute, and retried next time. */
   private saveState(): void {
     const error = this.state.save()
     if (!error) return
-    this.hooks.onStateFileError?.(error)
+    this.observer.onStateFileError?.(error)
     this.log.limited(
       'state-file',
       'error',
@@ -556,51 +374,6 @@ export class Daemon {
       {file: this.state.path, error: error.message, effect: 'exporting goes on; the sequence numbers are kept in memory'},
       STATE_FILE_ERROR_LOG_MS,
     )
-  }
-
-  /**
-   * At stop, a collector that was down gets a last chance (probe, replay) for a few seconds, and
-   * a replay under way the time to finish (it is paced); what a spool still holds then is lost:
-   * counted (spoolDropped*) and said (spool-lost), with its records, packets and octets.
-   */
-  private async settleSpools(): Promise<void> {
-    const start = Date.now()
-    for (;;) {
-      const waiting = this.exporters.filter((e) => e.stats.spooledMessages > 0)
-      if (!waiting.length) break
-      const replaying = waiting.some((e) => e.isReplaying)
-      if (Date.now() - start >= (replaying ? STOP_REPLAY_MS : STOP_SPOOL_MS)) break
-      this.serviceExporters()
-      await new Promise((r) => setTimeout(r, 100))
-    }
-    this.serviceExporters()
-    for (const e of this.exporters) {
-      const lost = e.discardSpool()
-      if (lost.messages) this.log.log('warn', 'spool-lost', {collector: e.config.name, reason: 'the daemon stops', ...lost})
-    }
-  }
-
-  /**
-   * The one-daemon lock says whether another daemon runs (the kernel drops it with its holder);
-   * daemon.pid only tells people which process this is: a stale one, its pid reused by any
-   * process after a SIGKILL, never stops a daemon from starting.
-   */
-  private claimPidFile(): void {
-    this.meterRootLock = claimMeterRoot(this.paths)
-    try {
-      const file = daemonPidFile(this.paths)
-      makeDirectories(dirname(file))
-      writeFileSync(file, `${process.pid}\n`)
-    } catch (error) {
-      this.meterRootLock.release()
-      throw error
-    }
-  }
-
-  private releasePidFile(): void {
-    this.meterRootLock?.release()
-    const file = daemonPidFile(this.paths)
-    if (existsSync(file) && readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file, {force: true})
   }
 }
 

@@ -185,7 +185,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       await metrics.listen(options.metricsListen)
       log(`daemon metrics on http://${options.metricsListen}/metrics`)
     }
-    daemon = new Daemon(paths, config, {log: daemonLog, hooks: metrics?.hooks})
+    daemon = new Daemon(paths, config, {log: daemonLog, observer: metrics?.daemonObserver})
     metrics?.watch(daemon)
     await daemon.start()
     log(`daemon exporting IPFIX to the embedded collector on udp 127.0.0.1:${port} (drain every second, idle timeout 2 s)`)

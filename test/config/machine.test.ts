@@ -109,8 +109,9 @@ describe('config/machine', function () {
 
     it('accepts addresses without a lookup, and a name the resolver knows', async function () {
       let asked = 0
-      const lookup = async () => {
+      const lookup = () => {
         asked++
+        return Promise.resolve()
       }
       for (const listen of ['127.0.0.1:9999', "'[::1]:9999'", "'[fe80::1%lo]:9999'", "''"]) {
         await checkConfigOnMachine(await config('e.yaml', `${LOG}metrics:\n  listen: ${listen}\n`), {lookup})

@@ -14,7 +14,7 @@
  */
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {compileTemplates, exporterFor} from '../../src/config/exporters.js'
+import {compileTemplates, exporterFor} from '../../src/config/export-settings.js'
 import {defaultConfig} from '../../src/config/load.js'
 import {FlowBatch} from '../../src/flow/batch.js'
 

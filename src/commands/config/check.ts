@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 
 import {FlowctlCommand} from '../../cli/command.js'
 import type {Config, TemplateConfig} from '../../config/config.js'
-import {spoolMemoryAtMost} from '../../config/exporters.js'
+import {spoolMemoryAtMost} from '../../config/export-settings.js'
 import {loadConfig} from '../../config/load.js'
 import {checkConfigOnMachine} from '../../config/machine.js'
 import {elementByName, naturalLength} from '../../ipfix/wire/elements.js'

@@ -6,7 +6,7 @@ import {FlowctlCommand} from '../../cli/command.js'
 import {FlowctlError} from '../../errors.js'
 import {jsonFlag} from '../../cli/flags.js'
 import {loadConfig} from '../../config/load.js'
-import {exporterFor} from '../../config/exporters.js'
+import {exporterFor} from '../../config/export-settings.js'
 import {flowFileTemplate, loadFlowFile} from '../../ipfix/export/flow-file.js'
 
 export default class IpfixSend extends FlowctlCommand {

@@ -23,7 +23,7 @@ import {directionName} from '../../flow/record.js'
 import type {CollectorExporter, ExporterStats} from '../../ipfix/export/collector-exporter.js'
 import type {Paths} from '../../paths.js'
 import {readLinkCounters} from '../../sys/netns.js'
-import type {Daemon, DaemonHooks} from '../daemon.js'
+import type {Daemon, DaemonObserver} from '../daemon.js'
 import type {DrainReport, MeterSetDrainer} from '../drain.js'
 import {InterfaceNames} from '../interfaces.js'
 import type {Logger} from '../log.js'
@@ -84,8 +84,8 @@ export class DaemonMetrics implements FlowLogObserver {
     this.server = new MetricsServer({paths: options.paths, log: this.log, render: () => this.text(), contentType: this.registry.contentType})
   }
 
-  /** The hooks to give the Daemon: they count only while the metrics are served. */
-  get hooks(): DaemonHooks {
+  /** What the Daemon is to tell (its observer): counted only while the metrics are served. */
+  get daemonObserver(): DaemonObserver {
     return {
       onExport: (batch) => {
         if (this.server.serving) this.countBatch(batch)

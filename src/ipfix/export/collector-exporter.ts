@@ -4,17 +4,20 @@
  * the benchmarks make one.
  */
 import type {ExportTemplate} from './flow-templates.js'
-import {ExportSession, type MessageTransport, type SequenceStore} from './session.js'
+import type {MessageTransport} from './message-transport.js'
+import {ExportSession, type SequenceStore} from './session.js'
 import type {SpoolBudget} from './spool.js'
 import type {CollectorTarget} from './target.js'
 import {UdpTransport} from './transport.js'
 
-export {CONFIRM_MS, DEFAULT_REPLAY_BYTES_PER_SECOND, REPLAY_BURST_BYTES} from './transport.js'
+export {CONFIRM_MS} from './transport.js'
+export {DEFAULT_REPLAY_BYTES_PER_SECOND, REPLAY_BURST_BYTES} from './pacer.js'
 export {ARENA_BYTES, MAX_FREE_ARENAS} from '../wire/message.js'
 export {SpoolBudget} from './spool.js'
 
 export {compileTemplate, statsTemplateId, type ExportTemplate} from './flow-templates.js'
-export type {ExporterStats, SequenceStore, TransportDefaults} from './session.js'
+export type {ExporterStats, SequenceStore} from './session.js'
+export type {TransportDefaults} from './message-transport.js'
 
 /** An exporter to one collector. */
 export type CollectorExporter = ExportSession
@@ -40,34 +43,34 @@ export interface ExporterOptions {
   /** The collector answers again after it was down; `replayed` spooled messages go out. */
   onResume?: (replayed: number) => void
   /** Replaces the UDP transport (the encoder benchmark counts messages instead of sending them). */
-  transport?: (target: CollectorTarget, onError: (error: Error) => void) => MessageTransport
+  transport?: (target: CollectorTarget) => MessageTransport
 }
 
+/**
+ * The transport first, then the session over it; then what the transport tells is wired to the
+ * session (a failed send has templates sent again, a drop is counted, a probe or a replay is
+ * headed by the templates) and to the caller.
+ */
 export function createExporter(target: CollectorTarget, templates: ExportTemplate[], options: ExporterOptions): CollectorExporter {
-  let session: ExportSession | undefined
-  const onError = (error: Error) => {
-    session?.noteError()
-    options.onError?.(error)
-  }
   const transport =
-    options.transport?.(target, onError) ??
-    new UdpTransport(
-      target,
-      {
-        onError,
-        onDrop: (dropped) => session?.countDropped(dropped),
-        onResume: options.onResume,
-        preamble: (domain, sequence) => session?.templateMessages(domain, sequence) ?? [],
-      },
-      {
-        spoolBytes: options.spoolBytes,
-        replayBytesPerSecond: options.replayBytesPerSecond,
-        sendBytesPerSecond: options.sendBytesPerSecond,
-        budget: options.spoolBudget,
-        now: options.now,
-        paceClock: options.paceClock,
-      },
-    )
-  session = new ExportSession(target, templates, transport, options)
+    options.transport?.(target) ??
+    new UdpTransport(target, {
+      spoolBytes: options.spoolBytes,
+      replayBytesPerSecond: options.replayBytesPerSecond,
+      sendBytesPerSecond: options.sendBytesPerSecond,
+      budget: options.spoolBudget,
+      now: options.now,
+      paceClock: options.paceClock,
+    })
+  const session = new ExportSession(target, templates, transport, options)
+  transport.subscribe?.({
+    onError: (error) => {
+      session.noteError()
+      options.onError?.(error)
+    },
+    onDrop: (dropped) => session.countDropped(dropped),
+    onResume: options.onResume,
+    preamble: (domain, sequence) => session.templateMessages(domain, sequence),
+  })
   return session
 }

@@ -6,14 +6,13 @@
  * and handed to the transport.
  */
 import type {FlowBatch} from '../../flow/batch.js'
-import {encodeRecord, recordSize} from '../wire/codec.js'
 import type {RecordFields} from '../wire/field-values.js'
+import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID, templateFits} from '../wire/message.js'
 import {packRecords, type RecordRun} from './encode.js'
 import {chooseTemplate, statsTemplate, type ExportTemplate} from './flow-templates.js'
-import {putUint} from './flow-fields.js'
-import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID, templateFits} from '../wire/message.js'
+import type {MessageTransport, TransportDefaults} from './message-transport.js'
+import {fieldsRun, flowRun, templateRun, valuesRun} from './record-runs.js'
 import {sameEndpoints, type CollectorTarget} from './target.js'
-import {encodeTemplateRecord, templateRecordSize, type Template} from '../wire/template.js'
 
 export interface ExporterStats {
   messages: number
@@ -38,42 +37,6 @@ export interface SequenceStore {
   set(session: string, domain: number, next: number): void
 }
 
-/** What a session needs of its transport. */
-export interface MessageTransport {
-  readonly isOpen: boolean
-  readonly sendErrors: number
-  /** Queues a message holding `dataRecords` data records. */
-  send(message: Buffer, dataRecords: number): void
-  /** Sends what is queued. */
-  flush(): void
-  open(): Promise<void>
-  flushed(): Promise<void>
-  close(): void
-  readonly localPort: number | undefined
-  /** The socket's cookie (the meter skips our own datagrams). */
-  cookie?(): bigint | undefined
-  /** Called at every drain: reads errors, probes a collector that is down, replays its spool. */
-  service?(): void
-  /** What is spooled now. */
-  readonly spool?: {readonly length: number; readonly bytes: number}
-  /** Whether a replay (or the paced export) is under way or the collector is down (what is sent waits behind what is spooled). */
-  readonly isBacklogged?: boolean
-  /** Whether the collector refused (or has not answered at a new address yet). */
-  readonly isDown?: boolean
-  /** The same collector elsewhere (config reload): what it holds goes there. */
-  moveTo?(target: CollectorTarget): Promise<void>
-  /** The same collector at the same address, with other settings (config reload). */
-  retarget?(target: CollectorTarget): void
-  /** Stops sending and closes, leaving in the spool what the collector never took. */
-  retire?(): Promise<void>
-  /** Takes (and lets go of) what the spool holds: it will never be sent. */
-  discard?(): {message: Buffer; dataRecords: number}[]
-  /** A new bound on what is held for this collector (config reload). */
-  setSpoolBytes?(bytes: number): void
-  /** New default replay and send rates, for a collector without its own (config reload). */
-  setDefaultRates?(rates: {replayBytesPerSecond?: number; sendBytesPerSecond?: number}): void
-}
-
 /** Messages that never reached a collector, and the data records, packets and octets in them. */
 export interface LostMessages {
   messages: number
@@ -81,13 +44,6 @@ export interface LostMessages {
   records: number
   packets: number
   octets: number
-}
-
-/** The daemon-wide settings of a collector's transport that a config reload may change. */
-export interface TransportDefaults {
-  spoolBytes?: number
-  replayBytesPerSecond?: number
-  sendBytesPerSecond?: number
 }
 
 export interface SessionOptions {
@@ -99,117 +55,6 @@ export interface SessionOptions {
 }
 
 const TWO_32 = 4_294_967_296
-
-/** Flows of a batch in one template; a counter too large for a reduced-size field is split. */
-function flowRun(t: ExportTemplate, batch: FlowBatch): RecordRun {
-  const {fields, recordLength} = t
-  const setId = t.template.id
-  const maxPackets = fields.find((f) => f.counterMax?.packets)?.counterMax?.packets ?? Infinity
-  const maxBytes = fields.find((f) => f.counterMax?.bytes)?.counterMax?.bytes ?? Infinity
-  const parts = maxPackets === Infinity && maxBytes === Infinity ? undefined : splitParts(batch, maxPackets, maxBytes)
-  if (!parts) {
-    // Each message is filled field by field, a column of records at a time (the same bytes as
-    // record by record, without a call per field and record).
-    return {
-      count: batch.length,
-      data: true,
-      fixedLength: recordLength,
-      setId: () => setId,
-      length: () => recordLength,
-      write(i, n, buf, pos) {
-        let off = pos
-        for (let f = 0; f < fields.length; f++) {
-          fields[f].writeColumn(batch, i, n, buf, off, recordLength)
-          off += fields[f].length
-        }
-        return pos + n * recordLength
-      },
-    }
-  }
-  // A counter too large for a reduced-size field goes out as several records whose counts add
-  // up exactly: the collector's sums stay right.
-  const {flow, part, of} = parts
-  return {
-    count: flow.length,
-    data: true,
-    setId: () => setId,
-    length: () => recordLength,
-    write(r, _n, buf, pos) {
-      const i = flow[r]
-      const packets = batch.packets[i]
-      const bytes = batch.bytes[i]
-      const k = part[r]
-      const n = of[r]
-      batch.packets[i] = Math.floor(packets / n) + (k < packets % n ? 1 : 0)
-      batch.bytes[i] = Math.floor(bytes / n) + (k < bytes % n ? 1 : 0)
-      for (let f = 0; f < fields.length; f++) {
-        fields[f].write(batch, i, buf, pos)
-        pos += fields[f].length
-      }
-      batch.packets[i] = packets
-      batch.bytes[i] = bytes
-      return pos
-    },
-  }
-}
-
-/** Record r is part part[r] of of[r] of flow flow[r]; undefined when no flow needs splitting. */
-function splitParts(batch: FlowBatch, maxPackets: number, maxBytes: number): {flow: number[]; part: number[]; of: number[]} | undefined {
-  let any = false
-  for (let i = 0; i < batch.length && !any; i++) any = batch.packets[i] > maxPackets || batch.bytes[i] > maxBytes
-  if (!any) return undefined
-  const flow: number[] = []
-  const part: number[] = []
-  const of: number[] = []
-  for (let i = 0; i < batch.length; i++) {
-    const n = Math.max(1, Math.ceil(batch.packets[i] / maxPackets), Math.ceil(batch.bytes[i] / maxBytes))
-    for (let k = 0; k < n; k++) {
-      flow.push(i)
-      part.push(k)
-      of.push(n)
-    }
-  }
-  return {flow, part, of}
-}
-
-/** Records given as values by element name, in one template. */
-function fieldsRun(t: Template, records: RecordFields[]): RecordRun {
-  return {
-    count: records.length,
-    data: true,
-    setId: () => t.id,
-    length: (i) => recordSize(t, records[i]),
-    write: (i, _n, buf, pos) => encodeRecord(buf, pos, t, records[i]),
-  }
-}
-
-/** Template records, each in a template set or an options template set. */
-function templateRun(all: {template: Template; setId: number}[]): RecordRun {
-  return {
-    count: all.length,
-    data: false,
-    setId: (i) => all[i].setId,
-    length: (i) => templateRecordSize(all[i].template),
-    write: (i, _n, buf, pos) => encodeTemplateRecord(all[i].template, buf, pos),
-  }
-}
-
-/** One record of fixed-size unsigned fields. */
-function valuesRun(t: Template, values: number[]): RecordRun {
-  return {
-    count: 1,
-    data: true,
-    setId: () => t.id,
-    length: () => t.fields.reduce((n, f) => n + f.length, 0),
-    write(_i, _n, buf, pos) {
-      t.fields.forEach((f, k) => {
-        putUint(buf, pos, f.length, values[k])
-        pos += f.length
-      })
-      return pos
-    },
-  }
-}
 
 export class ExportSession {
   private target: CollectorTarget
@@ -350,7 +195,7 @@ export class ExportSession {
   /** Template messages for `domain` headed with `sequence` (before a probe or a replay); counts nothing. */
   templateMessages(domain: number, sequence: number): Buffer[] {
     const out: Buffer[] = []
-    packRecords(this.preambleBuilder, this.templateRun(), {exportTimeSeconds: Math.floor(this.now() / 1000), sequence, domain}, (m) => out.push(m))
+    packRecords(this.preambleBuilder, this.templatesRun(), {exportTimeSeconds: Math.floor(this.now() / 1000), sequence, domain}, (m) => out.push(m))
     return out
   }
 
@@ -373,7 +218,7 @@ export class ExportSession {
   /** "local>remote" when the source port is fixed: the transport session whose numbering survives restarts. */
   get session(): string | undefined {
     const s = this.config.source
-    return s && s.port ? `${s.host}:${s.port}>${this.config.remote.host}:${this.config.remote.port}` : undefined
+    return s?.port ? `${s.host}:${s.port}>${this.config.remote.host}:${this.config.remote.port}` : undefined
   }
 
   open(): Promise<void> {
@@ -421,7 +266,7 @@ export class ExportSession {
     let seq = this.sequence.get(domain)
     if (seq === undefined) {
       const session = this.session
-      seq = (session && this.options.sequences?.get(session, domain)) || 0
+      seq = (session ? this.options.sequences?.get(session, domain) : undefined) ?? 0
       this.sequence.set(domain, seq)
     }
     return seq
@@ -456,12 +301,13 @@ export class ExportSession {
   /** Sends this collector's templates and the statistics options template, in as many messages as they need. */
   sendTemplates(domain: number): void {
     if (!this.transport.isOpen) return
-    this.pack(this.templateRun(), domain)
+    this.pack(this.templatesRun(), domain)
     this.counts.templateSends++
     this.templatesSentAt.set(domain, this.now())
   }
 
-  private templateRun(): RecordRun {
+  /** This collector's templates and the statistics options template, as one run. */
+  private templatesRun(): RecordRun {
     return templateRun([
       ...this.templates.map((t) => ({template: t.template, setId: TEMPLATE_SET_ID})),
       {template: statsTemplate(this.options.statsTemplateId), setId: OPTIONS_TEMPLATE_SET_ID},

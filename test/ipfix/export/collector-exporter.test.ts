@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict'
 
 import {performance} from 'node:perf_hooks'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {
   compileTemplate,
@@ -16,7 +17,7 @@ import {
   type CollectorExporter,
   type ExporterOptions,
 } from '../../../src/ipfix/export/collector-exporter.js'
-import {HELD_MESSAGE_OVERHEAD} from '../../../src/ipfix/export/transport.js'
+import {HELD_MESSAGE_OVERHEAD} from '../../../src/ipfix/export/held-messages.js'
 import type {DecodedMessage} from '../../../src/ipfix/collect/decoder.js'
 import {
   batchOf,
@@ -89,7 +90,7 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       )
       for (const {message} of sink.received) {
         const ids = new Set(dataSetIds(message))
-        assert.ok(ids.size <= 1, `message seq ${message.header.sequenceNumber} mixes data sets of templates ${[...ids]}`)
+        assert.ok(ids.size <= 1, `message seq ${message.header.sequenceNumber} mixes data sets of templates ${[...ids].join(',')}`)
       }
       // The templates announce exactly the default fields, in order.
       const t256 = sink.collector.decoder.template(`127.0.0.1:${e.localPort}`, 1, 256)
@@ -430,8 +431,6 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
   })
 
   describe('a collector that is down (its spool)', function () {
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
     it('keeps what it refused, the first sends included, and replays it in order with the original sequence numbers once it answers', async function () {
       let now = NOW_MS
       const port = sink.port
@@ -654,8 +653,6 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
   }
 
   describe('the replay after an outage (paced; what is exported meanwhile waits behind it)', function () {
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
     it('sends one burst at once and the rest as the pace clock moves, with what was exported meanwhile after it, in order', async function () {
       let now = NOW_MS
       // The pace clock stands still while `pace` is a number: the bucket then never refills.
@@ -702,7 +699,6 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
   })
 
   describe("the live export paced (sendBytesPerSecond): every message through the replay's token bucket", function () {
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
     /** The bytes of the data messages the sink got. */
     const dataBytes = () => sink.received.filter((r) => r.message.records.length > 0 && !r.message.records[0].options).reduce((n, r) => n + r.raw.length, 0)
 
@@ -797,7 +793,6 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
   })
 
   describe('many collectors down at once (one budget for their spools)', function () {
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
     const others: CollectorExporter[] = []
     const sinks: Sink[] = []
     afterEach(async function () {
@@ -834,7 +829,7 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
       const dropped = others.map((e) => e.stats.spoolDroppedRecords)
       assert.ok(
         dropped.every((n) => n > 0),
-        `every collector lost its oldest: ${dropped}`,
+        `every collector lost its oldest: ${dropped.join(',')}`,
       )
       // Back: each gets what it kept, in order, numbered after what it lost.
       for (const port of ports) sinks.push(await Sink.start({port}))
@@ -876,7 +871,6 @@ describe('ipfix/exporter (CollectorExporter over loopback UDP)', function () {
   })
 
   describe('a collector that moves (the same name at another address: a config reload)', function () {
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
     const oldSinks: Sink[] = []
     afterEach(async function () {
       for (const s of oldSinks.splice(0)) await s.stop()

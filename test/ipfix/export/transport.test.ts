@@ -6,14 +6,14 @@
 import assert from 'node:assert/strict'
 import {createSocket, type Socket} from 'node:dgram'
 import {setFlagsFromString} from 'node:v8'
+import {setTimeout as sleep} from 'node:timers/promises'
 import {runInNewContext} from 'node:vm'
 
-import {CONFIRM_MS, HELD_MESSAGE_OVERHEAD, UdpTransport} from '../../../src/ipfix/export/transport.js'
+import {HELD_MESSAGE_OVERHEAD} from '../../../src/ipfix/export/held-messages.js'
+import {CONFIRM_MS, UdpTransport} from '../../../src/ipfix/export/transport.js'
 
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Whether the objects behind `refs` are gone after a full collection (in a later turn: WeakRefs hold their target for the turn that made them). */
 async function collected(refs: WeakRef<object>[]): Promise<boolean[]> {
@@ -43,7 +43,7 @@ describe('ipfix/transport (UdpTransport: the window of sent messages)', function
   })
 
   async function openTransport(spoolBytes: number): Promise<UdpTransport> {
-    transport = new UdpTransport({name: `127.0.0.1:${port}`, remote: {host: '127.0.0.1', port}}, {}, {spoolBytes})
+    transport = new UdpTransport({name: `127.0.0.1:${port}`, remote: {host: '127.0.0.1', port}}, {spoolBytes})
     await transport.open()
     return transport
   }

@@ -1,13 +1,14 @@
 /**
- * Exporters as a config asks for them: its templates compiled once, and every collector's
- * exporter made by createExporter with the config's message size, refresh interval and the
- * statistics template id. The daemon, `flowctl ipfix send` and the benchmarks all go through here.
+ * What a config decides about exporting: its templates compiled once, every collector's exporter
+ * made by createExporter with the config's message size, refresh interval, statistics template id
+ * and spool settings, and the most memory the collectors' spools may take. The daemon,
+ * `flowctl ipfix send` and the benchmarks all go through here.
  */
 import {
-  ARENA_BYTES as CHUNK_BYTES,
+  ARENA_BYTES,
   compileTemplate,
   createExporter,
-  MAX_FREE_ARENAS as MAX_FREE_CHUNKS,
+  MAX_FREE_ARENAS,
   statsTemplateId,
   type CollectorExporter,
   type ExporterOptions,
@@ -20,7 +21,7 @@ export function compileTemplates(config: Config): ExportTemplate[] {
 }
 
 /** What the config decides of an exporter; `extra` adds what only the caller knows (sequence store, error log). */
-export function exporterOptions(config: Config, extra: Partial<ExporterOptions> = {}): ExporterOptions {
+function exporterOptions(config: Config, extra: Partial<ExporterOptions> = {}): ExporterOptions {
   return {
     maxMessageSize: config.maxMessageSize,
     templateRefreshMs: config.templateRefreshSeconds * 1000,
@@ -41,9 +42,9 @@ export interface SpoolMemory {
   /** The messages held, as spoolBytes and spoolTotalBytes count them (their bytes and their bookkeeping): min(spoolTotalBytes, collectors x spoolBytes). */
   held: number
   /**
-   * The message memory besides, in chunks of CHUNK_BYTES: per collector the two being filled
-   * (messages, and templates before a replay) and the oldest, partly let go of; and the chunks
-   * kept for reuse (MAX_FREE_CHUNKS).
+   * The message memory besides, in arenas of ARENA_BYTES: per collector the two being filled
+   * (messages, and templates before a replay) and the oldest, partly let go of; and the arenas
+   * kept for reuse (MAX_FREE_ARENAS).
    */
   buffers: number
 }
@@ -51,5 +52,5 @@ export interface SpoolMemory {
 export function spoolMemoryAtMost(config: Config): SpoolMemory {
   const n = config.collectors.length
   if (n === 0) return {held: 0, buffers: 0}
-  return {held: Math.min(config.spoolTotalBytes, n * config.spoolBytes), buffers: (n * 3 + MAX_FREE_CHUNKS) * CHUNK_BYTES}
+  return {held: Math.min(config.spoolTotalBytes, n * config.spoolBytes), buffers: (n * 3 + MAX_FREE_ARENAS) * ARENA_BYTES}
 }

@@ -1,0 +1,123 @@
+/**
+ * The runs of records a session hands the encode loop (encode.ts): the flows of a batch in one
+ * template (a counter too large for a reduced-size field split over several records), records
+ * given as values by element name, template records, and the one statistics record.
+ */
+import type {FlowBatch} from '../../flow/batch.js'
+import {encodeRecord, recordSize} from '../wire/codec.js'
+import type {RecordFields} from '../wire/field-values.js'
+import {encodeTemplateRecord, templateRecordSize, type Template} from '../wire/template.js'
+import type {RecordRun} from './encode.js'
+import {putUint} from './flow-fields.js'
+import type {ExportTemplate} from './flow-templates.js'
+
+/** Flows of a batch in one template; a counter too large for a reduced-size field is split. */
+export function flowRun(t: ExportTemplate, batch: FlowBatch): RecordRun {
+  const {fields, recordLength} = t
+  const setId = t.template.id
+  const maxPackets = fields.find((f) => f.counterMax?.packets)?.counterMax?.packets ?? Infinity
+  const maxBytes = fields.find((f) => f.counterMax?.bytes)?.counterMax?.bytes ?? Infinity
+  const parts = maxPackets === Infinity && maxBytes === Infinity ? undefined : splitParts(batch, maxPackets, maxBytes)
+  if (!parts) {
+    // Each message is filled field by field, a column of records at a time (the same bytes as
+    // record by record, without a call per field and record).
+    return {
+      count: batch.length,
+      data: true,
+      fixedLength: recordLength,
+      setId: () => setId,
+      length: () => recordLength,
+      write(i, n, buf, pos) {
+        let off = pos
+        for (let f = 0; f < fields.length; f++) {
+          fields[f].writeColumn(batch, i, n, buf, off, recordLength)
+          off += fields[f].length
+        }
+        return pos + n * recordLength
+      },
+    }
+  }
+  // A counter too large for a reduced-size field goes out as several records whose counts add
+  // up exactly: the collector's sums stay right.
+  const {flow, part, of} = parts
+  return {
+    count: flow.length,
+    data: true,
+    setId: () => setId,
+    length: () => recordLength,
+    write(r, _n, buf, pos) {
+      const i = flow[r]
+      const packets = batch.packets[i]
+      const bytes = batch.bytes[i]
+      const k = part[r]
+      const n = of[r]
+      batch.packets[i] = Math.floor(packets / n) + (k < packets % n ? 1 : 0)
+      batch.bytes[i] = Math.floor(bytes / n) + (k < bytes % n ? 1 : 0)
+      for (let f = 0; f < fields.length; f++) {
+        fields[f].write(batch, i, buf, pos)
+        pos += fields[f].length
+      }
+      batch.packets[i] = packets
+      batch.bytes[i] = bytes
+      return pos
+    },
+  }
+}
+
+/** Record r is part part[r] of of[r] of flow flow[r]; undefined when no flow needs splitting. */
+function splitParts(batch: FlowBatch, maxPackets: number, maxBytes: number): {flow: number[]; part: number[]; of: number[]} | undefined {
+  let any = false
+  for (let i = 0; i < batch.length && !any; i++) any = batch.packets[i] > maxPackets || batch.bytes[i] > maxBytes
+  if (!any) return undefined
+  const flow: number[] = []
+  const part: number[] = []
+  const of: number[] = []
+  for (let i = 0; i < batch.length; i++) {
+    const n = Math.max(1, Math.ceil(batch.packets[i] / maxPackets), Math.ceil(batch.bytes[i] / maxBytes))
+    for (let k = 0; k < n; k++) {
+      flow.push(i)
+      part.push(k)
+      of.push(n)
+    }
+  }
+  return {flow, part, of}
+}
+
+/** Records given as values by element name, in one template. */
+export function fieldsRun(t: Template, records: RecordFields[]): RecordRun {
+  return {
+    count: records.length,
+    data: true,
+    setId: () => t.id,
+    length: (i) => recordSize(t, records[i]),
+    write: (i, _n, buf, pos) => encodeRecord(buf, pos, t, records[i]),
+  }
+}
+
+/** Template records, each in a template set or an options template set. */
+export function templateRun(all: {template: Template; setId: number}[]): RecordRun {
+  return {
+    count: all.length,
+    data: false,
+    setId: (i) => all[i].setId,
+    length: (i) => templateRecordSize(all[i].template),
+    write: (i, _n, buf, pos) => encodeTemplateRecord(all[i].template, buf, pos),
+  }
+}
+
+/** One record of fixed-size unsigned fields. */
+export function valuesRun(t: Template, values: number[]): RecordRun {
+  return {
+    count: 1,
+    data: true,
+    setId: () => t.id,
+    length: () => t.fields.reduce((n, f) => n + f.length, 0),
+    write(_i, _n, buf, pos) {
+      t.fields.forEach((f, k) => {
+        putUint(buf, pos, f.length, values[k])
+        pos += f.length
+      })
+      return pos
+    },
+  }
+}
