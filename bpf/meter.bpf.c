@@ -635,9 +635,9 @@ static __always_inline void count(struct __sk_buff *skb, void *outer, const void
  * decision. Either way every packet is counted with probability 1/N: the estimate is unbiased.
  */
 enum glance_result {
-	GLANCE_NOT_IP,        /* not IPv4 or IPv6 (by its EtherType): never metered */
-	GLANCE_UNFRAGMENTED,  /* an IP packet that is no fragment: done with it */
-	GLANCE_LOOK_CLOSER,   /* may be a fragment, or its headers lie beyond the linear data */
+	GLANCE_NOT_IP,       /* not IPv4 or IPv6 (by its EtherType): never metered */
+	GLANCE_UNFRAGMENTED, /* an IP packet that is no fragment: done with it */
+	GLANCE_LOOK_CLOSER,  /* may be a fragment, or its headers lie beyond the linear data */
 };
 
 /* What a packet the sampler skipped is, from fixed places of its headers: no parse. The offsets

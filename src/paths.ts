@@ -17,7 +17,7 @@ export interface Paths {
   readonly stateDir: string
 }
 
-export const DEFAULT_PATHS: Paths = Object.freeze({
+const DEFAULT_PATHS: Paths = Object.freeze({
   pinRoot: '/sys/fs/bpf/flowctl',
   runDir: '/run/flowctl',
   cacheDir: '/var/cache/flowctl',

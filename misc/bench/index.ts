@@ -84,10 +84,11 @@ async function main(): Promise<number> {
   const quick = values.quick
   const options: BenchOptions = {quick, repeats: values.repeats ? Number(values.repeats) : quick ? 3 : 5, verbose: values.verbose}
   const id = isolate()
-  let interrupted = false
+  // Set by the signal handler while a section runs (an abort signal, not a flag the type checker narrows).
+  const interrupted = new AbortController()
   const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) return
-    interrupted = true
+    if (interrupted.signal.aborted) return
+    interrupted.abort()
     log(`${signal}: cleaning up`)
     void cleanup.runAll().finally(() => process.exit(130))
   }
@@ -106,8 +107,8 @@ async function main(): Promise<number> {
       try {
         rows.push(...(await runSection(section, options, values.profile)))
       } catch (error) {
-        if (interrupted) break
-        log(`${section} failed: ${(error as Error).stack ?? error}`)
+        if (interrupted.signal.aborted) break
+        log(`${section} failed: ${(error as Error).stack ?? String(error)}`)
         rows.push({figure: section, ours: '', reference: '', ratio: '', target: '', error: (error as Error).message.split('\n')[0]})
       }
       log(`${section}: ${((performance.now() - t0) / 1000).toFixed(1)} s`)

@@ -28,7 +28,7 @@ const SO_RCVBUFFORCE = 33
 
 function socketFd(socket: object): number | undefined {
   const state = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol')
-  const fd = state ? (socket as Record<symbol, {handle?: {fd?: number}}>)[state]?.handle?.fd : undefined
+  const fd = state ? (socket as Record<symbol, {handle?: {fd?: number}} | undefined>)[state]?.handle?.fd : undefined
   return typeof fd === 'number' && fd >= 0 ? fd : undefined
 }
 

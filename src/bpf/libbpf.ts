@@ -8,7 +8,7 @@ import {readFileSync} from 'node:fs'
 
 import koffi from 'koffi'
 
-import {BpfError, errnoName, ToolMissingError} from '../errors.js'
+import {BpfError, ToolMissingError} from '../errors.js'
 
 interface Libbpf {
   objGet(path: string): number
@@ -64,13 +64,11 @@ function lib(): Libbpf {
 }
 
 const ENOENT = 2
-const EEXIST = 17
 const ENOSPC = 28
 const ENOMEM = 12
 
-export const BPF_ANY = 0n
-export const BPF_NOEXIST = 1n
-export const BPF_EXIST = 2n
+/** The update flag for "create or replace" (BPF_NOEXIST and BPF_EXIST are not used). */
+const BPF_ANY = 0n
 
 /** BPF_F_NO_PREALLOC: a hash that allocates each element when it is inserted. */
 export const BPF_F_NO_PREALLOC = 1
@@ -369,4 +367,4 @@ export function lookupBatchCall(
   return lib().lookupBatch(fd, inBatch as Buffer | null, outBatch as Buffer, keys as Buffer, values as Buffer, count, null)
 }
 
-export {errnoName, EEXIST, ENOENT}
+export {ENOENT}

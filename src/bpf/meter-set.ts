@@ -38,7 +38,7 @@ import {makeDirectories} from '../sys/directories.js'
 import {FamilyMaps} from './family-maps.js'
 import {BpfMap, ENOENT, innerMapId, MAP_TYPE, progInfo} from './libbpf.js'
 
-export const PROGRAM_NAMES: Record<DirectionName, string> = {ingress: 'flowctl_ingress', egress: 'flowctl_egress'}
+const PROGRAM_NAMES: Record<DirectionName, string> = {ingress: 'flowctl_ingress', egress: 'flowctl_egress'}
 
 /** The snapshot's chunk size in meter sets of layout 2 made before bpf/flowctl.h's was lowered. */
 export const FIRST_PENDING_CHUNK_BYTES = 32768
@@ -76,7 +76,7 @@ const EXPECTED_MAPS: Record<string, ExpectedMap> = {
 }
 
 /** The maps a reloaded program takes over as they are (the live flow maps hang off flows4/6). */
-export const MAP_NAMES = Object.keys(EXPECTED_MAPS)
+const MAP_NAMES = Object.keys(EXPECTED_MAPS)
 
 /** The layouts whose meter sets `meter attach --force` carries over to this one. */
 const CARRIED_OVER_LAYOUTS = [1, 2]
@@ -89,7 +89,7 @@ const LIVE_PIN = (family: Family) => `flows${family}_live`
 const DRAIN_PIN = /^drain([46])_(\d+)$/
 
 /** The shape of each family's flow map. */
-export const FLOW_MAP_SHAPE: Record<Family, {keySize: number; valueSize: number}> = {
+const FLOW_MAP_SHAPE: Record<Family, {keySize: number; valueSize: number}> = {
   4: {keySize: FLOW_KEY4.size, valueSize: FLOW_VALUE4.size},
   6: {keySize: FLOW_KEY6.size, valueSize: FLOW_VALUE6.size},
 }

@@ -61,9 +61,10 @@ export function readState(paths: Paths): AttachState {
   const file = attachmentsFile(paths)
   if (!existsSync(file)) return emptyState()
   try {
-    const state = JSON.parse(readFileSync(file, 'utf8')) as AttachState
-    if (state.version !== 1 || !Array.isArray(state.attachments)) throw new Error(`unknown state version ${state.version}`)
-    return state
+    // Whatever the file holds: checked before it is taken for an AttachState.
+    const state = JSON.parse(readFileSync(file, 'utf8')) as Partial<AttachState> | null
+    if (state?.version !== 1 || !Array.isArray(state.attachments)) throw new Error(`unknown state version ${String(state?.version)}`)
+    return state as AttachState
   } catch (error) {
     throw new StateError(`cannot read ${file} (${(error as Error).message}): remove it and attach again`, {cause: error})
   }

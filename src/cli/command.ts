@@ -20,7 +20,7 @@ export abstract class FlowctlCommand extends Command {
     // oclif's own usage errors (unknown flag, missing value) are also one line.
     if (error instanceof Errors.CLIError && !(error instanceof Errors.ExitError)) {
       process.stderr.write(`flowctl: ${usageErrorLine(error.message)}\n`)
-      process.exitCode = error.oclif?.exit ?? 2
+      process.exitCode = error.oclif.exit ?? 2
       return undefined
     }
     return super.catch(error)

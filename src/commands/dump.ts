@@ -17,8 +17,9 @@ daemon's snapshot of the flows it holds until they end); beside a running daemon
 at one of its drains (a read that a drain crosses is taken again). Times are local wall-clock
 time in the table and epoch milliseconds in JSON. A flow counted 1 packet in N (\`meter attach
 --sampling N\`) shows its raw count with "(1:N)" beside it, and samplingInterval in JSON. \`-o wide\`
-adds the ifindex, VLAN, TOS, sampling and raw times; \`-o json\` is --json (the older tool's flag). An entry deleted while it was being read (a
-flush running beside the dump) is skipped, and the count of those is said on stderr.`
+adds the ifindex, VLAN, TOS and raw times, as the older tool did, then the sampling rate;
+\`-o json\` is --json (the older tool's flag). An entry deleted while it was being read (a flush
+running beside the dump) is skipped, and the count of those is said on stderr.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',

@@ -104,17 +104,7 @@ export class Collectors {
     if (e.isOpen) return
     try {
       await e.open()
-      const cookie = e.cookie()
-      if (cookie !== undefined) {
-        this.cookies.set(e, cookie)
-        for (const d of this.meters()) {
-          try {
-            skipSockets(d, [cookie])
-          } catch {
-            // its pins are gone: the next look at the meters lets it go
-          }
-        }
-      }
+      this.skipOwnSocket(e)
       this.log.log('info', 'collector-open', {collector: e.config.name, localPort: e.localPort})
     } catch (error) {
       this.log.limited(`open:${e.config.name}`, 'warn', 'collector-unreachable', {collector: e.config.name, error: (error as Error).message})
@@ -243,7 +233,14 @@ export class Collectors {
     const cookie = e.cookie()
     if (cookie === undefined) return
     this.cookies.set(e, cookie)
-    for (const d of this.meters()) skipSockets(d.set, [cookie])
+    for (const d of this.meters()) {
+      try {
+        // Through the maps the drainer holds, not the set's path (another set may be there now).
+        skipSockets(d, [cookie])
+      } catch {
+        // its pins are gone: the next look at the meters lets it go
+      }
+    }
   }
 
   /**

@@ -36,7 +36,7 @@ import type {FlowLogObserver} from './metrics/daemon-metrics.js'
 const END_REASON_NAME: Record<number, string> = Object.fromEntries(Object.entries(END_REASON).map(([name, value]) => [value, name]))
 
 /** Records waiting for hooks, per output, before batches skip the hooks. */
-export const DEFAULT_MAX_QUEUED_RECORDS = 100_000
+const DEFAULT_MAX_QUEUED_RECORDS = 100_000
 
 /** The flows of a batch as log records. */
 export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRecord[] {
@@ -95,7 +95,7 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
 }
 
 /** The name an output goes by in logs and metrics. */
-export function outputName(config: LogOutputConfig): string {
+function outputName(config: LogOutputConfig): string {
   return config.file === '-' ? 'stdout' : config.file
 }
 

@@ -16,7 +16,7 @@ export function createLogger(write: (line: string) => void = (l) => process.stde
   const last = new Map<string, {at: number; suppressed: number}>()
   const log = (level: Level, event: string, fields: Record<string, unknown> = {}) => {
     if (order.indexOf(level) < order.indexOf(minLevel)) return
-    write(`${JSON.stringify({time: new Date().toISOString(), level, event, ...fields}, (_k, v) => (typeof v === 'bigint' ? Number(v) : v))}\n`)
+    write(`${JSON.stringify({time: new Date().toISOString(), level, event, ...fields}, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))}\n`)
   }
   return {
     log,

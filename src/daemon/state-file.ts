@@ -19,7 +19,7 @@ import {makeDirectories} from '../sys/directories.js'
 
 interface StateJson {
   version: 1
-  sequences: Record<string, Record<string, number>>
+  sequences: Record<string, Record<string, number> | undefined>
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -51,7 +51,7 @@ export class DaemonStateFile implements SequenceStore {
   readonly path: string
   /** Why the file on disk was not used (it is replaced at the next save), if it was not. */
   readonly problem: string | undefined
-  private state: StateJson = {version: 1, sequences: {}}
+  private readonly state: StateJson = {version: 1, sequences: {}}
   private changed = false
 
   constructor(path: string) {

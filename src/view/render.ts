@@ -8,10 +8,14 @@ import {endpoint, type Flow} from './flow.js'
 import {renderTable} from './table.js'
 
 const NARROW_HEADER = ['NETNS', 'INTERFACE', 'DIR', 'PROTO', 'SRC', 'DST', 'PACKETS', 'BYTES', 'TCP FLAGS', 'START', 'END']
-/** `dump -o wide` (the older tool's wide output) adds what the key holds besides, and the raw times. */
-const WIDE_HEADER = [...NARROW_HEADER, 'IFINDEX', 'VLAN', 'TOS', 'SAMPLING', 'START MS', 'END MS']
+/**
+ * `dump -o wide` (the older tool's wide output) adds what the key holds besides, and the raw times.
+ * Columns flowctl added (SAMPLING) come after the older tool's, so scripts that cut its columns by
+ * position still find them where they were.
+ */
+const WIDE_HEADER = [...NARROW_HEADER, 'IFINDEX', 'VLAN', 'TOS', 'START MS', 'END MS', 'SAMPLING']
 const NARROW_RIGHT = [6, 7]
-const WIDE_RIGHT = [...NARROW_RIGHT, 11, 12, 13, 14, 15, 16]
+const WIDE_RIGHT = [...NARROW_RIGHT, 11, 12, 13, 14, 15]
 const SIZING_ROWS = 1000
 
 function localTime(ms: number): string {
@@ -50,9 +54,9 @@ function wideRow(f: Flow): string[] {
     String(f.ifindex),
     f.vlanId ? String(f.vlanId) : '-',
     `0x${f.tos.toString(16).padStart(2, '0')}`,
-    samplingText(f.samplingInterval),
     String(f.start),
     String(f.end),
+    samplingText(f.samplingInterval),
   ]
 }
 

@@ -3,7 +3,6 @@
  * loopback UDP by CollectorExporter, by raw datagrams, and by `flowctl ipfix send`.
  */
 import assert from 'node:assert/strict'
-import {spawn} from 'node:child_process'
 import {createSocket} from 'node:dgram'
 import {mkdtemp, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'

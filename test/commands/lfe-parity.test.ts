@@ -82,7 +82,7 @@ describe('linux-flow-exporter parity (files and command lines)', function () {
         destinationTransportPort: 22,
         packetDeltaCount: 1000,
       }
-      assert.deepEqual(got, [...Array(6).fill(first), ...Array(7).fill(second)])
+      assert.deepEqual(got, [...Array<typeof first>(6).fill(first), ...Array<typeof second>(7).fill(second)])
     })
 
     it('`ipfix send` is the same command', async function () {

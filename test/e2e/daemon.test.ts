@@ -557,10 +557,10 @@ describe('daemon end to end @e2e', function () {
     )
     const lines: Fields[] = []
     let ready = false
-    listen.stdout!.on('data', (d: Buffer) => {
+    listen.stdout.on('data', (d: Buffer) => {
       for (const l of d.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Fields)
     })
-    listen.stderr!.on('data', (d: Buffer) => {
+    listen.stderr.on('data', (d: Buffer) => {
       if (d.toString().includes('listening')) ready = true
     })
     try {

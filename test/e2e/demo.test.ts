@@ -54,7 +54,7 @@ describe('flowctl demo @e2e', function () {
       let stderr = ''
       // Interrupt once the lab carries traffic and the daemon has exported something.
       await new Promise<void>((resolve, reject) => {
-        child.stderr!.on('data', (d: Buffer) => {
+        child.stderr.on('data', (d: Buffer) => {
           stderr += d.toString()
           if (/[1-9]\d* flow records decoded/.test(stderr)) resolve()
         })

@@ -168,7 +168,7 @@ describe('grafana dashboard against a real Prometheus @e2e', function () {
 
     // Rates need two scrapes of a series in the window, the accuracy ratio two kernel readings:
     // poll until one round has data for every expression.
-    let missing: string[] = []
+    let missing: string[]
     const deadline = Date.now() + 90_000
     for (;;) {
       missing = []

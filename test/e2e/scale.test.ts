@@ -141,18 +141,12 @@ describe('many flows end to end @e2e', function () {
     let bytes = 0
     const wrong: string[] = []
     for (const f of sink.flows) {
-      const key = `${f.sourceIPv4Address}:${f.sourceTransportPort}`
+      const key = `${String(f.sourceIPv4Address)}:${String(f.sourceTransportPort)}`
       seen.set(key, (seen.get(key) ?? 0) + 1)
       packets += Number(f.packetDeltaCount)
       bytes += Number(f.octetDeltaCount)
       const e = expected.get(key)
-      if (
-        !e ||
-        e.packets !== Number(f.packetDeltaCount) ||
-        e.bytes !== Number(f.octetDeltaCount) ||
-        f.destinationTransportPort !== 9 ||
-        f.flowDirection !== 0
-      ) {
+      if (e?.packets !== Number(f.packetDeltaCount) || e.bytes !== Number(f.octetDeltaCount) || f.destinationTransportPort !== 9 || f.flowDirection !== 0) {
         if (wrong.length < 5) wrong.push(JSON.stringify(f))
       }
     }

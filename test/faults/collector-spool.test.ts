@@ -175,7 +175,7 @@ describe('collector spool faults @e2e', function () {
     async function stopNfcapd({process: p}: {process: ResultPromise}): Promise<void> {
       p.kill('SIGTERM')
       await p
-      nfcapds.splice(nfcapds.indexOf(p), 1)
+      void nfcapds.splice(nfcapds.indexOf(p), 1)
     }
 
     /** The namespace's UDP counters (/proc/net/snmp is the reading process's namespace's). */
@@ -201,7 +201,7 @@ describe('collector spool faults @e2e', function () {
       let cue = Promise.resolve()
       const done = new Promise<RoundExporterDone>((resolve, reject) => {
         let partial = ''
-        child.stdout!.on('data', (chunk: Buffer) => {
+        child.stdout.on('data', (chunk: Buffer) => {
           partial += chunk.toString()
           const lines = partial.split('\n')
           partial = lines.pop()!
@@ -418,10 +418,10 @@ describe('collector spool faults @e2e', function () {
       await sampler
       assert.equal(await d.stop(), 0, d.tail)
 
-      assert.ok(spooled.length >= 5 && Math.max(...spooled) > 0, `spooled: ${spooled}`)
+      assert.ok(spooled.length >= 5 && Math.max(...spooled) > 0, `spooled: ${spooled.join(', ')}`)
       assert.ok(
         spooled.every((n) => n <= cap),
-        `the spools held more than ${cap} bytes together: ${spooled}`,
+        `the spools held more than ${cap} bytes together: ${spooled.join(', ')}`,
       )
       const droppedBy = new Set(d.log.filter((l) => l.event === 'spool-dropped').map((l) => l.collector))
       assert.deepEqual([...droppedBy].sort(), dead.map((p) => `127.0.0.1:${p}`).sort(), 'each collector down logged its drops')

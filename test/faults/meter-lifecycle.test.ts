@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -216,6 +216,37 @@ describe('meter detach and attach beside a running daemon @e2e', function () {
     assert.equal(d.count('drain-failed'), 0, d.tail)
     assert.equal(await d.stop('SIGTERM'), 0, d.tail)
     for (const flow of [held, fresh, other, later]) assert.equal(packetsOf(sink, flow.sport), flow.packets)
+  })
+
+  it('applies a reload that moves a collector whole while a set it drains has lost its pins', async function () {
+    const first = await collector()
+    const second = await collector()
+    const named = (port: number) => {
+      const file = join(tmp, `config-${++configCount}.yaml`)
+      // 60 s drains: no drain comes between the pins vanishing and the reload, so the reload meets the dead set.
+      writeFileSync(
+        file,
+        `collectors:\n- name: central\n  address: 127.0.0.1:${port}\ndrainIntervalSeconds: 60\nidleTimeoutSeconds: 120\nactiveTimeoutSeconds: 120\n` +
+          `metrics:\n  listen: ''\nstateFile: ${join(tmp, 'state-moved.json')}\n`,
+      )
+      return file
+    }
+    const file = named(first.port)
+    const d = daemon(file)
+    await d.waitForLog('started')
+    const sent = await traffic(a, 300)
+    rmSync(MeterSet.for(privateDirs.paths, b.netns).dir, {recursive: true})
+    writeFileSync(file, readFileSync(named(second.port)))
+    const mark = d.log.length
+    d.signal('SIGHUP')
+    await logAfter(d, mark, 'reloaded')
+    assert.equal(d.count('reload-refused'), 0, d.tail)
+    const moved = await logAfter(d, mark, 'collector-moved')
+    assert.equal(moved.to, `127.0.0.1:${second.port}`)
+    assert.equal(await d.stop('SIGTERM'), 0, d.tail)
+    // A's flow went out at the stop, to where the collector moved.
+    await second.until(() => packetsOf(second, sent.sport) === sent.packets, `A's ${sent.packets} packets at the new address`, 30_000)
+    assert.equal(packetsOf(first, sent.sport), 0)
   })
 
   it('says how many flows went with the maps when no daemon runs to export them', async function () {

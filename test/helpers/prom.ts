@@ -5,7 +5,7 @@ export function sample(text: string, name: string, labels: Record<string, string
   for (const line of text.split('\n')) {
     if (line.startsWith('#')) continue
     const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (!m || m[1] !== name) continue
+    if (m?.[1] !== name) continue
     const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]))
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3])
   }

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 
-import {Registry} from 'prom-client'
+import {type Registry} from 'prom-client'
 
 import {createLogger} from '../../src/daemon/log.js'
 import {DaemonMetrics} from '../../src/daemon/metrics/daemon-metrics.js'
@@ -73,7 +73,7 @@ describe('grafana dashboard (misc/grafana/flowctl.json)', function () {
   it('is importable: one datasource variable used by every query, unique panel ids, a grid with no overlap', function () {
     assert.equal(dashboard.uid, 'flowctl')
     const ds = dashboard.templating.list.find((v) => v.type === 'datasource')
-    assert.ok(ds && ds.query === 'prometheus')
+    assert.ok(ds?.query === 'prometheus')
     for (const v of dashboard.templating.list.filter((x) => x.type === 'query')) {
       assert.ok(
         v.includeAll && v.allValue,

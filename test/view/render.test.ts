@@ -185,7 +185,7 @@ describe('flow/render', function () {
       const lines = out.text().slice(0, -1).split('\n')
       assert.equal(lines.length, 1004)
       assert.equal(lines.filter((l) => l.startsWith('NETNS')).length, 1, 'one header only')
-      const cells = narrow.map((f, i) => [
+      const cells = narrow.map((_f, i) => [
         'root',
         'eth0',
         'ingress',

@@ -11,10 +11,10 @@ import {limitHeapGrowth} from '../../sys/heap.js'
 const durationFlag = Flags.custom<number>({
   description: 'stop after this many seconds',
   helpValue: 'SECONDS',
-  parse: async (input) => {
+  parse: (input) => {
     const n = Number(input)
-    if (!Number.isFinite(n) || n <= 0) throw new InvalidInputError(`invalid --duration '${input}': expected a number of seconds above 0`)
-    return n
+    if (!Number.isFinite(n) || n <= 0) return Promise.reject(new InvalidInputError(`invalid --duration '${input}': expected a number of seconds above 0`))
+    return Promise.resolve(n)
   },
 })()
 

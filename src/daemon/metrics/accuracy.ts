@@ -30,9 +30,9 @@ import type {Logger} from '../log.js'
 import type {AccuracyMetrics} from './definitions.js'
 
 /** What the Ethernet header adds to each packet in the kernel's byte counters. */
-export const ETHERNET_HEADER_BYTES = 14
+const ETHERNET_HEADER_BYTES = 14
 /** The accuracy ratio covers this much time. */
-export const ACCURACY_WINDOW_MS = 300_000
+const ACCURACY_WINDOW_MS = 300_000
 /** The interfaces' counters are read at most this often per namespace (always right after a drain). */
 export const ACCURACY_SAMPLE_MS = 5_000
 

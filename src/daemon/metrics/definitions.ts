@@ -23,7 +23,7 @@ export const REASON_LABEL: Record<number, string> = {
 type InterfaceLabel = 'netns' | 'interface' | 'direction'
 
 /** A counter fed with absolute values read elsewhere: it adds what grew (and all of it after a reset). */
-export class AbsoluteCounter<T extends string> {
+class AbsoluteCounter<T extends string> {
   private readonly last = new Map<string, number>()
 
   constructor(readonly counter: Counter<T>) {}

@@ -109,7 +109,7 @@ export function splitHostPort(text: string): {host: string; port: number} {
 }
 
 /** The one-line error for a metrics port that cannot be bound, naming the config key. */
-export function metricsListenError(listen: string, configFile: string | null, error: NodeJS.ErrnoException, otherDaemonPid?: number): FlowctlError {
+function metricsListenError(listen: string, configFile: string | null, error: NodeJS.ErrnoException, otherDaemonPid?: number): FlowctlError {
   const where = configFile ? ` (${configFile})` : ''
   const fix = `set another metrics.listen${where}, or metrics.listen: "" to serve no metrics`
   let problem: string
