@@ -8,7 +8,7 @@
  * 22 checked on this machine (docs/collectors.md).
  */
 import {createSocket} from 'node:dgram'
-import {mkdirSync, readFileSync, writeFileSync} from 'node:fs'
+import {mkdirSync, readdirSync, readFileSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
@@ -103,10 +103,13 @@ export class Nfcapd {
       .filter((l) => l !== '')
   }
 
-  /** `nfdump -E`: the exporters nfcapd saw, with each one's samplers ("packet interval: 1, packet space: 9"). */
+  /** `nfdump -E` of each file nfcapd wrote: the exporters it saw, with each one's samplers ("packet interval: 1, packet space: 9"). */
   async exporters(): Promise<string> {
-    const {stdout} = await execa('nfdump', ['-R', join(this.dir, 'flows'), '-E'])
-    return stdout
+    const dir = join(this.dir, 'flows')
+    const files = readdirSync(dir).filter((f) => /^nfcapd\.\d+$/.test(f))
+    const out: string[] = []
+    for (const f of files) out.push(String((await execa('nfdump', ['-E', join(dir, f)])).stdout))
+    return out.join('\n')
   }
 }
 

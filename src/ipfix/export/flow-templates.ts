@@ -83,11 +83,6 @@ function freeTemplateIds(templates: readonly {id: number}[], n: number): number[
   return out
 }
 
-/** The first template id from 65000 up that no data template uses: the statistics options template. */
-export function statsTemplateId(templates: readonly {id: number}[]): number {
-  return freeTemplateIds(templates, 1)[0]
-}
-
 /**
  * The options templates' ids: the statistics keep the first free id (as before there were
  * others), the sampling rate and interface names take the next ones.

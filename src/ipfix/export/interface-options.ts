@@ -42,7 +42,7 @@ export interface InterfaceLabels {
  * Bytes of interfaceDescription in nfdump's shape: nfdump 1.7 reads the field in a fixed length
  * and ends the string at its last byte, so a description keeps at most 63 bytes there.
  */
-export const NFDUMP_DESCRIPTION_LENGTH = 64
+const NFDUMP_DESCRIPTION_LENGTH = 64
 
 /** The standard Options Template: scope ingressInterface; interfaceName, interfaceDescription (variable length). */
 export function interfaceNamesTemplate(id: number): Template {
