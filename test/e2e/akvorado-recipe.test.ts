@@ -113,13 +113,15 @@ describe('the akvorado recipe against what flowctl sends @e2e', function () {
 
   const flows = () => records.filter((x) => !x.options && x.fields.destinationTransportPort === PORT)
 
-  it('a sampling rate: samplingInterval in an options record before the data of the domain, and in every data record', function () {
+  it('a sampling rate: samplingInterval in an options record before the data of the domain', function () {
     const data = flows()
-    assert.ok(data.length >= 150, `${data.length} flow records`)
-    assert.deepEqual([...new Set(data.map((x) => x.fields.samplingInterval))], [100])
+    // 200 flows of 50 packets at 1:100: a flow has a record when one of its packets is drawn
+    // (1 - 0.99^50, about 0.39), so about 79 records, 7 either way.
+    assert.ok(data.length >= 40, `${data.length} flow records`)
     const first = records.indexOf(data[0])
     const rate = records.findIndex((x) => x.options && x.fields.observationDomainId === DOMAIN && x.fields.samplingInterval === 100)
     assert.ok(rate >= 0 && rate < first, 'the options record comes first')
+    assert.deepEqual([...new Set(records.filter((x) => x.options && 'samplingInterval' in x.fields).map((x) => x.fields.samplingInterval))], [100])
     // No sampler or selector id anywhere: akvorado would then look the rate up under that id.
     assert.ok(!records.some((x) => 'samplerId' in x.raw || 'cflow.sampler_id' in x.raw || 'cflow.selector_id' in x.raw))
   })
