@@ -150,8 +150,11 @@ describe('a sampled export read by nfdump, pmacct and tshark @e2e', function () 
     assert.ok(Math.abs(ratio - 1) <= 5 * error, `the accuracy ratio ${ratio}: sampling is not loss (error ${error})`)
     await stopAll()
 
-    const within = (what: string, got: number, want: number) =>
+    const within = (what: string, got: number, want: number) => {
+      // Said in the run's output: the numbers the collectors read back, for the record.
+      process.stderr.write(`      (${what}: ${got}, sent ${want}, ${(((got - want) / want) * 100).toFixed(2)} %)\n`)
       assert.ok(Math.abs(got - want) <= 0.05 * want, `${what}: ${got}, sent ${want} (${(((got - want) / want) * 100).toFixed(2)} %)`)
+    }
     // nfcapd scales as it writes: nfdump reads the estimate.
     const lines = (await c.nfcapd.flows('%pr|%sap|%dp|%pkt|%byt')).filter(ours)
     assert.ok(lines.length > 900, `${lines.length} flows at nfdump`)
