@@ -213,6 +213,7 @@ class ConfigBuilder {
       seen.set(item.netns, `meters[${i}]`)
       const meter: MeterSelection = {netns: item.netns}
       if (item.observationDomainId != null) meter.observationDomainId = item.observationDomainId
+      if (item.sampling != null) meter.sampling = item.sampling
       return meter
     })
   }

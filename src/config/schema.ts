@@ -10,6 +10,7 @@
 import * as v from 'valibot'
 
 import {InvalidInputError} from '../errors.js'
+import {MAX_SAMPLING_INTERVAL, MIN_SAMPLING_INTERVAL} from '../bpf/sampling.js'
 import {validateNetnsName} from '../sys/netns.js'
 import {address} from './address-schema.js'
 import {allowingUnfillable, fieldList} from './field-schema.js'
@@ -129,7 +130,20 @@ const netnsName = v.pipe(
   }),
 )
 
-const meter = map({netns: netnsName, observationDomainId: v.nullish(integer(0, 0xffffffff))}, {netns: NETNS})
+const meter = map(
+  {
+    netns: netnsName,
+    observationDomainId: v.nullish(integer(0, 0xffffffff)),
+    sampling: v.nullish(
+      integer(
+        MIN_SAMPLING_INTERVAL,
+        MAX_SAMPLING_INTERVAL,
+        `an integer from ${MIN_SAMPLING_INTERVAL} (every packet) to ${MAX_SAMPLING_INTERVAL} (1 packet in ${MAX_SAMPLING_INTERVAL})`,
+      ),
+    ),
+  },
+  {netns: NETNS},
+)
 
 const listen = v.lazy((input) => (input === '' ? v.literal('') : address('listen')))
 
@@ -165,7 +179,7 @@ const CONFIG_SCHEMA = map({
   meters: v.nullish(
     list(
       meter,
-      'a list of {netns: NAME or root, observationDomainId: ID}',
+      'a list of {netns: NAME or root, observationDomainId: ID, sampling: N}',
       problemText('the list is empty', 'at least one {netns: NAME or root}, or leave meters out for every attached meter'),
     ),
   ),

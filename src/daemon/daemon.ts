@@ -8,6 +8,7 @@
  */
 import {readOverflow} from '../bpf/overflow.js'
 import {MeterSet} from '../bpf/meter-set.js'
+import {readSampling, setSampling} from '../bpf/sampling.js'
 import type {Config} from '../config/config.js'
 import type {FlowBatch} from '../flow/batch.js'
 import type {CollectorExporter} from '../ipfix/export/collector-exporter.js'
@@ -15,7 +16,9 @@ import {defaultStateFile, type Paths} from '../paths.js'
 import {netnsLabel} from '../sys/netns.js'
 import {Collectors} from './collectors.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
-import {drainInTurn, drainLogFields, exportedCount, type DrainCause} from './drain-rounds.js'
+import {drainInTurn, drainLogFields, exportedCount, FILL_WATCH_MS, fillingMeters, QuietMeters, type DrainCause} from './drain-rounds.js'
+import {DomainInterfaces} from './domain-interfaces.js'
+import {InterfaceNames} from './interfaces.js'
 import {createLogger, type Logger} from './log.js'
 import {MeterDirsWatch} from './meter-dirs.js'
 import {PidFile} from './pid-file.js'
@@ -45,14 +48,6 @@ export interface DaemonObserver {
 
 /** A state file that cannot be written is logged at most this often (it is retried every drain). */
 const STATE_FILE_ERROR_LOG_MS = 60_000
-/**
- * How often, between drains, the daemon reads each meter set's flow counters (one lookup of a
- * per-CPU array, about 1.5 us) to drain a set early whose live map is past half its size: a
- * burst of new flows then finds a larger map within this long (live-maps.ts). Each look wakes the
- * event loop, which costs the daemon more than the reads: at 100 ms one idle set cost 0.6 % of a
- * core, at 250 ms 0.5 %, with none 0.43 % (docs/benchmarks.md, figure 9).
- */
-const FILL_WATCH_MS = 250
 
 export class Daemon {
   private config: Config
@@ -67,22 +62,29 @@ export class Daemon {
   private stopping?: Promise<void>
   /** The daemon's work on its meters, one task at a time (rounds of drains, early drains, reload, stop). */
   private readonly work = new SerialWork()
-  /** Meters whose last drain found nothing (reported once, so that the metrics say so). */
-  private readonly idleMeters = new Set<string>()
+  private readonly quietMeters = new QuietMeters()
   private readonly meterDirs: MeterDirsWatch
   private lastStatsAt = 0
   private lastTemplateCheck = 0
   private running = false
   private readonly observer: DaemonObserver
+  private readonly interfaces: DomainInterfaces
 
   readonly paths: Paths
 
-  constructor(paths: Paths, config: Config, options: {log?: Logger; outputs?: FlowOutput[]; observer?: DaemonObserver} = {}) {
+  /** `names`: the interface names the flow logs and metrics use too (one `ip link` reader for all). */
+  constructor(paths: Paths, config: Config, options: {log?: Logger; outputs?: FlowOutput[]; observer?: DaemonObserver; names?: InterfaceNames} = {}) {
     this.paths = paths
     this.config = config
     this.log = options.log ?? createLogger()
     this.state = new DaemonStateFile(config.stateFile ?? defaultStateFile(paths))
-    this.collectorSet = new Collectors(config, {log: this.log, sequences: this.state, meters: () => this.drainers.values()})
+    this.interfaces = new DomainInterfaces(options.names ?? new InterfaceNames(paths), () => this.drainers.values(), this.log)
+    this.collectorSet = new Collectors(config, {
+      log: this.log,
+      sequences: this.state,
+      meters: () => this.drainers.values(),
+      interfaceLabels: this.interfaces.labels,
+    })
     this.pidFile = new PidFile(paths)
     this.meterDirs = new MeterDirsWatch(paths.pinRoot)
     this.outputs.push(...(options.outputs ?? []))
@@ -122,7 +124,7 @@ export class Daemon {
       })
     this.running = true
     await this.collectorSet.start()
-    this.rescanMeters()
+    await this.interfaces.meet(this.rescanMeters())
     this.log.log('info', 'started', {
       pid: process.pid,
       collectors: this.collectors.map((e) => ({
@@ -144,6 +146,18 @@ export class Daemon {
     return this.config.meters?.find((m) => m.netns === netns)?.observationDomainId ?? this.config.observationDomainId
   }
 
+  /** Makes a meter count 1 packet in `n`, as its `sampling:` in the config says, if it does not already. */
+  private applySampling(label: string, drainer: MeterSetDrainer, n: number): void {
+    try {
+      const before = readSampling(drainer.set)
+      if (before === n) return
+      setSampling(drainer.set, n)
+      this.log.log('info', 'sampling-set', {netns: label, from: before, to: n})
+    } catch (error) {
+      this.log.limited(`sampling:${label}`, 'error', 'sampling-not-set', {netns: label, sampling: n, error: (error as Error).message})
+    }
+  }
+
   /**
    * The Observation Domains this daemon speaks for: its meters' (per-namespace domains included),
    * or, before any meter is found, those the config gives them. A router whose namespaces all have
@@ -159,10 +173,12 @@ export class Daemon {
    * Lets go of the meters whose pins are gone or were replaced (after their last drain), then
    * picks up meters attached since the last look: a set detached and attached again within one
    * interval is followed to the new one here. Each set on its own: one that cannot be read is
-   * logged and never keeps the others from being drained.
+   * logged and never keeps the others from being drained. A meter with `sampling:` in the config
+   * is set to that rate when found. Returns the meters found.
    */
-  private rescanMeters(): void {
-    if (!this.meterDirs.mayHaveChanged()) return
+  private rescanMeters(): MeterSetDrainer[] {
+    if (!this.meterDirs.mayHaveChanged()) return []
+    const found: MeterSetDrainer[] = []
     this.retireDeadMeters()
     const wanted = MeterSet.list(this.paths).filter((s) => !this.config.meters || this.config.meters.some((m) => m.netns === s.netns))
     for (const set of wanted) {
@@ -173,12 +189,17 @@ export class Daemon {
         drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b), {intervalMs: this.config.drainIntervalSeconds * 1000})
         this.collectorSet.skipOwnSockets(drainer)
         this.drainers.set(label, drainer)
+        found.push(drainer)
         this.log.log('info', 'meter-found', {netns: label, pending: drainer.pending})
       } catch (error) {
         drainer?.close()
         this.log.limited(`meter:${label}`, 'error', 'meter-unreadable', {netns: label, error: (error as Error).message})
+        continue
       }
+      const sampling = this.config.meters?.find((m) => m.netns === set.netns)?.sampling
+      if (sampling !== undefined) this.applySampling(label, drainer, sampling)
     }
+    return found
   }
 
   /** Whether the set `drainer` opened is still the one pinned at its path (by identity, not path). */
@@ -266,7 +287,7 @@ export class Daemon {
     try {
       await this.collectorSet.openAll()
       this.collectorSet.service()
-      this.rescanMeters()
+      await this.interfaces.meet(this.rescanMeters())
       const drained = await this.drainAll([...this.drainers], force)
       // The sequence numbers just used are on disk before anything says they were: a SIGKILL
       // after the log line still restarts the numbering where the collector saw it stop.
@@ -305,11 +326,7 @@ export class Daemon {
   private reportDrain(label: string, report: DrainReport, cause: DrainCause): void {
     const exported = exportedCount(report)
     if (report.taken || exported) this.log.log('info', 'drain', drainLogFields(label, report, cause))
-    const idle = !report.swapped && exported === 0
-    if (idle && this.idleMeters.has(label)) return
-    if (idle) this.idleMeters.add(label)
-    else this.idleMeters.delete(label)
-    this.observer.onDrain?.({netns: label, ...report})
+    if (this.quietMeters.worthTelling(label, report)) this.observer.onDrain?.({netns: label, ...report})
   }
 
   /**
@@ -319,13 +336,7 @@ export class Daemon {
    */
   private watchFill(): void {
     if (this.work.busy || !this.running) return
-    const filling = [...this.drainers].filter(([, d]) => {
-      try {
-        return d.filling()
-      } catch {
-        return false // its pins are gone: the next look at the meters lets it go
-      }
-    })
+    const filling = fillingMeters(this.drainers)
     if (!filling.length) return
     void this.work.run(async () => {
       if (!this.running) return
@@ -371,9 +382,10 @@ export class Daemon {
     this.retireDeadMeters()
     for (const d of this.drainers.values()) d.close()
     this.drainers.clear()
-    this.idleMeters.clear()
+    this.quietMeters.clear()
     this.meterDirs.reset()
-    this.rescanMeters()
+    this.interfaces.reset()
+    await this.interfaces.meet(this.rescanMeters())
     this.log.log('info', 'reloaded', {file: next.file, collectors: next.collectors.map((c) => c.name), templates: next.templates.map((t) => t.id)})
   }
 

@@ -28,7 +28,7 @@ import {FAMILIES, type Family} from '../flow/record.js'
 import {HeldFlows, type DrainPolicy, type ExportSink, type SeenBySlot} from './held-flows.js'
 import {LiveMaps} from './live-maps.js'
 
-export type {DrainPolicy, ExportSink} from './held-flows.js'
+export {addToTally, type DrainPolicy, type ExportSink, type InterfaceTally} from './held-flows.js'
 
 export interface DrainReport {
   /** Entries read from the kernel's flow maps. */
@@ -47,7 +47,8 @@ export interface DrainReport {
   /**
    * What the meter counted since the previous drain, per interface and direction (key
    * `ifindex * 2 + direction`): the packets and IP bytes of the entries taken, before any
-   * expiry. The metrics compare it with the interfaces' own counters.
+   * expiry, as estimates of the traffic (a flow counted 1 packet in N, times N). The metrics
+   * compare it with the interfaces' own counters.
    */
   seen: SeenBySlot
   /** Entries taken from each family's flow maps: how full they got since the previous drain. */

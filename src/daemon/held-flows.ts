@@ -15,7 +15,7 @@
  */
 import {forEachFlow, forEachFlowAhead, type FlowMapReadOptions, type FlowVisitor} from '../bpf/flow-map-reader.js'
 import type {FamilyCaches} from '../bpf/flow-store.js'
-import {emptySample, interfaceSlot} from '../bpf/layout.js'
+import {emptySample, interfaceSlot, keySamplingInterval} from '../bpf/layout.js'
 import type {BpfMap} from '../bpf/libbpf.js'
 import {END_REASON, FlowBatch} from '../flow/batch.js'
 import type {FoundKeys} from '../flow/key-index.js'
@@ -45,8 +45,42 @@ export interface DrainPolicy {
 /** Sends a batch of ended flows to every output; called synchronously during the drain. */
 export type ExportSink = (batch: FlowBatch) => void
 
-/** Packets and IP bytes, per interface and direction (key `ifindex * 2 + direction`). */
-export type SeenBySlot = Map<number, {packets: number; bytes: number}>
+/**
+ * The traffic one interface and direction carried as the meter's flows tell it: their packets and
+ * IP bytes, each flow's counts times the N it was counted 1 packet in (exact when N is 1), and
+ * how far sampling may put those estimates off.
+ */
+export interface InterfaceTally {
+  packets: number
+  bytes: number
+  /**
+   * Sums over the flows counted 1 packet in N > 1, k packets and b bytes counted, of N(N-1)k,
+   * N(N-1)b and N(N-1)b²/k: with each packet counted at random with probability 1/N, the
+   * variance of the packets estimate, its covariance with the bytes estimate, and the variance
+   * of the bytes estimate (as if a flow's packets were all of one size). Absent without sampling.
+   */
+  spread?: {packets: number; bytes: number; squares: number}
+}
+
+/** Adds a flow's counts, taken 1 packet in `interval`, to a tally (see InterfaceTally). */
+export function addToTally(tally: InterfaceTally, packets: number, bytes: number, interval: number): void {
+  if (interval <= 1) {
+    tally.packets += packets
+    tally.bytes += bytes
+    return
+  }
+  tally.packets += packets * interval
+  tally.bytes += bytes * interval
+  if (packets === 0) return
+  const weight = interval * (interval - 1)
+  const spread = (tally.spread ??= {packets: 0, bytes: 0, squares: 0})
+  spread.packets += weight * packets
+  spread.bytes += weight * bytes
+  spread.squares += (weight * bytes * bytes) / packets
+}
+
+/** The traffic per interface and direction (key `ifindex * 2 + direction`), as estimates (InterfaceTally). */
+export type SeenBySlot = Map<number, InterfaceTally>
 
 export class HeldFlows {
   readonly caches: FamilyCaches
@@ -135,11 +169,9 @@ export class HeldFlows {
     let lookup: FoundKeys | undefined
     const visitor: FlowVisitor = (keys, ko, sample, i) => {
       const slot = interfaceSlot(keys, ko)
-      const tally = seen.get(slot)
-      if (tally) {
-        tally.packets += sample.packets
-        tally.bytes += sample.bytes
-      } else seen.set(slot, {packets: sample.packets, bytes: sample.bytes})
+      let tally = seen.get(slot)
+      if (!tally) seen.set(slot, (tally = {packets: 0, bytes: 0}))
+      addToTally(tally, sample.packets, sample.bytes, keySamplingInterval(keys, ko))
       let idx = found[i]
       if (idx < 0) {
         const ended = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, false, direct)

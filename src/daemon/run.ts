@@ -58,7 +58,7 @@ async function serve(paths: Paths, config: Config, log: Logger, extraOutputs: Fl
     await metrics.close()
     throw error
   })
-  const daemon = new Daemon(paths, config, {log, outputs: [...extraOutputs, ...logs.outputs], observer: metrics.daemonObserver})
+  const daemon = new Daemon(paths, config, {log, outputs: [...extraOutputs, ...logs.outputs], observer: metrics.daemonObserver, names})
   metrics.watch(daemon)
   try {
     await daemon.start()
