@@ -19,7 +19,7 @@ import {deleteClsact, deleteFilter, listFilters} from '../sys/tc.js'
 import {requirePinRootOnBpffs} from './bpffs.js'
 import {validateCapacity} from './compile.js'
 import {LAYOUT_VERSION} from './layout.js'
-import {FlowStore} from './flow-store.js'
+import {unexportedFlows} from './gone-sets.js'
 import {findAttachment, isOurFilter, ourProgIds, reconcileFilters, type AttachOutcome, type AttachResult} from './meter-filters.js'
 import {provisionMeterSet, type UndoSteps} from './meter-provision.js'
 import {flowMemoryAtMost, MeterSet} from './meter-set.js'
@@ -281,23 +281,6 @@ function planAttach(paths: Paths, request: AttachRequest, resolved: ResolvedTarg
     }
   }
   return outcomes
-}
-
-/** Flows a meter set holds that no daemon exported, or undefined if it cannot be read (another layout). */
-function unexportedFlows(set: MeterSet): number | undefined {
-  let store: FlowStore
-  try {
-    store = FlowStore.openReader(set)
-  } catch {
-    return undefined
-  }
-  try {
-    return store.unexportedFlows()
-  } catch {
-    return undefined
-  } finally {
-    store.close()
-  }
 }
 
 async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolean> {
