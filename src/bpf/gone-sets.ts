@@ -27,7 +27,7 @@ export function netnsGone(state: AttachState, netns: NetnsName): boolean {
   }
 }
 
-export interface ReclaimedSet {
+interface ReclaimedSet {
   netns: string
   /** Flows the set held that no daemon exported, which went with it (counted only when no daemon runs). */
   discardedFlows?: number

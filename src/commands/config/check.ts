@@ -4,6 +4,7 @@ import {FlowctlCommand} from '../../cli/command.js'
 import type {Config, TemplateConfig} from '../../config/config.js'
 import {spoolMemoryAtMost} from '../../config/export-settings.js'
 import {loadConfig} from '../../config/load.js'
+import {describeMeter} from '../../config/meter-selection.js'
 import {checkConfigOnMachine} from '../../config/machine.js'
 import {elementByName, naturalLength} from '../../ipfix/wire/elements.js'
 import {exportableElement} from '../../ipfix/export/exportable-elements.js'
@@ -87,7 +88,7 @@ function describeConfig(config: Config): string[] {
     const hooks = l.hooks.map((h) => h.name ?? ('command' in h ? h.command.join(' ') : 'shell script'))
     lines.push(`  ${l.file === '-' ? 'stdout' : l.file}${hooks.length ? ` (${plural(hooks.length, 'hook')}: ${hooks.join(', ')})` : ''}`)
   }
-  lines.push(`meters: ${config.meters ? config.meters.map((m) => m.netns ?? 'root').join(', ') : 'every attached meter'}`)
+  lines.push(`meters: ${config.meters ? config.meters.map((m) => describeMeter(m)).join(', ') : 'every attached meter'}`)
   return lines
 }
 
