@@ -102,7 +102,6 @@ describe('the daemon follows namespaces and interfaces @e2e', function () {
   })
 
   afterEach(async function () {
-    if (process.env.FOLLOW_DEBUG) writeFileSync(process.env.FOLLOW_DEBUG, daemons.map((d) => d.log.map((l) => JSON.stringify(l)).join('\n')).join('\n---\n'))
     for (const d of daemons.splice(0)) await d.stop('SIGKILL').catch(() => {})
     await sink?.stop()
     await detachMeters(privateDirs.paths, {targets: [], all: true, directions: ['ingress', 'egress']}).catch(() => {})
