@@ -61,6 +61,7 @@ async function serve(paths: Paths, config: Config, log: Logger, extraOutputs: Fl
   })
   const daemon = new Daemon(paths, config, {log, outputs: [...extraOutputs, ...logs.outputs], observer: metrics.daemonObserver})
   metrics.watch(daemon)
+  let followed = config
   const follower = new MeterFollower(paths, config, {log, host: daemon, observer: (action, reason) => metrics.followed(action, reason)})
   try {
     await daemon.start()
@@ -88,18 +89,24 @@ async function serve(paths: Paths, config: Config, log: Logger, extraOutputs: Fl
       return
     }
     let prepared: Awaited<ReturnType<FlowLogs['prepare']>> | undefined
+    let followerChanged = false
     try {
       const next = await loadConfig(config.file)
       await checkConfigOnMachine(next)
       prepared = await logs.prepare(next.logs)
       await metrics.listen(next.metrics.listen, next.file)
+      followerChanged = true
+      await follower.detachUnwanted(next)
       await daemon.reload(next)
       await follower.reload(next)
+      followed = next
       daemon.setOutputs([...extraOutputs, ...prepared.outputs])
       await prepared.commit()
       metrics.reloaded('ok')
     } catch (error) {
       await prepared?.discard()
+      // The old config keeps running, its patterns too (what the first half detached is attached again).
+      if (followerChanged) await follower.reload(followed).catch(() => {})
       log.log('error', 'reload-refused', {file: config.file, error: (error as Error).message})
       metrics.reloaded('refused')
     }

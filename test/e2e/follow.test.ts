@@ -249,6 +249,24 @@ describe('the daemon follows namespaces and interfaces @e2e', function () {
     }
   })
 
+  it('SIGHUP that no longer takes a namespace detaches its meters and exports what its set counted', async function () {
+    const t = await tenant('t-move')
+    const file = join(tmp, 'move.yaml')
+    writeFileSync(file, readFileSync(writeConfig(`- netns: "fct-${lab.id}-t-mo*"\n  interfaces: [veth0]\n  direction: egress\n`)))
+    const d = await startDaemon(file)
+    await waitLog(d, 'follow-attach', (l) => l.netns === t.netns && l.interface === 'veth0')
+    const n = await send(t.netns, t.dst, 34000, 9)
+    // At once, before a drain could take them: the namespace is no longer taken, its set goes.
+    writeFileSync(file, readFileSync(writeConfig(`- netns: "fct-${lab.id}-t-elsewhere*"\n  interfaces: [veth0]\n  direction: egress\n`)))
+    const mark = d.log.length
+    d.signal('SIGHUP')
+    await waitLog(d, 'follow-detach', (l) => d.log.indexOf(l) >= mark && l.netns === t.netns && l.reason === 'pattern-changed')
+    await waitLog(d, 'reloaded', (l) => d.log.indexOf(l) >= mark)
+    await sink.until(() => packetsOf(34000) >= n, "the detached namespace's last counts", 15_000)
+    assert.equal(packetsOf(34000), n)
+    assert.equal(existsSync(MeterSet.for(privateDirs.paths, t.netns).dir), false)
+  })
+
   it('SIGHUP with new patterns attaches new matches and detaches only its own meters; a restart takes them back', async function () {
     const t = await tenant('t-hup')
     // veth1: attached by hand, never the daemon's to touch.

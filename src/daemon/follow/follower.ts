@@ -67,6 +67,8 @@ export class MeterFollower {
   private watcher?: FSWatcher
   private monitor?: LinkMonitor
   private stopped = false
+  /** False while a reload detaches first: what would be attached then is, by the full pass after. */
+  private attaching = true
   /** The entries that took an interface in the last full pass (the others are warned about). */
   private readonly matched = new Set<FollowEntry>()
 
@@ -98,7 +100,25 @@ export class MeterFollower {
     await this.everything()
   }
 
-  /** A new config (SIGHUP): new matches are attached, owned meters that no longer match detached. */
+  /**
+   * A new config (SIGHUP), first half, before the daemon takes it: the owned meters it no longer
+   * takes are detached while the daemon still drains their sets under the old config, so a set
+   * that goes with them gets its last drain (what it counted is exported) rather than being
+   * dropped from the drain unread.
+   */
+  async detachUnwanted(config: Config): Promise<void> {
+    this.configure(config)
+    this.attaching = false
+    try {
+      await this.working
+      for (const netns of this.owned.namespaces()) this.dirty.add(netns)
+      await this.run()
+    } finally {
+      this.attaching = true
+    }
+  }
+
+  /** A new config (SIGHUP), second half, once the daemon has it: new matches are attached. */
   async reload(config: Config): Promise<void> {
     this.configure(config)
     await this.everything()
@@ -247,7 +267,7 @@ export class MeterFollower {
     }
     const entry = this.entryFor(netns)
     if (!entry && this.owned.of(netns).length === 0) return
-    if (entry && netns !== null && !this.withNsid.has(netns)) {
+    if (entry && this.attaching && netns !== null && !this.withNsid.has(netns)) {
       // Before the interfaces are listed: one made after the listing then reaches the monitor.
       await this.nsids.assign(netns)
       this.withNsid.add(netns)
@@ -272,7 +292,7 @@ export class MeterFollower {
       this.tell('detach', reason, {netns: netnsLabel(netns), interface: m.interface, direction: m.direction})
     }
 
-    if (!entry) return
+    if (!entry || !this.attaching) return
     const state = readState(this.paths)
     for (const link of wanted) {
       // An attachment recorded for another ifindex is one of a deleted interface of the same name.
