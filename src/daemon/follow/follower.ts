@@ -48,8 +48,9 @@ interface FollowEntry {
 
 /** How long a namespace whose file is not mounted yet (`ip netns add` half-way) waits to be looked at again. */
 const NOT_MOUNTED_RETRY_MS = 50
-/** How long a namespace whose reconcile failed waits for the next try. */
+/** How long a namespace whose reconcile failed waits for the next try: doubled at each failure in a row, up to a minute. */
 const FAILED_RETRY_MS = 1000
+const FAILED_RETRY_MAX_MS = 60_000
 /** Events that come together (an interface and its peer, a burst of namespaces) are taken together. */
 const GATHER_MS = 20
 
@@ -61,6 +62,8 @@ export class MeterFollower {
   private readonly withNsid = new Set<string>()
   private readonly dirty = new Set<NetnsName>()
   private readonly retries = new Map<NetnsName, NodeJS.Timeout>()
+  /** Failures in a row, by namespace (a filter of someone else's at our place fails until it goes). */
+  private readonly failures = new Map<NetnsName, number>()
   private gatherTimer?: NodeJS.Timeout
   private working: Promise<void> = Promise.resolve()
   private busy = false
@@ -241,13 +244,17 @@ export class MeterFollower {
           for (const netns of batch) {
             try {
               await this.reconcile(netns)
+              this.failures.delete(netns)
             } catch (error) {
+              const failures = (this.failures.get(netns) ?? 0) + 1
+              this.failures.set(netns, failures)
+              const retryMs = Math.min(FAILED_RETRY_MAX_MS, FAILED_RETRY_MS * 2 ** (failures - 1))
               this.log.limited(`follow:${netnsLabel(netns)}`, 'warn', 'follow-failed', {
                 netns: netnsLabel(netns),
                 error: (error as Error).message,
-                effect: `tried again in ${FAILED_RETRY_MS / 1000} s`,
+                effect: `tried again in ${retryMs / 1000} s`,
               })
-              this.schedule(netns, FAILED_RETRY_MS)
+              this.schedule(netns, retryMs)
             }
           }
         }
@@ -294,21 +301,29 @@ export class MeterFollower {
 
     if (!entry || !this.attaching) return
     const state = readState(this.paths)
+    // One interface that cannot be attached (someone else's filter at our place) keeps none of the others from it.
+    let failed: Error | undefined
     for (const link of wanted) {
       // An attachment recorded for another ifindex is one of a deleted interface of the same name.
       const directions = entry.directions.filter((d) => findAttachment(state, netns, link.ifname, d)?.ifindex !== link.ifindex)
       if (directions.length === 0) continue
       const set = MeterSet.for(this.paths, netns)
-      const outcomes = await attachMeters(this.paths, {
-        targets: [{netns, ifname: link.ifname}],
-        directions,
-        // An existing set keeps its capacity (it is fixed); the entry's is for a set made now.
-        capacity: set.exists() ? undefined : entry.meter.capacity,
-        pref: DEFAULT_PREF,
-        handle: DEFAULT_HANDLE,
-        force: false,
-        beforeFilters: () => this.options.host.adoptMeters(),
-      })
+      let outcomes: Awaited<ReturnType<typeof attachMeters>>
+      try {
+        outcomes = await attachMeters(this.paths, {
+          targets: [{netns, ifname: link.ifname}],
+          directions,
+          // An existing set keeps its capacity (it is fixed); the entry's is for a set made now.
+          capacity: set.exists() ? undefined : entry.meter.capacity,
+          pref: DEFAULT_PREF,
+          handle: DEFAULT_HANDLE,
+          force: false,
+          beforeFilters: () => this.options.host.adoptMeters(),
+        })
+      } catch (error) {
+        failed ??= error as Error
+        continue
+      }
       for (const o of outcomes) {
         // 'unchanged': attached by hand already, and left to whoever attached it.
         if (o.result === 'unchanged') continue
@@ -316,6 +331,7 @@ export class MeterFollower {
         this.tell('attach', 'appeared', {netns: o.netns, interface: o.interface, direction: o.direction, progId: o.progId})
       }
     }
+    if (failed !== undefined) throw failed
   }
 
   /**
