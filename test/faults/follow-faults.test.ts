@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -14,7 +14,7 @@ import {MeterSet} from '../../src/bpf/meter-set.js'
 import {Lab} from '../../src/lab/lab.js'
 import {run} from '../../src/sys/exec.js'
 import {DaemonProcess} from '../helpers/daemon.js'
-import {PrivateDirs, requireE2e} from '../helpers/e2e.js'
+import {PrivateDirs, requireE2e, sleep} from '../helpers/e2e.js'
 
 describe('the daemon following interfaces it cannot attach to @e2e', function () {
   this.timeout(120_000)
@@ -59,5 +59,16 @@ describe('the daemon following interfaces it cannot attach to @e2e', function ()
     await run('tc', ['filter', 'del', 'dev', 'veth0', 'egress', 'pref', '1'], {netns})
     // Tried again on its own (1 s, then 2, 4, ... after each failure in a row).
     await daemon.waitForLog('follow-attach', (l) => l.netns === netns && l.interface === 'veth0', 60_000)
+  })
+
+  it('leaves no link monitor behind when the daemon is killed', async function () {
+    assert.ok(daemon)
+    const {stdout} = await run('pgrep', ['-P', String(daemon.pid), '-f', 'ip monitor link all-nsid'])
+    const monitor = Number(stdout.trim())
+    assert.ok(monitor > 0 && existsSync(`/proc/${monitor}`))
+    await daemon.stop('SIGKILL')
+    const deadline = Date.now() + 10_000
+    while (existsSync(`/proc/${monitor}`) && Date.now() < deadline) await sleep(50)
+    assert.equal(existsSync(`/proc/${monitor}`), false, `ip monitor (pid ${monitor}) outlived the daemon`)
   })
 })

@@ -2,7 +2,8 @@
  * Where the follower hears of change, from the kernel rather than by scanning:
  *
  * - namespaces: inotify on /run/netns (`ip netns add` and `del` create and remove a file there);
- * - interfaces: one `ip monitor link all-nsid` in the root namespace. Its netlink socket has
+ * - interfaces: one `ip monitor link all-nsid` in the root namespace (under setpriv --pdeathsig,
+ *   so it dies with the daemon). Its netlink socket has
  *   NETLINK_LISTEN_ALL_NSID, so it gets the link events of every namespace that has an nsid in the
  *   root namespace (`[nsid N]`, `[nsid current]` for the root's own), whatever their number: one
  *   process and one socket for all of them. A followed namespace is given an nsid
@@ -85,7 +86,9 @@ export class LinkMonitor {
 
   start(): void {
     if (this.stopped) return
-    const child = spawnStreaming('ip', ['monitor', 'link', 'all-nsid'])
+    // setpriv --pdeathsig: the kernel ends the monitor when the daemon dies, even by SIGKILL (an
+    // orphaned monitor would otherwise live on until its next event found the pipe closed).
+    const child = spawnStreaming('setpriv', ['--pdeathsig', 'TERM', '--', 'ip', 'monitor', 'link', 'all-nsid'])
     this.child = child
     const lines = createInterface({input: child.stdout})
     lines.on('line', (line) => {
