@@ -9,10 +9,11 @@ fi
 # The meter's toolchain, then what the tests, demo and benchmarks drive (prometheus: the dashboard
 # test runs its own, on a loopback port it picks; the packaged service is not needed; nfdump and
 # pmacct: the independent collectors the fault and sampling tests check our exports against, each
-# run by the test on a loopback port, never as the packaged service).
+# run by the test on a loopback port, never as the packaged service; snmpd and snmp: the akvorado
+# recipe's test runs net-snmp's agent in a lab namespace to read IF-MIB as akvorado would).
 packages="clang llvm libbpf-dev bpftool iproute2 util-linux \
   iputils-ping ethtool tshark iperf3 softflowd netsniff-ng linux-perf time tmux prometheus nfdump pmacct \
-  clang-format"
+  clang-format snmpd snmp"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -22,33 +22,11 @@ import {execa, type ResultPromise} from 'execa'
 
 import {compileTemplates, exporterFor} from '../../src/config/export-settings.js'
 import {defaultConfig} from '../../src/config/load.js'
-import {FlowBatch} from '../../src/flow/batch.js'
+import {distinctUdpFlows} from '../../test/helpers/synthetic-batch.js'
 import {DEFAULT_REPLAY_BYTES_PER_SECOND, type CollectorExporter} from '../../src/ipfix/export/collector-exporter.js'
 import {cleanup, log, si, type BenchOptions, type Row} from './util.js'
 
 const BATCH = 8192
-
-/** `n` IPv4 UDP flows of their own addresses and ports, 1 to 7 packets each. */
-function flows(n: number, id: number): FlowBatch {
-  const b = new FlowBatch(4, n)
-  b.observationDomainId = 1
-  const nowUs = Date.now() * 1000
-  for (let i = 0; i < n; i++) {
-    b.src.set([198, 18, (id >> 8) & 255, id & 255], i * 4)
-    b.dst.set([198, 19, (i >> 8) & 255, i & 255], i * 4)
-    b.sport[i] = 1024 + i
-    b.dport[i] = 5000
-    b.proto[i] = 17
-    b.packets[i] = 1 + (i % 7)
-    b.bytes[i] = 100 * b.packets[i]
-    b.startUs[i] = nowUs - 5_000_000
-    b.endUs[i] = nowUs - 1_000_000
-    b.ifindex[i] = 2
-    b.endReason[i] = 1
-  }
-  b.length = n
-  return b
-}
 
 /** A UDP port on 127.0.0.1 nothing listens on now. */
 function freePort(): number {
@@ -126,7 +104,7 @@ async function replayOnce(root: string, total: number, rate: number): Promise<{l
   await e.open()
   try {
     for (let sent = 0; sent < total; sent += BATCH) {
-      e.exportBatch(flows(Math.min(BATCH, total - sent), sent / BATCH))
+      e.exportBatch(distinctUdpFlows(Math.min(BATCH, total - sent), sent / BATCH))
       await sleep(2)
       e.service()
     }
@@ -154,7 +132,7 @@ async function liveOnce(root: string, total: number, sendBytesPerSecond = 0, rec
   const e = exporter(port, DEFAULT_REPLAY_BYTES_PER_SECOND, sendBytesPerSecond)
   await e.open()
   try {
-    for (let sent = 0; sent < total; sent += BATCH) e.exportBatch(flows(Math.min(BATCH, total - sent), sent / BATCH))
+    for (let sent = 0; sent < total; sent += BATCH) e.exportBatch(distinctUdpFlows(Math.min(BATCH, total - sent), sent / BATCH))
     await e.flushed()
     while (e.isReplaying) await sleep(5)
     await sleep(1500)

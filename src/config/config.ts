@@ -66,6 +66,12 @@ export interface MeterSelection {
   direction?: 'ingress' | 'egress' | 'both'
   /** Flows per flow map of a set the daemon makes (with `interfaces`); default as meter attach. */
   capacity?: number
+  /**
+   * The meter counts 1 packet in N (1: every packet): set by the daemon when it finds the meter
+   * (at start, on attach) and on reload. Undefined: the meter keeps the rate it has (`meter attach
+   * --sampling`, 1 for a new one).
+   */
+  sampling?: number
 }
 
 /** The normalized daemon configuration. */

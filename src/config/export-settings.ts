@@ -1,7 +1,7 @@
 /**
  * What a config decides about exporting: its templates compiled once, every collector's exporter
- * made by createExporter with the config's message size, refresh interval, statistics template id
- * and spool settings, and the most memory the collectors' spools may take. The daemon,
+ * made by createExporter with the config's message size, refresh interval, options template ids
+ * (statistics, sampling rate, interface names) and spool settings, and the most memory the collectors' spools may take. The daemon,
  * `flowctl ipfix send` and the benchmarks all go through here.
  */
 import {
@@ -9,10 +9,11 @@ import {
   compileTemplate,
   createExporter,
   MAX_FREE_ARENAS,
-  statsTemplateId,
+  optionsTemplateIds,
   type CollectorExporter,
   type ExporterOptions,
   type ExportTemplate,
+  type InterfaceLabels,
 } from '../ipfix/export/collector-exporter.js'
 import type {CollectorConfig, Config} from './config.js'
 
@@ -20,20 +21,28 @@ export function compileTemplates(config: Config): ExportTemplate[] {
   return config.templates.map((t) => compileTemplate(t.id, t.fields))
 }
 
-/** What the config decides of an exporter; `extra` adds what only the caller knows (sequence store, error log). */
-function exporterOptions(config: Config, extra: Partial<ExporterOptions> = {}): ExporterOptions {
+/** What only the caller of exporterFor knows: the sequence store, the error log, where interface names come from. */
+type ExporterExtras = Partial<Omit<ExporterOptions, 'advertise'>> & {interfaceLabels?: InterfaceLabels}
+
+/** What the config decides of an exporter, with `extra`. */
+function exporterOptions(config: Config, extra: ExporterExtras = {}): ExporterOptions {
+  const {interfaceLabels, ...rest} = extra
+  const ids = optionsTemplateIds(config.templates)
   return {
     maxMessageSize: config.maxMessageSize,
     templateRefreshMs: config.templateRefreshSeconds * 1000,
-    statsTemplateId: statsTemplateId(config.templates),
+    statsTemplateId: ids.stats,
+    // Every collector is told the sampling rate of each domain's data (also 1), and the names of
+    // its interfaces where the caller knows them (the daemon).
+    advertise: {templateIds: ids, interfaceLabels},
     spoolBytes: config.spoolBytes,
     replayBytesPerSecond: config.replayBytesPerSecond,
     sendBytesPerSecond: config.sendBytesPerSecond,
-    ...extra,
+    ...rest,
   }
 }
 
-export function exporterFor(config: Config, collector: CollectorConfig, templates: ExportTemplate[], extra: Partial<ExporterOptions> = {}): CollectorExporter {
+export function exporterFor(config: Config, collector: CollectorConfig, templates: ExportTemplate[], extra: ExporterExtras = {}): CollectorExporter {
   return createExporter(collector, templates, exporterOptions(config, extra))
 }
 

@@ -225,6 +225,7 @@ class ConfigBuilder {
       }
       if (item.direction != null) meter.direction = item.direction
       if (item.capacity != null) meter.capacity = item.capacity
+      if (item.sampling != null) meter.sampling = item.sampling
       return meter
     })
   }

@@ -10,6 +10,7 @@
 import * as v from 'valibot'
 
 import {MAX_CAPACITY, MIN_CAPACITY} from '../bpf/compile.js'
+import {MAX_SAMPLING_INTERVAL, MIN_SAMPLING_INTERVAL} from '../bpf/sampling.js'
 import {parseInterfaceGlob, parseNetnsPattern, PatternError, type NetnsPattern} from '../util/name-pattern.js'
 import {address} from './address-schema.js'
 import {allowingUnfillable, fieldList} from './field-schema.js'
@@ -154,6 +155,13 @@ const meter = map(
     interfaces: v.nullish(list(interfaceGlob, INTERFACES, problemText('the list is empty', INTERFACES))),
     direction: v.nullish(direction),
     capacity: v.nullish(integer(MIN_CAPACITY, MAX_CAPACITY, CAPACITY)),
+    sampling: v.nullish(
+      integer(
+        MIN_SAMPLING_INTERVAL,
+        MAX_SAMPLING_INTERVAL,
+        `an integer from ${MIN_SAMPLING_INTERVAL} (every packet) to ${MAX_SAMPLING_INTERVAL} (1 packet in ${MAX_SAMPLING_INTERVAL})`,
+      ),
+    ),
   },
   {netns: NETNS},
 )
@@ -192,7 +200,7 @@ const CONFIG_SCHEMA = map({
   meters: v.nullish(
     list(
       meter,
-      'a list of {netns: NAME, root or PATTERN, observationDomainId: ID, interfaces: [GLOB, ...], direction: DIRECTION, capacity: N}',
+      'a list of {netns: NAME, root or PATTERN, observationDomainId: ID, sampling: N, interfaces: [GLOB, ...], direction: DIRECTION, capacity: N}',
       problemText('the list is empty', 'at least one {netns: NAME or root}, or leave meters out for every attached meter'),
     ),
   ),

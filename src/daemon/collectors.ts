@@ -12,7 +12,14 @@ import {skipSockets, unskipSockets} from '../bpf/sockets.js'
 import type {Config} from '../config/config.js'
 import {compileTemplates, exporterFor} from '../config/export-settings.js'
 import type {FlowBatch} from '../flow/batch.js'
-import {SpoolBudget, type CollectorExporter, type ExportTemplate, type SequenceStore, type TransportDefaults} from '../ipfix/export/collector-exporter.js'
+import {
+  SpoolBudget,
+  type CollectorExporter,
+  type ExportTemplate,
+  type InterfaceLabels,
+  type SequenceStore,
+  type TransportDefaults,
+} from '../ipfix/export/collector-exporter.js'
 import {sameEndpoints, type CollectorTarget} from '../ipfix/export/target.js'
 import type {MeterSetDrainer} from './drain.js'
 import type {Logger} from './log.js'
@@ -38,6 +45,8 @@ export interface CollectorsOptions {
   sequences: SequenceStore
   /** The meters drained now: the collectors' sockets go on their skip lists. */
   meters: () => Iterable<MeterSetDrainer>
+  /** Where the names of the interfaces the records carry come from (sent to every collector). */
+  interfaceLabels?: InterfaceLabels
 }
 
 export class Collectors {
@@ -55,12 +64,14 @@ export class Collectors {
   private readonly log: Logger
   private readonly sequences: SequenceStore
   private readonly meters: () => Iterable<MeterSetDrainer>
+  private readonly interfaceLabels?: InterfaceLabels
 
   constructor(config: Config, options: CollectorsOptions) {
     this.config = config
     this.log = options.log
     this.sequences = options.sequences
     this.meters = options.meters
+    this.interfaceLabels = options.interfaceLabels
     this.spoolBudget = new SpoolBudget(config.spoolTotalBytes)
   }
 
@@ -82,6 +93,7 @@ export class Collectors {
 
   private newExporter(c: Config['collectors'][number]): CollectorExporter {
     return exporterFor(this.config, c, this.templates, {
+      interfaceLabels: this.interfaceLabels,
       sequences: this.sequences,
       spoolBudget: this.spoolBudget,
       onError: (error) =>

@@ -8,6 +8,7 @@
  */
 import {readOverflow} from '../bpf/overflow.js'
 import {MeterSet} from '../bpf/meter-set.js'
+import {readSampling, setSampling} from '../bpf/sampling.js'
 import type {Config} from '../config/config.js'
 import {meterFor, meterTakes} from '../config/meter-selection.js'
 import type {FlowBatch} from '../flow/batch.js'
@@ -16,6 +17,8 @@ import {defaultStateFile, type Paths} from '../paths.js'
 import {netnsLabel} from '../sys/netns.js'
 import {Collectors} from './collectors.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
+import {DomainInterfaces} from './domain-interfaces.js'
+import {InterfaceNames} from './interfaces.js'
 import {createLogger, type Logger} from './log.js'
 import {PidFile} from './pid-file.js'
 import {DaemonStateFile} from './state-file.js'
@@ -63,15 +66,23 @@ export class Daemon {
   private lastTemplateCheck = 0
   private running = false
   private readonly observer: DaemonObserver
+  private readonly interfaces: DomainInterfaces
 
   readonly paths: Paths
 
-  constructor(paths: Paths, config: Config, options: {log?: Logger; outputs?: FlowOutput[]; observer?: DaemonObserver} = {}) {
+  /** `names`: the interface names the flow logs and metrics use too (one `ip link` reader for all). */
+  constructor(paths: Paths, config: Config, options: {log?: Logger; outputs?: FlowOutput[]; observer?: DaemonObserver; names?: InterfaceNames} = {}) {
     this.paths = paths
     this.config = config
     this.log = options.log ?? createLogger()
     this.state = new DaemonStateFile(config.stateFile ?? defaultStateFile(paths))
-    this.collectorSet = new Collectors(config, {log: this.log, sequences: this.state, meters: () => this.drainers.values()})
+    this.interfaces = new DomainInterfaces(options.names ?? new InterfaceNames(paths), () => this.drainers.values(), this.log)
+    this.collectorSet = new Collectors(config, {
+      log: this.log,
+      sequences: this.state,
+      meters: () => this.drainers.values(),
+      interfaceLabels: this.interfaces.labels,
+    })
     this.pidFile = new PidFile(paths)
     this.outputs.push(...(options.outputs ?? []))
     this.observer = options.observer ?? {}
@@ -110,7 +121,7 @@ export class Daemon {
       })
     this.running = true
     await this.collectorSet.start()
-    this.rescanMeters()
+    await this.interfaces.meet(this.rescanMeters())
     this.log.log('info', 'started', {
       pid: process.pid,
       collectors: this.collectors.map((e) => ({
@@ -130,6 +141,18 @@ export class Daemon {
     return meterFor(this.config.meters, netns)?.observationDomainId ?? this.config.observationDomainId
   }
 
+  /** Makes a meter count 1 packet in `n`, as its `sampling:` in the config says, if it does not already. */
+  private applySampling(label: string, drainer: MeterSetDrainer, n: number): void {
+    try {
+      const before = readSampling(drainer.set)
+      if (before === n) return
+      setSampling(drainer.set, n)
+      this.log.log('info', 'sampling-set', {netns: label, from: before, to: n})
+    } catch (error) {
+      this.log.limited(`sampling:${label}`, 'error', 'sampling-not-set', {netns: label, sampling: n, error: (error as Error).message})
+    }
+  }
+
   /**
    * The Observation Domains this daemon speaks for: its meters' (per-namespace domains included),
    * or, before any meter is found, those the config gives them. A router whose namespaces all have
@@ -145,9 +168,11 @@ export class Daemon {
    * Lets go of the meters whose pins are gone or were replaced (after their last drain), then
    * picks up meters attached since the last look: a set detached and attached again within one
    * interval is followed to the new one here. Each set on its own: one that cannot be read is
-   * logged and never keeps the others from being drained.
+   * logged and never keeps the others from being drained. A meter with `sampling:` in the config
+   * is set to that rate when found. Returns the meters found.
    */
-  private rescanMeters(): void {
+  private rescanMeters(): MeterSetDrainer[] {
+    const found: MeterSetDrainer[] = []
     this.retireDeadMeters()
     const wanted = MeterSet.list(this.paths).filter((s) => !this.config.meters || this.config.meters.some((m) => meterTakes(m, s.netns)))
     for (const set of wanted) {
@@ -158,12 +183,17 @@ export class Daemon {
         drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b))
         this.collectorSet.skipOwnSockets(drainer)
         this.drainers.set(label, drainer)
+        found.push(drainer)
         this.log.log('info', 'meter-found', {netns: label, pending: drainer.pending})
       } catch (error) {
         drainer?.close()
         this.log.limited(`meter:${label}`, 'error', 'meter-unreadable', {netns: label, error: (error as Error).message})
+        continue
       }
+      const sampling = meterFor(this.config.meters, set.netns)?.sampling
+      if (sampling !== undefined) this.applySampling(label, drainer, sampling)
     }
+    return found
   }
 
   /** Picks up the meter sets attached since the last look now, not at the next drain (the follower, before it adds filters). */
@@ -271,7 +301,7 @@ export class Daemon {
     try {
       await this.collectorSet.openAll()
       this.collectorSet.service()
-      this.rescanMeters()
+      await this.interfaces.meet(this.rescanMeters())
       const drained: {label: string; report: ReturnType<MeterSetDrainer['drain']>}[] = []
       for (const [label, drainer] of this.drainers) {
         try {
@@ -347,7 +377,8 @@ export class Daemon {
     this.retireDeadMeters()
     for (const d of this.drainers.values()) d.close()
     this.drainers.clear()
-    this.rescanMeters()
+    this.interfaces.reset()
+    await this.interfaces.meet(this.rescanMeters())
     this.log.log('info', 'reloaded', {file: next.file, collectors: next.collectors.map((c) => c.name), templates: next.templates.map((t) => t.id)})
   }
 

@@ -59,11 +59,46 @@ export interface DrainReport {
   /**
    * What the meter counted since the previous drain, per interface and direction (key
    * `ifindex * 2 + direction`): the packets and IP bytes of the entries taken, before any
-   * expiry. The metrics compare it with the interfaces' own counters.
+   * expiry, as estimates of the traffic (a flow counted 1 packet in N, times N). The metrics
+   * compare it with the interfaces' own counters.
    */
-  seen: Map<number, {packets: number; bytes: number}>
+  seen: Map<number, InterfaceTally>
   /** Entries taken from each family's flow maps: how full they got since the previous drain. */
   takenByFamily: Record<Family, number>
+}
+
+/**
+ * The traffic one interface and direction carried as the meter's flows tell it: their packets and
+ * IP bytes, each flow's counts times the N it was counted 1 packet in (exact when N is 1), and
+ * how far sampling may put those estimates off.
+ */
+export interface InterfaceTally {
+  packets: number
+  bytes: number
+  /**
+   * Sums over the flows counted 1 packet in N > 1, k packets and b bytes counted, of N(N-1)k,
+   * N(N-1)b and N(N-1)b²/k: with each packet counted at random with probability 1/N, the
+   * variance of the packets estimate, its covariance with the bytes estimate, and the variance
+   * of the bytes estimate (as if a flow's packets were all of one size). Absent without sampling.
+   */
+  spread?: {packets: number; bytes: number; squares: number}
+}
+
+/** Adds a flow's counts, taken 1 packet in `interval`, to a tally (see InterfaceTally). */
+export function addToTally(tally: InterfaceTally, packets: number, bytes: number, interval: number): void {
+  if (interval <= 1) {
+    tally.packets += packets
+    tally.bytes += bytes
+    return
+  }
+  tally.packets += packets * interval
+  tally.bytes += bytes * interval
+  if (packets === 0) return
+  const weight = interval * (interval - 1)
+  const spread = (tally.spread ??= {packets: 0, bytes: 0, squares: 0})
+  spread.packets += weight * packets
+  spread.bytes += weight * bytes
+  spread.squares += (weight * bytes * bytes) / packets
 }
 
 /** A live flow map the last drain of a set could not read: its flows are lost. */
@@ -94,7 +129,7 @@ export class MeterSetDrainer {
   private policy: DrainPolicy = {idleTimeoutNs: Infinity, activeTimeoutNs: Infinity}
   private nowNs = 0
   private exported: Record<number, number> = {}
-  private seen = new Map<number, {packets: number; bytes: number}>()
+  private seen = new Map<number, InterfaceTally>()
   private marks = new Uint8Array(0)
   /** Each flow's cache entry (or -1), for one read batch. */
   private found = new Int32Array(READ_BATCH)
@@ -311,11 +346,9 @@ export class MeterSetDrainer {
       map,
       (keys, ko, sample, i) => {
         const slot = interfaceSlot(keys, ko)
-        const tally = seen.get(slot)
-        if (tally) {
-          tally.packets += sample.packets
-          tally.bytes += sample.bytes
-        } else seen.set(slot, {packets: sample.packets, bytes: sample.bytes})
+        let tally = seen.get(slot)
+        if (!tally) seen.set(slot, (tally = {packets: 0, bytes: 0}))
+        addToTally(tally, sample.packets, sample.bytes, keySamplingInterval(keys, ko))
         let idx = found[i]
         if (idx < 0) {
           const ended = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, false, direct)

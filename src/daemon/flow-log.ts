@@ -2,8 +2,9 @@
  * Flow logs: every exported flow as one JSON line, in a file or on stdout ('-'), after the output's
  * hooks (see hooks.ts). The keys are the older linux-flow-exporter's (src, dst, proto, sport,
  * dport, ingressIfindex, egressIfindex, pkts, bytes, start, end, finished) and richer ones
- * (netns, interface, direction, ipVersion, vlanId, samplingInterval, tos, tcpFlags, endReason, ...).
- * pkts and bytes are raw: with samplingInterval N > 1 they count 1 packet in N.
+ * (netns, interface, direction, ingressInterface and egressInterface by name, ipVersion, vlanId,
+ * samplingInterval, tos, tcpFlags, endReason, ...). pkts and bytes are raw: with samplingInterval
+ * N > 1 they count 1 packet in N.
  *
  * Export never waits for a hook: a batch with hooks goes into a queue that a worker empties, one
  * batch at a time. The queue is bounded (maxQueuedRecords): a batch that does not fit skips the
@@ -77,6 +78,13 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
       endReason: END_REASON_NAME[batch.endReason[i]] ?? String(batch.endReason[i]),
       observationDomainId: batch.observationDomainId,
     }
+    // Both interfaces by name, as IPFIX ingressInterface and egressInterface number them (the
+    // metered one and the other); a side with no interface (traffic for or from this host) has none.
+    const peer = batch.peerIfindex[i]
+    const inIfindex = egress ? peer : ifindex
+    const outIfindex = egress ? ifindex : peer
+    if (inIfindex) record.ingressInterface = names.name(batch.netns, inIfindex)
+    if (outIfindex) record.egressInterface = names.name(batch.netns, outIfindex)
     if (isIcmp(proto)) {
       record.icmpType = batch.dport[i] >> 8
       record.icmpCode = batch.dport[i] & 0xff

@@ -59,7 +59,7 @@ async function serve(paths: Paths, config: Config, log: Logger, extraOutputs: Fl
     await metrics.close()
     throw error
   })
-  const daemon = new Daemon(paths, config, {log, outputs: [...extraOutputs, ...logs.outputs], observer: metrics.daemonObserver})
+  const daemon = new Daemon(paths, config, {log, outputs: [...extraOutputs, ...logs.outputs], observer: metrics.daemonObserver, names})
   metrics.watch(daemon)
   let followed = config
   const follower = new MeterFollower(paths, config, {log, host: daemon, observer: (action, reason) => metrics.followed(action, reason)})

@@ -64,7 +64,9 @@ export class FlowBatch {
     this.proto = new Uint8Array(capacity)
     this.vlanId = new Uint16Array(capacity)
     this.innerVlanId = new Uint16Array(capacity)
-    this.samplingInterval = new Uint16Array(capacity)
+    // A flow whose rate nobody set was counted at every packet: never 0, which a collector
+    // would take as "no rate" (or, pmacct, as a factor that zeroes the counts).
+    this.samplingInterval = new Uint16Array(capacity).fill(1)
     this.sport = new Uint16Array(capacity)
     this.dport = new Uint16Array(capacity)
     this.src = new Uint8Array(capacity * this.addrLen)

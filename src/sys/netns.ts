@@ -46,11 +46,14 @@ export interface Link {
   kind?: string
   operstate?: string
   mtu?: number
+  /** Its alias (`ip link set DEV alias TEXT`, IF-MIB ifAlias); undefined when it has none. */
+  alias?: string
 }
 
 interface IpLinkJson {
   ifindex: number
   ifname: string
+  ifalias?: string
   operstate?: string
   mtu?: number
   linkinfo?: {info_kind?: string}
@@ -66,6 +69,7 @@ export async function listLinks(netns: NetnsName): Promise<Link[]> {
     kind: l.linkinfo?.info_kind,
     operstate: l.operstate,
     mtu: l.mtu,
+    alias: l.ifalias === '' ? undefined : l.ifalias,
   }))
 }
 

@@ -101,6 +101,7 @@ meters:
 - netns: root
 - netns: lab-a
   observationDomainId: 7
+  sampling: 3
 metrics:
   listen: '[::1]:9100'
 stateFile: /run/flowctl/state.json
@@ -284,7 +285,7 @@ describe('config/load', function () {
           },
         ],
         templatesDefaulted: false,
-        meters: [{netns: null}, {netns: 'lab-a', observationDomainId: 7}],
+        meters: [{netns: null}, {netns: 'lab-a', observationDomainId: 7, sampling: 3}],
         logs: [
           {file: '-', hooks: []},
           {
@@ -826,6 +827,21 @@ describe('config/load', function () {
         'a meter domain below 0',
         `${C}meters:\n- {netns: lab, observationDomainId: -1}\n`,
         'config.yaml:4:37: meters[0].observationDomainId: -1 is out of range; allowed: an integer from 0 to 4294967295',
+      ],
+      [
+        'a meter sampling 1 in 0',
+        `${C}meters:\n- netns: lab\n  sampling: 0\n`,
+        'config.yaml:5:13: meters[0].sampling: 0 is out of range; allowed: an integer from 1 (every packet) to 65535 (1 packet in 65535)',
+      ],
+      [
+        'a meter sampling past what a flow key holds',
+        `${C}meters:\n- {netns: lab, sampling: 65536}\n`,
+        'config.yaml:4:26: meters[0].sampling: 65536 is out of range; allowed: an integer from 1 (every packet) to 65535 (1 packet in 65535)',
+      ],
+      [
+        'a meter sampling at a fraction',
+        `${C}meters:\n- {netns: lab, sampling: 2.5}\n`,
+        'config.yaml:4:26: meters[0].sampling: 2.5 is not an integer; allowed: an integer from 1 (every packet) to 65535 (1 packet in 65535)',
       ],
       // addresses
       [

@@ -117,6 +117,7 @@ describe('flow log output and hooks', function () {
       tcpFlagsText: '........',
       endReason: 'idleTimeout',
       observationDomainId: 1,
+      egressInterface: 'if7',
     })
     assert.deepEqual(
       records.map((r) => r.sport),

@@ -11,7 +11,7 @@ import {join} from 'node:path'
 
 import {FlowctlError} from '../../src/errors.js'
 import {END_REASON, FlowBatch} from '../../src/flow/batch.js'
-import type {DrainReport} from '../../src/daemon/drain.js'
+import {addToTally, type DrainReport} from '../../src/daemon/drain.js'
 import {createLogger} from '../../src/daemon/log.js'
 import {pathsFromEnv, type Paths} from '../../src/paths.js'
 import {DaemonMetrics} from '../../src/daemon/metrics/daemon-metrics.js'
@@ -92,9 +92,55 @@ describe('daemon metrics', function () {
     assert.equal(sample(text, 'flowctl_flows_exported_total', {reason: 'active_timeout'}), 2)
   })
 
+  it('counts a sampled flow as what it stands for (its counts times N), and flow records by the rate they were counted at', async function () {
+    const metrics = new DaemonMetrics({paths, log, processMetrics: false})
+    const b = new FlowBatch(4, 3)
+    b.netns = 'fct-m'
+    b.length = 3
+    b.ifindex.set([9, 9, 9])
+    b.direction.set([1, 1, 1])
+    b.proto.set([17, 17, 17])
+    b.packets.set([20, 3, 7])
+    b.bytes.set([2000, 300, 700])
+    b.endReason.set([END_REASON.idleTimeout, END_REASON.idleTimeout, END_REASON.idleTimeout])
+    // Counted 1 in 10, 1 in 10 and every packet (the rate changed while they ran).
+    b.samplingInterval.set([10, 10, 1])
+    metrics.countBatch(b)
+    const text = await metrics.text()
+    const udp = {netns: 'fct-m', interface: 'eth9', direction: 'egress', protocol: 'udp'}
+    assert.equal(sample(text, 'flowctl_metered_packets_total', udp), 230 + 7)
+    assert.equal(sample(text, 'flowctl_metered_bytes_total', udp), 23_000 + 700)
+    assert.equal(sample(text, 'flowctl_flows_exported_by_sampling_total', {netns: 'fct-m', sampling_interval: '10'}), 2)
+    assert.equal(sample(text, 'flowctl_flows_exported_by_sampling_total', {netns: 'fct-m', sampling_interval: '1'}), 1)
+  })
+
+  it("compares a sampled meter's estimate with the kernel's counters, and says the error sampling gives it: sampling is not loss", async function () {
+    let kernel: LinkCounters = {rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0}
+    const metrics = new DaemonMetrics({paths, log, processMetrics: false, sampleIntervalMs: 0, readLinks: () => Promise.resolve(new Map([[9, {...kernel}]]))})
+    metrics.countDrain(report('fct-m', [], 0))
+    await metrics.settled()
+    // 10,000 packets of 100 IP bytes out; the meter counted 1,010 of them at 1 in 10, in 10 flows.
+    kernel = {...kernel, txPackets: 10_000, txBytes: 10_000 * 114}
+    const tally = {packets: 0, bytes: 0}
+    for (let f = 0; f < 10; f++) addToTally(tally, 101, 10_100, 10)
+    metrics.countDrain({...report('fct-m', [], 0), seen: new Map([[19, tally]])})
+    await metrics.settled()
+    const text = await metrics.text()
+    const egress = {netns: 'fct-m', interface: 'eth9', direction: 'egress'}
+    assert.equal(sample(text, 'flowctl_interface_meter_packets_total', egress), 10_100, 'counted x 10')
+    assert.equal(sample(text, 'flowctl_interface_meter_bytes_total', egress), 1_010_000)
+    const ratio = sample(text, 'flowctl_interface_accuracy_ratio', egress)!
+    assert.ok(Math.abs(ratio - 1.01) < 1e-9, `the estimate against the kernel: ${ratio}`)
+    // Each frame of 114 bytes counted with probability 1/10: Var = 10 * 9 * 1010 * 114^2; the error, its root over the kernel's bytes.
+    const error = sample(text, 'flowctl_interface_accuracy_sampling_error_ratio', egress)!
+    assert.ok(Math.abs(error - Math.sqrt(90 * 1010 * 114 * 114) / 1_140_000) < 1e-12, `sampling error ${error}`)
+    assert.ok(Math.abs(ratio - 1) < 3 * error, 'within what sampling alone gives')
+    assert.equal(sample(text, 'flowctl_interface_accuracy_sampling_error_ratio', {...egress, direction: 'ingress'}), 0, 'no sampling, no error')
+  })
+
   it('counts drains, their duration and fill, and pairs what the meter saw with the kernel counters', async function () {
     let kernel: LinkCounters = {rxPackets: 100, rxBytes: 10_000, txPackets: 200, txBytes: 20_000}
-    const metrics = new DaemonMetrics({paths, log, processMetrics: false, sampleIntervalMs: 0, readLinks: async () => new Map([[9, {...kernel}]])})
+    const metrics = new DaemonMetrics({paths, log, processMetrics: false, sampleIntervalMs: 0, readLinks: () => Promise.resolve(new Map([[9, {...kernel}]]))})
     // The first drain holds what was counted before the daemon: a baseline only.
     metrics.countDrain(report('fct-m', [[19, 1000, 1_000_000]], 12))
     await metrics.settled()
@@ -143,10 +189,8 @@ describe('daemon metrics', function () {
       log,
       processMetrics: false,
       sampleIntervalMs: 0,
-      readLinks: async () => {
-        if (fail) throw new Error('no such namespace')
-        return new Map([[9, {rxPackets: 0, rxBytes: 0, txPackets: tx, txBytes: tx * 114}]])
-      },
+      readLinks: () =>
+        fail ? Promise.reject(new Error('no such namespace')) : Promise.resolve(new Map([[9, {rxPackets: 0, rxBytes: 0, txPackets: tx, txBytes: tx * 114}]])),
     })
     metrics.countDrain(report('fct-m', [], 0))
     await metrics.settled()

@@ -123,6 +123,15 @@ describe('flowctl top @e2e', function () {
     const slow = sample.rows.find((r) => r.label.includes('198.18.30.3') && r.label.includes('egress'))
     assert.ok(slow && slow.packetsPerSecond > 2 && slow.packetsPerSecond < 7, JSON.stringify(slow))
   })
+
+  it('--by interface: rows by the interface name and direction, as `ip link` names it', async function () {
+    const sample = await cliJson<TopSample>(['top', '--netns', a, '--once', '--json', '--interval', '1', '--by', 'interface'])
+    assert.ok(
+      sample.rows.some((r) => r.label === 'a0 egress' && r.packetsPerSecond > 0),
+      JSON.stringify(sample.rows),
+    )
+    assert.ok(!sample.rows.some((r) => /^if\d/.test(r.label)), 'no interface by number')
+  })
 })
 
 describe('flowctl top beside a daemon draining every 0.1 s @e2e', function () {

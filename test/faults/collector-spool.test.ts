@@ -227,11 +227,12 @@ describe('collector spool faults @e2e', function () {
         {flows: totals[0].flows + totals[1].flows, packets: totals[0].packets + totals[1].packets, bytes: totals[0].bytes + totals[1].bytes},
         {flows: result.sent.flows, packets: result.sent.packets, bytes: result.sent.octets},
       )
-      assert.deepEqual(
-        totals.map((t) => t.sequenceFailures),
-        [0, 0],
-        'nfcapd saw every message in sequence',
-      )
+      // nfdump 1.7 counts only flow records in its sequence check, not the options data records
+      // RFC 7011 counts: the message after one that carries the sampling rate (the first data
+      // of a domain, and the first after each sending of the templates) is one of its "sequence
+      // failures" (docs/collectors.md). Anything lost shows in the exact totals above.
+      for (const t of totals)
+        assert.ok(t.sequenceFailures <= result.stats.templateSends, `${t.sequenceFailures} sequence failures, ${result.stats.templateSends} template sends`)
       assert.equal(after.RcvbufErrors - before.RcvbufErrors, 0, 'receive buffer errors')
       assert.equal(after.InErrors - before.InErrors, 0, 'UDP input errors')
     })
@@ -291,7 +292,9 @@ describe('collector spool faults @e2e', function () {
     it('with sendBytesPerSecond (5 MB/s), a drain that ends 50,000 flows reaches nfcapd whole: every flow and packet, in sequence, no receive buffer error', async function () {
       const r = await oneDrainOf50k(5_000_000, join(tmp, 'nfcapd-paced'))
       assert.deepEqual(r.got, {flows: 50_000, packets: 50_000})
-      assert.equal(r.totals.sequenceFailures, 0, 'nfcapd saw every message in sequence')
+      // The one message after the first, whose sampling rate record nfdump 1.7 leaves out of its
+      // sequence count (docs/collectors.md): every other message in sequence.
+      assert.equal(r.totals.sequenceFailures, 1, 'nfcapd saw every message in sequence but the one after the rate')
       assert.equal(r.rcvbufErrors, 0, 'receive buffer errors')
       assert.equal(r.inErrors, 0, 'UDP input errors')
       assert.equal(r.stats.spoolDroppedMessages, 0)
@@ -381,7 +384,11 @@ describe('collector spool faults @e2e', function () {
       const total = {packets: end.packets - start.packets, octets: end.octets - start.octets}
       await sink.until(() => packetSum(sink.flows) + Number(lost.packets) >= total.packets, 'the flows after the reload', 30_000)
       assert.equal(await d.stop(), 0, d.tail)
-      assert.equal(Number(lost.records), 5, JSON.stringify(lost))
+      // The 5 flow records, and the options records the old collector was to be told before
+      // them: the sampling rate and the names of the interfaces they carry, as the new one was.
+      const told = sink.records.filter((r) => r.options && ('samplingInterval' in r.fields || 'interfaceDescription' in r.fields)).length
+      assert.ok(told >= 1)
+      assert.equal(Number(lost.records), 5 + told, JSON.stringify(lost))
       assert.deepEqual({packets: packetSum(sink.flows) + Number(lost.packets), octets: octetSum(sink.flows) + Number(lost.octets)}, total)
       assert.equal(sink.flows.length, 2)
     })

@@ -16,7 +16,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {compileTemplates, exporterFor} from '../../src/config/export-settings.js'
 import {defaultConfig} from '../../src/config/load.js'
-import {FlowBatch} from '../../src/flow/batch.js'
+import {distinctUdpFlows} from './synthetic-batch.js'
 
 export interface RoundExporterSpec {
   port: number
@@ -39,30 +39,6 @@ function say(line: unknown): void {
   process.stdout.write(`${JSON.stringify(line)}\n`)
 }
 
-/** `n` IPv4 UDP flows, each of its own addresses and ports: 1 to 7 packets of 100 bytes. */
-function slice(n: number, id: number): FlowBatch {
-  const b = new FlowBatch(4, n)
-  b.observationDomainId = 1
-  const nowUs = Date.now() * 1000
-  for (let i = 0; i < n; i++) {
-    b.src.set([198, 18, (id >> 8) & 255, id & 255], i * 4)
-    b.dst.set([198, 19, (i >> 8) & 255, i & 255], i * 4)
-    b.sport[i] = 1024 + i
-    b.dport[i] = 5000
-    b.proto[i] = 17
-    b.packets[i] = 1 + (i % 7)
-    b.bytes[i] = 100 * b.packets[i]
-    b.startUs[i] = nowUs - 5_000_000
-    b.endUs[i] = nowUs - 1_000_000
-    b.ifindex[i] = 2
-    b.endReason[i] = 1
-    b.minTtl[i] = 64
-    b.maxTtl[i] = 64
-  }
-  b.length = n
-  return b
-}
-
 async function main(spec: RoundExporterSpec): Promise<void> {
   const config = defaultConfig()
   const collector = {name: `127.0.0.1:${spec.port}`, remote: {host: '127.0.0.1', port: spec.port}, replayBytesPerSecond: spec.replayBytesPerSecond}
@@ -81,7 +57,7 @@ async function main(spec: RoundExporterSpec): Promise<void> {
     await sleep(Math.max(0, roundStart - Date.now()))
     const slices = Math.ceil(spec.flowsPerRound / spec.sliceFlows)
     for (let s = 0; s < slices; s++) {
-      const b = slice(Math.min(spec.sliceFlows, spec.flowsPerRound - s * spec.sliceFlows), id++)
+      const b = distinctUdpFlows(Math.min(spec.sliceFlows, spec.flowsPerRound - s * spec.sliceFlows), id++)
       for (let i = 0; i < b.length; i++) {
         sent.packets += b.packets[i]
         sent.octets += b.bytes[i]

@@ -129,9 +129,9 @@ function isPart(kind: Kind): kind is PartKind {
 /**
  * tshark 4.0 cflow field names and the IANA elements each may stand for (found by decoding a
  * one-field template of each element). Covers every element flowctl exports, the exporter's
- * statistics options record, and a few common others.
+ * statistics, sampling rate and interface names options records, and a few common others.
  */
-const TSHARK_FIELDS: Readonly<Record<string, readonly Candidate[]>> = {
+const TSHARK_FIELDS: Readonly<Partial<Record<string, readonly Candidate[]>>> = {
   'cflow.srcaddr': [c(8, 'sourceIPv4Address', 'text')],
   'cflow.dstaddr': [c(12, 'destinationIPv4Address', 'text')],
   'cflow.srcaddrv6': [c(27, 'sourceIPv6Address', 'text')],
@@ -157,6 +157,9 @@ const TSHARK_FIELDS: Readonly<Record<string, readonly Candidate[]>> = {
   ],
   'cflow.timedelta': [c(161, 'flowDurationMilliseconds', 'durationMs'), c(162, 'flowDurationMicroseconds', 'durationUs')],
   'cflow.inputint': [c(10, 'ingressInterface')],
+  'cflow.if_name': [c(82, 'interfaceName', 'text')],
+  'cflow.if_descr': [c(83, 'interfaceDescription', 'text')],
+  'cflow.sampling_interval': [c(34, 'samplingInterval')],
   'cflow.outputint': [c(14, 'egressInterface')],
   'cflow.direction': [c(61, 'flowDirection')],
   'cflow.flow_end_reason': [c(136, 'flowEndReason')],
@@ -207,14 +210,17 @@ export function parseTsharkTime(text: string): bigint {
   if (!m || month < 0) throw new Error(`cannot read tshark time '${text}' (expected 'Mon D, YYYY HH:MM:SS.fffffffff UTC')`)
   const ms = Date.UTC(Number(m[3]), month, Number(m[2]), Number(m[4]), Number(m[5]), Number(m[6]))
   if (!Number.isFinite(ms)) throw new Error(`tshark time '${text}' is out of range`)
-  return BigInt(ms) * 1_000_000n + BigInt((m[7] ?? '').padEnd(9, '0'))
+  // An optional group that did not match is undefined (the regex types say string).
+  const fraction = m[7] as string | undefined
+  return BigInt(ms) * 1_000_000n + BigInt((fraction ?? '').padEnd(9, '0'))
 }
 
 /** tshark's decimal seconds ('5.876000000') in units of 10^-digits s, exactly. */
 function decimalSeconds(text: string, digits: number): number {
   const m = /^(\d+)(?:\.(\d+))?$/.exec(text.trim())
   if (!m) throw new Error(`cannot read tshark duration '${text}'`)
-  const frac = (m[2] ?? '').padEnd(9, '0')
+  const fraction = m[2] as string | undefined
+  const frac = (fraction ?? '').padEnd(9, '0')
   if (/[1-9]/.test(frac.slice(digits))) throw new Error(`tshark duration '${text}' is finer than 10^-${digits} s`)
   return Number(m[1]) * 10 ** digits + Number(frac.slice(0, digits) || '0')
 }
@@ -262,7 +268,7 @@ type Json = string | Json[] | {[key: string]: Json}
 type JsonObject = {[key: string]: Json}
 
 function isObject(v: Json | undefined): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
+  return typeof v === 'object' && !Array.isArray(v)
 }
 
 /** The string values of key `k` (with --no-duplicate-keys a repeated key is an array). */
@@ -329,7 +335,8 @@ function mapFields(raw: Record<string, string[]>, templateIds: readonly number[]
     // A repeated element is keyed 'name', 'name#2'... as the decoder keys it (codec fieldKeys).
     const seen = new Map<string, number>()
     present.forEach((cand, i) => {
-      if (values[i] === undefined) return
+      const value = values[i] as string | undefined
+      if (value === undefined) return
       if (isPart(cand.kind)) {
         const {whole, upper} = PARTS[cand.kind]
         const side = `${whole}/${upper}`
@@ -338,12 +345,12 @@ function mapFields(raw: Record<string, string[]>, templateIds: readonly number[]
         const list = parts.get(whole) ?? []
         parts.set(whole, list)
         list[n] ??= {shift: PARTS[cand.kind].shift}
-        list[n][upper ? 'upper' : 'lower'] = uintValue(values[i]) as number
+        list[n][upper ? 'upper' : 'lower'] = uintValue(value) as number
         return
       }
       const n = (seen.get(cand.name) ?? 0) + 1
       seen.set(cand.name, n)
-      fields[n === 1 ? cand.name : `${cand.name}#${n}`] = convert(cand.kind, values[i])
+      fields[n === 1 ? cand.name : `${cand.name}#${n}`] = convert(cand.kind, value)
     })
   }
   for (const [whole, list] of parts) {

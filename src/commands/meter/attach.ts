@@ -21,7 +21,8 @@ flows. Counts stay raw (collectors scale them by N), and every flow records the 
 at. It applies to the whole namespace's meter. Given again on an attached namespace it changes N
 in place, at the next packet, with no --force: flows counted at the old rate keep their records,
 and new records start at the new rate. Without it, an attached meter keeps its rate and a new
-one counts every packet (1).`
+one counts every packet (1). A daemon whose config gives the namespace's meter "sampling: N"
+sets that rate when it finds the meter and on every reload.`
 
   static override examples = [
     {description: 'Meter eth0 and eth1 of the root namespace, both directions', command: '<%= config.bin %> <%= command.id %> -n eth0 -n eth1'},

@@ -15,8 +15,16 @@
  * let any window be computed in PromQL:
  *   (rate(flowctl_interface_meter_bytes_total[1h]) + 14 * rate(flowctl_interface_meter_packets_total[1h]))
  *     / rate(flowctl_interface_kernel_bytes_total[1h])
+ *
+ * A meter that samples (1 packet in N, at random) counts about 1/N of the traffic: what it saw
+ * is compared as the estimate its flows stand for (each flow's counts times its N), which is
+ * what collectors make of it too, so sampling never reads as loss. The estimate is off by
+ * chance, by about sqrt(N) / sqrt(packets counted) of itself: the sampling error gauge says by
+ * how much over the same window (one standard error, as a fraction of the kernel's bytes; 0
+ * without sampling). A ratio within 1 ± 3 × that error is what sampling alone gives.
  */
 import type {LinkCounters, NetnsName} from '../../sys/netns.js'
+import type {InterfaceTally} from '../drain.js'
 import type {InterfaceNames} from '../interfaces.js'
 import type {Logger} from '../log.js'
 import type {AccuracyMetrics} from './definitions.js'
@@ -31,12 +39,23 @@ export const ACCURACY_SAMPLE_MS = 5_000
 /** Reads every interface's counters in a namespace, by ifindex. */
 export type LinkReader = (netns: NetnsName) => Promise<Map<number, LinkCounters>>
 
-/** Packets and IP bytes the meter saw, by slot (ifindex × 2 + direction). */
-export type SeenBySlot = Map<number, {packets: number; bytes: number}>
+/** Packets and IP bytes the meter saw (as estimates, with their spread when sampled), by slot (ifindex × 2 + direction). */
+export type SeenBySlot = Map<number, InterfaceTally>
 
 interface AccuracySlot {
-  /** Samples of the window: when, meter bytes + 14 × packets, kernel bytes. */
-  window: {at: number; meter: number; kernel: number}[]
+  /** Samples of the window: when, meter bytes + 14 × packets, kernel bytes, and the variance of the meter's figure. */
+  window: {at: number; meter: number; kernel: number; variance: number}[]
+}
+
+/**
+ * The variance of `bytes + 14 × packets` as estimated from a sampled count (see InterfaceTally):
+ * Var(bytes) + 2·14·Cov(bytes, packets) + 14²·Var(packets).
+ */
+function frameBytesVariance(t: InterfaceTally): number {
+  const s = t.spread
+  if (!s) return 0
+  const h = ETHERNET_HEADER_BYTES
+  return s.squares + 2 * h * s.bytes + h * h * s.packets
 }
 
 interface NamespaceState {
@@ -122,11 +141,13 @@ export class AccuracySampler {
           s = {window: []}
           this.slots.set(key, s)
         }
-        s.window.push({at, meter: meter.bytes + ETHERNET_HEADER_BYTES * meter.packets, kernel: kernelBytes})
+        s.window.push({at, meter: meter.bytes + ETHERNET_HEADER_BYTES * meter.packets, kernel: kernelBytes, variance: frameBytesVariance(meter)})
         while (s.window.length > 0 && s.window[0].at < at - ACCURACY_WINDOW_MS) s.window.shift()
         const meterSum = s.window.reduce((n, w) => n + w.meter, 0)
         const kernelSum = s.window.reduce((n, w) => n + w.kernel, 0)
+        const varianceSum = s.window.reduce((n, w) => n + w.variance, 0)
         metrics.ratio.set(labels, kernelSum > 0 ? meterSum / kernelSum : meterSum > 0 ? Number.POSITIVE_INFINITY : 1)
+        metrics.samplingError.set(labels, kernelSum > 0 ? Math.sqrt(varianceSum) / kernelSum : 0)
       }
       state.last = now
       state.lastAttached = attached
@@ -143,9 +164,16 @@ export class AccuracySampler {
 function addSeen(into: SeenBySlot, seen: SeenBySlot): void {
   for (const [slot, t] of seen) {
     const p = into.get(slot)
-    if (p) {
-      p.packets += t.packets
-      p.bytes += t.bytes
-    } else into.set(slot, {...t})
+    if (!p) {
+      into.set(slot, {packets: t.packets, bytes: t.bytes, spread: t.spread && {...t.spread}})
+      continue
+    }
+    p.packets += t.packets
+    p.bytes += t.bytes
+    if (!t.spread) continue
+    const s = (p.spread ??= {packets: 0, bytes: 0, squares: 0})
+    s.packets += t.spread.packets
+    s.bytes += t.spread.bytes
+    s.squares += t.spread.squares
   }
 }

@@ -16,6 +16,7 @@ import type {AddressInfo} from 'node:net'
 import {Registry} from 'prom-client'
 
 import {readOverflow} from '../../bpf/overflow.js'
+import {readSampling} from '../../bpf/sampling.js'
 import type {FlowBatch} from '../../flow/batch.js'
 import {protocolName} from '../../flow/protocols.js'
 import {directionName} from '../../flow/record.js'
@@ -108,14 +109,20 @@ export class DaemonMetrics implements FlowLogObserver {
   countBatch(batch: FlowBatch): void {
     const byKey = new Map<number, {packets: number; bytes: number}>()
     const byReason = new Map<number, number>()
+    const bySampling = new Map<number, number>()
     for (let i = 0; i < batch.length; i++) {
       const key = (batch.ifindex[i] * 2 + batch.direction[i]) * 256 + batch.proto[i]
+      // What the flow stands for: counted 1 packet in N, N times its counts.
+      const n = batch.samplingInterval[i]
+      const packets = batch.packets[i] * n
+      const bytes = batch.bytes[i] * n
       const t = byKey.get(key)
       if (t) {
-        t.packets += batch.packets[i]
-        t.bytes += batch.bytes[i]
-      } else byKey.set(key, {packets: batch.packets[i], bytes: batch.bytes[i]})
+        t.packets += packets
+        t.bytes += bytes
+      } else byKey.set(key, {packets, bytes})
       byReason.set(batch.endReason[i], (byReason.get(batch.endReason[i]) ?? 0) + 1)
+      bySampling.set(n, (bySampling.get(n) ?? 0) + 1)
     }
     for (const [key, t] of byKey) {
       const proto = key % 256
@@ -130,6 +137,7 @@ export class DaemonMetrics implements FlowLogObserver {
       this.m.meteredBytes.inc(labels, t.bytes)
     }
     for (const [reason, n] of byReason) this.m.flowsExported.inc({netns: batch.netns, reason: REASON_LABEL[reason] ?? String(reason)}, n)
+    for (const [interval, n] of bySampling) this.m.flowsBySampling.inc({netns: batch.netns, sampling_interval: String(interval)}, n)
   }
 
   countDrain(report: {netns: string} & DrainReport): void {
@@ -224,6 +232,7 @@ export class DaemonMetrics implements FlowLogObserver {
         const memory = drainer.set.memory()
         this.m.kernelMemory.set({netns}, memory.now)
         this.m.kernelMemoryMax.set({netns}, memory.atMost)
+        this.m.samplingInterval.set({netns}, readSampling(drainer.set))
       } catch {
         // detached meanwhile: the overflow read below says so
       }

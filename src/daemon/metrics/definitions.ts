@@ -50,13 +50,27 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
     1,
   )
   const metrics = {
-    meteredPackets: counter('flowctl_metered_packets_total', 'Packets in the flows exported, by namespace, interface, direction and IP protocol.', flowLabels),
+    meteredPackets: counter(
+      'flowctl_metered_packets_total',
+      'Packets in the flows exported, by namespace, interface, direction and IP protocol; a flow counted 1 packet in N (sampling) stands for N times its count, as collectors scale it.',
+      flowLabels,
+    ),
     meteredBytes: counter(
       'flowctl_metered_bytes_total',
-      'IP bytes (IPFIX octetDeltaCount) in the flows exported, by namespace, interface, direction and IP protocol.',
+      'IP bytes (IPFIX octetDeltaCount) in the flows exported, by namespace, interface, direction and IP protocol; with sampling, times N as for packets.',
       flowLabels,
     ),
     flowsExported: counter('flowctl_flows_exported_total', 'Flow records exported, by namespace and IPFIX flowEndReason.', ['netns', 'reason']),
+    flowsBySampling: counter(
+      'flowctl_flows_exported_by_sampling_total',
+      'Flow records exported, by namespace and the sampling interval N they were counted at (1 packet in N; 1: every packet), which their records carry (samplingInterval).',
+      ['netns', 'sampling_interval'],
+    ),
+    samplingInterval: gauge(
+      'flowctl_meter_sampling_interval',
+      'The meter of a namespace counts 1 packet in this many (1: every packet), now (meter attach --sampling, sampling: in the config).',
+      ['netns'],
+    ),
     drains: counter('flowctl_drains_total', 'Drains of a meter (flows taken from the kernel).', ['netns']),
     drainDuration: new Histogram({
       name: 'flowctl_drain_duration_seconds',
@@ -144,10 +158,14 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
     accuracy: {
       meterPackets: counter(
         'flowctl_interface_meter_packets_total',
-        'Packets the meter saw on a metered interface (accuracy check; since this daemon started).',
+        'Packets the meter saw on a metered interface (accuracy check; since this daemon started); with sampling, the estimate: each flow counted 1 in N, times N.',
         ifLabels,
       ),
-      meterBytes: counter('flowctl_interface_meter_bytes_total', 'IP bytes the meter saw on a metered interface (accuracy check).', ifLabels),
+      meterBytes: counter(
+        'flowctl_interface_meter_bytes_total',
+        'IP bytes the meter saw on a metered interface (accuracy check); with sampling, the estimate (counts x N).',
+        ifLabels,
+      ),
       kernelPackets: counter(
         'flowctl_interface_kernel_packets_total',
         "Packets the kernel's own interface counters counted over the same intervals (rx for ingress, tx for egress).",
@@ -160,7 +178,12 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
       ),
       ratio: gauge(
         'flowctl_interface_accuracy_ratio',
-        '(meter bytes + 14 x meter packets) / kernel bytes over the last 5 minutes: 1 = the meter saw every byte the interface carried.',
+        '(meter bytes + 14 x meter packets) / kernel bytes over the last 5 minutes: 1 = the meter saw every byte the interface carried (with sampling, its estimate: counts x N).',
+        ifLabels,
+      ),
+      samplingError: gauge(
+        'flowctl_interface_accuracy_sampling_error_ratio',
+        'The standard error sampling (1 packet in N) gives flowctl_interface_accuracy_ratio over the same 5 minutes; 0 without sampling. A ratio within 1 +- 3 x this is sampling, not loss.',
         ifLabels,
       ),
     },

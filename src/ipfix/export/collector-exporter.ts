@@ -3,7 +3,8 @@
  * over its UDP transport. `createExporter` is the one way the daemon, `flowctl ipfix send` and
  * the benchmarks make one.
  */
-import type {ExportTemplate} from './flow-templates.js'
+import type {ExportTemplate, OptionsTemplateIds} from './flow-templates.js'
+import type {InterfaceLabels} from './interface-options.js'
 import type {MessageTransport} from './message-transport.js'
 import {ExportSession, type SequenceStore} from './session.js'
 import type {SpoolBudget} from './spool.js'
@@ -15,7 +16,8 @@ export {DEFAULT_REPLAY_BYTES_PER_SECOND, REPLAY_BURST_BYTES} from './pacer.js'
 export {ARENA_BYTES, MAX_FREE_ARENAS} from '../wire/message.js'
 export {SpoolBudget} from './spool.js'
 
-export {compileTemplate, statsTemplateId, type ExportTemplate} from './flow-templates.js'
+export {compileTemplate, optionsTemplateIds, type ExportTemplate} from './flow-templates.js'
+export type {InterfaceLabels} from './interface-options.js'
 export type {ExporterStats, SequenceStore} from './session.js'
 export type {TransportDefaults} from './message-transport.js'
 
@@ -26,6 +28,12 @@ export interface ExporterOptions {
   maxMessageSize: number
   templateRefreshMs: number
   statsTemplateId: number
+  /**
+   * What to tell the collector besides the flows: the sampling rate of each domain's data, in
+   * options templates of these ids, and the names of the interfaces they carry (from
+   * `interfaceLabels`, the daemon's). The config's exporters always do (export-settings.ts).
+   */
+  advertise?: {templateIds: OptionsTemplateIds; interfaceLabels?: InterfaceLabels}
   sequences?: SequenceStore
   /** Called on send and resolution errors (the caller rate-limits its logs). */
   onError?: (error: Error) => void

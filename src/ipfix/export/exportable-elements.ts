@@ -17,6 +17,7 @@ export type NumberColumn =
   | 'proto'
   | 'vlanId'
   | 'innerVlanId'
+  | 'samplingInterval'
   | 'sport'
   | 'dport'
   | 'packets'
@@ -110,6 +111,11 @@ export const EXPORTABLE_ELEMENTS: Readonly<Record<string, ExportableElement>> = 
   // unless a template says otherwise. Not in the 2013 registry snapshot: bound by name, it is
   // exportable once the registry knows it.
   forwardingStatus: {value: {column: 'fwdStatus'}, defaultLength: 1},
+  // The N of the 1-in-N sampling the flow was counted at (1: every packet), as RFC 7270's
+  // samplingInterval says it; the counts stay raw. The rate also goes in an options record
+  // before the data (sampling-options.ts), which is what nfdump and goflow2 read; akvorado and
+  // pmacct read it here first, so each record is scaled by its own rate.
+  samplingInterval: {value: {column: 'samplingInterval'}},
   ipVersion: {value: {compute: (b) => b.family}},
   observationDomainId: {value: {compute: (b) => b.observationDomainId}},
 }

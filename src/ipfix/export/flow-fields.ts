@@ -205,6 +205,7 @@ const READ: {readonly [C in NumberColumn]: ValueOf} = {
   proto: (b, i) => b.proto[i],
   vlanId: (b, i) => b.vlanId[i],
   innerVlanId: (b, i) => b.innerVlanId[i],
+  samplingInterval: (b, i) => b.samplingInterval[i],
   sport: (b, i) => b.sport[i],
   dport: (b, i) => b.dport[i],
   packets: (b, i) => b.packets[i],

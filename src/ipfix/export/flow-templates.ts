@@ -63,8 +63,31 @@ export function statsTemplate(id: number): Template {
   }
 }
 
-/** The first template id from 65000 up that no data template uses: the statistics options template. */
-export function statsTemplateId(templates: readonly {id: number}[]): number {
-  for (let id = 65000; id <= 65535; id++) if (!templates.some((t) => t.id === id)) return id
-  for (let id = 256; ; id++) if (!templates.some((t) => t.id === id)) return id
+/** The ids of the exporter's own options templates, none of them a data template's. */
+export interface OptionsTemplateIds {
+  /** The exporter's statistics. */
+  stats: number
+  /** The sampling rate of each observation domain (sampling-options.ts). */
+  sampling: number
+  /** Interface names, the standard shape and nfdump's (interface-options.ts). */
+  interfaceNames: number
+  nfdumpInterfaceNames: number
+}
+
+/** The first `n` template ids from 65000 up (then from 256 up) that no data template uses. */
+function freeTemplateIds(templates: readonly {id: number}[], n: number): number[] {
+  const used = new Set(templates.map((t) => t.id))
+  const out: number[] = []
+  for (let id = 65000; id <= 65535 && out.length < n; id++) if (!used.has(id)) out.push(id)
+  for (let id = 256; out.length < n; id++) if (!used.has(id) && !out.includes(id)) out.push(id)
+  return out
+}
+
+/**
+ * The options templates' ids: the statistics keep the first free id (as before there were
+ * others), the sampling rate and interface names take the next ones.
+ */
+export function optionsTemplateIds(templates: readonly {id: number}[]): OptionsTemplateIds {
+  const [stats, sampling, interfaceNames, nfdumpInterfaceNames] = freeTemplateIds(templates, 4)
+  return {stats, sampling, interfaceNames, nfdumpInterfaceNames}
 }

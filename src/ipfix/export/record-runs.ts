@@ -1,23 +1,48 @@
 /**
  * The runs of records a session hands the encode loop (encode.ts): the flows of a batch in one
- * template (a counter too large for a reduced-size field split over several records), records
- * given as values by element name, template records, and the one statistics record.
+ * template (a counter too large for a reduced-size field split over several records; all of the
+ * batch, or the rows counted at one sampling rate), records given as values by element name,
+ * template records, and the one statistics record.
  */
 import type {FlowBatch} from '../../flow/batch.js'
 import {encodeRecord, recordSize} from '../wire/codec.js'
 import type {RecordFields} from '../wire/field-values.js'
+import {OPTIONS_TEMPLATE_SET_ID} from '../wire/message.js'
 import {encodeTemplateRecord, templateRecordSize, type Template} from '../wire/template.js'
 import type {RecordRun} from './encode.js'
 import {putUint} from './flow-fields.js'
 import type {ExportTemplate} from './flow-templates.js'
 
-/** Flows of a batch in one template; a counter too large for a reduced-size field is split. */
-export function flowRun(t: ExportTemplate, batch: FlowBatch): RecordRun {
+/**
+ * Flows of a batch in one template, all of them or the `rows` given (in order); a counter too
+ * large for a reduced-size field is split.
+ */
+export function flowRun(t: ExportTemplate, batch: FlowBatch, rows?: Uint32Array): RecordRun {
   const {fields, recordLength} = t
   const setId = t.template.id
   const maxPackets = fields.find((f) => f.counterMax?.packets)?.counterMax?.packets ?? Infinity
   const maxBytes = fields.find((f) => f.counterMax?.bytes)?.counterMax?.bytes ?? Infinity
-  const parts = maxPackets === Infinity && maxBytes === Infinity ? undefined : splitParts(batch, maxPackets, maxBytes)
+  const parts = maxPackets === Infinity && maxBytes === Infinity ? undefined : splitParts(batch, rows, maxPackets, maxBytes)
+  if (!parts && rows) {
+    // Some rows of the batch (those of one sampling rate, beside others): record by record.
+    return {
+      count: rows.length,
+      data: true,
+      fixedLength: recordLength,
+      setId: () => setId,
+      length: () => recordLength,
+      write(r, n, buf, pos) {
+        for (let k = r; k < r + n; k++) {
+          const i = rows[k]
+          for (let f = 0; f < fields.length; f++) {
+            fields[f].write(batch, i, buf, pos)
+            pos += fields[f].length
+          }
+        }
+        return pos
+      },
+    }
+  }
   if (!parts) {
     // Each message is filled field by field, a column of records at a time (the same bytes as
     // record by record, without a call per field and record).
@@ -64,15 +89,26 @@ export function flowRun(t: ExportTemplate, batch: FlowBatch): RecordRun {
   }
 }
 
-/** Record r is part part[r] of of[r] of flow flow[r]; undefined when no flow needs splitting. */
-function splitParts(batch: FlowBatch, maxPackets: number, maxBytes: number): {flow: number[]; part: number[]; of: number[]} | undefined {
+/**
+ * Record r is part part[r] of of[r] of flow flow[r] (a row of the batch: every row, or those of
+ * `rows`); undefined when no flow needs splitting.
+ */
+function splitParts(
+  batch: FlowBatch,
+  rows: Uint32Array | undefined,
+  maxPackets: number,
+  maxBytes: number,
+): {flow: number[]; part: number[]; of: number[]} | undefined {
+  const count = rows ? rows.length : batch.length
+  const row = rows ? (r: number) => rows[r] : (r: number) => r
   let any = false
-  for (let i = 0; i < batch.length && !any; i++) any = batch.packets[i] > maxPackets || batch.bytes[i] > maxBytes
+  for (let r = 0; r < count && !any; r++) any = batch.packets[row(r)] > maxPackets || batch.bytes[row(r)] > maxBytes
   if (!any) return undefined
   const flow: number[] = []
   const part: number[] = []
   const of: number[] = []
-  for (let i = 0; i < batch.length; i++) {
+  for (let r = 0; r < count; r++) {
+    const i = row(r)
     const n = Math.max(1, Math.ceil(batch.packets[i] / maxPackets), Math.ceil(batch.bytes[i] / maxBytes))
     for (let k = 0; k < n; k++) {
       flow.push(i)
@@ -94,14 +130,18 @@ export function fieldsRun(t: Template, records: RecordFields[]): RecordRun {
   }
 }
 
-/** Template records, each in a template set or an options template set. */
-export function templateRun(all: {template: Template; setId: number}[]): RecordRun {
+/**
+ * Template records, in a template set (`setId` 2), or Options Template records, each in an
+ * options template set of its own (`setId` 3: nfdump reads only the first of a set).
+ */
+export function templateRun(templates: readonly Template[], setId: number): RecordRun {
   return {
-    count: all.length,
+    count: templates.length,
     data: false,
-    setId: (i) => all[i].setId,
-    length: (i) => templateRecordSize(all[i].template),
-    write: (i, _n, buf, pos) => encodeTemplateRecord(all[i].template, buf, pos),
+    setPerRecord: setId === OPTIONS_TEMPLATE_SET_ID,
+    setId: () => setId,
+    length: (i) => templateRecordSize(templates[i]),
+    write: (i, _n, buf, pos) => encodeTemplateRecord(templates[i], buf, pos),
   }
 }
 

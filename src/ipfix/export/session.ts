@@ -1,15 +1,18 @@
 /**
  * One collector's export session, as the exporting process sees it (RFC 7011 §10.3, UDP): a
  * sequence number per observation domain counting the data records sent before (§3.1),
- * templates sent first, before any data set that needs them, and again on a timer (§8.4), and
- * statistics in an options record. Every message is built by the one encode loop (encode.ts)
- * and handed to the transport.
+ * templates sent first, before any data set that needs them, and again on a timer (§8.4),
+ * statistics in an options record, and in front of the data what collectors need to read it (its
+ * sampling rate, the names of its interfaces: domain-advertisements.ts). Every message is built
+ * by the one encode loop (encode.ts) and handed to the transport.
  */
 import type {FlowBatch} from '../../flow/batch.js'
 import type {RecordFields} from '../wire/field-values.js'
 import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID, templateFits} from '../wire/message.js'
 import {packRecords, type RecordRun} from './encode.js'
-import {chooseTemplate, statsTemplate, type ExportTemplate} from './flow-templates.js'
+import {DomainAdvertisements} from './domain-advertisements.js'
+import {chooseTemplate, statsTemplate, type ExportTemplate, type OptionsTemplateIds} from './flow-templates.js'
+import type {InterfaceLabels} from './interface-options.js'
 import type {MessageTransport, TransportDefaults} from './message-transport.js'
 import {fieldsRun, flowRun, templateRun, valuesRun} from './record-runs.js'
 import {sameEndpoints, type CollectorTarget} from './target.js'
@@ -50,6 +53,12 @@ export interface SessionOptions {
   maxMessageSize: number
   templateRefreshMs: number
   statsTemplateId: number
+  /**
+   * What to tell the collector besides the flows (domain-advertisements.ts): the sampling rate of
+   * each domain's data (with these options template ids), and the names of its interfaces (from
+   * `interfaceLabels`, when given). Without it, the flows and statistics alone (a flow file).
+   */
+  advertise?: {templateIds: OptionsTemplateIds; interfaceLabels?: InterfaceLabels}
   sequences?: SequenceStore
   now?: () => number
 }
@@ -70,12 +79,14 @@ export class ExportSession {
   /** When a send last failed (ms): templates sent before then may not have arrived. */
   private lastErrorAt = -Infinity
   private readonly templatesSentAt = new Map<number, number>()
+  private readonly advertisements?: DomainAdvertisements
   private readonly emit = (message: Buffer, dataRecords: number) => this.send(message, dataRecords)
 
   constructor(config: CollectorTarget, templates: ExportTemplate[], transport: MessageTransport, options: SessionOptions) {
     this.target = config
     this.options = options
     this.transport = transport
+    if (options.advertise) this.advertisements = new DomainAdvertisements(options.advertise.templateIds, options.advertise.interfaceLabels)
     this.builder = new MessageBuilder(options.maxMessageSize)
     this.preambleBuilder = new MessageBuilder(options.maxMessageSize)
     this.setTemplates(templates)
@@ -291,27 +302,35 @@ export class ExportSession {
     this.transport.send(message, dataRecords)
   }
 
-  /** Packs a run for `domain` at its next sequence number, and advances it. */
-  private pack(run: RecordRun, domain: number): void {
+  /** Packs runs for `domain`, in messages of their own, at its next sequence number, and advances it. */
+  private pack(run: RecordRun | RecordRun[], domain: number): void {
     const written = packRecords(this.builder, run, {exportTimeSeconds: Math.floor(this.now() / 1000), sequence: this.nextSequence(domain), domain}, this.emit)
     this.advanceSequence(domain, written)
     this.transport.flush()
   }
 
-  /** Sends this collector's templates and the statistics options template, in as many messages as they need. */
+  /**
+   * Sends this collector's templates and the options templates (statistics, sampling rate,
+   * interface names), in as many messages as they need; the rate and the names go again before
+   * the domain's next data.
+   */
   sendTemplates(domain: number): void {
     if (!this.transport.isOpen) return
     this.pack(this.templatesRun(), domain)
     this.counts.templateSends++
     this.templatesSentAt.set(domain, this.now())
+    this.advertisements?.forget(domain)
   }
 
-  /** This collector's templates and the statistics options template, as one run. */
-  private templatesRun(): RecordRun {
-    return templateRun([
-      ...this.templates.map((t) => ({template: t.template, setId: TEMPLATE_SET_ID})),
-      {template: statsTemplate(this.options.statsTemplateId), setId: OPTIONS_TEMPLATE_SET_ID},
-    ])
+  /** This collector's templates, then the options templates, each of those in a set of its own. */
+  private templatesRun(): RecordRun[] {
+    return [
+      templateRun(
+        this.templates.map((t) => t.template),
+        TEMPLATE_SET_ID,
+      ),
+      templateRun([statsTemplate(this.options.statsTemplateId), ...(this.advertisements?.templates ?? [])], OPTIONS_TEMPLATE_SET_ID),
+    ]
   }
 
   private templatesDue(domain: number): boolean {
@@ -335,7 +354,9 @@ export class ExportSession {
     if (!this.transport.isOpen) return
     const domain = batch.observationDomainId
     if (this.templatesDue(domain)) this.sendTemplates(domain)
-    this.pack(flowRun(t, batch), domain)
+    if (!this.advertisements) return this.pack(flowRun(t, batch), domain)
+    // Each rate's flows in messages of their own, headed by what the domain was not told yet.
+    for (const runs of this.advertisements.batchRuns(t, batch)) this.pack(runs, domain)
   }
 
   /**

@@ -139,6 +139,10 @@ export const IE = {
   observationDomainId: must('observationDomainId'),
   observationTimeMilliseconds: must('observationTimeMilliseconds'),
   flowEndReason: must('flowEndReason'),
+  samplingInterval: must('samplingInterval'),
+  ingressInterface: must('ingressInterface'),
+  interfaceName: must('interfaceName'),
+  interfaceDescription: must('interfaceDescription'),
 } as const
 
 /**

@@ -37,6 +37,7 @@ export const IANA_ELEMENTS: readonly IanaElement[] = [
   {id: 31, name: 'flowLabelIPv6', type: 'unsigned32', semantics: 'identifier'},
   {id: 32, name: 'icmpTypeCodeIPv4', type: 'unsigned16', semantics: 'identifier'},
   {id: 33, name: 'igmpType', type: 'unsigned8', semantics: 'identifier'},
+  {id: 34, name: 'samplingInterval', type: 'unsigned32', semantics: 'quantity', units: 'packets'},
   {id: 36, name: 'flowActiveTimeout', type: 'unsigned16', units: 'seconds'},
   {id: 37, name: 'flowIdleTimeout', type: 'unsigned16', units: 'seconds'},
   {id: 40, name: 'exportedOctetTotalCount', type: 'unsigned64', semantics: 'totalCounter', units: 'octets'},
