@@ -2,7 +2,7 @@
  * `npm run bench`: flowctl's speed beside its references, measured in one run (shared, noisy
  * machines: every comparison runs its variants side by side). Needs root. See docs/benchmarks.md.
  *
- *   node dist/misc/bench/index.js [--only memory,kernel,drain,encoder,linerate,softflowd,replay] [--quick]
+ *   node dist/misc/bench/index.js [--only memory,kernel,drain,encoder,linerate,softflowd,replay,follow] [--quick]
  *                                 [--repeats N] [--verbose] [--profile DIR]
  *
  * Everything the bench makes lives under private roots (pins, run, state and cache dirs, named
@@ -16,7 +16,7 @@ import {parseArgs} from 'node:util'
 
 import {cleanup, log, machine, renderTable, settle, type BenchOptions, type Row} from './util.js'
 
-const SECTIONS = ['memory', 'kernel', 'drain', 'encoder', 'linerate', 'softflowd', 'replay'] as const
+const SECTIONS = ['memory', 'kernel', 'drain', 'encoder', 'linerate', 'softflowd', 'replay', 'follow'] as const
 type Section = (typeof SECTIONS)[number]
 
 function isolate(): string {
@@ -53,6 +53,8 @@ async function runSection(section: Section, options: BenchOptions, profile: stri
       return (await import('./linerate.js')).benchSoftflowd(options)
     case 'replay':
       return (await import('./replay.js')).benchReplay(options)
+    case 'follow':
+      return (await import('./follow.js')).benchFollow(options)
   }
 }
 

@@ -10,6 +10,7 @@ import {readOverflow} from '../bpf/overflow.js'
 import {MeterSet} from '../bpf/meter-set.js'
 import {readSampling, setSampling} from '../bpf/sampling.js'
 import type {Config} from '../config/config.js'
+import {meterFor, meterTakes} from '../config/meter-selection.js'
 import type {FlowBatch} from '../flow/batch.js'
 import type {CollectorExporter} from '../ipfix/export/collector-exporter.js'
 import {defaultStateFile, type Paths} from '../paths.js'
@@ -22,8 +23,11 @@ import {createLogger, type Logger} from './log.js'
 import {PidFile} from './pid-file.js'
 import {DaemonStateFile} from './state-file.js'
 
-/** What became of the meter set a drainer opened: still pinned, its pins gone, or another set pinned in its place. */
-type MeterFate = 'live' | 'removed' | 'replaced'
+/**
+ * What became of the meter set a drainer opened: still pinned, its pins gone, or another set pinned
+ * in its place; or released: its namespace is gone, and the daemon that follows it lets it go.
+ */
+type MeterFate = 'live' | 'removed' | 'replaced' | 'released'
 
 /** An output besides the collectors (flow logs): gets every exported batch. */
 export interface FlowOutput {
@@ -53,6 +57,8 @@ export class Daemon {
   private readonly collectorSet: Collectors
   private readonly pidFile: PidFile
   private readonly drainers = new Map<string, MeterSetDrainer>()
+  /** Sets being released (their last drain done, their pins on the way out): not picked up again. */
+  private readonly releasing = new Set<string>()
   private readonly outputs: FlowOutput[] = []
   private timer?: NodeJS.Timeout
   private stopping?: Promise<void>
@@ -132,7 +138,7 @@ export class Daemon {
   }
 
   private domainOf(netns: string | null): number {
-    return this.config.meters?.find((m) => m.netns === netns)?.observationDomainId ?? this.config.observationDomainId
+    return meterFor(this.config.meters, netns)?.observationDomainId ?? this.config.observationDomainId
   }
 
   /** Makes a meter count 1 packet in `n`, as its `sampling:` in the config says, if it does not already. */
@@ -154,7 +160,7 @@ export class Daemon {
    */
   private domainsInUse(): number[] {
     if (this.drainers.size > 0) return [...new Set([...this.drainers.values()].map((d) => d.observationDomainId))]
-    if (this.config.meters?.length) return [...new Set(this.config.meters.map((m) => this.domainOf(m.netns)))]
+    if (this.config.meters?.length) return [...new Set(this.config.meters.map((m) => m.observationDomainId ?? this.config.observationDomainId))]
     return [this.config.observationDomainId]
   }
 
@@ -168,10 +174,10 @@ export class Daemon {
   private rescanMeters(): MeterSetDrainer[] {
     const found: MeterSetDrainer[] = []
     this.retireDeadMeters()
-    const wanted = MeterSet.list(this.paths).filter((s) => !this.config.meters || this.config.meters.some((m) => m.netns === s.netns))
+    const wanted = MeterSet.list(this.paths).filter((s) => !this.config.meters || this.config.meters.some((m) => meterTakes(m, s.netns)))
     for (const set of wanted) {
       const label = netnsLabel(set.netns)
-      if (this.drainers.has(label) || !set.exists()) continue
+      if (this.drainers.has(label) || this.releasing.has(label) || !set.exists()) continue
       let drainer: MeterSetDrainer | undefined
       try {
         drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b))
@@ -184,10 +190,34 @@ export class Daemon {
         this.log.limited(`meter:${label}`, 'error', 'meter-unreadable', {netns: label, error: (error as Error).message})
         continue
       }
-      const sampling = this.config.meters?.find((m) => m.netns === set.netns)?.sampling
+      const sampling = meterFor(this.config.meters, set.netns)?.sampling
       if (sampling !== undefined) this.applySampling(label, drainer, sampling)
     }
     return found
+  }
+
+  /** Picks up the meter sets attached since the last look now, not at the next drain (the follower, before it adds filters). */
+  adoptMeters(): void {
+    this.rescanMeters()
+  }
+
+  /**
+   * Lets a set go for good (the follower, when its namespace is gone): its last drain first,
+   * exporting what its maps counted since the last drain and what the daemon held for it, then
+   * `removePins`, which returns its kernel memory. Returns the flows exported.
+   */
+  async releaseMeter(netns: string | null, removePins: () => Promise<unknown>): Promise<number> {
+    const label = netnsLabel(netns)
+    this.releasing.add(label)
+    try {
+      const drainer = this.drainers.get(label)
+      const exported = drainer ? this.retire(label, drainer, 'released') : 0
+      this.saveState()
+      await removePins()
+      return exported
+    } finally {
+      this.releasing.delete(label)
+    }
   }
 
   /** Whether the set `drainer` opened is still the one pinned at its path (by identity, not path). */
