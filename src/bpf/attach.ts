@@ -19,7 +19,7 @@ import {deleteClsact, deleteFilter, listFilters} from '../sys/tc.js'
 import {requirePinRootOnBpffs} from './bpffs.js'
 import {validateCapacity} from './compile.js'
 import {LAYOUT_VERSION} from './layout.js'
-import {FlowStore} from './flow-store.js'
+import {unexportedFlows} from './gone-sets.js'
 import {findAttachment, isOurFilter, ourProgIds, reconcileFilters, type AttachOutcome, type AttachResult} from './meter-filters.js'
 import {provisionMeterSet, type UndoSteps} from './meter-provision.js'
 import {flowMemoryAtMost, MeterSet} from './meter-set.js'
@@ -50,6 +50,11 @@ export interface AttachRequest {
   force: boolean
   /** Check the request and report what would be done, changing nothing (no compile, no load, no tc). */
   dry?: boolean
+  /**
+   * Called with each namespace's set once it exists, before a filter is added: the daemon puts
+   * its collectors' sockets on the set's skip list there, so no export datagram is ever counted.
+   */
+  beforeFilters?: (set: MeterSet) => void
 }
 
 export type {AttachOutcome} from './meter-filters.js'
@@ -131,6 +136,7 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
       const netnsList = [...new Set(resolved.map((r) => r.netns))]
       for (const netns of netnsList) {
         const provisioned = await provisionMeterSet(paths, state, netns, request, undo, setLocks)
+        request.beforeFilters?.(provisioned.set)
         const ifnames = resolved.filter((r) => sameNetns(r.netns, netns)).map((r) => r.link.ifname)
         outcomes.push(...(await reconcileFilters(state, netns, ifnames, provisioned, filterRequest, undo)))
         // A layout-1 meter set moved aside (now, or by an attach cut short): its filters run the
@@ -281,23 +287,6 @@ function planAttach(paths: Paths, request: AttachRequest, resolved: ResolvedTarg
     }
   }
   return outcomes
-}
-
-/** Flows a meter set holds that no daemon exported, or undefined if it cannot be read (another layout). */
-function unexportedFlows(set: MeterSet): number | undefined {
-  let store: FlowStore
-  try {
-    store = FlowStore.openReader(set)
-  } catch {
-    return undefined
-  }
-  try {
-    return store.unexportedFlows()
-  } catch {
-    return undefined
-  } finally {
-    store.close()
-  }
 }
 
 async function interfaceExists(netns: NetnsName, ifname: string): Promise<boolean> {

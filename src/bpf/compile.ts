@@ -17,7 +17,7 @@ import {PENDING_CHUNK_BYTES} from './layout.js'
 /** Flows per family a meter set holds between two drains; memory is taken only as flows arrive. */
 export const DEFAULT_CAPACITY = 1_048_576
 export const MIN_CAPACITY = 16
-const MAX_CAPACITY = 1 << 24
+export const MAX_CAPACITY = 1 << 24
 
 export interface MeterBuildOptions {
   /** Flows each flow map holds (per address family). */

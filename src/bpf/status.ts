@@ -7,6 +7,7 @@ import {netnsLabel, listLinks, type NetnsName} from '../sys/netns.js'
 import {listFilters} from '../sys/tc.js'
 import {FAMILIES, directionName, type DirectionName} from '../flow/record.js'
 import {forEachFlow} from './flow-map-reader.js'
+import {netnsGone} from './gone-sets.js'
 import {KEY, readU32} from './layout.js'
 import {BpfMap} from './libbpf.js'
 import {MeterSet} from './meter-set.js'
@@ -19,8 +20,12 @@ export interface MeterStatus {
   interface: string
   ifindex: number
   direction: DirectionName
-  /** attached: our filter is in place; missing: the filter is gone (interface or namespace removed, or deleted by hand). */
-  state: 'attached' | 'missing'
+  /**
+   * attached: our filter is in place; missing: the filter is gone (interface removed, or deleted
+   * by hand); gone: the namespace was deleted, and its set holds kernel memory until
+   * `meter detach --gone` (or the daemon that follows it) reclaims it.
+   */
+  state: 'attached' | 'missing' | 'gone'
   progId: number
   pref: number
   handle: number
@@ -106,11 +111,12 @@ export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<Mete
     const capacity = set.capacity()
     const memory = set.memory()
     const samplingInterval = readSampling(set)
+    const gone = netnsGone(state, set.netns)
     let links: {ifname: string; ifindex: number}[] = []
     try {
-      links = await listLinks(set.netns)
+      if (!gone) links = await listLinks(set.netns)
     } catch {
-      // namespace gone: every attachment shows as missing
+      // namespace deleted meanwhile: every attachment shows as missing
     }
     for (const a of atts) {
       let present = false
@@ -124,7 +130,7 @@ export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<Mete
         interface: a.interface,
         ifindex: a.ifindex,
         direction: a.direction,
-        state: present ? 'attached' : 'missing',
+        state: gone ? 'gone' : present ? 'attached' : 'missing',
         progId: a.progId,
         pref: a.pref,
         handle: a.handle,

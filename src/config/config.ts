@@ -49,10 +49,23 @@ export interface LogOutputConfig {
 
 /** A meter (one network namespace) whose flows the daemon exports. */
 export interface MeterSelection {
-  /** The `ip netns` name, or null for the root namespace (written `root` in the config). */
+  /**
+   * The `ip netns` name, or null for the root namespace (written `root` in the config), or a
+   * pattern over names as written: a glob (`tenant-*`) or `/REGEX/` (see src/util/name-pattern.ts).
+   */
   netns: string | null
   /** Overrides Config.observationDomainId for this meter's flows. */
   observationDomainId?: number
+  /**
+   * Interface globs (a leading ! excludes): present, the daemon attaches the meter itself to the
+   * interfaces they take in every namespace `netns` takes, as they come and go. Absent, the entry
+   * selects meters attached by hand.
+   */
+  interfaces?: string[]
+  /** The directions the daemon attaches (with `interfaces`); default both. */
+  direction?: 'ingress' | 'egress' | 'both'
+  /** Flows per flow map of a set the daemon makes (with `interfaces`); default as meter attach. */
+  capacity?: number
   /**
    * The meter counts 1 packet in N (1: every packet): set by the daemon when it finds the meter
    * (at start, on attach) and on reload. Undefined: the meter keeps the rate it has (`meter attach

@@ -206,13 +206,25 @@ class ConfigBuilder {
   // --- meters --------------------------------------------------------------------------------------
 
   private meters(items: NonNullable<ConfigInput['meters']>): MeterSelection[] {
-    const seen = new Map<string | null, string>()
+    const seen = new Map<string, string>()
     return items.map((item, i) => {
-      const other = seen.get(item.netns)
-      if (other !== undefined) this.checks.fail(['meters', i, 'netns'], `${item.netns ?? 'root'} is already ${other}`, 'each namespace once')
-      seen.set(item.netns, `meters[${i}]`)
-      const meter: MeterSelection = {netns: item.netns}
+      const other = seen.get(item.netns.text)
+      if (other !== undefined) this.checks.fail(['meters', i, 'netns'], `${item.netns.text} is already ${other}`, 'each namespace once')
+      seen.set(item.netns.text, `meters[${i}]`)
+      const meter: MeterSelection = {netns: item.netns.kind === 'root' ? null : item.netns.text}
       if (item.observationDomainId != null) meter.observationDomainId = item.observationDomainId
+      if (item.interfaces != null) meter.interfaces = item.interfaces
+      // direction and capacity say how the daemon attaches: without interfaces it attaches nothing.
+      for (const key of ['direction', 'capacity'] as const) {
+        if (item[key] != null && item.interfaces == null)
+          this.checks.fail(
+            ['meters', i, key],
+            `${key} applies only to a meter the daemon attaches itself`,
+            `interfaces: [GLOB, ...] beside it, or leave ${key} out`,
+          )
+      }
+      if (item.direction != null) meter.direction = item.direction
+      if (item.capacity != null) meter.capacity = item.capacity
       if (item.sampling != null) meter.sampling = item.sampling
       return meter
     })

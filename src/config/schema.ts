@@ -9,12 +9,12 @@
  */
 import * as v from 'valibot'
 
-import {InvalidInputError} from '../errors.js'
+import {MAX_CAPACITY, MIN_CAPACITY} from '../bpf/compile.js'
 import {MAX_SAMPLING_INTERVAL, MIN_SAMPLING_INTERVAL} from '../bpf/sampling.js'
-import {validateNetnsName} from '../sys/netns.js'
+import {parseInterfaceGlob, parseNetnsPattern, PatternError, type NetnsPattern} from '../util/name-pattern.js'
 import {address} from './address-schema.js'
 import {allowingUnfillable, fieldList} from './field-schema.js'
-import {expected, filePath, FLOORS, integer, list, map, seconds, text} from './schema-values.js'
+import {describe, expected, filePath, FLOORS, integer, list, map, seconds, text} from './schema-values.js'
 import {problemText, type PathKey} from './source.js'
 
 export {ADDRESS_ALLOWED, type ParsedAddress} from './address-schema.js'
@@ -114,26 +114,47 @@ const log = map(
 
 const output = map({collector: v.nullish(collector), log: v.nullish(log)})
 
-const NETNS = 'a namespace name from `ip netns list`, or root'
-const netnsName = v.pipe(
+const NETNS = 'a namespace name from `ip netns list`, root, a glob (tenant-*) or a /regular expression/'
+const netnsPattern = v.pipe(
   text(NETNS),
-  v.rawTransform(({dataset, addIssue, NEVER}): string | null => {
-    const name = dataset.value.trim()
-    if (name === 'root') return null
+  v.rawTransform(({dataset, addIssue, NEVER}): NetnsPattern => {
     try {
-      return validateNetnsName(name)
+      return parseNetnsPattern(dataset.value)
     } catch (error) {
-      if (!(error instanceof InvalidInputError)) throw error
-      addIssue({message: problemText(`'${name}' is not a namespace name`, 'a namespace name from `ip netns list` (no /), or root')})
+      if (!(error instanceof PatternError)) throw error
+      addIssue({message: problemText(error.message, error.allowed ?? NETNS)})
       return NEVER
     }
   }),
 )
 
+const INTERFACE_GLOB = 'an interface name or glob (eth*, veth?, en[a-z]*), or !GLOB to leave those out'
+const interfaceGlob = v.pipe(
+  text(INTERFACE_GLOB),
+  v.rawCheck(({dataset, addIssue}) => {
+    if (!dataset.typed) return
+    try {
+      parseInterfaceGlob(dataset.value)
+    } catch (error) {
+      if (!(error instanceof PatternError)) throw error
+      addIssue({message: problemText(error.message, INTERFACE_GLOB)})
+    }
+  }),
+)
+const INTERFACES = 'a list of interface globs the daemon attaches to, e.g. ["eth*", "!eth9"]'
+
+const DIRECTION = 'ingress, egress or both'
+const direction = v.picklist(['ingress', 'egress', 'both'], (issue) => problemText(`expected ${DIRECTION}, got ${describe(issue.input)}`, DIRECTION))
+
+const CAPACITY = `an integer from ${MIN_CAPACITY} to ${MAX_CAPACITY} (flows per flow map, as meter attach --capacity)`
+
 const meter = map(
   {
-    netns: netnsName,
+    netns: netnsPattern,
     observationDomainId: v.nullish(integer(0, 0xffffffff)),
+    interfaces: v.nullish(list(interfaceGlob, INTERFACES, problemText('the list is empty', INTERFACES))),
+    direction: v.nullish(direction),
+    capacity: v.nullish(integer(MIN_CAPACITY, MAX_CAPACITY, CAPACITY)),
     sampling: v.nullish(
       integer(
         MIN_SAMPLING_INTERVAL,
@@ -179,7 +200,7 @@ const CONFIG_SCHEMA = map({
   meters: v.nullish(
     list(
       meter,
-      'a list of {netns: NAME or root, observationDomainId: ID, sampling: N}',
+      'a list of {netns: NAME, root or PATTERN, observationDomainId: ID, sampling: N, interfaces: [GLOB, ...], direction: DIRECTION, capacity: N}',
       problemText('the list is empty', 'at least one {netns: NAME or root}, or leave meters out for every attached meter'),
     ),
   ),

@@ -6,10 +6,9 @@
  * their pins go); the collectors' life is collectors.ts's, the one-daemon lock and pid file
  * pid-file.ts's.
  */
-import {readOverflow} from '../bpf/overflow.js'
 import {MeterSet} from '../bpf/meter-set.js'
-import {readSampling, setSampling} from '../bpf/sampling.js'
 import type {Config} from '../config/config.js'
+import {meterFor, meterTakes} from '../config/meter-selection.js'
 import type {FlowBatch} from '../flow/batch.js'
 import type {CollectorExporter} from '../ipfix/export/collector-exporter.js'
 import {defaultStateFile, type Paths} from '../paths.js'
@@ -21,12 +20,16 @@ import {DomainInterfaces} from './domain-interfaces.js'
 import {InterfaceNames} from './interfaces.js'
 import {createLogger, type Logger} from './log.js'
 import {MeterDirsWatch} from './meter-dirs.js'
+import {applySampling, domainsInUse, ignoredByDomain} from './meter-upkeep.js'
 import {PidFile} from './pid-file.js'
 import {SerialWork} from './serial-work.js'
 import {DaemonStateFile} from './state-file.js'
 
-/** What became of the meter set a drainer opened: still pinned, its pins gone, or another set pinned in its place. */
-type MeterFate = 'live' | 'removed' | 'replaced'
+/**
+ * What became of the meter set a drainer opened: still pinned, its pins gone, or another set pinned
+ * in its place; or released: its namespace is gone, and the daemon that follows it lets it go.
+ */
+type MeterFate = 'live' | 'removed' | 'replaced' | 'released'
 
 /** An output besides the collectors (flow logs): gets every exported batch. */
 export interface FlowOutput {
@@ -56,6 +59,8 @@ export class Daemon {
   private readonly collectorSet: Collectors
   private readonly pidFile: PidFile
   private readonly drainers = new Map<string, MeterSetDrainer>()
+  /** Sets being released (their last drain done, their pins on the way out): not picked up again. */
+  private readonly releasing = new Set<string>()
   private readonly outputs: FlowOutput[] = []
   private timer?: NodeJS.Timeout
   private watchTimer?: NodeJS.Timeout
@@ -135,7 +140,7 @@ export class Daemon {
       meters: [...this.drainers.keys()],
       drainIntervalSeconds: this.config.drainIntervalSeconds,
     })
-    this.collectorSet.sendTemplates(this.domainsInUse())
+    this.collectorSet.sendTemplates(domainsInUse(this.config, this.drainers.values()))
     this.lastStatsAt = Date.now()
     this.schedule()
     this.watchTimer = setInterval(() => this.watchFill(), FILL_WATCH_MS)
@@ -143,30 +148,7 @@ export class Daemon {
   }
 
   private domainOf(netns: string | null): number {
-    return this.config.meters?.find((m) => m.netns === netns)?.observationDomainId ?? this.config.observationDomainId
-  }
-
-  /** Makes a meter count 1 packet in `n`, as its `sampling:` in the config says, if it does not already. */
-  private applySampling(label: string, drainer: MeterSetDrainer, n: number): void {
-    try {
-      const before = readSampling(drainer.set)
-      if (before === n) return
-      setSampling(drainer.set, n)
-      this.log.log('info', 'sampling-set', {netns: label, from: before, to: n})
-    } catch (error) {
-      this.log.limited(`sampling:${label}`, 'error', 'sampling-not-set', {netns: label, sampling: n, error: (error as Error).message})
-    }
-  }
-
-  /**
-   * The Observation Domains this daemon speaks for: its meters' (per-namespace domains included),
-   * or, before any meter is found, those the config gives them. A router whose namespaces all have
-   * their own domain says nothing under the top-level one: a collector sees only its real domains.
-   */
-  private domainsInUse(): number[] {
-    if (this.drainers.size > 0) return [...new Set([...this.drainers.values()].map((d) => d.observationDomainId))]
-    if (this.config.meters?.length) return [...new Set(this.config.meters.map((m) => this.domainOf(m.netns)))]
-    return [this.config.observationDomainId]
+    return meterFor(this.config.meters, netns)?.observationDomainId ?? this.config.observationDomainId
   }
 
   /**
@@ -178,12 +160,17 @@ export class Daemon {
    */
   private rescanMeters(): MeterSetDrainer[] {
     if (!this.meterDirs.mayHaveChanged()) return []
-    const found: MeterSetDrainer[] = []
     this.retireDeadMeters()
-    const wanted = MeterSet.list(this.paths).filter((s) => !this.config.meters || this.config.meters.some((m) => m.netns === s.netns))
+    return this.pickUpMeters()
+  }
+
+  /** The meters attached since the last look, opened (rescanMeters without letting dead ones go). */
+  private pickUpMeters(): MeterSetDrainer[] {
+    const found: MeterSetDrainer[] = []
+    const wanted = MeterSet.list(this.paths).filter((s) => !this.config.meters || this.config.meters.some((m) => meterTakes(m, s.netns)))
     for (const set of wanted) {
       const label = netnsLabel(set.netns)
-      if (this.drainers.has(label) || !set.exists()) continue
+      if (this.drainers.has(label) || this.releasing.has(label) || !set.exists()) continue
       let drainer: MeterSetDrainer | undefined
       try {
         drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b), {intervalMs: this.config.drainIntervalSeconds * 1000})
@@ -196,10 +183,40 @@ export class Daemon {
         this.log.limited(`meter:${label}`, 'error', 'meter-unreadable', {netns: label, error: (error as Error).message})
         continue
       }
-      const sampling = this.config.meters?.find((m) => m.netns === set.netns)?.sampling
-      if (sampling !== undefined) this.applySampling(label, drainer, sampling)
+      const sampling = meterFor(this.config.meters, set.netns)?.sampling
+      if (sampling !== undefined) applySampling(this.log, label, drainer, sampling)
     }
     return found
+  }
+
+  /** Picks up the meter sets attached since the last look now, not at the next drain (the follower, before it adds filters). */
+  adoptMeters(): void {
+    // Not rescanMeters(): letting a dead set go drains it, which waits for a drain under way.
+    this.pickUpMeters()
+  }
+
+  /**
+   * Lets a set go for good (the follower, when its namespace is gone): its last drain first,
+   * exporting what its maps counted since the last drain and what the daemon held for it, then
+   * `removePins`, which returns its kernel memory. Returns the flows exported.
+   */
+  releaseMeter(netns: string | null, removePins: () => Promise<unknown>): Promise<number> {
+    // After the drain under way, if any: its last drain must not run beside another of the set.
+    return this.work.run(() => this.release(netns, removePins))
+  }
+
+  private async release(netns: string | null, removePins: () => Promise<unknown>): Promise<number> {
+    const label = netnsLabel(netns)
+    this.releasing.add(label)
+    try {
+      const drainer = this.drainers.get(label)
+      const exported = drainer ? this.retire(label, drainer, 'released') : 0
+      this.saveState()
+      await removePins()
+      return exported
+    } finally {
+      this.releasing.delete(label)
+    }
   }
 
   /** Whether the set `drainer` opened is still the one pinned at its path (by identity, not path). */
@@ -346,25 +363,9 @@ export class Daemon {
     })
   }
 
-  /** Packets and bytes the meters could not record (full maps), per observation domain. */
-  ignoredByDomain(): Map<number, {packets: number; bytes: number}> {
-    const out = new Map<number, {packets: number; bytes: number}>()
-    for (const d of this.drainers.values()) {
-      const counts = readOverflow(d)
-      if (!counts) continue // its pins are gone: the next look at the meters lets it go
-      const total = out.get(d.observationDomainId) ?? {packets: 0, bytes: 0}
-      for (const o of counts) {
-        total.packets += o.packets
-        total.bytes += o.bytes
-      }
-      out.set(d.observationDomainId, total)
-    }
-    return out
-  }
-
   private sendStats(): void {
-    const ignored = this.ignoredByDomain()
-    if (!ignored.size) for (const domain of this.domainsInUse()) ignored.set(domain, {packets: 0, bytes: 0})
+    const ignored = ignoredByDomain(this.drainers.values())
+    if (!ignored.size) for (const domain of domainsInUse(this.config, this.drainers.values())) ignored.set(domain, {packets: 0, bytes: 0})
     this.collectorSet.sendStats(ignored)
   }
 

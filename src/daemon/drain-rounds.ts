@@ -13,7 +13,7 @@ import type {DrainPolicy, DrainReport, DrainStart, ExportSink, MeterSetDrainer} 
  * per-CPU array, about 2 µs) to drain a set early whose live map is past half its size: a burst
  * of new flows then finds a larger map within this long (live-maps.ts). Each look wakes the event
  * loop, which costs the daemon more than the reads: at 100 ms one idle set cost 0.6 % of a core,
- * at 250 ms 0.5 %, with none 0.43 % (docs/benchmarks.md, figure 9).
+ * at 250 ms 0.5 %, with none 0.43 % (docs/benchmarks.md, figure 10).
  */
 export const FILL_WATCH_MS = 250
 

@@ -6,6 +6,7 @@ import {checkConfigOnMachine} from '../config/machine.js'
 import type {Config} from '../config/config.js'
 import {Daemon, type FlowOutput} from './daemon.js'
 import {FlowLogs} from './flow-log.js'
+import {MeterFollower} from './follow/follower.js'
 import {InterfaceNames} from './interfaces.js'
 import {createLogger, type Logger} from './log.js'
 import {DaemonMetrics} from './metrics/daemon-metrics.js'
@@ -60,10 +61,20 @@ async function serve(paths: Paths, config: Config, log: Logger, extraOutputs: Fl
   })
   const daemon = new Daemon(paths, config, {log, outputs: [...extraOutputs, ...logs.outputs], observer: metrics.daemonObserver, names})
   metrics.watch(daemon)
+  let followed = config
+  const follower = new MeterFollower(paths, config, {log, host: daemon, observer: (action, reason) => metrics.followed(action, reason)})
   try {
     await daemon.start()
   } catch (error) {
     for (const o of logs.outputs) await o.close()
+    await metrics.close()
+    throw error
+  }
+  try {
+    await follower.start()
+  } catch (error) {
+    await follower.stop()
+    await daemon.stop()
     await metrics.close()
     throw error
   }
@@ -78,17 +89,24 @@ async function serve(paths: Paths, config: Config, log: Logger, extraOutputs: Fl
       return
     }
     let prepared: Awaited<ReturnType<FlowLogs['prepare']>> | undefined
+    let followerChanged = false
     try {
       const next = await loadConfig(config.file)
       await checkConfigOnMachine(next)
       prepared = await logs.prepare(next.logs)
       await metrics.listen(next.metrics.listen, next.file)
+      followerChanged = true
+      await follower.detachUnwanted(next)
       await daemon.reload(next)
+      await follower.reload(next)
+      followed = next
       daemon.setOutputs([...extraOutputs, ...prepared.outputs])
       await prepared.commit()
       metrics.reloaded('ok')
     } catch (error) {
       await prepared?.discard()
+      // The old config keeps running, its patterns too (what the first half detached is attached again).
+      if (followerChanged) await follower.reload(followed).catch(() => {})
       log.log('error', 'reload-refused', {file: config.file, error: (error as Error).message})
       metrics.reloaded('refused')
     }
@@ -101,8 +119,10 @@ async function serve(paths: Paths, config: Config, log: Logger, extraOutputs: Fl
       if (stopping) return
       stopping = true
       signals.onReload(() => {})
-      daemon
+      // The follower first: no meter is attached or released while the last drains run. Its meters stay attached.
+      follower
         .stop()
+        .then(() => daemon.stop())
         .then(
           () => metrics.close(),
           (error: Error) => {

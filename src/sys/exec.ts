@@ -19,6 +19,7 @@ const PACKAGE_OF: Record<string, string> = {
   'llvm-strip': 'llvm',
   nsenter: 'util-linux',
   ping: 'iputils-ping',
+  setpriv: 'util-linux',
   softflowd: 'softflowd',
   taskset: 'util-linux',
   tc: 'iproute2',

@@ -72,6 +72,24 @@ describe('commands/config check', function () {
     assert.equal(r.stderr, '')
   })
 
+  it('warns of a meters entry with interfaces that takes no interface now, and passes', async function () {
+    const file = join(dir, 'follow.yaml')
+    await writeFile(
+      file,
+      `collectors: [{address: 192.0.2.1:4739}]\nstateFile: ${join(dir, 'state.json')}\nmeters:\n` +
+        `- netns: "fct-nomatch-${process.pid}-*"\n  interfaces: ["eth*", "!eth9"]\n- netns: root\n  interfaces: [lo]\n  direction: ingress\n`,
+    )
+    const r = await check(['-c', file])
+    assert.equal(r.exitCode, 0, r.stderr)
+    assert.match(r.stdout, /^meters: fct-nomatch-\d+-\* \(the daemon attaches eth\*, !eth9, both ways\), root \(the daemon attaches lo, ingress\)$/m)
+    // The root namespace has lo: only the first entry takes nothing.
+    assert.equal(
+      r.stderr,
+      `flowctl: warning: meters[0] (fct-nomatch-${process.pid}-* (the daemon attaches eth*, !eth9, both ways)) takes no interface now; the daemon attaches one when it appears`,
+    )
+    assert.equal((await check(['-c', file, '--no-machine'])).stderr, '')
+  })
+
   it('prints the normalized config with --json', async function () {
     const file = join(dir, 'good.yaml')
     const r = await check(['--config', file, '--json'])

@@ -365,6 +365,31 @@ describe('config/load', function () {
     })
   })
 
+  describe('meters the daemon attaches', function () {
+    it('reads netns patterns, interface globs, direction and capacity; an entry without interfaces keeps its meaning', function () {
+      const config = parseConfig(
+        [
+          'collectors: [{address: 192.0.2.1:4739}]',
+          'meters:',
+          '- netns: root',
+          '- netns: tenant-*',
+          '  interfaces: ["eth*", "v*", "!eth9"]',
+          '  direction: ingress',
+          '  capacity: 4096',
+          '- netns: /^lab-[0-9]+$/',
+          '  interfaces: [eth0]',
+          '  observationDomainId: 3',
+        ].join('\n') + '\n',
+        'config.yaml',
+      )
+      assert.deepEqual(config.meters, [
+        {netns: null},
+        {netns: 'tenant-*', interfaces: ['eth*', 'v*', '!eth9'], direction: 'ingress', capacity: 4096},
+        {netns: '/^lab-[0-9]+$/', interfaces: ['eth0'], observationDomainId: 3},
+      ])
+    })
+  })
+
   describe('defaults', function () {
     it('fills in every default for a config with one collector', function () {
       const config = parseConfig('collectors:\n- address: 192.0.2.1:4739\n', 'config.yaml')
@@ -937,6 +962,36 @@ describe('config/load', function () {
         'a namespace twice',
         `${C}meters:\n- netns: root\n- netns: lab\n- netns: root\n`,
         'config.yaml:6:10: meters[2].netns: root is already meters[0]; allowed: each namespace once',
+      ],
+      [
+        'an interface glob with an unclosed bracket',
+        `${C}meters:\n- netns: tenant-*\n  interfaces: [eth*, 'v[a-']\n`,
+        "config.yaml:5:22: meters[0].interfaces[1]: 'v[a-' opens a [ that no ] closes (write \\[ for a bracket); allowed: an interface name or glob (eth*, veth?, en[a-z]*), or !GLOB to leave those out",
+      ],
+      [
+        'a lone ! in the interfaces',
+        `${C}meters:\n- netns: root\n  interfaces: ['!']\n`,
+        'config.yaml:5:16: meters[0].interfaces[0]: a lone ! (write !GLOB to leave interfaces out); allowed: an interface name or glob (eth*, veth?, en[a-z]*), or !GLOB to leave those out',
+      ],
+      [
+        'a namespace regular expression that does not compile',
+        `${C}meters:\n- netns: /tenant-(/\n  interfaces: [eth0]\n`,
+        "config.yaml:4:10: meters[0].netns: '/tenant-(/' is not a valid regular expression (unterminated group); allowed: a namespace name from `ip netns list`, root, a glob (tenant-*) or a /regular expression/",
+      ],
+      [
+        'a direction without interfaces',
+        `${C}meters:\n- netns: lab\n  direction: ingress\n`,
+        'config.yaml:5:14: meters[0].direction: direction applies only to a meter the daemon attaches itself; allowed: interfaces: [GLOB, ...] beside it, or leave direction out',
+      ],
+      [
+        'a direction that is not one',
+        `${C}meters:\n- netns: lab\n  interfaces: [eth0]\n  direction: in\n`,
+        "config.yaml:6:14: meters[0].direction: expected ingress, egress or both, got the string 'in'; allowed: ingress, egress or both",
+      ],
+      [
+        'a capacity too small',
+        `${C}meters:\n- netns: lab\n  interfaces: [eth0]\n  capacity: 8\n`,
+        'config.yaml:6:13: meters[0].capacity: 8 is out of range; allowed: an integer from 16 to 16777216 (flows per flow map, as meter attach --capacity)',
       ],
       [
         'an empty meter list',

@@ -27,7 +27,11 @@ describe('example config', function () {
       config.collectors.map((c) => c.name),
       ['127.0.0.1:4739', 'central'],
     )
-    assert.deepEqual(config.meters, [{netns: null}, {netns: 'customer-a', observationDomainId: 2, sampling: 10}])
+    assert.deepEqual(config.meters, [
+      {netns: null},
+      {netns: 'customer-a', observationDomainId: 2, sampling: 10},
+      {netns: 'tenant-*', interfaces: ['eth*', 'v*', '!eth9'], direction: 'both', capacity: 1048576},
+    ])
     assert.equal(config.metrics.listen, '127.0.0.1:9999')
     assert.deepEqual([config.sendBytesPerSecond, config.collectors[0].sendBytesPerSecond], [0, 5_000_000])
     const hooks = config.logs[0].hooks

@@ -4,7 +4,9 @@ import {FlowctlCommand} from '../../cli/command.js'
 import type {Config, TemplateConfig} from '../../config/config.js'
 import {spoolMemoryAtMost} from '../../config/export-settings.js'
 import {loadConfig} from '../../config/load.js'
+import {describeMeter} from '../../config/meter-selection.js'
 import {checkConfigOnMachine} from '../../config/machine.js'
+import {meterEntriesMatchingNothing} from '../../daemon/follow/matches.js'
 import {elementByName, naturalLength} from '../../ipfix/wire/elements.js'
 import {exportableElement} from '../../ipfix/export/exportable-elements.js'
 import {jsonFlag} from '../../cli/flags.js'
@@ -87,7 +89,7 @@ function describeConfig(config: Config): string[] {
     const hooks = l.hooks.map((h) => h.name ?? ('command' in h ? h.command.join(' ') : 'shell script'))
     lines.push(`  ${l.file === '-' ? 'stdout' : l.file}${hooks.length ? ` (${plural(hooks.length, 'hook')}: ${hooks.join(', ')})` : ''}`)
   }
-  lines.push(`meters: ${config.meters ? config.meters.map((m) => m.netns ?? 'root').join(', ') : 'every attached meter'}`)
+  lines.push(`meters: ${config.meters ? config.meters.map((m) => describeMeter(m)).join(', ') : 'every attached meter'}`)
   return lines
 }
 
@@ -95,7 +97,7 @@ export default class ConfigCheckCommand extends FlowctlCommand {
   static override summary = 'Check a daemon configuration without starting anything'
   static override description = `Loads the config file as the daemon would, the older linux-flow-exporter's keys included, and prints a summary of its templates and outputs, and the most memory the collectors' spools can take (spoolBytes, spoolTotalBytes), or the first problem as FILE:LINE:COL: KEY: PROBLEM (exit 2).
 
-Then checks, as the daemon does at start and reload, what the config needs of this machine: the directory of each log file exists, the state file's directory exists or can be created, the metrics host resolves, and a config that names hooks (which run as the daemon's user, root) is writable by its owner only. --no-machine skips that, e.g. for a config meant for another machine.
+Then checks, as the daemon does at start and reload, what the config needs of this machine: the directory of each log file exists, the state file's directory exists or can be created, the metrics host resolves, and a config that names hooks (which run as the daemon's user, root) is writable by its owner only; and warns (on stderr, exit 0) of a meters entry with interfaces that takes no interface now. --no-machine skips that, e.g. for a config meant for another machine.
 
 With --json, prints the normalized configuration instead of the summary.`
 
@@ -120,6 +122,14 @@ With --json, prints the normalized configuration instead of the summary.`
     const {flags} = await this.parse(ConfigCheckCommand)
     const config = await loadConfig(flags.config)
     if (flags.machine) await checkConfigOnMachine(config)
+    // A pattern that takes nothing yet is a warning, not an error: the interface may come later.
+    if (flags.machine) {
+      for (const i of await meterEntriesMatchingNothing(config)) {
+        process.stderr.write(
+          `flowctl: warning: meters[${i}] (${describeMeter(config.meters![i])}) takes no interface now; the daemon attaches one when it appears\n`,
+        )
+      }
+    }
     if (flags.json) return this.printJson(config)
     const parts = [plural(config.collectors.length, 'collector'), plural(config.templates.length, 'template')]
     if (config.templatesDefaulted) parts.push('default templates')

@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {detachMeters} from '../../bpf/attach.js'
+import {reclaimGoneSets} from '../../bpf/gone-sets.js'
 import {FlowctlCommand} from '../../cli/command.js'
 import {InvalidInputError} from '../../errors.js'
 import {directionFlag, directions, ifnameFlag, interfaceTargets, jsonFlag, legacyInterfaceFlag, netnsFlag, netnsOf} from '../../cli/flags.js'
@@ -12,13 +13,18 @@ export default class MeterDetach extends FlowctlCommand {
 qdisc only if flowctl created it and it is now empty, and the pinned maps of a namespace once
 nothing is attached there. A running daemon holds those maps open: at its next drain it exports
 the flows they held (forced end, log meter-gone), and the other namespaces go on. Without a
-daemon, flows not yet exported are discarded with the maps, and detach says how many.`
+daemon, flows not yet exported are discarded with the maps, and detach says how many.
+
+--gone reclaims the meter sets of namespaces that were deleted (\`meter status\` shows them as gone): their
+filters went with the namespace, but their pinned maps hold kernel memory until they are removed. It exports
+nothing (a running daemon exports what they held at its next drain, as for any detach).`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> -n eth0',
     '<%= config.bin %> <%= command.id %> --netns ns1 -n veth0 --direction egress',
     {description: 'Everything in one namespace', command: '<%= config.bin %> <%= command.id %> -i ns1:*'},
     {description: 'Everything flowctl attached', command: '<%= config.bin %> <%= command.id %> --all'},
+    {description: 'The meter sets of deleted namespaces', command: '<%= config.bin %> <%= command.id %> --gone'},
   ]
 
   static override flags = {
@@ -27,6 +33,7 @@ daemon, flows not yet exported are discarded with the maps, and detach says how 
     interface: legacyInterfaceFlag,
     direction: directionFlag,
     all: Flags.boolean({description: 'detach every meter flowctl attached, in every namespace'}),
+    gone: Flags.boolean({description: 'reclaim the meter sets of deleted namespaces (exports nothing)'}),
     pref: Flags.integer({description: 'only the filters at this tc pref', min: 1, max: 65535}),
     handle: Flags.integer({description: 'only the filters with this tc handle (1 to 4294967295)', ...TC_HANDLE}),
     chain: Flags.integer({description: 'only the filters in this tc chain', min: 0, max: 0xffffffff}),
@@ -36,6 +43,7 @@ daemon, flows not yet exported are discarded with the maps, and detach says how 
 
   async run(): Promise<void> {
     const {flags} = await this.parse(MeterDetach)
+    if (flags.gone) return this.reclaimGone(flags)
     if (flags.all && (flags.netns !== undefined || flags.ifname?.length || flags.interface?.length)) {
       throw new InvalidInputError(
         '--all detaches every meter of every namespace: drop --all to detach only the named namespace or interfaces, or drop --netns/-n/-i',
@@ -73,5 +81,22 @@ daemon, flows not yet exported are discarded with the maps, and detach says how 
       this.log(`${ns}: maps ${flags.dry ? 'would be ' : ''}removed${dry}${lost}`)
     }
     if (report.outcomes.length === 0) this.log('nothing was attached')
+  }
+
+  private async reclaimGone(flags: {all: boolean; netns?: string; ifname?: string[]; interface?: string[]; dry: boolean; json: boolean}): Promise<void> {
+    if (flags.all || flags.dry || flags.netns !== undefined || flags.ifname?.length || flags.interface?.length)
+      throw new InvalidInputError('--gone takes the meter sets of every deleted namespace: drop --all, --dry, --netns, -n and -i')
+    const report = await reclaimGoneSets(this.paths)
+    if (flags.json) return this.printJson(report)
+    if (report.reclaimed.length === 0) return this.log('no meter set of a deleted namespace to reclaim')
+    for (const r of report.reclaimed) {
+      const lost = r.discardedFlows ? `; ${r.discardedFlows} ${r.discardedFlows === 1 ? 'flow' : 'flows'} not exported yet went with them` : ''
+      this.log(`${r.netns}: namespace gone, maps removed${lost}`)
+    }
+    const n = report.reclaimed.length
+    this.log(
+      `reclaimed ${n} meter ${n === 1 ? 'set' : 'sets'} of deleted namespaces; ` +
+        (report.daemonRunning ? 'the running daemon exports what they held at its next drain' : 'nothing was exported (no daemon is running)'),
+    )
   }
 }

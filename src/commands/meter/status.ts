@@ -11,7 +11,9 @@ export default class MeterStatusCommand extends FlowctlCommand {
   static override description = `For each metered interface and direction: its namespace, program id, object digest, attach time,
 map path, the flows now in its maps, the maps' capacity, its namespace's packet sampling (1:N: one packet in N
 counted; 1:1 counts every packet), the kernel memory its namespace's meter set takes now and at most (with full
-flow maps), and packets not metered because the map was full. A meter set this flowctl cannot read
+flow maps), and packets not metered because the map was full. STATE is attached, missing (the filter is gone: the
+interface was removed, or the filter deleted by hand) or gone (the namespace was deleted: its maps hold kernel memory
+until \`flowctl meter detach --gone\` reclaims them). A meter set this flowctl cannot read
 (made by another version, with another kernel layout) is named on stderr in one line that says what to do, and
 the exit status is 1.`
 
@@ -60,6 +62,12 @@ the exit status is 1.`
       {right: [7, 8, 9, 10]},
     )
     for (const line of table) this.log(line)
+    const gone = [...new Set(rows.filter((r) => r.state === 'gone').map((r) => r.netns))]
+    if (gone.length)
+      this.log(
+        `${gone.length === 1 ? `namespace ${gone[0]} is` : `namespaces ${gone.join(', ')} are`} gone, ` +
+          `and ${gone.length === 1 ? 'its meter set holds' : 'their meter sets hold'} kernel memory: \`flowctl meter detach --gone\` reclaims it`,
+      )
   }
 }
 

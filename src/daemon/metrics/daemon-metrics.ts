@@ -158,6 +158,11 @@ export class DaemonMetrics implements FlowLogObserver {
     this.accuracy.drained(netns, drainer?.set.netns ?? (netns === 'root' ? null : netns), report.seen)
   }
 
+  /** A meter the daemon attached or detached itself, or a set it released (follower). */
+  followed(action: string, reason: string): void {
+    this.m.followed.inc({action, reason})
+  }
+
   reloaded(result: 'ok' | 'refused'): void {
     this.m.reloads.inc({result})
   }

@@ -144,6 +144,11 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
       'Messages a full spool dropped, oldest first (spoolBytes, or spoolTotalBytes for all collectors), or still spooled when the daemon stopped or a reload dropped the collector: the collector never gets them.',
       ['collector'],
     ),
+    followed: counter(
+      'flowctl_follow_changes_total',
+      'Meters the daemon attached or detached itself (config meters with interfaces), and sets of deleted namespaces it released, by reason: appeared, gone, pattern-changed.',
+      ['action', 'reason'],
+    ),
     reloads: counter('flowctl_config_reloads_total', 'Config reloads (SIGHUP), by result: ok, or refused (the old config keeps running).', ['result']),
     logRecords: counter('flowctl_flow_log_records_total', 'Flow records written to a flow log output (whole lines in the file).', ['output']),
     logRecordsLost: counter('flowctl_flow_log_records_lost_total', 'Flow records a flow log output could not write (e.g. a full disk): not in the file.', [
