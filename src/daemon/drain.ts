@@ -121,6 +121,9 @@ export class MeterSetDrainer {
       live.close()
     }
     this.live = new LiveMaps(store.capacity, sizes, options.intervalMs ?? 1000)
+    // Opens meter_stats now, held with the set's other maps: the maps a daemon holds for a set
+    // stay the same from when it finds the set until it lets it go.
+    store.readStats()
   }
 
   /** Opens the meter set's maps, loads the flows held for it, and finishes a drain a crash cut short. */
