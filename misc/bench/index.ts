@@ -2,8 +2,8 @@
  * `npm run bench`: flowctl's speed beside its references, measured in one run (shared, noisy
  * machines: every comparison runs its variants side by side). Needs root. See docs/benchmarks.md.
  *
- *   node dist/misc/bench/index.js [--only memory,kernel,drain,encoder,linerate,softflowd,replay,follow] [--quick]
- *                                 [--repeats N] [--verbose] [--profile DIR]
+ *   node dist/misc/bench/index.js [--only memory,kernel,drain,encoder,linerate,softflowd,replay,namespaces,follow]
+ *                                 [--quick] [--repeats N] [--verbose] [--profile DIR] [--namespaces N]
  *
  * Everything the bench makes lives under private roots (pins, run, state and cache dirs, named
  * fct-bench-<random>), and is removed at the end, on failure and on SIGINT.
@@ -16,7 +16,9 @@ import {parseArgs} from 'node:util'
 
 import {cleanup, log, machine, renderTable, settle, type BenchOptions, type Row} from './util.js'
 
-const SECTIONS = ['memory', 'kernel', 'drain', 'encoder', 'linerate', 'softflowd', 'replay', 'follow'] as const
+const SECTIONS = ['memory', 'kernel', 'drain', 'encoder', 'linerate', 'softflowd', 'replay', 'namespaces', 'follow'] as const
+/** Namespaces of the `namespaces` section unless --namespaces says otherwise. */
+const NAMESPACES = 100
 type Section = (typeof SECTIONS)[number]
 
 function isolate(): string {
@@ -37,7 +39,7 @@ function isolate(): string {
   return id
 }
 
-async function runSection(section: Section, options: BenchOptions, profile: string | undefined): Promise<Row[]> {
+async function runSection(section: Section, options: BenchOptions, profile: string | undefined, namespaces: number): Promise<Row[]> {
   switch (section) {
     case 'memory':
       return (await import('./memory.js')).benchMemory(options)
@@ -53,6 +55,8 @@ async function runSection(section: Section, options: BenchOptions, profile: stri
       return (await import('./linerate.js')).benchSoftflowd(options)
     case 'replay':
       return (await import('./replay.js')).benchReplay(options)
+    case 'namespaces':
+      return (await import('./namespaces.js')).benchNamespaces({...options, namespaces})
     case 'follow':
       return (await import('./follow.js')).benchFollow(options)
   }
@@ -66,12 +70,18 @@ async function main(): Promise<number> {
       repeats: {type: 'string'},
       verbose: {type: 'boolean', short: 'v', default: false},
       profile: {type: 'string'},
+      namespaces: {type: 'string'},
       help: {type: 'boolean', short: 'h', default: false},
     },
   })
   if (values.help) {
-    process.stdout.write(`usage: npm run bench -- [--only ${SECTIONS.join(',')}] [--quick] [--repeats N] [--verbose] [--profile DIR]\n`)
+    process.stdout.write(`usage: npm run bench -- [--only ${SECTIONS.join(',')}] [--quick] [--repeats N] [--verbose] [--profile DIR] [--namespaces N]\n`)
     return 0
+  }
+  const namespaces = values.namespaces ? Number(values.namespaces) : NAMESPACES
+  if (!Number.isInteger(namespaces) || namespaces < 1 || namespaces > 500) {
+    process.stderr.write(`bench: --namespaces ${values.namespaces}: expected a whole number from 1 to 500\n`)
+    return 2
   }
   const only = values.only ? values.only.split(',').map((s) => s.trim()) : [...SECTIONS]
   const unknown = only.filter((s) => !SECTIONS.includes(s as Section))
@@ -107,7 +117,7 @@ async function main(): Promise<number> {
       const t0 = performance.now()
       log(`${section}...${waited > 1000 ? ` (after ${(waited / 1000).toFixed(1)} s for the machine to go quiet)` : ''}`)
       try {
-        rows.push(...(await runSection(section, options, values.profile)))
+        rows.push(...(await runSection(section, options, values.profile, namespaces)))
       } catch (error) {
         if (interrupted.signal.aborted) break
         log(`${section} failed: ${(error as Error).stack ?? String(error)}`)

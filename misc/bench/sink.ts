@@ -52,6 +52,8 @@ function udpDrops(port: number): number {
 function main(): void {
   const counts: SinkCounts = {records: 0, datagrams: 0, octets: 0, sequenceGaps: 0, drops: 0, rcvbuf: 0}
   const recordLength = new Map<number, number>()
+  /** Template ids of options templates (set 3): their records are not flows. */
+  const optionsTemplates = new Set<number>()
   const nextSeq = new Map<number, number>()
   const socket = createSocket('udp4')
   socket.on('message', (msg: Buffer) => {
@@ -64,17 +66,22 @@ function main(): void {
     const expected = nextSeq.get(domain)
     if (expected !== undefined && seq !== expected) counts.sequenceGaps += (seq - expected) >>> 0
     let records = 0
+    // Options data records (the sampling rate, interface names) count in the sequence numbers, not as flows.
+    let optionsRecords = 0
     for (let off = 16; off + 4 <= length;) {
       const setId = msg.readUInt16BE(off)
       const setLength = msg.readUInt16BE(off + 2)
       if (setLength < 4) break
       const end = Math.min(off + setLength, length)
-      if (setId === 2) {
-        // Template records: id, field count, then (id, length[, enterprise]) per field.
+      if (setId === 2 || setId === 3) {
+        // Template records: id, field count, then (id, length[, enterprise]) per field; an
+        // options template record has its scope field count after the field count.
         for (let p = off + 4; p + 4 <= end;) {
           const id = msg.readUInt16BE(p)
           const fields = msg.readUInt16BE(p + 2)
-          p += 4
+          p += setId === 3 ? 6 : 4
+          if (setId === 3) optionsTemplates.add(id)
+          else optionsTemplates.delete(id)
           let total = 0
           for (let f = 0; f < fields; f++) {
             const ie = msg.readUInt16BE(p)
@@ -85,12 +92,13 @@ function main(): void {
         }
       } else if (setId >= 256) {
         const len = recordLength.get(setId)
-        if (len) records += Math.floor((end - off - 4) / len)
+        if (len && optionsTemplates.has(setId)) optionsRecords += Math.floor((end - off - 4) / len)
+        else if (len) records += Math.floor((end - off - 4) / len)
       }
       off += setLength
     }
     counts.records += records
-    nextSeq.set(domain, (seq + records) >>> 0)
+    nextSeq.set(domain, (seq + records + optionsRecords) >>> 0)
   })
   socket.bind({address: '127.0.0.1', port: 0}, () => {
     const fd = socketFd(socket)

@@ -6,7 +6,7 @@ import {join} from 'node:path'
 
 import {StateError} from '../errors.js'
 import type {Family} from '../flow/record.js'
-import {BpfMap, innerMapId, setInnerMap} from './libbpf.js'
+import {BpfMap, innerMapId, setInnerMap, setInnerMapAsync} from './libbpf.js'
 
 /**
  * The flow maps of one address family: `flows<F>`, a one-slot ARRAY_OF_MAPS holding the hash the
@@ -59,21 +59,54 @@ export class FamilyMaps {
    * lost. The capacity stays the ceiling: the daemon's cache and snapshot are sized for it.
    */
   swapOut(pinAs?: string, entries: number = this.capacity): BpfMap {
-    if (!Number.isInteger(entries) || entries < 1 || entries > this.capacity) {
-      throw new RangeError(`a fresh flow map of ${this.setDir} holds from 1 to ${this.capacity} flows (its capacity), not ${entries}`)
-    }
-    const live = this.openLive()
-    let fresh: BpfMap | undefined
+    const {live, fresh} = this.freshAndLive(pinAs, entries)
     try {
-      fresh = BpfMap.create(live.info.type, live.info.name, live.info.keySize, live.info.valueSize, entries, live.info.flags)
-      if (pinAs) live.pin(pinAs)
       setInnerMap(this.outer, fresh)
       return live
     } catch (error) {
       live.close()
       throw error
     } finally {
-      fresh?.close() // the slot holds it now
+      fresh.close() // the slot holds it now
+    }
+  }
+
+  /**
+   * swapOut() with the kernel's wait for running programs (a grace period, 8-20 ms here) spent in
+   * one of libuv's threads: the event loop goes on meanwhile, and the swaps of many meter sets in
+   * flight at once wait for about one grace period in all (setInnerMapAsync).
+   */
+  async swapOutAsync(pinAs?: string, entries: number = this.capacity): Promise<BpfMap> {
+    const {live, fresh} = this.freshAndLive(pinAs, entries)
+    try {
+      await setInnerMapAsync(this.outer, fresh)
+      return live
+    } catch (error) {
+      live.close()
+      throw error
+    } finally {
+      fresh.close()
+    }
+  }
+
+  /** The live map (pinned at `pinAs` first) and a fresh, empty one of `entries` flows to put in its slot. */
+  private freshAndLive(pinAs: string | undefined, entries: number): {live: BpfMap; fresh: BpfMap} {
+    if (!Number.isInteger(entries) || entries < 1 || entries > this.capacity) {
+      throw new RangeError(`a fresh flow map of ${this.setDir} holds from 1 to ${this.capacity} flows (its capacity), not ${entries}`)
+    }
+    const live = this.openLive()
+    try {
+      const fresh = BpfMap.create(live.info.type, live.info.name, live.info.keySize, live.info.valueSize, entries, live.info.flags)
+      try {
+        if (pinAs) live.pin(pinAs)
+      } catch (error) {
+        fresh.close()
+        throw error
+      }
+      return {live, fresh}
+    } catch (error) {
+      live.close()
+      throw error
     }
   }
 

@@ -8,7 +8,7 @@
 import type {FlowSample} from '../flow/record.js'
 import {emptySample, readFlowSample} from './layout.js'
 import type {BpfMap} from './libbpf.js'
-import {ReadAhead} from './read-ahead.js'
+import {forEachBatchAhead, ReadAhead} from './read-ahead.js'
 
 /** Entries of a read batch unless told otherwise. */
 const BATCH_ENTRIES = 8192
@@ -45,4 +45,25 @@ export function forEachFlow(map: BpfMap, onFlow: FlowVisitor, options: FlowMapRe
     afterBatch?.()
   }
   return readAhead ? ReadAhead.shared().forEachBatch(map, handle, batchEntries) : map.forEachBatch(handle, {batchEntries})
+}
+
+/**
+ * forEachFlow() of a map no program writes any more (a drained one), the next read batch read
+ * meanwhile in one of libuv's threads (read-ahead.ts, forEachBatchAhead): resolves with the
+ * entries read. The caller's work runs between awaits; nothing else may read with its buffers.
+ */
+export function forEachFlowAhead(map: BpfMap, onFlow: FlowVisitor, options: Omit<FlowMapReadOptions, 'readAhead'> = {}): Promise<number> {
+  const {batchEntries = BATCH_ENTRIES, onBatch, afterBatch} = options
+  const keySize = map.info.keySize
+  const valueSize = map.info.valueSize
+  const sample = emptySample()
+  return forEachBatchAhead(
+    map,
+    (keys, values, n) => {
+      onBatch?.(keys, n)
+      for (let i = 0; i < n; i++) onFlow(keys, i * keySize, readFlowSample(values, i * valueSize, sample), i)
+      afterBatch?.()
+    },
+    batchEntries,
+  )
 }

@@ -33,6 +33,7 @@ import {emptySample, flowRecordLayout, readDrainState, readFlowSample, readMeter
 import {BpfMap} from './libbpf.js'
 import {FamilyMaps} from './family-maps.js'
 import {HeldMapDir, type MeterSet} from './meter-set.js'
+import {MeterStatsReader, type MeterStats} from './meter-stats.js'
 import {PendingSnapshot, type SnapshotRecordVisitor} from './pending-snapshot.js'
 import {claimMeterSet} from './state.js'
 
@@ -59,6 +60,8 @@ export class FlowStore {
   private readonly lock: HeldLock | undefined
   /** Whether close() lets the lock go (it was taken by open(), not handed to it). */
   private readonly ownsLock: boolean
+  private statsMap?: BpfMap
+  private statsReader?: MeterStatsReader
 
   private constructor(
     dir: HeldMapDir,
@@ -228,6 +231,21 @@ export class FlowStore {
     return this.families[family].swapOut(gen === undefined ? undefined : this.dir.drainMapPath(family, gen), entries)
   }
 
+  /** swapOut() of drain `gen`, the kernel's wait spent in one of libuv's threads (FamilyMaps.swapOutAsync). */
+  swapOutAsync(family: Family, gen: number, entries?: number): Promise<BpfMap> {
+    this.writable()
+    return this.families[family].swapOutAsync(this.dir.drainMapPath(family, gen), entries)
+  }
+
+  /** The program's counters (meter_stats) now, through the map this store holds open from its first read. */
+  readStats(): MeterStats {
+    if (!this.statsReader) {
+      this.statsMap = this.dir.openMap('meter_stats')
+      this.statsReader = new MeterStatsReader(this.statsMap)
+    }
+    return this.statsReader.read()
+  }
+
   /**
    * Commits drain `gen`: writes what the caches hold as the snapshot in the other slot, then
    * drain_state (the commit), then empties the previous slot and unpins the drained maps.
@@ -319,6 +337,7 @@ export class FlowStore {
   }
 
   close(): void {
+    this.statsMap?.close()
     this.families[4].close()
     this.families[6].close()
     this.snapshot.close()

@@ -27,6 +27,29 @@ interface Libbpf {
   updateBatch(fd: number, keys: Buffer, values: Buffer, count: Uint32Array, opts: null): number
   numPossibleCpus(): number
   close(fd: number): number
+  /**
+   * The same calls run in one of libuv's threads (koffi's async calls), the result handed to the
+   * callback on the event loop: for the calls that wait in the kernel (an outer map's update waits
+   * for an RCU grace period) or that read while the caller works (batch reads ahead).
+   */
+  updateElemAsync: (fd: number, key: Buffer, value: Buffer, flags: bigint, done: AsyncDone) => void
+  lookupBatchAsync: (
+    fd: number,
+    inBatch: Buffer | null,
+    outBatch: Buffer,
+    keys: Buffer,
+    values: Buffer,
+    count: Uint32Array,
+    opts: null,
+    done: AsyncDone,
+  ) => void
+}
+
+/** What koffi calls once an async call returns (err: a failure of the call itself, not an errno). */
+type AsyncDone = (err: unknown, rc: number) => void
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(typeof err === 'string' ? err : 'an asynchronous libbpf call failed')
 }
 
 let cached: Libbpf | undefined
@@ -41,6 +64,8 @@ function lib(): Libbpf {
   } catch {
     throw new ToolMissingError('libbpf.so.1', 'libbpf1')
   }
+  const updateElem = bpf.func('int bpf_map_update_elem(int fd, void *key, void *value, uint64_t flags)')
+  const lookupBatch = bpf.func('int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, void *opts)')
   cached = {
     objGet: bpf.func('int bpf_obj_get(const char *pathname)'),
     mapGetFdById: bpf.func('int bpf_map_get_fd_by_id(uint32_t id)'),
@@ -48,10 +73,10 @@ function lib(): Libbpf {
     objGetInfoByFd: bpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, void *info_len)'),
     mapCreate: bpf.func('int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, void *opts)'),
     lookupElem: bpf.func('int bpf_map_lookup_elem(int fd, void *key, void *value)'),
-    updateElem: bpf.func('int bpf_map_update_elem(int fd, void *key, void *value, uint64_t flags)'),
+    updateElem,
     deleteElem: bpf.func('int bpf_map_delete_elem(int fd, void *key)'),
     getNextKey: bpf.func('int bpf_map_get_next_key(int fd, void *key, void *next_key)'),
-    lookupBatch: bpf.func('int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, void *opts)'),
+    lookupBatch,
     lookupAndDeleteBatch: bpf.func(
       'int bpf_map_lookup_and_delete_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, void *count, void *opts)',
     ),
@@ -59,6 +84,12 @@ function lib(): Libbpf {
     updateBatch: bpf.func('int bpf_map_update_batch(int fd, void *keys, void *values, void *count, void *opts)'),
     numPossibleCpus: bpf.func('int libbpf_num_possible_cpus(void)'),
     close: libc.func('int close(int fd)'),
+    updateElemAsync: (...args) => {
+      updateElem.async(...args)
+    },
+    lookupBatchAsync: (...args) => {
+      lookupBatch.async(...args)
+    },
   }
   return cached
 }
@@ -213,6 +244,22 @@ export class BpfMap {
     check(lib().updateElem(this.fd, key, value, flags), `updating ${this.describe()}`)
   }
 
+  /**
+   * update() in one of libuv's threads, resolved when the kernel has returned: for an update that
+   * waits in the kernel (an ARRAY_OF_MAPS slot waits for a grace period), so that the event loop
+   * goes on meanwhile and several such waits overlap. `key` and `value` must stay untouched until
+   * it resolves.
+   */
+  updateAsync(key: Buffer, value: Buffer, flags = BPF_ANY): Promise<void> {
+    return new Promise((resolve, reject) => {
+      lib().updateElemAsync(this.fd, key, value, flags, (err, rc) => {
+        if (err) reject(asError(err))
+        else if (rc < 0) reject(new BpfError(`updating ${this.describe()}`, -rc))
+        else resolve()
+      })
+    })
+  }
+
   /** Returns whether the key was there. */
   delete(key: Buffer): boolean {
     const rc = lib().deleteElem(this.fd, key)
@@ -352,6 +399,32 @@ export function setInnerMap(outer: BpfMap, inner: BpfMap, slot = 0): void {
 }
 
 /**
+ * setInnerMap() in one of libuv's threads (BpfMap.updateAsync): the grace period is waited for
+ * there, and many slots updated at once wait for about one grace period in all instead of one
+ * each (measured here: 32 updates in flight took 13-18 ms, one alone 8-20 ms).
+ */
+export function setInnerMapAsync(outer: BpfMap, inner: BpfMap, slot = 0): Promise<void> {
+  const key = Buffer.alloc(4)
+  key.writeUInt32LE(slot)
+  const value = Buffer.alloc(4)
+  value.writeUInt32LE(inner.fd)
+  return outer.updateAsync(key, value)
+}
+
+/**
+ * lookupBatchCall() in one of libuv's threads: resolves with its return value (0, -ENOENT at the
+ * map's end, or another -errno). The buffers must stay untouched until it resolves.
+ */
+export function lookupBatchAsync(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array): Promise<number> {
+  return new Promise((resolve, reject) => {
+    lib().lookupBatchAsync(fd, inBatch, outBatch, keys, values, count, null, (err, rc) => {
+      if (err) reject(asError(err))
+      else resolve(rc)
+    })
+  })
+}
+
+/**
  * One BPF_MAP_LOOKUP_BATCH call on map `fd` (a null `inBatch` starts at the beginning): returns
  * 0, -ENOENT when the map's end was reached (with `count[0]` entries still read), or another
  * -errno. For src/bpf/read-ahead-worker.ts, which reads in a thread of its own.
@@ -367,4 +440,4 @@ export function lookupBatchCall(
   return lib().lookupBatch(fd, inBatch as Buffer | null, outBatch as Buffer, keys as Buffer, values as Buffer, count, null)
 }
 
-export {ENOENT}
+export {ENOENT, ENOSPC}

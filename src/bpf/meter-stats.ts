@@ -39,19 +39,38 @@ export function readMeterStats(from: {openMap(name: string): BpfMap}): MeterStat
     return null
   }
   try {
-    // A per-CPU value comes as one slot per possible CPU, each rounded up to 8 bytes.
-    const values = map.lookup(ZERO_KEY)!
-    const stride = map.valueBytes / numPossibleCpus()
+    return new MeterStatsReader(map).read()
+  } finally {
+    map.close()
+  }
+}
+
+/**
+ * The counters of one meter set read again and again through its `meter_stats` map, held open
+ * (the daemon reads them before every drain and between drains: one lookup, about 1.5 µs, each
+ * time). The map is the caller's: it closes it.
+ */
+export class MeterStatsReader {
+  private readonly values: Buffer
+  /** Bytes of one CPU's copy: each is rounded up to 8 bytes. */
+  private readonly stride: number
+
+  constructor(private readonly map: BpfMap) {
+    this.values = Buffer.alloc(map.valueBytes)
+    this.stride = map.valueBytes / numPossibleCpus()
+  }
+
+  /** The counters now, summed over CPUs (see readMeterStats). */
+  read(): MeterStats {
+    const values = this.map.lookup(ZERO_KEY, this.values)!
     const f = METER_STATS.fields
     const stats: MeterStats = {flowsCreated: {4: 0, 6: 0}, packetsNotSampled: 0, packetsOverflowed: 0}
-    for (let at = 0; at < values.length; at += stride) {
+    for (let at = 0; at < values.length; at += this.stride) {
       stats.flowsCreated[4] += readU64(values, at + f.flows4Created.offset)
       stats.flowsCreated[6] += readU64(values, at + f.flows6Created.offset)
       stats.packetsNotSampled += readU64(values, at + f.packetsNotSampled.offset)
       stats.packetsOverflowed += readU64(values, at + f.packetsOverflowed.offset)
     }
     return stats
-  } finally {
-    map.close()
   }
 }

@@ -12,7 +12,7 @@
 import {Worker} from 'node:worker_threads'
 
 import {BpfError} from '../errors.js'
-import type {BpfMap} from './libbpf.js'
+import {ENOENT, ENOSPC, lookupBatchAsync, type BpfMap} from './libbpf.js'
 import {ABORT, BUSY, COUNT, CTRL_WORDS, EMPTY, ERRNO, FAILED, LAST, SLOTS, STATE, slotBytes} from './read-ahead-protocol.js'
 
 /** How long the caller waits for one read batch before it calls the reader thread dead. */
@@ -124,5 +124,104 @@ export class ReadAhead {
       this.valueViews.push(Buffer.from(this.data, s * size + batchEntries * keySize, batchEntries * valueSize))
     }
     this.shape = shape
+  }
+}
+
+/** Read batches in a ring: the one being handed over, the one being read, and one spare. */
+const RING_SLOTS = 3
+
+interface RingSlot {
+  keys: Buffer
+  values: Buffer
+  count: Uint32Array
+  inBatch: Buffer
+  outBatch: Buffer
+}
+
+/** Rings not in use, by shape (`keySize/valueSize/batchEntries`): a drain after another reuses the memory. */
+const idleRings = new Map<string, RingSlot[][]>()
+
+function takeRing(keySize: number, valueSize: number, batchEntries: number): {shape: string; ring: RingSlot[]} {
+  const shape = `${keySize}/${valueSize}/${batchEntries}`
+  const ring = idleRings.get(shape)?.pop()
+  if (ring) return {shape, ring}
+  const slot = (): RingSlot => ({
+    // Whole allocations (never slices of Node's pool): aligned, so callers may view them as words.
+    keys: Buffer.allocUnsafeSlow(batchEntries * keySize),
+    values: Buffer.allocUnsafeSlow(batchEntries * valueSize),
+    count: new Uint32Array(1),
+    inBatch: Buffer.alloc(Math.max(8, keySize)),
+    outBatch: Buffer.alloc(Math.max(8, keySize)),
+  })
+  return {shape, ring: Array.from({length: RING_SLOTS}, slot)}
+}
+
+/**
+ * Reads every entry of `map` as BpfMap.forEachBatch does (lookups only, read batches of
+ * `batchEntries`, `onBatch` with views that are reused: copy what you keep), each next read batch
+ * read in one of libuv's threads (koffi's async calls) while the caller handles the one before:
+ * the overlap of ReadAhead without a thread of JavaScript of its own (a worker is a V8 isolate,
+ * about 10 MB of memory). The caller awaits between read batches. Resolves with the entries read,
+ * once no read is in flight any more (the caller may close the map then).
+ */
+export async function forEachBatchAhead(map: BpfMap, onBatch: (keys: Buffer, values: Buffer, count: number) => void, batchEntries = 8192): Promise<number> {
+  const keySize = map.info.keySize
+  const {shape, ring} = takeRing(keySize, map.valueBytes, batchEntries)
+  const reads: Promise<number>[] = []
+  let next = 0
+  let handed = 0
+  let inFlight: Promise<number> | undefined
+  let ended = false
+  // Read i + 1 starts from where read i ended (its out_batch), once read i is done and its slot
+  // is free: the batch read RING_SLOTS before it has been handed over.
+  const launch = (): void => {
+    if (inFlight || ended || next >= handed + RING_SLOTS) return
+    const i = next++
+    const slot = ring[i % RING_SLOTS]
+    const previous = i > 0 ? ring[(i - 1) % RING_SLOTS] : undefined
+    if (previous) previous.outBatch.copy(slot.inBatch)
+    slot.count[0] = batchEntries
+    const read = lookupBatchAsync(map.fd, previous ? slot.inBatch : null, slot.outBatch, slot.keys, slot.values, slot.count).then(
+      (rc) => {
+        inFlight = undefined
+        if (rc < 0) ended = true
+        else launch()
+        return rc
+      },
+      (error: unknown) => {
+        inFlight = undefined
+        ended = true
+        throw error
+      },
+    )
+    inFlight = read
+    reads[i] = read
+  }
+  let total = 0
+  try {
+    launch()
+    for (let i = 0; ; i++) {
+      const rc = await reads[i]
+      if (rc < 0 && rc !== -ENOENT) {
+        // (ENOSPC: a hash bucket holds more entries than a read batch; flow maps never come near.)
+        throw new BpfError(`reading map ${map.info.name} in batches`, -rc, rc === -ENOSPC ? `a hash bucket holds more than ${batchEntries} entries` : undefined)
+      }
+      const slot = ring[i % RING_SLOTS]
+      const n = slot.count[0]
+      if (n > 0) {
+        total += n
+        onBatch(slot.keys, slot.values, n)
+      }
+      handed = i + 1
+      if (rc === -ENOENT) return total
+      launch()
+    }
+  } finally {
+    // A read still in flight writes into the ring and reads the map's fd: wait for it.
+    ended = true
+    await inFlight?.catch(() => {})
+    const idle = idleRings.get(shape) ?? []
+    idle.push(ring)
+    idleRings.set(shape, idle)
   }
 }

@@ -13,7 +13,7 @@ export default class Top extends FlowctlCommand {
   static override summary = 'Show the busiest flows or talkers now, as rates, refreshed every second'
   static override description = `Reads the live flow maps in the kernel (never the daemon's snapshot) and shows, per flow or
 aggregated by source, destination, port, protocol or interface, the packets and bytes per second over the last
-interval, busiest first. It works beside a running daemon: the daemon swaps each live map out at every drain,
+interval, busiest first. It works beside a running daemon: the daemon swaps each live map out at every drain that finds flows in it,
 and top looks at the maps' slots ${WATCH_MS.perSwap} times per drain interval (every ${WATCH_MS.min} to ${WATCH_MS.max} ms), so it holds
 every live map the daemon swaps in, and reads each one swapped out to its end: every packet is counted once, at
 any drain interval. Should top miss a map anyway (held up for longer than a drain interval), it says so instead

@@ -6,9 +6,7 @@
  * their pins go); the collectors' life is collectors.ts's, the one-daemon lock and pid file
  * pid-file.ts's.
  */
-import {readOverflow} from '../bpf/overflow.js'
 import {MeterSet} from '../bpf/meter-set.js'
-import {readSampling, setSampling} from '../bpf/sampling.js'
 import type {Config} from '../config/config.js'
 import {meterFor, meterTakes} from '../config/meter-selection.js'
 import type {FlowBatch} from '../flow/batch.js'
@@ -17,10 +15,14 @@ import {defaultStateFile, type Paths} from '../paths.js'
 import {netnsLabel} from '../sys/netns.js'
 import {Collectors} from './collectors.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
+import {drainInTurn, drainLogFields, exportedCount, FILL_WATCH_MS, fillingMeters, QuietMeters, type DrainCause} from './drain-rounds.js'
 import {DomainInterfaces} from './domain-interfaces.js'
 import {InterfaceNames} from './interfaces.js'
 import {createLogger, type Logger} from './log.js'
+import {MeterDirsWatch} from './meter-dirs.js'
+import {applySampling, domainsInUse, ignoredByDomain} from './meter-upkeep.js'
 import {PidFile} from './pid-file.js'
+import {SerialWork} from './serial-work.js'
 import {DaemonStateFile} from './state-file.js'
 
 /**
@@ -61,7 +63,12 @@ export class Daemon {
   private readonly releasing = new Set<string>()
   private readonly outputs: FlowOutput[] = []
   private timer?: NodeJS.Timeout
+  private watchTimer?: NodeJS.Timeout
   private stopping?: Promise<void>
+  /** The daemon's work on its meters, one task at a time (rounds of drains, early drains, reload, stop). */
+  private readonly work = new SerialWork()
+  private readonly quietMeters = new QuietMeters()
+  private readonly meterDirs: MeterDirsWatch
   private lastStatsAt = 0
   private lastTemplateCheck = 0
   private running = false
@@ -84,6 +91,7 @@ export class Daemon {
       interfaceLabels: this.interfaces.labels,
     })
     this.pidFile = new PidFile(paths)
+    this.meterDirs = new MeterDirsWatch(paths.pinRoot)
     this.outputs.push(...(options.outputs ?? []))
     this.observer = options.observer ?? {}
   }
@@ -132,36 +140,15 @@ export class Daemon {
       meters: [...this.drainers.keys()],
       drainIntervalSeconds: this.config.drainIntervalSeconds,
     })
-    this.collectorSet.sendTemplates(this.domainsInUse())
+    this.collectorSet.sendTemplates(domainsInUse(this.config, this.drainers.values()))
     this.lastStatsAt = Date.now()
     this.schedule()
+    this.watchTimer = setInterval(() => this.watchFill(), FILL_WATCH_MS)
+    this.watchTimer.unref()
   }
 
   private domainOf(netns: string | null): number {
     return meterFor(this.config.meters, netns)?.observationDomainId ?? this.config.observationDomainId
-  }
-
-  /** Makes a meter count 1 packet in `n`, as its `sampling:` in the config says, if it does not already. */
-  private applySampling(label: string, drainer: MeterSetDrainer, n: number): void {
-    try {
-      const before = readSampling(drainer.set)
-      if (before === n) return
-      setSampling(drainer.set, n)
-      this.log.log('info', 'sampling-set', {netns: label, from: before, to: n})
-    } catch (error) {
-      this.log.limited(`sampling:${label}`, 'error', 'sampling-not-set', {netns: label, sampling: n, error: (error as Error).message})
-    }
-  }
-
-  /**
-   * The Observation Domains this daemon speaks for: its meters' (per-namespace domains included),
-   * or, before any meter is found, those the config gives them. A router whose namespaces all have
-   * their own domain says nothing under the top-level one: a collector sees only its real domains.
-   */
-  private domainsInUse(): number[] {
-    if (this.drainers.size > 0) return [...new Set([...this.drainers.values()].map((d) => d.observationDomainId))]
-    if (this.config.meters?.length) return [...new Set(this.config.meters.map((m) => m.observationDomainId ?? this.config.observationDomainId))]
-    return [this.config.observationDomainId]
   }
 
   /**
@@ -172,15 +159,21 @@ export class Daemon {
    * is set to that rate when found. Returns the meters found.
    */
   private rescanMeters(): MeterSetDrainer[] {
-    const found: MeterSetDrainer[] = []
+    if (!this.meterDirs.mayHaveChanged()) return []
     this.retireDeadMeters()
+    return this.pickUpMeters()
+  }
+
+  /** The meters attached since the last look, opened (rescanMeters without letting dead ones go). */
+  private pickUpMeters(): MeterSetDrainer[] {
+    const found: MeterSetDrainer[] = []
     const wanted = MeterSet.list(this.paths).filter((s) => !this.config.meters || this.config.meters.some((m) => meterTakes(m, s.netns)))
     for (const set of wanted) {
       const label = netnsLabel(set.netns)
       if (this.drainers.has(label) || this.releasing.has(label) || !set.exists()) continue
       let drainer: MeterSetDrainer | undefined
       try {
-        drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b))
+        drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b), {intervalMs: this.config.drainIntervalSeconds * 1000})
         this.collectorSet.skipOwnSockets(drainer)
         this.drainers.set(label, drainer)
         found.push(drainer)
@@ -191,14 +184,15 @@ export class Daemon {
         continue
       }
       const sampling = meterFor(this.config.meters, set.netns)?.sampling
-      if (sampling !== undefined) this.applySampling(label, drainer, sampling)
+      if (sampling !== undefined) applySampling(this.log, label, drainer, sampling)
     }
     return found
   }
 
   /** Picks up the meter sets attached since the last look now, not at the next drain (the follower, before it adds filters). */
   adoptMeters(): void {
-    this.rescanMeters()
+    // Not rescanMeters(): letting a dead set go drains it, which waits for a drain under way.
+    this.pickUpMeters()
   }
 
   /**
@@ -206,7 +200,12 @@ export class Daemon {
    * exporting what its maps counted since the last drain and what the daemon held for it, then
    * `removePins`, which returns its kernel memory. Returns the flows exported.
    */
-  async releaseMeter(netns: string | null, removePins: () => Promise<unknown>): Promise<number> {
+  releaseMeter(netns: string | null, removePins: () => Promise<unknown>): Promise<number> {
+    // After the drain under way, if any: its last drain must not run beside another of the set.
+    return this.work.run(() => this.release(netns, removePins))
+  }
+
+  private async release(netns: string | null, removePins: () => Promise<unknown>): Promise<number> {
     const label = netnsLabel(netns)
     this.releasing.add(label)
     try {
@@ -253,7 +252,7 @@ export class Daemon {
     this.drainers.delete(label)
     try {
       const report = drainer.finalDrain(this.policy, (b) => this.emit(b))
-      const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
+      const exported = exportedCount(report)
       const unread = report.unread.length ? {unread: report.unread} : {}
       this.log.log(report.unread.length ? 'warn' : 'info', 'meter-gone', {
         netns: label,
@@ -297,37 +296,20 @@ export class Daemon {
   }
 
   /** One round: drain every meter, export, refresh templates and statistics when due. */
-  async tick(force = false): Promise<void> {
+  tick(force = false): Promise<void> {
+    return this.work.run(() => this.round(force))
+  }
+
+  private async round(force: boolean): Promise<void> {
     try {
       await this.collectorSet.openAll()
       this.collectorSet.service()
       await this.interfaces.meet(this.rescanMeters())
-      const drained: {label: string; report: ReturnType<MeterSetDrainer['drain']>}[] = []
-      for (const [label, drainer] of this.drainers) {
-        try {
-          drained.push({label, report: drainer.drain(this.policy, (b) => this.emit(b), force)})
-        } catch (error) {
-          this.drainFailed(label, drainer, error)
-        }
-      }
+      const drained = await this.drainAll([...this.drainers], force)
       // The sequence numbers just used are on disk before anything says they were: a SIGKILL
       // after the log line still restarts the numbering where the collector saw it stop.
       this.saveState()
-      for (const {label, report} of drained) {
-        const exported = Object.values(report.exported).reduce((a, b) => a + b, 0)
-        if (report.taken || exported) {
-          this.log.log('info', 'drain', {
-            netns: label,
-            taken: report.taken,
-            exported,
-            byReason: report.exported,
-            pending: report.pending,
-            ms: Math.round(report.ms * 10) / 10,
-            phasesMs: roundedPhases(report.phases),
-          })
-        }
-        this.observer.onDrain?.({netns: label, ...report})
-      }
+      for (const {label, report} of drained) this.reportDrain(label, report, 'interval')
       const now = Date.now()
       if (now - this.lastTemplateCheck >= 1000) {
         this.collectorSet.refreshTemplates()
@@ -345,30 +327,54 @@ export class Daemon {
     }
   }
 
-  /** Packets and bytes the meters could not record (full maps), per observation domain. */
-  ignoredByDomain(): Map<number, {packets: number; bytes: number}> {
-    const out = new Map<number, {packets: number; bytes: number}>()
-    for (const d of this.drainers.values()) {
-      const counts = readOverflow(d)
-      if (!counts) continue // its pins are gone: the next look at the meters lets it go
-      const total = out.get(d.observationDomainId) ?? {packets: 0, bytes: 0}
-      for (const o of counts) {
-        total.packets += o.packets
-        total.bytes += o.bytes
-      }
-      out.set(d.observationDomainId, total)
-    }
-    return out
+  /** Drains `meters` (drain-rounds.ts); one that fails goes to `failed`, by default drainFailed (logged, or the set's last drain if its pins went). */
+  private drainAll(
+    meters: [string, MeterSetDrainer][],
+    force: boolean,
+    failed: (label: string, drainer: MeterSetDrainer, error: unknown) => void = (l, d, e) => this.drainFailed(l, d, e),
+  ): Promise<{label: string; report: DrainReport}[]> {
+    return drainInTurn(meters, this.policy, (b) => this.emit(b), force, failed)
+  }
+
+  /**
+   * Logs a drain that took or exported flows, and tells the observer (metrics) of every drain
+   * but the idle ones after the first: a meter set with no traffic costs no work per interval.
+   */
+  private reportDrain(label: string, report: DrainReport, cause: DrainCause): void {
+    const exported = exportedCount(report)
+    if (report.taken || exported) this.log.log('info', 'drain', drainLogFields(label, report, cause))
+    if (this.quietMeters.worthTelling(label, report)) this.observer.onDrain?.({netns: label, ...report})
+  }
+
+  /**
+   * Between drains: drains at once the meter sets whose live map is past half its size (one read
+   * of each set's counters), so that a burst of new flows finds a larger map before the one in
+   * place overflows. Skipped while other work on the meters runs.
+   */
+  private watchFill(): void {
+    if (this.work.busy || !this.running) return
+    const filling = fillingMeters(this.drainers)
+    if (!filling.length) return
+    void this.work.run(async () => {
+      if (!this.running) return
+      const drained = await this.drainAll(filling, false)
+      this.saveState()
+      for (const {label, report} of drained) this.reportDrain(label, report, 'filling')
+    })
   }
 
   private sendStats(): void {
-    const ignored = this.ignoredByDomain()
-    if (!ignored.size) for (const domain of this.domainsInUse()) ignored.set(domain, {packets: 0, bytes: 0})
+    const ignored = ignoredByDomain(this.drainers.values())
+    if (!ignored.size) for (const domain of domainsInUse(this.config, this.drainers.values())) ignored.set(domain, {packets: 0, bytes: 0})
     this.collectorSet.sendStats(ignored)
   }
 
   /** Applies a new config; refused (and logged) if it cannot be applied, the old one keeps running. */
-  async reload(next: Config): Promise<void> {
+  reload(next: Config): Promise<void> {
+    return this.work.run(() => this.applyConfig(next))
+  }
+
+  private async applyConfig(next: Config): Promise<void> {
     // The collectors change at once (a drain meanwhile exports to the new ones); a move or a
     // retirement then takes a second more (what was sent gets that long to be refused).
     const collectors = this.collectorSet.reload(next)
@@ -377,6 +383,8 @@ export class Daemon {
     this.retireDeadMeters()
     for (const d of this.drainers.values()) d.close()
     this.drainers.clear()
+    this.quietMeters.clear()
+    this.meterDirs.reset()
     this.interfaces.reset()
     await this.interfaces.meet(this.rescanMeters())
     this.log.log('info', 'reloaded', {file: next.file, collectors: next.collectors.map((c) => c.name), templates: next.templates.map((t) => t.id)})
@@ -384,28 +392,31 @@ export class Daemon {
 
   /** Exports everything still held (forced end), waits for it to leave, and stops. */
   stop(): Promise<void> {
-    this.stopping ??= this.doStop()
+    if (!this.stopping) {
+      // No round or early drain starts from now on; one under way finishes first.
+      this.running = false
+      if (this.timer) clearTimeout(this.timer)
+      if (this.watchTimer) clearInterval(this.watchTimer)
+      this.stopping = this.work.run(() => this.doStop())
+    }
     return this.stopping
   }
 
   private async doStop(): Promise<void> {
-    this.running = false
     if (this.timer) clearTimeout(this.timer)
     let exported = 0
     // Whatever fails on the way, the sockets close and the pid file goes: a daemon that was
     // told to stop always does.
     try {
-      for (const [label, drainer] of this.drainers) {
-        try {
-          const report = drainer.drain(this.policy, (b) => this.emit(b), true)
-          exported += Object.values(report.exported).reduce((a, b) => a + b, 0)
-          this.log.log('info', 'final-drain', {netns: label, taken: report.taken, byReason: report.exported})
-        } catch (error) {
-          // Detached (or replaced) since the last drain: its last drain goes through the maps held.
-          const fate = this.fateOrLive(label, drainer)
-          if (fate !== 'live') exported += this.retire(label, drainer, fate)
-          else this.log.log('error', 'final-drain-failed', {netns: label, error: (error as Error).message})
-        }
+      const drained = await this.drainAll([...this.drainers], true, (label, drainer, error) => {
+        // Detached (or replaced) since the last drain: its last drain goes through the maps held.
+        const fate = this.fateOrLive(label, drainer)
+        if (fate !== 'live') exported += this.retire(label, drainer, fate)
+        else this.log.log('error', 'final-drain-failed', {netns: label, error: (error as Error).message})
+      })
+      for (const {label, report} of drained) {
+        exported += exportedCount(report)
+        this.log.log('info', 'final-drain', {netns: label, taken: report.taken, byReason: report.exported})
       }
       if (this.collectorSet.anyOpen) this.sendStats()
       await this.collectorSet.settle()
@@ -436,9 +447,4 @@ export class Daemon {
       STATE_FILE_ERROR_LOG_MS,
     )
   }
-}
-
-/** A drain's phases in whole tenths of a millisecond, for the log. */
-function roundedPhases(phases: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(phases).map(([k, v]) => [k.replace(/Ms$/, ''), Math.round(v * 10) / 10]))
 }

@@ -8,39 +8,27 @@
  * starts loads the snapshot and merges any drained map a cut-short drain left behind: a SIGKILL
  * at any moment can make a flow be sent twice, never lost.
  *
- * Expiry per flow, with IPFIX flowEndReason (IE 136):
- *   idle timeout (1): no packet for idleTimeout;
- *   active timeout (2): the flow is older than activeTimeout: exported, and its next packets
- *     start a new record (so a long flow goes out every interval, as deltas);
- *   end of flow (3): FIN or RST seen, and no packet in the latest drain;
- *   forced end (4): shutdown, or the meter is detached (or replaced by another at its path: the
- *     daemon holds the old set's maps, so they live until finalDrain() has taken their flows out);
- *   lack of resources (5): the cache is full (twice a flow map's capacity): a new flow is
- *     exported at once instead of being held.
+ * A meter set whose live maps hold no flow (live-maps.ts: the program's flow counters did not
+ * move) is not swapped: its drain expires what the cache holds, if anything, and changes nothing
+ * in the kernel unless a flow was exported. Then, and whenever a drain swaps, both families are
+ * swapped under one drain number and committed: each drain number is a swap of both slots, as
+ * the readers beside the daemon count on (slot-history.ts). The fresh maps are sized to the set's
+ * recent traffic (live-maps.ts); the swap waits for the kernel in one of libuv's threads, so the
+ * daemon can have the swaps of many sets in flight at once (startDrain, then finishDrain).
+ *
+ * When each flow held ends, and how the flows taken are merged into the cache: held-flows.ts.
  */
 import {forEachFlow} from '../bpf/flow-map-reader.js'
-import type {FlowStore as FlowStoreType, FamilyCaches} from '../bpf/flow-store.js'
+import type {FlowStore as FlowStoreType} from '../bpf/flow-store.js'
 import {FlowStore} from '../bpf/flow-store.js'
-import {emptySample, interfaceSlot, KEY, keySamplingInterval, readU32, srcOffset} from '../bpf/layout.js'
 import type {BpfMap} from '../bpf/libbpf.js'
 import type {MeterSet} from '../bpf/meter-set.js'
-import {FlowBatch, END_REASON} from '../flow/batch.js'
-import type {FoundKeys} from '../flow/key-index.js'
-import {TCP_FIN, TCP_RST} from '../flow/protocols.js'
-import {FAMILIES, type Family, type FlowSample} from '../flow/record.js'
-import {clockOffsetNs, monotonicNowNs} from '../sys/clock.js'
+import type {MeterStats} from '../bpf/meter-stats.js'
+import {FAMILIES, type Family} from '../flow/record.js'
+import {HeldFlows, type DrainPolicy, type ExportSink, type SeenBySlot} from './held-flows.js'
+import {LiveMaps} from './live-maps.js'
 
-/** Entries per read of a drained flow map (one bpf() call; the next ones are read ahead meanwhile). */
-const READ_BATCH = 8192
-/** Rows of a FlowBatch of ended flows: handed to the outputs whenever one is full. */
-const EXPORT_BATCH = 8192
-/** What the expiry sample's next hop points at between drains. */
-const NO_NEXT_HOP = new Uint8Array(16)
-
-export interface DrainPolicy {
-  idleTimeoutNs: number
-  activeTimeoutNs: number
-}
+export {addToTally, type DrainPolicy, type ExportSink, type InterfaceTally} from './held-flows.js'
 
 export interface DrainReport {
   /** Entries read from the kernel's flow maps. */
@@ -62,43 +50,32 @@ export interface DrainReport {
    * expiry, as estimates of the traffic (a flow counted 1 packet in N, times N). The metrics
    * compare it with the interfaces' own counters.
    */
-  seen: Map<number, InterfaceTally>
+  seen: SeenBySlot
   /** Entries taken from each family's flow maps: how full they got since the previous drain. */
   takenByFamily: Record<Family, number>
+  /** Whether the live maps were swapped (false: they held no flow, and stayed in place). */
+  swapped: boolean
+  /** The sizes (max_entries) of the live maps in place after the drain. */
+  liveEntries: Record<Family, number>
 }
 
-/**
- * The traffic one interface and direction carried as the meter's flows tell it: their packets and
- * IP bytes, each flow's counts times the N it was counted 1 packet in (exact when N is 1), and
- * how far sampling may put those estimates off.
- */
-export interface InterfaceTally {
-  packets: number
-  bytes: number
-  /**
-   * Sums over the flows counted 1 packet in N > 1, k packets and b bytes counted, of N(N-1)k,
-   * N(N-1)b and N(N-1)b²/k: with each packet counted at random with probability 1/N, the
-   * variance of the packets estimate, its covariance with the bytes estimate, and the variance
-   * of the bytes estimate (as if a flow's packets were all of one size). Absent without sampling.
-   */
-  spread?: {packets: number; bytes: number; squares: number}
+/** A drain under way (startDrain), for finishDrain. */
+export interface DrainStart {
+  started: number
+  /** The program's counters, read before anything was taken out. */
+  stats: MeterStats
+  /** The kernel's number of this drain; undefined: the live maps held no flow and stay in place. */
+  gen?: number
+  /** The maps taken out, with the entries each is expected to hold (from the counters), when known. */
+  taken: {family: Family; map: BpfMap; expected: number | undefined}[]
+  /** A swap that failed: the maps taken out beside it are merged and committed, then this is thrown. */
+  error?: unknown
+  swapMs: number
 }
 
-/** Adds a flow's counts, taken 1 packet in `interval`, to a tally (see InterfaceTally). */
-export function addToTally(tally: InterfaceTally, packets: number, bytes: number, interval: number): void {
-  if (interval <= 1) {
-    tally.packets += packets
-    tally.bytes += bytes
-    return
-  }
-  tally.packets += packets * interval
-  tally.bytes += bytes * interval
-  if (packets === 0) return
-  const weight = interval * (interval - 1)
-  const spread = (tally.spread ??= {packets: 0, bytes: 0, squares: 0})
-  spread.packets += weight * packets
-  spread.bytes += weight * bytes
-  spread.squares += (weight * bytes * bytes) / packets
+export interface DrainerOptions {
+  /** The daemon's drain interval, which the live maps' sizes are reckoned in (default 1 s). */
+  intervalMs?: number
 }
 
 /** A live flow map the last drain of a set could not read: its flows are lost. */
@@ -113,49 +90,47 @@ export interface FinalDrainReport extends DrainReport {
   unread: UnreadMap[]
 }
 
-/** Sends a batch of ended flows to every output; called synchronously during the drain. */
-export type ExportSink = (batch: FlowBatch) => void
-
 export class MeterSetDrainer {
   readonly set: MeterSet
   readonly observationDomainId: number
   readonly netns: string
   private readonly store: FlowStoreType
-  private readonly caches: FamilyCaches
-  private readonly batches: Record<Family, FlowBatch>
-  /** The drain running now (or the last one): entries merged by it carry it in `gen`. */
+  private readonly held: HeldFlows
+  /** The kernel's number of the last drain that swapped (its maps are pinned under it until its commit). */
   private gen = 0
-  private offsetNs = 0
-  private policy: DrainPolicy = {idleTimeoutNs: Infinity, activeTimeoutNs: Infinity}
-  private nowNs = 0
-  private exported: Record<number, number> = {}
-  private seen = new Map<number, InterfaceTally>()
-  private marks = new Uint8Array(0)
-  /** Each flow's cache entry (or -1), for one read batch. */
-  private found = new Int32Array(READ_BATCH)
-  private readonly sample = emptySample()
+  /**
+   * Drains so far, those that left the maps in place included: each cache entry carries the one
+   * that last merged packets into it (`cache.gen`), so that one without packets in the latest
+   * drain is known (a flow that saw FIN ends then).
+   */
+  private round = 0
+  private readonly live: LiveMaps
 
-  private constructor(set: MeterSet, netns: string, domain: number, store: FlowStoreType) {
+  private constructor(set: MeterSet, netns: string, domain: number, store: FlowStoreType, options: DrainerOptions) {
     this.set = set
     this.netns = netns
     this.observationDomainId = domain
     this.store = store
-    this.caches = store.newCaches()
-    const batch = (family: Family) => {
-      const b = new FlowBatch(family, EXPORT_BATCH)
-      b.netns = netns
-      b.observationDomainId = domain
-      return b
-    }
-    this.batches = {4: batch(4), 6: batch(6)}
+    this.held = new HeldFlows(store.newCaches(), netns, domain)
     this.gen = store.gen
+    this.round = store.gen
+    const sizes = {} as Record<Family, number>
+    for (const family of FAMILIES) {
+      const live = store.families[family].openLive()
+      sizes[family] = live.info.maxEntries
+      live.close()
+    }
+    this.live = new LiveMaps(store.capacity, sizes, options.intervalMs ?? 1000)
+    // Opens meter_stats now, held with the set's other maps: the maps a daemon holds for a set
+    // stay the same from when it finds the set until it lets it go.
+    store.readStats()
   }
 
   /** Opens the meter set's maps, loads the flows held for it, and finishes a drain a crash cut short. */
-  static open(set: MeterSet, netns: string, observationDomainId: number, sink: ExportSink): MeterSetDrainer {
+  static open(set: MeterSet, netns: string, observationDomainId: number, sink: ExportSink, options: DrainerOptions = {}): MeterSetDrainer {
     const store = FlowStore.open(set)
     try {
-      const drainer = new MeterSetDrainer(set, netns, observationDomainId, store)
+      const drainer = new MeterSetDrainer(set, netns, observationDomainId, store, options)
       drainer.recover(sink)
       return drainer
     } catch (error) {
@@ -181,7 +156,21 @@ export class MeterSetDrainer {
 
   /** Flows held in the cache now. */
   get pending(): number {
-    return this.caches[4].size + this.caches[6].size
+    return this.held.size
+  }
+
+  /** The sizes (max_entries) of the live maps in place now. */
+  get liveEntries(): Record<Family, number> {
+    return {4: this.live.liveEntries(4), 6: this.live.liveEntries(6)}
+  }
+
+  /**
+   * Whether a live map is past half its size since its swap (one read of the program's counters,
+   * about 1.5 µs) and a larger one could take more: the daemon drains the set early, before the
+   * map overflows.
+   */
+  filling(): boolean {
+    return this.live.canGrow() && this.live.filling(this.store.readStats().flowsCreated)
   }
 
   close(): void {
@@ -189,18 +178,19 @@ export class MeterSetDrainer {
   }
 
   private recover(sink: ExportSink): void {
-    this.store.loadSnapshot(this.caches)
+    this.store.loadSnapshot(this.held.caches)
     this.store.removeStrayChunks()
     const leftovers = this.store.leftovers()
     if (leftovers.length === 0) return
-    this.startClock()
+    this.held.begin({idleTimeoutNs: Infinity, activeTimeoutNs: Infinity})
     try {
       for (const l of leftovers) {
         this.gen = Math.max(this.gen, l.gen)
-        this.merge(l.family, l.map, false, sink)
+        this.round = this.gen
+        forEachFlow(...this.held.merger(l.family, l.map, this.round, false, sink))
       }
-      this.flushBatches(sink)
-      this.store.commit(this.gen, this.caches)
+      this.held.flushBatches(sink)
+      this.store.commit(this.gen, this.held.caches)
     } finally {
       for (const l of leftovers) l.map.close()
     }
@@ -210,46 +200,108 @@ export class MeterSetDrainer {
    * One drain of this meter set. With `force` (shutdown, detach), every flow is exported now,
    * the flows held in the cache included.
    */
-  drain(policy: DrainPolicy, sink: ExportSink, force = false): DrainReport {
+  async drain(policy: DrainPolicy, sink: ExportSink, force = false): Promise<DrainReport> {
+    return this.finishDrain(await this.startDrain(), policy, sink, force)
+  }
+
+  /**
+   * A drain's first step: reads the program's counters and, if the live maps may hold flows (or
+   * one is far larger than the set's traffic now calls for), takes both out, fresh maps sized to
+   * that traffic going in their slots. The kernel's wait for running programs is spent in one of
+   * libuv's threads: many sets' first steps can be in flight at once. Call finishDrain next.
+   */
+  async startDrain(): Promise<DrainStart> {
     const started = performance.now()
-    this.policy = policy
-    this.startClock()
-    const gen = this.gen + 1
-    this.gen = gen
+    const stats = this.store.readStats()
+    if (!this.live.mayHoldFlows(stats.flowsCreated) && !this.live.oversized()) {
+      this.live.idle()
+      return {started, stats, taken: [], swapMs: 0}
+    }
+    return this.takeOut(started, stats)
+  }
+
+  /** Swaps both families' live maps out under the next drain number. */
+  private async takeOut(started: number, stats: MeterStats): Promise<DrainStart> {
+    const gen = ++this.gen
+    const fresh = this.live.freshEntries(stats.flowsCreated, stats.packetsOverflowed)
+    const expected = (family: Family) => this.live.expected(family, stats.flowsCreated)
+    const outcomes = await Promise.allSettled(FAMILIES.map((family) => this.store.swapOutAsync(family, gen, fresh[family])))
+    const taken: DrainStart['taken'] = []
+    let error: unknown
+    outcomes.forEach((o, i) => {
+      const family = FAMILIES[i]
+      if (o.status === 'fulfilled') taken.push({family, map: o.value, expected: expected(family)})
+      else error ??= o.reason
+    })
+    this.live.swapped(
+      stats.flowsCreated,
+      stats.packetsOverflowed,
+      fresh,
+      taken.map((t) => t.family),
+    )
+    return {started, stats, gen, taken, error, swapMs: performance.now() - started}
+  }
+
+  /**
+   * A drain's second step: merges what startDrain took out into the cache, exports what ended,
+   * and commits. A drain that took nothing out and exported something swaps the (empty) live
+   * maps out before its commit all the same, so that every drain number swaps both slots.
+   */
+  async finishDrain(start: DrainStart, policy: DrainPolicy, sink: ExportSink, force = false): Promise<DrainReport> {
+    this.held.begin(policy)
+    this.round++
     let taken = 0
     const takenByFamily: Record<Family, number> = {4: 0, 6: 0}
-    const drained: BpfMap[] = []
-    const phases = {swapMs: 0, mergeMs: 0, expireMs: 0, commitMs: 0}
-    let t = started
+    const phases = {swapMs: start.swapMs, mergeMs: 0, expireMs: 0, commitMs: 0}
+    let t = performance.now()
     const lap = (phase: keyof typeof phases) => {
       const now = performance.now()
       phases[phase] += now - t
       t = now
     }
-    try {
-      for (const family of FAMILIES) {
-        const map = this.store.swapOut(family, gen)
-        drained.push(map)
-        lap('swapMs')
-        const n = this.merge(family, map, force, sink)
-        takenByFamily[family] = n
+    const merge = async (maps: DrainStart['taken']) => {
+      for (const {family, map, expected} of maps) {
+        const n = await this.held.merge(family, map, this.round, force, sink, expected)
+        takenByFamily[family] += n
         taken += n
-        lap('mergeMs')
       }
-      this.flushBatches(sink)
-      this.nowNs = Number(monotonicNowNs())
-      for (const family of FAMILIES) this.expire(family, force, gen, sink)
-      lap('expireMs')
-      this.store.commit(gen, this.caches)
-      lap('commitMs')
-    } finally {
-      for (const m of drained) m.close()
-      // The sample's next hop is a view of what it was last read from, perhaps a slab the
-      // cache has since given back: let that go with the cache's own references.
-      this.sample.nextHopBytes = NO_NEXT_HOP
-      this.sample.nextHopOffset = 0
+      this.held.flushBatches(sink)
+      lap('mergeMs')
     }
-    return {taken, exported: this.exported, pending: this.pending, ms: performance.now() - started, phases, seen: this.seen, takenByFamily}
+    let swap = start
+    try {
+      await merge(start.taken)
+      if (this.held.size > 0) {
+        this.held.expireAll(force, this.round, sink)
+        lap('expireMs')
+      }
+      if (start.gen === undefined && Object.keys(this.held.exported).length > 0) {
+        // The snapshot must lose what was exported: a commit, under a drain number of its own.
+        swap = await this.takeOut(performance.now(), this.store.readStats())
+        phases.swapMs += swap.swapMs
+        t = performance.now()
+        await merge(swap.taken)
+      }
+      if (swap.gen !== undefined) {
+        this.store.commit(swap.gen, this.held.caches)
+        lap('commitMs')
+      }
+    } finally {
+      for (const {map} of [...start.taken, ...(swap === start ? [] : swap.taken)]) map.close()
+      this.held.release()
+    }
+    if (start.error !== undefined || swap.error !== undefined) throw start.error ?? swap.error
+    return {
+      taken,
+      exported: this.held.exported,
+      pending: this.pending,
+      ms: performance.now() - start.started,
+      phases,
+      seen: this.held.seen,
+      takenByFamily,
+      swapped: swap.gen !== undefined,
+      liveEntries: this.liveEntries,
+    }
   }
 
   /**
@@ -262,9 +314,8 @@ export class MeterSetDrainer {
    */
   finalDrain(policy: DrainPolicy, sink: ExportSink): FinalDrainReport {
     const started = performance.now()
-    this.policy = policy
-    this.startClock()
-    this.gen++
+    this.held.begin(policy)
+    this.round++
     let taken = 0
     const takenByFamily: Record<Family, number> = {4: 0, 6: 0}
     const unread: UnreadMap[] = []
@@ -287,7 +338,7 @@ export class MeterSetDrainer {
             map = this.store.families[family].openLive()
           }
           lap('swapMs')
-          const n = this.merge(family, map, true, sink)
+          const n = forEachFlow(...this.held.merger(family, map, this.round, true, sink))
           takenByFamily[family] = n
           taken += n
           lap('mergeMs')
@@ -297,126 +348,24 @@ export class MeterSetDrainer {
           map?.close()
         }
       }
-      this.flushBatches(sink)
-      this.nowNs = Number(monotonicNowNs())
-      for (const family of FAMILIES) this.expire(family, true, this.gen, sink)
+      this.held.flushBatches(sink)
+      this.held.expireAll(true, this.round, sink)
       lap('expireMs')
     } finally {
-      this.sample.nextHopBytes = NO_NEXT_HOP
-      this.sample.nextHopOffset = 0
+      this.held.release()
     }
-    return {taken, exported: this.exported, pending: this.pending, ms: performance.now() - started, phases, seen: this.seen, takenByFamily, unread}
-  }
-
-  private startClock(): void {
-    this.offsetNs = Number(clockOffsetNs())
-    this.nowNs = Number(monotonicNowNs())
-    this.exported = {}
-    this.seen = new Map()
-  }
-
-  /**
-   * Why a flow ends now, or 0 if it goes on. `quiet`: it had no packet in this drain. A flow
-   * read at shutdown that saw FIN or RST ended by itself, whatever else holds.
-   */
-  private endReason(first: number, last: number, flags: number, quiet: boolean, force: boolean): number {
-    const idle = this.nowNs - last >= this.policy.idleTimeoutNs
-    // A connection that said FIN or RST ended by itself, however long it has been quiet since.
-    if (flags & (TCP_FIN | TCP_RST) && (quiet || force || idle)) return END_REASON.endOfFlowDetected
-    if (idle) return END_REASON.idleTimeout
-    if (this.nowNs - first >= this.policy.activeTimeoutNs) return END_REASON.activeTimeout
-    return force ? END_REASON.forcedEnd : 0
-  }
-
-  /**
-   * Merges every entry of a drained flow map into the cache. A flow not held in the cache that
-   * has already ended when read (every flow with `direct`, i.e. forced drains; otherwise one read
-   * after its idle or active timeout, as after a daemon restart), or that finds the cache full, is
-   * exported as it is read.
-   */
-  private merge(family: Family, map: BpfMap, direct: boolean, sink: ExportSink): number {
-    const cache = this.caches[family]
-    const batch = this.batches[family]
-    const seen = this.seen
-    const gen = this.gen
-    const keySize = map.info.keySize
-    let found = this.found
-    let lookup: FoundKeys | undefined
-    return forEachFlow(
-      map,
-      (keys, ko, sample, i) => {
-        const slot = interfaceSlot(keys, ko)
-        let tally = seen.get(slot)
-        if (!tally) seen.set(slot, (tally = {packets: 0, bytes: 0}))
-        addToTally(tally, sample.packets, sample.bytes, keySamplingInterval(keys, ko))
-        let idx = found[i]
-        if (idx < 0) {
-          const ended = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, false, direct)
-          if (ended || cache.full) {
-            if (batch.full) this.flushBatch(batch, sink)
-            const reason = ended || END_REASON.lackOfResources
-            const j = batch.length++
-            fillKey(batch, j, keys, ko)
-            fillCounters(batch, j, sample, reason, this.offsetNs)
-            this.exported[reason] = (this.exported[reason] ?? 0) + 1
-            return
-          }
-          idx = cache.insertFound(lookup!, i)
-        }
-        cache.merge(idx, sample)
-        cache.gen[idx] = gen
-      },
-      {
-        batchEntries: READ_BATCH,
-        readAhead: true,
-        onBatch: (keys, n) => {
-          // (A read batch can outgrow READ_BATCH: a read retries with room for a whole hash bucket.)
-          if (found.length < n) found = this.found = new Int32Array(n)
-          lookup = cache.findMany(keys, 0, keySize, n, found)
-        },
-      },
-    )
-  }
-
-  private flushBatches(sink: ExportSink): void {
-    for (const family of FAMILIES) if (this.batches[family].length) this.flushBatch(this.batches[family], sink)
-  }
-
-  private flushBatch(batch: FlowBatch, sink: ExportSink): void {
-    sink(batch)
-    batch.clear()
-  }
-
-  private expire(family: Family, force: boolean, gen: number, sink: ExportSink): void {
-    const cache = this.caches[family]
-    const batch = this.batches[family]
-    const sample = this.sample
-    // Ended entries are marked and removed together afterwards (one compaction of the cache):
-    // removing them one by one costs an index repair each.
-    const ended = this.endedMarks(cache.size)
-    let count = 0
-    for (let idx = 0; idx < cache.size; idx++) {
-      cache.read(idx, sample)
-      const reason = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, cache.gen[idx] < gen, force)
-      if (!reason) continue
-      if (batch.full) this.flushBatch(batch, sink)
-      const j = batch.length++
-      fillKey(batch, j, cache.slabOf(idx), cache.recordAt(idx))
-      fillCounters(batch, j, sample, reason, this.offsetNs)
-      this.exported[reason] = (this.exported[reason] ?? 0) + 1
-      ended[idx] = 1
-      count++
+    return {
+      taken,
+      exported: this.held.exported,
+      pending: this.pending,
+      ms: performance.now() - started,
+      phases,
+      seen: this.held.seen,
+      takenByFamily,
+      swapped: true,
+      liveEntries: this.liveEntries,
+      unread,
     }
-    if (batch.length) this.flushBatch(batch, sink)
-    if (count === cache.size) cache.clear()
-    else if (count) cache.removeMarked(ended)
-  }
-
-  /** A zeroed mark per cache entry, reused between drains. */
-  private endedMarks(size: number): Uint8Array {
-    if (this.marks.length < size) this.marks = new Uint8Array(Math.max(size, 2 * this.marks.length))
-    else this.marks.fill(0, 0, size)
-    return this.marks
   }
 }
 
@@ -427,40 +376,4 @@ function countQuietly(map: BpfMap | undefined): number | undefined {
   } catch {
     return undefined
   }
-}
-
-/** The key columns of batch row `j` from kernel key bytes at `ko`. */
-function fillKey(batch: FlowBatch, j: number, keys: Uint8Array, ko: number): void {
-  batch.ifindex[j] = readU32(keys, ko + KEY.ifindex.offset)
-  batch.direction[j] = keys[ko + KEY.direction.offset]
-  batch.proto[j] = keys[ko + KEY.proto.offset]
-  batch.vlanId[j] = keys[ko + KEY.vlanId.offset] | (keys[ko + KEY.vlanId.offset + 1] << 8)
-  batch.innerVlanId[j] = keys[ko + KEY.innerVlanId.offset] | (keys[ko + KEY.innerVlanId.offset + 1] << 8)
-  batch.samplingInterval[j] = keySamplingInterval(keys, ko)
-  batch.sport[j] = (keys[ko + KEY.sport.offset] << 8) | keys[ko + KEY.sport.offset + 1]
-  batch.dport[j] = (keys[ko + KEY.dport.offset] << 8) | keys[ko + KEY.dport.offset + 1]
-  const len = batch.addrLen
-  const src = batch.src
-  const dst = batch.dst
-  for (let k = 0, at = j * len, from = ko + srcOffset(batch.family); k < len; k++) {
-    src[at + k] = keys[from + k]
-    dst[at + k] = keys[from + len + k]
-  }
-}
-
-/** The counter columns of batch row `j` (times turned from CLOCK_MONOTONIC ns into epoch µs). */
-function fillCounters(batch: FlowBatch, j: number, s: FlowSample, reason: number, offsetNs: number): void {
-  batch.packets[j] = s.packets
-  batch.bytes[j] = s.bytes
-  batch.startUs[j] = (s.firstNs + offsetNs) / 1000
-  batch.endUs[j] = (s.lastNs + offsetNs) / 1000
-  batch.tcpFlags[j] = s.tcpFlags
-  batch.tos[j] = s.tos
-  batch.peerIfindex[j] = s.peerIfindex
-  batch.minTtl[j] = s.minTtl
-  batch.maxTtl[j] = s.maxTtl
-  batch.fwdStatus[j] = s.fwdStatus
-  const len = batch.addrLen
-  for (let k = 0; k < len; k++) batch.nextHop[j * len + k] = s.nextHopBytes[s.nextHopOffset + k]
-  batch.endReason[j] = reason
 }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 
 import {BPF_F_NO_PREALLOC, BpfMap, MAP_TYPE} from '../../src/bpf/libbpf.js'
-import {ReadAhead} from '../../src/bpf/read-ahead.js'
+import {forEachBatchAhead, ReadAhead} from '../../src/bpf/read-ahead.js'
 import {requireE2e} from '../helpers/e2e.js'
 
 const KEY = 12
@@ -95,5 +95,75 @@ describe('bpf/read-ahead @e2e', function () {
       first.close()
       second.close()
     }
+  })
+
+  describe('in libuv threads (forEachBatchAhead)', function () {
+    /** entriesOf() of an asynchronous read. */
+    async function entriesAhead(map: BpfMap, batchEntries: number): Promise<{list: string[]; total: number}> {
+      const list: string[] = []
+      const total = await forEachBatchAhead(
+        map,
+        (keys, values, n) => {
+          for (let i = 0; i < n; i++)
+            list.push(`${keys.subarray(i * KEY, (i + 1) * KEY).toString('hex')}=${values.subarray(i * VALUE, (i + 1) * VALUE).toString('hex')}`)
+        },
+        batchEntries,
+      )
+      return {list, total}
+    }
+
+    it('hands over every entry once, as a plain batch read sees them, over many read batches', async function () {
+      const map = filledMap(50_000)
+      try {
+        const ahead = await entriesAhead(map, 1024)
+        const plain = entriesOf((f) => map.forEachBatch(f, {batchEntries: 1024}))
+        assert.equal(ahead.total, 50_000)
+        assert.equal(new Set(ahead.list).size, 50_000, 'no entry twice')
+        assert.deepEqual([...ahead.list].sort(), [...plain.list].sort())
+      } finally {
+        map.close()
+      }
+    })
+
+    it('reads an empty map as no entries, and two maps at once each whole', async function () {
+      const empty = filledMap(0)
+      const a = filledMap(30_000)
+      const b = filledMap(20_000)
+      try {
+        assert.equal((await entriesAhead(empty, 1024)).total, 0)
+        const [ra, rb] = await Promise.all([entriesAhead(a, 1024), entriesAhead(b, 1024)])
+        assert.equal(new Set(ra.list).size, 30_000)
+        assert.equal(new Set(rb.list).size, 20_000)
+        assert.deepEqual([...ra.list].sort(), [...entriesOf((f) => a.forEachBatch(f, {batchEntries: 1024})).list].sort())
+      } finally {
+        empty.close()
+        a.close()
+        b.close()
+      }
+    })
+
+    it('passes on an error thrown while handling a read batch once no read is in flight, and reads the next map whole', async function () {
+      const first = filledMap(20_000)
+      const second = filledMap(5_000)
+      try {
+        let batches = 0
+        await assert.rejects(
+          forEachBatchAhead(
+            first,
+            () => {
+              if (++batches === 2) throw new Error('the sink failed')
+            },
+            1024,
+          ),
+          /the sink failed/,
+        )
+        assert.equal(batches, 2, 'no read batch is handed over after the error')
+        assert.equal((await entriesAhead(second, 1024)).total, 5_000)
+        assert.equal((await entriesAhead(first, 4096)).total, 20_000)
+      } finally {
+        first.close()
+        second.close()
+      }
+    })
   })
 })

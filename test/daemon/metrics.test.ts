@@ -29,6 +29,8 @@ function report(netns: string, seen: [number, number, number][], taken = 0): {ne
     phases: {swapMs: 0.5, mergeMs: 1, expireMs: 0.5, commitMs: 0.5},
     seen: new Map(seen.map(([slot, packets, bytes]) => [slot, {packets, bytes}])),
     takenByFamily: {4: taken, 6: 0},
+    swapped: true,
+    liveEntries: {4: 4096, 6: 4096},
   }
 }
 

@@ -19,11 +19,17 @@ export class DaemonProcess {
   readonly child: ResultPromise
   private stderrTail = ''
 
-  /** `env` adds to this process's environment (e.g. a router's own FLOWCTL_* directories). */
-  constructor(configFile: string, netns?: string, env: Record<string, string> = {}) {
+  /**
+   * `env` adds to this process's environment (e.g. a router's own FLOWCTL_* directories);
+   * `stopGraceMs`: how long stop() lets it finish before a SIGKILL (execa's default, 5 s, unless
+   * its shutdown drain is known to take longer).
+   */
+  constructor(configFile: string, netns?: string, env: Record<string, string> = {}, options: {stopGraceMs?: number} = {}) {
     const argv = [CLI, 'daemon', '-c', configFile]
-    const options = {reject: false, env: {...process.env, ...env}}
-    this.child = netns ? execa('nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, ...argv], options) : execa(process.execPath, argv, options)
+    const spawnOptions = {reject: false, env: {...process.env, ...env}, forceKillAfterDelay: options.stopGraceMs ?? 5000}
+    this.child = netns
+      ? execa('nsenter', [`--net=/run/netns/${netns}`, '--', process.execPath, ...argv], spawnOptions)
+      : execa(process.execPath, argv, spawnOptions)
     let partial = ''
     this.child.stderr!.on('data', (d: Buffer) => {
       partial += d.toString()

@@ -2,7 +2,9 @@
  * Kernel flow keys and values built by hand, as the meter would write them, for tests that fill
  * flow maps directly (no traffic).
  */
-import {FLOW_KEY4, FLOW_VALUE4, KEY, VALUE, writeU64} from '../../src/bpf/layout.js'
+import {FLOW_KEY4, FLOW_VALUE4, KEY, METER_STATS, readU64, VALUE, writeU64} from '../../src/bpf/layout.js'
+import type {BpfMap} from '../../src/bpf/libbpf.js'
+import type {Family} from '../../src/flow/record.js'
 
 /**
  * A struct flow_key4 on ifindex 3, ingress, between two 198.18.0.0/15 hosts, counted at sampling
@@ -44,4 +46,22 @@ export function flowValue4(f: FlowCounts): Buffer {
   v[VALUE.minTtl.offset] = f.ttl?.[0] ?? 64
   v[VALUE.maxTtl.offset] = f.ttl?.[1] ?? 64
   return v
+}
+
+/**
+ * Adds `n` to the flows the program counts as created in `family`'s live map (meter_stats, CPU
+ * 0's copy), as the meter does for each flow it inserts: for flows written into a live map by
+ * hand. A daemon takes a live map out only when that count moved (src/daemon/live-maps.ts).
+ */
+export function countCreated(from: {openMap(name: string): BpfMap}, family: Family, n: number): void {
+  const map = from.openMap('meter_stats')
+  try {
+    const key = Buffer.alloc(4)
+    const values = map.lookup(key)!
+    const at = family === 4 ? METER_STATS.fields.flows4Created.offset : METER_STATS.fields.flows6Created.offset
+    writeU64(values, at, readU64(values, at) + n)
+    map.update(key, values)
+  } finally {
+    map.close()
+  }
 }

@@ -150,6 +150,7 @@ export class DaemonMetrics implements FlowLogObserver {
     for (const family of [4, 6] as const) {
       const flows = report.takenByFamily[family]
       this.m.mapFlows.set({netns, family: `ipv${family}`}, flows)
+      this.m.liveMapSize.set({netns, family: `ipv${family}`}, report.liveEntries[family])
       const capacity = drainer && this.capacity(drainer)
       if (capacity) this.m.mapFill.set({netns, family: `ipv${family}`}, flows / capacity)
     }

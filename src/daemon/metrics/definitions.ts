@@ -86,6 +86,11 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
       'family',
     ]),
     mapCapacity: gauge('flowctl_meter_map_capacity_flows', 'Flows a flow map can hold (more are not metered).', ['netns', 'family']),
+    liveMapSize: gauge(
+      'flowctl_meter_live_map_size_flows',
+      'Flows the live flow map in place can hold: sized by the daemon to the recent traffic, at most the capacity (a map past half of it is taken out early for a larger one).',
+      ['netns', 'family'],
+    ),
     kernelMemory: gauge(
       'flowctl_meter_kernel_memory_bytes',
       'Kernel memory the meter set of a namespace takes now (its maps, as the kernel accounts them: memlock).',

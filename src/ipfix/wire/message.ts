@@ -68,6 +68,36 @@ export const ARENA_BYTES = 256 * 1024
 export const MAX_FREE_ARENAS = 128
 /** Arenas whose messages were all released, for any builder to reuse (all are ARENA_BYTES). */
 const freeArenas: MessageArena[] = []
+/**
+ * How often the store lets go of arenas it has not needed: those that sat in it through a whole
+ * period. A daemon exporting steadily takes its arenas back within a drain or two, so the store's
+ * low mark over a second stays near 0 and nothing is let go; after a burst (a drain that exported
+ * a million flows fills the window, then the store, with 32 MiB) the memory goes back to the
+ * garbage collector within two periods instead of staying with the process for good, beside a
+ * flow cache that may be growing meanwhile.
+ */
+const FREE_ARENA_TRIM_MS = 1000
+/** The fewest arenas the store held since the last trim: that many sat unused all along. */
+let freeLowMark = 0
+let trimTimer: NodeJS.Timeout | undefined
+
+/** Arenas kept for reuse now. */
+export function freeArenaCount(): number {
+  return freeArenas.length
+}
+
+/**
+ * Lets go of the arenas the store held unused since the last call (its oldest ones), and starts
+ * the next period. Runs every FREE_ARENA_TRIM_MS while the store holds any.
+ */
+export function trimFreeArenas(): void {
+  freeArenas.splice(0, freeLowMark)
+  freeLowMark = freeArenas.length
+  if (freeArenas.length === 0 && trimTimer) {
+    clearInterval(trimTimer)
+    trimTimer = undefined
+  }
+}
 
 /** An arena messages are carved from, and how many of those messages someone still holds. */
 interface MessageArena {
@@ -123,6 +153,8 @@ function giveBack(arena: MessageArena): void {
   arena.sealed = false
   arena.released?.fill(0)
   arena.free.push(arena)
+  // (Unref'd: it never keeps a process alive.)
+  trimTimer ??= setInterval(trimFreeArenas, FREE_ARENA_TRIM_MS).unref()
 }
 
 export class MessageBuilder {
@@ -144,7 +176,10 @@ export class MessageBuilder {
 
   private newArena(): MessageArena {
     const reused = this.maxSize <= ARENA_BYTES ? freeArenas.pop() : undefined
-    if (reused) return reused
+    if (reused) {
+      freeLowMark = Math.min(freeLowMark, freeArenas.length)
+      return reused
+    }
     // Not from Node's shared pool: each arena has memory of its own, which identifies it.
     const memory = Buffer.allocUnsafeSlow(Math.max(ARENA_BYTES, this.maxSize))
     const arena: MessageArena = {

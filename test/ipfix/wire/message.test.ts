@@ -8,12 +8,15 @@ import {CodecError} from '../../../src/ipfix/wire/errors.js'
 import {elementByName, resolveElement, VARIABLE_LENGTH, type InformationElement} from '../../../src/ipfix/wire/elements.js'
 import {IpfixDecoder} from '../../../src/ipfix/collect/decoder.js'
 import {
+  ARENA_BYTES,
+  freeArenaCount,
   MESSAGE_AND_SET_HEADERS_LENGTH,
   MessageBuilder,
   maxTemplateFields,
   releaseMessage,
   TEMPLATE_SET_ID,
   templateFits,
+  trimFreeArenas,
 } from '../../../src/ipfix/wire/message.js'
 import {encodeTemplateRecord, type Template, type TemplateField} from '../../../src/ipfix/wire/template.js'
 
@@ -126,6 +129,33 @@ describe('ipfix/message', function () {
         for (const [s, m] of held) assert.ok(intact(m, s), `message ${s} overwritten after round ${round}`)
       }
       assert.ok(reused > 1000, `memory was reused (${reused} messages in released arenas)`)
+    })
+
+    it('lets go of the arenas a burst left in the store once they sit unused, and keeps those a steady sender reuses', function () {
+      trimFreeArenas()
+      trimFreeArenas() // (whatever the tests before left)
+      assert.equal(freeArenaCount(), 0)
+      const perArena = Math.floor(ARENA_BYTES / MAX)
+      // A burst: twenty arenas of messages, all released (the window let go of them).
+      const builder = new MessageBuilder(MAX)
+      let seed = 0
+      const burst: Buffer[] = []
+      for (let i = 0; i < 20 * perArena; i++) burst.push(build(builder, ++seed))
+      for (const m of burst) releaseMessage(m)
+      const stored = freeArenaCount()
+      assert.ok(stored >= 18, `the burst's arenas are kept for reuse (${stored})`)
+      trimFreeArenas() // a period starts
+      // A steady sender: a few arenas' worth of messages at a time, each released before the next round.
+      for (let round = 0; round < 5; round++) {
+        const sent: Buffer[] = []
+        for (let i = 0; i < 3 * perArena; i++) sent.push(build(builder, ++seed))
+        for (const m of sent) releaseMessage(m)
+      }
+      trimFreeArenas() // the period ends: what sat unused through it goes
+      const kept = freeArenaCount()
+      assert.ok(kept >= 2 && kept <= 4, `the arenas the sender took in turn are kept (${kept} of ${stored})`)
+      trimFreeArenas() // a period with nothing sent
+      assert.equal(freeArenaCount(), 0)
     })
 
     it('a message released twice takes its arena out of reuse instead of freeing what is still held', function () {
