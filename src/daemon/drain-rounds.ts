@@ -67,26 +67,40 @@ export function fillingMeters(drainers: Map<string, MeterSetDrainer>): [string, 
 }
 
 /**
+ * How long after a meter set's last swap or export the observer still hears of its idle drains:
+ * longer than the accuracy check's 5 s between readings of the kernel's interface counters, so
+ * that one reading comes after the drain that took the last packets (else the kernel's side of the
+ * check would stay behind for as long as the set is idle).
+ */
+export const QUIET_AFTER_MS = 6_000
+
+/**
  * Which drains the daemon's observer (the metrics) hears of: every drain that swapped or exported,
- * and the first of a run of idle ones (so that the metrics say the meter went quiet); an idle
- * meter set then costs the observer nothing per interval.
+ * the idle ones within QUIET_AFTER_MS of such a drain, and the first of a run of idle ones (so that
+ * the metrics say the meter went quiet); an idle meter set then costs the observer nothing per
+ * interval.
  */
 export class QuietMeters {
   private readonly quiet = new Set<string>()
+  private readonly lastActive = new Map<string, number>()
+
+  constructor(private readonly now: () => number = Date.now) {}
 
   worthTelling(label: string, report: DrainReport): boolean {
     const idle = !report.swapped && exportedCount(report) === 0
     if (!idle) {
       this.quiet.delete(label)
+      this.lastActive.set(label, this.now())
       return true
     }
     if (this.quiet.has(label)) return false
-    this.quiet.add(label)
+    if (this.now() - (this.lastActive.get(label) ?? -Infinity) >= QUIET_AFTER_MS) this.quiet.add(label)
     return true
   }
 
   clear(): void {
     this.quiet.clear()
+    this.lastActive.clear()
   }
 }
 

@@ -141,8 +141,8 @@ describe('a sampled export read by nfdump, pmacct and tshark @e2e', function () 
     const sentBytes = sent.packets * IP_BYTES
     // The kernel's counters have it all, and a reading after the drain that took the last packets.
     await until('the kernel to count it', async () => (await metric('flowctl_interface_kernel_packets_total', r0))! >= sent.packets)
-    const drains = (await metric('flowctl_drains_total', {netns: r}))!
-    await until('12 more drains (a reading of the counters every 5 s at most)', async () => (await metric('flowctl_drains_total', {netns: r}))! >= drains + 12)
+    // That reading came after the drain that took the last packets: the daemon's metrics hear of
+    // a set's idle drains for 6 s after its last active one, past the check's 5 s between readings.
     assert.equal(await metric('flowctl_meter_sampling_interval', {netns: r}), 10)
     const ratio = (await metric('flowctl_interface_accuracy_ratio', r0))!
     const error = (await metric('flowctl_interface_accuracy_sampling_error_ratio', r0))!

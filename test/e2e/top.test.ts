@@ -17,7 +17,7 @@ import {execa, type ResultPromise} from 'execa'
 import {readDrainState} from '../../src/bpf/layout.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {Lab} from '../../src/lab/lab.js'
-import {runAgent} from '../../src/lab/traffic.js'
+import {runAgent, startAgent} from '../../src/lab/traffic.js'
 import {TopSampler, type TopSample} from '../../src/view/top.js'
 import {DaemonProcess} from '../helpers/daemon.js'
 import {CLI, cliJson, cliOk, requireE2e, sleep, PrivateDirs} from '../helpers/e2e.js'
@@ -198,14 +198,40 @@ describe('flowctl top beside a daemon draining every 0.1 s @e2e', function () {
     assert.ok(drains() >= until, `the daemon did not drain ${n} times`)
   }
 
+  /**
+   * Waits for `n` drains with traffic running: the daemon swaps a set's live maps only when new
+   * flows came (an idle set keeps its maps in place, and its drains commit nothing).
+   */
+  async function waitForDrainsWithTraffic(n: number): Promise<void> {
+    const traffic = await startAgent(a, {mode: 'udp-send', host: '198.18.31.2', port: 5098, count: 1_000_000, size: 100, gapMs: 5})
+    try {
+      await waitForDrains(n)
+    } finally {
+      traffic.stop()
+      await traffic.result.catch(() => {})
+    }
+  }
+
+  /** Waits until the drains stop committing for a second: the set went idle, its last packets' map swapped out. */
+  async function waitForQuiet(): Promise<void> {
+    let last = drains()
+    for (let still = 0, i = 0; still < 10; i++) {
+      assert.ok(i < 300, 'the daemon kept draining 30 s after the traffic ended')
+      await sleep(100)
+      const now = drains()
+      still = now === last ? still + 1 : 0
+      last = now
+    }
+  }
+
   it('counts every packet sent while the daemon swaps the live map out dozens of times', async function () {
     sampler = await TopSampler.open(privateDirs.paths, {netns: a, selector: {}})
     sampler.prime()
     const first = drains()
     // About 3 s of UDP at about 1,000 packets/s: 30 drains or so.
     const sent = await runAgent<{packets: number; bytes: number}>(a, {mode: 'udp-send', host: '198.18.31.2', port: 5099, count: 3000, size: 100, gapMs: 1})
-    // The map of the last packets swapped out too.
-    await waitForDrains(2)
+    // The map of the last packets swapped out too, then the set idle (its live maps stay in place).
+    await waitForQuiet()
     const sample = sampler.sample('port')
     const udp = sample.rows.find((r) => r.label === 'udp/5099')
     assert.ok(udp, JSON.stringify(sample.rows))
@@ -228,7 +254,7 @@ describe('flowctl top beside a daemon draining every 0.1 s @e2e', function () {
     await waitFor(/rates over the last/)
     top.kill('SIGSTOP')
     try {
-      await waitForDrains(4)
+      await waitForDrainsWithTraffic(4)
     } finally {
       top.kill('SIGCONT')
     }
@@ -257,7 +283,7 @@ describe('flowctl top beside a daemon draining every 0.1 s @e2e', function () {
     assert.ok(holdsLive(), 'top never held the live map')
     once.kill('SIGSTOP')
     try {
-      await waitForDrains(4)
+      await waitForDrainsWithTraffic(4)
     } finally {
       once.kill('SIGCONT')
     }
