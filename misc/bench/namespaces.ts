@@ -21,13 +21,12 @@
  * Everything is made under the bench's private roots and removed at the end, on failure and on
  * SIGINT (the lab's namespaces, the daemons, nfcapd, the pins).
  */
-import {execFileSync} from 'node:child_process'
-import {mkdirSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
+import {mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {execa, type ResultPromise} from 'execa'
+import {execa} from 'execa'
 
 import {compileMeter, DEFAULT_CAPACITY} from '../../src/bpf/compile.js'
 import {BpfMap, innerMapId} from '../../src/bpf/libbpf.js'
@@ -36,6 +35,7 @@ import {FLOOR_ENTRIES} from '../../src/daemon/live-maps.js'
 import {FAMILIES} from '../../src/flow/record.js'
 import {Lab} from '../../src/lab/lab.js'
 import {pathsFromEnv} from '../../src/paths.js'
+import {Nfcapd} from '../../test/helpers/collectors.js'
 import {DaemonProcess, type LogLine} from '../../test/helpers/daemon.js'
 import {CLI} from '../../test/helpers/e2e.js'
 import {Fleet, flowKey, MEMBER_IFNAME, type ExpectedFlow} from '../../test/helpers/fleet.js'
@@ -114,59 +114,6 @@ async function cpuShare(pid: number, seconds: number): Promise<number> {
   return (cpuSeconds(pid) - c0) / ((performance.now() - t0) / 1000)
 }
 
-/** A UDP port on 127.0.0.1 nothing listens on now. */
-function freeUdpPort(): number {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 40_000)
-    if (
-      !execFileSync('ss', ['-Hunl', `sport = :${port}`])
-        .toString()
-        .trim()
-    )
-      return port
-  }
-}
-
-/** nfcapd (nfdump 1.7) on loopback with a 4 MiB receive buffer asked for, and what it stored, per flow. */
-class Nfcapd {
-  private child?: ResultPromise
-  readonly port = freeUdpPort()
-
-  constructor(readonly dir: string) {}
-
-  async start(): Promise<void> {
-    mkdirSync(this.dir, {recursive: true})
-    const child = execa('nfcapd', ['-w', this.dir, '-p', String(this.port), '-b', '127.0.0.1', '-t', '3600', '-B', String(4 << 20)], {
-      reject: false,
-      stdio: 'ignore',
-    })
-    this.child = child
-    cleanup.push('stopping nfcapd', () => child.kill('SIGKILL'))
-    for (let i = 0; i < 100; i++) {
-      if (
-        execFileSync('ss', ['-Hunl', `sport = :${this.port}`])
-          .toString()
-          .includes(`:${this.port}`)
-      )
-        return
-      await sleep(50)
-    }
-    throw new Error('nfcapd did not start')
-  }
-
-  /** Stops it (SIGTERM: it writes its file) and reads every flow it stored: source, port, packets, bytes. */
-  async stopAndRead(): Promise<{src: string; sport: number; packets: number; bytes: number}[]> {
-    this.child?.kill('SIGTERM')
-    await this.child
-    const out = execFileSync('nfdump', ['-R', this.dir, '-q', '-N', '-o', 'fmt:%sa,%sp,%pkt,%byt'], {maxBuffer: 1 << 30}).toString()
-    return out
-      .split('\n')
-      .map((l) => l.trim().split(','))
-      .filter((f) => f.length === 4)
-      .map(([src, sport, packets, bytes]) => ({src: src.trim(), sport: Number(sport), packets: Number(packets), bytes: Number(bytes)}))
-  }
-}
-
 /** Writes a daemon config: the bench's collector, metrics on an ephemeral port, the bench's state file; `netns`: only that namespace. */
 function writeConfig(dir: string, name: string, collectorPort: number, netns?: string): string {
   const file = join(dir, `${name}.yaml`)
@@ -236,8 +183,9 @@ export async function benchNamespaces(options: NamespacesOptions): Promise<Row[]
   })
   const memlockAttached = setsMemory()
 
-  const nfcapd = new Nfcapd(join(dir, 'nfcapd'))
-  await nfcapd.start()
+  // A 4 MiB receive buffer asked for: 100,000 flows end within a drain or two.
+  const nfcapd = await Nfcapd.start(join(dir, 'nfcapd'), undefined, {receiveBuffer: 4 << 20})
+  cleanup.push('stopping nfcapd', () => nfcapd.stop())
   const daemonStart = performance.now()
   const daemon = await startDaemon(writeConfig(dir, 'all', nfcapd.port))
   const settleS = await settledSeconds(
@@ -325,7 +273,11 @@ export async function benchNamespaces(options: NamespacesOptions): Promise<Row[]
     pass: rounds.length > 0 && full === rounds.length,
   })
   assert(await daemon.stop('SIGTERM'), 'the daemon')
-  const collected = await nfcapd.stopAndRead()
+  await nfcapd.stop()
+  const collected = (await nfcapd.flows('%sa,%sp,%pkt,%byt'))
+    .map((l) => l.split(','))
+    .filter((f) => f.length === 4)
+    .map(([src, sport, packets, bytes]) => ({src: src.trim(), sport: Number(sport), packets: Number(packets), bytes: Number(bytes)}))
   rows.push(exactness(collected, expected, count))
 
   // One namespace idle: a daemon that drains the first member only.

@@ -12,84 +12,25 @@
  * a fifth, half, once and twice the default replay rate, and 50,000 unpaced into an nfcapd with a
  * larger buffer (-B 2 MiB and 4 MiB, as far as net.core.rmem_max lets it have them).
  */
-import {execFileSync} from 'node:child_process'
-import {mkdirSync, mkdtempSync, readFileSync, rmSync} from 'node:fs'
+import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {execa, type ResultPromise} from 'execa'
-
 import {compileTemplates, exporterFor} from '../../src/config/export-settings.js'
 import {defaultConfig} from '../../src/config/load.js'
+import {freeUdpPort, Nfcapd} from '../../test/helpers/collectors.js'
 import {distinctUdpFlows} from '../../test/helpers/synthetic-batch.js'
 import {DEFAULT_REPLAY_BYTES_PER_SECOND, type CollectorExporter} from '../../src/ipfix/export/collector-exporter.js'
 import {cleanup, log, si, type BenchOptions, type Row} from './util.js'
 
 const BATCH = 8192
 
-/** A UDP port on 127.0.0.1 nothing listens on now. */
-function freePort(): number {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 40_000)
-    if (
-      !execFileSync('ss', ['-Hunl', `sport = :${port}`])
-        .toString()
-        .trim()
-    )
-      return port
-  }
-}
-
-/** The drops of the socket bound to 127.0.0.1:port (the last column of /proc/net/udp). */
-function socketDrops(port: number): number {
-  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`
-  const line = readFileSync('/proc/net/udp', 'utf8')
-    .split('\n')
-    .find((l) => l.trim().split(/\s+/)[1] === local)
-  return line ? Number(line.trim().split(/\s+/).at(-1)) : Number.NaN
-}
-
-class Nfcapd {
-  private child?: ResultPromise
-  constructor(
-    readonly port: number,
-    readonly dir: string,
-    /** Its -B (SO_RCVBUF asked for; the kernel caps it at net.core.rmem_max, and doubles it); undefined = its default buffer. */
-    readonly receiveBuffer?: number,
-  ) {}
-
-  async start(): Promise<void> {
-    mkdirSync(this.dir, {recursive: true})
-    const buffer = this.receiveBuffer ? ['-B', String(this.receiveBuffer)] : []
-    const child = execa('nfcapd', ['-w', this.dir, '-p', String(this.port), '-b', '127.0.0.1', '-t', '3600', ...buffer], {reject: false, stdio: 'ignore'})
-    this.child = child
-    cleanup.push('stopping nfcapd', () => child.kill('SIGKILL'))
-    for (let i = 0; i < 100; i++) {
-      if (
-        execFileSync('ss', ['-Hunl', `sport = :${this.port}`])
-          .toString()
-          .includes(`:${this.port}`)
-      )
-        return
-      await sleep(50)
-    }
-    throw new Error('nfcapd did not start')
-  }
-
-  /** Its socket's drops, then SIGTERM (it writes its file). */
-  async stop(): Promise<number> {
-    const drops = socketDrops(this.port)
-    this.child?.kill('SIGTERM')
-    await this.child
-    return drops
-  }
-
-  /** What nfdump counts in its files: flows. */
-  flows(): number {
-    const out = execFileSync('nfdump', ['-R', this.dir, '-q', '-N', '-o', 'null', '-I']).toString()
-    return Number(/^Flows: (\d+)$/m.exec(out)?.[1] ?? Number.NaN)
-  }
+/** nfcapd in a directory of its own under `root`, stopped by the cleanup stack should the bench end early. */
+async function startNfcapd(root: string, port: number, receiveBuffer?: number): Promise<Nfcapd> {
+  const nfcapd = await Nfcapd.start(mkdtempSync(join(root, 'nfcapd-')), port, {receiveBuffer})
+  cleanup.push('stopping nfcapd', () => nfcapd.stop())
+  return nfcapd
 }
 
 function exporter(port: number, replayBytesPerSecond: number, sendBytesPerSecond = 0): CollectorExporter {
@@ -99,7 +40,7 @@ function exporter(port: number, replayBytesPerSecond: number, sendBytesPerSecond
 
 /** Spools `total` flows while nothing listens, then replays them into a fresh nfcapd at `rate`: flows lost and socket drops. */
 async function replayOnce(root: string, total: number, rate: number): Promise<{lost: number; drops: number; seconds: number}> {
-  const port = freePort()
+  const port = await freeUdpPort()
   const e = exporter(port, rate)
   await e.open()
   try {
@@ -108,8 +49,7 @@ async function replayOnce(root: string, total: number, rate: number): Promise<{l
       await sleep(2)
       e.service()
     }
-    const nfcapd = new Nfcapd(port, mkdtempSync(join(root, 'nfcapd-')))
-    await nfcapd.start()
+    const nfcapd = await startNfcapd(root, port)
     e.service() // the probe
     await sleep(1100)
     const t0 = performance.now()
@@ -117,8 +57,9 @@ async function replayOnce(root: string, total: number, rate: number): Promise<{l
     while (e.stats.spooledMessages > 0 || e.isReplaying) await sleep(5)
     const seconds = (performance.now() - t0) / 1000
     await sleep(1500)
-    const drops = await nfcapd.stop()
-    return {lost: total - nfcapd.flows(), drops, seconds}
+    const drops = nfcapd.socketDrops()
+    await nfcapd.stop()
+    return {lost: total - (await nfcapd.totals()).flows, drops, seconds}
   } finally {
     e.close()
   }
@@ -126,9 +67,8 @@ async function replayOnce(root: string, total: number, rate: number): Promise<{l
 
 /** One drain's flows (the live path, no backlog), at once or paced at `sendBytesPerSecond`: flows lost and socket drops. */
 async function liveOnce(root: string, total: number, sendBytesPerSecond = 0, receiveBuffer?: number): Promise<{lost: number; drops: number}> {
-  const port = freePort()
-  const nfcapd = new Nfcapd(port, mkdtempSync(join(root, 'nfcapd-')), receiveBuffer)
-  await nfcapd.start()
+  const port = await freeUdpPort()
+  const nfcapd = await startNfcapd(root, port, receiveBuffer)
   const e = exporter(port, DEFAULT_REPLAY_BYTES_PER_SECOND, sendBytesPerSecond)
   await e.open()
   try {
@@ -136,8 +76,9 @@ async function liveOnce(root: string, total: number, sendBytesPerSecond = 0, rec
     await e.flushed()
     while (e.isReplaying) await sleep(5)
     await sleep(1500)
-    const drops = await nfcapd.stop()
-    return {lost: total - nfcapd.flows(), drops}
+    const drops = nfcapd.socketDrops()
+    await nfcapd.stop()
+    return {lost: total - (await nfcapd.totals()).flows, drops}
   } finally {
     e.close()
   }

@@ -51,13 +51,18 @@ export class Nfcapd {
     private readonly output: () => string,
   ) {}
 
-  /** nfcapd on 127.0.0.1:`port` (a free one when not given), writing into `dir`/flows, once it listens. */
-  static async start(dir: string, port?: number): Promise<Nfcapd> {
+  /**
+   * nfcapd on 127.0.0.1:`port` (a free one when not given), writing into `dir`/flows, once it listens;
+   * `receiveBuffer`: its -B (SO_RCVBUF asked for: the kernel caps it at net.core.rmem_max, and
+   * doubles it), its default buffer when not given.
+   */
+  static async start(dir: string, port?: number, options: {receiveBuffer?: number} = {}): Promise<Nfcapd> {
     const flows = join(dir, 'flows')
     mkdirSync(flows, {recursive: true})
     const p = port ?? (await freeUdpPort())
+    const buffer = options.receiveBuffer ? ['-B', String(options.receiveBuffer)] : []
     // -t 3600: one file for the whole test (a run across a rotation leaves two; -R reads them all).
-    const child = execa('nfcapd', ['-b', '127.0.0.1', '-p', String(p), '-w', flows, '-t', '3600', '-I', 'flowctl'], {reject: false, all: true})
+    const child = execa('nfcapd', ['-b', '127.0.0.1', '-p', String(p), '-w', flows, '-t', '3600', '-I', 'flowctl', ...buffer], {reject: false, all: true})
     let out = ''
     child.all.on('data', (chunk: Buffer) => (out += chunk.toString()))
     const c = new Nfcapd(dir, p, child, () => out)
@@ -68,6 +73,15 @@ export class Nfcapd {
       throw new Error(`${(error as Error).message}: ${out}`, {cause: error})
     }
     return c
+  }
+
+  /** What its socket's receive buffer could not take so far (the drops column of /proc/net/udp). */
+  socketDrops(): number {
+    const local = `0100007F:${this.port.toString(16).toUpperCase().padStart(4, '0')}`
+    const line = readFileSync('/proc/net/udp', 'utf8')
+      .split('\n')
+      .find((l) => l.trim().split(/\s+/)[1] === local)
+    return line ? Number(line.trim().split(/\s+/).at(-1)) : Number.NaN
   }
 
   /** What nfcapd printed (its log goes to stdout in the foreground). */
