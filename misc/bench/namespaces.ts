@@ -29,16 +29,14 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {execa} from 'execa'
 
 import {compileMeter, DEFAULT_CAPACITY} from '../../src/bpf/compile.js'
-import {BpfMap, innerMapId} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {FLOOR_ENTRIES} from '../../src/daemon/live-maps.js'
-import {FAMILIES} from '../../src/flow/record.js'
 import {Lab} from '../../src/lab/lab.js'
 import {pathsFromEnv} from '../../src/paths.js'
 import {Nfcapd} from '../../test/helpers/collectors.js'
 import {DaemonProcess, type LogLine} from '../../test/helpers/daemon.js'
 import {CLI} from '../../test/helpers/e2e.js'
-import {Fleet, flowKey, MEMBER_IFNAME, type ExpectedFlow} from '../../test/helpers/fleet.js'
+import {Fleet, flowKey, liveMapSizes, MEMBER_IFNAME, type ExpectedFlow} from '../../test/helpers/fleet.js'
 import {cleanup, fixed, log, median, si, type BenchOptions, type Row} from './util.js'
 
 const FLOWS_PER_NAMESPACE = 1000
@@ -72,23 +70,6 @@ function setsMemory(): number {
   return bytes
 }
 
-/** Sizes (max_entries) of the live flow maps of the meter set of `netns`. */
-function liveSizes(netns: string): number[] {
-  return FAMILIES.map((f) => {
-    const outer = MeterSet.for(pathsFromEnv(), netns).openMap(`flows${f}`)
-    try {
-      const live = BpfMap.openById(innerMapId(outer)!)
-      try {
-        return live.info.maxEntries
-      } finally {
-        live.close()
-      }
-    } finally {
-      outer.close()
-    }
-  })
-}
-
 /**
  * Seconds until the idle meter sets of `netns` have settled: the daemon's first drain of a set
  * swaps its live maps for maps of the size in place (the capacity, after attach: it cannot know
@@ -98,7 +79,7 @@ function liveSizes(netns: string): number[] {
  */
 async function settledSeconds(netns: string[], since: number): Promise<number> {
   const deadline = performance.now() + 120_000
-  while (netns.some((n) => liveSizes(n).some((size) => size > FLOOR_ENTRIES))) {
+  while (netns.some((n) => liveMapSizes(pathsFromEnv(), n).some((size) => size > FLOOR_ENTRIES))) {
     if (performance.now() > deadline) throw new Error('idle meter sets still hold live maps larger than the floor after 120 s')
     await sleep(250)
   }

@@ -24,7 +24,7 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {attachMeters} from '../../src/bpf/attach.js'
-import {BpfMap, innerMapId} from '../../src/bpf/libbpf.js'
+import {innerMapId} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {FLOOR_ENTRIES} from '../../src/daemon/live-maps.js'
 import {FAMILIES} from '../../src/flow/record.js'
@@ -32,7 +32,7 @@ import {renderFields} from '../../src/ipfix/collect/render.js'
 import {Lab} from '../../src/lab/lab.js'
 import {DaemonProcess} from '../helpers/daemon.js'
 import {PrivateDirs, requireE2e, sleep} from '../helpers/e2e.js'
-import {Fleet, flowKey, MEMBER_IFNAME, type ExpectedFlow} from '../helpers/fleet.js'
+import {Fleet, flowKey, liveMapSizes, MEMBER_IFNAME, type ExpectedFlow} from '../helpers/fleet.js'
 import {Sink} from '../ipfix/flows.js'
 
 const NAMESPACES = 50
@@ -114,20 +114,7 @@ describe('many namespaces, one daemon @e2e', function () {
   })
 
   it('gives idle namespaces live maps of the floor size, then leaves them in place, and the daemon nearly idle', async function () {
-    const liveSizes = (netns: string) =>
-      FAMILIES.map((f) => {
-        const outer = MeterSet.for(dirs.paths, netns).openMap(`flows${f}`)
-        try {
-          const live = BpfMap.openById(innerMapId(outer)!)
-          try {
-            return live.info.maxEntries
-          } finally {
-            live.close()
-          }
-        } finally {
-          outer.close()
-        }
-      })
+    const liveSizes = (netns: string) => liveMapSizes(dirs.paths, netns)
     const liveIds = () =>
       fleet!.members.map((m) => {
         const maps = FAMILIES.map((f) => MeterSet.for(dirs.paths, m.netns).openMap(`flows${f}`))

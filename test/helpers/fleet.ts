@@ -13,7 +13,11 @@ import {mkdtempSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
+import {BpfMap, innerMapId} from '../../src/bpf/libbpf.js'
+import {MeterSet} from '../../src/bpf/meter-set.js'
+import {FAMILIES} from '../../src/flow/record.js'
 import type {Lab} from '../../src/lab/lab.js'
+import type {Paths} from '../../src/paths.js'
 import {sendInterfaceFrameFile, writeInterfaceFrameFile, type InterfaceFrame} from './frames.js'
 import * as P from './packets.js'
 
@@ -59,6 +63,23 @@ async function eachLimited(count: number, parallel: number, task: (i: number) =>
     while (next < count) await task(next++)
   }
   await Promise.all(Array.from({length: Math.min(parallel, count)}, worker))
+}
+
+/** Sizes (max_entries) of the live flow maps of the meter set of `netns`, IPv4 then IPv6. */
+export function liveMapSizes(paths: Paths, netns: string): number[] {
+  return FAMILIES.map((f) => {
+    const outer = MeterSet.for(paths, netns).openMap(`flows${f}`)
+    try {
+      const live = BpfMap.openById(innerMapId(outer)!)
+      try {
+        return live.info.maxEntries
+      } finally {
+        live.close()
+      }
+    } finally {
+      outer.close()
+    }
+  })
 }
 
 export class Fleet {
