@@ -8,6 +8,7 @@ import {createServer} from 'node:http'
 import type {AddressInfo} from 'node:net'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {FlowctlError} from '../../src/errors.js'
 import {END_REASON, FlowBatch} from '../../src/flow/batch.js'
@@ -15,6 +16,7 @@ import {addToTally, type DrainReport} from '../../src/daemon/drain.js'
 import {createLogger} from '../../src/daemon/log.js'
 import {pathsFromEnv, type Paths} from '../../src/paths.js'
 import {DaemonMetrics} from '../../src/daemon/metrics/daemon-metrics.js'
+import {EVENT_LOOP_LOOK_MS} from '../../src/daemon/metrics/definitions.js'
 import {splitHostPort} from '../../src/daemon/metrics/server.js'
 import type {LinkCounters} from '../../src/sys/netns.js'
 import {sample} from '../helpers/prom.js'
@@ -251,6 +253,17 @@ describe('daemon metrics', function () {
     await metrics.listen(null)
     assert.equal(metrics.address, undefined)
     await metrics.close()
+  })
+
+  it('looks at the event loop every EVENT_LOOP_LOOK_MS, not every 10 ms (each look wakes an idle daemon)', async function () {
+    const metrics = new DaemonMetrics({paths, log})
+    await metrics.text() // (a scrape starts the lag gauges' period afresh)
+    await sleep(5 * EVENT_LOOP_LOOK_MS)
+    const text = await metrics.text()
+    // Each lag gauge is the time between two looks: the shortest is the period, or longer on a busy loop.
+    const shortest = sample(text, 'flowctl_nodejs_eventloop_lag_min_seconds')!
+    assert.ok(shortest >= (0.9 * EVENT_LOOP_LOOK_MS) / 1000, `the shortest time between two looks at the event loop: ${shortest} s`)
+    assert.ok(sample(text, 'flowctl_nodejs_eventloop_lag_max_seconds')! > 0, 'the loop was looked at in the wait')
   })
 
   it('splits HOST:PORT and [IPV6]:PORT', function () {

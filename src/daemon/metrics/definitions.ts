@@ -22,6 +22,15 @@ export const REASON_LABEL: Record<number, string> = {
 
 type InterfaceLabel = 'netns' | 'interface' | 'direction'
 
+/**
+ * How often the event loop lag gauges (flowctl_nodejs_eventloop_lag_{min,max,mean,stddev,p50,
+ * p90,p99}_seconds) look at the loop: each look is a timer that wakes the daemon. At prom-client's
+ * default, 10 ms, those 100 wake-ups a second cost an idle daemon 0.3 % of a core, most of what
+ * one idle meter set cost it (docs/benchmarks.md, figure 10); at 100 ms, 0.03 %. Each gauge is the
+ * time between two looks: an idle loop reads this period, and lag is what exceeds it.
+ */
+export const EVENT_LOOP_LOOK_MS = 100
+
 /** A counter fed with absolute values read elsewhere: it adds what grew (and all of it after a reset). */
 class AbsoluteCounter<T extends string> {
   private readonly last = new Map<string, number>()
@@ -196,7 +205,7 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
   for (const result of ['ok', 'refused']) metrics.reloads.inc({result}, 0)
   metrics.stateFileWriteErrors.inc(0)
   if (options.processMetrics) {
-    collectDefaultMetrics({register: registry, prefix: 'flowctl_'})
+    collectDefaultMetrics({register: registry, prefix: 'flowctl_', eventLoopMonitoringPrecision: EVENT_LOOP_LOOK_MS})
     // prom-client names three gauges *_total, which marks a counter (`promtool check metrics`
     // objects); each is the sum of the gauge of the same name by type, so nothing is lost.
     for (const what of ['handles', 'requests', 'resources']) registry.removeSingleMetric(`flowctl_nodejs_active_${what}_total`)
