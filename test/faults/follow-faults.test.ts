@@ -22,6 +22,7 @@ describe('the daemon following interfaces it cannot attach to @e2e', function ()
   const lab = new Lab()
   let tmp = ''
   let daemon: DaemonProcess | undefined
+  let busy = ''
 
   before(function () {
     requireE2e(this)
@@ -40,6 +41,7 @@ describe('the daemon following interfaces it cannot attach to @e2e', function ()
 
   it("attaches the other interfaces beside one whose place holds someone else's filter, and that one once it is free", async function () {
     const netns = await lab.namespace('busy')
+    busy = netns
     for (const name of ['veth0', 'veth1']) await run('ip', ['link', 'add', name, 'type', 'veth', 'peer', 'name', `p${name}`], {netns})
     // Someone else's filter at pref 1 of veth0's egress, where the meter goes.
     await run('tc', ['qdisc', 'add', 'dev', 'veth0', 'clsact'], {netns})
@@ -59,6 +61,17 @@ describe('the daemon following interfaces it cannot attach to @e2e', function ()
     await run('tc', ['filter', 'del', 'dev', 'veth0', 'egress', 'pref', '1'], {netns})
     // Tried again on its own (1 s, then 2, 4, ... after each failure in a row).
     await daemon.waitForLog('follow-attach', (l) => l.netns === netns && l.interface === 'veth0', 60_000)
+  })
+
+  it('looks at every followed namespace again when its link monitor ended: an interface made meanwhile is attached', async function () {
+    assert.ok(daemon)
+    const netns = busy
+    const {stdout} = await run('pgrep', ['-P', String(daemon.pid), '-f', 'ip monitor link all-nsid'])
+    process.kill(Number(stdout.trim()), 'SIGKILL')
+    // Made while no monitor listens (it is started again a second later): no event says so.
+    await run('ip', ['link', 'add', 'veth2', 'type', 'veth', 'peer', 'name', 'pveth2'], {netns})
+    await daemon.waitForLog('follow-monitor-ended', () => true, 10_000)
+    await daemon.waitForLog('follow-attach', (l) => l.netns === netns && l.interface === 'veth2', 30_000)
   })
 
   it('leaves no link monitor behind when the daemon is killed', async function () {

@@ -165,6 +165,11 @@ export class MeterFollower {
     this.monitor = new LinkMonitor(
       (nsid) => this.linkEvent(nsid),
       (error) => this.log.log('warn', 'follow-monitor-ended', {error: error?.message ?? 'exited', effect: 'started again in 1 s'}),
+      // Link events of the gap were missed: every followed namespace is looked at again.
+      () => {
+        const names = existsSync(NETNS_DIR) ? readdirSync(NETNS_DIR) : []
+        for (const netns of new Set<NetnsName>([null, ...names, ...this.owned.namespaces()])) if (this.follows(netns)) this.schedule(netns)
+      },
     )
     this.monitor.start()
   }

@@ -77,15 +77,20 @@ export class NsidNames {
 export class LinkMonitor {
   private child?: ReturnType<typeof spawnStreaming>
   private stopped = false
+  private started = false
   private restartTimer?: NodeJS.Timeout
 
+  /** `onRestarted`: the monitor was started again after it ended; what happened meanwhile was not heard. */
   constructor(
     private readonly onLink: (nsid: number | null) => void,
     private readonly onExit: (error: Error | undefined) => void,
+    private readonly onRestarted: () => void = () => {},
   ) {}
 
   start(): void {
     if (this.stopped) return
+    const restarted = this.started
+    this.started = true
     // setpriv --pdeathsig: the kernel ends the monitor when the daemon dies, even by SIGKILL (an
     // orphaned monitor would otherwise live on until its next event found the pipe closed).
     const child = spawnStreaming('setpriv', ['--pdeathsig', 'TERM', '--', 'ip', 'monitor', 'link', 'all-nsid'])
@@ -100,6 +105,7 @@ export class LinkMonitor {
       () => this.exited(undefined),
       (error: Error) => this.exited(error),
     )
+    if (restarted) this.onRestarted()
   }
 
   /** A monitor that ended while we still follow is started again a second later. */
