@@ -12,9 +12,11 @@ import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
+import {BpfMap, innerMapId} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {readState} from '../../src/bpf/state.js'
 import {Lab} from '../../src/lab/lab.js'
+import type {Paths} from '../../src/paths.js'
 import {runAgent, startAgent} from '../../src/lab/traffic.js'
 import {run} from '../../src/sys/exec.js'
 import {execa} from 'execa'
@@ -22,6 +24,35 @@ import {execa} from 'execa'
 import {DaemonProcess, type LogLine} from '../helpers/daemon.js'
 import {CLI, PrivateDirs, requireE2e, sleep} from '../helpers/e2e.js'
 import {Sink} from '../ipfix/flows.js'
+
+/** The ids of the kernel maps of the meter set of `netns`: those pinned, and the live maps its slots hold now. */
+function setMapIds(paths: Paths, netns: string): number[] {
+  const set = MeterSet.for(paths, netns)
+  const ids: number[] = []
+  for (const name of readdirSync(set.mapDir)) {
+    const map = set.openMap(name)
+    try {
+      ids.push(map.info.id)
+      if (name === 'flows4' || name === 'flows6') {
+        const live = innerMapId(map)
+        if (live !== undefined) ids.push(live)
+      }
+    } finally {
+      map.close()
+    }
+  }
+  return ids
+}
+
+/** Whether the kernel still has a map of this id. */
+function mapExists(id: number): boolean {
+  try {
+    BpfMap.openById(id).close()
+    return true
+  } catch {
+    return false
+  }
+}
 
 describe('the daemon follows namespaces and interfaces @e2e', function () {
   this.timeout(120_000)
@@ -137,11 +168,14 @@ describe('the daemon follows namespaces and interfaces @e2e', function () {
     })()
 
     const deleted: string[] = []
+    // The kernel's maps of each deleted namespace's set: all of them must be freed once it is released.
+    const releasedMapIds = new Set<number>()
     for (let wave = 0; wave < 3; wave++) {
       await Promise.all(
         Array.from({length: 3}, async (_, i) => {
           const t = await tenant(`t${wave}${i}`)
           await waitLog(d, 'follow-attach', (l) => l.netns === t.netns && l.interface === 'veth0')
+          for (const id of setMapIds(privateDirs.paths, t.netns)) releasedMapIds.add(id)
           for (let round = 0; round < 3; round++) {
             const p = ++sport
             sent.set(p, await send(t.netns, t.dst, p, 10 + i))
@@ -166,8 +200,15 @@ describe('the daemon follows namespaces and interfaces @e2e', function () {
       MeterSet.list(privateDirs.paths).map((s) => s.netns),
       [steady.netns],
     )
-    // The daemon holds no map of a released set: their kernel memory is free.
+    // The daemon holds no map of a released set, and the kernel freed every one: their memory is back.
     assert.equal(bpfMapFds(d.pid), baselineFds)
+    assert.ok(releasedMapIds.size >= deleted.length * 10, `${releasedMapIds.size} maps seen for ${deleted.length} sets`)
+    let alive: number[] = []
+    for (let i = 0; i < 100; i++, await sleep(100)) {
+      alive = [...releasedMapIds].filter(mapExists)
+      if (alive.length === 0) break
+    }
+    assert.deepEqual(alive, [], 'maps of released sets the kernel still holds')
     assert.equal(d.log.filter((l) => l.event === 'follow-release').length, deleted.length)
     assert.ok(!d.log.some((l) => l.level === 'error'), d.tail)
   })

@@ -144,6 +144,8 @@ describe('flowctl top beside a daemon draining every 0.1 s @e2e', function () {
   let sink: Socket | undefined
   let sampler: TopSampler | undefined
   let top: ResultPromise | undefined
+  /** Every top a test started: a test that fails leaves its top stopped (SIGSTOP) and running. */
+  const tops: ResultPromise[] = []
 
   before(async function () {
     requireE2e(this)
@@ -171,9 +173,11 @@ describe('flowctl top beside a daemon draining every 0.1 s @e2e', function () {
 
   after(async function () {
     sampler?.close()
-    top?.kill('SIGCONT')
-    top?.kill()
-    await top
+    for (const t of tops) {
+      t.kill('SIGCONT')
+      t.kill()
+      await t
+    }
     await daemon?.stop()
     sink?.close()
     if (a) await execa(process.execPath, [CLI, 'meter', 'detach', '--all'], {reject: false, env: process.env})
@@ -244,6 +248,7 @@ describe('flowctl top beside a daemon draining every 0.1 s @e2e', function () {
   it('held up for several drains (SIGSTOP), says it missed maps instead of showing rates', async function () {
     // Not in tmux, which continues a stopped pane at once: screens on a pipe, q on stdin.
     top = execa(process.execPath, [CLI, 'top', '--netns', a], {reject: false, env: process.env, stdin: 'pipe'})
+    tops.push(top)
     let screens = ''
     top.stdout!.on('data', (d: Buffer) => (screens += d.toString()))
     const waitFor = async (pattern: RegExp): Promise<void> => {
@@ -266,6 +271,7 @@ describe('flowctl top beside a daemon draining every 0.1 s @e2e', function () {
   it('--once, held up for several drains, fails in one line instead of printing rates that undercount', async function () {
     const once = execa(process.execPath, [CLI, 'top', '--netns', a, '--once', '--json', '--interval', '3'], {reject: false, env: process.env})
     top = once
+    tops.push(once)
     // Primed once it holds the live map (its fds name the maps they hold).
     const set = MeterSet.for(privateDirs.paths, a)
     const holdsLive = () => {
