@@ -76,7 +76,7 @@ export const QUIET_AFTER_MS = 6_000
 
 /**
  * Which drains the daemon's observer (the metrics) hears of: every drain that swapped or exported,
- * the idle ones within QUIET_AFTER_MS of such a drain, and the first of a run of idle ones (so that
+ * the idle ones within QUIET_AFTER_MS of one that took or exported flows, and the first of a run of idle ones (so that
  * the metrics say the meter went quiet); an idle meter set then costs the observer nothing per
  * interval.
  */
@@ -87,10 +87,12 @@ export class QuietMeters {
   constructor(private readonly now: () => number = Date.now) {}
 
   worthTelling(label: string, report: DrainReport): boolean {
-    const idle = !report.swapped && exportedCount(report) === 0
-    if (!idle) {
+    const exported = exportedCount(report)
+    // Packets came (flows taken or ended): the accuracy check wants a reading after them. A swap
+    // that took nothing (maps resized to the demand) brought none.
+    if (report.taken > 0 || exported > 0) this.lastActive.set(label, this.now())
+    if (report.swapped || exported > 0) {
       this.quiet.delete(label)
-      this.lastActive.set(label, this.now())
       return true
     }
     if (this.quiet.has(label)) return false

@@ -3,9 +3,9 @@ import assert from 'node:assert/strict'
 import type {DrainReport} from '../../src/daemon/drain.js'
 import {QUIET_AFTER_MS, QuietMeters} from '../../src/daemon/drain-rounds.js'
 
-function report(swapped: boolean, exported: Record<number, number> = {}): DrainReport {
+function report(swapped: boolean, exported: Record<number, number> = {}, taken = swapped ? 10 : 0): DrainReport {
   return {
-    taken: 0,
+    taken,
     exported,
     pending: 0,
     ms: 1,
@@ -57,6 +57,15 @@ describe('daemon/drain-rounds QuietMeters', function () {
     assert.equal(q.worthTelling('a', report(true)), true)
     now += 1000
     assert.equal(q.worthTelling('a', report(false)), true)
+  })
+
+  it('starts no such run after a swap that took nothing (the maps resized to the demand): an idle set stays quiet', function () {
+    const q = quiet()
+    assert.equal(q.worthTelling('a', report(true, {}, 0)), true)
+    now += 1000
+    assert.equal(q.worthTelling('a', report(false)), true)
+    now += 1000
+    assert.equal(q.worthTelling('a', report(false)), false)
   })
 
   it('keeps each set apart', function () {
