@@ -142,9 +142,8 @@ export class MeterFollower {
       return
     }
     this.startListening()
-    const names = existsSync(NETNS_DIR) ? readdirSync(NETNS_DIR) : []
     this.matched.clear()
-    for (const netns of [null, ...names, ...this.owned.namespaces()]) this.dirty.add(netns)
+    for (const netns of this.namespacesToLook()) this.dirty.add(netns)
     await this.run()
     for (const [i, entry] of this.entries.entries()) {
       if (this.matched.has(entry)) continue
@@ -157,6 +156,12 @@ export class MeterFollower {
     }
   }
 
+  /** Every namespace there is to look at: the root, the named ones, and those it owns meters in (gone ones too). */
+  private namespacesToLook(): Set<NetnsName> {
+    const names = existsSync(NETNS_DIR) ? readdirSync(NETNS_DIR) : []
+    return new Set<NetnsName>([null, ...names, ...this.owned.namespaces()])
+  }
+
   private startListening(): void {
     if (this.watcher || this.stopped) return
     this.watcher = watchNamespaces((name) => {
@@ -167,8 +172,7 @@ export class MeterFollower {
       (error) => this.log.log('warn', 'follow-monitor-ended', {error: error?.message ?? 'exited', effect: 'started again in 1 s'}),
       // Link events of the gap were missed: every followed namespace is looked at again.
       () => {
-        const names = existsSync(NETNS_DIR) ? readdirSync(NETNS_DIR) : []
-        for (const netns of new Set<NetnsName>([null, ...names, ...this.owned.namespaces()])) if (this.follows(netns)) this.schedule(netns)
+        for (const netns of this.namespacesToLook()) if (this.follows(netns)) this.schedule(netns)
       },
     )
     this.monitor.start()
