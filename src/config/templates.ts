@@ -25,7 +25,7 @@ export function defaultTemplates(): TemplateConfig[] {
 }
 
 /** The templates section: unique ids, each element once per template, and the fields of one address family. */
-export function readTemplates(checks: KeyChecks, items: TemplateInput[]): Placed<TemplateConfig>[] {
+export function readTemplates(checks: KeyChecks, items: TemplateInput[], enterpriseNumber?: number): Placed<TemplateConfig>[] {
   const ids = new Map<number, string>()
   return items.map((item, i) => {
     const base: PathKey[] = ['templates', i]
@@ -53,6 +53,17 @@ export function readTemplates(checks: KeyChecks, items: TemplateInput[]): Placed
           )
         }
         family ??= {family: field.family, name: element.name, at}
+      }
+      if (field.enterprise) {
+        // flowctl's own element: IANA has none, so it goes out under the operator's PEN, or not at all.
+        if (enterpriseNumber === undefined)
+          checks.fail(
+            namePath,
+            `${element.name} is an enterprise-specific element: set enterpriseNumber (your IANA Private Enterprise Number) to export it`,
+            'enterpriseNumber: PEN at the top level',
+          )
+        fields.push({name: element.name, id: element.id, length: field.length, enterpriseNumber})
+        return
       }
       fields.push({name: element.name, id: element.id, length: field.length})
     })

@@ -54,6 +54,13 @@ export class FlowBatch {
   readonly fwdStatus: Uint8Array
   /** The gateway towards dst, network order, `addrLen` bytes each; zeros when directly connected. */
   readonly nextHop: Uint8Array
+  /**
+   * A TCP flow whose handshake the meter timed (src/flow/handshake-rtt.ts): the round trips, in
+   * µs, between the router and the client and between the router and the server; 0 for the
+   * other flows (and on records of the flow after its first).
+   */
+  readonly rttClientUs: Uint32Array
+  readonly rttServerUs: Uint32Array
 
   constructor(family: Family, capacity: number) {
     this.family = family
@@ -83,6 +90,8 @@ export class FlowBatch {
     this.maxTtl = new Uint8Array(capacity)
     this.fwdStatus = new Uint8Array(capacity)
     this.nextHop = new Uint8Array(capacity * this.addrLen)
+    this.rttClientUs = new Uint32Array(capacity)
+    this.rttServerUs = new Uint32Array(capacity)
   }
 
   get full(): boolean {

@@ -218,6 +218,8 @@ const READ: {readonly [C in NumberColumn]: ValueOf} = {
   minTtl: (b, i) => b.minTtl[i],
   maxTtl: (b, i) => b.maxTtl[i],
   fwdStatus: (b, i) => b.fwdStatus[i],
+  rttClientUs: (b, i) => b.rttClientUs[i],
+  rttServerUs: (b, i) => b.rttServerUs[i],
 }
 
 /** One flow's number from a value source that is not an address or a time. */
@@ -296,7 +298,7 @@ export function recordWriter(value: ValueSource, len: number): FieldWriter {
  */
 export function defaultFieldLength(name: string): number | undefined {
   const exportable = exportableElement(name)
-  const element = elementByName(name)
+  const element = exportable?.enterprise ?? elementByName(name)
   if (!exportable || !element) return undefined
   return exportable.defaultLength ?? naturalLength(element.type)
 }
@@ -304,7 +306,7 @@ export function defaultFieldLength(name: string): number | undefined {
 /** The writer of one template field; the element must be exportable and the length valid. */
 export function bindField(name: string, length?: number): BoundField {
   const exportable = exportableElement(name)
-  const element = elementByName(name)
+  const element = exportable?.enterprise ?? elementByName(name)
   if (!exportable || !element) throw new Error(`flowctl cannot export information element '${name}'`)
   const len = length ?? exportable.defaultLength ?? naturalLength(element.type)
   const field: BoundField = {element, length: len, write: recordWriter(exportable.value, len), writeColumn: columnWriter(exportable.value, len)}

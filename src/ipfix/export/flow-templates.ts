@@ -5,6 +5,7 @@
  * of the exporter's statistics.
  */
 import {IE, naturalLength} from '../wire/elements.js'
+import {exportableElement} from './exportable-elements.js'
 import {bindField, templateFamily, type BoundField} from './flow-fields.js'
 import type {Template} from '../wire/template.js'
 
@@ -17,10 +18,22 @@ export interface ExportTemplate {
   family?: 4 | 6
 }
 
-export function compileTemplate(id: number, fields: readonly {name: string; length: number}[]): ExportTemplate {
+/**
+ * `enterpriseNumber`: the PEN a field of flowctl's own enterprise-specific elements goes out under
+ * (ENTERPRISE_ELEMENTS); required for those, absent for the registry's.
+ */
+export function compileTemplate(id: number, fields: readonly {name: string; length: number; enterpriseNumber?: number}[]): ExportTemplate {
   const bound = fields.map((f) => bindField(f.name, f.length))
   return {
-    template: {id, fields: bound.map((b) => ({element: b.element, length: b.length})), scopeFieldCount: 0},
+    template: {
+      id,
+      fields: bound.map((b, i) => {
+        const pen = fields[i].enterpriseNumber
+        if (exportableElement(fields[i].name)?.enterprise && pen === undefined) throw new Error(`template ${id}: ${b.element.name} needs an enterprise number`)
+        return pen === undefined ? {element: b.element, length: b.length} : {element: b.element, length: b.length, enterpriseNumber: pen}
+      }),
+      scopeFieldCount: 0,
+    },
     fields: bound,
     recordLength: bound.reduce((n, b) => n + b.length, 0),
     family: templateFamily(fields.map((f) => f.name)),
