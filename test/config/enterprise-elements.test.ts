@@ -46,4 +46,15 @@ describe('config: enterprise-specific elements', function () {
     )
     assert.equal(t.template.fields[2].element.type, 'unsigned32')
   })
+
+  it('tells element 2 under the PEN from the registry’s element 2 (packetDeltaCount) in one template', function () {
+    const config = parseConfig(`enterpriseNumber: 32473\n${C}templates:\n- id: 300\n  fields: [packetDeltaCount, tcpRttServerMicroseconds]\n`, 'config.yaml')
+    assert.deepEqual(
+      compileTemplates(config)[0].template.fields.map((f) => [f.element.id, f.enterpriseNumber]),
+      [
+        [2, undefined],
+        [2, 32473],
+      ],
+    )
+  })
 })
