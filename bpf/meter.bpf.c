@@ -616,8 +616,8 @@ static __always_inline void route(struct __sk_buff *skb, const struct flow_key6 
  * flow, at the precise time the flow's creation reads anyway; in an existing one, a retransmitted
  * SYN or SYN+ACK, which restarts the timing, at a fresh reading of that clock), and the first ACK
  * of a flow that had SYN without ACK (found where the flow's TCP flags change, or where a flow is
- * created with ACK and no SYN: a handshake whose SYN the previous drain took out). Every other
- * packet pays one test of its flags. Built without it with -DFLOWCTL_NO_RTT (the bench's
+ * created by a bare ACK: a handshake whose SYN the previous drain took out). Every other packet of
+ * a known flow pays one test of its flags; a new flow made by a bare ACK pays a lookup. Built without it with -DFLOWCTL_NO_RTT (the bench's
  * side-by-side).
  */
 static __always_inline void handshake_key_of(struct handshake_key *hk, const struct flow_key6 *key6,
@@ -625,6 +625,14 @@ static __always_inline void handshake_key_of(struct handshake_key *hk, const str
 {
 	__builtin_memcpy(&hk->flow, key6, sizeof(*key6));
 	hk->family = ipv6 ? 6 : 4;
+}
+
+/* A TCP segment without payload, as the initiator's first ACK is: a flow created by one may be
+ * the rest of a handshake whose SYN the previous drain took out. (Only these look the handshake
+ * up on a new flow's path: the first packet of a flow that carries data never completes one.) */
+static __always_inline int is_bare_segment(const struct packet_info *pi)
+{
+	return pi->ip_len == pi->l4_off - pi->l3_off + pi->l4_hdr_len;
 }
 
 static __always_inline void time_syn(const struct flow_key6 *key6, int ipv6, __u8 flags, __u64 now)
@@ -688,7 +696,7 @@ static __always_inline void count(struct __sk_buff *skb, void *outer, const void
 
 		if (pi->tcp_flags & TCP_SYN)
 			time_syn(key6, ipv6, pi->tcp_flags, now);
-		else if (pi->tcp_flags & TCP_ACK)
+		else if (pi->tcp_flags == TCP_ACK && is_bare_segment(pi))
 			time_ack(key6, ipv6, now);
 		route(skb, key6, pi, direction, &init);
 		if (!bpf_map_update_elem(flow_map, key, &init, BPF_NOEXIST)) {
