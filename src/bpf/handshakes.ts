@@ -55,11 +55,8 @@ function decode(keys: Buffer, ko: number, values: Buffer, vo: number): Handshake
   }
 }
 
-/**
- * Reads the handshake map whole, and deletes what is done with (see pairHandshakes): returns the
- * connections timed. `nowNs` is CLOCK_MONOTONIC now; an entry older than `staleNs` goes.
- */
-export function takeHandshakes(map: BpfMap, nowNs: number, staleNs: number): HandshakeRtt[] {
+/** Every entry of the handshake map, decoded, with its key bytes; `junk`: keys this flowctl did not write (no family). */
+function readEntries(map: BpfMap): {entries: HandshakeEntry[]; rawKeys: Buffer[]; junk: Buffer[]} {
   const keySize = map.info.keySize
   const valueSize = map.info.valueSize
   const entries: HandshakeEntry[] = []
@@ -71,7 +68,7 @@ export function takeHandshakes(map: BpfMap, nowNs: number, staleNs: number): Han
         const e = decode(keys, i * keySize, values, i * valueSize)
         const raw = Buffer.from(keys.subarray(i * keySize, (i + 1) * keySize))
         if (!e) {
-          junk.push(raw) // not a key this flowctl wrote: no family
+          junk.push(raw)
           continue
         }
         entries.push(e)
@@ -80,8 +77,23 @@ export function takeHandshakes(map: BpfMap, nowNs: number, staleNs: number): Han
     },
     {batchEntries: 1024},
   )
+  return {entries, rawKeys, junk}
+}
+
+/**
+ * Reads the handshake map whole, and deletes what is done with (see pairHandshakes): returns the
+ * connections timed. `nowNs` is CLOCK_MONOTONIC now; an entry older than `staleNs` goes. The
+ * daemon's drain calls it: one writer of the map at a time.
+ */
+export function takeHandshakes(map: BpfMap, nowNs: number, staleNs: number): HandshakeRtt[] {
+  const {entries, rawKeys, junk} = readEntries(map)
   const {rtts, done} = pairHandshakes(entries, nowNs, staleNs)
   const gone = [...junk, ...done.map((i) => rawKeys[i])]
   if (gone.length) map.deleteBatch(Buffer.concat(gone), gone.length)
   return rtts
+}
+
+/** The connections the handshake map holds timed whole now, changing nothing (`top`, beside the daemon). */
+export function peekHandshakes(map: BpfMap, nowNs: number): HandshakeRtt[] {
+  return pairHandshakes(readEntries(map).entries, nowNs, Infinity).rtts
 }

@@ -161,6 +161,13 @@ export class FlowRtts {
     return rtt
   }
 
+  /** The round trips of the flow keyed by `keySize` bytes at `ko` of `keys`, left in the table; undefined when it has none. */
+  get(family: Family, keys: Uint8Array, ko: number, keySize: number): FlowRtt | undefined {
+    const table = this.byFamily[family]
+    if (table.size === 0) return undefined
+    return table.get(Buffer.from(keys.buffer, keys.byteOffset + ko, keySize).toString('latin1'))
+  }
+
   /** Forgets what was learnt before `beforeNs`. */
   prune(beforeNs: number): void {
     for (const table of Object.values(this.byFamily)) for (const [key, rtt] of table) if (rtt.atNs < beforeNs) table.delete(key)
