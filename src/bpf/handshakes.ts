@@ -15,8 +15,12 @@ import {FLOW_KEY4, FLOW_KEY6, HANDSHAKE_KEY, HANDSHAKE_TIMES, KEY, readU32, read
 import {HANDSHAKE_INITIATOR, HANDSHAKE_RESPONDER} from './layout.generated.js'
 import type {BpfMap} from './libbpf.js'
 
-if (HANDSHAKE_INITIATOR !== FLOW_INITIATOR || HANDSHAKE_RESPONDER !== FLOW_RESPONDER)
-  throw new Error('bpf/flowctl.h: enum handshake_role differs from src/flow/handshake-rtt.ts')
+/** Throws when the header's enum and src/flow's constants differ (typed as numbers: checked, not assumed). */
+function agree(what: string, a: number, b: number): void {
+  if (a !== b) throw new Error(`bpf/flowctl.h: ${what} differs from src/flow/handshake-rtt.ts (${a}, ${b})`)
+}
+agree('HANDSHAKE_INITIATOR', HANDSHAKE_INITIATOR, FLOW_INITIATOR)
+agree('HANDSHAKE_RESPONDER', HANDSHAKE_RESPONDER, FLOW_RESPONDER)
 
 const FLOW = HANDSHAKE_KEY.fields.flow.offset
 const FAMILY = HANDSHAKE_KEY.fields.family.offset

@@ -196,7 +196,13 @@ export class MeterSetDrainer {
    */
   private timeHandshakes(): HandshakeRtt[] {
     const nowNs = Number(monotonicNowNs())
-    const rtts = takeHandshakes(this.handshakeMap, nowNs, this.handshakeStaleNs)
+    let rtts: HandshakeRtt[]
+    try {
+      rtts = takeHandshakes(this.handshakeMap, nowNs, this.handshakeStaleNs)
+    } catch {
+      // The round trips are an extra: a map that cannot be read (or written) costs them, never the flows.
+      return []
+    }
     for (const rtt of rtts) this.held.rtts.add(rtt, nowNs)
     return rtts
   }
@@ -293,9 +299,8 @@ export class MeterSetDrainer {
       lap('mergeMs')
     }
     let swap = start
-    let handshakes: HandshakeRtt[] = []
+    const handshakes = this.timeHandshakes()
     try {
-      handshakes = this.timeHandshakes()
       await merge(start.taken)
       if (this.held.size > 0) {
         this.held.expireAll(force, this.round, sink)

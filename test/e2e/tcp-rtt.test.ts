@@ -124,7 +124,7 @@ describe('TCP handshake round trips through a namespace router @e2e', function (
   }
 
   it('exports both round trips in IPFIX under the configured PEN, as elements 1 and 2, in the first record of each direction at each meter point', function () {
-    const timed = sinkRecords.filter((r) => ofConnection(r) && typeof r.tcpRttServerMicroseconds === 'number' && (r.tcpRttServerMicroseconds as number) > 0)
+    const timed = sinkRecords.filter((r) => ofConnection(r) && typeof r.tcpRttServerMicroseconds === 'number' && r.tcpRttServerMicroseconds > 0)
     assert.equal(timed.length, 4, `one record per direction and meter point (r0, r1 x in, out): ${JSON.stringify(sinkRecords.filter(ofConnection))}`)
     const values = new Set(timed.map((r) => `${String(r.tcpRttClientMicroseconds)}/${String(r.tcpRttServerMicroseconds)}`))
     assert.equal(values.size, 1, 'the same round trips on every flow of the connection')

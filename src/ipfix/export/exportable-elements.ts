@@ -134,7 +134,7 @@ export const EXPORTABLE_ELEMENTS: Readonly<Record<string, ExportableElement>> = 
  * FLOWCTL_ELEMENTS (../wire/elements.ts), unsigned32, in microseconds; a template may name them only
  * when one is configured.
  */
-export const ENTERPRISE_ELEMENTS: Readonly<Record<string, ExportableElement & {enterprise: InformationElement}>> = {
+const ENTERPRISE_ELEMENTS: Readonly<Record<string, ExportableElement & {enterprise: InformationElement}>> = {
   // The round trip between the router and the client of a TCP connection whose handshake the
   // meter saw whole: from the server's SYN+ACK to the client's first ACK. 0 in every other record.
   tcpRttClientMicroseconds: {enterprise: FLOWCTL_ELEMENTS.tcpRttClientMicroseconds, value: {column: 'rttClientUs'}},
