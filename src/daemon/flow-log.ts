@@ -87,9 +87,10 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
     if (inIfindex) record.ingressInterface = names.name(batch.netns, inIfindex)
     if (outIfindex) record.egressInterface = names.name(batch.netns, outIfindex)
     // A TCP connection whose handshake the meter timed (the first record of each of its flows).
-    if (batch.rttServerUs[i]) {
-      record.tcpRttClientMicroseconds = batch.rttClientUs[i]
-      record.tcpRttServerMicroseconds = batch.rttServerUs[i]
+    const rttServerUs = batch.rttServerUs(i)
+    if (rttServerUs) {
+      record.tcpRttClientMicroseconds = batch.rttClientUs(i)
+      record.tcpRttServerMicroseconds = rttServerUs
     }
     if (isIcmp(proto)) {
       record.icmpType = batch.dport[i] >> 8

@@ -145,11 +145,10 @@ export class HeldFlows {
     }
   }
 
-  /** Row `j`'s round trips: the flow's (taken from the table: its first record carries them), or none. */
+  /** Row `j`'s round trips, if the flow has them (taken from the table: its first record carries them). */
   private fillRtt(batch: FlowBatch, j: number, keys: Uint8Array, ko: number): void {
     const rtt = batch.proto[j] === 6 ? this.rtts.take(batch.family, keys, ko, batch.family === 4 ? FLOW_KEY4.size : FLOW_KEY6.size) : undefined
-    batch.rttClientUs[j] = rtt ? rtt.clientUs : 0
-    batch.rttServerUs[j] = rtt ? rtt.serverUs : 0
+    if (rtt) batch.setRtt(j, rtt.clientUs, rtt.serverUs)
   }
 
   /**

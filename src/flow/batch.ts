@@ -55,12 +55,12 @@ export class FlowBatch {
   /** The gateway towards dst, network order, `addrLen` bytes each; zeros when directly connected. */
   readonly nextHop: Uint8Array
   /**
-   * A TCP flow whose handshake the meter timed (src/flow/handshake-rtt.ts): the round trips, in
-   * µs, between the router and the client and between the router and the server; 0 for the
-   * other flows (and on records of the flow after its first).
+   * The rows of TCP flows whose handshake the meter timed (src/flow/handshake-rtt.ts): the round
+   * trips, in µs, between the router and the client and between the router and the server. Few
+   * rows have them (the first record of each flow of a timed connection): a map by row, not a
+   * column, so a batch without them takes no memory for them.
    */
-  readonly rttClientUs: Uint32Array
-  readonly rttServerUs: Uint32Array
+  private readonly rtts = new Map<number, {clientUs: number; serverUs: number}>()
 
   constructor(family: Family, capacity: number) {
     this.family = family
@@ -90,8 +90,20 @@ export class FlowBatch {
     this.maxTtl = new Uint8Array(capacity)
     this.fwdStatus = new Uint8Array(capacity)
     this.nextHop = new Uint8Array(capacity * this.addrLen)
-    this.rttClientUs = new Uint32Array(capacity)
-    this.rttServerUs = new Uint32Array(capacity)
+  }
+
+  /** Row `i` carries these round trips. */
+  setRtt(i: number, clientUs: number, serverUs: number): void {
+    this.rtts.set(i, {clientUs, serverUs})
+  }
+
+  /** Row `i`'s round trips (0: none). */
+  rttClientUs(i: number): number {
+    return this.rtts.size === 0 ? 0 : (this.rtts.get(i)?.clientUs ?? 0)
+  }
+
+  rttServerUs(i: number): number {
+    return this.rtts.size === 0 ? 0 : (this.rtts.get(i)?.serverUs ?? 0)
   }
 
   get full(): boolean {
@@ -100,5 +112,6 @@ export class FlowBatch {
 
   clear(): void {
     this.length = 0
+    this.rtts.clear()
   }
 }

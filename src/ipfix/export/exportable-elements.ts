@@ -31,8 +31,6 @@ export type NumberColumn =
   | 'minTtl'
   | 'maxTtl'
   | 'fwdStatus'
-  | 'rttClientUs'
-  | 'rttServerUs'
 
 /** The FlowBatch columns that hold `addrLen` bytes of address per flow, network order. */
 export type AddressColumn = 'src' | 'dst' | 'nextHop'
@@ -137,9 +135,9 @@ export const EXPORTABLE_ELEMENTS: Readonly<Record<string, ExportableElement>> = 
 const ENTERPRISE_ELEMENTS: Readonly<Record<string, ExportableElement & {enterprise: InformationElement}>> = {
   // The round trip between the router and the client of a TCP connection whose handshake the
   // meter saw whole: from the server's SYN+ACK to the client's first ACK. 0 in every other record.
-  tcpRttClientMicroseconds: {enterprise: FLOWCTL_ELEMENTS.tcpRttClientMicroseconds, value: {column: 'rttClientUs'}},
+  tcpRttClientMicroseconds: {enterprise: FLOWCTL_ELEMENTS.tcpRttClientMicroseconds, value: {compute: (b, i) => b.rttClientUs(i)}},
   // The round trip between the router and the server: from the client's SYN to the server's SYN+ACK.
-  tcpRttServerMicroseconds: {enterprise: FLOWCTL_ELEMENTS.tcpRttServerMicroseconds, value: {column: 'rttServerUs'}},
+  tcpRttServerMicroseconds: {enterprise: FLOWCTL_ELEMENTS.tcpRttServerMicroseconds, value: {compute: (b, i) => b.rttServerUs(i)}},
 }
 
 const byLower = new Map(

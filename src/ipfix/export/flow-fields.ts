@@ -218,8 +218,6 @@ const READ: {readonly [C in NumberColumn]: ValueOf} = {
   minTtl: (b, i) => b.minTtl[i],
   maxTtl: (b, i) => b.maxTtl[i],
   fwdStatus: (b, i) => b.fwdStatus[i],
-  rttClientUs: (b, i) => b.rttClientUs[i],
-  rttServerUs: (b, i) => b.rttServerUs[i],
 }
 
 /** One flow's number from a value source that is not an address or a time. */
