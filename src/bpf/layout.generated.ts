@@ -7,7 +7,7 @@ export const FLOWCTL_LAYOUT_VERSION = 4
 export const PENDING_CHUNK_BYTES = 32704
 export const FRAG_MAP_ENTRIES = 8192
 export const SAMPLING_INTERVAL_MAX = 65535
-export const HANDSHAKE_MAP_ENTRIES = 8192
+export const HANDSHAKE_MAP_ENTRIES = 4096
 
 /** enum handshake_role */
 export const HANDSHAKE_INITIATOR = 1
