@@ -299,7 +299,9 @@ export class MeterSetDrainer {
       lap('mergeMs')
     }
     let swap = start
-    const handshakes = this.timeHandshakes()
+    // A drain that left the live maps in place (no flow was created since the last swap: no
+    // packet was counted, so none timed a handshake) has nothing new to read there.
+    const handshakes = start.gen === undefined ? [] : this.timeHandshakes()
     try {
       await merge(start.taken)
       if (this.held.size > 0) {
