@@ -35,6 +35,7 @@ describe('TCP handshake round trips through a namespace router @e2e', function (
   let daemon: DaemonProcess | undefined
   let metricsText = ''
   let sent: {localPort: number; connectMs: number} | undefined
+  let sent6: {localPort: number; connectMs: number} | undefined
   let sinkRecords: Record<string, unknown>[] = []
   let rawRecords: Record<string, unknown>[] = []
 
@@ -46,11 +47,14 @@ describe('TCP handshake round trips through a namespace router @e2e', function (
     const client = await lab.namespace('client')
     router = await lab.namespace('router')
     const server = await lab.namespace('server')
-    await lab.veth(client, 'c0', router, 'r0', {v4: ['198.18.54.2/24', '198.18.54.1/24'], quiet: true})
-    await lab.veth(router, 'r1', server, 's0', {v4: ['198.18.55.1/24', '198.18.55.2/24'], quiet: true})
+    await lab.veth(client, 'c0', router, 'r0', {v4: ['198.18.54.2/24', '198.18.54.1/24'], v6: ['fd00:54::2/64', 'fd00:54::1/64'], quiet: true})
+    await lab.veth(router, 'r1', server, 's0', {v4: ['198.18.55.1/24', '198.18.55.2/24'], v6: ['fd00:55::1/64', 'fd00:55::2/64'], quiet: true})
     await lab.sysctl(router, 'net.ipv4.ip_forward', '1')
+    await lab.sysctl(router, 'net.ipv6.conf.all.forwarding', '1')
     await lab.exec(client, 'ip', ['route', 'add', 'default', 'via', '198.18.54.1'])
+    await lab.exec(client, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:54::1'])
     await lab.exec(server, 'ip', ['route', 'add', 'default', 'via', '198.18.55.1'])
+    await lab.exec(server, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:55::1'])
     await attachMeters(privateDirs.paths, {
       targets: [
         {netns: router, ifname: 'r0'},
@@ -84,11 +88,15 @@ describe('TCP handshake round trips through a namespace router @e2e', function (
     const tcpSink = await startAgent(server, {mode: 'tcp-sink', host: '0.0.0.0', port: PORT})
     sent = await runAgent<{localPort: number; connectMs: number}>(client, {mode: 'tcp-send', host: '198.18.55.2', port: PORT, bytes: 20_000})
     await tcpSink.result
+    // And one over IPv6 (in the flow log and the metrics: the IPFIX template here is IPv4's).
+    const tcpSink6 = await startAgent(server, {mode: 'tcp-sink', host: '::', port: PORT + 1})
+    sent6 = await runAgent<{localPort: number; connectMs: number}>(client, {mode: 'tcp-send', host: 'fd00:55::2', port: PORT + 1, bytes: 20_000})
+    await tcpSink6.result
     // The connection's handshake is paired at the next drain (every 0.5 s): wait for its observation.
     const deadline = Date.now() + 30_000
     for (;;) {
       metricsText = await (await fetch(url)).text()
-      if ((sample(metricsText, 'flowctl_tcp_handshake_rtt_seconds_count', {side: 'server'}) ?? 0) >= 1 || Date.now() > deadline) break
+      if ((sample(metricsText, 'flowctl_tcp_handshake_rtt_seconds_count', {side: 'server'}) ?? 0) >= 2 || Date.now() > deadline) break
       await sleep(200)
     }
     assert.equal(await daemon.stop(), 0, daemon.tail)
@@ -114,13 +122,13 @@ describe('TCP handshake round trips through a namespace router @e2e', function (
     ((r.sourceTransportPort === sent!.localPort && r.destinationTransportPort === PORT) ||
       (r.sourceTransportPort === PORT && r.destinationTransportPort === sent!.localPort))
 
-  function checkRtts(clientUs: unknown, serverUs: unknown, where: string): void {
+  function checkRtts(clientUs: unknown, serverUs: unknown, where: string, connection = sent!): void {
     assert.equal(typeof clientUs, 'number', where)
     assert.equal(typeof serverUs, 'number', where)
     const [c, s] = [clientUs as number, serverUs as number]
     assert.ok(c > 0 && s > 0, `${where}: both round trips above 0 (client ${c} µs, server ${s} µs)`)
     // Each rounded to the microsecond: the sum may pass the whole by one.
-    assert.ok(c + s <= sent!.connectMs * 1000 + 2, `${where}: client ${c} µs + server ${s} µs within the connect time ${sent!.connectMs} ms`)
+    assert.ok(c + s <= connection.connectMs * 1000 + 2, `${where}: client ${c} µs + server ${s} µs within the connect time ${connection.connectMs} ms`)
   }
 
   it('exports both round trips in IPFIX under the configured PEN, as elements 1 and 2, in the first record of each direction at each meter point', function () {
@@ -136,23 +144,28 @@ describe('TCP handshake round trips through a namespace router @e2e', function (
     for (const r of sinkRecords.filter((x) => !ofConnection(x) && x.protocolIdentifier !== 6)) assert.equal(r.tcpRttServerMicroseconds, 0)
   })
 
-  it('writes both round trips in the JSON flow log', function () {
+  it('writes both round trips in the JSON flow log, for IPv4 and IPv6', function () {
     const lines = readFileSync(flowLog, 'utf8')
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as Record<string, unknown>)
-    const conn = lines.filter((l) => l.proto === 6 && (l.sport === sent!.localPort || l.dport === sent!.localPort))
-    const timed = conn.filter((l) => 'tcpRttServerMicroseconds' in l)
-    assert.equal(timed.length, 4, JSON.stringify(conn))
-    checkRtts(timed[0].tcpRttClientMicroseconds, timed[0].tcpRttServerMicroseconds, 'flow log')
+    for (const [family, connection] of [
+      [4, sent!],
+      [6, sent6!],
+    ] as const) {
+      const conn = lines.filter((l) => l.proto === 6 && l.ipVersion === family && (l.sport === connection.localPort || l.dport === connection.localPort))
+      const timed = conn.filter((l) => 'tcpRttServerMicroseconds' in l)
+      assert.equal(timed.length, 4, JSON.stringify(conn))
+      checkRtts(timed[0].tcpRttClientMicroseconds, timed[0].tcpRttServerMicroseconds, `flow log, IPv${family}`, connection)
+    }
   })
 
-  it('observes the connection once per side in flowctl_tcp_handshake_rtt_seconds, labelled with the interfaces in and out', function () {
+  it('observes each connection once per side in flowctl_tcp_handshake_rtt_seconds, labelled with the interfaces in and out', function () {
     for (const side of ['client', 'server']) {
-      assert.equal(sample(metricsText, 'flowctl_tcp_handshake_rtt_seconds_count', {side, in: 'r0', out: 'r1'}), 1, metricsText)
+      assert.equal(sample(metricsText, 'flowctl_tcp_handshake_rtt_seconds_count', {side, in: 'r0', out: 'r1'}), 2, metricsText)
       assert.ok((sample(metricsText, 'flowctl_tcp_handshake_rtt_seconds_sum', {side, in: 'r0', out: 'r1'}) ?? 0) > 0)
     }
     const sum = (side: string) => sample(metricsText, 'flowctl_tcp_handshake_rtt_seconds_sum', {side, in: 'r0', out: 'r1'})!
-    assert.ok(sum('client') + sum('server') <= sent!.connectMs / 1000 + 2e-6)
+    assert.ok(sum('client') + sum('server') <= (sent!.connectMs + sent6!.connectMs) / 1000 + 4e-6)
   })
 })
