@@ -134,42 +134,91 @@ export interface FlowRtt {
   atNs: number
 }
 
+/** A flow key's bytes hashed as they lie (FNV-1a), so that a look-up allocates nothing. */
+function hashKey(keys: Uint8Array, ko: number, keySize: number): number {
+  let h = 0x811c9dc5
+  for (let i = ko; i < ko + keySize; i++) h = Math.imul(h ^ keys[i], 0x01000193)
+  return h >>> 0
+}
+
+function sameKey(key: Uint8Array, keys: Uint8Array, ko: number): boolean {
+  for (let i = 0; i < key.length; i++) if (key[i] !== keys[ko + i]) return false
+  return true
+}
+
+interface Held extends FlowRtt {
+  key: Uint8Array
+}
+
 /**
  * The round trips of the flows of timed connections, by family and flow key bytes, until each
  * flow's record is exported (take) or they are older than a limit (prune: a flow exported without
- * a look here, or never seen).
+ * a look here, or never seen). Looked up for every TCP record exported while it holds any: by a
+ * hash of the key bytes where they lie, with no string or buffer made per look-up.
  */
 export class FlowRtts {
-  private readonly byFamily: Record<Family, Map<string, FlowRtt>> = {4: new Map(), 6: new Map()}
+  private readonly byFamily: Record<Family, Map<number, Held[]>> = {4: new Map(), 6: new Map()}
+  private count = 0
 
   get size(): number {
-    return this.byFamily[4].size + this.byFamily[6].size
+    return this.count
   }
 
   add(rtt: HandshakeRtt, nowNs: number): void {
-    const entry: FlowRtt = {clientUs: rtt.clientUs, serverUs: rtt.serverUs, atNs: nowNs}
-    for (const key of rtt.flowKeys) this.byFamily[rtt.family].set(key, entry)
+    for (const text of rtt.flowKeys) {
+      const key = Uint8Array.from(Buffer.from(text, 'latin1'))
+      const table = this.byFamily[rtt.family]
+      const h = hashKey(key, 0, key.length)
+      const bucket = table.get(h) ?? []
+      const at = bucket.findIndex((e) => e.key.length === key.length && sameKey(e.key, key, 0))
+      const held: Held = {key, clientUs: rtt.clientUs, serverUs: rtt.serverUs, atNs: nowNs}
+      if (at >= 0) bucket[at] = held
+      else {
+        bucket.push(held)
+        this.count++
+      }
+      table.set(h, bucket)
+    }
+  }
+
+  /** Where the flow keyed by `keySize` bytes at `ko` of `keys` is held, if it is. */
+  private find(family: Family, keys: Uint8Array, ko: number, keySize: number): {bucket: Held[]; at: number; h: number} | undefined {
+    const table = this.byFamily[family]
+    if (table.size === 0) return undefined
+    const h = hashKey(keys, ko, keySize)
+    const bucket = table.get(h)
+    if (!bucket) return undefined
+    const at = bucket.findIndex((e) => e.key.length === keySize && sameKey(e.key, keys, ko))
+    return at < 0 ? undefined : {bucket, at, h}
   }
 
   /** The round trips of the flow keyed by `keySize` bytes at `ko` of `keys`, removed from the table; undefined when it has none. */
   take(family: Family, keys: Uint8Array, ko: number, keySize: number): FlowRtt | undefined {
-    const table = this.byFamily[family]
-    if (table.size === 0) return undefined
-    const key = Buffer.from(keys.buffer, keys.byteOffset + ko, keySize).toString('latin1')
-    const rtt = table.get(key)
-    if (rtt) table.delete(key)
-    return rtt
+    const found = this.find(family, keys, ko, keySize)
+    if (!found) return undefined
+    const [held] = found.bucket.splice(found.at, 1)
+    if (found.bucket.length === 0) this.byFamily[family].delete(found.h)
+    this.count--
+    return {clientUs: held.clientUs, serverUs: held.serverUs, atNs: held.atNs}
   }
 
   /** The round trips of the flow keyed by `keySize` bytes at `ko` of `keys`, left in the table; undefined when it has none. */
   get(family: Family, keys: Uint8Array, ko: number, keySize: number): FlowRtt | undefined {
-    const table = this.byFamily[family]
-    if (table.size === 0) return undefined
-    return table.get(Buffer.from(keys.buffer, keys.byteOffset + ko, keySize).toString('latin1'))
+    const found = this.find(family, keys, ko, keySize)
+    if (!found) return undefined
+    const held = found.bucket[found.at]
+    return {clientUs: held.clientUs, serverUs: held.serverUs, atNs: held.atNs}
   }
 
   /** Forgets what was learnt before `beforeNs`. */
   prune(beforeNs: number): void {
-    for (const table of Object.values(this.byFamily)) for (const [key, rtt] of table) if (rtt.atNs < beforeNs) table.delete(key)
+    for (const table of Object.values(this.byFamily)) {
+      for (const [h, bucket] of table) {
+        const kept = bucket.filter((e) => e.atNs >= beforeNs)
+        this.count -= bucket.length - kept.length
+        if (kept.length) table.set(h, kept)
+        else table.delete(h)
+      }
+    }
   }
 }

@@ -89,6 +89,17 @@ describe('FlowRtts', function () {
     assert.equal(rtts.size, 1)
   })
 
+  it('keeps one entry per key: a connection timed again replaces its round trips', function () {
+    const rtts = new FlowRtts()
+    rtts.add({family: 4, clientUs: 5, serverUs: 7, inIfindex: 1, outIfindex: 2, flowKeys: ['abcd']}, 1000)
+    rtts.add({family: 4, clientUs: 6, serverUs: 8, inIfindex: 1, outIfindex: 2, flowKeys: ['abcd']}, 2000)
+    assert.equal(rtts.size, 1)
+    assert.deepEqual(rtts.get(4, key('abcd'), 2, 4), {clientUs: 6, serverUs: 8, atNs: 2000})
+    assert.equal(rtts.size, 1, 'get leaves it')
+    assert.ok(rtts.take(4, key('abcd'), 2, 4))
+    assert.equal(rtts.size, 0)
+  })
+
   it('forgets round trips learnt before a time', function () {
     const rtts = new FlowRtts()
     rtts.add({family: 4, clientUs: 5, serverUs: 7, inIfindex: 1, outIfindex: 2, flowKeys: ['old1']}, 1000)
