@@ -617,8 +617,10 @@ static __always_inline void route(struct __sk_buff *skb, const struct flow_key6 
  * SYN or SYN+ACK, which restarts the timing, at a fresh reading of that clock), and the first ACK
  * of a flow that had SYN without ACK (found where the flow's TCP flags change, or where a flow is
  * created by a bare ACK: a handshake whose SYN the previous drain took out). Every other packet of
- * a known flow pays one test of its flags; a new flow made by a bare ACK pays a lookup. Built without it with -DFLOWCTL_NO_RTT (the bench's
- * side-by-side).
+ * a known flow pays one test of its flags; a new flow made by a bare ACK pays a lookup. Built
+ * without any of it with -DFLOWCTL_NO_RTT (the bench's side-by-side). A connection that reuses the
+ * ports of one whose flow is still in the live map gets its SYN timed but not its ACK (the flow
+ * has ACK already): no round trip for it.
  */
 static __always_inline void handshake_key_of(struct handshake_key *hk, const struct flow_key6 *key6,
                                              int ipv6)
