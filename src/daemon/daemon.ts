@@ -10,6 +10,7 @@ import {MeterSet} from '../bpf/meter-set.js'
 import type {Config} from '../config/config.js'
 import {meterFor, meterTakes} from '../config/meter-selection.js'
 import type {FlowBatch} from '../flow/batch.js'
+import {BiflowPairer} from '../flow/biflow.js'
 import type {CollectorExporter} from '../ipfix/export/collector-exporter.js'
 import {defaultStateFile, type Paths} from '../paths.js'
 import {netnsLabel} from '../sys/netns.js'
@@ -34,6 +35,8 @@ type MeterFate = 'live' | 'removed' | 'replaced' | 'released'
 /** An output besides the collectors (flow logs): gets every exported batch. */
 export interface FlowOutput {
   write(batch: FlowBatch): void
+  /** Whether it gets biflows (FlowBatch.reverse set) rather than uniflows. */
+  readonly biflow?: boolean
   close?(): Promise<void> | void
   /** Reopens the output's file (SIGHUP, after log rotation). */
   reopen?(): Promise<void> | void
@@ -62,6 +65,7 @@ export class Daemon {
   /** Sets being released (their last drain done, their pins on the way out): not picked up again. */
   private readonly releasing = new Set<string>()
   private readonly outputs: FlowOutput[] = []
+  private readonly biflows = new BiflowPairer()
   private timer?: NodeJS.Timeout
   private watchTimer?: NodeJS.Timeout
   private stopping?: Promise<void>
@@ -283,11 +287,13 @@ export class Daemon {
     else this.log.limited(`drain:${label}`, 'error', 'drain-failed', {netns: label, error: (error as Error).message})
   }
 
-  /** Sends a batch of ended flows to every collector and output. */
+  /** Sends a batch of ended flows to every collector and output (as biflows, paired once, to those that ask: src/flow/biflow.ts). */
   private emit(batch: FlowBatch): void {
-    this.collectorSet.exportBatch(batch)
+    let paired: FlowBatch | undefined
+    const biflows = () => (paired ??= this.biflows.pair(batch))
+    this.collectorSet.exportBatch(batch, biflows)
     this.observer.onExport?.(batch)
-    for (const o of this.outputs) o.write(batch)
+    for (const o of this.outputs) o.write(o.biflow ? biflows() : batch)
   }
 
   private schedule(): void {
