@@ -1,0 +1,239 @@
+/**
+ * Biflows end to end (RFC 5103): a TCP connection and a UDP exchange through a namespace router
+ * (client -> router -> server), the meter on the ingress of both router interfaces (each
+ * direction of a connection is metered on the side it comes in by), and the daemon exporting to
+ * two collectors: one with `biflow: true`, decoded by tshark (which knows the reverse elements of
+ * PEN 29305), and one that gets the uniflows as before; and a flow log with `biflow: true`.
+ *
+ * The truth is counted apart from the meter: the kernel's counters of the client's interface
+ * around the TCP connection (every frame it sent and received: the quiet lab sends nothing else,
+ * and with segmentation offloads off each is one TCP segment), and the agents' own counts for UDP. The daemon drains once, at stop, so both directions of each connection end in
+ * the same drain.
+ */
+import assert from 'node:assert/strict'
+import {randomBytes} from 'node:crypto'
+import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
+import {Lab} from '../../src/lab/lab.js'
+import {runAgent, startAgent} from '../../src/lab/traffic.js'
+import type {LinkCounters} from '../../src/sys/netns.js'
+import {DaemonProcess} from '../helpers/daemon.js'
+import {requireE2e, PrivateDirs} from '../helpers/e2e.js'
+import {requireTshark, tsharkDecodeIpfix, type TsharkRecord} from '../helpers/tshark.js'
+import {Sink} from '../ipfix/flows.js'
+
+const CLIENT = '198.18.60.2'
+const SERVER = '198.18.61.2'
+const TCP_PORT = 7000
+const UDP_PORT = 7001
+const UDP_CLIENT_PORT = 47001
+const TCP_BYTES = 200_000
+
+/** What the client's interface sent and received: its packets, and their IP bytes (the kernel counts the 14-byte Ethernet header too). */
+interface Counted {
+  outPackets: number
+  inPackets: number
+  outBytes: number
+  inBytes: number
+}
+
+const ETHERNET_HEADER = 14
+
+function since(after: LinkCounters, before: LinkCounters): Counted {
+  const outPackets = after.txPackets - before.txPackets
+  const inPackets = after.rxPackets - before.rxPackets
+  return {
+    outPackets,
+    inPackets,
+    outBytes: after.txBytes - before.txBytes - ETHERNET_HEADER * outPackets,
+    inBytes: after.rxBytes - before.rxBytes - ETHERNET_HEADER * inPackets,
+  }
+}
+
+describe('biflows through a namespace router, per collector @e2e', function () {
+  const id = randomBytes(3).toString('hex')
+  const privateDirs = new PrivateDirs(`biflow-${id}`)
+  const lab = new Lab(id)
+  let tmp = ''
+  let router = ''
+  const ifindex: Record<string, number> = {}
+  let biflows: TsharkRecord[] = []
+  let uniflows: TsharkRecord[] = []
+  let logged: Record<string, unknown>[] = []
+  let tcp: {sport: number; counted: Counted} | undefined
+  let udp: {request: {packets: number; bytes: number}; reply: {packets: number; bytes: number}} | undefined
+
+  before(async function () {
+    requireE2e(this)
+    await requireTshark(this)
+    tmp = mkdtempSync(join(tmpdir(), 'fct-biflow-'))
+    privateDirs.apply()
+    const client = await lab.namespace('client')
+    router = await lab.namespace('router')
+    const server = await lab.namespace('server')
+    await lab.veth(client, 'c0', router, 'r0', {v4: [`${CLIENT}/24`, '198.18.60.1/24'], quiet: true})
+    await lab.veth(router, 'r1', server, 's0', {v4: ['198.18.61.1/24', `${SERVER}/24`], quiet: true})
+    await lab.sysctl(router, 'net.ipv4.ip_forward', '1')
+    await lab.exec(client, 'ip', ['route', 'add', 'default', 'via', '198.18.60.1'])
+    await lab.exec(server, 'ip', ['route', 'add', 'default', 'via', '198.18.61.1'])
+    for (const name of ['r0', 'r1'])
+      ifindex[name] = (JSON.parse(await lab.exec(router, 'ip', ['-j', 'link', 'show', 'dev', name])) as {ifindex: number}[])[0].ifindex
+    // Each direction is metered where it comes into the router: the request on r0, the answer on r1.
+    await attachMeters(privateDirs.paths, {
+      targets: [
+        {netns: router, ifname: 'r0'},
+        {netns: router, ifname: 'r1'},
+      ],
+      directions: ['ingress'],
+      pref: 1,
+      handle: 1,
+      force: false,
+    })
+
+    const uniSink = await Sink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
+    const biSink = await Sink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
+    const config = join(tmp, 'config.yaml')
+    const log = join(tmp, 'biflows.json')
+    // One drain, at stop: both directions of each connection end in it.
+    writeFileSync(
+      config,
+      [
+        'drainIntervalSeconds: 600',
+        'idleTimeoutSeconds: 600',
+        'activeTimeoutSeconds: 1200',
+        'collectors:',
+        `- {name: uniflows, address: 127.0.0.1:${uniSink.port}}`,
+        `- {name: biflows, address: 127.0.0.1:${biSink.port}, biflow: true}`,
+        'logs:',
+        `- {file: ${log}, biflow: true}`,
+        'metrics:',
+        "  listen: ''",
+        `stateFile: ${join(tmp, 'state.json')}`,
+        '',
+      ].join('\n'),
+    )
+    const daemon = new DaemonProcess(config)
+    try {
+      await daemon.waitForLog('started')
+      // TCP: the client interface's counters around the connection are its two directions.
+      const tcpSink = await startAgent(server, {mode: 'tcp-sink', host: SERVER, port: TCP_PORT})
+      const before = await lab.linkStats(client, 'c0')
+      const sent = await runAgent<{bytes: number; localPort: number}>(client, {mode: 'tcp-send', host: SERVER, port: TCP_PORT, bytes: TCP_BYTES})
+      const received = await tcpSink.result
+      assert.equal(received.bytes, TCP_BYTES)
+      await new Promise((r) => setTimeout(r, 300)) // the last ACK
+      tcp = {sport: sent.localPort, counted: since(await lab.linkStats(client, 'c0'), before)}
+      // UDP: 5 datagrams to the server, then 3 back, each side listening while the other sends.
+      const serverSink = await startAgent(server, {mode: 'udp-sink', host: SERVER, port: UDP_PORT, expect: 5})
+      const request = await runAgent(client, {mode: 'udp-send', host: SERVER, port: UDP_PORT, sport: UDP_CLIENT_PORT, count: 5, size: 120})
+      await serverSink.result
+      const clientSink = await startAgent(client, {mode: 'udp-sink', host: CLIENT, port: UDP_CLIENT_PORT, expect: 3})
+      const reply = await runAgent(server, {mode: 'udp-send', host: CLIENT, port: UDP_CLIENT_PORT, sport: UDP_PORT, count: 3, size: 700})
+      await clientSink.result
+      udp = {request: {packets: request.packets, bytes: request.bytes}, reply: {packets: reply.packets, bytes: reply.bytes}}
+      assert.equal(await daemon.stop(), 0, daemon.tail)
+    } finally {
+      await daemon.stop('SIGKILL').catch(() => {})
+      await uniSink.stop()
+      await biSink.stop()
+    }
+    biflows = await tsharkDecodeIpfix(biSink.datagrams, biSink.port)
+    uniflows = await tsharkDecodeIpfix(uniSink.datagrams, uniSink.port)
+    logged = readFileSync(log, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+  })
+
+  after(async function () {
+    if (router) await detachMeters(privateDirs.paths, {targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress']}).catch(() => {})
+    await lab.destroy()
+    if (tmp) rmSync(tmp, {recursive: true, force: true})
+    privateDirs.remove()
+  })
+
+  const between = (r: TsharkRecord, a: string, b: string) =>
+    (r.sourceIPv4Address === a && r.destinationIPv4Address === b) || (r.sourceIPv4Address === b && r.destinationIPv4Address === a)
+  const tcpRecords = (records: TsharkRecord[]) => records.filter((r) => r.protocolIdentifier === 6 && between(r, CLIENT, SERVER))
+  const udpRecords = (records: TsharkRecord[]) => records.filter((r) => r.protocolIdentifier === 17 && between(r, CLIENT, SERVER))
+
+  it('exports the TCP connection as one biflow: the client forward, exact counts both ways, the client the initiator', function () {
+    const [biflow, ...more] = tcpRecords(biflows)
+    assert.deepEqual(more, [], 'one record')
+    const counted = tcp!.counted
+    assert.deepEqual(
+      {
+        src: biflow.sourceIPv4Address,
+        sport: biflow.sourceTransportPort,
+        dport: biflow.destinationTransportPort,
+        packets: biflow.packetDeltaCount,
+        bytes: biflow.octetDeltaCount,
+        reversePackets: biflow.reversePacketDeltaCount,
+        reverseBytes: biflow.reverseOctetDeltaCount,
+        biflowDirection: biflow.biflowDirection,
+        in: biflow.ingressInterface,
+      },
+      {
+        src: CLIENT,
+        sport: tcp!.sport,
+        dport: TCP_PORT,
+        packets: counted.outPackets,
+        bytes: counted.outBytes,
+        reversePackets: counted.inPackets,
+        reverseBytes: counted.inBytes,
+        biflowDirection: 1,
+        in: ifindex.r0,
+      },
+    )
+    assert.ok(counted.outBytes > TCP_BYTES, `${counted.outBytes} bytes sent for ${TCP_BYTES} of payload`)
+    assert.ok(Number(biflow.reverseFlowStartMilliseconds) >= Number(biflow.flowStartMilliseconds), 'the SYN-ACK after the SYN')
+  })
+
+  it('exports the UDP exchange as one biflow with the side that spoke first forward', function () {
+    const [biflow, ...more] = udpRecords(biflows)
+    assert.deepEqual(more, [], 'one record')
+    assert.deepEqual(
+      [biflow.sourceIPv4Address, biflow.sourceTransportPort, biflow.destinationTransportPort, biflow.biflowDirection],
+      [CLIENT, UDP_CLIENT_PORT, UDP_PORT, 1],
+    )
+    // IP bytes: the payload, an 8-byte UDP header and a 20-byte IP header per datagram.
+    assert.deepEqual(
+      [biflow.packetDeltaCount, biflow.octetDeltaCount, biflow.reversePacketDeltaCount, biflow.reverseOctetDeltaCount],
+      [udp!.request.packets, udp!.request.bytes + 28 * udp!.request.packets, udp!.reply.packets, udp!.reply.bytes + 28 * udp!.reply.packets],
+    )
+  })
+
+  it('sends the other collector the uniflows, each direction where it came in, with the same counts', function () {
+    const tcpUni = tcpRecords(uniflows)
+    assert.equal(tcpUni.length, 2)
+    const out = tcpUni.find((r) => r.sourceIPv4Address === CLIENT)!
+    const back = tcpUni.find((r) => r.sourceIPv4Address === SERVER)!
+    assert.deepEqual(
+      [out.ingressInterface, out.packetDeltaCount, out.octetDeltaCount, back.ingressInterface, back.packetDeltaCount, back.octetDeltaCount],
+      [ifindex.r0, tcp!.counted.outPackets, tcp!.counted.outBytes, ifindex.r1, tcp!.counted.inPackets, tcp!.counted.inBytes],
+    )
+    for (const r of uniflows) {
+      assert.equal(r.biflowDirection, undefined)
+      assert.equal(r.reversePacketDeltaCount, undefined)
+    }
+    assert.equal(udpRecords(uniflows).length, 2)
+  })
+
+  it('keeps every packet and byte in exactly one record: the biflows add up to the uniflows', function () {
+    const sum = (records: TsharkRecord[], keys: string[]) => records.reduce((n, r) => n + keys.reduce((m, k) => m + Number(r[k] ?? 0), 0), 0)
+    assert.equal(sum(biflows, ['packetDeltaCount', 'reversePacketDeltaCount']), sum(uniflows, ['packetDeltaCount']))
+    assert.equal(sum(biflows, ['octetDeltaCount', 'reverseOctetDeltaCount']), sum(uniflows, ['octetDeltaCount']))
+    assert.ok(biflows.length < uniflows.length)
+  })
+
+  it('writes the same biflows to the flow log that asks for them', function () {
+    const record = logged.find((r) => r.proto === 6 && r.sport === tcp!.sport)!
+    assert.deepEqual(
+      [record.src, record.pkts, record.bytes, record.reversePkts, record.reverseBytes, record.biflowDirection, record.interface],
+      [CLIENT, tcp!.counted.outPackets, tcp!.counted.outBytes, tcp!.counted.inPackets, tcp!.counted.inBytes, 'initiator', 'r0'],
+    )
+  })
+})
