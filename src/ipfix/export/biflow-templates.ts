@@ -18,7 +18,7 @@ export const REVERSE_PEN = 29305
  * flags, TTL range and class of service. The key fields (addresses, ports, protocol, VLAN) and
  * those of the record (interfaces, direction, end reason, next hop) are the forward's.
  */
-export const REVERSIBLE_ELEMENTS: readonly string[] = [
+const REVERSIBLE_ELEMENTS: readonly string[] = [
   'packetDeltaCount',
   'octetDeltaCount',
   'flowStartSeconds',
