@@ -41,13 +41,6 @@ const TCP_ACK = 0x10
 const ECHO_REQUEST: Record<number, number> = {[ICMP]: 8, [ICMPV6]: 128}
 const ECHO_REPLY: Record<number, number> = {[ICMP]: 0, [ICMPV6]: 129}
 
-/** The address bytes of row `i` of an address column as a string (a Map key). */
-function addressKey(col: Uint8Array, i: number, len: number): string {
-  let s = ''
-  for (let k = i * len, end = k + len; k < end; k++) s += String.fromCharCode(col[k])
-  return s
-}
-
 /**
  * The ports the reverse of row `i` has (sport, dport as the meter keys them), or undefined when
  * no flow is its reverse (ICMP other than echo).
@@ -119,10 +112,13 @@ function copyRow(from: FlowBatch, i: number, to: FlowBatch, j: number): void {
   to.minTtl[j] = from.minTtl[i]
   to.maxTtl[j] = from.maxTtl[i]
   to.fwdStatus[j] = from.fwdStatus[i]
+  // Byte by byte: a subarray per address would be an object per row.
   const len = from.addrLen
-  to.src.set(from.src.subarray(i * len, (i + 1) * len), j * len)
-  to.dst.set(from.dst.subarray(i * len, (i + 1) * len), j * len)
-  to.nextHop.set(from.nextHop.subarray(i * len, (i + 1) * len), j * len)
+  for (let k = 0, f = i * len, t = j * len; k < len; k++, f++, t++) {
+    to.src[t] = from.src[f]
+    to.dst[t] = from.dst[f]
+    to.nextHop[t] = from.nextHop[f]
+  }
 }
 
 /** Row `j` of a reverse batch for a direction seen alone: the forward's key, nothing counted. */
@@ -189,50 +185,77 @@ export class BiflowPairer {
   }
 }
 
+/** One step of a multiplicative hash over 32-bit words. */
+function mix(h: number, v: number): number {
+  const x = Math.imul(h ^ v, 0x9e3779b1)
+  return x ^ (x >>> 15)
+}
+
+/** A batch's address columns as 32-bit words (addresses are 4 or 16 bytes, at multiples of 4), for hashing and comparing. */
+function words(col: Uint8Array): Int32Array {
+  return new Int32Array(col.buffer, col.byteOffset, col.byteLength >> 2)
+}
+
 /**
  * Each row's partner row (-1: none): the same interface's opposite direction first, over the
- * whole batch; then, among the rows still alone, the peer interface's same direction.
+ * whole batch; then, among the rows still alone, the peer interface's same direction. A hash
+ * table of the rows by key (open addressing, rows of the same key in slots of their own), probed
+ * with each row's reverse key: no object or string is made per row.
  */
 function pairRows(b: FlowBatch): Int32Array {
   const n = b.length
-  const len = b.addrLen
+  const w = b.addrLen >> 2
+  const src = words(b.src)
+  const dst = words(b.dst)
   const partner = new Int32Array(n).fill(-1)
-  // Rows by key; rows of the same key (a flow exported twice in one batch) chained through next.
-  const head = new Map<string, number>()
-  const next = new Int32Array(n).fill(-1)
-  const src: string[] = new Array<string>(n)
-  const dst: string[] = new Array<string>(n)
-  const common = (i: number) => `${b.proto[i]}|${b.vlanId[i]}|${b.innerVlanId[i]}|${b.samplingInterval[i]}`
-  const key = (i: number, ifindex: number, direction: number, sport: number, dport: number, from: string, to: string) =>
-    `${common(i)}|${ifindex}|${direction}|${sport}|${dport}|${from}|${to}`
-  for (let i = n - 1; i >= 0; i--) {
-    src[i] = addressKey(b.src, i, len)
-    dst[i] = addressKey(b.dst, i, len)
-    const k = key(i, b.ifindex[i], b.direction[i], b.sport[i], b.dport[i], src[i], dst[i])
-    const first = head.get(k)
-    if (first !== undefined) next[i] = first
-    head.set(k, i)
+  let size = 16
+  while (size < 2 * n) size *= 2
+  const mask = size - 1
+  const slots = new Int32Array(size).fill(-1)
+  /** The hash of a key: row i's protocol, VLANs and sampling interval with these interface, direction, ports and addresses. */
+  const hash = (i: number, ifindex: number, direction: number, sport: number, dport: number, from: Int32Array, to: Int32Array) => {
+    let h = mix(0x811c9dc5, b.proto[i] | (b.vlanId[i] << 8))
+    h = mix(h, b.innerVlanId[i] | (b.samplingInterval[i] << 16))
+    h = mix(h, ifindex)
+    h = mix(h, direction)
+    h = mix(h, (sport << 16) | dport)
+    for (let k = i * w, end = k + w; k < end; k++) h = mix(h, from[k])
+    for (let k = i * w, end = k + w; k < end; k++) h = mix(h, to[k])
+    return h
   }
-  const take = (i: number, k: string, fits: (j: number) => boolean) => {
-    for (let j = head.get(k) ?? -1; j >= 0; j = next[j]) {
-      if (j === i || partner[j] >= 0 || !fits(j)) continue
+  for (let i = 0; i < n; i++) {
+    let at = hash(i, b.ifindex[i], b.direction[i], b.sport[i], b.dport[i], src, dst) & mask
+    while (slots[at] >= 0) at = (at + 1) & mask
+    slots[at] = i
+  }
+  /** Whether row j is row i's reverse on this interface and direction, with these ports. */
+  const reverseOf = (j: number, i: number, ifindex: number, direction: number, sport: number, dport: number) => {
+    if (b.ifindex[j] !== ifindex || b.direction[j] !== direction || b.sport[j] !== sport || b.dport[j] !== dport) return false
+    if (b.proto[j] !== b.proto[i] || b.vlanId[j] !== b.vlanId[i] || b.innerVlanId[j] !== b.innerVlanId[i] || b.samplingInterval[j] !== b.samplingInterval[i])
+      return false
+    for (let k = 0; k < w; k++) if (src[j * w + k] !== dst[i * w + k] || dst[j * w + k] !== src[i * w + k]) return false
+    return true
+  }
+  /** Pairs row i with the first row still alone that is its reverse on this interface and direction (and whose own peer is `peerOfPartner`, unless 0). */
+  const take = (i: number, ifindex: number, direction: number, sport: number, dport: number, peerOfPartner: number) => {
+    // The reverse's key: swapped ports and addresses, so its hash takes row i's addresses the other way round.
+    for (let at = hash(i, ifindex, direction, sport, dport, dst, src) & mask; slots[at] >= 0; at = (at + 1) & mask) {
+      const j = slots[at]
+      if (j === i || partner[j] >= 0 || (peerOfPartner && b.peerIfindex[j] !== peerOfPartner) || !reverseOf(j, i, ifindex, direction, sport, dport)) continue
       partner[i] = j
       partner[j] = i
       return
     }
   }
-  const ports = new Array<[number, number] | undefined>(n)
-  for (let i = 0; i < n; i++) ports[i] = reversePorts(b, i)
   for (let i = 0; i < n; i++) {
-    const p = ports[i]
-    if (partner[i] >= 0 || !p) continue
-    take(i, key(i, b.ifindex[i], b.direction[i] ^ 1, p[0], p[1], dst[i], src[i]), () => true)
+    const p = partner[i] < 0 ? reversePorts(b, i) : undefined
+    if (p) take(i, b.ifindex[i], b.direction[i] ^ 1, p[0], p[1], 0)
   }
   for (let i = 0; i < n; i++) {
-    const p = ports[i]
     const peer = b.peerIfindex[i]
-    if (partner[i] >= 0 || !p || peer === 0 || peer === b.ifindex[i]) continue
-    take(i, key(i, peer, b.direction[i], p[0], p[1], dst[i], src[i]), (j) => b.peerIfindex[j] === b.ifindex[i])
+    if (partner[i] >= 0 || peer === 0 || peer === b.ifindex[i]) continue
+    const p = reversePorts(b, i)
+    if (p) take(i, peer, b.direction[i], p[0], p[1], b.ifindex[i])
   }
   return partner
 }

@@ -216,6 +216,41 @@ describe('biflow pairing', function () {
     assert.deepEqual(sums(out), sums(b))
   })
 
+  it('pairs IPv6 flows by all 16 bytes of their addresses, and an ICMPv6 echo with its reply', function () {
+    const b = new FlowBatch(6, 5)
+    const client = [0xfd, 0, 0, 0x60, ...new Array<number>(11).fill(0), 2]
+    const server = [0xfd, 0, 0, 0x61, ...new Array<number>(11).fill(0), 2]
+    const other = [...server.slice(0, 15), 3]
+    const rows: [number[], number[], number, number, number, number][] = [
+      [client, server, 6, 40000, 80, R0],
+      [server, client, 6, 80, 40000, R1],
+      [other, client, 6, 80, 40000, R1], // another server: alone
+      [client, server, 58, 0, 128 << 8, R0],
+      [server, client, 58, 0, 129 << 8, R1],
+    ]
+    rows.forEach(([src, dst, proto, sport, dport, ifindex], i) => {
+      b.src.set(src, i * 16)
+      b.dst.set(dst, i * 16)
+      b.proto[i] = proto
+      b.sport[i] = sport
+      b.dport[i] = dport
+      b.ifindex[i] = ifindex
+      b.peerIfindex[i] = ifindex === R0 ? R1 : R0
+      b.packets[i] = i + 1
+      b.bytes[i] = 100 * (i + 1)
+      b.startUs[i] = 1000 + i
+    })
+    b.length = rows.length
+    const out = new BiflowPairer().pair(b)
+    assert.equal(out.length, 3)
+    const byProto = (proto: number, sport: number) => [...Array(out.length).keys()].find((i) => out.proto[i] === proto && out.sport[i] === sport)!
+    const tcp = byProto(6, 40000)
+    assert.deepEqual([out.packets[tcp], out.reverse!.packets[tcp]], [1, 2])
+    const echo = byProto(58, 0)
+    assert.deepEqual([out.dport[echo] >> 8, out.packets[echo], out.reverse!.packets[echo], out.biflowDirection![echo]], [128, 4, 5, BIFLOW_DIRECTION.initiator])
+    assert.deepEqual(sums(out), sums(b))
+  })
+
   it('does not pair flows of other protocols, VLANs, interfaces or sampling intervals', function () {
     const b = batchOf([request(R0, R1, INGRESS), answer(R1, R0, INGRESS, {proto: 17}), answer(R0, R1, INGRESS), answer(R1, 9, INGRESS)])
     const vlan = batchOf([request(R0, R1, INGRESS), answer(R1, R0, INGRESS)])
