@@ -3,7 +3,8 @@
  * (client -> router -> server), the meter on the ingress of both router interfaces (each
  * direction of a connection is metered on the side it comes in by), and the daemon exporting to
  * two collectors: one with `biflow: true`, decoded by tshark (which knows the reverse elements of
- * PEN 29305), and one that gets the uniflows as before; and a flow log with `biflow: true`.
+ * PEN 29305), and one that gets the uniflows as before; and a flow log with `biflow: true`. Then
+ * the router metered both ways on both interfaces: a connection is a biflow per interface.
  *
  * The truth is counted apart from the meter: the kernel's counters of the client's interface
  * around the TCP connection (every frame it sent and received: the quiet lab sends nothing else,
@@ -53,26 +54,34 @@ function since(after: LinkCounters, before: LinkCounters): Counted {
   }
 }
 
-describe('biflows through a namespace router, per collector @e2e', function () {
-  const id = randomBytes(3).toString('hex')
-  const privateDirs = new PrivateDirs(`biflow-${id}`)
-  const lab = new Lab(id)
-  let tmp = ''
-  let router = ''
-  const ifindex: Record<string, number> = {}
-  let biflows: TsharkRecord[] = []
-  let uniflows: TsharkRecord[] = []
-  let logged: Record<string, unknown>[] = []
-  let tcp: {sport: number; counted: Counted} | undefined
-  let udp: {request: {packets: number; bytes: number}; reply: {packets: number; bytes: number}} | undefined
+/** What one run through the router gave: the records of each collector and the log, and the truth. */
+interface RouterRun {
+  ifindex: Record<string, number>
+  biflows: TsharkRecord[]
+  uniflows: TsharkRecord[]
+  logged: Record<string, unknown>[]
+  tcp: {sport: number; counted: Counted}
+  udp: {request: {packets: number; bytes: number}; reply: {packets: number; bytes: number}}
+}
 
-  before(async function () {
-    requireE2e(this)
-    await requireTshark(this)
-    tmp = mkdtempSync(join(tmpdir(), 'fct-biflow-'))
+/** A lab (client -> router -> server) metered in `directions` on both router interfaces, and the run. */
+class RouterLab {
+  readonly id = randomBytes(3).toString('hex')
+  readonly privateDirs = new PrivateDirs(`biflow-${this.id}`)
+  readonly lab = new Lab(this.id)
+  tmp = ''
+  router = ''
+
+  constructor(private readonly directions: ('ingress' | 'egress')[]) {}
+
+  async run(): Promise<RouterRun> {
+    const {lab, privateDirs} = this
+    const ifindex: Record<string, number> = {}
+    this.tmp = mkdtempSync(join(tmpdir(), 'fct-biflow-'))
+    const tmp = this.tmp
     privateDirs.apply()
     const client = await lab.namespace('client')
-    router = await lab.namespace('router')
+    const router = (this.router = await lab.namespace('router'))
     const server = await lab.namespace('server')
     await lab.veth(client, 'c0', router, 'r0', {v4: [`${CLIENT}/24`, '198.18.60.1/24'], quiet: true})
     await lab.veth(router, 'r1', server, 's0', {v4: ['198.18.61.1/24', `${SERVER}/24`], quiet: true})
@@ -81,13 +90,12 @@ describe('biflows through a namespace router, per collector @e2e', function () {
     await lab.exec(server, 'ip', ['route', 'add', 'default', 'via', '198.18.61.1'])
     for (const name of ['r0', 'r1'])
       ifindex[name] = (JSON.parse(await lab.exec(router, 'ip', ['-j', 'link', 'show', 'dev', name])) as {ifindex: number}[])[0].ifindex
-    // Each direction is metered where it comes into the router: the request on r0, the answer on r1.
     await attachMeters(privateDirs.paths, {
       targets: [
         {netns: router, ifname: 'r0'},
         {netns: router, ifname: 'r1'},
       ],
-      directions: ['ingress'],
+      directions: this.directions,
       pref: 1,
       handle: 1,
       force: false,
@@ -115,6 +123,8 @@ describe('biflows through a namespace router, per collector @e2e', function () {
         '',
       ].join('\n'),
     )
+    let tcp: RouterRun['tcp'] | undefined
+    let udp: RouterRun['udp'] | undefined
     const daemon = new DaemonProcess(config)
     try {
       await daemon.waitForLog('started')
@@ -140,19 +150,47 @@ describe('biflows through a namespace router, per collector @e2e', function () {
       await uniSink.stop()
       await biSink.stop()
     }
-    biflows = await tsharkDecodeIpfix(biSink.datagrams, biSink.port)
-    uniflows = await tsharkDecodeIpfix(uniSink.datagrams, uniSink.port)
-    logged = readFileSync(log, 'utf8')
+    const logged = readFileSync(log, 'utf8')
       .split('\n')
       .filter((l) => l !== '')
       .map((l) => JSON.parse(l) as Record<string, unknown>)
+    return {
+      ifindex,
+      biflows: await tsharkDecodeIpfix(biSink.datagrams, biSink.port),
+      uniflows: await tsharkDecodeIpfix(uniSink.datagrams, uniSink.port),
+      logged,
+      tcp,
+      udp,
+    }
+  }
+
+  async destroy(): Promise<void> {
+    if (this.router)
+      await detachMeters(this.privateDirs.paths, {targets: [{netns: this.router, ifname: '*'}], all: false, directions: this.directions}).catch(() => {})
+    await this.lab.destroy()
+    if (this.tmp) rmSync(this.tmp, {recursive: true, force: true})
+    this.privateDirs.remove()
+  }
+}
+
+describe('biflows through a namespace router, per collector @e2e', function () {
+  // Each direction is metered where it comes into the router: the request on r0, the answer on r1.
+  const routerLab = new RouterLab(['ingress'])
+  let ifindex: Record<string, number> = {}
+  let biflows: TsharkRecord[] = []
+  let uniflows: TsharkRecord[] = []
+  let logged: Record<string, unknown>[] = []
+  let tcp: RouterRun['tcp'] | undefined
+  let udp: RouterRun['udp'] | undefined
+
+  before(async function () {
+    requireE2e(this)
+    await requireTshark(this)
+    ;({ifindex, biflows, uniflows, logged, tcp, udp} = await routerLab.run())
   })
 
   after(async function () {
-    if (router) await detachMeters(privateDirs.paths, {targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress']}).catch(() => {})
-    await lab.destroy()
-    if (tmp) rmSync(tmp, {recursive: true, force: true})
-    privateDirs.remove()
+    await routerLab.destroy()
   })
 
   const between = (r: TsharkRecord, a: string, b: string) =>
@@ -235,5 +273,43 @@ describe('biflows through a namespace router, per collector @e2e', function () {
       [record.src, record.pkts, record.bytes, record.reversePkts, record.reverseBytes, record.biflowDirection, record.interface],
       [CLIENT, tcp!.counted.outPackets, tcp!.counted.outBytes, tcp!.counted.inPackets, tcp!.counted.inBytes, 'initiator', 'r0'],
     )
+  })
+})
+
+describe('biflows of a router metered both ways on both interfaces @e2e', function () {
+  // Each packet is metered twice, in by one interface and out by the other: a connection is two
+  // biflows, one per interface, each of one interface's two directions.
+  const routerLab = new RouterLab(['ingress', 'egress'])
+  let run: RouterRun | undefined
+
+  before(async function () {
+    requireE2e(this)
+    await requireTshark(this)
+    run = await routerLab.run()
+  })
+
+  after(async function () {
+    await routerLab.destroy()
+  })
+
+  it('exports the TCP connection as one biflow per interface, each with the exact counts of both directions', function () {
+    const {biflows, ifindex, tcp} = run!
+    const records = biflows.filter((r) => r.protocolIdentifier === 6 && r.sourceIPv4Address === CLIENT && r.sourceTransportPort === tcp.sport)
+    const byInterface = (metered: number, flowDirection: number) =>
+      records.filter((r) => r.flowDirection === flowDirection && r[flowDirection ? 'egressInterface' : 'ingressInterface'] === metered)
+    assert.equal(records.length, 2, JSON.stringify(biflows))
+    const counts = (r: TsharkRecord) => [r.packetDeltaCount, r.octetDeltaCount, r.reversePacketDeltaCount, r.reverseOctetDeltaCount, r.biflowDirection]
+    const expected = [tcp.counted.outPackets, tcp.counted.outBytes, tcp.counted.inPackets, tcp.counted.inBytes, 1]
+    // In by r0 (its answer out by r0), and out by r1 (its answer in by r1).
+    assert.deepEqual(byInterface(ifindex.r0, 0).map(counts), [expected])
+    assert.deepEqual(byInterface(ifindex.r1, 1).map(counts), [expected])
+  })
+
+  it('keeps every packet and byte in exactly one record', function () {
+    const {biflows, uniflows} = run!
+    const sum = (records: TsharkRecord[], keys: string[]) => records.reduce((n, r) => n + keys.reduce((m, k) => m + Number(r[k] ?? 0), 0), 0)
+    assert.equal(sum(biflows, ['packetDeltaCount', 'reversePacketDeltaCount']), sum(uniflows, ['packetDeltaCount']))
+    assert.equal(sum(biflows, ['octetDeltaCount', 'reverseOctetDeltaCount']), sum(uniflows, ['octetDeltaCount']))
+    assert.equal(biflows.length * 2, uniflows.length, 'every uniflow paired')
   })
 })
