@@ -150,9 +150,19 @@ export class Collectors {
     }
   }
 
-  /** Sends a batch of ended flows to every collector: `biflows()` (the same flows as biflows) to those that ask for them. */
-  exportBatch(batch: FlowBatch, biflows: () => FlowBatch): void {
-    for (const e of this.exporters) e.exportBatch(e.config.biflow ? biflows() : batch)
+  /** Sends a batch of ended flows to every collector that takes uniflows. */
+  exportBatch(batch: FlowBatch): void {
+    for (const e of this.exporters) if (!e.config.biflow) e.exportBatch(batch)
+  }
+
+  /** Whether a collector asks for biflows (`biflow: true`). */
+  get wantBiflows(): boolean {
+    return this.exporters.some((e) => e.config.biflow)
+  }
+
+  /** Sends a batch of biflows (src/flow/biflow.ts) to every collector that asks for them. */
+  exportBiflows(batch: FlowBatch): void {
+    for (const e of this.exporters) if (e.config.biflow) e.exportBatch(batch)
   }
 
   /** Sends every open collector its templates for these observation domains. */

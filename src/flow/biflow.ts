@@ -1,8 +1,9 @@
 /**
  * Biflows (RFC 5103): the two directions of a connection joined into one record, for the
  * collectors and flow logs that ask for them. The meter counts uniflows; the pairing is done on
- * the flows a drain ends together (one FlowBatch handed to the outputs), by a hash join, and only
- * for the outputs that want biflows: the others get the uniflows as they were.
+ * the flows a round of drains ends (held from the batches the drains hand over, up to
+ * MAX_HELD_ROWS per meter set and family), by a hash join, and only for the outputs that want
+ * biflows: the others get the uniflows as they were.
  *
  * Which uniflows are one connection: the same namespace and observation domain (the batch's),
  * protocol, VLAN tags and sampling interval, swapped addresses and ports (ICMP: an echo request
@@ -133,12 +134,57 @@ function emptyReverse(from: FlowBatch, i: number, to: FlowBatch, j: number): voi
   to.maxTtl[j] = 0
 }
 
+/** A batch of `from`'s meter set and family with room for twice the rows of `held` (which it takes), up to MAX_HELD_ROWS. */
+function grown(from: FlowBatch, held: FlowBatch | undefined): FlowBatch {
+  const into = new FlowBatch(from.family, Math.min(MAX_HELD_ROWS, Math.max(1024, 2 * (held?.capacity ?? 0))))
+  into.netns = from.netns
+  into.observationDomainId = from.observationDomainId
+  if (held) for (let i = 0; i < held.length; i++) copyRow(held, i, into, into.length++)
+  return into
+}
+
+/**
+ * The most rows held for one meter set and family before they are paired without waiting for the
+ * end of the drain (a bound on the memory held: about 7 MB of IPv4 rows, 11 MB of IPv6).
+ */
+export const MAX_HELD_ROWS = 65_536
+
 /**
  * Joins the uniflows of batches into biflows. One per daemon: the batch it returns (and its
  * reverse) is reused by the next call for the same family, as the drain reuses its batches.
+ *
+ * A drain hands its ended flows over in batches of a bounded size, in no order that keeps the two
+ * directions of a connection together: `hold` copies each batch's rows, by meter set and family,
+ * and `flush` pairs all that was held since (the daemon calls it at the end of each round of
+ * drains), so that both directions meet whichever batches they came in.
  */
 export class BiflowPairer {
   private readonly out: Partial<Record<Family, FlowBatch>> = {}
+  /** Rows held until the next flush, by meter set, observation domain and family. */
+  private readonly held = new Map<string, FlowBatch>()
+
+  /** Copies the batch's rows, to be paired at the next flush with the others its meter set's drain ends. */
+  hold(batch: FlowBatch, send: (biflows: FlowBatch) => void): void {
+    if (batch.length === 0) return
+    const key = `${batch.observationDomainId}|${batch.family}|${batch.netns}`
+    let into = this.held.get(key)
+    for (let i = 0; i < batch.length; i++) {
+      if (!into || into.length === into.capacity) {
+        if (into && into.capacity >= MAX_HELD_ROWS) {
+          send(this.pair(into))
+          into.length = 0
+        } else into = grown(batch, into)
+        this.held.set(key, into)
+      }
+      copyRow(batch, i, into, into.length++)
+    }
+  }
+
+  /** Pairs what was held since the last flush and hands it to `send`, a batch per meter set and family; lets the rows go. */
+  flush(send: (biflows: FlowBatch) => void): void {
+    for (const held of this.held.values()) send(this.pair(held))
+    this.held.clear()
+  }
 
   /**
    * The batch's uniflows as biflows: each row a forward direction, its reverse in `reverse` at

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 
 import {FlowBatch} from '../../src/flow/batch.js'
-import {BIFLOW_DIRECTION, BiflowPairer} from '../../src/flow/biflow.js'
+import {BIFLOW_DIRECTION, BiflowPairer, MAX_HELD_ROWS} from '../../src/flow/biflow.js'
 
 const SYN = 0x02
 const ACK = 0x10
@@ -263,6 +263,45 @@ describe('biflow pairing', function () {
       assert.equal(out.length, batch.length, 'every uniflow alone')
       assert.deepEqual(sums(out), sums(batch))
     }
+  })
+
+  it('pairs the directions a drain handed over in different batches, when the held rows are flushed', function () {
+    const pairer = new BiflowPairer()
+    const sent: Biflow[] = []
+    const send = (b: FlowBatch) => sent.push(...biflows(b))
+    pairer.hold(batchOf([request(R0, R1, INGRESS), request(R0, R1, INGRESS, {sport: 40001})]), send)
+    const other = batchOf([answer(R1, R0, INGRESS)])
+    other.netns = 'another-router'
+    pairer.hold(other, send)
+    pairer.hold(batchOf([answer(R1, R0, INGRESS)]), send)
+    assert.equal(sent.length, 0, 'nothing before the flush')
+    pairer.flush(send)
+    assert.deepEqual(
+      sent.map((r) => [r.sport, r.reversePackets]).sort((a, b) => a[0] - b[0]),
+      [
+        [80, 0], // another meter set's answer: alone
+        [40000, 4],
+        [40001, 0],
+      ],
+    )
+    sent.length = 0
+    pairer.flush(send)
+    assert.equal(sent.length, 0, 'the rows went with the flush')
+  })
+
+  it('pairs what it holds before it holds more than MAX_HELD_ROWS of a meter set, losing none', function () {
+    const pairer = new BiflowPairer()
+    let packets = 0
+    let records = 0
+    const send = (b: FlowBatch) => {
+      records += b.length
+      packets += sums(b).packets
+    }
+    const rows = Array.from({length: 8192}, (_, k) => request(R0, R1, INGRESS, {sport: k, packets: 1}))
+    for (let k = 0; k < 9; k++) pairer.hold(batchOf(rows), send)
+    assert.equal(records, MAX_HELD_ROWS, 'the first MAX_HELD_ROWS went when the next row came')
+    pairer.flush(send)
+    assert.deepEqual([records, packets], [9 * 8192, 9 * 8192])
   })
 
   it('keeps every packet and byte in exactly one record over a mixed batch', function () {
