@@ -255,7 +255,7 @@ export class Daemon {
     this.drainers.delete(label)
     try {
       const report = drainer.finalDrain(this.policy, (b) => this.fanout.emit(b))
-      this.fanout.flushBiflows()
+      this.fanout.flushBiflows(true)
       const exported = exportedCount(report)
       const unread = report.unread.length ? {unread: report.unread} : {}
       this.log.log(report.unread.length ? 'warn' : 'info', 'meter-gone', {
@@ -330,7 +330,7 @@ export class Daemon {
     force: boolean,
     failed: (label: string, drainer: MeterSetDrainer, error: unknown) => void = (l, d, e) => this.drainFailed(l, d, e),
   ): Promise<{label: string; report: DrainReport}[]> {
-    return drainInTurn(meters, this.policy, (b) => this.fanout.emit(b), force, failed).finally(() => this.fanout.flushBiflows())
+    return drainInTurn(meters, this.policy, (b) => this.fanout.emit(b), force, failed).finally(() => this.fanout.flushBiflows(force))
   }
 
   /**

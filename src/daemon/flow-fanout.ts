@@ -2,7 +2,8 @@
  * Where the flows a drain ends go: each batch at once to the collectors and flow logs that take
  * uniflows; for those that ask for biflows (`biflow: true`), the batches are held and paired at the
  * end of the round of drains (src/flow/biflow.ts), so that the two directions of a connection meet
- * whichever batches the drain handed them in. Nothing is held while nobody asks for biflows.
+ * whichever batches the drain handed them in (or the next round, for a direction left alone).
+ * Nothing is held while nobody asks for biflows.
  */
 import type {FlowBatch} from '../flow/batch.js'
 import {BiflowPairer} from '../flow/biflow.js'
@@ -32,9 +33,13 @@ export class FlowFanout {
     if (this.collectors.wantBiflows || this.outputs.some((o) => o.biflow)) this.pairer.hold(batch, (b) => this.sendBiflows(b))
   }
 
-  /** The end of a round of drains: pairs what was held and sends the biflows. */
-  flushBiflows(): void {
-    this.pairer.flush((b) => this.sendBiflows(b))
+  /**
+   * The end of a round of drains: pairs what was held and sends the biflows (a direction alone may
+   * wait one round for its reverse: BiflowPairer.flush); `final` (a forced drain: the daemon
+   * stops, or a meter set goes) keeps nothing back.
+   */
+  flushBiflows(final: boolean): void {
+    this.pairer.flush((b) => this.sendBiflows(b), final)
   }
 
   private sendBiflows(batch: FlowBatch): void {

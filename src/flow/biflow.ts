@@ -134,9 +134,13 @@ function emptyReverse(from: FlowBatch, i: number, to: FlowBatch, j: number): voi
   to.maxTtl[j] = 0
 }
 
-/** A batch of `from`'s meter set and family with room for twice the rows of `held` (which it takes), up to MAX_HELD_ROWS. */
-function grown(from: FlowBatch, held: FlowBatch | undefined): FlowBatch {
-  const into = new FlowBatch(from.family, Math.min(MAX_HELD_ROWS, Math.max(1024, 2 * (held?.capacity ?? 0))))
+/**
+ * A batch of `from`'s meter set and family holding the rows of `held`, with room for twice its
+ * capacity (up to MAX_HELD_ROWS), or for `more` rows besides.
+ */
+function grown(from: FlowBatch, held: FlowBatch | undefined, more?: number): FlowBatch {
+  const rows = more === undefined ? Math.min(MAX_HELD_ROWS, Math.max(1024, 2 * (held?.capacity ?? 0))) : (held?.length ?? 0) + Math.max(more, from.length, 1)
+  const into = new FlowBatch(from.family, rows)
   into.netns = from.netns
   into.observationDomainId = from.observationDomainId
   if (held) for (let i = 0; i < held.length; i++) copyRow(held, i, into, into.length++)
@@ -156,12 +160,19 @@ export const MAX_HELD_ROWS = 65_536
  * A drain hands its ended flows over in batches of a bounded size, in no order that keeps the two
  * directions of a connection together: `hold` copies each batch's rows, by meter set and family,
  * and `flush` pairs all that was held since (the daemon calls it at the end of each round of
- * drains), so that both directions meet whichever batches they came in.
+ * drains), so that both directions meet whichever batches they came in. The two directions of a
+ * connection may also end one round apart (their last packets, or their active timeouts, straddle
+ * a drain): a direction left alone waits for the next flush, once, to meet its reverse there;
+ * a final flush (the daemon stops) keeps nothing back.
  */
 export class BiflowPairer {
   private readonly out: Partial<Record<Family, FlowBatch>> = {}
   /** Rows held until the next flush, by meter set, observation domain and family. */
   private readonly held = new Map<string, FlowBatch>()
+  /** Directions a flush left alone, kept for the next one (they go out then, paired or not). */
+  private carried = new Map<string, FlowBatch>()
+  /** The directions the pair() under way left alone and kept back (made at the first one). */
+  private carry: FlowBatch | undefined
 
   /** Copies the batch's rows, to be paired at the next flush with the others its meter set's drain ends. */
   hold(batch: FlowBatch, send: (biflows: FlowBatch) => void): void {
@@ -180,17 +191,40 @@ export class BiflowPairer {
     }
   }
 
-  /** Pairs what was held since the last flush and hands it to `send`, a batch per meter set and family; lets the rows go. */
-  flush(send: (biflows: FlowBatch) => void): void {
-    for (const held of this.held.values()) send(this.pair(held))
+  /**
+   * Pairs what was held since the last flush, with the directions the last flush left alone, and
+   * hands the biflows to `send`, a batch per meter set and family. A direction held since the last
+   * flush that is still alone is kept for the next one, unless `final`.
+   */
+  flush(send: (biflows: FlowBatch) => void, final = false): void {
+    const carried = new Map<string, FlowBatch>()
+    for (const key of new Set([...this.carried.keys(), ...this.held.keys()])) {
+      const before = this.carried.get(key)
+      const fresh = this.held.get(key)
+      // The carried rows first, then the fresh ones: only those may wait another round.
+      const rows = before && fresh ? grown(before, before, fresh.length) : (before ?? fresh!)
+      if (before && fresh) for (let i = 0; i < fresh.length; i++) copyRow(fresh, i, rows, rows.length++)
+      send(this.pair(rows, final || !fresh ? Infinity : rows.length - fresh.length))
+      const kept = this.takeCarry()
+      if (kept) carried.set(key, kept)
+    }
     this.held.clear()
+    this.carried = carried
+  }
+
+  /** The directions the last pair() kept back, and none kept from now. */
+  private takeCarry(): FlowBatch | undefined {
+    const kept = this.carry
+    this.carry = undefined
+    return kept
   }
 
   /**
    * The batch's uniflows as biflows: each row a forward direction, its reverse in `reverse` at
-   * the same row, and its biflowDirection.
+   * the same row, and its biflowDirection. The rows from `carryFrom` on that are left alone go to
+   * `this.carry` instead (flush).
    */
-  pair(batch: FlowBatch): FlowBatch {
+  pair(batch: FlowBatch, carryFrom = Infinity): FlowBatch {
     const out = this.outFor(batch.family, batch.length)
     const reverse = out.reverse!
     const directions = out.biflowDirection!
@@ -203,6 +237,11 @@ export class BiflowPairer {
       if (done[i]) continue
       done[i] = 1
       const j = partner[i]
+      if (j < 0 && i >= carryFrom) {
+        this.carry ??= grown(batch, undefined, batch.length - carryFrom)
+        copyRow(batch, i, this.carry, this.carry.length++)
+        continue
+      }
       if (j < 0) {
         copyRow(batch, i, out, n)
         emptyReverse(batch, i, reverse, n)

@@ -277,16 +277,44 @@ describe('biflow pairing', function () {
     assert.equal(sent.length, 0, 'nothing before the flush')
     pairer.flush(send)
     assert.deepEqual(
+      sent.map((r) => [r.sport, r.reversePackets]),
+      [[40000, 4]],
+      'the pair; the directions alone wait for the next flush',
+    )
+    sent.length = 0
+    pairer.flush(send)
+    assert.deepEqual(
       sent.map((r) => [r.sport, r.reversePackets]).sort((a, b) => a[0] - b[0]),
       [
-        [80, 0], // another meter set's answer: alone
-        [40000, 4],
+        [80, 0], // another meter set's answer
         [40001, 0],
+      ],
+      'kept back once only',
+    )
+    sent.length = 0
+    pairer.flush(send)
+    assert.equal(sent.length, 0, 'the rows went with the flushes')
+  })
+
+  it('pairs a direction with its reverse that ended one round later, and keeps nothing back at a final flush', function () {
+    const pairer = new BiflowPairer()
+    const sent: Biflow[] = []
+    const send = (b: FlowBatch) => sent.push(...biflows(b))
+    pairer.hold(batchOf([request(R0, R1, INGRESS)]), send)
+    pairer.flush(send)
+    assert.equal(sent.length, 0)
+    pairer.hold(batchOf([answer(R1, R0, INGRESS), request(R0, R1, INGRESS, {sport: 40001})]), send)
+    pairer.flush(send, true)
+    assert.deepEqual(
+      sent.map((r) => [r.sport, r.packets, r.reversePackets, r.biflowDirection]).sort((a, b) => a[0] - b[0]),
+      [
+        [40000, 5, 4, 1],
+        [40001, 5, 0, 0],
       ],
     )
     sent.length = 0
     pairer.flush(send)
-    assert.equal(sent.length, 0, 'the rows went with the flush')
+    assert.equal(sent.length, 0, 'nothing kept after a final flush')
   })
 
   it('pairs what it holds before it holds more than MAX_HELD_ROWS of a meter set, losing none', function () {
@@ -300,7 +328,7 @@ describe('biflow pairing', function () {
     const rows = Array.from({length: 8192}, (_, k) => request(R0, R1, INGRESS, {sport: k, packets: 1}))
     for (let k = 0; k < 9; k++) pairer.hold(batchOf(rows), send)
     assert.equal(records, MAX_HELD_ROWS, 'the first MAX_HELD_ROWS went when the next row came')
-    pairer.flush(send)
+    pairer.flush(send, true)
     assert.deepEqual([records, packets], [9 * 8192, 9 * 8192])
   })
 
