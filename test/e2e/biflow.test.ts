@@ -4,7 +4,8 @@
  * direction of a connection is metered on the side it comes in by), and the daemon exporting to
  * two collectors: one with `biflow: true`, decoded by tshark (which knows the reverse elements of
  * PEN 29305), and one that gets the uniflows as before; and a flow log with `biflow: true`. Then
- * the router metered both ways on both interfaces: a connection is a biflow per interface.
+ * the router metered both ways on both interfaces: a connection is a biflow per interface. And a
+ * TCP connection through the delay lab (links of 20 ms and 50 ms round trip, src/lab/delay-lab.ts).
  *
  * The truth is counted apart from the meter: the kernel's counters of the client's interface
  * around the TCP connection (every frame it sent and received: the quiet lab sends nothing else,
@@ -18,6 +19,7 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
+import {DelayLab} from '../../src/lab/delay-lab.js'
 import {Lab} from '../../src/lab/lab.js'
 import {runAgent, startAgent} from '../../src/lab/traffic.js'
 import type {LinkCounters} from '../../src/sys/netns.js'
@@ -311,5 +313,98 @@ describe('biflows of a router metered both ways on both interfaces @e2e', functi
     assert.equal(sum(biflows, ['packetDeltaCount', 'reversePacketDeltaCount']), sum(uniflows, ['packetDeltaCount']))
     assert.equal(sum(biflows, ['octetDeltaCount', 'reverseOctetDeltaCount']), sum(uniflows, ['octetDeltaCount']))
     assert.equal(biflows.length * 2, uniflows.length, 'every uniflow paired')
+  })
+})
+
+describe('a biflow of a TCP connection through the delay lab (20 ms and 50 ms round trips) @e2e', function () {
+  this.timeout(120_000)
+  const lab = new DelayLab({clientDelayMs: 10, serverDelayMs: 25, ipv6: false})
+  const privateDirs = new PrivateDirs(`biflow-delay-${lab.id}`)
+  let tmp = ''
+  let attached = false
+  let biflows: TsharkRecord[] = []
+  let sport = 0
+  let forward = {packets: 0, bytes: 0}
+  let reverse = {packets: 0, bytes: 0}
+
+  before(async function () {
+    requireE2e(this)
+    await requireTshark(this)
+    privateDirs.apply()
+    tmp = mkdtempSync(join(tmpdir(), 'fct-biflow-delay-'))
+    await lab.build()
+    const router = lab.router.netns
+    // Each direction metered where it comes into the router.
+    await attachMeters(privateDirs.paths, {
+      targets: [
+        {netns: router, ifname: 'r0'},
+        {netns: router, ifname: 'r1'},
+      ],
+      directions: ['ingress'],
+      pref: 1,
+      handle: 1,
+      force: false,
+    })
+    attached = true
+    const sink = await Sink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
+    const config = join(tmp, 'config.yaml')
+    writeFileSync(
+      config,
+      `drainIntervalSeconds: 600\nidleTimeoutSeconds: 600\nactiveTimeoutSeconds: 1200\ncollectors:\n- {address: 127.0.0.1:${sink.port}, biflow: true}\nmetrics: {listen: ''}\nstateFile: ${join(tmp, 'state.json')}\n`,
+    )
+    const daemon = new DaemonProcess(config)
+    try {
+      await daemon.waitForLog('started')
+      const before = {r0: await lab.lab.linkStats(router, 'r0'), r1: await lab.lab.linkStats(router, 'r1')}
+      const tcpSink = await startAgent(lab.server.netns, {mode: 'tcp-sink', host: lab.server.v4, port: TCP_PORT})
+      const sent = await runAgent<{bytes: number; localPort: number}>(lab.client.netns, {mode: 'tcp-send', host: lab.server.v4, port: TCP_PORT, bytes: 100_000})
+      await tcpSink.result
+      // The last ACK crosses the slower link after the sink has closed.
+      await new Promise((r) => setTimeout(r, 2 * (lab.clientDelayMs + lab.serverDelayMs) + 200))
+      const after = {r0: await lab.lab.linkStats(router, 'r0'), r1: await lab.lab.linkStats(router, 'r1')}
+      sport = sent.localPort
+      // What came into the router by each side: the client's direction by r0, the server's by r1.
+      const into = (ifname: 'r0' | 'r1') => {
+        const packets = after[ifname].rxPackets - before[ifname].rxPackets
+        return {packets, bytes: after[ifname].rxBytes - before[ifname].rxBytes - ETHERNET_HEADER * packets}
+      }
+      forward = into('r0')
+      reverse = into('r1')
+      assert.equal(await daemon.stop(), 0, daemon.tail)
+    } finally {
+      await daemon.stop('SIGKILL').catch(() => {})
+      await sink.stop()
+    }
+    biflows = await tsharkDecodeIpfix(sink.datagrams, sink.port)
+  })
+
+  after(async function () {
+    if (attached)
+      await detachMeters(privateDirs.paths, {targets: [{netns: lab.router.netns, ifname: '*'}], all: false, directions: ['ingress']}).catch(() => {})
+    await lab.close()
+    if (tmp) rmSync(tmp, {recursive: true, force: true})
+    privateDirs.remove()
+  })
+
+  it('has exact forward and reverse packets and bytes, the client as the initiator, and the answer a server round trip later', function () {
+    const found = biflows.filter((r) => r.protocolIdentifier === 6 && (r.sourceTransportPort === sport || r.destinationTransportPort === sport))
+    assert.equal(found.length, 1, JSON.stringify(biflows))
+    const [biflow] = found
+    assert.ok(forward.packets > 0 && reverse.packets > 0)
+    assert.deepEqual(
+      [
+        biflow.sourceIPv4Address,
+        biflow.sourceTransportPort,
+        biflow.packetDeltaCount,
+        biflow.octetDeltaCount,
+        biflow.reversePacketDeltaCount,
+        biflow.reverseOctetDeltaCount,
+        biflow.biflowDirection,
+      ],
+      [lab.client.v4, sport, forward.packets, forward.bytes, reverse.packets, reverse.bytes, 1],
+    )
+    // The SYN came in by r0; the SYN-ACK came in by r1 no sooner than the server's round trip (50 ms) later.
+    const answeredAfter = Number(biflow.reverseFlowStartMilliseconds) - Number(biflow.flowStartMilliseconds)
+    assert.ok(answeredAfter >= 2 * lab.serverDelayMs - 1, `the reverse began ${answeredAfter} ms after the forward`)
   })
 })
