@@ -92,7 +92,7 @@ function loneDirection(b: FlowBatch, i: number): number {
   return isEchoReply(b, i) ? BIFLOW_DIRECTION.reverseInitiator : BIFLOW_DIRECTION.initiator
 }
 
-/** Copies row `i` of `from` to row `j` of `to` (the same family). */
+/** Copies row `i` of `from` to row `j` of `to` (the same family): every column (a column added to FlowBatch belongs here too). */
 function copyRow(from: FlowBatch, i: number, to: FlowBatch, j: number): void {
   to.ifindex[j] = from.ifindex[i]
   to.direction[j] = from.direction[i]
@@ -130,6 +130,7 @@ function emptyReverse(from: FlowBatch, i: number, to: FlowBatch, j: number): voi
   to.startUs[j] = 0
   to.endUs[j] = 0
   to.tcpFlags[j] = 0
+  to.tos[j] = 0
   to.minTtl[j] = 0
   to.maxTtl[j] = 0
 }

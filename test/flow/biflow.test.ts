@@ -50,6 +50,7 @@ function batchOf(rows: Row[]): FlowBatch {
     b.tcpFlags[i] = r.flags ?? 0
   })
   b.length = rows.length
+  b.tos.fill(0x10)
   return b
 }
 
@@ -171,6 +172,7 @@ describe('biflow pairing', function () {
     // A lone SYN-ACK direction: with OR-ed flags it looks the same as a SYN followed by ACKs.
     assert.equal(rows[1].biflowDirection, BIFLOW_DIRECTION.arbitrary)
     assert.equal(out.reverse!.startUs[0], 0)
+    assert.equal(out.reverse!.tos[0], 0)
     assert.deepEqual(sums(out), sums(b))
   })
 
