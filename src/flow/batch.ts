@@ -54,6 +54,13 @@ export class FlowBatch {
   readonly fwdStatus: Uint8Array
   /** The gateway towards dst, network order, `addrLen` bytes each; zeros when directly connected. */
   readonly nextHop: Uint8Array
+  /**
+   * Biflows (RFC 5103, src/flow/biflow.ts): row i's reverse direction is the reverse batch's row
+   * i (zero counts and times where it was not seen), and biflowDirection[i] is IPFIX
+   * biflowDirection (IE 239). Both undefined in a batch of uniflows.
+   */
+  reverse?: FlowBatch
+  biflowDirection?: Uint8Array
 
   constructor(family: Family, capacity: number) {
     this.family = family
