@@ -61,6 +61,13 @@ export class FlowBatch {
    * column, so a batch without them takes no memory for them.
    */
   private readonly rtts = new Map<number, {clientUs: number; serverUs: number}>()
+  /**
+   * Biflows (RFC 5103, src/flow/biflow.ts): row i's reverse direction is the reverse batch's row
+   * i (zero counts and times where it was not seen), and biflowDirection[i] is IPFIX
+   * biflowDirection (IE 239). Both undefined in a batch of uniflows.
+   */
+  reverse?: FlowBatch
+  biflowDirection?: Uint8Array
 
   constructor(family: Family, capacity: number) {
     this.family = family
@@ -92,9 +99,10 @@ export class FlowBatch {
     this.nextHop = new Uint8Array(capacity * this.addrLen)
   }
 
-  /** Row `i` carries these round trips. */
+  /** Row `i` carries these round trips (0, 0: none, as a row of a reused batch may have had). */
   setRtt(i: number, clientUs: number, serverUs: number): void {
-    this.rtts.set(i, {clientUs, serverUs})
+    if (clientUs || serverUs) this.rtts.set(i, {clientUs, serverUs})
+    else if (this.rtts.size) this.rtts.delete(i)
   }
 
   /** Row `i`'s round trips (0: none). */

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 
-import {compileTemplates} from '../../src/config/export-settings.js'
+import {compileBiflowTemplates, compileTemplates} from '../../src/config/export-settings.js'
 import {ConfigError, parseConfig} from '../../src/config/load.js'
 
 const C = 'collectors:\n- address: 192.0.2.1:4739\n'
@@ -45,6 +45,19 @@ describe('config: enterprise-specific elements', function () {
       ],
     )
     assert.equal(t.template.fields[2].element.type, 'unsigned32')
+  })
+
+  it('keeps them under the PEN in a biflow template, with no reverse counterpart (one round trip per connection)', function () {
+    const config = parseConfig(`enterpriseNumber: 32473\n${C}${TEMPLATE}`, 'config.yaml')
+    const [t] = compileBiflowTemplates(config)
+    const own = t.template.fields.filter((f) => f.element.name.startsWith('tcpRtt'))
+    assert.deepEqual(
+      own.map((f) => [f.element.id, f.enterpriseNumber]),
+      [
+        [1, 32473],
+        [2, 32473],
+      ],
+    )
   })
 
   it('tells element 2 under the PEN from the registry’s element 2 (packetDeltaCount) in one template', function () {

@@ -22,21 +22,36 @@ export interface ExportTemplate {
  * `enterpriseNumber`: the PEN a field of flowctl's own enterprise-specific elements goes out under
  * (ENTERPRISE_ELEMENTS); required for those, absent for the registry's.
  */
-export function compileTemplate(id: number, fields: readonly {name: string; length: number; enterpriseNumber?: number}[]): ExportTemplate {
-  const bound = fields.map((f) => bindField(f.name, f.length))
+export function compileTemplate(id: number, fields: readonly TemplateField[]): ExportTemplate {
+  return boundTemplate(id, bindTemplateFields(id, fields), templateFamily(fields.map((f) => f.name)))
+}
+
+/** A template field as the config gives it (see compileTemplate). */
+export interface TemplateField {
+  name: string
+  length: number
+  enterpriseNumber?: number
+}
+
+/** The fields of template `id` bound to the FlowBatch columns, flowctl's own elements under their PEN. */
+export function bindTemplateFields(id: number, fields: readonly TemplateField[]): BoundField[] {
+  return fields.map((f) => {
+    const b = bindField(f.name, f.length)
+    if (!exportableElement(f.name)?.enterprise) return b
+    if (f.enterpriseNumber === undefined) throw new Error(`template ${id}: ${b.element.name} needs an enterprise number`)
+    return {...b, enterpriseNumber: f.enterpriseNumber}
+  })
+}
+
+/** A data template of fields already bound (biflow-templates.ts adds reverse ones). */
+export function boundTemplate(id: number, bound: BoundField[], family: 4 | 6 | undefined): ExportTemplate {
+  const wire = (b: BoundField) =>
+    b.enterpriseNumber === undefined ? {element: b.element, length: b.length} : {element: b.element, length: b.length, enterpriseNumber: b.enterpriseNumber}
   return {
-    template: {
-      id,
-      fields: bound.map((b, i) => {
-        const pen = fields[i].enterpriseNumber
-        if (exportableElement(fields[i].name)?.enterprise && pen === undefined) throw new Error(`template ${id}: ${b.element.name} needs an enterprise number`)
-        return pen === undefined ? {element: b.element, length: b.length} : {element: b.element, length: b.length, enterpriseNumber: pen}
-      }),
-      scopeFieldCount: 0,
-    },
+    template: {id, fields: bound.map(wire), scopeFieldCount: 0},
     fields: bound,
     recordLength: bound.reduce((n, b) => n + b.length, 0),
-    family: templateFamily(fields.map((f) => f.name)),
+    family,
   }
 }
 
