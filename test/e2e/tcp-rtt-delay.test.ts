@@ -14,9 +14,11 @@ import {execa, type ResultPromise} from 'execa'
 
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
 import {DelayLab} from '../../src/lab/delay-lab.js'
+import {renderFields} from '../../src/ipfix/collect/render.js'
 import {runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'
 import {CLI, PrivateDirs, requireE2e, sleep} from '../helpers/e2e.js'
+import {Sink} from '../ipfix/flows.js'
 
 const PEN = 32473 // RFC 5612's example PEN
 const PORT = 7600
@@ -33,6 +35,7 @@ describe('TCP handshake round trips through links of 20 ms and 50 ms @e2e', func
   let daemon: DaemonProcess | undefined
   const lines: Record<string, unknown>[] = []
   let sent: {localPort: number; connectMs: number} | undefined
+  let biSink: Sink | undefined
 
   before(async function () {
     requireE2e(this)
@@ -65,12 +68,13 @@ describe('TCP handshake round trips through links of 20 ms and 50 ms @e2e', func
     })
     for (const deadline = Date.now() + 20_000; !port; await sleep(50)) if (Date.now() > deadline) throw new Error('ipfix listen did not start')
 
+    biSink = await Sink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
     const config = join(tmp, 'config.yaml')
     writeFileSync(
       config,
       [
         `enterpriseNumber: ${PEN}`,
-        `collectors:\n- address: 127.0.0.1:${port}`,
+        `collectors:\n- address: 127.0.0.1:${port}\n- {address: 127.0.0.1:${biSink.port}, biflow: true}`,
         `templates:\n- id: 300\n  fields: [sourceIPv4Address, destinationIPv4Address, sourceTransportPort, destinationTransportPort, protocolIdentifier, flowDirection, ingressInterface, tcpRttClientMicroseconds, tcpRttServerMicroseconds]`,
         'drainIntervalSeconds: 0.5',
         "metrics:\n  listen: ''",
@@ -89,6 +93,7 @@ describe('TCP handshake round trips through links of 20 ms and 50 ms @e2e', func
 
   after(async function () {
     await daemon?.stop('SIGKILL').catch(() => {})
+    await biSink?.stop()
     listen?.kill('SIGTERM')
     await listen
     if (attached)
@@ -116,6 +121,24 @@ describe('TCP handshake round trips through links of 20 ms and 50 ms @e2e', func
     assert.ok(
       server >= 2 * lab.serverDelayMs * 1000 && server <= 2 * lab.serverDelayMs * 1000 + TOLERANCE_US,
       `server side ${server} µs against ${2 * lab.serverDelayMs} ms`,
+    )
+  })
+
+  it('gives the biflows of the connection (a collector with biflow: true) the same round trips', function () {
+    const biflows = biSink!.records
+      .filter((r) => !r.options)
+      .map((r) => renderFields(r.fields, {enterpriseNumber: PEN}))
+      .filter((r) => r.protocolIdentifier === 6 && (r.sourceTransportPort === sent!.localPort || r.destinationTransportPort === sent!.localPort))
+    const timed = biflows.filter((r) => typeof r.tcpRttServerMicroseconds === 'number' && r.tcpRttServerMicroseconds > 0)
+    assert.ok(timed.length > 0, JSON.stringify(biflows))
+    const [c, s] = [timed[0].tcpRttClientMicroseconds as number, timed[0].tcpRttServerMicroseconds as number]
+    assert.ok(
+      Math.abs(c - 2 * lab.clientDelayMs * 1000) <= TOLERANCE_US && Math.abs(s - 2 * lab.serverDelayMs * 1000) <= TOLERANCE_US,
+      JSON.stringify(timed[0]),
+    )
+    assert.ok(
+      timed.every((r) => 'biflowDirection' in r),
+      'biflow records',
     )
   })
 })
