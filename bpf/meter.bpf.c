@@ -16,6 +16,8 @@
  *   settings        what user space sets: the sampling interval (see SAMPLING below).
  *   meter_stats     per-CPU counters: flows created, packets the sampler skipped, packets that
  *                   found the flow map full.
+ *   handshakes      the times of TCP handshake packets (SYN, SYN+ACK, the first ACK), which the
+ *                   daemon pairs into round-trip times (see HANDSHAKES below).
  *   pending, drain_state   the daemon's snapshot and journal, never touched here.
  *   meta            the layout version and capacity of the meter set.
  */
@@ -139,6 +141,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct meter_stats);
 } meter_stats SEC(".maps");
+
+#ifndef FLOWCTL_NO_RTT
+/* Least recently used goes first: a handshake the daemon never completes is forgotten. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HANDSHAKE_MAP_ENTRIES);
+	__type(key, struct handshake_key);
+	__type(value, struct handshake_times);
+} handshakes SEC(".maps");
+#endif
 
 /* The daemon's: never touched by the program (see flowctl.h). */
 struct {
@@ -593,6 +605,65 @@ static __always_inline void route(struct __sk_buff *skb, const struct flow_key6 
 	}
 }
 
+#define TCP_SYN 0x02
+#define TCP_ACK 0x10
+
+/*
+ * HANDSHAKES. The round trips of a TCP connection as the router sees them: from the client's SYN
+ * to the server's SYN+ACK (the server's side), and from that to the client's first ACK (the
+ * client's side). The meter writes the time of each into `handshakes` under the packet's flow key;
+ * the daemon pairs the two directions. Only handshake packets write it: a packet with SYN (in a new
+ * flow, at the precise time the flow's creation reads anyway; in an existing one, a retransmitted
+ * SYN or SYN+ACK, which restarts the timing, at a fresh reading of that clock), and the first ACK
+ * of a flow that had SYN without ACK (found where the flow's TCP flags change, or where a flow is
+ * created by a bare ACK: a handshake whose SYN the previous drain took out). Every other packet of
+ * a known flow pays one test of its flags; a new flow made by a bare ACK pays a lookup. Built
+ * without any of it with -DFLOWCTL_NO_RTT (the bench's side-by-side). A connection that reuses the
+ * ports of one whose flow is still in the live map gets its SYN timed but not its ACK (the flow
+ * has ACK already): no round trip for it.
+ */
+static __always_inline void handshake_key_of(struct handshake_key *hk, const struct flow_key6 *key6,
+                                             int ipv6)
+{
+	__builtin_memcpy(&hk->flow, key6, sizeof(*key6));
+	hk->family = ipv6 ? 6 : 4;
+}
+
+/* A TCP segment without payload, as the initiator's first ACK is: a flow created by one may be
+ * the rest of a handshake whose SYN the previous drain took out. (Only these look the handshake
+ * up on a new flow's path: the first packet of a flow that carries data never completes one.) */
+static __always_inline int is_bare_segment(const struct packet_info *pi)
+{
+	return pi->ip_len == pi->l4_off - pi->l3_off + pi->l4_hdr_len;
+}
+
+static __always_inline void time_syn(const struct flow_key6 *key6, int ipv6, __u8 flags, __u64 now)
+{
+#ifndef FLOWCTL_NO_RTT
+	struct handshake_key hk;
+	struct handshake_times t = {
+	        .syn_ns = now,
+	        .role = flags & TCP_ACK ? HANDSHAKE_RESPONDER : HANDSHAKE_INITIATOR,
+	};
+
+	handshake_key_of(&hk, key6, ipv6);
+	bpf_map_update_elem(&handshakes, &hk, &t, BPF_ANY);
+#endif
+}
+
+static __always_inline void time_ack(const struct flow_key6 *key6, int ipv6, __u64 now)
+{
+#ifndef FLOWCTL_NO_RTT
+	struct handshake_key hk;
+
+	handshake_key_of(&hk, key6, ipv6);
+	struct handshake_times *t = bpf_map_lookup_elem(&handshakes, &hk);
+
+	if (t && t->role == HANDSHAKE_INITIATOR && !t->ack_ns)
+		t->ack_ns = now;
+#endif
+}
+
 /*
  * Adds one packet (or one GSO super-packet's segments) to its flow in the live map of `outer`.
  * The value is one per flow, shared by every CPU: packets and bytes are added atomically; the
@@ -625,6 +696,10 @@ static __always_inline void count(struct __sk_buff *skb, void *outer, const void
 		        .max_ttl = pi->ttl,
 		};
 
+		if (pi->tcp_flags & TCP_SYN)
+			time_syn(key6, ipv6, pi->tcp_flags, now);
+		else if (pi->tcp_flags == TCP_ACK && is_bare_segment(pi))
+			time_ack(key6, ipv6, now);
 		route(skb, key6, pi, direction, &init);
 		if (!bpf_map_update_elem(flow_map, key, &init, BPF_NOEXIST)) {
 			/* Counted only here, after the insert: the daemon reads an unchanged count as
@@ -654,8 +729,16 @@ static __always_inline void count(struct __sk_buff *skb, void *outer, const void
 
 	if (now > v->last_seen_ns)
 		v->last_seen_ns = now;
-	if ((v->tcp_flags | pi->tcp_flags) != v->tcp_flags)
+	if ((v->tcp_flags | pi->tcp_flags) != v->tcp_flags) {
+		/* The initiator's first ACK: its flow had SYN and no ACK until now. */
+		if ((v->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
+		    (pi->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_ACK)
+			time_ack(key6, ipv6, bpf_ktime_get_ns());
 		__sync_fetch_and_or(&v->tcp_flags, (__u32)pi->tcp_flags);
+	}
+	/* A SYN in a known flow: retransmitted; the timing starts again from it. */
+	if (pi->tcp_flags & TCP_SYN)
+		time_syn(key6, ipv6, pi->tcp_flags, bpf_ktime_get_ns());
 	if (pi->ttl < v->min_ttl)
 		v->min_ttl = pi->ttl;
 	if (pi->ttl > v->max_ttl)

@@ -6,7 +6,9 @@
  * the same verdict (TC_ACT_UNSPEC), all loaded the same way. They alternate within each repeat.
  * The contended case runs `bpftool prog run` pinned to each CPU at once, beside the same run on
  * one CPU alone, for each layout in turn. The sampling case runs today's meter at 1:100 and at
- * 1:1 (its settings map written between runs) beside the empty program.
+ * 1:1 (its settings map written between runs) beside the empty program. The existing-flow cases
+ * also run today's meter built without TCP handshake timing (-DFLOWCTL_NO_RTT), in turn with the
+ * others: what that timing costs a packet that is no handshake packet.
  */
 import {mkdirSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
@@ -14,10 +16,10 @@ import {join} from 'node:path'
 import {execa} from 'execa'
 import koffi from 'koffi'
 
-import {compileMeter} from '../../src/bpf/compile.js'
+import {clangArgs, compileMeter} from '../../src/bpf/compile.js'
 import {BpfMap} from '../../src/bpf/libbpf.js'
 import {setSampling} from '../../src/bpf/sampling.js'
-import {pathsFromEnv} from '../../src/paths.js'
+import {bpfSourceDir, pathsFromEnv} from '../../src/paths.js'
 import {loadLegacyMeter} from './legacy.js'
 import * as P from '../../test/helpers/packets.js'
 import {cleanup, fixed, log, median, ratio, type BenchOptions, type Row} from './util.js'
@@ -143,8 +145,19 @@ async function bpftoolRun(prog: string, frameFile: string, repeat: number, cpu: 
 /** Capacity of every layout's flow maps here: the new-flow runs create at most a few thousand. */
 const CAPACITY = 65_536
 
-/** Today's meter, and the frozen ones of layouts 2 and 1. */
-type MeterName = 'v3' | 'v2' | 'v1'
+/** Today's meter, and the frozen ones of layouts 2 and 1 (and today's without handshake timing, for the existing-flow cases). */
+type MeterName = 'v3' | 'v2' | 'v1' | 'noRtt'
+
+/** How much slower today's meter may be than itself without handshake timing, on an existing flow's path. */
+const MAX_VS_NO_RTT = 1.1
+
+/** Compiles today's meter without TCP handshake timing (-DFLOWCTL_NO_RTT) into the cache dir. */
+async function compileMeterWithoutRtt(capacity: number): Promise<string> {
+  const object = join(pathsFromEnv().cacheDir, `meter-nortt-${process.pid}.o`)
+  cleanup.push(`removing ${object}`, async () => (await import('node:fs')).rmSync(object, {force: true}))
+  await execa('clang', [...clangArgs(join(bpfSourceDir(), 'meter.bpf.c'), object, {capacity}), '-DFLOWCTL_NO_RTT'])
+  return object
+}
 
 /** How much slower than layout 2 today's meter may be on the path of an existing flow (its timing noise). */
 const MAX_VS_LAYOUT2 = 1.1
@@ -204,9 +217,16 @@ export async function benchKernel(options: BenchOptions): Promise<Row[]> {
     `${legacy.progDir}/flowctl_ingress`,
     ['flows4_a', 'flows4_b', 'flows6_a', 'flows6_b'].map((m) => `${legacy.mapDir}/${m}`),
   )
+  await execa('bpftool', ['prog', 'loadall', await compileMeterWithoutRtt(CAPACITY), `${dir}/nortt`, 'type', 'classifier', 'pinmaps', `${dir}/nortt-maps`])
+  const noRtt = meterOf(
+    'noRtt',
+    `${dir}/nortt/flowctl_ingress`,
+    ['flows4_live', 'flows6_live'].map((m) => `${dir}/nortt-maps/${m}`),
+  )
   const meters = [v3, v2, v1]
+  const existingFlowMeters = [...meters, noRtt]
   /** Each repeat starts with another layout, so that none always runs right after the empty program. */
-  const inTurn = (r: number) => [...meters.slice(r % meters.length), ...meters.slice(0, r % meters.length)]
+  const inTurn = (r: number, among = meters) => [...among.slice(r % among.length), ...among.slice(0, r % among.length)]
   const sampling = (n: number) => setSampling({openMap: (name) => BpfMap.open(`${dir}/maps/${name}`)}, n)
   const empty = testRunner(`${dir}/empty/empty`)
   const repeat = options.quick ? 200_000 : 1_000_000
@@ -217,10 +237,10 @@ export async function benchKernel(options: BenchOptions): Promise<Row[]> {
     const results = new Map<string, Record<MeterName | 'empty', number[]>>()
     for (let r = 0; r < options.repeats; r++) {
       for (const [name, frame] of Object.entries(cases)) {
-        const res = results.get(name) ?? {v3: [], v2: [], v1: [], empty: []}
+        const res = results.get(name) ?? {v3: [], v2: [], v1: [], noRtt: [], empty: []}
         results.set(name, res)
         res.empty.push(empty.run(frame, repeat).duration)
-        for (const m of inTurn(r)) {
+        for (const m of inTurn(r, existingFlowMeters)) {
           const run = m.run.run(frame, repeat)
           checkVerdict(run.retval, `the ${m.name} meter`)
           res[m.name].push(run.duration)
@@ -240,6 +260,15 @@ export async function benchKernel(options: BenchOptions): Promise<Row[]> {
         ratio: `${ratio(ours / two)} v2, ${ratio(ours / old)} v1${main ? `, ${ratio(ours / 66)} older` : ''}`,
         target: `${main ? '<= 40 ns, <= 0.6x older, ' : ''}<= ${MAX_VS_LAYOUT2}x v2`,
         pass: (main ? ours <= 40 && ours / 66 <= 0.6 : true) && ours / two <= MAX_VS_LAYOUT2,
+      })
+      const without = median(res.noRtt)
+      rows.push({
+        figure: `kernel ${name}: TCP handshake timing`,
+        ours: `${fixed(ours, 0)} ns/pkt`,
+        reference: `the same meter without it (-DFLOWCTL_NO_RTT) ${fixed(without, 0)} ns`,
+        ratio: `${ratio(ours / without)} without`,
+        target: `<= ${MAX_VS_NO_RTT}x without`,
+        pass: ours / without <= MAX_VS_NO_RTT,
       })
     }
 
@@ -274,35 +303,36 @@ export async function benchKernel(options: BenchOptions): Promise<Row[]> {
     })
 
     // A new flow each packet: one run per packet (repeat 1), the source port changing; the
-    // empty program and every layout take turns packet by packet. One run's time includes the
+    // empty program and every layout (and today's without handshake timing: its ACK looks for a
+    // handshake to complete) take turns packet by packet. One run's time includes the
     // timer's own, hence the empty program measured the same way.
     const perRepeat = options.quick ? 1000 : 3000
     for (const [family, base, sportAt] of [
       ['IPv4', Buffer.from(cases['IPv4 TCP, existing flow']), 14 + 20],
       ['IPv6', Buffer.from(cases['IPv6 TCP, existing flow']), 14 + 40],
     ] as const) {
-      const per: Record<MeterName | 'empty', number[]> = {v3: [], v2: [], v1: [], empty: []}
+      const per: Record<MeterName | 'empty', number[]> = {v3: [], v2: [], v1: [], noRtt: [], empty: []}
       for (let r = 0; r < options.repeats; r++) {
-        for (const m of meters) m.clear()
-        const one: Record<MeterName | 'empty', number[]> = {v3: [], v2: [], v1: [], empty: []}
+        for (const m of existingFlowMeters) m.clear()
+        const one: Record<MeterName | 'empty', number[]> = {v3: [], v2: [], v1: [], noRtt: [], empty: []}
         for (let k = 0; k < perRepeat; k++) {
           base.writeUInt16BE(1024 + k, sportAt)
           one.empty.push(empty.run(base, 1).duration)
-          for (const m of inTurn(k)) {
+          for (const m of inTurn(k, existingFlowMeters)) {
             const run = m.run.run(base, 1)
             checkVerdict(run.retval, `the ${m.name} meter`)
             one[m.name].push(run.duration)
           }
         }
-        for (const name of ['v3', 'v2', 'v1', 'empty'] as const) per[name].push(median(one[name]))
+        for (const name of ['v3', 'v2', 'v1', 'noRtt', 'empty'] as const) per[name].push(median(one[name]))
       }
-      for (const m of meters) m.clear()
+      for (const m of existingFlowMeters) m.clear()
       const nf = median(per.v3)
       rows.push({
         figure: `kernel ${family} TCP, new flow each packet`,
         ours: `${fixed(nf, 0)} ns/pkt (1 run/packet)`,
-        reference: `layout 2 ${fixed(median(per.v2), 0)} ns; layout 1 ${fixed(median(per.v1), 0)} ns; empty ${fixed(median(per.empty), 0)} ns (1 run)`,
-        ratio: `${ratio(nf / median(per.v2))} v2, ${ratio(nf / median(per.v1))} v1`,
+        reference: `layout 2 ${fixed(median(per.v2), 0)} ns; layout 1 ${fixed(median(per.v1), 0)} ns; without handshake timing ${fixed(median(per.noRtt), 0)} ns; empty ${fixed(median(per.empty), 0)} ns (1 run)`,
+        ratio: `${ratio(nf / median(per.v2))} v2, ${ratio(nf / median(per.v1))} v1, ${ratio(nf / median(per.noRtt))} without`,
         target: '',
       })
     }
@@ -320,6 +350,7 @@ export async function benchKernel(options: BenchOptions): Promise<Row[]> {
         v3: {alone: [], both: []},
         v2: {alone: [], both: []},
         v1: {alone: [], both: []},
+        noRtt: {alone: [], both: []}, // not run here
       }
       for (let r = 0; r < options.repeats; r++) {
         for (const m of inTurn(r)) {
@@ -346,7 +377,7 @@ export async function benchKernel(options: BenchOptions): Promise<Row[]> {
       }
     }
   } finally {
-    for (const m of meters) m.close()
+    for (const m of existingFlowMeters) m.close()
     empty.close()
     legacy.remove()
     layout2.remove()

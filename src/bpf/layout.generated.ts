@@ -3,10 +3,15 @@
 import type {StructLayout} from './layout-types.js'
 
 /** enum flowctl_layout */
-export const FLOWCTL_LAYOUT_VERSION = 3
+export const FLOWCTL_LAYOUT_VERSION = 4
 export const PENDING_CHUNK_BYTES = 32704
 export const FRAG_MAP_ENTRIES = 8192
 export const SAMPLING_INTERVAL_MAX = 65535
+export const HANDSHAKE_MAP_ENTRIES = 4096
+
+/** enum handshake_role */
+export const HANDSHAKE_INITIATOR = 1
+export const HANDSHAKE_RESPONDER = 2
 
 /** enum flow_direction */
 export const FLOW_DIR_INGRESS = 0
@@ -166,6 +171,28 @@ export const PENDING_FLOW6 = {
   fields: {
     key: {offset: 0, size: 48, struct: 'flow_key6'},
     value: {offset: 48, size: 64, struct: 'flow_value6'},
+  },
+} as const satisfies StructLayout
+
+/** struct handshake_key */
+export const HANDSHAKE_KEY = {
+  name: 'handshake_key',
+  size: 52,
+  fields: {
+    flow: {offset: 0, size: 48, struct: 'flow_key6'},
+    family: {offset: 48, size: 4},
+  },
+} as const satisfies StructLayout
+
+/** struct handshake_times */
+export const HANDSHAKE_TIMES = {
+  name: 'handshake_times',
+  size: 24,
+  fields: {
+    synNs: {offset: 0, size: 8},
+    ackNs: {offset: 8, size: 8},
+    role: {offset: 16, size: 4},
+    pad: {offset: 20, size: 4},
   },
 } as const satisfies StructLayout
 

@@ -17,7 +17,7 @@ import {describeNetns, netnsInode, type NetnsName} from '../sys/netns.js'
 import {compileMeter, DEFAULT_CAPACITY, MIN_CAPACITY} from './compile.js'
 import {LAYOUT_VERSION} from './layout.js'
 import {MeterSet} from './meter-set.js'
-import {legacyCapacity, legacyDir, legacyFlowsAtMost, moveLegacyAside, upgradeLayout2} from './migrate.js'
+import {legacyCapacity, legacyDir, legacyFlowsAtMost, moveLegacyAside, upgradeInPlace, UPGRADED_IN_PLACE} from './migrate.js'
 import {readSampling, setSampling} from './sampling.js'
 import {claimMeterSet, sameNetns, type AttachState} from './state.js'
 
@@ -68,9 +68,10 @@ export async function provisionMeterSet(
     capacity = await moveLayout1Aside(set, request.capacity)
     migrating = true
   }
-  if (layout === 2) {
+  if (UPGRADED_IN_PLACE.includes(layout)) {
     checkCapacity(set, request.capacity)
-    await upgradeLayout2(set, (await compileFor(paths, set)).objectPath, request.sampling)
+    // A layout-2 set had no sampling (1); a layout-3 one keeps its interval unless asked for another.
+    await upgradeInPlace(set, (await compileFor(paths, set)).objectPath, request.sampling ?? (layout === 2 ? 1 : undefined))
     reloaded = true
   }
   if (existsSync(legacyDir(set))) {

@@ -22,6 +22,9 @@ import {
   FRAG_KEY,
   FRAG_MAP_ENTRIES,
   FRAG_PORTS,
+  HANDSHAKE_KEY,
+  HANDSHAKE_MAP_ENTRIES,
+  HANDSHAKE_TIMES,
   LAYOUT_VERSION,
   METER_META,
   METER_SETTINGS,
@@ -51,16 +54,19 @@ interface ExpectedMap {
 }
 
 /**
- * The maps that hold no count, which a layout-2 set is given anew when it is carried over
- * (upgradeLayout2 in migrate.ts): `settings` and `meter_stats` are new in layout 3, and `frags` took the sampling
- * decision beside the ports (a fresh one forgets the ports of the datagrams in reassembly at that
- * moment, nothing else). With the entries each has (as meter.bpf.c declares them).
+ * The maps that hold no count, which a layout-2 or layout-3 set is given anew when it is carried
+ * over (upgradeInPlace in migrate.ts) unless it has them in this shape: `settings` and `meter_stats`
+ * are new in layout 3, `frags` took the sampling decision beside the ports in layout 3 (a fresh one
+ * forgets the ports of the datagrams in reassembly at that moment, nothing else), `handshakes` is
+ * new in layout 4 (a fresh one forgets the handshakes in progress: those connections get no round
+ * trip time). With the entries each has (as meter.bpf.c declares them).
  */
 export const REMADE_MAPS: Record<string, ExpectedMap & {maxEntries: number}> = {
   frags: {type: MAP_TYPE.lruHash, keySize: FRAG_KEY.size, valueSize: FRAG_PORTS.size, maxEntries: FRAG_MAP_ENTRIES},
   settings: {type: MAP_TYPE.array, keySize: 4, valueSize: METER_SETTINGS.size, maxEntries: 1},
   // Per CPU: 40 bytes on each possible CPU (5 KiB on 128), which memory() counts through memlock.
   meter_stats: {type: MAP_TYPE.percpuArray, keySize: 4, valueSize: METER_STATS.size, maxEntries: 1},
+  handshakes: {type: MAP_TYPE.lruHash, keySize: HANDSHAKE_KEY.size, valueSize: HANDSHAKE_TIMES.size, maxEntries: HANDSHAKE_MAP_ENTRIES},
 }
 
 /** What each pinned map must look like for this flowctl to use it. */
@@ -79,7 +85,7 @@ const EXPECTED_MAPS: Record<string, ExpectedMap> = {
 const MAP_NAMES = Object.keys(EXPECTED_MAPS)
 
 /** The layouts whose meter sets `meter attach --force` carries over to this one. */
-const CARRIED_OVER_LAYOUTS = [1, 2]
+const CARRIED_OVER_LAYOUTS = [1, 2, 3]
 
 /** The live flow maps' pins, which exist only between loading and the end of `create`. */
 const LIVE_PIN = (family: Family) => `flows${family}_live`

@@ -2,9 +2,9 @@
  * Carrying meter sets of an older layout over to this one without losing a count, for `meter
  * attach --force`.
  *
- * Layout 2 (shared flow maps, no sampling) is upgraded in place (upgradeLayout2): its flow maps,
- * snapshot and journal keep their shapes, so this layout's programs are loaded onto them, beside
- * the few maps that hold no count and are new or changed.
+ * Layouts 2 (shared flow maps, no sampling) and 3 (no handshake timing) are upgraded in place
+ * (upgradeInPlace): their flow maps, snapshot and journal keep their shapes, so this layout's
+ * programs are loaded onto them, beside the few maps that hold no count and are new or changed.
  *
  * Layout 1 (flowctl 0.1: per-CPU preallocated flow maps, a pending map of records) is not: the
  * old maps are moved aside (their pin directory renamed to <dir>-v1; the programs the filters run
@@ -26,16 +26,22 @@ import * as V1 from './layout-v1.generated.js'
 import {BpfMap, innerMapId, numPossibleCpus, setInnerMap} from './libbpf.js'
 import {REMADE_MAPS, type MeterSet} from './meter-set.js'
 
+/** The layouts upgradeInPlace carries over. */
+export const UPGRADED_IN_PLACE = [2, 3]
+
 /**
- * Carries a layout-2 meter set over to this layout in place, losing no count. Its flow maps,
- * overflow counters, snapshot and journal have the shapes they had (the keys' sampling_interval
- * was their padding, 0, which readers take as 1), so they stay as they are. The maps that hold
- * no count and are new or changed (REMADE_MAPS) are made and pinned, this layout's programs are
- * loaded onto all of them (as MeterSet.reloadPrograms does), and then meta says this layout. Cut short
- * anywhere, it is done again: a map already remade is kept. The caller moves the filters to the
- * new programs; until then the old ones count as before, into the same flow maps.
+ * Carries a layout-2 or layout-3 meter set over to this layout in place, losing no count. Its flow
+ * maps, overflow counters, snapshot and journal have the shapes they had (a layout-2 key's
+ * sampling_interval was its padding, 0, which readers take as 1), so they stay as they are. The
+ * maps that hold no count and are new or changed (REMADE_MAPS; a layout-3 set has all but
+ * `handshakes` in the right shape already, and keeps them) are made and pinned, this layout's
+ * programs are loaded onto all of them (as MeterSet.reloadPrograms does), and then meta says this
+ * layout. `samplingInterval` is written unless undefined (a layout-3 set keeps its own; a layout-2
+ * set has none, so 1). Cut short anywhere, it is done again: a map already remade is kept. The
+ * caller moves the filters to the new programs; until then the old ones count as before, into
+ * the same flow maps.
  */
-export async function upgradeLayout2(set: MeterSet, objectPath: string, samplingInterval = 1): Promise<void> {
+export async function upgradeInPlace(set: MeterSet, objectPath: string, samplingInterval: number | undefined): Promise<void> {
   for (const [name, shape] of Object.entries(REMADE_MAPS)) {
     const path = set.mapPath(name)
     const pinned = BpfMap.openIfPinned(path)
@@ -53,11 +59,13 @@ export async function upgradeLayout2(set: MeterSet, objectPath: string, sampling
       fresh.close()
     }
   }
-  const settings = set.openMap('settings')
-  try {
-    writeMeterSettings(settings, {samplingInterval})
-  } finally {
-    settings.close()
+  if (samplingInterval !== undefined) {
+    const settings = set.openMap('settings')
+    try {
+      writeMeterSettings(settings, {samplingInterval})
+    } finally {
+      settings.close()
+    }
   }
   await set.reloadPrograms(objectPath)
   const meta = set.openMap('meta')

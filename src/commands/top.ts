@@ -18,7 +18,9 @@ and top looks at the maps' slots ${WATCH_MS.perSwap} times per drain interval (e
 every live map the daemon swaps in, and reads each one swapped out to its end: every packet is counted once, at
 any drain interval. Should top miss a map anyway (held up for longer than a drain interval), it says so instead
 of showing rates that undercount. A flow counted 1 packet in N (\`meter attach --sampling N\`) counts N times:
-with sampling, the rates are estimates. Press q to quit. With --once it samples twice, one interval apart, prints and
+with sampling, the rates are estimates. By flow, a TCP flow whose handshake the meter timed shows its connection's
+round trips as RTT C/S MS: router to client and back / router to server and back, in milliseconds ('-': not
+timed, or its handshake came and went between two looks). Press q to quit. With --once it samples twice, one interval apart, prints and
 exits (--json for scripts); a missed map makes it fail. It shows one namespace: --netns NS, or the root namespace
 when omitted; --all-netns shows every metered namespace.`
 
@@ -94,6 +96,11 @@ function rate(n: number, unit: string): string {
   return `${n.toFixed(n < 10 ? 1 : 0)} ${unit}`
 }
 
+/** Microseconds as milliseconds, to the 0.01 ms. */
+function ms(us: number): string {
+  return (us / 1000).toFixed(2)
+}
+
 /** Why an interval's rates are not shown. */
 function missedText(sample: TopSample): string {
   const n = sample.swapsMissed
@@ -104,10 +111,21 @@ function render(sample: TopSample, by: TopGrouping): string[] {
   const title = `flowctl top: rates over the last ${sample.intervalSeconds.toFixed(1)} s from the live flow maps, by ${by} (q quits)`
   if (sample.swapsMissed) return [title, '', `${missedText(sample)}: no rates for this interval`]
   if (sample.rows.length === 0) return [title, '', 'no traffic in the interval']
+  // By flow: the TCP round trips of the flow's connection, router to client / router to server.
+  const rtt = (r: TopSample['rows'][number]) =>
+    r.tcpRttServerMicroseconds === undefined ? '-' : `${ms(r.tcpRttClientMicroseconds!)}/${ms(r.tcpRttServerMicroseconds)}`
+  const withRtt = by === 'flow'
   const table = renderTable(
-    ['NETNS', by.toUpperCase(), 'BITS/S', 'PACKETS/S', 'FLOWS'],
-    sample.rows.map((r) => [r.netns, r.label, rate(r.bytesPerSecond * 8, 'b/s'), rate(r.packetsPerSecond, 'p/s'), String(r.flows)]),
-    {right: [2, 3, 4]},
+    ['NETNS', by.toUpperCase(), 'BITS/S', 'PACKETS/S', 'FLOWS', ...(withRtt ? ['RTT C/S MS'] : [])],
+    sample.rows.map((r) => [
+      r.netns,
+      r.label,
+      rate(r.bytesPerSecond * 8, 'b/s'),
+      rate(r.packetsPerSecond, 'p/s'),
+      String(r.flows),
+      ...(withRtt ? [rtt(r)] : []),
+    ]),
+    {right: withRtt ? [2, 3, 4, 5] : [2, 3, 4]},
   )
   return [title, '', ...table]
 }

@@ -19,6 +19,8 @@ export interface TemplateFieldConfig {
   id: number
   /** Bytes on the wire: the type's natural length, or a reduced size (RFC 7011 §6.2). */
   length: number
+  /** flowctl's own enterprise-specific elements: the PEN they go out under (Config.enterpriseNumber); absent for the registry's. */
+  enterpriseNumber?: number
 }
 
 /** An IPFIX template: its id (256–65535, unique) and at least one field. */
@@ -82,6 +84,11 @@ export interface Config {
   file: string | null
   /** IPFIX observation domain of exported messages, 0..2^32-1; default 1. */
   observationDomainId: number
+  /**
+   * The IANA Private Enterprise Number flowctl's own elements (the TCP round trips) go out under in
+   * IPFIX; undefined (the default): none, and a template may not name them.
+   */
+  enterpriseNumber?: number
   /** Largest IPFIX message (UDP payload) sent, 80..65507; default 1400. The older tool's `maxIpfixMessageLen`. */
   maxMessageSize: number
   /** How often templates are sent again over UDP; default 60. The older tool's `timerTemplateFlushSeconds`. */

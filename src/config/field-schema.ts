@@ -47,6 +47,8 @@ interface ExportElement {
   element: InformationElement
   /** The address family it ties a template to, if any. */
   family?: 4 | 6
+  /** One of flowctl's own enterprise-specific elements (ENTERPRISE_ELEMENTS), not the registry's. */
+  enterprise?: boolean
 }
 
 const EXPORTABLE_LIST = `an element flowctl can export: ${Object.keys(EXPORTABLE_ELEMENTS).join(', ')}`
@@ -55,6 +57,8 @@ const elementName = v.pipe(
   text('an information element name'),
   v.rawTransform(({dataset, addIssue, NEVER}): ExportElement => {
     const name = dataset.value.trim()
+    const own = exportableElement(name)?.enterprise
+    if (own) return {element: own, family: undefined, enterprise: true}
     const element = elementByName(name)
     if (!element) {
       const suggestions = elementSuggestions(name)

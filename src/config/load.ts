@@ -127,6 +127,7 @@ class ConfigBuilder {
   build(input: ConfigInput): Config {
     const config = defaultConfig({file: this.file})
     if (input.observationDomainId != null) config.observationDomainId = input.observationDomainId
+    if (input.enterpriseNumber != null) config.enterpriseNumber = input.enterpriseNumber
     const size = this.checks.either<number>(input, [], 'maxMessageSize', 'maxIpfixMessageLen')
     // The older tool's own example used 100: small sizes are fine as long as each template sent fits.
     if (size) config.maxMessageSize = size.value
@@ -144,7 +145,7 @@ class ConfigBuilder {
     if (active) config.activeTimeoutSeconds = active.value
     this.checkTimeouts(config, drain, input.idleTimeoutSeconds != null, active)
 
-    const templates = input.templates ? readTemplates(this.checks, input.templates) : undefined
+    const templates = input.templates ? readTemplates(this.checks, input.templates, config.enterpriseNumber) : undefined
     if (templates) {
       config.templates = templates.map((t) => t.config)
       config.templatesDefaulted = false

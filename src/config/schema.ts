@@ -178,6 +178,7 @@ const MESSAGE_SIZE = `an integer from ${MIN_MESSAGE_SIZE} to ${MAX_MESSAGE_SIZE}
 /** The whole file. Every key may be left out or left empty. */
 const CONFIG_SCHEMA = map({
   observationDomainId: v.nullish(integer(0, 0xffffffff)),
+  enterpriseNumber: v.nullish(integer(1, 0xffffffff, "an IANA Private Enterprise Number from 1 to 4294967295 (yours), for flowctl's own IPFIX elements")),
   maxMessageSize: v.nullish(integer(MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE, MESSAGE_SIZE)),
   maxIpfixMessageLen: v.nullish(integer(MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE, MESSAGE_SIZE)),
   templateRefreshSeconds: v.nullish(seconds(FLOORS.templateRefreshSeconds)),

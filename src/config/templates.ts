@@ -25,7 +25,7 @@ export function defaultTemplates(): TemplateConfig[] {
 }
 
 /** The templates section: unique ids, each element once per template, and the fields of one address family. */
-export function readTemplates(checks: KeyChecks, items: TemplateInput[]): Placed<TemplateConfig>[] {
+export function readTemplates(checks: KeyChecks, items: TemplateInput[], enterpriseNumber?: number): Placed<TemplateConfig>[] {
   const ids = new Map<number, string>()
   return items.map((item, i) => {
     const base: PathKey[] = ['templates', i]
@@ -35,15 +35,17 @@ export function readTemplates(checks: KeyChecks, items: TemplateInput[]): Placed
     const fieldsAllowed = 'a list of information element names, or {name: NAME, length: BYTES}'
     const list = checks.either<FieldValue[]>(item, base, 'fields', 'template', `${fieldsAllowed} (or the older tool's template:)`) as Setting<FieldValue[]>
     const fields: TemplateFieldConfig[] = []
-    const seen = new Map<number, string>()
+    // By id, and whether enterprise-specific: flowctl's own elements 1 and 2 are not the registry's.
+    const seen = new Map<string, string>()
     let family: {family: 4 | 6; name: string; at: string} | undefined
     list.value.forEach((field, j) => {
       const {element} = field
       const at = `${list.key}[${j}]`
       const namePath = field.named ? [...list.path, j, 'name'] : [...list.path, j]
-      const again = seen.get(element.id)
+      const seenKey = `${field.enterprise ? 'e' : ''}${element.id}`
+      const again = seen.get(seenKey)
       if (again !== undefined) checks.fail(namePath, `${element.name} is already ${again} of this template`, 'each element once per template')
-      seen.set(element.id, at)
+      seen.set(seenKey, at)
       if (field.family !== undefined) {
         if (family && family.family !== field.family) {
           checks.fail(
@@ -53,6 +55,17 @@ export function readTemplates(checks: KeyChecks, items: TemplateInput[]): Placed
           )
         }
         family ??= {family: field.family, name: element.name, at}
+      }
+      if (field.enterprise) {
+        // flowctl's own element: IANA has none, so it goes out under the operator's PEN, or not at all.
+        if (enterpriseNumber === undefined)
+          checks.fail(
+            namePath,
+            `${element.name} is an enterprise-specific element: set enterpriseNumber (your IANA Private Enterprise Number) to export it`,
+            'enterpriseNumber: PEN at the top level',
+          )
+        fields.push({name: element.name, id: element.id, length: field.length, enterpriseNumber})
+        return
       }
       fields.push({name: element.name, id: element.id, length: field.length})
     })

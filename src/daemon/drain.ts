@@ -20,11 +20,14 @@
  */
 import {forEachFlow} from '../bpf/flow-map-reader.js'
 import type {FlowStore as FlowStoreType} from '../bpf/flow-store.js'
+import {takeHandshakes} from '../bpf/handshakes.js'
 import {FlowStore} from '../bpf/flow-store.js'
 import type {BpfMap} from '../bpf/libbpf.js'
 import type {MeterSet} from '../bpf/meter-set.js'
 import type {MeterStats} from '../bpf/meter-stats.js'
+import type {HandshakeRtt} from '../flow/handshake-rtt.js'
 import {FAMILIES, type Family} from '../flow/record.js'
+import {monotonicNowNs} from '../sys/clock.js'
 import {HeldFlows, type DrainPolicy, type ExportSink, type SeenBySlot} from './held-flows.js'
 import {LiveMaps} from './live-maps.js'
 
@@ -57,6 +60,8 @@ export interface DrainReport {
   swapped: boolean
   /** The sizes (max_entries) of the live maps in place after the drain. */
   liveEntries: Record<Family, number>
+  /** The TCP connections whose handshake this drain found timed whole (each once). */
+  handshakes?: HandshakeRtt[]
 }
 
 /** A drain under way (startDrain), for finishDrain. */
@@ -105,6 +110,10 @@ export class MeterSetDrainer {
    */
   private round = 0
   private readonly live: LiveMaps
+  /** The set's handshake map, held with its other maps. */
+  private readonly handshakeMap: BpfMap
+  /** A handshake this much older than the drain that reads it is given up (drains that saw no end of it). */
+  private readonly handshakeStaleNs: number
 
   private constructor(set: MeterSet, netns: string, domain: number, store: FlowStoreType, options: DrainerOptions) {
     this.set = set
@@ -121,6 +130,8 @@ export class MeterSetDrainer {
       live.close()
     }
     this.live = new LiveMaps(store.capacity, sizes, options.intervalMs ?? 1000)
+    this.handshakeMap = store.openMap('handshakes')
+    this.handshakeStaleNs = Math.max(10_000, 5 * (options.intervalMs ?? 1000)) * 1e6
     // Opens meter_stats now, held with the set's other maps: the maps a daemon holds for a set
     // stay the same from when it finds the set until it lets it go.
     store.readStats()
@@ -174,7 +185,26 @@ export class MeterSetDrainer {
   }
 
   close(): void {
+    this.handshakeMap.close()
     this.store.close()
+  }
+
+  /**
+   * Pairs the handshakes the meter timed since the last drain into round trips, which the flows of
+   * those connections carry from now on (HeldFlows.rtts). Called after the live maps were taken
+   * out and before they are merged: a handshake of a flow taken out is in the map by then.
+   */
+  private timeHandshakes(): HandshakeRtt[] {
+    const nowNs = Number(monotonicNowNs())
+    let rtts: HandshakeRtt[]
+    try {
+      rtts = takeHandshakes(this.handshakeMap, nowNs, this.handshakeStaleNs)
+    } catch {
+      // The round trips are an extra: a map that cannot be read (or written) costs them, never the flows.
+      return []
+    }
+    for (const rtt of rtts) this.held.rtts.add(rtt, nowNs)
+    return rtts
   }
 
   private recover(sink: ExportSink): void {
@@ -269,6 +299,9 @@ export class MeterSetDrainer {
       lap('mergeMs')
     }
     let swap = start
+    // A drain that left the live maps in place (no flow was created since the last swap: no
+    // packet was counted, so none timed a handshake) has nothing new to read there.
+    const handshakes = start.gen === undefined ? [] : this.timeHandshakes()
     try {
       await merge(start.taken)
       if (this.held.size > 0) {
@@ -301,6 +334,7 @@ export class MeterSetDrainer {
       takenByFamily,
       swapped: swap.gen !== undefined,
       liveEntries: this.liveEntries,
+      handshakes,
     }
   }
 
@@ -321,6 +355,7 @@ export class MeterSetDrainer {
     const unread: UnreadMap[] = []
     const phases = {swapMs: 0, mergeMs: 0, expireMs: 0, commitMs: 0}
     let t = started
+    let handshakes: HandshakeRtt[] = []
     const lap = (phase: keyof typeof phases) => {
       const now = performance.now()
       phases[phase] += now - t
@@ -338,6 +373,7 @@ export class MeterSetDrainer {
             map = this.store.families[family].openLive()
           }
           lap('swapMs')
+          if (family === FAMILIES[0]) handshakes = this.timeHandshakes()
           const n = forEachFlow(...this.held.merger(family, map, this.round, true, sink))
           takenByFamily[family] = n
           taken += n
@@ -364,6 +400,7 @@ export class MeterSetDrainer {
       takenByFamily,
       swapped: true,
       liveEntries: this.liveEntries,
+      handshakes,
       unread,
     }
   }

@@ -4,7 +4,8 @@
  * dport, ingressIfindex, egressIfindex, pkts, bytes, start, end, finished) and richer ones
  * (netns, interface, direction, ingressInterface and egressInterface by name, ipVersion, vlanId,
  * samplingInterval, tos, tcpFlags, endReason, ...). pkts and bytes are raw: with samplingInterval
- * N > 1 they count 1 packet in N.
+ * N > 1 they count 1 packet in N. A TCP flow whose handshake the meter timed has
+ * tcpRttClientMicroseconds and tcpRttServerMicroseconds (in its first record).
  *
  * Export never waits for a hook: a batch with hooks goes into a queue that a worker empties, one
  * batch at a time. The queue is bounded (maxQueuedRecords): a batch that does not fit skips the
@@ -86,6 +87,12 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
     const outIfindex = egress ? ifindex : peer
     if (inIfindex) record.ingressInterface = names.name(batch.netns, inIfindex)
     if (outIfindex) record.egressInterface = names.name(batch.netns, outIfindex)
+    // A TCP connection whose handshake the meter timed (the first record of each of its flows).
+    const rttServerUs = batch.rttServerUs(i)
+    if (rttServerUs) {
+      record.tcpRttClientMicroseconds = batch.rttClientUs(i)
+      record.tcpRttServerMicroseconds = rttServerUs
+    }
     if (isIcmp(proto)) {
       record.icmpType = batch.dport[i] >> 8
       record.icmpCode = batch.dport[i] & 0xff

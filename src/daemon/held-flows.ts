@@ -15,9 +15,10 @@
  */
 import {forEachFlow, forEachFlowAhead, type FlowMapReadOptions, type FlowVisitor} from '../bpf/flow-map-reader.js'
 import type {FamilyCaches} from '../bpf/flow-store.js'
-import {emptySample, interfaceSlot, keySamplingInterval} from '../bpf/layout.js'
+import {emptySample, FLOW_KEY4, FLOW_KEY6, interfaceSlot, keySamplingInterval} from '../bpf/layout.js'
 import type {BpfMap} from '../bpf/libbpf.js'
 import {END_REASON, FlowBatch} from '../flow/batch.js'
+import {FlowRtts} from '../flow/handshake-rtt.js'
 import type {FoundKeys} from '../flow/key-index.js'
 import {TCP_FIN, TCP_RST} from '../flow/protocols.js'
 import {FAMILIES, type Family} from '../flow/record.js'
@@ -34,6 +35,13 @@ const READ_BATCH = 8192
 const READ_AHEAD_FROM = 4 * READ_BATCH
 /** Rows of a FlowBatch of ended flows: handed to the outputs whenever one is full. */
 const EXPORT_BATCH = 8192
+/**
+ * How long the round trips of a timed flow wait for its record beyond the active timeout (or, with
+ * none, at all): a flow exported without a look at the table (its first drain's, when the cache was
+ * full) leaves them behind.
+ */
+const RTT_KEPT_NS = 60e9
+const RTT_KEPT_WITHOUT_ACTIVE_TIMEOUT_NS = 3600e9
 /** What the expiry sample's next hop points at between drains. */
 const NO_NEXT_HOP = new Uint8Array(16)
 
@@ -96,6 +104,8 @@ export class HeldFlows {
   /** Each flow's cache entry (or -1), for one read batch. */
   private found = new Int32Array(READ_BATCH)
   private readonly sample = emptySample()
+  /** The round trips of the flows of timed TCP connections, until each flow's first record goes out. */
+  readonly rtts = new FlowRtts()
 
   constructor(caches: FamilyCaches, netns: string, observationDomainId: number) {
     this.caches = caches
@@ -129,6 +139,16 @@ export class HeldFlows {
     this.nowNs = Number(monotonicNowNs())
     this.exported = {}
     this.seen = new Map()
+    if (this.rtts.size) {
+      const active = Number.isFinite(policy.activeTimeoutNs) ? policy.activeTimeoutNs : RTT_KEPT_WITHOUT_ACTIVE_TIMEOUT_NS
+      this.rtts.prune(this.nowNs - active - RTT_KEPT_NS)
+    }
+  }
+
+  /** Row `j`'s round trips, if the flow has them (taken from the table: its first record carries them). */
+  private fillRtt(batch: FlowBatch, j: number, keys: Uint8Array, ko: number): void {
+    const rtt = batch.proto[j] === 6 ? this.rtts.take(batch.family, keys, ko, batch.family === 4 ? FLOW_KEY4.size : FLOW_KEY6.size) : undefined
+    if (rtt) batch.setRtt(j, rtt.clientUs, rtt.serverUs)
   }
 
   /**
@@ -180,6 +200,7 @@ export class HeldFlows {
           const reason = ended || END_REASON.lackOfResources
           const j = batch.length++
           fillKey(batch, j, keys, ko)
+          this.fillRtt(batch, j, keys, ko)
           fillCounters(batch, j, sample, reason, this.offsetNs)
           this.exported[reason] = (this.exported[reason] ?? 0) + 1
           return
@@ -235,6 +256,7 @@ export class HeldFlows {
       if (batch.full) this.flushBatch(batch, sink)
       const j = batch.length++
       fillKey(batch, j, cache.slabOf(idx), cache.recordAt(idx))
+      this.fillRtt(batch, j, cache.slabOf(idx), cache.recordAt(idx))
       fillCounters(batch, j, sample, reason, this.offsetNs)
       this.exported[reason] = (this.exported[reason] ?? 0) + 1
       ended[idx] = 1

@@ -55,6 +55,13 @@ export class FlowBatch {
   /** The gateway towards dst, network order, `addrLen` bytes each; zeros when directly connected. */
   readonly nextHop: Uint8Array
   /**
+   * The rows of TCP flows whose handshake the meter timed (src/flow/handshake-rtt.ts): the round
+   * trips, in µs, between the router and the client and between the router and the server. Few
+   * rows have them (the first record of each flow of a timed connection): a map by row, not a
+   * column, so a batch without them takes no memory for them.
+   */
+  private readonly rtts = new Map<number, {clientUs: number; serverUs: number}>()
+  /**
    * Biflows (RFC 5103, src/flow/biflow.ts): row i's reverse direction is the reverse batch's row
    * i (zero counts and times where it was not seen), and biflowDirection[i] is IPFIX
    * biflowDirection (IE 239). Both undefined in a batch of uniflows.
@@ -92,11 +99,27 @@ export class FlowBatch {
     this.nextHop = new Uint8Array(capacity * this.addrLen)
   }
 
+  /** Row `i` carries these round trips (0, 0: none, as a row of a reused batch may have had). */
+  setRtt(i: number, clientUs: number, serverUs: number): void {
+    if (clientUs || serverUs) this.rtts.set(i, {clientUs, serverUs})
+    else if (this.rtts.size) this.rtts.delete(i)
+  }
+
+  /** Row `i`'s round trips (0: none). */
+  rttClientUs(i: number): number {
+    return this.rtts.size === 0 ? 0 : (this.rtts.get(i)?.clientUs ?? 0)
+  }
+
+  rttServerUs(i: number): number {
+    return this.rtts.size === 0 ? 0 : (this.rtts.get(i)?.serverUs ?? 0)
+  }
+
   get full(): boolean {
     return this.length === this.capacity
   }
 
   clear(): void {
     this.length = 0
+    this.rtts.clear()
   }
 }

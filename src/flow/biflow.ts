@@ -113,6 +113,7 @@ function copyRow(from: FlowBatch, i: number, to: FlowBatch, j: number): void {
   to.minTtl[j] = from.minTtl[i]
   to.maxTtl[j] = from.maxTtl[i]
   to.fwdStatus[j] = from.fwdStatus[i]
+  to.setRtt(j, from.rttClientUs(i), from.rttServerUs(i))
   // Byte by byte: a subarray per address would be an object per row.
   const len = from.addrLen
   for (let k = 0, f = i * len, t = j * len; k < len; k++, f++, t++) {

@@ -143,9 +143,12 @@ async function main(spec: AgentSpec): Promise<void> {
       return
     }
     case 'tcp-send': {
+      const connecting = process.hrtime.bigint()
       const conn = createConnection({host: spec.host, port: spec.port, localPort: spec.sport})
       conn.on('error', fail)
       conn.on('connect', () => {
+        // From before the SYN left to after the kernel answered the SYN+ACK: at least the handshake's round trip.
+        const connectMs = Number(process.hrtime.bigint() - connecting) / 1e6
         const localPort = conn.localPort
         const chunk = Buffer.alloc(Math.min(spec.bytes, 65536), 0x62)
         let left = spec.bytes
@@ -162,7 +165,7 @@ async function main(spec: AgentSpec): Promise<void> {
         }
         pump()
         conn.on('data', () => {})
-        conn.on('close', () => done({bytes: spec.bytes, localPort}))
+        conn.on('close', () => done({bytes: spec.bytes, localPort, connectMs}))
       })
       return
     }

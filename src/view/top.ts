@@ -28,6 +28,7 @@ import {protocolName} from '../flow/protocols.js'
 import type {Paths} from '../paths.js'
 import {netnsLabel} from '../sys/netns.js'
 import {resolveScope, type FlowScope} from './query.js'
+import {HandshakeWatch} from './top-rtt.js'
 import {matchesSelector, type FlowSelector} from './selectors.js'
 
 export const TOP_GROUPINGS = ['flow', 'src', 'dst', 'port', 'proto', 'interface'] as const
@@ -53,6 +54,9 @@ export interface TopRow {
   bytes: number
   /** Flows with traffic in the interval that the row sums. */
   flows: number
+  /** By flow: the TCP round trips of its connection (router to client, router to server), when top saw its handshake timed. */
+  tcpRttClientMicroseconds?: number
+  tcpRttServerMicroseconds?: number
 }
 
 export interface TopSample {
@@ -237,7 +241,14 @@ function groupLabel(by: TopGrouping, key: FlowKey, ifname: string): string {
 
 /** Follows the live maps of every meter set in scope and turns their growth into rates. */
 export class TopSampler {
-  private followers: {set: MeterSet; names: Map<number, string>; selector: FlowSelector; history: SlotHistory; maps: LiveMapFollower[]}[] = []
+  private followers: {
+    set: MeterSet
+    names: Map<number, string>
+    selector: FlowSelector
+    history: SlotHistory
+    maps: LiveMapFollower[]
+    handshakes: HandshakeWatch
+  }[] = []
   private lastAt = 0
   private readonly openedAt = performance.now()
   private timer: NodeJS.Timeout | undefined
@@ -253,7 +264,8 @@ export class TopSampler {
         set.verifyLayout()
         const history = new SlotHistory(set)
         const maps: LiveMapFollower[] = []
-        sampler.followers.push({set, names, selector, history, maps})
+        const handshakes = new HandshakeWatch(set)
+        sampler.followers.push({set, names, selector, history, maps, handshakes})
         for (const f of FAMILIES) maps.push(new LiveMapFollower(set.openFamily(f), f, history))
       }
     } catch (error) {
@@ -288,6 +300,7 @@ export class TopSampler {
     this.throwFailure()
     const between = () => this.watchQuietly()
     this.watchAll()
+    this.lookAtHandshakes()
     for (const {maps} of this.followers) for (const m of maps) m.settle(between)
     for (const {maps} of this.followers) for (const m of maps) m.readLive(between)
     // A swap during the reads: the map swapped out is read to its end in this interval too.
@@ -309,6 +322,7 @@ export class TopSampler {
     if (this.failure !== undefined) return
     try {
       this.watchAll()
+      this.lookAtHandshakes()
       const between = () => this.watchQuietly()
       for (const {maps} of this.followers) for (const m of maps) m.settle(between)
     } catch (error) {
@@ -340,6 +354,11 @@ export class TopSampler {
     for (const {maps} of this.followers) for (const m of maps) m.watch()
   }
 
+  /** The handshakes timed since the last look (at each look at the slots, not between read batches). */
+  private lookAtHandshakes(): void {
+    for (const {handshakes} of this.followers) handshakes.look()
+  }
+
   /** Between the read batches of a long read: a failure waits for the sample (a read cut short would count its first batches twice). */
   private watchQuietly(): void {
     try {
@@ -353,7 +372,7 @@ export class TopSampler {
     const groups = new Map<string, TopRow>()
     let followed = 0
     let missed = 0
-    for (const {set, names, selector, maps} of this.followers) {
+    for (const {set, names, selector, maps, handshakes} of this.followers) {
       const netns = netnsLabel(set.netns)
       for (const m of maps) {
         const swaps = m.take((raw, counted, countedBytes) => {
@@ -369,7 +388,11 @@ export class TopSampler {
             row.packets += packets
             row.bytes += bytes
             row.flows++
-          } else groups.set(id, {label, netns, packetsPerSecond: 0, bytesPerSecond: 0, packets, bytes, flows: 1})
+          } else {
+            const rtt = by === 'flow' && key.proto === 6 ? handshakes.of(m.family, raw) : undefined
+            const timed = rtt && {tcpRttClientMicroseconds: rtt.clientUs, tcpRttServerMicroseconds: rtt.serverUs}
+            groups.set(id, {label, netns, packetsPerSecond: 0, bytesPerSecond: 0, packets, bytes, flows: 1, ...timed})
+          }
         })
         followed += swaps.followed
         missed += swaps.missed
@@ -384,6 +407,7 @@ export class TopSampler {
     for (const f of this.followers) {
       for (const m of f.maps) m.close()
       f.history.close()
+      f.handshakes.close()
     }
     this.followers = []
   }

@@ -13,6 +13,8 @@ import {
   FLOW_KEY6,
   FLOW_VALUE4,
   FLOW_VALUE6,
+  HANDSHAKE_KEY,
+  HANDSHAKE_TIMES,
   LAYOUT_VERSION,
   decodeFlowKey,
   decodeFlowValue,
@@ -37,8 +39,10 @@ describe('the generated kernel layout', function () {
     })
   }
 
-  it('LAYOUT_VERSION is the header enum; layout 2 has the router-grade fields, and layout 3 the sampling interval in the key', function () {
-    assert.equal(LAYOUT_VERSION, 3)
+  it('LAYOUT_VERSION is the header enum; layout 2 has the router-grade fields, layout 3 the sampling interval in the key, layout 4 the handshake map', function () {
+    assert.equal(LAYOUT_VERSION, 4)
+    // Layout 4 keyed handshakes by the IPv6-shaped flow key and the family, and left the flow maps' shapes alone.
+    assert.deepEqual([HANDSHAKE_KEY.size, HANDSHAKE_KEY.fields.flow.size, HANDSHAKE_TIMES.size], [52, FLOW_KEY6.size, 24])
     for (const f of ['peerIfindex', 'minTtl', 'maxTtl', 'fwdStatus', 'nextHop']) assert.ok(f in FLOW_VALUE4.fields && f in FLOW_VALUE6.fields, f)
     assert.ok('innerVlanId' in FLOW_KEY4.fields && 'innerVlanId' in FLOW_KEY6.fields)
     // Where layout 2 had its padding: the flow maps keep their shapes, and layout-2 keys read as interval 1.

@@ -53,6 +53,29 @@ describe('commands/config check', function () {
     await rm(dir, {recursive: true, force: true})
   })
 
+  it('names the PEN and id of the enterprise-specific round-trip fields, and refuses them without a PEN in one line', async function () {
+    const fields = 'fields: [sourceIPv4Address, tcpRttClientMicroseconds, tcpRttServerMicroseconds]'
+    const withPen = join(dir, 'rtt.yaml')
+    await writeFile(withPen, `enterpriseNumber: 32473\ncollectors:\n- address: 127.0.0.1:4739\ntemplates:\n- id: 300\n  ${fields}\n`)
+    const ok = await check(['-c', withPen])
+    assert.equal(ok.exitCode, 0, ok.stderr)
+    assert.ok(
+      ok.stdout.includes(
+        '  300 (IPv4, 12 B per record): sourceIPv4Address, tcpRttClientMicroseconds (PEN 32473, id 1), tcpRttServerMicroseconds (PEN 32473, id 2)',
+      ),
+      ok.stdout,
+    )
+    const noPen = join(dir, 'rtt-nopen.yaml')
+    await writeFile(noPen, `collectors:\n- address: 127.0.0.1:4739\ntemplates:\n- id: 300\n  ${fields}\n`)
+    const refused = await check(['-c', noPen])
+    assert.equal(refused.exitCode, 2)
+    assert.equal(refused.stdout, '')
+    assert.match(
+      refused.stderr,
+      /^flowctl: .*rtt-nopen\.yaml:5:31: templates\[0\]\.fields\[1\]: tcpRttClientMicroseconds is an enterprise-specific element: set enterpriseNumber .*$/,
+    )
+  })
+
   it("prints ok and a summary of the older tool's config", async function () {
     const file = join(dir, 'good.yaml')
     const r = await check(['-c', file])

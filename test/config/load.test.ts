@@ -529,7 +529,7 @@ describe('config/load', function () {
   describe('bad configs', function () {
     const C = 'collectors:\n- address: 192.0.2.1:4739\n'
     const TOP =
-      'observationDomainId, maxMessageSize, maxIpfixMessageLen, templateRefreshSeconds, timerTemplateFlushSeconds, statsIntervalSeconds, ' +
+      'observationDomainId, enterpriseNumber, maxMessageSize, maxIpfixMessageLen, templateRefreshSeconds, timerTemplateFlushSeconds, statsIntervalSeconds, ' +
       'spoolBytes, spoolTotalBytes, replayBytesPerSecond, sendBytesPerSecond, drainIntervalSeconds, timerFinishedDrainSeconds, idleTimeoutSeconds, activeTimeoutSeconds, timerForceDrainSeconds, collectors, logs, ' +
       'outputs, templates, meters, metrics, stateFile'
     const EXPORTABLE = Object.keys(EXPORTABLE_ELEMENTS).join(', ')

@@ -141,7 +141,7 @@ describe('meter edges @e2e', function () {
       assert.equal(r.exitCode, 1)
       assert.match(
         r.stderr,
-        /^flowctl: the meter of namespace '.*' has kernel layout unknown, this flowctl reads layout 3: detach it with the flowctl that made it, or remove \/sys\/fs\/bpf\/flowctl\/netns\/.*$/,
+        /^flowctl: the meter of namespace '.*' has kernel layout unknown, this flowctl reads layout 4: detach it with the flowctl that made it, or remove \/sys\/fs\/bpf\/flowctl\/netns\/.*$/,
       )
       assert.equal(await lab.exec(a, 'tc', ['qdisc', 'show', 'dev', 'a0']).then((q) => q.includes('clsact')), false)
     } finally {

@@ -16,7 +16,7 @@ import {join} from 'node:path'
 import {execa} from 'execa'
 
 import {clangArgs} from '../../src/bpf/compile.js'
-import {FRAG_PORTS, writeMeterMeta} from '../../src/bpf/layout.js'
+import {FRAG_PORTS, HANDSHAKE_KEY, HANDSHAKE_TIMES, writeMeterMeta, writeMeterSettings} from '../../src/bpf/layout.js'
 import * as V1 from '../../src/bpf/layout-v1.generated.js'
 import {BpfMap, innerMapId, numPossibleCpus} from '../../src/bpf/libbpf.js'
 import {readMeterStats} from '../../src/bpf/meter-stats.js'
@@ -57,17 +57,18 @@ function meteredLab(name: string, subnet: string): {privateDirs: PrivateDirs; la
 }
 
 /**
- * Pins a layout-2 meter set of `capacity` as the layout-2 flowctl made it: the frozen program of
- * bpf/legacy/meter-v2.bpf.c, loaded with its maps, meta saying layout 2, no pins of the live maps.
+ * Pins a layout-2 (or `layout` 3) meter set of `capacity` as the flowctl of that layout made it:
+ * the frozen program of bpf/legacy/meter-v<layout>.bpf.c, loaded with its maps, meta saying that
+ * layout, no pins of the live maps.
  */
-async function pinLayout2Set(set: MeterSet, cacheDir: string, capacity: number, pendingChunkBytes?: number): Promise<void> {
+async function pinLayout2Set(set: MeterSet, cacheDir: string, capacity: number, pendingChunkBytes?: number, layout: 2 | 3 = 2): Promise<void> {
   mkdirSync(set.dir, {recursive: true})
   mkdirSync(cacheDir, {recursive: true})
-  const object = join(cacheDir, `meter-v2-${randomBytes(3).toString('hex')}.o`)
-  await execa('clang', clangArgs(join(bpfSourceDir(), 'legacy', 'meter-v2.bpf.c'), object, {capacity, pendingChunkBytes}))
+  const object = join(cacheDir, `meter-v${layout}-${randomBytes(3).toString('hex')}.o`)
+  await execa('clang', clangArgs(join(bpfSourceDir(), 'legacy', `meter-v${layout}.bpf.c`), object, {capacity, pendingChunkBytes}))
   await execa('bpftool', ['prog', 'loadall', object, set.progDir, 'type', 'classifier', 'pinmaps', set.mapDir])
   const meta = set.openMap('meta')
-  writeMeterMeta(meta, {layoutVersion: 2, capacity})
+  writeMeterMeta(meta, {layoutVersion: layout, capacity})
   meta.close()
   for (const family of [4, 6]) unlinkSync(set.mapPath(`flows${family}_live`))
 }
@@ -155,7 +156,7 @@ describe('meter sets of layout 1 @e2e', function () {
       assert.notEqual(r.exitCode, 0, args.join(' '))
       assert.match(
         r.stderr.trim(),
-        /^flowctl: the meter of namespace '.*' has kernel layout 1, this flowctl reads layout 3: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/,
+        /^flowctl: the meter of namespace '.*' has kernel layout 1, this flowctl reads layout 4: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/,
       )
     }
     // meter status --json: what it can read on stdout (nothing here), the line on stderr.
@@ -167,7 +168,7 @@ describe('meter sets of layout 1 @e2e', function () {
 
   it('meter attach --force carries every count over into the new layout, keeping the capacity', async function () {
     await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--force'])
-    assert.equal(set.layoutVersion(), 3)
+    assert.equal(set.layoutVersion(), 4)
     assert.ok(!existsSync(`${set.dir}-v1`), 'the old maps are gone')
     const flows = await cliJson<Flow[]>(['dump', '--netns', a, '-p', 'udp', '-D', '53'])
     // Layout 1 counted every packet: its flows are carried over at sampling interval 1.
@@ -281,7 +282,7 @@ describe('meter sets of layout 2 @e2e', function () {
       assert.notEqual(r.exitCode, 0, args.join(' '))
       assert.match(
         r.stderr.trim(),
-        /^flowctl: the meter of namespace '.*' has kernel layout 2, this flowctl reads layout 3: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/,
+        /^flowctl: the meter of namespace '.*' has kernel layout 2, this flowctl reads layout 4: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/,
         args.join(' '),
       )
     }
@@ -308,7 +309,7 @@ describe('meter sets of layout 2 @e2e', function () {
     stream.stop()
     sent += (await stream.result).packets
 
-    assert.equal(set.layoutVersion(), 3)
+    assert.equal(set.layoutVersion(), 4)
     assert.deepEqual(
       ['flows4', 'flows6', 'overflow', 'pending', 'drain_state', 'meta'].map((name) => [name, mapId(set, name)]),
       kept,
@@ -373,5 +374,89 @@ describe('meter sets of layout 2 with the first snapshot chunk size @e2e', funct
     )
     const status = await cliJson<MeterStatus[]>(['meter', 'status', '--netns', a])
     assert.deepEqual([...new Set(status.map((s) => s.samplingInterval))], [5])
+  })
+})
+
+describe('meter sets of layout 3 @e2e', function () {
+  const {privateDirs, lab, setUp} = meteredLab('layout3', '198.18.59')
+  const PORT = 7300
+  let a = ''
+  let set: MeterSet
+  let sink: RunningAgent<unknown> | undefined
+
+  after(function () {
+    sink?.stop()
+  })
+
+  before(async function () {
+    requireE2e(this)
+    a = await setUp()
+    set = MeterSet.for(privateDirs.paths, a)
+    await pinLayout2Set(set, privateDirs.paths.cacheDir, 1024, undefined, 3)
+    await withStateLock(privateDirs.paths, async (state) => {
+      const qdiscCreated = await ensureClsact(a, 'a0')
+      await attachBpfFilter(a, 'a0', 'egress', 1, 1, set.progPath('egress'))
+      const link = (await listLinks(a)).find((l) => l.ifname === 'a0')!
+      const at = new Date().toISOString()
+      state.meterSets.push({netns: a, netnsInode: netnsInode(a), digest: 'layout-3', capacity: 1024, layoutVersion: 3, createdAt: at})
+      state.attachments.push({
+        netns: a,
+        interface: 'a0',
+        ifindex: link.ifindex,
+        direction: 'egress',
+        pref: 1,
+        handle: 1,
+        chain: 0,
+        progId: set.progId('egress'),
+        digest: 'layout-3',
+        attachedAt: at,
+        qdiscCreated,
+      })
+    })
+  })
+
+  it('is refused by every reader in one line that says how to carry it over', async function () {
+    const r = await cli(['dump', '--netns', a])
+    assert.notEqual(r.exitCode, 0)
+    assert.match(
+      r.stderr.trim(),
+      /^flowctl: the meter of namespace '.*' has kernel layout 3, this flowctl reads layout 4: carry its flows over with `flowctl meter attach --netns .* --force -n IFACE\.\.\.` \(nothing is lost\), or detach and attach it again$/,
+    )
+    assert.equal(set.layoutVersion(), 3)
+  })
+
+  it('meter attach --force upgrades it in place: every count and map kept, its sampling interval kept, a handshake map added', async function () {
+    sink = await startAgent(lab.namespaces[1], {mode: 'udp-sink', host: '0.0.0.0', port: PORT})
+    const sent = (await runAgent<{packets: number}>(a, {mode: 'udp-rounds', host: '198.18.59.2', port: PORT, flows: 10, count: 30, size: 30})).packets
+    // Set as the layout-3 flowctl set it (after the traffic, so that every datagram was counted).
+    const settings = set.openMap('settings')
+    writeMeterSettings(settings, {samplingInterval: 7})
+    settings.close()
+    const names = ['flows4', 'flows6', 'overflow', 'pending', 'drain_state', 'meta', 'frags', 'settings', 'meter_stats']
+    const kept = names.map((name) => [name, mapId(set, name)])
+    assert.equal(BpfMap.openIfPinned(set.mapPath('handshakes')), undefined)
+
+    await cliOk(['meter', 'attach', '--netns', a, '-n', 'a0', '--direction', 'egress', '--force'])
+    assert.equal(set.layoutVersion(), 4)
+    assert.deepEqual(
+      names.map((name) => [name, mapId(set, name)]),
+      kept,
+      'every map of layout 3 is the same map',
+    )
+    const handshakes = set.openMap('handshakes')
+    handshakes.close()
+    assert.deepEqual([handshakes.info.keySize, handshakes.info.valueSize], [HANDSHAKE_KEY.size, HANDSHAKE_TIMES.size])
+    const [filter] = await listFilters(a, 'a0', 'egress')
+    assert.equal(filter.progId, set.progId('egress'), 'the filter runs the new program')
+    const flows = (await cliJson<Flow[]>(['dump', '--netns', a])).filter((f) => f.direction === 'egress' && f.dport === PORT)
+    assert.equal(
+      flows.reduce((sum, f) => sum + f.packets, 0),
+      sent,
+    )
+    const status = await cliJson<MeterStatus[]>(['meter', 'status', '--netns', a])
+    assert.deepEqual(
+      status.map((s) => [s.interface, s.state, s.samplingInterval]),
+      [['a0', 'attached', 7]],
+    )
   })
 })

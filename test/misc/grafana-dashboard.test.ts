@@ -55,6 +55,7 @@ describe('grafana dashboard (misc/grafana/flowctl.json)', function () {
       ['collector send errors', 'flowctl_ipfix_send_errors_total', 'collector'],
       ['spool', 'flowctl_ipfix_spool_messages'],
       ['accuracy ratio', 'flowctl_interface_accuracy_ratio'],
+      ['TCP handshake round trips', 'flowctl_tcp_handshake_rtt_seconds_bucket', 'le'],
     ]
     for (const [what, metric, by] of wanted) assert.ok(panelReading(metric, by).length > 0, `no panel shows ${what} (${metric}${by ? ` by ${by}` : ''})`)
   })

@@ -45,7 +45,7 @@ function templateFamily(t: TemplateConfig): string {
 }
 
 function naturalLengthOf(name: string): number | undefined {
-  const element = elementByName(name)
+  const element = exportableElement(name)?.enterprise ?? elementByName(name)
   return element && naturalLength(element.type)
 }
 
@@ -62,7 +62,10 @@ function describeConfig(config: Config): string[] {
   for (const t of config.templates) {
     const bytes = t.fields.reduce((sum, f) => sum + f.length, 0)
     // A field encoded in a reduced size shows its length: octetDeltaCount/4.
-    const fields = t.fields.map((f) => (f.length === naturalLengthOf(f.name) ? f.name : `${f.name}/${f.length}`))
+    const fields = t.fields.map((f) => {
+      const name = f.enterpriseNumber === undefined ? f.name : `${f.name} (PEN ${f.enterpriseNumber}, id ${f.id})`
+      return f.length === naturalLengthOf(f.name) ? name : `${name}/${f.length}`
+    })
     lines.push(`  ${t.id} (${templateFamily(t)}, ${bytes} B per record): ${fields.join(', ')}`)
   }
   if (config.collectors.length > 0) lines.push('collectors:')

@@ -29,7 +29,10 @@ and the exit status is 1 if the exporter failed. Stops on Ctrl-C (SIGINT), SIGTE
 --duration.
 
 By default it listens on every address of this host (::, IPv6 and IPv4), as a collector must;
---host 127.0.0.1 keeps it to this host. Memory stays bounded whatever arrives, under about ${COLLECTOR_MEMORY_CEILING_MB} MB
+--host 127.0.0.1 keeps it to this host. An enterprise-specific field prints as e<PEN>.ie<ID> with its
+value in hex; with --enterprise-number PEN (the exporting flowctl's enterpriseNumber:), flowctl's
+own elements under that PEN print by name, as numbers: tcpRttClientMicroseconds (id 1) and
+tcpRttServerMicroseconds (id 2). Memory stays bounded whatever arrives, under about ${COLLECTOR_MEMORY_CEILING_MB} MB
 resident in all: the templates it keeps take at most ${DEFAULT_DECODER_LIMITS.templateBytes / 2 ** 20} MiB of memory, at most ${DEFAULT_DECODER_LIMITS.templatesPerDomain} per exporter
 and observation domain, in at most ${DEFAULT_DECODER_LIMITS.domains} domains and ${DEFAULT_DECODER_LIMITS.exporters} exporters, forgetting the least recently
 used (counted at exit). A template of more than ${DEFAULT_DECODER_LIMITS.templateFields} fields, or with a field of length 0, is
@@ -52,6 +55,12 @@ a field of the reverse PEN 29305 is named as the reverse of its IANA element (re
     'max-message-size': Flags.integer({description: 'largest message --check accepts, in bytes', default: 1400, min: 16, max: 65535}),
     count: Flags.integer({description: 'stop after this many records', min: 1, helpValue: 'N'}),
     duration: durationFlag,
+    'enterprise-number': Flags.integer({
+      description: "the PEN the exporting flowctl's own elements come under (its config's enterpriseNumber): print them by name",
+      min: 1,
+      max: 0xffffffff,
+      helpValue: 'PEN',
+    }),
   }
 
   async run(): Promise<void> {
@@ -71,7 +80,8 @@ a field of the reverse PEN 29305 is named as the reverse of its IANA element (re
       count: flags.count,
       durationSeconds: flags.duration,
       onRecord: (record) => {
-        process.stdout.write(`${flags.json ? JSON.stringify(renderRecordJson(record)) : formatRecordLine(record)}\n`)
+        const render = {enterpriseNumber: flags['enterprise-number']}
+        process.stdout.write(`${flags.json ? JSON.stringify(renderRecordJson(record, render)) : formatRecordLine(record, render)}\n`)
       },
     })
     const {evicted, refused} = collector.decoder.stats()

@@ -13,7 +13,7 @@ export default class MeterAttach extends FlowctlCommand {
 adds a clsact qdisc where there is none, and attaches the meter with \`tc filter ... bpf da\`.
 The meter never changes a packet or its fate. Attaching again is a no-op ("unchanged");
 --force re-attaches, loading a newer program onto the same maps without losing their flows, and
-carries a meter made by an older flowctl (kernel layout 1 or 2) over to this one, losing no count.
+carries a meter made by an older flowctl (kernel layout 1, 2 or 3) over to this one, losing no count.
 
 --sampling N counts 1 packet in N, chosen at random by the meter before it parses the packet, so
 that a packet it skips costs next to nothing: for a busy router, or one under a flood of new

@@ -154,6 +154,11 @@ export class DaemonMetrics implements FlowLogObserver {
       const capacity = drainer && this.capacity(drainer)
       if (capacity) this.m.mapFill.set({netns, family: `ipv${family}`}, flows / capacity)
     }
+    for (const rtt of report.handshakes ?? []) {
+      const labels = {netns, in: rtt.inIfindex ? this.names.name(netns, rtt.inIfindex) : '', out: rtt.outIfindex ? this.names.name(netns, rtt.outIfindex) : ''}
+      this.m.tcpHandshakeRtt.observe({...labels, side: 'client'}, rtt.clientUs / 1e6)
+      this.m.tcpHandshakeRtt.observe({...labels, side: 'server'}, rtt.serverUs / 1e6)
+    }
     this.syncCollectors()
     this.accuracy.drained(netns, drainer?.set.netns ?? (netns === 'root' ? null : netns), report.seen)
   }

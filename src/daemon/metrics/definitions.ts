@@ -88,6 +88,13 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     }),
+    tcpHandshakeRtt: new Histogram({
+      name: 'flowctl_tcp_handshake_rtt_seconds',
+      help: 'Round trips of the TCP connections whose handshake the meter saw whole, once per connection: side="server" from the client\'s SYN to the server\'s SYN+ACK (router to server and back), side="client" from that to the client\'s first ACK (router to client and back); in and out: the interfaces the client\'s packets come in and leave by.',
+      labelNames: ['netns', 'side', 'in', 'out'],
+      buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2.5],
+      registers,
+    }),
     drainTaken: counter('flowctl_drain_entries_total', 'Flow map entries taken by the drains.', ['netns']),
     flowsPending: gauge('flowctl_flows_pending', 'Flows held by the daemon until they end (idle or active timeout).', ['netns']),
     mapFlows: gauge('flowctl_meter_map_flows', 'Flows in a flow map when the last drain swapped it out (its fullest: a map only fills between drains).', [

@@ -5,7 +5,7 @@
 import {keyElementName} from '../wire/codec.js'
 import type {FieldValue, RecordFields} from '../wire/field-values.js'
 import {semanticName} from '../wire/list-values.js'
-import {elementByName, type AbstractType} from '../wire/elements.js'
+import {elementByName, FLOWCTL_ELEMENTS, type AbstractType} from '../wire/elements.js'
 import type {DecodedRecord} from './decoder.js'
 
 /** The abstract type of the element a record key names, if it is a registry element. */
@@ -41,20 +41,44 @@ function renderValue(value: FieldValue, type?: AbstractType): unknown {
     case 'subTemplateList':
       return value.raw
         ? {semantic: semanticName(value.semantic), templateId: value.templateId, raw: value.raw.toString('hex')}
-        : {semantic: semanticName(value.semantic), templateId: value.templateId, records: value.records.map(renderFields)}
+        : {semantic: semanticName(value.semantic), templateId: value.templateId, records: value.records.map((r) => renderFields(r))}
     case 'subTemplateMultiList':
       return {
         semantic: semanticName(value.semantic),
         entries: value.entries.map((e) =>
-          e.raw ? {templateId: e.templateId, raw: e.raw.toString('hex')} : {templateId: e.templateId, records: e.records.map(renderFields)},
+          e.raw ? {templateId: e.templateId, raw: e.raw.toString('hex')} : {templateId: e.templateId, records: e.records.map((r) => renderFields(r))},
         ),
       }
   }
 }
 
-export function renderFields(fields: RecordFields): Record<string, unknown> {
+/** What rendering knows beyond the registry. */
+export interface RenderOptions {
+  /**
+   * The PEN flowctl's own elements (FLOWCTL_ELEMENTS) come under: their fields are shown by name,
+   * as numbers. Without it (or under another PEN) an enterprise field is `e<PEN>.ie<ID>`, its value hex.
+   */
+  enterpriseNumber?: number
+}
+
+const OWN_BY_ID = new Map<number, {name: string}>(Object.values(FLOWCTL_ELEMENTS).map((e) => [e.id, e]))
+
+/** `e<PEN>.ie<ID>` of one of flowctl's own elements under `pen`, by name, with its unsigned value; else undefined. */
+function ownElement(key: string, value: FieldValue, pen: number | undefined): [string, number] | undefined {
+  if (pen === undefined || !Buffer.isBuffer(value) || value.length === 0 || value.length > 6) return undefined
+  const m = /^e(\d+)\.ie(\d+)$/.exec(key)
+  if (!m || Number(m[1]) !== pen) return undefined
+  const own = OWN_BY_ID.get(Number(m[2]))
+  return own && [own.name, value.readUIntBE(0, value.length)]
+}
+
+export function renderFields(fields: RecordFields, options: RenderOptions = {}): Record<string, unknown> {
   const out: Record<string, unknown> = {}
-  for (const [key, value] of Object.entries(fields)) out[key] = renderValue(value, keyType(key))
+  for (const [key, value] of Object.entries(fields)) {
+    const own = ownElement(key, value, options.enterpriseNumber)
+    if (own) out[own[0]] = own[1]
+    else out[key] = renderValue(value, keyType(key))
+  }
   return out
 }
 
@@ -67,7 +91,7 @@ export function renderFields(fields: RecordFields): Record<string, unknown> {
  * objects with their semantic by name and their values or records rendered the same way.
  * Records of options templates also carry `options: true`.
  */
-export function renderRecordJson(record: DecodedRecord): Record<string, unknown> {
+export function renderRecordJson(record: DecodedRecord, options: RenderOptions = {}): Record<string, unknown> {
   const out: Record<string, unknown> = {
     exporter: record.exporter,
     observationDomainId: record.observationDomainId,
@@ -76,15 +100,15 @@ export function renderRecordJson(record: DecodedRecord): Record<string, unknown>
     exportTime: record.exportTime,
   }
   if (record.options) out.options = true
-  Object.assign(out, renderFields(record.fields))
+  Object.assign(out, renderFields(record.fields, options))
   return out
 }
 
 /** One compact human line: `exporter od=N tpl=N seq=N [options] name=value ...`. */
-export function formatRecordLine(record: DecodedRecord): string {
+export function formatRecordLine(record: DecodedRecord, options: RenderOptions = {}): string {
   const parts = [`${record.exporter} od=${record.observationDomainId} tpl=${record.templateId} seq=${record.sequenceNumber}`]
   if (record.options) parts.push('options')
-  for (const [key, value] of Object.entries(renderFields(record.fields))) {
+  for (const [key, value] of Object.entries(renderFields(record.fields, options))) {
     parts.push(`${key}=${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)}`)
   }
   return parts.join(' ')

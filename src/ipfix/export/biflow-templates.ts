@@ -7,8 +7,8 @@
  */
 import {elementByName} from '../wire/elements.js'
 import type {FlowBatch} from '../../flow/batch.js'
-import {bindField, templateFamily, type BoundField, type ColumnWriter, type FieldWriter} from './flow-fields.js'
-import {boundTemplate, type ExportTemplate} from './flow-templates.js'
+import {templateFamily, type BoundField, type ColumnWriter, type FieldWriter} from './flow-fields.js'
+import {bindTemplateFields, boundTemplate, type ExportTemplate, type TemplateField} from './flow-templates.js'
 
 /** The Private Enterprise Number of reverse information elements (RFC 5103 §6.1). */
 export const REVERSE_PEN = 29305
@@ -70,8 +70,8 @@ function directionField(): BoundField {
 }
 
 /** A template's biflow form: its fields, the reverse ones, and biflowDirection, under the same id. */
-export function compileBiflowTemplate(id: number, fields: readonly {name: string; length: number}[]): ExportTemplate {
-  const forward = fields.map((f) => bindField(f.name, f.length))
+export function compileBiflowTemplate(id: number, fields: readonly TemplateField[]): ExportTemplate {
+  const forward = bindTemplateFields(id, fields)
   const reverse = forward.filter((f) => reversible.has(f.element.name.toLowerCase())).map(reverseField)
   return boundTemplate(id, [...forward, ...reverse, directionField()], templateFamily(fields.map((f) => f.name)))
 }

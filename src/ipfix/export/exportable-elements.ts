@@ -8,6 +8,7 @@
  */
 import type {FlowBatch} from '../../flow/batch.js'
 import {isIcmp} from '../../flow/protocols.js'
+import {FLOWCTL_ELEMENTS, type InformationElement} from '../wire/elements.js'
 
 /** The FlowBatch columns that hold one number per flow. */
 export type NumberColumn =
@@ -48,6 +49,11 @@ export type ValueSource =
   | {compute: (b: FlowBatch, i: number) => number}
 
 export interface ExportableElement {
+  /**
+   * flowctl's own enterprise-specific element (ENTERPRISE_ELEMENTS), sent under the Private
+   * Enterprise Number the config's enterpriseNumber names: absent from the IANA registry.
+   */
+  enterprise?: InformationElement
   /** The address family a template with this element carries only. */
   family?: 4 | 6
   value: ValueSource
@@ -120,7 +126,23 @@ export const EXPORTABLE_ELEMENTS: Readonly<Record<string, ExportableElement>> = 
   observationDomainId: {value: {compute: (b) => b.observationDomainId}},
 }
 
-const byLower = new Map(Object.entries(EXPORTABLE_ELEMENTS).map(([name, info]) => [name.toLowerCase(), {name, ...info}]))
+/**
+ * flowctl's enterprise-specific elements: IANA has no element for them. They go out under the
+ * Private Enterprise Number the operator configures (enterpriseNumber:), under the ids of
+ * FLOWCTL_ELEMENTS (../wire/elements.ts), unsigned32, in microseconds; a template may name them only
+ * when one is configured.
+ */
+const ENTERPRISE_ELEMENTS: Readonly<Record<string, ExportableElement & {enterprise: InformationElement}>> = {
+  // The round trip between the router and the client of a TCP connection whose handshake the
+  // meter saw whole: from the server's SYN+ACK to the client's first ACK. 0 in every other record.
+  tcpRttClientMicroseconds: {enterprise: FLOWCTL_ELEMENTS.tcpRttClientMicroseconds, value: {compute: (b, i) => b.rttClientUs(i)}},
+  // The round trip between the router and the server: from the client's SYN to the server's SYN+ACK.
+  tcpRttServerMicroseconds: {enterprise: FLOWCTL_ELEMENTS.tcpRttServerMicroseconds, value: {compute: (b, i) => b.rttServerUs(i)}},
+}
+
+const byLower = new Map(
+  [...Object.entries(EXPORTABLE_ELEMENTS), ...Object.entries(ENTERPRISE_ELEMENTS)].map(([name, info]) => [name.toLowerCase(), {name, ...info}]),
+)
 
 /** The exportable element of this name (any case), with its registry spelling. */
 export function exportableElement(name: string): (ExportableElement & {name: string}) | undefined {

@@ -298,7 +298,7 @@ export function recordWriter(value: ValueSource, len: number): FieldWriter {
  */
 export function defaultFieldLength(name: string): number | undefined {
   const exportable = exportableElement(name)
-  const element = elementByName(name)
+  const element = exportable?.enterprise ?? elementByName(name)
   if (!exportable || !element) return undefined
   return exportable.defaultLength ?? naturalLength(element.type)
 }
@@ -306,7 +306,7 @@ export function defaultFieldLength(name: string): number | undefined {
 /** The writer of one template field; the element must be exportable and the length valid. */
 export function bindField(name: string, length?: number): BoundField {
   const exportable = exportableElement(name)
-  const element = elementByName(name)
+  const element = exportable?.enterprise ?? elementByName(name)
   if (!exportable || !element) throw new Error(`flowctl cannot export information element '${name}'`)
   const len = length ?? exportable.defaultLength ?? naturalLength(element.type)
   const field: BoundField = {element, length: len, write: recordWriter(exportable.value, len), writeColumn: columnWriter(exportable.value, len)}

@@ -5,6 +5,7 @@
  * of the exporter's statistics.
  */
 import {IE, naturalLength} from '../wire/elements.js'
+import {exportableElement} from './exportable-elements.js'
 import {bindField, templateFamily, type BoundField} from './flow-fields.js'
 import type {Template} from '../wire/template.js'
 
@@ -17,12 +18,29 @@ export interface ExportTemplate {
   family?: 4 | 6
 }
 
-export function compileTemplate(id: number, fields: readonly {name: string; length: number}[]): ExportTemplate {
-  return boundTemplate(
-    id,
-    fields.map((f) => bindField(f.name, f.length)),
-    templateFamily(fields.map((f) => f.name)),
-  )
+/**
+ * `enterpriseNumber`: the PEN a field of flowctl's own enterprise-specific elements goes out under
+ * (ENTERPRISE_ELEMENTS); required for those, absent for the registry's.
+ */
+export function compileTemplate(id: number, fields: readonly TemplateField[]): ExportTemplate {
+  return boundTemplate(id, bindTemplateFields(id, fields), templateFamily(fields.map((f) => f.name)))
+}
+
+/** A template field as the config gives it (see compileTemplate). */
+export interface TemplateField {
+  name: string
+  length: number
+  enterpriseNumber?: number
+}
+
+/** The fields of template `id` bound to the FlowBatch columns, flowctl's own elements under their PEN. */
+export function bindTemplateFields(id: number, fields: readonly TemplateField[]): BoundField[] {
+  return fields.map((f) => {
+    const b = bindField(f.name, f.length)
+    if (!exportableElement(f.name)?.enterprise) return b
+    if (f.enterpriseNumber === undefined) throw new Error(`template ${id}: ${b.element.name} needs an enterprise number`)
+    return {...b, enterpriseNumber: f.enterpriseNumber}
+  })
 }
 
 /** A data template of fields already bound (biflow-templates.ts adds reverse ones). */

@@ -146,6 +146,19 @@ export const IE = {
 } as const
 
 /**
+ * flowctl's own enterprise-specific elements (IANA has none for them), by id under the Private
+ * Enterprise Number the operator configures (config enterpriseNumber:). The exporter sends them
+ * (export/exportable-elements.ts), `ipfix listen --enterprise-number` names them. Keep the ids:
+ * README documents them for collectors.
+ */
+export const FLOWCTL_ELEMENTS = {
+  /** From the server's SYN+ACK to the client's first ACK, as the router saw them: the round trip to the client and back. */
+  tcpRttClientMicroseconds: {id: 1, name: 'tcpRttClientMicroseconds', type: 'unsigned32', units: 'microseconds'},
+  /** From the client's SYN to the server's SYN+ACK: the round trip to the server and back. */
+  tcpRttServerMicroseconds: {id: 2, name: 'tcpRttServerMicroseconds', type: 'unsigned32', units: 'microseconds'},
+} as const satisfies Record<string, InformationElement>
+
+/**
  * Synthetic elements shared by every template that names them. The cache is process-wide, so it
  * is bounded: a sender can name 2^47 enterprise elements, and before this bound each one it named
  * stayed in memory for good, whatever the decoder forgot. Past the bound a synthetic element is
