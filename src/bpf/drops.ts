@@ -24,7 +24,7 @@ import {netnsInode, type NetnsName} from '../sys/netns.js'
 import {clangArgs, DEFAULT_CAPACITY, meterSources} from './compile.js'
 import {bpfSourceDir} from '../paths.js'
 // The hook's structs are not part of a meter set's layout (layout.ts): read from the generated module directly.
-import {DROP_KEY, DROP_SET, DROP_STATS, DROP_VALUE, DROPS_MAP_ENTRIES, DROP_NETNS} from './layout.generated.js'
+import {DROP_KEY, DROP_NETNS, DROP_SET, DROP_STATS, DROP_VALUE, DROPS_MAP_ENTRIES, FLOW_KEY4, FLOW_KEY6} from './layout.generated.js'
 import {attachRawTracepoint, BPF_F_NO_PREALLOC, BpfMap, ENOENT, MAP_TYPE, numPossibleCpus} from './libbpf.js'
 import type {MeterSet} from './meter-set.js'
 
@@ -206,16 +206,23 @@ export interface DropEntry {
   bytes: number
 }
 
-/** flow_key4 from the flow_key6-shaped key of a drop (IPv4 addresses in the first 4 bytes). */
+/** flow_key4 from the flow_key6-shaped key of a drop (IPv4 addresses in the first 4 bytes of each). */
 function flowKeyOf(keys: Buffer, at: number, family: 4 | 6): Buffer {
-  const key6 = keys.subarray(at, at + DROP_KEY.fields.flow.size)
-  if (family === 6) return Buffer.from(key6)
-  // flow_key4 and flow_key6 share everything up to src (20 bytes); then 4 + 4 address bytes.
-  const key4 = Buffer.alloc(28)
-  key6.copy(key4, 0, 0, 20)
-  key6.copy(key4, 20, 20, 24)
-  key6.copy(key4, 24, 36, 40)
-  return key4
+  const key6 = keys.subarray(at, at + FLOW_KEY6.size)
+  // Whole allocations (not slices of Node's pool), as the flow cache's key lookups prefer.
+  const key = Buffer.alloc(family === 6 ? FLOW_KEY6.size : FLOW_KEY4.size)
+  if (family === 6) {
+    key6.copy(key)
+    return key
+  }
+  // The two keys share everything before src.
+  const src4 = FLOW_KEY4.fields.src.offset
+  const src6 = FLOW_KEY6.fields.src.offset
+  const dst6 = FLOW_KEY6.fields.dst.offset
+  key6.copy(key, 0, 0, src4)
+  key6.copy(key, src4, src6, src6 + 4)
+  key6.copy(key, FLOW_KEY4.fields.dst.offset, dst6, dst6 + 4)
+  return key
 }
 
 /** Every entry of a drops hash. */
@@ -247,10 +254,10 @@ export function readDrops(map: BpfMap): DropEntry[] {
  * of a map-in-map waits until no program can still see the old one, so no drop is lost between
  * them), and the old one is read whole. Empty when drops are off or the hook is gone.
  */
-export async function takeDrops(paths: Paths, inode: number): Promise<DropEntry[]> {
+export async function takeDrops(pinRoot: string, inode: number): Promise<DropEntry[]> {
   let outer: BpfMap
   try {
-    outer = BpfMap.open(hookMapPath(paths, 'drop_maps'))
+    outer = BpfMap.open(join(pinRoot, 'drops', 'maps', 'drop_maps'))
   } catch (error) {
     if (error instanceof BpfError && error.errno === ENOENT) return []
     throw error

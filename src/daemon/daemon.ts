@@ -20,7 +20,7 @@ import {DomainInterfaces} from './domain-interfaces.js'
 import {InterfaceNames} from './interfaces.js'
 import {createLogger, type Logger} from './log.js'
 import {MeterDirsWatch} from './meter-dirs.js'
-import {applySampling, domainsInUse, ignoredByDomain} from './meter-upkeep.js'
+import {applyDrops, applySampling, domainsInUse, ignoredByDomain} from './meter-upkeep.js'
 import {PidFile} from './pid-file.js'
 import {SerialWork} from './serial-work.js'
 import {DaemonStateFile} from './state-file.js'
@@ -185,6 +185,8 @@ export class Daemon {
       }
       const sampling = meterFor(this.config.meters, set.netns)?.sampling
       if (sampling !== undefined) applySampling(this.log, label, drainer, sampling)
+      const drops = meterFor(this.config.meters, set.netns)?.drops
+      if (drops !== undefined) void applyDrops(this.log, this.paths, label, drainer, drops)
     }
     return found
   }

@@ -24,7 +24,10 @@ import {FlowStore} from '../bpf/flow-store.js'
 import type {BpfMap} from '../bpf/libbpf.js'
 import type {MeterSet} from '../bpf/meter-set.js'
 import type {MeterStats} from '../bpf/meter-stats.js'
+import {kernelDropReasons} from '../bpf/btf.js'
+import {dropSetInode, takeDrops} from '../bpf/drops.js'
 import {FAMILIES, type Family} from '../flow/record.js'
+import {DropTable, type DropTally} from './drop-table.js'
 import {HeldFlows, type DrainPolicy, type ExportSink, type SeenBySlot} from './held-flows.js'
 import {LiveMaps} from './live-maps.js'
 
@@ -57,6 +60,10 @@ export interface DrainReport {
   swapped: boolean
   /** The sizes (max_entries) of the live maps in place after the drain. */
   liveEntries: Record<Family, number>
+  /** Drops the drain took out of the kernel, per reason and interface (set with drops on only). */
+  drops?: DropTally[]
+  /** Drops let go without a flow: the meter never counted their packets (drop-table.ts). */
+  unmeteredDrops?: DropTally[]
 }
 
 /** A drain under way (startDrain), for finishDrain. */
@@ -105,6 +112,8 @@ export class MeterSetDrainer {
    */
   private round = 0
   private readonly live: LiveMaps
+  /** The drops of the set's flows, from the first drain that finds the set's drops on. */
+  private dropTable?: DropTable
 
   private constructor(set: MeterSet, netns: string, domain: number, store: FlowStoreType, options: DrainerOptions) {
     this.set = set
@@ -269,9 +278,14 @@ export class MeterSetDrainer {
       lap('mergeMs')
     }
     let swap = start
+    let drops: DropTally[] | undefined
+    let unmeteredDrops: DropTally[] | undefined
     try {
       await merge(start.taken)
-      if (this.held.size > 0) {
+      // After the flows: a packet is metered before it is dropped, so its flow is in the cache
+      // by now unless its packets were counted after the swap (then they come next drain).
+      drops = await this.takeDrops()
+      if (this.held.size > 0 || this.dropTable?.size) {
         this.held.expireAll(force, this.round, sink)
         lap('expireMs')
       }
@@ -286,6 +300,7 @@ export class MeterSetDrainer {
         this.store.commit(swap.gen, this.held.caches)
         lap('commitMs')
       }
+      if (this.dropTable?.size) unmeteredDrops = this.dropTable.sweep(this.round, (family, key) => this.held.holds(family, key))
     } finally {
       for (const {map} of [...start.taken, ...(swap === start ? [] : swap.taken)]) map.close()
       this.held.release()
@@ -301,7 +316,24 @@ export class MeterSetDrainer {
       takenByFamily,
       swapped: swap.gen !== undefined,
       liveEntries: this.liveEntries,
+      ...(drops?.length ? {drops} : {}),
+      ...(unmeteredDrops?.length ? {unmeteredDrops} : {}),
     }
+  }
+
+  /**
+   * Takes the namespace's drops out of the kernel into the drop table, when the set has drops on
+   * (its marker is read at every drain: \`meter attach --drops\` may turn them on while the daemon
+   * runs). Drops of flows held when the daemon is killed are lost with it: the snapshot keeps
+   * the flows, not their drops (docs/drop-reasons.md).
+   */
+  private async takeDrops(): Promise<DropTally[] | undefined> {
+    const inode = dropSetInode(this.store)
+    if (inode === undefined) return undefined
+    const entries = await takeDrops(this.set.root, inode)
+    this.dropTable ??= new DropTable(reasonNames())
+    this.held.drops = this.dropTable
+    return entries.length ? this.dropTable.add(entries, this.round) : undefined
   }
 
   /**
@@ -367,6 +399,20 @@ export class MeterSetDrainer {
       unread,
     }
   }
+}
+
+let kernelReasons: ReadonlyMap<number, string> | undefined
+
+/** The running kernel's drop reason names, read once (an empty table, numbers shown, if its BTF cannot be read). */
+function reasonNames(): ReadonlyMap<number, string> {
+  if (!kernelReasons) {
+    try {
+      kernelReasons = kernelDropReasons()
+    } catch {
+      kernelReasons = new Map()
+    }
+  }
+  return kernelReasons
 }
 
 /** Entries in `map`, or undefined when it cannot be read (or was not opened). */

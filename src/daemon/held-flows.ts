@@ -15,7 +15,7 @@
  */
 import {forEachFlow, forEachFlowAhead, type FlowMapReadOptions, type FlowVisitor} from '../bpf/flow-map-reader.js'
 import type {FamilyCaches} from '../bpf/flow-store.js'
-import {emptySample, interfaceSlot, keySamplingInterval} from '../bpf/layout.js'
+import {emptySample, FLOW_KEY4, FLOW_KEY6, interfaceSlot, keySamplingInterval} from '../bpf/layout.js'
 import type {BpfMap} from '../bpf/libbpf.js'
 import {END_REASON, FlowBatch} from '../flow/batch.js'
 import type {FoundKeys} from '../flow/key-index.js'
@@ -23,6 +23,7 @@ import {TCP_FIN, TCP_RST} from '../flow/protocols.js'
 import {FAMILIES, type Family} from '../flow/record.js'
 import {clockOffsetNs, monotonicNowNs} from '../sys/clock.js'
 import {fillCounters, fillKey} from './batch-rows.js'
+import type {DropTable} from './drop-table.js'
 
 /** Entries per read of a drained flow map (one bpf() call; the next ones are read ahead meanwhile). */
 const READ_BATCH = 8192
@@ -96,6 +97,8 @@ export class HeldFlows {
   /** Each flow's cache entry (or -1), for one read batch. */
   private found = new Int32Array(READ_BATCH)
   private readonly sample = emptySample()
+  /** The drops of the set's flows, when its drops are counted: each exported row takes its flow's. */
+  drops?: DropTable
 
   constructor(caches: FamilyCaches, netns: string, observationDomainId: number) {
     this.caches = caches
@@ -106,6 +109,13 @@ export class HeldFlows {
       return b
     }
     this.batches = {4: batch(4), 6: batch(6)}
+  }
+
+  /** Whether the cache holds the flow of these key bytes (the kernel's flow key of its family). */
+  holds(family: Family, key: Buffer): boolean {
+    const found = new Int32Array(1)
+    this.caches[family].findMany(key, 0, key.length, 1, found)
+    return found[0] >= 0
   }
 
   /** Flows held now. */
@@ -181,6 +191,7 @@ export class HeldFlows {
           const j = batch.length++
           fillKey(batch, j, keys, ko)
           fillCounters(batch, j, sample, reason, this.offsetNs)
+          this.drops?.attach(batch, j, keys, ko, keySize)
           this.exported[reason] = (this.exported[reason] ?? 0) + 1
           return
         }
@@ -227,6 +238,7 @@ export class HeldFlows {
     // Ended entries are marked and removed together afterwards (one compaction of the cache):
     // removing them one by one costs an index repair each.
     const ended = this.endedMarks(cache.size)
+    const keySize = family === 4 ? FLOW_KEY4.size : FLOW_KEY6.size
     let count = 0
     for (let idx = 0; idx < cache.size; idx++) {
       cache.read(idx, sample)
@@ -236,6 +248,7 @@ export class HeldFlows {
       const j = batch.length++
       fillKey(batch, j, cache.slabOf(idx), cache.recordAt(idx))
       fillCounters(batch, j, sample, reason, this.offsetNs)
+      this.drops?.attach(batch, j, cache.slabOf(idx), cache.recordAt(idx), keySize)
       this.exported[reason] = (this.exported[reason] ?? 0) + 1
       ended[idx] = 1
       count++

@@ -3,9 +3,11 @@
  * meter's config asks for, the Observation Domains the meters speak for, and the packets the
  * meters could not record (full maps) per domain, for the exporters' statistics records.
  */
+import {disableDrops, dropsOn, enableDrops} from '../bpf/drops.js'
 import {readOverflow} from '../bpf/overflow.js'
 import {readSampling, setSampling} from '../bpf/sampling.js'
 import type {Config} from '../config/config.js'
+import type {Paths} from '../paths.js'
 import type {MeterSetDrainer} from './drain.js'
 import type {Logger} from './log.js'
 
@@ -18,6 +20,18 @@ export function applySampling(log: Logger, label: string, drainer: MeterSetDrain
     log.log('info', 'sampling-set', {netns: label, from: before, to: n})
   } catch (error) {
     log.limited(`sampling:${label}`, 'error', 'sampling-not-set', {netns: label, sampling: n, error: (error as Error).message})
+  }
+}
+
+/** Turns a meter's drops on or off, as its `drops:` in the config says, if they are not already. */
+export async function applyDrops(log: Logger, paths: Paths, label: string, drainer: MeterSetDrainer, on: boolean): Promise<void> {
+  try {
+    const was = dropsOn(drainer.set)
+    if (on) await enableDrops(paths, drainer.set, drainer.set.netns, readSampling(drainer.set))
+    else await disableDrops(paths, drainer.set)
+    if (was !== on) log.log('info', 'drops-set', {netns: label, drops: on})
+  } catch (error) {
+    log.limited(`drops:${label}`, 'error', 'drops-not-set', {netns: label, drops: on, error: (error as Error).message})
   }
 }
 

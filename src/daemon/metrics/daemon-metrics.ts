@@ -154,6 +154,12 @@ export class DaemonMetrics implements FlowLogObserver {
       const capacity = drainer && this.capacity(drainer)
       if (capacity) this.m.mapFill.set({netns, family: `ipv${family}`}, flows / capacity)
     }
+    for (const d of report.drops ?? []) {
+      const labels = {netns, interface: this.names.name(netns, d.ifindex), reason: d.reason}
+      this.m.droppedPackets.inc(labels, d.packets)
+      this.m.droppedBytes.inc(labels, d.bytes)
+    }
+    for (const d of report.unmeteredDrops ?? []) this.m.droppedUnmetered.inc({netns, interface: this.names.name(netns, d.ifindex), reason: d.reason}, d.packets)
     this.syncCollectors()
     this.accuracy.drained(netns, drainer?.set.netns ?? (netns === 'root' ? null : netns), report.seen)
   }

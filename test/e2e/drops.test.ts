@@ -1,0 +1,177 @@
+/**
+ * Drops with their reasons end to end: a namespace router (client -> router -> server) with the
+ * meter on both router interfaces and its drops on (`meter attach --drops`), the daemon exporting
+ * with the drop counters in its templates, and tshark decoding the export. Four ways a router
+ * drops a packet, each its own flow with exact drop counts and its forwardingStatus code (RFC 7270)
+ * beside the packets the meter counted coming in; none of them leaves by the other interface.
+ */
+import assert from 'node:assert/strict'
+import {randomBytes} from 'node:crypto'
+import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
+import {dropHookAttached} from '../../src/bpf/drops.js'
+import {MeterSet} from '../../src/bpf/meter-set.js'
+import {DEFAULT_TEMPLATES} from '../../src/ipfix/export/exportable-elements.js'
+import {Lab} from '../../src/lab/lab.js'
+import {runAgent, startAgent} from '../../src/lab/traffic.js'
+import {run} from '../../src/sys/exec.js'
+import {DaemonProcess} from '../helpers/daemon.js'
+import {requireE2e, PrivateDirs} from '../helpers/e2e.js'
+import {requireTshark, tsharkDecodeIpfix, type TsharkRecord} from '../helpers/tshark.js'
+import {Sink} from '../ipfix/flows.js'
+
+const ACL_DENY = 129
+const UNROUTABLE = 131
+const FRAGMENTATION_AND_DF = 133
+const BAD_TTL = 137
+const SENT = 5
+
+describe('drops with their reasons through a namespace router @e2e', function () {
+  const id = randomBytes(3).toString('hex')
+  const privateDirs = new PrivateDirs(`drops-${id}`)
+  const lab = new Lab(id)
+  let tmp = ''
+  let router = ''
+  let records: TsharkRecord[] = []
+  let logLines: Record<string, unknown>[] = []
+  const ifindex: Record<string, number> = {}
+  let denied: {sport: number} | undefined
+  let unroutable: {sport: number} | undefined
+
+  before(async function () {
+    requireE2e(this)
+    await requireTshark(this)
+    tmp = mkdtempSync(join(tmpdir(), 'fct-drops-'))
+    privateDirs.apply()
+    const client = await lab.namespace('client')
+    router = await lab.namespace('router')
+    const server = await lab.namespace('server')
+    await lab.veth(client, 'c0', router, 'r0', {v4: ['198.18.60.2/24', '198.18.60.1/24'], quiet: true})
+    await lab.veth(router, 'r1', server, 's0', {v4: ['198.18.61.1/24', '198.18.61.2/24'], quiet: true})
+    await lab.sysctl(router, 'net.ipv4.ip_forward', '1')
+    await lab.exec(router, 'ip', ['link', 'set', 'dev', 'r1', 'mtu', '1280'])
+    await lab.exec(server, 'ip', ['link', 'set', 'dev', 's0', 'mtu', '1280'])
+    await lab.exec(server, 'ip', ['addr', 'add', '198.18.62.1/32', 'dev', 'lo'])
+    await lab.exec(router, 'ip', ['route', 'add', '198.18.62.0/24', 'via', '198.18.61.2'])
+    await lab.exec(client, 'ip', ['route', 'add', 'default', 'via', '198.18.60.1'])
+    await lab.exec(server, 'ip', ['route', 'add', 'default', 'via', '198.18.61.1'])
+    // The firewall: UDP to port 7001 is dropped on its way through the router.
+    await lab.exec(router, 'nft', ['add', 'table', 'inet', 'fct'])
+    await lab.exec(router, 'nft', ['add', 'chain', 'inet', 'fct', 'through', '{ type filter hook forward priority 0; }'])
+    await lab.exec(router, 'nft', ['add', 'rule', 'inet', 'fct', 'through', 'udp', 'dport', '7001', 'drop'])
+    for (const name of ['r0', 'r1'])
+      ifindex[name] = (JSON.parse(await lab.exec(router, 'ip', ['-j', 'link', 'show', 'dev', name])) as {ifindex: number}[])[0].ifindex
+    await attachMeters(privateDirs.paths, {
+      targets: [
+        {netns: router, ifname: 'r0'},
+        {netns: router, ifname: 'r1'},
+      ],
+      directions: ['ingress', 'egress'],
+      pref: 1,
+      handle: 1,
+      force: false,
+      drops: true,
+    })
+
+    const sink = await Sink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
+    const config = join(tmp, 'config.yaml')
+    const log = join(tmp, 'flows.jsonl')
+    const extra = ['forwardingStatus', 'droppedPacketDeltaCount', 'droppedOctetDeltaCount']
+    const templates = DEFAULT_TEMPLATES.map((t) => `- id: ${t.id}\n  fields: [${[...t.fields, ...extra].join(', ')}]`).join('\n')
+    writeFileSync(
+      config,
+      `collectors:\n- address: 127.0.0.1:${sink.port}\nlogs:\n- file: ${log}\ntemplates:\n${templates}\nmetrics:\n  listen: ''\nstateFile: ${join(tmp, 'state.json')}\n`,
+    )
+    const daemon = new DaemonProcess(config)
+    try {
+      await daemon.waitForLog('started')
+      const udpSink = await startAgent(server, {mode: 'udp-sink', host: '0.0.0.0', port: 7001})
+      denied = await runAgent(client, {mode: 'udp-send', host: '198.18.61.2', port: 7001, count: SENT, size: 100, gapMs: 5})
+      unroutable = await runAgent(client, {mode: 'udp-send', host: '198.19.7.1', port: 7002, count: SENT, size: 100, gapMs: 5})
+      udpSink.stop()
+      // TTL 1: it expires at the router (ping says so, and fails).
+      await run('ping', ['-4', '-c', String(SENT), '-t', '1', '-i', '0.05', '-W', '1', '-q', '198.18.61.2'], {netns: client}).catch(() => {})
+      // 1400 bytes with DF towards a 1280-byte link; -M probe keeps DF on every packet, whatever
+      // the router's "fragmentation needed" taught the client.
+      await run('ping', ['-4', '-c', String(SENT), '-M', 'probe', '-s', '1372', '-i', '0.05', '-W', '1', '-q', '198.18.62.1'], {netns: client}).catch(() => {})
+      assert.equal(await daemon.stop(), 0, daemon.tail)
+    } finally {
+      await daemon.stop('SIGKILL').catch(() => {})
+      await sink.stop()
+    }
+    records = await tsharkDecodeIpfix(sink.datagrams, sink.port)
+    logLines = readFileSync(log, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+  })
+
+  after(async function () {
+    if (router) await detachMeters(privateDirs.paths, {targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
+    await lab.destroy()
+    if (tmp) rmSync(tmp, {recursive: true, force: true})
+    privateDirs.remove()
+  })
+
+  /** The records of the flow from the client to `dst` (UDP from `sport`, or ICMP echo), by direction. */
+  function flow(dst: string, match: (r: TsharkRecord) => boolean): {inbound: TsharkRecord; outbound: TsharkRecord[]} {
+    const found = records.filter((r) => r.sourceIPv4Address === '198.18.60.2' && r.destinationIPv4Address === dst && match(r))
+    const inbound = found.filter((r) => r.flowDirection === 0 && r.ingressInterface === ifindex.r0)
+    assert.equal(inbound.length, 1, `one record of the flow to ${dst} coming in by r0 in ${JSON.stringify(found)}`)
+    return {inbound: inbound[0], outbound: found.filter((r) => r.flowDirection === 1)}
+  }
+  const udpFrom = (sport: number) => (r: TsharkRecord) => r.protocolIdentifier === 17 && r.sourceTransportPort === sport
+  const echo = (r: TsharkRecord) => r.protocolIdentifier === 1 && r.destinationTransportPort === 0x0800
+
+  function assertDropped(r: TsharkRecord, ipBytes: number, code: number): void {
+    assert.equal(r.packetDeltaCount, SENT, 'the meter counted every packet coming in')
+    assert.equal(r.droppedPacketDeltaCount, SENT, 'and the router dropped every one')
+    assert.equal(r.droppedOctetDeltaCount, SENT * ipBytes)
+    assert.equal(Number(r.forwardingStatus), code)
+  }
+
+  it('counts packets a firewall rule drops as ACL deny (129)', function () {
+    const {inbound, outbound} = flow('198.18.61.2', udpFrom(denied!.sport))
+    assertDropped(inbound, 128, ACL_DENY)
+    assert.deepEqual(outbound, [], 'nothing of it left by r1')
+  })
+
+  it('counts packets with no route as unroutable (131)', function () {
+    const {inbound, outbound} = flow('198.19.7.1', udpFrom(unroutable!.sport))
+    assertDropped(inbound, 128, UNROUTABLE)
+    assert.deepEqual(outbound, [])
+  })
+
+  it('counts packets whose TTL expires at the router as bad TTL (137)', function () {
+    const {inbound, outbound} = flow('198.18.61.2', echo)
+    assertDropped(inbound, 84, BAD_TTL)
+    assert.deepEqual(outbound, [])
+  })
+
+  it('counts packets too big for the next link with DF set as fragmentation and DF (133)', function () {
+    const {inbound, outbound} = flow('198.18.62.1', echo)
+    assertDropped(inbound, 1400, FRAGMENTATION_AND_DF)
+    assert.deepEqual(outbound, [])
+  })
+
+  it("names the kernel's reason in the flow log", function () {
+    const reasons = Object.fromEntries(
+      logLines.filter((l) => l.src === '198.18.60.2' && l.direction === 'ingress' && l.dropReason).map((l) => [`${l.dst as string}/${l.proto as number}`, l]),
+    )
+    assert.equal(reasons['198.18.61.2/17']?.dropReason, 'NETFILTER_DROP')
+    assert.equal(reasons['198.19.7.1/17']?.dropReason, 'IP_INNOROUTES')
+    assert.equal(reasons['198.18.61.2/1']?.dropReason, 'TTL_EXPIRED')
+    assert.equal(reasons['198.18.62.1/1']?.dropReason, 'PKT_TOO_BIG')
+    assert.equal(reasons['198.18.62.1/1']?.droppedPkts, SENT)
+  })
+
+  it('takes the hook away with the last namespace that had drops on', async function () {
+    assert.ok(dropHookAttached(privateDirs.paths), 'the hook is attached while the router is metered with drops')
+    await detachMeters(privateDirs.paths, {targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']})
+    assert.equal(dropHookAttached(privateDirs.paths), false)
+    assert.equal(MeterSet.for(privateDirs.paths, router).exists(), false)
+  })
+})
