@@ -281,10 +281,12 @@ export class MeterSetDrainer {
     let drops: DropTally[] | undefined
     let unmeteredDrops: DropTally[] | undefined
     try {
-      await merge(start.taken)
-      // After the flows: a packet is metered before it is dropped, so its flow is in the cache
-      // by now unless its packets were counted after the swap (then they come next drain).
+      // Before the flows are merged, for a forced drain exports each flow as it reads it. The
+      // flow maps were swapped before (startDrain), and a packet is metered before it is dropped:
+      // a drop taken here has its packet in the flows taken, held, or (metered after the swap)
+      // in the next drain's.
       drops = await this.takeDrops()
+      await merge(start.taken)
       if (this.held.size > 0 || this.dropTable?.size) {
         this.held.expireAll(force, this.round, sink)
         lap('expireMs')

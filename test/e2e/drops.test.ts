@@ -57,6 +57,9 @@ describe('drops with their reasons through a namespace router @e2e', function ()
     await lab.exec(server, 'ip', ['addr', 'add', '198.18.62.1/32', 'dev', 'lo'])
     await lab.exec(router, 'ip', ['route', 'add', '198.18.62.0/24', 'via', '198.18.61.2'])
     await lab.exec(client, 'ip', ['route', 'add', 'default', 'via', '198.18.60.1'])
+    // A locked MTU: the router's "fragmentation needed" does not lower the client's path MTU, so
+    // every oversize packet leaves the client with DF set (ping -M do would refuse the next ones).
+    await lab.exec(client, 'ip', ['route', 'add', '198.18.62.0/24', 'via', '198.18.60.1', 'mtu', 'lock', '1500'])
     await lab.exec(server, 'ip', ['route', 'add', 'default', 'via', '198.18.61.1'])
     // The firewall: UDP to port 7001 is dropped on its way through the router.
     await lab.exec(router, 'nft', ['add', 'table', 'inet', 'fct'])
@@ -94,9 +97,8 @@ describe('drops with their reasons through a namespace router @e2e', function ()
       udpSink.stop()
       // TTL 1: it expires at the router (ping says so, and fails).
       await run('ping', ['-4', '-c', String(SENT), '-t', '1', '-i', '0.05', '-W', '1', '-q', '198.18.61.2'], {netns: client}).catch(() => {})
-      // 1400 bytes with DF towards a 1280-byte link; -M probe keeps DF on every packet, whatever
-      // the router's "fragmentation needed" taught the client.
-      await run('ping', ['-4', '-c', String(SENT), '-M', 'probe', '-s', '1372', '-i', '0.05', '-W', '1', '-q', '198.18.62.1'], {netns: client}).catch(() => {})
+      // 1400 bytes with DF towards a 1280-byte link.
+      await run('ping', ['-4', '-c', String(SENT), '-M', 'do', '-s', '1372', '-i', '0.05', '-W', '1', '-q', '198.18.62.1'], {netns: client}).catch(() => {})
       assert.equal(await daemon.stop(), 0, daemon.tail)
     } finally {
       await daemon.stop('SIGKILL').catch(() => {})
