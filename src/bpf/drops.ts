@@ -28,10 +28,10 @@ import {DROP_KEY, DROP_NETNS, DROP_SET, DROP_STATS, DROP_VALUE, DROPS_MAP_ENTRIE
 import {attachRawTracepoint, BPF_F_NO_PREALLOC, BpfMap, ENOENT, MAP_TYPE, numPossibleCpus} from './libbpf.js'
 import type {MeterSet} from './meter-set.js'
 
-export const DROP_MARKER = 'drops'
+const DROP_MARKER = 'drops'
 const TRACEPOINT = 'kfree_skb'
 
-export function dropHookDir(paths: Paths): string {
+function dropHookDir(paths: Paths): string {
   return join(paths.pinRoot, 'drops')
 }
 
@@ -71,7 +71,7 @@ async function compileDropHook(cacheDir: string): Promise<string> {
 }
 
 /** Loads and attaches the hook, unless it is attached already. */
-export async function ensureDropHook(paths: Paths): Promise<void> {
+async function ensureDropHook(paths: Paths): Promise<void> {
   if (dropHookAttached(paths)) return
   const dir = dropHookDir(paths)
   const objectPath = await compileDropHook(paths.cacheDir)
@@ -92,7 +92,7 @@ export async function ensureDropHook(paths: Paths): Promise<void> {
 }
 
 /** Detaches and removes the hook and its maps (and the pin root, if nothing else is left in it). */
-export async function removeDropHook(paths: Paths): Promise<void> {
+async function removeDropHook(paths: Paths): Promise<void> {
   await rm(dropHookDir(paths), {recursive: true, force: true})
   try {
     if (existsSync(paths.pinRoot) && readdirSync(paths.pinRoot).length === 0) await rm(paths.pinRoot, {recursive: true})
@@ -108,7 +108,7 @@ function u32Key(n: number): Buffer {
 }
 
 /** A new, empty drops hash shaped as drop_maps' inner map (flags and sizes must match it). */
-export function newDropsMap(): BpfMap {
+function newDropsMap(): BpfMap {
   return BpfMap.create(MAP_TYPE.hash, 'drops', DROP_KEY.size, DROP_VALUE.size, DROPS_MAP_ENTRIES, BPF_F_NO_PREALLOC)
 }
 
@@ -226,7 +226,7 @@ function flowKeyOf(keys: Buffer, at: number, family: 4 | 6): Buffer {
 }
 
 /** Every entry of a drops hash. */
-export function readDrops(map: BpfMap): DropEntry[] {
+function readDrops(map: BpfMap): DropEntry[] {
   const out: DropEntry[] = []
   const f = DROP_KEY.fields
   map.forEachBatch((keys, values, n) => {

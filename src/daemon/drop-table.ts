@@ -37,7 +37,7 @@ interface FlowDrops {
 }
 
 /** The name of a drop's reason: the kernel's (from its BTF), TTL_EXPIRED, or the number when the kernel's enum did not name it. */
-export function dropReasonName(entry: DropEntry, names: ReadonlyMap<number, string>): string {
+function dropReasonName(entry: DropEntry, names: ReadonlyMap<number, string>): string {
   if (entry.ttlExpired) return TTL_EXPIRED
   return names.get(entry.reason) ?? `REASON_${entry.reason}`
 }

@@ -23,6 +23,7 @@ import {directionName} from '../../flow/record.js'
 import type {CollectorExporter, ExporterStats} from '../../ipfix/export/collector-exporter.js'
 import type {Paths} from '../../paths.js'
 import {readLinkCounters} from '../../sys/netns.js'
+import {readDropStats} from '../../bpf/drops.js'
 import type {Daemon, DaemonObserver} from '../daemon.js'
 import type {DrainReport, MeterSetDrainer} from '../drain.js'
 import {InterfaceNames} from '../interfaces.js'
@@ -261,6 +262,18 @@ export class DaemonMetrics implements FlowLogObserver {
         notMeteredPackets.counter.inc(labels, 0)
         notMeteredBytes.counter.inc(labels, 0)
       }
+    }
+    this.syncDropHook()
+  }
+
+  /** The drop hook's own counts (host-wide): drops lost to a full drops hash. */
+  private syncDropHook(): void {
+    if (!this.daemon) return
+    try {
+      const stats = readDropStats(this.daemon.paths)
+      if (stats) this.m.dropsLost.set({}, stats.lost)
+    } catch (error) {
+      this.log.limited('metrics-drop-stats', 'warn', 'metrics-read-failed', {map: 'drop_stats', error: (error as Error).message})
     }
   }
 

@@ -80,6 +80,13 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
       'Dropped packets (of flowctl_dropped_packets_total) whose flow the meter never counted (no meter on their interface, later fragments, IPv6 extension headers): in no flow record.',
       ['netns', 'interface', 'reason'],
     ),
+    dropsLost: new AbsoluteCounter(
+      counter(
+        'flowctl_dropped_lost_packets_total',
+        "Dropped packets the drop hook could not record, host-wide: their namespace's drops hash was full (65536 flows and reasons between two drains).",
+        [],
+      ),
+    ),
     flowsExported: counter('flowctl_flows_exported_total', 'Flow records exported, by namespace and IPFIX flowEndReason.', ['netns', 'reason']),
     flowsBySampling: counter(
       'flowctl_flows_exported_by_sampling_total',
