@@ -285,6 +285,40 @@ export async function takeDrops(pinRoot: string, inode: number): Promise<DropEnt
   }
 }
 
+/**
+ * A namespace's drops so far in its current drops hash, read where it is (not taken out: for
+ * readers beside the daemon, such as `top`), with the hash's id: a new id is a hash the daemon
+ * swapped in since. Undefined when drops are off or the hook is gone.
+ */
+export function peekDrops(pinRoot: string, inode: number): {id: number; entries: DropEntry[]} | undefined {
+  let outer: BpfMap
+  try {
+    outer = BpfMap.open(join(pinRoot, 'drops', 'maps', 'drop_maps'))
+  } catch (error) {
+    if (error instanceof BpfError && error.errno === ENOENT) return undefined
+    throw error
+  }
+  try {
+    const id = outer.lookup(u32Key(inode), Buffer.alloc(4))?.readUInt32LE(0)
+    if (id === undefined) return undefined
+    let map: BpfMap
+    try {
+      map = BpfMap.openById(id, 'a drops hash')
+    } catch (error) {
+      // Swapped out and freed between the two reads: the next read finds the new one.
+      if (error instanceof BpfError && error.errno === ENOENT) return undefined
+      throw error
+    }
+    try {
+      return {id, entries: readDrops(map)}
+    } finally {
+      map.close()
+    }
+  } finally {
+    outer.close()
+  }
+}
+
 /** The hook's own counts, summed over CPUs: drops it counted, and drops lost to a full drops hash. */
 export function readDropStats(paths: Paths): {counted: number; lost: number} | undefined {
   if (!dropHookAttached(paths)) return undefined

@@ -20,7 +20,9 @@ any drain interval. Should top miss a map anyway (held up for longer than a drai
 of showing rates that undercount. A flow counted 1 packet in N (\`meter attach --sampling N\`) counts N times:
 with sampling, the rates are estimates. Press q to quit. With --once it samples twice, one interval apart, prints and
 exits (--json for scripts); a missed map makes it fail. It shows one namespace: --netns NS, or the root namespace
-when omitted; --all-netns shows every metered namespace.`
+when omitted; --all-netns shows every metered namespace. In a namespace with drops on (\`meter attach --drops\`),
+the rows also show the packets per second the kernel dropped of their flows and the kernel's reason (read from the
+namespace's drops beside the daemon, which takes them at every drain: those rates may undercount).`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -104,10 +106,19 @@ function render(sample: TopSample, by: TopGrouping): string[] {
   const title = `flowctl top: rates over the last ${sample.intervalSeconds.toFixed(1)} s from the live flow maps, by ${by} (q quits)`
   if (sample.swapsMissed) return [title, '', `${missedText(sample)}: no rates for this interval`]
   if (sample.rows.length === 0) return [title, '', 'no traffic in the interval']
+  // Namespaces with drops on (meter attach --drops): the drops of the row's flows, and the kernel's reason.
+  const drops = sample.rows.some((r) => r.droppedPackets)
   const table = renderTable(
-    ['NETNS', by.toUpperCase(), 'BITS/S', 'PACKETS/S', 'FLOWS'],
-    sample.rows.map((r) => [r.netns, r.label, rate(r.bytesPerSecond * 8, 'b/s'), rate(r.packetsPerSecond, 'p/s'), String(r.flows)]),
-    {right: [2, 3, 4]},
+    ['NETNS', by.toUpperCase(), 'BITS/S', 'PACKETS/S', 'FLOWS', ...(drops ? ['DROPS/S', 'DROP REASON'] : [])],
+    sample.rows.map((r) => [
+      r.netns,
+      r.label,
+      rate(r.bytesPerSecond * 8, 'b/s'),
+      rate(r.packetsPerSecond, 'p/s'),
+      String(r.flows),
+      ...(drops ? [r.droppedPackets ? rate(r.droppedPackets / sample.intervalSeconds, 'p/s') : '', r.dropReason ?? ''] : []),
+    ]),
+    {right: drops ? [2, 3, 4, 5] : [2, 3, 4]},
   )
   return [title, '', ...table]
 }

@@ -28,6 +28,7 @@ import {protocolName} from '../flow/protocols.js'
 import type {Paths} from '../paths.js'
 import {netnsLabel} from '../sys/netns.js'
 import {resolveScope, type FlowScope} from './query.js'
+import {TopDrops} from './top-drops.js'
 import {matchesSelector, type FlowSelector} from './selectors.js'
 
 export const TOP_GROUPINGS = ['flow', 'src', 'dst', 'port', 'proto', 'interface'] as const
@@ -53,6 +54,9 @@ export interface TopRow {
   bytes: number
   /** Flows with traffic in the interval that the row sums. */
   flows: number
+  /** Packets of the row's flows the kernel dropped in the interval (namespaces with drops on), and the reason with the most. */
+  droppedPackets?: number
+  dropReason?: string
 }
 
 export interface TopSample {
@@ -237,7 +241,7 @@ function groupLabel(by: TopGrouping, key: FlowKey, ifname: string): string {
 
 /** Follows the live maps of every meter set in scope and turns their growth into rates. */
 export class TopSampler {
-  private followers: {set: MeterSet; names: Map<number, string>; selector: FlowSelector; history: SlotHistory; maps: LiveMapFollower[]}[] = []
+  private followers: {set: MeterSet; names: Map<number, string>; selector: FlowSelector; history: SlotHistory; maps: LiveMapFollower[]; drops: TopDrops}[] = []
   private lastAt = 0
   private readonly openedAt = performance.now()
   private timer: NodeJS.Timeout | undefined
@@ -253,7 +257,7 @@ export class TopSampler {
         set.verifyLayout()
         const history = new SlotHistory(set)
         const maps: LiveMapFollower[] = []
-        sampler.followers.push({set, names, selector, history, maps})
+        sampler.followers.push({set, names, selector, history, maps, drops: new TopDrops(set)})
         for (const f of FAMILIES) maps.push(new LiveMapFollower(set.openFamily(f), f, history))
       }
     } catch (error) {
@@ -351,10 +355,12 @@ export class TopSampler {
 
   private collect(by: TopGrouping): {groups: Map<string, TopRow>; followed: number; missed: number} {
     const groups = new Map<string, TopRow>()
+    const mostDropped = new Map<string, number>()
     let followed = 0
     let missed = 0
-    for (const {set, names, selector, maps} of this.followers) {
+    for (const {set, names, selector, maps, drops} of this.followers) {
       const netns = netnsLabel(set.netns)
+      const dropped = drops.read()
       for (const m of maps) {
         const swaps = m.take((raw, counted, countedBytes) => {
           const key = decodeFlowKey(m.family, raw)
@@ -364,12 +370,22 @@ export class TopSampler {
           const bytes = countedBytes * key.samplingInterval
           const label = groupLabel(by, key, names.get(key.ifindex) ?? `if${key.ifindex}`)
           const id = `${netns}\u0000${label}`
-          const row = groups.get(id)
+          let row = groups.get(id)
           if (row) {
             row.packets += packets
             row.bytes += bytes
             row.flows++
-          } else groups.set(id, {label, netns, packetsPerSecond: 0, bytesPerSecond: 0, packets, bytes, flows: 1})
+          } else groups.set(id, (row = {label, netns, packetsPerSecond: 0, bytesPerSecond: 0, packets, bytes, flows: 1}))
+          const d = dropped.size ? dropped.get(raw.toString('latin1')) : undefined
+          if (d) {
+            // The row's reason: that of its flow with the most drops.
+            const n = d.packets * key.samplingInterval
+            if (n > (mostDropped.get(id) ?? 0)) {
+              row.dropReason = d.reason
+              mostDropped.set(id, n)
+            }
+            row.droppedPackets = (row.droppedPackets ?? 0) + n
+          }
         })
         followed += swaps.followed
         missed += swaps.missed

@@ -16,6 +16,7 @@ import {dropHookAttached} from '../../src/bpf/drops.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {DEFAULT_TEMPLATES} from '../../src/ipfix/export/exportable-elements.js'
 import {Lab} from '../../src/lab/lab.js'
+import {TopSampler} from '../../src/view/top.js'
 import {runAgent, startAgent} from '../../src/lab/traffic.js'
 import {run} from '../../src/sys/exec.js'
 import {DaemonProcess} from '../helpers/daemon.js'
@@ -35,6 +36,7 @@ describe('drops with their reasons through a namespace router @e2e', function ()
   const lab = new Lab(id)
   let tmp = ''
   let router = ''
+  let client = ''
   let records: TsharkRecord[] = []
   let logLines: Record<string, unknown>[] = []
   const ifindex: Record<string, number> = {}
@@ -46,7 +48,7 @@ describe('drops with their reasons through a namespace router @e2e', function ()
     await requireTshark(this)
     tmp = mkdtempSync(join(tmpdir(), 'fct-drops-'))
     privateDirs.apply()
-    const client = await lab.namespace('client')
+    client = await lab.namespace('client')
     router = await lab.namespace('router')
     const server = await lab.namespace('server')
     await lab.veth(client, 'c0', router, 'r0', {v4: ['198.18.60.2/24', '198.18.60.1/24'], quiet: true})
@@ -168,6 +170,21 @@ describe('drops with their reasons through a namespace router @e2e', function ()
     assert.equal(reasons['198.18.61.2/1']?.dropReason, 'TTL_EXPIRED')
     assert.equal(reasons['198.18.62.1/1']?.dropReason, 'PKT_TOO_BIG')
     assert.equal(reasons['198.18.62.1/1']?.droppedPkts, SENT)
+  })
+
+  it("shows a flow's drops and the kernel's reason in top", async function () {
+    const sampler = await TopSampler.open(privateDirs.paths, {netns: router, selector: {}})
+    try {
+      sampler.prime()
+      const sent = await runAgent(client, {mode: 'udp-send', host: '198.18.61.2', port: 7001, count: SENT, size: 100})
+      const row = sampler.sample('flow').rows.find((r) => r.label.includes(`:${sent.sport} >`) && r.label.startsWith('r0 ingress'))
+      assert.ok(row, 'a row for the flow')
+      assert.equal(row.packets, SENT)
+      assert.equal(row.droppedPackets, SENT)
+      assert.equal(row.dropReason, 'NETFILTER_DROP')
+    } finally {
+      sampler.close()
+    }
   })
 
   it('takes the hook away with the last namespace that had drops on', async function () {
