@@ -6,6 +6,7 @@
 import {disableDrops, dropsOn, enableDrops} from '../bpf/drops.js'
 import {readOverflow} from '../bpf/overflow.js'
 import {readSampling, setSampling} from '../bpf/sampling.js'
+import {withStateLock} from '../bpf/state.js'
 import type {Config} from '../config/config.js'
 import type {Paths} from '../paths.js'
 import type {MeterSetDrainer} from './drain.js'
@@ -26,9 +27,14 @@ export function applySampling(log: Logger, label: string, drainer: MeterSetDrain
 /** Turns a meter's drops on or off, as its `drops:` in the config says, if they are not already. */
 export async function applyDrops(log: Logger, paths: Paths, label: string, drainer: MeterSetDrainer, on: boolean): Promise<void> {
   try {
-    const was = dropsOn(drainer.set)
-    if (on) await enableDrops(paths, drainer.set, drainer.set.netns, readSampling(drainer.set))
-    else await disableDrops(paths, drainer.set)
+    // Under the lock `meter attach` and `detach` take: the hook is loaded and removed with the
+    // namespaces that have drops on, which they change too.
+    const was = await withStateLock(paths, async () => {
+      const before = dropsOn(drainer.set)
+      if (on) await enableDrops(paths, drainer.set, drainer.set.netns, readSampling(drainer.set))
+      else await disableDrops(paths, drainer.set)
+      return before
+    })
     if (was !== on) log.log('info', 'drops-set', {netns: label, drops: on})
   } catch (error) {
     log.limited(`drops:${label}`, 'error', 'drops-not-set', {netns: label, drops: on, error: (error as Error).message})

@@ -10,9 +10,10 @@ import {randomBytes} from 'node:crypto'
 import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {attachMeters, detachMeters} from '../../src/bpf/attach.js'
-import {dropHookAttached} from '../../src/bpf/drops.js'
+import {dropHookAttached, dropsOn} from '../../src/bpf/drops.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {DEFAULT_TEMPLATES} from '../../src/ipfix/export/exportable-elements.js'
 import {Lab} from '../../src/lab/lab.js'
@@ -20,6 +21,7 @@ import {TopSampler} from '../../src/view/top.js'
 import {runAgent, startAgent} from '../../src/lab/traffic.js'
 import {run} from '../../src/sys/exec.js'
 import {DaemonProcess} from '../helpers/daemon.js'
+import {sample} from '../helpers/prom.js'
 import {requireE2e, PrivateDirs} from '../helpers/e2e.js'
 import {requireTshark, tsharkDecodeIpfix, type TsharkRecord} from '../helpers/tshark.js'
 import {Sink} from '../ipfix/flows.js'
@@ -29,6 +31,7 @@ const UNROUTABLE = 131
 const FRAGMENTATION_AND_DF = 133
 const BAD_TTL = 137
 const SENT = 5
+const DROP_REASONS = ['NETFILTER_DROP', 'IP_INNOROUTES', 'TTL_EXPIRED', 'PKT_TOO_BIG']
 
 describe('drops with their reasons through a namespace router @e2e', function () {
   const id = randomBytes(3).toString('hex')
@@ -39,6 +42,7 @@ describe('drops with their reasons through a namespace router @e2e', function ()
   let client = ''
   let records: TsharkRecord[] = []
   let logLines: Record<string, unknown>[] = []
+  let metrics = ''
   const ifindex: Record<string, number> = {}
   let denied: {sport: number} | undefined
   let unroutable: {sport: number} | undefined
@@ -88,11 +92,12 @@ describe('drops with their reasons through a namespace router @e2e', function ()
     const templates = DEFAULT_TEMPLATES.map((t) => `- id: ${t.id}\n  fields: [${[...t.fields, ...extra].join(', ')}]`).join('\n')
     writeFileSync(
       config,
-      `collectors:\n- address: 127.0.0.1:${sink.port}\nlogs:\n- file: ${log}\ntemplates:\n${templates}\nmetrics:\n  listen: ''\nstateFile: ${join(tmp, 'state.json')}\n`,
+      `collectors:\n- address: 127.0.0.1:${sink.port}\nlogs:\n- file: ${log}\ntemplates:\n${templates}\nmetrics:\n  listen: '127.0.0.1:0'\nstateFile: ${join(tmp, 'state.json')}\n`,
     )
     const daemon = new DaemonProcess(config)
     try {
       await daemon.waitForLog('started')
+      const url = String((await daemon.waitForLog('metrics-listening', () => true, 30_000)).url)
       const udpSink = await startAgent(server, {mode: 'udp-sink', host: '0.0.0.0', port: 7001})
       denied = await runAgent(client, {mode: 'udp-send', host: '198.18.61.2', port: 7001, count: SENT, size: 100, gapMs: 5})
       unroutable = await runAgent(client, {mode: 'udp-send', host: '198.19.7.1', port: 7002, count: SENT, size: 100, gapMs: 5})
@@ -101,6 +106,14 @@ describe('drops with their reasons through a namespace router @e2e', function ()
       await run('ping', ['-4', '-c', String(SENT), '-t', '1', '-i', '0.05', '-W', '1', '-q', '198.18.61.2'], {netns: client}).catch(() => {})
       // 1400 bytes with DF towards a 1280-byte link.
       await run('ping', ['-4', '-c', String(SENT), '-M', 'do', '-s', '1372', '-i', '0.05', '-W', '1', '-q', '198.18.62.1'], {netns: client}).catch(() => {})
+      // Every drop is in the metrics within a drain or two.
+      const deadline = Date.now() + 30_000
+      for (;;) {
+        metrics = await (await fetch(url)).text()
+        if (DROP_REASONS.every((reason) => sample(metrics, 'flowctl_dropped_packets_total', {interface: 'r0', reason}) === SENT)) break
+        if (Date.now() > deadline) break
+        await sleep(200)
+      }
       assert.equal(await daemon.stop(), 0, daemon.tail)
     } finally {
       await daemon.stop('SIGKILL').catch(() => {})
@@ -172,6 +185,15 @@ describe('drops with their reasons through a namespace router @e2e', function ()
     assert.equal(reasons['198.18.62.1/1']?.droppedPkts, SENT)
   })
 
+  it('counts every drop in flowctl_dropped_packets_total by interface and reason', function () {
+    for (const reason of DROP_REASONS) {
+      const labels = {interface: 'r0', reason}
+      assert.equal(sample(metrics, 'flowctl_dropped_packets_total', labels), SENT, reason)
+      assert.ok((sample(metrics, 'flowctl_dropped_bytes_total', labels) ?? 0) >= SENT * 84, reason)
+      assert.equal(sample(metrics, 'flowctl_dropped_unmetered_packets_total', labels) ?? 0, 0, `${reason}: every flow was metered`)
+    }
+  })
+
   it("shows a flow's drops and the kernel's reason in top", async function () {
     const sampler = await TopSampler.open(privateDirs.paths, {netns: router, selector: {}})
     try {
@@ -192,5 +214,56 @@ describe('drops with their reasons through a namespace router @e2e', function ()
     await detachMeters(privateDirs.paths, {targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']})
     assert.equal(dropHookAttached(privateDirs.paths), false)
     assert.equal(MeterSet.for(privateDirs.paths, router).exists(), false)
+  })
+})
+
+describe("a meter's drops from the daemon's config @e2e", function () {
+  const id = randomBytes(3).toString('hex')
+  const privateDirs = new PrivateDirs(`drops-config-${id}`)
+  const lab = new Lab(id)
+  let tmp = ''
+  let host = ''
+
+  before(async function () {
+    requireE2e(this)
+    tmp = mkdtempSync(join(tmpdir(), 'fct-drops-config-'))
+    privateDirs.apply()
+    host = await lab.namespace('host')
+    const peer = await lab.namespace('peer')
+    await lab.veth(host, 'h0', peer, 'p0', {v4: ['198.18.63.1/24', '198.18.63.2/24'], quiet: true})
+    await attachMeters(privateDirs.paths, {targets: [{netns: host, ifname: 'h0'}], directions: ['ingress'], pref: 1, handle: 1, force: false})
+  })
+
+  after(async function () {
+    if (host) await detachMeters(privateDirs.paths, {targets: [], all: true, directions: ['ingress', 'egress']}).catch(() => {})
+    await lab.destroy()
+    if (tmp) rmSync(tmp, {recursive: true, force: true})
+    privateDirs.remove()
+  })
+
+  async function runDaemon(drops: boolean): Promise<void> {
+    const config = join(tmp, 'config.yaml')
+    writeFileSync(
+      config,
+      `logs:\n- file: /dev/null\nmeters:\n- netns: ${host}\n  drops: ${drops}\nmetrics:\n  listen: ''\nstateFile: ${join(tmp, 'state.json')}\n`,
+    )
+    const daemon = new DaemonProcess(config)
+    try {
+      await daemon.waitForLog('drops-set', (l) => l.drops === drops)
+      assert.equal(await daemon.stop(), 0, daemon.tail)
+    } finally {
+      await daemon.stop('SIGKILL').catch(() => {})
+    }
+  }
+
+  it('turns drops on when the daemon finds the meter, and off again', async function () {
+    const set = MeterSet.for(privateDirs.paths, host)
+    assert.equal(dropsOn(set), false, 'attached without drops')
+    await runDaemon(true)
+    assert.ok(dropsOn(set))
+    assert.ok(dropHookAttached(privateDirs.paths))
+    await runDaemon(false)
+    assert.equal(dropsOn(set), false)
+    assert.equal(dropHookAttached(privateDirs.paths), false, 'the only namespace with drops let the hook go')
   })
 })
