@@ -20,7 +20,7 @@ import {DomainInterfaces} from './domain-interfaces.js'
 import {InterfaceNames} from './interfaces.js'
 import {createLogger, type Logger} from './log.js'
 import {MeterDirsWatch} from './meter-dirs.js'
-import {applyDrops, applySampling, domainsInUse, ignoredByDomain} from './meter-upkeep.js'
+import {applyMeterConfig, domainsInUse, ignoredByDomain} from './meter-upkeep.js'
 import {PidFile} from './pid-file.js'
 import {SerialWork} from './serial-work.js'
 import {DaemonStateFile} from './state-file.js'
@@ -183,10 +183,7 @@ export class Daemon {
         this.log.limited(`meter:${label}`, 'error', 'meter-unreadable', {netns: label, error: (error as Error).message})
         continue
       }
-      const sampling = meterFor(this.config.meters, set.netns)?.sampling
-      if (sampling !== undefined) applySampling(this.log, label, drainer, sampling)
-      const drops = meterFor(this.config.meters, set.netns)?.drops
-      if (drops !== undefined) void applyDrops(this.log, this.paths, label, drainer, drops)
+      applyMeterConfig(this.log, this.paths, label, drainer, meterFor(this.config.meters, set.netns))
     }
     return found
   }

@@ -7,13 +7,24 @@ import {disableDrops, dropsOn, enableDrops} from '../bpf/drops.js'
 import {readOverflow} from '../bpf/overflow.js'
 import {readSampling, setSampling} from '../bpf/sampling.js'
 import {withStateLock} from '../bpf/state.js'
-import type {Config} from '../config/config.js'
+import type {Config, MeterSelection} from '../config/config.js'
 import type {Paths} from '../paths.js'
 import type {MeterSetDrainer} from './drain.js'
 import type {Logger} from './log.js'
 
+/**
+ * What a meter's entry in the config asks of it, applied when the daemon finds the meter: its
+ * sampling rate, and its drops (on a meter with drops on, a rate set here is the drop hook's too).
+ */
+export function applyMeterConfig(log: Logger, paths: Paths, label: string, drainer: MeterSetDrainer, meter: MeterSelection | undefined): void {
+  const sampling = meter?.sampling
+  if (sampling !== undefined) applySampling(log, label, drainer, sampling)
+  const drops = meter?.drops ?? (sampling !== undefined && dropsOn(drainer.set) ? true : undefined)
+  if (drops !== undefined) void applyDrops(log, paths, label, drainer, drops)
+}
+
 /** Makes a meter count 1 packet in `n`, as its `sampling:` in the config says, if it does not already. */
-export function applySampling(log: Logger, label: string, drainer: MeterSetDrainer, n: number): void {
+function applySampling(log: Logger, label: string, drainer: MeterSetDrainer, n: number): void {
   try {
     const before = readSampling(drainer.set)
     if (before === n) return
@@ -25,7 +36,7 @@ export function applySampling(log: Logger, label: string, drainer: MeterSetDrain
 }
 
 /** Turns a meter's drops on or off, as its `drops:` in the config says, if they are not already. */
-export async function applyDrops(log: Logger, paths: Paths, label: string, drainer: MeterSetDrainer, on: boolean): Promise<void> {
+async function applyDrops(log: Logger, paths: Paths, label: string, drainer: MeterSetDrainer, on: boolean): Promise<void> {
   try {
     // Under the lock `meter attach` and `detach` take: the hook is loaded and removed with the
     // namespaces that have drops on, which they change too.
