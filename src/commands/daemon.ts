@@ -8,7 +8,7 @@ export default class DaemonCommand extends FlowctlCommand {
   static override summary = 'Export the metered flows as IPFIX to the collectors of a config'
   static override description = `Drains every attached meter (or those the config names) each drainIntervalSeconds and sends the
 flows that ended as IPFIX (RFC 7011, UDP) to every collector, with the templates the config names
-(or IPv4/IPv6 defaults), and writes them as JSON lines to the config's flow logs (through their
+(or IPv4/IPv6 defaults; as biflows, RFC 5103, to a collector with biflow: true), and writes them as JSON lines to the config's flow logs (through their
 hooks). Serves Prometheus metrics on metrics.listen (default 127.0.0.1:9999; "" = off). Logs JSON
 lines on stderr. SIGTERM/SIGINT export every flow still held and exit 0; SIGHUP reopens the flow
 log files (log rotation) and reloads the config, keeping the old one if the new one is bad. A

@@ -45,6 +45,8 @@ export interface LogOutputConfig {
   file: string
   /** Run in order; empty when none. */
   hooks: HookConfig[]
+  /** Each record a biflow (RFC 5103: both directions of a connection, src/flow/biflow.ts); absent: uniflows. */
+  biflow?: boolean
 }
 
 /** A meter (one network namespace) whose flows the daemon exports. */

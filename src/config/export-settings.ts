@@ -6,6 +6,7 @@
  */
 import {
   ARENA_BYTES,
+  compileBiflowTemplate,
   compileTemplate,
   createExporter,
   MAX_FREE_ARENAS,
@@ -19,6 +20,11 @@ import type {CollectorConfig, Config} from './config.js'
 
 export function compileTemplates(config: Config): ExportTemplate[] {
   return config.templates.map((t) => compileTemplate(t.id, t.fields))
+}
+
+/** The templates of the collectors that ask for biflows: each template's biflow form, under its id. */
+export function compileBiflowTemplates(config: Config): ExportTemplate[] {
+  return config.templates.map((t) => compileBiflowTemplate(t.id, t.fields))
 }
 
 /** What only the caller of exporterFor knows: the sequence store, the error log, where interface names come from. */

@@ -166,6 +166,7 @@ function readCollector(checks: KeyChecks, input: CollectorInput, base: PathKey[]
   }
   if (input.replayBytesPerSecond != null) config.replayBytesPerSecond = input.replayBytesPerSecond
   if (input.sendBytesPerSecond != null) config.sendBytesPerSecond = input.sendBytesPerSecond
+  if (input.biflow) config.biflow = true
   const sendPath = input.sendBytesPerSecond != null ? [...base, 'sendBytesPerSecond'] : undefined
   return {config, path: remote.path, sourcePath, sendPath, namePath: input.name != null ? [...base, 'name'] : undefined}
 }
@@ -190,5 +191,7 @@ function readLog(checks: KeyChecks, input: LogInput, base: PathKey[]): Placed<Lo
     if (hook.command == null) checks.fail([...path, 'command'], 'missing value', 'a program, or a list [PROGRAM, ARG, ...]')
     return {...common, command: hook.command}
   })
-  return {config: {file: input.file, hooks}, path: [...base, 'file']}
+  const config: LogOutputConfig = {file: input.file, hooks}
+  if (input.biflow) config.biflow = true
+  return {config, path: [...base, 'file']}
 }

@@ -65,6 +65,9 @@ const sendRate = v.pipe(
   ),
 )
 
+/** A yes or no: biflow. */
+const flag = v.boolean(expected('true or false', 'true or false'))
+
 const collector = map({
   name: v.nullish(collectorName),
   address: v.nullish(address('remote')),
@@ -74,6 +77,7 @@ const collector = map({
   templates: v.nullish(list(integer(0, 65535, 'a list of template ids'), 'a list of template ids')),
   replayBytesPerSecond: v.nullish(replayRate),
   sendBytesPerSecond: v.nullish(sendRate),
+  biflow: v.nullish(flag),
 })
 
 const ARGV = 'a list [PROGRAM, ARG, ...]'
@@ -108,6 +112,7 @@ const log = map(
   {
     file: filePath(LOG_FILE),
     hooks: v.nullish(list(hook, 'a list of hooks: {command: PROGRAM} or {shell: SCRIPT}')),
+    biflow: v.nullish(flag),
   },
   {file: LOG_FILE},
 )

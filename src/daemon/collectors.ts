@@ -10,7 +10,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {skipSockets, unskipSockets} from '../bpf/sockets.js'
 import type {Config} from '../config/config.js'
-import {compileTemplates, exporterFor} from '../config/export-settings.js'
+import {compileBiflowTemplates, compileTemplates, exporterFor} from '../config/export-settings.js'
 import type {FlowBatch} from '../flow/batch.js'
 import {
   SpoolBudget,
@@ -57,6 +57,8 @@ export class Collectors {
   /** One bound on what every collector's spool and window hold together (spoolTotalBytes). */
   private readonly spoolBudget: SpoolBudget
   private templates: ExportTemplate[] = []
+  /** The same templates in their biflow form, for the collectors with `biflow: true`. */
+  private biflowTemplates: ExportTemplate[] = []
   /** The cookie of each collector's socket, as it is on the meters' skip lists. */
   private readonly cookies = new Map<CollectorExporter, bigint>()
   /** The spoolDroppedMessages each collector was last logged at. */
@@ -87,12 +89,13 @@ export class Collectors {
   /** An exporter for each collector of the config, opened (one that cannot be is tried again at each drain). */
   async start(): Promise<void> {
     this.templates = compileTemplates(this.config)
+    this.biflowTemplates = compileBiflowTemplates(this.config)
     this.exporters = this.config.collectors.map((c) => this.newExporter(c))
     await this.openAll()
   }
 
   private newExporter(c: Config['collectors'][number]): CollectorExporter {
-    return exporterFor(this.config, c, this.templates, {
+    return exporterFor(this.config, c, c.biflow ? this.biflowTemplates : this.templates, {
       interfaceLabels: this.interfaceLabels,
       sequences: this.sequences,
       spoolBudget: this.spoolBudget,
@@ -147,9 +150,19 @@ export class Collectors {
     }
   }
 
-  /** Sends a batch of ended flows to every collector. */
+  /** Sends a batch of ended flows to every collector that takes uniflows. */
   exportBatch(batch: FlowBatch): void {
-    for (const e of this.exporters) e.exportBatch(batch)
+    for (const e of this.exporters) if (!e.config.biflow) e.exportBatch(batch)
+  }
+
+  /** Whether a collector asks for biflows (`biflow: true`). */
+  get wantBiflows(): boolean {
+    return this.exporters.some((e) => e.config.biflow)
+  }
+
+  /** Sends a batch of biflows (src/flow/biflow.ts) to every collector that asks for them. */
+  exportBiflows(batch: FlowBatch): void {
+    for (const e of this.exporters) if (e.config.biflow) e.exportBatch(batch)
   }
 
   /** Sends every open collector its templates for these observation domains. */
@@ -180,6 +193,7 @@ export class Collectors {
    */
   reload(next: Config): Promise<void> {
     const templates = compileTemplates(next)
+    const biflowTemplates = compileBiflowTemplates(next)
     const byName = new Map(this.exporters.map((e) => [e.config.name, e]))
     const changes: Promise<void>[] = []
     const nextExporters = next.collectors.map((c) => {
@@ -193,12 +207,13 @@ export class Collectors {
           sendBytesPerSecond: next.sendBytesPerSecond,
         }),
       )
-      same.setTemplates(templates)
+      same.setTemplates(c.biflow ? biflowTemplates : templates)
       return same
     })
     const dropped = [...byName.values()]
     this.config = next
     this.templates = templates
+    this.biflowTemplates = biflowTemplates
     this.spoolBudget.setLimit(next.spoolTotalBytes)
     this.exporters = nextExporters.map((e, i) => e ?? this.newExporter(next.collectors[i]))
     return this.settleReload(changes, dropped)

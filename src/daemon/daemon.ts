@@ -17,6 +17,7 @@ import {Collectors} from './collectors.js'
 import {MeterSetDrainer, type DrainPolicy, type DrainReport} from './drain.js'
 import {drainInTurn, drainLogFields, exportedCount, FILL_WATCH_MS, fillingMeters, QuietMeters, type DrainCause} from './drain-rounds.js'
 import {DomainInterfaces} from './domain-interfaces.js'
+import {FlowFanout} from './flow-fanout.js'
 import {InterfaceNames} from './interfaces.js'
 import {createLogger, type Logger} from './log.js'
 import {MeterDirsWatch} from './meter-dirs.js'
@@ -62,6 +63,7 @@ export class Daemon {
   /** Sets being released (their last drain done, their pins on the way out): not picked up again. */
   private readonly releasing = new Set<string>()
   private readonly outputs: FlowOutput[] = []
+  private readonly fanout: FlowFanout
   private timer?: NodeJS.Timeout
   private watchTimer?: NodeJS.Timeout
   private stopping?: Promise<void>
@@ -94,6 +96,7 @@ export class Daemon {
     this.meterDirs = new MeterDirsWatch(paths.pinRoot)
     this.outputs.push(...(options.outputs ?? []))
     this.observer = options.observer ?? {}
+    this.fanout = new FlowFanout(this.collectorSet, this.outputs, (b) => this.observer.onExport?.(b))
   }
 
   get policy(): DrainPolicy {
@@ -173,7 +176,7 @@ export class Daemon {
       if (this.drainers.has(label) || this.releasing.has(label) || !set.exists()) continue
       let drainer: MeterSetDrainer | undefined
       try {
-        drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.emit(b), {intervalMs: this.config.drainIntervalSeconds * 1000})
+        drainer = MeterSetDrainer.open(set, label, this.domainOf(set.netns), (b) => this.fanout.emit(b), {intervalMs: this.config.drainIntervalSeconds * 1000})
         this.collectorSet.skipOwnSockets(drainer)
         this.drainers.set(label, drainer)
         found.push(drainer)
@@ -250,7 +253,8 @@ export class Daemon {
   private retire(label: string, drainer: MeterSetDrainer, pins: Exclude<MeterFate, 'live'>): number {
     this.drainers.delete(label)
     try {
-      const report = drainer.finalDrain(this.policy, (b) => this.emit(b))
+      const report = drainer.finalDrain(this.policy, (b) => this.fanout.emit(b))
+      this.fanout.flushBiflows(true)
       const exported = exportedCount(report)
       const unread = report.unread.length ? {unread: report.unread} : {}
       this.log.log(report.unread.length ? 'warn' : 'info', 'meter-gone', {
@@ -280,13 +284,6 @@ export class Daemon {
     const fate = this.fateOrLive(label, drainer)
     if (fate !== 'live') this.retire(label, drainer, fate)
     else this.log.limited(`drain:${label}`, 'error', 'drain-failed', {netns: label, error: (error as Error).message})
-  }
-
-  /** Sends a batch of ended flows to every collector and output. */
-  private emit(batch: FlowBatch): void {
-    this.collectorSet.exportBatch(batch)
-    this.observer.onExport?.(batch)
-    for (const o of this.outputs) o.write(batch)
   }
 
   private schedule(): void {
@@ -332,7 +329,7 @@ export class Daemon {
     force: boolean,
     failed: (label: string, drainer: MeterSetDrainer, error: unknown) => void = (l, d, e) => this.drainFailed(l, d, e),
   ): Promise<{label: string; report: DrainReport}[]> {
-    return drainInTurn(meters, this.policy, (b) => this.emit(b), force, failed)
+    return drainInTurn(meters, this.policy, (b) => this.fanout.emit(b), force, failed).finally(() => this.fanout.flushBiflows(force))
   }
 
   /**

@@ -25,6 +25,7 @@ import {open, type FileHandle} from 'node:fs/promises'
 import type {LogOutputConfig} from '../config/config.js'
 import {FlowctlError} from '../errors.js'
 import {END_REASON, type FlowBatch} from '../flow/batch.js'
+import {BIFLOW_DIRECTION} from '../flow/biflow.js'
 import {formatAddress} from '../util/address.js'
 import {isIcmp, protocolName, TCP_FIN, TCP_RST, tcpFlagsText} from '../flow/protocols.js'
 import type {FlowOutput} from './daemon.js'
@@ -98,9 +99,28 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
       record.dropReason = dropReason
       record.forwardingStatus = batch.fwdStatus[i]
     }
+    if (batch.reverse) addReverse(record, batch.reverse, i, batch.biflowDirection![i])
     records[i] = record
   }
   return records
+}
+
+const BIFLOW_DIRECTION_NAME: Record<number, string> = Object.fromEntries(Object.entries(BIFLOW_DIRECTION).map(([name, value]) => [value, name]))
+
+/**
+ * A biflow's reverse direction (src/flow/biflow.ts), beside the forward one the other keys give:
+ * its counts, times and flags (all 0 for a direction seen alone), and which side opened the
+ * connection (IPFIX biflowDirection by name: initiator, the forward side; arbitrary, not known).
+ */
+function addReverse(record: FlowRecord, reverse: FlowBatch, i: number, direction: number): void {
+  const flags = reverse.tcpFlags[i]
+  record.reversePkts = reverse.packets[i]
+  record.reverseBytes = reverse.bytes[i]
+  record.reverseStart = Math.floor(reverse.startUs[i] / 1000)
+  record.reverseEnd = Math.floor(reverse.endUs[i] / 1000)
+  record.reverseTcpFlags = flags
+  record.reverseTcpFlagsText = tcpFlagsText(flags)
+  record.biflowDirection = BIFLOW_DIRECTION_NAME[direction] ?? String(direction)
 }
 
 /** The name an output goes by in logs and metrics. */
@@ -224,6 +244,11 @@ export class FlowLogOutput implements FlowOutput {
       }
     }
     return output
+  }
+
+  /** Whether it writes biflows (the config's `biflow: true`). */
+  get biflow(): boolean {
+    return this.config.biflow === true
   }
 
   /** Records waiting for the hooks. */

@@ -67,6 +67,13 @@ export class FlowBatch {
   readonly nextHop: Uint8Array
   /** Undefined until a row of a flow with drops is written (dropsColumns()). */
   drops?: BatchDrops
+  /**
+   * Biflows (RFC 5103, src/flow/biflow.ts): row i's reverse direction is the reverse batch's row
+   * i (zero counts and times where it was not seen), and biflowDirection[i] is IPFIX
+   * biflowDirection (IE 239). Both undefined in a batch of uniflows.
+   */
+  reverse?: FlowBatch
+  biflowDirection?: Uint8Array
 
   constructor(family: Family, capacity: number) {
     this.family = family

@@ -30,7 +30,8 @@ export interface VethPair {
 
 let macCounter = 0
 
-function mac(): string {
+/** A locally administered unicast MAC address, different for each link end this process makes. */
+export function mac(): string {
   const bytes = randomBytes(4)
   macCounter = (macCounter + 1) & 0xff
   return ['02', macCounter.toString(16).padStart(2, '0'), ...[...bytes].map((b) => b.toString(16).padStart(2, '0'))].join(':')
@@ -69,6 +70,15 @@ export class Lab {
   async veth(netnsA: string, ifA: string, netnsB: string, ifB: string, options: VethOptions = {}): Promise<VethPair> {
     const pair: VethPair = {a: {netns: netnsA, ifname: ifA, mac: mac()}, b: {netns: netnsB, ifname: ifB, mac: mac()}}
     await run('ip', ['link', 'add', ifA, 'netns', netnsA, 'address', pair.a.mac, 'type', 'veth', 'peer', 'name', ifB, 'netns', netnsB, 'address', pair.b.mac])
+    await this.configureLink(pair, options)
+    return pair
+  }
+
+  /**
+   * Addresses, neighbours and offloads of the two ends of a link already in their namespaces with
+   * the MACs `pair` names (a veth pair, or the TAP devices of a delay line), then each end up.
+   */
+  async configureLink(pair: VethPair, options: VethOptions = {}): Promise<void> {
     for (const [end, peer, index] of [
       [pair.a, pair.b, 0],
       [pair.b, pair.a, 1],
@@ -103,7 +113,6 @@ export class Lab {
       }
       await this.exec(end.netns, 'ip', ['link', 'set', end.ifname, 'up'])
     }
-    return pair
   }
 
   /** The kernel's own counters of an interface (the one `ip -s -j link` reader in src/sys). */

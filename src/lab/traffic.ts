@@ -46,3 +46,21 @@ export async function startAgent<T = Record<string, number>>(netns: string, spec
 export async function ping(netns: string, host: string, count: number, size = 56, intervalS = 0.2): Promise<void> {
   await run('ping', [host.includes(':') ? '-6' : '-4', '-c', String(count), '-s', String(size), '-i', String(intervalS), '-W', '2', '-q', host], {netns})
 }
+
+/** The round trips `ping` measured, in milliseconds. */
+export interface PingRtt {
+  /** Each reply's, in the order they came. */
+  times: number[]
+  min: number
+  median: number
+  max: number
+}
+
+/** ICMP echo as `ping` does it, and the round trip of each reply (a lost request is an error). */
+export async function pingRtt(netns: string, host: string, count: number, intervalS = 0.2): Promise<PingRtt> {
+  const {stdout} = await run('ping', [host.includes(':') ? '-6' : '-4', '-c', String(count), '-i', String(intervalS), '-W', '2', host], {netns})
+  const times = [...stdout.matchAll(/ time=([\d.]+) ms/g)].map((m) => Number(m[1]))
+  if (times.length !== count) throw new Error(`${times.length} of ${count} echo replies from ${host}: ${stdout}`)
+  const sorted = [...times].sort((a, b) => a - b)
+  return {times, min: sorted[0], median: sorted[Math.floor(count / 2)], max: sorted[count - 1]}
+}

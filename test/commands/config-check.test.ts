@@ -129,17 +129,18 @@ describe('commands/config check', function () {
     const small = join(dir, 'small.yaml')
     await writeFile(
       small,
-      'spoolBytes: 1048576\nspoolTotalBytes: 8388608\nreplayBytesPerSecond: 2500000\nsendBytesPerSecond: 15000000\ncollectors:\n- name: main\n  address: 192.0.2.1:4739\n  replayBytesPerSecond: 500000\n- address: 192.0.2.2:4739\n  sendBytesPerSecond: 0\n- address: "[2001:db8::1]:4739"\n',
+      'spoolBytes: 1048576\nspoolTotalBytes: 8388608\nreplayBytesPerSecond: 2500000\nsendBytesPerSecond: 15000000\ncollectors:\n- name: main\n  address: 192.0.2.1:4739\n  replayBytesPerSecond: 500000\n- address: 192.0.2.2:4739\n  sendBytesPerSecond: 0\n  biflow: true\n- address: "[2001:db8::1]:4739"\nlogs:\n- {file: /var/log/flowctl/biflows.json, biflow: true}\n',
     )
     const s = await check(['-c', small, '--no-machine'])
     assert.equal(s.exitCode, 0, s.stderr)
     const lines = s.stdout.split('\n')
     assert.deepEqual(lines.slice(lines.indexOf('collectors:') + 1, lines.indexOf('collectors:') + 5), [
       '  main at 192.0.2.1:4739 (all templates, replayed at 500 kB/s)',
-      '  192.0.2.2:4739 (all templates, sent unpaced)',
+      '  192.0.2.2:4739 (all templates, sent unpaced, biflows)',
       '  [2001:db8::1]:4739 (all templates)',
       'spool: up to 1 MiB a collector, 8 MiB in all; worst case for 3 collectors: 3 MiB held and 34.3 MiB of message buffers (37.3 MiB); replayed at 2.5 MB/s; sent at most 15 MB/s',
     ])
+    assert.ok(lines.includes('  /var/log/flowctl/biflows.json (biflows)'), s.stdout)
   })
 
   it('prints the one-line error on stderr and exits 2 for a bad config', async function () {

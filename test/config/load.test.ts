@@ -325,6 +325,21 @@ describe('config/load', function () {
       assert.equal('meters' in config, false)
     })
 
+    it('asks for biflows per collector and per log (biflow: true), uniflows by default', function () {
+      const config = parseConfig(
+        'collectors:\n- address: 192.0.2.1:4739\n  biflow: true\n- address: 192.0.2.2:4739\n  biflow: false\n- address: 192.0.2.3:4739\nlogs:\n- {file: /tmp/a.json, biflow: true}\n- {file: /tmp/b.json}\n',
+        null,
+      )
+      assert.deepEqual(
+        config.collectors.map((c) => c.biflow),
+        [true, undefined, undefined],
+      )
+      assert.deepEqual(config.logs, [
+        {file: '/tmp/a.json', hooks: [], biflow: true},
+        {file: '/tmp/b.json', hooks: []},
+      ])
+    })
+
     it('accepts a log output alone, and an alias to an anchor', function () {
       const config = parseConfig('logs: [{file: /tmp/a.json}]\n', null)
       assert.deepEqual(config.collectors, [])
@@ -581,7 +596,7 @@ describe('config/load', function () {
       [
         'a misspelt collector key',
         'collectors:\n- remoteAdress: 192.0.2.1:4739\n',
-        'config.yaml:2:3: collectors[0].remoteAdress: unknown key (did you mean remoteAddress?); allowed: name, address, remoteAddress, source, localAddress, templates, replayBytesPerSecond, sendBytesPerSecond',
+        'config.yaml:2:3: collectors[0].remoteAdress: unknown key (did you mean remoteAddress?); allowed: name, address, remoteAddress, source, localAddress, templates, replayBytesPerSecond, sendBytesPerSecond, biflow',
       ],
       [
         'an unknown output kind',
@@ -743,6 +758,11 @@ describe('config/load', function () {
         "a collector's pace with no spool in all",
         'spoolTotalBytes: 0\ncollectors:\n- address: 192.0.2.1:4739\n- address: 192.0.2.2:4739\n  sendBytesPerSecond: 20000000\n',
         'config.yaml:5:23: collectors[1].sendBytesPerSecond: the paced export waits its turn in the spool, and spoolTotalBytes is 0: every message would be dropped; allowed: 0 (unpaced) while spoolTotalBytes is 0, or a spoolTotalBytes above 0',
+      ],
+      [
+        "a collector's biflow as a word",
+        'collectors:\n- address: 192.0.2.1:4739\n  biflow: yes\n',
+        "config.yaml:3:11: collectors[0].biflow: expected true or false, got the string 'yes'; allowed: true or false",
       ],
       ['a zero timeout', `${C}idleTimeoutSeconds: 0\n`, `config.yaml:3:21: idleTimeoutSeconds: 0 is out of range; allowed: ${SECONDS}`],
       [

@@ -10,6 +10,7 @@ import {join} from 'node:path'
 import type {HookConfig, LogOutputConfig} from '../../src/config/config.js'
 import {FlowctlError} from '../../src/errors.js'
 import {END_REASON, FlowBatch} from '../../src/flow/batch.js'
+import {BiflowPairer} from '../../src/flow/biflow.js'
 import {FlowLogOutput, FlowLogs, batchToRecords} from '../../src/daemon/flow-log.js'
 import {applyHooks, HookFailure, runHook, type FlowRecord} from '../../src/daemon/hooks.js'
 import {pathsFromEnv} from '../../src/paths.js'
@@ -124,6 +125,31 @@ describe('flow log output and hooks', function () {
       [1000, 1001, 1002],
     )
     assert.equal(seen.written, 3)
+  })
+
+  it('writes a biflow with its reverse counts, times and flags and the initiator, when the output asks for biflows', async function () {
+    const b = batch(3)
+    // Row 1 answers row 0 (same interface, the other direction); row 2 is alone.
+    b.src.set([198, 18, 0, 2], 4)
+    b.dst.set([198, 18, 0, 1], 4)
+    b.sport[1] = 53
+    b.dport[1] = 1000
+    b.direction[1] = 0
+    b.packets[1] = 3
+    b.bytes[1] = 450
+    b.startUs[1] += 2000
+    const out = await FlowLogOutput.open({file: '-', hooks: [], biflow: true}, {log, names})
+    assert.equal(out.biflow, true)
+    await out.close()
+    const records = batchToRecords(new BiflowPairer().pair(b), names)
+    assert.equal(records.length, 2)
+    const [pair, lone] = records
+    assert.deepEqual(
+      [pair.sport, pair.pkts, pair.bytes, pair.reversePkts, pair.reverseBytes, pair.reverseStart, pair.biflowDirection],
+      [1000, 10, 1000, 3, 450, 1_700_000_000_002, 'initiator'],
+    )
+    assert.deepEqual([lone.sport, lone.reversePkts, lone.reverseBytes, lone.reverseTcpFlagsText, lone.biflowDirection], [1002, 0, 0, '........', 'initiator'])
+    assert.equal(batchToRecords(b, names)[0].reversePkts, undefined, 'uniflows have no reverse keys')
   })
 
   it('says the sampling interval each flow was counted at, beside its raw counts', function () {

@@ -30,7 +30,8 @@
  * candidates by the template tshark itself decoded for the set. Fields tshark shows that no
  * entry of {@link TSHARK_FIELDS} maps are left in `raw` only. Known limits: a template with both
  * a flowDuration* element and flowStart/End times (tshark's generated duration shares the name),
- * and enterprise-specific elements, are not mapped.
+ * and enterprise-specific elements, are not mapped, except RFC 5103's reverse elements (PEN
+ * 29305), named as our decoder names them (reversePacketDeltaCount).
  *
  * Times are parsed from tshark's text, which it writes in UTC ('Nov 14, 2023 22:13:20.123000000
  * UTC'); tshark runs with TZ=UTC so that a field shown in local time is UTC too.
@@ -164,6 +165,7 @@ const TSHARK_FIELDS: Readonly<Partial<Record<string, readonly Candidate[]>>> = {
   'cflow.sampling_interval': [c(34, 'samplingInterval')],
   'cflow.outputint': [c(14, 'egressInterface')],
   'cflow.direction': [c(61, 'flowDirection')],
+  'cflow.biflow_direction': [c(239, 'biflowDirection')],
   'cflow.flow_end_reason': [c(136, 'flowEndReason')],
   'cflow.tos': [c(5, 'ipClassOfService')],
   'cflow.ip_dscp': [c(195, 'ipDiffServCodePoint')],
@@ -322,6 +324,20 @@ function findProblems(o: Json, frame: number, out: string[]): void {
   }
 }
 
+/**
+ * RFC 5103 reverse elements (PEN 29305): tshark shows them under the field names of the forward
+ * elements, after them in template order. A template's id list marks them REVERSE + element id.
+ */
+const REVERSE_PEN = 29305
+const REVERSE = 0x10000
+
+/** The candidate a template's element (REVERSE + id for a reverse one) is, named as our decoder names it (reversePacketDeltaCount). */
+function candidateFor(candidates: readonly Candidate[], id: number): Candidate | undefined {
+  if (id < REVERSE) return candidates.find((x) => x.id === id)
+  const forward = candidates.find((x) => x.id === id - REVERSE)
+  return forward && {...forward, name: `reverse${forward.name[0].toUpperCase()}${forward.name.slice(1)}`}
+}
+
 /** Maps one record's tshark fields to IANA names with the template tshark decoded it with. */
 function mapFields(raw: Record<string, string[]>, templateIds: readonly number[]): TsharkRecord {
   const fields: TsharkRecord = {}
@@ -333,7 +349,7 @@ function mapFields(raw: Record<string, string[]>, templateIds: readonly number[]
     if (!candidates) continue
     // The template's elements this tshark field can stand for, in template order; tshark shows
     // repeated fields in template order too.
-    const present = templateIds.map((id) => candidates.find((x) => x.id === id)).filter((x): x is Candidate => x !== undefined)
+    const present = templateIds.map((id) => candidateFor(candidates, id)).filter((x): x is Candidate => x !== undefined)
     // A repeated element is keyed 'name', 'name#2'... as the decoder keys it (codec fieldKeys).
     const seen = new Map<string, number>()
     present.forEach((cand, i) => {
@@ -418,9 +434,11 @@ function parseTsharkJson(text: string, expectedFrames?: number): TsharkDissectio
       if (setId === 2 || setId === 3) {
         for (const t of [...children(set, 'Template ('), ...children(set, 'Options Template (')]) {
           const id = Number(strings(t['cflow.template_id'])[0])
-          const ids = children(t, 'Field (').map((f) =>
-            strings(f['cflow.template_ipfix_pen_provided'])[0] === '1' ? -1 : Number(strings(f['cflow.template_ipfix_field_type'])[0]),
-          )
+          const ids = children(t, 'Field (').map((f) => {
+            const type = Number(strings(f['cflow.template_ipfix_field_type'])[0])
+            if (strings(f['cflow.template_ipfix_pen_provided'])[0] !== '1') return type
+            return Number(strings(f['cflow.template_ipfix_field_pen'])[0]) === REVERSE_PEN ? REVERSE + type : -1
+          })
           templates.set(`${observationDomainId}/${id}`, {ids, options: setId === 3})
         }
         continue

@@ -34,6 +34,7 @@ describe('example config', function () {
     ])
     assert.equal(config.metrics.listen, '127.0.0.1:9999')
     assert.deepEqual([config.sendBytesPerSecond, config.collectors[0].sendBytesPerSecond], [0, 5_000_000])
+    assert.deepEqual([config.collectors[0].biflow, config.collectors[1].biflow, config.logs[0].biflow], [undefined, true, undefined])
     const hooks = config.logs[0].hooks
     assert.ok('command' in hooks[0] && hooks[0].command[0] === 'jq')
     assert.ok('shell' in hooks[1])

@@ -74,6 +74,7 @@ function describeConfig(config: Config): string[] {
     const which = [c.templateIds ? `templates ${c.templateIds.join(', ')}` : 'all templates']
     if (c.replayBytesPerSecond !== undefined) which.push(`replayed at ${rateText(c.replayBytesPerSecond)}`)
     if (c.sendBytesPerSecond !== undefined) which.push(c.sendBytesPerSecond ? `sent at most ${rateText(c.sendBytesPerSecond)}` : 'sent unpaced')
+    if (c.biflow) which.push('biflows')
     lines.push(`  ${name}${from} (${which.join(', ')})`)
   }
   if (config.collectors.length > 0) {
@@ -87,7 +88,8 @@ function describeConfig(config: Config): string[] {
   if (config.logs.length > 0) lines.push('logs:')
   for (const l of config.logs) {
     const hooks = l.hooks.map((h) => h.name ?? ('command' in h ? h.command.join(' ') : 'shell script'))
-    lines.push(`  ${l.file === '-' ? 'stdout' : l.file}${hooks.length ? ` (${plural(hooks.length, 'hook')}: ${hooks.join(', ')})` : ''}`)
+    const what = [...(hooks.length ? [`${plural(hooks.length, 'hook')}: ${hooks.join(', ')}`] : []), ...(l.biflow ? ['biflows'] : [])]
+    lines.push(`  ${l.file === '-' ? 'stdout' : l.file}${what.length ? ` (${what.join('; ')})` : ''}`)
   }
   lines.push(`meters: ${config.meters ? config.meters.map((m) => describeMeter(m)).join(', ') : 'every attached meter'}`)
   return lines

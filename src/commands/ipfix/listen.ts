@@ -34,7 +34,8 @@ resident in all: the templates it keeps take at most ${DEFAULT_DECODER_LIMITS.te
 and observation domain, in at most ${DEFAULT_DECODER_LIMITS.domains} domains and ${DEFAULT_DECODER_LIMITS.exporters} exporters, forgetting the least recently
 used (counted at exit). A template of more than ${DEFAULT_DECODER_LIMITS.templateFields} fields, or with a field of length 0, is
 refused: one line on stderr (at most one every 10 seconds), a count at exit, and its data shows as
-of unknown template. --check judges the last 256 domains heard from one by one.`
+of unknown template. --check judges the last 256 domains heard from one by one. Biflows (RFC 5103):
+a field of the reverse PEN 29305 is named as the reverse of its IANA element (reversePacketDeltaCount).`
 
   static override examples = [
     {description: 'Print what arrives on the IPFIX port', command: '<%= config.bin %> <%= command.id %>'},

@@ -17,6 +17,7 @@ export {ARENA_BYTES, MAX_FREE_ARENAS} from '../wire/message.js'
 export {SpoolBudget} from './spool.js'
 
 export {compileTemplate, optionsTemplateIds, type ExportTemplate} from './flow-templates.js'
+export {compileBiflowTemplate} from './biflow-templates.js'
 export type {InterfaceLabels} from './interface-options.js'
 export type {ExporterStats, SequenceStore} from './session.js'
 export type {TransportDefaults} from './message-transport.js'

@@ -19,6 +19,8 @@ export type ColumnWriter = (b: FlowBatch, from: number, count: number, buf: Buff
 export interface BoundField {
   element: InformationElement
   length: number
+  /** The enterprise number of an enterprise-specific field (a biflow's reverse element: 29305); absent for IANA elements. */
+  enterpriseNumber?: number
   /** One flow's field: the same bytes as `writeColumn` puts there. */
   write: FieldWriter
   writeColumn: ColumnWriter

@@ -18,12 +18,22 @@ export interface ExportTemplate {
 }
 
 export function compileTemplate(id: number, fields: readonly {name: string; length: number}[]): ExportTemplate {
-  const bound = fields.map((f) => bindField(f.name, f.length))
+  return boundTemplate(
+    id,
+    fields.map((f) => bindField(f.name, f.length)),
+    templateFamily(fields.map((f) => f.name)),
+  )
+}
+
+/** A data template of fields already bound (biflow-templates.ts adds reverse ones). */
+export function boundTemplate(id: number, bound: BoundField[], family: 4 | 6 | undefined): ExportTemplate {
+  const wire = (b: BoundField) =>
+    b.enterpriseNumber === undefined ? {element: b.element, length: b.length} : {element: b.element, length: b.length, enterpriseNumber: b.enterpriseNumber}
   return {
-    template: {id, fields: bound.map((b) => ({element: b.element, length: b.length})), scopeFieldCount: 0},
+    template: {id, fields: bound.map(wire), scopeFieldCount: 0},
     fields: bound,
     recordLength: bound.reduce((n, b) => n + b.length, 0),
-    family: templateFamily(fields.map((f) => f.name)),
+    family,
   }
 }
 

@@ -78,12 +78,24 @@ export function flowRun(t: ExportTemplate, batch: FlowBatch, rows?: Uint32Array)
       const n = of[r]
       batch.packets[i] = Math.floor(packets / n) + (k < packets % n ? 1 : 0)
       batch.bytes[i] = Math.floor(bytes / n) + (k < bytes % n ? 1 : 0)
+      // A biflow's reverse counts (fields of the same lengths) are split the same way.
+      const reverse = batch.reverse
+      const reversePackets = reverse ? reverse.packets[i] : 0
+      const reverseBytes = reverse ? reverse.bytes[i] : 0
+      if (reverse) {
+        reverse.packets[i] = Math.floor(reversePackets / n) + (k < reversePackets % n ? 1 : 0)
+        reverse.bytes[i] = Math.floor(reverseBytes / n) + (k < reverseBytes % n ? 1 : 0)
+      }
       for (let f = 0; f < fields.length; f++) {
         fields[f].write(batch, i, buf, pos)
         pos += fields[f].length
       }
       batch.packets[i] = packets
       batch.bytes[i] = bytes
+      if (reverse) {
+        reverse.packets[i] = reversePackets
+        reverse.bytes[i] = reverseBytes
+      }
       return pos
     },
   }
@@ -101,15 +113,19 @@ function splitParts(
 ): {flow: number[]; part: number[]; of: number[]} | undefined {
   const count = rows ? rows.length : batch.length
   const row = rows ? (r: number) => rows[r] : (r: number) => r
+  // A biflow's reverse counts are in fields as long as the forward's: the larger of the two decides.
+  const reverse = batch.reverse
+  const packetsOf = reverse ? (i: number) => Math.max(batch.packets[i], reverse.packets[i]) : (i: number) => batch.packets[i]
+  const bytesOf = reverse ? (i: number) => Math.max(batch.bytes[i], reverse.bytes[i]) : (i: number) => batch.bytes[i]
   let any = false
-  for (let r = 0; r < count && !any; r++) any = batch.packets[row(r)] > maxPackets || batch.bytes[row(r)] > maxBytes
+  for (let r = 0; r < count && !any; r++) any = packetsOf(row(r)) > maxPackets || bytesOf(row(r)) > maxBytes
   if (!any) return undefined
   const flow: number[] = []
   const part: number[] = []
   const of: number[] = []
   for (let r = 0; r < count; r++) {
     const i = row(r)
-    const n = Math.max(1, Math.ceil(batch.packets[i] / maxPackets), Math.ceil(batch.bytes[i] / maxBytes))
+    const n = Math.max(1, Math.ceil(packetsOf(i) / maxPackets), Math.ceil(bytesOf(i) / maxBytes))
     for (let k = 0; k < n; k++) {
       flow.push(i)
       part.push(k)

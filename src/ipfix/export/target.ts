@@ -30,6 +30,8 @@ export interface CollectorTarget {
   replayBytesPerSecond?: number
   /** How fast any message may leave for it (bytes a second; 0 = unpaced); undefined = the exporter's default. */
   sendBytesPerSecond?: number
+  /** Biflows (RFC 5103): both directions of a connection in one record, in biflow templates (biflow-templates.ts); absent: uniflows. */
+  biflow?: boolean
 }
 
 /** A template as named fields: the information element's registry name and its length on the wire. */

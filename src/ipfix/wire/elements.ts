@@ -160,17 +160,41 @@ const SYNTHETIC_ELEMENT_CACHE_SIZE = 4096
  * one template field that holds it (which then holds its memory too).
  */
 export function isSharedElement(element: InformationElement): boolean {
-  return byId.get(element.id) === element || synthetic.get(element.name) === element
+  return byId.get(element.id) === element || synthetic.get(element.name) === element || reverseById.get(element.id) === element
+}
+
+/** The reverse Private Enterprise Number of RFC 5103 (biflows): its element N is IANA element N's reverse. */
+const REVERSE_PEN = 29305
+/** Reverse elements by id, made once each (at most one per registry element). */
+const reverseById = new Map<number, InformationElement>()
+
+/**
+ * The reverse of IANA element `id` (RFC 5103 §6.1): the same type, named `reverse` and its
+ * name capitalised (reversePacketDeltaCount); undefined for an id the registry lacks.
+ */
+function reverseElement(id: number): InformationElement | undefined {
+  let e = reverseById.get(id)
+  if (e) return e
+  const forward = elementById(id)
+  if (!forward) return undefined
+  e = {...forward, name: `reverse${forward.name[0].toUpperCase()}${forward.name.slice(1)}`}
+  reverseById.set(id, e)
+  return e
 }
 
 /**
- * The element a field specifier names: the IANA registry's for enterprise bit 0, otherwise (or for
- * an id the registry lacks) a synthetic octetArray element named `ie<ID>` or `e<PEN>.ie<ID>`.
+ * The element a field specifier names: the IANA registry's for enterprise bit 0, its reverse for
+ * the reverse PEN 29305 (RFC 5103), otherwise (or for an id the registry lacks) a synthetic
+ * octetArray element named `ie<ID>` or `e<PEN>.ie<ID>`.
  */
 export function resolveElement(id: number, enterpriseNumber?: number): InformationElement {
   if (enterpriseNumber === undefined) {
     const known = elementById(id)
     if (known) return known
+  }
+  if (enterpriseNumber === REVERSE_PEN) {
+    const reverse = reverseElement(id)
+    if (reverse) return reverse
   }
   const name = enterpriseNumber === undefined ? `ie${id}` : `e${enterpriseNumber}.ie${id}`
   let e = synthetic.get(name)

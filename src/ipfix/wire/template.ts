@@ -3,8 +3,9 @@
  * decoding of Template Sets and Options Template Sets, withdrawals included (§8.1).
  *
  * A field specifier (§3.2) is 2 octets of E bit and element id, 2 of field length, and, with the E
- * bit, 4 of enterprise number. Fields of an id the IANA registry lacks, and all enterprise-specific
- * fields, decode to a synthetic octetArray element named `ie<ID>` or `e<PEN>.ie<ID>`.
+ * bit, 4 of enterprise number. Fields of an id the IANA registry lacks, and enterprise-specific
+ * fields, decode to a synthetic octetArray element named `ie<ID>` or `e<PEN>.ie<ID>`; those of the
+ * reverse PEN 29305 (RFC 5103 biflows) to the reverse of the IANA element, e.g. reversePacketDeltaCount.
  */
 import {isValidLength, resolveElement, VARIABLE_LENGTH, type InformationElement} from './elements.js'
 import {CodecError, DecodeError} from './errors.js'

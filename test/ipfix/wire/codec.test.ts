@@ -225,7 +225,7 @@ function samples(type: AbstractType, length: number): [FieldValue, FieldValue][]
       const pen = {
         kind: 'basicList',
         semantic: ListSemantic.exactlyOneOf,
-        field: {element: resolveElement(12, 29305), length: 4, enterpriseNumber: 29305},
+        field: {element: resolveElement(12, 32473), length: 4, enterpriseNumber: 32473},
         values: [hex('c0000201')],
       } as BasicList
       const big = {
@@ -459,13 +459,13 @@ describe('ipfix/codec', function () {
       const v = {
         kind: 'basicList',
         semantic: ListSemantic.ordered,
-        field: {element: resolveElement(7, 29305), length: 2, enterpriseNumber: 29305},
+        field: {element: resolveElement(7, 32473), length: 2, enterpriseNumber: 32473},
         values: [hex('00 50')],
       } as BasicList
-      assert.deepEqual(encode('basicList', V, v), hex('0b  04  80 07  00 02  00 00 72 79  00 50'))
-      const back = decode(hex('0b  04  80 07  00 02  00 00 72 79  00 50'), 'basicList', V)
+      assert.deepEqual(encode('basicList', V, v), hex('0b  04  80 07  00 02  00 00 7e d9  00 50'))
+      const back = decode(hex('0b  04  80 07  00 02  00 00 7e d9  00 50'), 'basicList', V)
       assert.deepEqual(back, v)
-      assert.equal((back as {field: {element: InformationElement}}).field.element.name, 'e29305.ie7')
+      assert.equal((back as {field: {element: InformationElement}}).field.element.name, 'e32473.ie7')
     })
 
     it('encodes a basicList of variable-length values with their own prefixes', function () {

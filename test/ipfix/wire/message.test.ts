@@ -77,7 +77,7 @@ describe('ipfix/message', function () {
     })
 
     it('counts 8 bytes for an enterprise field specifier', function () {
-      const fields = [{length: 4, enterpriseNumber: 29305}, {length: 4}]
+      const fields = [{length: 4, enterpriseNumber: 32473}, {length: 4}]
       assert.equal(templateFits(fields, 1400).templateRecordBytes, 4 + 8 + 4)
     })
 

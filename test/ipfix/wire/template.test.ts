@@ -34,7 +34,7 @@ const T256: Template = {
     {element: el('sourceIPv4Address'), length: 4},
     {element: el('destinationIPv4Address'), length: 4},
     {element: el('octetDeltaCount'), length: 4},
-    {element: resolveElement(5, 29305), length: V, enterpriseNumber: 29305},
+    {element: resolveElement(5, 32473), length: V, enterpriseNumber: 32473},
   ],
 }
 
@@ -52,8 +52,8 @@ describe('ipfix/template', function () {
     it('writes the header and field specifiers, the E bit and enterprise number for enterprise fields', function () {
       const buf = Buffer.alloc(40, 0xee)
       const end = encodeTemplateRecord(T256, buf, 2)
-      // ID 256, 4 fields | 8/4 | 12/4 | 1/4 (reduced) | E+5/65535, PEN 29305 = 0x7279
-      const expected = hex('01 00 00 04  00 08 00 04  00 0c 00 04  00 01 00 04  80 05 ff ff 00 00 72 79')
+      // ID 256, 4 fields | 8/4 | 12/4 | 1/4 (reduced) | E+5/65535, PEN 32473 = 0x7ed9
+      const expected = hex('01 00 00 04  00 08 00 04  00 0c 00 04  00 01 00 04  80 05 ff ff 00 00 7e d9')
       assert.equal(end, 2 + expected.length)
       assert.deepEqual(buf.subarray(2, end), expected)
       assert.equal(templateRecordSize(T256), 24)
@@ -89,7 +89,7 @@ describe('ipfix/template', function () {
   describe('decodeTemplateSet', function () {
     it('reads templates, IANA and enterprise fields, and zero padding', function () {
       const b = body(
-        templateRecord(256, spec(ID.sourceIPv4Address, 4), spec(ID.destinationIPv4Address, 4), spec(ID.octetDeltaCount, 4), spec(5, V, 29305)),
+        templateRecord(256, spec(ID.sourceIPv4Address, 4), spec(ID.destinationIPv4Address, 4), spec(ID.octetDeltaCount, 4), spec(5, V, 32473)),
         templateRecord(257, spec(ID.sourceIPv6Address, 16), spec(32000, 3)),
         hex('00 00'),
       )
@@ -102,7 +102,7 @@ describe('ipfix/template', function () {
           ['sourceIPv4Address', 'ipv4Address', 4, undefined],
           ['destinationIPv4Address', 'ipv4Address', 4, undefined],
           ['octetDeltaCount', 'unsigned64', 4, undefined],
-          ['e29305.ie5', 'octetArray', V, 29305],
+          ['e32473.ie5', 'octetArray', V, 32473],
         ],
       )
       assert.deepEqual(d.templates[1].fields[1], {element: {id: 32000, name: 'ie32000', type: 'octetArray'}, length: 3})
@@ -110,6 +110,26 @@ describe('ipfix/template', function () {
       assert.deepEqual(d.padding, {offset: b.length - 2, length: 2, zero: true})
       assert.deepEqual(d.withdrawals, [])
       assert.equal(d.inOrder.length, 2)
+    })
+
+    it('reads the fields of the reverse PEN 29305 (RFC 5103 biflows) as the reverse of the IANA element', function () {
+      const b = templateRecord(
+        300,
+        spec(ID.packetDeltaCount, 8),
+        spec(ID.packetDeltaCount, 4, 29305),
+        spec(ID.sourceIPv4Address, 4, 29305),
+        spec(32000, 2, 29305),
+      )
+      const d = decodeTemplateSet(b, 0, b.length)
+      assert.deepEqual(
+        d.templates[0].fields.map((f) => [f.element.name, f.element.type, f.length, f.enterpriseNumber]),
+        [
+          ['packetDeltaCount', 'unsigned64', 8, undefined],
+          ['reversePacketDeltaCount', 'unsigned64', 4, 29305],
+          ['reverseSourceIPv4Address', 'ipv4Address', 4, 29305],
+          ['e29305.ie32000', 'octetArray', 2, 29305],
+        ],
+      )
     })
 
     it('respects start and end inside a larger buffer', function () {
