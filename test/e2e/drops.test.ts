@@ -3,7 +3,9 @@
  * meter on both router interfaces and its drops on (`meter attach --drops`), the daemon exporting
  * with the drop counters in its templates, and tshark decoding the export. Four ways a router
  * drops a packet, each its own flow with exact drop counts and its forwardingStatus code (RFC 7270)
- * beside the packets the meter counted coming in; none of them leaves by the other interface.
+ * beside the packets the meter counted coming in; none of them leaves by the other interface. The
+ * expired TTL in IPv6 too (hop limit 1); the drops in the metrics, the flow log and `top`; and the
+ * config's `drops:` of a meter.
  */
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
@@ -31,7 +33,8 @@ const UNROUTABLE = 131
 const FRAGMENTATION_AND_DF = 133
 const BAD_TTL = 137
 const SENT = 5
-const DROP_REASONS = ['NETFILTER_DROP', 'IP_INNOROUTES', 'TTL_EXPIRED', 'PKT_TOO_BIG']
+/** Drops each reason has at r0: one case each, and the TTL one in IPv4 and IPv6. */
+const DROPS_BY_REASON: Record<string, number> = {NETFILTER_DROP: SENT, IP_INNOROUTES: SENT, TTL_EXPIRED: 2 * SENT, PKT_TOO_BIG: SENT}
 
 describe('drops with their reasons through a namespace router @e2e', function () {
   const id = randomBytes(3).toString('hex')
@@ -55,9 +58,12 @@ describe('drops with their reasons through a namespace router @e2e', function ()
     client = await lab.namespace('client')
     router = await lab.namespace('router')
     const server = await lab.namespace('server')
-    await lab.veth(client, 'c0', router, 'r0', {v4: ['198.18.60.2/24', '198.18.60.1/24'], quiet: true})
-    await lab.veth(router, 'r1', server, 's0', {v4: ['198.18.61.1/24', '198.18.61.2/24'], quiet: true})
+    await lab.veth(client, 'c0', router, 'r0', {v4: ['198.18.60.2/24', '198.18.60.1/24'], v6: ['fd00:60::2/64', 'fd00:60::1/64'], quiet: true})
+    await lab.veth(router, 'r1', server, 's0', {v4: ['198.18.61.1/24', '198.18.61.2/24'], v6: ['fd00:61::1/64', 'fd00:61::2/64'], quiet: true})
     await lab.sysctl(router, 'net.ipv4.ip_forward', '1')
+    await lab.sysctl(router, 'net.ipv6.conf.all.forwarding', '1')
+    await lab.exec(client, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:60::1'])
+    await lab.exec(server, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:61::1'])
     await lab.exec(router, 'ip', ['link', 'set', 'dev', 'r1', 'mtu', '1280'])
     await lab.exec(server, 'ip', ['link', 'set', 'dev', 's0', 'mtu', '1280'])
     await lab.exec(server, 'ip', ['addr', 'add', '198.18.62.1/32', 'dev', 'lo'])
@@ -104,13 +110,15 @@ describe('drops with their reasons through a namespace router @e2e', function ()
       udpSink.stop()
       // TTL 1: it expires at the router (ping says so, and fails).
       await run('ping', ['-4', '-c', String(SENT), '-t', '1', '-i', '0.05', '-W', '1', '-q', '198.18.61.2'], {netns: client}).catch(() => {})
+      // And IPv6: hop limit 1.
+      await run('ping', ['-6', '-c', String(SENT), '-t', '1', '-i', '0.05', '-W', '1', '-q', 'fd00:61::2'], {netns: client}).catch(() => {})
       // 1400 bytes with DF towards a 1280-byte link.
       await run('ping', ['-4', '-c', String(SENT), '-M', 'do', '-s', '1372', '-i', '0.05', '-W', '1', '-q', '198.18.62.1'], {netns: client}).catch(() => {})
       // Every drop is in the metrics within a drain or two.
       const deadline = Date.now() + 30_000
       for (;;) {
         metrics = await (await fetch(url)).text()
-        if (DROP_REASONS.every((reason) => sample(metrics, 'flowctl_dropped_packets_total', {interface: 'r0', reason}) === SENT)) break
+        if (Object.entries(DROPS_BY_REASON).every(([reason, n]) => sample(metrics, 'flowctl_dropped_packets_total', {interface: 'r0', reason}) === n)) break
         if (Date.now() > deadline) break
         await sleep(200)
       }
@@ -168,6 +176,20 @@ describe('drops with their reasons through a namespace router @e2e', function ()
     assert.deepEqual(outbound, [])
   })
 
+  it('counts IPv6 packets whose hop limit expires at the router as bad TTL (137)', function () {
+    const found = records.filter(
+      (r) => r.sourceIPv6Address === 'fd00:60::2' && r.destinationIPv6Address === 'fd00:61::2' && r.protocolIdentifier === 58 && r.flowDirection === 0,
+    )
+    assert.equal(found.length, 1, JSON.stringify(found))
+    assert.equal(found[0].ingressInterface, ifindex.r0)
+    // 56 bytes of data, the ICMPv6 header and the IPv6 header.
+    assertDropped(found[0], 56 + 8 + 40, BAD_TTL)
+    assert.deepEqual(
+      records.filter((r) => r.destinationIPv6Address === 'fd00:61::2' && r.flowDirection === 1),
+      [],
+    )
+  })
+
   it('counts packets too big for the next link with DF set as fragmentation and DF (133)', function () {
     const {inbound, outbound} = flow('198.18.62.1', echo)
     assertDropped(inbound, 1400, FRAGMENTATION_AND_DF)
@@ -186,10 +208,10 @@ describe('drops with their reasons through a namespace router @e2e', function ()
   })
 
   it('counts every drop in flowctl_dropped_packets_total by interface and reason', function () {
-    for (const reason of DROP_REASONS) {
+    for (const [reason, n] of Object.entries(DROPS_BY_REASON)) {
       const labels = {interface: 'r0', reason}
-      assert.equal(sample(metrics, 'flowctl_dropped_packets_total', labels), SENT, reason)
-      assert.ok((sample(metrics, 'flowctl_dropped_bytes_total', labels) ?? 0) >= SENT * 84, reason)
+      assert.equal(sample(metrics, 'flowctl_dropped_packets_total', labels), n, reason)
+      assert.ok((sample(metrics, 'flowctl_dropped_bytes_total', labels) ?? 0) >= n * 84, reason)
       assert.equal(sample(metrics, 'flowctl_dropped_unmetered_packets_total', labels) ?? 0, 0, `${reason}: every flow was metered`)
     }
   })
