@@ -339,6 +339,7 @@ export class Daemon {
   private reportDrain(label: string, report: DrainReport, cause: DrainCause): void {
     const exported = exportedCount(report)
     if (report.taken || exported) this.log.log('info', 'drain', drainLogFields(label, report, cause))
+    if (report.dropsError) this.log.limited(`drops:${label}`, 'error', 'drops-failed', {netns: label, error: report.dropsError})
     if (this.quietMeters.worthTelling(label, report)) this.observer.onDrain?.({netns: label, ...report})
   }
 

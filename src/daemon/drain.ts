@@ -64,6 +64,8 @@ export interface DrainReport {
   drops?: DropTally[]
   /** Drops let go without a flow: the meter never counted their packets (drop-table.ts). */
   unmeteredDrops?: DropTally[]
+  /** Why the set's drops could not be taken out (its flows were drained all the same). */
+  dropsError?: string
 }
 
 /** A drain under way (startDrain), for finishDrain. */
@@ -280,12 +282,16 @@ export class MeterSetDrainer {
     let swap = start
     let drops: DropTally[] | undefined
     let unmeteredDrops: DropTally[] | undefined
+    let dropsError: string | undefined
     try {
       // Before the flows are merged, for a forced drain exports each flow as it reads it. The
       // flow maps were swapped before (startDrain), and a packet is metered before it is dropped:
       // a drop taken here has its packet in the flows taken, held, or (metered after the swap)
-      // in the next drain's.
-      drops = await this.takeDrops()
+      // in the next drain's. A failure here never keeps the flows from being drained.
+      drops = await this.takeDrops().catch((error: unknown) => {
+        dropsError = (error as Error).message
+        return undefined
+      })
       await merge(start.taken)
       if (this.held.size > 0 || this.dropTable?.size) {
         this.held.expireAll(force, this.round, sink)
@@ -320,12 +326,13 @@ export class MeterSetDrainer {
       liveEntries: this.liveEntries,
       ...(drops?.length ? {drops} : {}),
       ...(unmeteredDrops?.length ? {unmeteredDrops} : {}),
+      ...(dropsError ? {dropsError} : {}),
     }
   }
 
   /**
    * Takes the namespace's drops out of the kernel into the drop table, when the set has drops on
-   * (its marker is read at every drain: \`meter attach --drops\` may turn them on while the daemon
+   * (its marker is read at every drain: `meter attach --drops` may turn them on while the daemon
    * runs). Drops of flows held when the daemon is killed are lost with it: the snapshot keeps
    * the flows, not their drops (docs/drop-reasons.md).
    */

@@ -10,7 +10,7 @@ import {rmSync} from 'node:fs'
 import {compileMeter} from '../../src/bpf/compile.js'
 import {disableDrops, dropHookAttached, enableDrops} from '../../src/bpf/drops.js'
 import {DROP_KEY, DROP_VALUE, FLOW_KEY4, FLOW_KEY6} from '../../src/bpf/layout.generated.js'
-import {BpfMap} from '../../src/bpf/libbpf.js'
+import {BpfMap, MAP_TYPE} from '../../src/bpf/libbpf.js'
 import {MeterSet} from '../../src/bpf/meter-set.js'
 import {MeterSetDrainer, type DrainPolicy} from '../../src/daemon/drain.js'
 import type {FlowBatch} from '../../src/flow/batch.js'
@@ -152,6 +152,25 @@ describe('drain with drops on @e2e', function () {
     assert.deepEqual(second.unmeteredDrops, [{reason: 'IP_INNOROUTES', ifindex: 3, packets: 2, bytes: 200}])
     await drainer!.drain(policy, sink, true)
     assert.deepEqual(exported, [])
+  })
+
+  it('drains the flows of a set whose drops cannot be taken out, and says why', async function () {
+    // drop_maps replaced by a hash that names a map that does not exist for the namespace.
+    const path = `${paths.pinRoot}/drops/maps/drop_maps`
+    rmSync(path)
+    const bogus = BpfMap.create(MAP_TYPE.hash, 'drop_maps', 4, 4, 1)
+    try {
+      const key = Buffer.alloc(4)
+      key.writeUInt32LE(netnsInode(netns))
+      bogus.update(key, Buffer.from([0xf0, 0xff, 0xff, 0xff]))
+      bogus.pin(path)
+    } finally {
+      bogus.close()
+    }
+    putFlow(4000, 2)
+    const report = await drainer!.drain(policy, sink, true)
+    assert.match(report.dropsError ?? '', /drops hash/)
+    assert.deepEqual(exported, [{sport: 4000, packets: 2, dropped: 0, droppedBytes: 0, reason: undefined, fwdStatus: 0}])
   })
 
   it('leaves no hook behind once the last namespace with drops lets it go', async function () {
