@@ -247,4 +247,54 @@ struct meter_meta {
 	__u32 capacity;       /* flows each flow map may hold */
 };
 
+/*
+ * DROPS (bpf/drops.bpf.c, a separate program on the kfree_skb tracepoint, off unless asked for).
+ * Not part of a meter set's layout: the meter never reads these maps, so a set without them is
+ * the same set. The hook's own maps are global, pinned under <pin root>/drops/; a namespace with
+ * drops on has its current drops hash in `drop_maps` (by its netns inode) and a `drops` marker
+ * (struct drop_set) pinned in its meter set's maps directory.
+ */
+enum drop_settings {
+	/* Entries of one namespace's drops hash between two drains. */
+	DROPS_MAP_ENTRIES = 65536,
+	/* Namespaces that may have drops on at once. */
+	DROP_NETNS_MAX = 4096,
+	/* drop_key.flags: the kernel reported IP_INHDR for a packet it was forwarding with a TTL
+	 * of 1 or 0 (it has no reason of its own for an expired TTL). */
+	DROP_FLAG_TTL_EXPIRED = 1,
+};
+
+/* A dropped packet's flow, as the meter keys it (IPv4: addresses in the first 4 bytes of
+ * src and dst), and why the kernel dropped it. */
+struct drop_key {
+	struct flow_key6 flow;
+	__u32 reason; /* enum skb_drop_reason of the running kernel */
+	__u8 family;  /* 4 or 6 */
+	__u8 flags;   /* DROP_FLAG_* */
+	__u16 _pad;
+};
+
+struct drop_value {
+	__u64 packets; /* wire packets (a GSO super-packet counts as its segments) */
+	__u64 bytes;   /* IP bytes */
+};
+
+/* drop_netns: a namespace whose drops are counted, by its netns inode. */
+struct drop_netns {
+	__u32 sampling_interval; /* count 1 drop in N, at random (the meter set's N; 0 or 1: all) */
+	__u32 _reserved;
+};
+
+/* Per-CPU counters of the hook (`drop_stats`): drops it could not record. */
+struct drop_stats {
+	__u64 lost_packets; /* the namespace's drops hash was full */
+	__u64 counted_packets;
+};
+
+/* The `drops` marker in a meter set's maps directory: drops are on for its namespace. */
+struct drop_set {
+	__u32 netns_inode;
+	__u32 sampling_interval;
+};
+
 #endif

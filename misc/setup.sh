@@ -10,10 +10,11 @@ fi
 # test runs its own, on a loopback port it picks; the packaged service is not needed; nfdump and
 # pmacct: the independent collectors the fault and sampling tests check our exports against, each
 # run by the test on a loopback port, never as the packaged service; snmpd and snmp: the akvorado
-# recipe's test runs net-snmp's agent in a lab namespace to read IF-MIB as akvorado would).
+# recipe's test runs net-snmp's agent in a lab namespace to read IF-MIB as akvorado would; nftables: the
+# drops test drops packets with a firewall rule in a lab router).
 packages="clang llvm libbpf-dev bpftool iproute2 util-linux \
   iputils-ping ethtool tshark iperf3 softflowd netsniff-ng linux-perf time tmux prometheus nfdump pmacct \
-  clang-format snmpd snmp"
+  clang-format snmpd snmp nftables"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -2,7 +2,7 @@
  * `npm run bench`: flowctl's speed beside its references, measured in one run (shared, noisy
  * machines: every comparison runs its variants side by side). Needs root. See docs/benchmarks.md.
  *
- *   node dist/misc/bench/index.js [--only memory,kernel,drain,encoder,linerate,softflowd,replay,namespaces,follow]
+ *   node dist/misc/bench/index.js [--only memory,kernel,drain,encoder,linerate,softflowd,replay,namespaces,follow,drops]
  *                                 [--quick] [--repeats N] [--verbose] [--profile DIR] [--namespaces N]
  *
  * Everything the bench makes lives under private roots (pins, run, state and cache dirs, named
@@ -16,7 +16,7 @@ import {parseArgs} from 'node:util'
 
 import {cleanup, log, machine, renderTable, settle, type BenchOptions, type Row} from './util.js'
 
-const SECTIONS = ['memory', 'kernel', 'drain', 'encoder', 'linerate', 'softflowd', 'replay', 'namespaces', 'follow'] as const
+const SECTIONS = ['memory', 'kernel', 'drain', 'encoder', 'linerate', 'softflowd', 'replay', 'namespaces', 'follow', 'drops'] as const
 /** Namespaces of the `namespaces` section unless --namespaces says otherwise. */
 const NAMESPACES = 100
 type Section = (typeof SECTIONS)[number]
@@ -59,6 +59,8 @@ async function runSection(section: Section, options: BenchOptions, profile: stri
       return (await import('./namespaces.js')).benchNamespaces({...options, namespaces})
     case 'follow':
       return (await import('./follow.js')).benchFollow(options)
+    case 'drops':
+      return (await import('./drops.js')).benchDrops(options)
   }
 }
 

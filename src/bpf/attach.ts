@@ -23,6 +23,7 @@ import {unexportedFlows} from './gone-sets.js'
 import {findAttachment, isOurFilter, ourProgIds, reconcileFilters, type AttachOutcome, type AttachResult} from './meter-filters.js'
 import {provisionMeterSet, type UndoSteps} from './meter-provision.js'
 import {flowMemoryAtMost, MeterSet} from './meter-set.js'
+import {disableDrops, dropsOn, enableDrops} from './drops.js'
 import {carryOverLegacy} from './migrate.js'
 import {readSampling, validateSamplingInterval} from './sampling.js'
 import {readState, runningDaemon, sameNetns, withStateLock, type Attachment} from './state.js'
@@ -55,6 +56,8 @@ export interface AttachRequest {
    * its collectors' sockets on the set's skip list there, so no export datagram is ever counted.
    */
   beforeFilters?: (set: MeterSet) => void
+  /** Count the namespaces' drops per flow (drops.ts): true turns them on, false off, undefined keeps them as they are. */
+  drops?: boolean
 }
 
 export type {AttachOutcome} from './meter-filters.js'
@@ -139,6 +142,7 @@ export async function attachMeters(paths: Paths, request: AttachRequest): Promis
         request.beforeFilters?.(provisioned.set)
         const ifnames = resolved.filter((r) => sameNetns(r.netns, netns)).map((r) => r.link.ifname)
         outcomes.push(...(await reconcileFilters(state, netns, ifnames, provisioned, filterRequest, undo)))
+        await applyDrops(paths, provisioned.set, netns, request.drops, undo)
         // A layout-1 meter set moved aside (now, or by an attach cut short): its filters run the
         // new programs by now, so its flows can be carried over.
         await carryOverLegacy(provisioned.set, provisioned.migrationLock)
@@ -261,6 +265,7 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
       if (state.attachments.some((a) => sameNetns(a.netns, set.netns))) continue
       if (!request.all && !selected.some((a) => sameNetns(a.netns, set.netns))) continue
       const discarded = daemon ? undefined : unexportedFlows(set)
+      await disableDrops(paths, set)
       await set.remove()
       state.meterSets = state.meterSets.filter((m) => !sameNetns(m.netns, set.netns))
       removedMeterSets.push(netnsLabel(set.netns))
@@ -268,6 +273,25 @@ export async function detachMeters(paths: Paths, request: DetachRequest): Promis
     }
     return {outcomes, removedMeterSets, discardedFlows}
   })
+}
+
+/**
+ * Turns a namespace's drops on or off as asked (and, when on, gives the hook the set's sampling
+ * interval, which an attach may have changed). An attach that fails later undoes a turning on.
+ */
+async function applyDrops(paths: Paths, set: MeterSet, netns: NetnsName, drops: boolean | undefined, undo: UndoSteps): Promise<void> {
+  const wasOn = dropsOn(set)
+  if (drops === false) {
+    await disableDrops(paths, set)
+    return
+  }
+  if (!drops && !wasOn) return
+  await enableDrops(paths, set, netns, readSampling(set))
+  if (!wasOn) {
+    undo.push(async () => {
+      await disableDrops(paths, set)
+    })
+  }
 }
 
 /**

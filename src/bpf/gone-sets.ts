@@ -8,6 +8,7 @@ import {existsSync} from 'node:fs'
 import type {Paths} from '../paths.js'
 import {netnsInode, netnsLabel, type NetnsName} from '../sys/netns.js'
 import {FlowStore} from './flow-store.js'
+import {disableDrops} from './drops.js'
 import {MeterSet} from './meter-set.js'
 import {runningDaemon, sameNetns, withStateLock, type AttachState} from './state.js'
 
@@ -50,6 +51,7 @@ export async function reclaimGoneSets(paths: Paths, only?: (netns: string) => bo
     for (const set of MeterSet.list(paths)) {
       if (set.netns === null || !netnsGone(state, set.netns) || (only && !only(set.netns))) continue
       const discardedFlows = daemonRunning ? undefined : unexportedFlows(set)
+      await disableDrops(paths, set)
       await set.remove()
       state.attachments = state.attachments.filter((a) => !sameNetns(a.netns, set.netns))
       state.meterSets = state.meterSets.filter((m) => !sameNetns(m.netns, set.netns))

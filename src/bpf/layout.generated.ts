@@ -24,6 +24,11 @@ export const FWD_STATUS_DROPPED = 128
 export const FWD_STATUS_DROP_UNROUTABLE = 131
 export const FWD_STATUS_FOR_US = 195
 
+/** enum drop_settings */
+export const DROPS_MAP_ENTRIES = 65536
+export const DROP_NETNS_MAX = 4096
+export const DROP_FLAG_TTL_EXPIRED = 1
+
 /** struct flow_key4 */
 export const FLOW_KEY4 = {
   name: 'flow_key4',
@@ -239,5 +244,58 @@ export const METER_META = {
   fields: {
     layoutVersion: {offset: 0, size: 4},
     capacity: {offset: 4, size: 4},
+  },
+} as const satisfies StructLayout
+
+/** struct drop_key */
+export const DROP_KEY = {
+  name: 'drop_key',
+  size: 56,
+  fields: {
+    flow: {offset: 0, size: 48, struct: 'flow_key6'},
+    reason: {offset: 48, size: 4},
+    family: {offset: 52, size: 1},
+    flags: {offset: 53, size: 1},
+    pad: {offset: 54, size: 2},
+  },
+} as const satisfies StructLayout
+
+/** struct drop_value */
+export const DROP_VALUE = {
+  name: 'drop_value',
+  size: 16,
+  fields: {
+    packets: {offset: 0, size: 8},
+    bytes: {offset: 8, size: 8},
+  },
+} as const satisfies StructLayout
+
+/** struct drop_netns */
+export const DROP_NETNS = {
+  name: 'drop_netns',
+  size: 8,
+  fields: {
+    samplingInterval: {offset: 0, size: 4},
+    reserved: {offset: 4, size: 4},
+  },
+} as const satisfies StructLayout
+
+/** struct drop_stats */
+export const DROP_STATS = {
+  name: 'drop_stats',
+  size: 16,
+  fields: {
+    lostPackets: {offset: 0, size: 8},
+    countedPackets: {offset: 8, size: 8},
+  },
+} as const satisfies StructLayout
+
+/** struct drop_set */
+export const DROP_SET = {
+  name: 'drop_set',
+  size: 8,
+  fields: {
+    netnsInode: {offset: 0, size: 4},
+    samplingInterval: {offset: 4, size: 4},
   },
 } as const satisfies StructLayout

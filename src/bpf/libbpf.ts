@@ -26,6 +26,7 @@ interface Libbpf {
   deleteBatch(fd: number, keys: Buffer, count: Uint32Array, opts: null): number
   updateBatch(fd: number, keys: Buffer, values: Buffer, count: Uint32Array, opts: null): number
   numPossibleCpus(): number
+  rawTracepointOpen(name: string, progFd: number): number
   close(fd: number): number
   /**
    * The same calls run in one of libuv's threads (koffi's async calls), the result handed to the
@@ -83,6 +84,7 @@ function lib(): Libbpf {
     deleteBatch: bpf.func('int bpf_map_delete_batch(int fd, void *keys, void *count, void *opts)'),
     updateBatch: bpf.func('int bpf_map_update_batch(int fd, void *keys, void *values, void *count, void *opts)'),
     numPossibleCpus: bpf.func('int libbpf_num_possible_cpus(void)'),
+    rawTracepointOpen: bpf.func('int bpf_raw_tracepoint_open(const char *name, int prog_fd)'),
     close: libc.func('int close(int fd)'),
     updateElemAsync: (...args) => {
       updateElem.async(...args)
@@ -375,6 +377,26 @@ export function progInfo(path: string): {id: number; tag: string} {
     return {id: info.readUInt32LE(4), tag: info.toString('hex', 8, 16)}
   } finally {
     lib().close(fd)
+  }
+}
+
+/**
+ * Attaches the pinned program at `progPath` to the raw tracepoint `tracepoint` and pins the link
+ * at `linkPath`: the attachment lasts while the pin does (unlink it to detach), not only while
+ * this process runs.
+ */
+export function attachRawTracepoint(progPath: string, tracepoint: string, linkPath: string): void {
+  const prog = lib().objGet(progPath)
+  if (prog < 0) throw new BpfError(`opening pinned program ${progPath}`, -prog)
+  try {
+    const link = check(lib().rawTracepointOpen(tracepoint, prog), `attaching ${progPath} to the raw tracepoint ${tracepoint}`)
+    try {
+      check(lib().objPin(link, linkPath), `pinning the link at ${linkPath}`)
+    } finally {
+      lib().close(link)
+    }
+  } finally {
+    lib().close(prog)
   }
 }
 

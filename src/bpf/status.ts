@@ -12,6 +12,7 @@ import {KEY, readU32} from './layout.js'
 import {BpfMap} from './libbpf.js'
 import {MeterSet} from './meter-set.js'
 import {readOverflow} from './overflow.js'
+import {dropsOn} from './drops.js'
 import {readSampling} from './sampling.js'
 import {readState, sameNetns} from './state.js'
 
@@ -44,6 +45,8 @@ export interface MeterStatus {
   memoryMaxBytes: number
   /** The namespace's meter set counts 1 packet in N (1: every packet); flows carry the N they were counted at. */
   samplingInterval: number
+  /** Whether the namespace's drops are counted per flow (`meter attach --drops`). */
+  drops: boolean
 }
 
 function slot(ifindex: number, direction: DirectionName): string {
@@ -144,6 +147,7 @@ export async function meterStatus(paths: Paths, netns?: NetnsName): Promise<Mete
         memoryBytes: memory.now,
         memoryMaxBytes: memory.atMost,
         samplingInterval,
+        drops: dropsOn(set),
       })
     }
   }

@@ -22,7 +22,9 @@ with sampling, the rates are estimates. By flow, a TCP flow whose handshake the 
 round trips as RTT C/S MS: router to client and back / router to server and back, in milliseconds ('-': not
 timed, or its handshake came and went between two looks). Press q to quit. With --once it samples twice, one interval apart, prints and
 exits (--json for scripts); a missed map makes it fail. It shows one namespace: --netns NS, or the root namespace
-when omitted; --all-netns shows every metered namespace.`
+when omitted; --all-netns shows every metered namespace. In a namespace with drops on (\`meter attach --drops\`),
+the rows also show the packets per second the kernel dropped of their flows and the kernel's reason (read from the
+namespace's drops beside the daemon, which takes them at every drain: those rates may undercount).`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -115,8 +117,10 @@ function render(sample: TopSample, by: TopGrouping): string[] {
   const rtt = (r: TopSample['rows'][number]) =>
     r.tcpRttServerMicroseconds === undefined ? '-' : `${ms(r.tcpRttClientMicroseconds!)}/${ms(r.tcpRttServerMicroseconds)}`
   const withRtt = by === 'flow'
+  // Namespaces with drops on (meter attach --drops): the drops of the row's flows, and the kernel's reason.
+  const drops = sample.rows.some((r) => r.droppedPackets)
   const table = renderTable(
-    ['NETNS', by.toUpperCase(), 'BITS/S', 'PACKETS/S', 'FLOWS', ...(withRtt ? ['RTT C/S MS'] : [])],
+    ['NETNS', by.toUpperCase(), 'BITS/S', 'PACKETS/S', 'FLOWS', ...(withRtt ? ['RTT C/S MS'] : []), ...(drops ? ['DROPS/S', 'DROP REASON'] : [])],
     sample.rows.map((r) => [
       r.netns,
       r.label,
@@ -124,8 +128,9 @@ function render(sample: TopSample, by: TopGrouping): string[] {
       rate(r.packetsPerSecond, 'p/s'),
       String(r.flows),
       ...(withRtt ? [rtt(r)] : []),
+      ...(drops ? [r.droppedPackets ? rate(r.droppedPackets / sample.intervalSeconds, 'p/s') : '', r.dropReason ?? ''] : []),
     ]),
-    {right: withRtt ? [2, 3, 4, 5] : [2, 3, 4]},
+    {right: [2, 3, 4, ...(withRtt || drops ? [5] : []), ...(withRtt && drops ? [6] : [])]},
   )
   return [title, '', ...table]
 }

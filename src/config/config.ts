@@ -76,6 +76,12 @@ export interface MeterSelection {
    * --sampling`, 1 for a new one).
    */
   sampling?: number
+  /**
+   * Count the namespace's dropped packets per flow, with the kernel's reason (`meter attach
+   * --drops`): true turns them on when the daemon finds the meter and on reload, false off.
+   * Undefined: as the meter is.
+   */
+  drops?: boolean
 }
 
 /** The normalized daemon configuration. */

@@ -227,6 +227,7 @@ class ConfigBuilder {
       if (item.direction != null) meter.direction = item.direction
       if (item.capacity != null) meter.capacity = item.capacity
       if (item.sampling != null) meter.sampling = item.sampling
+      if (item.drops != null) meter.drops = item.drops
       return meter
     })
   }

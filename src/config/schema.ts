@@ -151,6 +151,8 @@ const INTERFACES = 'a list of interface globs the daemon attaches to, e.g. ["eth
 const DIRECTION = 'ingress, egress or both'
 const direction = v.picklist(['ingress', 'egress', 'both'], (issue) => problemText(`expected ${DIRECTION}, got ${describe(issue.input)}`, DIRECTION))
 
+const DROPS = "true (count the namespace's drops per flow, as meter attach --drops) or false"
+
 const CAPACITY = `an integer from ${MIN_CAPACITY} to ${MAX_CAPACITY} (flows per flow map, as meter attach --capacity)`
 
 const meter = map(
@@ -167,6 +169,7 @@ const meter = map(
         `an integer from ${MIN_SAMPLING_INTERVAL} (every packet) to ${MAX_SAMPLING_INTERVAL} (1 packet in ${MAX_SAMPLING_INTERVAL})`,
       ),
     ),
+    drops: v.nullish(v.boolean((issue) => problemText(`expected true or false, got ${describe(issue.input)}`, DROPS))),
   },
   {netns: NETNS},
 )
@@ -206,7 +209,7 @@ const CONFIG_SCHEMA = map({
   meters: v.nullish(
     list(
       meter,
-      'a list of {netns: NAME, root or PATTERN, observationDomainId: ID, sampling: N, interfaces: [GLOB, ...], direction: DIRECTION, capacity: N}',
+      'a list of {netns: NAME, root or PATTERN, observationDomainId: ID, sampling: N, drops: BOOL, interfaces: [GLOB, ...], direction: DIRECTION, capacity: N}',
       problemText('the list is empty', 'at least one {netns: NAME or root}, or leave meters out for every attached meter'),
     ),
   ),

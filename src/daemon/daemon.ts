@@ -21,7 +21,7 @@ import {FlowFanout} from './flow-fanout.js'
 import {InterfaceNames} from './interfaces.js'
 import {createLogger, type Logger} from './log.js'
 import {MeterDirsWatch} from './meter-dirs.js'
-import {applySampling, domainsInUse, ignoredByDomain} from './meter-upkeep.js'
+import {applyMeterConfig, domainsInUse, ignoredByDomain} from './meter-upkeep.js'
 import {PidFile} from './pid-file.js'
 import {SerialWork} from './serial-work.js'
 import {DaemonStateFile} from './state-file.js'
@@ -186,8 +186,7 @@ export class Daemon {
         this.log.limited(`meter:${label}`, 'error', 'meter-unreadable', {netns: label, error: (error as Error).message})
         continue
       }
-      const sampling = meterFor(this.config.meters, set.netns)?.sampling
-      if (sampling !== undefined) applySampling(this.log, label, drainer, sampling)
+      applyMeterConfig(this.log, this.paths, label, drainer, meterFor(this.config.meters, set.netns))
     }
     return found
   }
@@ -340,6 +339,7 @@ export class Daemon {
   private reportDrain(label: string, report: DrainReport, cause: DrainCause): void {
     const exported = exportedCount(report)
     if (report.taken || exported) this.log.log('info', 'drain', drainLogFields(label, report, cause))
+    if (report.dropsError) this.log.limited(`drops:${label}`, 'error', 'drops-failed', {netns: label, error: report.dropsError})
     if (this.quietMeters.worthTelling(label, report)) this.observer.onDrain?.({netns: label, ...report})
   }
 

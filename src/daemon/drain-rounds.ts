@@ -91,7 +91,7 @@ export class QuietMeters {
     // Packets came (flows taken or ended): the accuracy check wants a reading after them. A swap
     // that took nothing (maps resized to the demand) brought none.
     if (report.taken > 0 || exported > 0) this.lastActive.set(label, this.now())
-    if (report.swapped || exported > 0) {
+    if (report.swapped || exported > 0 || report.drops || report.unmeteredDrops) {
       this.quiet.delete(label)
       return true
     }

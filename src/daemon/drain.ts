@@ -28,6 +28,9 @@ import type {MeterStats} from '../bpf/meter-stats.js'
 import type {HandshakeRtt} from '../flow/handshake-rtt.js'
 import {FAMILIES, type Family} from '../flow/record.js'
 import {monotonicNowNs} from '../sys/clock.js'
+import {kernelDropReasons} from '../bpf/btf.js'
+import {dropSetInode, takeDrops} from '../bpf/drops.js'
+import {DropTable, type DropTally} from './drop-table.js'
 import {HeldFlows, type DrainPolicy, type ExportSink, type SeenBySlot} from './held-flows.js'
 import {LiveMaps} from './live-maps.js'
 
@@ -62,6 +65,12 @@ export interface DrainReport {
   liveEntries: Record<Family, number>
   /** The TCP connections whose handshake this drain found timed whole (each once). */
   handshakes?: HandshakeRtt[]
+  /** Drops the drain took out of the kernel, per reason and interface (set with drops on only). */
+  drops?: DropTally[]
+  /** Drops let go without a flow: the meter never counted their packets (drop-table.ts). */
+  unmeteredDrops?: DropTally[]
+  /** Why the set's drops could not be taken out (its flows were drained all the same). */
+  dropsError?: string
 }
 
 /** A drain under way (startDrain), for finishDrain. */
@@ -114,6 +123,8 @@ export class MeterSetDrainer {
   private readonly handshakeMap: BpfMap
   /** A handshake this much older than the drain that reads it is given up (drains that saw no end of it). */
   private readonly handshakeStaleNs: number
+  /** The drops of the set's flows, from the first drain that finds the set's drops on. */
+  private dropTable?: DropTable
 
   private constructor(set: MeterSet, netns: string, domain: number, store: FlowStoreType, options: DrainerOptions) {
     this.set = set
@@ -302,9 +313,20 @@ export class MeterSetDrainer {
     // A drain that left the live maps in place (no flow was created since the last swap: no
     // packet was counted, so none timed a handshake) has nothing new to read there.
     const handshakes = start.gen === undefined ? [] : this.timeHandshakes()
+    let drops: DropTally[] | undefined
+    let unmeteredDrops: DropTally[] | undefined
+    let dropsError: string | undefined
     try {
+      // Before the flows are merged, for a forced drain exports each flow as it reads it. The
+      // flow maps were swapped before (startDrain), and a packet is metered before it is dropped:
+      // a drop taken here has its packet in the flows taken, held, or (metered after the swap)
+      // in the next drain's. A failure here never keeps the flows from being drained.
+      drops = await this.takeDrops().catch((error: unknown) => {
+        dropsError = (error as Error).message
+        return undefined
+      })
       await merge(start.taken)
-      if (this.held.size > 0) {
+      if (this.held.size > 0 || this.dropTable?.size) {
         this.held.expireAll(force, this.round, sink)
         lap('expireMs')
       }
@@ -319,6 +341,7 @@ export class MeterSetDrainer {
         this.store.commit(swap.gen, this.held.caches)
         lap('commitMs')
       }
+      if (this.dropTable?.size) unmeteredDrops = this.dropTable.sweep(this.round, (family, key) => this.held.holds(family, key))
     } finally {
       for (const {map} of [...start.taken, ...(swap === start ? [] : swap.taken)]) map.close()
       this.held.release()
@@ -335,7 +358,25 @@ export class MeterSetDrainer {
       swapped: swap.gen !== undefined,
       liveEntries: this.liveEntries,
       handshakes,
+      ...(drops?.length ? {drops} : {}),
+      ...(unmeteredDrops?.length ? {unmeteredDrops} : {}),
+      ...(dropsError ? {dropsError} : {}),
     }
+  }
+
+  /**
+   * Takes the namespace's drops out of the kernel into the drop table, when the set has drops on
+   * (its marker is read at every drain: `meter attach --drops` may turn them on while the daemon
+   * runs). Drops of flows held when the daemon is killed are lost with it: the snapshot keeps
+   * the flows, not their drops (docs/drop-reasons.md).
+   */
+  private async takeDrops(): Promise<DropTally[] | undefined> {
+    const inode = dropSetInode(this.store)
+    if (inode === undefined) return undefined
+    const entries = await takeDrops(this.set.root, inode)
+    this.dropTable ??= new DropTable(reasonNames())
+    this.held.drops = this.dropTable
+    return entries.length ? this.dropTable.add(entries, this.round) : undefined
   }
 
   /**
@@ -404,6 +445,20 @@ export class MeterSetDrainer {
       unread,
     }
   }
+}
+
+let kernelReasons: ReadonlyMap<number, string> | undefined
+
+/** The running kernel's drop reason names, read once (an empty table, numbers shown, if its BTF cannot be read). */
+function reasonNames(): ReadonlyMap<number, string> {
+  if (!kernelReasons) {
+    try {
+      kernelReasons = kernelDropReasons()
+    } catch {
+      kernelReasons = new Map()
+    }
+  }
+  return kernelReasons
 }
 
 /** Entries in `map`, or undefined when it cannot be read (or was not opened). */

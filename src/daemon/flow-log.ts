@@ -97,6 +97,15 @@ export function batchToRecords(batch: FlowBatch, names: InterfaceNames): FlowRec
       record.icmpType = batch.dport[i] >> 8
       record.icmpCode = batch.dport[i] & 0xff
     }
+    // A flow with drops (meter attach --drops): what the kernel dropped of it, and why (its most
+    // frequent reason, by the kernel's name), with the forwardingStatus IPFIX gets for it.
+    const dropReason = batch.drops?.reason[i]
+    if (dropReason !== undefined) {
+      record.droppedPkts = batch.drops!.packets[i]
+      record.droppedBytes = batch.drops!.bytes[i]
+      record.dropReason = dropReason
+      record.forwardingStatus = batch.fwdStatus[i]
+    }
     if (batch.reverse) addReverse(record, batch.reverse, i, batch.biflowDirection![i])
     records[i] = record
   }

@@ -24,6 +24,7 @@ import {TCP_FIN, TCP_RST} from '../flow/protocols.js'
 import {FAMILIES, type Family} from '../flow/record.js'
 import {clockOffsetNs, monotonicNowNs} from '../sys/clock.js'
 import {fillCounters, fillKey} from './batch-rows.js'
+import type {DropTable} from './drop-table.js'
 
 /** Entries per read of a drained flow map (one bpf() call; the next ones are read ahead meanwhile). */
 const READ_BATCH = 8192
@@ -106,6 +107,8 @@ export class HeldFlows {
   private readonly sample = emptySample()
   /** The round trips of the flows of timed TCP connections, until each flow's first record goes out. */
   readonly rtts = new FlowRtts()
+  /** The drops of the set's flows, when its drops are counted: each exported row takes its flow's. */
+  drops?: DropTable
 
   constructor(caches: FamilyCaches, netns: string, observationDomainId: number) {
     this.caches = caches
@@ -116,6 +119,13 @@ export class HeldFlows {
       return b
     }
     this.batches = {4: batch(4), 6: batch(6)}
+  }
+
+  /** Whether the cache holds the flow of these key bytes (the kernel's flow key of its family). */
+  holds(family: Family, key: Buffer): boolean {
+    const found = new Int32Array(1)
+    this.caches[family].findMany(key, 0, key.length, 1, found)
+    return found[0] >= 0
   }
 
   /** Flows held now. */
@@ -202,6 +212,7 @@ export class HeldFlows {
           fillKey(batch, j, keys, ko)
           this.fillRtt(batch, j, keys, ko)
           fillCounters(batch, j, sample, reason, this.offsetNs)
+          this.drops?.attach(batch, j, keys, ko, keySize)
           this.exported[reason] = (this.exported[reason] ?? 0) + 1
           return
         }
@@ -248,6 +259,7 @@ export class HeldFlows {
     // Ended entries are marked and removed together afterwards (one compaction of the cache):
     // removing them one by one costs an index repair each.
     const ended = this.endedMarks(cache.size)
+    const keySize = family === 4 ? FLOW_KEY4.size : FLOW_KEY6.size
     let count = 0
     for (let idx = 0; idx < cache.size; idx++) {
       cache.read(idx, sample)
@@ -258,6 +270,7 @@ export class HeldFlows {
       fillKey(batch, j, cache.slabOf(idx), cache.recordAt(idx))
       this.fillRtt(batch, j, cache.slabOf(idx), cache.recordAt(idx))
       fillCounters(batch, j, sample, reason, this.offsetNs)
+      this.drops?.attach(batch, j, cache.slabOf(idx), cache.recordAt(idx), keySize)
       this.exported[reason] = (this.exported[reason] ?? 0) + 1
       ended[idx] = 1
       count++

@@ -3,14 +3,28 @@
  * meter's config asks for, the Observation Domains the meters speak for, and the packets the
  * meters could not record (full maps) per domain, for the exporters' statistics records.
  */
+import {disableDrops, dropsOn, enableDrops} from '../bpf/drops.js'
 import {readOverflow} from '../bpf/overflow.js'
 import {readSampling, setSampling} from '../bpf/sampling.js'
-import type {Config} from '../config/config.js'
+import {withStateLock} from '../bpf/state.js'
+import type {Config, MeterSelection} from '../config/config.js'
+import type {Paths} from '../paths.js'
 import type {MeterSetDrainer} from './drain.js'
 import type {Logger} from './log.js'
 
+/**
+ * What a meter's entry in the config asks of it, applied when the daemon finds the meter: its
+ * sampling rate, and its drops (on a meter with drops on, a rate set here is the drop hook's too).
+ */
+export function applyMeterConfig(log: Logger, paths: Paths, label: string, drainer: MeterSetDrainer, meter: MeterSelection | undefined): void {
+  const sampling = meter?.sampling
+  if (sampling !== undefined) applySampling(log, label, drainer, sampling)
+  const drops = meter?.drops ?? (sampling !== undefined && dropsOn(drainer.set) ? true : undefined)
+  if (drops !== undefined) void applyDrops(log, paths, label, drainer, drops)
+}
+
 /** Makes a meter count 1 packet in `n`, as its `sampling:` in the config says, if it does not already. */
-export function applySampling(log: Logger, label: string, drainer: MeterSetDrainer, n: number): void {
+function applySampling(log: Logger, label: string, drainer: MeterSetDrainer, n: number): void {
   try {
     const before = readSampling(drainer.set)
     if (before === n) return
@@ -18,6 +32,23 @@ export function applySampling(log: Logger, label: string, drainer: MeterSetDrain
     log.log('info', 'sampling-set', {netns: label, from: before, to: n})
   } catch (error) {
     log.limited(`sampling:${label}`, 'error', 'sampling-not-set', {netns: label, sampling: n, error: (error as Error).message})
+  }
+}
+
+/** Turns a meter's drops on or off, as its `drops:` in the config says, if they are not already. */
+async function applyDrops(log: Logger, paths: Paths, label: string, drainer: MeterSetDrainer, on: boolean): Promise<void> {
+  try {
+    // Under the lock `meter attach` and `detach` take: the hook is loaded and removed with the
+    // namespaces that have drops on, which they change too.
+    const was = await withStateLock(paths, async () => {
+      const before = dropsOn(drainer.set)
+      if (on) await enableDrops(paths, drainer.set, drainer.set.netns, readSampling(drainer.set))
+      else await disableDrops(paths, drainer.set)
+      return before
+    })
+    if (was !== on) log.log('info', 'drops-set', {netns: label, drops: on})
+  } catch (error) {
+    log.limited(`drops:${label}`, 'error', 'drops-not-set', {netns: label, drops: on, error: (error as Error).message})
   }
 }
 

@@ -13,6 +13,17 @@ export const END_REASON = {
   lackOfResources: 5,
 } as const
 
+/**
+ * The drops of a batch's flows, for the rows of flows that had any (`meter attach --drops`):
+ * made with the first such row, so that a batch of flows without drops carries no more memory.
+ */
+export interface BatchDrops {
+  packets: Float64Array
+  bytes: Float64Array
+  /** The kernel's name of the flow's most frequent drop reason (enum skb_drop_reason, or TTL_EXPIRED). */
+  reason: (string | undefined)[]
+}
+
 export class FlowBatch {
   readonly capacity: number
   length = 0
@@ -54,6 +65,8 @@ export class FlowBatch {
   readonly fwdStatus: Uint8Array
   /** The gateway towards dst, network order, `addrLen` bytes each; zeros when directly connected. */
   readonly nextHop: Uint8Array
+  /** Undefined until a row of a flow with drops is written (dropsColumns()). */
+  drops?: BatchDrops
   /**
    * The rows of TCP flows whose handshake the meter timed (src/flow/handshake-rtt.ts): the round
    * trips, in µs, between the router and the client and between the router and the server. Few
@@ -118,7 +131,18 @@ export class FlowBatch {
     return this.length === this.capacity
   }
 
+  /** The drop columns, made on first use. */
+  dropsColumns(): BatchDrops {
+    this.drops ??= {packets: new Float64Array(this.capacity), bytes: new Float64Array(this.capacity), reason: new Array<string | undefined>(this.capacity)}
+    return this.drops
+  }
+
   clear(): void {
+    if (this.drops) {
+      this.drops.packets.fill(0, 0, this.length)
+      this.drops.bytes.fill(0, 0, this.length)
+      this.drops.reason.fill(undefined, 0, this.length)
+    }
     this.length = 0
     this.rtts.clear()
   }

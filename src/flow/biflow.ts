@@ -114,12 +114,28 @@ function copyRow(from: FlowBatch, i: number, to: FlowBatch, j: number): void {
   to.maxTtl[j] = from.maxTtl[i]
   to.fwdStatus[j] = from.fwdStatus[i]
   to.setRtt(j, from.rttClientUs(i), from.rttServerUs(i))
+  copyDrops(from, i, to, j)
   // Byte by byte: a subarray per address would be an object per row.
   const len = from.addrLen
   for (let k = 0, f = i * len, t = j * len; k < len; k++, f++, t++) {
     to.src[t] = from.src[f]
     to.dst[t] = from.dst[f]
     to.nextHop[t] = from.nextHop[f]
+  }
+}
+
+/** The drops of row `i` (meter attach --drops), if it has any; the drop columns are made only for a row that has. */
+function copyDrops(from: FlowBatch, i: number, to: FlowBatch, j: number): void {
+  const reason = from.drops?.reason[i]
+  if (reason !== undefined) {
+    const drops = to.dropsColumns()
+    drops.packets[j] = from.drops!.packets[i]
+    drops.bytes[j] = from.drops!.bytes[i]
+    drops.reason[j] = reason
+  } else if (to.drops) {
+    to.drops.packets[j] = 0
+    to.drops.bytes[j] = 0
+    to.drops.reason[j] = undefined
   }
 }
 
@@ -134,6 +150,11 @@ function emptyReverse(from: FlowBatch, i: number, to: FlowBatch, j: number): voi
   to.tos[j] = 0
   to.minTtl[j] = 0
   to.maxTtl[j] = 0
+  if (to.drops) {
+    to.drops.packets[j] = 0
+    to.drops.bytes[j] = 0
+    to.drops.reason[j] = undefined
+  }
 }
 
 /**

@@ -29,6 +29,7 @@ import type {Paths} from '../paths.js'
 import {netnsLabel} from '../sys/netns.js'
 import {resolveScope, type FlowScope} from './query.js'
 import {HandshakeWatch} from './top-rtt.js'
+import {TopDrops} from './top-drops.js'
 import {matchesSelector, type FlowSelector} from './selectors.js'
 
 export const TOP_GROUPINGS = ['flow', 'src', 'dst', 'port', 'proto', 'interface'] as const
@@ -57,6 +58,9 @@ export interface TopRow {
   /** By flow: the TCP round trips of its connection (router to client, router to server), when top saw its handshake timed. */
   tcpRttClientMicroseconds?: number
   tcpRttServerMicroseconds?: number
+  /** Packets of the row's flows the kernel dropped in the interval (namespaces with drops on), and the reason with the most. */
+  droppedPackets?: number
+  dropReason?: string
 }
 
 export interface TopSample {
@@ -248,6 +252,7 @@ export class TopSampler {
     history: SlotHistory
     maps: LiveMapFollower[]
     handshakes: HandshakeWatch
+    drops: TopDrops
   }[] = []
   private lastAt = 0
   private readonly openedAt = performance.now()
@@ -265,7 +270,7 @@ export class TopSampler {
         const history = new SlotHistory(set)
         const maps: LiveMapFollower[] = []
         const handshakes = new HandshakeWatch(set)
-        sampler.followers.push({set, names, selector, history, maps, handshakes})
+        sampler.followers.push({set, names, selector, history, maps, handshakes, drops: new TopDrops(set)})
         for (const f of FAMILIES) maps.push(new LiveMapFollower(set.openFamily(f), f, history))
       }
     } catch (error) {
@@ -370,10 +375,12 @@ export class TopSampler {
 
   private collect(by: TopGrouping): {groups: Map<string, TopRow>; followed: number; missed: number} {
     const groups = new Map<string, TopRow>()
+    const mostDropped = new Map<string, number>()
     let followed = 0
     let missed = 0
-    for (const {set, names, selector, maps, handshakes} of this.followers) {
+    for (const {set, names, selector, maps, handshakes, drops} of this.followers) {
       const netns = netnsLabel(set.netns)
+      const dropped = drops.read()
       for (const m of maps) {
         const swaps = m.take((raw, counted, countedBytes) => {
           const key = decodeFlowKey(m.family, raw)
@@ -383,7 +390,7 @@ export class TopSampler {
           const bytes = countedBytes * key.samplingInterval
           const label = groupLabel(by, key, names.get(key.ifindex) ?? `if${key.ifindex}`)
           const id = `${netns}\u0000${label}`
-          const row = groups.get(id)
+          let row = groups.get(id)
           if (row) {
             row.packets += packets
             row.bytes += bytes
@@ -391,7 +398,17 @@ export class TopSampler {
           } else {
             const rtt = by === 'flow' && key.proto === 6 ? handshakes.of(m.family, raw) : undefined
             const timed = rtt && {tcpRttClientMicroseconds: rtt.clientUs, tcpRttServerMicroseconds: rtt.serverUs}
-            groups.set(id, {label, netns, packetsPerSecond: 0, bytesPerSecond: 0, packets, bytes, flows: 1, ...timed})
+            groups.set(id, (row = {label, netns, packetsPerSecond: 0, bytesPerSecond: 0, packets, bytes, flows: 1, ...timed}))
+          }
+          const d = dropped.size ? dropped.get(raw.toString('latin1')) : undefined
+          if (d) {
+            // The row's reason: that of its flow with the most drops.
+            const n = d.packets * key.samplingInterval
+            if (n > (mostDropped.get(id) ?? 0)) {
+              row.dropReason = d.reason
+              mostDropped.set(id, n)
+            }
+            row.droppedPackets = (row.droppedPackets ?? 0) + n
           }
         })
         followed += swaps.followed

@@ -176,6 +176,22 @@ describe('biflow pairing', function () {
     assert.deepEqual(sums(out), sums(b))
   })
 
+  it("keeps a flow's drops (meter attach --drops) on its side of the biflow, and gives a reverse seen alone none", function () {
+    const b = batchOf([answer(R1, R0, INGRESS), request(R0, R1, INGRESS), request(R0, R1, INGRESS, {sport: 40003})])
+    const drops = b.dropsColumns()
+    for (const i of [1, 2]) {
+      drops.packets[i] = 3
+      drops.bytes[i] = 240
+      drops.reason[i] = 'NETFILTER_DROP'
+    }
+    const out = new BiflowPairer().pair(b)
+    for (const sport of [40000, 40003]) {
+      const i = [...out.sport.subarray(0, out.length)].indexOf(sport)
+      assert.deepEqual([out.drops?.packets[i], out.drops?.bytes[i], out.drops?.reason[i]], [3, 240, 'NETFILTER_DROP'], `${sport}`)
+      assert.equal(out.reverse!.drops?.reason[i], undefined, `the reverse of ${sport} had no drops`)
+    }
+  })
+
   it('takes the side whose flags hold SYN without ACK as the initiator, even when seen later', function () {
     // A refused connection: the client's SYN alone, the server's RST-ACK first seen earlier (a clock quirk).
     const b = batchOf([answer(R1, R0, INGRESS, {flags: 0x14, startUs: 500}), request(R0, R1, INGRESS, {flags: SYN, startUs: 900})])

@@ -144,6 +144,8 @@ const TSHARK_FIELDS: Readonly<Partial<Record<string, readonly Candidate[]>>> = {
   'cflow.tcpflags': [c(6, 'tcpControlBits')],
   'cflow.octets': [c(1, 'octetDeltaCount')],
   'cflow.packets': [c(2, 'packetDeltaCount')],
+  'cflow.drop_octets': [c(132, 'droppedOctetDeltaCount')],
+  'cflow.drop_packets': [c(133, 'droppedPacketDeltaCount')],
   'cflow.abstimestart': [
     c(150, 'flowStartSeconds', 'seconds'),
     c(152, 'flowStartMilliseconds', 'milliseconds'),

@@ -29,7 +29,7 @@ describe('example config', function () {
     )
     assert.deepEqual(config.meters, [
       {netns: null},
-      {netns: 'customer-a', observationDomainId: 2, sampling: 10},
+      {netns: 'customer-a', observationDomainId: 2, sampling: 10, drops: true},
       {netns: 'tenant-*', interfaces: ['eth*', 'v*', '!eth9'], direction: 'both', capacity: 1048576},
     ])
     assert.equal(config.metrics.listen, '127.0.0.1:9999')

@@ -22,7 +22,14 @@ at. It applies to the whole namespace's meter. Given again on an attached namesp
 in place, at the next packet, with no --force: flows counted at the old rate keep their records,
 and new records start at the new rate. Without it, an attached meter keeps its rate and a new
 one counts every packet (1). A daemon whose config gives the namespace's meter "sampling: N"
-sets that rate when it finds the meter and on every reload.`
+sets that rate when it finds the meter and on every reload.
+
+--drops also counts the packets the kernel drops in the namespace, per flow and with the kernel's
+reason (a firewall rule, no route, an expired TTL, too big with DF set, a full queue...): one
+program on the kfree_skb tracepoint for the whole host, loaded with the first namespace that asks
+for it and removed with the last (--no-drops, or detach). The daemon exports them as
+droppedPacketDeltaCount / droppedOctetDeltaCount with a dropped forwardingStatus (see
+docs/drop-reasons.md). Without the flag, an attached meter keeps drops as they are (off for a new one).`
 
   static override examples = [
     {description: 'Meter eth0 and eth1 of the root namespace, both directions', command: '<%= config.bin %> <%= command.id %> -n eth0 -n eth1'},
@@ -34,6 +41,7 @@ sets that rate when it finds the meter and on every reload.`
       description: 'Count 1 packet in 100 on eth0 (or change the rate of an attached meter)',
       command: '<%= config.bin %> <%= command.id %> -n eth0 --sampling 100',
     },
+    {description: 'Meter eth0 and count its drops per flow, with their reasons', command: '<%= config.bin %> <%= command.id %> -n eth0 --drops'},
     {description: "The older tool's form", command: '<%= config.bin %> <%= command.id %> -i ns1:veth0'},
     {description: 'What would be attached, changing nothing', command: '<%= config.bin %> <%= command.id %> -i ns1:veth0 --dry'},
   ]
@@ -66,6 +74,10 @@ sets that rate when it finds the meter and on every reload.`
       min: 0,
       max: 0xffffffff,
     }),
+    drops: Flags.boolean({
+      description: "also count the namespace's dropped packets per flow, with the kernel's reason (--no-drops: stop); kept as it is when not given",
+      allowNo: true,
+    }),
     force: Flags.boolean({char: 'f', description: 're-attach even when the same program is attached'}),
     dry: Flags.boolean({description: 'check the request and print what would be attached; change nothing'}),
     json: jsonFlag,
@@ -97,6 +109,7 @@ sets that rate when it finds the meter and on every reload.`
       chain: flags.chain,
       force: flags.force,
       dry: flags.dry,
+      drops: flags.drops,
     })
     if (flags.json) return this.printJson(flags.dry ? outcomes.map((o) => ({...o, dry: true})) : outcomes)
     for (const o of outcomes) {

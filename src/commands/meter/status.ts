@@ -10,7 +10,7 @@ export default class MeterStatusCommand extends FlowctlCommand {
   static override summary = 'Show every attached meter'
   static override description = `For each metered interface and direction: its namespace, program id, object digest, attach time,
 map path, the flows now in its maps, the maps' capacity, its namespace's packet sampling (1:N: one packet in N
-counted; 1:1 counts every packet), the kernel memory its namespace's meter set takes now and at most (with full
+counted; 1:1 counts every packet), whether its drops are counted per flow (DROPS on: \`meter attach --drops\`), the kernel memory its namespace's meter set takes now and at most (with full
 flow maps), and packets not metered because the map was full. STATE is attached, missing (the filter is gone: the
 interface was removed, or the filter deleted by hand) or gone (the namespace was deleted: its maps hold kernel memory
 until \`flowctl meter detach --gone\` reclaims them). A meter set this flowctl cannot read
@@ -43,7 +43,7 @@ the exit status is 1.`
       return
     }
     const table = renderTable(
-      ['NETNS', 'INTERFACE', 'DIR', 'STATE', 'PROG', 'DIGEST', 'ATTACHED', 'FLOWS', 'CAPACITY', 'SAMPLING', 'MEMORY NOW/MAX', 'NOT METERED', 'MAPS'],
+      ['NETNS', 'INTERFACE', 'DIR', 'STATE', 'PROG', 'DIGEST', 'ATTACHED', 'FLOWS', 'CAPACITY', 'SAMPLING', 'DROPS', 'MEMORY NOW/MAX', 'NOT METERED', 'MAPS'],
       rows.map((r) => [
         r.netns,
         r.interface,
@@ -55,11 +55,12 @@ the exit status is 1.`
         String(r.flows),
         String(r.capacity),
         samplingText(r.samplingInterval),
+        r.drops ? 'on' : 'off',
         `${mib(r.memoryBytes)} / ${mib(r.memoryMaxBytes)}`,
         r.overflowPackets ? `${r.overflowPackets} pkts / ${r.overflowBytes} B` : '0',
         r.mapPath,
       ]),
-      {right: [7, 8, 9, 10]},
+      {right: [7, 8, 9, 11]},
     )
     for (const line of table) this.log(line)
     const gone = [...new Set(rows.filter((r) => r.state === 'gone').map((r) => r.netns))]

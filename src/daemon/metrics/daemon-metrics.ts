@@ -23,6 +23,7 @@ import {directionName} from '../../flow/record.js'
 import type {CollectorExporter, ExporterStats} from '../../ipfix/export/collector-exporter.js'
 import type {Paths} from '../../paths.js'
 import {readLinkCounters} from '../../sys/netns.js'
+import {readDropStats} from '../../bpf/drops.js'
 import type {Daemon, DaemonObserver} from '../daemon.js'
 import type {DrainReport, MeterSetDrainer} from '../drain.js'
 import {InterfaceNames} from '../interfaces.js'
@@ -159,6 +160,12 @@ export class DaemonMetrics implements FlowLogObserver {
       this.m.tcpHandshakeRtt.observe({...labels, side: 'client'}, rtt.clientUs / 1e6)
       this.m.tcpHandshakeRtt.observe({...labels, side: 'server'}, rtt.serverUs / 1e6)
     }
+    for (const d of report.drops ?? []) {
+      const labels = {netns, interface: this.names.name(netns, d.ifindex), reason: d.reason}
+      this.m.droppedPackets.inc(labels, d.packets)
+      this.m.droppedBytes.inc(labels, d.bytes)
+    }
+    for (const d of report.unmeteredDrops ?? []) this.m.droppedUnmetered.inc({netns, interface: this.names.name(netns, d.ifindex), reason: d.reason}, d.packets)
     this.syncCollectors()
     this.accuracy.drained(netns, drainer?.set.netns ?? (netns === 'root' ? null : netns), report.seen)
   }
@@ -260,6 +267,18 @@ export class DaemonMetrics implements FlowLogObserver {
         notMeteredPackets.counter.inc(labels, 0)
         notMeteredBytes.counter.inc(labels, 0)
       }
+    }
+    this.syncDropHook()
+  }
+
+  /** The drop hook's own counts (host-wide): drops lost to a full drops hash. */
+  private syncDropHook(): void {
+    if (!this.daemon) return
+    try {
+      const stats = readDropStats(this.daemon.paths)
+      if (stats) this.m.dropsLost.set({}, stats.lost)
+    } catch (error) {
+      this.log.limited('metrics-drop-stats', 'warn', 'metrics-read-failed', {map: 'drop_stats', error: (error as Error).message})
     }
   }
 

@@ -69,6 +69,24 @@ export function defineMetrics(registry: Registry, options: {processMetrics: bool
       'IP bytes (IPFIX octetDeltaCount) in the flows exported, by namespace, interface, direction and IP protocol; with sampling, times N as for packets.',
       flowLabels,
     ),
+    droppedPackets: counter(
+      'flowctl_dropped_packets_total',
+      "Packets the kernel dropped in a namespace with drops on (meter attach --drops), by namespace, the interface they came in by (or were sent out of), and the kernel's reason (enum skb_drop_reason; TTL_EXPIRED for IP_INHDR at forwarding with TTL 1).",
+      ['netns', 'interface', 'reason'],
+    ),
+    droppedBytes: counter('flowctl_dropped_bytes_total', 'IP bytes of the packets in flowctl_dropped_packets_total.', ['netns', 'interface', 'reason']),
+    droppedUnmetered: counter(
+      'flowctl_dropped_unmetered_packets_total',
+      'Dropped packets (of flowctl_dropped_packets_total) whose flow the meter never counted (no meter on their interface, later fragments, IPv6 extension headers): in no flow record.',
+      ['netns', 'interface', 'reason'],
+    ),
+    dropsLost: new AbsoluteCounter(
+      counter(
+        'flowctl_dropped_lost_packets_total',
+        "Dropped packets the drop hook could not record, host-wide: their namespace's drops hash was full (65536 flows and reasons between two drains).",
+        [],
+      ),
+    ),
     flowsExported: counter('flowctl_flows_exported_total', 'Flow records exported, by namespace and IPFIX flowEndReason.', ['netns', 'reason']),
     flowsBySampling: counter(
       'flowctl_flows_exported_by_sampling_total',

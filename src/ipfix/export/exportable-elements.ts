@@ -122,6 +122,11 @@ export const EXPORTABLE_ELEMENTS: Readonly<Record<string, ExportableElement>> = 
   // before the data (sampling-options.ts), which is what nfdump and goflow2 read; akvorado and
   // pmacct read it here first, so each record is scaled by its own rate.
   samplingInterval: {value: {column: 'samplingInterval'}},
+  // Packets and IP bytes of the flow the kernel dropped (`meter attach --drops`): 0 for a flow
+  // without drops (or a namespace without drops on). Such a flow's forwardingStatus is the
+  // dropped code of its most frequent reason (docs/drop-reasons.md).
+  droppedPacketDeltaCount: {value: {compute: (b, i) => b.drops?.packets[i] ?? 0}},
+  droppedOctetDeltaCount: {value: {compute: (b, i) => b.drops?.bytes[i] ?? 0}},
   ipVersion: {value: {compute: (b) => b.family}},
   observationDomainId: {value: {compute: (b) => b.observationDomainId}},
 }
