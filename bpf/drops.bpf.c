@@ -21,15 +21,8 @@
 #include <bpf/bpf_core_read.h>
 
 #include "flowctl.h"
+#include "packet.h"
 
-#define ETH_P_IP_ 0x0800
-#define ETH_P_IPV6_ 0x86DD
-#define IPPROTO_ICMP_ 1
-#define IPPROTO_TCP_ 6
-#define IPPROTO_UDP_ 17
-#define IPPROTO_ICMPV6_ 58
-#define IPPROTO_SCTP_ 132
-#define IPPROTO_UDPLITE_ 136
 /* enum skb_drop_reason values that are the same in every kernel since 5.17. */
 #define SKB_CONSUMED_ 1
 /* The one reason whose number is looked up in the running kernel (CO-RE enum relocation): the
@@ -102,29 +95,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct drop_stats);
 } drop_stats SEC(".maps");
-
-/* The IP header fields read, in their places (IPv4 and IPv6 share the first byte). */
-struct iphdr_ {
-	__u8 ver_ihl;
-	__u8 tos;
-	__be16 tot_len;
-	__be16 id;
-	__be16 frag_off;
-	__u8 ttl;
-	__u8 protocol;
-	__be16 check;
-	__u8 saddr[4];
-	__u8 daddr[4];
-};
-
-struct ipv6hdr_ {
-	__be32 ver_tc_flow;
-	__be16 payload_len;
-	__u8 nexthdr;
-	__u8 hop_limit;
-	__u8 saddr[16];
-	__u8 daddr[16];
-};
 
 static __always_inline int has_ports(__u8 proto)
 {

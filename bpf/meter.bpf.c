@@ -30,6 +30,7 @@
 #include <stddef.h>
 
 #include "flowctl.h"
+#include "packet.h"
 
 #ifndef FLOWCTL_CAPACITY
 #define FLOWCTL_CAPACITY 1048576
@@ -47,16 +48,8 @@
 	((2ULL * FLOWCTL_CAPACITY + RECORDS_PER_CHUNK(rec) - 1) / RECORDS_PER_CHUNK(rec))
 #define PENDING_CHUNKS (2 * (CHUNKS_FOR(struct pending_flow4) + CHUNKS_FOR(struct pending_flow6)))
 
-#define ETH_P_8021Q_ 0x8100
-#define ETH_P_8021AD_ 0x88A8
-#define ETH_P_IP_ 0x0800
-#define ETH_P_IPV6_ 0x86DD
 #define AF_INET_ 2
 #define AF_INET6_ 10
-
-#define IPPROTO_ICMPV6_ 58
-#define IPPROTO_SCTP_ 132
-#define IPPROTO_UDPLITE_ 136
 
 /* IPv6 extension headers walked to find the transport header. */
 #define NEXTHDR_HOP 0
@@ -174,62 +167,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct meter_meta);
 } meta SEC(".maps");
-
-struct ethhdr_ {
-	__u8 dst[6];
-	__u8 src[6];
-	__be16 proto;
-};
-
-struct vlanhdr_ {
-	__be16 tci;
-	__be16 proto;
-};
-
-struct iphdr_ {
-	__u8 ver_ihl;
-	__u8 tos;
-	__be16 tot_len;
-	__be16 id;
-	__be16 frag_off;
-	__u8 ttl;
-	__u8 protocol;
-	__be16 check;
-	__u8 saddr[4];
-	__u8 daddr[4];
-};
-
-struct ipv6hdr_ {
-	__be32 ver_tc_flow;
-	__be16 payload_len;
-	__u8 nexthdr;
-	__u8 hop_limit;
-	__u8 saddr[16];
-	__u8 daddr[16];
-};
-
-struct ipv6_opt_ {
-	__u8 nexthdr;
-	__u8 hdrlen;
-	__be16 frag_off; /* fragment header only: offset << 3 | flags */
-	__be32 frag_id;  /* fragment header only: the datagram's identification */
-};
-
-/* Ports of TCP, UDP, UDP-Lite and SCTP; type and code of ICMP in the first two bytes. */
-struct ports_ {
-	__be16 sport;
-	__be16 dport;
-};
-
-/* The first 14 bytes of a TCP header: ports, seq, ack, data offset, flags. */
-struct tcphdr_ {
-	__be16 sport;
-	__be16 dport;
-	__be32 seq;
-	__be32 ack;
-	__u8 doff_res;
-	__u8 flags;
-};
 
 /* This CPU's counters. Never NULL for key 0 of an array, but the verifier wants the check. */
 static __always_inline struct meter_stats *cpu_stats(void)

@@ -91,31 +91,35 @@ export async function meterSources(): Promise<{name: string; text: Buffer}[]> {
   return Promise.all(names.map(async (name) => ({name, text: await readFile(join(dir, name))})))
 }
 
-/** The digest of the sources and options, without compiling. */
-async function meterDigest(options: MeterBuildOptions): Promise<string> {
+/** The digest of the sources (every one in bpf/: they share headers), the program's and the options, without compiling. */
+async function objectDigest(source: string, options: MeterBuildOptions): Promise<string> {
   const hash = createHash('sha256')
   for (const {name, text} of await meterSources()) {
     hash.update(`${name}\0`)
     hash.update(text)
   }
-  hash.update(clangArgs('meter.bpf.c', 'out.o', options).join(' '))
+  hash.update(clangArgs(source, 'out.o', options).join(' '))
   hash.update(await compilerIdentity())
   return hash.digest('hex')
 }
 
 /** Compiles the meter into `cacheDir` (or finds it there). */
-export async function compileMeter(options: MeterBuildOptions, cacheDir: string): Promise<CompiledMeter> {
+export function compileMeter(options: MeterBuildOptions, cacheDir: string): Promise<CompiledMeter> {
+  return compileBpfObject('meter.bpf.c', options, cacheDir)
+}
+
+/** Compiles bpf/<source> (meter.bpf.c, drops.bpf.c) into `cacheDir` as <name>-<digest>.o, or finds it there. */
+export async function compileBpfObject(source: string, options: MeterBuildOptions, cacheDir: string): Promise<CompiledMeter> {
   validateCapacity(options.capacity)
-  const digest = await meterDigest(options)
-  const dir = cacheDir
-  const objectPath = join(dir, `meter-${digest.slice(0, 16)}.o`)
+  const digest = await objectDigest(source, options)
+  const objectPath = join(cacheDir, `${source.replace(/\.bpf\.c$/, '')}-${digest.slice(0, 16)}.o`)
   if (existsSync(objectPath)) return {objectPath, digest, cached: true}
 
-  makeDirectories(dir)
+  makeDirectories(cacheDir)
   // Compile beside the final name and rename: concurrent attaches never see half an object.
   const tmp = `${objectPath}.${process.pid}.tmp`
   try {
-    await run('clang', clangArgs(join(bpfSourceDir(), 'meter.bpf.c'), tmp, options))
+    await run('clang', clangArgs(join(bpfSourceDir(), source), tmp, options))
     await rename(tmp, objectPath)
   } finally {
     await rm(tmp, {force: true})

@@ -11,9 +11,8 @@
  * the `drops` marker has drops off. The hook is loaded with the first namespace that asks for
  * drops and removed with the last one.
  */
-import {createHash} from 'node:crypto'
 import {existsSync, readdirSync} from 'node:fs'
-import {rename, rm} from 'node:fs/promises'
+import {rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {BpfError, CommandFailedError, StateError} from '../errors.js'
@@ -21,8 +20,7 @@ import type {Paths} from '../paths.js'
 import {makeDirectories} from '../sys/directories.js'
 import {run} from '../sys/exec.js'
 import {netnsInode, type NetnsName} from '../sys/netns.js'
-import {clangArgs, DEFAULT_CAPACITY, meterSources} from './compile.js'
-import {bpfSourceDir} from '../paths.js'
+import {compileBpfObject, DEFAULT_CAPACITY} from './compile.js'
 // The hook's structs are not part of a meter set's layout (layout.ts): read from the generated module directly.
 import {DROP_KEY, DROP_NETNS, DROP_SET, DROP_STATS, DROP_VALUE, DROPS_MAP_ENTRIES, FLOW_KEY4, FLOW_KEY6} from './layout.generated.js'
 import {attachRawTracepoint, BPF_F_NO_PREALLOC, BpfMap, ENOENT, MAP_TYPE, numPossibleCpus} from './libbpf.js'
@@ -49,32 +47,11 @@ export function dropsOn(set: MeterSet): boolean {
   return existsSync(set.mapPath(DROP_MARKER))
 }
 
-/** Compiles bpf/drops.bpf.c into the cache directory, once per source and compiler. */
-async function compileDropHook(cacheDir: string): Promise<string> {
-  const hash = createHash('sha256')
-  for (const {name, text} of await meterSources()) {
-    hash.update(`${name}\0`)
-    hash.update(text)
-  }
-  hash.update((await run('clang', ['--version'])).stdout)
-  const objectPath = join(cacheDir, `drops-${hash.digest('hex').slice(0, 16)}.o`)
-  if (existsSync(objectPath)) return objectPath
-  makeDirectories(cacheDir)
-  const tmp = `${objectPath}.${process.pid}.tmp`
-  try {
-    await run('clang', clangArgs(join(bpfSourceDir(), 'drops.bpf.c'), tmp, {capacity: DEFAULT_CAPACITY}))
-    await rename(tmp, objectPath)
-  } finally {
-    await rm(tmp, {force: true})
-  }
-  return objectPath
-}
-
 /** Loads and attaches the hook, unless it is attached already. */
 async function ensureDropHook(paths: Paths): Promise<void> {
   if (dropHookAttached(paths)) return
   const dir = dropHookDir(paths)
-  const objectPath = await compileDropHook(paths.cacheDir)
+  const {objectPath} = await compileBpfObject('drops.bpf.c', {capacity: DEFAULT_CAPACITY}, paths.cacheDir)
   // A hook cut short (loaded, never linked) is loaded again from the start.
   await rm(dir, {recursive: true, force: true})
   makeDirectories(dir)

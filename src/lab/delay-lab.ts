@@ -81,15 +81,14 @@ export class DelayLab {
     for (const role of ['client', 'router', 'server']) await this.lab.namespace(role)
     await this.link(this.client, this.router.toClient, this.clientDelayMs)
     await this.link(this.router.toServer, this.server, this.serverDelayMs)
-    await this.lab.sysctl(this.router.netns, 'net.ipv4.ip_forward', '1')
-    if (this.ipv6) await this.lab.sysctl(this.router.netns, 'net.ipv6.conf.all.forwarding', '1')
-    for (const [host, gateway] of [
-      [this.client, this.router.toClient],
-      [this.server, this.router.toServer],
-    ] as const) {
-      await this.lab.exec(host.netns, 'ip', ['route', 'add', 'default', 'via', gateway.v4])
-      if (this.ipv6) await this.lab.exec(host.netns, 'ip', ['-6', 'route', 'add', 'default', 'via', gateway.v6])
-    }
+    await this.lab.routeThrough(
+      this.router.netns,
+      [
+        {netns: this.client.netns, v4: this.router.toClient.v4, v6: this.router.toClient.v6},
+        {netns: this.server.netns, v4: this.router.toServer.v4, v6: this.router.toServer.v6},
+      ],
+      this.ipv6,
+    )
     // The multicast listener reports sent as the links came up are still crossing the slower link:
     // once they are through, nothing crosses a link but what a test sends.
     await sleep(2 * Math.max(this.clientDelayMs, this.serverDelayMs) + SETTLE_MS)

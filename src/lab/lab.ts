@@ -37,6 +37,13 @@ export function mac(): string {
   return ['02', macCounter.toString(16).padStart(2, '0'), ...[...bytes].map((b) => b.toString(16).padStart(2, '0'))].join(':')
 }
 
+/** The namespaces of a router lab (Lab.router). */
+export interface RouterNamespaces {
+  client: string
+  router: string
+  server: string
+}
+
 export class Lab {
   readonly id: string
   readonly namespaces: string[] = []
@@ -113,6 +120,53 @@ export class Lab {
       }
       await this.exec(end.netns, 'ip', ['link', 'set', end.ifname, 'up'])
     }
+  }
+
+  /**
+   * A router between two hosts, the shape the router-grade tests share:
+   *
+   *   client c0 — r0 router r1 — s0 server
+   *
+   * on 198.18.<net>.0/24 (client .2, router .1) and 198.18.<net + 1>.0/24 (router .1, server .2),
+   * with `ipv6` fd00:<net>::/64 and fd00:<net + 1>::/64 likewise; quiet links (exact counters),
+   * forwarding on, and the hosts' default routes through the router.
+   */
+  async router(net: number, options: {ipv6?: boolean} = {}): Promise<RouterNamespaces> {
+    const ipv6 = options.ipv6 ?? false
+    const client = await this.namespace('client')
+    const router = await this.namespace('router')
+    const server = await this.namespace('server')
+    const addresses = (n: number, a: number, b: number): VethOptions => ({
+      v4: [`198.18.${n}.${a}/24`, `198.18.${n}.${b}/24`],
+      ...(ipv6 ? {v6: [`fd00:${n}::${a}/64`, `fd00:${n}::${b}/64`] as [string, string]} : {}),
+      quiet: true,
+    })
+    await this.veth(client, 'c0', router, 'r0', addresses(net, 2, 1))
+    await this.veth(router, 'r1', server, 's0', addresses(net + 1, 1, 2))
+    await this.routeThrough(
+      router,
+      [
+        {netns: client, v4: `198.18.${net}.1`, v6: `fd00:${net}::1`},
+        {netns: server, v4: `198.18.${net + 1}.1`, v6: `fd00:${net + 1}::1`},
+      ],
+      ipv6,
+    )
+    return {client, router, server}
+  }
+
+  /** Forwarding on in `router`, and each host's default route through its gateway (the router's address on its link). */
+  async routeThrough(router: string, hosts: {netns: string; v4: string; v6: string}[], ipv6: boolean): Promise<void> {
+    await this.sysctl(router, 'net.ipv4.ip_forward', '1')
+    if (ipv6) await this.sysctl(router, 'net.ipv6.conf.all.forwarding', '1')
+    for (const host of hosts) {
+      await this.exec(host.netns, 'ip', ['route', 'add', 'default', 'via', host.v4])
+      if (ipv6) await this.exec(host.netns, 'ip', ['-6', 'route', 'add', 'default', 'via', host.v6])
+    }
+  }
+
+  /** The index of an interface of a namespace. */
+  async ifindex(netns: string, ifname: string): Promise<number> {
+    return (JSON.parse(await this.exec(netns, 'ip', ['-j', 'link', 'show', 'dev', ifname])) as {ifindex: number}[])[0].ifindex
   }
 
   /** The kernel's own counters of an interface (the one `ip -s -j link` reader in src/sys). */

@@ -9,48 +9,9 @@ import {parseConfig} from '../../src/config/load.js'
 import {Collectors} from '../../src/daemon/collectors.js'
 import {createLogger} from '../../src/daemon/log.js'
 import {BiflowPairer} from '../../src/flow/biflow.js'
-import {batchOf, NOW_MS, Sink, type FlowInput} from '../ipfix/flows.js'
+import {batchOf, routedReply, routedUniflow, Sink} from '../ipfix/flows.js'
 
-const uniflow = (f: Partial<FlowInput>): FlowInput => ({
-  family: 4,
-  src: '198.18.50.2',
-  dst: '198.18.51.2',
-  sport: 40000,
-  dport: 80,
-  proto: 6,
-  tcpFlags: 0x1b,
-  bytes: 400,
-  packets: 5,
-  startUs: NOW_MS * 1000,
-  endUs: NOW_MS * 1000 + 20_000,
-  ifindex: 2,
-  direction: 0,
-  endReason: 3,
-  tos: 0,
-  vlanId: 0,
-  innerVlanId: 0,
-  peerIfindex: 3,
-  minTtl: 64,
-  maxTtl: 64,
-  fwdStatus: 64,
-  nextHop: '0.0.0.0',
-  ...f,
-})
-
-const CONNECTION = [
-  uniflow({}),
-  uniflow({
-    src: '198.18.51.2',
-    dst: '198.18.50.2',
-    sport: 80,
-    dport: 40000,
-    bytes: 3000,
-    packets: 4,
-    startUs: NOW_MS * 1000 + 2000,
-    ifindex: 3,
-    peerIfindex: 2,
-  }),
-]
+const CONNECTION = [routedUniflow({}), routedReply({})]
 
 describe('daemon collectors: biflows per collector', function () {
   let plain: Sink

@@ -127,8 +127,7 @@ describe('the akvorado recipe against what flowctl sends @e2e', function () {
   })
 
   it('a non-zero interface index: every record names at least one interface (here both: in by r0, out of r1)', async function () {
-    const ifindex = async (name: string) => (JSON.parse(await lab.exec(r, 'ip', ['-j', 'link', 'show', 'dev', name])) as {ifindex: number}[])[0].ifindex
-    const [r0, r1] = [await ifindex('r0'), await ifindex('r1')]
+    const [r0, r1] = [await lab.ifindex(r, 'r0'), await lab.ifindex(r, 'r1')]
     for (const f of flows()) assert.deepEqual([f.fields.ingressInterface, f.fields.egressInterface], [r0, r1])
   })
 

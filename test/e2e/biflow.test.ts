@@ -82,16 +82,9 @@ class RouterLab {
     this.tmp = mkdtempSync(join(tmpdir(), 'fct-biflow-'))
     const tmp = this.tmp
     privateDirs.apply()
-    const client = await lab.namespace('client')
-    const router = (this.router = await lab.namespace('router'))
-    const server = await lab.namespace('server')
-    await lab.veth(client, 'c0', router, 'r0', {v4: [`${CLIENT}/24`, '198.18.60.1/24'], quiet: true})
-    await lab.veth(router, 'r1', server, 's0', {v4: ['198.18.61.1/24', `${SERVER}/24`], quiet: true})
-    await lab.sysctl(router, 'net.ipv4.ip_forward', '1')
-    await lab.exec(client, 'ip', ['route', 'add', 'default', 'via', '198.18.60.1'])
-    await lab.exec(server, 'ip', ['route', 'add', 'default', 'via', '198.18.61.1'])
-    for (const name of ['r0', 'r1'])
-      ifindex[name] = (JSON.parse(await lab.exec(router, 'ip', ['-j', 'link', 'show', 'dev', name])) as {ifindex: number}[])[0].ifindex
+    const {client, router, server} = await lab.router(60)
+    this.router = router
+    for (const name of ['r0', 'r1']) ifindex[name] = await lab.ifindex(router, name)
     await attachMeters(privateDirs.paths, {
       targets: [
         {netns: router, ifname: 'r0'},

@@ -108,7 +108,7 @@ describe('daemon end to end @e2e', function () {
       v6: ['fd00:f10::1/64', 'fd00:f10::2/64'],
       quiet: true,
     })
-    ifindex = (JSON.parse(await lab.exec(client, 'ip', ['-j', 'link', 'show', 'dev', 'veth0'])) as {ifindex: number}[])[0].ifindex
+    ifindex = await lab.ifindex(client, 'veth0')
     await attachMeters(privateDirs.paths, {targets: [{netns: client, ifname: 'veth0'}], directions: ['ingress', 'egress'], pref: 1, handle: 1, force: false})
     // New IPv6 addresses send their MLD reports (76 IP bytes, twice, within about a second) after
     // the meter is on: they are the maps' before any test reads the link's counters, so take them out.

@@ -55,30 +55,21 @@ describe('drops with their reasons through a namespace router @e2e', function ()
     await requireTshark(this)
     tmp = mkdtempSync(join(tmpdir(), 'fct-drops-'))
     privateDirs.apply()
-    client = await lab.namespace('client')
-    router = await lab.namespace('router')
-    const server = await lab.namespace('server')
-    await lab.veth(client, 'c0', router, 'r0', {v4: ['198.18.60.2/24', '198.18.60.1/24'], v6: ['fd00:60::2/64', 'fd00:60::1/64'], quiet: true})
-    await lab.veth(router, 'r1', server, 's0', {v4: ['198.18.61.1/24', '198.18.61.2/24'], v6: ['fd00:61::1/64', 'fd00:61::2/64'], quiet: true})
-    await lab.sysctl(router, 'net.ipv4.ip_forward', '1')
-    await lab.sysctl(router, 'net.ipv6.conf.all.forwarding', '1')
-    await lab.exec(client, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:60::1'])
-    await lab.exec(server, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:61::1'])
+    const routed = await lab.router(60, {ipv6: true})
+    const {server} = routed
+    ;({client, router} = routed)
     await lab.exec(router, 'ip', ['link', 'set', 'dev', 'r1', 'mtu', '1280'])
     await lab.exec(server, 'ip', ['link', 'set', 'dev', 's0', 'mtu', '1280'])
     await lab.exec(server, 'ip', ['addr', 'add', '198.18.62.1/32', 'dev', 'lo'])
     await lab.exec(router, 'ip', ['route', 'add', '198.18.62.0/24', 'via', '198.18.61.2'])
-    await lab.exec(client, 'ip', ['route', 'add', 'default', 'via', '198.18.60.1'])
     // A locked MTU: the router's "fragmentation needed" does not lower the client's path MTU, so
     // every oversize packet leaves the client with DF set (ping -M do would refuse the next ones).
     await lab.exec(client, 'ip', ['route', 'add', '198.18.62.0/24', 'via', '198.18.60.1', 'mtu', 'lock', '1500'])
-    await lab.exec(server, 'ip', ['route', 'add', 'default', 'via', '198.18.61.1'])
     // The firewall: UDP to port 7001 is dropped on its way through the router.
     await lab.exec(router, 'nft', ['add', 'table', 'inet', 'fct'])
     await lab.exec(router, 'nft', ['add', 'chain', 'inet', 'fct', 'through', '{ type filter hook forward priority 0; }'])
     await lab.exec(router, 'nft', ['add', 'rule', 'inet', 'fct', 'through', 'udp', 'dport', '7001', 'drop'])
-    for (const name of ['r0', 'r1'])
-      ifindex[name] = (JSON.parse(await lab.exec(router, 'ip', ['-j', 'link', 'show', 'dev', name])) as {ifindex: number}[])[0].ifindex
+    for (const name of ['r0', 'r1']) ifindex[name] = await lab.ifindex(router, name)
     await attachMeters(privateDirs.paths, {
       targets: [
         {netns: router, ifname: 'r0'},

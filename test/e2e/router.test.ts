@@ -40,22 +40,13 @@ describe('router-grade records through a namespace router @e2e', function () {
     await requireTshark(this)
     tmp = mkdtempSync(join(tmpdir(), 'fct-router-'))
     privateDirs.apply()
-    const client = await lab.namespace('client')
-    router = await lab.namespace('router')
-    const server = await lab.namespace('server')
-    await lab.veth(client, 'c0', router, 'r0', {v4: ['198.18.50.2/24', '198.18.50.1/24'], v6: ['fd00:50::2/64', 'fd00:50::1/64'], quiet: true})
-    await lab.veth(router, 'r1', server, 's0', {v4: ['198.18.51.1/24', '198.18.51.2/24'], v6: ['fd00:51::1/64', 'fd00:51::2/64'], quiet: true})
-    await lab.sysctl(router, 'net.ipv4.ip_forward', '1')
-    await lab.sysctl(router, 'net.ipv6.conf.all.forwarding', '1')
+    const routed = await lab.router(50, {ipv6: true})
+    const {client, server} = routed
+    router = routed.router
     // A network behind the server, reached through it as a gateway.
     await lab.exec(server, 'ip', ['addr', 'add', '198.18.52.1/32', 'dev', 'lo'])
     await lab.exec(router, 'ip', ['route', 'add', '198.18.52.0/24', 'via', '198.18.51.2'])
-    await lab.exec(client, 'ip', ['route', 'add', 'default', 'via', '198.18.50.1'])
-    await lab.exec(client, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:50::1'])
-    await lab.exec(server, 'ip', ['route', 'add', 'default', 'via', '198.18.51.1'])
-    await lab.exec(server, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:51::1'])
-    for (const name of ['r0', 'r1'])
-      ifindex[name] = (JSON.parse(await lab.exec(router, 'ip', ['-j', 'link', 'show', 'dev', name])) as {ifindex: number}[])[0].ifindex
+    for (const name of ['r0', 'r1']) ifindex[name] = await lab.ifindex(router, name)
     await attachMeters(privateDirs.paths, {
       targets: [
         {netns: router, ifname: 'r0'},

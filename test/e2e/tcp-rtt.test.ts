@@ -44,17 +44,9 @@ describe('TCP handshake round trips through a namespace router @e2e', function (
     tmp = mkdtempSync(join(tmpdir(), 'fct-rtt-'))
     flowLog = join(tmp, 'flows.log')
     privateDirs.apply()
-    const client = await lab.namespace('client')
-    router = await lab.namespace('router')
-    const server = await lab.namespace('server')
-    await lab.veth(client, 'c0', router, 'r0', {v4: ['198.18.54.2/24', '198.18.54.1/24'], v6: ['fd00:54::2/64', 'fd00:54::1/64'], quiet: true})
-    await lab.veth(router, 'r1', server, 's0', {v4: ['198.18.55.1/24', '198.18.55.2/24'], v6: ['fd00:55::1/64', 'fd00:55::2/64'], quiet: true})
-    await lab.sysctl(router, 'net.ipv4.ip_forward', '1')
-    await lab.sysctl(router, 'net.ipv6.conf.all.forwarding', '1')
-    await lab.exec(client, 'ip', ['route', 'add', 'default', 'via', '198.18.54.1'])
-    await lab.exec(client, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:54::1'])
-    await lab.exec(server, 'ip', ['route', 'add', 'default', 'via', '198.18.55.1'])
-    await lab.exec(server, 'ip', ['-6', 'route', 'add', 'default', 'via', 'fd00:55::1'])
+    const routed = await lab.router(54, {ipv6: true})
+    const {client, server} = routed
+    router = routed.router
     await attachMeters(privateDirs.paths, {
       targets: [
         {netns: router, ifname: 'r0'},

@@ -126,6 +126,54 @@ export function expectedJson(f: FlowInput): Record<string, string | number> {
 
 /** Flows end about now (whole seconds): the checker wants times within a day of the export time. */
 export const NOW_MS = Math.floor(Date.now() / 1000) * 1000
+
+/**
+ * One direction of a TCP connection through a router metered at the ingress of both sides
+ * (198.18.50.2:40000 in by ifindex 2, out by 3, flags SYN ACK PSH FIN), for the biflow tests.
+ */
+export function routedUniflow(f: Partial<FlowInput>): FlowInput {
+  return {
+    family: 4,
+    src: '198.18.50.2',
+    dst: '198.18.51.2',
+    sport: 40000,
+    dport: 80,
+    proto: 6,
+    tcpFlags: 0x1b,
+    bytes: 400,
+    packets: 5,
+    startUs: NOW_MS * 1000,
+    endUs: NOW_MS * 1000 + 20_000,
+    ifindex: 2,
+    direction: 0,
+    endReason: 3,
+    tos: 0,
+    vlanId: 0,
+    innerVlanId: 0,
+    peerIfindex: 3,
+    minTtl: 64,
+    maxTtl: 64,
+    fwdStatus: 64,
+    nextHop: '0.0.0.0',
+    ...f,
+  }
+}
+
+/** The server's answer to routedUniflow({}): the reverse direction, in by ifindex 3, out by 2, 2 ms later. */
+export function routedReply(f: Partial<FlowInput>): FlowInput {
+  return routedUniflow({
+    src: '198.18.51.2',
+    dst: '198.18.50.2',
+    sport: 80,
+    dport: 40000,
+    bytes: 3000,
+    packets: 4,
+    startUs: NOW_MS * 1000 + 2000,
+    ifindex: 3,
+    peerIfindex: 2,
+    ...f,
+  })
+}
 const NOW_US = NOW_MS * 1000
 
 /** One TCP, UDP and ICMP flow of the family, every field set to a distinct, non-trivial value. */

@@ -10,54 +10,10 @@ import {compileBiflowTemplate, REVERSE_PEN} from '../../../src/ipfix/export/bifl
 import {DEFAULT_TEMPLATES} from '../../../src/ipfix/export/exportable-elements.js'
 import {defaultFieldLength} from '../../../src/ipfix/export/flow-fields.js'
 import {requireTshark, tsharkDecodeIpfix} from '../../helpers/tshark.js'
-import {batchOf, exporterTo, NOW_MS, Sink, type FlowInput} from '../flows.js'
-
-const SYN_ACK_PSH_FIN = 0x1b
-
-const uniflow = (f: Partial<FlowInput>): FlowInput => ({
-  family: 4,
-  src: '198.18.50.2',
-  dst: '198.18.51.2',
-  sport: 40000,
-  dport: 80,
-  proto: 6,
-  tcpFlags: SYN_ACK_PSH_FIN,
-  bytes: 400,
-  packets: 5,
-  startUs: NOW_MS * 1000,
-  endUs: NOW_MS * 1000 + 20_000,
-  ifindex: 2,
-  direction: 0,
-  endReason: 3,
-  tos: 0,
-  vlanId: 0,
-  innerVlanId: 0,
-  peerIfindex: 3,
-  minTtl: 64,
-  maxTtl: 64,
-  fwdStatus: 64,
-  nextHop: '0.0.0.0',
-  ...f,
-})
+import {batchOf, exporterTo, NOW_MS, routedReply, routedUniflow, Sink, type FlowInput} from '../flows.js'
 
 /** A connection through a router, both ingresses metered, and a UDP datagram nobody answered. */
-const CONNECTION = [
-  uniflow({}),
-  uniflow({
-    src: '198.18.51.2',
-    dst: '198.18.50.2',
-    sport: 80,
-    dport: 40000,
-    bytes: 3000,
-    packets: 4,
-    startUs: NOW_MS * 1000 + 2000,
-    ifindex: 3,
-    peerIfindex: 2,
-    minTtl: 63,
-    maxTtl: 64,
-  }),
-  uniflow({sport: 5353, dport: 53, proto: 17, tcpFlags: 0, bytes: 60, packets: 1}),
-]
+const CONNECTION = [routedUniflow({}), routedReply({minTtl: 63}), routedUniflow({sport: 5353, dport: 53, proto: 17, tcpFlags: 0, bytes: 60, packets: 1})]
 
 const template = (fields: readonly string[], lengths: Record<string, number> = {}) =>
   compileBiflowTemplate(
@@ -117,7 +73,7 @@ describe('ipfix biflow templates (RFC 5103)', function () {
   })
 
   it('splits a count too large for a reduced-size field over records, in both directions, exactly', async function () {
-    const flows = [uniflow({packets: 3, bytes: 300}), uniflow({...CONNECTION[1], packets: 700, bytes: 70_000})]
+    const flows = [routedUniflow({packets: 3, bytes: 300}), routedUniflow({...CONNECTION[1], packets: 700, bytes: 70_000})]
     await exportBiflows(flows, template(DEFAULT_TEMPLATES[0].fields, {packetDeltaCount: 1, octetDeltaCount: 2}))
     assert.equal(sink.flows.length, 3, 'ceil(700 / 255) records')
     const sum = (k: string) => sink.flows.reduce((n, f) => n + Number(f[k]), 0)
