@@ -18,6 +18,7 @@ import {renderFields} from '../../src/ipfix/collect/render.js'
 import {runAgent, startAgent} from '../../src/lab/traffic.js'
 import {DaemonProcess} from '../helpers/daemon.js'
 import {CLI, PrivateDirs, requireE2e, sleep} from '../helpers/e2e.js'
+import {sample} from '../helpers/prom.js'
 import {Sink} from '../ipfix/flows.js'
 
 const PEN = 32473 // RFC 5612's example PEN
@@ -36,6 +37,7 @@ describe('TCP handshake round trips through links of 20 ms and 50 ms @e2e', func
   const lines: Record<string, unknown>[] = []
   let sent: {localPort: number; connectMs: number} | undefined
   let biSink: Sink | undefined
+  let metricsText = ''
 
   before(async function () {
     requireE2e(this)
@@ -77,15 +79,20 @@ describe('TCP handshake round trips through links of 20 ms and 50 ms @e2e', func
         `collectors:\n- address: 127.0.0.1:${port}\n- {address: 127.0.0.1:${biSink.port}, biflow: true}`,
         `templates:\n- id: 300\n  fields: [sourceIPv4Address, destinationIPv4Address, sourceTransportPort, destinationTransportPort, protocolIdentifier, flowDirection, ingressInterface, tcpRttClientMicroseconds, tcpRttServerMicroseconds]`,
         'drainIntervalSeconds: 0.5',
-        "metrics:\n  listen: ''",
+        "metrics:\n  listen: '127.0.0.1:0'",
         `stateFile: ${join(tmp, 'state.json')}`,
       ].join('\n') + '\n',
     )
     daemon = new DaemonProcess(config)
+    const url = String((await daemon.waitForLog('metrics-listening', () => true, 30_000)).url)
     await daemon.waitForLog('started')
     const sink = await startAgent(lab.server.netns, {mode: 'tcp-sink', host: '0.0.0.0', port: PORT})
     sent = await runAgent<{localPort: number; connectMs: number}>(lab.client.netns, {mode: 'tcp-send', host: lab.server.v4, port: PORT, bytes: 10_000})
     await sink.result
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(200)) {
+      metricsText = await (await fetch(url)).text()
+      if (sample(metricsText, 'flowctl_tcp_handshake_rtt_seconds_count', {side: 'server'})) break
+    }
     assert.equal(await daemon.stop(), 0, daemon.tail)
     const ofConnection = () => lines.filter((l) => l.sourceTransportPort === sent!.localPort || l.destinationTransportPort === sent!.localPort)
     for (const deadline = Date.now() + 5000; ofConnection().length < 4 && Date.now() < deadline;) await sleep(100)
@@ -140,5 +147,18 @@ describe('TCP handshake round trips through links of 20 ms and 50 ms @e2e', func
       timed.every((r) => 'biflowDirection' in r),
       'biflow records',
     )
+  })
+
+  it('puts the connection in the histogram the dashboard draws: the client side in the 20-50 ms bucket, the server side in the 50-100 ms one', function () {
+    const bucket = (side: string, le: string) => sample(metricsText, 'flowctl_tcp_handshake_rtt_seconds_bucket', {side, in: 'r0', out: 'r1', le})
+    console.log(
+      metricsText
+        .split('\n')
+        .filter((l) => l.startsWith('flowctl_tcp_handshake_rtt_seconds') && /le="0\.0[25]"|le="0\.1"|_sum|_count/.test(l))
+        .map((l) => `      ${l}`)
+        .join('\n'),
+    )
+    assert.deepEqual([bucket('client', '0.02'), bucket('client', '0.05')], [0, 1], metricsText)
+    assert.deepEqual([bucket('server', '0.05'), bucket('server', '0.1')], [0, 1], metricsText)
   })
 })
