@@ -102,24 +102,42 @@ static __always_inline int has_ports(__u8 proto)
 	       proto == IPPROTO_UDPLITE_;
 }
 
-/* Ports (or ICMP type and code in dport, as the meter keys them) from the transport header. */
-static __always_inline void read_ports(struct drop_key *key, unsigned char *l4)
+/*
+ * Ports (or ICMP type and code in dport, as the meter keys them) from the transport header, and
+ * that header's length as the meter counts it in each segment of a GSO packet (0: none).
+ */
+static __always_inline __u32 read_transport(struct drop_key *key, unsigned char *l4)
 {
-	__be16 ports[2];
+	__u8 proto = key->flow.proto;
 
-	if (bpf_probe_read_kernel(ports, sizeof(ports), l4))
-		return;
-	if (has_ports(key->flow.proto)) {
-		key->flow.sport = ports[0];
-		key->flow.dport = ports[1];
-	} else if (key->flow.proto == IPPROTO_ICMP_ || key->flow.proto == IPPROTO_ICMPV6_) {
-		key->flow.dport = ports[0]; /* type and code, in this order */
+	if (proto == IPPROTO_TCP_) {
+		struct tcphdr_ tcp;
+
+		if (bpf_probe_read_kernel(&tcp, sizeof(tcp), l4))
+			return 0;
+		key->flow.sport = tcp.sport;
+		key->flow.dport = tcp.dport;
+		return (tcp.doff_res >> 4) * 4;
 	}
+	struct ports_ ports;
+
+	if (bpf_probe_read_kernel(&ports, sizeof(ports), l4))
+		return 0;
+	if (has_ports(proto)) {
+		key->flow.sport = ports.sport;
+		key->flow.dport = ports.dport;
+		return proto == IPPROTO_SCTP_ ? 12 : 8;
+	}
+	if (proto == IPPROTO_ICMP_ || proto == IPPROTO_ICMPV6_) {
+		key->flow.dport = ports.sport; /* type and code, in this order */
+		return 8;
+	}
+	return 0;
 }
 
 /*
- * The flow key of the packet at skb->head + network_header, and its IP bytes and header length
- * (for a GSO packet's segments); 0 when it is not IP.
+ * The flow key of the packet at skb->head + network_header, its IP bytes (0 when it is not IP),
+ * and the length of the IP and transport headers each segment of a GSO packet has.
  */
 static __always_inline __u32 parse(struct sk_buff *skb, struct drop_key *key, __u32 *ttl,
                                    __u32 *hdr_len)
@@ -148,7 +166,8 @@ static __always_inline __u32 parse(struct sk_buff *skb, struct drop_key *key, __
 		/* A later fragment carries no transport header (the meter finds its ports in its
 		 * fragment map; a dropped one is counted without them). */
 		if (!(bpf_ntohs(ip.frag_off) & 0x1fff))
-			read_ports(key, th != HEADER_UNSET && th > nh ? head + th : l3 + ihl);
+			*hdr_len += read_transport(key, th != HEADER_UNSET && th > nh ? head + th
+			                                                              : l3 + ihl);
 		return bpf_ntohs(ip.tot_len);
 	}
 	if (protocol == bpf_htons(ETH_P_IPV6_)) {
@@ -166,7 +185,7 @@ static __always_inline __u32 parse(struct sk_buff *skb, struct drop_key *key, __
 		/* Extension headers are not walked: such a packet is counted under its next header,
 		 * without ports. */
 		if (has_ports(ip6.nexthdr) || ip6.nexthdr == IPPROTO_ICMPV6_)
-			read_ports(key, l3 + sizeof(ip6));
+			*hdr_len += read_transport(key, l3 + sizeof(ip6));
 		return bpf_ntohs(ip6.payload_len) + sizeof(ip6);
 	}
 	return 0;

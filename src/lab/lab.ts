@@ -128,10 +128,11 @@ export class Lab {
    *   client c0 — r0 router r1 — s0 server
    *
    * on 198.18.<net>.0/24 (client .2, router .1) and 198.18.<net + 1>.0/24 (router .1, server .2),
-   * with `ipv6` fd00:<net>::/64 and fd00:<net + 1>::/64 likewise; quiet links (exact counters),
-   * forwarding on, and the hosts' default routes through the router.
+   * with `ipv6` fd00:<net>::/64 and fd00:<net + 1>::/64 likewise; quiet links (exact counters;
+   * with `offloads`, segmentation offloads on, so that GSO packets cross them), forwarding on, and
+   * the hosts' default routes through the router.
    */
-  async router(net: number, options: {ipv6?: boolean} = {}): Promise<RouterNamespaces> {
+  async router(net: number, options: {ipv6?: boolean; offloads?: boolean} = {}): Promise<RouterNamespaces> {
     const ipv6 = options.ipv6 ?? false
     const client = await this.namespace('client')
     const router = await this.namespace('router')
@@ -140,6 +141,7 @@ export class Lab {
       v4: [`198.18.${n}.${a}/24`, `198.18.${n}.${b}/24`],
       ...(ipv6 ? {v6: [`fd00:${n}::${a}/64`, `fd00:${n}::${b}/64`] as [string, string]} : {}),
       quiet: true,
+      offloads: options.offloads,
     })
     await this.veth(client, 'c0', router, 'r0', addresses(net, 2, 1))
     await this.veth(router, 'r1', server, 's0', addresses(net + 1, 1, 2))

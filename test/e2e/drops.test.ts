@@ -280,3 +280,70 @@ describe("a meter's drops from the daemon's config @e2e", function () {
     assert.equal(dropHookAttached(privateDirs.paths), false, 'the only namespace with drops let the hook go')
   })
 })
+
+describe('drops of GSO packets, counted as the meter counts them @e2e', function () {
+  this.timeout(120_000)
+  const id = randomBytes(3).toString('hex')
+  const privateDirs = new PrivateDirs(`drops-gso-${id}`)
+  const lab = new Lab(id)
+  let tmp = ''
+  let router = ''
+  let flows: Record<string, unknown>[] = []
+
+  before(async function () {
+    requireE2e(this)
+    tmp = mkdtempSync(join(tmpdir(), 'fct-drops-gso-'))
+    privateDirs.apply()
+    // Offloads on: the client's TCP hands its first flight to the link as one TSO packet, which
+    // crosses the veth whole and is metered at r0 as its segments.
+    const routed = await lab.router(64, {offloads: true})
+    router = routed.router
+    // Everything of the connection to port 7004 but its SYN is dropped on the way through: the
+    // client, whose handshake completed, sends its data anyway, and retransmits it.
+    await lab.exec(router, 'nft', ['add', 'table', 'inet', 'fct'])
+    await lab.exec(router, 'nft', ['add', 'chain', 'inet', 'fct', 'through', '{ type filter hook forward priority 0; }'])
+    await lab.exec(router, 'nft', ['add', 'rule', 'inet', 'fct', 'through', 'tcp', 'dport', '7004', 'tcp', 'flags', '!=', 'syn', 'drop'])
+    await attachMeters(privateDirs.paths, {targets: [{netns: router, ifname: 'r0'}], directions: ['ingress'], pref: 1, handle: 1, force: false, drops: true})
+    const log = join(tmp, 'flows.log')
+    const config = join(tmp, 'config.yaml')
+    writeFileSync(config, `logs:\n- file: ${log}\nmetrics:\n  listen: ''\nstateFile: ${join(tmp, 'state.json')}\n`)
+    const daemon = new DaemonProcess(config)
+    const sink = await startAgent(routed.server, {mode: 'tcp-sink', host: '0.0.0.0', port: 7004})
+    try {
+      await daemon.waitForLog('started')
+      // 64 KiB at once: never delivered, so the sender is stopped after a few retransmissions.
+      const sender = await startAgent(routed.client, {mode: 'tcp-send', host: '198.18.65.2', port: 7004, bytes: 65_536})
+      await sleep(2500)
+      sender.stop()
+      await sleep(300)
+      assert.equal(await daemon.stop(), 0, daemon.tail)
+    } finally {
+      sink.stop()
+      await daemon.stop('SIGKILL').catch(() => {})
+    }
+    flows = readFileSync(log, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.dport === 7004 && l.direction === 'ingress')
+  })
+
+  after(async function () {
+    if (router) await detachMeters(privateDirs.paths, {targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
+    await lab.destroy()
+    if (tmp) rmSync(tmp, {recursive: true, force: true})
+    privateDirs.remove()
+  })
+
+  it('drops every packet but the SYN, each segment of a GSO packet with its own IP and TCP headers, to the byte', function () {
+    const sum = (k: string) => flows.reduce((n, l) => n + ((l[k] as number | undefined) ?? 0), 0)
+    const [packets, bytes, dropped, droppedBytes] = [sum('pkts'), sum('bytes'), sum('droppedPkts'), sum('droppedBytes')]
+    assert.ok(dropped > 10, `the first flight and retransmissions were dropped: ${JSON.stringify(flows)}`)
+    // The SYN (IP 20 + TCP 40 with its options) is all that went through.
+    assert.deepEqual([packets - dropped, bytes - droppedBytes], [1, 60], JSON.stringify(flows))
+    assert.ok(
+      flows.every((l) => l.dropReason === undefined || l.dropReason === 'NETFILTER_DROP'),
+      JSON.stringify(flows),
+    )
+  })
+})
