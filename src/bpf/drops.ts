@@ -245,6 +245,11 @@ export async function takeDrops(pinRoot: string, inode: number): Promise<DropEnt
     if (id === undefined) return []
     const old = BpfMap.openById(id, 'a drops hash')
     try {
+      // Nothing dropped since the last swap (an idle namespace, or one that drops nothing): the
+      // hash stays, and the drain pays one bpf() call instead of a fresh hash and a wait for the
+      // programs (a map-in-map update) every interval. A drop counted right after the look waits
+      // for the next drain in it.
+      if (old.isEmpty()) return []
       const fresh = newDropsMap()
       try {
         const fd = Buffer.alloc(4)

@@ -313,6 +313,14 @@ export class BpfMap {
     }
   }
 
+  /** Whether the map holds no entry: one bpf() call, for its first key. */
+  isEmpty(): boolean {
+    const rc = lib().getNextKey(this.fd, null, Buffer.alloc(this.info.keySize))
+    if (rc === -ENOENT) return true
+    check(rc, `reading the first key of ${this.describe()}`)
+    return false
+  }
+
   /** Number of entries now in the map. */
   count(): number {
     return this.forEachBatch(() => {}, {batchEntries: 8192})

@@ -173,6 +173,28 @@ describe('drain with drops on @e2e', function () {
     assert.deepEqual(exported, [{sport: 4000, packets: 2, dropped: 0, droppedBytes: 0, reason: undefined, fwdStatus: 0}])
   })
 
+  it('leaves a drops hash nothing was dropped into in place, and swaps one that holds drops', async function () {
+    const current = () => {
+      const outer = BpfMap.open(`${paths.pinRoot}/drops/maps/drop_maps`)
+      try {
+        const key = Buffer.alloc(4)
+        key.writeUInt32LE(netnsInode(netns))
+        return outer.lookup(key, Buffer.alloc(4))!.readUInt32LE(0)
+      } finally {
+        outer.close()
+      }
+    }
+    const idle = current()
+    await drainer!.drain(policy, sink)
+    await drainer!.drain(policy, sink)
+    assert.equal(current(), idle, 'two drains with nothing dropped kept the same hash')
+    putFlow(5000, 1)
+    putDrops(5000, 'NETFILTER_DROP', 1)
+    const report = await drainer!.drain(policy, sink)
+    assert.notEqual(current(), idle, 'a hash with drops in it was swapped out')
+    assert.deepEqual(report.drops, [{reason: 'NETFILTER_DROP', ifindex: 3, packets: 1, bytes: 100}])
+  })
+
   it('leaves no hook behind once the last namespace with drops lets it go', async function () {
     assert.ok(dropHookAttached(paths))
     await disableDrops(paths, set)
