@@ -9,7 +9,7 @@ import {checkConfigOnMachine} from '../../config/machine.js'
 import {meterEntriesMatchingNothing} from '../../daemon/follow/matches.js'
 import {elementByName, naturalLength} from '../../ipfix/wire/elements.js'
 import {exportableElement} from '../../ipfix/export/exportable-elements.js'
-import {dropsTemplateIds, missingDropFields} from '../../ipfix/export/drops-templates.js'
+import {dropsTemplateIds, missingDropFields, optionsTemplateIdList} from '../../ipfix/export/drops-templates.js'
 import {optionsTemplateIds} from '../../ipfix/export/flow-templates.js'
 import {jsonFlag} from '../../cli/flags.js'
 
@@ -63,7 +63,7 @@ function describeConfig(config: Config): string[] {
   lines.push(`templates${config.templatesDefaulted ? ' (default)' : ''}:`)
   // The flows with drops of a collector's template go under its drops template (biflow collectors: none).
   const dropsIds = config.collectors.some((c) => !c.biflow)
-    ? dropsTemplateIds(config.templates, Object.values(optionsTemplateIds(config.templates)))
+    ? dropsTemplateIds(config.templates, optionsTemplateIdList(optionsTemplateIds(config.templates)))
     : new Map<number, number>()
   for (const t of config.templates) {
     const bytes = t.fields.reduce((sum, f) => sum + f.length, 0)

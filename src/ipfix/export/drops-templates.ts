@@ -12,19 +12,24 @@
  */
 import type {FlowBatch} from '../../flow/batch.js'
 import {bindField} from './flow-fields.js'
-import {boundTemplate, type ExportTemplate} from './flow-templates.js'
+import {boundTemplate, type ExportTemplate, type OptionsTemplateIds} from './flow-templates.js'
 
 /** The fields a drops template carries, in the order they are appended, and their lengths. */
-export const DROP_FIELDS: readonly {name: string; length: number}[] = [
+const DROP_FIELDS: readonly {name: string; length: number}[] = [
   {name: 'forwardingStatus', length: 1},
   {name: 'droppedPacketDeltaCount', length: 8},
   {name: 'droppedOctetDeltaCount', length: 8},
 ]
 
 /** How far above its template's id a drops template's id starts. */
-export const DROPS_TEMPLATE_ID_OFFSET = 1000
+const DROPS_TEMPLATE_ID_OFFSET = 1000
 
 const BIFLOW_DIRECTION = 239
+
+/** The options templates' ids, which no drops template may take. */
+export function optionsTemplateIdList(ids: OptionsTemplateIds): number[] {
+  return [ids.stats, ids.sampling, ids.interfaceNames, ids.nfdumpInterfaceNames]
+}
 
 /** The drop fields a template of these element names lacks (none: it needs no drops template). */
 export function missingDropFields(fieldNames: readonly string[]): {name: string; length: number}[] {

@@ -11,7 +11,7 @@ import type {RecordFields} from '../wire/field-values.js'
 import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID, templateFits} from '../wire/message.js'
 import {packRecords, type RecordRun} from './encode.js'
 import {DomainAdvertisements} from './domain-advertisements.js'
-import {dropsTemplate, dropsTemplateIds, splitByDrops} from './drops-templates.js'
+import {dropsTemplate, dropsTemplateIds, optionsTemplateIdList, splitByDrops} from './drops-templates.js'
 import {chooseTemplate, statsTemplate, type ExportTemplate, type OptionsTemplateIds} from './flow-templates.js'
 import type {InterfaceLabels} from './interface-options.js'
 import type {MessageTransport, TransportDefaults} from './message-transport.js'
@@ -229,7 +229,7 @@ export class ExportSession {
     // Drops template ids are chosen among every template of the config (not only this
     // collector's) and the options templates, so `config check` can say them.
     const advertised = this.options.advertise?.templateIds
-    const reserved = [this.options.statsTemplateId, ...(advertised ? Object.values(advertised) : [])]
+    const reserved = [this.options.statsTemplateId, ...(advertised ? optionsTemplateIdList(advertised) : [])]
     const dropsIds = dropsTemplateIds(
       templates.map((t) => ({id: t.template.id, fields: t.fields.map((f) => ({name: f.enterpriseNumber === undefined ? f.element.name : ''}))})),
       reserved,
