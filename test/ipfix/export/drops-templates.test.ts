@@ -212,6 +212,19 @@ describe('ipfix/export drops templates: flows with drops under a derived templat
     assert.equal(flowRecords(sink).filter((r) => r.templateId === 1256).length, 1)
   })
 
+  it('a flow split over several records (a reduced-size counter) splits its drop counts too: their sums stay exact', async function () {
+    const fields = ['sourceIPv4Address', {name: 'packetDeltaCount', length: 1}, 'forwardingStatus', 'droppedPacketDeltaCount', 'droppedOctetDeltaCount']
+    const {sink, e} = await open({}, [testTemplate(300, fields)])
+    const flow = {...randomFlows(4, 1, 91)[0], packets: 600}
+    e.exportBatch(batchWithDrops([flow], new Map([[0, {packets: 10, bytes: 1_001}]])))
+    await sink.settle(e)
+    assertPass(sink)
+    const records = flowRecords(sink)
+    assert.equal(records.length, 3)
+    const sum = (k: string) => records.reduce((n, r) => n + BigInt(r.fields[k] as number | bigint), 0n)
+    assert.deepEqual([sum('packetDeltaCount'), sum('droppedPacketDeltaCount'), sum('droppedOctetDeltaCount')], [600n, 10n, 1_001n])
+  })
+
   it("chooses ids that none of the collector's templates use", async function () {
     // The IPv6 default template under id 1256: the IPv4 one's drops template takes 1257, its own 2256.
     const [t4, t6] = defaultExportTemplates()
