@@ -85,6 +85,7 @@ describe('commands/config check', function () {
       'settings: drain 1s, idle 15s, active 30s, template refresh 60s, stats 60s, max message 100 B, observation domain 1, metrics 127.0.0.1:9999',
       'templates:',
       '  1001 (IPv4, 16 B per record): sourceIPv4Address, octetDeltaCount, packetDeltaCount/4',
+      '    flows with drops: template 2001 (+ forwardingStatus, droppedPacketDeltaCount, droppedOctetDeltaCount)',
       'collectors:',
       '  35.194.97.218:2055 from 0.0.0.0:50101 (all templates)',
       'spool: up to 32 MiB a collector, 64 MiB in all; worst case for 1 collector: 32 MiB held and 32.8 MiB of message buffers (64.8 MiB); replayed at 5 MB/s',

@@ -25,7 +25,7 @@ import {run} from '../../src/sys/exec.js'
 import {DaemonProcess} from '../helpers/daemon.js'
 import {sample} from '../helpers/prom.js'
 import {requireE2e, PrivateDirs} from '../helpers/e2e.js'
-import {requireTshark, tsharkDecodeIpfix, type TsharkRecord} from '../helpers/tshark.js'
+import {requireTshark, tsharkDecodeIpfix, tsharkDissectIpfix, type TsharkRecord} from '../helpers/tshark.js'
 import {Sink} from '../ipfix/flows.js'
 
 const ACL_DENY = 129
@@ -227,6 +227,100 @@ describe('drops with their reasons through a namespace router @e2e', function ()
     await detachMeters(privateDirs.paths, {targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']})
     assert.equal(dropHookAttached(privateDirs.paths), false)
     assert.equal(MeterSet.for(privateDirs.paths, router).exists(), false)
+  })
+})
+
+describe('drops with the default templates: a dropped flow under the drops template, the others under 256 as ever @e2e', function () {
+  const id = randomBytes(3).toString('hex')
+  const privateDirs = new PrivateDirs(`drops-default-${id}`)
+  const lab = new Lab(id)
+  let tmp = ''
+  let router = ''
+  let records: {templateId: number; fields: TsharkRecord}[] = []
+  let templateIds: number[][] = []
+  let denied: {sport: number} | undefined
+  let forwarded: {sport: number} | undefined
+
+  before(async function () {
+    requireE2e(this)
+    await requireTshark(this)
+    tmp = mkdtempSync(join(tmpdir(), 'fct-drops-default-'))
+    privateDirs.apply()
+    const routed = await lab.router(66)
+    router = routed.router
+    await lab.exec(router, 'nft', ['add', 'table', 'inet', 'fct'])
+    await lab.exec(router, 'nft', ['add', 'chain', 'inet', 'fct', 'through', '{ type filter hook forward priority 0; }'])
+    await lab.exec(router, 'nft', ['add', 'rule', 'inet', 'fct', 'through', 'udp', 'dport', '7001', 'drop'])
+    await attachMeters(privateDirs.paths, {
+      targets: [
+        {netns: router, ifname: 'r0'},
+        {netns: router, ifname: 'r1'},
+      ],
+      directions: ['ingress', 'egress'],
+      pref: 1,
+      handle: 1,
+      force: false,
+      drops: true,
+    })
+    const sink = await Sink.start({maxMessageSize: 1400, timeToleranceSeconds: 600})
+    const config = join(tmp, 'config.yaml')
+    // No templates: the defaults.
+    writeFileSync(config, `collectors:\n- address: 127.0.0.1:${sink.port}\nmetrics:\n  listen: ''\nstateFile: ${join(tmp, 'state.json')}\n`)
+    const daemon = new DaemonProcess(config)
+    try {
+      await daemon.waitForLog('started')
+      const udpSink = await startAgent(routed.server, {mode: 'udp-sink', host: '0.0.0.0', port: 7002})
+      denied = await runAgent(routed.client, {mode: 'udp-send', host: '198.18.67.2', port: 7001, count: SENT, size: 100, gapMs: 5})
+      forwarded = await runAgent(routed.client, {mode: 'udp-send', host: '198.18.67.2', port: 7002, count: SENT, size: 100, gapMs: 5})
+      udpSink.stop()
+      assert.equal(await daemon.stop(), 0, daemon.tail)
+    } finally {
+      await daemon.stop('SIGKILL').catch(() => {})
+      await sink.stop()
+    }
+    const dissected = await tsharkDissectIpfix(sink.datagrams, sink.port)
+    assert.deepEqual(dissected.problems, [])
+    records = dissected.records.filter((r) => !r.options)
+    templateIds = sink.received.map((r) => r.message.templates.filter((t) => t.scopeFieldCount === 0).map((t) => t.id)).filter((ids) => ids.length > 0)
+  })
+
+  after(async function () {
+    if (router) await detachMeters(privateDirs.paths, {targets: [{netns: router, ifname: '*'}], all: false, directions: ['ingress', 'egress']}).catch(() => {})
+    await lab.destroy()
+    if (tmp) rmSync(tmp, {recursive: true, force: true})
+    privateDirs.remove()
+  })
+
+  const udpFrom = (sport: number) => records.filter((r) => r.fields.protocolIdentifier === 17 && r.fields.sourceTransportPort === sport)
+
+  it('sends the dropped flow under 1256: the fields of 256, its drop counts and its ACL deny code (129)', function () {
+    const found = udpFrom(denied!.sport)
+    assert.equal(found.length, 1, `one record, coming in by r0: ${JSON.stringify(found)}`)
+    assert.equal(found[0].templateId, 1256)
+    assert.deepEqual(
+      Object.keys(found[0].fields).sort(),
+      [...DEFAULT_TEMPLATES[0].fields, 'forwardingStatus', 'droppedPacketDeltaCount', 'droppedOctetDeltaCount'].sort(),
+    )
+    assert.equal(found[0].fields.packetDeltaCount, SENT)
+    assert.equal(found[0].fields.droppedPacketDeltaCount, SENT)
+    assert.equal(found[0].fields.droppedOctetDeltaCount, SENT * 128)
+    assert.equal(Number(found[0].fields.forwardingStatus), ACL_DENY)
+    // 1256 is announced with the first record under it, not before.
+    assert.equal(templateIds[0].includes(1256), false, JSON.stringify(templateIds))
+    assert.ok(templateIds.some((ids) => ids.includes(1256)))
+  })
+
+  it('sends the forwarded flow under 256 as before, by both interfaces, without drop fields', function () {
+    const found = udpFrom(forwarded!.sport)
+    assert.deepEqual(
+      found.map((r) => [r.templateId, r.fields.flowDirection, r.fields.packetDeltaCount]).sort(),
+      [
+        [256, 0, SENT],
+        [256, 1, SENT],
+      ].sort(),
+      JSON.stringify(found),
+    )
+    for (const r of found) assert.deepEqual(Object.keys(r.fields).sort(), [...DEFAULT_TEMPLATES[0].fields].sort())
   })
 })
 

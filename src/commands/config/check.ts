@@ -9,6 +9,8 @@ import {checkConfigOnMachine} from '../../config/machine.js'
 import {meterEntriesMatchingNothing} from '../../daemon/follow/matches.js'
 import {elementByName, naturalLength} from '../../ipfix/wire/elements.js'
 import {exportableElement} from '../../ipfix/export/exportable-elements.js'
+import {dropsTemplateIds, missingDropFields, optionsTemplateIdList} from '../../ipfix/export/drops-templates.js'
+import {optionsTemplateIds} from '../../ipfix/export/flow-templates.js'
 import {jsonFlag} from '../../cli/flags.js'
 
 function plural(n: number, word: string): string {
@@ -59,6 +61,10 @@ function describeConfig(config: Config): string[] {
       `observation domain ${config.observationDomainId}, metrics ${metrics}`,
   )
   lines.push(`templates${config.templatesDefaulted ? ' (default)' : ''}:`)
+  // The flows with drops of a collector's template go under its drops template (biflow collectors: none).
+  const dropsIds = config.collectors.some((c) => !c.biflow)
+    ? dropsTemplateIds(config.templates, optionsTemplateIdList(optionsTemplateIds(config.templates)))
+    : new Map<number, number>()
   for (const t of config.templates) {
     const bytes = t.fields.reduce((sum, f) => sum + f.length, 0)
     // A field encoded in a reduced size shows its length: octetDeltaCount/4.
@@ -67,6 +73,13 @@ function describeConfig(config: Config): string[] {
       return f.length === naturalLengthOf(f.name) ? name : `${name}/${f.length}`
     })
     lines.push(`  ${t.id} (${templateFamily(t)}, ${bytes} B per record): ${fields.join(', ')}`)
+    const dropsId = dropsIds.get(t.id)
+    if (dropsId !== undefined)
+      lines.push(
+        `    flows with drops: template ${dropsId} (+ ${missingDropFields(t.fields.map((f) => f.name))
+          .map((f) => f.name)
+          .join(', ')})`,
+      )
   }
   if (config.collectors.length > 0) lines.push('collectors:')
   for (const c of config.collectors) {

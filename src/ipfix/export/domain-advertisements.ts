@@ -12,6 +12,7 @@ import type {RecordRun} from './encode.js'
 import type {ExportTemplate, OptionsTemplateIds} from './flow-templates.js'
 import {InterfaceAnnouncements, interfaceNamesRuns, interfaceNamesTemplate, nfdumpInterfaceNamesTemplate, type InterfaceLabels} from './interface-options.js'
 import {rateGroups} from './rate-groups.js'
+import {splitByDrops} from './drops-templates.js'
 import {flowRun} from './record-runs.js'
 import {samplingRecordRun, samplingTemplate} from './sampling-options.js'
 
@@ -51,9 +52,10 @@ export class DomainAdvertisements {
    * flows were counted at, a list of runs to pack on their own (one rate per message). The first
    * starts with the names of the interfaces the batch names that its domain has not been told
    * (when the template carries interfaces); each starts with its rate unless that is the one last
-   * advertised in the domain.
+   * advertised in the domain. With `drops` (t's drops template), each rate's flows with drops go
+   * under it, after those without (under `t`).
    */
-  batchRuns(t: ExportTemplate, batch: FlowBatch): RecordRun[][] {
+  batchRuns(t: ExportTemplate, batch: FlowBatch, drops?: ExportTemplate): RecordRun[][] {
     const domain = batch.observationDomainId
     const out: RecordRun[][] = []
     const names = this.names
@@ -67,7 +69,12 @@ export class DomainAdvertisements {
         runs.push(samplingRecordRun(this.sampling, domain, group.interval))
         this.rates.set(domain, group.interval)
       }
-      runs.push(flowRun(t, batch, group.rows))
+      const split = drops && splitByDrops(batch, group.rows)
+      if (!split) runs.push(flowRun(t, batch, group.rows))
+      else {
+        if (split.without.length > 0) runs.push(flowRun(t, batch, split.without))
+        runs.push(flowRun(drops, batch, split.withDrops))
+      }
       out.push(runs)
     }
     return out

@@ -86,6 +86,14 @@ export function flowRun(t: ExportTemplate, batch: FlowBatch, rows?: Uint32Array)
         reverse.packets[i] = Math.floor(reversePackets / n) + (k < reversePackets % n ? 1 : 0)
         reverse.bytes[i] = Math.floor(reverseBytes / n) + (k < reverseBytes % n ? 1 : 0)
       }
+      // So are the drop counts (a drops template's): each part carries its share, not all of them.
+      const drops = batch.drops
+      const droppedPackets = drops ? drops.packets[i] : 0
+      const droppedBytes = drops ? drops.bytes[i] : 0
+      if (drops) {
+        drops.packets[i] = Math.floor(droppedPackets / n) + (k < droppedPackets % n ? 1 : 0)
+        drops.bytes[i] = Math.floor(droppedBytes / n) + (k < droppedBytes % n ? 1 : 0)
+      }
       for (let f = 0; f < fields.length; f++) {
         fields[f].write(batch, i, buf, pos)
         pos += fields[f].length
@@ -95,6 +103,10 @@ export function flowRun(t: ExportTemplate, batch: FlowBatch, rows?: Uint32Array)
       if (reverse) {
         reverse.packets[i] = reversePackets
         reverse.bytes[i] = reverseBytes
+      }
+      if (drops) {
+        drops.packets[i] = droppedPackets
+        drops.bytes[i] = droppedBytes
       }
       return pos
     },

@@ -11,6 +11,7 @@ import type {RecordFields} from '../wire/field-values.js'
 import {MESSAGE_HEADER_LENGTH, MessageBuilder, OPTIONS_TEMPLATE_SET_ID, SET_HEADER_LENGTH, TEMPLATE_SET_ID, templateFits} from '../wire/message.js'
 import {packRecords, type RecordRun} from './encode.js'
 import {DomainAdvertisements} from './domain-advertisements.js'
+import {dropsTemplate, dropsTemplateIds, optionsTemplateIdList, splitByDrops} from './drops-templates.js'
 import {chooseTemplate, statsTemplate, type ExportTemplate, type OptionsTemplateIds} from './flow-templates.js'
 import type {InterfaceLabels} from './interface-options.js'
 import type {MessageTransport, TransportDefaults} from './message-transport.js'
@@ -71,6 +72,12 @@ export class ExportSession {
   private readonly dropped = {spoolDroppedMessages: 0, spoolDroppedRecords: 0, spoolDroppedPackets: 0, spoolDroppedOctets: 0}
   private templates: ExportTemplate[] = []
   private byFamily: {4?: ExportTemplate; 6?: ExportTemplate} = {}
+  /** Each template's drops template (drops-templates.ts), by the template's id: for the flows with drops. */
+  private dropsTemplates = new Map<number, ExportTemplate>()
+  /** The drops templates a record has gone out under: announced with the others from then on. */
+  private readonly announcedDrops = new Set<number>()
+  /** The drops templates each domain was sent since its templates last went. */
+  private readonly dropsSentTo = new Map<number, Set<number>>()
   private readonly options: SessionOptions
   private readonly builder: MessageBuilder
   private readonly preambleBuilder: MessageBuilder
@@ -176,7 +183,7 @@ export class ExportSession {
       const setId = message.readUInt16BE(off)
       const setLength = message.readUInt16BE(off + 2)
       if (setLength < SET_HEADER_LENGTH) break
-      const t = setId >= 256 ? this.templates.find((x) => x.template.id === setId) : undefined
+      const t = setId >= 256 ? this.dataTemplate(setId) : undefined
       if (t) {
         let at = 0
         const offsets: {at: number; length: number; packets: boolean}[] = []
@@ -219,7 +226,33 @@ export class ExportSession {
     // one): it is left out, and its flows count as unexportable instead.
     this.templates = wanted.filter((t) => templateFits(t.template.fields, this.options.maxMessageSize).fits)
     this.byFamily = {4: chooseTemplate(this.templates, 4), 6: chooseTemplate(this.templates, 6)}
+    // Drops template ids are chosen among every template of the config (not only this
+    // collector's) and the options templates, so `config check` can say them.
+    const advertised = this.options.advertise?.templateIds
+    const reserved = [this.options.statsTemplateId, ...(advertised ? optionsTemplateIdList(advertised) : [])]
+    const dropsIds = dropsTemplateIds(
+      templates.map((t) => ({id: t.template.id, fields: t.fields.map((f) => ({name: f.enterpriseNumber === undefined ? f.element.name : ''}))})),
+      reserved,
+    )
+    this.dropsTemplates = new Map()
+    for (const t of this.templates) {
+      const id = dropsIds.get(t.template.id)
+      const d = id === undefined ? undefined : dropsTemplate(t, id)
+      if (d && templateFits(d.template.fields, this.options.maxMessageSize).fits) this.dropsTemplates.set(t.template.id, d)
+    }
+    this.announcedDrops.clear()
+    this.dropsSentTo.clear()
     this.templatesSentAt.clear()
+  }
+
+  /** The drops template the flows with drops of template `t` go out under (undefined: under `t`). */
+  dropsTemplateFor(t: ExportTemplate): ExportTemplate | undefined {
+    return this.dropsTemplates.get(t.template.id)
+  }
+
+  /** A data template this session sends, a drops template included. */
+  private dataTemplate(id: number): ExportTemplate | undefined {
+    return this.templates.find((x) => x.template.id === id) ?? [...this.dropsTemplates.values()].find((x) => x.template.id === id)
   }
 
   templateFor(family: 4 | 6): ExportTemplate | undefined {
@@ -319,14 +352,30 @@ export class ExportSession {
     this.pack(this.templatesRun(), domain)
     this.counts.templateSends++
     this.templatesSentAt.set(domain, this.now())
+    this.dropsSentTo.set(domain, new Set(this.announcedDrops))
     this.advertisements?.forget(domain)
   }
 
-  /** This collector's templates, then the options templates, each of those in a set of its own. */
+  /**
+   * A drops template goes to `domain` before the first record under it (and with the others
+   * from then on, at every refresh).
+   */
+  private announceDrops(d: ExportTemplate, domain: number): void {
+    const id = d.template.id
+    this.announcedDrops.add(id)
+    let sent = this.dropsSentTo.get(domain)
+    if (!sent) this.dropsSentTo.set(domain, (sent = new Set()))
+    if (sent.has(id)) return
+    this.pack(templateRun([d.template], TEMPLATE_SET_ID), domain)
+    sent.add(id)
+  }
+
+  /** This collector's templates (and the drops templates announced), then the options templates, each of those in a set of its own. */
   private templatesRun(): RecordRun[] {
+    const drops = [...this.dropsTemplates.values()].filter((d) => this.announcedDrops.has(d.template.id))
     return [
       templateRun(
-        this.templates.map((t) => t.template),
+        [...this.templates, ...drops].map((t) => t.template),
         TEMPLATE_SET_ID,
       ),
       templateRun([statsTemplate(this.options.statsTemplateId), ...(this.advertisements?.templates ?? [])], OPTIONS_TEMPLATE_SET_ID),
@@ -354,9 +403,16 @@ export class ExportSession {
     if (!this.transport.isOpen) return
     const domain = batch.observationDomainId
     if (this.templatesDue(domain)) this.sendTemplates(domain)
-    if (!this.advertisements) return this.pack(flowRun(t, batch), domain)
+    // The flows with drops go under the drops template, those without under `t` as ever.
+    const split = splitByDrops(batch)
+    const d = split && this.dropsTemplateFor(t)
+    if (d) this.announceDrops(d, domain)
+    if (!this.advertisements) {
+      if (!split || !d) return this.pack(flowRun(t, batch), domain)
+      return this.pack([...(split.without.length > 0 ? [flowRun(t, batch, split.without)] : []), flowRun(d, batch, split.withDrops)], domain)
+    }
     // Each rate's flows in messages of their own, headed by what the domain was not told yet.
-    for (const runs of this.advertisements.batchRuns(t, batch)) this.pack(runs, domain)
+    for (const runs of this.advertisements.batchRuns(t, batch, d)) this.pack(runs, domain)
   }
 
   /**
