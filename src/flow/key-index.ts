@@ -8,6 +8,7 @@
  * different keys overlap; what a lookup learnt (the keys' hashes) goes back to the caller in a
  * FoundKeys, which `insert` takes for the keys that were not there.
  */
+import {releaseMemory} from '../sys/heap.js'
 import type {RecordSlabs} from './record-slabs.js'
 
 /**
@@ -59,12 +60,14 @@ export class KeyIndex {
   fit(room: number, used: number): void {
     const hashes = new Int32Array(room)
     hashes.set(this.hashes.subarray(0, used))
+    releaseMemory(this.hashes.buffer)
     this.hashes = hashes
     // At most 70 % of the slots in use when the records are all used: probes stay short (they
     // pass other keys by the hash kept in the slot), and the index takes 8 to 16 bytes per record.
     let slots = 1
     while (slots * 0.7 < room) slots <<= 1
     if (2 * slots !== this.slots.length) {
+      releaseMemory(this.slots.buffer)
       this.slots = new Int32Array(2 * slots)
       this.mask = slots - 1
       this.reindex(used)

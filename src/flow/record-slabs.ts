@@ -9,6 +9,7 @@
  * the flows held, and growing never copies more than the first slab. Records are numbered densely
  * from 0 (entry numbers); which numbers are in use is the cache's business (flow-cache.ts).
  */
+import {releaseMemory} from '../sys/heap.js'
 import {firstPacketWins, maxTtlOf, minTtlOf, type FlowSample} from './record.js'
 
 /** Where the fields of a flow record are, in bytes (src/bpf/layout.ts builds it from the kernel's). */
@@ -134,8 +135,10 @@ export class RecordSlabs {
     if (this.slabs.length === 1 && this.chunksAllocated < SLAB_CHUNKS) {
       const chunks = Math.min(SLAB_CHUNKS, this.chunksAllocated * 2)
       const slab = Buffer.allocUnsafeSlow(chunks * chunkBytes)
-      this.slabs[0].copy(slab)
+      const old = this.slabs[0]
+      old.copy(slab)
       this.setSlab(0, slab)
+      releaseMemory(old.buffer)
       this.chunksAllocated = chunks
     } else {
       const chunks = this.slabs.length === 0 ? this.firstSlabChunks : SLAB_CHUNKS
@@ -156,6 +159,27 @@ export class RecordSlabs {
     let keep = 1
     while (keep < this.slabs.length && keep * SLAB_CHUNKS < want) keep++
     if (keep === this.slabs.length) return false
+    // (Nothing reads them any more: the records in use are all in the slabs kept.)
+    for (const slab of this.slabs.slice(keep)) releaseMemory(slab.buffer)
+    this.slabs.length = keep
+    this.slabWords.length = keep
+    this.chunksAllocated = keep * SLAB_CHUNKS
+    return true
+  }
+
+  /** Records a slab holds (the first one once others follow it). */
+  get recordsPerSlab(): number {
+    return SLAB_CHUNKS * this.recordsPerChunk
+  }
+
+  /**
+   * Gives back every slab past the one holding record `used` - 1 (the first slab stays), their
+   * memory at once: records from `used` on are gone. Returns whether the room changed.
+   */
+  releaseFrom(used: number): boolean {
+    const keep = Math.max(1, Math.ceil(used / this.recordsPerSlab))
+    if (keep >= this.slabs.length) return false
+    for (const slab of this.slabs.slice(keep)) releaseMemory(slab.buffer)
     this.slabs.length = keep
     this.slabWords.length = keep
     this.chunksAllocated = keep * SLAB_CHUNKS
