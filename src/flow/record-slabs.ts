@@ -65,6 +65,9 @@ export class RecordSlabs {
   /** Chunks allocated so far (the first slab may be short of SLAB_CHUNKS). */
   private chunksAllocated = 0
 
+  /** The most records it will be asked to hold. */
+  readonly maxRecords: number
+
   constructor(layout: FlowRecordLayout, maxRecords: number) {
     if (layout.keySize % 4 || layout.recordSize % 8 || layout.chunkBytes % 8 || layout.chunkHeader % 8 || layout.valueAt % 8) {
       throw new Error(
@@ -76,6 +79,7 @@ export class RecordSlabs {
       throw new Error("flow cache: the value's u64 fields must be 8-byte and its u32 fields 4-byte aligned")
     }
     this.layout = layout
+    this.maxRecords = maxRecords
     this.keyWords = layout.keySize / 4
     this.recordWords = layout.recordSize / 4
     this.chunkWords = layout.chunkBytes / 4
