@@ -253,6 +253,7 @@ export class HeldFlows {
   }
 
   private expire(family: Family, force: boolean, round: number, sink: ExportSink): void {
+    if (force) return this.expireEvery(family, round, sink)
     const cache = this.caches[family]
     const batch = this.batches[family]
     const sample = this.sample
@@ -278,6 +279,35 @@ export class HeldFlows {
     if (batch.length) this.flushBatch(batch, sink)
     if (count === cache.size) cache.clear()
     else if (count) cache.removeMarked(ended)
+  }
+
+  /**
+   * Exports every flow held (a forced drain), a slab of the cache at a time from its last
+   * (FlowCache.removeEachSlab): each slab's rows are handed to the outputs before its memory goes
+   * back, so that the cache shrinks as the messages of its flows grow.
+   */
+  private expireEvery(family: Family, round: number, sink: ExportSink): void {
+    const cache = this.caches[family]
+    const batch = this.batches[family]
+    const sample = this.sample
+    const keySize = family === 4 ? FLOW_KEY4.size : FLOW_KEY6.size
+    cache.removeEachSlab((from, to) => {
+      for (let idx = from; idx < to; idx++) {
+        cache.read(idx, sample)
+        // (Forced: every flow ends, for a reason of its own or as forcedEnd.)
+        const reason = this.endReason(sample.firstNs, sample.lastNs, sample.tcpFlags, cache.gen[idx] < round, true) || END_REASON.forcedEnd
+        if (batch.full) this.flushBatch(batch, sink)
+        const j = batch.length++
+        fillKey(batch, j, cache.slabOf(idx), cache.recordAt(idx))
+        this.fillRtt(batch, j, cache.slabOf(idx), cache.recordAt(idx))
+        fillCounters(batch, j, sample, reason, this.offsetNs)
+        this.drops?.attach(batch, j, cache.slabOf(idx), cache.recordAt(idx), keySize)
+        this.exported[reason] = (this.exported[reason] ?? 0) + 1
+      }
+      if (batch.length) this.flushBatch(batch, sink)
+      // The sample's next hop is a view of the slab about to go.
+      this.release()
+    })
   }
 
   /** A zeroed mark per cache entry, reused between drains. */

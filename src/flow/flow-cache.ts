@@ -8,6 +8,7 @@
  * The drain looks a read batch of keys up at once (`findMany`) and inserts the flows it did not
  * find with what that lookup returned (`insertFound`).
  */
+import {releaseMemory} from '../sys/heap.js'
 import {KeyIndex, type FoundKeys} from './key-index.js'
 import {RecordSlabs, type FlowRecordLayout} from './record-slabs.js'
 import type {FlowSample} from './record.js'
@@ -73,6 +74,7 @@ export class FlowCache {
     const room = this.records.room
     const gen = new Uint32Array(room)
     gen.set(this.gen.subarray(0, this.size))
+    releaseMemory(this.gen.buffer)
     this.gen = gen
     this.index.fit(room, this.size)
   }
@@ -162,6 +164,34 @@ export class FlowCache {
     this.size = kept
     this.index.reindex(kept)
     this.shrink()
+  }
+
+  /**
+   * Removes every entry, a slab's worth at a time from the last: `visit(from, to)` sees entries
+   * from..to-1 (in their order), and once it has returned they are gone, and their slab with them.
+   * For a scan that exports every flow (a forced drain): the cache's memory goes back as its flows
+   * leave instead of after the last, so that it is not held beside all the messages they make.
+   * If `visit` throws, the entries it was given then and those before them stay.
+   */
+  removeEachSlab(visit: (from: number, to: number) => void): void {
+    const perSlab = this.records.recordsPerSlab
+    let released = false
+    try {
+      while (this.size > 0) {
+        const from = Math.floor((this.size - 1) / perSlab) * perSlab
+        visit(from, this.size)
+        this.size = from
+        if (this.records.releaseFrom(from)) released = true
+      }
+    } finally {
+      if (this.size > 0) {
+        // Cut short: the index still points at the entries gone.
+        if (released) this.fitColumns()
+        this.index.reindex(this.size)
+      }
+    }
+    this.index.clear()
+    if (released) this.fitColumns()
   }
 
   clear(): void {

@@ -9,6 +9,7 @@
  * the flows held, and growing never copies more than the first slab. Records are numbered densely
  * from 0 (entry numbers); which numbers are in use is the cache's business (flow-cache.ts).
  */
+import {releaseMemory} from '../sys/heap.js'
 import {firstPacketWins, maxTtlOf, minTtlOf, type FlowSample} from './record.js'
 
 /** Where the fields of a flow record are, in bytes (src/bpf/layout.ts builds it from the kernel's). */
@@ -64,6 +65,9 @@ export class RecordSlabs {
   /** Chunks allocated so far (the first slab may be short of SLAB_CHUNKS). */
   private chunksAllocated = 0
 
+  /** The most records it will be asked to hold. */
+  readonly maxRecords: number
+
   constructor(layout: FlowRecordLayout, maxRecords: number) {
     if (layout.keySize % 4 || layout.recordSize % 8 || layout.chunkBytes % 8 || layout.chunkHeader % 8 || layout.valueAt % 8) {
       throw new Error(
@@ -75,6 +79,7 @@ export class RecordSlabs {
       throw new Error("flow cache: the value's u64 fields must be 8-byte and its u32 fields 4-byte aligned")
     }
     this.layout = layout
+    this.maxRecords = maxRecords
     this.keyWords = layout.keySize / 4
     this.recordWords = layout.recordSize / 4
     this.chunkWords = layout.chunkBytes / 4
@@ -134,8 +139,10 @@ export class RecordSlabs {
     if (this.slabs.length === 1 && this.chunksAllocated < SLAB_CHUNKS) {
       const chunks = Math.min(SLAB_CHUNKS, this.chunksAllocated * 2)
       const slab = Buffer.allocUnsafeSlow(chunks * chunkBytes)
-      this.slabs[0].copy(slab)
+      const old = this.slabs[0]
+      old.copy(slab)
       this.setSlab(0, slab)
+      releaseMemory(old.buffer)
       this.chunksAllocated = chunks
     } else {
       const chunks = this.slabs.length === 0 ? this.firstSlabChunks : SLAB_CHUNKS
@@ -156,6 +163,27 @@ export class RecordSlabs {
     let keep = 1
     while (keep < this.slabs.length && keep * SLAB_CHUNKS < want) keep++
     if (keep === this.slabs.length) return false
+    // (Nothing reads them any more: the records in use are all in the slabs kept.)
+    for (const slab of this.slabs.slice(keep)) releaseMemory(slab.buffer)
+    this.slabs.length = keep
+    this.slabWords.length = keep
+    this.chunksAllocated = keep * SLAB_CHUNKS
+    return true
+  }
+
+  /** Records a slab holds (the first one once others follow it). */
+  get recordsPerSlab(): number {
+    return SLAB_CHUNKS * this.recordsPerChunk
+  }
+
+  /**
+   * Gives back every slab past the one holding record `used` - 1 (the first slab stays), their
+   * memory at once: records from `used` on are gone. Returns whether the room changed.
+   */
+  releaseFrom(used: number): boolean {
+    const keep = Math.max(1, Math.ceil(used / this.recordsPerSlab))
+    if (keep >= this.slabs.length) return false
+    for (const slab of this.slabs.slice(keep)) releaseMemory(slab.buffer)
     this.slabs.length = keep
     this.slabWords.length = keep
     this.chunksAllocated = keep * SLAB_CHUNKS

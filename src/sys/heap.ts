@@ -13,3 +13,17 @@ import {setFlagsFromString} from 'node:v8'
 export function limitHeapGrowth(percent = 50): void {
   setFlagsFromString(`--heap-growing-percent=${percent}`)
 }
+
+/**
+ * Gives an ArrayBuffer's memory back now rather than at V8's next full collection. A buffer
+ * outside V8's heap (a Buffer, a typed array's memory) is freed only when the collector finds its
+ * ArrayBuffer dead, and a long-lived one is found dead only by a full collection, which V8 starts
+ * after some 64 MiB more of such memory: until then a slab or an arena the daemon let go of stays
+ * in its RSS beside the ones that replace it. Detaching it (a structured clone that transfers it)
+ * hands the memory to a new ArrayBuffer that nothing holds, and a young one: the next scavenge
+ * (every couple of MiB of allocation) frees it. Every view of `buffer` is empty afterwards: call
+ * it only once nothing reads the buffer any more.
+ */
+export function releaseMemory(buffer: ArrayBufferLike): void {
+  if (buffer instanceof ArrayBuffer && buffer.byteLength > 0) structuredClone(buffer, {transfer: [buffer]})
+}

@@ -145,6 +145,57 @@ describe('flow/flow-cache', function () {
     assert.equal(find(cache, key(0)), -1)
   })
 
+  it('removeEachSlab hands over every entry once, a slab at a time from the last, giving each slab back after it', function () {
+    const perSlab = SLAB_CHUNKS * 14
+    const cache = new FlowCache(layout(), 10 * perSlab)
+    const flows = 3 * perSlab + 5
+    for (let n = 0; n < flows; n++) put(cache, n)
+    const seen: number[] = []
+    const ranges: [number, number, number][] = []
+    cache.removeEachSlab((from, to) => {
+      ranges.push([from, to, cache.room])
+      for (let idx = from; idx < to; idx++) seen.push(read(cache, idx).packets)
+    })
+    // The last slab first (5 entries), then each full one; the slab just handed over is still there while it is read.
+    assert.deepEqual(ranges, [
+      [3 * perSlab, flows, 4 * perSlab],
+      [2 * perSlab, 3 * perSlab, 3 * perSlab],
+      [perSlab, 2 * perSlab, 2 * perSlab],
+      [0, perSlab, perSlab],
+    ])
+    assert.deepEqual(
+      [...seen].sort((a, b) => a - b),
+      Array.from({length: flows}, (_, n) => n),
+    )
+    assert.equal(cache.size, 0)
+    assert.equal(cache.room, perSlab)
+    assert.equal(find(cache, key(0)), -1)
+    for (let n = 0; n < 2 * perSlab; n++) put(cache, n) // and grows again
+    assert.equal(read(cache, find(cache, key(2 * perSlab - 1))).packets, 2 * perSlab - 1)
+  })
+
+  it('removeEachSlab cut short by a throw keeps the entries not handed over whole, and findable', function () {
+    const perSlab = SLAB_CHUNKS * 14
+    const cache = new FlowCache(layout(), 10 * perSlab)
+    const flows = 3 * perSlab + 5
+    for (let n = 0; n < flows; n++) put(cache, n)
+    let calls = 0
+    assert.throws(
+      () =>
+        cache.removeEachSlab(() => {
+          if (++calls === 2) throw new Error('the sink failed')
+        }),
+      /the sink failed/,
+    )
+    // The first call's entries are gone; those of the call that threw, and before, stay.
+    assert.equal(cache.size, 3 * perSlab)
+    assert.equal(cache.room, 3 * perSlab)
+    for (let n = 0; n < 3 * perSlab; n++) assert.equal(read(cache, find(cache, key(n))).packets, n)
+    assert.equal(find(cache, key(3 * perSlab)), -1)
+    put(cache, 3 * perSlab)
+    assert.equal(read(cache, find(cache, key(3 * perSlab))).packets, 3 * perSlab)
+  })
+
   it('keeps every other entry findable, with its values, through random removals', function () {
     // Against a Map as the reference: removals move the last entry and shift probe runs back.
     const cache = new FlowCache(layout(44), 2000)

@@ -6,6 +6,7 @@
  * The wire sizes live here once: the headers, and `templateFits()`, which the config, the
  * exporter and anything else that must know whether a template can ever be sent all ask.
  */
+import {releaseMemory} from '../../sys/heap.js'
 import {FIELD_SPECIFIER_LENGTH, minDataRecordLength, TEMPLATE_RECORD_HEADER_LENGTH, templateRecordSize} from './template.js'
 
 export const IPFIX_VERSION = 10
@@ -91,7 +92,9 @@ export function freeArenaCount(): number {
  * the next period. Runs every FREE_ARENA_TRIM_MS while the store holds any.
  */
 export function trimFreeArenas(): void {
-  freeArenas.splice(0, freeLowMark)
+  // Their memory goes back now: left to the collector, it would stay until V8's next full
+  // collection, beside the arenas (or the flow cache's slabs) allocated meanwhile.
+  for (const arena of freeArenas.splice(0, freeLowMark)) releaseMemory(arena.memory.buffer)
   freeLowMark = freeArenas.length
   if (freeArenas.length === 0 && trimTimer) {
     clearInterval(trimTimer)
