@@ -335,6 +335,13 @@ export class MeterSetDrainer {
         swap = await this.takeOut(performance.now(), this.store.readStats())
         phases.swapMs += swap.swapMs
         t = performance.now()
+        // This swap took packets metered after the drops above were taken: their drops (counted
+        // as they were metered, or after) are taken now, before these flows are merged.
+        const more = await this.takeDrops().catch((error: unknown) => {
+          dropsError ??= (error as Error).message
+          return undefined
+        })
+        if (more) drops = [...(drops ?? []), ...more]
         await merge(swap.taken)
       }
       if (swap.gen !== undefined) {
