@@ -81,3 +81,17 @@ export function kernelDropReasons(path = VMLINUX_BTF): Map<number, string> {
   for (const [name, value] of values) out.set(value, name.replace(/^SKB_DROP_REASON_/, ''))
   return out
 }
+
+let runningKernelReasons: ReadonlyMap<number, string> | undefined
+
+/** The running kernel's drop reason names, read once (an empty table, numbers shown, if its BTF cannot be read). */
+export function runningDropReasonNames(): ReadonlyMap<number, string> {
+  if (!runningKernelReasons) {
+    try {
+      runningKernelReasons = kernelDropReasons()
+    } catch {
+      runningKernelReasons = new Map()
+    }
+  }
+  return runningKernelReasons
+}

@@ -22,7 +22,8 @@ import {run} from '../sys/exec.js'
 import {netnsInode, type NetnsName} from '../sys/netns.js'
 import {compileBpfObject, DEFAULT_CAPACITY} from './compile.js'
 // The hook's structs are not part of a meter set's layout (layout.ts): read from the generated module directly.
-import {DROP_KEY, DROP_NETNS, DROP_SET, DROP_STATS, DROP_VALUE, DROPS_MAP_ENTRIES, FLOW_KEY4, FLOW_KEY6} from './layout.generated.js'
+import {DROP_KEY, DROP_NETNS, DROP_SET, DROP_STATS, DROP_VALUE, DROPS_MAP_ENTRIES} from './layout.generated.js'
+import {familyKeyOf} from './layout.js'
 import {attachRawTracepoint, BPF_F_NO_PREALLOC, BpfMap, ENOENT, MAP_TYPE, numPossibleCpus} from './libbpf.js'
 import type {MeterSet} from './meter-set.js'
 
@@ -183,25 +184,6 @@ export interface DropEntry {
   bytes: number
 }
 
-/** flow_key4 from the flow_key6-shaped key of a drop (IPv4 addresses in the first 4 bytes of each). */
-function flowKeyOf(keys: Buffer, at: number, family: 4 | 6): Buffer {
-  const key6 = keys.subarray(at, at + FLOW_KEY6.size)
-  // Whole allocations (not slices of Node's pool), as the flow cache's key lookups prefer.
-  const key = Buffer.alloc(family === 6 ? FLOW_KEY6.size : FLOW_KEY4.size)
-  if (family === 6) {
-    key6.copy(key)
-    return key
-  }
-  // The two keys share everything before src.
-  const src4 = FLOW_KEY4.fields.src.offset
-  const src6 = FLOW_KEY6.fields.src.offset
-  const dst6 = FLOW_KEY6.fields.dst.offset
-  key6.copy(key, 0, 0, src4)
-  key6.copy(key, src4, src6, src6 + 4)
-  key6.copy(key, FLOW_KEY4.fields.dst.offset, dst6, dst6 + 4)
-  return key
-}
-
 /** Every entry of a drops hash. */
 function readDrops(map: BpfMap): DropEntry[] {
   const out: DropEntry[] = []
@@ -213,7 +195,7 @@ function readDrops(map: BpfMap): DropEntry[] {
       const family = keys[k + f.family.offset] === 6 ? 6 : 4
       out.push({
         family,
-        flowKey: flowKeyOf(keys, k, family),
+        flowKey: familyKeyOf(keys, k, family),
         ifindex: keys.readUInt32LE(k),
         direction: keys[k + 4],
         reason: keys.readUInt32LE(k + f.reason.offset),

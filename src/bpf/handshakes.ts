@@ -10,8 +10,7 @@ import {
   type HandshakeEntry,
   type HandshakeRtt,
 } from '../flow/handshake-rtt.js'
-import type {Family} from '../flow/record.js'
-import {FLOW_KEY4, FLOW_KEY6, HANDSHAKE_KEY, HANDSHAKE_TIMES, KEY, readU32, readU64} from './layout.js'
+import {familyKeyOf, FLOW_KEY6, HANDSHAKE_KEY, HANDSHAKE_TIMES, KEY, readU32, readU64} from './layout.js'
 import {HANDSHAKE_INITIATOR, HANDSHAKE_RESPONDER} from './layout.generated.js'
 import type {BpfMap} from './libbpf.js'
 
@@ -28,17 +27,6 @@ const SRC6 = FLOW_KEY6.fields.src.offset
 const DST6 = FLOW_KEY6.fields.dst.offset
 const T = HANDSHAKE_TIMES.fields
 
-/** The flow key bytes (latin1) of the handshake key at `ko`: the IPv6-shaped key cut to the family's. */
-function flowKeyOf(family: Family, keys: Buffer, ko: number): string {
-  const at = ko + FLOW
-  if (family === 6) return keys.toString('latin1', at, at + FLOW_KEY6.size)
-  const key4 = Buffer.alloc(FLOW_KEY4.size)
-  keys.copy(key4, 0, at, at + FLOW_KEY4.fields.src.offset)
-  keys.copy(key4, FLOW_KEY4.fields.src.offset, at + SRC6, at + SRC6 + 4)
-  keys.copy(key4, FLOW_KEY4.fields.dst.offset, at + DST6, at + DST6 + 4)
-  return key4.toString('latin1')
-}
-
 function decode(keys: Buffer, ko: number, values: Buffer, vo: number): HandshakeEntry | undefined {
   const family = readU32(keys, ko + FAMILY)
   if (family !== 4 && family !== 6) return undefined
@@ -49,7 +37,7 @@ function decode(keys: Buffer, ko: number, values: Buffer, vo: number): Handshake
     role: readU32(values, vo + T.role.offset),
     ifindex: readU32(keys, at + KEY.ifindex.offset),
     direction: keys[at + KEY.direction.offset],
-    flowKey: flowKeyOf(family, keys, ko),
+    flowKey: familyKeyOf(keys, ko + FLOW, family).toString('latin1'),
     src: keys.toString('latin1', at + SRC6, at + SRC6 + len),
     sport: keys.readUInt16BE(at + KEY.sport.offset),
     dst: keys.toString('latin1', at + DST6, at + DST6 + len),

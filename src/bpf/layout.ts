@@ -139,6 +139,27 @@ export function keySamplingInterval(key: Uint8Array, off: number): number {
   return key[off + KEY.samplingInterval.offset] | (key[off + KEY.samplingInterval.offset + 1] << 8) || 1
 }
 
+/**
+ * The family's flow key from a flow_key6-shaped one at `at` (the drop hook's and the handshake
+ * map's keys: an IPv4 address in the first 4 bytes of each address), as the flow maps key it. A
+ * whole allocation (not a slice of Node's pool), as the flow cache's key lookups prefer.
+ */
+export function familyKeyOf(keys: Buffer, at: number, family: Family): Buffer {
+  const key = Buffer.alloc(family === 6 ? FLOW_KEY6.size : FLOW_KEY4.size)
+  if (family === 6) {
+    keys.copy(key, 0, at, at + FLOW_KEY6.size)
+    return key
+  }
+  // The two keys share everything before src.
+  const src4 = FLOW_KEY4.fields.src.offset
+  const src6 = at + FLOW_KEY6.fields.src.offset
+  const dst6 = at + FLOW_KEY6.fields.dst.offset
+  keys.copy(key, 0, at, at + src4)
+  keys.copy(key, src4, src6, src6 + 4)
+  keys.copy(key, FLOW_KEY4.fields.dst.offset, dst6, dst6 + 4)
+  return key
+}
+
 /** The key's (ifindex, direction) as one number: ifindex * 2 + direction. */
 export function interfaceSlot(key: Uint8Array, off: number): number {
   return readU32(key, off + KEY.ifindex.offset) * 2 + key[off + KEY.direction.offset]

@@ -28,7 +28,7 @@ import type {MeterStats} from '../bpf/meter-stats.js'
 import type {HandshakeRtt} from '../flow/handshake-rtt.js'
 import {FAMILIES, type Family} from '../flow/record.js'
 import {monotonicNowNs} from '../sys/clock.js'
-import {kernelDropReasons} from '../bpf/btf.js'
+import {runningDropReasonNames} from '../bpf/btf.js'
 import {dropSetInode, takeDrops} from '../bpf/drops.js'
 import {DropTable, type DropTally} from './drop-table.js'
 import {HeldFlows, type DrainPolicy, type ExportSink, type SeenBySlot} from './held-flows.js'
@@ -381,7 +381,7 @@ export class MeterSetDrainer {
     const inode = dropSetInode(this.store)
     if (inode === undefined) return undefined
     const entries = await takeDrops(this.set.root, inode)
-    this.dropTable ??= new DropTable(reasonNames())
+    this.dropTable ??= new DropTable(runningDropReasonNames())
     this.held.drops = this.dropTable
     return entries.length ? this.dropTable.add(entries, this.round) : undefined
   }
@@ -452,20 +452,6 @@ export class MeterSetDrainer {
       unread,
     }
   }
-}
-
-let kernelReasons: ReadonlyMap<number, string> | undefined
-
-/** The running kernel's drop reason names, read once (an empty table, numbers shown, if its BTF cannot be read). */
-function reasonNames(): ReadonlyMap<number, string> {
-  if (!kernelReasons) {
-    try {
-      kernelReasons = kernelDropReasons()
-    } catch {
-      kernelReasons = new Map()
-    }
-  }
-  return kernelReasons
 }
 
 /** Entries in `map`, or undefined when it cannot be read (or was not opened). */

@@ -13,7 +13,7 @@
  */
 import type {DropEntry} from '../bpf/drops.js'
 import type {FlowBatch} from '../flow/batch.js'
-import {forwardingStatusOfDrop, TTL_EXPIRED} from '../flow/drop-reasons.js'
+import {dropReasonName, forwardingStatusOfDrop} from '../flow/drop-reasons.js'
 import type {Family} from '../flow/record.js'
 
 /** Drops of one reason on one interface, as the metrics count them. */
@@ -36,12 +36,6 @@ interface FlowDrops {
   round: number
 }
 
-/** The name of a drop's reason: the kernel's (from its BTF), TTL_EXPIRED, or the number when the kernel's enum did not name it. */
-function dropReasonName(entry: DropEntry, names: ReadonlyMap<number, string>): string {
-  if (entry.ttlExpired) return TTL_EXPIRED
-  return names.get(entry.reason) ?? `REASON_${entry.reason}`
-}
-
 export class DropTable {
   private readonly flows = new Map<string, FlowDrops>()
   private readonly scratch = new Map<string, DropTally>()
@@ -56,7 +50,7 @@ export class DropTable {
   add(entries: readonly DropEntry[], round: number): DropTally[] {
     const tallies = new Map<string, DropTally>()
     for (const e of entries) {
-      const reason = dropReasonName(e, this.names)
+      const reason = dropReasonName(e.reason, e.ttlExpired, this.names)
       const id = `${e.family}${e.flowKey.toString('latin1')}`
       let flow = this.flows.get(id)
       if (!flow) this.flows.set(id, (flow = {family: e.family, key: e.flowKey, ifindex: e.ifindex, packets: 0, bytes: 0, byReason: new Map(), round}))

@@ -28,6 +28,12 @@ export const DROPPED = {
 /** The name the flow log and `top` show for a drop whose TTL ran out (the kernel says IP_INHDR). */
 export const TTL_EXPIRED = 'TTL_EXPIRED'
 
+/** The name of a drop's reason: TTL_EXPIRED, the kernel's (`names`, from its BTF), or the number when the kernel's enum did not name it. */
+export function dropReasonName(reason: number, ttlExpired: boolean, names: ReadonlyMap<number, string>): string {
+  if (ttlExpired) return TTL_EXPIRED
+  return names.get(reason) ?? `REASON_${reason}`
+}
+
 /** Kernel reason names (without SKB_DROP_REASON_) with a code of their own; all others are 128. */
 export const DROP_REASON_CODES: Readonly<Record<string, number>> = {
   // A firewall rule said drop (nftables, iptables, a netfilter hook).

@@ -5,27 +5,15 @@
  * counted from 0, and what the daemon took out of the one before after top's last read is not in
  * any interval (so the drop rates may undercount; the flows' own rates never do).
  */
-import {kernelDropReasons} from '../bpf/btf.js'
+import {runningDropReasonNames} from '../bpf/btf.js'
 import {dropSetInode, peekDrops} from '../bpf/drops.js'
 import type {MeterSet} from '../bpf/meter-set.js'
-import {TTL_EXPIRED} from '../flow/drop-reasons.js'
+import {dropReasonName} from '../flow/drop-reasons.js'
 
 /** A flow's drops in an interval: packets, and the reason with the most of them. */
 export interface FlowDrops {
   packets: number
   reason: string
-}
-
-let reasonNames: ReadonlyMap<number, string> | undefined
-
-function reasonName(reason: number, ttlExpired: boolean): string {
-  if (ttlExpired) return TTL_EXPIRED
-  try {
-    reasonNames ??= kernelDropReasons()
-  } catch {
-    reasonNames = new Map()
-  }
-  return reasonNames.get(reason) ?? `REASON_${reason}`
 }
 
 export class TopDrops {
@@ -59,13 +47,13 @@ export class TopDrops {
       if (grew <= 0) continue
       const drops = out.get(flow)
       if (!drops) {
-        out.set(flow, {packets: grew, reason: reasonName(e.reason, e.ttlExpired)})
+        out.set(flow, {packets: grew, reason: dropReasonName(e.reason, e.ttlExpired, runningDropReasonNames())})
         most.set(flow, grew)
         continue
       }
       drops.packets += grew
       if (grew > (most.get(flow) ?? 0)) {
-        drops.reason = reasonName(e.reason, e.ttlExpired)
+        drops.reason = dropReasonName(e.reason, e.ttlExpired, runningDropReasonNames())
         most.set(flow, grew)
       }
     }
