@@ -208,43 +208,68 @@ function readDrops(map: BpfMap): DropEntry[] {
   return out
 }
 
+/** The hook's map of drops hashes, and one namespace's current hash in it (both open: close both). */
+interface CurrentDropsHash {
+  outer: BpfMap
+  key: Buffer
+  id: number
+  hash: BpfMap
+}
+
+/**
+ * Opens a namespace's current drops hash through drop_maps; undefined when drops are off or the
+ * hook is gone. A hash swapped out and freed between the two reads (`freedIsGone`: for readers
+ * beside the daemon) is gone too; otherwise that throws, naming the drops hash.
+ */
+function openDropsHash(pinRoot: string, inode: number, freedIsGone: boolean): CurrentDropsHash | undefined {
+  let outer: BpfMap
+  try {
+    outer = BpfMap.open(join(pinRoot, 'drops', 'maps', 'drop_maps'))
+  } catch (error) {
+    if (error instanceof BpfError && error.errno === ENOENT) return undefined
+    throw error
+  }
+  try {
+    const key = u32Key(inode)
+    const id = outer.lookup(key, Buffer.alloc(4))?.readUInt32LE(0)
+    if (id === undefined) {
+      outer.close()
+      return undefined
+    }
+    return {outer, key, id, hash: BpfMap.openById(id, 'a drops hash')}
+  } catch (error) {
+    outer.close()
+    if (freedIsGone && error instanceof BpfError && error.errno === ENOENT) return undefined
+    throw error
+  }
+}
+
 /**
  * Takes a namespace's drops out: an empty hash goes in its place in drop_maps (the kernel's update
  * of a map-in-map waits until no program can still see the old one, so no drop is lost between
  * them), and the old one is read whole. Empty when drops are off or the hook is gone.
  */
 export async function takeDrops(pinRoot: string, inode: number): Promise<DropEntry[]> {
-  let outer: BpfMap
+  const current = openDropsHash(pinRoot, inode, false)
+  if (!current) return []
+  const {outer, key, hash: old} = current
   try {
-    outer = BpfMap.open(join(pinRoot, 'drops', 'maps', 'drop_maps'))
-  } catch (error) {
-    if (error instanceof BpfError && error.errno === ENOENT) return []
-    throw error
-  }
-  try {
-    const key = u32Key(inode)
-    const id = outer.lookup(key, Buffer.alloc(4))?.readUInt32LE(0)
-    if (id === undefined) return []
-    const old = BpfMap.openById(id, 'a drops hash')
+    // Nothing dropped since the last swap (an idle namespace, or one that drops nothing): the
+    // hash stays, and the drain pays one bpf() call instead of a fresh hash and a wait for the
+    // programs (a map-in-map update) every interval. A drop counted right after the look waits
+    // for the next drain in it.
+    if (old.isEmpty()) return []
+    const fresh = newDropsMap()
     try {
-      // Nothing dropped since the last swap (an idle namespace, or one that drops nothing): the
-      // hash stays, and the drain pays one bpf() call instead of a fresh hash and a wait for the
-      // programs (a map-in-map update) every interval. A drop counted right after the look waits
-      // for the next drain in it.
-      if (old.isEmpty()) return []
-      const fresh = newDropsMap()
-      try {
-        const fd = Buffer.alloc(4)
-        fd.writeUInt32LE(fresh.fd)
-        await outer.updateAsync(key, fd)
-      } finally {
-        fresh.close()
-      }
-      return readDrops(old)
+      const fd = Buffer.alloc(4)
+      fd.writeUInt32LE(fresh.fd)
+      await outer.updateAsync(key, fd)
     } finally {
-      old.close()
+      fresh.close()
     }
+    return readDrops(old)
   } finally {
+    old.close()
     outer.close()
   }
 }
@@ -255,31 +280,13 @@ export async function takeDrops(pinRoot: string, inode: number): Promise<DropEnt
  * swapped in since. Undefined when drops are off or the hook is gone.
  */
 export function peekDrops(pinRoot: string, inode: number): {id: number; entries: DropEntry[]} | undefined {
-  let outer: BpfMap
+  const current = openDropsHash(pinRoot, inode, true)
+  if (!current) return undefined
   try {
-    outer = BpfMap.open(join(pinRoot, 'drops', 'maps', 'drop_maps'))
-  } catch (error) {
-    if (error instanceof BpfError && error.errno === ENOENT) return undefined
-    throw error
-  }
-  try {
-    const id = outer.lookup(u32Key(inode), Buffer.alloc(4))?.readUInt32LE(0)
-    if (id === undefined) return undefined
-    let map: BpfMap
-    try {
-      map = BpfMap.openById(id, 'a drops hash')
-    } catch (error) {
-      // Swapped out and freed between the two reads: the next read finds the new one.
-      if (error instanceof BpfError && error.errno === ENOENT) return undefined
-      throw error
-    }
-    try {
-      return {id, entries: readDrops(map)}
-    } finally {
-      map.close()
-    }
+    return {id: current.id, entries: readDrops(current.hash)}
   } finally {
-    outer.close()
+    current.hash.close()
+    current.outer.close()
   }
 }
 
